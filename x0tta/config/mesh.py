@@ -1,0 +1,12 @@
+"""Settings of batman-adv control (section [mesh])."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from x0tta.config.fields import setting
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    enabled: bool = setting(True, doc="Run this subsystem. It degrades by itself when the node lacks what it needs.")
