@@ -1,0 +1,126 @@
+"""The local admin API: JSON lines over a Unix socket (mode 0600, so only root and the agent's user).
+
+Request, one line: ``{"cmd": "status", "args": {}}``. Response, one line:
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A connection may carry
+several requests. Bad JSON, unknown commands and failing handlers get an error response; they
+never reach the rest of the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+from x0tta.common.errors import X0ttaError
+from x0tta.common.subsystem import AdminHandler
+
+MAX_LINE = 64 * 1024
+
+
+class AdminError(X0ttaError):
+    pass
+
+
+class AdminServer:
+    def __init__(self, log: Any) -> None:
+        self._handlers: dict[str, AdminHandler] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._path: Path | None = None
+        self._log = log
+
+    def register(self, command: str, handler: AdminHandler) -> None:
+        self._handlers[command] = handler
+
+    @property
+    def commands(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def start(self, path: str) -> None:
+        p = Path(path)
+        await asyncio.to_thread(_clear_stale, p)
+        old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(p), limit=MAX_LINE)
+        finally:
+            os.umask(old)
+        os.chmod(p, 0o600)
+        self._path = p
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    return
+                if not line:
+                    return
+                await _send(writer, await self.dispatch(line))
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return {"ok": False, "error": f"request is not JSON: {exc}"}
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            return {"ok": False, "error": 'request must be an object with a string "cmd"'}
+        args = req.get("args") or {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": '"args" must be an object'}
+        handler = self._handlers.get(req["cmd"])
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {req['cmd']!r}; known: {', '.join(self.commands)}"}
+        try:
+            return {"ok": True, "result": await handler(args)}
+        except X0ttaError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:
+            self._log.error("admin_command_failed", cmd=req["cmd"], reason=repr(exc), exc_info=True)
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+    writer.write(json.dumps(obj, default=str).encode() + b"\n")
+    await writer.drain()
+
+
+def _clear_stale(p: Path) -> None:
+    """Make room for the socket: remove a stale one, refuse to touch anything else."""
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise AdminError(f"{p} exists and is not a socket; refusing to replace it")
+        if _answers(p):
+            raise AdminError(f"another agent is serving {p}")
+        p.unlink()
+
+
+def _answers(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

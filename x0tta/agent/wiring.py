@@ -1,0 +1,21 @@
+"""Which subsystems this agent runs, built from settings.
+
+Each entry is ``name -> factory(settings) -> Subsystem``; a factory imports its package only
+when called, so a node that disables a subsystem never pays for importing it. Order matters:
+subsystems start in this order (identity before peer, mesh before heal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from x0tta.common.subsystem import Subsystem
+from x0tta.config.schema import AgentSettings
+
+Factory = Callable[[AgentSettings], Subsystem]
+
+
+def factories(settings: AgentSettings) -> dict[str, Factory]:
+    """The subsystems enabled by ``settings``, in start order."""
+    table: dict[str, tuple[bool, Factory]] = {}
+    return {name: factory for name, (enabled, factory) in table.items() if enabled}

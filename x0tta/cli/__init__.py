@@ -1,0 +1,1 @@
+"""The ``x0tta`` command: operator tools in the spirit of batctl."""

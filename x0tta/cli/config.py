@@ -1,0 +1,39 @@
+"""``x0tta config check FILE`` and ``x0tta config show [FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from x0tta.config.fields import ConfigError, to_data
+from x0tta.config.loader import load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("config", help="check or show a configuration")
+    cs = p.add_subparsers(dest="config_cmd", required=True)
+    c = cs.add_parser("check", help="validate a config file (and X0TTA_* overrides); exit 1 if invalid")
+    c.add_argument("file")
+    c.set_defaults(func=check)
+    s = cs.add_parser("show", help="print the effective settings, defaults included, as JSON")
+    s.add_argument("file", nargs="?")
+    s.set_defaults(func=show)
+
+
+def check(args: argparse.Namespace) -> int:
+    try:
+        load_settings(args.file)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(to_data(load_settings(args.file)), indent=2))
+    return 0

@@ -1,0 +1,1 @@
+"""Logs, metrics and traces: the adapters to structlog, prometheus-client and OpenTelemetry."""

@@ -1,0 +1,51 @@
+"""OpenTelemetry tracing: a tracer provider with this node's resource, OTLP export when configured.
+
+Spans are always created (so trace ids reach the logs and peer frames) even when nothing exports
+them; ``[tracing] otlp_endpoint`` turns export on. Sampling is parent-based with a ratio for new
+root traces, so a trace started by a peer keeps the decision that peer made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from x0tta import __version__
+
+_provider: TracerProvider | None = None
+
+
+def configure(
+    *, node_id: str, otlp_endpoint: str = "", sample_ratio: float = 1.0, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Install the process-wide tracer provider (once; later calls return the first)."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    resource = Resource.create(
+        {"service.name": "x0tta-agent", "service.version": __version__, "service.instance.id": node_id}
+    )
+    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    if exporter is None and otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=otlp_endpoint, insecure=otlp_endpoint.startswith("http://"))
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def get_tracer(subsystem: str) -> Any:
+    return trace.get_tracer(f"x0tta.{subsystem}", __version__)
+
+
+def shutdown() -> None:
+    if _provider is not None:
+        _provider.shutdown()
