@@ -1,0 +1,302 @@
+"""The built-in certificate authority: the default for meshes without SPIRE. File I/O lives here.
+
+A CA is a directory (``0700``) on the operator's machine, or on one trusted node of a small mesh:
+
+    ca.key       the root's private key, PKCS#8 PEM, mode 0600, written once, never logged
+    ca.pem       the root certificate (ML-DSA-65 by default)
+    bundle.pem   the trust bundle nodes verify peers with (today the root; during a root
+                 rollover, old and new roots)
+    crl.pem      the current revocation list, an X.509 CRL signed by the root
+    state.json   trust domain, CRL number, revoked serials, and the serials issued (for
+                 ``revoke --spiffe-id``); no key material
+    .lock        serializes concurrent ``x0tta ca`` runs (flock)
+
+Every file is replaced atomically (write to a temporary file in the same directory, fsync,
+rename), so an agent watching ``crl.pem`` or an SVID directory never reads half a file.
+
+An issued SVID is written as a node directory: ``svid.pem`` (leaf), ``svid.key`` (0600),
+``bundle.pem`` and ``crl.pem``; that is what :class:`x0tta.identity.builtin.BuiltinSource` reads.
+The key is written before the certificate, so a reader that sees a new certificate finds its key
+already in place (and a reader that sees a new key with the old certificate gets a mismatch, keeps
+what it had, and reads again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from x0tta.common.errors import PermanentError
+from x0tta.identity import certs
+from x0tta.identity.certs import KeyType, RevokedEntry
+from x0tta.identity.spiffe_id import SpiffeId, validate_trust_domain
+from x0tta.identity.types import RevocationList, TrustBundle, X509Svid
+
+ROOT_VALIDITY = 10 * 365 * 86400.0
+"""Ten years: a mesh root is replaced by a planned rollover, not by expiry."""
+CRL_VALIDITY = 7 * 86400.0
+"""Agents flag a CRL older than its nextUpdate; a week leaves room for a CA host that is offline."""
+MAX_TTL = 366 * 86400.0
+
+SVID_FILE, KEY_FILE, BUNDLE_FILE, CRL_FILE = "svid.pem", "svid.key", "bundle.pem", "crl.pem"
+
+
+class CaError(PermanentError):
+    """The CA directory is missing, already initialized, or inconsistent."""
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_node_files(directory: Path, svid: X509Svid, bundle: TrustBundle, crl_pem: bytes | None) -> None:
+    """Write an SVID directory as the built-in source reads it (key first, then certificate)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(directory / KEY_FILE, svid.private_key_pem, 0o600)
+    write_atomic(directory / SVID_FILE, svid.chain_pem())
+    write_atomic(directory / BUNDLE_FILE, bundle.to_pem())
+    if crl_pem is not None:
+        write_atomic(directory / CRL_FILE, crl_pem)
+
+
+@dataclass(frozen=True)
+class IssuedRecord:
+    serial: int
+    spiffe_id: str
+    not_after: float
+    key_type: str
+
+
+class CertificateAuthority:
+    """A built-in CA rooted in ``directory``. Methods do blocking file I/O and signing: call them
+    from a thread (``asyncio.to_thread``) inside the agent."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        if not (self.directory / "ca.pem").exists() or not (self.directory / "ca.key").exists():
+            raise CaError(f"no CA in {self.directory} (run 'x0tta ca init')")
+        self.root = x509.load_pem_x509_certificate((self.directory / "ca.pem").read_bytes())
+        self._key = certs.load_signing_key((self.directory / "ca.key").read_bytes())
+        state = self._read_state()
+        self.trust_domain: str = state["trust_domain"]
+
+    def __repr__(self) -> str:
+        return f"CertificateAuthority({str(self.directory)!r}, trust_domain={self.trust_domain!r})"
+
+    # -- creation ----------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        directory: str | Path,
+        trust_domain: str,
+        *,
+        key_type: KeyType = KeyType.ML_DSA_65,
+        validity: float = ROOT_VALIDITY,
+        now: float | None = None,
+    ) -> CertificateAuthority:
+        """Create a CA: a new root key (0600) and certificate, an empty CRL. Refuses to overwrite."""
+        validate_trust_domain(trust_domain)
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(d, 0o700)
+        with _locked(d):
+            if (d / "ca.key").exists() or (d / "ca.pem").exists():
+                raise CaError(f"{d} already holds a CA; refusing to overwrite its key")
+            t = time.time() if now is None else now
+            key = certs.generate_key(key_type)
+            root = certs.build_root(key, trust_domain, t, validity)
+            # O_EXCL: never replace an existing key, even if it appeared since the check above.
+            fd = os.open(d / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(certs.private_key_pem(key))
+                f.flush()
+                os.fsync(f.fileno())
+            pem = root.public_bytes(serialization.Encoding.PEM)
+            write_atomic(d / "ca.pem", pem)
+            write_atomic(d / BUNDLE_FILE, pem)
+            state = {"trust_domain": trust_domain, "crl_number": 0, "revoked": [], "issued": []}
+            write_atomic(d / "state.json", json.dumps(state, indent=1).encode(), 0o600)
+        ca = cls(d)
+        ca.publish_crl(now=t)
+        return ca
+
+    # -- state -------------------------------------------------------------------------------
+    def _read_state(self) -> dict:  # type: ignore[type-arg]
+        try:
+            return json.loads((self.directory / "state.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError) as exc:
+            raise CaError(f"cannot read {self.directory / 'state.json'}: {exc}") from exc
+
+    def _write_state(self, state: dict) -> None:  # type: ignore[type-arg]
+        write_atomic(self.directory / "state.json", json.dumps(state, indent=1).encode(), 0o600)
+
+    @property
+    def key_type(self) -> KeyType:
+        return certs.key_type_of(self._key)
+
+    def bundle(self) -> TrustBundle:
+        return TrustBundle.from_pem(self.trust_domain, (self.directory / BUNDLE_FILE).read_bytes())
+
+    def crl_pem(self) -> bytes:
+        return (self.directory / CRL_FILE).read_bytes()
+
+    def revocation_list(self) -> RevocationList:
+        return RevocationList.from_crl(self.crl_pem(), self.bundle())
+
+    def issued(self) -> list[IssuedRecord]:
+        return [
+            IssuedRecord(int(r["serial"], 16), r["spiffe_id"], r["not_after"], r["key_type"])
+            for r in self._read_state()["issued"]
+        ]
+
+    def revoked(self) -> list[RevokedEntry]:
+        return [_entry(r) for r in self._read_state()["revoked"]]
+
+    # -- issuing -----------------------------------------------------------------------------
+    def issue(
+        self,
+        spiffe_id: SpiffeId | str,
+        ttl: float,
+        *,
+        key_type: KeyType = KeyType.ML_DSA_65,
+        now: float | None = None,
+        not_before: float | None = None,
+        extra_uris: tuple[str, ...] = (),
+        leaf_is_ca: bool = False,
+        key_usage: bool = True,
+    ) -> X509Svid:
+        """Issue an X509-SVID for ``spiffe_id`` valid ``ttl`` seconds; recorded for revocation.
+
+        The last three options produce certificates that break the X509-SVID rules, for tests
+        that show peers refuse them.
+        """
+        sid = SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id
+        if sid.trust_domain != self.trust_domain:
+            raise CaError(f"{sid} is not in this CA's trust domain {self.trust_domain}")
+        if not sid.path:
+            raise CaError("an X509-SVID's SPIFFE ID needs a path (spiffe://td/node/NAME)")
+        if not 0 < ttl <= MAX_TTL:
+            raise CaError(f"ttl must be between 0 and {MAX_TTL:.0f} seconds")
+        t = time.time() if now is None else now
+        svid = certs.make_svid(
+            self._key,
+            self.root,
+            sid,
+            t,
+            ttl,
+            key_type,
+            not_before=not_before,
+            extra_uris=extra_uris,
+            leaf_is_ca=leaf_is_ca,
+            key_usage=key_usage,
+        )
+        with _locked(self.directory):
+            state = self._read_state()
+            state["issued"] = [r for r in state["issued"] if r["not_after"] > t] + [
+                {
+                    "serial": f"{svid.leaf.serial_number:x}",
+                    "spiffe_id": str(sid),
+                    "not_after": svid.expires_at,
+                    "key_type": key_type.value,
+                }
+            ]
+            self._write_state(state)
+        return svid
+
+    def issue_to(self, directory: str | Path, spiffe_id: SpiffeId | str, ttl: float, **kw: object) -> X509Svid:
+        """Issue and write a node directory (svid.pem, svid.key, bundle.pem, crl.pem)."""
+        svid = self.issue(spiffe_id, ttl, **kw)  # type: ignore[arg-type]
+        write_node_files(Path(directory), svid, self.bundle(), self.crl_pem())
+        return svid
+
+    # -- revocation --------------------------------------------------------------------------
+    def revoke(
+        self,
+        serials: list[int] | None = None,
+        spiffe_id: SpiffeId | str | None = None,
+        *,
+        reason: x509.ReasonFlags | None = x509.ReasonFlags.key_compromise,
+        now: float | None = None,
+    ) -> list[int]:
+        """Revoke serials, or every unexpired SVID issued to ``spiffe_id``; re-sign the CRL.
+
+        Returns the serials newly revoked. Expired entries are dropped from the CRL (RFC 5280
+        5.1.2.6 allows it: an expired certificate is refused for its date anyway).
+        """
+        t = time.time() if now is None else now
+        with _locked(self.directory):
+            state = self._read_state()
+            wanted = set(serials or ())
+            if spiffe_id is not None:
+                sid = str(SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id)
+                wanted |= {int(r["serial"], 16) for r in state["issued"] if r["spiffe_id"] == sid}
+            known = {int(r["serial"], 16) for r in state["revoked"]}
+            issued = {int(r["serial"], 16): r for r in state["issued"]}
+            new = sorted(wanted - known)
+            for s in new:
+                rec = issued.get(s)
+                state["revoked"].append(
+                    {
+                        "serial": f"{s:x}",
+                        "revoked_at": t,
+                        "reason": reason.value if reason else None,
+                        "spiffe_id": rec["spiffe_id"] if rec else None,
+                        "not_after": rec["not_after"] if rec else None,
+                    }
+                )
+            self._write_state(state)
+        self.publish_crl(now=t)
+        return new
+
+    def publish_crl(self, *, validity: float = CRL_VALIDITY, now: float | None = None) -> RevocationList:
+        """Sign and write a fresh CRL (also run periodically so it never passes its nextUpdate)."""
+        t = time.time() if now is None else now
+        with _locked(self.directory):
+            state = self._read_state()
+            state["revoked"] = [r for r in state["revoked"] if r.get("not_after") is None or r["not_after"] > t]
+            state["crl_number"] = int(state.get("crl_number", 0)) + 1
+            crl = certs.build_crl(
+                self._key, self.root, [_entry(r) for r in state["revoked"]], state["crl_number"], t, validity
+            )
+            write_atomic(self.directory / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
+            self._write_state(state)
+        return self.revocation_list()
+
+
+def _entry(r: dict) -> RevokedEntry:  # type: ignore[type-arg]
+    reason = x509.ReasonFlags(r["reason"]) if r.get("reason") else None
+    return RevokedEntry(int(r["serial"], 16), float(r["revoked_at"]), reason)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+

@@ -1,0 +1,240 @@
+"""Building the built-in CA's certificates and revocation lists. Pure: keys and times in, objects out.
+
+What is built follows the X509-SVID specification (see :mod:`x0tta.identity.types`):
+
+* the root is the trust domain's signing authority: a self-signed CA certificate whose one URI SAN
+  is the trust domain's own SPIFFE ID (``spiffe://<td>``, no path, as SPIFFE-ID.md 3.1 asks),
+  basicConstraints cA=true pathLen=0 (no intermediates: every extra certificate costs ~5 KB per
+  ML-DSA handshake), keyCertSign and cRLSign;
+* a leaf is an X509-SVID: an empty subject and a critical SAN holding exactly one URI (RFC 5280
+  4.2.1.6 requires the SAN to be critical when the subject is empty; the empty subject saves
+  bytes on every handshake), cA=false, digitalSignature only, extended key usage serverAuth and
+  clientAuth (X509-SVID 4.4), and the authority key id so a bundle holding an old and a new root
+  during a root rollover still selects the right one;
+* a revocation list is an X.509 CRL (RFC 5280 section 5) signed by the root itself: cryptography
+  signs CRLs with ML-DSA-65 like certificates, so there is no home-made format to get wrong.
+
+ML-DSA keys sign without a separate hash (``sign(key, None)``); ECDSA keys sign with SHA-256.
+The options that break the rules on purpose (``extra_uris``, ``leaf_is_ca``, no key usage) exist
+for tests and the lab, which must show that peers refuse such certificates.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from x0tta.identity.spiffe_id import SpiffeId
+from x0tta.identity.types import X509Svid
+
+CLOCK_SKEW = timedelta(seconds=60)
+"""Leaves are dated this much before issuance, so a peer whose clock is a little behind accepts them."""
+
+
+class KeyType(enum.StrEnum):
+    ML_DSA_65 = "ml-dsa-65"
+    ECDSA_P256 = "ecdsa-p256"
+
+
+SigningKey = mldsa.MLDSA65PrivateKey | ec.EllipticCurvePrivateKey
+
+
+def generate_key(key_type: KeyType) -> SigningKey:
+    if key_type is KeyType.ML_DSA_65:
+        return mldsa.MLDSA65PrivateKey.generate()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def private_key_pem(key: SigningKey) -> bytes:
+    """PKCS#8 PEM, unencrypted: the form pyOpenSSL loads ML-DSA keys from."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_signing_key(pem: bytes) -> SigningKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, (mldsa.MLDSA65PrivateKey, ec.EllipticCurvePrivateKey)):
+        raise ValueError(f"unsupported CA key type {type(key).__name__}")
+    return key
+
+
+def _hash_for(key: SigningKey) -> hashes.HashAlgorithm | None:
+    return None if isinstance(key, mldsa.MLDSA65PrivateKey) else hashes.SHA256()
+
+
+def key_type_of(key: SigningKey) -> KeyType:
+    return KeyType.ML_DSA_65 if isinstance(key, mldsa.MLDSA65PrivateKey) else KeyType.ECDSA_P256
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def build_root(key: SigningKey, trust_domain: str, now: float, validity: float) -> x509.Certificate:
+    """A self-signed root for ``trust_domain``, valid from ``now`` for ``validity`` seconds."""
+    td_id = SpiffeId(trust_domain)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x0tta"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"x0tta CA {trust_domain}"[:64]),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_utc(now) - CLOCK_SKEW)
+        .not_valid_after(_utc(now + validity))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(td_id))]), critical=False)
+        .add_extension(ski, critical=False)
+        .sign(key, _hash_for(key))
+    )
+
+
+_LEAF_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def build_leaf(
+    ca_key: SigningKey,
+    ca_cert: x509.Certificate,
+    public_key: object,
+    spiffe_id: SpiffeId,
+    not_before: float,
+    not_after: float,
+    *,
+    serial: int | None = None,
+    extra_uris: Sequence[str] = (),
+    leaf_is_ca: bool = False,
+    key_usage: bool = True,
+) -> x509.Certificate:
+    """An X509-SVID for ``spiffe_id`` signed by the CA. The keyword options break rules on purpose."""
+    uris = [x509.UniformResourceIdentifier(str(spiffe_id))]
+    uris += [x509.UniformResourceIdentifier(u) for u in extra_uris]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(_utc(not_before))
+        .not_valid_after(_utc(not_after))
+        .add_extension(x509.BasicConstraints(ca=leaf_is_ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(uris), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    if key_usage:
+        builder = builder.add_extension(_LEAF_USAGE, critical=True)
+    return builder.sign(ca_key, _hash_for(ca_key))
+
+
+def make_svid(
+    ca_key: SigningKey,
+    ca_cert: x509.Certificate,
+    spiffe_id: SpiffeId,
+    now: float,
+    ttl: float,
+    key_type: KeyType = KeyType.ML_DSA_65,
+    *,
+    not_before: float | None = None,
+    extra_uris: Sequence[str] = (),
+    leaf_is_ca: bool = False,
+    key_usage: bool = True,
+) -> X509Svid:
+    """A fresh key pair and its X509-SVID, valid until ``now + ttl``.
+
+    ``not_before`` defaults to ``now`` minus :data:`CLOCK_SKEW`. The chain holds the leaf only:
+    peers have the root in their bundle, and not sending it saves ~5.3 KB per ML-DSA handshake in
+    each direction.
+    """
+    key = generate_key(key_type)
+    start = now - CLOCK_SKEW.total_seconds() if not_before is None else not_before
+    leaf = build_leaf(
+        ca_key,
+        ca_cert,
+        key.public_key(),
+        spiffe_id,
+        start,
+        now + ttl,
+        extra_uris=extra_uris,
+        leaf_is_ca=leaf_is_ca,
+        key_usage=key_usage,
+    )
+    return X509Svid(spiffe_id, (leaf,), private_key_pem(key), leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    serial: int
+    revoked_at: float
+    reason: x509.ReasonFlags | None = None
+
+
+def build_crl(
+    ca_key: SigningKey,
+    ca_cert: x509.Certificate,
+    revoked: Iterable[RevokedEntry],
+    number: int,
+    now: float,
+    validity: float,
+) -> x509.CertificateRevocationList:
+    """A CRL listing ``revoked``, numbered ``number``, to be replaced within ``validity`` seconds."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(_utc(now) - CLOCK_SKEW)
+        .next_update(_utc(now + validity))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    for entry in revoked:
+        rb = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(_utc(entry.revoked_at))
+        if entry.reason is not None:
+            rb = rb.add_extension(x509.CRLReason(entry.reason), critical=False)
+        builder = builder.add_revoked_certificate(rb.build())
+    return builder.sign(ca_key, _hash_for(ca_key))
