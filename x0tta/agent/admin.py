@@ -32,6 +32,7 @@ class AdminServer:
         self._handlers: dict[str, AdminHandler] = {}
         self._server: asyncio.AbstractServer | None = None
         self._path: Path | None = None
+        self._conns: set[asyncio.Task[None]] = set()
         self._log = log
 
     def register(self, command: str, handler: AdminHandler) -> None:
@@ -55,12 +56,18 @@ class AdminServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
             await self._server.wait_closed()
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
         try:
             while True:
                 try:
@@ -74,6 +81,7 @@ class AdminServer:
         except ConnectionError:
             pass
         finally:
+            self._conns.discard(task)
             writer.close()
 
     async def dispatch(self, line: bytes) -> dict[str, Any]:

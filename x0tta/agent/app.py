@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class Agent:
         self.settings = settings
         self.config_path = config_path
         self.environ = dict(os.environ if environ is None else environ)
-        self.node_id = settings.node.resolved_id()
+        self.node_id = settings.node.resolved_id(socket.gethostname())
         self.started_at = time.time()
         self._extra = dict(extra or {})
         self.registry = CollectorRegistry(auto_describe=True)
@@ -88,6 +89,7 @@ class Agent:
 
     def _count_restart(self, name: str) -> None:
         self.metrics.restarts.labels(name).inc()
+        self.board.post(name, self.board.get(name).conditions, restarts=self.supervisor.restarts(name))
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

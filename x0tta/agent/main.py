@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from x0tta import __version__
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from x0tta.telemetry import logging as tlog
     from x0tta.telemetry import tracing
 
-    node_id = settings.node.resolved_id()
+    node_id = settings.node.resolved_id(socket.gethostname())
     tlog.configure(
         node_id=node_id, level=settings.logging.level, levels=settings.logging.levels, fmt=settings.logging.format
     )

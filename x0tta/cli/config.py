@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = cs.add_parser("show", help="print the effective settings, defaults included, as JSON")
     s.add_argument("file", nargs="?")
     s.set_defaults(func=show)
+    r = cs.add_parser("reference", help="print the commented reference config (or Markdown)")
+    r.add_argument("--markdown", action="store_true")
+    r.set_defaults(func=reference)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -36,4 +39,11 @@ def show(args: argparse.Namespace) -> int:
     import json
 
     print(json.dumps(to_data(load_settings(args.file)), indent=2))
+    return 0
+
+
+def reference(args: argparse.Namespace) -> int:
+    from x0tta.config.reference import markdown_reference, toml_reference
+
+    sys.stdout.write(markdown_reference() if args.markdown else toml_reference())
     return 0

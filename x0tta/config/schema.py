@@ -7,7 +7,6 @@ the others; this module assembles them into :class:`AgentSettings`.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 from x0tta.config.fields import setting
@@ -38,8 +37,9 @@ class NodeSettings:
         doc="Volatile state (sockets). systemd's RuntimeDirectory= creates it and removes it on stop.",
     )
 
-    def resolved_id(self) -> str:
-        return self.id or socket.gethostname().split(".")[0] or "x0tta"
+    def resolved_id(self, hostname: str) -> str:
+        """The configured id, else the short host name (passed in: this module does no I/O)."""
+        return self.id or hostname.split(".")[0] or "x0tta"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,49 @@
+# x0tta developer entry points. `make setup` once, then `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+deps:
+	bash scripts/install-system-deps.sh
+
+.PHONY: deps ci setup test test-fast lint bench demo ebpf config-reference clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Python dependencies pinned by constraints.txt (the versions the tests ran with).
+setup: $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,fast]'
+
+ebpf:
+	$(MAKE) -C ebpf
+
+lint:
+	$(BIN)/ruff check x0tta tests
+	$(BIN)/lint-imports
+
+# Everything CI runs: lint, unit, fuzz, integration (root, kernel), lab (User-Mode Linux).
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Pure code only: no root, no kernel features, seconds.
+test-fast:
+	$(BIN)/python -m pytest -q -m "not integration and not lab and not fuzz and not slow"
+
+bench:
+	$(BIN)/python -m tests.bench.run_all
+
+# The README's test command: everything from a fresh machine to a full test run (as root).
+ci: deps setup ebpf test
+
+demo:
+	$(BIN)/x0tta-agent --config configs/dev.toml
+
+config-reference:
+	$(BIN)/x0tta config reference > configs/agent.toml
+	$(BIN)/x0tta config reference --markdown > docs/configuration.md
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

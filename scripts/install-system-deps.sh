@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# System packages the tests and the lab need, from Debian 12's archive. Idempotent: installs only
+# what is missing, so a machine that has everything makes no network call.
+set -euo pipefail
+PKGS=(
+  python3-venv            # the project's virtualenv
+  prometheus              # promtool: /metrics is checked with it
+  systemd                 # systemd-analyze: the unit file is verified and scored with it
+  iproute2                # ip netns / veth / tc for integration tests
+  user-mode-linux         # the lab's kernel (Linux 6.1 with batman-adv) as a process
+  batctl                  # batman-adv's reference tool: the lab compares the agent with it
+  iputils-ping            # ping inside the lab
+  iperf3                  # throughput for eBPF counter and overhead checks
+  clang llvm              # builds the eBPF objects
+  libbpf-dev libbpf1      # eBPF headers, and libbpf.so.1 that the loader calls
+  bpftool                 # inspecting loaded programs and maps in tests
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-system-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-system-deps: installed ${missing[*]}"
+fi

@@ -1,0 +1,52 @@
+"""Fixtures shared by every tier of tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path):
+    """Write an agent config rooted in tmp_path; returns a function(extra_toml) -> path."""
+
+    def write(extra: str = "", name: str = "agent.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(
+            f"""
+[node]
+id = "t1"
+state_dir = "{tmp_path}/state"
+runtime_dir = "{tmp_path}/run"
+
+[logging]
+format = "json"
+level = "debug"
+
+[metrics]
+port = {free_port()}
+
+{extra}
+"""
+        )
+        return path
+
+    return write
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (CI runs as root); run it with sudo")
