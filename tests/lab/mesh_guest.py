@@ -1,0 +1,174 @@
+"""Runs inside the UML guest (as init's child, root): builds a small batman-adv mesh and checks it.
+
+Topology: three network namespaces x0m1 - x0m2 - x0m3 in a line. Two meshes share them so both
+routing algorithms are seen in one boot: ``bat0`` (BATMAN_IV) over veth pairs ``v4*`` and
+``bat1`` (BATMAN_V) over pairs ``v5*``. x0m3 is a gateway server on both, x0m1 a client; bat0 has
+IPv4 addresses (ARP fills the DAT cache) and a VLAN 5 on x0m1.
+
+Subcommands:
+  capture OUT   write golden fixtures: raw kernel replies (hex) and batctl's JSON of the same
+                moment, for tests/unit/mesh/golden/
+  compare OUT   decode every table on every node and compare with batctl; exit 1 on a mismatch
+  bench OUT     time the originator dump+decode of the client against `batctl o`
+  reconcile OUT run the mesh service's reconcile against the live kernel and check batctl
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from x0tta.mesh.core.batadv import Cmd
+from x0tta.mesh.genl import BatadvSocket
+
+NODES = ("x0m1", "x0m2", "x0m3")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+
+def sh(cmd: str, check: bool = True) -> str:
+    res = subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{cmd}: {res.returncode} {res.stderr}")
+    return res.stdout
+
+
+def enter(ns: str | None) -> None:
+    fd = _root_ns if ns is None else os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+    finally:
+        if ns is not None:
+            os.close(fd)
+
+
+def build() -> None:
+    for n in NODES:
+        sh(f"ip netns add {n}")
+        sh(f"ip -n {n} link set lo up")
+    for i, (a, b) in enumerate([("x0m1", "x0m2"), ("x0m2", "x0m3")]):
+        for algo, mesh, prefix in (("BATMAN_IV", "bat0", "v4"), ("BATMAN_V", "bat1", "v5")):
+            la, lb = f"{prefix}{i}a", f"{prefix}{i}b"
+            sh(f"ip link add {la} netns {a} type veth peer name {lb} netns {b}")
+            for ns, link in ((a, la), (b, lb)):
+                if sh(f"ip -n {ns} link show {mesh}", check=False) == "":
+                    sh(f"ip -n {ns} link add {mesh} type batadv ra {algo}")
+                sh(f"ip -n {ns} link set {link} mtu 1560 up")
+                sh(f"ip -n {ns} link set {link} master {mesh}")
+    for idx, n in enumerate(NODES, 1):
+        for mesh in ("bat0", "bat1"):
+            sh(f"ip -n {n} link set {mesh} up")
+        sh(f"ip -n {n} addr add 10.77.0.{idx}/24 dev bat0")
+    for mesh in ("bat0", "bat1"):
+        sh(f"ip netns exec x0m3 batctl meshif {mesh} gw_mode server 50mbit/10mbit")
+        sh(f"ip netns exec x0m1 batctl meshif {mesh} gw_mode client")
+    sh("ip -n x0m1 link add link bat0 name bat0.5 type vlan id 5")
+    sh("ip -n x0m1 link set bat0.5 up")
+
+
+def converge(timeout: float = 40.0) -> float:
+    """Wait until every node sees every other as an originator on both meshes, and x0m1 a gateway."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        ok = True
+        for n in NODES:
+            enter(n)
+            with BatadvSocket() as s:
+                for mesh in ("bat0", "bat1"):
+                    best = {o.orig_address for o in s.dump(Cmd.GET_ORIGINATORS, mesh) if o.flag_best}
+                    if len(best) < len(NODES) - 1:
+                        ok = False
+                if n == "x0m1":
+                    for mesh in ("bat0", "bat1"):
+                        if not any(g.flag_best for g in s.dump(Cmd.GET_GATEWAYS, mesh)):
+                            ok = False
+        enter(None)
+        if ok:
+            # ARP across the mesh fills the DAT caches and the global translation tables.
+            sh("ip netns exec x0m1 ping -c 2 -i 0.2 -W 1 10.77.0.3", check=False)
+            sh("ip netns exec x0m3 ping -c 1 -W 1 10.77.0.2", check=False)
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise RuntimeError("mesh did not converge")
+
+
+# What to dump, the batctl JSON command showing the same table, and the fixture name.
+TABLES = [
+    (Cmd.GET_ORIGINATORS, "originators_json", "originators"),
+    (Cmd.GET_NEIGHBORS, "neighbors_json", "neighbors"),
+    (Cmd.GET_GATEWAYS, "gateways_json", "gateways"),
+    (Cmd.GET_HARDIF, "hardifs_json", "hardifs"),
+    (Cmd.GET_TRANSTABLE_LOCAL, "transtable_local_json", "translocal"),
+    (Cmd.GET_TRANSTABLE_GLOBAL, "transtable_global_json", "transglobal"),
+    (Cmd.GET_BLA_CLAIM, "bla_claim_json", "bla_claim"),
+    (Cmd.GET_BLA_BACKBONE, "bla_backbone_json", "bla_backbone"),
+    (Cmd.GET_DAT_CACHE, "dat_cache_json", "dat_cache"),
+    (Cmd.GET_MCAST_FLAGS, "mcast_flags_json", "mcast_flags"),
+]
+
+
+def batctl_json(mesh: str, what: str) -> object:
+    out = sh(f"batctl meshif {mesh} {what}")
+    return json.loads(out) if out.strip() else None
+
+
+def capture(out: Path) -> None:
+    build()
+    converge()
+    out.mkdir(parents=True, exist_ok=True)
+    for node, mesh, algo in (("x0m1", "bat0", "iv"), ("x0m1", "bat1", "v"), ("x0m3", "bat0", "iv")):
+        enter(node)
+        got: list[tuple[Cmd, bytes]] = []
+        with BatadvSocket() as s:
+            s.capture = lambda cmd, data, got=got: got.append((cmd, data))
+            jobs = [(cmd, what, name, (lambda c=cmd, m=mesh: s.dump(c, m))) for cmd, what, name in TABLES]
+            jobs.append((Cmd.GET_MESH, "mesh_json", "mesh", lambda m=mesh: s.mesh_info(m)))
+            if mesh == "bat0" and node == "x0m1":
+                jobs.append((Cmd.GET_VLAN, "vid 5 vlan_json", "vlan", lambda m=mesh: s.vlan(m, 5)))
+                jobs.append((Cmd.GET_ROUTING_ALGOS, "", "routing_algos", s.routing_algos))
+            for _cmd, what, name, call in jobs:
+                got.clear()
+                call()
+                reference = batctl_json(mesh, what) if what else None
+                stem = out / f"{node}_{algo}_{name}"
+                stem.with_suffix(".hex").write_text("".join(d.hex() + "\n" for _c, d in got))
+                stem.with_suffix(".batctl.json").write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
+            (out / f"{node}_{algo}_family.json").write_text(
+                json.dumps({"id": s.family.id, "groups": s.family.mcast_groups}) + "\n"
+            )
+            (out / f"{node}_{algo}_ifnames.json").write_text(
+                json.dumps({str(i): n for i, n in socket_ifnames()}, indent=1, sort_keys=True) + "\n"
+            )
+        enter(None)
+
+
+def socket_ifnames() -> list[tuple[int, str]]:
+    import socket
+
+    return list(socket.if_nameindex())
+
+
+def main() -> int:
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    if mode == "capture":
+        capture(out)
+        return 0
+    if mode in ("compare", "bench", "reconcile"):
+        from tests.lab import mesh_checks
+
+        build()
+        took = converge()
+        return asyncio.run(getattr(mesh_checks, mode)(out, took))
+    raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""A blocking generic netlink socket speaking the ``batadv`` family (I/O adapter).
+
+Why: the pure codec (:mod:`x0tta.mesh.core.batadv`) knows the bytes; this is the thin part that
+moves them, like batctl's libnl socket: resolve the family through nlctrl, send a request, read
+datagrams into a :class:`~x0tta.mesh.core.batadv.Reply` until it is complete. It blocks, so the
+agent calls it through ``asyncio.to_thread`` (:mod:`x0tta.mesh.client`); the CLI calls it directly.
+
+One :class:`BatadvSocket` serves one request at a time (the caller serialises). A kernel without
+batman-adv has no family ``batadv``: :meth:`BatadvSocket.open` raises ``CapabilityMissing``.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
+from x0tta.mesh.core import batadv
+from x0tta.mesh.core.batadv import Cmd, Record, Reply
+from x0tta.mesh.core.netlink import (
+    GENL_ID_CTRL,
+    NETLINK_ADD_MEMBERSHIP,
+    NETLINK_EXT_ACK,
+    NLMSG_ERROR,
+    SOL_NETLINK,
+    Family,
+    decode_family,
+    encode_get_family,
+    parse_error,
+    parse_genl,
+    split_messages,
+)
+
+NETLINK_GENERIC = 16
+RCVBUF = 1 << 20
+MISSING_REASON = (
+    "the kernel has no batman-adv: the generic netlink family 'batadv' is not registered "
+    "(module batman-adv not built or not loaded; try 'modprobe batman-adv')"
+)
+
+
+class MeshError(PermanentError):
+    """The kernel refused a batadv request (``errno`` set) or the mesh interface does not exist."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+def ifindex(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise MeshError(f"no network interface {name!r}", errno_mod.ENODEV) from None
+
+
+def ifname(index: int) -> str | None:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
+class BatadvSocket:
+    """A NETLINK_GENERIC socket bound to the ``batadv`` family."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.family: Family | None = None
+        self._seq = 0
+        # Every datagram of every reply goes here when set: how golden fixtures are captured.
+        self.capture: Callable[[Cmd, bytes], None] | None = None
+
+    def __enter__(self) -> BatadvSocket:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> Family:
+        if self.sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+                sock.bind((0, 0))
+                sock.settimeout(self.timeout)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+        if self.family is None:
+            self.family = self._resolve(batadv.BATADV_NL_NAME)
+        return self.family
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    def _recv(self) -> bytes:
+        assert self.sock is not None
+        try:
+            return self.sock.recv(RCVBUF)
+        except TimeoutError:
+            raise TemporaryError("batman-adv did not answer within the timeout", delay=1.0) from None
+
+    def _resolve(self, name: str) -> Family:
+        assert self.sock is not None
+        seq = self.next_seq()
+        self.sock.send(encode_get_family(name, seq))
+        while True:
+            for msg in split_messages(self._recv()):
+                if msg.seq != seq:
+                    continue
+                if msg.type == GENL_ID_CTRL:
+                    return decode_family(parse_genl(msg))
+                if msg.type == NLMSG_ERROR:
+                    err = -parse_error(msg).error
+                    if err == errno_mod.ENOENT:
+                        raise CapabilityMissing("batman_adv_missing", MISSING_REASON)
+                    raise MeshError(f"resolving genl family {name}: {os.strerror(err)}", err)
+
+    def transact(self, cmd: Cmd, request: bytes, seq: int, *, dump: bool, ack: bool = False) -> Reply:
+        """Send one request and collect its whole reply."""
+        fam = self.open()
+        assert self.sock is not None
+        reply = Reply(fam.id, seq, dump=dump, ack=ack)
+        self.sock.send(request)
+        done = False
+        while not done:
+            data = self._recv()
+            if self.capture is not None:
+                self.capture(cmd, data)
+            done = reply.feed(data)
+        if reply.errno:
+            raise MeshError(f"batadv {cmd.name}: {os.strerror(reply.errno)}", reply.errno)
+        return reply
+
+    # -- the batadv commands ----------------------------------------------------------------
+
+    def dump(self, cmd: Cmd, meshif: str | int, **selectors: Any) -> list[Record]:
+        fam = self.open()
+        index = meshif if isinstance(meshif, int) else ifindex(meshif)
+        seq = self.next_seq()
+        return self.transact(cmd, batadv.encode_dump(fam.id, cmd, index, seq, **selectors), seq, dump=True).records
+
+    def get(self, cmd: Cmd, **selectors: Any) -> Record:
+        fam = self.open()
+        seq = self.next_seq()
+        records = self.transact(cmd, batadv.encode_get(fam.id, cmd, seq, **selectors), seq, dump=False).records
+        if not records:
+            raise MeshError(f"batadv {cmd.name}: empty reply")
+        return records[0]
+
+    def mesh_info(self, meshif: str | int) -> batadv.MeshInfo:
+        index = meshif if isinstance(meshif, int) else ifindex(meshif)
+        rec = self.get(Cmd.GET_MESH, mesh_ifindex=index)
+        assert isinstance(rec, batadv.MeshInfo)
+        return rec
+
+    def hardif(self, meshif: str | int, hardif: str | int) -> batadv.HardIf:
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        hi = hardif if isinstance(hardif, int) else ifindex(hardif)
+        rec = self.get(Cmd.GET_HARDIF, mesh_ifindex=mi, hard_ifindex=hi)
+        assert isinstance(rec, batadv.HardIf)
+        return rec
+
+    def vlan(self, meshif: str | int, vid: int) -> batadv.Vlan:
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        rec = self.get(Cmd.GET_VLAN, mesh_ifindex=mi, vlanid=vid)
+        assert isinstance(rec, batadv.Vlan)
+        return rec
+
+    def routing_algos(self) -> list[str]:
+        fam = self.open()
+        seq = self.next_seq()
+        reply = self.transact(Cmd.GET_ROUTING_ALGOS, batadv.encode_routing_algos(fam.id, seq), seq, dump=True)
+        return [r.algo_name for r in reply.records if isinstance(r, batadv.RoutingAlgo)]
+
+    def _set(self, cmd: Cmd, request: bytes, seq: int) -> None:
+        self.transact(cmd, request, seq, dump=False, ack=True)
+
+    def set_mesh(self, meshif: str | int, values: Mapping[str, Any]) -> None:
+        fam = self.open()
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        seq = self.next_seq()
+        self._set(Cmd.SET_MESH, batadv.encode_set_mesh(fam.id, mi, seq, values), seq)
+
+    def set_hardif(self, meshif: str | int, hardif: str | int, values: Mapping[str, Any]) -> None:
+        fam = self.open()
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        hi = hardif if isinstance(hardif, int) else ifindex(hardif)
+        seq = self.next_seq()
+        self._set(Cmd.SET_HARDIF, batadv.encode_set_hardif(fam.id, mi, hi, seq, values), seq)
+
+    def set_vlan(self, meshif: str | int, vid: int, values: Mapping[str, Any]) -> None:
+        fam = self.open()
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        seq = self.next_seq()
+        self._set(Cmd.SET_VLAN, batadv.encode_set_vlan(fam.id, mi, vid, seq, values), seq)
+
+
+class BatadvEventSocket:
+    """A non-blocking socket subscribed to the ``config`` multicast group of ``batadv``.
+
+    The kernel sends SET_MESH / SET_HARDIF / SET_VLAN messages to this group after every change,
+    whoever made it (batctl, another daemon, this agent): the cue to re-check the desired state.
+    """
+
+    def __init__(self, family: Family, group: str = batadv.BATADV_NL_MCAST_GROUP_CONFIG) -> None:
+        if group not in family.mcast_groups:
+            raise CapabilityMissing("batman_adv_no_config_group", f"batadv has no multicast group {group!r}")
+        self.family = family
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            sock.bind((0, 0))
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, family.mcast_groups[group])
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> tuple[list[Record], bool]:
+        """Every event waiting on the socket (never blocks), and whether some were lost.
+
+        Lost events (ENOBUFS: the receive queue overran) mean "something changed": the caller
+        re-reads the state instead of trusting the events.
+        """
+        out: list[Record] = []
+        lost = False
+        while True:
+            try:
+                data = self.sock.recv(RCVBUF)
+            except BlockingIOError:
+                return out, lost
+            except OSError as exc:
+                if exc.errno == errno_mod.ENOBUFS:
+                    lost = True
+                    continue
+                raise
+            out.extend(batadv.decode_message(data, self.family.id))
+
+    def close(self) -> None:
+        self.sock.close()
