@@ -1,4 +1,4 @@
-"""Settings of eBPF probes (section [probes])."""
+"""Settings of the eBPF probes and the admission guard (section [probes])."""
 
 from __future__ import annotations
 
@@ -6,7 +6,81 @@ from dataclasses import dataclass
 
 from x0tta.config.fields import setting
 
+MAC_PATTERN = r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}"
+
 
 @dataclass(frozen=True)
 class ProbeSettings:
     enabled: bool = setting(True, doc="Run this subsystem. It degrades by itself when the node lacks what it needs.")
+    interfaces: tuple[str, ...] = setting(
+        default_factory=tuple,
+        doc="Interfaces to probe. Empty means the batman-adv interface and every hard interface "
+        "enslaved to it, followed as the mesh adds and removes them: the guard must sit on every "
+        "link batman-adv listens on, or it guards nothing.",
+    )
+    batman_interface: str = setting(
+        "bat0",
+        doc="The batman-adv soft interface whose hard interfaces are probed when `interfaces` is "
+        "empty; bat0 is batman-adv's own default name.",
+        pattern=r"[A-Za-z0-9_.:-]{1,15}",
+    )
+    flow_map_size: int = setting(
+        8192,
+        doc="Entries of the per-flow LRU map (~200 bytes of kernel memory each: 8192 is ~1.6 MiB). "
+        "Enough for the flows a mesh router forwards between polls; beyond it the least recently "
+        "seen flows are evicted, never new ones refused.",
+        min=64,
+        max=1_048_576,
+    )
+    neighbor_map_size: int = setting(
+        1024,
+        doc="Entries of the per-neighbour-MAC LRU map. A mesh node hears tens of neighbours; 1024 "
+        "leaves room for a flood of forged MACs to be counted without evicting the real ones at once.",
+        min=16,
+        max=65_536,
+    )
+    admitted_map_size: int = setting(
+        1024,
+        doc="Capacity of the guard's admitted-MAC map: every neighbour interface of a large mesh, "
+        "with room to spare. Admissions beyond it fail loudly.",
+        min=16,
+        max=65_536,
+    )
+    top_flows: int = setting(
+        20,
+        doc="How many flows (by bytes) are exported as labelled metrics. Also capped by "
+        "metrics.max_label_values; the rest are counted in x0tta_probes_label_overflow.",
+        min=0,
+        max=10_000,
+    )
+    guard_mode: str = setting(
+        "observe",
+        doc="observe: batman-adv frames from non-admitted MACs pass and are counted as would-be "
+        "drops; enforce: they are dropped. observe by default so that turning the guard on cannot "
+        "partition a running mesh before every node admits its neighbours.",
+        choices=("observe", "enforce"),
+    )
+    admitted_macs: tuple[str, ...] = setting(
+        default_factory=tuple,
+        doc="MACs admitted without a handshake (aa:bb:cc:dd:ee:ff): nodes that run no x0tta, and "
+        "the seeds of a new mesh. They cannot be revoked at run time.",
+        pattern=MAC_PATTERN,
+    )
+    pin_path: str = setting(
+        "/sys/fs/bpf/x0tta",
+        doc="Where the maps are pinned (on bpffs), so counters and admissions survive an agent "
+        "restart. Under /sys/fs/bpf, which systemd mounts; mounted by the agent if missing.",
+    )
+    object_path: str = setting(
+        "",
+        doc="The compiled eBPF object. Empty means the one shipped in the package "
+        "(x0tta/probes/bpf/x0tta_probes.o), built by `make ebpf`.",
+    )
+    poll_interval: float = setting(
+        5.0,
+        doc="How often the maps are read for metrics and neighbour last-seen times. 5 s keeps the "
+        "cost negligible (one batched read per map) and is well inside the MAPE-K silence window.",
+        min=0.1,
+        max=300.0,
+        unit="s",
+    )

@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * x0tta flow probes and admission guard: tc clsact classifiers (direct action) for the mesh hard
+ * interfaces and the batman-adv interface.
+ *
+ * Theory of operation. The same object is attached at ingress (x0tta_ingress) and egress
+ * (x0tta_egress) of every probed interface. For each frame it:
+ *
+ *  - counts IPv4 and IPv6 frames per flow (interface, direction, 5-tuple) in `flows`, an LRU hash
+ *    whose size the loader sets from the config, so a scan or a flood evicts the oldest flows
+ *    instead of failing;
+ *  - counts batman-adv frames (ethertype 0x4305, ETH_P_BATMAN in uapi/linux/if_ether.h) per
+ *    neighbour MAC (the source MAC when received, the destination MAC when sent) with the time it
+ *    last received one: the MAPE-K monitor reads that as evidence of a link that went silent;
+ *  - guards admission: a batman-adv frame received from a MAC that is not in `admitted` is dropped
+ *    when `config.guard_mode` is GUARD_ENFORCE, or passed and counted as a would-be drop in
+ *    GUARD_OBSERVE. batman-adv's packet handler (dev_add_pack(ETH_P_BATMAN)) runs after tc ingress,
+ *    so a dropped frame never reaches it: the sender's OGMs and its originators stay unknown.
+ *
+ * No CO-RE: only struct __sk_buff fields (rewritten by the kernel's verifier, not by libbpf) and
+ * direct packet access, so the object loads on kernels without BTF (the UML lab kernel, 6.1).
+ * Timestamps are bpf_ktime_get_ns(), CLOCK_MONOTONIC: the same clock as Python's time.monotonic().
+ *
+ * The layouts of keys and values are mirrored in x0tta/probes/core.py; change both together.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define ETH_P_BATMAN 0x4305
+
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+#define GUARD_OBSERVE 0
+#define GUARD_ENFORCE 1
+
+/* Indices of `stats` (a per-CPU array: exact counts without atomics). */
+enum x0tta_stat {
+	STAT_GUARD_DROPPED = 0,    /* batman-adv frames dropped by the guard (enforce) */
+	STAT_GUARD_WOULD_DROP = 1, /* batman-adv frames from non-admitted MACs passed (observe) */
+	STAT_TRUNCATED = 2,        /* IP frames too short for their headers */
+	STAT_FLOW_UPDATE_ERR = 3,  /* could not insert a flow (map full of entries in use) */
+	STAT_NEIGH_UPDATE_ERR = 4, /* could not insert a neighbour */
+	STAT_NO_CONFIG = 5,        /* config map unreadable (never expected) */
+	STAT_MAX = 6,
+};
+
+struct flow_key {
+	__u32 ifindex;
+	__u8 direction; /* DIR_INGRESS / DIR_EGRESS */
+	__u8 family;    /* 4 or 6 */
+	__u8 proto;     /* IPPROTO_* (IPv6: the first next-header) */
+	__u8 pad;
+	__u16 sport; /* network byte order; 0 unless TCP/UDP/SCTP/UDPLite */
+	__u16 dport;
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes, rest zero */
+	__u8 daddr[16];
+};
+
+struct flow_value {
+	__u64 packets;       /* segments: a GSO aggregate counts as its gso_segs */
+	__u64 bytes;         /* L2 bytes of those segments (headers repeated per segment) */
+	__u64 payload_bytes; /* L4 payload (after the TCP/UDP header; after the IP header otherwise) */
+	__u64 first_seen_ns;
+	__u64 last_seen_ns;
+};
+
+struct neigh_key {
+	__u32 ifindex;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+struct neigh_value {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 denied_packets; /* received while not admitted: dropped (enforce) or would-be (observe) */
+	__u64 first_seen_ns;
+	__u64 last_rx_ns; /* last batman-adv frame received from this MAC; 0 = never */
+	__u64 last_tx_ns;
+};
+
+struct mac_key {
+	__u8 mac[6];
+};
+
+struct x0tta_config {
+	__u32 guard_mode;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192); /* the loader sets the configured size */
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct neigh_key);
+	__type(value, struct neigh_value);
+} neighbors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct mac_key);
+	__type(value, __u32); /* origin: 1 static (config), 2 dynamic (handshake) */
+} admitted SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct x0tta_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 index)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &index);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 segments(struct __sk_buff *skb)
+{
+	__u32 segs = skb->gso_segs;
+
+	return segs ? segs : 1;
+}
+
+static __always_inline int count_neighbor(struct __sk_buff *skb, struct ethhdr *eth, int dir, __u64 now)
+{
+	struct neigh_key key = { .ifindex = skb->ifindex };
+	struct neigh_value *v;
+	__u64 segs = segments(skb);
+	int denied = 0;
+
+	__builtin_memcpy(key.mac, dir == DIR_INGRESS ? eth->h_source : eth->h_dest, 6);
+
+	if (dir == DIR_INGRESS) {
+		struct mac_key mk;
+		__u32 zero = 0;
+		struct x0tta_config *cfg;
+
+		__builtin_memcpy(mk.mac, eth->h_source, 6);
+		if (!bpf_map_lookup_elem(&admitted, &mk)) {
+			cfg = bpf_map_lookup_elem(&config, &zero);
+			if (!cfg)
+				stat_inc(STAT_NO_CONFIG);
+			denied = (cfg && cfg->guard_mode == GUARD_ENFORCE) ? 2 : 1;
+		}
+	}
+
+	v = bpf_map_lookup_elem(&neighbors, &key);
+	if (!v) {
+		struct neigh_value init = { .first_seen_ns = now };
+
+		bpf_map_update_elem(&neighbors, &key, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&neighbors, &key);
+	}
+	if (v) {
+		if (dir == DIR_INGRESS) {
+			__sync_fetch_and_add(&v->rx_packets, segs);
+			__sync_fetch_and_add(&v->rx_bytes, skb->len);
+			if (denied)
+				__sync_fetch_and_add(&v->denied_packets, segs);
+			v->last_rx_ns = now;
+		} else {
+			__sync_fetch_and_add(&v->tx_packets, segs);
+			__sync_fetch_and_add(&v->tx_bytes, skb->len);
+			v->last_tx_ns = now;
+		}
+	} else {
+		stat_inc(STAT_NEIGH_UPDATE_ERR);
+	}
+
+	if (denied == 2) {
+		stat_inc(STAT_GUARD_DROPPED);
+		return TC_ACT_SHOT;
+	}
+	if (denied == 1)
+		stat_inc(STAT_GUARD_WOULD_DROP);
+	return TC_ACT_OK;
+}
+
+static __always_inline void count_flow(struct __sk_buff *skb, struct flow_key *key, __u32 l2l3, __u32 l4hdr,
+				       __u64 now)
+{
+	struct flow_value *v;
+	__u64 segs = segments(skb);
+	__u32 hdrs = l2l3 + l4hdr;
+	__u64 payload = skb->len > hdrs ? skb->len - hdrs : 0;
+	/* A GSO aggregate carries its headers once; on the wire each segment repeats them. */
+	__u64 bytes = payload + segs * hdrs;
+
+	if (segs == 1)
+		bytes = skb->len;
+
+	v = bpf_map_lookup_elem(&flows, key);
+	if (!v) {
+		struct flow_value init = {
+			.packets = segs,
+			.bytes = bytes,
+			.payload_bytes = payload,
+			.first_seen_ns = now,
+			.last_seen_ns = now,
+		};
+
+		if (bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST) == 0)
+			return;
+		v = bpf_map_lookup_elem(&flows, key); /* another CPU inserted it first */
+		if (!v) {
+			stat_inc(STAT_FLOW_UPDATE_ERR);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->packets, segs);
+	__sync_fetch_and_add(&v->bytes, bytes);
+	__sync_fetch_and_add(&v->payload_bytes, payload);
+	v->last_seen_ns = now;
+}
+
+/* The L4 header length for the flow's payload count, and the ports; returns -1 if truncated. */
+static __always_inline int parse_l4(void *l4, void *data_end, __u8 proto, struct flow_key *key, __u32 *l4hdr)
+{
+	*l4hdr = 0;
+	if (proto == IPPROTO_TCP) {
+		__u8 *tcp = l4;
+
+		if ((void *)(tcp + 20) > data_end)
+			return -1;
+		key->sport = *(__u16 *)tcp;
+		key->dport = *(__u16 *)(tcp + 2);
+		*l4hdr = (tcp[12] >> 4) * 4;
+	} else if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE || proto == IPPROTO_SCTP) {
+		__u8 *udp = l4;
+
+		if ((void *)(udp + 8) > data_end)
+			return -1;
+		key->sport = *(__u16 *)udp;
+		key->dport = *(__u16 *)(udp + 2);
+		*l4hdr = proto == IPPROTO_SCTP ? 12 : 8;
+	}
+	return 0;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, int dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct flow_key key = {};
+	__u64 now;
+	__u16 proto;
+	__u32 l4hdr;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	proto = bpf_ntohs(eth->h_proto);
+
+	if (proto == ETH_P_BATMAN)
+		return count_neighbor(skb, eth, dir, now);
+
+	key.ifindex = skb->ifindex;
+	key.direction = dir;
+	if (proto == ETH_P_IP) {
+		struct iphdr *ip = (void *)(eth + 1);
+		__u32 ihl;
+
+		if ((void *)(ip + 1) > data_end) {
+			stat_inc(STAT_TRUNCATED);
+			return TC_ACT_OK;
+		}
+		ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip)) {
+			stat_inc(STAT_TRUNCATED);
+			return TC_ACT_OK;
+		}
+		key.family = 4;
+		key.proto = ip->protocol;
+		__builtin_memcpy(key.saddr, &ip->saddr, 4);
+		__builtin_memcpy(key.daddr, &ip->daddr, 4);
+		/* Ports only in the first fragment. */
+		if (!(ip->frag_off & bpf_htons(0x1fff))) {
+			if (ihl > 60 || parse_l4((void *)ip + ihl, data_end, key.proto, &key, &l4hdr) < 0) {
+				stat_inc(STAT_TRUNCATED);
+				return TC_ACT_OK;
+			}
+		} else {
+			l4hdr = 0;
+		}
+		count_flow(skb, &key, sizeof(*eth) + ihl, l4hdr, now);
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end) {
+			stat_inc(STAT_TRUNCATED);
+			return TC_ACT_OK;
+		}
+		key.family = 6;
+		key.proto = ip6->nexthdr;
+		__builtin_memcpy(key.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(key.daddr, &ip6->daddr, 16);
+		if (parse_l4(ip6 + 1, data_end, key.proto, &key, &l4hdr) < 0) {
+			stat_inc(STAT_TRUNCATED);
+			return TC_ACT_OK;
+		}
+		count_flow(skb, &key, sizeof(*eth) + sizeof(*ip6), l4hdr, now);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int x0tta_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int x0tta_egress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+char _license[] SEC("license") = "GPL";

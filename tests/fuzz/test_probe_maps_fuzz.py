@@ -1,0 +1,47 @@
+"""Fuzz the probes' map decoders: any bytes either decode or raise ProbeDecodeError, nothing else."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from x0tta.guard.core import BadMac, parse_mac
+from x0tta.probes import core
+
+pytestmark = pytest.mark.fuzz
+
+DECODERS = [
+    core.decode_flow_key,
+    core.decode_flow_value,
+    core.decode_neighbor_key,
+    core.decode_neighbor_value,
+]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(DECODERS), st.one_of(st.binary(max_size=80), st.binary(min_size=44, max_size=44)))
+def test_decoders_raise_only_decode_error(decoder, data):
+    try:
+        decoder(data)
+    except core.ProbeDecodeError:
+        pass
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=80), st.integers(min_value=1, max_value=8))
+def test_percpu_and_admitted(data, ncpus):
+    for call in (lambda: core.decode_percpu_u64(data, ncpus), lambda: core.decode_admitted(data[:6], data[6:])):
+        try:
+            call()
+        except core.ProbeDecodeError:
+            pass
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.text(max_size=20), st.binary(max_size=8)))
+def test_parse_mac_raises_only_bad_mac(text):
+    try:
+        assert len(parse_mac(text)) == 6
+    except BadMac:
+        pass

@@ -1,0 +1,94 @@
+"""Admission state: static seeds, dynamic admit/revoke, adoption after restart, idempotent sync."""
+
+from __future__ import annotations
+
+import pytest
+
+from x0tta.common.errors import DecodeError, PermanentError
+from x0tta.guard.core import DYNAMIC, STATIC, AdmissionState, BadMac, StaticMacRevoke, parse_mac, plan_sync
+from x0tta.guard.enforce import Guard
+
+A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
+
+
+def raw(mac):
+    return parse_mac(mac)
+
+
+@pytest.mark.parametrize("text", ["02:00:00:00:00:0A", "02-00-00-00-00-0a", "02000000000a", b"\x02\0\0\0\0\x0a"])
+def test_parse_mac_forms(text):
+    assert parse_mac(text) == b"\x02\0\0\0\0\x0a"
+
+
+@pytest.mark.parametrize("text", ["", "02:00:00:00:00", "02:00-00:00:00:0a", "zz:00:00:00:00:0a", b"\0" * 5, 7])
+def test_bad_mac_is_a_decode_error(text):
+    with pytest.raises(BadMac) as info:
+        parse_mac(text)
+    assert isinstance(info.value, DecodeError)
+
+
+def test_admit_revoke_and_static_entries():
+    s = AdmissionState.seeded("enforce", [A], now=1.0)
+    s, changed = s.admit(B, 2.0, "handshake")
+    assert changed and s.is_admitted(B)
+    assert s.admit(B, 3.0)[1] is False
+    s, changed = s.revoke(B)
+    assert changed and not s.is_admitted(B)
+    assert s.revoke(C)[1] is False
+    with pytest.raises(StaticMacRevoke):
+        s.revoke(A)
+    assert s.desired() == {raw(A): STATIC}
+
+
+def test_reseed_keeps_dynamic_and_adopt_takes_pinned_dynamic_only():
+    s = AdmissionState.seeded("observe", [A], 1.0).admit(B, 2.0)[0]
+    s = s.reseed([C], 3.0)
+    assert s.desired() == {raw(B): DYNAMIC, raw(C): STATIC}
+    fresh = AdmissionState.seeded("observe", [C], 4.0).adopt({raw(B): DYNAMIC, raw(A): STATIC}, 5.0)
+    assert fresh.desired() == {raw(B): DYNAMIC, raw(C): STATIC}  # a static MAC the config dropped stays out
+
+
+def test_bad_mode():
+    with pytest.raises(PermanentError):
+        AdmissionState("block")
+
+
+def test_plan_sync_is_idempotent():
+    desired = {raw(A): STATIC, raw(B): DYNAMIC}
+    current = {raw(B): STATIC, raw(C): DYNAMIC}
+    puts, deletes = plan_sync(desired, current)
+    assert puts == desired and deletes == [raw(C)]
+    assert plan_sync(desired, desired) == ({}, [])
+
+
+class FakeMap:
+    """Stands in for a BPF hash map (bytes keys and values)."""
+
+    def __init__(self, data=None):
+        self.data = dict(data or {})
+
+    def update(self, key, value, flags=0):
+        self.data[bytes(key)] = bytes(value)
+
+    def delete(self, key):
+        return self.data.pop(bytes(key), None) is not None
+
+    def items(self):
+        return list(self.data.items())
+
+
+def test_guard_writes_maps_once_bound():
+    g = Guard("observe", [A], clock=lambda: 1.0)
+    g.admit(B)
+    pinned = FakeMap({raw(C): (2).to_bytes(4, "little"), raw("02:00:00:00:00:ff"): (1).to_bytes(4, "little")})
+    config = FakeMap()
+    g.bind(pinned, config)
+    assert set(pinned.data) == {raw(A), raw(B), raw(C)}
+    assert config.data[b"\0\0\0\0"] == (0).to_bytes(8, "little")
+    g.set_mode("enforce")
+    assert config.data[b"\0\0\0\0"] == (1).to_bytes(8, "little")
+    assert g.revoke(C) and raw(C) not in pinned.data
+    g.unbind()
+    g.admit(C)
+    assert raw(C) not in pinned.data and g.is_admitted(C)
+    assert g.to_json()["enforced_in_kernel"] is False

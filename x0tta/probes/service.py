@@ -1,0 +1,450 @@
+"""The probes subsystem: keeps the eBPF programs attached, reads their maps, exports what they saw.
+
+Lifecycle (``run``):
+
+1. load the object with libbpf (in a thread): maps sized from ``[probes]``, pinned under
+   ``pin_path`` (counters survive a restart), the guard bound to the ``admitted``/``config`` maps;
+2. every ``poll_interval``: attach to the interfaces to probe (the configured ones, or the
+   batman-adv interface and its hard interfaces, followed as they come and go; attach replaces our
+   own filter so it is idempotent), then read every map in batches and keep the decoded
+   :class:`~x0tta.probes.core.Snapshot` - both in a thread, the loop never waits on the kernel;
+3. on shutdown: detach from every hook and close (the pinned maps stay).
+
+A node without what eBPF needs (no CAP_BPF/CAP_NET_ADMIN, no bpf() syscall, no libbpf, the object
+not built) gets :class:`~x0tta.common.errors.CapabilityMissing` with the reason: the probes are off,
+health says why, and the rest of the agent runs on.
+
+API for other subsystems (the wiring hands them this instance):
+
+* :meth:`ProbesService.neighbors_seen` -> ``list[NeighborSeen]``: for each (interface, neighbour
+  MAC) that sent batman-adv frames: ``last_rx`` in ``time.monotonic()`` seconds (the kernel's
+  CLOCK_MONOTONIC, the same clock), ``age`` in seconds at the last poll, packets received and denied.
+  At most ``poll_interval`` old; the MAPE-K monitor treats a growing age as a silent link.
+* :meth:`ProbesService.last_heard` (mac) -> ``float | None``: the most recent ``last_rx`` of that
+  MAC over all interfaces.
+* :meth:`ProbesService.refresh` (async): poll now and return the new snapshot.
+* ``ProbesService.guard``: the :class:`~x0tta.guard.enforce.Guard` (``admit``/``revoke``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from x0tta.common.errors import CapabilityMissing, X0ttaError
+from x0tta.common.health import Condition, Severity
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.probes import ProbeSettings
+from x0tta.config.schema import AgentSettings
+from x0tta.guard.enforce import Guard
+from x0tta.probes import core
+from x0tta.probes.libbpf import BpfError, ProbeObject, ensure_bpffs
+
+PACKAGED_OBJECT = Path(__file__).parent / "bpf" / "x0tta_probes.o"
+CAPS = "CAP_BPF and CAP_NET_ADMIN (or root; CAP_PERFMON only for kernels with unprivileged_bpf_disabled=0 quirks)"
+
+
+class ProbeCommandError(X0ttaError):
+    """A bad admin request to the probes."""
+
+
+@dataclass
+class PollResult:
+    snapshot: core.Snapshot
+    names: dict[int, str]
+    attached: list[str]
+    missing: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+    duration: float = 0.0
+
+
+def object_path(settings: ProbeSettings) -> Path:
+    return Path(settings.object_path) if settings.object_path else PACKAGED_OBJECT
+
+
+def capability_of(exc: BpfError) -> CapabilityMissing:
+    """A load failure in the words an operator needs."""
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        return CapabilityMissing("bpf_permission_denied", f"eBPF probes off: {exc}; they need {CAPS}")
+    if exc.errno == errno.ENOENT:
+        return CapabilityMissing("bpf_objects_missing", f"eBPF probes off: {exc} (build it with `make ebpf`)")
+    if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, 524):
+        return CapabilityMissing("bpf_unsupported", f"eBPF probes off: the kernel lacks support: {exc}")
+    return CapabilityMissing("bpf_load_failed", f"eBPF probes off: {exc}")
+
+
+def load(settings: ProbeSettings) -> ProbeObject:
+    """Load and pin the probes (blocking). Raises CapabilityMissing."""
+    path = object_path(settings)
+    if not path.is_file():
+        raise CapabilityMissing("bpf_objects_missing", f"eBPF probes off: no object at {path} (`make ebpf`)")
+    try:
+        pin = Path(settings.pin_path)
+        ensure_bpffs(pin)
+        sizes = {
+            core.MAP_FLOWS: settings.flow_map_size,
+            core.MAP_NEIGHBORS: settings.neighbor_map_size,
+            core.MAP_ADMITTED: settings.admitted_map_size,
+        }
+        return ProbeObject.load(path, sizes, pin, core.MAP_NAMES, tuple(core.PROGRAMS.values()))
+    except BpfError as exc:
+        raise capability_of(exc) from exc
+
+
+def _ifaces_present() -> dict[str, int]:
+    return {name: index for index, name in socket.if_nameindex()}
+
+
+def _lowers(batman: str) -> list[str]:
+    base = Path("/sys/class/net") / batman
+    try:
+        return [p.name.removeprefix("lower_") for p in base.iterdir() if p.name.startswith("lower_")]
+    except OSError:
+        return []
+
+
+class Probes:
+    """The loaded programs on their interfaces (blocking calls; the service runs them in threads)."""
+
+    def __init__(self, obj: ProbeObject, settings: ProbeSettings) -> None:
+        self.obj, self.settings = obj, settings
+        self.where: dict[str, int] = {}  # interface -> ifindex we attached to
+        self.lock = threading.Lock()
+
+    def reconcile(self) -> tuple[list[str], list[str], dict[str, str]]:
+        """Attach to the interfaces to probe, forget vanished ones; (attached, missing, failed)."""
+        s = self.settings
+        present = _ifaces_present()
+        targets = core.probe_targets(s.interfaces, s.batman_interface, _lowers(s.batman_interface), set(present))
+        wanted = list(s.interfaces) or [s.batman_interface]
+        missing = [name for name in wanted if name not in present]
+        failed: dict[str, str] = {}
+        for name in list(self.where):
+            if name not in targets or present.get(name) != self.where[name]:
+                if name in present and present[name] == self.where[name]:
+                    for hook in core.PROGRAMS:
+                        self.obj.detach(self.where[name], hook)
+                del self.where[name]
+        for name in targets:
+            index = present[name]
+            if self.where.get(name) == index and all(self.obj.query(index, h) for h in core.PROGRAMS):
+                continue
+            try:
+                for hook, prog in core.PROGRAMS.items():
+                    self.obj.attach(index, hook, prog)
+                self.where[name] = index
+            except BpfError as exc:
+                failed[name] = str(exc).splitlines()[0]
+        return sorted(self.where), missing, failed
+
+    def snapshot(self) -> core.Snapshot:
+        m = self.obj.maps
+        flows, bad1 = core.decode_entries(m[core.MAP_FLOWS].items(), core.decode_flow_key, core.decode_flow_value)
+        neigh, bad2 = core.decode_entries(
+            m[core.MAP_NEIGHBORS].items(), core.decode_neighbor_key, core.decode_neighbor_value
+        )
+        stats = {}
+        for stat in core.Stat:
+            raw = m[core.MAP_STATS].lookup(stat.value.to_bytes(4, "little"))
+            stats[stat] = core.decode_percpu_u64(raw, self.obj.ncpus) if raw else 0
+        return core.Snapshot(
+            time.monotonic_ns(), flows, neigh, stats, bad1 + bad2, m[core.MAP_FLOWS].shape.max_entries
+        )
+
+    def poll(self) -> PollResult:
+        t0 = time.perf_counter()
+        with self.lock:
+            attached, missing, failed = self.reconcile()
+            snap = self.snapshot()
+        names = {index: name for name, index in self.where.items()}
+        for index in {k.ifindex for k in snap.neighbors} | {k.ifindex for k in snap.flows}:
+            if index not in names:
+                try:
+                    names[index] = socket.if_indextoname(index)
+                except OSError:
+                    names[index] = str(index)
+        return PollResult(snap, names, attached, missing, failed, time.perf_counter() - t0)
+
+    def close(self, detach: bool = True) -> None:
+        with self.lock:
+            if detach:
+                present = _ifaces_present()
+                for name, index in self.where.items():
+                    if present.get(name) == index:
+                        for hook in core.PROGRAMS:
+                            self.obj.detach(index, hook)
+                self.where.clear()
+            self.obj.close()
+
+
+class ProbesService(Subsystem):
+    name = "probes"
+
+    def __init__(self, guard: Guard | None = None, settings: ProbeSettings | None = None) -> None:
+        s = settings or ProbeSettings()
+        self.guard = guard or Guard(s.guard_mode, s.admitted_macs)
+        self.last: PollResult | None = None
+        self.up = False
+        self._probes: Probes | None = None
+        self._registered = False
+        self._max_labels = 256
+        self._top = s.top_flows
+        self._wake = asyncio.Event()
+
+    # -- API for other subsystems -------------------------------------------------------------
+
+    def neighbors_seen(self) -> list[core.NeighborSeen]:
+        """Last-heard times of batman-adv neighbours, from the latest poll (see module doc)."""
+        if self.last is None:
+            return []
+        names = self.last.names
+        seen = core.neighbors_seen(self.last.snapshot)
+        return [replace(n, interface=names.get(n.ifindex, str(n.ifindex))) for n in seen]
+
+    def last_heard(self, mac: str) -> float | None:
+        """CLOCK_MONOTONIC seconds of the last batman-adv frame from ``mac`` on any interface."""
+        mac = mac.lower()
+        times = [n.last_rx for n in self.neighbors_seen() if n.mac == mac and n.last_rx is not None]
+        return max(times, default=None)
+
+    async def refresh(self) -> core.Snapshot:
+        """Poll now (in a thread) and return the snapshot; EMPTY if the probes are not loaded."""
+        if self._probes is None:
+            return core.EMPTY
+        self.last = await asyncio.to_thread(self._probes.poll)
+        return self.last.snapshot
+
+    # -- the subsystem ------------------------------------------------------------------------
+
+    async def run(self, ctx: Context) -> None:
+        s = ctx.settings.probes
+        self._apply(ctx.settings)
+        if not self._registered:
+            self._register(ctx)
+        ctx.health.set(Condition("probes_loading", Severity.STARTING, "loading eBPF programs"))
+        obj = await asyncio.to_thread(load, s)
+        probes = Probes(obj, s)
+        self._probes = probes
+        try:
+            if obj.reset_maps:
+                ctx.log.warning("probe_maps_reset", maps=obj.reset_maps, reason="pinned map shape changed")
+            self.guard.bind(obj.maps[core.MAP_ADMITTED], obj.maps[core.MAP_CONFIG])
+            self.up = True
+            ctx.log.info("probes_loaded", object=str(object_path(s)), pin_path=s.pin_path, guard=self.guard.mode)
+            while True:
+                result = await asyncio.to_thread(probes.poll)
+                self._report(ctx, result)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), ctx.settings.probes.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            self.up = False
+            self._probes = None
+            self.guard.unbind()
+            probes.close(detach=True)  # a few netlink round trips; must finish even when cancelled
+            ctx.log.info("probes_detached")
+
+    async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
+        old, new = ctx.settings.probes, settings.probes
+        fixed = ("enabled", "interfaces", "batman_interface", "flow_map_size", "neighbor_map_size",
+                 "admitted_map_size", "pin_path", "object_path")  # fmt: skip
+        if any(getattr(old, f) != getattr(new, f) for f in fixed):
+            return False
+        self._apply(settings)
+        self.guard.reconfigure(new.guard_mode, new.admitted_macs)
+        self._wake.set()
+        return True
+
+    def _apply(self, settings: AgentSettings) -> None:
+        self._max_labels = settings.metrics.max_label_values
+        self._top = min(settings.probes.top_flows, self._max_labels)
+
+    def _report(self, ctx: Context, r: PollResult) -> None:
+        first = self.last is None
+        self.last = r
+        conditions = []
+        if r.missing:
+            conditions.append(
+                Condition("probe_interface_missing", Severity.DEGRADED, f"not (yet) present: {', '.join(r.missing)}")
+            )
+        for name, why in sorted(r.failed.items()):
+            conditions.append(Condition("probe_attach_failed", Severity.DEGRADED, f"{name}: {why}"))
+        ctx.health.set(*conditions)
+        if first or r.failed:
+            ctx.log.info("probes_polled", attached=r.attached, missing=r.missing, failed=r.failed)
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def _register(self, ctx: Context) -> None:
+        self._registered = True
+        ctx.registry.register(_Collector(self))
+
+        async def admit(args: dict[str, Any]) -> dict[str, Any]:
+            mac = _arg(args, "mac")
+            return {"mac": mac, "changed": self.guard.admit(mac, str(args.get("reason", "admin")))}
+
+        async def revoke(args: dict[str, Any]) -> dict[str, Any]:
+            mac = _arg(args, "mac")
+            return {"mac": mac, "changed": self.guard.revoke(mac)}
+
+        async def listing(_: dict[str, Any]) -> dict[str, Any]:
+            return self.guard.to_json()
+
+        async def mode(args: dict[str, Any]) -> dict[str, Any]:
+            value = _arg(args, "mode")
+            if value not in core.GUARD_MODES:
+                raise ProbeCommandError(f"mode must be observe or enforce, not {value!r}")
+            self.guard.set_mode(value)
+            return {"mode": value}
+
+        async def flows(args: dict[str, Any]) -> list[dict[str, Any]]:
+            limit = args.get("limit", self._top or 20)
+            if not isinstance(limit, int) or limit < 0:
+                raise ProbeCommandError("limit must be a non-negative integer")
+            return self.flows_json(limit)
+
+        async def neighbors(_: dict[str, Any]) -> list[dict[str, Any]]:
+            return [n.to_json() for n in self.neighbors_seen()]
+
+        for command, handler in {
+            "guard.admit": admit,
+            "guard.revoke": revoke,
+            "guard.list": listing,
+            "guard.mode": mode,
+            "probes.flows": flows,
+            "probes.neighbors": neighbors,
+        }.items():
+            ctx.admin.register(command, handler)
+
+    def flows_json(self, limit: int) -> list[dict[str, Any]]:
+        if self.last is None:
+            return []
+        top, _ = core.top_flows(self.last.snapshot.flows, limit)
+        names = self.last.names
+        return [
+            {
+                "interface": names.get(k.ifindex, str(k.ifindex)),
+                "direction": k.direction,
+                "family": k.family,
+                "proto": k.proto_name,
+                "src": k.src,
+                "dst": k.dst,
+                "sport": k.sport,
+                "dport": k.dport,
+                "packets": v.packets,
+                "bytes": v.bytes,
+                "payload_bytes": v.payload_bytes,
+                "age": (self.last.snapshot.taken_ns - v.last_seen_ns) / 1e9,
+            }
+            for k, v in top
+        ]
+
+
+def _arg(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str):
+        raise ProbeCommandError(f"argument {key!r} (a string) is required")
+    return value
+
+
+class _Collector:
+    """Metrics from the latest poll, built at scrape time (no kernel access during a scrape)."""
+
+    def __init__(self, service: ProbesService) -> None:
+        self.s = service
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        s = self.s
+        up = GaugeMetricFamily("x0tta_probes_up", "1 when the eBPF programs are loaded")
+        up.add_metric([], 1.0 if s.up else 0.0)
+        yield up
+        g = s.guard
+        enforcing = float(g.mode == "enforce")
+        yield GaugeMetricFamily("x0tta_probes_guard_enforcing", "1: enforce, 0: observe", value=enforcing)
+        yield GaugeMetricFamily("x0tta_probes_guard_admitted", "MACs admitted", value=float(len(g.state.entries)))
+        r = s.last
+        if r is None:
+            return
+        snap, names = r.snapshot, r.names
+        att = GaugeMetricFamily(
+            "x0tta_probes_attached", "1 per interface with both hooks attached", labels=["interface"]
+        )
+        for name in r.attached:
+            att.add_metric([name], 1.0)
+        yield att
+        yield GaugeMetricFamily("x0tta_probes_poll_duration_seconds", "time of the last map read", value=r.duration)
+        st = snap.stats
+        yield CounterMetricFamily(
+            "x0tta_probes_guard_dropped", "batman-adv frames dropped: source not admitted",
+            value=st.get(core.Stat.GUARD_DROPPED, 0),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "x0tta_probes_guard_would_drop", "batman-adv frames from non-admitted sources passed (observe)",
+            value=st.get(core.Stat.GUARD_WOULD_DROP, 0),
+        )  # fmt: skip
+        errs = CounterMetricFamily(
+            "x0tta_probes_errors", "frames or entries the probes could not count", labels=["kind"]
+        )
+        for kind, stat in (
+            ("truncated", core.Stat.TRUNCATED),
+            ("flow_update", core.Stat.FLOW_UPDATE_ERR),
+            ("neighbor_update", core.Stat.NEIGH_UPDATE_ERR),
+            ("no_config", core.Stat.NO_CONFIG),
+        ):
+            errs.add_metric([kind], st.get(stat, 0))
+        errs.add_metric(["undecodable"], snap.undecodable)
+        yield errs
+        yield GaugeMetricFamily("x0tta_probes_flows", "entries in the flow map", value=len(snap.flows))
+        yield GaugeMetricFamily("x0tta_probes_flow_map_capacity", "size of the flow map", value=snap.flow_capacity)
+
+        overflow = GaugeMetricFamily(
+            "x0tta_probes_label_overflow", "map entries left out of labelled metrics (cardinality cap)", labels=["map"]
+        )
+        neigh, left = core.bounded_neighbors(snap.neighbors, s._max_labels)
+        overflow.add_metric(["neighbors"], left)
+        labels = ["interface", "mac"]
+        fams = {
+            f: CounterMetricFamily(
+                f"x0tta_probes_neighbor_{f}", f"batman-adv {f.replace('_', ' ')} per neighbour", labels=labels
+            )
+            for f in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "denied_packets")
+        }
+        age = GaugeMetricFamily(
+            "x0tta_probes_neighbor_last_rx_age_seconds", "since the last frame received", labels=labels
+        )
+        for key, v in neigh:
+            lv = [names.get(key.ifindex, str(key.ifindex)), key.mac]
+            for f, fam in fams.items():
+                fam.add_metric(lv, getattr(v, f))
+            if v.last_rx_ns:
+                age.add_metric(lv, (snap.taken_ns - v.last_rx_ns) / 1e9)
+        yield from fams.values()
+        yield age
+
+        top, left = core.top_flows(snap.flows, s._top)
+        overflow.add_metric(["flows"], left)
+        yield overflow
+        flabels = ["interface", "direction", "proto", "src", "dst", "sport", "dport"]
+        fp = CounterMetricFamily("x0tta_probes_flow_packets", "packets of the top flows", labels=flabels)
+        fb = CounterMetricFamily("x0tta_probes_flow_bytes", "L2 bytes of the top flows", labels=flabels)
+        for k, v in top:
+            lv = [names.get(k.ifindex, str(k.ifindex)), k.direction, k.proto_name, k.src, k.dst]
+            lv += [str(k.sport), str(k.dport)]
+            fp.add_metric(lv, v.packets)
+            fb.add_metric(lv, v.bytes)
+        yield fp
+        yield fb
