@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import statistics
 import subprocess
 import time
@@ -82,6 +83,7 @@ def test_agent_lifecycle_under_notify_socket(agent_config, tmp_path):
         cmd = [str(BIN / "x0tta"), "--config", str(cfg), "status", "--json"]
         st = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         assert st["pid"] == proc.pid and st["uptime_seconds"] > 0
+        assert stat.S_IMODE(os.stat(settings.admin_socket).st_mode) == 0o600
 
         # WATCHDOG=1 at half of WATCHDOG_USEC.
         pings = []
