@@ -33,7 +33,7 @@ test-fast:
 	$(BIN)/python -m pytest -q -m "not integration and not lab and not fuzz and not slow"
 
 bench:
-	$(BIN)/python -m tests.bench.run_all
+	ONLY=$(ONLY) $(BIN)/python tests/bench/run_all.py
 
 # The README's test command: everything from a fresh machine to a full test run (as root).
 ci: deps setup ebpf test
