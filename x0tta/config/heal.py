@@ -1,4 +1,8 @@
-"""Settings of the MAPE-K loop (section [heal])."""
+"""Settings of the MAPE-K loop (section [heal]).
+
+Every threshold of the detectors, every interval of the monitor and every limit of the executor is
+here, with the reason for its default. ``docs/heal.md`` explains how they interact.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,290 @@ from dataclasses import dataclass
 
 from x0tta.config.fields import setting
 
+DETECTORS = (
+    "link_down",
+    "silent_loss",
+    "link_degraded",
+    "neighbour_lost",
+    "gateway_lost",
+    "gateway_changed",
+    "route_flapping",
+    "partition",
+    "config_drift",
+    "subsystem_unhealthy",
+)
+ACTIONS = (
+    "steer_off",
+    "restore_hardif",
+    "reselect_gateway",
+    "tune_orig_interval",
+    "restore_orig_interval",
+    "reapply_settings",
+    "restart_subsystem",
+)
+
 
 @dataclass(frozen=True)
 class HealSettings:
     enabled: bool = setting(True, doc="Run this subsystem. It degrades by itself when the node lacks what it needs.")
+    dry_run: bool = setting(
+        False,
+        doc="Decide and log, record in the knowledge store, but change nothing. For a first week on "
+        "a new mesh, to read what the loop would have done before letting it act.",
+    )
+    disabled_detectors: tuple[str, ...] = setting(
+        (), doc="Detectors not to run (their symptoms are never raised).", choices=DETECTORS
+    )
+    disabled_actions: tuple[str, ...] = setting(
+        (), doc="Actions never to take; the planner picks the next candidate or only records.", choices=ACTIONS
+    )
+    # --- Monitor ---------------------------------------------------------------------------------
+    poll_interval: float = setting(
+        1.0,
+        doc="Netlink dump period while all is well: batman-adv's own OGM interval is 1 s, tables "
+        "change no faster.",
+        min=0.05,
+        max=60.0,
+        unit="s",
+    )
+    fast_poll_interval: float = setting(
+        0.1,
+        doc="Cycle period while a symptom is active or an action awaits verification, so that effects "
+        "are seen (and rolled back) within a probe interval or so.",
+        min=0.02,
+        max=10.0,
+        unit="s",
+    )
+    probe_enabled: bool = setting(
+        True, doc="Send fast liveness probes to neighbouring agents; needed for silent loss detection."
+    )
+    probe_interval: float = setting(
+        0.1,
+        doc="Probe period per hard interface. 100 ms with 3 lost in a row detects a silent link "
+        "failure in ~0.3-0.4 s; a 60-byte datagram 10 times a second is negligible on any link.",
+        min=0.01,
+        max=10.0,
+        unit="s",
+    )
+    probe_port: int = setting(
+        4305, doc="UDP port of the liveness probes, on each hard interface's IPv6 link-local address.",
+        min=1, max=65535,
+    )
+    probe_window: int = setting(
+        20, doc="Probes per loss window (2 s at 100 ms): long enough to see partial loss.", min=4, max=1000
+    )
+    probe_peer_expiry: float = setting(
+        120.0,
+        doc="Forget a probing peer not heard for this long (a neighbour that left for good). Until "
+        "then its silence counts as loss, which is what detects a dead link.",
+        min=1.0,
+        max=3600.0,
+        unit="s",
+    )
+    probe_key_file: str = setting(
+        "",
+        doc="File holding a shared secret: probes then carry an HMAC-SHA256 tag and untagged or "
+        "badly tagged probes are ignored. Empty: unauthenticated probes (a forged probe can only "
+        "hide or fake a loss on one link; node identity will key them).",
+    )
+    # --- Analyze: thresholds and hysteresis ------------------------------------------------------
+    silent_loss_run: int = setting(
+        3,
+        doc="Probes lost in a row that make a link suspect. One lost probe is noise; three (0.3 s) "
+        "on a wired or good radio link is not.",
+        min=1,
+        max=100,
+    )
+    silent_loss_ratio: float = setting(
+        0.5, doc="Loss over the probe window that makes a link suspect even without a long run.", min=0.01, max=1.0
+    )
+    silent_loss_raise_after: float = setting(
+        0.0, doc="Extra time the loss must last; 0 because the lost-in-a-row count is the hysteresis.",
+        min=0.0, max=600.0, unit="s",
+    )
+    silent_loss_clear_after: float = setting(
+        2.0,
+        doc="Clean probing needed before the link is trusted again: a full loss window, so a link "
+        "that drops every other second is not restored between drops.",
+        min=0.0,
+        max=3600.0,
+        unit="s",
+    )
+    link_down_raise_after: float = setting(
+        0.0, doc="Carrier loss is certain, no need to wait.", min=0.0, max=600.0, unit="s"
+    )
+    link_down_clear_after: float = setting(
+        2.0,
+        doc="Carrier up this long (times 1 + recent flaps, see flap_hold_max) before the link is "
+        "trusted again.",
+        min=0.0,
+        max=3600.0,
+        unit="s",
+    )
+    flap_window: float = setting(
+        60.0, doc="Window in which link transitions and route changes are counted.", min=1.0, max=3600.0, unit="s"
+    )
+    flap_count: int = setting(
+        3,
+        doc="Carrier losses (per hard interface) or router changes (per originator) within the flap "
+        "window that make it flapping. Three: two could be a cable reseated.",
+        min=2,
+        max=1000,
+    )
+    flap_hold_max: float = setting(
+        60.0,
+        doc="Cap of the dampened hold time of a flapping link (clear_after grows with each flap).",
+        min=1.0,
+        max=86400.0,
+        unit="s",
+    )
+    degraded_drop: float = setting(
+        0.5,
+        doc="Link quality (throughput, or TQ) below this fraction of its own long-run average is "
+        "degraded. Radio varies +-30 % by itself; halving is a change.",
+        min=0.05,
+        max=0.95,
+    )
+    degraded_tq_floor: int = setting(
+        50, doc="TQ below this (of 255) is degraded whatever its history: about 80 % loss.", min=0, max=255
+    )
+    degraded_raise_after: float = setting(
+        5.0, doc="Quality must stay low this long: TQ moves in OGM steps, one bad OGM is noise.",
+        min=0.0, max=3600.0, unit="s",
+    )
+    degraded_clear_after: float = setting(
+        10.0, doc="Quality back this long before the link is trusted again.", min=0.0, max=3600.0, unit="s"
+    )
+    neighbour_lost_after: float = setting(
+        3.0,
+        doc="A neighbour missing from the table (or silent) this long is lost; batman-adv itself "
+        "keeps dead neighbours for 200 s.",
+        min=0.1,
+        max=3600.0,
+        unit="s",
+    )
+    neighbour_forget_after: float = setting(
+        300.0, doc="Stop remembering a neighbour gone this long (bounds memory on a busy mesh).",
+        min=1.0, max=86400.0, unit="s",
+    )
+    gateway_lost_after: float = setting(
+        2.0, doc="No selected gateway this long while in client mode is a lost gateway.",
+        min=0.0, max=3600.0, unit="s",
+    )
+    partition_fraction: float = setting(
+        0.5,
+        doc="Fraction of the originators seen in the partition window that vanished at once: half "
+        "the mesh gone is a partition, not churn.",
+        min=0.05,
+        max=1.0,
+    )
+    partition_min_lost: int = setting(
+        3, doc="And at least this many, so a 3-node mesh losing one node is not a partition.", min=1, max=100000
+    )
+    partition_window: float = setting(
+        30.0, doc="How far back the peak originator count is taken.", min=1.0, max=3600.0, unit="s"
+    )
+    drift_raise_after: float = setting(
+        30.0,
+        doc="Drift must outlast the mesh subsystem's own reconcile period before the heal loop "
+        "re-applies settings, so the two never fight.",
+        min=0.0,
+        max=86400.0,
+        unit="s",
+    )
+    subsystem_raise_after: float = setting(
+        30.0,
+        doc="A subsystem failing this long (after the supervisor's own restarts) is restarted by "
+        "the heal loop as a whole.",
+        min=0.0,
+        max=86400.0,
+        unit="s",
+    )
+    clear_after: float = setting(
+        5.0, doc="Default clear time of symptoms without their own setting.", min=0.0, max=3600.0, unit="s"
+    )
+    # --- Plan / Execute --------------------------------------------------------------------------
+    steer_method: str = setting(
+        "detach",
+        doc="How traffic is steered off a failing hard interface: detach (batman-adv drops its "
+        "neighbours and reroutes at once) or penalty (raise its hop penalty; gentler, slower: "
+        "others learn it from the next OGMs).",
+        choices=("detach", "penalty"),
+    )
+    steer_hop_penalty: int = setting(
+        255, doc="Hop penalty set on a steered-off hard interface with steer_method = penalty.", min=0, max=255
+    )
+    unstable_orig_interval: int = setting(
+        250,
+        doc="Originator interval while the mesh is unstable (partition, flapping routes): four "
+        "times the OGM rate makes routes reconverge in ~1 s for a few kbit/s more overhead.",
+        min=50,
+        max=10000,
+        unit="ms",
+    )
+    verify_after: float = setting(
+        1.0,
+        doc="Time after an action before its effect is checked: batman-adv purges and reroutes at "
+        "once on detach; one OGM interval covers the rest.",
+        min=0.05,
+        max=600.0,
+        unit="s",
+    )
+    restore_verify_after: float = setting(
+        5.0,
+        doc="A restore (undo) is judged after this long: if the symptom comes back within it, "
+        "restoring failed, which counts against that action's breaker.",
+        min=0.05,
+        max=3600.0,
+        unit="s",
+    )
+    retry_after: float = setting(
+        5.0,
+        doc="Wait before planning again for an incident whose action was refused or failed.",
+        min=0.1,
+        max=3600.0,
+        unit="s",
+    )
+    breaker_fail_max: int = setting(
+        3,
+        doc="Failed actions (error or not verified) of one kind on one target that open its "
+        "breaker; three failures in a row say the remedy does not work here now.",
+        min=1,
+        max=100,
+    )
+    breaker_reset_timeout: float = setting(
+        60.0, doc="Open breaker's wait before one trial action (half-open).", min=0.1, max=86400.0, unit="s"
+    )
+    rate_burst: int = setting(
+        3, doc="Token bucket size per action kind and target: three quick actions, then the rate.",
+        min=1, max=1000,
+    )
+    rate_per_minute: float = setting(
+        6.0,
+        doc="Sustained actions per minute per kind and target: one every 10 s is ample for real "
+        "faults and stops a storm on a flapping link.",
+        min=0.01,
+        max=6000.0,
+    )
+    prior_weight: float = setting(
+        2.0,
+        doc="Weight of the neutral prior (50 % success) against this node's own outcomes when "
+        "ranking actions: two outcomes of its own already move the choice.",
+        min=0.1,
+        max=1000.0,
+    )
+    resume_grace: float = setting(
+        10.0,
+        doc="After a restart, how long an incident left open waits for its symptom to show again "
+        "before its actions are undone and it is closed.",
+        min=0.0,
+        max=3600.0,
+        unit="s",
+    )
+    # --- Knowledge -------------------------------------------------------------------------------
+    retention_days: float = setting(
+        30.0, doc="Closed incidents older than this are deleted.", min=0.01, max=3650.0, unit="days"
+    )
+    retention_max_incidents: int = setting(
+        10000, doc="And at most this many are kept (a few MB), oldest closed first.", min=10, max=10_000_000
+    )

@@ -1,0 +1,72 @@
+"""Builders of observations for the heal tests: a node with two hard interfaces in a ring."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from x0tta.config.heal import HealSettings
+from x0tta.heal.core.model import HardIf, Neighbour, Observation, Originator, ProbeStats
+
+A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def ring_obs(
+    at: float,
+    *,
+    lost_run: int = 0,
+    loss: float = 0.0,
+    eth0_attached: bool = True,
+    eth0_up: bool = True,
+    others: int = 3,
+    interval: int = 1000,
+) -> Observation:
+    """This node has eth0 (neighbour A) and eth1 (neighbour B); originators reachable via both."""
+    hardifs = (HardIf("eth0", oper_up=eth0_up, attached=eth0_attached), HardIf("eth1", oper_up=True))
+    neighbours = [Neighbour(B, "eth1", tq=250)]
+    if eth0_attached and eth0_up:
+        neighbours.append(Neighbour(A, "eth0", tq=250))
+    origs = [Originator(B, B, "eth1", tq=250)]
+    via_a = eth0_attached and eth0_up
+    origs.append(Originator(A, A if via_a else B, "eth0" if via_a else "eth1", tq=200))
+    for i in range(others):
+        origs.append(Originator(f"02:00:00:00:01:{i:02x}", B, "eth1", tq=180))
+    probes = (
+        ProbeStats(
+            "eth0", A, window=20, received=20 - lost_run, loss=loss, lost_run=lost_run, last_rx=at - 0.1 * lost_run
+        ),
+        ProbeStats("eth1", B, window=20, received=20, loss=0.0, lost_run=0, last_rx=at),
+    )
+    return Observation(
+        at=at,
+        originators=tuple(origs),
+        neighbours=tuple(neighbours),
+        hardifs=hardifs,
+        probes=probes,
+        orig_interval_ms=interval,
+        gw_mode="off",
+    )
+
+
+@pytest.fixture
+def settings() -> HealSettings:
+    return HealSettings()
+
+
+def with_(s: HealSettings, **kw) -> HealSettings:
+    return replace(s, **kw)
+
+
+class Ring:
+    """The builders, as a fixture (test modules here are not a package)."""
+
+    A = A
+    B = B
+    obs = staticmethod(ring_obs)
+    with_ = staticmethod(with_)
+
+
+@pytest.fixture
+def ring() -> type[Ring]:
+    return Ring

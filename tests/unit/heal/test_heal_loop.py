@@ -1,0 +1,175 @@
+"""The MAPE-K step on scripted observations: detect, decide, verify, restore, roll back, resume."""
+
+from __future__ import annotations
+
+from x0tta.heal.core import loop
+from x0tta.heal.core.loop import Result, State, Undo, resume, settle, step
+from x0tta.heal.core.model import ActionKind, Op
+
+
+def run(k, obs, now, outcome="applied"):
+    k, decisions = step(k, obs, now)
+    events = list(k.events)
+    if decisions:
+        k = settle(k, [Result(d.id, outcome) for d in decisions], now)
+        events += k.events
+    return k, decisions, events
+
+
+def names(events):
+    return [e.name for e in events]
+
+
+def test_one_lost_probe_is_not_an_incident(settings, ring):
+    k = loop.initial(settings, "t")
+    for i, run_ in enumerate([0, 1, 0, 2, 0, 1]):
+        k, decisions, _ = run(k, ring.obs(i * 0.1, lost_run=run_, loss=0.1), i * 0.1)
+        assert not decisions
+    assert not k.incidents and not k.active
+
+
+def test_silent_loss_steers_off_then_restores(settings, ring):
+    k = loop.initial(settings, "t")
+    t = 0.0
+    k, d, ev = run(k, ring.obs(t), t)
+    assert not d
+    # three probes lost in a row: raised at once, one decision to detach eth0
+    t = 0.35
+    k, d, ev = run(k, ring.obs(t, lost_run=3, loss=0.15), t)
+    assert "incident_opened" in names(ev)
+    opened = next(e for e in ev if e.name == "incident_opened")
+    assert opened.data["time_to_detect"] > 0.25  # onset is the last probe heard
+    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]
+    assert d[0].op == Op.APPLY and d[0].action.param("method") == "detach"
+    assert any("silent_loss on link:eth0/" in r for r in d[0].reasons)
+    rid = d[0].id
+    # the action is in flight: no second decision while the symptom lasts
+    t = 0.5
+    k, d, ev = run(k, ring.obs(t, lost_run=5, loss=0.25, eth0_attached=False), t)
+    assert not d
+    # verification after verify_after: eth0 detached, nothing routed through it, nobody lost
+    t = 1.5
+    k, d, ev = run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False), t)
+    verified = [e for e in ev if e.name == "verified"]
+    assert verified and verified[0].data["ok"] is True
+    assert "healed" in names(ev)
+    assert k.records[rid].state == State.EFFECTIVE
+    assert k.stats[("silent_loss", "steer_off")] == (1, 0)
+    # link recovers: probes clean for silent_loss_clear_after -> restore
+    t = 3.0
+    k, d, ev = run(k, ring.obs(t, eth0_attached=False), t)
+    assert not d
+    t = 3.0 + settings.silent_loss_clear_after
+    k, d, ev = run(k, ring.obs(t, eth0_attached=False), t)
+    assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_HARDIF)]
+    assert k.records[rid].undo_state == Undo.APPLIED
+    # the restore holds for restore_verify_after -> incident closed, healed
+    t += settings.restore_verify_after + 0.1
+    k, d, ev = run(k, ring.obs(t), t)
+    assert "incident_closed" in names(ev)
+    closed = next(e for e in ev if e.name == "incident_closed")
+    assert closed.data["incident"]["resolution"] == "healed: steer_off"
+    assert not k.incidents and not k.records
+
+
+def test_failed_action_is_rolled_back(settings, ring):
+    k = loop.initial(settings, "t")
+    k, _, _ = run(k, ring.obs(0.0), 0.0)
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3)
+    rid = d[0].id
+    # detach "applied" but the kernel still shows eth0 attached: did not help -> rollback
+    k, d, ev = run(k, ring.obs(1.5, lost_run=12, loss=0.6), 1.5)
+    assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
+    assert k.records[rid].state == State.FAILED
+    assert k.stats[("silent_loss", "steer_off")] == (0, 1)
+    assert any(e.name == "verified" and e.data["ok"] is False for e in ev)
+
+
+def test_refused_action_waits_and_never_isolates_the_node(settings, ring):
+    k = loop.initial(settings, "t")
+    k, _, _ = run(k, ring.obs(0.0), 0.0)
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3, outcome="breaker_open")
+    assert len(d) == 1
+    # refused: no new decision before retry_after
+    k, d, _ = run(k, ring.obs(1.0, lost_run=10, loss=0.5), 1.0)
+    assert not d
+    k, d, _ = run(k, ring.obs(0.3 + settings.retry_after, lost_run=50, loss=1.0), 0.3 + settings.retry_after)
+    assert len(d) == 1
+    # only hard interface with neighbours: steering off would isolate the node -> nothing done
+    k2 = loop.initial(settings, "u")
+    obs = ring.obs(0.0, lost_run=3, loss=0.2)
+    lonely = obs.__class__(**{**obs.__dict__, "neighbours": tuple(n for n in obs.neighbours if n.hardif == "eth0")})
+    k2, d, _ = run(k2, lonely, 0.0)
+    assert not d
+    inc = next(iter(k2.incidents.values()))
+    assert "isolate" in inc.notes[0]
+
+
+def test_dry_run_decides_once_and_closes(settings, ring):
+    k = loop.initial(ring.with_(settings, dry_run=True), "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3, outcome="dry_run")
+    assert len(d) == 1
+    for i in range(10):
+        t = 0.4 + i * 0.1
+        k, d, _ = run(k, ring.obs(t, lost_run=4 + i, loss=0.3), t, outcome="dry_run")
+        assert not d
+    k, d, ev = run(k, ring.obs(2.0), 2.0)
+    k, d, ev = run(k, ring.obs(2.0 + settings.silent_loss_clear_after), 2.0 + settings.silent_loss_clear_after)
+    assert not d
+    closed = next(e for e in ev if e.name == "incident_closed")
+    assert "dry run" in closed.data["incident"]["resolution"]
+
+
+def test_disabled_action_and_detector(settings, ring):
+    k = loop.initial(ring.with_(settings, disabled_actions=("steer_off",)), "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    assert not d and "disabled" in next(iter(k.incidents.values())).notes[0]
+    k = loop.initial(ring.with_(settings, disabled_detectors=("silent_loss",)), "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=30, loss=1.0), 0.3)
+    assert not d and not k.incidents
+
+
+def test_flapping_restore_fails_and_reuses_the_incident(settings, ring):
+    k = loop.initial(settings, "t")
+    t = 0.0
+    k, d, _ = run(k, ring.obs(t, lost_run=3, loss=0.2), t)
+    first = d[0].id
+    t = 1.2
+    k, _, _ = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False), t)
+    t = 1.3
+    k, _, _ = run(k, ring.obs(t, eth0_attached=False), t)
+    t = 1.3 + settings.silent_loss_clear_after + 0.01
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False), t)
+    assert d[0].op == Op.RESTORE
+    inc_ids = set(k.incidents)
+    # loss returns within restore_verify_after: restore failed; same incident, new steer-off
+    t += 1.0
+    k, d, ev = run(k, ring.obs(t, lost_run=3, loss=0.2), t)
+    assert set(k.incidents) == inc_ids
+    bad = [e for e in ev if e.name == "verified" and e.data["id"] == f"{first}/undo"]
+    assert bad and bad[0].data["ok"] is False and bad[0].data["kind"] == "restore_hardif"
+    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]
+
+
+def test_resume_after_restart(settings, ring):
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3, outcome="applied")
+    inc_id = d[0].incident
+    saved = k.incident_json(inc_id)
+    saved["actions"][0]["state"] = "planned"  # killed before the result was written
+    # a new agent: the symptom is gone; after resume_grace the steer-off is undone and closed
+    k2 = resume(loop.initial(settings, "r"), [saved], 100.0)
+    assert inc_id in k2.incidents
+    k2, d, _ = run(k2, ring.obs(100.1, eth0_attached=False), 100.1)
+    assert not d
+    t = 100.0 + settings.resume_grace + settings.verify_after
+    k2, d, _ = run(k2, ring.obs(t, eth0_attached=False), t)
+    assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_HARDIF)]
+    t += settings.restore_verify_after + 0.1
+    k2, d, ev = run(k2, ring.obs(t), t)
+    assert "incident_closed" in names(ev) and not k2.incidents
+    # symptom shows again after restart: same incident continues
+    k3 = resume(loop.initial(settings, "s"), [saved], 200.0)
+    k3, d, ev = run(k3, ring.obs(200.1, lost_run=30, loss=1.0, eth0_attached=False), 200.1)
+    assert list(k3.incidents) == [inc_id] and not d
+    assert any(e.name == "symptom_raised" and e.data["reopened"] for e in ev)

@@ -1,0 +1,300 @@
+"""Analyze: detectors turn observations into symptoms, with evidence and hysteresis.
+
+A detector looks at one :class:`~x0tta.heal.core.model.Observation` (and the little it remembers
+of earlier ones, in :class:`Memory`) and states *conditions*: ``(kind, target) -> (severity,
+evidence)``. A condition is not yet a symptom. :func:`hysteresis` raises a symptom only after its
+condition has held for the kind's ``raise_after`` and clears it only after the condition has been
+absent for its ``clear_after`` - so one lost probe, one bad OGM or one missed dump is never an
+incident, and a link that comes back for a moment is not trusted at once.
+
+Detectors and their conditions:
+
+* ``link_down`` (``hardif:IF``): carrier lost on a hard interface. Its clear time grows with the
+  number of recent carrier losses (flap dampening), capped at ``flap_hold_max``.
+* ``silent_loss`` (``link:IF/PEER``): the link is up but liveness probes to a neighbouring agent
+  are lost - ``silent_loss_run`` in a row, or ``silent_loss_ratio`` of the window.
+* ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
+  ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
+* ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
+  ``neighbour_lost_after`` while its hard interface is up.
+* ``gateway_lost`` (``gw``): in gateway client mode, no gateway selected for ``gateway_lost_after``
+  while one was selected before.
+* ``gateway_changed`` (``gw``): the selected gateway changed within the flap window.
+* ``route_flapping`` (``mesh``): originators whose router changed ``flap_count`` times within the
+  flap window.
+* ``partition`` (``mesh``): at least ``partition_min_lost`` originators and ``partition_fraction``
+  of the peak count of the partition window vanished.
+* ``config_drift`` (``mesh``): mesh settings differ from the desired ones.
+* ``subsystem_unhealthy`` (``subsystem:NAME``): another subsystem is failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from x0tta.config.heal import HealSettings
+from x0tta.heal.core.model import Evidence, Observation, Severity, Symptom, SymptomKind, evidence
+
+Key = tuple[str, str]
+Conditions = dict[Key, tuple[Severity, Evidence]]
+
+# EWMA weights of the link quality trend: the baseline follows ~100 samples, the fast one ~3.
+_SLOW = 0.01
+_FAST = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Hyst:
+    """Hysteresis of one (kind, target): when its condition turned true/false, and whether raised."""
+
+    active: bool = False
+    true_since: float | None = None
+    false_since: float | None = None
+    severity: Severity = Severity.WARNING
+    evidence: Evidence = ()
+    raised: float = 0.0
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the detectors remember between observations; every map is bounded by what exists."""
+
+    hyst: dict[Key, Hyst] = field(default_factory=dict)
+    carrier: dict[str, bool] = field(default_factory=dict)  # hardif -> oper_up last seen
+    carrier_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # within flap_window
+    neigh_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # last time present
+    quality: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)  # slow, fast, n
+    routers: dict[str, str] = field(default_factory=dict)  # orig -> router
+    route_changes: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    orig_counts: tuple[tuple[float, int], ...] = ()
+    gateway: str | None = None
+    gateway_seen: float | None = None  # last time a gateway was selected
+    gateway_changes: tuple[float, ...] = ()
+
+
+def _recent(times: tuple[float, ...], now: float, window: float) -> tuple[float, ...]:
+    return tuple(t for t in times if now - t <= window)
+
+
+def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple[Memory, Conditions]:
+    """Run every enabled detector over ``obs``; returns the updated memory and the conditions."""
+    off = set(s.disabled_detectors)
+    out: Conditions = {}
+    carrier, losses = _links(mem, obs, s, now, out)
+    neigh_seen, quality = _neighbours(mem, obs, s, now, out)
+    _probes(obs, s, out)
+    routers, changes, counts = _originators(mem, obs, s, now, out)
+    gw, gw_seen, gw_changes = _gateways(mem, obs, s, now, out)
+    if obs.drift:
+        out[(SymptomKind.CONFIG_DRIFT, "mesh")] = (
+            Severity.WARNING,
+            evidence(settings={d.key: {"desired": d.desired, "actual": d.actual} for d in obs.drift}),
+        )
+    for sub in obs.subsystems:
+        if sub.state == "failing":
+            out[(SymptomKind.SUBSYSTEM_UNHEALTHY, f"subsystem:{sub.name}")] = (
+                Severity.WARNING,
+                evidence(state=sub.state, message=sub.message),
+            )
+    if off:
+        out = {k: v for k, v in out.items() if k[0] not in off}
+    mem = replace(
+        mem,
+        carrier=carrier,
+        carrier_losses=losses,
+        neigh_seen=neigh_seen,
+        quality=quality,
+        routers=routers,
+        route_changes=changes,
+        orig_counts=counts,
+        gateway=gw,
+        gateway_seen=gw_seen,
+        gateway_changes=gw_changes,
+    )
+    return mem, {(str(k[0]), k[1]): v for k, v in out.items()}
+
+
+def _links(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
+    carrier: dict[str, bool] = {}
+    losses: dict[str, tuple[float, ...]] = {}
+    for h in obs.hardifs:
+        carrier[h.name] = h.oper_up
+        times = _recent(mem.carrier_losses.get(h.name, ()), now, s.flap_window)
+        if mem.carrier.get(h.name, True) and not h.oper_up:
+            times = (*times, now)
+        if times:
+            losses[h.name] = times
+        if not h.oper_up:
+            out[(SymptomKind.LINK_DOWN, f"hardif:{h.name}")] = (
+                Severity.CRITICAL,
+                evidence(hardif=h.name, carrier="down", flaps=len(times)),
+            )
+    return carrier, losses
+
+
+def _neighbours(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
+    up = {h.name for h in obs.hardifs if h.oper_up and h.attached}
+    seen: dict[tuple[str, str], float] = {}
+    quality: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for n in obs.neighbours:
+        key = (n.hardif, n.addr)
+        last = now - n.last_seen_ms / 1000.0
+        seen[key] = max(last, mem.neigh_seen.get(key, last))
+        q = n.quality
+        if q is None:
+            continue
+        slow, fast, count = mem.quality.get(key, (q, q, 0))
+        slow, fast = slow + _SLOW * (q - slow), fast + _FAST * (q - fast)
+        quality[key] = (slow, fast, count + 1)
+        low_tq = n.throughput is None and n.tq is not None and n.tq < s.degraded_tq_floor
+        dropped = count >= 10 and fast < slow * s.degraded_drop
+        if low_tq or dropped:
+            out[(SymptomKind.LINK_DEGRADED, f"link:{n.hardif}/{n.addr}")] = (
+                Severity.WARNING,
+                evidence(quality=round(fast, 1), baseline=round(slow, 1), tq=n.tq, throughput=n.throughput),
+            )
+    for key, last in mem.neigh_seen.items():
+        if key not in seen and now - last <= s.neighbour_forget_after:
+            seen[key] = last
+    for key, last in seen.items():
+        gone = now - last
+        if key[0] in up and gone >= s.neighbour_lost_after:
+            out[(SymptomKind.NEIGHBOUR_LOST, f"neigh:{key[0]}/{key[1]}")] = (
+                Severity.WARNING,
+                evidence(hardif=key[0], neighbour=key[1], onset=last),
+            )
+    return seen, quality
+
+
+def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
+    up = {h.name for h in obs.hardifs if h.oper_up}
+    for p in obs.probes:
+        if p.hardif not in up:
+            continue  # link_down says it better
+        full = p.window > 0 and p.received + round(p.loss * p.window) >= p.window // 2
+        if p.lost_run >= s.silent_loss_run or (full and p.loss >= s.silent_loss_ratio):
+            out[(SymptomKind.SILENT_LOSS, f"link:{p.hardif}/{p.peer}")] = (
+                Severity.CRITICAL if p.loss >= 0.99 or p.lost_run >= 2 * s.silent_loss_run else Severity.WARNING,
+                evidence(hardif=p.hardif, peer=p.peer, loss=round(p.loss, 3), lost_run=p.lost_run, window=p.window,
+                         onset=p.last_rx),
+            )
+
+
+def _originators(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
+    routers: dict[str, str] = {}
+    changes: dict[str, tuple[float, ...]] = {}
+    for o in obs.originators:
+        routers[o.orig] = o.router
+        prev = mem.routers.get(o.orig)
+        times = mem.route_changes.get(o.orig, ())
+        if prev is not None and prev != o.router:
+            times = (*times, now)
+        if times:
+            times = _recent(times, now, s.flap_window)
+            if times:
+                changes[o.orig] = times
+    flapping = sorted((o for o, t in changes.items() if len(t) >= s.flap_count), key=lambda o: -len(changes[o]))
+    if flapping:
+        out[(SymptomKind.ROUTE_FLAPPING, "mesh")] = (
+            Severity.WARNING,
+            evidence(originators=len(flapping), worst={o: len(changes[o]) for o in flapping[:5]}),
+        )
+    count = len(obs.originators)
+    counts = tuple((t, c) for t, c in mem.orig_counts if now - t <= s.partition_window)
+    if obs.mesh_available:
+        counts = (*counts, (now, count))
+    peak = max((c for _, c in counts), default=count)
+    lost = peak - count
+    if obs.mesh_available and lost >= s.partition_min_lost and lost >= peak * s.partition_fraction:
+        out[(SymptomKind.PARTITION, "mesh")] = (
+            Severity.CRITICAL,
+            evidence(originators=count, peak=peak, lost=lost),
+        )
+    return routers, changes, counts
+
+
+def _gateways(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
+    selected = obs.selected_gateway()
+    changes = _recent(mem.gateway_changes, now, s.flap_window)
+    seen = mem.gateway_seen
+    if selected is not None:
+        if mem.gateway is not None and selected != mem.gateway:
+            changes = (*changes, now)
+        seen = now
+    elif obs.gw_mode == "client" and seen is not None and now - seen >= s.gateway_lost_after:
+        out[(SymptomKind.GATEWAY_LOST, "gw")] = (
+            Severity.CRITICAL,
+            evidence(last_gateway=mem.gateway, gone_s=round(now - seen, 2), gateways=len(obs.gateways)),
+        )
+    if changes:
+        out[(SymptomKind.GATEWAY_CHANGED, "gw")] = (
+            Severity.INFO,
+            evidence(changes=len(changes), gateway=selected),
+        )
+    return (selected if selected is not None else mem.gateway), seen, changes
+
+
+def timings(kind: str, s: HealSettings, ev: Evidence) -> tuple[float, float]:
+    """``(raise_after, clear_after)`` of a symptom kind under ``s``."""
+    if kind == SymptomKind.SILENT_LOSS:
+        return s.silent_loss_raise_after, s.silent_loss_clear_after
+    if kind == SymptomKind.LINK_DOWN:
+        flaps = int(dict(ev).get("flaps", 0))
+        return s.link_down_raise_after, min(s.flap_hold_max, s.link_down_clear_after * (1 + max(0, flaps - 1)))
+    if kind == SymptomKind.LINK_DEGRADED:
+        return s.degraded_raise_after, s.degraded_clear_after
+    if kind == SymptomKind.CONFIG_DRIFT:
+        return s.drift_raise_after, 0.0
+    if kind == SymptomKind.SUBSYSTEM_UNHEALTHY:
+        return s.subsystem_raise_after, s.clear_after
+    if kind == SymptomKind.GATEWAY_CHANGED:
+        return 0.0, s.flap_window
+    return 0.0, s.clear_after
+
+
+def hysteresis(
+    hyst: dict[Key, Hyst], conds: Conditions, s: HealSettings, now: float
+) -> tuple[dict[Key, Hyst], list[Symptom], list[Symptom], dict[Key, Symptom]]:
+    """Advance hysteresis; returns ``(state, raised, cleared, active)``."""
+    new: dict[Key, Hyst] = {}
+    raised: list[Symptom] = []
+    cleared: list[Symptom] = []
+    active: dict[Key, Symptom] = {}
+    for key in hyst.keys() | conds.keys():
+        h = hyst.get(key, Hyst())
+        cond = conds.get(key)
+        if cond is not None:
+            sev, ev = cond
+            h = replace(h, true_since=h.true_since if h.true_since is not None else now, false_since=None,
+                        severity=sev, evidence=ev)
+            raise_after, _ = timings(key[0], s, ev)
+            if not h.active and now - h.true_since >= raise_after:
+                h = replace(h, active=True, raised=now)
+                raised.append(_symptom(key, h))
+        else:
+            if not h.active:
+                continue  # nothing pending: forget
+            h = replace(h, false_since=h.false_since if h.false_since is not None else now)
+            _, clear_after = timings(key[0], s, h.evidence)
+            if now - h.false_since >= clear_after:
+                cleared.append(_symptom(key, h))
+                continue
+        new[key] = h
+        if h.active:
+            active[key] = _symptom(key, h)
+    return new, raised, cleared, active
+
+
+def _symptom(key: Key, h: Hyst) -> Symptom:
+    onset = h.true_since if h.true_since is not None else h.raised
+    hint = dict(h.evidence).get("onset")  # a detector that knows better (last probe heard)
+    if isinstance(hint, (int, float)) and hint < onset:
+        onset = float(hint)
+    return Symptom(
+        kind=SymptomKind(key[0]),
+        target=key[1],
+        severity=h.severity,
+        evidence=h.evidence,
+        onset=onset,
+        raised=h.raised,
+    )

@@ -1,0 +1,195 @@
+"""Plan: policies map a symptom to candidate actions, each with its preconditions, and rank them.
+
+A candidate is an :class:`~x0tta.heal.core.model.Action` with its expected effect, blast radius
+(how many neighbours or originators may see their path change) and cost. A candidate whose
+precondition fails is kept with the reason, so the decision log says why it was not taken.
+Ranking uses what this node has seen work: the success rate of the action kind for the symptom
+kind, starting from a neutral prior of 50 % weighted by ``prior_weight``, divided by the cost
+and, mildly, by the blast radius:
+
+    score = (successes + prior_weight / 2) / (successes + failures + prior_weight)
+            / (cost * (1 + 0.1 * blast_radius))
+
+Policies (symptom -> candidates):
+
+* ``silent_loss`` -> ``steer_off`` the hard interface, if every probed neighbour on it is lossy
+  and another attached, running hard interface has neighbours (never cut the node off).
+* ``link_down`` -> ``steer_off`` only when the link flaps (``flap_count`` carrier losses in the
+  flap window): batman-adv stops using a link without carrier by itself, but takes a flapping
+  link back each time it comes up.
+* ``link_degraded`` -> ``steer_off`` by hop penalty (never detach for a merely worse link).
+* ``gateway_lost`` -> ``reselect_gateway`` (gateway client mode only).
+* ``route_flapping``, ``partition`` -> ``tune_orig_interval`` (faster OGMs reconverge faster).
+* ``config_drift`` -> ``reapply_settings``.
+* ``subsystem_unhealthy`` -> ``restart_subsystem`` (never the heal subsystem itself).
+* ``neighbour_lost``, ``gateway_changed`` -> nothing: recorded, batman-adv handles them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from x0tta.config.heal import HealSettings
+from x0tta.heal.core.model import (
+    Action,
+    ActionKind,
+    Candidate,
+    Observation,
+    Symptom,
+    SymptomKind,
+    evidence,
+)
+
+Stats = Mapping[tuple[str, str], tuple[int, int]]
+
+UNDO = {
+    ActionKind.STEER_OFF: ActionKind.RESTORE_HARDIF,
+    ActionKind.TUNE_ORIG_INTERVAL: ActionKind.RESTORE_ORIG_INTERVAL,
+}
+
+NO_ACTION = {
+    SymptomKind.NEIGHBOUR_LOST: "recorded only: batman-adv purges a lost neighbour and reroutes by itself",
+    SymptomKind.GATEWAY_CHANGED: "recorded only: a gateway change is batman-adv's own choice",
+}
+
+
+def success_rate(stats: Stats, symptom: str, action: str, prior_weight: float) -> float:
+    ok, bad = stats.get((symptom, action), (0, 0))
+    return (ok + prior_weight / 2) / (ok + bad + prior_weight)
+
+
+def score(action: Action, symptom: str, stats: Stats, s: HealSettings) -> float:
+    rate = success_rate(stats, symptom, action.kind.value, s.prior_weight)
+    return rate / (action.cost * (1.0 + 0.1 * action.blast_radius))
+
+
+def _hardif_of(target: str) -> str:
+    """``link:eth1/aa:..`` or ``hardif:eth1`` -> ``eth1``."""
+    return target.split(":", 1)[1].split("/", 1)[0]
+
+
+def steer_off(hardif: str, obs: Observation, s: HealSettings, method: str) -> tuple[Action, str]:
+    h = obs.hardif(hardif)
+    neighbours = sum(1 for n in obs.neighbours if n.hardif == hardif)
+    params = evidence(
+        hardif=hardif,
+        method=method,
+        hop_penalty=s.steer_hop_penalty if method == "penalty" else None,
+        previous_hop_penalty=h.hop_penalty if h else None,
+    )
+    action = Action(
+        kind=ActionKind.STEER_OFF,
+        target=f"hardif:{hardif}",
+        params=params,
+        disruptive=True,
+        blast_radius=neighbours,
+        cost=2.0 if method == "detach" else 1.5,
+        expected=f"no originator routed through {hardif}, and no originators lost",
+        verify_after=s.verify_after,
+    )
+    if h is None:
+        return action, f"{hardif} is not a hard interface of the mesh"
+    if method == "detach" and not h.attached:
+        return action, f"{hardif} is already detached"
+    alt = {
+        x.name for x in obs.hardifs if x.name != hardif and x.oper_up and x.attached and x.active
+    } & {n.hardif for n in obs.neighbours}
+    if not alt:
+        return action, f"no other running hard interface with neighbours: steering off {hardif} would isolate the node"
+    return action, ""
+
+
+def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
+    action = Action(
+        kind=ActionKind.TUNE_ORIG_INTERVAL,
+        target="mesh",
+        params=evidence(interval_ms=s.unstable_orig_interval, previous_ms=obs.orig_interval_ms),
+        cost=1.0,
+        expected=f"originator interval {s.unstable_orig_interval} ms until the mesh is stable",
+        verify_after=s.verify_after,
+    )
+    if obs.orig_interval_ms is None:
+        return action, "the originator interval is unknown"
+    if obs.orig_interval_ms <= s.unstable_orig_interval:
+        return action, f"the originator interval is already {obs.orig_interval_ms} ms"
+    return action, ""
+
+
+def candidates(
+    sym: Symptom, obs: Observation, s: HealSettings, lossy_links: frozenset[str], stats: Stats
+) -> list[Candidate]:
+    """Every action that could help ``sym``, scored; rejected ones carry their reason."""
+    raw: list[tuple[Action, str]] = []
+    kind = sym.kind
+    if kind == SymptomKind.SILENT_LOSS:
+        hardif = _hardif_of(sym.target)
+        action, why = steer_off(hardif, obs, s, s.steer_method)
+        probed = {f"link:{p.hardif}/{p.peer}" for p in obs.probes if p.hardif == hardif}
+        healthy = sorted(probed - lossy_links)
+        if not why and healthy:
+            why = f"other probed neighbours on {hardif} are fine ({', '.join(healthy)})"
+        raw.append((action, why))
+    elif kind == SymptomKind.LINK_DOWN:
+        hardif = _hardif_of(sym.target)
+        action, why = steer_off(hardif, obs, s, s.steer_method)
+        flaps = int(dict(sym.evidence).get("flaps", 0))
+        if not why and flaps < s.flap_count:
+            why = f"not flapping ({flaps} carrier losses < {s.flap_count}): batman-adv stops using it by itself"
+        raw.append((action, why))
+    elif kind == SymptomKind.LINK_DEGRADED:
+        raw.append(steer_off(_hardif_of(sym.target), obs, s, "penalty"))
+    elif kind == SymptomKind.GATEWAY_LOST:
+        action = Action(
+            kind=ActionKind.RESELECT_GATEWAY,
+            target="gw",
+            disruptive=True,
+            blast_radius=1,
+            cost=1.0,
+            expected="a gateway is selected",
+            verify_after=s.verify_after,
+        )
+        why = "" if obs.gw_mode == "client" else f"gateway mode is {obs.gw_mode}, not client"
+        if not why and not obs.gateways:
+            why = "no gateway is announced in the mesh"
+        raw.append((action, why))
+    elif kind in (SymptomKind.ROUTE_FLAPPING, SymptomKind.PARTITION):
+        raw.append(tune_orig_interval(obs, s))
+    elif kind == SymptomKind.CONFIG_DRIFT:
+        keys = sorted(dict(dict(sym.evidence).get("settings", {})))
+        raw.append(
+            (
+                Action(
+                    kind=ActionKind.REAPPLY_SETTINGS,
+                    target="mesh",
+                    params=evidence(keys=tuple(keys)),
+                    cost=1.0,
+                    expected="mesh settings equal the desired ones",
+                    verify_after=s.verify_after,
+                ),
+                "",
+            )
+        )
+    elif kind == SymptomKind.SUBSYSTEM_UNHEALTHY:
+        name = sym.target.split(":", 1)[1]
+        raw.append(
+            (
+                Action(
+                    kind=ActionKind.RESTART_SUBSYSTEM,
+                    target=sym.target,
+                    params=evidence(subsystem=name),
+                    disruptive=True,
+                    cost=3.0,
+                    expected=f"subsystem {name} is no longer failing",
+                    verify_after=max(s.verify_after, 5.0),
+                ),
+                "the heal loop does not restart itself" if name == "heal" else "",
+            )
+        )
+    disabled = set(s.disabled_actions)
+    out = []
+    for action, why in raw:
+        if not why and action.kind.value in disabled:
+            why = f"action {action.kind.value} is disabled in [heal] disabled_actions"
+        out.append(Candidate(action=action, score=score(action, kind.value, stats, s), rejected=why))
+    out.sort(key=lambda c: (c.rejected != "", -c.score))
+    return out
