@@ -35,7 +35,13 @@ from x0tta.identity.spiffe_id import SpiffeId
 from x0tta.identity.types import X509Svid
 
 CLOCK_SKEW = timedelta(seconds=60)
-"""Leaves are dated this much before issuance, so a peer whose clock is a little behind accepts them."""
+"""Certificates are dated this much before issuance, so a peer whose clock is a little behind
+accepts them; short-lived leaves by at most a tenth of their lifetime (:func:`backdate`), so that
+renewal at half-life still falls after issuance."""
+
+
+def backdate(ttl: float) -> float:
+    return min(CLOCK_SKEW.total_seconds(), ttl / 10)
 
 
 class KeyType(enum.StrEnum):
@@ -185,12 +191,12 @@ def make_svid(
 ) -> X509Svid:
     """A fresh key pair and its X509-SVID, valid until ``now + ttl``.
 
-    ``not_before`` defaults to ``now`` minus :data:`CLOCK_SKEW`. The chain holds the leaf only:
+    ``not_before`` defaults to ``now`` minus :func:`backdate`. The chain holds the leaf only:
     peers have the root in their bundle, and not sending it saves ~5.3 KB per ML-DSA handshake in
     each direction.
     """
     key = generate_key(key_type)
-    start = now - CLOCK_SKEW.total_seconds() if not_before is None else not_before
+    start = now - backdate(ttl) if not_before is None else not_before
     leaf = build_leaf(
         ca_key,
         ca_cert,

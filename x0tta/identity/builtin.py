@@ -1,0 +1,251 @@
+"""The built-in CA's SVID source: files on disk, reloaded when they change, renewed before expiry.
+
+The node directory (see :mod:`x0tta.identity.ca`) holds ``svid.pem``, ``svid.key``, ``bundle.pem``
+and optionally ``crl.pem``. This source polls the four files' (inode, size, mtime) every
+``poll_interval`` seconds and reloads when one changed; :meth:`BuiltinSource.refresh` reloads at
+once (the identity subsystem calls it on SIGHUP). Polling four ``stat`` calls is cheaper than
+explaining inotify's corner cases with atomic renames, and catches files replaced by any tool.
+
+A reload is all-or-nothing: an SVID whose key does not match its certificate (a half-finished
+copy), that does not chain to the bundle, or that is expired when a valid one is in hand, is not
+taken; the old state stays and ``last_error`` says why, and the next poll tries again. A CRL that
+fails its signature check is likewise ignored (the previous one stays in force).
+
+Renewal: with a :class:`SelfRenewer` (config ``identity.ca_dir``, the CA key on this node), the
+source issues itself a new SVID once ``renew_fraction`` of the current one's lifetime has passed,
+and at start when it has none. Without one, renewal is the operator's job on the CA host (`x0tta
+ca issue` again, copy the files in); this source then only loads what arrives, and the identity
+subsystem reports ``svid_expiring`` when it does not arrive in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from x0tta.common.errors import X0ttaError
+from x0tta.identity.ca import CertificateAuthority, write_atomic, write_node_files
+from x0tta.identity.certs import KeyType
+from x0tta.identity.source import SourceBase
+from x0tta.identity.spiffe_id import SpiffeId
+from x0tta.identity.types import (
+    RevocationList,
+    SvidError,
+    SvidUnavailable,
+    TrustBundle,
+    X509Svid,
+    validate_x509_svid,
+)
+
+
+@dataclass(frozen=True)
+class BuiltinPaths:
+    svid: Path
+    key: Path
+    bundle: Path
+    revocation: Path
+
+    @classmethod
+    def in_dir(cls, directory: str | Path) -> BuiltinPaths:
+        d = Path(directory)
+        return cls(d / "svid.pem", d / "svid.key", d / "bundle.pem", d / "crl.pem")
+
+    def all(self) -> tuple[Path, Path, Path, Path]:
+        return (self.svid, self.key, self.bundle, self.revocation)
+
+
+@dataclass(frozen=True)
+class SelfRenewer:
+    """Issue this node's SVID from a CA directory on this node (blocking: run in a thread)."""
+
+    ca_dir: Path
+    spiffe_id: SpiffeId
+    ttl: float
+    key_type: KeyType = KeyType.ML_DSA_65
+
+    def renew(self, paths: BuiltinPaths) -> X509Svid:
+        ca = CertificateAuthority(self.ca_dir)
+        svid = ca.issue(self.spiffe_id, self.ttl, key_type=self.key_type)
+        if paths.svid.parent == paths.key.parent == paths.bundle.parent == paths.revocation.parent:
+            write_node_files(paths.svid.parent, svid, ca.bundle(), ca.crl_pem())
+        else:  # files configured one by one
+            for p in paths.all():
+                p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(paths.key, svid.private_key_pem, 0o600)
+            write_atomic(paths.svid, svid.chain_pem())
+            write_atomic(paths.bundle, ca.bundle().to_pem())
+            write_atomic(paths.revocation, ca.crl_pem())
+        return svid
+
+
+Signature = tuple[tuple[int, int, int] | None, ...]
+
+
+def _signature(paths: BuiltinPaths) -> Signature:
+    out: list[tuple[int, int, int] | None] = []
+    for p in paths.all():
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    svid: X509Svid
+    bundle: TrustBundle
+    revocation: RevocationList | None
+    crl_error: str | None
+
+
+def _load(paths: BuiltinPaths, trust_domain: str) -> _Loaded:
+    """Read and parse the files (blocking). Raises SvidUnavailable / SvidError."""
+    try:
+        chain_pem = paths.svid.read_bytes()
+        key_pem = paths.key.read_bytes()
+        bundle_pem = paths.bundle.read_bytes()
+    except FileNotFoundError as exc:
+        raise SvidUnavailable(f"{exc.filename} does not exist") from None
+    except OSError as exc:
+        raise SvidUnavailable(f"cannot read {exc.filename}: {exc.strerror}") from None
+    svid = X509Svid.from_pem(chain_pem, key_pem)
+    bundle = TrustBundle.from_pem(trust_domain, bundle_pem)
+    revocation, crl_error = None, None
+    try:
+        revocation = RevocationList.from_crl(paths.revocation.read_bytes(), bundle)
+    except FileNotFoundError:
+        pass
+    except (OSError, SvidError) as exc:
+        crl_error = f"revocation list {paths.revocation}: {exc}"
+    return _Loaded(svid, bundle, revocation, crl_error)
+
+
+class BuiltinSource(SourceBase):
+    kind = "builtin"
+
+    def __init__(
+        self,
+        paths: BuiltinPaths,
+        trust_domain: str,
+        *,
+        poll_interval: float = 2.0,
+        renewer: SelfRenewer | None = None,
+        renew_fraction: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        log: Any = None,
+    ) -> None:
+        super().__init__(log)
+        self.paths = paths
+        self.trust_domain = trust_domain
+        self.poll_interval = poll_interval
+        self.renewer = renewer
+        self.renew_fraction = renew_fraction
+        self.clock = clock
+        self.crl_error: str | None = None
+        self.renewals = 0
+        self.renew_failures = 0
+        self._sig: Signature | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._retry_renew_at = 0.0
+
+    async def start(self) -> None:
+        await self.refresh()
+        if self._svid is None and self.renewer is not None:
+            await self._renew()
+        if self._svid is None:
+            raise SvidUnavailable(self.last_error or "no SVID")
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="identity-builtin-watch")
+
+    async def refresh(self) -> bool:
+        """Reload the files now if they changed (or ``force``); True if the state changed."""
+        async with self._lock:
+            return await self._reload(force=True)
+
+    async def _reload(self, force: bool = False) -> bool:
+        sig = await asyncio.to_thread(_signature, self.paths)
+        if not force and sig == self._sig:
+            return False
+        try:
+            loaded = await asyncio.to_thread(_load, self.paths, self.trust_domain)
+        except (SvidUnavailable, SvidError) as exc:
+            self.last_error = str(exc)
+            self.log.warning("svid_load_failed", reason=str(exc))
+            return False  # keep _sig: try again on the next poll even if nothing changes
+        self._sig = sig
+        return self._take(loaded)
+
+    def _take(self, loaded: _Loaded) -> bool:
+        now = self.clock()
+        bundles = {self.trust_domain: loaded.bundle}
+        verdict = validate_x509_svid(loaded.svid.cert_chain, bundles, now)
+        current_ok = self._svid is not None and validate_x509_svid(self._svid.cert_chain, bundles, now).ok
+        if not verdict.ok and current_ok:
+            self.last_error = f"new SVID refused ({verdict.reason}): {verdict.detail}"
+            self.log.warning("svid_refused", reason=str(verdict.reason), detail=verdict.detail)
+            return False
+        self.last_error = None if verdict.ok else f"SVID is not valid ({verdict.reason}): {verdict.detail}"
+        self.crl_error = loaded.crl_error
+        if loaded.crl_error:
+            self.log.warning("revocation_list_refused", reason=loaded.crl_error)
+        revs = (loaded.revocation,) if loaded.revocation else (self._revocations if loaded.crl_error else ())
+        update = self._publish(loaded.svid, bundles, revs)
+        if update is not None:
+            self.log.info(
+                "svid_loaded",
+                spiffe_id=str(loaded.svid.spiffe_id),
+                serial=f"{loaded.svid.leaf.serial_number:x}",
+                expires_in=round(loaded.svid.seconds_to_expiry(now), 1),
+                rotated=update.rotated,
+                revoked_serials=len(revs[0].serials) if revs else 0,
+            )
+        return update is not None
+
+    async def _renew(self) -> None:
+        assert self.renewer is not None
+        try:
+            svid = await asyncio.to_thread(self.renewer.renew, self.paths)
+        except (X0ttaError, OSError, ValueError) as exc:
+            self.renew_failures += 1
+            self.last_error = f"renewal failed: {exc}"
+            self._retry_renew_at = self.clock() + max(self.poll_interval, 5.0)
+            self.log.error("svid_renewal_failed", reason=str(exc))
+            return
+        self.renewals += 1
+        self.log.info("svid_renewed", spiffe_id=str(svid.spiffe_id), serial=f"{svid.leaf.serial_number:x}")
+        await self._reload(force=True)
+
+    async def _watch(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.poll_interval)
+            async with self._lock:
+                await self._reload()
+                svid = self._svid
+                now = self.clock()
+                if (
+                    self.renewer is not None
+                    and svid is not None
+                    and now >= svid.renew_at(self.renew_fraction)
+                    and now >= self._retry_renew_at
+                ):
+                    await self._renew()
+
+    def next_renewal(self) -> float | None:
+        return self._svid.renew_at(self.renew_fraction) if self._svid and self.renewer else None
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,257 @@
+"""The identity subsystem: keeps this node's SVID source running and says how it is doing.
+
+It builds the source the config names (:class:`~x0tta.identity.builtin.BuiltinSource` or
+:class:`~x0tta.identity.workload.WorkloadApiSource`), waits for the first SVID while reporting
+why there is none (``svid_missing``, ``spire_socket_missing``, retried with backoff: enrollment
+is copying files in, and the agent picks them up without a restart), then watches it:
+
+=========================== ========= =====================================================
+condition                   severity  when
+=========================== ========= =====================================================
+svid_missing                degraded  no SVID yet (files absent or unusable, SPIRE silent)
+spire_socket_missing        degraded  source workload_api and no socket at the path
+svid_expiring               degraded  less than ``expiring_fraction`` of the lifetime left
+svid_expired                failing   the SVID is past notAfter: peers refuse this node
+svid_invalid                degraded  the SVID does not verify against our own bundle
+svid_wrong_trust_domain     degraded  the SVID is of another trust domain than configured
+svid_renewal_failing        degraded  self-renewal from ``ca_dir`` failed (retried)
+revocation_list_invalid     degraded  the CRL did not verify; the previous one stays
+revocation_list_stale       degraded  the CRL is past its nextUpdate (still enforced)
+=========================== ========= =====================================================
+
+Metrics: ``x0tta_identity_svid_expires_in_seconds`` (seconds to expiry, computed at scrape),
+``x0tta_identity_svid_expiry_timestamp_seconds``, ``x0tta_identity_svid_rotations_total``,
+``x0tta_identity_svid_renewals_total{result}``, ``x0tta_identity_revoked_certificates``.
+
+Other subsystems (the peer transport) get the source from :meth:`IdentityService.wait_source`
+and the authorization policy from :attr:`IdentityService.policy`; the composition root hands
+them this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from x0tta.common.errors import CapabilityMissing
+from x0tta.common.health import Condition, Severity
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.identity import IdentitySettings
+from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
+from x0tta.identity.certs import KeyType
+from x0tta.identity.source import SourceBase
+from x0tta.identity.spiffe_id import AuthorizationPolicy
+from x0tta.identity.types import SvidUnavailable, validate_x509_svid
+
+RETRY_MIN, RETRY_MAX = 1.0, 30.0
+HEALTH_INTERVAL = 1.0
+
+
+def assess(source: SourceBase, settings: IdentitySettings, now: float) -> list[Condition]:
+    """The health conditions of ``source`` at ``now`` (pure: reads the source's state only)."""
+    out: list[Condition] = []
+    if not source.has_svid():
+        return [Condition("svid_missing", Severity.DEGRADED, source.last_error or "no SVID yet")]
+    svid = source.svid()
+    left = svid.seconds_to_expiry(now)
+    if left <= 0:
+        out.append(Condition("svid_expired", Severity.FAILING, f"SVID {svid.spiffe_id} expired {-left:.0f} s ago"))
+    elif left < settings.expiring_fraction * svid.lifetime:
+        out.append(
+            Condition("svid_expiring", Severity.DEGRADED, f"SVID {svid.spiffe_id} expires in {left:.0f} s")
+        )
+    if svid.spiffe_id.trust_domain != settings.trust_domain:
+        out.append(
+            Condition(
+                "svid_wrong_trust_domain",
+                Severity.DEGRADED,
+                f"SVID {svid.spiffe_id} is not of trust domain {settings.trust_domain}",
+            )
+        )
+    elif left > 0:
+        verdict = validate_x509_svid(svid.cert_chain, source.bundles(), now)
+        if not verdict.ok:
+            out.append(Condition("svid_invalid", Severity.DEGRADED, f"{verdict.reason}: {verdict.detail}"))
+    if isinstance(source, BuiltinSource):
+        if source.renewer is not None and source.last_error and source.last_error.startswith("renewal failed"):
+            out.append(Condition("svid_renewal_failing", Severity.DEGRADED, source.last_error))
+        if source.crl_error:
+            out.append(Condition("revocation_list_invalid", Severity.DEGRADED, source.crl_error))
+    for rl in source.revocations():
+        if rl.next_update is not None and now > rl.next_update:
+            out.append(
+                Condition(
+                    "revocation_list_stale",
+                    Severity.DEGRADED,
+                    f"revocation list #{rl.number} passed its nextUpdate {now - rl.next_update:.0f} s ago",
+                )
+            )
+    return out
+
+
+class _Metrics:
+    def __init__(self, registry: Any) -> None:
+        self.expires_in = Gauge(
+            "x0tta_identity_svid_expires_in_seconds", "Seconds until this node's SVID expires", registry=registry
+        )
+        self.expiry = Gauge(
+            "x0tta_identity_svid_expiry_timestamp_seconds", "notAfter of this node's SVID", registry=registry
+        )
+        self.rotations = Counter(
+            "x0tta_identity_svid_rotations", "SVIDs replaced by a new one while running", registry=registry
+        )
+        self.renewals = Counter(
+            "x0tta_identity_svid_renewals",
+            "Self-renewals from the built-in CA, by result",
+            ["result"],
+            registry=registry,
+        )
+        self.revoked = Gauge(
+            "x0tta_identity_revoked_certificates", "Serials in the revocation lists in force", registry=registry
+        )
+
+
+class IdentityService(Subsystem):
+    name = "identity"
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.source: SourceBase | None = None
+        self.policy: AuthorizationPolicy | None = None
+        self._ready = asyncio.Event()
+        self._settings: IdentitySettings | None = None
+        self._metrics: _Metrics | None = None
+        self._metrics_registry: Any = None
+
+    # -- for other subsystems ----------------------------------------------------------------
+    async def wait_source(self, timeout: float | None = None) -> SourceBase:
+        """The running source once it has an SVID (raises TimeoutError after ``timeout``)."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+        assert self.source is not None
+        return self.source
+
+    # -- building ----------------------------------------------------------------------------
+    def build_source(self, ctx: Context) -> SourceBase:
+        s = ctx.settings.identity
+        if s.source == "workload_api":
+            from x0tta.identity.workload import WorkloadApiSource
+
+            return WorkloadApiSource(
+                s.workload_api_socket, timeout=s.workload_api_timeout, environ=self.environ, log=ctx.log
+            )
+        p = s.paths(ctx.settings.node.state_dir)
+        paths = BuiltinPaths(Path(p.svid), Path(p.key), Path(p.bundle), Path(p.revocation))
+        renewer = None
+        if s.ca_dir:
+            renewer = SelfRenewer(Path(s.ca_dir), s.own_spiffe_id(ctx.node_id), s.svid_ttl, KeyType(s.key_type))
+        return BuiltinSource(
+            paths,
+            s.trust_domain,
+            poll_interval=s.poll_interval,
+            renewer=renewer,
+            renew_fraction=s.renew_fraction,
+            log=ctx.log,
+        )
+
+    # -- running -----------------------------------------------------------------------------
+    async def run(self, ctx: Context) -> None:
+        settings = ctx.settings.identity
+        self._settings = settings
+        self.policy = settings.policy()
+        if self._metrics is None or self._metrics_registry is not ctx.registry:
+            self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
+        metrics = self._metrics
+        source = self.build_source(ctx)
+        self.source = source
+        ctx.admin.register("identity.show", self._show)
+        try:
+            await self._start_source(ctx, source)
+            self._ready.set()
+            metrics.expires_in.set_function(
+                lambda: source.svid().seconds_to_expiry(time.time()) if source.has_svid() else 0.0
+            )
+            rotations = renewals = renew_failures = 0
+            while True:
+                svid = source.svid()
+                metrics.expiry.set(svid.expires_at)
+                metrics.revoked.set(sum(len(r.serials) for r in source.revocations()))
+                if source.rotations > rotations:
+                    metrics.rotations.inc(source.rotations - rotations)
+                    rotations = source.rotations
+                if isinstance(source, BuiltinSource):
+                    if source.renewals > renewals:
+                        metrics.renewals.labels("ok").inc(source.renewals - renewals)
+                        renewals = source.renewals
+                    if source.renew_failures > renew_failures:
+                        metrics.renewals.labels("failed").inc(source.renew_failures - renew_failures)
+                        renew_failures = source.renew_failures
+                ctx.health.set(*assess(source, self._settings or settings, time.time()))
+                await asyncio.sleep(HEALTH_INTERVAL)
+        finally:
+            self._ready.clear()
+            await source.close()
+
+    async def _start_source(self, ctx: Context, source: SourceBase) -> None:
+        """Start ``source``, retrying with backoff while reporting why there is no SVID."""
+        delay = RETRY_MIN
+        while True:
+            try:
+                await source.start()
+                ctx.log.info(
+                    "identity_ready",
+                    source=source.kind,
+                    spiffe_id=str(source.svid().spiffe_id),
+                    key=source.svid().key_algorithm,
+                )
+                return
+            except CapabilityMissing as exc:
+                ctx.health.set(Condition(exc.code, Severity.DEGRADED, str(exc)))
+                ctx.log.warning("identity_unavailable", code=exc.code, reason=str(exc), retry_in=delay)
+            except SvidUnavailable as exc:
+                ctx.health.set(Condition("svid_missing", Severity.DEGRADED, str(exc)))
+                ctx.log.warning("identity_unavailable", code="svid_missing", reason=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def reload(self, ctx: Context, settings: Any) -> bool:
+        """Policy changes apply live; anything about the source asks for a restart. Files are re-read."""
+        old, new = self._settings, settings.identity
+        if old is None:
+            return False
+        same_source = dataclasses.replace(old, allowed_ids=(), allowed_patterns=()) == dataclasses.replace(
+            new, allowed_ids=(), allowed_patterns=()
+        )
+        if not same_source:
+            return False
+        self._settings = new
+        self.policy = new.policy()
+        if self.source is not None:
+            await self.source.refresh()
+        return True
+
+    async def _show(self, _: dict[str, Any]) -> dict[str, Any]:
+        src = self.source
+        out: dict[str, Any] = {"source": src.kind if src else None, "ready": self._ready.is_set()}
+        if src is None or not src.has_svid():
+            out["error"] = src.last_error if src else "not started"
+            return out
+        svid = src.svid()
+        out.update(
+            spiffe_id=str(svid.spiffe_id),
+            serial=f"{svid.leaf.serial_number:x}",
+            key_algorithm=svid.key_algorithm,
+            not_before=svid.not_before.isoformat(),
+            not_after=svid.not_after.isoformat(),
+            expires_in=round(svid.seconds_to_expiry(time.time()), 1),
+            trust_domains=sorted(src.bundles()),
+            revoked_serials=sum(len(r.serials) for r in src.revocations()),
+            rotations=src.rotations,
+            last_error=src.last_error,
+        )
+        return out

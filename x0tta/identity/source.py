@@ -1,0 +1,98 @@
+"""What every SVID source shares: the current state, its subscribers, and counting rotations.
+
+A concrete source (built-in files, Workload API) feeds new material into :meth:`SourceBase._publish`
+from the event loop thread; this class decides whether the SVID rotated (a different leaf), keeps
+the new state, and calls the subscribers in order. A subscriber that raises is logged and does not
+stop the others: one broken consumer must not keep the rest on an old certificate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from x0tta.identity.types import Bundles, RevocationList, SourceUpdate, SvidUnavailable, X509Svid
+
+
+class SourceBase:
+    kind = "base"
+
+    def __init__(self, log: Any = None) -> None:
+        self.log = log if log is not None else structlog.get_logger("x0tta.identity").bind(source=self.kind)
+        self._svid: X509Svid | None = None
+        self._bundles: Bundles = {}
+        self._revocations: tuple[RevocationList, ...] = ()
+        self._subscribers: list[Callable[[SourceUpdate], None]] = []
+        self.rotations = 0
+        self.updates = 0
+        self.last_error: str | None = None
+        self.closed = False
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def refresh(self) -> bool:
+        """Re-read now what can be re-read (SIGHUP); True if the state changed."""
+        return False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def svid(self) -> X509Svid:
+        if self._svid is None:
+            raise SvidUnavailable(self.last_error or f"{self.kind} source has no SVID yet")
+        return self._svid
+
+    def has_svid(self) -> bool:
+        return self._svid is not None
+
+    def bundles(self) -> Bundles:
+        return self._bundles
+
+    def revocations(self) -> tuple[RevocationList, ...]:
+        return self._revocations
+
+    def subscribe(self, callback: Callable[[SourceUpdate], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _publish(
+        self, svid: X509Svid, bundles: Bundles, revocations: tuple[RevocationList, ...]
+    ) -> SourceUpdate | None:
+        """Take new material; notify subscribers if anything changed. Returns the update, if any."""
+        old = self._svid
+        rotated = old is not None and old.leaf != svid.leaf
+        changed = (
+            old is None
+            or rotated
+            or _roots(bundles) != _roots(self._bundles)
+            or _revs(revocations) != _revs(self._revocations)
+        )
+        self._svid, self._bundles, self._revocations = svid, dict(bundles), tuple(revocations)
+        if not changed:
+            return None
+        self.updates += 1
+        if rotated:
+            self.rotations += 1
+        update = SourceUpdate(svid, self._bundles, self._revocations, rotated)
+        for cb in list(self._subscribers):
+            try:
+                cb(update)
+            except Exception:  # a broken subscriber must not starve the others
+                self.log.exception("identity_subscriber_failed", subscriber=repr(cb))
+        return update
+
+
+def _roots(bundles: Bundles) -> dict[str, frozenset[bytes]]:
+    return {td: b.fingerprint_set() for td, b in bundles.items()}
+
+
+def _revs(revs: tuple[RevocationList, ...]) -> tuple[tuple[int, frozenset[int]], ...]:
+    return tuple((r.number, r.serials) for r in revs)
