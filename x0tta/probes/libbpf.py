@@ -416,12 +416,15 @@ def ensure_bpffs(pin_dir: Path) -> None:
     mounts /sys/fs/bpf on most systems; minimal ones and fresh network namespaces may not)."""
     from x0tta.probes.core import mount_fstype
 
-    mounts = Path("/proc/self/mounts").read_text()
-    if mount_fstype(mounts, str(pin_dir.parent)) != BPF_FS_MAGIC_NAME:
-        lib = _Lib.get()
-        lib.libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
-        pin_dir.parent.mkdir(parents=True, exist_ok=True)
-        rc = lib.libc.mount(b"bpf", str(pin_dir.parent).encode(), b"bpf", 0, b"mode=0700")
-        if rc != 0:
-            raise BpfError(f"mounting bpffs on {pin_dir.parent}", ctypes.get_errno())
-    pin_dir.mkdir(mode=0o700, exist_ok=True)
+    try:
+        mounts = Path("/proc/self/mounts").read_text()
+        if mount_fstype(mounts, str(pin_dir.parent)) != BPF_FS_MAGIC_NAME:
+            lib = _Lib.get()
+            lib.libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
+            pin_dir.parent.mkdir(parents=True, exist_ok=True)
+            rc = lib.libc.mount(b"bpf", str(pin_dir.parent).encode(), b"bpf", 0, b"mode=0700")
+            if rc != 0:
+                raise BpfError(f"mounting bpffs on {pin_dir.parent}", ctypes.get_errno())
+        pin_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise BpfError(f"preparing the pin directory {pin_dir}", exc.errno or errno_mod.EIO) from exc

@@ -1,0 +1,354 @@
+"""The probes on the host kernel: real tc hooks on a veth pair, real traffic, counters compared.
+
+Topology per test: one veth end in the root namespace (probed, so the loader runs in this process)
+and the other in a fresh network namespace; maps are pinned on a private bpffs mounted in tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import ROOT, require_root
+from x0tta.common.errors import CapabilityMissing
+from x0tta.config.probes import ProbeSettings
+from x0tta.guard.enforce import Guard
+from x0tta.probes import core
+from x0tta.probes.service import Probes, ProbesService, load
+
+pytestmark = pytest.mark.integration
+
+ETH_P_BATMAN = 0x4305
+PEER_MAC = "02:00:00:00:77:02"
+OTHER_MAC = "02:00:00:00:77:03"
+
+
+def sh(cmd: str, check: bool = True) -> str:
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_objects():
+    require_root()
+    subprocess.run(["make", "-s", "-C", str(ROOT / "ebpf")], check=True)
+
+
+class Net:
+    def __init__(self, tag: str, n: int) -> None:
+        self.host, self.peer, self.ns = f"xp{tag}h", f"xp{tag}p", f"xp{tag}ns"
+        self.host_ip, self.peer_ip = f"10.213.{n}.1", f"10.213.{n}.2"
+
+    def up(self) -> None:
+        sh(f"ip netns add {self.ns}")
+        sh(f"ip link add {self.host} type veth peer name {self.peer} netns {self.ns}")
+        sh(f"ip addr add {self.host_ip}/24 dev {self.host} && ip link set {self.host} up")
+        sh(
+            f"ip -n {self.ns} link set {self.peer} address {PEER_MAC} && "
+            f"ip -n {self.ns} addr add {self.peer_ip}/24 dev {self.peer} && "
+            f"ip -n {self.ns} link set {self.peer} up && ip -n {self.ns} link set lo up"
+        )
+        deadline = time.monotonic() + 5
+        while "NO-CARRIER" in sh(f"ip link show {self.host}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def down(self) -> None:
+        sh(f"ip link del {self.host}", check=False)
+        sh(f"ip netns del {self.ns}", check=False)
+
+    @property
+    def ifindex(self) -> int:
+        return socket.if_nametoindex(self.host)
+
+    def send_batman(self, count: int, src: str = PEER_MAC, size: int = 60) -> None:
+        """Raw ethertype-0x4305 frames from the namespace, through a packet socket."""
+        code = (
+            "import socket,sys;"
+            f"s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(({self.peer!r},0));"
+            f"f=bytes.fromhex('ffffffffffff'+{src.replace(':', '')!r}+'4305')+bytes({size - 14});"
+            f"[s.send(f) for _ in range({count})]"
+        )
+        subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code], check=True)
+
+
+_counter = [0]
+
+
+@pytest.fixture
+def net():
+    _counter[0] += 1
+    n = Net(f"{os.getpid() % 10000}{_counter[0]}", (os.getpid() + _counter[0]) % 250 + 1)
+    n.down()
+    n.up()
+    yield n
+    n.down()
+
+
+@pytest.fixture
+def pin(tmp_path: Path):
+    mnt = tmp_path / "bpffs"
+    mnt.mkdir()
+    sh(f"mount -t bpf bpf {mnt}")
+    yield mnt / "x0tta"
+    sh(f"umount {mnt}", check=False)
+
+
+def settings(net: Net, pin: Path, **kw) -> ProbeSettings:
+    return ProbeSettings(interfaces=(net.host,), pin_path=str(pin), **kw)
+
+
+def start(s: ProbeSettings) -> Probes:
+    probes = Probes(load(s), s)
+    attached, missing, failed = probes.reconcile()
+    assert attached and not missing and not failed
+    return probes
+
+
+def flow(snap: core.Snapshot, net: Net, direction: str, src: str, dst: str, proto: int = 1) -> core.FlowStats:
+    key = core.FlowKey(net.ifindex, direction, 4, proto, src, dst, 0, 0)
+    return snap.flows[key]
+
+
+def filters(dev: str, hook: str) -> list[str]:
+    return [line for line in sh(f"tc filter show dev {dev} {hook}").splitlines() if "handle" in line]
+
+
+def test_ping_counts_exactly_per_flow_and_direction(net, pin):
+    probes = start(settings(net, pin))
+    try:
+        sh(f"ping -q -c 7 -i 0.05 -W 1 -I {net.host} {net.peer_ip}")
+        snap = probes.snapshot()
+        out = flow(snap, net, "egress", net.host_ip, net.peer_ip)
+        back = flow(snap, net, "ingress", net.peer_ip, net.host_ip)
+        # 56 bytes of ICMP data + 8 ICMP + 20 IPv4 + 14 Ethernet = 98 bytes per frame
+        assert (out.packets, out.bytes, out.payload_bytes) == (7, 7 * 98, 7 * 64)
+        assert (back.packets, back.bytes) == (7, 7 * 98)
+        assert out.first_seen_ns <= out.last_seen_ns <= time.monotonic_ns()
+    finally:
+        probes.close()
+    assert filters(net.host, "ingress") == [] and filters(net.host, "egress") == []
+
+
+def test_batman_frames_counted_per_neighbour_and_guard_observes(net, pin):
+    probes = start(settings(net, pin))
+    try:
+        net.send_batman(11)
+        net.send_batman(4, src=OTHER_MAC, size=100)
+        snap = probes.snapshot()
+        peer = snap.neighbors[core.NeighborKey(net.ifindex, PEER_MAC)]
+        other = snap.neighbors[core.NeighborKey(net.ifindex, OTHER_MAC)]
+        assert (peer.rx_packets, peer.rx_bytes, peer.denied_packets) == (11, 11 * 60, 11)
+        assert (other.rx_packets, other.rx_bytes) == (4, 400)
+        assert snap.stats[core.Stat.GUARD_WOULD_DROP] == 15 and snap.stats[core.Stat.GUARD_DROPPED] == 0
+        seen = {n.mac: n for n in core.neighbors_seen(snap)}
+        assert 0 <= seen[PEER_MAC].age < 5 and abs(seen[PEER_MAC].last_rx - time.monotonic()) < 5
+    finally:
+        probes.close()
+
+
+def _receiver(dev: str) -> socket.socket:
+    """A packet socket for ethertype 0x4305 only: it sits after tc ingress, like batman-adv."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_BATMAN))
+    s.bind((dev, ETH_P_BATMAN))
+    s.settimeout(0.3)
+    return s
+
+
+def _drain(s: socket.socket) -> dict[str, int]:
+    got: dict[str, int] = {}
+    try:
+        while True:
+            frame = s.recv(2048)
+            mac = frame[6:12].hex(":")
+            got[mac] = got.get(mac, 0) + 1
+    except TimeoutError:
+        return got
+
+
+def test_guard_enforce_drops_non_admitted_sources(net, pin):
+    s = settings(net, pin, guard_mode="enforce", admitted_macs=(PEER_MAC,))
+    guard = Guard(s.guard_mode, s.admitted_macs)
+    probes = start(s)
+    guard.bind(probes.obj.maps[core.MAP_ADMITTED], probes.obj.maps[core.MAP_CONFIG])
+    rx = _receiver(net.host)
+    try:
+        net.send_batman(5)
+        net.send_batman(6, src=OTHER_MAC)
+        assert _drain(rx) == {PEER_MAC: 5}
+        snap = probes.snapshot()
+        assert snap.stats[core.Stat.GUARD_DROPPED] == 6
+        assert snap.neighbors[core.NeighborKey(net.ifindex, OTHER_MAC)].denied_packets == 6
+
+        guard.admit(OTHER_MAC, "test")  # admission takes effect at once
+        net.send_batman(3, src=OTHER_MAC)
+        assert _drain(rx) == {OTHER_MAC: 3}
+        guard.revoke(OTHER_MAC)
+        guard.set_mode("observe")  # observe: passes, counted as would-be drops
+        net.send_batman(2, src=OTHER_MAC)
+        assert _drain(rx) == {OTHER_MAC: 2}
+        snap = probes.snapshot()
+        assert snap.stats[core.Stat.GUARD_DROPPED] == 6 and snap.stats[core.Stat.GUARD_WOULD_DROP] == 2
+    finally:
+        rx.close()
+        probes.close()
+
+
+def test_restart_keeps_one_filter_per_hook_and_the_counters(net, pin):
+    s = settings(net, pin)
+    first = start(s)
+    sh(f"ping -q -c 3 -i 0.05 -I {net.host} {net.peer_ip}")
+    first.obj.close()  # the agent dies without detaching: its filters stay in the kernel
+    assert len(filters(net.host, "ingress")) == 1
+    second = start(s)
+    try:
+        second.reconcile()  # and again: still one
+        for hook in ("ingress", "egress"):
+            assert len(filters(net.host, hook)) == 1, sh(f"tc filter show dev {net.host} {hook}")
+        sh(f"ping -q -c 4 -i 0.05 -I {net.host} {net.peer_ip}")
+        snap = second.snapshot()
+        assert flow(snap, net, "egress", net.host_ip, net.peer_ip).packets == 7
+        assert second.obj.reset_maps == []
+    finally:
+        second.close()
+    # a resized flow map cannot be reused: it starts empty, and the loader says so
+    third = start(settings(net, pin, flow_map_size=128))
+    try:
+        assert third.obj.reset_maps == [core.MAP_FLOWS]
+        assert third.snapshot().flows == {}
+    finally:
+        third.close()
+
+
+def _iperf3(net: Net, args: str) -> dict:
+    server = subprocess.Popen(["ip", "netns", "exec", net.ns, "iperf3", "-s", "-1", "-B", net.peer_ip],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(50):
+            time.sleep(0.05)
+            if "5201" in sh(f"ip netns exec {net.ns} ss -ltn"):
+                break
+        result = json.loads(sh(f"iperf3 -c {net.peer_ip} -B {net.host_ip} -J {args}"))
+        server.wait(5)
+        return result
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _to_server(snap: core.Snapshot, proto: int) -> int:
+    return sum(
+        v.payload_bytes
+        for k, v in snap.flows.items()
+        if k.direction == "egress" and k.proto == proto and k.dport == 5201
+    )
+
+
+def test_iperf3_bytes_within_one_percent(net, pin):
+    """UDP: every datagram iperf3 sends passes the egress hook, so its byte count is the reference.
+    TCP: iperf3 counts what it wrote (sent) and what the server read before the test ended
+    (received); the bytes on the wire lie between the two, and the count must too."""
+    probes = start(settings(net, pin))
+    try:
+        udp = _iperf3(net, "-u -b 400M -l 1400 -n 20M")["end"]["sum"]
+        counted = _to_server(probes.snapshot(), 17)
+        assert abs(counted - udp["bytes"]) / udp["bytes"] < 0.01, (counted, udp)
+
+        tcp = _iperf3(net, "-n 40M")["end"]
+        time.sleep(0.2)  # let the last segments leave the send buffer
+        counted = _to_server(probes.snapshot(), 6)
+        sent, received = tcp["sum_sent"]["bytes"], tcp["sum_received"]["bytes"]
+        assert received * 0.99 <= counted <= sent * 1.01, (counted, sent, received)
+    finally:
+        probes.close()
+
+
+class Ctx:
+    """The parts of the agent's context the service uses, real where it matters (registry)."""
+
+    def __init__(self, s: ProbeSettings) -> None:
+        from x0tta.config.schema import AgentSettings
+
+        self._settings = AgentSettings(probes=s)
+        self.registry = CollectorRegistry()
+        self.commands: dict = {}
+        self.conditions: tuple = ()
+        self.health = self
+        self.admin = self
+        self.log = self
+
+    @property
+    def settings(self):
+        return self._settings
+
+    def set(self, *conditions):
+        self.conditions = conditions
+
+    def register(self, command, handler):
+        self.commands[command] = handler
+
+    def info(self, *a, **k):
+        pass
+
+    warning = info
+
+
+async def test_service_exports_metrics_and_admin_commands(net, pin):
+    s = settings(net, pin, poll_interval=0.1, guard_mode="enforce")
+    ctx = Ctx(s)
+    svc = ProbesService(settings=s)
+    task = asyncio.create_task(svc.run(ctx))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if svc.last is not None:
+                break
+        assert await ctx.commands["guard.admit"]({"mac": PEER_MAC}) == {"mac": PEER_MAC, "changed": True}
+        await asyncio.to_thread(net.send_batman, 3)
+        await asyncio.to_thread(net.send_batman, 2, OTHER_MAC)
+        await asyncio.to_thread(sh, f"ping -q -c 2 -i 0.05 -I {net.host} {net.peer_ip}")
+        await svc.refresh()
+        value = ctx.registry.get_sample_value
+        assert value("x0tta_probes_up") == 1.0
+        assert value("x0tta_probes_neighbor_rx_packets_total", {"interface": net.host, "mac": PEER_MAC}) == 3
+        assert value("x0tta_probes_neighbor_denied_packets_total", {"interface": net.host, "mac": OTHER_MAC}) == 2
+        assert value("x0tta_probes_guard_dropped_total") == 2
+        assert value("x0tta_probes_attached", {"interface": net.host}) == 1
+        assert svc.last_heard(PEER_MAC) is not None and svc.last_heard("02:00:00:00:00:99") is None
+        flows = await ctx.commands["probes.flows"]({"limit": 5})
+        assert any(f["proto"] == "icmp" and f["packets"] == 2 and f["dst"] == net.peer_ip for f in flows)
+        neigh = await ctx.commands["probes.neighbors"]({})
+        assert {n["mac"] for n in neigh} == {PEER_MAC, OTHER_MAC}
+        listing = await ctx.commands["guard.list"]({})
+        assert listing["mode"] == "enforce" and listing["enforced_in_kernel"]
+        assert ctx.conditions == ()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert filters(net.host, "ingress") == []
+    assert ctx.registry.get_sample_value("x0tta_probes_up") == 0.0
+
+
+def test_degrades_without_objects_or_privileges(tmp_path, pin):
+    with pytest.raises(CapabilityMissing) as info:
+        load(ProbeSettings(object_path=str(tmp_path / "none.o"), pin_path=str(pin)))
+    assert info.value.code == "bpf_objects_missing"
+    code = (
+        "from x0tta.probes.service import load; from x0tta.config.probes import ProbeSettings\n"
+        "from x0tta.common.errors import CapabilityMissing\n"
+        f"try: load(ProbeSettings(pin_path={str(tmp_path / 'bpf2' / 'x0tta')!r}))\n"
+        "except CapabilityMissing as e: print(e.code)\n"
+    )
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "bpf_permission_denied", out.stderr
