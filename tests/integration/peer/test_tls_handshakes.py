@@ -1,0 +1,265 @@
+"""Real PQC mutual TLS on loopback: what is accepted, and each refusal with its reason.
+
+The server is a :class:`TlsEndpoint` with the default policy (X25519MLKEM768 only, ML-DSA-65
+leaves); clients present certificates from a throwaway CA made to break one rule each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from OpenSSL import SSL
+
+from x0tta.peer.testing import TestCA
+from x0tta.peer.tls import HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return TestCA("mesh.test")
+
+
+class Server:
+    def __init__(self, endpoint, server, results):
+        self.endpoint, self.server, self.results = endpoint, server, results
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def refusal(self, timeout=5.0):
+        t = time.monotonic()
+        while time.monotonic() - t < timeout:
+            bad = [r for r in self.results if r.role == "server" and not r.ok]
+            if bad:
+                return bad[-1]
+            await asyncio.sleep(0.01)
+        raise AssertionError("no refusal reported")
+
+
+async def start_server(ca, policy=None, **cred_kw):
+    results = []
+
+    async def echo(stream):
+        try:
+            while data := await stream.recv():
+                await stream.send(data)
+        except TlsClosed:
+            pass
+        await stream.close()
+
+    ep = TlsEndpoint(policy or TlsPolicy(), ca.credentials(ca.issue(path="/node/server"), **cred_kw),
+                     observer=results.append)
+    server = await ep.serve("127.0.0.1", 0, echo)
+    return Server(ep, server, results)
+
+
+@pytest.fixture
+async def server(ca):
+    s = await start_server(ca)
+    yield s
+    await s.endpoint.aclose()
+
+
+async def shut(writer):
+    writer.close()
+    await writer.wait_closed()
+
+
+async def talk(client, port, **kw):
+    stream = await client.connect("127.0.0.1", port, **kw)
+    try:
+        await stream.send(b"ping")
+        return stream, await stream.recv()
+    finally:
+        await stream.close()
+
+
+async def test_mutual_pq_session(ca, server):
+    results = []
+    client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/client")), observer=results.append)
+    stream, echoed = await talk(client, server.port)
+    assert echoed == b"ping"
+    peer = stream.peer
+    assert str(peer.spiffe_id) == "spiffe://mesh.test/node/server"
+    assert peer.group == "X25519MLKEM768" and peer.key_algorithm == "ML-DSA-65"
+    assert not peer.resumed
+    assert peer.bytes_sent <= 10.5 * 1024 and peer.bytes_received <= 10.5 * 1024
+    srv = [r for r in server.results if r.ok][-1]
+    assert srv.spiffe_id == "spiffe://mesh.test/node/client" and srv.group == "X25519MLKEM768"
+    # resumption: PSK with the hybrid group, far fewer bytes, peer still validated
+    stream2, _ = await talk(client, server.port)
+    assert stream2.peer.resumed and stream2.peer.group == "X25519MLKEM768"
+    assert stream2.peer.bytes_received < 2000
+    assert str(stream2.peer.spiffe_id) == "spiffe://mesh.test/node/server"
+    client.close()
+
+
+async def test_exporter_matches_on_both_ends(ca):
+    streams = asyncio.Queue()
+
+    async def keep(stream):
+        await streams.put(stream)
+
+    ep = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/s")))
+    srv = await ep.serve("127.0.0.1", 0, keep)
+    client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/c")))
+    c = await client.connect("127.0.0.1", srv.sockets[0].getsockname()[1])
+    s = await streams.get()
+    assert c.export_keying_material() == s.export_keying_material()
+    assert c.export_keying_material(context=b"x") != c.export_keying_material()
+    await c.close()
+    await s.close()
+    await ep.aclose()
+    client.close()
+
+
+def bad_leaf(ca, case):
+    now = time.time()
+    other = TestCA("other.test")
+    return {
+        "expired": lambda: ca.issue(path="/node/old", not_before=now - 100, ttl=50),
+        "not_yet_valid": lambda: ca.issue(path="/node/future", not_before=now + 300),
+        "multiple_uri_sans": lambda: ca.issue(uris=["spiffe://mesh.test/a", "spiffe://mesh.test/b"]),
+        "leaf_is_ca": lambda: ca.issue(path="/node/ca", is_ca=True),
+        "key_algorithm_not_allowed": lambda: ca.issue(path="/node/ecdsa", kind="p256"),
+        "untrusted_domain": lambda: other.issue(path="/node/stranger"),
+        "untrusted_domain_same_ca": lambda: ca.issue("spiffe://other.test/node/x"),
+    }[case]()
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("expired", "expired"),
+        ("not_yet_valid", "not_yet_valid"),
+        ("multiple_uri_sans", "multiple_uri_sans"),
+        ("leaf_is_ca", "leaf_is_ca"),
+        ("key_algorithm_not_allowed", "key_algorithm_not_allowed"),
+        ("untrusted_domain", "untrusted_domain"),
+        ("untrusted_domain_same_ca", "untrusted_domain"),
+    ],
+)
+async def test_refused_client_certificates(ca, server, case, reason):
+    leaf = bad_leaf(ca, case)
+    client = TlsEndpoint(TlsPolicy(allowed_key_algorithms=None), ca.credentials(leaf))
+    with pytest.raises(TlsClosed, match="alert"):
+        await talk(client, server.port)
+    assert (await server.refusal()).reason == reason
+    client.close()
+
+
+async def test_revoked_and_unauthorized(ca):
+    revoked = ca.issue(path="/node/revoked")
+    s = await start_server(ca, allowed=("spiffe://mesh.test/node/revoked", "spiffe://mesh.test/node/ok"),
+                           revoked=(revoked,))
+    try:
+        for leaf, reason in [(revoked, "revoked"), (ca.issue(path="/node/intruder"), "unauthorized")]:
+            client = TlsEndpoint(TlsPolicy(), ca.credentials(leaf))
+            with pytest.raises(TlsClosed):
+                await talk(client, s.port)
+            assert (await s.refusal()).reason == reason
+            s.results.clear()
+            client.close()
+        client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/ok")))
+        assert (await talk(client, s.port))[1] == b"ping"
+        client.close()
+    finally:
+        await s.endpoint.aclose()
+
+
+async def test_client_refuses_unexpected_server(ca, server):
+    client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/client")))
+    from x0tta.identity.spiffe_id import SpiffeId
+
+    with pytest.raises(HandshakeFailed) as exc:
+        await client.connect("127.0.0.1", server.port, expect=SpiffeId.parse("spiffe://mesh.test/node/other"))
+    assert exc.value.reason == "unexpected_peer"
+    client.close()
+
+
+async def test_classical_only_client_refused(ca, server):
+    client = TlsEndpoint(TlsPolicy(groups=("X25519",)), ca.credentials(ca.issue(path="/node/classic")))
+    with pytest.raises(HandshakeFailed) as exc:
+        await client.connect("127.0.0.1", server.port)
+    assert exc.value.reason == "peer_refused"
+    assert (await server.refusal()).reason == "no_shared_group"
+    client.close()
+
+
+async def test_no_client_certificate(ca, server):
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.set_verify(SSL.VERIFY_NONE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    conn = SSL.Connection(ctx, None)
+    conn.set_connect_state()
+    for _ in range(10):  # drive a certificate-less client by hand
+        try:
+            conn.do_handshake()
+        except SSL.WantReadError:
+            pass
+        except SSL.Error:
+            break
+        try:
+            writer.write(conn.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        if not data:
+            break
+        conn.bio_write(data)
+    await shut(writer)
+    assert (await server.refusal()).reason == "no_certificate"
+
+
+async def test_garbage_instead_of_client_hello(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(bytes(range(256)) * 4)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) is not None
+    await shut(writer)
+    assert (await server.refusal()).reason == "not_tls"
+
+
+async def test_handshake_that_never_completes(ca):
+    s = await start_server(ca, TlsPolicy(handshake_timeout=0.5))
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then silence
+        await writer.drain()
+        refusal = await s.refusal()
+        assert refusal.reason == "handshake_timeout"
+        await shut(writer)
+    finally:
+        await s.endpoint.aclose()
+
+
+async def test_handshake_cap(ca):
+    s = await start_server(ca, TlsPolicy(max_concurrent_handshakes=2, handshake_timeout=2.0))
+    try:
+        stalled = [await asyncio.open_connection("127.0.0.1", s.port) for _ in range(3)]
+        assert (await s.refusal()).reason == "busy"
+        for _r, w in stalled:
+            await shut(w)
+    finally:
+        await s.endpoint.aclose()
+
+
+async def test_rotation_takes_effect_for_new_handshakes(ca):
+    s = await start_server(ca)
+    try:
+        client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/client")))
+        first, _ = await talk(client, s.port)
+        new_leaf = ca.issue(path="/node/server")
+        s.endpoint.update(ca.credentials(new_leaf))
+        second, _ = await talk(client, s.port)
+        assert second.peer.serial == new_leaf.cert.serial_number != first.peer.serial
+        assert not second.peer.resumed  # a new server context: old sessions do not resume
+        client.update(ca.credentials(ca.issue(path="/node/client")))
+        third, _ = await talk(client, s.port)
+        assert not third.peer.resumed
+        client.close()
+    finally:
+        await s.endpoint.aclose()

@@ -1,0 +1,655 @@
+"""Post-quantum hybrid mutual TLS between mesh nodes, on asyncio, with pyOpenSSL memory BIOs.
+
+Why pyOpenSSL: the ``cryptography`` wheel bundles OpenSSL 4, which has ML-KEM and ML-DSA, and
+pyOpenSSL runs on that same library; Python's ``ssl`` module uses the system OpenSSL 3.0, which has
+neither (see ``docs/peer.md``).
+
+Theory of operation
+-------------------
+* TLS 1.3 only. The key exchange groups are restricted (``SSL_CTX_set1_groups_list``) to
+  ``X25519MLKEM768`` by default: a hybrid of X25519 and ML-KEM-768 (FIPS 203), so a recording made
+  today stays secret unless *both* are broken. A peer offering only classical groups finds no
+  shared group and is refused (reason ``no_shared_group``). The negotiated group is recorded on
+  every session (``SSL_get0_group_name``) and counted.
+* Both sides present an X509-SVID and verify the other's inside the handshake, in OpenSSL's verify
+  callback: the chain must end in the trust bundle of the leaf's trust domain (OpenSSL's store
+  *and* :func:`x0tta.identity.types.validate_x509_svid`), the leaf must follow the X509-SVID rules,
+  must not be revoked, must use an allowed key algorithm (ML-DSA-65 by default) and its SPIFFE ID
+  must be allowed by the authorization policy. The first failing rule is the refusal's reason.
+* Handshake crypto (ML-DSA signing ~1 ms, ML-KEM, verification) never runs on the event loop
+  thread: each ``do_handshake`` step runs in a small thread pool (cffi releases the GIL inside
+  OpenSSL), the loop only moves bytes between the socket and the memory BIOs. After the handshake,
+  record encryption (AES-GCM, microseconds) runs on the loop.
+* A handshake that does not finish within ``handshake_timeout`` is abandoned (``handshake_timeout``);
+  at most ``max_concurrent_handshakes`` run at once: above that a server refuses new connections at
+  once (``busy``) rather than queueing work for an attacker, and a client waits.
+* Only the leaf and intermediates are sent, never the root (``SSL_MODE_NO_AUTO_CHAIN``): the peer
+  has the root in its bundle, and an ML-DSA-65 root is ~5.5 KB on the wire per handshake.
+* Resumption: the server keeps TLS 1.3 sessions in its (per-context) cache and hands out small
+  stateful tickets (``SSL_OP_NO_TICKET`` makes OpenSSL's TLS 1.3 tickets session ids instead of
+  ~6 KB encrypted sessions that would carry the ML-DSA peer certificate). A resumed handshake uses
+  ``psk_dhe_ke``: the hybrid group is still negotiated, so forward secrecy stays post-quantum. A
+  resumed session's peer certificate is validated again (expiry, revocation, policy) before use.
+* Rotation: :meth:`TlsEndpoint.update` builds new ``SSL.Context`` objects from the new SVID and
+  bundles; new handshakes use them at once. Established connections keep their context. A new
+  server context has a new session cache, so no session made under the old credentials resumes, and
+  the client forgets its sessions when its own SVID changes (it must present the new one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _lib
+
+from x0tta.common.errors import PermanentError, TemporaryError
+from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId
+from x0tta.identity.types import (
+    Bundles,
+    Reason,
+    RevocationList,
+    X509Svid,
+    key_algorithm,
+    validate_x509_svid,
+)
+
+DEFAULT_GROUPS = ("X25519MLKEM768",)
+EXPORTER_LABEL = b"EXPORTER-x0tta-peer"
+_SSL_MODE_NO_AUTO_CHAIN = 0x00000008  # OpenSSL ssl.h; not exported by pyOpenSSL
+_READ_CHUNK = 65536
+
+
+class Refusal(enum.StrEnum):
+    """Why a handshake failed, beyond the certificate rules of :class:`x0tta.identity.types.Reason`.
+
+    Stable: log field ``reason`` and metric label ``reason``.
+    """
+
+    NO_SHARED_GROUP = "no_shared_group"
+    PROTOCOL_VERSION = "protocol_version"
+    NOT_TLS = "not_tls"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    BUSY = "busy"
+    CLOSED = "closed"
+    PEER_REFUSED = "peer_refused"
+    UNEXPECTED_PEER = "unexpected_peer"
+    TLS_ERROR = "tls_error"
+
+
+class HandshakeFailed(PermanentError):
+    """A handshake that did not produce an authenticated session; ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str = "", spiffe_id: SpiffeId | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = str(reason)
+        self.detail = detail
+        self.spiffe_id = spiffe_id
+
+
+class TlsClosed(TemporaryError):
+    """The TLS connection is gone (EOF, reset, or a fatal alert)."""
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    """What this node demands of every handshake (from ``[peer]`` settings)."""
+
+    groups: tuple[str, ...] = DEFAULT_GROUPS
+    allowed_key_algorithms: frozenset[str] | None = frozenset({"ML-DSA-65"})
+    handshake_timeout: float = 10.0
+    max_concurrent_handshakes: int = 16
+    session_lifetime: float = 3600.0
+    handshake_threads: int = 2
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """This node's identity and what it trusts, as one immutable snapshot."""
+
+    svid: X509Svid
+    bundles: Bundles
+    policy: AuthorizationPolicy
+    revocations: tuple[RevocationList, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """The authenticated other end of a TLS session."""
+
+    spiffe_id: SpiffeId
+    key_algorithm: str  # of the peer's leaf, e.g. ML-DSA-65
+    not_after: float  # unix seconds: the peer's SVID expires then; re-authenticate before
+    serial: int
+    group: str  # negotiated key exchange group, e.g. X25519MLKEM768
+    cipher: str
+    resumed: bool
+    handshake_seconds: float
+    bytes_sent: int  # handshake bytes on the wire, this side to the peer
+    bytes_received: int
+
+
+@dataclass(frozen=True)
+class HandshakeResult:
+    """Handed to the observer after every handshake, good or bad."""
+
+    role: str  # "client" or "server"
+    ok: bool
+    reason: str  # "ok" or a Reason / Refusal value
+    address: str
+    group: str = ""
+    spiffe_id: str = ""
+    resumed: bool = False
+    seconds: float = 0.0
+    detail: str = ""
+
+
+Observer = Callable[[HandshakeResult], None]
+
+
+@dataclass
+class _Verification:
+    """Per-connection scratch of the verify callback (runs in a worker thread)."""
+
+    credentials: Credentials
+    expect: SpiffeId | None
+    certs: dict[int, x509.Certificate] = field(default_factory=dict)
+    openssl_errors: list[tuple[int, int]] = field(default_factory=list)
+    verdict_reason: str | None = None
+    detail: str = ""
+    spiffe_id: SpiffeId | None = None
+    done: bool = False
+
+
+def _check(policy: TlsPolicy, creds: Credentials, chain: list[x509.Certificate], now: float,
+           expect: SpiffeId | None) -> tuple[str | None, str, SpiffeId | None]:
+    verdict = validate_x509_svid(
+        chain,
+        creds.bundles,
+        now,
+        revocations=creds.revocations,
+        policy=creds.policy,
+        allowed_key_algorithms=policy.allowed_key_algorithms,
+    )
+    if not verdict.ok:
+        return str(verdict.reason), verdict.detail, verdict.spiffe_id
+    if expect is not None and verdict.spiffe_id != expect:
+        return Refusal.UNEXPECTED_PEER.value, f"expected {expect}, got {verdict.spiffe_id}", verdict.spiffe_id
+    return None, "", verdict.spiffe_id
+
+
+class _Contexts:
+    """The pair of SSL contexts built from one credentials snapshot."""
+
+    def __init__(self, policy: TlsPolicy, creds: Credentials, clock: Callable[[], float]) -> None:
+        self.credentials = creds
+        self.server = self._build(policy, creds, clock, server=True)
+        self.client = self._build(policy, creds, clock, server=False)
+
+    @staticmethod
+    def _build(policy: TlsPolicy, creds: Credentials, clock: Callable[[], float], server: bool) -> SSL.Context:
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_3_VERSION)
+        if _lib.SSL_CTX_set1_curves_list(ctx._context, ":".join(policy.groups).encode()) != 1:
+            raise PermanentError(f"OpenSSL refuses key exchange groups {policy.groups}")
+        ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)
+        svid = creds.svid
+        ctx.use_certificate(svid.leaf)
+        for cert in svid.cert_chain[1:]:
+            if cert.issuer != cert.subject:  # never send a (self-signed) root
+                ctx.add_extra_chain_cert(cert)
+        with warnings.catch_warnings():
+            # pyOpenSSL deprecates PKey objects, but cannot take an ML-DSA key from cryptography
+            # (PKey.from_cryptography_key refuses it): PEM through load_privatekey is the one way.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, svid.private_key_pem))
+        ctx.check_privatekey()
+        store = ctx.get_cert_store()
+        assert store is not None
+        for bundle in creds.bundles.values():
+            for root in bundle.roots:
+                store.add_cert(crypto.X509.from_cryptography(root))
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _make_verify(policy, clock))
+        ctx.set_timeout(int(policy.session_lifetime))
+        if server:
+            ctx.set_options(SSL.OP_NO_TICKET)
+            ctx.set_session_id(b"x0tta-peer")
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+        else:
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
+        return ctx
+
+
+def _make_verify(policy: TlsPolicy, clock: Callable[[], float]):
+    def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        """OpenSSL calls this per certificate of the built path (top first) and per error found.
+
+        Decisions wait for depth 0, where the whole path is known; there the X509-SVID rules run on
+        it and the first failing rule becomes the reason. OpenSSL's own errors still refuse.
+        """
+        st: _Verification = conn.get_app_data()
+        try:
+            st.certs[depth] = cert.to_cryptography()
+        except Exception as exc:  # a certificate cryptography cannot represent
+            st.verdict_reason, st.detail = Reason.MALFORMED.value, str(exc)
+            return False
+        if not ok:
+            st.openssl_errors.append((depth, errno))
+        if depth != 0:
+            return True
+        if not st.done:
+            st.done = True
+            chain = [st.certs[d] for d in sorted(st.certs)]
+            reason, detail, sid = _check(policy, st.credentials, chain, clock(), st.expect)
+            st.verdict_reason, st.detail, st.spiffe_id = reason, detail, sid
+        if st.verdict_reason is not None:
+            return False
+        if st.openssl_errors:
+            d, e = st.openssl_errors[0]
+            st.verdict_reason = Reason.BAD_CHAIN.value
+            st.detail = f"OpenSSL: {crypto.X509StoreContextError.__name__} {e} at depth {d}"
+            return False
+        return True
+
+    return verify
+
+
+def _classify(exc: SSL.Error, st: _Verification, role: str) -> tuple[str, str]:
+    """Turn an OpenSSL failure into a stable reason."""
+    if st.verdict_reason is not None:
+        return st.verdict_reason, st.detail
+    text = str(exc).lower()
+    detail = str(exc)[:300]
+    if "peer did not return a certificate" in text:
+        return Reason.NO_CERTIFICATE.value, detail
+    if "no suitable key share" in text or "no shared group" in text or "no suitable group" in text:
+        return Refusal.NO_SHARED_GROUP.value, detail
+    if "unsupported protocol" in text or ("protocol version" in text and "alert" not in text):
+        return Refusal.PROTOCOL_VERSION.value, detail
+    if "alert" in text:
+        return Refusal.PEER_REFUSED.value, detail
+    if any(s in text for s in ("wrong version number", "packet length too long", "unknown protocol",
+                               "http request", "record layer failure", "bad record type",
+                               "unexpected message", "wrong ssl version", "record length mismatch",
+                               "length mismatch", "bad packet length", "decode error")):
+        return Refusal.NOT_TLS.value, detail
+    return Refusal.TLS_ERROR.value, detail
+
+
+def _drain_bio(conn: SSL.Connection) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = conn.bio_read(_READ_CHUNK)
+        except SSL.WantReadError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def _handshake_step(conn: SSL.Connection) -> tuple[bool, bytes, SSL.Error | None]:
+    """One ``do_handshake`` step, in a worker thread: (done, bytes to send, error)."""
+    err = None
+    done = False
+    try:
+        conn.do_handshake()
+        done = True
+    except SSL.WantReadError:
+        pass
+    except SSL.Error as exc:
+        err = exc
+    return done, _drain_bio(conn), err
+
+
+class TlsStream:
+    """An authenticated TLS 1.3 connection over asyncio streams (after a successful handshake).
+
+    ``recv``/``send`` encrypt and decrypt on the loop thread (cheap symmetric crypto). Not safe
+    for concurrent ``recv`` calls; ``send`` may be called from several tasks (each call writes
+    whole records).
+    """
+
+    def __init__(self, conn: SSL.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: PeerInfo, role: str, contexts: _Contexts) -> None:
+        self._conn = conn
+        self._reader = reader
+        self._writer = writer
+        self.peer = peer
+        self.role = role
+        self.credentials = contexts.credentials  # what this side presented and trusted
+        self._closed = False
+        self.on_session: Callable[[SSL.Session], None] | None = None  # client: keep for resumption
+
+    @property
+    def address(self) -> str:
+        info = self._writer.get_extra_info("peername")
+        return f"{info[0]}:{info[1]}" if info else "?"
+
+    def export_keying_material(self, label: bytes = EXPORTER_LABEL, length: int = 32,
+                               context: bytes | None = None) -> bytes:
+        """RFC 8446 section 7.5 exporter: the same bytes on both ends, for channel binding."""
+        return self._conn.export_keying_material(label, length, context)
+
+    def session(self) -> SSL.Session | None:
+        return self._conn.get_session()
+
+    async def recv(self) -> bytes:
+        """Decrypted bytes, at least one; ``b""`` at a clean end. :class:`TlsClosed` otherwise."""
+        while True:
+            try:
+                data = self._conn.recv(_READ_CHUNK)
+                self._keep_session()
+                return data
+            except SSL.WantReadError:
+                pass
+            except SSL.ZeroReturnError:
+                return b""
+            except SSL.Error as exc:
+                raise TlsClosed(f"TLS error: {exc}") from None
+            out = _drain_bio(self._conn)  # e.g. a KeyUpdate answer
+            if out:
+                self._writer.write(out)
+            try:
+                data = await self._reader.read(_READ_CHUNK)
+            except (ConnectionError, OSError) as exc:
+                raise TlsClosed(str(exc)) from None
+            if not data:
+                raise TlsClosed("connection closed without close_notify")
+            self._conn.bio_write(data)
+
+    def _keep_session(self) -> None:
+        # TLS 1.3 tickets arrive after the handshake: the resumable session exists only once the
+        # client has read past them, so it is handed over on the first read and at close.
+        if self.on_session is not None:
+            session = self._conn.get_session()
+            if session is not None:
+                self.on_session(session)
+                self.on_session = None
+
+    async def send(self, data: bytes) -> None:
+        if self._closed:
+            raise TlsClosed("stream closed")
+        try:
+            self._conn.sendall(data)
+        except SSL.Error as exc:
+            raise TlsClosed(f"TLS error: {exc}") from None
+        self._writer.write(_drain_bio(self._conn))
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise TlsClosed(str(exc)) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._writer.is_closing()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._keep_session()
+        with contextlib.suppress(SSL.Error):
+            self._conn.shutdown()
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            self._writer.write(_drain_bio(self._conn))
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+
+class TlsEndpoint:
+    """This node's TLS side: contexts from the current credentials, handshakes for both roles.
+
+    ``observer`` (if any) is called on the loop thread with a :class:`HandshakeResult` after every
+    handshake attempt.
+    """
+
+    def __init__(self, policy: TlsPolicy, credentials: Credentials, *, observer: Observer | None = None,
+                 clock: Callable[[], float] = time.time, executor: ThreadPoolExecutor | None = None) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._observer = observer
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=max(1, min(policy.handshake_threads, os.cpu_count() or 1)),
+            thread_name_prefix="x0tta-tls",
+        )
+        self._contexts = _Contexts(policy, credentials, clock)
+        self._active = 0
+        self._client_slots = asyncio.Semaphore(policy.max_concurrent_handshakes)
+        self._sessions: dict[str, tuple[SSL.Session, float]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+        self.generation = 0
+
+    @property
+    def credentials(self) -> Credentials:
+        return self._contexts.credentials
+
+    @property
+    def active_handshakes(self) -> int:
+        return self._active
+
+    def update(self, credentials: Credentials) -> None:
+        """Use new credentials for every handshake from now on (rotation). Established streams stay."""
+        old = self._contexts.credentials
+        self._contexts = _Contexts(self.policy, credentials, self._clock)
+        self.generation += 1
+        if old.svid.leaf != credentials.svid.leaf:
+            self._sessions.clear()  # a resumed session would present the old SVID
+
+    def forget_session(self, key: str) -> None:
+        self._sessions.pop(key, None)
+
+    def close(self) -> None:
+        self._sessions.clear()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- handshakes --------------------------------------------------------------------------------
+
+    async def connect(self, host: str, port: int, *, expect: SpiffeId | None = None, resume: bool = True,
+                      local_addr: tuple[str, int] | None = None) -> TlsStream:
+        """Open TCP to ``host:port`` and complete a mutual handshake as client."""
+        key = f"{host}:{port}"
+        async with self._client_slots:
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(self.policy.handshake_timeout):
+                    reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
+            except (TimeoutError, OSError) as exc:
+                result = HandshakeResult("client", False, Refusal.CLOSED.value, key,
+                                         detail=f"connect: {exc or 'timeout'}")
+                self._report(result)
+                raise HandshakeFailed(result.reason, result.detail) from None
+            session = None
+            if resume:
+                cached = self._sessions.get(key)
+                if cached and cached[1] > self._clock():
+                    session = cached[0]
+            stream = await self._handshake("client", reader, writer, key, expect, session, start)
+            until = min(stream.peer.not_after, self._clock() + self.policy.session_lifetime)
+            generation = self.generation
+
+            def keep(sess: SSL.Session) -> None:
+                if self.generation == generation:  # not if our SVID rotated meanwhile
+                    self._sessions[key] = (sess, until)
+
+            stream.on_session = keep
+            return stream
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> TlsStream:
+        """Complete a mutual handshake as server on an accepted TCP connection."""
+        info = writer.get_extra_info("peername")
+        address = f"{info[0]}:{info[1]}" if info else "?"
+        if self._active >= self.policy.max_concurrent_handshakes:
+            writer.close()
+            result = HandshakeResult("server", False, Refusal.BUSY.value, address,
+                                     detail=f"{self._active} handshakes in progress")
+            self._report(result)
+            raise HandshakeFailed(result.reason, result.detail)
+        return await self._handshake("server", reader, writer, address, None, None, time.monotonic())
+
+    async def _handshake(self, role: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         address: str, expect: SpiffeId | None, session: SSL.Session | None,
+                         start: float) -> TlsStream:
+        contexts = self._contexts
+        ctx = contexts.server if role == "server" else contexts.client
+        conn = SSL.Connection(ctx, None)
+        st = _Verification(contexts.credentials, expect)
+        conn.set_app_data(st)
+        if role == "server":
+            conn.set_accept_state()
+        else:
+            conn.set_connect_state()
+            if session is not None:
+                conn.set_session(session)
+        sent = received = 0
+        loop = asyncio.get_running_loop()
+        self._active += 1
+        try:
+            async with asyncio.timeout(self.policy.handshake_timeout):
+                while True:
+                    done, out, err = await loop.run_in_executor(self._executor, _handshake_step, conn)
+                    if out:
+                        sent += len(out)
+                        writer.write(out)
+                        with contextlib.suppress(ConnectionError, OSError):
+                            await writer.drain()
+                    if err is not None:
+                        reason, detail = _classify(err, st, role)
+                        raise HandshakeFailed(reason, detail, st.spiffe_id)
+                    if done:
+                        break
+                    try:
+                        data = await reader.read(_READ_CHUNK)
+                    except (ConnectionError, OSError) as exc:
+                        raise HandshakeFailed(Refusal.CLOSED.value, str(exc)) from None
+                    if not data:
+                        raise HandshakeFailed(Refusal.CLOSED.value, "peer closed during the handshake",
+                                              st.spiffe_id)
+                    received += len(data)
+                    conn.bio_write(data)
+            peer = self._peer_info(conn, st, start, sent, received)
+        except TimeoutError:
+            exc = HandshakeFailed(Refusal.HANDSHAKE_TIMEOUT.value,
+                                  f"not done after {self.policy.handshake_timeout:g} s", st.spiffe_id)
+            self._fail(role, address, exc, start, writer)
+            raise exc from None
+        except HandshakeFailed as exc:
+            self._fail(role, address, exc, start, writer)
+            raise
+        finally:
+            self._active -= 1
+        self._report(HandshakeResult(role, True, "ok", address, peer.group, str(peer.spiffe_id), peer.resumed,
+                                     peer.handshake_seconds))
+        return TlsStream(conn, reader, writer, peer, role, contexts)
+
+    def _peer_info(self, conn: SSL.Connection, st: _Verification, start: float, sent: int,
+                   received: int) -> PeerInfo:
+        group = conn.get_group_name() or ""
+        if group not in self.policy.groups:  # cannot happen with the groups list set; checked anyway
+            raise HandshakeFailed(Refusal.NO_SHARED_GROUP.value, f"negotiated {group}")
+        resumed = bool(_lib.SSL_session_reused(conn._ssl))
+        peer_cert = conn.get_peer_certificate()
+        if peer_cert is None:
+            raise HandshakeFailed(Reason.NO_CERTIFICATE.value, "no peer certificate after the handshake")
+        leaf = peer_cert.to_cryptography()
+        sid = st.spiffe_id
+        if resumed or sid is None:
+            # No verify callback ran: the session's certificate must still pass today's rules.
+            chain = [leaf] + [c.to_cryptography() for c in (conn.get_peer_cert_chain() or [])[1:]]
+            reason, detail, sid = _check(self.policy, st.credentials, chain, self._clock(), st.expect)
+            if reason is not None:
+                raise HandshakeFailed(reason, detail, sid)
+        assert sid is not None
+        return PeerInfo(
+            spiffe_id=sid,
+            key_algorithm=key_algorithm(leaf),
+            not_after=leaf.not_valid_after_utc.timestamp(),
+            serial=leaf.serial_number,
+            group=group,
+            cipher=conn.get_cipher_name() or "",
+            resumed=resumed,
+            handshake_seconds=time.monotonic() - start,
+            bytes_sent=sent,
+            bytes_received=received,
+        )
+
+    def _fail(self, role: str, address: str, exc: HandshakeFailed, start: float,
+              writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            writer.close()
+        self._report(HandshakeResult(role, False, exc.reason, address,
+                                     spiffe_id=str(exc.spiffe_id or ""), seconds=time.monotonic() - start,
+                                     detail=exc.detail))
+
+    def _report(self, result: HandshakeResult) -> None:
+        if self._observer is not None:
+            self._observer(result)
+
+    async def serve(self, host: str, port: int, on_stream: Callable[[TlsStream], object], *,
+                    reuse_port: bool = False) -> asyncio.Server:
+        """Listen; every successful handshake is handed to ``on_stream`` (a coroutine function)."""
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            stream = None
+            try:
+                stream = await self.accept(reader, writer)
+                await on_stream(stream)  # type: ignore[misc]
+            except HandshakeFailed:
+                pass  # reported through the observer
+            finally:
+                self._tasks.discard(task)
+                if stream is None:
+                    writer.close()
+
+        server = await asyncio.start_server(handle, host, port, reuse_port=reuse_port)
+        self._servers.append(server)
+        return server
+
+    async def aclose(self) -> None:
+        """Stop listening, abandon handshakes and handlers in progress, release the thread pool."""
+        for server in self._servers:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        self.close()
+
+
+def hosts_and_ports(addresses: Iterable[str], default_port: int) -> list[tuple[str, int]]:
+    """``"10.0.0.2"``, ``"10.0.0.2:7400"``, ``"[fe80::1%mesh0]:7400"`` -> ``(host, port)``."""
+    out = []
+    for text in addresses:
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        elif text.count(":") == 1:
+            host, _, p = text.partition(":")
+            port = int(p)
+        else:
+            host, port = text, default_port
+        out.append((host, port))
+    return out
