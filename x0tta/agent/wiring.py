@@ -17,5 +17,13 @@ Factory = Callable[[AgentSettings], Subsystem]
 
 def factories(settings: AgentSettings) -> dict[str, Factory]:
     """The subsystems enabled by ``settings``, in start order."""
-    table: dict[str, tuple[bool, Factory]] = {}
+    table: dict[str, tuple[bool, Factory]] = {
+        "probes": (settings.probes.enabled, _probes),
+    }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
+
+
+def _probes(settings: AgentSettings) -> Subsystem:
+    from x0tta.probes.service import ProbesService
+
+    return ProbesService(settings=settings.probes)

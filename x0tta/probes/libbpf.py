@@ -420,7 +420,7 @@ def ensure_bpffs(pin_dir: Path) -> None:
         mounts = Path("/proc/self/mounts").read_text()
         if mount_fstype(mounts, str(pin_dir.parent)) != BPF_FS_MAGIC_NAME:
             lib = _Lib.get()
-            lib.libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
+            lib.libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
             pin_dir.parent.mkdir(parents=True, exist_ok=True)
             rc = lib.libc.mount(b"bpf", str(pin_dir.parent).encode(), b"bpf", 0, b"mode=0700")
             if rc != 0:

@@ -112,6 +112,14 @@ def _lowers(batman: str) -> list[str]:
         return []
 
 
+def targets(s: ProbeSettings) -> tuple[dict[str, int], list[str]]:
+    """(interface -> ifindex to probe now, wanted interfaces that are absent)."""
+    present = _ifaces_present()
+    names = core.probe_targets(s.interfaces, s.batman_interface, _lowers(s.batman_interface), set(present))
+    wanted = list(s.interfaces) or [s.batman_interface]
+    return {name: present[name] for name in names}, [name for name in wanted if name not in present]
+
+
 class Probes:
     """The loaded programs on their interfaces (blocking calls; the service runs them in threads)."""
 
@@ -122,20 +130,14 @@ class Probes:
 
     def reconcile(self) -> tuple[list[str], list[str], dict[str, str]]:
         """Attach to the interfaces to probe, forget vanished ones; (attached, missing, failed)."""
-        s = self.settings
-        present = _ifaces_present()
-        targets = core.probe_targets(s.interfaces, s.batman_interface, _lowers(s.batman_interface), set(present))
-        wanted = list(s.interfaces) or [s.batman_interface]
-        missing = [name for name in wanted if name not in present]
+        wanted, missing = targets(self.settings)
         failed: dict[str, str] = {}
         for name in list(self.where):
-            if name not in targets or present.get(name) != self.where[name]:
-                if name in present and present[name] == self.where[name]:
-                    for hook in core.PROGRAMS:
-                        self.obj.detach(self.where[name], hook)
-                del self.where[name]
-        for name in targets:
-            index = present[name]
+            if wanted.get(name) != self.where[name]:  # left the mesh, gone, or recreated
+                index = self.where.pop(name)
+                for hook in core.PROGRAMS:
+                    self.obj.detach(index, hook)  # no-op when the interface and its filters are gone
+        for name, index in wanted.items():
             if self.where.get(name) == index and all(self.obj.query(index, h) for h in core.PROGRAMS):
                 continue
             try:
@@ -230,6 +232,11 @@ class ProbesService(Subsystem):
         self._apply(ctx.settings)
         if not self._registered:
             self._register(ctx)
+        # Nothing is loaded (or pinned) until there is an interface to probe.
+        while not (found := await asyncio.to_thread(targets, s))[0]:
+            why = f"nothing to probe: {', '.join(found[1]) or 'no interface'} absent"
+            ctx.health.set(Condition("probe_interface_missing", Severity.DEGRADED, why))
+            await self._pause(s.poll_interval)
         ctx.health.set(Condition("probes_loading", Severity.STARTING, "loading eBPF programs"))
         obj = await asyncio.to_thread(load, s)
         probes = Probes(obj, s)
@@ -243,17 +250,21 @@ class ProbesService(Subsystem):
             while True:
                 result = await asyncio.to_thread(probes.poll)
                 self._report(ctx, result)
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), ctx.settings.probes.poll_interval)
-                except TimeoutError:
-                    pass
+                await self._pause(ctx.settings.probes.poll_interval)
         finally:
             self.up = False
             self._probes = None
             self.guard.unbind()
             probes.close(detach=True)  # a few netlink round trips; must finish even when cancelled
             ctx.log.info("probes_detached")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next poll, or until a reload wants one now."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
 
     async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
         old, new = ctx.settings.probes, settings.probes
