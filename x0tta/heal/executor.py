@@ -1,0 +1,201 @@
+"""Execute: apply the loop's decisions, idempotently, behind breakers and rate limits.
+
+Every decision goes through, in order:
+
+1. **dry run** - with ``[heal] dry_run`` nothing is changed; the result says ``dry_run``.
+2. **circuit breaker** (pybreaker, one per action kind and target, :mod:`x0tta.heal.breakers`):
+   an open breaker refuses with the time left. A rollback (undoing an action that did not help)
+   skips breakers and rate limits: undoing harm is always allowed.
+3. **token bucket** (one per action kind and target, :mod:`x0tta.heal.core.ratelimit`): at most
+   ``rate_burst`` at once and ``rate_per_minute`` sustained.
+4. the **actuator** - the kernel calls, through the mesh client (generic netlink) and rtnetlink.
+
+The breaker trial stays open after a successful call until the loop has verified the effect
+(:meth:`Executor.verified`): an action that ran but did not help is a failure for its breaker.
+
+Actions and what they do (all idempotent: doing one twice leaves the node as doing it once):
+
+=====================  =========================================================================
+steer_off             detach the hard interface from the mesh interface (``ip link set IF
+                      nomaster``), or set its hop penalty (SET_HARDIF ``hop_penalty``)
+restore_hardif        attach it again / set its previous hop penalty
+reselect_gateway      SET_MESH ``gw_sel_class`` to its current value: batman-adv re-selects
+tune_orig_interval    SET_MESH ``orig_interval`` to the unstable-mesh interval
+restore_orig_interval SET_MESH ``orig_interval`` back to its previous value
+reapply_settings      SET_MESH / SET_HARDIF of the values that drifted from ``[mesh]``
+restart_subsystem     ask the agent's supervisor to restart a subsystem
+=====================  =========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from x0tta.heal.breakers import BreakerOpen, Breakers, Clock, Trial
+from x0tta.heal.core.loop import Result
+from x0tta.heal.core.model import ActionKind, Decision, Op
+from x0tta.heal.core.ratelimit import TokenBucket
+
+
+class Actuator(Protocol):
+    """The kernel side of the actions; :class:`MeshActuator` is the real one."""
+
+    async def detach(self, hardif: str) -> None: ...
+    async def attach(self, hardif: str) -> None: ...
+    async def set_hardif(self, hardif: str, values: Mapping[str, Any]) -> None: ...
+    async def set_mesh(self, values: Mapping[str, Any]) -> None: ...
+    async def mesh_settings(self) -> dict[str, Any]: ...
+    async def desired_drift(self) -> dict[str, Any]: ...
+    async def restart_subsystem(self, name: str) -> None: ...
+
+
+class Executor:
+    def __init__(
+        self,
+        actuator: Actuator,
+        *,
+        dry_run: bool,
+        breakers: Breakers,
+        rate_burst: int,
+        rate_per_minute: float,
+        clock: Clock,
+        on_breaker: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.actuator = actuator
+        self.dry_run = dry_run
+        self.breakers = breakers
+        self.rate_burst = rate_burst
+        self.rate = rate_per_minute / 60.0
+        self.clock = clock
+        self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        self.trials: dict[str, Trial] = {}  # decision id -> breaker trial awaiting verification
+
+    async def execute(self, d: Decision) -> Result:
+        a = d.action
+        if self.dry_run:
+            return Result(d.id, "dry_run", f"would {d.op.value} {a.kind.value} on {a.target}")
+        if d.op == Op.ROLLBACK:
+            try:
+                await self._act(d)
+            except Exception as exc:  # the kernel refused; retried next cycle
+                return Result(d.id, "error", f"{type(exc).__name__}: {exc}")
+            return Result(d.id, "applied")
+        key = (a.kind.value, a.target)
+        try:
+            trial = self.breakers.begin(*key)
+        except BreakerOpen as exc:
+            return Result(d.id, "breaker_open", str(exc), retry_in=exc.delay or 0.0)
+        now = self.clock()
+        bucket = self.buckets.get(key) or TokenBucket.full(self.rate_burst, self.rate, now)
+        ok, bucket = bucket.take(now)
+        self.buckets[key] = bucket
+        if not ok:
+            trial.success()  # not a failure of the action: it never ran
+            wait = bucket.wait(now)
+            return Result(d.id, "rate_limited", f"{a.kind.value} on {a.target}: next in {wait:.1f}s", retry_in=wait)
+        try:
+            await self._act(d)
+        except Exception as exc:
+            trial.failure(str(exc))
+            return Result(d.id, "error", f"{type(exc).__name__}: {exc}")
+        self.trials[d.id] = trial
+        return Result(d.id, "applied")
+
+    def verified(self, decision_id: str, ok: bool, reason: str) -> None:
+        """The loop judged an applied action: close its breaker trial accordingly."""
+        trial = self.trials.pop(decision_id, None)
+        if trial is None:
+            return
+        if ok:
+            trial.success()
+        else:
+            trial.failure(reason)
+
+    def forget(self, decision_ids: list[str]) -> None:
+        """Decisions that will never be verified (their incident closed): count as success."""
+        for i in decision_ids:
+            self.verified(i, True, "")
+
+    async def _act(self, d: Decision) -> None:
+        a = d.action
+        kind = a.kind
+        hardif = a.param("hardif")
+        if kind == ActionKind.STEER_OFF:
+            if a.param("method") == "detach":
+                await self.actuator.detach(hardif)
+            else:
+                await self.actuator.set_hardif(hardif, {"hop_penalty": a.param("hop_penalty")})
+        elif kind == ActionKind.RESTORE_HARDIF:
+            if a.param("method") == "detach":
+                await self.actuator.attach(hardif)
+            else:
+                previous = a.param("previous_hop_penalty")
+                await self.actuator.set_hardif(hardif, {"hop_penalty": 0 if previous is None else previous})
+        elif kind == ActionKind.TUNE_ORIG_INTERVAL:
+            await self.actuator.set_mesh({"orig_interval": a.param("interval_ms")})
+        elif kind == ActionKind.RESTORE_ORIG_INTERVAL:
+            previous = a.param("previous_ms")
+            if previous is not None:
+                await self.actuator.set_mesh({"orig_interval": previous})
+        elif kind == ActionKind.RESELECT_GATEWAY:
+            current = await self.actuator.mesh_settings()
+            await self.actuator.set_mesh({"gw_sel_class": current.get("gw_sel_class") or 20})
+        elif kind == ActionKind.REAPPLY_SETTINGS:
+            drift = await self.actuator.desired_drift()
+            if drift:
+                await self.actuator.set_mesh(drift)
+        elif kind == ActionKind.RESTART_SUBSYSTEM:
+            await self.actuator.restart_subsystem(a.param("subsystem"))
+        else:  # pragma: no cover - every kind is handled above
+            raise ValueError(f"unknown action {kind}")
+
+
+class MeshActuator:
+    """The real actuator: the mesh client (generic netlink) and link control (rtnetlink)."""
+
+    def __init__(
+        self,
+        mesh: Any,
+        links: Any,
+        meshif: str,
+        desired: Callable[[], Mapping[str, Any]] | None = None,
+        restart: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.mesh = mesh  # x0tta.mesh.client.MeshClient
+        self.links = links  # x0tta.mesh.client.LinkControl
+        self.meshif = meshif
+        self._desired = desired
+        self._restart = restart
+
+    async def _attached(self, hardif: str) -> bool:
+        mesh_idx = (await self.links.link(self.meshif)).ifindex
+        return (await self.links.link(hardif)).master == mesh_idx
+
+    async def detach(self, hardif: str) -> None:
+        if await self._attached(hardif):
+            await self.links.detach(hardif)
+
+    async def attach(self, hardif: str) -> None:
+        if not await self._attached(hardif):
+            await self.links.attach(self.meshif, hardif)
+
+    async def set_hardif(self, hardif: str, values: Mapping[str, Any]) -> None:
+        await self.mesh.set_hardif(self.meshif, hardif, values)
+
+    async def set_mesh(self, values: Mapping[str, Any]) -> None:
+        await self.mesh.set_mesh(self.meshif, values)
+
+    async def mesh_settings(self) -> dict[str, Any]:
+        return dict((await self.mesh.mesh_info(self.meshif)).settings())
+
+    async def desired_drift(self) -> dict[str, Any]:
+        if self._desired is None:
+            return {}
+        current = await self.mesh_settings()
+        return {k: v for k, v in self._desired().items() if k in current and current[k] != v}
+
+    async def restart_subsystem(self, name: str) -> None:
+        if self._restart is None:
+            raise RuntimeError("this agent offers no way to restart a subsystem")
+        await self._restart(name)
