@@ -220,9 +220,9 @@ class BuiltinSource(SourceBase):
             self._retry_renew_at = self.clock() + max(self.poll_interval, 5.0)
             self.log.error("svid_renewal_failed", reason=str(exc))
             return
-        self.renewals += 1
         self.log.info("svid_renewed", spiffe_id=str(svid.spiffe_id), serial=f"{svid.leaf.serial_number:x}")
         await self._reload(force=True)
+        self.renewals += 1
 
     async def _watch(self) -> None:
         while not self.closed:

@@ -140,9 +140,12 @@ def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
     if len(uris) > 1:
         raise SvidRejected(Reason.MULTIPLE_URI_SANS, f"leaf has {len(uris)} URI SANs")
     try:
-        return SpiffeId.parse(uris[0])
+        sid = SpiffeId.parse(uris[0])
     except SpiffeIdError as exc:
         raise SvidRejected(Reason.BAD_SPIFFE_ID, f"{exc.code}: {exc}") from exc
+    if not sid.path:  # X509-SVID 2: a leaf's ID names a workload, never the trust domain itself
+        raise SvidRejected(Reason.BAD_SPIFFE_ID, f"leaf SPIFFE ID {sid} has no path")
+    return sid
 
 
 @dataclass(frozen=True)

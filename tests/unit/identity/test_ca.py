@@ -1,0 +1,113 @@
+"""The built-in CA on disk and its CLI: key modes, refusal to overwrite, issue/renew/revoke/crl."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from x0tta.cli import ca as ca_cli
+from x0tta.identity.ca import CaError, CertificateAuthority
+from x0tta.identity.types import RevocationList, TrustBundle, X509Svid, validate_x509_svid
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_init_writes_keys_0600_in_a_0700_directory_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "ca", "mesh.x0tta")
+    assert mode(tmp_path / "ca") == 0o700
+    assert mode(tmp_path / "ca" / "ca.key") == 0o600
+    assert mode(tmp_path / "ca" / "state.json") == 0o600
+    assert ca.key_type.value == "ml-dsa-65"
+    assert ca.root.signature_algorithm_oid.dotted_string == "2.16.840.1.101.3.4.3.18"  # id-ml-dsa-65
+    key_before = (tmp_path / "ca" / "ca.key").read_bytes()
+    with pytest.raises(CaError, match="refusing"):
+        CertificateAuthority.init(tmp_path / "ca", "mesh.x0tta")
+    assert (tmp_path / "ca" / "ca.key").read_bytes() == key_before
+
+
+def test_issue_refuses_foreign_ids_and_bad_ttls(fresh_ca: CertificateAuthority) -> None:
+    with pytest.raises(CaError, match="trust domain"):
+        fresh_ca.issue("spiffe://other.org/node/a", 60)
+    with pytest.raises(CaError, match="path"):
+        fresh_ca.issue("spiffe://mesh.x0tta", 60)
+    with pytest.raises(CaError, match="ttl"):
+        fresh_ca.issue("spiffe://mesh.x0tta/node/a", 0)
+
+
+def test_node_directory_is_what_the_builtin_source_reads(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    out = tmp_path / "node"
+    svid = fresh_ca.issue_to(out, "spiffe://mesh.x0tta/node/a", 600)
+    assert mode(out / "svid.key") == 0o600
+    again = X509Svid.from_pem((out / "svid.pem").read_bytes(), (out / "svid.key").read_bytes())
+    assert again.leaf == svid.leaf
+    bundle = TrustBundle.from_pem("mesh.x0tta", (out / "bundle.pem").read_bytes())
+    assert validate_x509_svid(again.cert_chain, {"mesh.x0tta": bundle}, time.time()).ok
+    assert RevocationList.from_crl((out / "crl.pem").read_bytes(), bundle).serials == frozenset()
+
+
+def test_crl_numbers_increase_and_expired_entries_leave(fresh_ca: CertificateAuthority) -> None:
+    now = time.time()
+    short = fresh_ca.issue("spiffe://mesh.x0tta/node/a", 60, now=now)
+    long = fresh_ca.issue("spiffe://mesh.x0tta/node/b", 3600, now=now)
+    n0 = fresh_ca.revocation_list().number
+    assert fresh_ca.revoke([short.leaf.serial_number, long.leaf.serial_number], now=now) == sorted(
+        [short.leaf.serial_number, long.leaf.serial_number]
+    )
+    assert fresh_ca.revoke([short.leaf.serial_number], now=now) == []  # already revoked
+    rl = fresh_ca.revocation_list()
+    assert rl.number > n0 and rl.serials == {short.leaf.serial_number, long.leaf.serial_number}
+    later = fresh_ca.publish_crl(now=now + 120)
+    assert later.serials == {long.leaf.serial_number}
+    assert later.next_update is not None and later.next_update > now + 120
+
+
+def run_cli(*argv: str) -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command")
+    ca_cli.register(sub)
+    args = p.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def test_cli_end_to_end_never_prints_key_material(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d, out = str(tmp_path / "ca"), tmp_path / "n1"
+    printed: list[str] = []
+
+    def cli(*argv: str) -> str:
+        assert run_cli("ca", "--dir", d, *argv) == 0
+        cap = capsys.readouterr()
+        printed.append(cap.out + cap.err)
+        return cap.out
+
+    cli("init", "--trust-domain", "mesh.x0tta")
+    issued = json.loads(cli("issue", "--node", "n1", "--ttl", "2h", "--out", str(out), "--json"))
+    assert issued["spiffe_id"] == "spiffe://mesh.x0tta/node/n1" and issued["key"] == "ML-DSA-65"
+    assert json.loads(cli("renew", "--out", str(out), "--json"))["renewed"] is False
+    renewed = json.loads(cli("renew", "--out", str(out), "--fraction", "0", "--json"))
+    assert renewed["renewed"] is True and renewed["serial"] != issued["serial"]
+    assert "revoked" in cli("revoke", "--spiffe-id", "spiffe://mesh.x0tta/node/n1")
+    cli("crl", "--validity", "1d")
+    rows = json.loads(cli("list", "--json"))["issued"]
+    assert len(rows) == 2 and all(r["revoked"] for r in rows)
+    for secret in ((tmp_path / "ca" / "ca.key").read_bytes(), (out / "svid.key").read_bytes()):
+        body = b"".join(secret.splitlines()[1:-1]).decode()
+        assert not any(body in text for text in printed)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("24h", 86400), ("2d", 172800)])
+def test_durations(text: str, seconds: float) -> None:
+    assert ca_cli.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "-5s", "0", "1x"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        ca_cli.parse_duration(text)

@@ -1,0 +1,164 @@
+"""The identity subsystem: health while waiting for enrollment, conditions as the SVID ages, metrics, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from prometheus_client import CollectorRegistry
+
+from x0tta.common.health import Condition, Severity
+from x0tta.config.fields import ConfigError, build
+from x0tta.config.identity import IdentitySettings
+from x0tta.config.schema import AgentSettings
+from x0tta.identity.builtin import BuiltinPaths, BuiltinSource
+from x0tta.identity.ca import CertificateAuthority
+from x0tta.identity.service import IdentityService, assess
+
+
+@dataclass
+class FakeHealth:
+    history: list[tuple[Condition, ...]] = field(default_factory=list)
+
+    def set(self, *conditions: Condition) -> None:
+        self.history.append(conditions)
+
+    def ok(self) -> None:
+        self.set()
+
+    @property
+    def codes(self) -> list[str]:
+        return [c.code for c in self.history[-1]] if self.history else ["<none>"]
+
+
+@dataclass
+class FakeAdmin:
+    handlers: dict[str, Any] = field(default_factory=dict)
+
+    def register(self, command: str, handler: Any) -> None:
+        self.handlers[command] = handler
+
+
+@dataclass
+class FakeContext:
+    settings: AgentSettings
+    name: str = "identity"
+    node_id: str = "r1"
+    state_dir: Path = Path("/nonexistent")
+    health: FakeHealth = field(default_factory=FakeHealth)
+    admin: FakeAdmin = field(default_factory=FakeAdmin)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    tracer: Any = None
+    log: Any = field(default_factory=lambda: structlog.get_logger("identity"))
+
+
+def settings(state: Path, **identity: Any) -> AgentSettings:
+    return build(AgentSettings, {"node": {"id": "r1", "state_dir": str(state)}, "identity": identity})
+
+
+async def until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(svc: IdentityService, ctx: FakeContext):  # type: ignore[no-untyped-def]
+    task = asyncio.create_task(svc.run(ctx))  # type: ignore[arg-type]
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_enrollment_while_running(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    ctx = FakeContext(settings(tmp_path, poll_interval=0.1))
+    svc = IdentityService(environ={})
+    async with running(svc, ctx):
+        await until(lambda: ctx.health.codes == ["svid_missing"])
+        assert "svid.pem does not exist" in ctx.health.history[-1][0].message
+        fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)  # the operator enrolls
+        source = await svc.wait_source(timeout=8)
+        await until(lambda: ctx.health.codes == [])
+        assert str(source.svid().spiffe_id) == "spiffe://mesh.x0tta/node/r1"
+        shown = await ctx.admin.handlers["identity.show"]({})
+        assert shown["spiffe_id"] == "spiffe://mesh.x0tta/node/r1" and shown["key_algorithm"] == "ML-DSA-65"
+        expires_in = ctx.registry.get_sample_value("x0tta_identity_svid_expires_in_seconds")
+        assert expires_in is not None and 3500 < expires_in <= 3600
+        assert ctx.registry.get_sample_value("x0tta_identity_svid_rotations_total") == 0
+        fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)  # renewal copied in
+        await until(lambda: ctx.registry.get_sample_value("x0tta_identity_svid_rotations_total") == 1)
+
+
+async def test_self_renewing_node_counts_rotations(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    ctx = FakeContext(settings(tmp_path, poll_interval=0.1, ca_dir=str(fresh_ca.directory), svid_ttl=10.0))
+    svc = IdentityService(environ={})
+    async with running(svc, ctx):
+        src = await svc.wait_source(timeout=8)
+        assert str(src.svid().spiffe_id) == "spiffe://mesh.x0tta/node/r1"
+        await until(lambda: (ctx.registry.get_sample_value("x0tta_identity_svid_rotations_total") or 0) >= 1, 12)
+        assert ctx.registry.get_sample_value("x0tta_identity_svid_renewals_total", {"result": "ok"}) >= 2
+
+
+async def test_missing_spire_socket_is_reported(tmp_path: Path) -> None:
+    ctx = FakeContext(settings(tmp_path, source="workload_api", workload_api_socket=str(tmp_path / "none.sock")))
+    svc = IdentityService(environ={})
+    async with running(svc, ctx):
+        await until(lambda: ctx.health.codes == ["spire_socket_missing"])
+        assert ctx.health.history[-1][0].severity is Severity.DEGRADED
+
+
+async def test_reload_applies_policy_live_and_asks_restart_for_a_new_source(tmp_path: Path) -> None:
+    ctx = FakeContext(settings(tmp_path))
+    svc = IdentityService(environ={})
+    async with running(svc, ctx):
+        await until(lambda: svc.policy is not None)
+        assert await svc.reload(ctx, settings(tmp_path, allowed_patterns=["/gw/*"]))  # type: ignore[arg-type]
+        assert svc.policy is not None and svc.policy.allowed_patterns == (("mesh.x0tta", ("gw", "*")),)
+        assert not await svc.reload(ctx, settings(tmp_path, source="workload_api"))  # type: ignore[arg-type]
+
+
+async def _loaded(ca: CertificateAuthority, tmp_path: Path, ttl: float, **kw: Any) -> BuiltinSource:
+    ca.issue_to(tmp_path / "n", "spiffe://mesh.x0tta/node/r1", ttl, **kw)
+    src = BuiltinSource(BuiltinPaths.in_dir(tmp_path / "n"), "mesh.x0tta")
+    await src.refresh()
+    return src
+
+
+async def test_conditions_as_the_svid_ages(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    src = await _loaded(fresh_ca, tmp_path, 1000)
+    s = IdentitySettings()
+    svid = src.svid()
+    start, end = svid.not_before.timestamp(), svid.expires_at
+
+    def codes(now: float) -> list[str]:
+        return [c.code for c in assess(src, s, now)]
+
+    assert codes(start + 10) == []
+    assert codes(start + 0.8 * svid.lifetime) == ["svid_expiring"]
+    assert codes(end + 1) == ["svid_expired"]
+    assert assess(src, s, end + 1)[0].severity is Severity.FAILING
+    nxt = src.revocations()[0].next_update
+    assert nxt is not None and "revocation_list_stale" in [c.code for c in assess(src, s, nxt + 1)]
+    other = dataclasses.replace(s, trust_domain="other.org", allowed_patterns=())
+    assert [c.code for c in assess(src, other, start + 10)] == ["svid_wrong_trust_domain"]
+
+
+def test_settings_validate_ids_and_patterns() -> None:
+    with pytest.raises(ConfigError, match="trust domain"):
+        build(AgentSettings, {"identity": {"spiffe_id": "spiffe://other.org/node/a"}})
+    with pytest.raises(ConfigError, match=r"percent|limited"):
+        build(AgentSettings, {"identity": {"allowed_ids": ["spiffe://mesh.x0tta/a%20b"]}})
+    s = build(AgentSettings, {"identity": {"trust_domain": "m.org"}}).identity
+    assert str(s.own_spiffe_id("r7")) == "spiffe://m.org/node/r7"
+    assert s.paths("/var/lib/x0tta/").svid == "/var/lib/x0tta/identity/svid.pem"
