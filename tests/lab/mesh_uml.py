@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 UML = "/usr/bin/linux.uml"
+REPO = Path(__file__).resolve().parents[2]  # the guest runs `python -m tests.lab...` from here
 MODULES = "/usr/lib/uml/modules"
 
 INIT = """#!/bin/sh
@@ -54,7 +55,7 @@ def run(outdir: Path, argv: list[str], *, timeout: float = 240.0, mem: str = "76
     outdir.mkdir(parents=True, exist_ok=True)
     init = outdir / "init.sh"
     command = " ".join(_quote(a) for a in argv)
-    init.write_text(INIT.format(modules=MODULES, cwd=_quote(os.getcwd()), command=command))
+    init.write_text(INIT.format(modules=MODULES, cwd=_quote(str(REPO)), command=command))
     init.chmod(0o755)
     console = outdir / "console.log"
     with open(console, "wb") as out:
@@ -90,3 +91,8 @@ def _quote(s: str) -> str:
 
 
 PYTHON = sys.executable
+
+
+def run_guest(outdir: Path, mode: str, *, timeout: float = 240.0) -> tuple[int, str]:
+    """Run ``tests/lab/mesh_guest.py MODE OUTDIR/out`` in a fresh guest."""
+    return run(outdir, [PYTHON, "-m", "tests.lab.mesh_guest", mode, str(outdir.resolve() / "out")], timeout=timeout)

@@ -95,7 +95,11 @@ class BatadvSocket:
                 raise
             self.sock = sock
         if self.family is None:
-            self.family = self._resolve(batadv.BATADV_NL_NAME)
+            try:
+                self.family = self._resolve(batadv.BATADV_NL_NAME)
+            except BaseException:
+                self.close()
+                raise
         return self.family
 
     def close(self) -> None:

@@ -17,10 +17,11 @@ import pytest
 from x0tta.common.errors import DecodeError
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd, Reply
+from x0tta.mesh.views import as_batctl
+from x0tta.mesh.views import from_batctl as flatten
 
 GOLDEN = Path(__file__).parent / "golden"
 FAMILY = json.loads((GOLDEN / "x0m1_iv_family.json").read_text())["id"]
-GW_MODES = {"off": 0, "client": 1, "server": 2}
 
 
 def load(stem: str, *, dump: bool = True) -> list[batadv.Record]:
@@ -36,28 +37,6 @@ def load(stem: str, *, dump: bool = True) -> list[batadv.Record]:
 
 def batctl(stem: str) -> Any:
     return json.loads((GOLDEN / f"{stem}.batctl.json").read_text())
-
-
-def as_batctl(rec: batadv.Record) -> dict[str, Any]:
-    """Our record in batctl's JSON vocabulary (flags as "best", VIDs as batctl prints them)."""
-    out = {k: v for k, v in rec.to_json().items() if v is not None}
-    if "flag_best" in out:
-        out["best"] = out.pop("flag_best")
-    for key in ("tt_vid", "bla_vid", "dat_cache_vid"):
-        if key in out:
-            out[key] = batadv.vid_of(out[key])
-    return out
-
-
-def flatten(entry: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in entry.items():
-        if isinstance(v, dict) and "raw" in v:
-            v = v["raw"]
-        if k == "gw_mode" and isinstance(v, str):
-            v = GW_MODES[v]
-        out[k] = v
-    return out
 
 
 # batctl adds names it looks up itself (mesh_ifname of a hard interface); we report indexes.

@@ -1,0 +1,294 @@
+"""Checks run inside the UML guest, one process per node namespace (``ip netns exec``).
+
+``python -m tests.lab.mesh_checks node OUT``: on the node it runs in, for both meshes, reads
+originators, neighbours, gateways, hard interfaces and mesh settings through :class:`MeshClient`
+and, right after, through ``batctl ... _json``; writes the comparison to OUT/<ns>.json.
+
+``... reconcile OUT``: runs the mesh subsystem (:class:`MeshService`) with a [mesh] section that
+changes every tunable, reads each back through batctl, then changes two by hand with batctl and
+times how long the service takes to put them back (and whether it counted the drift).
+
+``... bench OUT``: originator dump+decode by the client vs ``batctl meshif bat0 o``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from x0tta.config.fields import build
+from x0tta.config.schema import AgentSettings
+from x0tta.mesh import views
+from x0tta.mesh.client import MeshClient
+from x0tta.mesh.core.batadv import Cmd
+from x0tta.mesh.genl import BatadvSocket
+from x0tta.mesh.service import MeshService
+
+VIEWS = [
+    ("originators", Cmd.GET_ORIGINATORS, "originators_json"),
+    ("neighbors", Cmd.GET_NEIGHBORS, "neighbors_json"),
+    ("gateways", Cmd.GET_GATEWAYS, "gateways_json"),
+    ("interfaces", Cmd.GET_HARDIF, "hardifs_json"),
+    ("settings", Cmd.GET_MESH, "mesh_json"),
+]
+KEYS = ("orig_address", "neigh_address", "hard_ifindex", "router")
+
+
+def batctl(*args: str) -> str:
+    return subprocess.run(["batctl", *args], capture_output=True, text=True, check=True).stdout
+
+
+def differences(ours: Any, theirs: Any) -> list[str]:
+    """What differs between our records (batctl vocabulary) and batctl's JSON; ages excepted."""
+    if isinstance(theirs, dict):
+        ours, theirs = [ours], [theirs]
+
+    def key(e: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(e.get(k)) for k in KEYS)
+
+    a = sorted((views.as_batctl(r) for r in ours), key=key)
+    b = sorted((views.from_batctl(e) for e in theirs), key=key)
+    if [key(x) for x in a] != [key(x) for x in b]:
+        return [f"entries differ: ours {[key(x) for x in a]} batctl {[key(x) for x in b]}"]
+    out = []
+    for x, y in zip(a, b, strict=True):
+        for k, v in y.items():
+            if k == "mesh_ifname" and k not in x:
+                continue  # batctl looks the name up itself
+            if k == "last_seen_msecs":
+                if abs(x.get(k, -10_000) - v) > 1500:
+                    out.append(f"{key(x)} {k}: ours {x.get(k)} batctl {v}")
+            elif x.get(k) != v:
+                out.append(f"{key(x)} {k}: ours {x.get(k)!r} batctl {v!r}")
+    return out
+
+
+async def node(out: Path) -> int:
+    ns = os.environ.get("X0TTA_NS", "node")
+    report: dict[str, Any] = {}
+    bad = 0
+    async with MeshClient() as client:
+        for mesh in ("bat0", "bat1"):
+            for name, cmd, what in VIEWS:
+                attempts = 0
+                for attempts in range(1, 5):  # noqa: B007 - TQ and throughput move; read both again on a mismatch
+                    if cmd == Cmd.GET_MESH:
+                        ours: Any = await client.mesh_info(mesh)
+                    else:
+                        ours = await client.dump(cmd, mesh)
+                    theirs = json.loads(batctl("meshif", mesh, what))
+                    diff = differences(ours, theirs)
+                    if not diff:
+                        break
+                report[f"{mesh}.{name}"] = {
+                    "entries": 1 if cmd == Cmd.GET_MESH else len(ours),
+                    "attempts": attempts,
+                    "differences": diff,
+                }
+                bad += bool(diff)
+    (out / f"{ns}.json").write_text(json.dumps(report, indent=1) + "\n")
+    return 1 if bad else 0
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def _add(self, event: str, **kw: Any) -> None:
+        self.events.append((event, kw))
+
+    info = warning = error = debug = _add
+
+
+class _Health:
+    def __init__(self) -> None:
+        self.conditions: tuple[Any, ...] = ()
+
+    def set(self, *conditions: Any) -> None:
+        self.conditions = conditions
+
+    def ok(self) -> None:
+        self.conditions = ()
+
+
+class _Admin:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def register(self, command: str, handler: Any) -> None:
+        self.handlers[command] = handler
+
+
+class _Ctx:
+    """The agent's context as the subsystem contract states it (x0tta.common.subsystem.Context)."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.name = "mesh"
+        self.node_id = "x0m1"
+        self.state_dir = Path("/run")
+        self.health = _Health()
+        self.admin = _Admin()
+        self.registry = CollectorRegistry()
+        self.tracer = None
+        self.log = _Log()
+        self._settings = settings
+
+    @property
+    def settings(self) -> AgentSettings:
+        return self._settings
+
+
+DESIRED = {
+    "interface": "bat0",
+    "reconcile_interval": 3.0,
+    "orig_interval": 700,
+    "hop_penalty": 50,
+    "gw_mode": "server",
+    "gw_bandwidth_down": 20_000,
+    "gw_bandwidth_up": 4_000,
+    "bridge_loop_avoidance": False,
+    "distributed_arp_table": False,
+    "aggregation": False,
+    "fragmentation": False,
+    "bonding": True,
+    "multicast_forceflood": True,
+    "multicast_fanout": 8,
+    "ap_isolation": True,
+    "hardif": {"v40a": {"hop_penalty": 15, "elp_interval": 300, "throughput_override": 5_000}},
+}
+# batctl command -> what it must print after reconcile
+READBACK = [
+    (("meshif", "bat0", "orig_interval"), "700"),
+    (("meshif", "bat0", "hop_penalty"), "50"),
+    (("meshif", "bat0", "gw_mode"), "server (announced bw: 20.0/4.0 MBit)"),
+    (("meshif", "bat0", "bridge_loop_avoidance"), "disabled"),
+    (("meshif", "bat0", "distributed_arp_table"), "disabled"),
+    (("meshif", "bat0", "aggregation"), "disabled"),
+    (("meshif", "bat0", "fragmentation"), "disabled"),
+    (("meshif", "bat0", "bonding"), "enabled"),
+    (("meshif", "bat0", "multicast_forceflood"), "enabled"),
+    (("meshif", "bat0", "multicast_fanout"), "8"),
+    (("meshif", "bat0", "ap_isolation"), "enabled"),
+    (("hardif", "v40a", "hop_penalty"), "15"),
+    (("hardif", "v40a", "elp_interval"), "300"),
+    (("hardif", "v40a", "throughput_override"), "5.0 MBit"),
+]
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def reconcile(out: Path) -> int:
+    settings = build(AgentSettings, {"mesh": DESIRED, "metrics": {"max_label_values": 1}})
+    ctx = _Ctx(settings)
+    svc = MeshService()
+    task = asyncio.create_task(svc.run(ctx))  # type: ignore[arg-type]
+    report: dict[str, Any] = {"readback": {}, "reverts": {}}
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if svc.applied_once:
+                break
+        for cmd, want in READBACK:
+            got = batctl(*cmd).strip()
+            report["readback"][" ".join(cmd)] = {"want": want, "got": got, "ok": got == want}
+        for cmd, hand in ((("meshif", "bat0", "orig_interval"), "5000"), (("hardif", "v40a", "hop_penalty"), "99")):
+            want = dict(READBACK)[cmd]
+            drift_key = "orig_interval" if cmd[0] == "meshif" else "set_hardif.hop_penalty"
+            before = sample(ctx.registry, "x0tta_mesh_drift_total", setting=drift_key)
+            start = time.monotonic()
+            batctl(*cmd, hand)
+            took = None
+            while time.monotonic() - start < 2 * DESIRED["reconcile_interval"] + 2:
+                if batctl(*cmd).strip() == want:
+                    took = time.monotonic() - start
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            counted = sample(ctx.registry, "x0tta_mesh_drift_total", setting=drift_key) - before
+            report["reverts"][" ".join(cmd)] = {
+                "reverted_after_s": took,
+                "within_period": took is not None and took <= DESIRED["reconcile_interval"],
+                "drift_counted": counted,
+            }
+        sizes = await svc.observe()
+        report["observe"] = sizes
+        report["metrics"] = {
+            "originators": sample(ctx.registry, "x0tta_mesh_originators"),
+            "neighbors": sample(ctx.registry, "x0tta_mesh_neighbors"),
+            "gateways": sample(ctx.registry, "x0tta_mesh_gateways"),
+            "overflow": sample(
+                ctx.registry, "x0tta_mesh_label_overflow_total", metric="x0tta_mesh_neighbor_link_quality"
+            ),
+            "actions_set_mesh": sample(ctx.registry, "x0tta_mesh_reconcile_actions_total", kind="set_mesh"),
+        }
+        report["admin"] = {
+            name: await handler({}) for name, handler in sorted(ctx.admin.handlers.items()) if name != "mesh.reconcile"
+        }
+        report["log_events"] = sorted({e for e, _ in ctx.log.events})
+        report["health"] = [c.to_json() for c in ctx.health.conditions]
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    (out / "reconcile.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    ok = all(r["ok"] for r in report["readback"].values()) and all(
+        r["within_period"] and r["drift_counted"] >= 1 for r in report["reverts"].values()
+    )
+    return 0 if ok else 1
+
+
+async def bench(out: Path) -> int:
+    rounds = 200
+    with BatadvSocket() as s:
+        n = len(s.dump(Cmd.GET_ORIGINATORS, "bat0"))
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            s.dump(Cmd.GET_ORIGINATORS, "bat0")
+        sync_s = (time.perf_counter() - t0) / rounds
+    async with MeshClient() as client:
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            await client.originators("bat0")
+        async_s = (time.perf_counter() - t0) / rounds
+    brounds = 50
+    t0 = time.perf_counter()
+    for _ in range(brounds):
+        subprocess.run(["batctl", "meshif", "bat0", "o"], capture_output=True, check=True)  # noqa: ASYNC221
+    batctl_s = (time.perf_counter() - t0) / brounds
+    t0 = time.perf_counter()
+    for _ in range(brounds):
+        subprocess.run(["/bin/true"], capture_output=True, check=True)  # noqa: ASYNC221
+    spawn_s = (time.perf_counter() - t0) / brounds
+    result = {
+        "originator_entries": n,
+        "client_sync_us": round(sync_s * 1e6, 1),
+        "client_async_us": round(async_s * 1e6, 1),
+        "batctl_o_us": round(batctl_s * 1e6, 1),
+        "process_spawn_us": round(spawn_s * 1e6, 1),
+        "ratio_async_vs_batctl": round(async_s / batctl_s, 4),
+        "ratio_async_vs_batctl_minus_spawn": round(async_s / max(batctl_s - spawn_s, 1e-9), 4),
+    }
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def main() -> int:
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    return asyncio.run({"node": node, "reconcile": reconcile, "bench": bench}[mode](out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The async mesh client: batman-adv over generic netlink, links over rtnetlink (I/O adapter).
+
+Why: the agent (mesh subsystem, MAPE-K monitor and executor, lab) needs the kernel's view of the
+mesh as typed records, and a way to steer it, without ever blocking its event loop.
+
+How:
+
+* batadv requests go through a blocking :class:`~x0tta.mesh.genl.BatadvSocket` run in a worker
+  thread (``asyncio.to_thread``); an ``asyncio.Lock`` keeps one request in flight per client, the
+  way batctl uses one socket per query. Decoding happens in that thread too.
+* batadv ``config`` events (the kernel's SET_MESH / SET_HARDIF / SET_VLAN notifications) arrive on
+  a non-blocking multicast socket watched with ``loop.add_reader``.
+* rtnetlink (create a ``batadv`` link with a routing algorithm, enslave hard interfaces, MTU,
+  up/down, RTNLGRP_LINK events) uses pyroute2's ``AsyncIPRoute``. The ``batadv`` link kind and
+  its IFLA_BATADV_ALGO_NAME are declared to pyroute2 here (it has no batman-adv support of its own).
+
+A kernel without batman-adv raises ``CapabilityMissing("batman_adv_missing", reason)`` from
+:meth:`MeshClient.open`; the supervisor reports the mesh subsystem degraded with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from x0tta.mesh.core import batadv
+from x0tta.mesh.core.batadv import Cmd
+from x0tta.mesh.core.netlink import Family
+from x0tta.mesh.genl import BatadvEventSocket, BatadvSocket, MeshError, ifindex
+
+R = TypeVar("R", bound=batadv.Record)
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """An RTM_NEWLINK / RTM_DELLINK as it happened."""
+
+    event: str  # "new" or "del"
+    ifindex: int
+    ifname: str | None
+    up: bool  # IFF_UP (administratively up)
+    running: bool  # IFF_RUNNING (carrier)
+    operstate: str | None
+    mtu: int | None
+    master: int | None  # ifindex of the master (the batadv interface of a hard interface)
+    kind: str | None  # link kind ("batadv", "veth", ...) when the kernel says
+
+
+class MeshClient:
+    """One node's batman-adv and link control. Use as ``async with MeshClient() as mesh:``."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._sock = BatadvSocket(timeout)
+        self._lock = asyncio.Lock()
+        self._events: BatadvEventSocket | None = None
+
+    async def __aenter__(self) -> MeshClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> Family:
+        """Open the socket and resolve the ``batadv`` family (CapabilityMissing without it)."""
+        async with self._lock:
+            return await asyncio.to_thread(self._sock.open)
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._sock.close()
+
+    @property
+    def family(self) -> Any:
+        return self._sock.family
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    async def dump(self, cmd: Cmd, meshif: str | int = "bat0", **selectors: Any) -> list[batadv.Record]:
+        """Any GET_* table as records (see :data:`~x0tta.mesh.core.batadv.RECORD_OF`)."""
+        async with self._lock:
+            return await asyncio.to_thread(lambda: self._sock.dump(cmd, meshif, **selectors))
+
+    async def _typed(self, cmd: Cmd, meshif: str | int, cls: type[R]) -> list[R]:
+        return [r for r in await self.dump(cmd, meshif) if isinstance(r, cls)]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def mesh_info(self, meshif: str | int = "bat0") -> batadv.MeshInfo:
+        return await self._call(self._sock.mesh_info, meshif)
+
+    async def hardifs(self, meshif: str | int = "bat0") -> list[batadv.HardIf]:
+        return await self._typed(Cmd.GET_HARDIF, meshif, batadv.HardIf)
+
+    async def hardif(self, meshif: str | int, hardif: str | int) -> batadv.HardIf:
+        return await self._call(self._sock.hardif, meshif, hardif)
+
+    async def originators(self, meshif: str | int = "bat0") -> list[batadv.Originator]:
+        return await self._typed(Cmd.GET_ORIGINATORS, meshif, batadv.Originator)
+
+    async def neighbors(self, meshif: str | int = "bat0") -> list[batadv.Neighbor]:
+        return await self._typed(Cmd.GET_NEIGHBORS, meshif, batadv.Neighbor)
+
+    async def gateways(self, meshif: str | int = "bat0") -> list[batadv.Gateway]:
+        return await self._typed(Cmd.GET_GATEWAYS, meshif, batadv.Gateway)
+
+    async def transtable_local(self, meshif: str | int = "bat0") -> list[batadv.TransTableLocal]:
+        return await self._typed(Cmd.GET_TRANSTABLE_LOCAL, meshif, batadv.TransTableLocal)
+
+    async def transtable_global(self, meshif: str | int = "bat0") -> list[batadv.TransTableGlobal]:
+        return await self._typed(Cmd.GET_TRANSTABLE_GLOBAL, meshif, batadv.TransTableGlobal)
+
+    async def bla_claims(self, meshif: str | int = "bat0") -> list[batadv.BlaClaim]:
+        return await self._typed(Cmd.GET_BLA_CLAIM, meshif, batadv.BlaClaim)
+
+    async def bla_backbones(self, meshif: str | int = "bat0") -> list[batadv.BlaBackbone]:
+        return await self._typed(Cmd.GET_BLA_BACKBONE, meshif, batadv.BlaBackbone)
+
+    async def dat_cache(self, meshif: str | int = "bat0") -> list[batadv.DatCacheEntry]:
+        return await self._typed(Cmd.GET_DAT_CACHE, meshif, batadv.DatCacheEntry)
+
+    async def mcast_flags(self, meshif: str | int = "bat0") -> list[batadv.McastFlags]:
+        return await self._typed(Cmd.GET_MCAST_FLAGS, meshif, batadv.McastFlags)
+
+    async def vlan(self, meshif: str | int, vid: int) -> batadv.Vlan:
+        return await self._call(self._sock.vlan, meshif, vid)
+
+    async def routing_algos(self) -> list[str]:
+        return await self._call(self._sock.routing_algos)
+
+    # -- steering -----------------------------------------------------------------------------
+
+    async def set_mesh(self, meshif: str | int, values: Mapping[str, Any]) -> None:
+        """SET_MESH with attribute-named values, e.g. ``{"orig_interval": 500, "gw_mode": 2}``."""
+        await self._call(self._sock.set_mesh, meshif, dict(values))
+
+    async def set_hardif(self, meshif: str | int, hardif: str | int, values: Mapping[str, Any]) -> None:
+        """SET_HARDIF: ``hop_penalty``, ``elp_interval``, ``throughput_override``."""
+        await self._call(self._sock.set_hardif, meshif, hardif, dict(values))
+
+    async def set_vlan(self, meshif: str | int, vid: int, values: Mapping[str, Any]) -> None:
+        """SET_VLAN: ``ap_isolation_enabled``."""
+        await self._call(self._sock.set_vlan, meshif, vid, dict(values))
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def config_events(self) -> AsyncIterator[batadv.Record | None]:
+        """batadv ``config`` group events as they come: MeshInfo, HardIf or Vlan records.
+
+        ``None`` means events were lost (socket overrun): re-read the state.
+        """
+        fam = await self.open()
+        events = BatadvEventSocket(fam)
+        queue: asyncio.Queue[batadv.Record | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                records, lost = events.read()
+            except Exception:  # a decode error or socket error: tell the consumer to re-read
+                records, lost = [], True
+            for rec in records:
+                queue.put_nowait(rec)
+            if lost:
+                queue.put_nowait(None)
+
+        loop.add_reader(events.fileno(), readable)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            loop.remove_reader(events.fileno())
+            events.close()
+
+
+# -- rtnetlink through pyroute2 -------------------------------------------------------------------
+
+_KIND_REGISTERED = False
+
+
+def _register_batadv_kind() -> None:
+    """Teach pyroute2 the ``batadv`` link kind: IFLA_INFO_DATA holds IFLA_BATADV_ALGO_NAME."""
+    global _KIND_REGISTERED
+    if _KIND_REGISTERED:
+        return
+    from pyroute2.netlink import nla
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    class batadv_data(nla):
+        prefix = "IFLA_BATADV_"
+        nla_map = (("IFLA_BATADV_UNSPEC", "none"), ("IFLA_BATADV_ALGO_NAME", "asciiz"))
+
+    ifinfmsg.ifinfo.register_link_kind(module={"batadv": batadv_data})
+    _KIND_REGISTERED = True
+
+
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
+
+
+class LinkControl:
+    """rtnetlink operations on the mesh's links. Use as ``async with LinkControl() as links:``."""
+
+    def __init__(self) -> None:
+        _register_batadv_kind()
+        from pyroute2 import AsyncIPRoute
+
+        self._ipr = AsyncIPRoute()
+
+    async def __aenter__(self) -> LinkControl:
+        await self._ipr.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._ipr.__aexit__(None, None, None)
+
+    async def _index(self, name: str | int) -> int:
+        if isinstance(name, int):
+            return name
+        found = await self._ipr.link_lookup(ifname=name)
+        if not found:
+            raise MeshError(f"no network interface {name!r}", 19)
+        return int(found[0])
+
+    async def exists(self, name: str) -> bool:
+        return bool(await self._ipr.link_lookup(ifname=name))
+
+    async def create_mesh(self, name: str, algo: str = "BATMAN_IV") -> int:
+        """``ip link add NAME type batadv ra ALGO``; returns the new ifindex."""
+        await self._ipr.link("add", ifname=name, kind="batadv", algo_name=algo)
+        return await self._index(name)
+
+    async def delete(self, name: str | int) -> None:
+        await self._ipr.link("del", index=await self._index(name))
+
+    async def attach(self, meshif: str | int, hardif: str | int) -> None:
+        """Enslave a hard interface to the mesh (``ip link set HARDIF master MESHIF``)."""
+        await self._ipr.link("set", index=await self._index(hardif), master=await self._index(meshif))
+
+    async def detach(self, hardif: str | int) -> None:
+        await self._ipr.link("set", index=await self._index(hardif), master=0)
+
+    async def set_mtu(self, name: str | int, mtu: int) -> None:
+        await self._ipr.link("set", index=await self._index(name), mtu=mtu)
+
+    async def set_up(self, name: str | int, up: bool = True) -> None:
+        await self._ipr.link("set", index=await self._index(name), state="up" if up else "down")
+
+    async def link(self, name: str | int) -> LinkEvent:
+        (msg,) = await self._ipr.link("get", index=await self._index(name))
+        return _link_event(msg)
+
+    async def links(self) -> list[LinkEvent]:
+        return [_link_event(m) async for m in await self._ipr.link("dump")]
+
+    async def events(self) -> AsyncIterator[LinkEvent]:
+        """RTNLGRP_LINK events, delivered as the kernel sends them (on a socket of their own)."""
+        from pyroute2 import AsyncIPRoute
+        from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+        async with AsyncIPRoute() as ev:
+            await ev.bind(groups=RTMGRP_LINK)
+            while True:
+                async for msg in ev.get():
+                    if msg.get("event") in ("RTM_NEWLINK", "RTM_DELLINK"):
+                        yield _link_event(msg)
+
+
+def _link_event(msg: Any) -> LinkEvent:
+    flags = int(msg.get("flags") or 0)
+    kind = None
+    with contextlib.suppress(Exception):
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return LinkEvent(
+        event="del" if msg.get("event") == "RTM_DELLINK" else "new",
+        ifindex=int(msg.get("index")),
+        ifname=msg.get_attr("IFLA_IFNAME"),
+        up=bool(flags & IFF_UP),
+        running=bool(flags & IFF_RUNNING),
+        operstate=msg.get_attr("IFLA_OPERSTATE"),
+        mtu=msg.get_attr("IFLA_MTU"),
+        master=msg.get_attr("IFLA_MASTER"),
+        kind=kind,
+    )
+
+
+__all__ = ["LinkControl", "LinkEvent", "MeshClient", "MeshError", "ifindex"]

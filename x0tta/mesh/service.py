@@ -1,0 +1,321 @@
+"""The mesh subsystem: keeps batman-adv as ``[mesh]`` says, and shows what it sees.
+
+Lifecycle (``run``):
+
+1. open the batadv client (``CapabilityMissing("batman_adv_missing")`` on a kernel without
+   batman-adv: the agent stays up, ``x0tta status`` shows mesh degraded with the reason);
+2. reconcile: read the mesh and its hard interfaces, plan with the pure
+   :func:`x0tta.mesh.core.reconcile.plan`, apply the actions; at start, on reload, every
+   ``reconcile_interval`` and whenever batman-adv emits a ``config`` event (batctl or anyone else
+   changed a setting). A correction after the first successful apply is drift: logged
+   (``mesh_drift_corrected`` with each value's before/after) and counted;
+3. observe every ``observe_interval``: originators, neighbours (link quality per neighbour),
+   gateways and table sizes into Prometheus metrics, with neighbour labels capped by
+   ``metrics.max_label_values`` (the rest counted in ``x0tta_mesh_label_overflow_total``).
+
+Admin commands (JSON): ``mesh.originators``, ``mesh.neighbors``, ``mesh.gateways``,
+``mesh.interfaces``, ``mesh.settings``, ``mesh.translocal``, ``mesh.transglobal`` (args:
+``meshif``), and ``mesh.reconcile`` (run one reconcile now, return its actions).
+
+API for other subsystems (the wiring hands them this instance): ``client`` (the
+:class:`~x0tta.mesh.client.MeshClient`, once running), ``reconcile_now()``, ``last_actions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from x0tta.common.errors import CapabilityMissing, TemporaryError
+from x0tta.common.health import Condition, Severity
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.mesh import MeshSettings
+from x0tta.config.schema import AgentSettings
+from x0tta.mesh import views
+from x0tta.mesh.client import LinkControl, MeshClient
+from x0tta.mesh.core import batadv
+from x0tta.mesh.core.batadv import Cmd
+from x0tta.mesh.core.reconcile import Action, plan
+from x0tta.mesh.genl import MeshError
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry, cap: int) -> None:
+        self.cap = cap
+        self.originators = Gauge("x0tta_mesh_originators", "Originators with a best route", registry=registry)
+        self.neighbors = Gauge("x0tta_mesh_neighbors", "One-hop neighbours", registry=registry)
+        self.gateways = Gauge("x0tta_mesh_gateways", "Gateways announced in the mesh", registry=registry)
+        self.link_quality = Gauge(
+            "x0tta_mesh_neighbor_link_quality",
+            "Link quality to a neighbour: TQ 0-255 (BATMAN_IV) or throughput kbit/s (BATMAN_V)",
+            ["neighbor", "hardif", "metric"],
+            registry=registry,
+        )
+        self.table_entries = Gauge(
+            "x0tta_mesh_table_entries", "Entries of a batman-adv table", ["table"], registry=registry
+        )
+        self.actions = Counter(
+            "x0tta_mesh_reconcile_actions_total", "Reconcile actions applied", ["kind"], registry=registry
+        )
+        self.drift = Counter(
+            "x0tta_mesh_drift_total", "Settings found changed from the desired value and put back", ["setting"],
+            registry=registry,
+        )
+        self.errors = Counter("x0tta_mesh_reconcile_errors_total", "Reconcile actions that failed", registry=registry)
+        self.overflow = Counter(
+            "x0tta_mesh_label_overflow_total",
+            "Samples not exported because a label reached metrics.max_label_values",
+            ["metric"],
+            registry=registry,
+        )
+        self._neigh_labels: set[tuple[str, str, str]] = set()
+
+    def set_neighbors(self, samples: dict[tuple[str, str, str], float]) -> None:
+        for gone in self._neigh_labels - set(samples):
+            with contextlib.suppress(KeyError):
+                self.link_quality.remove(*gone)
+        kept: set[tuple[str, str, str]] = set()
+        for labels in sorted(samples, key=lambda k: (k not in self._neigh_labels, k)):
+            if len(kept) >= self.cap:
+                self.overflow.labels("x0tta_mesh_neighbor_link_quality").inc()
+                continue
+            self.link_quality.labels(*labels).set(samples[labels])
+            kept.add(labels)
+        for dropped in (self._neigh_labels - kept) & set(samples):
+            with contextlib.suppress(KeyError):
+                self.link_quality.remove(*dropped)
+        self._neigh_labels = kept
+
+
+class MeshService(Subsystem):
+    name = "mesh"
+
+    def __init__(self, settings: MeshSettings | None = None) -> None:
+        self.settings = settings or MeshSettings()
+        self.client: MeshClient | None = None
+        self.last_actions: list[Action] = []
+        self.applied_once = False
+        self._wake = asyncio.Event()
+        self._metrics: _Metrics | None = None
+        self._registry_id: int | None = None
+        self._reconcile_lock = asyncio.Lock()
+        self._ctx: Context | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.settings = ctx.settings.mesh
+        if self._registry_id != id(ctx.registry):
+            self._metrics = _Metrics(ctx.registry, ctx.settings.metrics.max_label_values)
+            self._registry_id = id(ctx.registry)
+            self._register_admin(ctx)
+        client = MeshClient()
+        try:
+            await client.open()
+        except CapabilityMissing:
+            await client.close()
+            raise
+        self.client = client
+        events = asyncio.create_task(self._watch_events(client), name="mesh-config-events")
+        try:
+            await self._loop(ctx)
+        finally:
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await events
+            self.client = None
+            await client.close()
+
+    async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
+        self.settings = settings.mesh
+        self.applied_once = False  # the next corrections are the new config, not drift
+        if self._metrics is not None:
+            self._metrics.cap = settings.metrics.max_label_values
+        self._wake.set()
+        return True
+
+    async def _loop(self, ctx: Context) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = 0.0
+        next_observe = 0.0
+        while True:
+            now = loop.time()
+            if self._wake.is_set() or now >= next_reconcile:
+                self._wake.clear()
+                await self._reconcile_reporting(ctx)
+                next_reconcile = loop.time() + self.settings.reconcile_interval
+            if now >= next_observe:
+                with contextlib.suppress(MeshError, TemporaryError):
+                    await self.observe()
+                next_observe = loop.time() + self.settings.observe_interval
+            timeout = max(0.0, min(next_reconcile, next_observe) - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _watch_events(self, client: MeshClient) -> None:
+        """batman-adv's config events wake the reconcile (ours too: they then plan nothing)."""
+        async for event in client.config_events():
+            if event is None or self._concerns(event):
+                self._wake.set()
+
+    def _concerns(self, event: batadv.Record) -> bool:
+        name = getattr(event, "mesh_ifname", None)
+        return name is None or name == self.settings.interface
+
+    # -- reconcile ----------------------------------------------------------------------------
+
+    async def _reconcile_reporting(self, ctx: Context) -> None:
+        try:
+            actions = await self.reconcile_now()
+        except (MeshError, TemporaryError) as exc:
+            ctx.log.warning("mesh_reconcile_failed", error=str(exc))
+            ctx.health.set(Condition("mesh_reconcile_failed", Severity.DEGRADED, str(exc)))
+            return
+        warns = [a for a in actions if a.kind == "warn"]
+        if warns:
+            ctx.health.set(
+                *(Condition("mesh_" + ("algo_mismatch" if a.drift else "missing"), Severity.DEGRADED, a.reason)
+                  for a in warns)
+            )
+        else:
+            ctx.health.ok()
+
+    async def reconcile_now(self) -> list[Action]:
+        """Read, plan, apply; returns the actions taken (warn actions only reported)."""
+        client = self.client
+        if client is None:
+            raise TemporaryError("mesh client not running", delay=1.0)
+        async with self._reconcile_lock:
+            s = self.settings
+            mesh, hardifs, up = await self._read_state(client, s)
+            actions = plan(s, mesh, hardifs, up) if (s.manage or mesh is None) else []
+            if not s.manage:
+                actions = [a for a in actions if a.kind == "warn"]
+            for action in actions:
+                await self._apply(client, action)
+            self.last_actions = actions
+            self.applied_once = True
+            return actions
+
+    async def _read_state(self, client: MeshClient, s: MeshSettings) -> tuple[Any, list[batadv.HardIf], bool]:
+        try:
+            mesh = await client.mesh_info(s.interface)
+        except MeshError as exc:
+            if exc.errno in (19, 22):  # ENODEV / EINVAL: no such (batadv) interface
+                return None, [], False
+            raise
+        hardifs = await client.hardifs(s.interface)
+        up = True
+        if s.create:
+            async with LinkControl() as links:
+                up = (await links.link(s.interface)).up
+        return mesh, hardifs, up
+
+    async def _apply(self, client: MeshClient, action: Action) -> None:
+        log = self._ctx.log if self._ctx is not None else None
+        m = self._metrics
+        if action.kind == "warn":
+            if log is not None:
+                log.warning("mesh_not_as_configured", target=action.target, reason=action.reason,
+                            drift={k: list(v) for k, v in action.drift.items()})
+            return
+        try:
+            if action.kind in ("set_mesh", "set_hardif"):
+                if action.kind == "set_mesh":
+                    await client.set_mesh(action.target, action.values)
+                else:
+                    await client.set_hardif(self.settings.interface, action.target, action.values)
+            else:
+                async with LinkControl() as links:
+                    if action.kind == "create_mesh":
+                        await links.create_mesh(action.target, str(action.values["routing_algo"]))
+                    elif action.kind == "attach":
+                        await links.set_up(action.target, True)
+                        await links.attach(self.settings.interface, action.target)
+                    elif action.kind == "up":
+                        await links.set_up(action.target, True)
+        except Exception as exc:
+            if m is not None:
+                m.errors.inc()
+            if log is not None:
+                log.warning("mesh_action_failed", kind=action.kind, target=action.target, error=str(exc))
+            if isinstance(exc, (MeshError, TemporaryError)):
+                return
+            raise MeshError(f"{action.kind} {action.target}: {exc}") from exc
+        if m is not None:
+            m.actions.labels(action.kind).inc()
+        if log is not None:
+            drift = {k: list(v) for k, v in action.drift.items()}
+            if action.drift and self.applied_once:
+                for key in action.drift:
+                    if m is not None:
+                        m.drift.labels(f"{action.kind}.{key}" if action.kind != "set_mesh" else key).inc()
+                log.warning("mesh_drift_corrected", kind=action.kind, target=action.target, drift=drift)
+            else:
+                log.info("mesh_applied", kind=action.kind, target=action.target, values=dict(action.values),
+                         drift=drift, reason=action.reason)
+
+    # -- observe ------------------------------------------------------------------------------
+
+    async def observe(self) -> dict[str, int]:
+        client, m = self.client, self._metrics
+        if client is None or m is None:
+            return {}
+        meshif = self.settings.interface
+        origs = await client.originators(meshif)
+        neighs = await client.neighbors(meshif)
+        gws = await client.gateways(meshif)
+        sizes = {
+            "originators": len(origs),
+            "translocal": len(await client.transtable_local(meshif)),
+            "transglobal": len(await client.transtable_global(meshif)),
+            "dat_cache": len(await client.dat_cache(meshif)),
+            "bla_claim": len(await client.bla_claims(meshif)),
+            "bla_backbone": len(await client.bla_backbones(meshif)),
+        }
+        m.originators.set(len({o.orig_address for o in origs if o.flag_best}))
+        m.neighbors.set(len(neighs))
+        m.gateways.set(len(gws))
+        for table, n in sizes.items():
+            m.table_entries.labels(table).set(n)
+        samples: dict[tuple[str, str, str], float] = {}
+        # Link quality per neighbour: BATMAN_V neighbours carry throughput; with BATMAN_IV the
+        # TQ of the originator entry of the neighbour itself through itself is the link's TQ.
+        for n in neighs:
+            if n.throughput is not None:
+                samples[(n.neigh_address, n.hard_ifname or str(n.hard_ifindex), "throughput")] = n.throughput
+        for o in origs:
+            if o.tq is not None and o.orig_address == o.neigh_address:
+                samples[(o.neigh_address, o.hard_ifname or str(o.hard_ifindex), "tq")] = o.tq
+        m.set_neighbors(samples)
+        return sizes
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def _register_admin(self, ctx: Context) -> None:
+        for view in views.VIEWS:
+            ctx.admin.register(f"mesh.{view}", self._view_handler(view))
+
+        async def reconcile(_args: dict[str, Any]) -> list[dict[str, Any]]:
+            return [a.to_json() for a in await self.reconcile_now()]
+
+        ctx.admin.register("mesh.reconcile", reconcile)
+
+    def _view_handler(self, view: str) -> Any:
+        async def handler(args: dict[str, Any]) -> Any:
+            client = self.client
+            if client is None:
+                raise TemporaryError("mesh subsystem not running (see x0tta status)")
+            meshif = str(args.get("meshif") or self.settings.interface)
+            if view == "settings":
+                return views.to_json(await client.mesh_info(meshif))
+            return views.to_json(await client.dump(views.VIEWS[view], meshif))
+
+        return handler
+
+
+__all__ = ["Cmd", "MeshService"]
