@@ -18,9 +18,16 @@ Factory = Callable[[AgentSettings], Subsystem]
 def factories(settings: AgentSettings) -> dict[str, Factory]:
     """The subsystems enabled by ``settings``, in start order."""
     table: dict[str, tuple[bool, Factory]] = {
+        "mesh": (settings.mesh.enabled, _mesh),
         "probes": (settings.probes.enabled, _probes),
     }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
+
+
+def _mesh(settings: AgentSettings) -> Subsystem:
+    from x0tta.mesh.service import MeshService
+
+    return MeshService(settings=settings.mesh)
 
 
 def _probes(settings: AgentSettings) -> Subsystem:

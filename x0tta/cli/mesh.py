@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from x0tta.cli.admin_client import AgentUnavailable
+from x0tta.cli.admin_client import AdminCallFailed, AgentUnavailable
 from x0tta.cli.common import add_json_flag, ask, emit, table
 from x0tta.mesh import views
 
@@ -29,8 +29,8 @@ def fetch(view: str, meshif: str | None, args: argparse.Namespace | None = None)
     if args is not None and not getattr(args, "direct", False):
         try:
             return ask(args, f"mesh.{view}", {"meshif": meshif} if meshif else {})
-        except AgentUnavailable:
-            pass
+        except (AgentUnavailable, AdminCallFailed):
+            pass  # no agent, or its mesh subsystem is not running: read the kernel like batctl
     from x0tta.mesh.genl import BatadvSocket
 
     name = meshif or "bat0"
