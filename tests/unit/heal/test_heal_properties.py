@@ -99,7 +99,7 @@ def test_rate_limit_is_never_exceeded(capacity, rate, gaps):
         now = max(0.0, now + gap)  # clocks may step back; time seen by the bucket never adds tokens then
         ok, bucket = bucket.take(now)
         if ok:
-            accepted.append(now)
+            accepted.append(bucket.updated)  # the bucket's own time: it never runs backwards
         assert 0.0 <= bucket.tokens <= capacity
     # over any interval [a, b]: at most capacity + rate * (b - a) actions
     accepted.sort()

@@ -1,0 +1,222 @@
+"""Fast liveness probes between neighbouring agents: wire format and loss accounting (sans-IO).
+
+Why: batman-adv notices a link that stopped carrying traffic only after several originator
+messages are lost (5.4 s in a triangle with the default 1 s OGM interval). Agents on both ends of
+a link exchange a small UDP datagram every ``probe_interval`` (100 ms) on the hard interface's
+IPv6 link-local address (to ``ff02::1``), and each side counts what went missing - in both
+directions, because every probe also carries what its sender heard from each peer.
+
+Wire format, version 1 (network byte order)::
+
+    0      4   5     6        8       12             18      20               28  29
+    | X0LP | 1 | flg | 0 (16) | seq   | sender MAC   | 0(16) | sent (ns, u64)   | n | n acks ... | tag? |
+
+    ack = peer MAC (6) | last seq heard (u32) | echo: that probe's ``sent`` (u64) |
+          held: ns between hearing it and sending this (u32) | loss of that peer's probes, permille (u16)
+
+``sent`` is the sender's own monotonic clock; only the sender reads it back (in an ack echo), so
+the two clocks never need to agree: RTT = now - echo - held. With flag bit 0 set the datagram
+ends with a 16-byte HMAC-SHA256 tag over everything before it, keyed by a shared secret
+(``[heal] probe_key_file``; node identity will provide the key). A receiver with a key drops
+untagged or badly tagged probes. Without a key, a forged probe can only fake or hide loss on one
+link - the loop then steers traffic, never admits anyone.
+
+Loss per (hard interface, peer), as :class:`~x0tta.heal.core.model.ProbeStats`:
+
+* ``lost_run`` - probes missed in a row, the larger of: the receive side (time since the last
+  probe heard, in intervals) and the send side (my probes the peer has not acknowledged);
+* ``loss`` - the larger of: my receive loss over the last ``window`` expected probes, and the
+  loss the peer reports for my probes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass, field
+
+from x0tta.common.errors import DecodeError
+from x0tta.heal.core.model import ProbeStats
+
+MAGIC = b"X0LP"
+VERSION = 1
+FLAG_AUTH = 0x01
+TAG_LEN = 16
+MAX_ACKS = 32
+_HEAD = struct.Struct("!4sBBHI6sHQB")
+_ACK = struct.Struct("!6sIQIH")
+
+
+class ProbeDecodeError(DecodeError):
+    """A datagram that is not a valid liveness probe (or fails its authentication)."""
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    peer: str
+    seq: int
+    echo: int  # ns, the peer's own clock
+    held: int  # ns
+    loss_permille: int
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    seq: int
+    sender: str
+    sent: int  # ns, sender's monotonic clock
+    acks: tuple[Ack, ...] = ()
+
+
+def encode(p: Probe, key: bytes | None = None) -> bytes:
+    acks = p.acks[:MAX_ACKS]
+    out = bytearray(
+        _HEAD.pack(MAGIC, VERSION, FLAG_AUTH if key else 0, 0, p.seq & 0xFFFFFFFF, _mac_bytes(p.sender), 0,
+                   p.sent & 0xFFFFFFFFFFFFFFFF, len(acks))
+    )
+    for a in acks:
+        out += _ACK.pack(_mac_bytes(a.peer), a.seq & 0xFFFFFFFF, a.echo & 0xFFFFFFFFFFFFFFFF,
+                         min(a.held, 0xFFFFFFFF), min(a.loss_permille, 1000))
+    if key:
+        out += hmac.new(key, bytes(out), hashlib.sha256).digest()[:TAG_LEN]
+    return bytes(out)
+
+
+def decode(data: bytes, key: bytes | None = None) -> Probe:
+    """Parse one datagram; raises :class:`ProbeDecodeError` and nothing else on bad input."""
+    if len(data) < _HEAD.size:
+        raise ProbeDecodeError(f"probe too short ({len(data)} bytes)")
+    magic, version, flags, _r, seq, sender, _p, sent, n = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise ProbeDecodeError("not a liveness probe")
+    if version != VERSION:
+        raise ProbeDecodeError(f"probe version {version} not understood")
+    end = _HEAD.size + n * _ACK.size
+    tagged = bool(flags & FLAG_AUTH)
+    if len(data) != end + (TAG_LEN if tagged else 0):
+        raise ProbeDecodeError(f"probe length {len(data)} does not match {n} acks")
+    if key is not None:
+        if not tagged:
+            raise ProbeDecodeError("unauthenticated probe while a probe key is configured")
+        want = hmac.new(key, data[:end], hashlib.sha256).digest()[:TAG_LEN]
+        if not hmac.compare_digest(want, data[end:]):
+            raise ProbeDecodeError("probe authentication failed")
+    acks = []
+    for i in range(n):
+        peer, aseq, echo, held, loss = _ACK.unpack_from(data, _HEAD.size + i * _ACK.size)
+        acks.append(Ack(_mac_str(peer), aseq, echo, held, min(loss, 1000)))
+    return Probe(seq=seq, sender=_mac_str(sender), sent=sent, acks=tuple(acks))
+
+
+@dataclass
+class _Peer:
+    first_seq: int
+    high_seq: int
+    high_sent: int  # the peer's clock value in its newest probe (echoed back)
+    last_rx: float
+    last_rx_ns: int
+    got: set[int] = field(default_factory=set)
+    acked: int | None = None  # my newest seq the peer heard
+    tx_loss: float = 0.0  # loss of my probes, as the peer reports
+    my_seq_at_rx: int = 0
+    rtt_ms: float | None = None
+
+
+class Tracker:
+    """Per hard interface: my sequence numbers, and what each peer sent and heard.
+
+    ``now`` is seconds, ``now_ns`` the same clock in ns (the adapter passes its monotonic clock).
+    """
+
+    def __init__(self, interval: float, window: int, expiry: float, key: bytes | None = None) -> None:
+        self.interval = interval
+        self.window = window
+        self.expiry = expiry
+        self.key = key
+        self.seq: dict[str, int] = {}  # hardif -> my last seq sent there
+        self.peers: dict[tuple[str, str], _Peer] = {}
+        self.rejected = 0
+
+    def next_probe(self, hardif: str, mac: str, now: float, now_ns: int) -> bytes:
+        seq = self.seq.get(hardif, 0) + 1
+        self.seq[hardif] = seq
+        acks = []
+        mine = sorted(((k, p) for k, p in self.peers.items() if k[0] == hardif), key=lambda kp: -kp[1].last_rx)
+        for (_h, peer), p in mine[:MAX_ACKS]:
+            acks.append(Ack(peer, p.high_seq, p.high_sent, max(0, now_ns - p.last_rx_ns),
+                            round(1000 * self._rx_loss(p, now))))
+        return encode(Probe(seq=seq, sender=mac, sent=now_ns, acks=tuple(acks)), self.key)
+
+    def receive(self, hardif: str, my_mac: str, data: bytes, now: float, now_ns: int) -> Probe | None:
+        try:
+            probe = decode(data, self.key)
+        except ProbeDecodeError:
+            self.rejected += 1
+            return None
+        if probe.sender == my_mac:
+            return None  # our own multicast looped back
+        key = (hardif, probe.sender)
+        p = self.peers.get(key)
+        if p is None or (probe.seq < p.high_seq and probe.sent > p.high_sent):  # new peer, or it restarted
+            p = _Peer(first_seq=probe.seq, high_seq=probe.seq, high_sent=probe.sent, last_rx=now, last_rx_ns=now_ns)
+            self.peers[key] = p
+        if probe.seq >= p.high_seq:
+            p.high_seq, p.high_sent, p.last_rx, p.last_rx_ns = probe.seq, probe.sent, now, now_ns
+        p.got.add(probe.seq)
+        if len(p.got) > 2 * self.window:
+            floor = p.high_seq - self.window
+            p.got = {s for s in p.got if s > floor}
+        p.my_seq_at_rx = self.seq.get(hardif, 0)
+        for a in probe.acks:
+            if a.peer == my_mac:
+                p.acked = a.seq
+                p.tx_loss = a.loss_permille / 1000.0
+                if a.echo:
+                    rtt = (now_ns - a.echo - a.held) / 1e6
+                    if 0 <= rtt < 60_000:
+                        p.rtt_ms = rtt
+        return probe
+
+    def _rx_run(self, p: _Peer, now: float) -> int:
+        return max(0, int((now - p.last_rx) / self.interval - 0.5))
+
+    def _rx_loss(self, p: _Peer, now: float) -> float:
+        expected_hi = p.high_seq + self._rx_run(p, now)
+        lo = max(p.first_seq, expected_hi - self.window + 1)
+        expected = expected_hi - lo + 1
+        if expected <= 0:
+            return 0.0
+        got = sum(1 for s in p.got if lo <= s <= expected_hi)
+        return max(0.0, 1.0 - got / expected)
+
+    def stats(self, now: float) -> tuple[ProbeStats, ...]:
+        out = []
+        for key, p in list(self.peers.items()):
+            if now - p.last_rx > self.expiry:
+                del self.peers[key]
+                continue
+            rx_run = self._rx_run(p, now)
+            tx_run = 0 if p.acked is None else max(0, p.my_seq_at_rx - p.acked - 1)
+            rx_loss = self._rx_loss(p, now)
+            out.append(
+                ProbeStats(
+                    hardif=key[0],
+                    peer=key[1],
+                    window=self.window,
+                    received=min(self.window, len(p.got)),
+                    loss=max(rx_loss, p.tx_loss),
+                    lost_run=max(rx_run, tx_run),
+                    rtt_ms=p.rtt_ms,
+                    last_rx=p.last_rx,
+                )
+            )
+        return tuple(out)
