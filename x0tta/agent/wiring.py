@@ -17,11 +17,25 @@ Factory = Callable[[AgentSettings], Subsystem]
 
 def factories(settings: AgentSettings) -> dict[str, Factory]:
     """The subsystems enabled by ``settings``, in start order."""
+    # Subsystems that others consume (the peer transport takes the identity service's SVID
+    # source) are built once per agent and shared through this dict.
+    shared: dict[str, Subsystem] = {}
+
+    def identity(s: AgentSettings) -> Subsystem:
+        return shared.setdefault("identity", _identity(s))
+
     table: dict[str, tuple[bool, Factory]] = {
+        "identity": (settings.identity.enabled, identity),
         "mesh": (settings.mesh.enabled, _mesh),
         "probes": (settings.probes.enabled, _probes),
     }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
+
+
+def _identity(settings: AgentSettings) -> Subsystem:
+    from x0tta.identity.service import IdentityService
+
+    return IdentityService()
 
 
 def _mesh(settings: AgentSettings) -> Subsystem:
