@@ -9,12 +9,16 @@ certificates that the real CA refuses to issue (two URI SANs, a CA as leaf, expi
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 
 from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
 from x0tta.identity.types import RevocationList, TrustBundle, X509Svid
@@ -160,3 +164,56 @@ class TestCA:
 
 def _wall() -> float:
     return dt.datetime.now(dt.UTC).timestamp()
+
+
+# -- running the peer subsystem outside the agent (tests, benchmarks) ------------------------------
+
+
+class StaticIdentity:
+    """An identity provider over an in-memory source; :meth:`rotate` publishes new material."""
+
+    def __init__(self, creds: Credentials) -> None:
+        from x0tta.identity.source import SourceBase
+
+        self.source = SourceBase()
+        self.source._publish(creds.svid, creds.bundles, creds.revocations)
+
+    async def wait_source(self, timeout: float | None = None) -> object:
+        return self.source
+
+    def rotate(self, creds: Credentials) -> None:
+        self.source._publish(creds.svid, creds.bundles, creds.revocations)
+
+
+@dataclass
+class _Health:
+    conditions: tuple = ()
+
+    def set(self, *conditions) -> None:
+        self.conditions = conditions
+
+    def ok(self) -> None:
+        self.conditions = ()
+
+
+@dataclass
+class _Admin:
+    handlers: dict = field(default_factory=dict)
+
+    def register(self, command: str, handler) -> None:
+        self.handlers[command] = handler
+
+
+@dataclass
+class FakeContext:
+    """What the agent hands a subsystem, with a private metrics registry."""
+
+    settings: object
+    node_id: str = "n1"
+    name: str = "peer"
+    state_dir: Path = Path("/nonexistent")
+    health: _Health = field(default_factory=_Health)
+    admin: _Admin = field(default_factory=_Admin)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    tracer: object = field(default_factory=lambda: trace.get_tracer("x0tta.peer.test"))
+    log: object = field(default_factory=lambda: structlog.get_logger("peer"))

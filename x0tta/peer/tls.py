@@ -128,6 +128,7 @@ class PeerInfo:
 
     spiffe_id: SpiffeId
     key_algorithm: str  # of the peer's leaf, e.g. ML-DSA-65
+    not_before: float  # unix seconds
     not_after: float  # unix seconds: the peer's SVID expires then; re-authenticate before
     serial: int
     group: str  # negotiated key exchange group, e.g. X25519MLKEM768
@@ -136,6 +137,11 @@ class PeerInfo:
     handshake_seconds: float
     bytes_sent: int  # handshake bytes on the wire, this side to the peer
     bytes_received: int
+    chain: tuple[x509.Certificate, ...] = field(default=(), repr=False, compare=False)  # leaf first
+
+    @property
+    def lifetime(self) -> float:
+        return self.not_after - self.not_before
 
 
 @dataclass(frozen=True)
@@ -170,10 +176,15 @@ class _Verification:
     done: bool = False
 
 
-def _check(policy: TlsPolicy, creds: Credentials, chain: list[x509.Certificate], now: float,
-           expect: SpiffeId | None) -> tuple[str | None, str, SpiffeId | None]:
+def check_peer(policy: TlsPolicy, creds: Credentials, chain: list[x509.Certificate] | tuple[x509.Certificate, ...],
+               now: float, expect: SpiffeId | None = None) -> tuple[str | None, str, SpiffeId | None]:
+    """(reason or None, detail, SPIFFE ID) of a peer chain under ``creds`` at ``now``.
+
+    Used inside the handshake, and again on established sessions when the bundle, the revocation
+    lists or the policy change.
+    """
     verdict = validate_x509_svid(
-        chain,
+        list(chain),
         creds.bundles,
         now,
         revocations=creds.revocations,
@@ -250,7 +261,7 @@ def _make_verify(policy: TlsPolicy, clock: Callable[[], float]):
         if not st.done:
             st.done = True
             chain = [st.certs[d] for d in sorted(st.certs)]
-            reason, detail, sid = _check(policy, st.credentials, chain, clock(), st.expect)
+            reason, detail, sid = check_peer(policy, st.credentials, chain, clock(), st.expect)
             st.verdict_reason, st.detail, st.spiffe_id = reason, detail, sid
         if st.verdict_reason is not None:
             return False
@@ -568,16 +579,20 @@ class TlsEndpoint:
             raise HandshakeFailed(Reason.NO_CERTIFICATE.value, "no peer certificate after the handshake")
         leaf = peer_cert.to_cryptography()
         sid = st.spiffe_id
+        if st.certs and not resumed:
+            chain = [st.certs[d] for d in sorted(st.certs)]
+        else:
+            chain = [leaf] + [c.to_cryptography() for c in (conn.get_peer_cert_chain() or [])[1:]]
         if resumed or sid is None:
             # No verify callback ran: the session's certificate must still pass today's rules.
-            chain = [leaf] + [c.to_cryptography() for c in (conn.get_peer_cert_chain() or [])[1:]]
-            reason, detail, sid = _check(self.policy, st.credentials, chain, self._clock(), st.expect)
+            reason, detail, sid = check_peer(self.policy, st.credentials, chain, self._clock(), st.expect)
             if reason is not None:
                 raise HandshakeFailed(reason, detail, sid)
         assert sid is not None
         return PeerInfo(
             spiffe_id=sid,
             key_algorithm=key_algorithm(leaf),
+            not_before=leaf.not_valid_before_utc.timestamp(),
             not_after=leaf.not_valid_after_utc.timestamp(),
             serial=leaf.serial_number,
             group=group,
@@ -586,6 +601,7 @@ class TlsEndpoint:
             handshake_seconds=time.monotonic() - start,
             bytes_sent=sent,
             bytes_received=received,
+            chain=tuple(chain),
         )
 
     def _fail(self, role: str, address: str, exc: HandshakeFailed, start: float,

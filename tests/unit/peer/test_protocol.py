@@ -190,10 +190,27 @@ def test_goaway_drains_both_ways():
     assert flow(b, a) == [RemoteGoAway("rotating")]
     with pytest.raises(LocalProtocolError):
         a.send_request("x", b"", 0.0)
+    assert not b.drained  # a's GoAway reply not seen yet, and a's request unanswered
+    assert flow(a, b) == [RemoteGoAway("reply")]
     assert not b.drained
     b.send_response(rid, b"ok", 0.0)
     (resp,) = flow(b, a)
     assert resp.body == b"ok"
+    assert a.drained and b.drained
+
+
+def test_request_crossing_goaway_is_served():
+    a, b = open_pair()
+    b.send_goaway("rotating", 0.0)
+    rid = a.send_request("x", b"", 0.0)  # sent before a saw the GoAway
+    wire_b = b.data_to_send()
+    (req,) = flow(a, b)  # arrives at b after b's GoAway left
+    assert req.id == rid and not b.drained
+    a.receive_data(wire_b, 0.0)
+    assert events(a) == [RemoteGoAway("rotating")]
+    flow(a, b)  # a's reply GoAway
+    b.send_response(rid, b"", 0.0)
+    flow(b, a)
     assert a.drained and b.drained
 
 
@@ -275,6 +292,7 @@ def test_ping_answered_in_draining():
     b.receive_data(encode(Ping(5)), 0.0)
     events(b)
     a.receive_data(b.data_to_send(), 0.0)
-    assert events(a) == []
+    assert events(a) == [RemoteGoAway("reply")]  # and the pong, consumed
     a.receive_data(encode(GoAway("again")), 0.0)
     assert events(a) == [RemoteGoAway("again")]
+    assert a.drained

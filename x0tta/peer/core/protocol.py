@@ -10,8 +10,11 @@ Both ends are equal: each queues its :class:`~x0tta.peer.core.frames.Hello` at o
 is ``OPEN`` when the peer's hello has arrived and a common version exists (the highest version in
 both ranges). Then either side may send requests (ids it picks, unique among its unanswered ones),
 answer the peer's requests, and send ``Ping``; a ``Ping`` is answered with a ``Pong`` by this
-machine, and the ``Pong`` gives the round-trip time. ``GoAway`` says "no new requests from me":
-in-flight requests in both directions complete, the adapter closes once :attr:`drained`.
+machine, and the ``Pong`` gives the round-trip time. ``GoAway`` says "no new requests from me";
+the receiver answers with its own ``GoAway`` (this machine queues it). Because the stream is
+ordered, a side that has both sent and received a ``GoAway`` has seen every request the peer will
+ever send; once those are answered and its own are answered it is :attr:`drained` and the
+adapter may close, losing nothing that crossed the ``GoAway`` on the wire.
 
 The transitions are the table :data:`TRANSITIONS`: ``(state, what) -> next state``, where ``what``
 is ``recv_<frame>`` or ``send_<frame>``. Anything not in the table is an error that moves the
@@ -192,6 +195,8 @@ class PeerConnection:
         self._last_recv = now
         self._last_send = now
         self._partial_since: float | None = None
+        self.goaway_sent = False
+        self.goaway_received = False
         self.frames_in = 0
         self.frames_out = 0
         self._queue(hello, "send_hello")
@@ -236,8 +241,14 @@ class PeerConnection:
 
     @property
     def drained(self) -> bool:
-        """Draining and nothing in flight either way: the adapter may close."""
-        return self.state is State.DRAINING and not self._outgoing and not self._incoming
+        """GoAway sent and received, nothing in flight either way: the adapter may close."""
+        return (
+            self.state is State.DRAINING
+            and self.goaway_sent
+            and self.goaway_received
+            and not self._outgoing
+            and not self._incoming
+        )
 
     @property
     def can_request(self) -> bool:
@@ -285,9 +296,10 @@ class PeerConnection:
 
     def send_goaway(self, reason: str, now: float) -> None:
         self._check_usable()
-        if self.state is State.DRAINING:
+        if self.goaway_sent:
             return
         self._queue(GoAway(reason), "send_goaway")
+        self.goaway_sent = True
         self._last_send = now
 
     def send_ping(self, now: float) -> None:
@@ -379,6 +391,11 @@ class PeerConnection:
             if sent is not None:
                 self.rtt = now - sent
         elif isinstance(frame, GoAway):
+            self.goaway_received = True
+            if not self.goaway_sent:
+                self._queue(GoAway("reply"), "send_goaway")
+                self.goaway_sent = True
+                self._last_send = now
             self._events.append(RemoteGoAway(frame.reason))
 
     def _breach(self, code: str, message: str) -> None:

@@ -1,0 +1,559 @@
+"""The peer subsystem: PQC mTLS sessions to the mesh neighbours, kept up through rotation.
+
+What it does
+------------
+* Takes this node's SVID, trust bundles and revocation lists from the identity subsystem's source
+  (:meth:`IdentityService.wait_source`) and the authorization policy from ``[identity]``.
+* Listens on ``[peer] listen_address:port`` and accepts mutual TLS sessions (``x0tta.peer.tls``);
+  every accepted session runs the peer protocol (``x0tta.peer.session``).
+* Keeps one outgoing session (a :class:`Link`) to every peer address: those in ``[peer] peers`` plus
+  whatever the ``neighbours`` callable returns (batman-adv's neighbour table, wired by the agent).
+  Links reconnect with exponential backoff; a reconnect resumes the TLS session when it can.
+* Rotation: on every update from the source, :meth:`TlsEndpoint.update` rebuilds the TLS contexts
+  (new handshakes use the new SVID and bundle at once), and every established session's peer
+  chain is checked again under the new bundle and revocation lists (a revoked peer is sent away).
+  A link re-authenticates with a new full handshake *before* the shorter of the two SVIDs runs
+  out (``reauth_fraction``), and at once when our own SVID rotated: the new session is
+  established first, new requests go to it, and the old one drains (GoAway both ways, in-flight
+  requests complete) before it closes. No request is lost to a rotation.
+* An accepted session whose peer SVID expires is sent away (GoAway) at that moment: the peer
+  should have re-authenticated before.
+
+Health conditions: ``identity_unavailable`` (degraded, no SVID source yet), ``listen_failed``
+(failing), ``peers_unreachable`` (degraded: some configured peers have no session).
+
+Metrics (``x0tta_peer_``): ``handshakes_total{role,result,reason}``,
+``negotiated_groups_total{group}``, ``sessions{direction}``, ``rotations_total{kind}`` (credential
+updates applied: svid, bundle), ``reauthentications_total{result}``, ``sessions_closed_total{reason}``,
+``requests_total{direction,result}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter, Gauge
+
+from x0tta import __version__
+from x0tta.common.errors import CapabilityMissing, TemporaryError
+from x0tta.common.health import Condition, Severity
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.peer import PQ_GROUPS, PeerSettings
+from x0tta.identity.types import SourceUpdate
+from x0tta.peer.core import Hello, Limits, Request
+from x0tta.peer.core.frames import STATUS_OK, STATUS_UNKNOWN_METHOD
+from x0tta.peer.session import PeerSession, RequestFailed, SessionClosed, wait_first
+from x0tta.peer.tls import (
+    Credentials,
+    HandshakeFailed,
+    HandshakeResult,
+    TlsClosed,
+    TlsEndpoint,
+    TlsPolicy,
+    TlsStream,
+    check_peer,
+    hosts_and_ports,
+)
+
+CAPABILITIES = ("rpc.v1",)
+MethodHandler = Callable[[PeerSession, bytes], Awaitable[bytes]]
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class IdentityProvider(Protocol):
+    async def wait_source(self, timeout: float | None = None) -> Any: ...
+
+
+class NoSession(TemporaryError):
+    """No established session to that peer (yet)."""
+
+
+def tls_policy(s: PeerSettings) -> TlsPolicy:
+    pq_only = all(g in PQ_GROUPS for g in s.groups)
+    return TlsPolicy(
+        groups=tuple(s.groups),
+        allowed_key_algorithms=frozenset({"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}) if s.require_pq and pq_only
+        else None,
+        handshake_timeout=s.handshake_timeout,
+        max_concurrent_handshakes=s.max_concurrent_handshakes,
+        session_lifetime=s.session_lifetime,
+        handshake_threads=s.handshake_threads,
+    )
+
+
+def limits(s: PeerSettings) -> Limits:
+    return Limits(
+        max_frame=s.frame_max_size,
+        max_in_flight=s.max_in_flight,
+        max_buffered=s.max_buffered,
+        hello_timeout=s.handshake_timeout,
+        read_timeout=s.read_timeout,
+        idle_timeout=s.idle_timeout,
+        heartbeat_interval=s.heartbeat_interval,
+        request_timeout=s.request_timeout,
+    )
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
+
+
+class _Metrics:
+    def __init__(self, registry: Any) -> None:
+        self.handshakes = Counter(
+            "x0tta_peer_handshakes_total", "TLS handshakes by role, result and reason.",
+            ["role", "result", "reason"], registry=registry)
+        self.groups = Counter(
+            "x0tta_peer_negotiated_groups_total", "Successful handshakes by negotiated key exchange group.",
+            ["group"], registry=registry)
+        self.sessions = Gauge("x0tta_peer_sessions", "Established peer sessions.", ["direction"], registry=registry)
+        self.rotations = Counter(
+            "x0tta_peer_rotations_total", "Credential updates applied to the TLS contexts (svid or bundle).",
+            ["kind"], registry=registry)
+        self.reauth = Counter(
+            "x0tta_peer_reauthentications_total", "Session re-authentications (new handshake, old drained).",
+            ["result"], registry=registry)
+        self.closed = Counter(
+            "x0tta_peer_sessions_closed_total", "Peer sessions closed, by reason.", ["reason"], registry=registry)
+        self.requests = Counter(
+            "x0tta_peer_requests_total", "Peer protocol requests by direction and result.",
+            ["direction", "result"], registry=registry)
+
+
+class Link:
+    """The outgoing session to one peer address, kept up and re-authenticated before expiry."""
+
+    def __init__(self, service: PeerService, host: str, port: int) -> None:
+        self.service = service
+        self.host, self.port = host, port
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.current: PeerSession | None = None
+        self.last_error = ""
+        self.reauthentications = 0
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"peer-link-{self.address}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.current is not None:
+            await self.current.close("stopped")
+
+    async def session(self, timeout: float) -> PeerSession:
+        """The current usable session, waiting up to ``timeout`` for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            cur = self.current
+            if cur is not None and cur.usable:
+                return cur
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoSession(f"no session to {self.address}: {self.last_error or 'connecting'}")
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), min(remaining, 0.5))
+
+    def _reauth_at(self, session: PeerSession) -> float:
+        own = session.stream.credentials.svid
+        peer = session.peer
+        lifetime = min(own.lifetime, peer.lifetime)
+        return min(own.expires_at, peer.not_after) - self.service.settings.reauth_fraction * lifetime
+
+    async def _run(self) -> None:
+        svc = self.service
+        delay = svc.settings.reconnect_min_delay
+        session: PeerSession | None = None
+        not_before = 0.0  # no re-authentication before (after one that gained nothing)
+        while True:
+            if session is None or session.closed.is_set():
+                self.current = None
+                try:
+                    session = await svc.open_session(self.host, self.port, resume=True)
+                except (HandshakeFailed, SessionClosed, TlsClosed) as exc:
+                    self.last_error = str(exc)
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, svc.settings.reconnect_max_delay)
+                    continue
+                delay = svc.settings.reconnect_min_delay
+                self.last_error = ""
+                self.current = session
+                self._ready.set()
+            # Supervise: wake on close, on our own rotation, or when re-authentication is due.
+            rotated = session.stream.credentials.svid.leaf != svc.endpoint_credentials().svid.leaf
+            due = max(self._reauth_at(session), not_before) - time.time()
+            if not rotated and due > 0:
+                self._wake.clear()
+                await wait_first(session.closed, self._wake, timeout=due)
+                continue
+            if session.closed.is_set():
+                continue
+            # Re-authenticate: make the new session before breaking the old one.
+            try:
+                new = await svc.open_session(self.host, self.port, resume=False)
+            except (HandshakeFailed, SessionClosed, TlsClosed) as exc:
+                svc.metrics_reauth("failed")
+                self.last_error = f"re-authentication failed: {exc}"
+                svc.log.warning("peer_reauth_failed", address=self.address, error=str(exc))
+                await asyncio.sleep(min(1.0, max(0.05, (session.peer.not_after - time.time()) / 4)))
+                if time.time() >= session.peer.not_after:
+                    await session.close("peer_svid_expired")
+                continue
+            old, session = session, new
+            same_peer = new.peer.serial == old.peer.serial
+            if same_peer and new.stream.credentials.svid.leaf == old.stream.credentials.svid.leaf:
+                # Nothing newer on either side yet (the peer has not rotated): look again shortly,
+                # well before the old SVID ends, instead of handshaking in a loop.
+                not_before = time.time() + min(5.0, max(0.1, (new.peer.not_after - time.time()) / 4))
+            self.current = new
+            self._ready.set()
+            self.reauthentications += 1
+            svc.metrics_reauth("ok")
+            svc.log.info("peer_reauthenticated", address=self.address, peer=str(new.peer.spiffe_id),
+                         serial=f"{new.peer.serial:x}", rotated=rotated)
+            svc.spawn(old.goaway("reauthenticated"))
+
+
+class PeerService(Subsystem):
+    name = "peer"
+
+    def __init__(self, identity: IdentityProvider | None = None, *,
+                 neighbours: Callable[[], Iterable[str]] | None = None) -> None:
+        self._identity = identity
+        self._neighbours = neighbours
+        self._methods: dict[str, MethodHandler] = {"peer.echo": self._echo, "peer.info": self._info}
+        self.links: dict[str, Link] = {}
+        self.inbound: set[PeerSession] = set()
+        self.endpoint: TlsEndpoint | None = None
+        self.port: int | None = None
+        self.settings = PeerSettings()
+        self.log: Any = None
+        self._ctx: Context | None = None
+        self._metrics: _Metrics | None = None
+        self._metrics_registry: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._policy: Any = None
+        self._ready = asyncio.Event()
+
+    # -- API for other subsystems -----------------------------------------------------------------
+
+    def register_method(self, name: str, handler: MethodHandler) -> None:
+        """Serve ``name`` to peers: ``handler(session, body) -> body``; its exceptions become errors."""
+        self._methods[name] = handler
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def sessions(self) -> list[tuple[str, PeerSession]]:
+        out = [("out", link.current) for link in self.links.values() if link.current is not None]
+        return out + [("in", s) for s in self.inbound]
+
+    async def request(self, address: str, method: str, body: bytes = b"", *, timeout: float | None = None) -> bytes:
+        """A request over the link to ``address`` (host:port as configured); retried on a new session
+        if the old one stopped taking requests before this one left (rotation, reconnect)."""
+        link = self.links.get(address)
+        if link is None:
+            raise NoSession(f"no link to {address}")
+        timeout = self.settings.request_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        tracer = self._ctx.tracer if self._ctx is not None else trace.get_tracer("x0tta.peer")
+        with tracer.start_as_current_span(f"peer.request {method}", kind=trace.SpanKind.CLIENT) as span:
+            tp = traceparent_of(span)
+            while True:
+                session = await link.session(max(0.0, deadline - time.monotonic()))
+                span.set_attribute("peer.spiffe_id", str(session.peer.spiffe_id))
+                try:
+                    out = await session.request(method, body, timeout=max(0.01, deadline - time.monotonic()),
+                                                traceparent=tp)
+                except SessionClosed as exc:
+                    if exc.sent or time.monotonic() >= deadline:
+                        self._count_request("out", "failed")
+                        raise
+                    continue  # it never left: the next session takes it
+                except RequestFailed:
+                    self._count_request("out", "failed")
+                    raise
+                self._count_request("out", "ok")
+                return out
+
+    # -- the subsystem ---------------------------------------------------------------------------
+
+    async def run(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.settings = ctx.settings.peer
+        self.log = ctx.log
+        self._policy = ctx.settings.identity.policy()
+        if self._metrics is None or self._metrics_registry is not ctx.registry:
+            self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
+        if self._identity is None:
+            raise CapabilityMissing("identity_unavailable", "the identity subsystem is disabled: no SVID")
+        ctx.health.set(Condition("identity_unavailable", Severity.STARTING, "waiting for this node's SVID"))
+        source = await self._identity.wait_source()
+        endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe)
+        self.endpoint = endpoint
+        unsubscribe = source.subscribe(self._on_identity)
+        ctx.admin.register("peers.list", self._list)
+        try:
+            try:
+                server = await endpoint.serve(self.settings.listen_address, self.settings.port, self._on_inbound)
+            except OSError as exc:
+                ctx.health.set(Condition("listen_failed", Severity.FAILING, str(exc)))
+                raise
+            self.port = server.sockets[0].getsockname()[1]
+            ctx.log.info("peer_listening", address=self.settings.listen_address, port=self.port,
+                         groups=list(self.settings.groups), spiffe_id=str(source.svid().spiffe_id))
+            self._ready.set()
+            while True:
+                self._reconcile()
+                self._report_health(ctx)
+                await asyncio.sleep(self.settings.neighbour_refresh)
+        finally:
+            self._ready.clear()
+            unsubscribe()
+            await self._shutdown()
+
+    async def reload(self, ctx: Context, settings: Any) -> bool:
+        old = self.settings
+        new = settings.peer
+        if (old.listen_address, old.port, tls_policy(old), limits(old)) != (
+            new.listen_address, new.port, tls_policy(new), limits(new)
+        ):
+            return False
+        self.settings = new
+        self._policy = settings.identity.policy()
+        self._reconcile()
+        return True
+
+    async def _shutdown(self) -> None:
+        for link in list(self.links.values()):
+            await link.stop()
+        self.links.clear()
+        for s in list(self.inbound):
+            await s.close("shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.endpoint is not None:
+            await self.endpoint.aclose()
+            self.endpoint = None
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def metrics_reauth(self, result: str) -> None:
+        if self._metrics:
+            self._metrics.reauth.labels(result).inc()
+
+    def _count_request(self, direction: str, result: str) -> None:
+        if self._metrics:
+            self._metrics.requests.labels(direction, result).inc()
+
+    # -- identity ----------------------------------------------------------------------------------
+
+    def _credentials(self, source: Any) -> Credentials:
+        return Credentials(source.svid(), dict(source.bundles()), self._policy, tuple(source.revocations()))
+
+    def endpoint_credentials(self) -> Credentials:
+        assert self.endpoint is not None
+        return self.endpoint.credentials
+
+    def _on_identity(self, update: SourceUpdate) -> None:
+        """Called by the source on the loop thread: new SVID, bundle or revocation list."""
+        if self.endpoint is None:
+            return
+        creds = Credentials(update.svid, dict(update.bundles), self._policy, tuple(update.revocations))
+        self.endpoint.update(creds)
+        kind = "svid" if update.rotated else "bundle"
+        if self._metrics:
+            self._metrics.rotations.labels(kind).inc()
+        self.log.info("peer_credentials_updated", kind=kind, serial=f"{update.svid.leaf.serial_number:x}",
+                      expires_at=update.svid.expires_at, generation=self.endpoint.generation)
+        now = time.time()
+        for _direction, session in self.sessions():
+            reason, detail, _ = check_peer(self.endpoint.policy, creds, session.peer.chain, now)
+            if reason is not None:
+                self.log.warning("peer_session_revalidation_failed", peer=str(session.peer.spiffe_id),
+                                 reason=reason, detail=detail)
+                self.spawn(self._send_away(session, reason))
+        for link in self.links.values():
+            link.wake()
+
+    async def _send_away(self, session: PeerSession, reason: str) -> None:
+        await session.goaway(reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.closed.wait(), self.settings.request_timeout)
+        await session.close(reason)
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    async def open_session(self, host: str, port: int, *, resume: bool) -> PeerSession:
+        assert self.endpoint is not None
+        stream = await self.endpoint.connect(host, port, resume=resume)
+        return await self._start_session(stream, "out")
+
+    async def _start_session(self, stream: TlsStream, direction: str) -> PeerSession:
+        assert self._ctx is not None
+        hello = Hello(self._ctx.node_id, capabilities=CAPABILITIES)
+        session = PeerSession(stream, hello, limits(self.settings), self._handle, log=self.log)
+        session.start()
+        try:
+            await session.wait_established(self.settings.handshake_timeout)
+        except SessionClosed as exc:
+            reason = "peer_refused" if "alert" in str(exc) else "no_hello"
+            if direction == "out" and self._metrics:
+                self._metrics.handshakes.labels("client", "refused", reason).inc()
+            self.log.warning("peer_session_failed", direction=direction, address=stream.address, reason=reason,
+                             detail=str(exc))
+            raise
+        if self._metrics:
+            self._metrics.sessions.labels(direction).inc()
+        self.log.info("peer_session_established", direction=direction, address=stream.address,
+                      peer=str(stream.peer.spiffe_id), node=session.core.their_hello.node_id
+                      if session.core.their_hello else "", group=stream.peer.group,
+                      signature=stream.peer.key_algorithm, resumed=stream.peer.resumed)
+        self.spawn(self._watch(session, direction))
+        return session
+
+    async def _watch(self, session: PeerSession, direction: str) -> None:
+        """Count the session's end; send an inbound peer away when its SVID expires."""
+        try:
+            if direction == "in":
+                due = session.peer.not_after - time.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.closed.wait(), max(0.0, due))
+                if not session.closed.is_set():
+                    await self._send_away(session, "peer_svid_expired")
+            await session.closed.wait()
+        finally:
+            self.inbound.discard(session)
+            if self._metrics:
+                self._metrics.sessions.labels(direction).dec()
+                reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"
+                known = ("drained", "eof", "stopped", "shutdown", "peer_svid_expired", "idle timeout",
+                         "hello_timeout", "read timeout", "reauthenticated")
+                self._metrics.closed.labels(reason if reason in known else "error").inc()
+
+    async def _on_inbound(self, stream: TlsStream) -> None:
+        try:
+            session = await self._start_session(stream, "in")
+        except SessionClosed:
+            return
+        self.inbound.add(session)
+        await session.closed.wait()
+
+    async def _handle(self, session: PeerSession, req: Request) -> tuple[int, bytes]:
+        handler = self._methods.get(req.method)
+        if handler is None:
+            self._count_request("in", "unknown_method")
+            return STATUS_UNKNOWN_METHOD, req.method.encode()
+        tracer = self._ctx.tracer if self._ctx is not None else trace.get_tracer("x0tta.peer")
+        parent = _PROPAGATOR.extract({"traceparent": req.traceparent}) if req.traceparent else None
+        with tracer.start_as_current_span(f"peer.serve {req.method}", context=parent, kind=trace.SpanKind.SERVER):
+            body = await handler(session, req.body)
+        self._count_request("in", "ok")
+        return STATUS_OK, body
+
+    async def _echo(self, _session: PeerSession, body: bytes) -> bytes:
+        return body
+
+    async def _info(self, _session: PeerSession, _body: bytes) -> bytes:
+        node = self._ctx.node_id if self._ctx else ""
+        return json.dumps({"node": node, "version": __version__}).encode()
+
+    # -- neighbours --------------------------------------------------------------------------------
+
+    def peer_addresses(self) -> list[tuple[str, int]]:
+        addresses = list(self.settings.peers)
+        if self._neighbours is not None:
+            try:
+                addresses += list(self._neighbours())
+            except Exception as exc:  # a broken neighbour source must not stop configured peers
+                self.log.warning("peer_neighbours_failed", error=str(exc))
+        seen: dict[str, tuple[str, int]] = {}
+        for host, port in hosts_and_ports(addresses, self.settings.port):
+            seen.setdefault(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", (host, port))
+        return list(seen.values())
+
+    def _reconcile(self) -> None:
+        wanted = {}
+        for host, port in self.peer_addresses():
+            link = Link(self, host, port)
+            wanted[link.address] = link
+        for address in [a for a in self.links if a not in wanted]:
+            self.spawn(self.links.pop(address).stop())
+        for address, link in wanted.items():
+            if address not in self.links:
+                self.links[address] = link
+                link.start()
+
+    def _report_health(self, ctx: Context) -> None:
+        down = [a for a, link in self.links.items() if link.current is None]
+        if down:
+            ctx.health.set(Condition("peers_unreachable", Severity.DEGRADED,
+                                     f"no session to {len(down)} of {len(self.links)} peers: {', '.join(down[:5])}"))
+        else:
+            ctx.health.set()
+
+    # -- metrics and admin -------------------------------------------------------------------------
+
+    def _observe(self, r: HandshakeResult) -> None:
+        if self._metrics is not None:
+            self._metrics.handshakes.labels(r.role, "ok" if r.ok else "refused", r.reason).inc()
+            if r.ok:
+                self._metrics.groups.labels(r.group).inc()
+        if self.log is None:
+            return
+        if r.ok:
+            self.log.debug("peer_handshake", role=r.role, address=r.address, peer=r.spiffe_id, group=r.group,
+                           resumed=r.resumed, ms=round(r.seconds * 1000, 2))
+        else:
+            self.log.warning("peer_handshake_refused", role=r.role, address=r.address, reason=r.reason,
+                             peer=r.spiffe_id or None, detail=r.detail)
+
+    async def _list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = []
+        for direction, s in self.sessions():
+            p = s.peer
+            hello = s.core.their_hello
+            rows.append({
+                "direction": direction,
+                "address": s.stream.address,
+                "spiffe_id": str(p.spiffe_id),
+                "node": hello.node_id if hello else "",
+                "group": p.group,
+                "signature_algorithm": p.key_algorithm,
+                "svid_expires_at": p.not_after,
+                "svid_expires_in": round(p.not_after - now, 1),
+                "rtt_ms": round(s.core.rtt * 1000, 3) if s.core.rtt is not None else None,
+                "resumed": p.resumed,
+                "state": s.state.value,
+                "since": s.opened_at,
+                "requests_served": s.requests_served,
+            })
+        for address, link in self.links.items():
+            if link.current is None:
+                rows.append({"direction": "out", "address": address, "spiffe_id": "", "state": "connecting",
+                             "error": link.last_error})
+        return rows
