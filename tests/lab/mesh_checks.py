@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.mesh import views
-from x0tta.mesh.client import MeshClient
+from x0tta.mesh.client import LinkControl, LinkEvent, MeshClient
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.genl import BatadvSocket
 from x0tta.mesh.service import MeshService
@@ -44,6 +44,11 @@ KEYS = ("orig_address", "neigh_address", "hard_ifindex", "router")
 
 def batctl(*args: str) -> str:
     return subprocess.run(["batctl", *args], capture_output=True, text=True, check=True).stdout
+
+
+def sh(cmd: str | list[str], check: bool = False) -> subprocess.CompletedProcess[str]:
+    """A command run to completion (the checks block on purpose: they are the only task)."""
+    return subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, check=check)
 
 
 def differences(ours: Any, theirs: Any) -> list[str]:
@@ -249,6 +254,111 @@ async def reconcile(out: Path) -> int:
     return 0 if ok else 1
 
 
+async def wait_for(pred: Any, timeout: float = 5.0) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():
+            return time.monotonic() - start
+        await asyncio.sleep(0.01)
+    return None
+
+
+async def links(out: Path) -> int:
+    """rtnetlink through LinkControl, batadv config events, and the service building a mesh."""
+    r: dict[str, Any] = {}
+    sh("ip link add x7a type veth peer name x7b", check=True)
+    link_events: list[LinkEvent] = []
+    config_events: list[Any] = []
+    async with LinkControl() as lc, MeshClient() as mc:
+
+        async def watch_links() -> None:
+            async for ev in lc.events():
+                link_events.append(ev)
+
+        async def watch_config() -> None:
+            async for ev in mc.config_events():
+                config_events.append(ev)
+
+        watchers = [asyncio.create_task(watch_links()), asyncio.create_task(watch_config())]
+        await asyncio.sleep(0.3)
+        await lc.create_mesh("bat7", "BATMAN_V")
+        r["created_algo"] = (await mc.mesh_info("bat7")).algo_name
+        r["created_event"] = await wait_for(lambda: any(e.ifname == "bat7" for e in link_events))
+        await lc.set_mtu("x7a", 1560)
+        await lc.attach("bat7", "x7a")
+        await lc.set_up("x7a", True)
+        await lc.set_up("bat7", True)
+        r["attached"] = [h.hard_ifname for h in await mc.hardifs("bat7")]
+        r["mtu"] = (await lc.link("x7a")).mtu
+        r["master_is_bat7"] = (await lc.link("x7a")).master == (await lc.link("bat7")).ifindex
+        link_events.clear()
+        await lc.set_up("x7a", False)
+        r["down_event_s"] = await wait_for(lambda: any(e.ifname == "x7a" and not e.up for e in link_events))
+        await lc.set_up("x7a", True)
+        r["up_event_s"] = await wait_for(lambda: any(e.ifname == "x7a" and e.up for e in link_events))
+        config_events.clear()
+        batctl("meshif", "bat7", "orig_interval", "1234")
+        r["config_event_s"] = await wait_for(
+            lambda: any(getattr(e, "orig_interval", None) == 1234 for e in config_events)
+        )
+        config_events.clear()
+        await mc.set_hardif("bat7", "x7a", {"hop_penalty": 77})
+        r["hardif_event_s"] = await wait_for(
+            lambda: any(getattr(e, "hop_penalty", None) == 77 and getattr(e, "hard_ifname", "") == "x7a"
+                        for e in config_events)
+        )
+        await lc.detach("x7a")
+        r["after_detach"] = [h.hard_ifname for h in await mc.hardifs("bat7")]
+        await lc.delete("bat7")
+        r["deleted"] = not await lc.exists("bat7")
+        r["routing_algos"] = await mc.routing_algos()
+        for w in watchers:
+            w.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+    # The subsystem builds a mesh from nothing: create with the algorithm, attach, set, per-hardif.
+    settings = build(
+        AgentSettings,
+        {"mesh": {"interface": "bat8", "routing_algo": "BATMAN_V", "hard_interfaces": ["x7b"],
+                  "orig_interval": 800, "hardif": {"x7b": {"hop_penalty": 20}}}},
+    )
+    ctx = _Ctx(settings)
+    svc = MeshService()
+    task = asyncio.create_task(svc.run(ctx))  # type: ignore[arg-type]
+    r["service_built_s"] = await wait_for(lambda: svc.applied_once, 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    r["service_actions"] = [f"{a.kind} {a.target}" for a in svc.last_actions]
+    r["bat8_algo"] = json.loads(batctl("meshif", "bat8", "mesh_json"))["algo_name"]
+    r["bat8_orig_interval"] = batctl("meshif", "bat8", "orig_interval").strip()
+    r["bat8_hardifs"] = [h["hard_ifname"] for h in json.loads(batctl("meshif", "bat8", "hardifs_json"))]
+    r["x7b_hop_penalty"] = batctl("hardif", "x7b", "hop_penalty").strip()
+    r["bat8_up"] = "UP" in sh("ip link show bat8").stdout
+    sh("ip link del bat8; ip link del x7a")
+    (out / "links.json").write_text(json.dumps(r, indent=1) + "\n")
+    ok = (
+        r["created_algo"] == "BATMAN_V" and r["attached"] == ["x7a"] and r["mtu"] == 1560 and r["master_is_bat7"]
+        and None not in (r["created_event"], r["down_event_s"], r["up_event_s"], r["config_event_s"],
+                         r["hardif_event_s"], r["service_built_s"])
+        and r["after_detach"] == [] and r["deleted"] and r["bat8_algo"] == "BATMAN_V"
+        and r["bat8_orig_interval"] == "800" and r["bat8_hardifs"] == ["x7b"] and r["x7b_hop_penalty"] == "20"
+    )
+    return 0 if ok else 1
+
+
+async def cli(out: Path) -> int:
+    """``x0tta mesh ... --direct --json`` on a node without an agent equals the client's view."""
+    r: dict[str, Any] = {}
+    for view in views.VIEWS:
+        res = sh([sys.executable, "-m", "x0tta.cli.main", "--socket", "/run/none.sock", "mesh", view, "--json"])
+        text = sh([sys.executable, "-m", "x0tta.cli.main", "--socket", "/run/none.sock", "mesh", view])
+        data = json.loads(res.stdout) if res.returncode == 0 else None
+        r[view] = {"rc": res.returncode, "text_rc": text.returncode, "entries": len(data) if data else 0,
+                   "stderr": res.stderr[-500:] + text.stderr[-500:], "text": text.stdout[:2000]}
+    (out / "cli.json").write_text(json.dumps(r, indent=1) + "\n")
+    return 0 if all(v["rc"] == 0 and v["text_rc"] == 0 and v["entries"] for v in r.values()) else 1
+
+
 async def bench(out: Path) -> int:
     rounds = 200
     with BatadvSocket() as s:
@@ -265,11 +375,11 @@ async def bench(out: Path) -> int:
     brounds = 50
     t0 = time.perf_counter()
     for _ in range(brounds):
-        subprocess.run(["batctl", "meshif", "bat0", "o"], capture_output=True, check=True)  # noqa: ASYNC221
+        sh(["batctl", "meshif", "bat0", "o"], check=True)
     batctl_s = (time.perf_counter() - t0) / brounds
     t0 = time.perf_counter()
     for _ in range(brounds):
-        subprocess.run(["/bin/true"], capture_output=True, check=True)  # noqa: ASYNC221
+        sh(["/bin/true"], check=True)
     spawn_s = (time.perf_counter() - t0) / brounds
     result = {
         "originator_entries": n,
@@ -287,7 +397,8 @@ async def bench(out: Path) -> int:
 def main() -> int:
     mode, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    return asyncio.run({"node": node, "reconcile": reconcile, "bench": bench}[mode](out))
+    modes = {"node": node, "reconcile": reconcile, "bench": bench, "links": links, "cli": cli}
+    return asyncio.run(modes[mode](out))
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def lab(out: Path) -> int:
         rc |= res.returncode
         if res.returncode:
             print(res.stdout, res.stderr)
-    for mode in ("reconcile", "bench"):
+    for mode in ("reconcile", "links", "cli", "bench"):
         res = subprocess.run(
             f"ip netns exec x0m1 {py} -m tests.lab.mesh_checks {mode} {out}",
             shell=True, capture_output=True, text=True, check=False,

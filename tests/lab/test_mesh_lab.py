@@ -27,7 +27,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if why:
         pytest.skip(f"UML mesh lab cannot run here: {why}")
     root = tmp_path_factory.mktemp("mesh-lab")
-    _rc, log = mesh_uml.run_guest(root, "lab", timeout=300)
+    _rc, log = mesh_uml.run_guest(root, "lab", timeout=360)
     out = root / "out"
     assert (out / "summary.json").exists(), log
     return out
@@ -69,3 +69,24 @@ def test_metrics_and_admin_views(lab: Path) -> None:
                            "transglobal")}
     assert admin["mesh.settings"]["orig_interval"] == 700
     assert {o["orig_address"] for o in admin["mesh.originators"]} >= {admin["mesh.neighbors"][0]["neigh_address"]}
+
+
+def test_links_events_and_a_mesh_built_from_nothing(lab: Path) -> None:
+    r = json.loads((lab / "links.json").read_text())
+    assert r["created_algo"] == "BATMAN_V"  # the batadv link kind with IFLA_BATADV_ALGO_NAME
+    assert r["attached"] == ["x7a"] and r["master_is_bat7"] and r["mtu"] == 1560
+    assert r["after_detach"] == [] and r["deleted"]
+    for key in ("created_event", "down_event_s", "up_event_s", "config_event_s", "hardif_event_s"):
+        assert r[key] is not None and r[key] < 1.0, (key, r[key])  # delivered as they happen
+    assert r["service_actions"] == ["create_mesh bat8", "attach x7b", "up bat8", "set_mesh bat8", "set_hardif x7b"]
+    assert (r["bat8_algo"], r["bat8_orig_interval"], r["bat8_hardifs"], r["x7b_hop_penalty"], r["bat8_up"]) == (
+        "BATMAN_V", "800", ["x7b"], "20", True
+    )
+
+
+def test_cli_reads_netlink_directly_without_an_agent(lab: Path) -> None:
+    r = json.loads((lab / "cli.json").read_text())
+    for view, result in r.items():
+        assert result["rc"] == 0 and result["text_rc"] == 0, (view, result["stderr"])
+        assert result["entries"] > 0, view
+    assert "originator" in r["originators"]["text"] and "TQ" in r["originators"]["text"]

@@ -37,9 +37,11 @@ from x0tta.config.schema import AgentSettings
 from x0tta.mesh import views
 from x0tta.mesh.client import LinkControl, MeshClient
 from x0tta.mesh.core import batadv
-from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.reconcile import Action, plan
 from x0tta.mesh.genl import MeshError
+
+# Actions after which the state is read and planned again in the same reconcile.
+STRUCTURAL = frozenset({"create_mesh", "attach", "up"})
 
 
 class _Metrics:
@@ -185,21 +187,31 @@ class MeshService(Subsystem):
             ctx.health.ok()
 
     async def reconcile_now(self) -> list[Action]:
-        """Read, plan, apply; returns the actions taken (warn actions only reported)."""
+        """Read, plan, apply; returns the actions taken (warn actions only reported).
+
+        Creating the interface or attaching a hard interface changes what can be planned next
+        (per-hardif settings need the interface attached), so such a pass is followed at once by
+        another, at most three in all.
+        """
         client = self.client
         if client is None:
             raise TemporaryError("mesh client not running", delay=1.0)
         async with self._reconcile_lock:
             s = self.settings
-            mesh, hardifs, up = await self._read_state(client, s)
-            actions = plan(s, mesh, hardifs, up) if (s.manage or mesh is None) else []
-            if not s.manage:
-                actions = [a for a in actions if a.kind == "warn"]
-            for action in actions:
-                await self._apply(client, action)
-            self.last_actions = actions
+            taken: list[Action] = []
+            for _pass in range(3):
+                mesh, hardifs, up = await self._read_state(client, s)
+                actions = plan(s, mesh, hardifs, up)
+                if not s.manage:
+                    actions = [a for a in actions if a.kind == "warn"]
+                for action in actions:
+                    await self._apply(client, action)
+                taken.extend(a for a in actions if a not in taken)
+                if not any(a.kind in STRUCTURAL for a in actions):
+                    break
+            self.last_actions = taken
             self.applied_once = True
-            return actions
+            return taken
 
     async def _read_state(self, client: MeshClient, s: MeshSettings) -> tuple[Any, list[batadv.HardIf], bool]:
         try:
@@ -318,4 +330,4 @@ class MeshService(Subsystem):
         return handler
 
 
-__all__ = ["Cmd", "MeshService"]
+__all__ = ["STRUCTURAL", "MeshService"]
