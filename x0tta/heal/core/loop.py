@@ -272,9 +272,9 @@ def _open(st: _Step, sym: Symptom) -> None:
     )
     st.incidents[inc_id] = inc
     st.by_key[sym.key] = inc_id
-    st.event("symptom_raised", inc_id, symptom=sym.to_json(), reopened=False)
     st.event("incident_opened", inc_id, kind=sym.kind.value, target=sym.target,
              time_to_detect=max(0.0, sym.raised - sym.onset))
+    st.event("symptom_raised", inc_id, symptom=sym.to_json(), reopened=False)
 
 
 def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
@@ -350,10 +350,28 @@ def _verify(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
             st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
                      target=rec.action.target, reason=rec.outcome)
             st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, "the mesh partitioned while steered off")
+        elif _undone_by_others(rec, obs, active):
+            rec = replace(rec, state=State.PLANNED, outcome="re-applied: undone by someone else")
+            st.records[rid] = rec
+            st.decisions.append(Decision(
+                id=rid, incident=rec.incident, op=Op.APPLY, action=rec.action, symptom=rec.symptom,
+                reasons=(f"{rec.action.target} was restored by someone else while {rec.symptom[0]} lasts; "
+                         "applying again",),
+            ))
         if rec.undo_state == Undo.APPLIED and rec.undo_verify_at is not None and st.now >= rec.undo_verify_at:
             st.records[rid] = replace(rec, undo_state=Undo.EFFECTIVE)
             st.event("verified", rec.incident, id=f"{rid}/undo", ok=True, op=rec.undo_op.value if rec.undo_op else "",
                      kind=UNDO[rec.action.kind].value, target=rec.action.target, reason="undo held")
+
+
+def _undone_by_others(rec: Record, obs: Observation, active: dict[Key, Symptom]) -> bool:
+    """An effective detach found attached again (e.g. by a reconcile) while its symptom lasts."""
+    if rec.state != State.EFFECTIVE or rec.undo_state is not None or rec.symptom not in active:
+        return False
+    if rec.action.kind != ActionKind.STEER_OFF or rec.action.param("method") != "detach":
+        return False
+    h = obs.hardif(rec.action.param("hardif"))
+    return h is not None and h.attached
 
 
 def _undo_action(rec: Record) -> Action:

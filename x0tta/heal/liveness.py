@@ -1,0 +1,152 @@
+"""Liveness probes on the wire: one UDP socket per hard interface, IPv6 link-local multicast.
+
+The wire format and the loss accounting are in :mod:`x0tta.heal.core.liveness`; this adapter only
+moves bytes. For each hard interface it opens a datagram socket bound to that device
+(``SO_BINDTODEVICE``) on ``[::]:probe_port``, sends a probe to ``ff02::1`` (all nodes on the link,
+from the interface's fe80:: address) every ``probe_interval`` and reads what arrives without
+blocking (``loop.add_reader``). Probes keep flowing on an interface the loop has detached from the
+mesh - that is how it sees the link heal and restores it.
+
+After each send it looks at the stats; when a link starts losing probes it calls ``wake`` so the
+loop runs a cycle at once instead of at its next idle poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from x0tta.heal.core.liveness import Tracker
+from x0tta.heal.core.model import ProbeStats
+
+ALL_NODES = "ff02::1"
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+def read_mac(ifname: str) -> str | None:
+    try:
+        return Path(f"/sys/class/net/{ifname}/address").read_text().strip()
+    except OSError:
+        return None
+
+
+class _Iface:
+    def __init__(self, name: str, index: int, mac: str, sock: socket.socket) -> None:
+        self.name = name
+        self.index = index
+        self.mac = mac
+        self.sock = sock
+        self.send_errors = 0
+
+
+class Prober:
+    def __init__(
+        self,
+        tracker: Tracker,
+        port: int,
+        interval: float,
+        *,
+        wake: Callable[[], None] | None = None,
+        suspect_run: int = 1,
+        log: Any = None,
+    ) -> None:
+        self.tracker = tracker
+        self.port = port
+        self.interval = interval
+        self.wake = wake
+        self.suspect_run = suspect_run
+        self.log = log
+        self.ifaces: dict[str, _Iface] = {}
+        self.sent = 0
+        self.received = 0
+
+    def _open(self, name: str, mac: str) -> _Iface:
+        index = socket.if_nametoindex(name)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            s.bind(("::", self.port))
+            group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
+            with contextlib.suppress(OSError):  # every interface is in ff02::1 already
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
+        iface = _Iface(name, index, mac, s)
+        asyncio.get_running_loop().add_reader(s.fileno(), self._readable, iface)
+        return iface
+
+    def _close(self, iface: _Iface) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(iface.sock.fileno())
+        iface.sock.close()
+
+    def _readable(self, iface: _Iface) -> None:
+        while True:
+            try:
+                data = iface.sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            now = time.monotonic()
+            self.received += 1
+            self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
+
+    async def sync(self, names: Iterable[str]) -> None:
+        """Probe exactly on ``names`` (interfaces that vanished are closed)."""
+        want = set(names)
+        for name in list(self.ifaces):
+            if name not in want:
+                self._close(self.ifaces.pop(name))
+        for name in sorted(want - set(self.ifaces)):
+            mac = await asyncio.to_thread(read_mac, name)
+            if mac is None:
+                continue
+            try:
+                self.ifaces[name] = self._open(name, mac)
+            except OSError as exc:
+                if self.log is not None:
+                    self.log.warning("probe_socket_failed", hardif=name, error=str(exc))
+
+    def send_all(self) -> None:
+        now = time.monotonic()
+        for iface in self.ifaces.values():
+            data = self.tracker.next_probe(iface.name, iface.mac, now, int(now * 1e9))
+            try:
+                iface.sock.sendto(data, (ALL_NODES, self.port, 0, iface.index))
+                self.sent += 1
+            except OSError:  # no link-local address yet, link down: the peer counts the loss
+                iface.send_errors += 1
+
+    def stats(self) -> tuple[ProbeStats, ...]:
+        return self.tracker.stats(time.monotonic())
+
+    async def run(self, names: Callable[[], Iterable[str]]) -> None:
+        """Send every interval until cancelled; re-reads the interface list each second."""
+        next_sync = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_sync:
+                    await self.sync(names())
+                    next_sync = now + 1.0
+                self.send_all()
+                if self.wake is not None and any(s.lost_run >= self.suspect_run for s in self.stats()):
+                    self.wake()
+                await asyncio.sleep(self.interval)
+        finally:
+            for iface in self.ifaces.values():
+                self._close(iface)
+            self.ifaces.clear()

@@ -1,0 +1,526 @@
+"""The heal subsystem: runs the MAPE-K loop on this node.
+
+One cycle (:meth:`HealService.cycle`):
+
+1. **Monitor** - read the mesh (generic netlink dumps of hard interfaces, originators, neighbours,
+   gateways and mesh settings; rtnetlink for carrier and membership of each hard interface), the
+   liveness probe stats and the other subsystems' health into one immutable
+   :class:`~x0tta.heal.core.model.Observation`. Polling is adaptive: ``poll_interval`` while all
+   is well, ``fast_poll_interval`` while a symptom is pending or active or an action awaits
+   verification; a link event (RTNLGRP_LINK) or a probe loss runs a cycle at once.
+2. **Analyze, Plan** - :func:`x0tta.heal.core.loop.step`.
+3. **Knowledge first** - the incident and every decided action are written to the store
+   *before* the executor runs them.
+4. **Execute** - :class:`~x0tta.heal.executor.Executor` (breakers, rate limits, dry run); the
+   results go back into the knowledge (:func:`~x0tta.heal.core.loop.settle`) and to the store.
+
+Observability: ``x0tta_heal_*`` metrics (cycle duration, symptoms by kind, actions by kind and
+outcome, verifications, breaker states, time to detect and to heal), one OpenTelemetry trace per
+incident (root span ``heal.incident``; a child span per phase: detect, decide, execute, verify,
+undo, close), and one ``heal_decision`` log line per decision with its reasons and the
+alternatives it rejected.
+
+Admin commands: ``heal.incidents`` (args ``limit``, ``status``), ``heal.incident`` (``id``),
+``heal.state`` (active symptoms, open incidents, breakers, probes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
+from x0tta.common.health import Condition, Severity
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.heal import HealSettings
+from x0tta.config.schema import AgentSettings
+from x0tta.heal.breakers import Breakers
+from x0tta.heal.core import loop
+from x0tta.heal.core.liveness import Tracker
+from x0tta.heal.core.model import (
+    ActionKind,
+    Decision,
+    Drift,
+    Event,
+    Gateway,
+    HardIf,
+    Neighbour,
+    Observation,
+    Originator,
+    ProbeStats,
+    SubsystemState,
+)
+from x0tta.heal.executor import Executor, MeshActuator
+from x0tta.heal.liveness import Prober
+from x0tta.heal.store import FILENAME, AsyncStore
+
+GW_MODES = {0: "off", 1: "client", 2: "server"}
+BREAKER_STATE = {"closed": 0, "half-open": 1, "open": 2}
+
+
+class _Metrics:
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.cycle = Histogram(
+            "x0tta_heal_cycle_duration_seconds", "Duration of one MAPE-K cycle (monitor to execute)",
+            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.symptoms = Counter("x0tta_heal_symptoms_total", "Symptoms raised, by kind", ["kind"], registry=r)
+        self.actions = Counter(
+            "x0tta_heal_actions_total", "Decisions executed, by action kind, operation and outcome",
+            ["kind", "op", "outcome"], registry=r,
+        )
+        self.verified = Counter(
+            "x0tta_heal_verifications_total", "Action effects judged, by action kind and result",
+            ["kind", "result"], registry=r,
+        )
+        self.breaker = Gauge(
+            "x0tta_heal_breaker_state", "Breaker per action kind and target: 0 closed, 1 half-open, 2 open",
+            ["breaker"], registry=r,
+        )
+        self.incidents_open = Gauge("x0tta_heal_incidents_open", "Incidents not yet closed", registry=r)
+        self.ttd = Histogram(
+            "x0tta_heal_time_to_detect_seconds", "From a symptom's onset to its incident", ["kind"], registry=r,
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+        )
+        self.tth = Histogram(
+            "x0tta_heal_time_to_heal_seconds", "From a symptom's onset to the action that healed it",
+            ["kind"], registry=r, buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
+        self.probes = Counter(
+            "x0tta_heal_probes_total", "Liveness probes, by direction (sent, received, rejected)",
+            ["direction"], registry=r,
+        )
+
+
+class HealService(Subsystem):
+    name = "heal"
+
+    def __init__(
+        self,
+        settings: HealSettings | None = None,
+        *,
+        subsystem_health: Callable[[], list[dict[str, Any]]] | None = None,
+        restart_subsystem: Callable[[str], Awaitable[None]] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or HealSettings()
+        self._subsystem_health = subsystem_health
+        self._restart = restart_subsystem
+        # Shared with the mesh reconcile when the wiring provides it: what heal changed on
+        # purpose ({"detached": set of hard interfaces, "mesh": {attr: value}}), not drift.
+        self.overrides = overrides
+        self.knowledge: loop.Knowledge | None = None
+        self.store: AsyncStore | None = None
+        self.executor: Executor | None = None
+        self.prober: Prober | None = None
+        self._wake = asyncio.Event()
+        self._metrics: _Metrics | None = None
+        self._registry_id: int | None = None
+        self._known_hardifs: set[str] = set()
+        self._spans: dict[str, Any] = {}
+        self._probe_counts = (0, 0, 0)
+        self._tracer: Any = None
+        self.cycles = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, ctx: Context) -> None:
+        from x0tta.mesh.client import LinkControl, MeshClient
+
+        s = self.settings = ctx.settings.heal
+        self._tracer = ctx.tracer
+        if self._registry_id != id(ctx.registry):
+            self._metrics = _Metrics(ctx.registry)
+            self._registry_id = id(ctx.registry)
+            self._register_admin(ctx)
+        mesh = MeshClient()
+        try:
+            await mesh.open()
+        except CapabilityMissing:
+            await mesh.close()
+            raise
+        store = AsyncStore(Path(ctx.state_dir) / FILENAME)
+        try:
+            async with LinkControl() as links:
+                await self._start(ctx, store, mesh, links)
+                tasks = [asyncio.create_task(self._link_events(links), name="heal-link-events")]
+                if s.probe_enabled and self.prober is not None:
+                    tasks.append(asyncio.create_task(self.prober.run(self._probe_ifaces), name="heal-probes"))
+                try:
+                    await self._loop(ctx, mesh, links)
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    for t in tasks:
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await t
+        finally:
+            for span in self._spans.values():
+                span.end()
+            self._spans.clear()
+            await mesh.close()
+            await store.close()
+            self.store = None
+
+    async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
+        return False  # thresholds live in the knowledge; a restart resumes incidents from the store
+
+    async def _start(self, ctx: Context, store: AsyncStore, mesh: Any, links: Any) -> None:
+        s = self.settings
+        await store.open()
+        self.store = store
+        now = time.time()
+        k = loop.initial(s, f"{int(now * 1000):x}", await store.load_stats())
+        open_incidents = await store.load_open()
+        if open_incidents:
+            k = loop.resume(k, open_incidents, now)
+            ctx.log.info("heal_resumed", incidents=[i["id"] for i in open_incidents])
+            await self._record(ctx, k, [])
+        self.knowledge = k
+        pruned = await store.prune(now, s.retention_days, s.retention_max_incidents)
+        if pruned:
+            ctx.log.info("heal_pruned", incidents=pruned)
+        meshif = ctx.settings.mesh.interface
+        self._known_hardifs = set(ctx.settings.mesh.hard_interfaces)
+
+        def desired() -> dict[str, Any]:
+            from x0tta.mesh.core.reconcile import desired_mesh
+
+            return desired_mesh(ctx.settings.mesh) if ctx.settings.mesh.manage else {}
+
+        actuator = MeshActuator(mesh, links, meshif, desired=desired, restart=self._restart)
+        metrics = self._metrics
+
+        def on_breaker(name: str, state: str) -> None:
+            ctx.log.warning("heal_breaker", breaker=name, state=state)
+            if metrics is not None:
+                metrics.breaker.labels(name).set(BREAKER_STATE.get(state, 0))
+
+        breakers = Breakers(s.breaker_fail_max, s.breaker_reset_timeout, time.monotonic, on_change=on_breaker)
+        self.executor = Executor(
+            actuator, dry_run=s.dry_run, breakers=breakers, rate_burst=s.rate_burst,
+            rate_per_minute=s.rate_per_minute, clock=time.monotonic,
+        )
+        if s.probe_enabled:
+            key = None
+            if s.probe_key_file:
+                key = await asyncio.to_thread(Path(s.probe_key_file).read_bytes)
+            tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key.strip() if key else None)
+            self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
+                                 suspect_run=s.silent_loss_run, log=ctx.log)
+
+    def _probe_ifaces(self) -> set[str]:
+        return set(self._known_hardifs)
+
+    async def _link_events(self, links: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for ev in links.events():
+                if ev.ifname in self._known_hardifs or ev.ifname is None:
+                    self._wake.set()
+
+    async def _loop(self, ctx: Context, mesh: Any, links: Any) -> None:
+        s = self.settings
+        failures = 0
+        while True:
+            k = self.knowledge
+            busy = k is not None and (k.busy or bool(self.executor and self.executor.trials))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), s.fast_poll_interval if busy else s.poll_interval)
+            self._wake.clear()
+            try:
+                await self.cycle(ctx, mesh, links)
+                failures = 0
+                ctx.health.ok()
+            except (TemporaryError, OSError) as exc:
+                failures += 1
+                ctx.log.warning("heal_cycle_failed", error=str(exc))
+                if failures >= 3:
+                    ctx.health.set(Condition("heal_monitor_failing", Severity.DEGRADED, str(exc)))
+                await asyncio.sleep(min(5.0, s.poll_interval * failures))
+
+    # -- one cycle ----------------------------------------------------------------------------
+
+    async def observe(self, ctx: Context, mesh: Any, links: Any) -> Observation:
+        meshif = ctx.settings.mesh.interface
+        info = await mesh.mesh_info(meshif)
+        hard = await mesh.hardifs(meshif)
+        origs = await mesh.originators(meshif)
+        neighs = await mesh.neighbors(meshif)
+        gws = await mesh.gateways(meshif)
+        batadv_hard = {h.hard_ifname: h for h in hard}
+        self._known_hardifs |= set(batadv_hard)
+        hardifs = []
+        for name in sorted(self._known_hardifs):
+            try:
+                link = await links.link(name)
+            except Exception:  # the interface vanished
+                continue
+            b = batadv_hard.get(name)
+            hardifs.append(HardIf(
+                name=name,
+                oper_up=bool(link.up and link.running),
+                attached=link.master == info.mesh_ifindex,
+                active=bool(b.active) if b else False,
+                hop_penalty=b.hop_penalty if b else None,
+            ))
+        wall, mono = time.time(), time.monotonic()
+        probes: tuple[ProbeStats, ...] = ()
+        if self.prober is not None:
+            probes = tuple(
+                ProbeStats(p.hardif, p.peer, p.window, p.received, p.loss, p.lost_run, p.rtt_ms,
+                           None if p.last_rx is None else wall - (mono - p.last_rx))
+                for p in self.prober.stats()
+            )
+        return Observation(
+            at=wall,
+            originators=tuple(
+                Originator(o.orig_address, o.neigh_address, o.hard_ifname or str(o.hard_ifindex), o.tq, o.throughput,
+                           o.last_seen_msecs)
+                for o in origs if o.flag_best
+            ),
+            neighbours=tuple(
+                Neighbour(n.neigh_address, n.hard_ifname or str(n.hard_ifindex), n.tq, n.throughput, n.last_seen_msecs)
+                for n in neighs
+            ),
+            hardifs=tuple(hardifs),
+            gateways=tuple(Gateway(g.orig_address, g.flag_best, g.bandwidth_down, g.bandwidth_up) for g in gws),
+            probes=probes,
+            subsystems=self._subsystems(),
+            drift=self._drift(ctx, info),
+            orig_interval_ms=info.orig_interval,
+            gw_mode=GW_MODES.get(info.gw_mode) if info.gw_mode is not None else None,
+        )
+
+    def _subsystems(self) -> tuple[SubsystemState, ...]:
+        if self._subsystem_health is None:
+            return ()
+        try:
+            rows = self._subsystem_health()
+        except Exception:
+            return ()
+        return tuple(
+            SubsystemState(r["subsystem"], r["state"], "; ".join(c.get("message", "") for c in r.get("conditions", ())))
+            for r in rows if r.get("subsystem") != self.name
+        )
+
+    def _drift(self, ctx: Context, info: Any) -> tuple[Drift, ...]:
+        ms = ctx.settings.mesh
+        if not ms.manage:
+            return ()  # the operator said nobody corrects this mesh
+        from x0tta.mesh.core.reconcile import desired_mesh, diff
+
+        ours = set()
+        k = self.knowledge
+        if k is not None:
+            for r in k.records.values():
+                if r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.holds:
+                    ours.add("orig_interval")
+        return tuple(
+            Drift(key, want, cur) for key, (cur, want) in sorted(diff(info.settings(), desired_mesh(ms)).items())
+            if key not in ours
+        )
+
+    async def cycle(self, ctx: Context, mesh: Any, links: Any) -> None:
+        started = time.perf_counter()
+        obs = await self.observe(ctx, mesh, links)
+        k = self.knowledge
+        assert k is not None and self.executor is not None
+        k, decisions = loop.step(k, obs, time.time())
+        self.knowledge = k
+        await self._record(ctx, k, decisions)
+        if decisions:
+            results = []
+            for d in decisions:
+                with self._phase(d.incident, "execute", op=d.op.value, kind=d.action.kind.value,
+                                 target=d.action.target):
+                    results.append(await self.executor.execute(d))
+            k = loop.settle(self.knowledge, results, time.time())
+            self.knowledge = k
+            for res, d in zip(results, decisions, strict=True):
+                ctx.log.info("heal_executed", incident=d.incident, id=d.id, op=d.op.value, action=d.action.kind.value,
+                             target=d.action.target, outcome=res.outcome, detail=res.detail)
+                if self._metrics:
+                    self._metrics.actions.labels(d.action.kind.value, d.op.value, res.outcome).inc()
+            await self._record(ctx, k, [])
+        self._update_overrides()
+        self.cycles += 1
+        if self._metrics:
+            self._metrics.cycle.observe(time.perf_counter() - started)
+            self._metrics.incidents_open.set(len(k.incidents))
+            if self.prober is not None:
+                sent, recv, rej = self.prober.sent, self.prober.received, self.prober.tracker.rejected
+                ps, pr, pj = self._probe_counts
+                self._metrics.probes.labels("sent").inc(sent - ps)
+                self._metrics.probes.labels("received").inc(recv - pr)
+                self._metrics.probes.labels("rejected").inc(rej - pj)
+                self._probe_counts = (sent, recv, rej)
+
+    def _update_overrides(self) -> None:
+        if self.overrides is None or self.knowledge is None:
+            return
+        detached: set[str] = set()
+        mesh: dict[str, Any] = {}
+        for r in self.knowledge.records.values():
+            if not r.holds or r.state == loop.State.DRY_RUN:
+                continue
+            if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach":
+                detached.add(r.action.param("hardif"))
+            elif r.action.kind == ActionKind.TUNE_ORIG_INTERVAL:
+                mesh["orig_interval"] = r.action.param("interval_ms")
+        self.overrides["detached"] = detached
+        self.overrides["mesh"] = mesh
+
+    # -- knowledge, logs, metrics, traces ------------------------------------------------------
+
+    async def _record(self, ctx: Context, k: loop.Knowledge, decisions: tuple[Decision, ...] | list[Decision]) -> None:
+        """Store, log, count and trace what the last step/settle produced, before acting on it."""
+        ops: list[tuple[str, Any]] = []
+        touched: set[str] = set()
+        m = self._metrics
+        for ev in k.events:
+            self._on_event(ctx, ev, ops, m)
+            if ev.incident and ev.name != "incident_closed":
+                touched.add(ev.incident)
+        for d in decisions:
+            touched.add(d.incident)
+            with self._phase(d.incident, "decide", op=d.op.value, kind=d.action.kind.value, target=d.action.target):
+                pass
+            trace_id = self._trace_id(d.incident)
+            ctx.log.info(
+                "heal_decision", incident=d.incident, id=d.id, op=d.op.value, action=d.action.kind.value,
+                target=d.action.target, params=dict(d.action.params), reasons=list(d.reasons),
+                alternatives=[f"{c.action.kind.value}: {c.rejected}" for c in d.alternatives],
+                dry_run=self.settings.dry_run, trace_id=trace_id,
+            )
+            ops.append(("event", (d.incident, time.time(), "decision", d.to_json())))
+        for inc_id in sorted(touched):
+            data = k.incident_json(inc_id)
+            if data is not None:
+                ops.append(("incident", data))
+        if any(ev.name == "verified" for ev in k.events):
+            ops.append(("stats", dict(k.stats)))
+        if ops and self.store is not None:
+            await self.store.write(ops)
+
+    def _on_event(self, ctx: Context, ev: Event, ops: list[tuple[str, Any]], m: _Metrics | None) -> None:
+        data = dict(ev.data)
+        name = ev.name
+        if name == "incident_opened":
+            self._start_trace(ev.incident, data)
+            if m:
+                m.ttd.labels(data["kind"]).observe(data["time_to_detect"])
+            ctx.log.warning("heal_incident_opened", incident=ev.incident, **data, trace_id=self._trace_id(ev.incident))
+        elif name == "symptom_raised":
+            sym = data["symptom"]
+            if m and not data.get("reopened"):
+                m.symptoms.labels(sym["kind"]).inc()
+            with self._phase(ev.incident, "detect", kind=sym["kind"], target=sym["target"]):
+                pass
+        elif name == "symptom_cleared":
+            sym = data["symptom"]
+            ctx.log.info("heal_symptom_cleared", incident=ev.incident, kind=sym["kind"], target=sym["target"])
+        elif name == "verified":
+            if m:
+                m.verified.labels(data["kind"], "effective" if data["ok"] else "failed").inc()
+            if self.executor is not None:
+                self.executor.verified(data["id"], bool(data["ok"]), str(data.get("reason", "")))
+            with self._phase(ev.incident, "verify" if data.get("op") == "apply" else "undo", ok=bool(data["ok"]),
+                             kind=data["kind"], reason=str(data.get("reason", ""))):
+                pass
+            ctx.log.info("heal_verified", incident=ev.incident, **data)
+        elif name == "healed":
+            kind = ev.incident and self._incident_kind(ev.incident)
+            if m and kind:
+                m.tth.labels(kind).observe(data["time_to_heal"])
+            ctx.log.info("heal_healed", incident=ev.incident, **data)
+        elif name == "incident_closed":
+            inc = data["incident"]
+            ops.append(("incident", {**inc, "actions": data["actions"]}))
+            if self.executor is not None:
+                self.executor.forget([a["id"] for a in data["actions"]] + [a["id"] + "/undo" for a in data["actions"]])
+            with self._phase(ev.incident, "close", resolution=inc["resolution"]):
+                pass
+            span = self._spans.pop(ev.incident, None)
+            if span is not None:
+                span.set_attribute("heal.resolution", inc["resolution"])
+                span.end()
+            ctx.log.info("heal_incident_closed", incident=ev.incident, resolution=inc["resolution"],
+                         duration=round(data["duration"], 3))
+        ops.append(("event", (ev.incident, time.time(), name, data)))
+
+    def _incident_kind(self, inc_id: str) -> str | None:
+        k = self.knowledge
+        inc = k.incidents.get(inc_id) if k else None
+        return inc.key[0] if inc else None
+
+    def _start_trace(self, inc_id: str, data: dict[str, Any]) -> None:
+        tracer = self._tracer
+        if tracer is None:
+            return
+        self._spans[inc_id] = tracer.start_span(
+            "heal.incident", attributes={"heal.incident": inc_id, "heal.kind": data["kind"],
+                                         "heal.target": data["target"]},
+        )
+
+    @contextlib.contextmanager
+    def _phase(self, inc_id: str, phase: str, **attrs: Any) -> Any:
+        tracer = self._tracer
+        parent = self._spans.get(inc_id)
+        if tracer is None or parent is None:
+            yield None
+            return
+        from opentelemetry import trace
+
+        ctx = trace.set_span_in_context(parent)
+        with tracer.start_as_current_span(f"heal.{phase}", context=ctx,
+                                          attributes={f"heal.{k}": v for k, v in attrs.items()}) as span:
+            yield span
+
+    def _trace_id(self, inc_id: str) -> str | None:
+        span = self._spans.get(inc_id)
+        if span is None:
+            return None
+        return f"{span.get_span_context().trace_id:032x}"
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def _register_admin(self, ctx: Context) -> None:
+        async def incidents(args: dict[str, Any]) -> Any:
+            if self.store is None:
+                raise TemporaryError("the heal loop is not running")
+            return await self.store.incidents(int(args.get("limit", 50)), args.get("status"))
+
+        async def incident(args: dict[str, Any]) -> Any:
+            if self.store is None:
+                raise TemporaryError("the heal loop is not running")
+            found = await self.store.incident(str(args["id"]))
+            if found is None:
+                raise PermanentError(f"no incident {args['id']}")
+            return found
+
+        async def state(_: dict[str, Any]) -> Any:
+            k = self.knowledge
+            return {
+                "dry_run": self.settings.dry_run,
+                "cycles": self.cycles,
+                "active": [s.to_json() for s in (k.active.values() if k else ())],
+                "incidents": [k.incident_json(i) for i in (k.incidents if k else ())],
+                "breakers": self.executor.breakers.states() if self.executor else {},
+                "probes": [_probe_json(p) for p in (self.prober.stats() if self.prober else ())],
+                "stats": [{"symptom": s, "action": a, "ok": ok, "failed": bad}
+                          for (s, a), (ok, bad) in (k.stats.items() if k else ())],
+            }
+
+        ctx.admin.register("heal.incidents", incidents)
+        ctx.admin.register("heal.incident", incident)
+        ctx.admin.register("heal.state", state)
+
+
+def _probe_json(p: ProbeStats) -> dict[str, Any]:
+    return {"hardif": p.hardif, "peer": p.peer, "loss": p.loss, "lost_run": p.lost_run, "rtt_ms": p.rtt_ms}
