@@ -24,9 +24,13 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
     def identity(s: AgentSettings) -> Subsystem:
         return shared.setdefault("identity", _identity(s))
 
+    def peer(s: AgentSettings) -> Subsystem:
+        return _peer(s, identity(s) if s.identity.enabled else None)
+
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
         "mesh": (settings.mesh.enabled, _mesh),
+        "peer": (settings.peer.enabled, peer),
         "probes": (settings.probes.enabled, _probes),
     }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
@@ -36,6 +40,14 @@ def _identity(settings: AgentSettings) -> Subsystem:
     from x0tta.identity.service import IdentityService
 
     return IdentityService()
+
+
+def _peer(settings: AgentSettings, identity: Subsystem | None) -> Subsystem:
+    from x0tta.peer.service import PeerService
+
+    # Neighbour addresses come from [peer] peers for now; batman-adv's neighbour table (MAC ->
+    # address) is the next source, passed here as PeerService(neighbours=callable).
+    return PeerService(identity)  # type: ignore[arg-type]
 
 
 def _mesh(settings: AgentSettings) -> Subsystem:

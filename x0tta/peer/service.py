@@ -306,7 +306,7 @@ class PeerService(Subsystem):
             self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
         if self._identity is None:
             raise CapabilityMissing("identity_unavailable", "the identity subsystem is disabled: no SVID")
-        ctx.health.set(Condition("identity_unavailable", Severity.STARTING, "waiting for this node's SVID"))
+        ctx.health.set(Condition("identity_unavailable", Severity.DEGRADED, "waiting for this node's SVID"))
         source = await self._identity.wait_source()
         endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe)
         self.endpoint = endpoint
