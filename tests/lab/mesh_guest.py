@@ -1,9 +1,10 @@
 """Runs inside the UML guest (as init's child, root): builds a small batman-adv mesh and checks it.
 
-Topology: three network namespaces x0m1 - x0m2 - x0m3 in a line. Two meshes share them so both
+Topology: network namespaces x0m1 - x0m2 - x0m3 in a line (X0TTA_MESH_NODES, default 3; the last
+one is the gateway server). Two meshes share them so both
 routing algorithms are seen in one boot: ``bat0`` (BATMAN_IV) over veth pairs ``v4*`` and
 ``bat1`` (BATMAN_V) over pairs ``v5*``. x0m3 is a gateway server on both, x0m1 a client; bat0 has
-IPv4 addresses (ARP fills the DAT cache) and a VLAN 5 on x0m1.
+IPv4 addresses and a VLAN 5 on x0m1.
 
 Subcommands:
   capture OUT   write golden fixtures: raw kernel replies (hex) and batctl's JSON of the same
@@ -16,6 +17,7 @@ Subcommands:
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 import subprocess
@@ -26,7 +28,7 @@ from pathlib import Path
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.genl import BatadvSocket
 
-NODES = ("x0m1", "x0m2", "x0m3")
+NODES = tuple(f"x0m{i}" for i in range(1, int(os.environ.get("X0TTA_MESH_NODES", "3")) + 1))
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -53,7 +55,7 @@ def build() -> None:
     for n in NODES:
         sh(f"ip netns add {n}")
         sh(f"ip -n {n} link set lo up")
-    for i, (a, b) in enumerate([("x0m1", "x0m2"), ("x0m2", "x0m3")]):
+    for i, (a, b) in enumerate(itertools.pairwise(NODES)):
         for algo, mesh, prefix in (("BATMAN_IV", "bat0", "v4"), ("BATMAN_V", "bat1", "v5")):
             la, lb = f"{prefix}{i}a", f"{prefix}{i}b"
             sh(f"ip link add {la} netns {a} type veth peer name {lb} netns {b}")
@@ -67,13 +69,13 @@ def build() -> None:
             sh(f"ip -n {n} link set {mesh} up")
         sh(f"ip -n {n} addr add 10.77.0.{idx}/24 dev bat0")
     for mesh in ("bat0", "bat1"):
-        sh(f"ip netns exec x0m3 batctl meshif {mesh} gw_mode server 50mbit/10mbit")
+        sh(f"ip netns exec {NODES[-1]} batctl meshif {mesh} gw_mode server 50mbit/10mbit")
         sh(f"ip netns exec x0m1 batctl meshif {mesh} gw_mode client")
     sh("ip -n x0m1 link add link bat0 name bat0.5 type vlan id 5")
     sh("ip -n x0m1 link set bat0.5 up")
 
 
-def converge(timeout: float = 40.0) -> float:
+def converge(timeout: float = 60.0) -> float:
     """Wait until every node sees every other as an originator on both meshes, and x0m1 a gateway."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -92,8 +94,8 @@ def converge(timeout: float = 40.0) -> float:
         enter(None)
         if ok:
             # ARP across the mesh fills the DAT caches and the global translation tables.
-            sh("ip netns exec x0m1 ping -c 2 -i 0.2 -W 1 10.77.0.3", check=False)
-            sh("ip netns exec x0m3 ping -c 1 -W 1 10.77.0.2", check=False)
+            sh(f"ip netns exec x0m1 ping -c 2 -i 0.2 -W 1 10.77.0.{len(NODES)}", check=False)
+            sh(f"ip netns exec {NODES[-1]} ping -c 1 -W 1 10.77.0.2", check=False)
             return time.monotonic() - start
         time.sleep(0.5)
     raise RuntimeError("mesh did not converge")

@@ -49,8 +49,13 @@ def available() -> str | None:
     return None
 
 
-def run(outdir: Path, argv: list[str], *, timeout: float = 240.0, mem: str = "768M") -> tuple[int, str]:
-    """Run ``argv`` as root inside a fresh UML guest; returns (exit code, guest output)."""
+def run(
+    outdir: Path, argv: list[str], *, timeout: float = 240.0, mem: str = "768M", env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run ``argv`` as root inside a fresh UML guest; returns (exit code, guest output).
+
+    ``env`` reaches the command as environment variables (kernel parameters init inherits).
+    """
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     init = outdir / "init.sh"
@@ -69,6 +74,7 @@ def run(outdir: Path, argv: list[str], *, timeout: float = 240.0, mem: str = "76
                 "rw",
                 f"init={init}",
                 f"x0tta_out={outdir}",
+                *(f"{k}={v}" for k, v in (env or {}).items()),
                 "con=null",
                 "con0=fd:0,fd:1",
             ],
@@ -93,6 +99,9 @@ def _quote(s: str) -> str:
 PYTHON = sys.executable
 
 
-def run_guest(outdir: Path, mode: str, *, timeout: float = 240.0) -> tuple[int, str]:
+def run_guest(
+    outdir: Path, mode: str, *, timeout: float = 240.0, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run ``tests/lab/mesh_guest.py MODE OUTDIR/out`` in a fresh guest."""
-    return run(outdir, [PYTHON, "-m", "tests.lab.mesh_guest", mode, str(outdir.resolve() / "out")], timeout=timeout)
+    argv = [PYTHON, "-m", "tests.lab.mesh_guest", mode, str(outdir.resolve() / "out")]
+    return run(outdir, argv, timeout=timeout, env=env)

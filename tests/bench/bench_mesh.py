@@ -1,0 +1,60 @@
+"""Originator table dump-and-decode: the agent's client vs `batctl meshif bat0 o`, on one UML node.
+
+    .venv/bin/python tests/bench/bench_mesh.py [--nodes 8]
+
+Boots User-Mode Linux (real batman-adv 2022.3), builds a line of N nodes with a BATMAN_IV mesh
+(bat0) and a BATMAN_V mesh (bat1), waits for convergence, then on the first node times
+(tests/lab/mesh_checks.py ``bench``): the client's dump+decode in-process and through the event
+loop (``MeshClient.originators``, a worker thread), decode alone, and batctl as a process. Prints
+a Markdown table; the ratio is the figure to compare. Needs root and user-mode-linux.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+
+import mesh_uml
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=8)
+    args = ap.parse_args()
+    why = mesh_uml.available()
+    if why:
+        print(f"cannot run: {why}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="x0tta-bench-mesh-") as tmp:
+        rc, log = mesh_uml.run_guest(Path(tmp), "bench", env={"X0TTA_MESH_NODES": str(args.nodes)}, timeout=300)
+        path = Path(tmp) / "out" / "bench.json"
+        if rc != 0 or not path.exists():
+            print(log, file=sys.stderr)
+            return 1
+        r = json.loads(path.read_text())
+    print(f"{args.nodes}-node line, originator table of node 1: {r['originator_entries']} entries in "
+          f"{r['datagrams']} datagram(s); UML guest on {platform.node()} ({platform.machine()})\n")
+    print("| measure | per call | vs `batctl meshif bat0 o` |")
+    print("|---|---|---|")
+    base = r["batctl_o_us"]
+    rows = [
+        ("client dump+decode, `MeshClient.originators()` (async, worker thread)", r["client_async_us"]),
+        ("client dump+decode, `BatadvSocket.dump()` (in-process, blocking)", r["client_sync_us"]),
+        ("decode alone (`Reply.feed` over the captured datagrams)", r["decode_only_us"]),
+        ("`batctl meshif bat0 o` (a process)", r["batctl_o_us"]),
+        ("`batctl meshif bat0 oj` (a process)", r["batctl_oj_us"]),
+        ("spawning `/bin/true` (the process cost alone)", r["process_spawn_us"]),
+    ]
+    for name, us in rows:
+        print(f"| {name} | {us / 1000:.3f} ms | {us / base:.3f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
