@@ -30,6 +30,7 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
         "mesh": (settings.mesh.enabled, _mesh),
+        "heal": (settings.heal.enabled, _heal),
         "peer": (settings.peer.enabled, peer),
         "probes": (settings.probes.enabled, _probes),
     }
@@ -54,6 +55,12 @@ def _mesh(settings: AgentSettings) -> Subsystem:
     from x0tta.mesh.service import MeshService
 
     return MeshService(settings=settings.mesh)
+
+
+def _heal(settings: AgentSettings) -> Subsystem:
+    from x0tta.heal.service import HealService
+
+    return HealService(settings=settings.heal)
 
 
 def _probes(settings: AgentSettings) -> Subsystem:

@@ -135,6 +135,9 @@ class HealService(Subsystem):
 
         s = self.settings = ctx.settings.heal
         self._tracer = ctx.tracer
+        agent = getattr(ctx, "agent", None)  # the agent's context offers its status, when it has one
+        if self._subsystem_health is None and callable(getattr(agent, "status", None)):
+            self._subsystem_health = lambda: agent.status()["subsystems"]
         if self._registry_id != id(ctx.registry):
             self._metrics = _Metrics(ctx.registry)
             self._registry_id = id(ctx.registry)
@@ -298,10 +301,11 @@ class HealService(Subsystem):
         )
 
     def _subsystems(self) -> tuple[SubsystemState, ...]:
-        if self._subsystem_health is None:
+        source = self._subsystem_health
+        if source is None:
             return ()
         try:
-            rows = self._subsystem_health()
+            rows = source()
         except Exception:
             return ()
         return tuple(
