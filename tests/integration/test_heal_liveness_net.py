@@ -1,0 +1,88 @@
+"""Liveness probes over a real veth pair (host kernel, own network namespace, root).
+
+Two probers, one per end of a veth pair, exchange probes on the fe80:: addresses through
+``ff02::1``. Then the link goes silent while its carrier stays up (IPv6 disabled on one end: no
+netem on the host kernel, and no tc drop action either) and both ends must see it within 0.5 s;
+when it comes back, the loss clears.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"),
+]
+
+SCRIPT = textwrap.dedent(
+    r"""
+    import asyncio, json, subprocess, time
+    from x0tta.heal.core.liveness import Tracker
+    from x0tta.heal.liveness import Prober
+
+    async def main():
+        pa = Prober(Tracker(0.1, 20, 60.0), 4305, 0.1)
+        pb = Prober(Tracker(0.1, 20, 60.0), 4305, 0.1)
+        ta = asyncio.create_task(pa.run(lambda: ["x0hA"]))
+        tb = asyncio.create_task(pb.run(lambda: ["x0hB"]))
+        out = {}
+        async def first_bad(p, since):
+            while True:
+                s = p.stats()
+                if s and s[0].lost_run >= 3:
+                    return time.monotonic() - since
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(2.0)
+        out["healthy"] = [[s.lost_run, s.loss, s.rtt_ms] for s in pa.stats() + pb.stats()]
+        t0 = time.monotonic()
+        subprocess.run(["sysctl", "-q", "-w", "net.ipv6.conf.x0hB.disable_ipv6=1"], check=True)
+        out["detect_a"], out["detect_b"] = await asyncio.gather(first_bad(pa, t0), first_bad(pb, t0))
+        subprocess.run(["sysctl", "-q", "-w", "net.ipv6.conf.x0hB.disable_ipv6=0"], check=True)
+        await asyncio.sleep(3.0)
+        out["recovered"] = [[s.lost_run, s.loss] for s in pa.stats() + pb.stats()]
+        ta.cancel(); tb.cancel()
+        await asyncio.gather(ta, tb, return_exceptions=True)
+        print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+
+def sh(cmd: str, check: bool = True) -> None:
+    subprocess.run(cmd, shell=True, check=check, capture_output=True)
+
+
+def test_both_ends_detect_a_silent_link_within_half_a_second():
+    ns = f"x0h-live-{os.getpid()}"
+    sh(f"ip netns add {ns}")
+    try:
+        sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.default.accept_dad=0")
+        sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.all.accept_dad=0")
+        sh(f"ip -n {ns} link add x0hA type veth peer name x0hB")
+        sh(f"ip -n {ns} link set x0hA up")
+        sh(f"ip -n {ns} link set x0hB up")
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("liveness figures:", out)
+        assert len(out["healthy"]) == 2
+        for lost_run, loss, rtt in out["healthy"]:
+            assert lost_run <= 1 and loss <= 0.1 and rtt is not None
+        assert out["detect_a"] <= 0.5, out
+        assert out["detect_b"] <= 0.5, out
+        for lost_run, _loss in out["recovered"]:
+            assert lost_run <= 1, out
+    finally:
+        sh(f"ip netns del {ns}", check=False)
