@@ -190,6 +190,8 @@ class Link:
                 try:
                     session = await svc.open_session(self.host, self.port, resume=True)
                 except (HandshakeFailed, SessionClosed, TlsClosed) as exc:
+                    if str(exc) != self.last_error:
+                        svc.log.info("peer_connect_failed", address=self.address, error=str(exc), retry_in=delay)
                     self.last_error = str(exc)
                     await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                     delay = min(delay * 2, svc.settings.reconnect_max_delay)
@@ -304,6 +306,7 @@ class PeerService(Subsystem):
         self._policy = ctx.settings.identity.policy()
         if self._metrics is None or self._metrics_registry is not ctx.registry:
             self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
+        ctx.admin.register("peers.list", self._list)
         if self._identity is None:
             raise CapabilityMissing("identity_unavailable", "the identity subsystem is disabled: no SVID")
         ctx.health.set(Condition("identity_unavailable", Severity.DEGRADED, "waiting for this node's SVID"))
@@ -311,7 +314,6 @@ class PeerService(Subsystem):
         endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe)
         self.endpoint = endpoint
         unsubscribe = source.subscribe(self._on_identity)
-        ctx.admin.register("peers.list", self._list)
         try:
             try:
                 server = await endpoint.serve(self.settings.listen_address, self.settings.port, self._on_inbound)
@@ -429,7 +431,7 @@ class PeerService(Subsystem):
         if self._metrics:
             self._metrics.sessions.labels(direction).inc()
         self.log.info("peer_session_established", direction=direction, address=stream.address,
-                      peer=str(stream.peer.spiffe_id), node=session.core.their_hello.node_id
+                      peer=str(stream.peer.spiffe_id), peer_node=session.core.their_hello.node_id
                       if session.core.their_hello else "", group=stream.peer.group,
                       signature=stream.peer.key_algorithm, resumed=stream.peer.resumed)
         self.spawn(self._watch(session, direction))

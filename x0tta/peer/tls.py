@@ -81,6 +81,7 @@ class Refusal(enum.StrEnum):
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     BUSY = "busy"
     CLOSED = "closed"
+    UNREACHABLE = "unreachable"
     PEER_REFUSED = "peer_refused"
     UNEXPECTED_PEER = "unexpected_peer"
     TLS_ERROR = "tls_error"
@@ -481,10 +482,8 @@ class TlsEndpoint:
                 async with asyncio.timeout(self.policy.handshake_timeout):
                     reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
             except (TimeoutError, OSError) as exc:
-                result = HandshakeResult("client", False, Refusal.CLOSED.value, key,
-                                         detail=f"connect: {exc or 'timeout'}")
-                self._report(result)
-                raise HandshakeFailed(result.reason, result.detail) from None
+                # Not a handshake: nobody answered. Not reported to the observer.
+                raise HandshakeFailed(Refusal.UNREACHABLE.value, f"connect: {exc or 'timeout'}") from None
             session = None
             if resume:
                 cached = self._sessions.get(key)
