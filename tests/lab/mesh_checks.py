@@ -312,6 +312,10 @@ async def links(out: Path) -> int:
         await lc.delete("bat7")
         r["deleted"] = not await lc.exists("bat7")
         r["routing_algos"] = await mc.routing_algos()
+        dst = (await mc.neighbors("bat0"))[0].neigh_address
+        tp = await mc.tp_meter("bat0", dst, 1000)
+        r["tp_meter"] = {"result": tp.tpmeter_result, "bytes": tp.tpmeter_bytes, "ms": tp.tpmeter_test_time,
+                         "kbit": tp.throughput_kbit, "to": dst}
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)

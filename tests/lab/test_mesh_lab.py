@@ -1,6 +1,6 @@
 """batman-adv for real: the mesh client and subsystem against batman-adv 2022.3 in User-Mode Linux.
 
-One guest boot (about 25 s here) builds three namespaces in a line with two meshes (bat0
+One guest boot (about a minute here) builds five namespaces in a line with two meshes (bat0
 BATMAN_IV, bat1 BATMAN_V), waits for convergence, then (tests/lab/mesh_checks.py):
 
 * on every node and both meshes: originators, neighbours, gateways, hard interfaces and mesh
@@ -19,6 +19,7 @@ import mesh_uml
 import pytest
 
 pytestmark = pytest.mark.lab
+NODES = 5  # the acceptance's lab size
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +28,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if why:
         pytest.skip(f"UML mesh lab cannot run here: {why}")
     root = tmp_path_factory.mktemp("mesh-lab")
-    _rc, log = mesh_uml.run_guest(root, "lab", timeout=360)
+    _rc, log = mesh_uml.run_guest(root, "lab", timeout=360, env={"X0TTA_MESH_NODES": str(NODES)})
     out = root / "out"
     assert (out / "summary.json").exists(), log
     return out
 
 
 def test_client_tables_equal_batctl_on_every_node(lab: Path) -> None:
-    for node in ("x0m1", "x0m2", "x0m3"):
+    for node in (f"x0m{i}" for i in range(1, NODES + 1)):
         report = json.loads((lab / f"{node}.json").read_text())
         assert len(report) == 10  # 5 views x 2 meshes
         for view, result in report.items():
             assert result["differences"] == [], (node, view, result)
-        assert report["bat0.originators"]["entries"] >= 2 and report["bat1.originators"]["entries"] >= 2
+        assert report["bat0.originators"]["entries"] >= NODES - 1 and report["bat1.originators"]["entries"] >= NODES - 1
 
 
 def test_every_tunable_reads_back_through_batctl(lab: Path) -> None:
@@ -60,7 +61,7 @@ def test_hand_changes_are_reverted_within_one_period_and_counted(lab: Path) -> N
 
 def test_metrics_and_admin_views(lab: Path) -> None:
     report = json.loads((lab / "reconcile.json").read_text())
-    assert report["metrics"]["originators"] == 2
+    assert report["metrics"]["originators"] == NODES - 1
     assert report["metrics"]["gateways"] == 1  # x0m3 still announces itself
     assert report["observe"]["transglobal"] > 0
     admin = report["admin"]
@@ -76,6 +77,7 @@ def test_links_events_and_a_mesh_built_from_nothing(lab: Path) -> None:
     assert r["created_algo"] == "BATMAN_V"  # the batadv link kind with IFLA_BATADV_ALGO_NAME
     assert r["attached"] == ["x7a"] and r["master_is_bat7"] and r["mtu"] == 1560
     assert r["after_detach"] == [] and r["deleted"]
+    assert r["tp_meter"]["result"] == 3 and r["tp_meter"]["bytes"] > 0, r["tp_meter"]  # TP_REASON_COMPLETE
     for key in ("created_event", "down_event_s", "up_event_s", "config_event_s", "hardif_event_s"):
         assert r[key] is not None and r[key] < 1.0, (key, r[key])  # delivered as they happen
     assert r["service_actions"] == ["create_mesh bat8", "attach x7b", "up bat8", "set_mesh bat8", "set_hardif x7b"]

@@ -147,6 +147,45 @@ class MeshClient:
         """SET_VLAN: ``ap_isolation_enabled``."""
         await self._call(self._sock.set_vlan, meshif, vid, dict(values))
 
+    async def tp_meter(
+        self, meshif: str | int, dst: str, test_time_ms: int = 1000, timeout: float | None = None
+    ) -> batadv.TpMeter:
+        """Run batman-adv's throughput meter to originator ``dst`` and return its result.
+
+        Subscribes to the ``tpmeter`` group first, starts the test (TP_METER), then waits for the
+        result event with the same cookie. ``tpmeter_result`` is a :class:`TpMeterReason`
+        (COMPLETE, or why it stopped); on timeout or cancellation the test is cancelled.
+        """
+        fam = await self.open()
+        events = BatadvEventSocket(fam, batadv.BATADV_NL_MCAST_GROUP_TPMETER)
+        loop = asyncio.get_running_loop()
+        results: asyncio.Queue[batadv.Record] = asyncio.Queue()
+
+        def readable() -> None:
+            with contextlib.suppress(Exception):
+                for rec in events.read()[0]:
+                    results.put_nowait(rec)
+
+        loop.add_reader(events.fileno(), readable)
+        done = False
+        try:
+            start = await self._call(self._sock.tp_meter_start, meshif, dst, test_time_ms)
+            limit = timeout if timeout is not None else test_time_ms / 1000 + 10.0
+            async with asyncio.timeout(limit):
+                while True:
+                    rec = await results.get()
+                    if isinstance(rec, batadv.TpMeter) and rec.finished and (
+                        rec.tpmeter_cookie == start.tpmeter_cookie or rec.tpmeter_cookie is None
+                    ):
+                        done = True
+                        return rec
+        finally:
+            loop.remove_reader(events.fileno())
+            events.close()
+            if not done:
+                with contextlib.suppress(Exception):
+                    await self._call(self._sock.tp_meter_cancel, meshif, dst)
+
     # -- events -------------------------------------------------------------------------------
 
     async def config_events(self) -> AsyncIterator[batadv.Record | None]:

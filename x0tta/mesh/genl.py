@@ -153,10 +153,16 @@ class BatadvSocket:
     # -- the batadv commands ----------------------------------------------------------------
 
     def dump(self, cmd: Cmd, meshif: str | int, **selectors: Any) -> list[Record]:
+        """A whole table. A dump the kernel marks NLM_F_DUMP_INTR (the table changed while it was
+        being walked) is taken again, up to three times; the last one is returned regardless."""
         fam = self.open()
         index = meshif if isinstance(meshif, int) else ifindex(meshif)
-        seq = self.next_seq()
-        return self.transact(cmd, batadv.encode_dump(fam.id, cmd, index, seq, **selectors), seq, dump=True).records
+        for _attempt in range(3):
+            seq = self.next_seq()
+            reply = self.transact(cmd, batadv.encode_dump(fam.id, cmd, index, seq, **selectors), seq, dump=True)
+            if not reply.interrupted:
+                break
+        return reply.records
 
     def get(self, cmd: Cmd, **selectors: Any) -> Record:
         fam = self.open()
@@ -212,6 +218,23 @@ class BatadvSocket:
         mi = meshif if isinstance(meshif, int) else ifindex(meshif)
         seq = self.next_seq()
         self._set(Cmd.SET_VLAN, batadv.encode_set_vlan(fam.id, mi, vid, seq, values), seq)
+
+    def tp_meter_start(self, meshif: str | int, dst: str, test_time_ms: int) -> batadv.TpMeter:
+        """TP_METER: start a throughput test to originator ``dst``; the reply carries its cookie."""
+        fam = self.open()
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        seq = self.next_seq()
+        req = batadv.encode_tp_meter(fam.id, mi, dst, test_time_ms, seq)
+        records = self.transact(Cmd.TP_METER, req, seq, dump=False).records
+        if not records or not isinstance(records[0], batadv.TpMeter):
+            raise MeshError("batadv TP_METER: no cookie in the reply")
+        return records[0]
+
+    def tp_meter_cancel(self, meshif: str | int, dst: str) -> None:
+        fam = self.open()
+        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        seq = self.next_seq()
+        self._set(Cmd.TP_METER_CANCEL, batadv.encode_tp_meter_cancel(fam.id, mi, dst, seq), seq)
 
 
 class BatadvEventSocket:

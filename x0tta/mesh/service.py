@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from x0tta.common.errors import CapabilityMissing, TemporaryError
+from x0tta.common.errors import CapabilityMissing, DecodeError, TemporaryError
 from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.mesh import MeshSettings
@@ -151,8 +151,10 @@ class MeshService(Subsystem):
                 await self._reconcile_reporting(ctx)
                 next_reconcile = loop.time() + self.settings.reconcile_interval
             if now >= next_observe:
-                with contextlib.suppress(MeshError, TemporaryError):
+                try:
                     await self.observe()
+                except (MeshError, TemporaryError, DecodeError) as exc:
+                    ctx.log.warning("mesh_observe_failed", error=str(exc))
                 next_observe = loop.time() + self.settings.observe_interval
             timeout = max(0.0, min(next_reconcile, next_observe) - loop.time())
             with contextlib.suppress(TimeoutError):
@@ -173,7 +175,7 @@ class MeshService(Subsystem):
     async def _reconcile_reporting(self, ctx: Context) -> None:
         try:
             actions = await self.reconcile_now()
-        except (MeshError, TemporaryError) as exc:
+        except (MeshError, TemporaryError, DecodeError) as exc:
             ctx.log.warning("mesh_reconcile_failed", error=str(exc))
             ctx.health.set(Condition("mesh_reconcile_failed", Severity.DEGRADED, str(exc)))
             return

@@ -549,8 +549,19 @@ class TpMeter(Record):
     tpmeter_cookie: int | None = None
     orig_address: str | None = None
     tpmeter_result: int | None = None
-    tpmeter_test_time: int | None = None
+    tpmeter_test_time: int | None = None  # ms
     tpmeter_bytes: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.tpmeter_result is not None
+
+    @property
+    def throughput_kbit(self) -> float | None:
+        """Acked bytes over the test time, kbit/s (batctl prints the same in its own units)."""
+        if not self.tpmeter_bytes or not self.tpmeter_test_time:
+            return None
+        return self.tpmeter_bytes * 8 / self.tpmeter_test_time
 
 
 RECORD_OF: dict[int, type[Record]] = {
