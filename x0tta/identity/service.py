@@ -45,7 +45,7 @@ from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.identity import IdentitySettings
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
 from x0tta.identity.certs import KeyType
-from x0tta.identity.source import SourceBase
+from x0tta.identity.source import SharedSource, SourceBase
 from x0tta.identity.spiffe_id import AuthorizationPolicy
 from x0tta.identity.types import SvidUnavailable, validate_x509_svid
 
@@ -122,7 +122,8 @@ class IdentityService(Subsystem):
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         self.environ = dict(os.environ if environ is None else environ)
-        self.source: SourceBase | None = None
+        self.source = SharedSource()
+        self.inner: SourceBase | None = None
         self.policy: AuthorizationPolicy | None = None
         self._ready = asyncio.Event()
         self._settings: IdentitySettings | None = None
@@ -131,9 +132,12 @@ class IdentityService(Subsystem):
 
     # -- for other subsystems ----------------------------------------------------------------
     async def wait_source(self, timeout: float | None = None) -> SourceBase:
-        """The running source once it has an SVID (raises TimeoutError after ``timeout``)."""
+        """The source once it has an SVID (raises TimeoutError after ``timeout``).
+
+        It is the same object for the life of the agent: subscriptions made on it survive restarts
+        of this subsystem and changes of source on reload.
+        """
         await asyncio.wait_for(self._ready.wait(), timeout)
-        assert self.source is not None
         return self.source
 
     # -- building ----------------------------------------------------------------------------
@@ -168,8 +172,9 @@ class IdentityService(Subsystem):
             self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
         metrics = self._metrics
         source = self.build_source(ctx)
-        self.source = source
+        self.inner = source
         ctx.admin.register("identity.show", self._show)
+        detach = self.source.attach(source)
         try:
             await self._start_source(ctx, source)
             self._ready.set()
@@ -195,6 +200,7 @@ class IdentityService(Subsystem):
                 await asyncio.sleep(HEALTH_INTERVAL)
         finally:
             self._ready.clear()
+            detach()
             await source.close()
 
     async def _start_source(self, ctx: Context, source: SourceBase) -> None:
@@ -231,12 +237,12 @@ class IdentityService(Subsystem):
             return False
         self._settings = new
         self.policy = new.policy()
-        if self.source is not None:
-            await self.source.refresh()
+        if self.inner is not None:
+            await self.inner.refresh()
         return True
 
     async def _show(self, _: dict[str, Any]) -> dict[str, Any]:
-        src = self.source
+        src = self.inner
         out: dict[str, Any] = {"source": src.kind if src else None, "ready": self._ready.is_set()}
         if src is None or not src.has_svid():
             out["error"] = src.last_error if src else "not started"
@@ -251,7 +257,7 @@ class IdentityService(Subsystem):
             expires_in=round(svid.seconds_to_expiry(time.time()), 1),
             trust_domains=sorted(src.bundles()),
             revoked_serials=sum(len(r.serials) for r in src.revocations()),
-            rotations=src.rotations,
+            rotations=self.source.rotations,
             last_error=src.last_error,
         )
         return out

@@ -96,3 +96,38 @@ def _roots(bundles: Bundles) -> dict[str, frozenset[bytes]]:
 
 def _revs(revs: tuple[RevocationList, ...]) -> tuple[tuple[int, frozenset[int]], ...]:
     return tuple((r.number, r.serials) for r in revs)
+
+
+class SharedSource(SourceBase):
+    """The source other subsystems hold: it outlives restarts of the identity subsystem.
+
+    The identity subsystem builds a new concrete source each time it (re)starts and
+    :meth:`attach`-es it here; this object republishes what the current one publishes. A consumer
+    (the peer transport) subscribes once and keeps receiving updates across restarts and source
+    changes, instead of holding a closed source that never speaks again.
+    """
+
+    kind = "shared"
+
+    def __init__(self, log: Any = None) -> None:
+        super().__init__(log)
+        self.inner: SourceBase | None = None
+
+    def attach(self, inner: SourceBase) -> Callable[[], None]:
+        """Follow ``inner`` from now on; returns the function that stops following it."""
+        self.inner = inner
+        self.kind = inner.kind
+        if inner.has_svid():
+            self._publish(inner.svid(), inner.bundles(), inner.revocations())
+        return inner.subscribe(lambda u: self._publish(u.svid, u.bundles, u.revocations))
+
+    async def start(self) -> None:
+        if self.inner is None:
+            raise SvidUnavailable("identity subsystem not started")
+        await self.inner.start()
+
+    async def refresh(self) -> bool:
+        return await self.inner.refresh() if self.inner is not None else False
+
+    async def close(self) -> None:
+        """Consumers do not close the shared source; the identity subsystem closes the inner one."""

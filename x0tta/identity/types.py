@@ -22,6 +22,7 @@ by the :class:`~x0tta.identity.spiffe_id.AuthorizationPolicy`.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -239,8 +240,13 @@ class TrustBundle:
     def to_pem(self) -> bytes:
         return chain_to_pem(self.roots)
 
-    def fingerprint_set(self) -> frozenset[bytes]:
+    @functools.cached_property
+    def _ders(self) -> frozenset[bytes]:
         return frozenset(c.public_bytes(serialization.Encoding.DER) for c in self.roots)
+
+    def fingerprint_set(self) -> frozenset[bytes]:
+        """The roots' DER encodings (computed once: this is on every handshake's path)."""
+        return self._ders
 
 
 def _split_der(der: bytes) -> tuple[x509.Certificate, ...]:

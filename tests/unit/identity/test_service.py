@@ -162,3 +162,21 @@ def test_settings_validate_ids_and_patterns() -> None:
     s = build(AgentSettings, {"identity": {"trust_domain": "m.org"}}).identity
     assert str(s.own_spiffe_id("r7")) == "spiffe://m.org/node/r7"
     assert s.paths("/var/lib/x0tta/").svid == "/var/lib/x0tta/identity/svid.pem"
+
+
+async def test_consumers_keep_their_subscription_across_a_restart(
+    fresh_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    ctx = FakeContext(settings(tmp_path, poll_interval=0.1))
+    fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)
+    svc = IdentityService(environ={})
+    seen: list[int] = []
+    async with running(svc, ctx):
+        shared = await svc.wait_source(timeout=8)
+        shared.subscribe(lambda u: seen.append(u.svid.leaf.serial_number))
+    # the supervisor restarts the subsystem (a reload it could not take live); meanwhile a renewal lands
+    renewed = fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)
+    async with running(svc, ctx):
+        assert await svc.wait_source(timeout=8) is shared
+        await until(lambda: renewed.leaf.serial_number in seen)
+        assert shared.svid().leaf == renewed.leaf and shared.rotations == 1

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime
 import time
+import warnings
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mldsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import crypto
 
 from x0tta.identity import certs
@@ -216,3 +219,34 @@ def test_crl_from_another_key_is_refused(fresh_ca: CertificateAuthority, imposto
     with pytest.raises(SvidError):
         RevocationList.from_crl(b"garbage", fresh_ca.bundle())
     assert RevocationList.from_crl(fresh_ca.crl_pem(), fresh_ca.bundle()).serials == frozenset()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_property_mutated_certificates_get_a_verdict(ca: CertificateAuthority, data: st.DataObject) -> None:
+    """Flip, cut or insert bytes anywhere in a valid leaf: whatever cryptography still parses gets a
+    verdict, never an exception (hostile peers choose these bytes)."""
+    der = bytearray(_LEAF_DER.get(ca) or ca.issue(ID, 3600).leaf.public_bytes(serialization.Encoding.DER))
+    _LEAF_DER[ca] = bytes(der)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(der) - 1))
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if op == "flip":
+            der[i] ^= data.draw(st.integers(1, 255))
+        elif op == "cut":
+            del der[i : i + data.draw(st.integers(1, 64))]
+        else:
+            der[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+        if not der:
+            return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "negative serial number": parsing is not what is tested
+        try:
+            cert = x509.load_der_x509_certificate(bytes(der))
+        except ValueError:
+            return
+        v = validate_x509_svid([cert], bundles(ca), time.time())
+    assert v.reason is None or isinstance(v.reason, Reason)
+
+
+_LEAF_DER: dict[CertificateAuthority, bytes] = {}
