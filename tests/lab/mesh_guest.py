@@ -9,6 +9,7 @@ IPv4 addresses and a VLAN 5 on x0m1.
 Subcommands:
   capture OUT   write golden fixtures: raw kernel replies (hex) and batctl's JSON of the same
                 moment, for tests/unit/mesh/golden/
+  capture_events OUT  golden fixtures of config events and of the throughput meter
   lab OUT       on every node compare the client's tables with batctl, then run the mesh
                 service's reconcile and the originator benchmark (tests/lab/mesh_checks.py)
   bench OUT     only the originator benchmark
@@ -151,6 +152,50 @@ def capture(out: Path) -> None:
         enter(None)
 
 
+def capture_events(out: Path) -> None:
+    """Golden fixtures of what arrives unasked: config events and the throughput meter."""
+    import socket as socketmod
+
+    from x0tta.mesh.core.netlink import NETLINK_ADD_MEMBERSHIP, SOL_NETLINK
+
+    build()
+    converge()
+    out.mkdir(parents=True, exist_ok=True)
+    enter("x0m1")
+    with BatadvSocket() as s:
+        fam = s.family
+        groups = {}
+        for name in ("config", "tpmeter"):
+            g = socketmod.socket(socketmod.AF_NETLINK, socketmod.SOCK_RAW, 16)
+            g.bind((0, 0))
+            g.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, fam.mcast_groups[name])
+            g.settimeout(15)
+            groups[name] = g
+
+        def event(name: str, stem: str, action: object) -> None:
+            action()  # type: ignore[operator]
+            data = groups[name].recv(65536)
+            (out / f"x0m1_iv_{stem}.hex").write_text(data.hex() + "\n")
+
+        event("config", "event_set_mesh", lambda: sh("batctl meshif bat0 orig_interval 1500"))
+        event("config", "event_set_hardif", lambda: sh("batctl hardif v40a hop_penalty 42"))
+        event("config", "event_set_vlan", lambda: sh("batctl meshif bat0 vid 5 ap_isolation 1"))
+        dst = s.dump(Cmd.GET_NEIGHBORS, "bat0")[0].neigh_address
+        got: list[bytes] = []
+        s.capture = lambda _cmd, data: got.append(data)
+        start = s.tp_meter_start("bat0", dst, 500)
+        s.capture = None
+        (out / "x0m1_iv_tp_meter_reply.hex").write_text("".join(d.hex() + "\n" for d in got))
+        data = groups["tpmeter"].recv(65536)
+        (out / "x0m1_iv_tp_meter_result.hex").write_text(data.hex() + "\n")
+        (out / "x0m1_iv_tp_meter.json").write_text(
+            json.dumps({"dst": dst, "cookie": start.tpmeter_cookie}) + "\n"
+        )
+        for g in groups.values():
+            g.close()
+    enter(None)
+
+
 def socket_ifnames() -> list[tuple[int, str]]:
     import socket
 
@@ -191,6 +236,9 @@ def main() -> int:
     mode, out = sys.argv[1], Path(sys.argv[2])
     if mode == "capture":
         capture(out)
+        return 0
+    if mode == "capture_events":
+        capture_events(out)
         return 0
     if mode == "lab":
         return lab(out)

@@ -69,7 +69,8 @@ def key_of(entry: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(e.get(f) for f in fields)
 
 
-STEMS = sorted({p.name.split(".")[0] for p in GOLDEN.glob("*.hex")} - {"x0m1_iv_routing_algos"})
+# Replies with batctl's view of the same moment (events and the tp meter have none).
+STEMS = sorted(p.name.split(".")[0] for p in GOLDEN.glob("*.batctl.json") if batctl(p.name.split(".")[0]) is not None)
 
 
 @pytest.mark.parametrize("stem", [s for s in STEMS if not s.endswith(("_mesh", "_vlan"))])
@@ -215,3 +216,35 @@ def test_requests_round_trip() -> None:
         batadv.encode_set_hardif(FAMILY, 3, 2, 8, {"orig_interval": 1})
     vreq = batadv.encode_set_vlan(FAMILY, 3, 5, 9, {"ap_isolation_enabled": True})
     assert batadv.decode_attrs(batadv.parse_genl(batadv.split_messages(vreq)[0]).attrs)["vlanid"] == 5
+
+
+def event(stem: str) -> batadv.Record:
+    (rec,) = batadv.decode_message(bytes.fromhex((GOLDEN / f"{stem}.hex").read_text().split()[0]), FAMILY)
+    return rec
+
+
+def test_config_events_carry_the_whole_new_state() -> None:
+    # batctl meshif bat0 orig_interval 1500 -> SET_MESH on the "config" group with every setting
+    mesh = event("x0m1_iv_event_set_mesh")
+    assert isinstance(mesh, batadv.MeshInfo)
+    assert (mesh.mesh_ifname, mesh.orig_interval, mesh.hop_penalty, mesh.gw_mode) == ("bat0", 1500, 30, 1)
+    # batctl hardif v40a hop_penalty 42 -> SET_HARDIF
+    assert event("x0m1_iv_event_set_hardif") == batadv.HardIf(
+        hard_ifindex=2, hard_ifname="v40a", hard_address="52:b7:88:25:12:6b", mesh_ifindex=3, active=True,
+        hop_penalty=42, elp_interval=500, throughput_override=0,
+    )
+    # batctl meshif bat0 vid 5 ap_isolation 1 -> SET_VLAN
+    assert event("x0m1_iv_event_set_vlan") == batadv.Vlan(mesh_ifindex=3, vlanid=5, ap_isolation_enabled=True)
+
+
+def test_tp_meter_reply_and_result() -> None:
+    meta = json.loads((GOLDEN / "x0m1_iv_tp_meter.json").read_text())
+    (reply,) = load("x0m1_iv_tp_meter_reply", dump=False)
+    assert reply == batadv.TpMeter(tpmeter_cookie=meta["cookie"])
+    result = event("x0m1_iv_tp_meter_result")
+    assert isinstance(result, batadv.TpMeter)
+    assert (result.tpmeter_cookie, result.orig_address, result.tpmeter_result) == (
+        meta["cookie"], meta["dst"], batadv.TpMeterReason.COMPLETE
+    )
+    assert (result.tpmeter_test_time, result.tpmeter_bytes) == (510, 300_808_800)
+    assert result.throughput_kbit is not None and round(result.throughput_kbit) == 4_718_569
