@@ -15,6 +15,7 @@ svid_expired                failing   the SVID is past notAfter: peers refuse th
 svid_invalid                degraded  the SVID does not verify against our own bundle
 svid_wrong_trust_domain     degraded  the SVID is of another trust domain than configured
 svid_renewal_failing        degraded  self-renewal from ``ca_dir`` failed (retried)
+workload_api_failing        degraded  the Workload API stream failed for good; the last SVID stays
 revocation_list_invalid     degraded  the CRL did not verify; the previous one stays
 revocation_list_stale       degraded  the CRL is past its nextUpdate (still enforced)
 =========================== ========= =====================================================
@@ -78,6 +79,8 @@ def assess(source: SourceBase, settings: IdentitySettings, now: float) -> list[C
         verdict = validate_x509_svid(svid.cert_chain, source.bundles(), now)
         if not verdict.ok:
             out.append(Condition("svid_invalid", Severity.DEGRADED, f"{verdict.reason}: {verdict.detail}"))
+    if source.kind == "workload_api" and source.last_error:
+        out.append(Condition("workload_api_failing", Severity.DEGRADED, source.last_error))
     if isinstance(source, BuiltinSource):
         if source.renewer is not None and source.last_error and source.last_error.startswith("renewal failed"):
             out.append(Condition("svid_renewal_failing", Severity.DEGRADED, source.last_error))

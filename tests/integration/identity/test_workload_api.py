@@ -120,3 +120,25 @@ def test_socket_resolution() -> None:
     assert resolve_socket("", {"SPIFFE_ENDPOINT_SOCKET": "unix:///run/spire/api.sock"}) == "/run/spire/api.sock"
     assert resolve_socket("/x.sock", {"SPIFFE_ENDPOINT_SOCKET": "unix:/y"}) == "/x.sock"
     assert resolve_socket("", {}) == "/tmp/spire-agent/public/api.sock"
+
+
+async def test_spire_agent_restart_keeps_the_svid_and_reconnects(ca: CertificateAuthority, short_dir: Path) -> None:
+    sock = short_dir / "api.sock"
+    server = WorkloadApiServer(ca, sock, ID, ttl=60.0).start()
+    src = WorkloadApiSource(str(sock), timeout=10, environ={})
+    try:
+        await src.start()
+        first = src.svid()
+        server.stop()  # the SPIRE agent goes away: the SVID in hand stays usable
+        await asyncio.sleep(0.5)
+        assert src.svid() is first and src.last_error is None
+        server = WorkloadApiServer(ca, sock, ID, ttl=60.0).start()  # ...and comes back
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 15
+        while src.svid().leaf == first.leaf:
+            assert loop.time() < end, "no reconnection within 15 s"
+            await asyncio.sleep(0.1)
+        assert src.rotations == 1
+    finally:
+        await src.close()
+        server.stop()
