@@ -1,20 +1,19 @@
 """SPIFFE IDs, parsed strictly, and the authorization policy over them. Pure: no I/O.
 
-The SPIFFE specification (SPIFFE-ID.md, "2. SPIFFE Identity") defines a SPIFFE ID as a URI
-``spiffe://<trust domain>/<path>`` and narrows RFC 3986 hard, so that two implementations can never
-disagree about whether two IDs are the same:
+The SPIFFE specification (SPIFFE-ID.md, section 2) defines a SPIFFE ID as a URI
+``spiffe://<trust domain>/<path>`` and narrows RFC 3986 hard, so that two implementations never
+disagree about whether two IDs are the same. Paraphrased, with what this module does:
 
-* the scheme is ``spiffe`` (we accept only the lowercase form, as go-spiffe does), followed by
-  ``://``; no userinfo, no port, no query, no fragment;
-* "Trust domain names ... MUST contain only lowercase letters, numbers, dots, dashes, and
-  underscores ([a-z0-9.-_])"; it is not empty;
-* "Path segments ... MUST only contain letters, numbers, dots, dashes, and underscores
-  ([a-zA-Z0-9.-_])"; percent-encoding is therefore impossible (``%`` is not allowed);
-* "Paths MUST NOT contain empty segments" (``//``), "MUST NOT contain relative path modifiers"
-  (``.`` and ``..`` segments), and "MUST NOT include a trailing '/'";
-* "Implementations MUST support SPIFFE URIs up to 2048 bytes in length and SHOULD NOT generate URIs
-  of length greater than 2048 bytes"; the trust domain is a URI host, at most 255 bytes.
-  We refuse longer ones: a peer's certificate is not the place to be generous.
+* the scheme is ``spiffe`` followed by ``://`` (only the lowercase form is accepted, as go-spiffe
+  does); no userinfo, no port (section 2.1), no query, no fragment;
+* trust domain names contain only lowercase letters, digits, dots, dashes and underscores, and
+  are not empty;
+* path segments contain only letters, digits, dots, dashes and underscores, so percent-encoding
+  is impossible (``%`` is refused); no empty segments (``//``), no ``.`` or ``..`` segments, no
+  trailing ``/``;
+* implementations must support IDs up to 2048 bytes and should not generate longer ones; the
+  trust domain is a URI host, so at most 255 bytes (section 2.3). Longer IDs are refused here:
+  a peer's certificate is not the place to be generous.
 
 Every rejection is a :class:`SpiffeIdError` (a :class:`~x0tta.common.errors.DecodeError`) with a
 stable ``code``: IDs come from peers' certificates, so the parser is a decoder and holds the

@@ -4,15 +4,16 @@ Pure: this module parses and checks certificates it is handed, with the time it 
 never reads a file or a clock. The peer transport calls :func:`validate_x509_svid` on the chain a
 peer presented, and logs and counts the :class:`Reason` it returns.
 
-The rules come from the SPIFFE X509-SVID specification (X509-SVID.md):
+The rules come from the SPIFFE X509-SVID specification (X509-SVID.md), paraphrased:
 
-* "An X.509 SVID MUST contain exactly one URI SAN" and it is the SPIFFE ID (section 2);
-* leaf certificates "MUST set the cA field to false" in basic constraints, "MUST have
-  digitalSignature set" and "MUST NOT have keyCertSign or cRLSign set" in key usage (4.1, 4.3);
-* signing (CA) certificates set cA true and keyCertSign (4.1, 4.3);
-* "the SPIFFE trust domain of the leaf's SPIFFE ID" selects the trust bundle the chain must end
-  in (5.2: validation "MUST" use the bundle of the trust domain, not any bundle);
-* every certificate in the path is inside its validity window.
+* an X.509-SVID carries exactly one URI SAN, and it is the SPIFFE ID; a validator meeting more
+  than one must reject the SVID (section 2); a leaf's ID has a path (the bare trust domain ID
+  names the signing authority);
+* a leaf has basicConstraints cA=false, keyUsage with digitalSignature and without keyCertSign
+  or cRLSign (sections 4.1, 4.3);
+* a signing (CA) certificate has cA=true and keyCertSign (sections 4.1, 4.3);
+* the chain is validated against the bundle of the leaf's own trust domain, not any bundle held
+  (section 5), and every certificate on the path is inside its validity window.
 
 Revocation and authorization are x0tta's additions on top: a certificate whose (issuer, serial)
 is in a signed revocation list of that issuer is refused, and an authenticated ID must be allowed
