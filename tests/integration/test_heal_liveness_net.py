@@ -86,3 +86,53 @@ def test_both_ends_detect_a_silent_link_within_half_a_second():
             assert lost_run <= 1, out
     finally:
         sh(f"ip netns del {ns}", check=False)
+
+
+LINKS = textwrap.dedent(
+    r"""
+    import asyncio, json, subprocess
+    import uvloop
+    from x0tta.heal.links import Links
+
+    async def main():
+        links = Links()
+        changed = asyncio.Event()
+        links.watch(changed.set)  # works on uvloop, where pyroute2's AsyncIPRoute cannot open
+        out = {}
+        await links.attach("x0hbr", "x0hA")
+        await links.attach("x0hbr", "x0hA")  # idempotent
+        st = await links.state()
+        out["attached"] = st["x0hA"].master == st["x0hbr"].index
+        await asyncio.wait_for(changed.wait(), 5)
+        changed.clear()
+        await links.detach("x0hA")
+        st = await links.state()
+        out["detached"] = st["x0hA"].master is None
+        subprocess.run(["ip", "link", "set", "x0hB", "down"], check=True)
+        await asyncio.wait_for(changed.wait(), 5)
+        st = await links.state()
+        out["carrier_lost"] = not st["x0hA"].running
+        await links.close()
+        print(json.dumps(out))
+
+    uvloop.run(main())
+    """
+)
+
+
+def test_links_attach_detach_and_events_on_uvloop():
+    ns = f"x0h-links-{os.getpid()}"
+    sh(f"ip netns add {ns}")
+    try:
+        sh(f"ip -n {ns} link add x0hbr type bridge")
+        sh(f"ip -n {ns} link add x0hA type veth peer name x0hB")
+        for dev in ("x0hbr", "x0hA", "x0hB"):
+            sh(f"ip -n {ns} link set {dev} up")
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", LINKS], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out == {"attached": True, "detached": True, "carrier_lost": True}, out
+    finally:
+        sh(f"ip netns del {ns}", check=False)

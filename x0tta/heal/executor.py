@@ -163,14 +163,15 @@ class MeshActuator:
         restart: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.mesh = mesh  # x0tta.mesh.client.MeshClient
-        self.links = links  # x0tta.mesh.client.LinkControl
+        self.links = links  # x0tta.heal.links.Links
         self.meshif = meshif
         self._desired = desired
         self._restart = restart
 
     async def _attached(self, hardif: str) -> bool:
-        mesh_idx = (await self.links.link(self.meshif)).ifindex
-        return (await self.links.link(hardif)).master == mesh_idx
+        state = await self.links.state()
+        mesh, hard = state.get(self.meshif), state.get(hardif)
+        return mesh is not None and hard is not None and hard.master == mesh.index
 
     async def detach(self, hardif: str) -> None:
         if await self._attached(hardif):

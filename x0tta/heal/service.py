@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ from x0tta.heal.core.model import (
     SubsystemState,
 )
 from x0tta.heal.executor import Executor, MeshActuator
+from x0tta.heal.links import Links
 from x0tta.heal.liveness import Prober
 from x0tta.heal.store import FILENAME, AsyncStore
 
@@ -131,7 +133,7 @@ class HealService(Subsystem):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self, ctx: Context) -> None:
-        from x0tta.mesh.client import LinkControl, MeshClient
+        from x0tta.mesh.client import MeshClient
 
         s = self.settings = ctx.settings.heal
         self._tracer = ctx.tracer
@@ -149,24 +151,24 @@ class HealService(Subsystem):
             await mesh.close()
             raise
         store = AsyncStore(Path(ctx.state_dir) / FILENAME)
+        links = Links()
+        tasks: list[asyncio.Task[None]] = []
         try:
-            async with LinkControl() as links:
-                await self._start(ctx, store, mesh, links)
-                tasks = [asyncio.create_task(self._link_events(links), name="heal-link-events")]
-                if s.probe_enabled and self.prober is not None:
-                    tasks.append(asyncio.create_task(self.prober.run(self._probe_ifaces), name="heal-probes"))
-                try:
-                    await self._loop(ctx, mesh, links)
-                finally:
-                    for t in tasks:
-                        t.cancel()
-                    for t in tasks:
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await t
+            await self._start(ctx, store, mesh, links)
+            links.watch(self._wake.set)
+            if s.probe_enabled and self.prober is not None:
+                tasks.append(asyncio.create_task(self.prober.run(self._probe_ifaces), name="heal-probes"))
+            await self._loop(ctx, mesh, links)
         finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
             for span in self._spans.values():
                 span.end()
             self._spans.clear()
+            await links.close()
             await mesh.close()
             await store.close()
             self.store = None
@@ -176,6 +178,9 @@ class HealService(Subsystem):
 
     async def _start(self, ctx: Context, store: AsyncStore, mesh: Any, links: Any) -> None:
         s = self.settings
+        if self._restart is None and "restart_subsystem" not in s.disabled_actions:
+            # nothing here can restart another subsystem: say so once, instead of failing each time
+            s = self.settings = dataclasses.replace(s, disabled_actions=(*s.disabled_actions, "restart_subsystem"))
         await store.open()
         self.store = store
         now = time.time()
@@ -221,12 +226,6 @@ class HealService(Subsystem):
     def _probe_ifaces(self) -> set[str]:
         return set(self._known_hardifs)
 
-    async def _link_events(self, links: Any) -> None:
-        with contextlib.suppress(Exception):
-            async for ev in links.events():
-                if ev.ifname in self._known_hardifs or ev.ifname is None:
-                    self._wake.set()
-
     async def _loop(self, ctx: Context, mesh: Any, links: Any) -> None:
         s = self.settings
         failures = 0
@@ -258,16 +257,16 @@ class HealService(Subsystem):
         gws = await mesh.gateways(meshif)
         batadv_hard = {h.hard_ifname: h for h in hard}
         self._known_hardifs |= set(batadv_hard)
+        state = await links.state()
         hardifs = []
         for name in sorted(self._known_hardifs):
-            try:
-                link = await links.link(name)
-            except Exception:  # the interface vanished
+            link = state.get(name)
+            if link is None:  # the interface vanished
                 continue
             b = batadv_hard.get(name)
             hardifs.append(HardIf(
                 name=name,
-                oper_up=bool(link.up and link.running),
+                oper_up=link.up and link.running,
                 attached=link.master == info.mesh_ifindex,
                 active=bool(b.active) if b else False,
                 hop_penalty=b.hop_penalty if b else None,

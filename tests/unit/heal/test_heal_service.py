@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry
 from x0tta.config.heal import HealSettings
 from x0tta.config.schema import AgentSettings, NodeSettings
 from x0tta.heal.core.model import ProbeStats
+from x0tta.heal.links import LinkState
 from x0tta.heal.service import HealService
 from x0tta.heal.store import Store
-from x0tta.mesh.client import LinkEvent
 from x0tta.mesh.core import batadv
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
@@ -61,10 +61,10 @@ class Kernel:
     async def set_mesh(self, meshif, values):
         pass
 
-    # LinkControl
-    async def link(self, name):
-        idx = {"bat0": 10, "eth0": 2, "eth1": 3}[name]
-        return LinkEvent("new", idx, name, True, True, "up", 1500, self.master.get(name), "veth")
+    # Links (rtnetlink)
+    async def state(self):
+        return {name: LinkState(name, idx, True, True, self.master.get(name))
+                for name, idx in (("bat0", 10), ("eth0", 2), ("eth1", 3))}
 
     async def detach(self, name):
         self.master[name] = None
