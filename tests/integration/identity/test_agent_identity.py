@@ -61,6 +61,10 @@ def test_enrollment_and_revocation_reach_the_running_agent(agent_config, tmp_pat
         shown = call(sock, "identity.show")
         assert shown["spiffe_id"] == "spiffe://mesh.x0tta/node/t1"
         assert shown["serial"] == f"{svid.leaf.serial_number:x}" and shown["key_algorithm"] == "ML-DSA-65"
+        cli = subprocess.run(
+            [str(BIN / "x0tta"), "--socket", sock, "identity"], capture_output=True, text=True, check=True
+        )
+        assert "spiffe://mesh.x0tta/node/t1" in cli.stdout and "ML-DSA-65" in cli.stdout
 
         # a revocation list delivered and announced with SIGHUP is in force at once
         ca.revoke(spiffe_id="spiffe://mesh.x0tta/node/other")  # nothing issued to it: no-op
