@@ -239,25 +239,30 @@ static __always_inline void count_flow(struct __sk_buff *skb, struct flow_key *k
 	v->last_seen_ns = now;
 }
 
-/* The L4 header length for the flow's payload count, and the ports; returns -1 if truncated. */
-static __always_inline int parse_l4(void *l4, void *data_end, __u8 proto, struct flow_key *key, __u32 *l4hdr)
+/*
+ * The ports and the L4 header length (for the payload count) of a frame whose L4 header starts at
+ * byte `off`; -1 if the frame is too short. bpf_skb_load_bytes rather than direct access: the IPv4
+ * header's length is variable, and adding a variable to a packet pointer needs CAP_PERFMON (the
+ * verifier's Spectre v1 sanitation refuses it otherwise); this way CAP_BPF + CAP_NET_ADMIN suffice.
+ */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto, struct flow_key *key,
+				    __u32 *l4hdr)
 {
+	__u16 ports[2];
+	__u8 doff;
+
 	*l4hdr = 0;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE && proto != IPPROTO_SCTP)
+		return 0;
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+		return -1;
+	key->sport = ports[0];
+	key->dport = ports[1];
 	if (proto == IPPROTO_TCP) {
-		__u8 *tcp = l4;
-
-		if ((void *)(tcp + 20) > data_end)
+		if (bpf_skb_load_bytes(skb, off + 12, &doff, 1) < 0)
 			return -1;
-		key->sport = *(__u16 *)tcp;
-		key->dport = *(__u16 *)(tcp + 2);
-		*l4hdr = (tcp[12] >> 4) * 4;
-	} else if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE || proto == IPPROTO_SCTP) {
-		__u8 *udp = l4;
-
-		if ((void *)(udp + 8) > data_end)
-			return -1;
-		key->sport = *(__u16 *)udp;
-		key->dport = *(__u16 *)(udp + 2);
+		*l4hdr = (doff >> 4) * 4;
+	} else {
 		*l4hdr = proto == IPPROTO_SCTP ? 12 : 8;
 	}
 	return 0;
@@ -302,7 +307,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		__builtin_memcpy(key.daddr, &ip->daddr, 4);
 		/* Ports only in the first fragment. */
 		if (!(ip->frag_off & bpf_htons(0x1fff))) {
-			if (ihl > 60 || parse_l4((void *)ip + ihl, data_end, key.proto, &key, &l4hdr) < 0) {
+			if (parse_l4(skb, sizeof(*eth) + ihl, key.proto, &key, &l4hdr) < 0) {
 				stat_inc(STAT_TRUNCATED);
 				return TC_ACT_OK;
 			}
@@ -321,7 +326,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		key.proto = ip6->nexthdr;
 		__builtin_memcpy(key.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(key.daddr, &ip6->daddr, 16);
-		if (parse_l4(ip6 + 1, data_end, key.proto, &key, &l4hdr) < 0) {
+		if (parse_l4(skb, sizeof(*eth) + sizeof(*ip6), key.proto, &key, &l4hdr) < 0) {
 			stat_inc(STAT_TRUNCATED);
 			return TC_ACT_OK;
 		}

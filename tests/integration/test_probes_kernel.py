@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -352,3 +353,27 @@ def test_degrades_without_objects_or_privileges(tmp_path, pin):
         capture_output=True, text=True, cwd=ROOT, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == "bpf_permission_denied", out.stderr
+
+
+def test_cap_bpf_and_cap_net_admin_are_enough(net):
+    """As an unprivileged user with only CAP_BPF and CAP_NET_ADMIN (no CAP_SYS_ADMIN, no
+    CAP_PERFMON): load, attach, read. The bpffs is mounted for it, as systemd would."""
+    mnt = Path(tempfile.mkdtemp(prefix="x0tta-caps-"))  # tmp_path is not reachable for nobody
+    mnt.chmod(0o755)
+    sh(f"mount -t bpf -o mode=0777 bpf {mnt}")
+    code = (
+        "from x0tta.probes.service import Probes, load; from x0tta.config.probes import ProbeSettings\n"
+        f"s = ProbeSettings(interfaces=({net.host!r},), pin_path={str(mnt / 'x0tta')!r})\n"
+        "p = Probes(load(s), s); print(p.reconcile()[0]); p.snapshot(); p.close()\n"
+    )
+    caps = "-all,+bpf,+net_admin"
+    try:
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps={caps}",
+             f"--ambient-caps={caps}", sys.executable, "-c", code],
+            capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+    finally:
+        sh(f"umount {mnt}", check=False)
+        mnt.rmdir()
+    assert out.stdout.strip() == f"[{net.host!r}]", out.stderr[-3000:]

@@ -163,7 +163,7 @@ class _Lib:
     def _print(self, level: int, fmt: bytes, args: int) -> int:
         if level > _LIBBPF_INFO:  # debug chatter
             return 0
-        buf = ctypes.create_string_buffer(4096)
+        buf = ctypes.create_string_buffer(1 << 18)  # the verifier log comes as one message
         self.libc.vsnprintf(buf, len(buf), fmt, args)
         self.log.append(buf.value.decode(errors="replace"))
         del self.log[:-200]
@@ -425,6 +425,6 @@ def ensure_bpffs(pin_dir: Path) -> None:
             rc = lib.libc.mount(b"bpf", str(pin_dir.parent).encode(), b"bpf", 0, b"mode=0700")
             if rc != 0:
                 raise BpfError(f"mounting bpffs on {pin_dir.parent}", ctypes.get_errno())
-        pin_dir.mkdir(mode=0o700, exist_ok=True)
+        pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise BpfError(f"preparing the pin directory {pin_dir}", exc.errno or errno_mod.EIO) from exc

@@ -50,7 +50,7 @@ from x0tta.probes import core
 from x0tta.probes.libbpf import BpfError, ProbeObject, ensure_bpffs
 
 PACKAGED_OBJECT = Path(__file__).parent / "bpf" / "x0tta_probes.o"
-CAPS = "CAP_BPF and CAP_NET_ADMIN (or root; CAP_PERFMON only for kernels with unprivileged_bpf_disabled=0 quirks)"
+CAPS = "CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN before Linux 5.8, or to mount bpffs)"
 
 
 class ProbeCommandError(X0ttaError):
@@ -87,9 +87,14 @@ def load(settings: ProbeSettings) -> ProbeObject:
     path = object_path(settings)
     if not path.is_file():
         raise CapabilityMissing("bpf_objects_missing", f"eBPF probes off: no object at {path} (`make ebpf`)")
+    pin = Path(settings.pin_path)
     try:
-        pin = Path(settings.pin_path)
         ensure_bpffs(pin)
+    except BpfError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise capability_of(exc) from exc
+        raise CapabilityMissing("bpffs_unavailable", f"eBPF probes off: no bpffs for the pins: {exc}") from exc
+    try:
         sizes = {
             core.MAP_FLOWS: settings.flow_map_size,
             core.MAP_NEIGHBORS: settings.neighbor_map_size,
