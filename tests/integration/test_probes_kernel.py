@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -377,3 +379,42 @@ def test_cap_bpf_and_cap_net_admin_are_enough(net):
         sh(f"umount {mnt}", check=False)
         mnt.rmdir()
     assert out.stdout.strip() == f"[{net.host!r}]", out.stderr[-3000:]
+
+
+def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
+    """The real agent (wiring, supervisor, admin socket, /metrics) with the probes on a veth."""
+    from tests.integration.test_agent_process import start_agent
+    from x0tta.cli.admin_client import call
+    from x0tta.config.loader import load_settings
+
+    cfg = agent_config(
+        f'[probes]\ninterfaces = ["{net.host}"]\npin_path = "{pin}"\npoll_interval = 0.2\nguard_mode = "enforce"\n'
+    )
+    settings = load_settings(cfg, {})
+    proc = start_agent(cfg)
+    try:
+        deadline = time.monotonic() + 20
+        listing: dict = {}
+        while time.monotonic() < deadline and not listing.get("enforced_in_kernel"):
+            time.sleep(0.2)
+            try:
+                listing = call(settings.admin_socket, "guard.list", {}, timeout=2)
+            except Exception:  # not up yet
+                listing = {}
+        assert listing.get("enforced_in_kernel"), listing
+        assert call(settings.admin_socket, "guard.admit", {"mac": PEER_MAC})["changed"] is True
+        net.send_batman(4)
+        net.send_batman(3, src=OTHER_MAC)
+        time.sleep(0.6)
+        neigh = {n["mac"]: n for n in call(settings.admin_socket, "probes.neighbors", {})}
+        assert neigh[PEER_MAC]["rx_packets"] == 4 and neigh[OTHER_MAC]["denied_packets"] == 3
+        body = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics.port}/metrics", timeout=5).read()
+        check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+        assert check.returncode == 0, check
+        assert b"x0tta_probes_guard_dropped_total 3.0" in body
+        assert len(filters(net.host, "ingress")) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert "probes_detached" in out + err
+    assert filters(net.host, "ingress") == [] and filters(net.host, "egress") == []
