@@ -153,6 +153,7 @@ class _Ctx:
 
 DESIRED = {
     "interface": "bat0",
+    "hard_interfaces": ["v40a"],
     "reconcile_interval": 3.0,
     "orig_interval": 700,
     "hop_penalty": 50,
@@ -239,6 +240,13 @@ async def reconcile(out: Path) -> int:
         report["admin"] = {
             name: await handler({}) for name, handler in sorted(ctx.admin.handlers.items()) if name != "mesh.reconcile"
         }
+        # a hard interface taken out of the mesh by hand comes back (RTNLGRP_LINK wakes the reconcile)
+        start = time.monotonic()
+        sh("ip link set v40a nomaster", check=True)
+        took = await wait_for(
+            lambda: '"v40a"' in batctl("meshif", "bat0", "hardifs_json"), 2 * DESIRED["reconcile_interval"]
+        )
+        report["reattach"] = {"after_s": took, "total_s": time.monotonic() - start, "link_events": svc.link_events}
         report["log_events"] = sorted({e for e, _ in ctx.log.events})
         report["health"] = [c.to_json() for c in ctx.health.conditions]
     finally:
@@ -247,10 +255,16 @@ async def reconcile(out: Path) -> int:
             await task
         except asyncio.CancelledError:
             pass
+    with BatadvSocket() as s:
+        report["reconverged_s"] = await wait_for(
+            lambda: bool([o for o in s.dump(Cmd.GET_ORIGINATORS, "bat0") if o.flag_best])
+            and bool(s.dump(Cmd.GET_NEIGHBORS, "bat0")),
+            20,
+        )
     (out / "reconcile.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     ok = all(r["ok"] for r in report["readback"].values()) and all(
         r["within_period"] and r["drift_counted"] >= 1 for r in report["reverts"].values()
-    )
+    ) and report["reattach"]["after_s"] is not None
     return 0 if ok else 1
 
 

@@ -56,6 +56,8 @@ def test_hand_changes_are_reverted_within_one_period_and_counted(lab: Path) -> N
         assert r["within_period"], (cmd, r)
         assert r["drift_counted"] >= 1, (cmd, r)
     assert "mesh_drift_corrected" in report["log_events"]
+    # detached by hand (no batadv event, only RTNLGRP_LINK): attached again well within the period
+    assert report["reattach"]["after_s"] is not None and report["reattach"]["after_s"] < 3.0, report["reattach"]
     assert report["health"] == []
 
 

@@ -17,14 +17,20 @@ Admin commands (JSON): ``mesh.originators``, ``mesh.neighbors``, ``mesh.gateways
 ``mesh.interfaces``, ``mesh.settings``, ``mesh.translocal``, ``mesh.transglobal`` (args:
 ``meshif``), and ``mesh.reconcile`` (run one reconcile now, return its actions).
 
+Wakes: ``reconcile_interval``, reload, batadv ``config`` events, and RTNLGRP_LINK events about the
+mesh interface or a listed hard interface (a re-created or detached one is attached again).
+
 API for other subsystems (the wiring hands them this instance): ``client`` (the
-:class:`~x0tta.mesh.client.MeshClient`, once running), ``reconcile_now()``, ``last_actions``.
+:class:`~x0tta.mesh.client.MeshClient`, once running), ``reconcile_now()``, ``last_actions``,
+``last_observation`` (:class:`Observation`: originators, neighbours, gateways, table sizes, and
+when they were read).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -92,6 +98,17 @@ class _Metrics:
         self._neigh_labels = kept
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What the last observe read (``at``: the event loop's clock, i.e. ``time.monotonic()``)."""
+
+    at: float
+    originators: list[batadv.Originator]
+    neighbors: list[batadv.Neighbor]
+    gateways: list[batadv.Gateway]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
 class MeshService(Subsystem):
     name = "mesh"
 
@@ -99,6 +116,8 @@ class MeshService(Subsystem):
         self.settings = settings or MeshSettings()
         self.client: MeshClient | None = None
         self.last_actions: list[Action] = []
+        self.last_observation: Observation | None = None
+        self.link_events = 0
         self.applied_once = False
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
@@ -122,13 +141,16 @@ class MeshService(Subsystem):
             await client.close()
             raise
         self.client = client
-        events = asyncio.create_task(self._watch_events(client), name="mesh-config-events")
+        watchers = [
+            asyncio.create_task(self._watch_events(client), name="mesh-config-events"),
+            asyncio.create_task(self._watch_links(ctx), name="mesh-link-events"),
+        ]
         try:
             await self._loop(ctx)
         finally:
-            events.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await events
+            for w in watchers:
+                w.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
             self.client = None
             await client.close()
 
@@ -165,6 +187,19 @@ class MeshService(Subsystem):
         async for event in client.config_events():
             if event is None or self._concerns(event):
                 self._wake.set()
+
+    async def _watch_links(self, ctx: Context) -> None:
+        """RTNLGRP_LINK events about the mesh interface or a listed hard interface (it appeared,
+        went down, lost its master) wake the reconcile too: a re-created wlan0 is re-attached."""
+        try:
+            async with LinkControl() as links:
+                async for ev in links.events():
+                    self.link_events += 1
+                    s = self.settings
+                    if ev.ifname == s.interface or ev.ifname in s.hard_interfaces or ev.ifname in s.hardif:
+                        self._wake.set()
+        except Exception as exc:  # link events are a speed-up; the periodic reconcile still runs
+            ctx.log.warning("mesh_link_events_unavailable", error=str(exc))
 
     def _concerns(self, event: batadv.Record) -> bool:
         name = getattr(event, "mesh_ifname", None)
@@ -306,6 +341,9 @@ class MeshService(Subsystem):
             if o.tq is not None and o.orig_address == o.neigh_address:
                 samples[(o.neigh_address, o.hard_ifname or str(o.hard_ifindex), "tq")] = o.tq
         m.set_neighbors(samples)
+        self.last_observation = Observation(
+            at=asyncio.get_running_loop().time(), originators=origs, neighbors=neighs, gateways=gws, sizes=sizes
+        )
         return sizes
 
     # -- admin --------------------------------------------------------------------------------
@@ -332,4 +370,4 @@ class MeshService(Subsystem):
         return handler
 
 
-__all__ = ["STRUCTURAL", "MeshService"]
+__all__ = ["STRUCTURAL", "MeshService", "Observation"]
