@@ -55,7 +55,6 @@ class MeshClient:
     def __init__(self, timeout: float = 5.0) -> None:
         self._sock = BatadvSocket(timeout)
         self._lock = asyncio.Lock()
-        self._events: BatadvEventSocket | None = None
 
     async def __aenter__(self) -> MeshClient:
         await self.open()
@@ -66,8 +65,7 @@ class MeshClient:
 
     async def open(self) -> Family:
         """Open the socket and resolve the ``batadv`` family (CapabilityMissing without it)."""
-        async with self._lock:
-            return await asyncio.to_thread(self._sock.open)
+        return await self._call(self._sock.open)
 
     async def close(self) -> None:
         async with self._lock:
@@ -78,13 +76,24 @@ class MeshClient:
         return self._sock.family
 
     async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking socket call in a worker thread, one at a time.
+
+        If the caller is cancelled (a timeout around a dump), the lock is held until the thread is
+        done with the socket (bounded by the socket timeout), so the next request never shares it.
+        """
         async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # retrieved: its outcome no longer matters to anyone
+                raise
 
     async def dump(self, cmd: Cmd, meshif: str | int = "bat0", **selectors: Any) -> list[batadv.Record]:
         """Any GET_* table as records (see :data:`~x0tta.mesh.core.batadv.RECORD_OF`)."""
-        async with self._lock:
-            return await asyncio.to_thread(lambda: self._sock.dump(cmd, meshif, **selectors))
+        return await self._call(lambda: self._sock.dump(cmd, meshif, **selectors))
 
     async def _typed(self, cmd: Cmd, meshif: str | int, cls: type[R]) -> list[R]:
         return [r for r in await self.dump(cmd, meshif) if isinstance(r, cls)]

@@ -46,6 +46,8 @@ from x0tta.mesh.core import batadv
 from x0tta.mesh.core.reconcile import Action, plan
 from x0tta.mesh.genl import MeshError
 
+# Events come in bursts (one batctl command, an interface flapping): wait this long, then reconcile once.
+DEBOUNCE = 0.05
 # Actions after which the state is read and planned again in the same reconcile.
 STRUCTURAL = frozenset({"create_mesh", "attach", "up"})
 
@@ -166,17 +168,23 @@ class MeshService(Subsystem):
         loop = asyncio.get_running_loop()
         next_reconcile = 0.0
         next_observe = 0.0
+        observe_error = ""
         while True:
             now = loop.time()
             if self._wake.is_set() or now >= next_reconcile:
+                if self._wake.is_set():
+                    await asyncio.sleep(DEBOUNCE)  # one reconcile for a burst of events
                 self._wake.clear()
                 await self._reconcile_reporting(ctx)
                 next_reconcile = loop.time() + self.settings.reconcile_interval
             if now >= next_observe:
                 try:
                     await self.observe()
+                    observe_error = ""
                 except (MeshError, TemporaryError, DecodeError) as exc:
-                    ctx.log.warning("mesh_observe_failed", error=str(exc))
+                    if str(exc) != observe_error:  # once per distinct failure, not every interval
+                        ctx.log.warning("mesh_observe_failed", error=str(exc))
+                    observe_error = str(exc)
                 next_observe = loop.time() + self.settings.observe_interval
             timeout = max(0.0, min(next_reconcile, next_observe) - loop.time())
             with contextlib.suppress(TimeoutError):
