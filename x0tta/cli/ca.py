@@ -1,4 +1,4 @@
-"""``x0tta ca``: the built-in certificate authority (init, issue, renew, revoke, crl, list).
+"""``x0tta ca``: the built-in certificate authority (init, issue, sign, renew, revoke, crl, list).
 
 Runs on the CA host, not through the agent: it reads and writes the CA directory directly (see
 :mod:`x0tta.identity.ca`). Output never contains key material; ``issue`` writes the node's key to
@@ -14,18 +14,31 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from x0tta.cli.common import add_json_flag, emit, table
 from x0tta.common.errors import PermanentError
-from x0tta.identity.ca import CRL_VALIDITY, ROOT_VALIDITY, SVID_FILE, CertificateAuthority
-from x0tta.identity.certs import KeyType
-from x0tta.identity.spiffe_id import SpiffeId
-from x0tta.identity.types import SvidError, X509Svid, key_algorithm, load_pem_chain, spiffe_id_of
+
+if TYPE_CHECKING:
+    from x0tta.identity.ca import CertificateAuthority
+    from x0tta.identity.spiffe_id import SpiffeId
+    from x0tta.identity.types import X509Svid
 
 DEFAULT_DIR = "/var/lib/x0tta/ca"
+KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.certs.KeyType; spelled out so `x0tta` starts
+ROOT_VALIDITY = 10 * 365 * 86400.0  # without importing cryptography (every command pays its imports)
+CRL_VALIDITY = 7 * 86400.0
+REASONS = (
+    "key_compromise",
+    "ca_compromise",
+    "affiliation_changed",
+    "superseded",
+    "cessation_of_operation",
+    "certificate_hold",
+    "privilege_withdrawn",
+    "aa_compromise",
+    "remove_from_crl",
+)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
@@ -52,11 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=f"CA directory (default: $X0TTA_CA_DIR or {DEFAULT_DIR})",
     )
     ca_sub = p.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
-    key_types = [k.value for k in KeyType]
+    key_types = list(KEY_TYPES)
 
     q = ca_sub.add_parser("init", help="create the root key and certificate")
     q.add_argument("--trust-domain", required=True, help="e.g. mesh.example.org")
-    q.add_argument("--key-type", choices=key_types, default=KeyType.ML_DSA_65.value)
+    q.add_argument("--key-type", choices=key_types, default="ml-dsa-65")
     q.add_argument("--validity", type=parse_duration, default=ROOT_VALIDITY, help="root lifetime (default 10y)")
     q.set_defaults(func=cmd_init)
 
@@ -65,10 +78,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     who.add_argument("--spiffe-id", help="spiffe://<trust domain>/node/<name>")
     who.add_argument("--node", help="shorthand for --spiffe-id spiffe://<trust domain>/node/NODE")
     q.add_argument("--ttl", type=parse_duration, default=86400.0, help="lifetime (default 24h)")
-    q.add_argument("--key-type", choices=key_types, default=KeyType.ML_DSA_65.value)
+    q.add_argument("--key-type", choices=key_types, default="ml-dsa-65")
     q.add_argument("--out", required=True, help="node directory: svid.pem, svid.key (0600), bundle.pem, crl.pem")
     add_json_flag(q)
     q.set_defaults(func=cmd_issue)
+
+    q = ca_sub.add_parser("sign", help="sign a node's renewal or enrollment request (its key stays on the node)")
+    q.add_argument("--out", required=True, help="the node directory: svid.pem, bundle.pem, crl.pem are written")
+    q.add_argument("--csr", default=None, help="the request (default: <out>/svid.csr)")
+    who = q.add_mutually_exclusive_group()
+    who.add_argument("--spiffe-id", help="the ID the request must ask for (default: the ID of <out>/svid.pem)")
+    who.add_argument("--node", help="shorthand for --spiffe-id spiffe://<trust domain>/node/NODE")
+    q.add_argument("--ttl", type=parse_duration, default=86400.0, help="lifetime (default 24h)")
+    add_json_flag(q)
+    q.set_defaults(func=cmd_sign)
 
     q = ca_sub.add_parser("renew", help="re-issue a node directory's SVID if it is past --fraction of its life")
     q.add_argument("--out", required=True, help="the node directory written by 'issue'")
@@ -84,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     what.add_argument("--spiffe-id", help="every unexpired SVID issued to this ID")
     q.add_argument(
         "--reason",
-        choices=[r.name for r in x509.ReasonFlags if r is not x509.ReasonFlags.unspecified],
+        choices=REASONS,
         default="key_compromise",
     )
     q.set_defaults(func=cmd_revoke)
@@ -120,6 +143,9 @@ def _render_svid(info: dict[str, Any]) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import CertificateAuthority
+    from x0tta.identity.certs import KeyType
+
     ca = CertificateAuthority.init(
         args.dir, args.trust_domain, key_type=KeyType(args.key_type), validity=args.validity
     )
@@ -130,19 +156,64 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _spiffe_id(ca: CertificateAuthority, args: argparse.Namespace) -> SpiffeId:
+    from x0tta.identity.spiffe_id import SpiffeId
+
     if args.node:
         return SpiffeId.from_parts(ca.trust_domain, "node", args.node)
     return SpiffeId.parse(args.spiffe_id)
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import CertificateAuthority
+    from x0tta.identity.certs import KeyType
+
     ca = CertificateAuthority(args.dir)
     svid = ca.issue_to(args.out, _spiffe_id(ca, args), args.ttl, key_type=KeyType(args.key_type))
     emit(args, _svid_info(svid, args.out), _render_svid)
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import CSR_FILE, SVID_FILE, CertificateAuthority
+    from x0tta.identity.types import SvidError, SvidRejected, key_algorithm, load_pem_chain, spiffe_id_of
+
+    ca = CertificateAuthority(args.dir)
+    out = Path(args.out)
+    csr_path = Path(args.csr) if args.csr else out / CSR_FILE
+    try:
+        csr_pem = csr_path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the request {csr_path}: {exc.strerror}") from None
+    expected: SpiffeId | None = None
+    if args.node or args.spiffe_id:
+        expected = _spiffe_id(ca, args)
+    elif (out / SVID_FILE).exists():  # a renewal: the node may only ask for the ID it already has
+        try:
+            expected = spiffe_id_of(load_pem_chain((out / SVID_FILE).read_bytes())[0])
+        except (SvidError, SvidRejected) as exc:
+            raise UsageError(f"cannot read the current SVID in {out}: {exc}; name the ID with --spiffe-id") from exc
+    else:
+        raise UsageError("a first request needs --spiffe-id or --node: the CA does not take a node's word for its name")
+    leaf = ca.sign_to(out, csr_pem, args.ttl, spiffe_id=expected)
+    info = {
+        "spiffe_id": str(expected),
+        "serial": f"{leaf.serial_number:x}",
+        "key": key_algorithm(leaf),
+        "not_after": _iso(leaf.not_valid_after_utc.timestamp()),
+        "out": str(out),
+    }
+    emit(args, info, lambda i: (
+        f"signed {i['spiffe_id']} ({i['key']}, serial {i['serial']}, until {i['not_after']})\n"
+        f"wrote {i['out']}/svid.pem, bundle.pem, crl.pem: copy them to the node (its key is already there)"
+    ))
+    return 0
+
+
 def cmd_renew(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import SVID_FILE, CertificateAuthority
+    from x0tta.identity.certs import KeyType
+    from x0tta.identity.types import SvidError, key_algorithm, load_pem_chain, spiffe_id_of
+
     ca = CertificateAuthority(args.dir)
     out = Path(args.out)
     try:
@@ -167,6 +238,10 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from x0tta.identity.ca import CertificateAuthority
+
     ca = CertificateAuthority(args.dir)
     serials = [int(s, 16) for s in args.serial] if args.serial else None
     new = ca.revoke(serials, args.spiffe_id, reason=x509.ReasonFlags[args.reason])
@@ -179,6 +254,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_crl(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import CertificateAuthority
+
     ca = CertificateAuthority(args.dir)
     rl = ca.publish_crl(validity=args.validity)
     nxt = _iso(rl.next_update) if rl.next_update else "never"
@@ -187,6 +264,8 @@ def cmd_crl(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import CertificateAuthority
+
     ca = CertificateAuthority(args.dir)
     revoked = {e.serial for e in ca.revoked()}
     rows = [

@@ -92,6 +92,13 @@ class IdentitySettings:
         "default) keeps CA keys off the routers: SVIDs are renewed by `x0tta ca issue` on the CA "
         "host and copied in, and the agent picks them up.",
     )
+    request_renewal: bool = setting(
+        True,
+        doc="Without ca_dir: at renewal time write a new key (svid.key.new, 0600) and its request "
+        "(svid.csr) next to the SVID, for the CA host's renewal job to sign with `x0tta ca sign`; "
+        "the signed certificate is paired with that key when it arrives. The node's private key "
+        "then never leaves the node.",
+    )
     spiffe_id: str = setting(
         "",
         doc="The SPIFFE ID this node renews for itself from ca_dir. Empty means "

@@ -11,11 +11,19 @@ copy), that does not chain to the bundle, or that is expired when a valid one is
 taken; the old state stays and ``last_error`` says why, and the next poll tries again. A CRL that
 fails its signature check is likewise ignored (the previous one stays in force).
 
-Renewal: with a :class:`SelfRenewer` (config ``identity.ca_dir``, the CA key on this node), the
-source issues itself a new SVID once ``renew_fraction`` of the current one's lifetime has passed,
-and at start when it has none. Without one, renewal is the operator's job on the CA host (`x0tta
-ca issue` again, copy the files in); this source then only loads what arrives, and the identity
-subsystem reports ``svid_expiring`` when it does not arrive in time.
+Renewal, once ``renew_fraction`` of the current SVID's lifetime has passed:
+
+* with a :class:`SelfRenewer` (config ``identity.ca_dir``, the CA key on this node) the source
+  issues itself a new SVID (and its first one at start when it has none);
+* otherwise (``request_renewal``) it writes a renewal request next to the SVID: a new key
+  ``svid.key.new`` (0600) and ``svid.csr``. The CA host's job signs it (``x0tta ca sign``) and
+  copies back ``svid.pem``; a certificate that does not match ``svid.key`` but matches the pending
+  key is taken with it, and the pending key then replaces ``svid.key``. The private key never
+  leaves the node;
+* the CA host may also simply re-issue (``x0tta ca renew``: new key and certificate) and copy
+  both in.
+
+If nothing arrives in time, the identity subsystem reports ``svid_expiring``.
 """
 
 from __future__ import annotations
@@ -29,8 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from x0tta.common.errors import X0ttaError
-from x0tta.identity.ca import CertificateAuthority, write_atomic, write_node_files
+from x0tta.identity import certs
+from x0tta.identity.ca import CSR_FILE, PENDING_KEY_FILE, CertificateAuthority, write_atomic, write_node_files
 from x0tta.identity.certs import KeyType
 from x0tta.identity.source import SourceBase
 from x0tta.identity.spiffe_id import SpiffeId
@@ -84,12 +95,38 @@ class SelfRenewer:
         return svid
 
 
+def write_request(directory: Path, spiffe_id: SpiffeId, key_type: KeyType = KeyType.ML_DSA_65) -> Path:
+    """Make a renewal request on the node: a new key (``svid.key.new``, 0600) and its CSR.
+
+    An existing pending key is reused (asking twice yields the same request), so a CA that signed
+    the first CSR still matches. Blocking; returns the CSR's path.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pending = directory / PENDING_KEY_FILE
+    try:
+        key = certs.load_signing_key(pending.read_bytes())
+    except (FileNotFoundError, ValueError):
+        key = certs.generate_key(key_type)
+        write_atomic(pending, certs.private_key_pem(key), 0o600)
+    csr = certs.build_csr(key, spiffe_id)
+    write_atomic(directory / CSR_FILE, csr.public_bytes(serialization.Encoding.PEM))
+    return directory / CSR_FILE
+
+
+def _promote(paths: BuiltinPaths) -> None:
+    """The signed certificate arrived for the pending key: it becomes the key; the request is done."""
+    pending = paths.key.with_name(PENDING_KEY_FILE)
+    os.replace(pending, paths.key)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.key.with_name(CSR_FILE))
+
+
 Signature = tuple[tuple[int, int, int] | None, ...]
 
 
 def _signature(paths: BuiltinPaths) -> Signature:
     out: list[tuple[int, int, int] | None] = []
-    for p in paths.all():
+    for p in (*paths.all(), paths.key.with_name(PENDING_KEY_FILE)):
         try:
             st = os.stat(p)
         except OSError:
@@ -105,6 +142,7 @@ class _Loaded:
     bundle: TrustBundle
     revocation: RevocationList | None
     crl_error: str | None
+    promote: bool = False
 
 
 def _load(paths: BuiltinPaths, trust_domain: str) -> _Loaded:
@@ -117,7 +155,16 @@ def _load(paths: BuiltinPaths, trust_domain: str) -> _Loaded:
         raise SvidUnavailable(f"{exc.filename} does not exist") from None
     except OSError as exc:
         raise SvidUnavailable(f"cannot read {exc.filename}: {exc.strerror}") from None
-    svid = X509Svid.from_pem(chain_pem, key_pem)
+    promote = False
+    try:
+        svid = X509Svid.from_pem(chain_pem, key_pem)
+    except SvidError as exc:
+        # A certificate signed for a renewal request pairs with the pending key, not the old one.
+        try:
+            svid = X509Svid.from_pem(chain_pem, paths.key.with_name(PENDING_KEY_FILE).read_bytes())
+        except (OSError, SvidError):
+            raise exc from None
+        promote = True
     bundle = TrustBundle.from_pem(trust_domain, bundle_pem)
     revocation, crl_error = None, None
     try:
@@ -126,7 +173,7 @@ def _load(paths: BuiltinPaths, trust_domain: str) -> _Loaded:
         pass
     except (OSError, SvidError) as exc:
         crl_error = f"revocation list {paths.revocation}: {exc}"
-    return _Loaded(svid, bundle, revocation, crl_error)
+    return _Loaded(svid, bundle, revocation, crl_error, promote)
 
 
 class BuiltinSource(SourceBase):
@@ -140,10 +187,13 @@ class BuiltinSource(SourceBase):
         poll_interval: float = 2.0,
         renewer: SelfRenewer | None = None,
         renew_fraction: float = 0.5,
+        request_renewal: bool = True,
         clock: Callable[[], float] = time.time,
         log: Any = None,
     ) -> None:
         super().__init__(log)
+        self.request_renewal = request_renewal
+        self.requests = 0
         self.paths = paths
         self.trust_domain = trust_domain
         self.poll_interval = poll_interval
@@ -182,7 +232,12 @@ class BuiltinSource(SourceBase):
             self.log.warning("svid_load_failed", reason=str(exc))
             return False  # keep _sig: try again on the next poll even if nothing changes
         self._sig = sig
-        return self._take(loaded)
+        changed = self._take(loaded)
+        if loaded.promote and self._svid is loaded.svid:
+            await asyncio.to_thread(_promote, self.paths)
+            self._sig = await asyncio.to_thread(_signature, self.paths)
+            self.log.info("svid_request_completed", spiffe_id=str(loaded.svid.spiffe_id))
+        return changed
 
     def _take(self, loaded: _Loaded) -> bool:
         now = self.clock()
@@ -231,13 +286,29 @@ class BuiltinSource(SourceBase):
                 await self._reload()
                 svid = self._svid
                 now = self.clock()
-                if (
-                    self.renewer is not None
-                    and svid is not None
-                    and now >= svid.renew_at(self.renew_fraction)
-                    and now >= self._retry_renew_at
-                ):
+                if svid is None or now < svid.renew_at(self.renew_fraction) or now < self._retry_renew_at:
+                    continue
+                if self.renewer is not None:
                     await self._renew()
+                elif self.request_renewal:
+                    await self._request(svid)
+
+    async def _request(self, svid: X509Svid) -> None:
+        """Past renew time without a CA here: leave a key and CSR for the CA host's renewal job."""
+        pending = self.paths.key.with_name(PENDING_KEY_FILE)
+        csr = self.paths.key.with_name(CSR_FILE)
+        if await asyncio.to_thread(lambda: pending.exists() and csr.exists()):
+            return
+        kt = KeyType.ECDSA_P256 if svid.key_algorithm.startswith("ECDSA") else KeyType.ML_DSA_65
+        try:
+            path = await asyncio.to_thread(write_request, self.paths.key.parent, svid.spiffe_id, kt)
+        except OSError as exc:
+            self.last_error = f"renewal request failed: {exc}"
+            self._retry_renew_at = self.clock() + max(self.poll_interval, 5.0)
+            self.log.error("svid_request_failed", reason=str(exc))
+            return
+        self.requests += 1
+        self.log.info("svid_renewal_requested", csr=str(path), spiffe_id=str(svid.spiffe_id))
 
     def next_renewal(self) -> float | None:
         return self._svid.renew_at(self.renew_fraction) if self._svid and self.renewer else None

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 
 from x0tta.common.errors import PermanentError
 from x0tta.identity import certs
@@ -49,6 +50,8 @@ CRL_VALIDITY = 7 * 86400.0
 MAX_TTL = 366 * 86400.0
 
 SVID_FILE, KEY_FILE, BUNDLE_FILE, CRL_FILE = "svid.pem", "svid.key", "bundle.pem", "crl.pem"
+PENDING_KEY_FILE, CSR_FILE = "svid.key.new", "svid.csr"
+"""A renewal request made on the node: the new key (0600, never leaves the node) and its CSR."""
 
 
 class CaError(PermanentError):
@@ -193,12 +196,7 @@ class CertificateAuthority:
         that show peers refuse them.
         """
         sid = SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id
-        if sid.trust_domain != self.trust_domain:
-            raise CaError(f"{sid} is not in this CA's trust domain {self.trust_domain}")
-        if not sid.path:
-            raise CaError("an X509-SVID's SPIFFE ID needs a path (spiffe://td/node/NAME)")
-        if not 0 < ttl <= MAX_TTL:
-            raise CaError(f"ttl must be between 0 and {MAX_TTL:.0f} seconds")
+        self._check_request(sid, ttl)
         t = time.time() if now is None else now
         svid = certs.make_svid(
             self._key,
@@ -212,18 +210,77 @@ class CertificateAuthority:
             leaf_is_ca=leaf_is_ca,
             key_usage=key_usage,
         )
+        self._record(svid.leaf, sid, key_type, t)
+        return svid
+
+    def _check_request(self, sid: SpiffeId, ttl: float) -> None:
+        if sid.trust_domain != self.trust_domain:
+            raise CaError(f"{sid} is not in this CA's trust domain {self.trust_domain}")
+        if not sid.path:
+            raise CaError("an X509-SVID's SPIFFE ID needs a path (spiffe://td/node/NAME)")
+        if not 0 < ttl <= MAX_TTL:
+            raise CaError(f"ttl must be between 0 and {MAX_TTL:.0f} seconds")
+
+    def _record(self, leaf: x509.Certificate, sid: SpiffeId, key_type: KeyType, now: float) -> None:
         with _locked(self.directory):
             state = self._read_state()
-            state["issued"] = [r for r in state["issued"] if r["not_after"] > t] + [
+            state["issued"] = [r for r in state["issued"] if r["not_after"] > now] + [
                 {
-                    "serial": f"{svid.leaf.serial_number:x}",
+                    "serial": f"{leaf.serial_number:x}",
                     "spiffe_id": str(sid),
-                    "not_after": svid.expires_at,
+                    "not_after": leaf.not_valid_after_utc.timestamp(),
                     "key_type": key_type.value,
                 }
             ]
             self._write_state(state)
-        return svid
+
+    def sign(
+        self, csr_pem: bytes, ttl: float, *, spiffe_id: SpiffeId | str | None = None, now: float | None = None
+    ) -> x509.Certificate:
+        """Sign a node's certificate request (its key never leaves the node).
+
+        The CSR must carry its own valid signature and exactly one URI SAN, a SPIFFE ID of this
+        trust domain; when ``spiffe_id`` is given (what the operator expects for this node) the
+        request must ask for exactly that. Keys: ML-DSA-65 or ECDSA P-256.
+        """
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+            valid = csr.is_signature_valid
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+            public_key = csr.public_key()
+        except (ValueError, x509.ExtensionNotFound) as exc:
+            raise CaError(f"not a usable certificate request: {exc}") from exc
+        if not valid:
+            raise CaError("the certificate request's signature does not verify")
+        if len(uris) != 1:
+            raise CaError(f"the request must name exactly one SPIFFE ID (it names {len(uris)} URIs)")
+        requested = SpiffeId.parse(uris[0])
+        if spiffe_id is not None:
+            expected = SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id
+            if requested != expected:
+                raise CaError(f"the request asks for {requested}, not {expected}")
+        self._check_request(requested, ttl)
+        if isinstance(public_key, mldsa.MLDSA65PublicKey):
+            key_type = KeyType.ML_DSA_65
+        elif isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp256r1":
+            key_type = KeyType.ECDSA_P256
+        else:
+            raise CaError(f"unsupported key in the request: {type(public_key).__name__}")
+        t = time.time() if now is None else now
+        leaf = certs.build_leaf(self._key, self.root, public_key, requested, t - certs.backdate(ttl), t + ttl)
+        self._record(leaf, requested, key_type, t)
+        return leaf
+
+    def sign_to(self, directory: str | Path, csr_pem: bytes, ttl: float, **kw: object) -> x509.Certificate:
+        """Sign and write the node directory's svid.pem, bundle.pem and crl.pem (no key: it is there)."""
+        leaf = self.sign(csr_pem, ttl, **kw)  # type: ignore[arg-type]
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(d / SVID_FILE, leaf.public_bytes(serialization.Encoding.PEM))
+        write_atomic(d / BUNDLE_FILE, self.bundle().to_pem())
+        write_atomic(d / CRL_FILE, self.crl_pem())
+        return leaf
 
     def issue_to(self, directory: str | Path, spiffe_id: SpiffeId | str, ttl: float, **kw: object) -> X509Svid:
         """Issue and write a node directory (svid.pem, svid.key, bundle.pem, crl.pem)."""

@@ -211,6 +211,16 @@ def make_svid(
     return X509Svid(spiffe_id, (leaf,), private_key_pem(key), leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
 
+def build_csr(key: SigningKey, spiffe_id: SpiffeId) -> x509.CertificateSigningRequest:
+    """A certificate request for ``spiffe_id`` (empty subject, the ID as its one URI SAN)."""
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))]), critical=True)
+        .sign(key, _hash_for(key))
+    )
+
+
 @dataclass(frozen=True)
 class RevokedEntry:
     serial: int

@@ -163,6 +163,7 @@ class IdentityService(Subsystem):
             poll_interval=s.poll_interval,
             renewer=renewer,
             renew_fraction=s.renew_fraction,
+            request_renewal=s.request_renewal,
             log=ctx.log,
         )
 

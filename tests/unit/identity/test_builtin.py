@@ -130,3 +130,23 @@ async def test_self_renewal_before_expiry(fresh_ca: CertificateAuthority, tmp_pa
             assert new.leaf.serial_number != old.leaf.serial_number
     finally:
         await src.close()
+
+
+async def test_renewal_by_request_keeps_the_key_on_the_node(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    node = tmp_path / "node"
+    first = fresh_ca.issue_to(node, ID, 2.0)
+    src = source(node, renew_fraction=0.5)
+    await src.start()
+    try:
+        csr = node / "svid.csr"
+        await until(lambda: csr.exists() and src.requests == 1)  # half-life: key + request written
+        pending = (node / "svid.key.new").read_bytes()
+        assert src.svid().leaf == first.leaf  # nothing changes until the signed certificate arrives
+        leaf = fresh_ca.sign_to(node, csr.read_bytes(), 600, spiffe_id=ID)  # the CA host's job
+        await until(lambda: src.svid().leaf == leaf)
+        assert src.svid().private_key_pem == pending and src.rotations == 1
+        await until(lambda: not (node / "svid.key.new").exists())
+        assert (node / "svid.key").read_bytes() == pending and not csr.exists()
+        assert src.last_error is None
+    finally:
+        await src.close()

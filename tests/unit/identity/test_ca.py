@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from x0tta.cli import ca as ca_cli
+from x0tta.common.errors import PermanentError
 from x0tta.identity.ca import CaError, CertificateAuthority
 from x0tta.identity.types import RevocationList, TrustBundle, X509Svid, validate_x509_svid
 
@@ -111,3 +112,71 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         ca_cli.parse_duration(text)
+
+
+def test_cli_constants_match_the_library() -> None:
+    """The CLI spells these out so that `x0tta` starts without importing cryptography."""
+    from cryptography import x509
+
+    from x0tta.identity import ca as ca_mod
+    from x0tta.identity.certs import KeyType
+
+    assert ca_cli.KEY_TYPES == tuple(k.value for k in KeyType)
+    assert (ca_cli.ROOT_VALIDITY, ca_cli.CRL_VALIDITY) == (ca_mod.ROOT_VALIDITY, ca_mod.CRL_VALIDITY)
+    assert set(ca_cli.REASONS) == {r.name for r in x509.ReasonFlags if r is not x509.ReasonFlags.unspecified}
+
+
+def test_csr_enrollment_keeps_the_key_on_the_node(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    from x0tta.identity.builtin import write_request
+    from x0tta.identity.certs import KeyType
+    from x0tta.identity.spiffe_id import SpiffeId
+
+    node = tmp_path / "node"
+    csr = write_request(node, SpiffeId.parse("spiffe://mesh.x0tta/node/n9"))
+    pending = (node / "svid.key.new").read_bytes()
+    assert mode(node / "svid.key.new") == 0o600
+    assert write_request(node, SpiffeId.parse("spiffe://mesh.x0tta/node/n9")) == csr  # same key reused
+    assert (node / "svid.key.new").read_bytes() == pending
+    # the CA refuses a request for another name than the operator expects, or from another domain
+    with pytest.raises(CaError, match="asks for"):
+        fresh_ca.sign(csr.read_bytes(), 600, spiffe_id="spiffe://mesh.x0tta/node/other")
+    with pytest.raises(CaError, match="not a usable"):
+        fresh_ca.sign(b"junk", 600)
+    leaf = fresh_ca.sign_to(node, csr.read_bytes(), 600, spiffe_id="spiffe://mesh.x0tta/node/n9")
+    assert not (node / "svid.key").exists()  # the CA wrote no key
+    svid = X509Svid.from_pem((node / "svid.pem").read_bytes(), pending)
+    assert svid.leaf == leaf and svid.key_algorithm == "ML-DSA-65"
+    assert validate_x509_svid(svid.cert_chain, {"mesh.x0tta": fresh_ca.bundle()}, time.time()).ok
+    ec_csr = write_request(tmp_path / "ec", SpiffeId.parse("spiffe://mesh.x0tta/node/e"), KeyType.ECDSA_P256)
+    assert fresh_ca.sign(ec_csr.read_bytes(), 600).public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    other = write_request(tmp_path / "o", SpiffeId.parse("spiffe://other.org/node/x"))
+    with pytest.raises(CaError, match="trust domain"):
+        fresh_ca.sign(other.read_bytes(), 600)
+
+
+def test_cli_request_and_sign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from x0tta.cli import identity as identity_cli
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command")
+    ca_cli.register(sub)
+    identity_cli.register(sub)
+
+    def cli(*argv: str) -> str:
+        args = p.parse_args(list(argv))
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
+    d, node = str(tmp_path / "ca"), tmp_path / "node"
+    cli("ca", "--dir", d, "init", "--trust-domain", "mesh.x0tta")
+    cli("identity", "request", "--dir", str(node), "--spiffe-id", "spiffe://mesh.x0tta/node/n1")
+    with pytest.raises(PermanentError, match="first request"):  # the CA needs the name from the operator
+        cli("ca", "--dir", d, "sign", "--out", str(node))
+    first = json.loads(cli("ca", "--dir", d, "sign", "--node", "n1", "--out", str(node), "--json"))
+    assert first["spiffe_id"] == "spiffe://mesh.x0tta/node/n1" and first["key"] == "ML-DSA-65"
+    # renewal: the ID comes from the SVID already in the directory
+    (node / "svid.key").write_bytes((node / "svid.key.new").read_bytes())
+    (node / "svid.key.new").unlink()
+    cli("identity", "request", "--dir", str(node))
+    again = json.loads(cli("ca", "--dir", d, "sign", "--out", str(node), "--ttl", "1h", "--json"))
+    assert again["spiffe_id"] == first["spiffe_id"] and again["serial"] != first["serial"]
