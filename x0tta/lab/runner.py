@@ -210,16 +210,18 @@ def agent_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("x0tta-agent") or str(beside))
 
 
-def _agent_configs(topo: Topology) -> tuple[dict[str, str], dict[str, str]]:
+def agent_configs(topo: Topology) -> tuple[dict[str, str], dict[str, str]]:
     """Per-node agent TOML text and admin socket path; every node's config is validated first."""
     from x0tta.config.fields import ConfigError
     from x0tta.config.loader import parse_settings
-    from x0tta.config.mesh import MeshSettings
+    from x0tta.config.schema import AgentSettings
 
-    mesh_fields = frozenset(f.name for f in dataclasses.fields(MeshSettings))
+    defaults = AgentSettings()
+    known = {f.name: frozenset(g.name for g in dataclasses.fields(getattr(defaults, f.name)))
+             for f in dataclasses.fields(defaults)}
     texts, sockets, problems = {}, {}, []
     for node in topo.nodes:
-        text = to_toml(node_config(topo, node, SCRATCH, mesh_fields))
+        text = to_toml(node_config(topo, node, SCRATCH, known))
         try:
             settings = parse_settings(text, f"agent config of {node.name}", environ={})
         except ConfigError as exc:
@@ -264,6 +266,7 @@ def run_lab(
     *,
     scenario: Sequence[Step | Mapping[str, Any]] | None = None,
     agents: bool | None = None,
+    overrides: Mapping[str, Any] | None = None,
     mem_mb: int | None = None,
     timeout_s: float | None = None,
     python_path: Iterable[str | os.PathLike[str]] = (),
@@ -274,14 +277,16 @@ def run_lab(
     as dicts in the topology file's form) and return what it measured.
 
     ``agents`` overrides the topology's ``agents`` (False: the same scenario as a batman-adv-only
-    baseline). ``python_path`` is prepended to ``sys.path`` in the guest, for ``check`` steps that
+    baseline). ``overrides`` are merged into the topology's tables before validation (e.g.
+    ``{"mesh": {"orig_interval_ms": 250}}`` or ``{"agent": {"heal": {"dry_run": True}}}``).
+    ``python_path`` is prepended to ``sys.path`` in the guest, for ``check`` steps that
     name a module. ``stream`` gets the engine's progress lines as they happen. Raises
     :class:`LabUnavailable` when this machine cannot run the lab, :class:`TopologyError` for a bad
     topology or agent config, :class:`LabFailed` when the guest left no timeline.
     """
     topo = load_topology(topology)
-    if scenario is not None or agents is not None:
-        topo = topo.with_changes(steps=scenario, agents=agents)
+    if scenario is not None or agents is not None or overrides:
+        topo = topo.with_changes(steps=scenario, agents=agents, overrides=overrides)
     with_agents = topo.agents
     agent = agent_executable()
     preflight(install=install, agents=with_agents, agent_path=agent)
@@ -296,7 +301,7 @@ def run_lab(
             target.unlink()
     inputs = out / "input"
     (inputs / "agents").mkdir(parents=True)
-    texts, sockets = _agent_configs(topo) if with_agents else ({}, {})
+    texts, sockets = agent_configs(topo) if with_agents else ({}, {})
     for node, text in texts.items():
         (inputs / "agents" / f"{node}.toml").write_text(text)
     repo_root = str(Path(x0tta.__file__).resolve().parent.parent)

@@ -17,8 +17,8 @@ orig_interval_ms = 250
 logging.level = "warning"
 metrics.port = 0
 """
-MESH_FIELDS = frozenset({"interface", "hard_interfaces", "routing_algo", "bridge_loop_avoidance", "orig_interval",
-                         "hop_penalty"})
+MESH_FIELDS = {"mesh": frozenset({"interface", "hard_interfaces", "routing_algo", "bridge_loop_avoidance",
+                                  "orig_interval", "hop_penalty"}), "probes": frozenset({"pin_path"})}
 
 
 def test_layers_merge_node_over_shared_over_lab():
@@ -34,12 +34,13 @@ def test_layers_merge_node_over_shared_over_lab():
 
 def test_mesh_keys_only_where_the_agent_has_them():
     t = parse_topology(TOPO)
-    assert "mesh" not in node_config(t, t.node("a"), "/run/lab", frozenset())
+    assert set(node_config(t, t.node("a"), "/run/lab")) == {"node", "logging", "metrics"}
+    assert node_config(t, t.node("a"), "/run/lab", MESH_FIELDS)["probes"] == {"pin_path": "/sys/fs/bpf/x0tta-a"}
 
 
 def test_toml_round_trips_and_the_agent_accepts_it():
     t = parse_topology(TOPO)
-    data = node_config(t, t.node("b"), "/run/lab", frozenset({"interface", "hard_interfaces"}))
+    data = node_config(t, t.node("b"), "/run/lab", {"mesh": frozenset({"interface", "hard_interfaces"})})
     data["weird key"] = {"nested": {"x": [1, 2.5, "q\"uote"], "flag": True}}
     text = to_toml(data)
     assert tomllib.loads(text) == data

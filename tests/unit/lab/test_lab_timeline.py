@@ -49,6 +49,7 @@ def test_time_to_restore_edge_cases():
     assert time_to_restore(pings("..xxxx"), t=10.0) is None  # never came back
     assert time_to_restore(pings("..xx.."), t=10.0, settle_s=1.0) is None  # too short to tell it held
     assert time_to_restore([], t=10.0) is None
+    assert time_to_restore(pings("....xx" + "." * 60), t=10.0, until=10.08) == 0.0  # loss is the next fault's
 
 
 def test_loss_between_counts_sent_and_lost():

@@ -153,3 +153,8 @@ def test_example_topologies_are_valid(name):
     t = parse_topology((CONFIGS / f"{name}.toml").read_text(), name)
     assert t.nodes and t.links and t.steps
     assert t.steps[0].do == "converge"
+
+
+def test_overrides_merge_into_the_tables():
+    t = parse_topology(TRIANGLE).with_changes(overrides={"mesh": {"orig_interval_ms": 250}, "agent": {"x": 1}})
+    assert t.orig_interval_ms == 250 and t.routing_algo == "BATMAN_V" and t.agent == {"x": 1}

@@ -83,12 +83,14 @@ def outages(samples: Sequence[PingSample]) -> list[Outage]:
     return out
 
 
-def time_to_restore(samples: Sequence[PingSample], t: float, settle_s: float = DEFAULT_SETTLE_S) -> float | None:
+def time_to_restore(samples: Sequence[PingSample], t: float, settle_s: float = DEFAULT_SETTLE_S,
+                    until: float | None = None) -> float | None:
     """Seconds from ``t`` until traffic flowed again for good (see the module doc); None if never
-    within the samples (including when the samples end before ``settle_s`` of good traffic)."""
+    within the samples (including when the samples end before ``settle_s`` of good traffic).
+    A loss that begins at or after ``until`` (the next fault, say) is not this event's: 0.0."""
     after = [s for s in samples if s.sent >= t]
     first_lost = next((i for i, s in enumerate(after) if s.lost), None)
-    if first_lost is None:
+    if first_lost is None or (until is not None and after[first_lost].sent >= until):
         return 0.0 if after else None
     for i in range(first_lost + 1, len(after)):
         s = after[i]
@@ -155,10 +157,6 @@ def missing_views(views: Mapping[str, Mapping[str, str]], expected: Mapping[str,
     return out
 
 
-def _fmt(v: float | None, unit: str = "s") -> str:
-    return "-" if v is None else f"{v:.3f} {unit}"
-
-
 def summarize(timeline: Mapping[str, Any]) -> str:
     """A human summary of a ``timeline.json`` document: events, pings, outages, restore times."""
     lines = [
@@ -185,12 +183,15 @@ def summarize(timeline: Mapping[str, Any]) -> str:
         for o in outages(samples):
             state = "" if o.recovered else " (not recovered when the ping stopped)"
             lines.append(f"  outage at {o.start:.3f} s: {o.duration:.3f} s, {o.lost} lost{state}")
-        if samples:
-            for ev in events:
-                if ev["kind"] in FAULT_EVENTS and samples[0].sent <= ev["t"] <= samples[-1].sent:
-                    ttr = time_to_restore(samples, ev["t"])
-                    lines.append(f"  after {ev['kind']} {ev.get('link') or ev.get('node') or ''} at {ev['t']:.3f} s: "
-                                 f"traffic restored in {_fmt(ttr)}")
+        faults = [ev for ev in events if ev["kind"] in FAULT_EVENTS]
+        for i, ev in enumerate(faults):
+            if not samples or not samples[0].sent <= ev["t"] <= samples[-1].sent:
+                continue
+            until = faults[i + 1]["t"] if i + 1 < len(faults) else None
+            ttr = time_to_restore(samples, ev["t"], until=until)
+            what = "no loss" if ttr == 0.0 else ("not restored" if ttr is None else f"restored in {ttr:.3f} s")
+            lines.append(f"  after {ev['kind']} {ev.get('link') or ev.get('node') or ''} at {ev['t']:.3f} s: "
+                         f"traffic {what}")
     failed = [e for e in timeline.get("errors", [])]
     if failed:
         lines.append("")

@@ -222,14 +222,26 @@ class Topology:
         return out
 
     def with_changes(self, *, steps: Iterable[Step | Mapping[str, Any]] | None = None,
-                     agents: bool | None = None) -> Topology:
-        """The same lab with another scenario and/or agents switched on or off (revalidated)."""
-        data = dict(self.data)
+                     agents: bool | None = None, overrides: Mapping[str, Any] | None = None) -> Topology:
+        """The same lab with another scenario, agents switched on or off, and/or ``overrides`` merged
+        into the file's tables (e.g. ``{"mesh": {"orig_interval_ms": 250}}``); revalidated."""
+        data = merge_tables(self.data, overrides or {})
         if steps is not None:
             data["steps"] = [dict(s.data) if isinstance(s, Step) else dict(s) for s in steps]
         if agents is not None:
             data["agents"] = agents
         return topology_from_data(data, f"{self.name} (changed)")
+
+
+def merge_tables(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``, table by table (later wins; neither is changed)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_tables(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def veth_mac(node: Node, link: Link) -> str:
