@@ -570,7 +570,7 @@ class TlsEndpoint:
     def _peer_info(self, conn: SSL.Connection, st: _Verification, start: float, sent: int,
                    received: int) -> PeerInfo:
         group = conn.get_group_name() or ""
-        if group not in self.policy.groups:  # cannot happen with the groups list set; checked anyway
+        if group.lower() not in {g.lower() for g in self.policy.groups}:  # cannot happen; checked anyway
             raise HandshakeFailed(Refusal.NO_SHARED_GROUP.value, f"negotiated {group}")
         resumed = bool(_lib.SSL_session_reused(conn._ssl))
         peer_cert = conn.get_peer_certificate()
