@@ -46,6 +46,6 @@ def test_run_says_why_it_cannot_run(monkeypatch, capsys, tmp_path):
 def test_preflight_names_missing_tools(monkeypatch):
     monkeypatch.setattr(runner.os, "geteuid", lambda: 0)
     monkeypatch.setattr(runner.shutil, "which", lambda name: None)
-    with pytest.raises(runner.LabUnavailable, match="missing linux.uml, batctl") as err:
+    with pytest.raises(runner.LabUnavailable, match=r"missing linux\.uml, batctl") as err:
         runner.preflight(install=False)
     assert err.value.code == "uml_missing"
