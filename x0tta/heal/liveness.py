@@ -131,6 +131,8 @@ class Prober:
                 iface.send_errors += 1
 
     def stats(self) -> tuple[ProbeStats, ...]:
+        for iface in self.ifaces.values():  # what has arrived counts, even if not yet read
+            self._readable(iface)
         return self.tracker.stats(time.monotonic())
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
@@ -142,6 +144,7 @@ class Prober:
                 if now >= next_sync:
                     await self.sync(names())
                     next_sync = now + 1.0
+                self.tracker.tick(now)
                 self.send_all()
                 if self.wake is not None and any(s.lost_run >= self.suspect_run for s in self.stats()):
                     self.wake()

@@ -173,3 +173,18 @@ def test_resume_after_restart(settings, ring):
     k3, d, ev = run(k3, ring.obs(200.1, lost_run=30, loss=1.0, eth0_attached=False), 200.1)
     assert list(k3.incidents) == [inc_id] and not d
     assert any(e.name == "symptom_raised" and e.data["reopened"] for e in ev)
+
+
+def test_two_lossy_links_at_once_never_steer_off_both(settings, ring):
+    """Every link of the node looks dead at once (or the node itself stalled): keep one."""
+    from x0tta.heal.core.model import ProbeStats
+
+    k = loop.initial(settings, "t")
+    obs = ring.obs(1.0, lost_run=5, loss=0.25)
+    both = obs.__class__(**{**obs.__dict__, "probes": (
+        ProbeStats("eth0", ring.A, 20, 15, 0.25, 5), ProbeStats("eth1", ring.B, 20, 15, 0.25, 5))})
+    k, d, _ = run(k, both, 1.0)
+    assert len(d) == 1
+    other = "eth1" if d[0].action.target == "hardif:eth0" else "eth0"
+    inc = next(i for i in k.incidents.values() if i.key[1].startswith(f"link:{other}"))
+    assert "isolate" in inc.notes[0]

@@ -154,7 +154,9 @@ def _neighbours(mem: Memory, obs: Observation, s: HealSettings, now: float, out:
                 evidence(quality=round(fast, 1), baseline=round(slow, 1), tq=n.tq, throughput=n.throughput),
             )
     for key, last in mem.neigh_seen.items():
-        if key not in seen and now - last <= s.neighbour_forget_after:
+        # a neighbour on a hard interface that is down or out of the mesh is not "lost": it is
+        # unreachable by our own doing or by carrier; forget it until it is heard again
+        if key not in seen and key[0] in up and now - last <= s.neighbour_forget_after:
             seen[key] = last
     for key, last in seen.items():
         gone = now - last

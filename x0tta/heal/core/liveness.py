@@ -127,7 +127,7 @@ class _Peer:
     got: set[int] = field(default_factory=set)
     acked: int | None = None  # my newest seq the peer heard
     tx_loss: float = 0.0  # loss of my probes, as the peer reports
-    my_seq_at_rx: int = 0
+    tx_run: int = 0  # my probes in a row the peer has not heard (as of its last probe)
     rtt_ms: float | None = None
 
 
@@ -143,12 +143,30 @@ class Tracker:
         self.expiry = expiry
         self.key = key
         self.seq: dict[str, int] = {}  # hardif -> my last seq sent there
+        self.sent_at: dict[str, dict[int, float]] = {}  # hardif -> my recent seqs -> when sent
         self.peers: dict[tuple[str, str], _Peer] = {}
         self.rejected = 0
+        self.last_tick: float | None = None
+        self.grace_until = 0.0
+        self.stalls = 0
+
+    def tick(self, now: float) -> None:
+        """Called once per probe round. A round much later than planned means this process did
+        not run (CPU starvation, a paused VM): what looks lost meanwhile is our own silence, so
+        loss is not counted until peers have had two intervals to be heard again."""
+        if self.last_tick is not None and now - self.last_tick > 2.5 * self.interval:
+            self.grace_until = now + 2 * self.interval
+            self.stalls += 1
+        self.last_tick = now
 
     def next_probe(self, hardif: str, mac: str, now: float, now_ns: int) -> bytes:
         seq = self.seq.get(hardif, 0) + 1
         self.seq[hardif] = seq
+        sent = self.sent_at.setdefault(hardif, {})
+        sent[seq] = now
+        if len(sent) > 4 * self.window:
+            for old in [q for q in sent if q <= seq - 2 * self.window]:
+                del sent[old]
         acks = []
         mine = sorted(((k, p) for k, p in self.peers.items() if k[0] == hardif), key=lambda kp: -kp[1].last_rx)
         for (_h, peer), p in mine[:MAX_ACKS]:
@@ -175,7 +193,6 @@ class Tracker:
         if len(p.got) > 2 * self.window:
             floor = p.high_seq - self.window
             p.got = {s for s in p.got if s > floor}
-        p.my_seq_at_rx = self.seq.get(hardif, 0)
         for a in probe.acks:
             if a.peer == my_mac:
                 p.acked = a.seq
@@ -184,6 +201,11 @@ class Tracker:
                     rtt = (now_ns - a.echo - a.held) / 1e6
                     if 0 <= rtt < 60_000:
                         p.rtt_ms = rtt
+                # my probes after the acked one that the peer should have heard by the time it
+                # sent this one (sent more than an RTT and half an interval ago): lost on the way
+                slack = (p.rtt_ms or 0.0) / 1000.0 + self.interval / 2
+                sent = self.sent_at.get(hardif, {})
+                p.tx_run = sum(1 for q, t in sent.items() if q > a.seq and t <= now - slack)
         return probe
 
     def _rx_run(self, p: _Peer, now: float) -> int:
@@ -205,7 +227,9 @@ class Tracker:
                 del self.peers[key]
                 continue
             rx_run = self._rx_run(p, now)
-            tx_run = 0 if p.acked is None else max(0, p.my_seq_at_rx - p.acked - 1)
+            tx_run = p.tx_run
+            if now < self.grace_until:  # we were not running: nothing to conclude yet
+                rx_run = tx_run = 0
             rx_loss = self._rx_loss(p, now)
             out.append(
                 ProbeStats(

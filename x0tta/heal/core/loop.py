@@ -449,7 +449,8 @@ def _plan(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
             continue
         if any(r.incident == inc_id and r.holds for r in holding):
             continue
-        cands = candidates(sym, obs, s, lossy, st.stats)
+        steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
+        cands = candidates(sym, obs, s, lossy, st.stats, steered)
         if not cands:
             note = _note(sym)
             if note not in inc.notes:

@@ -68,7 +68,9 @@ def _hardif_of(target: str) -> str:
     return target.split(":", 1)[1].split("/", 1)[0]
 
 
-def steer_off(hardif: str, obs: Observation, s: HealSettings, method: str) -> tuple[Action, str]:
+def steer_off(
+    hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset()
+) -> tuple[Action, str]:
     h = obs.hardif(hardif)
     neighbours = sum(1 for n in obs.neighbours if n.hardif == hardif)
     params = evidence(
@@ -92,10 +94,12 @@ def steer_off(hardif: str, obs: Observation, s: HealSettings, method: str) -> tu
     if method == "detach" and not h.attached:
         return action, f"{hardif} is already detached"
     alt = {
-        x.name for x in obs.hardifs if x.name != hardif and x.oper_up and x.attached and x.active
+        x.name for x in obs.hardifs
+        if x.name != hardif and x.name not in steered and x.oper_up and x.attached and x.active
     } & {n.hardif for n in obs.neighbours}
     if not alt:
-        return action, f"no other running hard interface with neighbours: steering off {hardif} would isolate the node"
+        return action, (f"no other running hard interface with neighbours (not steered off): steering off "
+                        f"{hardif} would isolate the node")
     return action, ""
 
 
@@ -116,14 +120,19 @@ def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
 
 
 def candidates(
-    sym: Symptom, obs: Observation, s: HealSettings, lossy_links: frozenset[str], stats: Stats
+    sym: Symptom,
+    obs: Observation,
+    s: HealSettings,
+    lossy_links: frozenset[str],
+    stats: Stats,
+    steered: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
     """Every action that could help ``sym``, scored; rejected ones carry their reason."""
     raw: list[tuple[Action, str]] = []
     kind = sym.kind
     if kind == SymptomKind.SILENT_LOSS:
         hardif = _hardif_of(sym.target)
-        action, why = steer_off(hardif, obs, s, s.steer_method)
+        action, why = steer_off(hardif, obs, s, s.steer_method, steered)
         probed = {f"link:{p.hardif}/{p.peer}" for p in obs.probes if p.hardif == hardif}
         healthy = sorted(probed - lossy_links)
         if not why and healthy:
@@ -131,13 +140,13 @@ def candidates(
         raw.append((action, why))
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
-        action, why = steer_off(hardif, obs, s, s.steer_method)
+        action, why = steer_off(hardif, obs, s, s.steer_method, steered)
         flaps = int(dict(sym.evidence).get("flaps", 0))
         if not why and flaps < s.flap_count:
             why = f"not flapping ({flaps} carrier losses < {s.flap_count}): batman-adv stops using it by itself"
         raw.append((action, why))
     elif kind == SymptomKind.LINK_DEGRADED:
-        raw.append(steer_off(_hardif_of(sym.target), obs, s, "penalty"))
+        raw.append(steer_off(_hardif_of(sym.target), obs, s, "penalty", steered))
     elif kind == SymptomKind.GATEWAY_LOST:
         action = Action(
             kind=ActionKind.RESELECT_GATEWAY,
