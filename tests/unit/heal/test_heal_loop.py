@@ -188,3 +188,22 @@ def test_two_lossy_links_at_once_never_steer_off_both(settings, ring):
     other = "eth1" if d[0].action.target == "hardif:eth0" else "eth0"
     inc = next(i for i in k.incidents.values() if i.key[1].startswith(f"link:{other}"))
     assert "isolate" in inc.notes[0]
+
+
+def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settings, ring):
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
+    assert d[1].action.param("interval_ms") == settings.unstable_orig_interval
+    assert d[1].action.param("previous_ms") == 1000 and "companion" in d[1].reasons[0]
+    t = 1.5
+    k, d, ev = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=250), t)
+    assert sorted(e.data["kind"] for e in ev if e.name == "verified") == ["steer_off", "tune_orig_interval"]
+    t = 2.0
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
+    t += settings.silent_loss_clear_after + 0.01
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
+    assert sorted(x.action.kind for x in d) == [ActionKind.RESTORE_HARDIF, ActionKind.RESTORE_ORIG_INTERVAL]
+    t += settings.restore_verify_after + 0.1
+    k, d, ev = run(k, ring.obs(t, interval=1000), t)
+    assert "incident_closed" in names(ev) and not k.records

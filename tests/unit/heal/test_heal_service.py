@@ -35,7 +35,7 @@ class Kernel:
     # MeshClient
     async def mesh_info(self, meshif):
         return batadv.MeshInfo(mesh_ifindex=10, mesh_ifname="bat0", mesh_address="02:00:00:00:00:01",
-                               orig_interval=1000, gw_mode=0, hop_penalty=30)
+                               orig_interval=250, gw_mode=0, hop_penalty=30)
 
     async def hardifs(self, meshif):
         return [batadv.HardIf(hard_ifindex=i, hard_ifname=n, hard_address=f"02:00:00:00:01:0{i}", active=True,

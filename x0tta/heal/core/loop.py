@@ -43,7 +43,7 @@ from x0tta.heal.core.model import (
     SymptomKind,
     evidence,
 )
-from x0tta.heal.core.plan import UNDO, _hardif_of, candidates
+from x0tta.heal.core.plan import UNDO, _hardif_of, candidates, tune_orig_interval
 
 
 class State(enum.StrEnum):
@@ -490,6 +490,41 @@ def _plan(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         st.records[rid] = rec
         holding.append(rec)
         st.decisions.append(decision)
+        companion = _companion(st, inc, sym, chosen.action, obs, holding)
+        if companion is not None:
+            holding.append(companion)
+
+
+def _companion(st: _Step, inc: Incident, sym: Symptom, chosen: Action, obs: Observation,
+               holding: list[Record]) -> Record | None:
+    """A steer-off is paired with a faster originator interval on this node while it lasts.
+
+    Steering off is instant here, but the other nodes keep routing towards this node through the
+    dead link until their own view of it decays: batman-adv (BATMAN_IV) pushes a zero into the
+    dead route's TQ window for each newer OGM heard another way, so that takes a few of *this
+    node's* originator intervals. Sending OGMs faster shortens it (a 5-node ring: ~6 s at 1 s).
+    """
+    s = st.k.settings
+    if chosen.kind != ActionKind.STEER_OFF or sym.kind not in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN):
+        return None
+    if "tune_orig_interval" in s.disabled_actions:
+        return None
+    if any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL for r in holding):
+        return None
+    action, why = tune_orig_interval(obs, s)
+    if why:
+        return None
+    rid = st.next_id("a")
+    reasons = (
+        f"companion of steer_off on {chosen.target}: OGMs every {s.unstable_orig_interval} ms let the other "
+        "nodes drop their routes through the dead link sooner",
+    )
+    rec = Record(id=rid, incident=inc.id, symptom=inc.key, action=action, reasons=reasons, state=State.PLANNED,
+                 decided=st.now, baseline=evidence(originators=len(obs.originators)))
+    st.records[rid] = rec
+    st.decisions.append(Decision(id=rid, incident=inc.id, op=Op.APPLY, action=action, symptom=inc.key,
+                                 reasons=reasons))
+    return rec
 
 
 def _note(sym: Symptom) -> str:
