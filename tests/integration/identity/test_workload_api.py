@@ -142,3 +142,25 @@ async def test_spire_agent_restart_keeps_the_svid_and_reconnects(ca: Certificate
     finally:
         await src.close()
         server.stop()
+
+
+async def test_identity_subsystem_on_spire_counts_rotations(
+    ca: CertificateAuthority, tmp_path: Path, short_dir: Path
+) -> None:
+    from tests.unit.identity.fakes import FakeContext, running, settings, until
+    from x0tta.identity.service import IdentityService
+
+    sock = short_dir / "api.sock"
+    ctx = FakeContext(settings(tmp_path, source="workload_api", workload_api_socket=str(sock)))
+    svc = IdentityService(environ={})
+    with WorkloadApiServer(ca, sock, "spiffe://mesh.x0tta/node/r1", ttl=10.0):
+        async with running(svc, ctx):
+            shared = await svc.wait_source(timeout=10)
+            seen: list[SourceUpdate] = []
+            shared.subscribe(seen.append)
+            await until(lambda: ctx.health.codes == [], timeout=10)
+            await until(lambda: ctx.registry.get_sample_value("x0tta_identity_svid_rotations_total") == 1, 15)
+            assert [u.rotated for u in seen] == [True]
+            assert 0 < (ctx.registry.get_sample_value("x0tta_identity_svid_expires_in_seconds") or 0) <= 11
+            shown = await ctx.admin.handlers["identity.show"]({})
+            assert shown["source"] == "workload_api" and shown["rotations"] == 1
