@@ -232,7 +232,7 @@ class Link:
             svc.metrics_reauth("ok")
             svc.log.info("peer_reauthenticated", address=self.address, peer=str(new.peer.spiffe_id),
                          serial=f"{new.peer.serial:x}", rotated=rotated)
-            svc.spawn(old.goaway("reauthenticated"))
+            svc.spawn(svc.send_away(old, "reauthenticated"))
 
 
 class PeerService(Subsystem):
@@ -397,11 +397,12 @@ class PeerService(Subsystem):
             if reason is not None:
                 self.log.warning("peer_session_revalidation_failed", peer=str(session.peer.spiffe_id),
                                  reason=reason, detail=detail)
-                self.spawn(self._send_away(session, reason))
+                self.spawn(self.send_away(session, reason))
         for link in self.links.values():
             link.wake()
 
-    async def _send_away(self, session: PeerSession, reason: str) -> None:
+    async def send_away(self, session: PeerSession, reason: str) -> None:
+        """GoAway, let in-flight requests finish (up to ``request_timeout``), then close."""
         await session.goaway(reason)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.closed.wait(), self.settings.request_timeout)
@@ -445,7 +446,7 @@ class PeerService(Subsystem):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.closed.wait(), max(0.0, due))
                 if not session.closed.is_set():
-                    await self._send_away(session, "peer_svid_expired")
+                    await self.send_away(session, "peer_svid_expired")
             await session.closed.wait()
         finally:
             self.inbound.discard(session)

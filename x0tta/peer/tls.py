@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from x0tta.common.errors import PermanentError, TemporaryError
@@ -251,10 +252,13 @@ def _make_verify(policy: TlsPolicy, clock: Callable[[], float]):
         """
         st: _Verification = conn.get_app_data()
         try:
-            st.certs[depth] = cert.to_cryptography()
-        except Exception as exc:  # a certificate cryptography cannot represent
-            st.verdict_reason, st.detail = Reason.MALFORMED.value, str(exc)
+            return _decide(st, cert, errno, depth, ok)
+        except Exception as exc:  # never let a surprise escape into OpenSSL: refuse, say why
+            st.verdict_reason, st.detail = Reason.MALFORMED.value, f"{type(exc).__name__}: {exc}"
             return False
+
+    def _decide(st: _Verification, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        st.certs[depth] = cert.to_cryptography()
         if not ok:
             st.openssl_errors.append((depth, errno))
         if depth != 0:
@@ -269,7 +273,7 @@ def _make_verify(policy: TlsPolicy, clock: Callable[[], float]):
         if st.openssl_errors:
             d, e = st.openssl_errors[0]
             st.verdict_reason = Reason.BAD_CHAIN.value
-            st.detail = f"OpenSSL: {crypto.X509StoreContextError.__name__} {e} at depth {d}"
+            st.detail = f"OpenSSL: {_ffi.string(_lib.X509_verify_cert_error_string(e)).decode()} at depth {d}"
             return False
         return True
 

@@ -1,0 +1,63 @@
+"""[peer] settings refuse contradictions; addresses parse; x0tta peers renders what peers.list returns."""
+
+from __future__ import annotations
+
+import pytest
+
+from x0tta.cli.peers import render
+from x0tta.config.fields import ConfigError, build
+from x0tta.config.peer import PeerSettings
+from x0tta.peer.service import tls_policy
+from x0tta.peer.tls import hosts_and_ports
+
+
+def test_defaults_are_pq_only():
+    s = PeerSettings()
+    assert s.groups == ("X25519MLKEM768",) and s.require_pq
+    p = tls_policy(s)
+    assert p.groups == ("X25519MLKEM768",) and p.allowed_key_algorithms == {"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
+
+
+def test_classical_group_needs_require_pq_off():
+    with pytest.raises(ConfigError, match="require_pq"):
+        build(PeerSettings, {"groups": ["X25519MLKEM768", "X25519"]})
+    s = build(PeerSettings, {"groups": ["X25519MLKEM768", "X25519"], "require_pq": False})
+    assert tls_policy(s).allowed_key_algorithms is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"idle_timeout": 1.0, "heartbeat_interval": 5.0}, "idle_timeout"),
+        ({"groups": []}, "at least one group"),
+        ({"groups": ["P-256"]}, "one of"),
+        ({"reconnect_min_delay": 10.0, "reconnect_max_delay": 1.0}, "reconnect_max_delay"),
+    ],
+)
+def test_bad_settings(data, message):
+    with pytest.raises(ConfigError, match=message):
+        build(PeerSettings, data)
+
+
+def test_addresses():
+    assert hosts_and_ports(["10.0.0.2", "10.0.0.3:7000", "[fe80::1%bat0]:7443", "[fd00::2]", "fd00::3"], 7443) == [
+        ("10.0.0.2", 7443),
+        ("10.0.0.3", 7000),
+        ("fe80::1%bat0", 7443),
+        ("fd00::2", 7443),
+        ("fd00::3", 7443),
+    ]
+
+
+def test_render():
+    rows = [
+        {"direction": "out", "address": "10.0.0.2:7443", "spiffe_id": "spiffe://mesh.x0tta/node/b",
+         "group": "X25519MLKEM768", "signature_algorithm": "ML-DSA-65", "svid_expires_in": 3541.2,
+         "rtt_ms": 0.412, "state": "open", "resumed": True},
+        {"direction": "out", "address": "10.0.0.3:7443", "spiffe_id": "", "state": "connecting",
+         "error": "unreachable: connect: refused"},
+    ]
+    text = render(rows)
+    assert "spiffe://mesh.x0tta/node/b" in text and "X25519MLKEM768" in text and "0.41 ms" in text
+    assert "open (resumed)" in text and "connecting: unreachable" in text
+    assert render([]) == "no peer sessions"
