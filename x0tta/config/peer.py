@@ -18,10 +18,10 @@ CLASSICAL_GROUPS = ("X25519", "secp256r1", "secp384r1", "X448")
 class PeerSettings:
     enabled: bool = setting(True, doc="Run this subsystem. It degrades by itself when the node lacks what it needs.")
     listen_address: str = setting(
-        "::",
-        doc="Address peer sessions are accepted on. All addresses (IPv6 and IPv4) by default: "
-        "neighbours reach us over the mesh interface, whose address may change; the TLS handshake, "
-        "not the address, decides who gets in.",
+        "",
+        doc="Address peer sessions are accepted on. Empty: every address, IPv4 and IPv6 (one socket "
+        "each): neighbours reach us over the mesh interface, whose address may change; the TLS "
+        "handshake, not the address, decides who gets in.",
     )
     port: int = setting(
         7443,

@@ -321,7 +321,7 @@ class PeerService(Subsystem):
                 ctx.health.set(Condition("listen_failed", Severity.FAILING, str(exc)))
                 raise
             self.port = server.sockets[0].getsockname()[1]
-            ctx.log.info("peer_listening", address=self.settings.listen_address, port=self.port,
+            ctx.log.info("peer_listening", address=self.settings.listen_address or "*", port=self.port,
                          groups=list(self.settings.groups), spiffe_id=str(source.svid().spiffe_id))
             self._ready.set()
             while True:

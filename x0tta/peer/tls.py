@@ -638,7 +638,8 @@ class TlsEndpoint:
                 if stream is None:
                     writer.close()
 
-        server = await asyncio.start_server(handle, host, port, reuse_port=reuse_port)
+        # host "" or None: every address, IPv4 and IPv6 (asyncio makes one V6ONLY socket per family).
+        server = await asyncio.start_server(handle, host or None, port, reuse_port=reuse_port)
         self._servers.append(server)
         return server
 

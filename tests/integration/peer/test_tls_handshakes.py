@@ -263,3 +263,24 @@ async def test_rotation_takes_effect_for_new_handshakes(ca):
         client.close()
     finally:
         await s.endpoint.aclose()
+
+
+async def test_listening_on_every_address_takes_ipv4_and_ipv6(ca):
+    from tests.conftest import free_port
+
+    port = free_port()
+
+    async def close(stream):
+        await stream.close()
+
+    ep = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/s")))
+    await ep.serve("", port, close)
+    client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/c")))
+    try:
+        for host in ("127.0.0.1", "::1"):
+            stream = await client.connect(host, port, resume=False)
+            assert stream.peer.group == "X25519MLKEM768"
+            await stream.close()
+    finally:
+        client.close()
+        await ep.aclose()
