@@ -346,11 +346,10 @@ class PeerService(Subsystem):
         return True
 
     async def _shutdown(self) -> None:
-        for link in list(self.links.values()):
-            await link.stop()
+        # All at once: the agent gives every subsystem a few seconds to stop, not a few per peer.
+        await asyncio.gather(*(link.stop() for link in self.links.values()),
+                             *(s.close("shutdown") for s in list(self.inbound)), return_exceptions=True)
         self.links.clear()
-        for s in list(self.inbound):
-            await s.close("shutdown")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
