@@ -36,6 +36,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -70,6 +71,21 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 class IdentityProvider(Protocol):
     async def wait_source(self, timeout: float | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PeerChange:
+    """Handed to :meth:`PeerService.subscribe` callbacks: an authenticated session came up or went.
+
+    ``host`` is the peer's IP address as the socket saw it (the guard maps it to the neighbour's
+    MAC to admit its batman-adv frames); ``spiffe_id`` was verified in the handshake.
+    """
+
+    up: bool
+    host: str
+    spiffe_id: str
+    direction: str  # "in" or "out"
+    reason: str = ""  # why it went down
 
 
 class NoSession(TemporaryError):
@@ -255,12 +271,25 @@ class PeerService(Subsystem):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._policy: Any = None
         self._ready = asyncio.Event()
+        self._subscribers: list[Callable[[PeerChange], None]] = []
 
     # -- API for other subsystems -----------------------------------------------------------------
 
     def register_method(self, name: str, handler: MethodHandler) -> None:
         """Serve ``name`` to peers: ``handler(session, body) -> body``; its exceptions become errors."""
         self._methods[name] = handler
+
+    def subscribe(self, callback: Callable[[PeerChange], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the loop, must not block) whenever a session comes up or goes."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def _notify(self, change: PeerChange) -> None:
+        for cb in list(self._subscribers):
+            try:
+                cb(change)
+            except Exception:  # one broken consumer must not stop the others
+                self.log.exception("peer_subscriber_failed", subscriber=repr(cb))
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -435,6 +464,7 @@ class PeerService(Subsystem):
                       if session.core.their_hello else "", group=stream.peer.group,
                       signature=stream.peer.key_algorithm, resumed=stream.peer.resumed)
         self.spawn(self._watch(session, direction))
+        self._notify(PeerChange(True, stream.peer_host, str(stream.peer.spiffe_id), direction))
         return session
 
     async def _watch(self, session: PeerSession, direction: str) -> None:
@@ -449,6 +479,8 @@ class PeerService(Subsystem):
             await session.closed.wait()
         finally:
             self.inbound.discard(session)
+            self._notify(PeerChange(False, session.stream.peer_host, str(session.peer.spiffe_id), direction,
+                                    session.close_reason or "shutdown"))
             if self._metrics:
                 self._metrics.sessions.labels(direction).dec()
                 reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"

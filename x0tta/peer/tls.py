@@ -353,6 +353,12 @@ class TlsStream:
         info = self._writer.get_extra_info("peername")
         return f"{info[0]}:{info[1]}" if info else "?"
 
+    @property
+    def peer_host(self) -> str:
+        """The peer's IP address (with ``%scope`` for a link-local IPv6 one), without the port."""
+        info = self._writer.get_extra_info("peername")
+        return str(info[0]) if info else ""
+
     def export_keying_material(self, label: bytes = EXPORTER_LABEL, length: int = 32,
                                context: bytes | None = None) -> bytes:
         """RFC 8446 section 7.5 exporter: the same bytes on both ends, for channel binding."""

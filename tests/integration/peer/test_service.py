@@ -52,6 +52,8 @@ async def test_two_nodes_session_and_listing():
     id_a = StaticIdentity(ca.credentials(ca.issue(path="/node/a")))
     id_b = StaticIdentity(ca.credentials(ca.issue(path="/node/b")))
     b, ctx_b = PeerService(id_b), FakeContext(settings(0), node_id="b")
+    changes = []
+    b.subscribe(changes.append)
     async with running(b, ctx_b):
         a, ctx_a = PeerService(id_a), FakeContext(settings(0, [f"127.0.0.1:{b.port}"]), node_id="a")
         async with running(a, ctx_a):
@@ -71,6 +73,11 @@ async def test_two_nodes_session_and_listing():
             assert sample(ctx_b, "x0tta_peer_negotiated_groups_total", group="X25519MLKEM768") == 1
             assert sample(ctx_a, "x0tta_peer_sessions", direction="out") == 1
             await until(lambda: ctx_a.health.conditions == ())
+            (up,) = changes
+            assert up.up and up.host == "127.0.0.1" and up.spiffe_id == "spiffe://mesh.test/node/a"
+            assert up.direction == "in"
+        await until(lambda: len(changes) == 2)  # a stopped: its session to b went down
+        assert not changes[1].up and changes[1].spiffe_id == "spiffe://mesh.test/node/a"
 
 
 async def test_rotation_reauthenticates_without_losing_a_request():
