@@ -1,9 +1,9 @@
 """Liveness probes over a real veth pair (host kernel, own network namespace, root).
 
 Two probers, one per end of a veth pair, exchange probes on the fe80:: addresses through
-``ff02::1``. Then the link goes silent while its carrier stays up (IPv6 disabled on one end: no
-netem on the host kernel, and no tc drop action either) and both ends must see it within 0.5 s;
-when it comes back, the loss clears.
+``ff02::1``. Then the link goes silent while its carrier stays up - a tc egress BPF program on both
+ends drops every frame before it is sent (the host kernel has no netem and no tc drop action) -
+and both ends must see it within 0.5 s; when it comes back, the loss clears.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ pytestmark = [
 
 SCRIPT = textwrap.dedent(
     r"""
-    import asyncio, json, subprocess, time
+    import asyncio, json, subprocess, sys, time
     from x0tta.heal.core.liveness import Tracker
+    DROP = sys.argv[1]
     from x0tta.heal.liveness import Prober
 
     async def main():
@@ -43,9 +44,12 @@ SCRIPT = textwrap.dedent(
         await asyncio.sleep(2.0)
         out["healthy"] = [[s.lost_run, s.loss, s.rtt_ms] for s in pa.stats() + pb.stats()]
         t0 = time.monotonic()
-        subprocess.run(["sysctl", "-q", "-w", "net.ipv6.conf.x0hB.disable_ipv6=1"], check=True)
+        for dev in ("x0hA", "x0hB"):
+            subprocess.run(["tc", "filter", "add", "dev", dev, "egress", "bpf", "da", "obj", DROP, "sec", "tc"],
+                           check=True)
         out["detect_a"], out["detect_b"] = await asyncio.gather(first_bad(pa, t0), first_bad(pb, t0))
-        subprocess.run(["sysctl", "-q", "-w", "net.ipv6.conf.x0hB.disable_ipv6=0"], check=True)
+        for dev in ("x0hA", "x0hB"):
+            subprocess.run(["tc", "filter", "del", "dev", dev, "egress"], check=True)
         await asyncio.sleep(3.0)
         out["recovered"] = [[s.lost_run, s.loss] for s in pa.stats() + pb.stats()]
         ta.cancel(); tb.cancel()
@@ -61,7 +65,17 @@ def sh(cmd: str, check: bool = True) -> None:
     subprocess.run(cmd, shell=True, check=check, capture_output=True)
 
 
-def test_both_ends_detect_a_silent_link_within_half_a_second():
+DROP_C = """
+__attribute__((section("tc"), used)) int drop(void *skb) { return 2; /* TC_ACT_SHOT */ }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+"""
+
+
+@pytest.mark.skipif(shutil.which("clang") is None or shutil.which("tc") is None, reason="needs clang and tc")
+def test_both_ends_detect_a_silent_link_within_half_a_second(tmp_path):
+    src, obj = tmp_path / "drop.c", tmp_path / "drop.o"
+    src.write_text(DROP_C)
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-c", str(src), "-o", str(obj)], check=True)
     ns = f"x0h-live-{os.getpid()}"
     sh(f"ip netns add {ns}")
     try:
@@ -70,8 +84,10 @@ def test_both_ends_detect_a_silent_link_within_half_a_second():
         sh(f"ip -n {ns} link add x0hA type veth peer name x0hB")
         sh(f"ip -n {ns} link set x0hA up")
         sh(f"ip -n {ns} link set x0hB up")
+        for dev in ("x0hA", "x0hB"):
+            sh(f"ip netns exec {ns} tc qdisc add dev {dev} clsact")
         proc = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT],
+            ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT, str(obj)],
             capture_output=True, text=True, timeout=60,
         )
         assert proc.returncode == 0, proc.stderr

@@ -36,6 +36,14 @@ def read_mac(ifname: str) -> str | None:
         return None
 
 
+def read_rx_packets(ifname: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{ifname}/statistics/rx_packets", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 class _Iface:
     def __init__(self, name: str, index: int, mac: str, sock: socket.socket) -> None:
         self.name = name
@@ -43,6 +51,10 @@ class _Iface:
         self.mac = mac
         self.sock = sock
         self.send_errors = 0
+        self.probes_rx = 0  # datagrams read on this interface's socket
+        self.rx_packets: int | None = None  # the interface counter at the last tick
+        self.probes_at_tick = 0
+        self.other_rx_at: float | None = None  # when frames other than probes last arrived
 
 
 class Prober:
@@ -102,6 +114,7 @@ class Prober:
                 return
             now = time.monotonic()
             self.received += 1
+            iface.probes_rx += 1
             self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
 
     async def sync(self, names: Iterable[str]) -> None:
@@ -120,6 +133,27 @@ class Prober:
                 if self.log is not None:
                     self.log.warning("probe_socket_failed", hardif=name, error=str(exc))
 
+    def _sample_rx(self, now: float) -> None:
+        """Did frames other than probes arrive since the last tick (sysfs counter, no disk)?"""
+        for iface in self.ifaces.values():
+            self._readable(iface)
+            count = read_rx_packets(iface.name)
+            if count is None:
+                continue
+            if iface.rx_packets is not None and count - iface.rx_packets > iface.probes_rx - iface.probes_at_tick:
+                iface.other_rx_at = now
+            iface.rx_packets, iface.probes_at_tick = count, iface.probes_rx
+
+    def link_rx(self) -> dict[str, float]:
+        return {i.name: i.other_rx_at for i in self.ifaces.values() if i.other_rx_at is not None}
+
+    def send_bye(self) -> None:
+        now = time.monotonic()
+        for iface in self.ifaces.values():
+            with contextlib.suppress(OSError):
+                iface.sock.sendto(self.tracker.bye(iface.name, iface.mac, int(now * 1e9)),
+                                  (ALL_NODES, self.port, 0, iface.index))
+
     def send_all(self) -> None:
         now = time.monotonic()
         for iface in self.ifaces.values():
@@ -133,7 +167,7 @@ class Prober:
     def stats(self) -> tuple[ProbeStats, ...]:
         for iface in self.ifaces.values():  # what has arrived counts, even if not yet read
             self._readable(iface)
-        return self.tracker.stats(time.monotonic())
+        return self.tracker.stats(time.monotonic(), self.link_rx())
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
         """Send every interval until cancelled; re-reads the interface list each second."""
@@ -145,11 +179,13 @@ class Prober:
                     await self.sync(names())
                     next_sync = now + 1.0
                 self.tracker.tick(now)
+                self._sample_rx(now)
                 self.send_all()
                 if self.wake is not None and any(s.lost_run >= self.suspect_run for s in self.stats()):
                     self.wake()
                 await asyncio.sleep(self.interval)
         finally:
+            self.send_bye()
             for iface in self.ifaces.values():
                 self._close(iface)
             self.ifaces.clear()

@@ -121,3 +121,17 @@ def test_own_stall_and_jitter_are_not_loss():
                 worst = max(worst, s.lost_run) if i > 5 else worst
     assert a.stalls == 1
     assert worst < 3
+
+
+def test_a_stopped_peer_agent_is_not_a_dead_link():
+    """Frames still arriving on the link (OGMs, data) after the probes stopped: the agent over
+    there went quiet, not the link. And a stopping agent says goodbye."""
+    a, b = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    for i in range(10):
+        a.receive("eth0", MA, b.next_probe("eth0", MB, i * 0.1, i * 10**8), i * 0.1, i * 10**8)
+    (s,) = a.stats(1.5)
+    assert s.lost_run >= 3  # silence...
+    (s,) = a.stats(1.5, {"eth0": 1.4})  # ...while frames kept coming: not loss
+    assert s.lost_run == 0
+    a.receive("eth0", MA, b.bye("eth0", MB, 15 * 10**8), 1.5, 15 * 10**8)
+    assert a.stats(2.0) == ()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from x0tta.common.errors import DecodeError
@@ -42,6 +43,7 @@ from x0tta.heal.core.model import ProbeStats
 MAGIC = b"X0LP"
 VERSION = 1
 FLAG_AUTH = 0x01
+FLAG_BYE = 0x02  # the sender's agent is stopping: forget it, its silence is not loss
 TAG_LEN = 16
 MAX_ACKS = 32
 _HEAD = struct.Struct("!4sBBHI6sHQB")
@@ -75,12 +77,14 @@ class Probe:
     sender: str
     sent: int  # ns, sender's monotonic clock
     acks: tuple[Ack, ...] = ()
+    bye: bool = False
 
 
 def encode(p: Probe, key: bytes | None = None) -> bytes:
     acks = p.acks[:MAX_ACKS]
+    flags = (FLAG_AUTH if key else 0) | (FLAG_BYE if p.bye else 0)
     out = bytearray(
-        _HEAD.pack(MAGIC, VERSION, FLAG_AUTH if key else 0, 0, p.seq & 0xFFFFFFFF, _mac_bytes(p.sender), 0,
+        _HEAD.pack(MAGIC, VERSION, flags, 0, p.seq & 0xFFFFFFFF, _mac_bytes(p.sender), 0,
                    p.sent & 0xFFFFFFFFFFFFFFFF, len(acks))
     )
     for a in acks:
@@ -114,7 +118,7 @@ def decode(data: bytes, key: bytes | None = None) -> Probe:
     for i in range(n):
         peer, aseq, echo, held, loss = _ACK.unpack_from(data, _HEAD.size + i * _ACK.size)
         acks.append(Ack(_mac_str(peer), aseq, echo, held, min(loss, 1000)))
-    return Probe(seq=seq, sender=_mac_str(sender), sent=sent, acks=tuple(acks))
+    return Probe(seq=seq, sender=_mac_str(sender), sent=sent, acks=tuple(acks), bye=bool(flags & FLAG_BYE))
 
 
 @dataclass
@@ -183,6 +187,9 @@ class Tracker:
         if probe.sender == my_mac:
             return None  # our own multicast looped back
         key = (hardif, probe.sender)
+        if probe.bye:
+            self.peers.pop(key, None)
+            return probe
         p = self.peers.get(key)
         if p is None or (probe.seq < p.high_seq and probe.sent > p.high_sent):  # new peer, or it restarted
             p = _Peer(first_seq=probe.seq, high_seq=probe.seq, high_sent=probe.sent, last_rx=now, last_rx_ns=now_ns)
@@ -208,6 +215,12 @@ class Tracker:
                 p.tx_run = sum(1 for q, t in sent.items() if q > a.seq and t <= now - slack)
         return probe
 
+    def bye(self, hardif: str, mac: str, now_ns: int) -> bytes:
+        """The last probe of a stopping agent: peers forget it instead of counting loss."""
+        seq = self.seq.get(hardif, 0) + 1
+        self.seq[hardif] = seq
+        return encode(Probe(seq=seq, sender=mac, sent=now_ns, bye=True), self.key)
+
     def _rx_run(self, p: _Peer, now: float) -> int:
         return max(0, int((now - p.last_rx) / self.interval - 0.5))
 
@@ -220,7 +233,12 @@ class Tracker:
         got = sum(1 for s in p.got if lo <= s <= expected_hi)
         return max(0.0, 1.0 - got / expected)
 
-    def stats(self, now: float) -> tuple[ProbeStats, ...]:
+    def stats(self, now: float, link_rx: Mapping[str, float] | None = None) -> tuple[ProbeStats, ...]:
+        """Loss per peer. ``link_rx`` (hard interface -> when a frame other than a probe last
+        arrived on it): frames still arriving after the last probe mean the link carries traffic
+        and it is the prober on the other side that went quiet (its agent stopped, or stalls),
+        so receive-side silence is not counted as loss."""
+        link_rx = link_rx or {}
         out = []
         for key, p in list(self.peers.items()):
             if now - p.last_rx > self.expiry:
@@ -230,6 +248,9 @@ class Tracker:
             tx_run = p.tx_run
             if now < self.grace_until:  # we were not running: nothing to conclude yet
                 rx_run = tx_run = 0
+            other = link_rx.get(key[0])
+            if other is not None and other > p.last_rx + self.interval:
+                rx_run = 0
             rx_loss = self._rx_loss(p, now)
             out.append(
                 ProbeStats(
