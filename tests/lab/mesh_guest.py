@@ -21,6 +21,7 @@ import ctypes
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -202,33 +203,54 @@ def socket_ifnames() -> list[tuple[int, str]]:
     return list(socket.if_nameindex())
 
 
+def step(cmd: str, timeout: float) -> tuple[int, str]:
+    """One check in its own process group, killed whole if it outlives ``timeout``."""
+    proc = subprocess.Popen(
+        cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        text, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, text
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        text, _ = proc.communicate()
+        return 124, f"timed out after {timeout} s\n{text}"
+
+
 def lab(out: Path) -> int:
-    """Everything the lab test checks, in one boot: compare on every node, reconcile, bench."""
+    """Everything the lab test checks, in one boot: compare on every node, reconcile, bench.
+
+    Each check runs in its own process with a time limit; ``progress.log`` says which one ran when,
+    so a stuck check is named instead of the whole boot timing out silently.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    progress = open(out / "progress.log", "a", buffering=1)
+    t0 = time.monotonic()
+
+    def note(text: str) -> None:
+        progress.write(f"{time.monotonic() - t0:7.2f} {text}\n")
+
     build()
+    note("built")
     took = converge()
+    note(f"converged in {took:.2f} s")
     py = sys.executable
     results: dict[str, object] = {"converged_s": round(took, 2)}
     rc = 0
-    for n in NODES:
-        res = subprocess.run(
-            f"X0TTA_NS={n} ip netns exec {n} {py} -m tests.lab.mesh_checks node {out}",
-            shell=True, capture_output=True, text=True, check=False,
-        )
-        results[f"compare.{n}"] = res.returncode
-        rc |= res.returncode
-        if res.returncode:
-            print(res.stdout, res.stderr)
-    for mode in ("reconcile", "links", "cli", "bench"):
-        res = subprocess.run(
-            f"ip netns exec x0m1 {py} -m tests.lab.mesh_checks {mode} {out}",
-            shell=True, capture_output=True, text=True, check=False,
-        )
-        results[mode] = res.returncode
-        rc |= res.returncode
-        if res.returncode:
-            print(res.stdout, res.stderr)
+    jobs = [(f"compare.{n}", f"X0TTA_NS={n} ip netns exec {n} {py} -m tests.lab.mesh_checks node {out}", 60)
+            for n in NODES]
+    jobs += [(mode, f"ip netns exec x0m1 {py} -m tests.lab.mesh_checks {mode} {out}", limit)
+             for mode, limit in (("reconcile", 90), ("links", 90), ("cli", 90), ("bench", 90))]
+    for name, cmd, limit in jobs:
+        note(f"{name} start")
+        code, text = step(cmd, limit)
+        note(f"{name} rc={code}")
+        results[name] = code
+        rc |= code
+        if code:
+            print(f"--- {name} rc={code}\n{text}")
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
+    progress.close()
     return rc
 
 

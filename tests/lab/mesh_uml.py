@@ -12,8 +12,10 @@ modules, run, halt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +32,8 @@ mkdir -p /run/modroot/lib && ln -s {modules} /run/modroot/lib/modules
 for m in batman-adv veth ipv6 sch_netem 8021q; do modprobe -d /run/modroot $m; done
 ip link set lo up
 cd {cwd}
-{command} >"$x0tta_out/guest.log" 2>&1
+# The guest halts even if the command hangs: the host-side timeout is only a backstop.
+timeout -k 5 "$x0tta_guest_timeout" {command} >"$x0tta_out/guest.log" 2>&1
 echo $? >"$x0tta_out/guest.rc"
 halt -f
 """
@@ -63,28 +66,38 @@ def run(
     init.write_text(INIT.format(modules=MODULES, cwd=_quote(str(REPO)), command=command))
     init.chmod(0o755)
     console = outdir / "console.log"
+    argv_uml = [
+        UML,
+        f"mem={mem}",
+        "root=/dev/root",
+        "rootfstype=hostfs",
+        "rootflags=/",
+        "rw",
+        f"init={init}",
+        f"x0tta_out={outdir}",
+        f"x0tta_guest_timeout={max(10, int(timeout) - 15)}",
+        *(f"{k}={v}" for k, v in (env or {}).items()),
+        "con=null",
+        "con0=fd:0,fd:1",
+    ]
     with open(console, "wb") as out:
-        subprocess.run(
-            [
-                UML,
-                f"mem={mem}",
-                "root=/dev/root",
-                "rootfstype=hostfs",
-                "rootflags=/",
-                "rw",
-                f"init={init}",
-                f"x0tta_out={outdir}",
-                *(f"{k}={v}" for k, v in (env or {}).items()),
-                "con=null",
-                "con0=fd:0,fd:1",
-            ],
+        # UML runs as several host processes: a session of their own, killed whole on timeout.
+        proc = subprocess.Popen(
+            argv_uml,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
             env={"PATH": "/usr/bin:/bin", "TMPDIR": str(outdir), "HOME": str(outdir)},
+            start_new_session=True,
         )
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # helper processes a halted kernel left behind
     log = (outdir / "guest.log").read_text(errors="replace") if (outdir / "guest.log").exists() else ""
     rc_file = outdir / "guest.rc"
     if not rc_file.exists():

@@ -30,7 +30,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mesh-lab")
     _rc, log = mesh_uml.run_guest(root, "lab", timeout=360, env={"X0TTA_MESH_NODES": str(NODES)})
     out = root / "out"
-    assert (out / "summary.json").exists(), log
+    progress = (out / "progress.log").read_text() if (out / "progress.log").exists() else ""
+    assert (out / "summary.json").exists(), f"{progress}\n{log}"
     return out
 
 
