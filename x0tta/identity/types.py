@@ -305,16 +305,19 @@ class RevocationList:
             crl = x509.load_pem_x509_crl(data) if pem else x509.load_der_x509_crl(data)
         except ValueError as exc:
             raise SvidError(f"bad CRL: {exc}") from exc
-        signer = next((r for r in bundle.roots if r.subject == crl.issuer), None)
-        if signer is None:
+        signers = [r for r in bundle.roots if r.subject == crl.issuer]
+        if not signers:
             who = crl.issuer.rfc4514_string()
             raise SvidError(f"CRL issuer {who} is not a root of {bundle.trust_domain}")
-        try:
-            valid = crl.is_signature_valid(signer.public_key())  # type: ignore[arg-type]
-        except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
-            raise SvidError(f"CRL signature cannot be checked: {exc}") from exc
-        if not valid:
-            raise SvidError("CRL signature is not valid")
+        # During a root rollover two roots share the name: the CRL is good if one of them signed it.
+        for signer in signers:
+            try:
+                if crl.is_signature_valid(signer.public_key()):  # type: ignore[arg-type]
+                    break
+            except (TypeError, ValueError, UnsupportedAlgorithm):
+                continue
+        else:
+            raise SvidError("CRL signature is not valid for any root of that name")
         try:
             number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         except x509.ExtensionNotFound:

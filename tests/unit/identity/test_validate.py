@@ -250,3 +250,12 @@ def test_property_mutated_certificates_get_a_verdict(ca: CertificateAuthority, d
 
 
 _LEAF_DER: dict[CertificateAuthority, bytes] = {}
+
+
+def test_crl_checked_against_every_root_of_its_name(
+    fresh_ca: CertificateAuthority, impostor_ca: CertificateAuthority
+) -> None:
+    """Two roots with one name (a root rollover) in the bundle: the CRL of either verifies."""
+    both = TrustBundle("mesh.x0tta", (impostor_ca.root, fresh_ca.root))
+    assert RevocationList.from_crl(fresh_ca.crl_pem(), both).number >= 1
+    assert RevocationList.from_crl(impostor_ca.crl_pem(), both).number >= 1
