@@ -8,6 +8,7 @@ subsystems start in this order (identity before peer, mesh before heal).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from x0tta.common.subsystem import Subsystem
 from x0tta.config.schema import AgentSettings
@@ -27,10 +28,20 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
     def peer(s: AgentSettings) -> Subsystem:
         return _peer(s, identity(s) if s.identity.enabled else None)
 
+    # What the healing loop changed on purpose (a detached hard interface, a tuned OGM interval),
+    # shared with the mesh reconcile so that it does not undo it as drift.
+    overrides: dict[str, Any] = {}
+
+    def mesh(s: AgentSettings) -> Subsystem:
+        return _mesh(s, overrides)
+
+    def heal(s: AgentSettings) -> Subsystem:
+        return _heal(s, overrides)
+
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
-        "mesh": (settings.mesh.enabled, _mesh),
-        "heal": (settings.heal.enabled, _heal),
+        "mesh": (settings.mesh.enabled, mesh),
+        "heal": (settings.heal.enabled, heal),
         "peer": (settings.peer.enabled, peer),
         "probes": (settings.probes.enabled, _probes),
     }
@@ -51,16 +62,16 @@ def _peer(settings: AgentSettings, identity: Subsystem | None) -> Subsystem:
     return PeerService(identity)  # type: ignore[arg-type]
 
 
-def _mesh(settings: AgentSettings) -> Subsystem:
+def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:
     from x0tta.mesh.service import MeshService
 
-    return MeshService(settings=settings.mesh)
+    return MeshService(settings=settings.mesh, overrides=overrides)
 
 
-def _heal(settings: AgentSettings) -> Subsystem:
+def _heal(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:
     from x0tta.heal.service import HealService
 
-    return HealService(settings=settings.heal)
+    return HealService(settings=settings.heal, overrides=overrides)
 
 
 def _probes(settings: AgentSettings) -> Subsystem:

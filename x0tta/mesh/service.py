@@ -100,6 +100,15 @@ class _Metrics:
         self._neigh_labels = kept
 
 
+def _freeze(value: Any) -> Any:
+    """A comparable snapshot of the (mutable, shared) overrides."""
+    if isinstance(value, dict):
+        return tuple(sorted(((str(k), _freeze(v)) for k, v in value.items()), key=repr))
+    if isinstance(value, (set, frozenset, list, tuple)):
+        return tuple(sorted((_freeze(v) for v in value), key=repr))
+    return value
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the last observe read (``at``: the event loop's clock, i.e. ``time.monotonic()``)."""
@@ -114,8 +123,13 @@ class Observation:
 class MeshService(Subsystem):
     name = "mesh"
 
-    def __init__(self, settings: MeshSettings | None = None) -> None:
+    def __init__(self, settings: MeshSettings | None = None, *, overrides: dict[str, Any] | None = None) -> None:
         self.settings = settings or MeshSettings()
+        # Shared with the healing loop (x0tta.heal): what it changed on purpose, which reconcile
+        # leaves alone (see x0tta.mesh.core.reconcile.plan). Read at every reconcile.
+        self.overrides = overrides
+        self._last_overrides: Any = _freeze(overrides)
+        self._expected = False
         self.client: MeshClient | None = None
         self.last_actions: list[Action] = []
         self.last_observation: Observation | None = None
@@ -243,10 +257,14 @@ class MeshService(Subsystem):
             raise TemporaryError("mesh client not running", delay=1.0)
         async with self._reconcile_lock:
             s = self.settings
+            snapshot = _freeze(self.overrides)
+            # heal just took or released an override: what that changes is intended, not drift
+            self._expected = snapshot != self._last_overrides
+            self._last_overrides = snapshot
             taken: list[Action] = []
             for _pass in range(3):
                 mesh, hardifs, up = await self._read_state(client, s)
-                actions = plan(s, mesh, hardifs, up)
+                actions = plan(s, mesh, hardifs, up, self.overrides)
                 if not s.manage:
                     actions = [a for a in actions if a.kind == "warn"]
                 for action in actions:
@@ -307,7 +325,7 @@ class MeshService(Subsystem):
             m.actions.labels(action.kind).inc()
         if log is not None:
             drift = {k: list(v) for k, v in action.drift.items()}
-            if action.drift and self.applied_once:
+            if action.drift and self.applied_once and not self._expected:
                 for key in action.drift:
                     if m is not None:
                         m.drift.labels(f"{action.kind}.{key}" if action.kind != "set_mesh" else key).inc()

@@ -99,3 +99,21 @@ def test_any_settings_converge_in_one_pass_in_any_order(orig, hop, gw, flags, hp
     order.shuffle(actions)
     mesh, hardifs = apply(MESH, HARDIFS, actions)
     assert plan(s, mesh, hardifs) == []
+
+
+def test_heal_overrides_are_not_drift() -> None:
+    s = MeshSettings(hard_interfaces=("v40a", "wlan0"), gw_mode="client", hardif={"v40a": HardIfSettings()})
+    # heal took wlan0 out on purpose, slowed OGMs, and raised v40a's hop penalty: all left alone
+    ov = {"detached": {"wlan0"}, "mesh": {"orig_interval": 1000}, "hardif": {"v40a": {"hop_penalty": 0}}}
+    assert plan(s, MESH, HARDIFS, overrides=ov) == []
+    ov = {"detached": {"wlan0"}, "mesh": {"orig_interval": 400}, "hardif": {"v40a": {"hop_penalty": 90}}}
+    actions = plan(s, MESH, HARDIFS, overrides=ov)
+    assert [(a.kind, dict(a.values)) for a in actions] == [
+        ("set_mesh", {"orig_interval": 400}),
+        ("set_hardif", {"hop_penalty": 90}),
+    ]
+    # once heal lets go, the config is the truth again
+    mesh, hardifs = apply(MESH, HARDIFS, actions)
+    assert [(a.kind, a.target) for a in plan(s, mesh, hardifs)] == [
+        ("attach", "wlan0"), ("set_mesh", "bat0"), ("set_hardif", "v40a"),
+    ]

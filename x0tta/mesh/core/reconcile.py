@@ -85,8 +85,16 @@ def plan(
     mesh: MeshInfo | None,
     hardifs: Iterable[HardIf],
     mesh_up: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[Action]:
-    """What to do so that the kernel matches ``s``. ``mesh`` None: the interface does not exist."""
+    """What to do so that the kernel matches ``s``. ``mesh`` None: the interface does not exist.
+
+    ``overrides`` are deliberate, temporary departures from the config made by the healing loop
+    (x0tta.heal), which are not drift: ``{"detached": {hard interfaces taken out on purpose},
+    "mesh": {attribute: value}, "hardif": {name: {attribute: value}}}``. They win over ``s``.
+    """
+    ov = overrides or {}
+    detached = set(ov.get("detached") or ())
     actions: list[Action] = []
     name = s.interface
     if mesh is None:
@@ -94,9 +102,10 @@ def plan(
             missing = "mesh interface missing"
             actions.append(Action("create_mesh", name, {"routing_algo": s.routing_algo}, reason=missing))
             listed = "hard interface listed in mesh.hard_interfaces"
-            actions.extend(Action("attach", h, reason=listed) for h in s.hard_interfaces)
+            actions.extend(Action("attach", h, reason=listed) for h in s.hard_interfaces if h not in detached)
             actions.append(Action("up", name, reason="new mesh interface"))
-            actions.append(Action("set_mesh", name, desired_mesh(s), reason="new mesh interface"))
+            want = {**desired_mesh(s), **(ov.get("mesh") or {})}
+            actions.append(Action("set_mesh", name, want, reason="new mesh interface"))
         else:
             actions.append(Action("warn", name, reason="mesh interface missing and mesh.create is false"))
         return actions
@@ -111,20 +120,22 @@ def plan(
         )
     attached = {h.hard_ifname: h for h in hardifs}
     for h in s.hard_interfaces:
-        if h not in attached:
+        if h not in attached and h not in detached:
             actions.append(Action("attach", h, reason="hard interface listed in mesh.hard_interfaces"))
     if not mesh_up and s.create:
         actions.append(Action("up", name, reason="mesh interface down"))
-    drift = diff(mesh.settings(), desired_mesh(s))
+    drift = diff(mesh.settings(), {**desired_mesh(s), **(ov.get("mesh") or {})})
     if drift:
         actions.append(
             Action("set_mesh", name, {k: v for k, (_c, v) in drift.items()}, drift, reason="settings differ")
         )
-    for hname, hs in sorted(s.hardif.items()):
+    hardif_ov = ov.get("hardif") or {}
+    for hname in sorted(set(s.hardif) | set(hardif_ov)):
         cur = attached.get(hname)
         if cur is None:
             continue  # not (yet) part of the mesh; planned again once attached
-        hdrift = diff(cur.settings(), desired_hardif(hs))
+        want = {**(desired_hardif(s.hardif[hname]) if hname in s.hardif else {}), **hardif_ov.get(hname, {})}
+        hdrift = diff(cur.settings(), want)
         if hdrift:
             values = {k: v for k, (_c, v) in hdrift.items()}
             actions.append(Action("set_hardif", hname, values, hdrift, reason="settings differ"))
