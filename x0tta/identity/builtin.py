@@ -49,6 +49,7 @@ from x0tta.identity.types import (
     RevocationList,
     SvidError,
     SvidUnavailable,
+    SvidVerdict,
     TrustBundle,
     X509Svid,
     validate_x509_svid,
@@ -232,18 +233,24 @@ class BuiltinSource(SourceBase):
             self.log.warning("svid_load_failed", reason=str(exc))
             return False  # keep _sig: try again on the next poll even if nothing changes
         self._sig = sig
-        changed = self._take(loaded)
+        # Signature checks are crypto: off the event loop.
+        verdict, current_ok = await asyncio.to_thread(self._verdicts, loaded, self._svid, self.clock())
+        changed = self._take(loaded, verdict, current_ok)
         if loaded.promote and self._svid is loaded.svid:
             await asyncio.to_thread(_promote, self.paths)
             self._sig = await asyncio.to_thread(_signature, self.paths)
             self.log.info("svid_request_completed", spiffe_id=str(loaded.svid.spiffe_id))
         return changed
 
-    def _take(self, loaded: _Loaded) -> bool:
-        now = self.clock()
+    def _verdicts(self, loaded: _Loaded, current: X509Svid | None, now: float) -> tuple[SvidVerdict, bool]:
+        """How the loaded SVID, and the one in hand, verify against the loaded bundle (blocking)."""
         bundles = {self.trust_domain: loaded.bundle}
         verdict = validate_x509_svid(loaded.svid.cert_chain, bundles, now)
-        current_ok = self._svid is not None and validate_x509_svid(self._svid.cert_chain, bundles, now).ok
+        return verdict, current is not None and validate_x509_svid(current.cert_chain, bundles, now).ok
+
+    def _take(self, loaded: _Loaded, verdict: SvidVerdict, current_ok: bool) -> bool:
+        now = self.clock()
+        bundles = {self.trust_domain: loaded.bundle}
         if not verdict.ok and current_ok:
             self.last_error = f"new SVID refused ({verdict.reason}): {verdict.detail}"
             self.log.warning("svid_refused", reason=str(verdict.reason), detail=verdict.detail)

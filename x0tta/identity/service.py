@@ -48,14 +48,19 @@ from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
 from x0tta.identity.certs import KeyType
 from x0tta.identity.source import SharedSource, SourceBase
 from x0tta.identity.spiffe_id import AuthorizationPolicy
-from x0tta.identity.types import SvidUnavailable, validate_x509_svid
+from x0tta.identity.types import SvidUnavailable, SvidVerdict, validate_x509_svid
 
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 HEALTH_INTERVAL = 1.0
 
 
-def assess(source: SourceBase, settings: IdentitySettings, now: float) -> list[Condition]:
-    """The health conditions of ``source`` at ``now`` (pure: reads the source's state only)."""
+def assess(
+    source: SourceBase, settings: IdentitySettings, now: float, verdict: SvidVerdict | None = None
+) -> list[Condition]:
+    """The health conditions of ``source`` at ``now`` (pure: reads the source's state only).
+
+    ``verdict`` is the SVID checked against our own bundle (:func:`check_own`); None checks here.
+    """
     out: list[Condition] = []
     if not source.has_svid():
         return [Condition("svid_missing", Severity.DEGRADED, source.last_error or "no SVID yet")]
@@ -76,8 +81,9 @@ def assess(source: SourceBase, settings: IdentitySettings, now: float) -> list[C
             )
         )
     elif left > 0:
-        verdict = validate_x509_svid(svid.cert_chain, source.bundles(), now)
-        if not verdict.ok:
+        if verdict is None:
+            verdict = check_own(source, now)
+        if verdict is not None and not verdict.ok:
             out.append(Condition("svid_invalid", Severity.DEGRADED, f"{verdict.reason}: {verdict.detail}"))
     if source.kind == "workload_api" and source.last_error:
         out.append(Condition("workload_api_failing", Severity.DEGRADED, source.last_error))
@@ -96,6 +102,17 @@ def assess(source: SourceBase, settings: IdentitySettings, now: float) -> list[C
                 )
             )
     return out
+
+
+def check_own(source: SourceBase, now: float) -> SvidVerdict | None:
+    """Our SVID against our own bundles (a signature check: run it off the event loop)."""
+    if not source.has_svid():
+        return None
+    return validate_x509_svid(source.svid().cert_chain, source.bundles(), now)
+
+
+OWN_CHECK_INTERVAL = 60.0
+"""Re-check our own SVID's chain this often even when nothing changed (a root may expire)."""
 
 
 class _Metrics:
@@ -186,7 +203,12 @@ class IdentityService(Subsystem):
                 lambda: source.svid().seconds_to_expiry(time.time()) if source.has_svid() else 0.0
             )
             rotations = renewals = renew_failures = 0
+            checked_updates, checked_at, verdict = -1, 0.0, None
             while True:
+                now = time.time()
+                if source.updates != checked_updates or now - checked_at > OWN_CHECK_INTERVAL:
+                    checked_updates, checked_at = source.updates, now
+                    verdict = await asyncio.to_thread(check_own, source, now)
                 svid = source.svid()
                 metrics.expiry.set(svid.expires_at)
                 metrics.revoked.set(sum(len(r.serials) for r in source.revocations()))
@@ -200,7 +222,7 @@ class IdentityService(Subsystem):
                     if source.renew_failures > renew_failures:
                         metrics.renewals.labels("failed").inc(source.renew_failures - renew_failures)
                         renew_failures = source.renew_failures
-                ctx.health.set(*assess(source, self._settings or settings, time.time()))
+                ctx.health.set(*assess(source, self._settings or settings, time.time(), verdict))
                 await asyncio.sleep(HEALTH_INTERVAL)
         finally:
             self._ready.clear()
