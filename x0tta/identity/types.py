@@ -119,6 +119,16 @@ def load_pem_chain(data: bytes) -> tuple[x509.Certificate, ...]:
     return certs
 
 
+def load_der_chain(ders: Iterable[bytes]) -> tuple[x509.Certificate, ...]:
+    """A peer's certificates from DER; anything cryptography will not parse is
+    :class:`SvidRejected` with :attr:`Reason.MALFORMED` (it raises ``InvalidVersion``, not only
+    ``ValueError``, on some hostile encodings)."""
+    try:
+        return tuple(x509.load_der_x509_certificate(bytes(d)) for d in ders)
+    except (ValueError, x509.InvalidVersion) as exc:
+        raise SvidRejected(Reason.MALFORMED, f"unparsable certificate: {exc}") from exc
+
+
 def chain_to_pem(chain: Iterable[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
 

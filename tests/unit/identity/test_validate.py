@@ -259,3 +259,16 @@ def test_crl_checked_against_every_root_of_its_name(
     both = TrustBundle("mesh.x0tta", (impostor_ca.root, fresh_ca.root))
     assert RevocationList.from_crl(fresh_ca.crl_pem(), both).number >= 1
     assert RevocationList.from_crl(impostor_ca.crl_pem(), both).number >= 1
+
+
+def test_load_der_chain_turns_parse_failures_into_malformed(ca: CertificateAuthority) -> None:
+    from x0tta.identity.types import load_der_chain
+
+    der = ca.issue(ID, 3600).leaf.public_bytes(serialization.Encoding.DER)
+    assert load_der_chain([der])[0].public_bytes(serialization.Encoding.DER) == der
+    bad_version = bytearray(der)
+    bad_version[bad_version.index(b"\xa0\x03\x02\x01\x02") + 4] = 3  # X.509 "v4"
+    for junk in (b"", b"\x30\x00", der[:100], bytes(bad_version)):
+        with pytest.raises(SvidRejected) as err:
+            load_der_chain([der, junk])
+        assert err.value.reason is Reason.MALFORMED
