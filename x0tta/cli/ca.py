@@ -1,4 +1,4 @@
-"""``x0tta ca``: the built-in certificate authority (init, issue, sign, renew, revoke, crl, list).
+"""``x0tta ca``: the built-in certificate authority (init, issue, sign, renew, revoke, crl, rollover, list).
 
 Runs on the CA host, not through the agent: it reads and writes the CA directory directly (see
 :mod:`x0tta.identity.ca`). Output never contains key material; ``issue`` writes the node's key to
@@ -115,6 +115,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = ca_sub.add_parser("crl", help="re-sign the revocation list (run daily so it never goes stale)")
     q.add_argument("--validity", type=parse_duration, default=CRL_VALIDITY, help="until nextUpdate (default 7d)")
     q.set_defaults(func=cmd_crl)
+
+    q = ca_sub.add_parser("rollover", help="replace the root in three steps: prepare, activate, retire")
+    q.add_argument(
+        "step",
+        choices=("prepare", "activate", "retire"),
+        help="prepare: next root joins bundle.pem (distribute it); activate: next root signs, old key "
+        "deleted; retire: old root leaves bundle.pem once its SVIDs expired",
+    )
+    q.add_argument("--force", action="store_true", help="retire even though old-root SVIDs are still valid")
+    q.set_defaults(func=cmd_rollover)
 
     q = ca_sub.add_parser("list", help="SVIDs issued and revoked")
     add_json_flag(q)
@@ -260,6 +270,25 @@ def cmd_crl(args: argparse.Namespace) -> int:
     rl = ca.publish_crl(validity=args.validity)
     nxt = _iso(rl.next_update) if rl.next_update else "never"
     print(f"published CRL #{rl.number} ({len(rl.serials)} revoked) until {nxt}: {ca.directory / 'crl.pem'}")
+    return 0
+
+
+def cmd_rollover(args: argparse.Namespace) -> int:
+    from x0tta.identity.ca import CertificateAuthority
+
+    ca = CertificateAuthority(args.dir)
+    bundle = ca.directory / "bundle.pem"
+    if args.step == "prepare":
+        root = ca.rollover_prepare()
+        print(f"next root prepared (serial {root.serial_number:x}); {bundle} now holds both roots.")
+        print("Copy bundle.pem to every node, then: x0tta ca rollover activate")
+    elif args.step == "activate":
+        ca.rollover_activate()
+        print("the next root signs from now on; the old root's key is deleted, its certificate stays in bundle.pem.")
+        print("Re-issue or let nodes renew; once old SVIDs have expired: x0tta ca rollover retire")
+    else:
+        ca.rollover_retire(force=args.force)
+        print(f"old root removed from {bundle}: copy it to every node")
     return 0
 
 

@@ -4,8 +4,8 @@ A CA is a directory (``0700``) on the operator's machine, or on one trusted node
 
     ca.key       the root's private key, PKCS#8 PEM, mode 0600, written once, never logged
     ca.pem       the root certificate (ML-DSA-65 by default)
-    bundle.pem   the trust bundle nodes verify peers with (today the root; during a root
-                 rollover, old and new roots)
+    bundle.pem   the trust bundle nodes verify peers with: the root, and during a root rollover
+                 the old and the next one (next.key/next.pem, then old.pem; see rollover_*)
     crl.pem      the current revocation list, an X.509 CRL signed by the root
     state.json   trust domain, CRL number, revoked serials, and the serials issued (for
                  ``revoke --spiffe-id``); no key material
@@ -41,7 +41,7 @@ from x0tta.common.errors import PermanentError
 from x0tta.identity import certs
 from x0tta.identity.certs import KeyType, RevokedEntry
 from x0tta.identity.spiffe_id import SpiffeId, validate_trust_domain
-from x0tta.identity.types import RevocationList, TrustBundle, X509Svid
+from x0tta.identity.types import RevocationList, TrustBundle, X509Svid, chain_to_pem
 
 ROOT_VALIDITY = 10 * 365 * 86400.0
 """Ten years: a mesh root is replaced by a planned rollover, not by expiry."""
@@ -130,12 +130,7 @@ class CertificateAuthority:
             t = time.time() if now is None else now
             key = certs.generate_key(key_type)
             root = certs.build_root(key, trust_domain, t, validity)
-            # O_EXCL: never replace an existing key, even if it appeared since the check above.
-            fd = os.open(d / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(certs.private_key_pem(key))
-                f.flush()
-                os.fsync(f.fileno())
+            _write_new_key(d / "ca.key", key)
             pem = root.public_bytes(serialization.Encoding.PEM)
             write_atomic(d / "ca.pem", pem)
             write_atomic(d / BUNDLE_FILE, pem)
@@ -229,6 +224,7 @@ class CertificateAuthority:
                     "serial": f"{leaf.serial_number:x}",
                     "spiffe_id": str(sid),
                     "not_after": leaf.not_valid_after_utc.timestamp(),
+                    "issued_at": now,
                     "key_type": key_type.value,
                 }
             ]
@@ -340,6 +336,76 @@ class CertificateAuthority:
             write_atomic(self.directory / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
             self._write_state(state)
         return self.revocation_list()
+
+
+    # -- root rollover -----------------------------------------------------------------------
+    def rollover_prepare(self, *, validity: float = ROOT_VALIDITY, now: float | None = None) -> x509.Certificate:
+        """Step 1: a next root (same name, new key) joins the bundle; nothing is signed with it yet.
+
+        Distribute the new bundle.pem to every node before step 2, so that they trust SVIDs from
+        either root.
+        """
+        t = time.time() if now is None else now
+        with _locked(self.directory):
+            if (self.directory / "next.key").exists():
+                raise CaError("a rollover is already prepared (next.key exists); activate it")
+            if (self.directory / "old.pem").exists():
+                raise CaError("the previous rollover is not retired yet (old.pem exists)")
+            key = certs.generate_key(self.key_type)
+            root = certs.build_root(key, self.trust_domain, t, validity)
+            _write_new_key(self.directory / "next.key", key)
+            write_atomic(self.directory / "next.pem", root.public_bytes(serialization.Encoding.PEM))
+            write_atomic(self.directory / BUNDLE_FILE, chain_to_pem([self.root, root]))
+        return root
+
+    def rollover_activate(self, *, now: float | None = None) -> x509.Certificate:
+        """Step 2: the next root signs from now on; the old root stays in the bundle, its key is
+        deleted (nothing must be signed with it again)."""
+        t = time.time() if now is None else now
+        d = self.directory
+        with _locked(d):
+            if not (d / "next.key").exists():
+                raise CaError("no rollover prepared (run rollover prepare first)")
+            old, new = self.root, x509.load_pem_x509_certificate((d / "next.pem").read_bytes())
+            write_atomic(d / "old.pem", old.public_bytes(serialization.Encoding.PEM))
+            write_atomic(d / BUNDLE_FILE, chain_to_pem([old, new]))
+            os.replace(d / "next.pem", d / "ca.pem")
+            os.replace(d / "next.key", d / "ca.key")
+            state = self._read_state()
+            state["rollover_activated_at"] = t
+            self._write_state(state)
+        self.root = new
+        self._key = certs.load_signing_key((d / "ca.key").read_bytes())
+        self.publish_crl(now=t)
+        return new
+
+    def rollover_retire(self, *, force: bool = False, now: float | None = None) -> None:
+        """Step 3: drop the old root from the bundle once no SVID it signed is still valid."""
+        t = time.time() if now is None else now
+        d = self.directory
+        with _locked(d):
+            if not (d / "old.pem").exists():
+                raise CaError("no old root to retire")
+            state = self._read_state()
+            since = float(state.get("rollover_activated_at", t))
+            alive = [r for r in state["issued"] if r["not_after"] > t and r.get("issued_at", 0.0) < since]
+            if alive and not force:
+                last = max(r["not_after"] for r in alive)
+                raise CaError(
+                    f"{len(alive)} SVID(s) signed by the old root are valid until {time.ctime(last)}; "
+                    "wait, re-issue them, or --force"
+                )
+            write_atomic(d / BUNDLE_FILE, self.root.public_bytes(serialization.Encoding.PEM))
+            os.unlink(d / "old.pem")
+
+def _write_new_key(path: Path, key: certs.SigningKey) -> None:
+    """Write a private key 0600 with O_EXCL: never replace an existing key, even one that appeared
+    since the caller looked."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(certs.private_key_pem(key))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _entry(r: dict) -> RevokedEntry:  # type: ignore[type-arg]

@@ -180,3 +180,39 @@ def test_cli_request_and_sign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     cli("identity", "request", "--dir", str(node))
     again = json.loads(cli("ca", "--dir", d, "sign", "--out", str(node), "--ttl", "1h", "--json"))
     assert again["spiffe_id"] == first["spiffe_id"] and again["serial"] != first["serial"]
+
+
+def test_root_rollover_without_a_flag_day(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    ca, td = fresh_ca, "mesh.x0tta"
+    t0 = time.time()
+    old_svid = ca.issue("spiffe://mesh.x0tta/node/a", 600, now=t0)
+    old_root = ca.root
+    key_before = (ca.directory / "ca.key").read_bytes()
+
+    next_root = ca.rollover_prepare(now=t0)
+    both = {td: ca.bundle()}
+    assert both[td].roots == (old_root, next_root) and next_root.subject == old_root.subject
+    assert mode(ca.directory / "next.key") == 0o600
+    with pytest.raises(CaError, match="already prepared"):
+        ca.rollover_prepare()
+    assert ca.issue("spiffe://mesh.x0tta/node/b", 600).leaf.issuer == old_root.subject  # still the old key
+
+    ca.rollover_activate(now=t0 + 1)
+    assert ca.root == next_root and (ca.directory / "ca.key").read_bytes() != key_before
+    new_svid = ca.issue("spiffe://mesh.x0tta/node/a", 600, now=t0 + 2)
+    # nodes holding the two-root bundle accept SVIDs from either root, and the new CRL
+    for s in (old_svid, new_svid):
+        assert validate_x509_svid(s.cert_chain, both, t0 + 3).ok
+    ca.revoke([old_svid.leaf.serial_number], now=t0 + 3)
+    rl = RevocationList.from_crl(ca.crl_pem(), ca.bundle())
+    assert validate_x509_svid(old_svid.cert_chain, both, t0 + 4, revocations=[rl]).reason.value == "revoked"
+    # a node that kept only the old bundle refuses the new root's SVIDs: why prepare comes first
+    only_old = {td: TrustBundle(td, (old_root,))}
+    assert validate_x509_svid(new_svid.cert_chain, only_old, t0 + 3).reason.value == "bad_chain"
+
+    with pytest.raises(CaError, match="old root are valid until"):
+        ca.rollover_retire(now=t0 + 5)
+    ca.rollover_retire(now=t0 + 700)  # every old-root SVID has expired
+    assert ca.bundle().roots == (next_root,)
+    assert validate_x509_svid(new_svid.cert_chain, {td: ca.bundle()}, t0 + 5).ok
+    assert CertificateAuthority(ca.directory).root == next_root  # a fresh load sees the new root
