@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,13 @@ def settings(state: Path, **identity: Any) -> AgentSettings:
     return build(AgentSettings, {"node": {"id": "r1", "state_dir": str(state)}, "identity": identity})
 
 
-async def until(pred, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+async def until(pred: Callable[[], object], timeout: float = 8.0) -> None:
+    """Wait (polling every 20 ms) until ``pred()`` is true; fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not pred():
         assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

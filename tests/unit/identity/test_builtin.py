@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.identity.fakes import until
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
 from x0tta.identity.ca import KEY_FILE, SVID_FILE, CertificateAuthority, write_atomic
 from x0tta.identity.spiffe_id import SpiffeId
@@ -17,14 +17,6 @@ from x0tta.identity.types import SourceUpdate, SvidUnavailable, X509Svid
 
 ID = "spiffe://mesh.x0tta/node/a"
 POLL = 0.05
-
-
-async def until(pred, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def source(node: Path, **kw: object) -> BuiltinSource:
