@@ -28,6 +28,7 @@ from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.mesh import views
 from x0tta.mesh.client import LinkControl, LinkEvent, MeshClient
+from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd, Reply
 from x0tta.mesh.genl import BatadvSocket
 from x0tta.mesh.service import MeshService
@@ -268,6 +269,11 @@ async def reconcile(out: Path) -> int:
     return 0 if ok else 1
 
 
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as f:
+        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+
+
 async def wait_for(pred: Any, timeout: float = 5.0) -> float | None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -384,6 +390,74 @@ def per_call(fn: Any, rounds: int) -> float:
     return (time.perf_counter() - t0) / rounds
 
 
+AGENT_TOML = """
+[node]
+id = "x0m1"
+state_dir = "/run/x0m-agent/state"
+runtime_dir = "/run/x0m-agent/run"
+[metrics]
+port = 0
+[mesh]
+interface = "bat0"
+gw_mode = "client"
+[heal]
+enabled = false
+[peer]
+enabled = false
+[identity]
+enabled = false
+[probes]
+enabled = false
+"""
+
+
+async def agent(out: Path) -> int:
+    """The real agent (x0tta-agent) on this node: its views through the admin socket equal batctl."""
+    base = Path("/run/x0m-agent")
+    (base / "state").mkdir(parents=True, exist_ok=True)
+    (base / "run").mkdir(parents=True, exist_ok=True)
+    (base / "agent.toml").write_text(AGENT_TOML)
+    bindir = Path(sys.executable).parent
+    proc = spawn([str(bindir / "x0tta-agent"), "-c", str(base / "agent.toml")], out / "agent-x0m1.log")
+    sock = base / "run" / "admin.sock"
+    r: dict[str, Any] = {}
+    try:
+        r["ready_s"] = await wait_for(lambda: sock.exists(), 30)
+        x0tta = [str(bindir / "x0tta"), "--socket", str(sock)]
+        status: Any = {}
+        for _ in range(100):
+            status = json.loads(sh([*x0tta, "status", "--json"], check=True).stdout)
+            mesh = [x for x in status["subsystems"] if x["subsystem"] == "mesh"]
+            if mesh and mesh[0]["state"] == "ok":
+                break
+            await asyncio.sleep(0.1)
+        r["status"] = [x for x in status.get("subsystems", []) if x["subsystem"] == "mesh"]
+        for view, cmd, what in VIEWS:
+            for attempts in range(1, 5):  # noqa: B007 - TQ moves between the two reads
+                ours_json = json.loads(sh([*x0tta, "mesh", view, "--json"], check=True).stdout)
+                ours: Any = (
+                    batadv.MeshInfo.from_attrs(ours_json) if cmd == Cmd.GET_MESH
+                    else [batadv.RECORD_OF[cmd].from_attrs(e) for e in ours_json]
+                )
+                diff = differences(ours, json.loads(batctl("meshif", "bat0", what)))
+                if not diff:
+                    break
+            r[view] = {"attempts": attempts, "differences": diff}
+        r["gw_mode_applied"] = batctl("meshif", "bat0", "gw_mode").strip()
+    finally:
+        proc.terminate()
+        try:
+            r["exit"] = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            r["exit"] = "killed"
+    (out / "agent.json").write_text(json.dumps(r, indent=1) + "\n")
+    ok = bool(r["status"]) and r["status"][0]["state"] == "ok" and all(
+        not r[v]["differences"] for v, _c, _w in VIEWS
+    )
+    return 0 if ok else 1
+
+
 async def bench(out: Path) -> int:
     """Originator table: dump+decode by the client (sync in-process, async via the loop), decode
     alone, and batctl's text and JSON commands (each a process, as an operator or script runs it)."""
@@ -430,7 +504,7 @@ async def bench(out: Path) -> int:
 def main() -> int:
     mode, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    modes = {"node": node, "reconcile": reconcile, "bench": bench, "links": links, "cli": cli}
+    modes = {"node": node, "reconcile": reconcile, "bench": bench, "links": links, "cli": cli, "agent": agent}
     return asyncio.run(modes[mode](out))
 
 

@@ -240,7 +240,7 @@ def lab(out: Path) -> int:
     jobs = [(f"compare.{n}", f"X0TTA_NS={n} ip netns exec {n} {py} -m tests.lab.mesh_checks node {out}", 60)
             for n in NODES]
     jobs += [(mode, f"ip netns exec x0m1 {py} -m tests.lab.mesh_checks {mode} {out}", limit)
-             for mode, limit in (("reconcile", 90), ("links", 90), ("cli", 90), ("bench", 90))]
+             for mode, limit in (("reconcile", 90), ("links", 90), ("cli", 90), ("agent", 90), ("bench", 90))]
     for name, cmd, limit in jobs:
         note(f"{name} start")
         code, text = step(cmd, limit)

@@ -95,3 +95,12 @@ def test_cli_reads_netlink_directly_without_an_agent(lab: Path) -> None:
         assert result["rc"] == 0 and result["text_rc"] == 0, (view, result["stderr"])
         assert result["entries"] > 0, view
     assert "originator" in r["originators"]["text"] and "TQ" in r["originators"]["text"]
+
+
+def test_the_running_agent_shows_what_batctl_shows(lab: Path) -> None:
+    r = json.loads((lab / "agent.json").read_text())
+    assert r["status"][0]["state"] == "ok", r["status"]
+    for view in ("originators", "neighbors", "gateways", "interfaces", "settings"):
+        assert r[view]["differences"] == [], (view, r[view])
+    assert r["gw_mode_applied"].startswith("client")
+    assert r["exit"] == 0  # SIGTERM: a clean stop

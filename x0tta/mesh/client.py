@@ -11,8 +11,10 @@ How:
 * batadv ``config`` events (the kernel's SET_MESH / SET_HARDIF / SET_VLAN notifications) arrive on
   a non-blocking multicast socket watched with ``loop.add_reader``.
 * rtnetlink (create a ``batadv`` link with a routing algorithm, enslave hard interfaces, MTU,
-  up/down, RTNLGRP_LINK events) uses pyroute2's ``AsyncIPRoute``. The ``batadv`` link kind and
-  its IFLA_BATADV_ALGO_NAME are declared to pyroute2 here (it has no batman-adv support of its own).
+  up/down) uses a synchronous pyroute2 ``IPRoute`` on a thread of its own, and RTNLGRP_LINK events
+  a raw socket with ``loop.add_reader`` (pyroute2's ``AsyncIPRoute`` does not run on uvloop, see
+  :class:`LinkControl`). The ``batadv`` link kind and its IFLA_BATADV_ALGO_NAME are declared to
+  pyroute2 here (it has no batman-adv support of its own).
 
 A kernel without batman-adv raises ``CapabilityMissing("batman_adv_missing", reason)`` from
 :meth:`MeshClient.open`; the supervisor reports the mesh subsystem degraded with that reason.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,6 +36,9 @@ from x0tta.mesh.core.netlink import Family
 from x0tta.mesh.genl import BatadvEventSocket, BatadvSocket, MeshError, ifindex
 
 R = TypeVar("R", bound=batadv.Record)
+T = TypeVar("T")
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
 
 
 @dataclass(frozen=True)
@@ -252,71 +259,131 @@ IFF_RUNNING = 0x40
 
 
 class LinkControl:
-    """rtnetlink operations on the mesh's links. Use as ``async with LinkControl() as links:``."""
+    """rtnetlink operations on the mesh's links. Use as ``async with LinkControl() as links:``.
+
+    pyroute2's ``AsyncIPRoute`` cannot run on uvloop (the agent's loop): it opens its socket with
+    ``loop.create_datagram_endpoint``, which uvloop refuses for AF_NETLINK. So the operations go
+    to one synchronous pyroute2 ``IPRoute`` living on a thread of its own (where it runs a plain
+    asyncio loop), and link events come from a raw NETLINK_ROUTE socket watched with
+    ``loop.add_reader`` (every loop has it), parsed by pyroute2's rtnetlink marshal.
+    """
 
     def __init__(self) -> None:
         _register_batadv_kind()
-        from pyroute2 import AsyncIPRoute
-
-        self._ipr = AsyncIPRoute()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-rtnl")
+        self._ipr: Any = None
+        self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> LinkControl:
-        await self._ipr.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._ipr.__aexit__(None, None, None)
+        await self.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._ipr is not None:
+                ipr, self._ipr = self._ipr, None
+                await asyncio.get_running_loop().run_in_executor(self._pool, ipr.close)
+        self._pool.shutdown(wait=False)
+
+    async def _run(self, fn: Callable[[Any], T]) -> T:
+        def call() -> T:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            if self._ipr is None:
+                self._ipr = IPRoute()
+            try:
+                return fn(self._ipr)
+            except NetlinkError as exc:  # the kernel said no: our error kind, with its errno
+                raise MeshError(f"rtnetlink: {exc}", exc.code) from None
+
+        async with self._lock:
+            work = asyncio.get_running_loop().run_in_executor(self._pool, call)
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                raise
 
     async def _index(self, name: str | int) -> int:
         if isinstance(name, int):
             return name
-        found = await self._ipr.link_lookup(ifname=name)
+        found = await self._run(lambda ipr: list(ipr.link_lookup(ifname=name)))
         if not found:
             raise MeshError(f"no network interface {name!r}", 19)
         return int(found[0])
 
     async def exists(self, name: str) -> bool:
-        return bool(await self._ipr.link_lookup(ifname=name))
+        return bool(await self._run(lambda ipr: list(ipr.link_lookup(ifname=name))))
 
     async def create_mesh(self, name: str, algo: str = "BATMAN_IV") -> int:
         """``ip link add NAME type batadv ra ALGO``; returns the new ifindex."""
-        await self._ipr.link("add", ifname=name, kind="batadv", algo_name=algo)
+        await self._run(lambda ipr: ipr.link("add", ifname=name, kind="batadv", algo_name=algo))
         return await self._index(name)
 
+    async def _set(self, name: str | int, **kw: Any) -> None:
+        index = await self._index(name)
+        await self._run(lambda ipr: ipr.link("set", index=index, **kw))
+
     async def delete(self, name: str | int) -> None:
-        await self._ipr.link("del", index=await self._index(name))
+        index = await self._index(name)
+        await self._run(lambda ipr: ipr.link("del", index=index))
 
     async def attach(self, meshif: str | int, hardif: str | int) -> None:
         """Enslave a hard interface to the mesh (``ip link set HARDIF master MESHIF``)."""
-        await self._ipr.link("set", index=await self._index(hardif), master=await self._index(meshif))
+        await self._set(hardif, master=await self._index(meshif))
 
     async def detach(self, hardif: str | int) -> None:
-        await self._ipr.link("set", index=await self._index(hardif), master=0)
+        await self._set(hardif, master=0)
 
     async def set_mtu(self, name: str | int, mtu: int) -> None:
-        await self._ipr.link("set", index=await self._index(name), mtu=mtu)
+        await self._set(name, mtu=mtu)
 
     async def set_up(self, name: str | int, up: bool = True) -> None:
-        await self._ipr.link("set", index=await self._index(name), state="up" if up else "down")
+        await self._set(name, state="up" if up else "down")
 
     async def link(self, name: str | int) -> LinkEvent:
-        (msg,) = await self._ipr.link("get", index=await self._index(name))
-        return _link_event(msg)
+        index = await self._index(name)
+        msgs = await self._run(lambda ipr: list(ipr.link("get", index=index)))
+        return _link_event(msgs[0])
 
     async def links(self) -> list[LinkEvent]:
-        return [_link_event(m) async for m in await self._ipr.link("dump")]
+        return [_link_event(m) for m in await self._run(lambda ipr: list(ipr.link("dump")))]
 
     async def events(self) -> AsyncIterator[LinkEvent]:
         """RTNLGRP_LINK events, delivered as the kernel sends them (on a socket of their own)."""
-        from pyroute2 import AsyncIPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_LINK
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-        async with AsyncIPRoute() as ev:
-            await ev.bind(groups=RTMGRP_LINK)
+        marshal = MarshalRtnl()
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_LINK))
+        sock.setblocking(False)
+        queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
             while True:
-                async for msg in ev.get():
-                    if msg.get("event") in ("RTM_NEWLINK", "RTM_DELLINK"):
-                        yield _link_event(msg)
+                try:
+                    data = sock.recv(1 << 16)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # ENOBUFS: events lost; the consumer re-reads on the next one
+                    continue
+                with contextlib.suppress(Exception):  # a message pyroute2 cannot parse is skipped
+                    for msg in marshal.parse(data):
+                        if msg.get("event") in ("RTM_NEWLINK", "RTM_DELLINK"):
+                            queue.put_nowait(_link_event(msg))
+
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
 
 
 def _link_event(msg: Any) -> LinkEvent:

@@ -140,6 +140,7 @@ class MeshService(Subsystem):
         self._registry_id: int | None = None
         self._reconcile_lock = asyncio.Lock()
         self._ctx: Context | None = None
+        self._links: LinkControl | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -157,6 +158,7 @@ class MeshService(Subsystem):
             await client.close()
             raise
         self.client = client
+        self._links = LinkControl()
         watchers = [
             asyncio.create_task(self._watch_events(client), name="mesh-config-events"),
             asyncio.create_task(self._watch_links(ctx), name="mesh-link-events"),
@@ -169,6 +171,9 @@ class MeshService(Subsystem):
             await asyncio.gather(*watchers, return_exceptions=True)
             self.client = None
             await client.close()
+            links, self._links = self._links, None
+            if links is not None:
+                await links.close()
 
     async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
         self.settings = settings.mesh
@@ -213,13 +218,15 @@ class MeshService(Subsystem):
     async def _watch_links(self, ctx: Context) -> None:
         """RTNLGRP_LINK events about the mesh interface or a listed hard interface (it appeared,
         went down, lost its master) wake the reconcile too: a re-created wlan0 is re-attached."""
+        links = self._links
+        if links is None:
+            return
         try:
-            async with LinkControl() as links:
-                async for ev in links.events():
-                    self.link_events += 1
-                    s = self.settings
-                    if ev.ifname == s.interface or ev.ifname in s.hard_interfaces or ev.ifname in s.hardif:
-                        self._wake.set()
+            async for ev in links.events():
+                self.link_events += 1
+                s = self.settings
+                if ev.ifname == s.interface or ev.ifname in s.hard_interfaces or ev.ifname in s.hardif:
+                    self._wake.set()
         except Exception as exc:  # link events are a speed-up; the periodic reconcile still runs
             ctx.log.warning("mesh_link_events_unavailable", error=str(exc))
 
@@ -285,9 +292,8 @@ class MeshService(Subsystem):
             raise
         hardifs = await client.hardifs(s.interface)
         up = True
-        if s.create:
-            async with LinkControl() as links:
-                up = (await links.link(s.interface)).up
+        if s.create and self._links is not None:
+            up = (await self._links.link(s.interface)).up
         return mesh, hardifs, up
 
     async def _apply(self, client: MeshClient, action: Action) -> None:
@@ -305,14 +311,16 @@ class MeshService(Subsystem):
                 else:
                     await client.set_hardif(self.settings.interface, action.target, action.values)
             else:
-                async with LinkControl() as links:
-                    if action.kind == "create_mesh":
-                        await links.create_mesh(action.target, str(action.values["routing_algo"]))
-                    elif action.kind == "attach":
-                        await links.set_up(action.target, True)
-                        await links.attach(self.settings.interface, action.target)
-                    elif action.kind == "up":
-                        await links.set_up(action.target, True)
+                links = self._links
+                if links is None:
+                    raise TemporaryError("mesh subsystem stopping", delay=1.0)
+                if action.kind == "create_mesh":
+                    await links.create_mesh(action.target, str(action.values["routing_algo"]))
+                elif action.kind == "attach":
+                    await links.set_up(action.target, True)
+                    await links.attach(self.settings.interface, action.target)
+                elif action.kind == "up":
+                    await links.set_up(action.target, True)
         except Exception as exc:
             if m is not None:
                 m.errors.inc()
