@@ -229,8 +229,9 @@ class BuiltinSource(SourceBase):
         try:
             loaded = await asyncio.to_thread(_load, self.paths, self.trust_domain)
         except (SvidUnavailable, SvidError) as exc:
+            if str(exc) != self.last_error:  # once per distinct problem, not once per poll
+                self.log.warning("svid_load_failed", reason=str(exc))
             self.last_error = str(exc)
-            self.log.warning("svid_load_failed", reason=str(exc))
             return False  # keep _sig: try again on the next poll even if nothing changes
         self._sig = sig
         # Signature checks are crypto: off the event loop.
