@@ -57,6 +57,10 @@ def ifindex(name: str) -> int:
         raise MeshError(f"no network interface {name!r}", errno_mod.ENODEV) from None
 
 
+def _ix(name: str | int) -> int:
+    return name if isinstance(name, int) else ifindex(name)
+
+
 def ifname(index: int) -> str | None:
     try:
         return socket.if_indextoname(index)
@@ -156,7 +160,7 @@ class BatadvSocket:
         """A whole table. A dump the kernel marks NLM_F_DUMP_INTR (the table changed while it was
         being walked) is taken again, up to three times; the last one is returned regardless."""
         fam = self.open()
-        index = meshif if isinstance(meshif, int) else ifindex(meshif)
+        index = _ix(meshif)
         for _attempt in range(3):
             seq = self.next_seq()
             reply = self.transact(cmd, batadv.encode_dump(fam.id, cmd, index, seq, **selectors), seq, dump=True)
@@ -173,20 +177,20 @@ class BatadvSocket:
         return records[0]
 
     def mesh_info(self, meshif: str | int) -> batadv.MeshInfo:
-        index = meshif if isinstance(meshif, int) else ifindex(meshif)
+        index = _ix(meshif)
         rec = self.get(Cmd.GET_MESH, mesh_ifindex=index)
         assert isinstance(rec, batadv.MeshInfo)
         return rec
 
     def hardif(self, meshif: str | int, hardif: str | int) -> batadv.HardIf:
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
-        hi = hardif if isinstance(hardif, int) else ifindex(hardif)
+        mi = _ix(meshif)
+        hi = _ix(hardif)
         rec = self.get(Cmd.GET_HARDIF, mesh_ifindex=mi, hard_ifindex=hi)
         assert isinstance(rec, batadv.HardIf)
         return rec
 
     def vlan(self, meshif: str | int, vid: int) -> batadv.Vlan:
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        mi = _ix(meshif)
         rec = self.get(Cmd.GET_VLAN, mesh_ifindex=mi, vlanid=vid)
         assert isinstance(rec, batadv.Vlan)
         return rec
@@ -202,27 +206,27 @@ class BatadvSocket:
 
     def set_mesh(self, meshif: str | int, values: Mapping[str, Any]) -> None:
         fam = self.open()
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        mi = _ix(meshif)
         seq = self.next_seq()
         self._set(Cmd.SET_MESH, batadv.encode_set_mesh(fam.id, mi, seq, values), seq)
 
     def set_hardif(self, meshif: str | int, hardif: str | int, values: Mapping[str, Any]) -> None:
         fam = self.open()
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
-        hi = hardif if isinstance(hardif, int) else ifindex(hardif)
+        mi = _ix(meshif)
+        hi = _ix(hardif)
         seq = self.next_seq()
         self._set(Cmd.SET_HARDIF, batadv.encode_set_hardif(fam.id, mi, hi, seq, values), seq)
 
     def set_vlan(self, meshif: str | int, vid: int, values: Mapping[str, Any]) -> None:
         fam = self.open()
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        mi = _ix(meshif)
         seq = self.next_seq()
         self._set(Cmd.SET_VLAN, batadv.encode_set_vlan(fam.id, mi, vid, seq, values), seq)
 
     def tp_meter_start(self, meshif: str | int, dst: str, test_time_ms: int) -> batadv.TpMeter:
         """TP_METER: start a throughput test to originator ``dst``; the reply carries its cookie."""
         fam = self.open()
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        mi = _ix(meshif)
         seq = self.next_seq()
         req = batadv.encode_tp_meter(fam.id, mi, dst, test_time_ms, seq)
         records = self.transact(Cmd.TP_METER, req, seq, dump=False).records
@@ -232,7 +236,7 @@ class BatadvSocket:
 
     def tp_meter_cancel(self, meshif: str | int, dst: str) -> None:
         fam = self.open()
-        mi = meshif if isinstance(meshif, int) else ifindex(meshif)
+        mi = _ix(meshif)
         seq = self.next_seq()
         self._set(Cmd.TP_METER_CANCEL, batadv.encode_tp_meter_cancel(fam.id, mi, dst, seq), seq)
 
