@@ -33,3 +33,26 @@ def test_cap_keeps_known_neighbours_and_counts_the_rest() -> None:
     m.set_neighbors({("aa", "wlan0", "tq"): 202, ("00", "wlan0", "tq"): 51})
     assert series(reg) == {"aa": 202, "00": 51}
     assert overflow(reg) == 1
+
+
+def test_exposition_passes_promtool() -> None:
+    import shutil
+    import subprocess
+
+    from prometheus_client import generate_latest
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is part of the project's environment (apt: prometheus)"
+    reg = CollectorRegistry()
+    m = _Metrics(reg, cap=4)
+    m.originators.set(3)
+    m.neighbors.set(1)
+    m.gateways.set(1)
+    m.set_neighbors({("aa:bb:cc:dd:ee:ff", "wlan0", "tq"): 200})
+    m.table_entries.labels("translocal").set(3)
+    m.actions.labels("set_mesh").inc()
+    m.drift.labels("orig_interval").inc()
+    m.errors.inc()
+    m.overflow.labels("x0tta_mesh_neighbor_link_quality").inc()
+    res = subprocess.run([promtool, "check", "metrics"], input=generate_latest(reg), capture_output=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
