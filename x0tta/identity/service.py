@@ -14,6 +14,7 @@ svid_expiring               degraded  less than ``expiring_fraction`` of the lif
 svid_expired                failing   the SVID is past notAfter: peers refuse this node
 svid_invalid                degraded  the SVID does not verify against our own bundle
 svid_wrong_trust_domain     degraded  the SVID is of another trust domain than configured
+svid_other_node             degraded  builtin: the SVID names another ID than this node's
 svid_renewal_failing        degraded  self-renewal from ``ca_dir`` failed (retried)
 workload_api_failing        degraded  the Workload API stream failed for good; the last SVID stays
 revocation_list_invalid     degraded  the CRL did not verify; the previous one stays
@@ -22,7 +23,8 @@ revocation_list_stale       degraded  the CRL is past its nextUpdate (still enfo
 
 Metrics: ``x0tta_identity_svid_expires_in_seconds`` (seconds to expiry, computed at scrape),
 ``x0tta_identity_svid_expiry_timestamp_seconds``, ``x0tta_identity_svid_rotations_total``,
-``x0tta_identity_svid_renewals_total{result}``, ``x0tta_identity_revoked_certificates``.
+``x0tta_identity_svid_renewals_total{result}``, ``x0tta_identity_revoked_certificates``,
+``x0tta_identity_svid_info{spiffe_id,key_algorithm,source}``.
 
 Other subsystems (the peer transport) get the source from :meth:`IdentityService.wait_source`
 and the authorization policy from :attr:`IdentityService.policy`; the composition root hands
@@ -47,7 +49,7 @@ from x0tta.config.identity import IdentitySettings
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
 from x0tta.identity.certs import KeyType
 from x0tta.identity.source import SharedSource, SourceBase
-from x0tta.identity.spiffe_id import AuthorizationPolicy
+from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId
 from x0tta.identity.types import SvidUnavailable, SvidVerdict, validate_x509_svid
 
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
@@ -55,11 +57,17 @@ HEALTH_INTERVAL = 1.0
 
 
 def assess(
-    source: SourceBase, settings: IdentitySettings, now: float, verdict: SvidVerdict | None = None
+    source: SourceBase,
+    settings: IdentitySettings,
+    now: float,
+    verdict: SvidVerdict | None = None,
+    expected: SpiffeId | None = None,
 ) -> list[Condition]:
     """The health conditions of ``source`` at ``now`` (pure: reads the source's state only).
 
     ``verdict`` is the SVID checked against our own bundle (:func:`check_own`); None checks here.
+    ``expected`` is the ID this node should hold (built-in source: files meant for another node
+    are a mistake worth saying out loud); None skips that check.
     """
     out: list[Condition] = []
     if not source.has_svid():
@@ -80,7 +88,15 @@ def assess(
                 f"SVID {svid.spiffe_id} is not of trust domain {settings.trust_domain}",
             )
         )
-    elif left > 0:
+    elif expected is not None and svid.spiffe_id != expected:
+        out.append(
+            Condition(
+                "svid_other_node",
+                Severity.DEGRADED,
+                f"SVID names {svid.spiffe_id} but this node is {expected} (set identity.spiffe_id if intended)",
+            )
+        )
+    if svid.spiffe_id.trust_domain == settings.trust_domain and left > 0:
         if verdict is None:
             verdict = check_own(source, now)
         if verdict is not None and not verdict.ok:
@@ -130,6 +146,12 @@ class _Metrics:
             "x0tta_identity_svid_renewals",
             "Self-renewals from the built-in CA, by result",
             ["result"],
+            registry=registry,
+        )
+        self.info = Gauge(
+            "x0tta_identity_svid_info",
+            "This node's SVID: its SPIFFE ID, key algorithm and source (value 1)",
+            ["spiffe_id", "key_algorithm", "source"],
             registry=registry,
         )
         self.revoked = Gauge(
@@ -204,6 +226,7 @@ class IdentityService(Subsystem):
             )
             rotations = renewals = renew_failures = 0
             checked_updates, checked_at, verdict = -1, 0.0, None
+            shown: tuple[SpiffeId, str] | None = None
             while True:
                 now = time.time()
                 if source.updates != checked_updates or now - checked_at > OWN_CHECK_INTERVAL:
@@ -222,7 +245,13 @@ class IdentityService(Subsystem):
                     if source.renew_failures > renew_failures:
                         metrics.renewals.labels("failed").inc(source.renew_failures - renew_failures)
                         renew_failures = source.renew_failures
-                ctx.health.set(*assess(source, self._settings or settings, time.time(), verdict))
+                current = self._settings or settings
+                expected = current.own_spiffe_id(ctx.node_id) if source.kind == "builtin" else None
+                ctx.health.set(*assess(source, current, time.time(), verdict, expected))
+                if shown != (svid.spiffe_id, svid.key_algorithm):
+                    shown = (svid.spiffe_id, svid.key_algorithm)
+                    metrics.info.clear()
+                    metrics.info.labels(str(svid.spiffe_id), svid.key_algorithm, source.kind).set(1)
                 await asyncio.sleep(HEALTH_INTERVAL)
         finally:
             self._ready.clear()

@@ -33,6 +33,8 @@ async def test_enrollment_while_running(fresh_ca: CertificateAuthority, tmp_path
         expires_in = ctx.registry.get_sample_value("x0tta_identity_svid_expires_in_seconds")
         assert expires_in is not None and 3500 < expires_in <= 3600
         assert ctx.registry.get_sample_value("x0tta_identity_svid_rotations_total") == 0
+        info = {"spiffe_id": "spiffe://mesh.x0tta/node/r1", "key_algorithm": "ML-DSA-65", "source": "builtin"}
+        await until(lambda: ctx.registry.get_sample_value("x0tta_identity_svid_info", info) == 1)
         fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)  # renewal copied in
         await until(lambda: ctx.registry.get_sample_value("x0tta_identity_svid_rotations_total") == 1)
 
@@ -87,6 +89,9 @@ async def test_conditions_as_the_svid_ages(fresh_ca: CertificateAuthority, tmp_p
     assert assess(src, s, end + 1)[0].severity is Severity.FAILING
     nxt = src.revocations()[0].next_update
     assert nxt is not None and "revocation_list_stale" in [c.code for c in assess(src, s, nxt + 1)]
+    assert codes(start + 10) == [] and [c.code for c in assess(src, s, start + 10, None, svid.spiffe_id)] == []
+    elsewhere = assess(src, s, start + 10, None, s.own_spiffe_id("r2"))
+    assert [c.code for c in elsewhere] == ["svid_other_node"] and "node/r2" in elsewhere[0].message
     other = dataclasses.replace(s, trust_domain="other.org", allowed_patterns=())
     assert [c.code for c in assess(src, other, start + 10)] == ["svid_wrong_trust_domain"]
 
