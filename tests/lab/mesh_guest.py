@@ -11,7 +11,7 @@ Subcommands:
                 moment, for tests/unit/mesh/golden/
   capture_events OUT  golden fixtures of config events and of the throughput meter
   lab OUT       on every node compare the client's tables with batctl, then run the mesh
-                service's reconcile and the originator benchmark (tests/lab/mesh_checks.py)
+                service's reconcile, link control, the CLI and the real agent (tests/lab/mesh_checks.py)
   bench OUT     only the originator benchmark
 """
 
@@ -218,7 +218,7 @@ def step(cmd: str, timeout: float) -> tuple[int, str]:
 
 
 def lab(out: Path) -> int:
-    """Everything the lab test checks, in one boot: compare on every node, reconcile, bench.
+    """Everything the lab test checks, in one boot: compare on every node, reconcile, links, CLI, agent.
 
     Each check runs in its own process with a time limit; ``progress.log`` says which one ran when,
     so a stuck check is named instead of the whole boot timing out silently.
@@ -240,7 +240,7 @@ def lab(out: Path) -> int:
     jobs = [(f"compare.{n}", f"X0TTA_NS={n} ip netns exec {n} {py} -m tests.lab.mesh_checks node {out}", 60)
             for n in NODES]
     jobs += [(mode, f"ip netns exec x0m1 {py} -m tests.lab.mesh_checks {mode} {out}", limit)
-             for mode, limit in (("reconcile", 90), ("links", 90), ("cli", 90), ("agent", 90), ("bench", 90))]
+             for mode, limit in (("reconcile", 90), ("links", 90), ("cli", 90), ("agent", 90))]
     for name, cmd, limit in jobs:
         note(f"{name} start")
         code, text = step(cmd, limit)

@@ -7,7 +7,7 @@ BATMAN_IV, bat1 BATMAN_V), waits for convergence, then (tests/lab/mesh_checks.py
   settings read by MeshClient equal ``batctl meshif X <table>_json`` read right after;
 * the mesh subsystem applies a [mesh] section changing every tunable, each reads back through
   batctl; a hand change with batctl is put back within one reconcile period and counted as drift;
-* the originator dump benchmark runs (figures in docs/benchmarks.md, not asserted).
+* the real agent (x0tta-agent, uvloop) shows through its admin socket what batctl shows.
 """
 
 from __future__ import annotations
