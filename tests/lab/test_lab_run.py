@@ -149,4 +149,8 @@ def test_agents_run_on_every_node_and_survive_kill(with_agents: LabResult) -> No
         log = with_agents.agent_log(node)
         assert '"event": "agent_ready"' in log and f'"node": "{node}"' in log
     assert with_agents.agent_log("n3").count('"event": "agent_ready"') == 2
+    ready = with_agents.agent_events("n1", "agent_ready")
+    first_start = with_agents.events("agent_start")[0]["t"]
+    assert len(ready) == 1 and first_start < ready[0]["t"] < converged["t"] + converged["took"]
+    assert all(with_agents.state_dir(node).is_dir() for node in NODES)
     assert with_agents.timeline["agent_exits"] == dict.fromkeys(NODES, 0)

@@ -64,3 +64,21 @@ def validate(args: argparse.Namespace) -> int:
             agent_configs(topo)  # every node's merged agent config must load
         print(f"{path}: ok ({len(topo.nodes)} nodes, {len(topo.links)} links, {len(topo.steps)} steps)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m x0tta.cli.lab run ...``: the same as ``x0tta lab run ...``."""
+    p = argparse.ArgumentParser(prog="x0tta")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(["lab", *(sys.argv[1:] if argv is None else argv)])
+    from x0tta.common.errors import X0ttaError
+
+    try:
+        return int(args.func(args))
+    except X0ttaError as exc:
+        print(f"x0tta lab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
