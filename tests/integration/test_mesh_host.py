@@ -45,3 +45,46 @@ def test_cli_falls_back_to_netlink_and_reports_missing(capsys: pytest.CaptureFix
     with pytest.raises(CapabilityMissing):
         args.func(args)
     assert build_parser  # the main parser module imports cleanly alongside
+
+
+def test_agent_stays_up_with_mesh_degraded_and_says_why(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    import time
+
+    bindir = Path(sys.executable).parent
+    (tmp_path / "run").mkdir()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[node]\nid = "meshhost"\nstate_dir = "{tmp_path}/state"\nruntime_dir = "{tmp_path}/run"\n'
+        "[metrics]\nport = 0\n[heal]\nenabled = false\n[peer]\nenabled = false\n"
+        "[identity]\nenabled = false\n[probes]\nenabled = false\n"
+    )
+    sock = tmp_path / "run" / "admin.sock"
+    with open(tmp_path / "agent.log", "wb") as log:
+        agent = subprocess.Popen([str(bindir / "x0tta-agent"), "-c", str(cfg)], stdout=log, stderr=log)
+    try:
+        mesh: dict = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sock.exists():
+                res = subprocess.run([str(bindir / "x0tta"), "--socket", str(sock), "status", "--json"],
+                                     capture_output=True, text=True, check=False)
+                if res.returncode == 0:
+                    subs = {s["subsystem"]: s for s in json.loads(res.stdout)["subsystems"]}
+                    mesh = subs.get("mesh", {})
+                    if mesh.get("state") == "degraded":
+                        break
+            time.sleep(0.2)
+        assert mesh.get("state") == "degraded", mesh
+        assert [c["code"] for c in mesh["conditions"]] == ["batman_adv_missing"]
+        assert "batman-adv" in mesh["conditions"][0]["message"]
+        assert agent.poll() is None  # still running
+        # the CLI falls back to netlink and says the same
+        res = subprocess.run([str(bindir / "x0tta"), "--socket", str(sock), "mesh", "originators"],
+                             capture_output=True, text=True, check=False)
+        assert res.returncode == 1 and "no batman-adv" in res.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
