@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=os.environ.get("X0TTA_CA_DIR", DEFAULT_DIR),
         help=f"CA directory (default: $X0TTA_CA_DIR or {DEFAULT_DIR})",
     )
+    p.add_argument(
+        "--passphrase-file",
+        default=os.environ.get("X0TTA_CA_PASSPHRASE_FILE"),
+        help="file holding the passphrase of ca.key (default: $X0TTA_CA_PASSPHRASE_FILE); at init, "
+        "giving one encrypts the key at rest",
+    )
     ca_sub = p.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
     key_types = list(KEY_TYPES)
 
@@ -131,6 +137,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.set_defaults(func=cmd_list)
 
 
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if not args.passphrase_file:
+        return None
+    try:
+        secret = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}") from None
+    if not secret:
+        raise UsageError(f"the passphrase file {args.passphrase_file} is empty")
+    return secret
+
+
+def _open(args: argparse.Namespace) -> CertificateAuthority:
+    from x0tta.identity.ca import CertificateAuthority
+
+    return CertificateAuthority(args.dir, _passphrase(args))
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -157,7 +181,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     from x0tta.identity.certs import KeyType
 
     ca = CertificateAuthority.init(
-        args.dir, args.trust_domain, key_type=KeyType(args.key_type), validity=args.validity
+        args.dir,
+        args.trust_domain,
+        key_type=KeyType(args.key_type),
+        validity=args.validity,
+        passphrase=_passphrase(args),
     )
     print(f"created CA for trust domain {ca.trust_domain} in {ca.directory} ({ca.key_type.value} root)")
     print(f"root key: {ca.directory / 'ca.key'} (0600; keep this directory off the mesh routers)")
@@ -174,20 +202,19 @@ def _spiffe_id(ca: CertificateAuthority, args: argparse.Namespace) -> SpiffeId:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
-    from x0tta.identity.ca import CertificateAuthority
     from x0tta.identity.certs import KeyType
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     svid = ca.issue_to(args.out, _spiffe_id(ca, args), args.ttl, key_type=KeyType(args.key_type))
     emit(args, _svid_info(svid, args.out), _render_svid)
     return 0
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from x0tta.identity.ca import CSR_FILE, SVID_FILE, CertificateAuthority
+    from x0tta.identity.ca import CSR_FILE, SVID_FILE
     from x0tta.identity.types import SvidError, SvidRejected, key_algorithm, load_pem_chain, spiffe_id_of
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     out = Path(args.out)
     csr_path = Path(args.csr) if args.csr else out / CSR_FILE
     try:
@@ -220,11 +247,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_renew(args: argparse.Namespace) -> int:
-    from x0tta.identity.ca import SVID_FILE, CertificateAuthority
+    from x0tta.identity.ca import SVID_FILE
     from x0tta.identity.certs import KeyType
     from x0tta.identity.types import SvidError, key_algorithm, load_pem_chain, spiffe_id_of
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     out = Path(args.out)
     try:
         leaf = load_pem_chain((out / SVID_FILE).read_bytes())[0]
@@ -250,9 +277,8 @@ def cmd_renew(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from cryptography import x509
 
-    from x0tta.identity.ca import CertificateAuthority
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     serials = [int(s, 16) for s in args.serial] if args.serial else None
     new = ca.revoke(serials, args.spiffe_id, reason=x509.ReasonFlags[args.reason])
     if not new:
@@ -264,9 +290,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_crl(args: argparse.Namespace) -> int:
-    from x0tta.identity.ca import CertificateAuthority
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     rl = ca.publish_crl(validity=args.validity)
     nxt = _iso(rl.next_update) if rl.next_update else "never"
     print(f"published CRL #{rl.number} ({len(rl.serials)} revoked) until {nxt}: {ca.directory / 'crl.pem'}")
@@ -274,9 +299,8 @@ def cmd_crl(args: argparse.Namespace) -> int:
 
 
 def cmd_rollover(args: argparse.Namespace) -> int:
-    from x0tta.identity.ca import CertificateAuthority
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     bundle = ca.directory / "bundle.pem"
     if args.step == "prepare":
         root = ca.rollover_prepare()
@@ -293,9 +317,8 @@ def cmd_rollover(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from x0tta.identity.ca import CertificateAuthority
 
-    ca = CertificateAuthority(args.dir)
+    ca = _open(args)
     revoked = {e.serial for e in ca.revoked()}
     rows = [
         {

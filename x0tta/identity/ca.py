@@ -2,7 +2,8 @@
 
 A CA is a directory (``0700``) on the operator's machine, or on one trusted node of a small mesh:
 
-    ca.key       the root's private key, PKCS#8 PEM, mode 0600, written once, never logged
+    ca.key       the root's private key, PKCS#8 PEM (encrypted with a passphrase if one was given
+                 at init), mode 0600, written once, never logged
     ca.pem       the root certificate (ML-DSA-65 by default)
     bundle.pem   the trust bundle nodes verify peers with: the root, and during a root rollover
                  the old and the next one (next.key/next.pem, then old.pem; see rollover_*)
@@ -96,14 +97,25 @@ class CertificateAuthority:
     """A built-in CA rooted in ``directory``. Methods do blocking file I/O and signing: call them
     from a thread (``asyncio.to_thread``) inside the agent."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, passphrase: bytes | None = None) -> None:
         self.directory = Path(directory)
+        self._passphrase = passphrase or None
         if not (self.directory / "ca.pem").exists() or not (self.directory / "ca.key").exists():
             raise CaError(f"no CA in {self.directory} (run 'x0tta ca init')")
         self.root = x509.load_pem_x509_certificate((self.directory / "ca.pem").read_bytes())
-        self._key = certs.load_signing_key((self.directory / "ca.key").read_bytes())
+        self._key = self._load_key(self.directory / "ca.key")
         state = self._read_state()
         self.trust_domain: str = state["trust_domain"]
+
+    def _load_key(self, path: Path) -> certs.SigningKey:
+        try:
+            return certs.load_signing_key(path.read_bytes(), self._passphrase)
+        except TypeError:
+            raise CaError(
+                f"{path} is encrypted: give its passphrase (--passphrase-file or $X0TTA_CA_PASSPHRASE_FILE)"
+            ) from None
+        except ValueError:
+            raise CaError(f"cannot decrypt {path}: wrong passphrase, or not a CA key") from None
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({str(self.directory)!r}, trust_domain={self.trust_domain!r})"
@@ -118,8 +130,10 @@ class CertificateAuthority:
         key_type: KeyType = KeyType.ML_DSA_65,
         validity: float = ROOT_VALIDITY,
         now: float | None = None,
+        passphrase: bytes | None = None,
     ) -> CertificateAuthority:
-        """Create a CA: a new root key (0600) and certificate, an empty CRL. Refuses to overwrite."""
+        """Create a CA: a new root key (0600; encrypted when a passphrase is given) and certificate,
+        an empty CRL. Refuses to overwrite."""
         validate_trust_domain(trust_domain)
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -130,13 +144,13 @@ class CertificateAuthority:
             t = time.time() if now is None else now
             key = certs.generate_key(key_type)
             root = certs.build_root(key, trust_domain, t, validity)
-            _write_new_key(d / "ca.key", key)
+            _write_new_key(d / "ca.key", key, passphrase)
             pem = root.public_bytes(serialization.Encoding.PEM)
             write_atomic(d / "ca.pem", pem)
             write_atomic(d / BUNDLE_FILE, pem)
             state = {"trust_domain": trust_domain, "crl_number": 0, "revoked": [], "issued": []}
             write_atomic(d / "state.json", json.dumps(state, indent=1).encode(), 0o600)
-        ca = cls(d)
+        ca = cls(d, passphrase)
         ca.publish_crl(now=t)
         return ca
 
@@ -353,7 +367,7 @@ class CertificateAuthority:
                 raise CaError("the previous rollover is not retired yet (old.pem exists)")
             key = certs.generate_key(self.key_type)
             root = certs.build_root(key, self.trust_domain, t, validity)
-            _write_new_key(self.directory / "next.key", key)
+            _write_new_key(self.directory / "next.key", key, self._passphrase)
             write_atomic(self.directory / "next.pem", root.public_bytes(serialization.Encoding.PEM))
             write_atomic(self.directory / BUNDLE_FILE, chain_to_pem([self.root, root]))
         return root
@@ -375,7 +389,7 @@ class CertificateAuthority:
             state["rollover_activated_at"] = t
             self._write_state(state)
         self.root = new
-        self._key = certs.load_signing_key((d / "ca.key").read_bytes())
+        self._key = self._load_key(d / "ca.key")
         self.publish_crl(now=t)
         return new
 
@@ -398,12 +412,12 @@ class CertificateAuthority:
             write_atomic(d / BUNDLE_FILE, self.root.public_bytes(serialization.Encoding.PEM))
             os.unlink(d / "old.pem")
 
-def _write_new_key(path: Path, key: certs.SigningKey) -> None:
+def _write_new_key(path: Path, key: certs.SigningKey, passphrase: bytes | None = None) -> None:
     """Write a private key 0600 with O_EXCL: never replace an existing key, even one that appeared
     since the caller looked."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(certs.private_key_pem(key))
+        f.write(certs.private_key_pem(key, passphrase))
         f.flush()
         os.fsync(f.fileno())
 

@@ -58,15 +58,17 @@ def generate_key(key_type: KeyType) -> SigningKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def private_key_pem(key: SigningKey) -> bytes:
-    """PKCS#8 PEM, unencrypted: the form pyOpenSSL loads ML-DSA keys from."""
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def private_key_pem(key: SigningKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM: unencrypted (the form pyOpenSSL loads ML-DSA keys from), or encrypted with
+    ``passphrase`` (the CA's own key at rest)."""
+    enc = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
 
-def load_signing_key(pem: bytes) -> SigningKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+def load_signing_key(pem: bytes, passphrase: bytes | None = None) -> SigningKey:
+    """Raises TypeError when the key is encrypted and no passphrase is given, ValueError when the
+    passphrase is wrong or the key is not an ML-DSA-65 or P-256 key."""
+    key = serialization.load_pem_private_key(pem, password=passphrase or None)
     if not isinstance(key, (mldsa.MLDSA65PrivateKey, ec.EllipticCurvePrivateKey)):
         raise ValueError(f"unsupported CA key type {type(key).__name__}")
     return key

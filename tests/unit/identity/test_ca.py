@@ -216,3 +216,25 @@ def test_root_rollover_without_a_flag_day(fresh_ca: CertificateAuthority, tmp_pa
     assert ca.bundle().roots == (next_root,)
     assert validate_x509_svid(new_svid.cert_chain, {td: ca.bundle()}, t0 + 5).ok
     assert CertificateAuthority(ca.directory).root == next_root  # a fresh load sees the new root
+
+
+def test_ca_key_encrypted_at_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse battery staple\n")
+    d = str(tmp_path / "ca")
+    assert run_cli("ca", "--dir", d, "--passphrase-file", str(pw), "init", "--trust-domain", "mesh.x0tta") == 0
+    key = (tmp_path / "ca" / "ca.key").read_bytes()
+    assert key.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") and mode(tmp_path / "ca" / "ca.key") == 0o600
+    with pytest.raises(CaError, match="encrypted"):
+        CertificateAuthority(tmp_path / "ca")
+    with pytest.raises(CaError, match="wrong passphrase"):
+        CertificateAuthority(tmp_path / "ca", b"guess")
+    out = tmp_path / "n1"
+    assert run_cli("ca", "--dir", d, "--passphrase-file", str(pw), "issue", "--node", "n1", "--out", str(out)) == 0
+    assert not (out / "svid.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED")  # node keys: for pyOpenSSL
+    ca = CertificateAuthority(tmp_path / "ca", b"correct horse battery staple")
+    ca.rollover_prepare()
+    assert (tmp_path / "ca" / "next.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    ca.rollover_activate()
+    assert CertificateAuthority(tmp_path / "ca", b"correct horse battery staple").root == ca.root
+    capsys.readouterr()
