@@ -10,6 +10,7 @@ Subcommands:
   capture OUT   write golden fixtures: raw kernel replies (hex) and batctl's JSON of the same
                 moment, for tests/unit/mesh/golden/
   capture_events OUT  golden fixtures of config events and of the throughput meter
+  capture_lan OUT     golden fixtures of BLA claims/backbones and the DAT cache (a LAN behind two nodes)
   lab OUT       on every node compare the client's tables with batctl, then run the mesh
                 service's reconcile, link control, the CLI and the real agent (tests/lab/mesh_checks.py)
   bench OUT     only the originator benchmark
@@ -197,6 +198,63 @@ def capture_events(out: Path) -> None:
     enter(None)
 
 
+def capture_lan(out: Path) -> None:
+    """Golden fixtures of the tables that need a LAN behind the mesh: BLA claims and backbones
+    (x0m1 and x0m2 both bridge bat0 into one LAN with a client on it) and a filled DAT cache."""
+    build()
+    converge()
+    out.mkdir(parents=True, exist_ok=True)
+    for ns in ("x0lan", "x0cli"):
+        sh(f"ip netns add {ns}")
+        sh(f"ip -n {ns} link set lo up")
+    sh("ip -n x0lan link add lanbr type bridge")
+    sh("ip -n x0lan link set lanbr up")
+    for node, idx in (("x0m1", 1), ("x0m2", 2)):
+        sh(f"ip link add l{idx}a netns {node} type veth peer name l{idx}b netns x0lan")
+        sh(f"ip -n x0lan link set l{idx}b master lanbr up")
+        sh(f"ip -n {node} link add br0 type bridge")
+        sh(f"ip -n {node} addr flush dev bat0")
+        sh(f"ip -n {node} link set bat0 master br0")
+        sh(f"ip -n {node} link set l{idx}a master br0 up")
+        sh(f"ip -n {node} addr add 10.77.0.{idx}/24 dev br0")
+        sh(f"ip -n {node} link set br0 up")
+    sh("ip link add c0a netns x0cli type veth peer name c0b netns x0lan")
+    sh("ip -n x0lan link set c0b master lanbr up")
+    sh("ip -n x0cli addr add 10.77.0.100/24 dev c0a")
+    sh("ip -n x0cli link set c0a up")
+    deadline = time.monotonic() + 40
+    claims: list[object] = []
+    while time.monotonic() < deadline:
+        sh(f"ip netns exec x0cli ping -c 2 -i 0.2 -W 1 10.77.0.{len(NODES)}", check=False)
+        enter("x0m1")
+        with BatadvSocket() as s:
+            claims = s.dump(Cmd.GET_BLA_CLAIM, "bat0")
+            backbones = s.dump(Cmd.GET_BLA_BACKBONE, "bat0")
+            dat = s.dump(Cmd.GET_DAT_CACHE, "bat0")
+        enter(None)
+        if claims and len(backbones) >= 2 and dat:
+            break
+        time.sleep(1)
+    enter("x0m1")
+    with BatadvSocket() as s:
+        got: list[bytes] = []
+        s.capture = lambda _cmd, data: got.append(data)
+        for cmd, what, name in (
+            (Cmd.GET_BLA_CLAIM, "bla_claim_json", "lan_bla_claim"),
+            (Cmd.GET_BLA_BACKBONE, "bla_backbone_json", "lan_bla_backbone"),
+            (Cmd.GET_DAT_CACHE, "dat_cache_json", "lan_dat_cache"),
+            (Cmd.GET_TRANSTABLE_LOCAL, "transtable_local_json", "lan_translocal"),
+        ):
+            got.clear()
+            s.dump(cmd, "bat0")
+            stem = out / f"x0m1_iv_{name}"
+            stem.with_suffix(".hex").write_text("".join(d.hex() + "\n" for d in got))
+            stem.with_suffix(".batctl.json").write_text(
+                json.dumps(batctl_json("bat0", what), indent=1, sort_keys=True) + "\n"
+            )
+    enter(None)
+
+
 def socket_ifnames() -> list[tuple[int, str]]:
     import socket
 
@@ -258,6 +316,9 @@ def main() -> int:
     mode, out = sys.argv[1], Path(sys.argv[2])
     if mode == "capture":
         capture(out)
+        return 0
+    if mode == "capture_lan":
+        capture_lan(out)
         return 0
     if mode == "capture_events":
         capture_events(out)

@@ -248,3 +248,21 @@ def test_tp_meter_reply_and_result() -> None:
     )
     assert (result.tpmeter_test_time, result.tpmeter_bytes) == (510, 300_808_800)
     assert result.throughput_kbit is not None and round(result.throughput_kbit) == 4_718_569
+
+
+def test_bla_and_dat_with_a_lan_behind_two_nodes() -> None:
+    # x0m1 and x0m2 bridge bat0 into one LAN: each sees the other as a backbone gateway
+    assert load("x0m1_iv_lan_bla_claim") == [
+        batadv.BlaClaim(bla_address="4e:ec:b1:19:8e:91", bla_vid=0, bla_backbone="7e:44:5d:6c:ec:f1", bla_crc=52940)
+    ]
+    backbones = load("x0m1_iv_lan_bla_backbone")
+    assert [(b.bla_backbone, b.bla_own, b.bla_crc, batadv.vid_of(b.bla_vid)) for b in backbones] == [
+        ("7e:44:5d:6c:ec:f1", False, 52940, -1),
+        ("ee:48:d3:cc:2e:b0", True, 0, -1),
+    ]
+    dat = load("x0m1_iv_lan_dat_cache")
+    assert {(d.dat_cache_ip4address, d.dat_cache_hwaddress) for d in dat} == {
+        ("10.77.0.1", "7a:d3:1a:14:80:6d"),
+        ("10.77.0.2", "72:ef:a7:20:3b:e9"),
+        ("10.77.0.3", "4e:ec:b1:19:8e:91"),
+    }
