@@ -516,6 +516,9 @@ class HealService(Subsystem):
                 "incidents": [k.incident_json(i) for i in (k.incidents if k else ())],
                 "breakers": self.executor.breakers.states() if self.executor else {},
                 "probes": [_probe_json(p) for p in (self.prober.stats() if self.prober else ())],
+                "probe_stalls": self.prober.tracker.stalls if self.prober else 0,
+                "link_rx_age": ({k: round(time.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
+                                if self.prober else {}),
                 "stats": [{"symptom": s, "action": a, "ok": ok, "failed": bad}
                           for (s, a), (ok, bad) in (k.stats.items() if k else ())],
             }

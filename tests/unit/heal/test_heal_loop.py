@@ -196,10 +196,14 @@ def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settin
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
     assert d[1].action.param("interval_ms") == settings.unstable_orig_interval
     assert d[1].action.param("previous_ms") == 1000 and "companion" in d[1].reasons[0]
+    assert d[0].action.verify_after == 2.5  # two and a half OGM intervals of 1 s
     t = 1.5
     k, d, ev = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=250), t)
-    assert sorted(e.data["kind"] for e in ev if e.name == "verified") == ["steer_off", "tune_orig_interval"]
-    t = 2.0
+    assert [e.data["kind"] for e in ev if e.name == "verified"] == ["tune_orig_interval"]
+    t = 2.9
+    k, d, ev = run(k, ring.obs(t, lost_run=26, loss=1.0, eth0_attached=False, interval=250), t)
+    assert [e.data["kind"] for e in ev if e.name == "verified"] == ["steer_off"]
+    t = 3.0
     k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
     t += settings.silent_loss_clear_after + 0.01
     k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)

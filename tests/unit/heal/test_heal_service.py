@@ -35,7 +35,7 @@ class Kernel:
     # MeshClient
     async def mesh_info(self, meshif):
         return batadv.MeshInfo(mesh_ifindex=10, mesh_ifname="bat0", mesh_address="02:00:00:00:00:01",
-                               orig_interval=250, gw_mode=0, hop_penalty=30)
+                               orig_interval=20, gw_mode=0, hop_penalty=30)
 
     async def hardifs(self, meshif):
         return [batadv.HardIf(hard_ifindex=i, hard_ifname=n, hard_address=f"02:00:00:00:01:0{i}", active=True,
@@ -77,7 +77,10 @@ class Prober:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.sent = self.received = 0
-        self.tracker = type("T", (), {"rejected": 0})()
+        self.tracker = type("T", (), {"rejected": 0, "stalls": 0})()
+
+    def link_rx(self):
+        return {}
 
     def stats(self):
         import time

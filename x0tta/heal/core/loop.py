@@ -339,9 +339,9 @@ def _verify(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
                 rec = _undo_decision(st, rec, Op.ROLLBACK, f"did not help: {why}")
             st.records[rid] = rec
         elif (
-            partition
-            and rec.action.kind == ActionKind.STEER_OFF
-            and rec.state in (State.APPLIED, State.EFFECTIVE)
+            partition  # a steer-off judged good earlier; right after one, originators reachable
+            and rec.action.kind == ActionKind.STEER_OFF  # only through that link vanish for an OGM
+            and rec.state == State.EFFECTIVE  # interval or two: its own verification judges that
             and rec.undo_state is None
             and rec.symptom[0] != SymptomKind.PARTITION
         ):

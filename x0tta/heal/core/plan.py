@@ -79,6 +79,9 @@ def steer_off(
         hop_penalty=s.steer_hop_penalty if method == "penalty" else None,
         previous_hop_penalty=h.hop_penalty if h else None,
     )
+    # originators heard only through this link come back through others with their next OGMs:
+    # judge the effect after a couple of originator intervals, not before
+    ogm = (obs.orig_interval_ms or 1000) / 1000.0
     action = Action(
         kind=ActionKind.STEER_OFF,
         target=f"hardif:{hardif}",
@@ -87,7 +90,7 @@ def steer_off(
         blast_radius=neighbours,
         cost=2.0 if method == "detach" else 1.5,
         expected=f"no originator routed through {hardif}, and no originators lost",
-        verify_after=s.verify_after,
+        verify_after=max(s.verify_after, 2.5 * ogm),
     )
     if h is None:
         return action, f"{hardif} is not a hard interface of the mesh"
