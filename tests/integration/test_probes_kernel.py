@@ -332,10 +332,22 @@ async def test_service_exports_metrics_and_admin_commands(net, pin):
         listing = await ctx.commands["guard.list"]({})
         assert listing["mode"] == "enforce" and listing["enforced_in_kernel"]
         assert ctx.conditions == ()
+
+        # reload: guard mode and static MACs apply in place; map sizes need a restart
+        from dataclasses import replace
+
+        from x0tta.config.schema import AgentSettings
+
+        observe = replace(s, guard_mode="observe", admitted_macs=(OTHER_MAC,))
+        assert await svc.reload(ctx, AgentSettings(probes=observe)) is True
+        assert svc.guard.mode == "observe" and svc.guard.is_admitted(OTHER_MAC) and svc.guard.is_admitted(PEER_MAC)
+        assert svc._probes.obj.maps[core.MAP_CONFIG].lookup(b"\0\0\0\0")[:4] == b"\0\0\0\0"
+        assert await svc.reload(ctx, AgentSettings(probes=replace(observe, flow_map_size=128))) is False
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
+            async with asyncio.timeout(10):  # a stop that hangs fails the test instead
+                await task
     assert filters(net.host, "ingress") == []
     assert ctx.registry.get_sample_value("x0tta_probes_up") == 0.0
 

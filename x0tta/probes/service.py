@@ -206,6 +206,7 @@ class ProbesService(Subsystem):
         self._max_labels = 256
         self._top = s.top_flows
         self._wake = asyncio.Event()
+        self._running: ProbeSettings | None = None
 
     # -- API for other subsystems -------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class ProbesService(Subsystem):
     # -- the subsystem ------------------------------------------------------------------------
 
     async def run(self, ctx: Context) -> None:
-        s = ctx.settings.probes
+        s = self._running = ctx.settings.probes
         self._apply(ctx.settings)
         if not self._registered:
             self._register(ctx)
@@ -266,17 +267,20 @@ class ProbesService(Subsystem):
     async def _pause(self, seconds: float) -> None:
         """Sleep until the next poll, or until a reload wants one now."""
         self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
         except TimeoutError:
             pass
 
     async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
-        old, new = ctx.settings.probes, settings.probes
+        # ctx.settings may already be the new settings: compare with what this run started with
+        old, new = self._running or ctx.settings.probes, settings.probes
         fixed = ("enabled", "interfaces", "batman_interface", "flow_map_size", "neighbor_map_size",
                  "admitted_map_size", "pin_path", "object_path")  # fmt: skip
         if any(getattr(old, f) != getattr(new, f) for f in fixed):
             return False
+        self._running = new
         self._apply(settings)
         self.guard.reconfigure(new.guard_mode, new.admitted_macs)
         self._wake.set()
