@@ -403,8 +403,8 @@ def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
         f'[probes]\ninterfaces = ["{net.host}"]\npin_path = "{pin}"\npoll_interval = 0.2\nguard_mode = "enforce"\n'
     )
     settings = load_settings(cfg, {})
-    proc = start_agent(cfg)
-    try:
+
+    def loaded() -> dict:
         deadline = time.monotonic() + 20
         listing: dict = {}
         while time.monotonic() < deadline and not listing.get("enforced_in_kernel"):
@@ -414,6 +414,11 @@ def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
             except Exception:  # not up yet
                 listing = {}
         assert listing.get("enforced_in_kernel"), listing
+        return listing
+
+    proc = start_agent(cfg)
+    try:
+        loaded()
         assert call(settings.admin_socket, "guard.admit", {"mac": PEER_MAC})["changed"] is True
         net.send_batman(4)
         net.send_batman(3, src=OTHER_MAC)
@@ -430,3 +435,18 @@ def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
         out, err = proc.communicate(timeout=10)
     assert "probes_detached" in out + err
     assert filters(net.host, "ingress") == [] and filters(net.host, "egress") == []
+
+    # restart: the pinned maps bring back the counters and the dynamic admission
+    proc = start_agent(cfg)
+    try:
+        listing = loaded()
+        assert {"mac": PEER_MAC, "origin": "dynamic"}.items() <= listing["admitted"][0].items()
+        net.send_batman(1)
+        time.sleep(0.6)
+        neigh = {n["mac"]: n for n in call(settings.admin_socket, "probes.neighbors", {})}
+        assert neigh[PEER_MAC]["rx_packets"] == 5 and neigh[OTHER_MAC]["denied_packets"] == 3
+        for hook in ("ingress", "egress"):
+            assert len(filters(net.host, hook)) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
