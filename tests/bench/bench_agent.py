@@ -87,7 +87,7 @@ def main() -> None:
     cpu = statistics.median(r[2] for r in results)
     b = statistics.median(base)
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| measure | agent (median of %d) | baseline | ratio |" % args.runs)
+    print(f"| measure | agent (median of {args.runs}) | baseline | ratio |")
     print("|---|---|---|---|")
     print(f"| start to READY=1 | {ready * 1000:.0f} ms | {b * 1000:.0f} ms (python -c pass) | {ready / b:.1f}x |")
     print(f"| idle RSS | {rss / 1024:.1f} MiB | | |")
