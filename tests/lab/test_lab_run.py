@@ -1,6 +1,7 @@
 """The mesh lab itself, on real batman-adv in User-Mode Linux (x0tta.lab, docs/lab.md).
 
-Two boots of the 5-node ring (configs/lab/ring.toml) with scenarios of their own:
+Two boots of the 5-node ring (configs/lab/ring.toml) with scenarios of their own, and one of the
+3-node line (configs/lab/line.toml, BATMAN_V) as written, without agents:
 
 * batman-adv alone: the ring converges and every node sees every other originator (batctl oj,
   checked in the guest on each node); a link that silently drops everything (netem 100 %, the link
@@ -10,6 +11,8 @@ Two boots of the 5-node ring (configs/lab/ring.toml) with scenarios of their own
   TQ only decays for OGMs arriving on the same interface, so it holds until the 200 s purge.)
 * with an agent on every node: agents answer on their admin sockets before convergence is declared,
   an agent killed with SIGKILL is seen to die and a restarted one comes back, logs are kept.
+* the line: a degraded link shows in the round-trip times, killing the middle node cuts the
+  traffic off until it is restored, and the mesh converges again.
 
 No assertion is on a duration: the figures are printed and recorded, not judged.
 """
@@ -57,10 +60,11 @@ WITH_AGENTS = [
 ]
 
 
-def _run(tmp_path_factory: pytest.TempPathFactory, name: str, steps: list[dict], agents: bool) -> LabResult:
+def _run(tmp_path_factory: pytest.TempPathFactory, name: str, steps: list[dict] | None, agents: bool,
+         topology: Path = RING) -> LabResult:
     out = tmp_path_factory.mktemp(name)
     try:
-        result = run_lab(RING, out, scenario=steps, agents=agents)
+        result = run_lab(topology, out, scenario=steps, agents=agents)
     except LabUnavailable as exc:
         pytest.skip(f"the lab cannot run here: {exc}")
     print(result.summary())
@@ -154,3 +158,18 @@ def test_agents_run_on_every_node_and_survive_kill(with_agents: LabResult) -> No
     assert len(ready) == 1 and first_start < ready[0]["t"] < converged["t"] + converged["took"]
     assert all(with_agents.state_dir(node).is_dir() for node in NODES)
     assert with_agents.timeline["agent_exits"] == dict.fromkeys(NODES, 0)
+
+
+def test_line_degrade_kill_node_and_restore(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """configs/lab/line.toml as written, batman-adv V alone: degrade, kill the middle node, restore."""
+    result = _run(tmp_path_factory, "lab-line", None, agents=False, topology=ROOT / "configs" / "lab" / "line.toml")
+    assert result.timeline["routing_algo"] == "BATMAN_V"
+    degrade, kill, restore = result.event("degrade"), result.event("kill"), result.event("restore")
+    samples = result.samples("n1->n3")
+    degraded = sorted(s.rtt_ms for s in samples if degrade["t"] + 0.5 < s.sent < kill["t"] and not s.lost)
+    assert degraded and degraded[len(degraded) // 2] >= 40.0, "20 ms more each way on n2-n3"
+    cut_off = [o for o in result.outages("n1->n3") if o.start >= kill["t"] - 0.1]
+    assert cut_off and cut_off[0].start <= kill["t"] + 0.1 and cut_off[0].end >= restore["t"]
+    assert result.snapshot("partitioned", "n1")["hardifs"]  # n1 itself is still up
+    assert result.event("reconverged")["ok"]
+    assert result.time_to_restore("n1->n3", after="restore") is not None
