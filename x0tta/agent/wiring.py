@@ -38,12 +38,17 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
     def heal(s: AgentSettings) -> Subsystem:
         return _heal(s, overrides)
 
+    # The probes are shared too: the peer subsystem admits and revokes MACs through
+    # ``probes.guard`` and the MAPE-K monitor reads ``probes.neighbors_seen()`` (docs/ebpf.md).
+    def probes(s: AgentSettings) -> Subsystem:
+        return shared.setdefault("probes", _probes(s))
+
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
         "mesh": (settings.mesh.enabled, mesh),
         "heal": (settings.heal.enabled, heal),
         "peer": (settings.peer.enabled, peer),
-        "probes": (settings.probes.enabled, _probes),
+        "probes": (settings.probes.enabled, probes),
     }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
 
