@@ -17,6 +17,7 @@ deletes that make them equal: applying it twice is a no-op (the adapter is idemp
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -135,3 +136,21 @@ def plan_sync(
     puts = {m: o for m, o in desired.items() if current.get(m) != o}
     deletes = sorted(m for m in current if m not in desired)
     return puts, deletes
+
+
+def mac_from_link_local(host: str) -> bytes | None:
+    """The MAC inside a modified-EUI-64 IPv6 link-local address (RFC 4291 appendix A: the MAC with
+    ff:fe in the middle and the universal/local bit flipped), or None when ``host`` is not one.
+    A peer that authenticates from fe80::...%if over a hard interface is, in the default Linux
+    addressing (addr_gen_mode eui64), the MAC its batman-adv frames come from on that link."""
+    text = host.strip("[]").split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version != 6 or not ip.is_link_local:
+        return None
+    iid = ip.packed[8:]
+    if iid[3:5] != b"\xff\xfe":
+        return None
+    return bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]

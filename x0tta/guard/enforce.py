@@ -18,10 +18,10 @@ written to the maps as soon as they bind: admissions are never lost for want of 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from x0tta.guard.core import AdmissionState, parse_mac, plan_sync
+from x0tta.guard.core import STATIC, AdmissionState, mac_from_link_local, parse_mac, plan_sync
 
 
 class AdmittedMap(Protocol):
@@ -104,3 +104,43 @@ class Guard:
             self._admitted.update(mac, ORIGIN[origin])
         for mac in deletes:
             self._admitted.delete(mac)
+
+
+class PeerAdmission:
+    """Admit the MAC behind every authenticated peer session; revoke it when its last session goes.
+
+    A callback for ``PeerService.subscribe`` (called on the loop with a ``PeerChange``: ``up``,
+    ``host``, ``spiffe_id``). ``resolve(host) -> MAC | None`` maps the session's address to the MAC
+    its batman-adv frames come from; by default the MAC inside an EUI-64 link-local address (the
+    handshake over a hard interface's fe80:: address). A host it cannot map is reported through
+    ``on_unresolved`` and admits nothing: authenticated but unplaceable is not admitted.
+    """
+
+    def __init__(
+        self,
+        guard: Guard,
+        resolve: Callable[[str], bytes | None] = mac_from_link_local,
+        on_unresolved: Callable[[str], None] | None = None,
+    ) -> None:
+        self.guard, self.resolve, self.on_unresolved = guard, resolve, on_unresolved
+        self.sessions: dict[bytes, int] = {}  # MAC -> sessions up (in and out count separately)
+
+    def __call__(self, change: object) -> None:
+        host, up, who = getattr(change, "host", ""), getattr(change, "up", False), getattr(change, "spiffe_id", "")
+        mac = self.resolve(host)
+        if mac is None:
+            if self.on_unresolved is not None:
+                self.on_unresolved(host)
+            return
+        if up:
+            self.sessions[mac] = self.sessions.get(mac, 0) + 1
+            self.guard.admit(mac, reason=who)
+            return
+        left = self.sessions.get(mac, 0) - 1
+        if left > 0:
+            self.sessions[mac] = left
+            return
+        self.sessions.pop(mac, None)
+        entry = self.guard.state.entries.get(mac)
+        if entry is not None and entry.origin != STATIC:
+            self.guard.revoke(mac)

@@ -92,3 +92,41 @@ def test_guard_writes_maps_once_bound():
     g.admit(C)
     assert raw(C) not in pinned.data and g.is_admitted(C)
     assert g.to_json()["enforced_in_kernel"] is False
+
+
+def test_mac_from_link_local():
+    from x0tta.guard.core import mac_from_link_local
+
+    assert mac_from_link_local("fe80::ff:fe00:102") == parse_mac("02:00:00:00:01:02")
+    assert mac_from_link_local("[fe80::a8bb:ccff:fedd:eeff%eth0]") == parse_mac("aa:bb:cc:dd:ee:ff")
+    for host in ("10.0.0.1", "2001:db8::ff:fe00:102", "fe80::1", "not an address", ""):
+        assert mac_from_link_local(host) is None
+
+
+def test_peer_admission_follows_sessions():
+    from dataclasses import dataclass
+
+    from x0tta.guard.enforce import PeerAdmission
+
+    @dataclass
+    class Change:
+        up: bool
+        host: str
+        spiffe_id: str = "spiffe://mesh/node/b"
+
+    g = Guard("enforce", [A])
+    unresolved = []
+    adm = PeerAdmission(g, on_unresolved=unresolved.append)
+    b_ll = "fe80::ff:fe00:b%eth0"  # MAC 02:00:00:00:00:0b
+    adm(Change(True, b_ll))
+    adm(Change(True, b_ll))  # a second session (the other direction)
+    assert g.is_admitted(B) and g.state.entries[raw(B)].reason == "spiffe://mesh/node/b"
+    adm(Change(False, b_ll))
+    assert g.is_admitted(B)  # one session still up
+    adm(Change(False, b_ll))
+    assert not g.is_admitted(B)
+    adm(Change(True, "10.0.0.7"))
+    assert unresolved == ["10.0.0.7"] and len(g.state.entries) == 1
+    adm(Change(True, "fe80::ff:fe00:a"))  # a statically admitted MAC stays when its session ends
+    adm(Change(False, "fe80::ff:fe00:a"))
+    assert g.is_admitted(A)
