@@ -86,7 +86,8 @@ class GuestLab:
     def event(self, kind: str, t: float | None = None, **fields: Any) -> dict[str, Any]:
         ev = {"t": round(self.now() if t is None else t, 6), "kind": kind, **fields}
         self.events.append(ev)
-        print(f"x0tta-lab: {ev['t']:9.3f} {kind} {fields}", flush=True)
+        detail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k != "label")
+        print(f"x0tta-lab: {ev['t']:9.3f}  {kind:<14} {detail}", flush=True)
         return ev
 
     # -- commands in nodes --------------------------------------------------------------------

@@ -67,7 +67,7 @@ export HOME=/run/home PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={pythonpath}
 cd /run
 {python} -m x0tta.lab.guest {spec} 2>&1 | tee {out}/engine.log
 echo "x0tta-lab: engine finished"
-halt -f
+halt -f -d  # -d: no wtmp record (it would land in the host's /var/log/wtmp)
 """
 
 
