@@ -77,8 +77,8 @@ def test_failed_action_is_rolled_back(settings, ring):
     k, _, _ = run(k, ring.obs(0.0), 0.0)
     k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3)
     rid = d[0].id
-    # detach "applied" but the kernel still shows eth0 attached: did not help -> rollback
-    k, d, ev = run(k, ring.obs(1.5, lost_run=12, loss=0.6), 1.5)
+    # detached, but most originators vanished with it: made things worse -> rollback
+    k, d, ev = run(k, ring.obs(1.5, lost_run=12, loss=0.6, eth0_attached=False, others=0), 1.5)
     assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
     assert k.records[rid].state == State.FAILED
     assert k.stats[("silent_loss", "steer_off")] == (0, 1)
@@ -211,3 +211,19 @@ def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settin
     t += settings.restore_verify_after + 0.1
     k, d, ev = run(k, ring.obs(t, interval=1000), t)
     assert "incident_closed" in names(ev) and not k.records
+
+
+def test_a_detach_undone_by_someone_else_is_applied_again_a_bounded_number_of_times(settings, ring):
+    from x0tta.heal.core.loop import MAX_REAPPLY
+
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    rid = d[0].id
+    again = 0
+    for i in range(MAX_REAPPLY + 3):
+        t = 0.4 + 0.1 * i
+        # a reconcile keeps attaching eth0 while the link is still silent
+        k, d, _ = run(k, ring.obs(t, lost_run=4 + i, loss=0.3), t)
+        again += sum(1 for x in d if x.id == rid and x.op == Op.APPLY)
+    assert again == MAX_REAPPLY
+    assert k.records[rid].reapplied == MAX_REAPPLY

@@ -83,6 +83,7 @@ class Record:
     undo_verify_at: float | None = None
     undo_reason: str = ""
     baseline: tuple[tuple[str, Any], ...] = ()
+    reapplied: int = 0  # times applied again because someone else undid it
 
     @property
     def holds(self) -> bool:
@@ -123,6 +124,7 @@ class Record:
             "undo_applied": self.undo_applied,
             "undo_reason": self.undo_reason,
             "baseline": dict(self.baseline),
+            "reapplied": self.reapplied,
         }
 
 
@@ -319,6 +321,16 @@ def _verify(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
     s = st.k.settings
     partition = (SymptomKind.PARTITION.value, "mesh") in active
     for rid, rec in list(st.records.items()):
+        if _undone_by_others(rec, obs, active) and rec.reapplied < MAX_REAPPLY:
+            rec = replace(rec, state=State.PLANNED, outcome="re-applied: undone by someone else",
+                          reapplied=rec.reapplied + 1)
+            st.records[rid] = rec
+            st.decisions.append(Decision(
+                id=rid, incident=rec.incident, op=Op.APPLY, action=rec.action, symptom=rec.symptom,
+                reasons=(f"{rec.action.target} was restored by someone else (e.g. a mesh reconcile) while "
+                         f"{rec.symptom[0]} lasts; applying again ({rec.reapplied}/{MAX_REAPPLY})",),
+            ))
+            continue
         if rec.state == State.APPLIED and rec.verify_at is not None and st.now >= rec.verify_at:
             if rec.symptom not in active:
                 ok, why = True, "the symptom cleared"
@@ -350,23 +362,20 @@ def _verify(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
             st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
                      target=rec.action.target, reason=rec.outcome)
             st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, "the mesh partitioned while steered off")
-        elif _undone_by_others(rec, obs, active):
-            rec = replace(rec, state=State.PLANNED, outcome="re-applied: undone by someone else")
-            st.records[rid] = rec
-            st.decisions.append(Decision(
-                id=rid, incident=rec.incident, op=Op.APPLY, action=rec.action, symptom=rec.symptom,
-                reasons=(f"{rec.action.target} was restored by someone else while {rec.symptom[0]} lasts; "
-                         "applying again",),
-            ))
         if rec.undo_state == Undo.APPLIED and rec.undo_verify_at is not None and st.now >= rec.undo_verify_at:
             st.records[rid] = replace(rec, undo_state=Undo.EFFECTIVE)
             st.event("verified", rec.incident, id=f"{rid}/undo", ok=True, op=rec.undo_op.value if rec.undo_op else "",
                      kind=UNDO[rec.action.kind].value, target=rec.action.target, reason="undo held")
 
 
+MAX_REAPPLY = 5
+
+
 def _undone_by_others(rec: Record, obs: Observation, active: dict[Key, Symptom]) -> bool:
-    """An effective detach found attached again (e.g. by a reconcile) while its symptom lasts."""
-    if rec.state != State.EFFECTIVE or rec.undo_state is not None or rec.symptom not in active:
+    """An applied detach found attached again (e.g. by a reconcile) while its symptom lasts."""
+    if rec.state not in (State.APPLIED, State.EFFECTIVE) or rec.undo_state is not None:
+        return False
+    if rec.symptom not in active:
         return False
     if rec.action.kind != ActionKind.STEER_OFF or rec.action.param("method") != "detach":
         return False
@@ -673,4 +682,5 @@ def _record_from_json(a: Mapping[str, Any]) -> Record:
         undo_applied=a.get("undo_applied"),
         undo_reason=a.get("undo_reason", ""),
         baseline=tuple(sorted(a.get("baseline", {}).items())),
+        reapplied=a.get("reapplied", 0),
     )
