@@ -7,7 +7,8 @@ What it does
 * Listens on ``[peer] listen_address:port`` and accepts mutual TLS sessions (``x0tta.peer.tls``);
   every accepted session runs the peer protocol (``x0tta.peer.session``).
 * Keeps one outgoing session (a :class:`Link`) to every peer address: those in ``[peer] peers`` plus
-  whatever the ``neighbours`` callable returns (batman-adv's neighbour table, wired by the agent).
+  whatever ``neighbours`` holds: an iterable of addresses, or a callable returning one, asked
+  again every ``neighbour_refresh`` (batman-adv's neighbour table, wired by the agent).
   Links reconnect with exponential backoff; a reconnect resumes the TLS session when it can.
 * Rotation: on every update from the source, :meth:`TlsEndpoint.update` rebuilds the TLS contexts
   (new handshakes use the new SVID and bundle at once), and every established session's peer
@@ -255,7 +256,7 @@ class PeerService(Subsystem):
     name = "peer"
 
     def __init__(self, identity: IdentityProvider | None = None, *,
-                 neighbours: Callable[[], Iterable[str]] | None = None) -> None:
+                 neighbours: Callable[[], Iterable[str]] | Iterable[str] | None = None) -> None:
         self._identity = identity
         self._neighbours = neighbours
         self._methods: dict[str, MethodHandler] = {"peer.echo": self._echo, "peer.info": self._info}
@@ -521,7 +522,8 @@ class PeerService(Subsystem):
         addresses = list(self.settings.peers)
         if self._neighbours is not None:
             try:
-                addresses += list(self._neighbours())
+                found = self._neighbours() if callable(self._neighbours) else self._neighbours
+                addresses += list(found)
             except Exception as exc:  # a broken neighbour source must not stop configured peers
                 self.log.warning("peer_neighbours_failed", error=str(exc))
         seen: dict[str, tuple[str, int]] = {}

@@ -147,3 +147,18 @@ async def test_one_trace_spans_both_nodes():
     assert server.context.trace_id == client.context.trace_id
     assert server.parent is not None and server.parent.span_id == client.context.span_id
     provider.shutdown()
+
+
+async def test_links_follow_the_neighbour_source():
+    ca = TestCA("mesh.test")
+    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
+    async with running(b, FakeContext(settings(0), node_id="b")):
+        current = [f"127.0.0.1:{b.port}"]
+        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))), neighbours=lambda: current)
+        ctx_a = FakeContext(settings(0), node_id="a")
+        async with running(a, ctx_a):
+            await until(lambda: [r for r in a.sessions() if r[0] == "out"])
+            assert list(a.links) == [f"127.0.0.1:{b.port}"]
+            current = []  # the neighbour left the table
+            await until(lambda: not a.links and not [r for r in a.sessions() if r[0] == "out"])
+            await until(lambda: not b.inbound)
