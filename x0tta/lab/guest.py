@@ -120,7 +120,7 @@ class GuestLab:
         entries = self._originators_netlink(node)
         if entries is None:
             entries = self.batctl_json(node, "originators")
-        return best_routes(entries, self.topology.mac_owner())
+        return best_routes(entries, self.topology.mac_owner(), self.topology.originator_owner())
 
     def _originators_netlink(self, node: str) -> list[dict[str, Any]] | None:
         if self._batadv is False:
@@ -483,7 +483,7 @@ class Engine(GuestLab):
             doc: dict[str, Any] = {"t": round(self.now(), 6), "node": node}
             for table in BATCTL_TABLES:
                 doc[table] = self.batctl_json(node, table)
-            doc["routes"] = best_routes(doc["originators"], self.topology.mac_owner())
+            doc["routes"] = best_routes(doc["originators"], self.topology.mac_owner(), self.topology.originator_owner())
             (where / f"{node}.json").write_text(json.dumps(doc, indent=1))
             self.measurements["routes"].append({"t": doc["t"], "label": step.label, "node": node,
                                                 "routes": doc["routes"]})

@@ -72,6 +72,11 @@ def test_best_routes_and_convergence():
         {"orig_address": "aa:aa:aa:aa:aa:aa", "neigh_address": "02:ba:00:02:00:01", "best": True},
     ]
     assert best_routes(entries, owners) == {"b": "b", "c": "b"}
+    # a neighbour's secondary interface listed as an originator of its own, stale but "best"
+    stale = {"orig_address": "02:ba:00:02:00:01", "neigh_address": "02:ba:00:02:00:01", "best": True}
+    moved = {"orig_address": "02:ba:02:02:00:00", "neigh_address": "02:ba:02:03:00:00", "best": True}
+    primaries = {"02:ba:02:02:00:00": "b", "02:ba:02:03:00:00": "c"}
+    assert best_routes([moved, stale], {**owners, **primaries}, primaries) == {"b": "c"}
     expected = reachable(["a", "b", "c", "d"], [("a", "b"), ("b", "c")])
     assert expected == {"a": {"b", "c"}, "b": {"a", "c"}, "c": {"a", "b"}, "d": set()}
     views = {"a": {"b": "b", "c": "b"}, "b": {"a": "a"}, "c": {}}

@@ -82,6 +82,9 @@ def test_addresses_and_macs_are_derived_and_unique():
     owners = t.mac_owner()
     assert len(owners) == 3 * 2 + 3 * 2  # bat0 + primary per node, two veth ends per link
     assert owners["02:ba:00:03:00:03"] == "c"
+    assert t.originator_owner() == {"02:ba:02:01:00:00": "a", "02:ba:02:02:00:00": "b", "02:ba:02:03:00:00": "c"}
+    linked = t.with_changes(overrides={"mesh": {"primary": "link"}})
+    assert linked.originator_owner()["02:ba:00:01:00:01"] == "a"  # a's end of its first link, a-b
 
 
 def test_every_problem_is_reported_with_its_path():

@@ -110,16 +110,21 @@ def loss_between(samples: Sequence[PingSample], t0: float, t1: float) -> tuple[i
     return len(window), sum(1 for s in window if s.lost)
 
 
-def best_routes(originators: Iterable[Mapping[str, Any]], mac_owner: Mapping[str, str]) -> dict[str, str]:
+def best_routes(originators: Iterable[Mapping[str, Any]], mac_owner: Mapping[str, str],
+                orig_owner: Mapping[str, str] | None = None) -> dict[str, str]:
     """``batctl oj`` entries -> {destination node: next-hop node}, best entries only.
 
-    Entries whose addresses are not lab MACs are ignored; a next hop that is not a lab MAC is
-    reported as the raw MAC."""
+    ``orig_owner`` maps each node's originator address (its primary interface's MAC) to the node;
+    only those entries count. BATMAN_IV also lists a neighbour's other interfaces as originators of
+    their own (one hop, through that interface), and such an entry can stay "best" long after the
+    link died: counting it would report a dead route. Without ``orig_owner``, any lab MAC counts.
+    Entries of unknown addresses are ignored; a next hop that is not a lab MAC is the raw MAC."""
+    owners = mac_owner if orig_owner is None else orig_owner
     out: dict[str, str] = {}
     for entry in originators:
         if not entry.get("best"):
             continue
-        dest = mac_owner.get(str(entry.get("orig_address", "")).lower())
+        dest = owners.get(str(entry.get("orig_address", "")).lower())
         if dest is None:
             continue
         hop = str(entry.get("neigh_address", "")).lower()

@@ -208,6 +208,16 @@ class Topology:
     def neighbours(self, node: str) -> tuple[str, ...]:
         return tuple(link.peer(node) for link in self.links_of(node))
 
+    def originator_owner(self) -> dict[str, str]:
+        """Every node's originator address (the MAC of bat0's primary interface) -> the node."""
+        out = {}
+        for node in self.nodes:
+            if self.primary == "dummy":
+                out[node.primary_mac] = node.name
+            elif self.links_of(node.name):
+                out[veth_mac(node, self.links_of(node.name)[0])] = node.name
+        return out
+
     def hard_interfaces(self, node: str) -> list[str]:
         """bat0's hard interfaces on ``node``, in the order they are attached (the first is primary)."""
         links = [link.ifname(node) for link in self.links_of(node)]
