@@ -442,6 +442,12 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         others = _needed_by(rec.action.target, active)
         if others:
             continue
+        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and any(
+            r.incident == rec.incident and r.action.kind == ActionKind.STEER_OFF
+            and r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE
+            for r in st.records.values()
+        ):
+            continue  # fast OGMs also make the restored link's route come back sooner: keep them till then
         st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
 
 
