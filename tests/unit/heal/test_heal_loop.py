@@ -196,14 +196,14 @@ def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settin
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
     assert d[1].action.param("interval_ms") == settings.unstable_orig_interval
     assert d[1].action.param("previous_ms") == 1000 and "companion" in d[1].reasons[0]
-    assert d[0].action.verify_after == 2.5  # two and a half OGM intervals of 1 s
+    assert d[0].action.verify_after == 4.0  # four OGM intervals of 1 s
     t = 1.5
     k, d, ev = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=250), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["tune_orig_interval"]
-    t = 2.9
-    k, d, ev = run(k, ring.obs(t, lost_run=26, loss=1.0, eth0_attached=False, interval=250), t)
+    t = 4.4
+    k, d, ev = run(k, ring.obs(t, lost_run=41, loss=1.0, eth0_attached=False, interval=250), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["steer_off"]
-    t = 3.0
+    t = 4.5
     k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
     t += settings.silent_loss_clear_after + 0.01
     k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
@@ -231,3 +231,14 @@ def test_a_detach_undone_by_someone_else_is_applied_again_a_bounded_number_of_ti
         again += sum(1 for x in d if x.id == rid and x.op == Op.APPLY)
     assert again == MAX_REAPPLY
     assert k.records[rid].reapplied == MAX_REAPPLY
+
+
+def test_a_failed_steer_off_is_planned_again_while_its_companion_holds(settings, ring):
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
+    # four OGM intervals later most originators are still gone: rolled back
+    k, d, _ = run(k, ring.obs(4.4, lost_run=40, loss=1.0, eth0_attached=False, others=0, interval=250), 4.4)
+    assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
+    k, d, _ = run(k, ring.obs(4.5, lost_run=41, loss=1.0, interval=250), 4.5)
+    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]  # the faster OGMs stay in place

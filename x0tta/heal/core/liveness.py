@@ -249,7 +249,9 @@ class Tracker:
             if now < self.grace_until:  # we were not running: nothing to conclude yet
                 rx_run = tx_run = 0
             other = link_rx.get(key[0])
-            if other is not None and other > p.last_rx + self.interval:
+            # well after the last probe: frames that were already on the wire when the link died
+            # (a ping reply, an OGM) arrive within an interval or so, and must not hide the loss
+            if other is not None and other > p.last_rx + 2.5 * self.interval:
                 rx_run = 0
             rx_loss = self._rx_loss(p, now)
             out.append(

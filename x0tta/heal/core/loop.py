@@ -84,6 +84,7 @@ class Record:
     undo_reason: str = ""
     baseline: tuple[tuple[str, Any], ...] = ()
     reapplied: int = 0  # times applied again because someone else undid it
+    companion: bool = False  # goes with the incident's remedy; does not stop planning another one
 
     @property
     def holds(self) -> bool:
@@ -125,6 +126,7 @@ class Record:
             "undo_reason": self.undo_reason,
             "baseline": dict(self.baseline),
             "reapplied": self.reapplied,
+            "companion": self.companion,
         }
 
 
@@ -462,7 +464,7 @@ def _plan(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         sym = active.get(inc.key)
         if sym is None or st.now < inc.next_attempt:
             continue
-        if any(r.incident == inc_id and r.holds for r in holding):
+        if any(r.incident == inc_id and r.holds and not r.companion for r in holding):
             continue
         steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
         cands = candidates(sym, obs, s, lossy, st.stats, steered)
@@ -535,7 +537,7 @@ def _companion(st: _Step, inc: Incident, sym: Symptom, chosen: Action, obs: Obse
         "nodes drop their routes through the dead link sooner",
     )
     rec = Record(id=rid, incident=inc.id, symptom=inc.key, action=action, reasons=reasons, state=State.PLANNED,
-                 decided=st.now, baseline=evidence(originators=len(obs.originators)))
+                 decided=st.now, baseline=evidence(originators=len(obs.originators)), companion=True)
     st.records[rid] = rec
     st.decisions.append(Decision(id=rid, incident=inc.id, op=Op.APPLY, action=action, symptom=inc.key,
                                  reasons=reasons))
@@ -689,4 +691,5 @@ def _record_from_json(a: Mapping[str, Any]) -> Record:
         undo_reason=a.get("undo_reason", ""),
         baseline=tuple(sorted(a.get("baseline", {}).items())),
         reapplied=a.get("reapplied", 0),
+        companion=a.get("companion", False),
     )

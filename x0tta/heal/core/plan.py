@@ -80,7 +80,7 @@ def steer_off(
         previous_hop_penalty=h.hop_penalty if h else None,
     )
     # originators heard only through this link come back through others with their next OGMs:
-    # judge the effect after a couple of originator intervals, not before
+    # judge the effect after a few originator intervals (4: measured in a 5-node ring), not before
     ogm = (obs.orig_interval_ms or 1000) / 1000.0
     action = Action(
         kind=ActionKind.STEER_OFF,
@@ -90,7 +90,7 @@ def steer_off(
         blast_radius=neighbours,
         cost=2.0 if method == "detach" else 1.5,
         expected=f"no originator routed through {hardif}, and no originators lost",
-        verify_after=max(s.verify_after, 2.5 * ogm),
+        verify_after=max(s.verify_after, 4.0 * ogm),
     )
     if h is None:
         return action, f"{hardif} is not a hard interface of the mesh"
