@@ -451,6 +451,9 @@ class PeerService(Subsystem):
         session.start()
         try:
             await session.wait_established(self.settings.handshake_timeout)
+        except asyncio.CancelledError:
+            await asyncio.shield(session.close("cancelled"))
+            raise
         except SessionClosed as exc:
             reason = "peer_refused" if "alert" in str(exc) else "no_hello"
             if direction == "out" and self._metrics:

@@ -571,6 +571,9 @@ class TlsEndpoint:
         except HandshakeFailed as exc:
             self._fail(role, address, exc, start, writer)
             raise
+        except asyncio.CancelledError:
+            writer.close()  # abandoned (shutdown): no report, but no leaked socket either
+            raise
         finally:
             self._active -= 1
         self._report(HandshakeResult(role, True, "ok", address, peer.group, str(peer.spiffe_id), peer.resumed,
