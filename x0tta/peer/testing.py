@@ -8,6 +8,8 @@ certificates that the real CA refuses to issue (two URI SANs, a CA as leaf, expi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,3 +219,21 @@ class FakeContext:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     tracer: object = field(default_factory=lambda: trace.get_tracer("x0tta.peer.test"))
     log: object = field(default_factory=lambda: structlog.get_logger("peer"))
+
+
+@contextlib.asynccontextmanager
+async def running(service, ctx: FakeContext, ready_timeout: float = 15.0):
+    """Run a subsystem's ``run(ctx)`` as a task until the block ends; waits for ``wait_ready``."""
+    task = asyncio.create_task(service.run(ctx))
+    try:
+        await service.wait_ready(ready_timeout)
+        yield service
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def sample(ctx: FakeContext, name: str, **labels: str) -> float:
+    """A metric's value in the context's registry (0 when it has no such sample yet)."""
+    return ctx.registry.get_sample_value(name, labels) or 0.0

@@ -7,7 +7,6 @@ reported.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from x0tta.identity.ca import CertificateAuthority
 from x0tta.identity.workload import WorkloadApiSource
 from x0tta.identity.workload_server import WorkloadApiServer
 from x0tta.peer.service import PeerService
-from x0tta.peer.testing import FakeContext
+from x0tta.peer.testing import FakeContext, running, sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,22 +44,6 @@ def settings(peers=()):
         "peer": {"listen_address": "127.0.0.1", "port": 0, "peers": list(peers), "heartbeat_interval": 1.0,
                  "idle_timeout": 5.0, "neighbour_refresh": 0.5, "reconnect_min_delay": 0.05},
     })
-
-
-@contextlib.asynccontextmanager
-async def running(svc, ctx):
-    task = asyncio.create_task(svc.run(ctx))
-    try:
-        await svc.wait_ready(15)
-        yield svc
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def sample(ctx, name, **labels):
-    return ctx.registry.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.peer.service import PeerService
-from x0tta.peer.testing import FakeContext, StaticIdentity, TestCA
+from x0tta.peer.testing import FakeContext, StaticIdentity, TestCA, running, sample
 
 pytestmark = pytest.mark.integration
 
@@ -29,22 +28,6 @@ async def until(pred, timeout=10.0):
     while not pred():
         assert time.monotonic() < end, "condition not reached in time"
         await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def running(svc, ctx):
-    task = asyncio.create_task(svc.run(ctx))
-    try:
-        await svc.wait_ready(10)
-        yield svc
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def sample(ctx, name, **labels):
-    return ctx.registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_two_nodes_session_and_listing():
