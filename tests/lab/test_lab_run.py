@@ -45,9 +45,10 @@ BASELINE = [
     {"do": "wait_route", "label": "direct-again", "from": "n1", "to": "n2", "via": "n2", "timeout_s": 30},
     {"do": "link_down", "label": "cut-link", "link": "n3-n4", "after_s": 0.5},
     {"do": "wait_route", "label": "around-cut", "from": "n3", "to": "n4", "not_via": "n4", "timeout_s": 30},
+    {"do": "wait_route", "label": "around-cut-back", "from": "n4", "to": "n3", "not_via": "n3", "timeout_s": 30},
     {"do": "snapshot", "label": "after-faults", "after_s": 1.5},
     {"do": "ping_stop", "name": "silent"},
-    {"do": "ping_stop", "name": "cut"},
+    {"do": "ping_stop", "name": "cut", "after_s": 1},
 ]
 
 WITH_AGENTS = [
@@ -116,10 +117,12 @@ def test_silent_loss_outage_is_measured_from_ping_samples(baseline: LabResult) -
 
 
 def test_cut_link_reroutes(baseline: LabResult) -> None:
-    moved = baseline.event("around-cut")
-    assert moved["ok"] and moved["next_hop"] == "n2"
+    moved, back = baseline.event("around-cut"), baseline.event("around-cut-back")
+    assert moved["ok"] and moved["next_hop"] == "n2" and back["ok"] and back["next_hop"] == "n5"
     assert baseline.snapshot("after-faults", "n3")["routes"]["n4"] == "n2"
-    assert baseline.time_to_restore("cut", after="cut-link") is not None
+    assert baseline.snapshot("after-faults", "n4")["routes"]["n3"] == "n5"
+    ttr = baseline.time_to_restore("cut", after="cut-link")
+    assert ttr is not None and ttr >= moved["seconds"] - 0.1
 
 
 def test_results_directory_holds_what_the_guide_lists(baseline: LabResult) -> None:
@@ -128,7 +131,7 @@ def test_results_directory_holds_what_the_guide_lists(baseline: LabResult) -> No
         assert (out / name).is_file(), name
     timeline = json.loads((out / "timeline.json").read_text())
     assert timeline["ok"] and timeline["agents"] is False and len(timeline["nodes"]) == 5
-    assert {"setup_s", "converged_s", "uml_start_s"} <= set(timeline["boot"])
+    assert {"setup_s", "mesh_converged_s", "converged_s", "uml_start_s"} <= set(timeline["boot"])
     ping = timeline["measurements"]["pings"]["silent"]
     assert ping["interval_ms"] == 20.0 and ping["sent"] == len(ping["samples"]) and ping["outages"]
     for node in NODES:

@@ -226,7 +226,6 @@ class Engine(GuestLab):
         self.boot["setup_s"] = round(self.now(), 6)
         self.event("setup_done", nodes=len(topo.nodes), links=len(topo.links))
         if self.with_agents:
-            (self.out / "agents").mkdir(exist_ok=True)
             for node in topo.nodes:
                 self.start_agent(node.name)
 
@@ -235,6 +234,7 @@ class Engine(GuestLab):
         if node in self.agents and self.agents[node].poll() is None:
             raise StepFailed(f"the agent of {node} is already running")
         (self.scratch / node).mkdir(parents=True, exist_ok=True)
+        (self.out / "agents").mkdir(exist_ok=True)
         config = self.out / "input" / "agents" / f"{node}.toml"
         log = open(self.out / "agents" / f"{node}.log", "ab")  # handed to the child, closed here
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
@@ -358,8 +358,9 @@ class Engine(GuestLab):
                     seconds = round(mesh_done - start, 6)
                     self.measurements["convergence"].append({"t": round(start, 6), "seconds": seconds,
                                                              "label": step.label})
-                    if "converged_s" not in self.boot:
-                        self.boot["converged_s"] = round(mesh_done, 6)
+                    if "converged_s" not in self.boot:  # the first convergence: the lab is up
+                        self.boot["mesh_converged_s"] = round(mesh_done, 6)
+                        self.boot["converged_s"] = round(self.now(), 6)
                     return {"seconds": seconds, "agents_ready_s": round(self.now() - start, 6) if want_agents else None}
             time.sleep(POLL_S)
         what = f"nodes missing originators: {missing}" if missing else f"agents not answering: {waiting}"
@@ -450,14 +451,13 @@ class Engine(GuestLab):
         assert step.node
         proc = self.agents.get(step.node)
         if proc is None or proc.poll() is not None:
-            raise StepFailed(f"no agent running on {step.node}")
+            raise StepFailed(f"no agent running on {step.node}", fatal=False)
         proc.send_signal(getattr(signal, f"SIG{step.signal or 'KILL'}"))
         code = proc.wait(AGENT_STOP_TIMEOUT_S * 2)
         return {"node": step.node, "signal": step.signal, "exit": code}
 
     def do_start_agent(self, step: Step) -> dict[str, Any]:
         assert step.node
-        (self.out / "agents").mkdir(exist_ok=True)
         self.start_agent(step.node)
         return {"node": step.node}
 

@@ -157,7 +157,8 @@ class LabResult:
 
     @property
     def boot_to_converged_s(self) -> float | None:
-        """From starting linux.uml to the end of the first successful converge step."""
+        """From starting linux.uml to the end of the first successful converge step (mesh converged
+        and, with agents, every agent answering)."""
         b = self.boot
         if "uml_start_s" not in b or "converged_s" not in b:
             return None
@@ -312,7 +313,9 @@ def run_lab(
         topo = topo.with_changes(steps=scenario, agents=agents, overrides=overrides)
     with_agents = topo.agents
     agent = agent_executable()
-    preflight(install=install, agents=with_agents, agent_path=agent)
+    needs_agent = with_agents or any(s.do in ("start_agent", "restart_agent") for s in topo.steps)
+    preflight(install=install, agents=needs_agent, agent_path=agent)
+    texts, sockets = agent_configs(topo)  # also without agents: a step may start one
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -324,7 +327,6 @@ def run_lab(
             target.unlink()
     inputs = out / "input"
     (inputs / "agents").mkdir(parents=True)
-    texts, sockets = agent_configs(topo) if with_agents else ({}, {})
     for node, text in texts.items():
         (inputs / "agents" / f"{node}.toml").write_text(text)
     repo_root = str(Path(x0tta.__file__).resolve().parent.parent)
