@@ -224,9 +224,11 @@ class HealSettings:
         255, doc="Hop penalty set on a steered-off hard interface with steer_method = penalty.", min=0, max=255
     )
     unstable_orig_interval: int = setting(
-        250,
-        doc="Originator interval while the mesh is unstable (partition, flapping routes): four "
-        "times the OGM rate makes routes reconverge in ~1 s for a few kbit/s more overhead.",
+        100,
+        doc="Originator interval of this node while it steers traffic off a dead link or the mesh "
+        "is unstable: the other nodes drop routes through the dead link as this node's newer OGMs "
+        "reach them another way. In the 5-node lab ring, 100 ms restored traffic in 2.0 s against "
+        "2.9 s at 250 ms, for ~10 small OGMs a second from the nodes concerned, while it lasts.",
         min=50,
         max=10000,
         unit="ms",

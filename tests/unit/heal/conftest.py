@@ -20,7 +20,7 @@ def ring_obs(
     eth0_attached: bool = True,
     eth0_up: bool = True,
     others: int = 3,
-    interval: int = 250,
+    interval: int = 100,
 ) -> Observation:
     """This node has eth0 (neighbour A) and eth1 (neighbour B); originators reachable via both."""
     hardifs = (HardIf("eth0", oper_up=eth0_up, attached=eth0_attached), HardIf("eth1", oper_up=True))

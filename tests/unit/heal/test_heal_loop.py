@@ -198,19 +198,19 @@ def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settin
     assert d[1].action.param("previous_ms") == 1000 and "companion" in d[1].reasons[0]
     assert d[0].action.verify_after == 4.0  # four OGM intervals of 1 s
     t = 1.5
-    k, d, ev = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=250), t)
+    k, d, ev = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=100), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["tune_orig_interval"]
     t = 4.4
-    k, d, ev = run(k, ring.obs(t, lost_run=41, loss=1.0, eth0_attached=False, interval=250), t)
+    k, d, ev = run(k, ring.obs(t, lost_run=41, loss=1.0, eth0_attached=False, interval=100), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["steer_off"]
     t = 4.5
-    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
     t += settings.silent_loss_clear_after + 0.01
-    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=250), t)
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_HARDIF]
     # the faster interval stays until the restored interface has held (its route comes back sooner)
     t += settings.restore_verify_after + 0.1
-    k, d, ev = run(k, ring.obs(t, interval=250), t)
+    k, d, ev = run(k, ring.obs(t, interval=100), t)
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_ORIG_INTERVAL]
     t += settings.restore_verify_after + 0.1
     k, d, ev = run(k, ring.obs(t, interval=1000), t)
@@ -238,7 +238,7 @@ def test_a_failed_steer_off_is_planned_again_while_its_companion_holds(settings,
     k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
     # four OGM intervals later most originators are still gone: rolled back
-    k, d, _ = run(k, ring.obs(4.4, lost_run=40, loss=1.0, eth0_attached=False, others=0, interval=250), 4.4)
+    k, d, _ = run(k, ring.obs(4.4, lost_run=40, loss=1.0, eth0_attached=False, others=0, interval=100), 4.4)
     assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
-    k, d, _ = run(k, ring.obs(4.5, lost_run=41, loss=1.0, interval=250), 4.5)
+    k, d, _ = run(k, ring.obs(4.5, lost_run=41, loss=1.0, interval=100), 4.5)
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]  # the faster OGMs stay in place
