@@ -162,54 +162,66 @@ def client_load(host: str, port: int, rate: float, seconds: float, pki: Path) ->
     asyncio.run(go())
 
 
-async def loop_lag(seconds: float, inline: bool, load: bool, pki: Path, creds: Credentials,
-                   rate: float) -> dict[str, float]:
-    executor = InlineExecutor() if inline else None
-    server = TlsEndpoint(policy(PQ), creds, executor=executor)  # type: ignore[arg-type]
-    served = 0
+async def loop_lag(window: float, rounds: int, pki: Path, creds: Credentials, rate: float) -> dict[str, dict]:
+    """Lag samples of one loop, in ``rounds`` of three interleaved windows (no load; load on the
+    thread-pool server; load on the inline server), so that the machine's own noise falls on all
+    three alike."""
+    servers = {"pool": TlsEndpoint(policy(PQ), creds),
+               "inline": TlsEndpoint(policy(PQ), creds, executor=InlineExecutor())}  # type: ignore[arg-type]
+    served = dict.fromkeys(servers, 0)
+    ports = {}
+    for name, ep in servers.items():
 
-    async def on_stream(stream):  # type: ignore[no-untyped-def]
-        nonlocal served
-        served += 1
-        await stream.close()
+        async def on_stream(stream, name=name):  # type: ignore[no-untyped-def]
+            served[name] += 1
+            await stream.close()
 
-    srv = await server.serve("127.0.0.1", 0, on_stream)
-    port = srv.sockets[0].getsockname()[1]
-    proc = None
-    if load:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--client-load", f"127.0.0.1:{port}:{rate}:{seconds}:{pki}",
-            preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
-    lags, busy = [], []
-    tick = 0.005
-    end = time.monotonic() + seconds
-    cpu = time.thread_time()
-    while time.monotonic() < end:
-        t = time.monotonic()
-        await asyncio.sleep(tick)
-        lags.append(time.monotonic() - t - tick)
-        now_cpu = time.thread_time()
-        busy.append(now_cpu - cpu)  # CPU the loop thread itself spent since the last tick
-        cpu = now_cpu
-    if proc is not None:
-        await proc.wait()
-    await server.aclose()
-    lags.sort()
-    busy.sort()
-    return {
-        "p50": statistics.median(lags) * 1000,
-        "p99": lags[int(len(lags) * 0.99)] * 1000,
-        "max": lags[-1] * 1000,
-        "busy_p99": busy[int(len(busy) * 0.99)] * 1000,
-        "busy_max": busy[-1] * 1000,
-        "rate": served / seconds,
-    }
+        ports[name] = (await ep.serve("127.0.0.1", 0, on_stream)).sockets[0].getsockname()[1]
+    lags: dict[str, list[float]] = {"idle": [], "pool": [], "inline": []}
+    busy: dict[str, list[float]] = {"idle": [], "pool": [], "inline": []}
+    counted = dict.fromkeys(lags, 0)
+    for _ in range(rounds):
+        for variant in lags:
+            proc = None
+            if variant != "idle":
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--client-load",
+                    f"127.0.0.1:{ports[variant]}:{rate}:{window + 1.5}:{pki}",
+                    preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
+                await asyncio.sleep(1.0)  # the client's start-up
+            before = served.get(variant, 0)
+            end = time.monotonic() + window
+            cpu = time.thread_time()
+            while time.monotonic() < end:
+                t = time.monotonic()
+                await asyncio.sleep(0.005)
+                lags[variant].append(time.monotonic() - t - 0.005)
+                now_cpu = time.thread_time()
+                busy[variant].append(now_cpu - cpu)  # CPU the loop thread itself spent since the last tick
+                cpu = now_cpu
+            counted[variant] += served.get(variant, 0) - before
+            if proc is not None:
+                await proc.wait()
+    for ep in servers.values():
+        await ep.aclose()
+    out = {}
+    for variant in lags:
+        lg, bz = sorted(lags[variant]), sorted(busy[variant])
+        out[variant] = {
+            "p50": statistics.median(lg) * 1000,
+            "p99": lg[int(len(lg) * 0.99)] * 1000,
+            "max": lg[-1] * 1000,
+            "busy_p99": bz[int(len(bz) * 0.99)] * 1000,
+            "busy_max": bz[-1] * 1000,
+            "rate": counted[variant] / (window * rounds),
+        }
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=200)
-    p.add_argument("--lag-seconds", type=float, default=15.0)
+    p.add_argument("--lag-seconds", type=float, default=40.0, help="per variant, in 4 interleaved rounds")
     p.add_argument("--client-load", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.client_load:
@@ -270,14 +282,11 @@ def main() -> int:
         (pki / "client.pem").write_bytes(leaf.cert_pem)
         (pki / "client.key").write_bytes(leaf.key_pem)
         (pki / "ca.pem").write_bytes(ca.cert_pem)
-        rate = 20.0
-        secs = args.lag_seconds
+        m = asyncio.run(loop_lag(args.lag_seconds / 4, 4, pki, server_creds, 20.0))
         rows = [
-            ("idle (no handshakes)", asyncio.run(loop_lag(secs, False, False, pki, server_creds, rate))),
-            ("20 PQ handshakes/s, steps in the thread pool (x0tta)",
-             asyncio.run(loop_lag(secs, False, True, pki, server_creds, rate))),
-            ("20 PQ handshakes/s, steps inline on the loop (baseline)",
-             asyncio.run(loop_lag(secs, True, True, pki, server_creds, rate))),
+            ("idle (no handshakes)", m["idle"]),
+            ("20 PQ handshakes/s, steps in the thread pool (x0tta)", m["pool"]),
+            ("20 PQ handshakes/s, steps inline on the loop (baseline)", m["inline"]),
         ]
     print()
     print("| event loop of the serving process (5 ms ticker) | served | lag p50 | lag p99 | lag max "
