@@ -8,7 +8,9 @@ Two boots of the 5-node ring (configs/lab/ring.toml) with scenarios of their own
   stays up) is routed around (~10 s here) and the outage is computed from the 20 ms ping samples;
   a link cut (set down) is routed around; the results directory holds what docs/lab.md promises.
 * with an agent on every node: agents answer on their admin sockets before convergence is declared,
-  an agent killed with SIGKILL is seen to die and a restarted one comes back, logs are kept.
+  an agent killed with SIGKILL is seen to die and a restarted one comes back, logs are kept; on
+  every node the agent's originators, neighbours, gateways (n1 is a gateway server), hard
+  interfaces and mesh settings equal batctl's at the same moment (issue 3's first acceptance).
 * the line: a degraded link shows in the round-trip times, killing the middle node cuts the
   traffic off until it is restored, and the mesh converges again.
 
@@ -56,15 +58,21 @@ WITH_AGENTS = [
     {"do": "kill_agent", "label": "kill", "node": "n3", "signal": "KILL"},
     {"do": "start_agent", "label": "start", "node": "n3", "after_s": 0.5},
     {"do": "converge", "label": "agents-back", "timeout_s": 60},
+    {"do": "check", "label": "agent-vs-batctl", "call": f"{CHECKS}:agent_views_match_batctl", "each_node": True},
     {"do": "snapshot", "label": "end", "nodes": ["n1"]},
 ]
+# n1 announces itself as a gateway, the others select one: the gateway tables are not empty. Healing
+# decides but does not act (dry run): killing an agent stops its liveness probes, which the
+# neighbours may take for a failing link and steer off it, and these tests are about the lab.
+AGENT_OVERRIDES = {"agent": {"mesh": {"gw_mode": "client"}, "heal": {"dry_run": True}},
+                   "nodes": [{"name": "n1", "agent": {"mesh": {"gw_mode": "server"}}}, *NODES[1:]]}
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, name: str, steps: list[dict] | None, agents: bool,
-         topology: Path = RING) -> LabResult:
+         topology: Path = RING, overrides: dict | None = None) -> LabResult:
     out = tmp_path_factory.mktemp(name)
     try:
-        result = run_lab(topology, out, scenario=steps, agents=agents)
+        result = run_lab(topology, out, scenario=steps, agents=agents, overrides=overrides)
     except LabUnavailable as exc:
         pytest.skip(f"the lab cannot run here: {exc}")
     print(result.summary())
@@ -79,7 +87,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> LabResult:
 
 @pytest.fixture(scope="module")
 def with_agents(tmp_path_factory: pytest.TempPathFactory) -> LabResult:
-    return _run(tmp_path_factory, "lab-agents", WITH_AGENTS, agents=True)
+    return _run(tmp_path_factory, "lab-agents", WITH_AGENTS, agents=True, overrides=AGENT_OVERRIDES)
 
 
 def test_ring_converges_and_every_node_sees_every_other(baseline: LabResult) -> None:
@@ -176,3 +184,15 @@ def test_line_degrade_kill_node_and_restore(tmp_path_factory: pytest.TempPathFac
     assert result.snapshot("partitioned", "n1")["hardifs"]  # n1 itself is still up
     assert result.event("reconverged")["ok"]
     assert result.time_to_restore("n1->n3", after="restore") is not None
+
+
+def test_agent_views_equal_batctl_on_every_node(with_agents: LabResult) -> None:
+    per_node = with_agents.check("agent-vs-batctl")["per_node"]
+    assert set(per_node) == set(NODES)
+    failed = {n: r.get("error") for n, r in per_node.items() if not r["ok"]}
+    assert not failed, failed
+    for node, r in per_node.items():
+        counts = r["result"]
+        assert counts["originators"] >= 4 and counts["neighbors"] == 2 and counts["interfaces"] == 3, (node, counts)
+        if node != "n1":
+            assert counts["gateways"] >= 1, (node, counts)
