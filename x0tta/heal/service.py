@@ -336,6 +336,9 @@ class HealService(Subsystem):
         assert k is not None and self.executor is not None
         k, decisions = loop.step(k, obs, time.time())
         self.knowledge = k
+        # before acting: the mesh reconcile reacts to batman-adv's config event of our own change
+        # at once, and must already know it is intended (and that an undone one no longer is)
+        self._update_overrides()
         await self._record(ctx, k, decisions)
         if decisions:
             results = []
@@ -370,8 +373,8 @@ class HealService(Subsystem):
         detached: set[str] = set()
         mesh: dict[str, Any] = {}
         for r in self.knowledge.records.values():
-            if not r.holds or r.state == loop.State.DRY_RUN:
-                continue
+            if not r.holds or r.state == loop.State.DRY_RUN or r.undo_state is not None:
+                continue  # an undo on its way releases the override before it runs
             if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach":
                 detached.add(r.action.param("hardif"))
             elif r.action.kind == ActionKind.TUNE_ORIG_INTERVAL:

@@ -31,6 +31,8 @@ class Kernel:
     def __init__(self) -> None:
         self.master = {"eth0": 10, "eth1": 10}
         self.lossy = False
+        self.overrides: dict = {}
+        self.overrides_seen: list = []
 
     # MeshClient
     async def mesh_info(self, meshif):
@@ -67,9 +69,12 @@ class Kernel:
                 for name, idx in (("bat0", 10), ("eth0", 2), ("eth1", 3))}
 
     async def detach(self, name):
+        # what the mesh reconcile would see when batman-adv reports this change
+        self.overrides_seen.append(("detach", set(self.overrides.get("detached", ()))))
         self.master[name] = None
 
     async def attach(self, meshif, name):
+        self.overrides_seen.append(("attach", set(self.overrides.get("detached", ()))))
         self.master[name] = 10
 
 
@@ -137,7 +142,7 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     ctx = Ctx(settings, tmp_path, Log(), CollectorRegistry(), provider.get_tracer("heal"), Admin(), Health())
     kernel = Kernel()
-    svc = HealService(heal, overrides={})
+    svc = HealService(heal, overrides=kernel.overrides)
     svc.settings = heal
     svc._tracer = ctx.tracer
     from x0tta.heal.service import _Metrics
@@ -167,6 +172,9 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     await asyncio.sleep(0.11)
     await cycle()  # restore held -> closed
     assert not svc.knowledge.incidents
+    # the shared overrides name the detached interface before it is detached, and drop it before
+    # it is attached again: the mesh reconcile never takes either change for drift
+    assert kernel.overrides_seen == [("detach", {"eth0"}), ("attach", set())]
 
     rows = await svc.store.incidents()
     assert len(rows) == 1 and rows[0]["status"] == "closed" and rows[0]["resolution"] == "healed: steer_off"
