@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 deps:
 	bash scripts/install-system-deps.sh
 
-.PHONY: deps ci setup test test-fast lint bench demo ebpf config-reference clean
+.PHONY: deps ci setup test test-fast lint bench demo run-dev ebpf config-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,7 +38,13 @@ bench:
 # The README's test command: everything from a fresh machine to a full test run (as root).
 ci: deps setup ebpf test
 
-demo:
+# The main job, from a fresh machine (as root): a 5-node batman-adv ring in User-Mode Linux with an
+# agent on every node; a link fails; the timeline is printed. Results in lab-out/demo/.
+demo: deps setup ebpf
+	BIN=$(BIN) sh scripts/demo.sh
+
+# One agent in the foreground on this machine, unprivileged paths (configs/dev.toml).
+run-dev:
 	$(BIN)/x0tta-agent --config configs/dev.toml
 
 config-reference:

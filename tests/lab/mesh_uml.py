@@ -35,7 +35,7 @@ cd {cwd}
 # The guest halts even if the command hangs: the host-side timeout is only a backstop.
 timeout -k 5 "$x0tta_guest_timeout" {command} >"$x0tta_out/guest.log" 2>&1
 echo $? >"$x0tta_out/guest.rc"
-halt -f
+halt -f -d  # -d: no wtmp record (it would land in the host's /var/log/wtmp)
 """
 
 

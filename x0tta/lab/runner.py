@@ -54,10 +54,11 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t tmpfs -o mode=0755 tmp /run
-# the results directory keeps its path, even under /tmp, which gets the guest's own tmpfs
-mkdir -p /run/out && mount --bind {out} /run/out
+# the results directory, the checkout and the venv keep their paths, even under /tmp, which
+# gets the guest's own tmpfs
+{keep_before}
 mount -t tmpfs -o mode=1777 tmp /tmp
-mkdir -p {out} && mount --bind /run/out {out}
+{keep_after}
 mkdir -p /run/modroot/lib/modules /run/home
 mount --bind {modules} /run/modroot/lib/modules
 for m in {guest_modules}; do
@@ -69,6 +70,19 @@ cd /run
 echo "x0tta-lab: engine finished"
 halt -f -d  # -d: no wtmp record (it would land in the host's /var/log/wtmp)
 """
+
+
+def keep_under_tmp(paths: list[Path]) -> tuple[str, str]:
+    """Shell lines that carry ``paths`` under /tmp across the guest's tmpfs mount on /tmp.
+
+    CI may clone the project under /tmp: the guest must still see its checkout, its venv and the
+    results directory there. Each is bind-mounted aside before /tmp is covered, then back.
+    """
+    under = sorted({p.resolve() for p in paths if p.resolve().is_relative_to("/tmp")})
+    roots = [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
+    before = [f"mkdir -p /run/keep/{i} && mount --bind {p} /run/keep/{i}" for i, p in enumerate(roots)]
+    after = [f"mkdir -p {p} && mount --bind /run/keep/{i} {p}" for i, p in enumerate(roots)]
+    return "\n".join(before) or ":", "\n".join(after) or ":"
 
 
 class LabUnavailable(CapabilityMissing):
@@ -342,8 +356,10 @@ def run_lab(
     }
     (inputs / "spec.json").write_text(json.dumps(spec, indent=1))
     init = inputs / "init.sh"
+    before, after = keep_under_tmp([out, Path(repo_root), Path(sys.prefix), *map(Path, spec["python_path"])])
     init.write_text(INIT_SCRIPT.format(
-        out=out, modules=UML_MODULES, guest_modules=" ".join(GUEST_MODULES), pythonpath=repo_root,
+        out=out, keep_before=before, keep_after=after,
+        modules=UML_MODULES, guest_modules=" ".join(GUEST_MODULES), pythonpath=repo_root,
         python=sys.executable, spec=inputs / "spec.json",
     ))
     init.chmod(0o755)
