@@ -22,18 +22,31 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
     # source) are built once per agent and shared through this dict.
     shared: dict[str, Subsystem] = {}
 
+    def once(name: str, build: Callable[[], Subsystem]) -> Subsystem:
+        if name not in shared:
+            shared[name] = build()
+        return shared[name]
+
     def identity(s: AgentSettings) -> Subsystem:
-        return shared.setdefault("identity", _identity(s))
+        return once("identity", lambda: _identity(s))
 
     def peer(s: AgentSettings) -> Subsystem:
-        return _peer(s, identity(s) if s.identity.enabled else None)
+        neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
+        service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
+        if s.probes.enabled:
+            # An authenticated session admits the neighbour's MAC into the eBPF guard; the end of
+            # its last session revokes it (docs/ebpf.md, "admission").
+            from x0tta.guard.enforce import PeerAdmission
+
+            service.subscribe(PeerAdmission(probes(s).guard))  # type: ignore[attr-defined]
+        return service
 
     # What the healing loop changed on purpose (a detached hard interface, a tuned OGM interval),
     # shared with the mesh reconcile so that it does not undo it as drift.
     overrides: dict[str, Any] = {}
 
     def mesh(s: AgentSettings) -> Subsystem:
-        return _mesh(s, overrides)
+        return once("mesh", lambda: _mesh(s, overrides))
 
     def heal(s: AgentSettings) -> Subsystem:
         return _heal(s, overrides)
@@ -41,7 +54,7 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
     # The probes are shared too: the peer subsystem admits and revokes MACs through
     # ``probes.guard`` and the MAPE-K monitor reads ``probes.neighbors_seen()`` (docs/ebpf.md).
     def probes(s: AgentSettings) -> Subsystem:
-        return shared.setdefault("probes", _probes(s))
+        return once("probes", lambda: _probes(s))
 
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
@@ -59,12 +72,28 @@ def _identity(settings: AgentSettings) -> Subsystem:
     return IdentityService()
 
 
-def _peer(settings: AgentSettings, identity: Subsystem | None) -> Subsystem:
+def _peer(
+    settings: AgentSettings, identity: Subsystem | None, neighbours: Callable[[], list[str]] | None
+) -> Subsystem:
     from x0tta.peer.service import PeerService
 
-    # Neighbour addresses come from [peer] peers for now; batman-adv's neighbour table (MAC ->
-    # address) is the next source, passed here as PeerService(neighbours=callable).
-    return PeerService(identity)  # type: ignore[arg-type]
+    return PeerService(identity, neighbours=neighbours)  # type: ignore[arg-type]
+
+
+def _mesh_neighbours(shared: dict[str, Subsystem]) -> Callable[[], list[str]]:
+    """batman-adv's neighbour table, as the link-local addresses the peer subsystem dials."""
+    from x0tta.guard.core import link_local_from_mac
+
+    def addresses() -> list[str]:
+        mesh = shared.get("mesh")
+        seen = getattr(mesh, "last_observation", None)
+        if seen is None:
+            return []
+        return sorted(
+            {f"[{link_local_from_mac(n.neigh_address, n.hard_ifname)}]" for n in seen.neighbors if n.hard_ifname}
+        )
+
+    return addresses
 
 
 def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:

@@ -35,6 +35,13 @@ class PeerSettings:
         doc="Addresses (host, host:port or [v6]:port) this node keeps sessions to, in addition to "
         "the neighbours batman-adv reports. Empty: only the neighbours.",
     )
+    dial_neighbors: bool = setting(
+        True,
+        doc="Keep a session to every batman-adv neighbour, dialled at the EUI-64 link-local address "
+        "(fe80::...%hardif) of the interface it was heard on: the sessions that let the guard admit "
+        "it follow the mesh as it changes, with no address list to maintain. Off where nodes use "
+        "stable-privacy link-local addresses; list them in peers instead.",
+    )
     groups: tuple[str, ...] = setting(
         ("X25519MLKEM768",),
         doc="TLS 1.3 key exchange groups, in preference order. Only the X25519+ML-KEM-768 hybrid: "

@@ -154,3 +154,15 @@ def mac_from_link_local(host: str) -> bytes | None:
     if iid[3:5] != b"\xff\xfe":
         return None
     return bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]
+
+
+def link_local_from_mac(mac: str | bytes, ifname: str) -> str:
+    """The modified-EUI-64 link-local address (with its ``%ifname`` zone) that Linux gives the
+    interface with this MAC: the inverse of :func:`mac_from_link_local`, used to dial a batman-adv
+    neighbour on the hard interface it was heard on."""
+    raw = mac if isinstance(mac, bytes) else bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    iid = bytes([raw[0] ^ 0x02]) + raw[1:3] + b"\xff\xfe" + raw[3:6]
+    address = ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid)
+    return f"{address}%{ifname}"

@@ -1,0 +1,50 @@
+"""The composition root connects what the subsystems cannot see of each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from x0tta.agent.wiring import factories
+from x0tta.config.loader import parse_settings
+from x0tta.guard.core import link_local_from_mac, mac_from_link_local
+
+
+@dataclass
+class _Neighbor:
+    neigh_address: str
+    hard_ifname: str | None
+
+
+@dataclass
+class _Seen:
+    neighbors: list[_Neighbor]
+
+
+def test_link_local_round_trip():
+    addr = link_local_from_mac("02:ba:00:01:00:01", "eth0")
+    assert addr == "fe80::ba:ff:fe01:1%eth0"
+    assert mac_from_link_local(addr) == bytes.fromhex("02ba00010001")
+
+
+def test_each_subsystem_built_once_and_shared():
+    table = factories(parse_settings(""))
+    assert list(table) == ["identity", "mesh", "heal", "peer", "probes"]
+    settings = parse_settings("")
+    mesh = table["mesh"](settings)
+    assert table["mesh"](settings) is mesh
+    peer = table["peer"](settings)
+    # The peer subsystem dials batman-adv's neighbours at their link-local addresses...
+    assert peer.peer_addresses() == []
+    mesh.last_observation = _Seen([_Neighbor("02:ba:00:02:00:01", "veth1"), _Neighbor("02:ba:00:03:00:02", None)])
+    assert peer.peer_addresses() == [("fe80::ba:ff:fe02:1%veth1", settings.peer.port)]
+    # ...and admits each authenticated one into the guard of the one probes subsystem.
+    probes = table["probes"](settings)
+    assert any(type(cb).__name__ == "PeerAdmission" and cb.guard is probes.guard for cb in peer._subscribers)
+
+
+def test_neighbour_dialling_can_be_turned_off():
+    settings = parse_settings("[peer]\ndial_neighbors = false\n")
+    table = factories(settings)
+    mesh = table["mesh"](settings)
+    mesh.last_observation = _Seen([_Neighbor("02:ba:00:02:00:01", "veth1")])
+    assert table["peer"](settings).peer_addresses() == []
