@@ -30,7 +30,7 @@ from x0tta.agent.admin import AdminServer
 from x0tta.agent.health import HealthBoard, Reporter
 from x0tta.agent.sdnotify import Notifier
 from x0tta.agent.supervisor import Supervisor
-from x0tta.agent.wiring import Factory, factories
+from x0tta.agent.wiring import AgentHooks, Factory, factories
 from x0tta.common.health import overall
 from x0tta.config.fields import ConfigError, to_data
 from x0tta.config.loader import load_settings
@@ -131,7 +131,10 @@ class Agent:
         await self.admin.start(s.admin_socket)
         if s.metrics.enabled:
             self.http_port = await self.http.start(s.metrics.address, s.metrics.port)
-        table = dict(factories(s))
+        hooks = AgentHooks(
+            subsystem_health=lambda: self.status()["subsystems"], restart_subsystem=self.supervisor.restart
+        )
+        table = dict(factories(s, hooks))
         table.update(self._extra)
         for name, factory in table.items():
             self.board.add(name)

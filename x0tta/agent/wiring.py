@@ -7,7 +7,8 @@ subsystems start in this order (identity before peer, mesh before heal).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from x0tta.common.subsystem import Subsystem
@@ -16,8 +17,17 @@ from x0tta.config.schema import AgentSettings
 Factory = Callable[[AgentSettings], Subsystem]
 
 
-def factories(settings: AgentSettings) -> dict[str, Factory]:
+@dataclass(frozen=True)
+class AgentHooks:
+    """What the agent itself offers to subsystems that act on other subsystems (the heal loop)."""
+
+    subsystem_health: Callable[[], list[dict[str, Any]]] | None = None  # status()["subsystems"]
+    restart_subsystem: Callable[[str], Awaitable[None]] | None = None  # the supervisor's restart
+
+
+def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[str, Factory]:
     """The subsystems enabled by ``settings``, in start order."""
+    hooks = hooks or AgentHooks()
     # Subsystems that others consume (the peer transport takes the identity service's SVID
     # source) are built once per agent and shared through this dict.
     shared: dict[str, Subsystem] = {}
@@ -49,7 +59,7 @@ def factories(settings: AgentSettings) -> dict[str, Factory]:
         return once("mesh", lambda: _mesh(s, overrides))
 
     def heal(s: AgentSettings) -> Subsystem:
-        return _heal(s, overrides)
+        return _heal(s, overrides, hooks)
 
     # The probes are shared too: the peer subsystem admits and revokes MACs through
     # ``probes.guard`` and the MAPE-K monitor reads ``probes.neighbors_seen()`` (docs/ebpf.md).
@@ -102,10 +112,15 @@ def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:
     return MeshService(settings=settings.mesh, overrides=overrides)
 
 
-def _heal(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:
+def _heal(settings: AgentSettings, overrides: dict[str, Any], hooks: AgentHooks) -> Subsystem:
     from x0tta.heal.service import HealService
 
-    return HealService(settings=settings.heal, overrides=overrides)
+    return HealService(
+        settings=settings.heal,
+        overrides=overrides,
+        subsystem_health=hooks.subsystem_health,
+        restart_subsystem=hooks.restart_subsystem,
+    )
 
 
 def _probes(settings: AgentSettings) -> Subsystem:

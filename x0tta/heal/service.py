@@ -137,9 +137,6 @@ class HealService(Subsystem):
 
         s = self.settings = ctx.settings.heal
         self._tracer = ctx.tracer
-        agent = getattr(ctx, "agent", None)  # the agent's context offers its status, when it has one
-        if self._subsystem_health is None and callable(getattr(agent, "status", None)):
-            self._subsystem_health = lambda: agent.status()["subsystems"]
         if self._registry_id != id(ctx.registry):
             self._metrics = _Metrics(ctx.registry)
             self._registry_id = id(ctx.registry)
