@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from x0tta.common.tables import merge_tables
 from x0tta.config.fields import ConfigError, Problem, build
 from x0tta.config.schema import AgentSettings
 
@@ -44,23 +45,13 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def parse_settings(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> AgentSettings:
     """Settings from TOML text plus overrides; raises :class:`ConfigError` listing every problem."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [Problem("", "<file>", f"valid TOML ({exc})")]) from None
-    data = merge(data, env_overrides(environ or {}))
+    data = merge_tables(data, env_overrides(environ or {}))
     problems: list[Problem] = []
     settings = build(AgentSettings, data, "", problems)
     if problems:

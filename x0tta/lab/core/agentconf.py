@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from x0tta.common.tables import merge_tables as merge
 from x0tta.lab.core.topology import MESH_IF, Node, Topology
-from x0tta.lab.core.topology import merge_tables as merge
 
 Known = Mapping[str, frozenset[str]]  # config section -> the setting names the agent has
 EMPTY: Known = {}

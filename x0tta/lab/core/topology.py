@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from x0tta.common.errors import PermanentError
+from x0tta.common.tables import merge_tables
 
 ROUTING_ALGOS = ("BATMAN_IV", "BATMAN_V")
 NODE_NAME = re.compile(r"[a-z][a-z0-9_]{0,11}")
@@ -241,17 +242,6 @@ class Topology:
         if agents is not None:
             data["agents"] = agents
         return topology_from_data(data, f"{self.name} (changed)")
-
-
-def merge_tables(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` merged into ``base``, table by table (later wins; neither is changed)."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_tables(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def veth_mac(node: Node, link: Link) -> str:
