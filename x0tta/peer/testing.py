@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from opentelemetry import trace
-from prometheus_client import CollectorRegistry
 
 from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
 from x0tta.identity.types import RevocationList, TrustBundle, X509Svid
 from x0tta.peer.tls import Credentials
+from x0tta.telemetry.testing import StandaloneContext
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -188,37 +185,10 @@ class StaticIdentity:
 
 
 @dataclass
-class _Health:
-    conditions: tuple = ()
-
-    def set(self, *conditions) -> None:
-        self.conditions = conditions
-
-    def ok(self) -> None:
-        self.conditions = ()
-
-
-@dataclass
-class _Admin:
-    handlers: dict = field(default_factory=dict)
-
-    def register(self, command: str, handler) -> None:
-        self.handlers[command] = handler
-
-
-@dataclass
-class FakeContext:
+class FakeContext(StandaloneContext):
     """What the agent hands a subsystem, with a private metrics registry."""
 
-    settings: object
-    node_id: str = "n1"
     name: str = "peer"
-    state_dir: Path = Path("/nonexistent")
-    health: _Health = field(default_factory=_Health)
-    admin: _Admin = field(default_factory=_Admin)
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    tracer: object = field(default_factory=lambda: trace.get_tracer("x0tta.peer.test"))
-    log: object = field(default_factory=lambda: structlog.get_logger("peer"))
 
 
 @contextlib.asynccontextmanager

@@ -5,53 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-from prometheus_client import CollectorRegistry
-
-from x0tta.common.health import Condition
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.identity.service import IdentityService
+from x0tta.telemetry.testing import StandaloneContext
 
 
 @dataclass
-class FakeHealth:
-    history: list[tuple[Condition, ...]] = field(default_factory=list)
-
-    def set(self, *conditions: Condition) -> None:
-        self.history.append(conditions)
-
-    def ok(self) -> None:
-        self.set()
-
-    @property
-    def codes(self) -> list[str]:
-        return [c.code for c in self.history[-1]] if self.history else ["<none>"]
-
-
-@dataclass
-class FakeAdmin:
-    handlers: dict[str, Any] = field(default_factory=dict)
-
-    def register(self, command: str, handler: Any) -> None:
-        self.handlers[command] = handler
-
-
-@dataclass
-class FakeContext:
-    settings: AgentSettings
+class FakeContext(StandaloneContext):
     name: str = "identity"
     node_id: str = "r1"
-    state_dir: Path = Path("/nonexistent")
-    health: FakeHealth = field(default_factory=FakeHealth)
-    admin: FakeAdmin = field(default_factory=FakeAdmin)
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    tracer: Any = None
-    log: Any = field(default_factory=lambda: structlog.get_logger("identity"))
 
 
 def settings(state: Path, **identity: Any) -> AgentSettings:
