@@ -179,8 +179,11 @@ def test_line_degrade_kill_node_and_restore(tmp_path_factory: pytest.TempPathFac
     samples = result.samples("n1->n3")
     degraded = sorted(s.rtt_ms for s in samples if degrade["t"] + 0.5 < s.sent < kill["t"] and not s.lost)
     assert degraded and degraded[len(degraded) // 2] >= 40.0, "20 ms more each way on n2-n3"
-    cut_off = [o for o in result.outages("n1->n3") if o.start >= kill["t"] - 0.1]
-    assert cut_off and cut_off[0].start <= kill["t"] + 0.1 and cut_off[0].end >= restore["t"]
+    # One outage runs from the kill to the restore. It may start a little before the kill (an echo
+    # in flight on the degraded, 40 ms path dies with n2); the degraded link's own random loss makes
+    # short outages before it, which are not this one.
+    cut_off = [o for o in result.outages("n1->n3") if o.start <= kill["t"] + 0.1 and o.end >= restore["t"]]
+    assert len(cut_off) == 1 and cut_off[0].start >= kill["t"] - 0.2, result.outages("n1->n3")
     assert result.snapshot("partitioned", "n1")["hardifs"]  # n1 itself is still up
     assert result.event("reconverged")["ok"]
     assert result.time_to_restore("n1->n3", after="restore") is not None
