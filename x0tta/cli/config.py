@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("file")
     c.set_defaults(func=check)
     s = cs.add_parser("show", help="print the effective settings, defaults included, as JSON")
-    s.add_argument("file", nargs="?")
+    s.add_argument("file", nargs="?", help="config file (default: x0tta --config, else /etc/x0tta/agent.toml)")
     s.set_defaults(func=show)
     r = cs.add_parser("reference", help="print the commented reference config (or Markdown)")
     r.add_argument("--markdown", action="store_true")
@@ -38,7 +38,7 @@ def check(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     import json
 
-    print(json.dumps(to_data(load_settings(args.file)), indent=2))
+    print(json.dumps(to_data(load_settings(args.file or args.config)), indent=2))
     return 0
 
 

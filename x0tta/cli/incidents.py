@@ -12,7 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from x0tta.cli.admin_client import AgentUnavailable
+from x0tta.cli.admin_client import AdminCallFailed, AgentUnavailable
 from x0tta.cli.common import add_json_flag, ask, emit, table
 from x0tta.common.errors import PermanentError
 
@@ -59,6 +59,12 @@ def _fetch(args: argparse.Namespace, command: str, cmd_args: dict[str, Any], fn:
     try:
         return ask(args, command, cmd_args)
     except AgentUnavailable:
+        return _local(args, fn)
+    except AdminCallFailed as exc:
+        # The agent runs but its heal loop does not (degraded, disabled): the store still holds
+        # the history. Say the agent's answer only when there is no store either.
+        if not _db_path(args).exists():
+            raise exc from None
         return _local(args, fn)
 
 

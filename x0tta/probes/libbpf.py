@@ -119,7 +119,9 @@ class _Lib:
         try:
             self.bpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
         except OSError as exc:
-            raise BpfError("libbpf.so.1 not found", errno_mod.ENOENT, str(exc)) from exc
+            raise BpfError(
+                "libbpf.so.1 not found (install the libbpf1 package)", errno_mod.ENOENT, str(exc)
+            ) from exc
         self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         b, vp, i, u32, cp = self.bpf, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p
         sigs = {

@@ -76,7 +76,7 @@ def capability_of(exc: BpfError) -> CapabilityMissing:
     if exc.errno in (errno.EPERM, errno.EACCES):
         return CapabilityMissing("bpf_permission_denied", f"eBPF probes off: {exc}; they need {CAPS}")
     if exc.errno == errno.ENOENT:
-        return CapabilityMissing("bpf_objects_missing", f"eBPF probes off: {exc} (build it with `make ebpf`)")
+        return CapabilityMissing("bpf_objects_missing", f"eBPF probes off: {exc}")
     if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, 524):
         return CapabilityMissing("bpf_unsupported", f"eBPF probes off: the kernel lacks support: {exc}")
     return CapabilityMissing("bpf_load_failed", f"eBPF probes off: {exc}")

@@ -93,3 +93,16 @@ def test_committed_reference_files_are_current():
 def test_reference_config_and_dev_config_are_valid():
     assert load_settings(ROOT / "configs/agent.toml", {}) == AgentSettings()
     load_settings(ROOT / "configs/dev.toml", {})
+
+
+def test_config_show_reads_the_global_config_option(tmp_path, capsys):
+    import json
+
+    from x0tta.cli import main as cli
+
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("[metrics]\nport = 9100\n")
+    assert cli.main(["--config", str(cfg), "config", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["port"] == 9100
+    assert cli.main(["config", "show", str(cfg)]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["port"] == 9100
