@@ -18,12 +18,16 @@ Renewal, once ``renew_fraction`` of the current SVID's lifetime has passed:
 * otherwise (``request_renewal``) it writes a renewal request next to the SVID: a new key
   ``svid.key.new`` (0600) and ``svid.csr``. The CA host's job signs it (``x0tta ca sign``) and
   copies back ``svid.pem``; a certificate that does not match ``svid.key`` but matches the pending
-  key is taken with it, and the pending key then replaces ``svid.key``. The private key never
-  leaves the node;
+  key is taken with it, and the pending key then replaces ``svid.key`` (one rename). The private
+  key never leaves the node;
 * the CA host may also simply re-issue (``x0tta ca renew``: new key and certificate) and copy
   both in.
 
 If nothing arrives in time, the identity subsystem reports ``svid_expiring``.
+
+First enrolment by request (``x0tta identity request`` on the node, ``x0tta ca sign`` on the CA
+host, ``svid.pem`` copied back) is the same pairing with no ``svid.key`` yet: the pending key that
+matches the certificate is taken and becomes ``svid.key``.
 """
 
 from __future__ import annotations
@@ -114,12 +118,25 @@ def write_request(directory: Path, spiffe_id: SpiffeId, key_type: KeyType = KeyT
     return directory / CSR_FILE
 
 
-def _promote(paths: BuiltinPaths) -> None:
-    """The signed certificate arrived for the pending key: it becomes the key; the request is done."""
+def _promote(paths: BuiltinPaths, key_pem: bytes) -> bool:
+    """The signed certificate arrived for the pending key: it becomes the key; the request is done.
+
+    A rename, so ``svid.key`` is at every instant either the old key or the whole new one. Done only
+    if the pending file still holds the key that matched (a new request may have replaced it since).
+    """
     pending = paths.key.with_name(PENDING_KEY_FILE)
+    if _read_key(pending) != key_pem:
+        return False
     os.replace(pending, paths.key)
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        fd = os.open(paths.key.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths.key.with_name(CSR_FILE))
+    return True
 
 
 Signature = tuple[tuple[int, int, int] | None, ...]
@@ -143,29 +160,52 @@ class _Loaded:
     bundle: TrustBundle
     revocation: RevocationList | None
     crl_error: str | None
-    promote: bool = False
+    promote: bytes | None = None
+    """The pending key, when it is the one that matches the certificate: it becomes ``svid.key``."""
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _pair(chain_pem: bytes, key: Path, pending: Path) -> tuple[X509Svid, bytes | None]:
+    """The SVID from the certificate and whichever key matches it: ``svid.key``, else the pending key.
+
+    Returns the SVID and, when the pending key is the one, its bytes (to promote). The pending key
+    is tried whether or not ``svid.key`` exists: a node enrolled by request has only the pending key.
+    """
+    key_pem = _read_key(key)
+    error: SvidError | None = None
+    if key_pem is not None:
+        try:
+            return X509Svid.from_pem(chain_pem, key_pem), None
+        except SvidError as exc:
+            error = exc
+    pending_pem = _read_key(pending)
+    if pending_pem is not None:
+        try:
+            return X509Svid.from_pem(chain_pem, pending_pem), pending_pem
+        except SvidError as exc:
+            if error is None:  # no svid.key: say what is wrong with the one key there is
+                raise SvidError(f"{pending}: {exc}") from None
+    if error is not None:
+        raise error
+    raise SvidUnavailable(f"{key} does not exist")
 
 
 def _load(paths: BuiltinPaths, trust_domain: str) -> _Loaded:
     """Read and parse the files (blocking). Raises SvidUnavailable / SvidError."""
     try:
         chain_pem = paths.svid.read_bytes()
-        key_pem = paths.key.read_bytes()
         bundle_pem = paths.bundle.read_bytes()
+        svid, promote = _pair(chain_pem, paths.key, paths.key.with_name(PENDING_KEY_FILE))
     except FileNotFoundError as exc:
         raise SvidUnavailable(f"{exc.filename} does not exist") from None
     except OSError as exc:
         raise SvidUnavailable(f"cannot read {exc.filename}: {exc.strerror}") from None
-    promote = False
-    try:
-        svid = X509Svid.from_pem(chain_pem, key_pem)
-    except SvidError as exc:
-        # A certificate signed for a renewal request pairs with the pending key, not the old one.
-        try:
-            svid = X509Svid.from_pem(chain_pem, paths.key.with_name(PENDING_KEY_FILE).read_bytes())
-        except (OSError, SvidError):
-            raise exc from None
-        promote = True
     bundle = TrustBundle.from_pem(trust_domain, bundle_pem)
     revocation, crl_error = None, None
     try:
@@ -237,10 +277,10 @@ class BuiltinSource(SourceBase):
         # Signature checks are crypto: off the event loop.
         verdict, current_ok = await asyncio.to_thread(self._verdicts, loaded, self._svid, self.clock())
         changed = self._take(loaded, verdict, current_ok)
-        if loaded.promote and self._svid is loaded.svid:
-            await asyncio.to_thread(_promote, self.paths)
+        if loaded.promote is not None and self._svid is loaded.svid:
+            if await asyncio.to_thread(_promote, self.paths, loaded.promote):
+                self.log.info("svid_request_completed", spiffe_id=str(loaded.svid.spiffe_id))
             self._sig = await asyncio.to_thread(_signature, self.paths)
-            self.log.info("svid_request_completed", spiffe_id=str(loaded.svid.spiffe_id))
         return changed
 
     def _verdicts(self, loaded: _Loaded, current: X509Svid | None, now: float) -> tuple[SvidVerdict, bool]:

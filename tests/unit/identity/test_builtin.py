@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.unit.identity.fakes import until
-from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
-from x0tta.identity.ca import KEY_FILE, SVID_FILE, CertificateAuthority, write_atomic
+from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer, write_request
+from x0tta.identity.ca import KEY_FILE, PENDING_KEY_FILE, SVID_FILE, CertificateAuthority, write_atomic
 from x0tta.identity.spiffe_id import SpiffeId
 from x0tta.identity.types import SourceUpdate, SvidUnavailable, X509Svid
 
@@ -142,3 +143,40 @@ async def test_renewal_by_request_keeps_the_key_on_the_node(fresh_ca: Certificat
         assert src.last_error is None
     finally:
         await src.close()
+
+
+async def test_first_enrolment_by_request_pairs_the_pending_key(
+    fresh_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    node = tmp_path / "node"
+    csr = write_request(node, SpiffeId.parse(ID))  # `x0tta identity request`: no svid.key on this node yet
+    pending = (node / PENDING_KEY_FILE).read_bytes()
+    src = source(node)
+    with pytest.raises(SvidUnavailable, match=r"svid\.pem does not exist"):
+        await src.start()
+    leaf = fresh_ca.sign_to(node, csr.read_bytes(), 600, spiffe_id=ID)  # `x0tta ca sign`, files copied back
+    await src.start()
+    try:
+        assert src.svid().leaf == leaf and src.svid().private_key_pem == pending and src.last_error is None
+        assert (node / KEY_FILE).read_bytes() == pending and stat.S_IMODE((node / KEY_FILE).stat().st_mode) == 0o600
+        assert not (node / PENDING_KEY_FILE).exists() and not csr.exists()
+    finally:
+        await src.close()
+    again = source(node)  # a restart reads the promoted key
+    await again.start()
+    assert again.svid().leaf == leaf
+    await again.close()
+
+
+async def test_a_certificate_matching_no_key_on_the_node_is_refused(
+    fresh_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    node = tmp_path / "node"
+    write_request(node, SpiffeId.parse(ID))
+    other = write_request(tmp_path / "elsewhere", SpiffeId.parse(ID))  # signed for another node's key
+    fresh_ca.sign_to(node, other.read_bytes(), 600, spiffe_id=ID)
+    src = source(node)
+    with pytest.raises(SvidUnavailable, match=r"svid\.key\.new: private key does not match"):
+        await src.start()
+    assert (node / PENDING_KEY_FILE).exists() and not (node / KEY_FILE).exists()
+    await src.close()
