@@ -18,7 +18,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +164,12 @@ class Prober:
             except OSError:  # no link-local address yet, link down: the peer counts the loss
                 iface.send_errors += 1
 
-    def stats(self) -> tuple[ProbeStats, ...]:
+    def stats(self, carrier: Mapping[str, bool] | None = None) -> tuple[ProbeStats, ...]:
+        """``carrier``: hard interface -> carrier up, as the caller just read it (a link that came
+        back up restarts its loss accounting, see :meth:`Tracker.link`)."""
         for iface in self.ifaces.values():  # what has arrived counts, even if not yet read
             self._readable(iface)
-        return self.tracker.stats(time.monotonic(), self.link_rx())
+        return self.tracker.stats(time.monotonic(), self.link_rx(), carrier)
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
         """Send every interval until cancelled; re-reads the interface list each second."""

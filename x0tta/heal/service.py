@@ -274,7 +274,7 @@ class HealService(Subsystem):
             probes = tuple(
                 ProbeStats(p.hardif, p.peer, p.window, p.received, p.loss, p.lost_run, p.rtt_ms,
                            None if p.last_rx is None else wall - (mono - p.last_rx))
-                for p in self.prober.stats()
+                for p in self.prober.stats({h.name: h.oper_up for h in hardifs})
             )
         return Observation(
             at=wall,

@@ -87,7 +87,7 @@ class Prober:
     def link_rx(self):
         return {}
 
-    def stats(self):
+    def stats(self, carrier=None):
         import time
 
         run = 5 if self.kernel.lossy else 0

@@ -12,7 +12,9 @@ Detectors and their conditions:
 * ``link_down`` (``hardif:IF``): carrier lost on a hard interface. Its clear time grows with the
   number of recent carrier losses (flap dampening), capped at ``flap_hold_max``.
 * ``silent_loss`` (``link:IF/PEER``): the link is up but liveness probes to a neighbouring agent
-  are lost - ``silent_loss_run`` in a row, or ``silent_loss_ratio`` of the window.
+  are lost - ``silent_loss_run`` in a row, or ``silent_loss_ratio`` of the window. While IF's
+  carrier is down it is not a condition, and its hysteresis restarts (an active one clears at
+  once: ``link_down`` says it better), so a link that comes back up starts with a clean window.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
   ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
 * ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
@@ -254,10 +256,16 @@ def timings(kind: str, s: HealSettings, ev: Evidence) -> tuple[float, float]:
     return 0.0, s.clear_after
 
 
+def carrier_down(obs: Observation) -> frozenset[str]:
+    """Hard interfaces without carrier in ``obs``: their link-scoped loss accounting restarts."""
+    return frozenset(h.name for h in obs.hardifs if not h.oper_up)
+
+
 def hysteresis(
-    hyst: dict[Key, Hyst], conds: Conditions, s: HealSettings, now: float
+    hyst: dict[Key, Hyst], conds: Conditions, s: HealSettings, now: float, restart: frozenset[str] = frozenset()
 ) -> tuple[dict[Key, Hyst], list[Symptom], list[Symptom], dict[Key, Symptom]]:
-    """Advance hysteresis; returns ``(state, raised, cleared, active)``."""
+    """Advance hysteresis; returns ``(state, raised, cleared, active)``. The ``silent_loss`` of a
+    hard interface in ``restart`` (its carrier is down) is forgotten, and cleared if active."""
     new: dict[Key, Hyst] = {}
     raised: list[Symptom] = []
     cleared: list[Symptom] = []
@@ -265,6 +273,10 @@ def hysteresis(
     for key in hyst.keys() | conds.keys():
         h = hyst.get(key, Hyst())
         cond = conds.get(key)
+        if restart and key[0] == SymptomKind.SILENT_LOSS and _link_hardif(key[1]) in restart:
+            if h.active:
+                cleared.append(_symptom(key, h))
+            continue
         if cond is not None:
             sev, ev = cond
             h = replace(h, true_since=h.true_since if h.true_since is not None else now, false_since=None,
@@ -285,6 +297,11 @@ def hysteresis(
         if h.active:
             active[key] = _symptom(key, h)
     return new, raised, cleared, active
+
+
+def _link_hardif(target: str) -> str:
+    """``link:eth1/aa:..`` -> ``eth1``."""
+    return target.split(":", 1)[-1].split("/", 1)[0]
 
 
 def _symptom(key: Key, h: Hyst) -> Symptom:

@@ -27,6 +27,12 @@ Loss per (hard interface, peer), as :class:`~x0tta.heal.core.model.ProbeStats`:
   probe heard, in intervals) and the send side (my probes the peer has not acknowledged);
 * ``loss`` - the larger of: my receive loss over the last ``window`` expected probes, and the
   loss the peer reports for my probes.
+
+Carrier: probes lost while a hard interface's link is down are not silent loss (link down is its
+own symptom). When the carrier comes back up (:meth:`Tracker.link`), the accounting on that
+interface starts over: its peers are forgotten and relearned from their next probe, my probes sent
+before are no longer awaited, and acknowledgements of those older probes (from a peer that has not
+restarted its own accounting yet) are ignored.
 """
 
 from __future__ import annotations
@@ -153,6 +159,22 @@ class Tracker:
         self.last_tick: float | None = None
         self.grace_until = 0.0
         self.stalls = 0
+        self.carrier: dict[str, bool] = {}  # hardif -> carrier as last told
+        self.restart_seq: dict[str, int] = {}  # hardif -> my last seq there before its carrier came back
+
+    def link(self, hardif: str, up: bool) -> bool:
+        """The carrier of ``hardif`` as the caller sees it now. On a down -> up transition the loss
+        accounting on it restarts (a link that just came up starts with a clean window); returns
+        whether it did."""
+        was = self.carrier.get(hardif)
+        self.carrier[hardif] = up
+        if not up or was is not False:
+            return False
+        for key in [k for k in self.peers if k[0] == hardif]:
+            del self.peers[key]
+        self.sent_at.pop(hardif, None)
+        self.restart_seq[hardif] = self.seq.get(hardif, 0)
+        return True
 
     def tick(self, now: float) -> None:
         """Called once per probe round. A round much later than planned means this process did
@@ -200,19 +222,24 @@ class Tracker:
         if len(p.got) > 2 * self.window:
             floor = p.high_seq - self.window
             p.got = {s for s in p.got if s > floor}
+        before = self.restart_seq.get(hardif)
         for a in probe.acks:
-            if a.peer == my_mac:
-                p.acked = a.seq
-                p.tx_loss = a.loss_permille / 1000.0
-                if a.echo:
-                    rtt = (now_ns - a.echo - a.held) / 1e6
-                    if 0 <= rtt < 60_000:
-                        p.rtt_ms = rtt
-                # my probes after the acked one that the peer should have heard by the time it
-                # sent this one (sent more than an RTT and half an interval ago): lost on the way
-                slack = (p.rtt_ms or 0.0) / 1000.0 + self.interval / 2
-                sent = self.sent_at.get(hardif, {})
-                p.tx_run = sum(1 for q, t in sent.items() if q > a.seq and t <= now - slack)
+            if a.peer != my_mac or (before is not None and a.seq <= before):
+                continue  # not about me, or about my probes from before the carrier came back: stale
+            p.acked = a.seq
+            # a peer that has not restarted its own accounting yet counts my probes from before in
+            # its loss figure: take it once my probes since the restart fill its window
+            fresh = before is None or a.seq > before + self.window
+            p.tx_loss = a.loss_permille / 1000.0 if fresh else 0.0
+            if a.echo:
+                rtt = (now_ns - a.echo - a.held) / 1e6
+                if 0 <= rtt < 60_000:
+                    p.rtt_ms = rtt
+            # my probes after the acked one that the peer should have heard by the time it
+            # sent this one (sent more than an RTT and half an interval ago): lost on the way
+            slack = (p.rtt_ms or 0.0) / 1000.0 + self.interval / 2
+            sent = self.sent_at.get(hardif, {})
+            p.tx_run = sum(1 for q, t in sent.items() if q > a.seq and t <= now - slack)
         return probe
 
     def bye(self, hardif: str, mac: str, now_ns: int) -> bytes:
@@ -233,11 +260,16 @@ class Tracker:
         got = sum(1 for s in p.got if lo <= s <= expected_hi)
         return max(0.0, 1.0 - got / expected)
 
-    def stats(self, now: float, link_rx: Mapping[str, float] | None = None) -> tuple[ProbeStats, ...]:
+    def stats(
+        self, now: float, link_rx: Mapping[str, float] | None = None, carrier: Mapping[str, bool] | None = None
+    ) -> tuple[ProbeStats, ...]:
         """Loss per peer. ``link_rx`` (hard interface -> when a frame other than a probe last
         arrived on it): frames still arriving after the last probe mean the link carries traffic
         and it is the prober on the other side that went quiet (its agent stopped, or stalls),
-        so receive-side silence is not counted as loss."""
+        so receive-side silence is not counted as loss. ``carrier`` (hard interface -> carrier
+        up), when given, goes to :meth:`link` first."""
+        for hardif, up in (carrier or {}).items():
+            self.link(hardif, up)
         link_rx = link_rx or {}
         out = []
         for key, p in list(self.peers.items()):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from x0tta.config.heal import HealSettings
-from x0tta.heal.core.detect import Key, Memory, analyze, hysteresis
+from x0tta.heal.core.detect import Key, Memory, analyze, carrier_down, hysteresis
 from x0tta.heal.core.model import (
     Action,
     ActionKind,
@@ -236,7 +236,7 @@ class _Step:
 def step(k: Knowledge, obs: Observation, now: float) -> tuple[Knowledge, tuple[Decision, ...]]:
     s = k.settings
     memory, conds = analyze(k.memory, obs, s, now)
-    hyst, raised, cleared, active = hysteresis(k.memory.hyst, conds, s, now)
+    hyst, raised, cleared, active = hysteresis(k.memory.hyst, conds, s, now, carrier_down(obs))
     memory = replace(memory, hyst=hyst)
     st = _Step(k, now)
     for sym in cleared:
