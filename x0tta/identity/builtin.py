@@ -358,6 +358,12 @@ class BuiltinSource(SourceBase):
         self.requests += 1
         self.log.info("svid_renewal_requested", csr=str(path), spiffe_id=str(svid.spiffe_id))
 
+    def retry_interval(self) -> float | None:
+        """Files missing or half-copied: enrolment is under way, look as often as the watch does."""
+        if self.renewer is not None and (self.last_error or "").startswith("renewal failed"):
+            return None
+        return self.poll_interval
+
     def next_renewal(self) -> float | None:
         return self._svid.renew_at(self.renew_fraction) if self._svid and self.renewer else None
 

@@ -2,8 +2,9 @@
 
 It builds the source the config names (:class:`~x0tta.identity.builtin.BuiltinSource` or
 :class:`~x0tta.identity.workload.WorkloadApiSource`), waits for the first SVID while reporting
-why there is none (``svid_missing``, ``spire_socket_missing``, retried with backoff: enrollment
-is copying files in, and the agent picks them up without a restart), then watches it:
+why there is none (``svid_missing``, ``spire_socket_missing``), then watches it. Enrolment is
+copying files in: the agent looks for them every ``poll_interval`` and at once on reload, and
+picks them up without a restart; SPIRE not answering is retried with backoff.
 
 =========================== ========= =====================================================
 condition                   severity  when
@@ -34,6 +35,7 @@ them this object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -168,6 +170,7 @@ class IdentityService(Subsystem):
         self.inner: SourceBase | None = None
         self.policy: AuthorizationPolicy | None = None
         self._ready = asyncio.Event()
+        self._wake = asyncio.Event()  # set by reload: end the wait for the first SVID
         self._settings: IdentitySettings | None = None
         self._metrics: _Metrics | None = None
         self._metrics_registry: Any = None
@@ -259,9 +262,15 @@ class IdentityService(Subsystem):
             await source.close()
 
     async def _start_source(self, ctx: Context, source: SourceBase) -> None:
-        """Start ``source``, retrying with backoff while reporting why there is no SVID."""
-        delay = RETRY_MIN
+        """Start ``source``, retrying while reporting why there is no SVID.
+
+        Files not there yet (enrolment in progress) are looked for every ``poll_interval``; other
+        failures (no SPIRE socket, SPIRE silent, self-renewal failing) back off from ``RETRY_MIN``
+        to ``RETRY_MAX``. A reload (SIGHUP) ends either wait at once.
+        """
+        delay, reported = RETRY_MIN, None
         while True:
+            self._wake.clear()  # a reload from now on, even during start(), means "try again now"
             try:
                 await source.start()
                 ctx.log.info(
@@ -272,16 +281,24 @@ class IdentityService(Subsystem):
                 )
                 return
             except CapabilityMissing as exc:
-                ctx.health.set(Condition(exc.code, Severity.DEGRADED, str(exc)))
-                ctx.log.warning("identity_unavailable", code=exc.code, reason=str(exc), retry_in=delay)
+                code, reason = exc.code, str(exc)
             except SvidUnavailable as exc:
-                ctx.health.set(Condition("svid_missing", Severity.DEGRADED, str(exc)))
-                ctx.log.warning("identity_unavailable", code="svid_missing", reason=str(exc), retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+                code, reason = "svid_missing", str(exc)
+            poll = source.retry_interval()
+            wait = delay if poll is None else poll
+            ctx.health.set(Condition(code, Severity.DEGRADED, reason))
+            if (code, reason) != reported:  # once per distinct problem, not once per look
+                reported = (code, reason)
+                ctx.log.warning("identity_unavailable", code=code, reason=reason, retry_in=wait)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            if poll is None:
+                delay = min(delay * 2, RETRY_MAX)
 
     async def reload(self, ctx: Context, settings: Any) -> bool:
-        """Policy changes apply live; anything about the source asks for a restart. Files are re-read."""
+        """Policy changes apply live; anything about the source asks for a restart. Files are re-read
+        (before the first SVID too: the wait for it ends at once)."""
         old, new = self._settings, settings.identity
         if old is None:
             return False
@@ -292,7 +309,9 @@ class IdentityService(Subsystem):
             return False
         self._settings = new
         self.policy = new.policy()
-        if self.inner is not None:
+        if not self._ready.is_set():
+            self._wake.set()  # still waiting for the first SVID: look again now
+        elif self.inner is not None:
             await self.inner.refresh()
         return True
 

@@ -40,6 +40,10 @@ class SourceBase:
     async def close(self) -> None:
         self.closed = True
 
+    def retry_interval(self) -> float | None:
+        """After a failed :meth:`start`: how soon to try again, or None to back off (a real error)."""
+        return None
+
     def svid(self) -> X509Svid:
         if self._svid is None:
             raise SvidUnavailable(self.last_error or f"{self.kind} source has no SVID yet")

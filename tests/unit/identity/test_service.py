@@ -13,6 +13,7 @@ from x0tta.common.health import Severity
 from x0tta.config.fields import ConfigError, build
 from x0tta.config.identity import IdentitySettings
 from x0tta.config.schema import AgentSettings
+from x0tta.identity import service as identity_service
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource
 from x0tta.identity.ca import CertificateAuthority
 from x0tta.identity.service import IdentityService, assess
@@ -122,3 +123,34 @@ async def test_consumers_keep_their_subscription_across_a_restart(
         assert await svc.wait_source(timeout=8) is shared
         await until(lambda: renewed.leaf.serial_number in seen)
         assert shared.svid().leaf == renewed.leaf and shared.rotations == 1
+
+
+@pytest.fixture
+def long_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry backoff grown as far as it can: missing files must not wait on it."""
+    monkeypatch.setattr(identity_service, "RETRY_MIN", 3600.0)
+    monkeypatch.setattr(identity_service, "RETRY_MAX", 3600.0)
+
+
+@pytest.mark.usefixtures("long_backoff")
+async def test_missing_files_are_looked_for_every_poll_interval(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    ctx = FakeContext(settings(tmp_path, poll_interval=0.1))
+    svc = IdentityService(environ={})
+    async with running(svc, ctx):
+        await until(lambda: ctx.health.codes == ["svid_missing"])
+        fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)  # enrolment lands later
+        source = await svc.wait_source(timeout=8)
+        assert str(source.svid().spiffe_id) == "spiffe://mesh.x0tta/node/r1"
+
+
+@pytest.mark.usefixtures("long_backoff")
+async def test_reload_looks_for_missing_files_at_once(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    ctx = FakeContext(settings(tmp_path, poll_interval=3600))  # only the reload can find the files in time
+    svc = IdentityService(environ={})
+    async with running(svc, ctx):
+        await until(lambda: ctx.health.codes == ["svid_missing"])
+        fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)
+        assert await svc.reload(ctx, settings(tmp_path, poll_interval=3600))  # type: ignore[arg-type]
+        source = await svc.wait_source(timeout=8)
+        assert str(source.svid().spiffe_id) == "spiffe://mesh.x0tta/node/r1"
+        await until(lambda: ctx.health.codes == [])
