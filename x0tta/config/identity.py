@@ -44,8 +44,9 @@ class IdentitySettings:
     workload_api_socket: str = setting(
         "",
         doc="Unix socket of the SPIRE Workload API. Empty: $SPIFFE_ENDPOINT_SOCKET, else SPIRE "
-        "agent's own default /tmp/spire-agent/public/api.sock, so a stock SPIRE install works "
-        "without configuration here.",
+        "agent's own default /tmp/spire-agent/public/api.sock, which the systemd unit cannot see "
+        "(PrivateTmp=yes): under systemd put SPIRE's socket outside /tmp (e.g. "
+        "/run/spire/sockets/agent.sock) and set it here.",
     )
     workload_api_timeout: float = setting(
         10.0,
