@@ -10,6 +10,7 @@ PKGS=(
   user-mode-linux         # the lab's kernel (Linux 6.1 with batman-adv) as a process
   batctl                  # batman-adv's reference tool: the lab compares the agent with it
   iputils-ping            # ping inside the lab
+  kmod                    # modprobe: the lab guest loads batman-adv, veth, netem from UML's modules
   iperf3                  # throughput for eBPF counter and overhead checks
   clang llvm              # builds the eBPF objects
   libbpf-dev libbpf1      # eBPF headers, and libbpf.so.1 that the loader calls

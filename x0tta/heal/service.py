@@ -509,18 +509,20 @@ class HealService(Subsystem):
 
         async def state(_: dict[str, Any]) -> Any:
             k = self.knowledge
+            if k is None:  # starting: open incidents are not loaded yet, and "none" would be a lie
+                raise TemporaryError("the heal loop is starting")
             return {
                 "dry_run": self.settings.dry_run,
                 "cycles": self.cycles,
-                "active": [s.to_json() for s in (k.active.values() if k else ())],
-                "incidents": [k.incident_json(i) for i in (k.incidents if k else ())],
+                "active": [s.to_json() for s in k.active.values()],
+                "incidents": [k.incident_json(i) for i in k.incidents],
                 "breakers": self.executor.breakers.states() if self.executor else {},
                 "probes": [_probe_json(p) for p in (self.prober.stats() if self.prober else ())],
                 "probe_stalls": self.prober.tracker.stalls if self.prober else 0,
                 "link_rx_age": ({k: round(time.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
                                 if self.prober else {}),
                 "stats": [{"symptom": s, "action": a, "ok": ok, "failed": bad}
-                          for (s, a), (ok, bad) in (k.stats.items() if k else ())],
+                          for (s, a), (ok, bad) in k.stats.items()],
             }
 
         ctx.admin.register("heal.incidents", incidents)

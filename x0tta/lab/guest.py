@@ -45,6 +45,7 @@ from x0tta.lab.core.topology import MESH_IF, PRIMARY_IF, Netem, Step, Topology, 
 
 CLONE_NEWNET = 0x40000000
 TC_H_ROOT = 0xFFFFFFFF
+REQUIRED_MODULES = ("batman-adv", "veth", "sch_netem")  # without these no lab can be built
 VETH_MTU = 1560  # 1500 + batman-adv's unicast header and some, so bat0 need not fragment
 POLL_S = 0.05
 AGENT_STOP_TIMEOUT_S = 5.0
@@ -194,6 +195,10 @@ class Engine(GuestLab):
 
     # -- setup --------------------------------------------------------------------------------
     def setup(self) -> None:
+        missing = [m for m in REQUIRED_MODULES if not Path("/sys/module", m.replace("-", "_")).exists()]
+        if missing:
+            raise StepFailed(f"kernel modules not loaded in the guest: {', '.join(missing)} (the init script's "
+                             "modprobe failed: see console.log; on the host, packages kmod and user-mode-linux)")
         topo = self.topology
         root = [f"netns add {n.name}" for n in topo.nodes]
         for link in topo.links:

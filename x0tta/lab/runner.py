@@ -42,7 +42,7 @@ from x0tta.lab.core.topology import Step, Topology, TopologyError, parse_topolog
 
 UML = "linux.uml"
 UML_MODULES = Path("/usr/lib/uml/modules")
-APT_PACKAGES = ("user-mode-linux", "batctl", "iputils-ping", "iproute2")
+APT_PACKAGES = ("user-mode-linux", "batctl", "iputils-ping", "iproute2", "kmod")
 GUEST_MODULES = ("batman-adv", "veth", "dummy", "ipv6", "sch_netem", "cls_bpf", "sch_ingress")
 SCRATCH = "/run/lab"  # the guest's tmpfs
 OUTPUTS = ("timeline.json", "console.log", "engine.log", "input", "agents", "snapshots", "state")
@@ -220,7 +220,7 @@ def preflight(*, install: bool = True, agents: bool = False, agent_path: str | N
 
 
 def _missing_tools() -> list[str]:
-    return [t for t in (UML, "batctl", "ip", "tc", "ping") if shutil.which(t) is None]
+    return [t for t in (UML, "batctl", "ip", "tc", "ping", "modprobe") if shutil.which(t) is None]
 
 
 def _apt_install() -> None:

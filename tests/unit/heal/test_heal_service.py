@@ -11,11 +11,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from x0tta.common.errors import TemporaryError
 from x0tta.config.heal import HealSettings
 from x0tta.config.schema import AgentSettings, NodeSettings
 from x0tta.heal.core.model import ProbeStats
@@ -150,6 +152,10 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
 
     svc._metrics = _Metrics(ctx.registry)
     svc._register_admin(ctx)
+    # before the store is loaded, the state is "not yet known", never "no incidents": a caller
+    # waiting for incidents to close must not be told they are closed while they are being resumed
+    with pytest.raises(TemporaryError, match="starting"):
+        await ctx.admin.commands["heal.state"]({})
     store = AsyncStore(tmp_path / "heal.sqlite3")
     await svc._start(ctx, store, kernel, kernel)
     svc.prober = Prober(kernel)
