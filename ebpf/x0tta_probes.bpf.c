@@ -6,9 +6,11 @@
  * Theory of operation. The same object is attached at ingress (x0tta_ingress) and egress
  * (x0tta_egress) of every probed interface. For each frame it:
  *
- *  - counts IPv4 and IPv6 frames per flow (interface, direction, 5-tuple) in `flows`, an LRU hash
- *    whose size the loader sets from the config, so a scan or a flood evicts the oldest flows
- *    instead of failing;
+ *  - counts IPv4 and IPv6 frames per flow (interface, direction, 5-tuple) in `flows`, a per-CPU
+ *    LRU hash whose size the loader sets from the config, so a scan or a flood evicts the oldest
+ *    flows instead of failing; per-CPU, because this runs for every frame: each CPU adds to its
+ *    own copy of the counters without atomics or a cache line bounced between CPUs, and the
+ *    reader sums the copies;
  *  - counts batman-adv frames (ethertype 0x4305, ETH_P_BATMAN in uapi/linux/if_ether.h) per
  *    neighbour MAC (the source MAC when received, the destination MAC when sent) with the time it
  *    last received one: the MAPE-K monitor reads that as evidence of a link that went silent;
@@ -98,7 +100,7 @@ struct x0tta_config {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 8192); /* the loader sets the configured size */
 	__type(key, struct flow_key);
 	__type(value, struct flow_value);
@@ -233,16 +235,20 @@ static __always_inline void count_flow(struct __sk_buff *skb, struct flow_key *k
 			return;
 		}
 	}
-	__sync_fetch_and_add(&v->packets, segs);
-	__sync_fetch_and_add(&v->bytes, bytes);
-	__sync_fetch_and_add(&v->payload_bytes, payload);
+	/* this CPU's own copy of the value: no atomics, no cache line shared between CPUs */
+	v->packets += segs;
+	v->bytes += bytes;
+	v->payload_bytes += payload;
+	if (!v->first_seen_ns)
+		v->first_seen_ns = now;
 	v->last_seen_ns = now;
 }
 
 /*
  * The ports and the L4 header length (for the payload count) of a frame whose L4 header starts at
- * byte `off`; -1 if the frame is too short. bpf_skb_load_bytes rather than direct access: the IPv4
- * header's length is variable, and adding a variable to a packet pointer needs CAP_PERFMON (the
+ * byte `off`; -1 if the frame is too short. For IPv4 headers with options only (parse_l4_direct
+ * serves the rest). bpf_skb_load_bytes rather than direct access: the IPv4 header's length is
+ * variable, and adding a variable to a packet pointer needs CAP_PERFMON (the
  * verifier's Spectre v1 sanitation refuses it otherwise); this way CAP_BPF + CAP_NET_ADMIN suffice.
  */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto, struct flow_key *key,
@@ -262,6 +268,31 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 		if (bpf_skb_load_bytes(skb, off + 12, &doff, 1) < 0)
 			return -1;
 		*l4hdr = (doff >> 4) * 4;
+	} else {
+		*l4hdr = proto == IPPROTO_SCTP ? 12 : 8;
+	}
+	return 0;
+}
+
+/*
+ * The same as parse_l4 for an L4 header at a constant offset (IPv6, and IPv4 without options: all
+ * but a rare frame), read straight from the packet: no helper calls on the common path.
+ */
+static __always_inline int parse_l4_direct(void *l4, void *data_end, __u8 proto, struct flow_key *key, __u32 *l4hdr)
+{
+	__u8 *b = l4;
+
+	*l4hdr = 0;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE && proto != IPPROTO_SCTP)
+		return 0;
+	if ((void *)(b + 4) > data_end)
+		return -1;
+	__builtin_memcpy(&key->sport, b, 2);
+	__builtin_memcpy(&key->dport, b + 2, 2);
+	if (proto == IPPROTO_TCP) {
+		if ((void *)(b + 13) > data_end)
+			return -1;
+		*l4hdr = (b[12] >> 4) * 4;
 	} else {
 		*l4hdr = proto == IPPROTO_SCTP ? 12 : 8;
 	}
@@ -307,7 +338,10 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		__builtin_memcpy(key.daddr, &ip->daddr, 4);
 		/* Ports only in the first fragment. */
 		if (!(ip->frag_off & bpf_htons(0x1fff))) {
-			if (parse_l4(skb, sizeof(*eth) + ihl, key.proto, &key, &l4hdr) < 0) {
+			int bad = ihl == sizeof(*ip) ? parse_l4_direct(ip + 1, data_end, key.proto, &key, &l4hdr)
+						     : parse_l4(skb, sizeof(*eth) + ihl, key.proto, &key, &l4hdr);
+
+			if (bad < 0) {
 				stat_inc(STAT_TRUNCATED);
 				return TC_ACT_OK;
 			}
@@ -326,7 +360,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		key.proto = ip6->nexthdr;
 		__builtin_memcpy(key.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(key.daddr, &ip6->daddr, 16);
-		if (parse_l4(skb, sizeof(*eth) + sizeof(*ip6), key.proto, &key, &l4hdr) < 0) {
+		if (parse_l4_direct(ip6 + 1, data_end, key.proto, &key, &l4hdr) < 0) {
 			stat_inc(STAT_TRUNCATED);
 			return TC_ACT_OK;
 		}

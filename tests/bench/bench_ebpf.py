@@ -1,10 +1,13 @@
 """iperf3 throughput over a veth pair with the probes attached vs without, in one run.
 
-    .venv/bin/python tests/bench/bench_ebpf.py [--rounds 5] [--seconds 3]
+    .venv/bin/python tests/bench/bench_ebpf.py [--rounds 5] [--seconds 3] [--ends 2|1]
 
 One veth pair between two network namespaces; iperf3 server in one, client in the other. Rounds
 alternate: without probes, then with the probes (flow + neighbour counting and the guard, observe
-mode) attached to ingress and egress of BOTH veth ends, so every packet passes four program runs.
+mode) attached to ingress and egress of BOTH veth ends (``--ends 2``, the default), so every
+packet passes two program runs, the sender's egress and the receiver's ingress: what two nodes pay,
+each on its own CPU, charged here to one machine. ``--ends 1`` attaches them to the client's end
+only, as one node's agent does on its interface: one run per packet.
 Two workloads: TCP (the kernel's GSO aggregates, as forwarded traffic mostly is) and UDP with
 1400-byte datagrams at full rate (one program run per datagram: the per-packet worst case).
 Prints a Markdown table of the medians and the ratio (target: >= 0.95), and the programs' own
@@ -77,9 +80,12 @@ def iperf(args: str, seconds: float) -> float:
         server.wait(10)
 
 
-def attach(pin: Path, root_fd: int) -> list[Probes]:
+ENDS = ((NS_C, "xb-c"), (NS_S, "xb-s"))
+
+
+def attach(pin: Path, root_fd: int, ends: int) -> list[Probes]:
     attached = []
-    for ns, dev in ((NS_C, "xb-c"), (NS_S, "xb-s")):
+    for ns, dev in ENDS[:ends]:
         s = ProbeSettings(interfaces=(dev,), pin_path=str(pin / ns / "x0tta"))
         setns(ns, root_fd)
         try:
@@ -93,7 +99,7 @@ def attach(pin: Path, root_fd: int) -> list[Probes]:
 
 def detach(probes: list[Probes], root_fd: int) -> int:
     flows = 0
-    for p, ns in zip(probes, (NS_C, NS_S), strict=True):
+    for p, (ns, _) in zip(probes, ENDS, strict=False):
         flows += len(p.snapshot().flows)
         setns(ns, root_fd)
         try:
@@ -107,6 +113,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--ends", type=int, choices=(1, 2), default=2, help="veth ends with the probes attached")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("cannot run: needs root", file=sys.stderr)
@@ -125,12 +132,12 @@ def main() -> int:
             for i in range(args.rounds):
                 for name, extra in workloads.items():
                     for state in ("off", "on") if i % 2 == 0 else ("on", "off"):  # cancel drift
-                        probes = attach(pin, root_fd) if state == "on" else []
+                        probes = attach(pin, root_fd, args.ends) if state == "on" else []
                         results[name][state].append(iperf(extra, args.seconds))
                         assert not probes or detach(probes, root_fd) > 0
             # The programs' own cost, from the kernel's accounting (kernel.bpf_stats_enabled).
             for name, extra in workloads.items():
-                probes = attach(pin, root_fd)
+                probes = attach(pin, root_fd, args.ends)
                 before = sh("sysctl -n kernel.bpf_stats_enabled").strip()
                 sh("sysctl -q kernel.bpf_stats_enabled=1")
                 try:
@@ -147,7 +154,8 @@ def main() -> int:
         finally:
             down()
             sh(f"umount {pin}", check=False)
-    print(f"veth pair between two namespaces, iperf3 {args.seconds:g} s x {args.rounds} rounds, alternating; "
+    print(f"veth pair between two namespaces, probes on {args.ends} end(s), iperf3 {args.seconds:g} s x "
+          f"{args.rounds} rounds, alternating; "
           f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()})\n")
     print("| workload | without probes (median) | with probes (median) | ratio |")
     print("|---|---|---|---|")

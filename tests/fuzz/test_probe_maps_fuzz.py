@@ -31,7 +31,8 @@ def test_decoders_raise_only_decode_error(decoder, data):
 @settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=80), st.integers(min_value=1, max_value=8))
 def test_percpu_and_admitted(data, ncpus):
-    for call in (lambda: core.decode_percpu_u64(data, ncpus), lambda: core.decode_admitted(data[:6], data[6:])):
+    for call in (lambda: core.decode_percpu_u64(data, ncpus), lambda: core.decode_admitted(data[:6], data[6:]),
+                 lambda: core.decode_flow_value(data, ncpus)):
         try:
             call()
         except core.ProbeDecodeError:

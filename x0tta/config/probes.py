@@ -26,7 +26,8 @@ class ProbeSettings:
     )
     flow_map_size: int = setting(
         8192,
-        doc="Entries of the per-flow LRU map (~152 bytes of kernel memory each: 8192 is ~1.2 MiB). "
+        doc="Entries of the per-flow LRU map (~120 bytes of kernel memory each, plus 40 per CPU: "
+        "8192 is ~1.6 MiB on 2 CPUs). "
         "Enough for the flows a mesh router forwards between polls; beyond it the least recently "
         "seen flows are evicted, never new ones refused.",
         min=64,

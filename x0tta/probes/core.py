@@ -152,9 +152,18 @@ def encode_flow_key(key: FlowKey) -> bytes:
     return bytes(raw)
 
 
-def decode_flow_value(data: bytes) -> FlowStats:
-    _check_len("flow value", data, FLOW_VALUE.size)
-    return FlowStats(*FLOW_VALUE.unpack(data))
+def decode_flow_value(data: bytes, ncpus: int = 1) -> FlowStats:
+    """A flow's counters, summed over CPUs: ``flows`` is a per-CPU map (each CPU counts into its
+    own copy, without atomics), so the kernel hands back one value per possible CPU. First seen is
+    the earliest of the CPUs that saw the flow, last seen the latest."""
+    _check_len("flow value", data, FLOW_VALUE.size * ncpus)
+    packets = nbytes = payload = last = 0
+    first = None
+    for p, b, pl, f, ls in FLOW_VALUE.iter_unpack(data):
+        packets, nbytes, payload, last = packets + p, nbytes + b, payload + pl, max(last, ls)
+        if p and (first is None or f < first):
+            first = f
+    return FlowStats(packets, nbytes, payload, first or 0, last)
 
 
 def decode_neighbor_key(data: bytes) -> NeighborKey:

@@ -155,14 +155,17 @@ class Probes:
 
     def snapshot(self) -> core.Snapshot:
         m = self.obj.maps
-        flows, bad1 = core.decode_entries(m[core.MAP_FLOWS].items(), core.decode_flow_key, core.decode_flow_value)
+        ncpus = self.obj.ncpus
+        flows, bad1 = core.decode_entries(
+            m[core.MAP_FLOWS].items(), core.decode_flow_key, lambda v: core.decode_flow_value(v, ncpus)
+        )
         neigh, bad2 = core.decode_entries(
             m[core.MAP_NEIGHBORS].items(), core.decode_neighbor_key, core.decode_neighbor_value
         )
         stats = {}
         for stat in core.Stat:
             raw = m[core.MAP_STATS].lookup(stat.value.to_bytes(4, "little"))
-            stats[stat] = core.decode_percpu_u64(raw, self.obj.ncpus) if raw else 0
+            stats[stat] = core.decode_percpu_u64(raw, ncpus) if raw else 0
         return core.Snapshot(
             time.monotonic_ns(), flows, neigh, stats, bad1 + bad2, m[core.MAP_FLOWS].shape.max_entries
         )

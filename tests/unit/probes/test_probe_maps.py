@@ -26,6 +26,11 @@ def test_ports_are_network_order_as_in_the_packet():
 
 def test_flow_value_and_neighbor_entries():
     assert core.decode_flow_value(struct.pack("<5Q", 5, 490, 280, 1, 2)) == core.FlowStats(5, 490, 280, 1, 2)
+    # one value per CPU: counters summed, the earliest first-seen of a CPU that saw it, the latest last-seen
+    three = struct.pack("<15Q", 5, 490, 280, 10, 20, 0, 0, 0, 0, 0, 2, 100, 60, 7, 30)
+    assert core.decode_flow_value(three, 3) == core.FlowStats(7, 590, 340, 7, 30)
+    with pytest.raises(core.ProbeDecodeError):
+        core.decode_flow_value(struct.pack("<5Q", 1, 2, 3, 4, 5), 2)
     key = core.NeighborKey(4, "02:00:00:00:00:0a")
     assert core.decode_neighbor_key(core.encode_neighbor_key(key)) == key
     value = core.decode_neighbor_value(struct.pack("<8Q", *range(8)))
