@@ -12,7 +12,10 @@ The scenario, in order, with an agent on every node (BATMAN_IV, 1 s originator i
    incident is closed with the interface restored.
 3. **flapping**: n1-n2 is silent for 2 s, fine for 2 s, for 2 minutes. Actions must stay within the
    rate limits, no action storm, and the ping n1 -> n2 keeps getting through most of the time.
-4. **baseline**: the agents are stopped (SIGTERM) and step 1 is repeated: batman-adv alone.
+4. **link down**: n2-n3 goes down on both ends while n2 pings n3. batman-adv stops using it on
+   n2 and n3 by itself; both agents send OGMs faster while it is down, so that the other nodes
+   drop their routes through it sooner, and return to the configured interval once it is back.
+5. **baseline**: the agents are stopped (SIGTERM) and steps 1 and 4 are repeated: batman-adv alone.
 
 Figures (times to detect, outages, action counts, breaker openings) are printed and written to
 ``heal-figures.json`` in the run's directory; like every lab test, nothing fails on a duration.
@@ -45,18 +48,29 @@ def _check(label: str, fn: str, nodes: list[str], **kw: Any) -> dict[str, Any]:
     return {**step, **kw}
 
 
-def silent_loss_scenario(prefix: str, route_timeout: float) -> list[dict[str, Any]]:
+def fault_scenario(prefix: str, fault: str, src: str, dst: str, route_timeout: float) -> list[dict[str, Any]]:
+    """``src`` pings ``dst`` every 20 ms; ``fault`` hits their link; the route moves; the link recovers."""
     return [
-        {"do": "ping", "from": "n1", "to": "n2", "name": prefix},
-        {"do": "silent_loss", "label": f"{prefix}-fault", "link": "n1-n2", "after_s": 2},
-        {"do": "wait_route", "label": f"{prefix}-around", "from": "n1", "to": "n2", "not_via": "n2",
+        {"do": "ping", "from": src, "to": dst, "name": prefix},
+        {"do": fault, "label": f"{prefix}-fault", "link": f"{src}-{dst}", "after_s": 2},
+        {"do": "wait_route", "label": f"{prefix}-around", "from": src, "to": dst, "not_via": dst,
          "timeout_s": route_timeout},
         {"do": "sleep", "label": f"{prefix}-hold", "seconds": 3},
-        {"do": "restore", "label": f"{prefix}-recover", "link": "n1-n2"},
-        {"do": "wait_route", "label": f"{prefix}-direct", "from": "n1", "to": "n2", "via": "n2",
+        {"do": "restore", "label": f"{prefix}-recover", "link": f"{src}-{dst}"},
+        {"do": "wait_route", "label": f"{prefix}-direct", "from": src, "to": dst, "via": dst,
          "timeout_s": route_timeout},
         {"do": "ping_stop", "name": prefix, "after_s": 2},
     ]
+
+
+def silent_loss_scenario(prefix: str, route_timeout: float) -> list[dict[str, Any]]:
+    """n1-n2 drops everything (netem 100 % both ways) while its carrier stays up."""
+    return fault_scenario(prefix, "silent_loss", "n1", "n2", route_timeout)
+
+
+def link_down_scenario(prefix: str, route_timeout: float) -> list[dict[str, Any]]:
+    """n2-n3 goes down on both ends (ip link set down), as a cable pulled or a radio switched off."""
+    return fault_scenario(prefix, "link_down", "n2", "n3", route_timeout)
 
 
 SCENARIO: list[dict[str, Any]] = [
@@ -77,6 +91,10 @@ SCENARIO: list[dict[str, Any]] = [
     {"do": "restore", "label": "kill-recover", "link": "n3-n4"},
     _check("kill-closed", "wait_incidents_closed", ["n3", "n4"], args={"timeout": 60}),
     _check("kill-after", "heal_incidents", ["n3"]),
+    # a link that goes down (no carrier) instead of silently dropping
+    *link_down_scenario("down", 30),
+    _check("down-closed", "wait_incidents_closed", ["n2", "n3"], args={"timeout": 40}),
+    _check("down-incidents", "heal_incidents", ["n2", "n3"]),
     # a link flapping every 2 s for 2 minutes
     {"do": "ping", "from": "n1", "to": "n2", "name": "flap"},
     *[
@@ -96,6 +114,8 @@ SCENARIO: list[dict[str, Any]] = [
     # a re-attached link needs its TQ window to fill before batman-adv prefers it again
     {"do": "wait_route", "label": "base-ready", "from": "n1", "to": "n2", "via": "n2", "timeout_s": 60},
     *silent_loss_scenario("base", 40),
+    {"do": "wait_route", "label": "base-down-ready", "from": "n2", "to": "n3", "via": "n3", "timeout_s": 60},
+    *link_down_scenario("base-down", 40),
 ]
 
 
@@ -256,3 +276,38 @@ def test_flapping_link_no_action_storm_and_rate_limits_hold(lab: LabResult) -> N
         "pings": len(samples),
     })
     assert samples and lost / len(samples) < 0.5, "the mesh did not stay usable while the link flapped"
+
+
+def test_link_down_gets_faster_ogms_and_the_baseline_in_the_same_run(lab: LabResult) -> None:
+    fault = _wall(lab, "down-fault")
+    figures: dict[str, Any] = {}
+    for node, hardif in (("n2", "to-n3"), ("n3", "to-n2")):
+        incs = [i for i in _incidents(lab, "down-incidents", node, "link_down")
+                if i["symptom"]["target"] == f"hardif:{hardif}" and i["opened"] >= fault - 1]
+        assert incs, f"{node} opened no link_down incident on {hardif}"
+        inc = incs[0]
+        assert inc["status"] == "closed", inc
+        assert not [a for a in inc["actions"] if a["action"]["kind"] == "steer_off"], "a single loss is not a flap"
+        tune = [a for a in inc["actions"] if a["action"]["kind"] == "tune_orig_interval"]
+        if tune:  # faster OGMs for this link, back to the configured interval once it is up again
+            assert inc["resolution"] == "healed: tune_orig_interval", inc
+            assert tune[0]["state"] == "effective" and tune[0]["undo_state"] == "effective", tune
+        else:  # another incident of the node (route flapping after the previous fault) had them in effect
+            assert any("originator interval is already" in n for n in inc["notes"]), inc
+        figures[node] = {"detect_from_fault_s": round(inc["opened"] - fault, 3),
+                         "faster_ogms_after_fault_s": round(tune[0]["applied"] - fault, 3) if tune else "already"}
+    assert lab.event("down-around")["ok"] and lab.event("down-direct")["ok"]
+    assert lab.event("base-down-around")["ok"], "batman-adv alone did not route around a link that is down"
+    with_agents = lab.time_to_restore("down", after="down-fault")
+    alone = lab.time_to_restore("base-down", after="base-down-fault")
+    assert with_agents is not None and alone is not None
+    _record(lab, link_down={
+        "nodes": figures,
+        "traffic_restored_s": with_agents,
+        "batman_alone_traffic_restored_s": alone,
+        "ratio_agents_vs_batman_alone": round(with_agents / alone, 3),
+        "route_moved_s": lab.event("down-around").get("seconds"),
+        "batman_alone_route_moved_s": lab.event("base-down-around").get("seconds"),
+        "direct_again_after_recovery_s": lab.event("down-direct").get("seconds"),
+        "batman_alone_direct_again_after_recovery_s": lab.event("base-down-direct").get("seconds"),
+    })

@@ -242,3 +242,52 @@ def test_a_failed_steer_off_is_planned_again_while_its_companion_holds(settings,
     assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
     k, d, _ = run(k, ring.obs(4.5, lost_run=41, loss=1.0, interval=100), 4.5)
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]  # the faster OGMs stay in place
+
+
+def test_link_down_gets_faster_ogms_until_the_carrier_is_back(settings, ring):
+    """batman-adv stops using a link that is down here by itself; what the agent adds is faster
+    OGMs, so that the other nodes drop their routes towards this node through it sooner."""
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.0, interval=1000), 0.0)
+    assert not d
+    k, d, ev = run(k, ring.obs(0.1, eth0_up=False, interval=1000), 0.1)
+    assert "incident_opened" in names(ev)
+    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL]
+    assert d[0].action.param("interval_ms") == settings.unstable_orig_interval
+    assert any("not steer_off: not flapping" in r for r in d[0].reasons)
+    rid = d[0].id
+    t = 0.1 + settings.verify_after + 0.1
+    k, d, ev = run(k, ring.obs(t, eth0_up=False, interval=settings.unstable_orig_interval), t)
+    assert not d and k.records[rid].state == State.EFFECTIVE
+    # carrier back: after link_down_clear_after the interval is restored, then the incident closes
+    t += 1.0
+    k, d, _ = run(k, ring.obs(t, interval=settings.unstable_orig_interval), t)
+    assert not d
+    t += settings.link_down_clear_after + 0.1
+    k, d, _ = run(k, ring.obs(t, interval=settings.unstable_orig_interval), t)
+    assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_ORIG_INTERVAL)]
+    assert d[0].action.param("previous_ms") == 1000
+    t += settings.restore_verify_after + 0.1
+    k, d, ev = run(k, ring.obs(t, interval=1000), t)
+    closed = next(e for e in ev if e.name == "incident_closed")
+    assert closed.data["incident"]["resolution"] == "healed: tune_orig_interval"
+
+
+def test_flapping_link_down_is_steered_off_with_faster_ogms_as_companion(settings, ring):
+    k = loop.initial(settings, "t")
+    t = 0.0
+    for _ in range(settings.flap_count - 1):  # carrier lost and back, below the flap count
+        k, _, _ = run(k, ring.obs(t, interval=1000), t)
+        k, _, _ = run(k, ring.obs(t + 0.1, eth0_up=False, interval=1000), t + 0.1)
+        t += 0.2
+    k, _, _ = run(k, ring.obs(t, interval=1000), t)
+    k, d, _ = run(k, ring.obs(t + 0.1, eth0_up=False, interval=1000), t + 0.1)
+    assert not d  # the incident is planned again after retry_after, not at every flap
+    t = 0.5 + settings.retry_after
+    k, d, _ = run(k, ring.obs(t, eth0_up=False, interval=settings.unstable_orig_interval), t)
+    # the faster OGMs of the first carrier loss still hold: they do not stand in the way of the
+    # steer-off, and no second interval change is made
+    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF], d
+    assert any("flaps=3" in r for r in d[0].reasons), d[0].reasons
+    held = [r for r in k.records.values() if r.holds]
+    assert sorted(r.action.kind.value for r in held) == ["steer_off", "tune_orig_interval"]

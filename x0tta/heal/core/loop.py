@@ -464,7 +464,10 @@ def _plan(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         sym = active.get(inc.key)
         if sym is None or st.now < inc.next_attempt:
             continue
-        if any(r.incident == inc_id and r.holds and not r.companion for r in holding):
+        # one remedy at a time per incident; faster OGMs (a companion, or the remedy of a link that
+        # is down) never stand in the way of another one, e.g. a steer-off once that link flaps
+        if any(r.incident == inc_id and r.holds and not r.companion and r.action.kind != ActionKind.TUNE_ORIG_INTERVAL
+               for r in holding):
             continue
         steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
         cands = candidates(sym, obs, s, lossy, st.stats, steered)

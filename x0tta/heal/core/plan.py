@@ -14,9 +14,11 @@ Policies (symptom -> candidates):
 
 * ``silent_loss`` -> ``steer_off`` the hard interface, if every probed neighbour on it is lossy
   and another attached, running hard interface has neighbours (never cut the node off).
-* ``link_down`` -> ``steer_off`` only when the link flaps (``flap_count`` carrier losses in the
-  flap window): batman-adv stops using a link without carrier by itself, but takes a flapping
-  link back each time it comes up.
+* ``link_down`` -> ``tune_orig_interval`` while it is down: batman-adv stops using a link that is
+  down on this node by itself, but the other nodes keep routing towards this node through it until
+  newer OGMs of this node reach them another way (a 5-node ring: ~6 s at 1 s OGMs); ``steer_off``
+  (with the faster OGMs as its companion) instead when the link flaps (``flap_count`` carrier
+  losses in the flap window), because batman-adv takes a flapping link back each time it comes up.
 * ``link_degraded`` -> ``steer_off`` by hop penalty (never detach for a merely worse link).
 * ``gateway_lost`` -> ``reselect_gateway`` (gateway client mode only).
 * ``route_flapping``, ``partition`` -> ``tune_orig_interval`` (faster OGMs reconverge faster).
@@ -145,9 +147,17 @@ def candidates(
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered)
         flaps = int(dict(sym.evidence).get("flaps", 0))
-        if not why and flaps < s.flap_count:
+        flapping = flaps >= s.flap_count
+        if not why and not flapping:
             why = f"not flapping ({flaps} carrier losses < {s.flap_count}): batman-adv stops using it by itself"
         raw.append((action, why))
+        # the other nodes keep routing towards this one through the dead link until newer OGMs of
+        # this node reach them another way: faster OGMs shorten that (steer_off's companion when
+        # it flaps)
+        tune, why = tune_orig_interval(obs, s)
+        if not why and flapping:
+            why = "flapping: steer_off takes the link out, with faster OGMs as its companion"
+        raw.append((tune, why))
     elif kind == SymptomKind.LINK_DEGRADED:
         raw.append(steer_off(_hardif_of(sym.target), obs, s, "penalty", steered))
     elif kind == SymptomKind.GATEWAY_LOST:
