@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from x0tta.lab.runner import halt_command
+
 UML = "/usr/bin/linux.uml"
 REPO = Path(__file__).resolve().parents[2]  # the guest runs `python -m tests.lab...` from here
 MODULES = "/usr/lib/uml/modules"
@@ -35,7 +37,7 @@ cd {cwd}
 # The guest halts even if the command hangs: the host-side timeout is only a backstop.
 timeout -k 5 "$x0tta_guest_timeout" {command} >"$x0tta_out/guest.log" 2>&1
 echo $? >"$x0tta_out/guest.rc"
-halt -f -d  # -d: no wtmp record (it would land in the host's /var/log/wtmp)
+{halt}
 """
 
 
@@ -49,6 +51,8 @@ def available() -> str | None:
         return f"{MODULES} missing (the user-mode-linux package's modules)"
     if shutil.which("batctl") is None:
         return "batctl missing (apt-get install batctl)"
+    if shutil.which("modprobe") is None:
+        return "modprobe missing (apt-get install kmod): the guest loads batman-adv with it"
     return None
 
 
@@ -63,7 +67,8 @@ def run(
     outdir.mkdir(parents=True, exist_ok=True)
     init = outdir / "init.sh"
     command = " ".join(_quote(a) for a in argv)
-    init.write_text(INIT.format(modules=MODULES, cwd=_quote(str(REPO)), command=command))
+    init.write_text(INIT.format(modules=MODULES, cwd=_quote(str(REPO)), command=command,
+                                halt=halt_command(_quote(sys.executable))))
     init.chmod(0o755)
     console = outdir / "console.log"
     argv_uml = [

@@ -68,8 +68,15 @@ export HOME=/run/home PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={pythonpath}
 cd /run
 {python} -m x0tta.lab.guest {spec} 2>&1 | tee {out}/engine.log
 echo "x0tta-lab: engine finished"
-halt -f -d  # -d: no wtmp record (it would land in the host's /var/log/wtmp)
+{halt}
 """
+
+
+def halt_command(python: str) -> str:
+    """The guest's last command: halt at once. ``-d``: no wtmp record (it would land in the host's
+    /var/log/wtmp). A host without ``halt`` (no systemd-sysv) gets the reboot(2) call halt would
+    make, RB_HALT_SYSTEM, through ``python``."""
+    return f"halt -f -d 2>/dev/null || {python} -c 'import ctypes; ctypes.CDLL(None).reboot(0xcdef0123)'"
 
 
 def keep_under_tmp(paths: list[Path]) -> tuple[str, str]:
@@ -360,7 +367,7 @@ def run_lab(
     init.write_text(INIT_SCRIPT.format(
         out=out, keep_before=before, keep_after=after,
         modules=UML_MODULES, guest_modules=" ".join(GUEST_MODULES), pythonpath=repo_root,
-        python=sys.executable, spec=inputs / "spec.json",
+        python=sys.executable, spec=inputs / "spec.json", halt=halt_command(sys.executable),
     ))
     init.chmod(0o755)
 
