@@ -208,13 +208,36 @@ def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settin
     t += settings.silent_loss_clear_after + 0.01
     k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_HARDIF]
-    # the faster interval stays until the restored interface has held (its route comes back sooner)
+    restored = t
+    # the faster interval stays until the restored interface has held and carries a route again:
+    # re-attached, it builds its TQ from nothing, one OGM at a time
     t += settings.restore_verify_after + 0.1
-    k, d, ev = run(k, ring.obs(t, interval=100), t)
+    k, d, ev = run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
+    assert [e.data["kind"] for e in ev if e.name == "verified"] == ["restore_hardif"] and not d
+    t += 1.0
+    k, d, ev = run(k, ring.obs(t, interval=100), t)  # A is routed through eth0 again
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_ORIG_INTERVAL]
     t += settings.restore_verify_after + 0.1
     k, d, ev = run(k, ring.obs(t, interval=1000), t)
     assert "incident_closed" in names(ev) and not k.records
+    # a restored link that never becomes anyone's route keeps the faster OGMs route_return_max at most
+    k = loop.initial(settings, "u")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    for t in (1.5, 4.4, 4.5, 4.5 + settings.silent_loss_clear_after + 0.01):
+        k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
+    t = restored + settings.restore_verify_after + 0.1  # restored at the same time as above
+    k, d, _ = run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
+    assert not d
+    t = restored + settings.route_return_max + 0.1
+    k, d, _ = run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
+    assert [x.action.kind for x in d] == [ActionKind.RESTORE_ORIG_INTERVAL]
+
+
+def no_route_via_eth0(obs):
+    """``obs`` with eth0 attached and up but every originator still routed through eth1."""
+    from dataclasses import replace
+
+    return replace(obs, originators=tuple(replace(o, hardif="eth1") for o in obs.originators))
 
 
 def test_a_detach_undone_by_someone_else_is_applied_again_a_bounded_number_of_times(settings, ring):

@@ -444,13 +444,25 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         others = _needed_by(rec.action.target, active)
         if others:
             continue
-        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and any(
-            r.incident == rec.incident and r.action.kind == ActionKind.STEER_OFF
-            and r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE
-            for r in st.records.values()
-        ):
+        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and _link_coming_back(st, rec, obs):
             continue  # fast OGMs also make the restored link's route come back sooner: keep them till then
         st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
+
+
+def _link_coming_back(st: _Step, tune: Record, obs: Observation) -> bool:
+    """Is a steer-off of ``tune``'s incident still in effect, or restored but not yet carrying a
+    route again? A re-attached link builds its TQ from nothing, one OGM at a time: with the faster
+    interval that takes seconds instead of tens of seconds. Bounded by ``route_return_max``."""
+    for r in st.records.values():
+        if r.incident != tune.incident or r.action.kind != ActionKind.STEER_OFF:
+            continue
+        if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE:
+            return True
+        if r.undo_state == Undo.EFFECTIVE and r.undo_applied is not None \
+                and st.now - r.undo_applied < st.k.settings.route_return_max \
+                and not any(o.hardif == r.action.param("hardif") for o in obs.originators):
+            return True
+    return False
 
 
 _NEVER = Incident(id="", key=("", ""), opened=0.0, onset=0.0, severity="", evidence=())
