@@ -244,6 +244,20 @@ static __always_inline void count_flow(struct __sk_buff *skb, struct flow_key *k
 	v->last_seen_ns = now;
 }
 
+/* Protocols whose header starts with 16-bit source and destination ports. */
+static __always_inline int has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE || proto == IPPROTO_SCTP;
+}
+
+/* Length of the L4 header of a protocol with ports; `doff` is TCP's data offset byte (byte 12). */
+static __always_inline __u32 l4_header_len(__u8 proto, __u8 doff)
+{
+	if (proto == IPPROTO_TCP)
+		return (doff >> 4) * 4;
+	return proto == IPPROTO_SCTP ? 12 : 8;
+}
+
 /*
  * The ports and the L4 header length (for the payload count) of a frame whose L4 header starts at
  * byte `off`; -1 if the frame is too short. For IPv4 headers with options only (parse_l4_direct
@@ -255,22 +269,18 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 				    __u32 *l4hdr)
 {
 	__u16 ports[2];
-	__u8 doff;
+	__u8 doff = 0;
 
 	*l4hdr = 0;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE && proto != IPPROTO_SCTP)
+	if (!has_ports(proto))
 		return 0;
 	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
 		return -1;
+	if (proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, off + 12, &doff, 1) < 0)
+		return -1;
 	key->sport = ports[0];
 	key->dport = ports[1];
-	if (proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, off + 12, &doff, 1) < 0)
-			return -1;
-		*l4hdr = (doff >> 4) * 4;
-	} else {
-		*l4hdr = proto == IPPROTO_SCTP ? 12 : 8;
-	}
+	*l4hdr = l4_header_len(proto, doff);
 	return 0;
 }
 
@@ -283,19 +293,17 @@ static __always_inline int parse_l4_direct(void *l4, void *data_end, __u8 proto,
 	__u8 *b = l4;
 
 	*l4hdr = 0;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE && proto != IPPROTO_SCTP)
+	if (!has_ports(proto))
 		return 0;
+	/* constant bounds only: a computed one is pointer arithmetic the verifier refuses without
+	 * CAP_PERFMON */
 	if ((void *)(b + 4) > data_end)
+		return -1;
+	if (proto == IPPROTO_TCP && (void *)(b + 13) > data_end)
 		return -1;
 	__builtin_memcpy(&key->sport, b, 2);
 	__builtin_memcpy(&key->dport, b + 2, 2);
-	if (proto == IPPROTO_TCP) {
-		if ((void *)(b + 13) > data_end)
-			return -1;
-		*l4hdr = (b[12] >> 4) * 4;
-	} else {
-		*l4hdr = proto == IPPROTO_SCTP ? 12 : 8;
-	}
+	*l4hdr = l4_header_len(proto, proto == IPPROTO_TCP ? b[12] : 0);
 	return 0;
 }
 
