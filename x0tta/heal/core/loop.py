@@ -84,7 +84,7 @@ class Record:
     undo_reason: str = ""
     baseline: tuple[tuple[str, Any], ...] = ()
     reapplied: int = 0  # times applied again because someone else undid it
-    companion: bool = False  # goes with the incident's remedy; does not stop planning another one
+    companion: bool = False  # faster OGMs taken together with a steer-off (shown in the record)
 
     @property
     def holds(self) -> bool:
@@ -476,10 +476,10 @@ def _plan(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         sym = active.get(inc.key)
         if sym is None or st.now < inc.next_attempt:
             continue
-        # one remedy at a time per incident; faster OGMs (a companion, or the remedy of a link that
-        # is down) never stand in the way of another one, e.g. a steer-off once that link flaps
-        if any(r.incident == inc_id and r.holds and not r.companion and r.action.kind != ActionKind.TUNE_ORIG_INTERVAL
-               for r in holding):
+        # one remedy at a time per incident; faster OGMs (a steer-off's companion, or the remedy of
+        # a link that is down) never stand in the way of another one, e.g. a steer-off once that
+        # link flaps
+        if any(r.incident == inc_id and r.holds and r.action.kind != ActionKind.TUNE_ORIG_INTERVAL for r in holding):
             continue
         steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
         cands = candidates(sym, obs, s, lossy, st.stats, steered)
