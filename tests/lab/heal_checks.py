@@ -17,7 +17,7 @@ def heal_incidents(lab, node):
     return [lab.agent_call(node, "heal.incident", {"id": r["id"]}) for r in rows]
 
 
-LINK_KINDS = ("silent_loss", "link_down", "link_degraded", "partition")
+LINK_KINDS = ("link_suspect", "silent_loss", "link_down", "link_degraded", "partition", "mesh_alert")
 
 
 def wait_incidents_closed(lab, node, timeout=30.0, kinds=LINK_KINDS):
@@ -57,3 +57,16 @@ def store_after_kill(lab, node):
         db.close()
     assert integrity == "ok", integrity
     return {"integrity": integrity, "incidents": rows, "actions": actions, "events": events}
+
+
+def mesh_settings_back(lab, node, orig_interval=1000, timeout=5.0):
+    """After the agents stopped: the node's OGM interval and aggregation as configured (an agent
+    gives back what its heal loop held when it stops). Waits up to ``timeout`` for the agent's exit."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        mesh = lab.batctl_json(node, "mesh")
+        got = {"orig_interval": mesh.get("orig_interval"), "aggregation": mesh.get("aggregated_ogms_enabled")}
+        if got == {"orig_interval": orig_interval, "aggregation": True} or time.monotonic() > deadline:
+            assert got == {"orig_interval": orig_interval, "aggregation": True}, f"{node}: {got}"
+            return got
+        time.sleep(0.2)

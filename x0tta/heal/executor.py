@@ -24,6 +24,8 @@ tune_orig_interval    SET_MESH ``orig_interval`` to the unstable-mesh interval
 restore_orig_interval SET_MESH ``orig_interval`` back to its previous value
 reapply_settings      SET_MESH / SET_HARDIF of the values that drifted from ``[mesh]``
 restart_subsystem     ask the agent's supervisor to restart a subsystem
+pause_aggregation     SET_MESH ``aggregated_ogms`` off (OGMs forwarded at once)
+resume_aggregation    SET_MESH ``aggregated_ogms`` back to its previous value
 =====================  =========================================================================
 """
 
@@ -138,6 +140,11 @@ class Executor:
             previous = a.param("previous_ms")
             if previous is not None:
                 await self.actuator.set_mesh({"orig_interval": previous})
+        elif kind == ActionKind.PAUSE_AGGREGATION:
+            await self.actuator.set_mesh({"aggregated_ogms_enabled": False})
+        elif kind == ActionKind.RESUME_AGGREGATION:
+            previous = a.param("previous")
+            await self.actuator.set_mesh({"aggregated_ogms_enabled": True if previous is None else bool(previous)})
         elif kind == ActionKind.RESELECT_GATEWAY:
             current = await self.actuator.mesh_settings()
             await self.actuator.set_mesh({"gw_sel_class": current.get("gw_sel_class") or 20})

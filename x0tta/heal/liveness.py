@@ -44,6 +44,28 @@ def read_rx_packets(ifname: str) -> int | None:
         return None
 
 
+def open_link_socket(name: str, port: int) -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket bound to interface ``name`` on ``[::]:port``, sending to
+    ``ff02::1`` there (one hop, not looped back); returns it and the interface index."""
+    index = socket.if_nametoindex(name)
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        s.bind(("::", port))
+        group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
+        with contextlib.suppress(OSError):  # every interface is in ff02::1 already
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s, index
+
+
 class _Iface:
     def __init__(self, name: str, index: int, mac: str, sock: socket.socket) -> None:
         self.name = name
@@ -79,22 +101,7 @@ class Prober:
         self.received = 0
 
     def _open(self, name: str, mac: str) -> _Iface:
-        index = socket.if_nametoindex(name)
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            s.bind(("::", self.port))
-            group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
-            with contextlib.suppress(OSError):  # every interface is in ff02::1 already
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
-            s.setblocking(False)
-        except OSError:
-            s.close()
-            raise
+        s, index = open_link_socket(name, self.port)
         iface = _Iface(name, index, mac, s)
         asyncio.get_running_loop().add_reader(s.fileno(), self._readable, iface)
         return iface

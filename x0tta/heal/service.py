@@ -41,11 +41,14 @@ from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.heal import HealSettings
 from x0tta.config.schema import AgentSettings
+from x0tta.heal.alerts import Alerter
 from x0tta.heal.breakers import Breakers
 from x0tta.heal.core import loop
+from x0tta.heal.core.alert import Board
 from x0tta.heal.core.liveness import Tracker
 from x0tta.heal.core.model import (
     ActionKind,
+    AlertHeard,
     Decision,
     Drift,
     Event,
@@ -63,6 +66,10 @@ from x0tta.heal.liveness import Prober
 from x0tta.heal.store import FILENAME, AsyncStore
 
 GW_MODES = {0: "off", 1: "client", 2: "server"}
+# Symptoms of this node's links that alert the mesh: confirmed failures only. A suspect link gets
+# faster OGMs from this node alone; a false suspicion (a peer's agent stalled for 150 ms) must not
+# make every node of the mesh act.
+ALERT_ON = ("silent_loss", "link_down")
 BREAKER_STATE = {"closed": 0, "half-open": 1, "open": 2}
 
 
@@ -94,6 +101,10 @@ class _Metrics:
             "x0tta_heal_time_to_heal_seconds", "From a symptom's onset to the action that healed it",
             ["kind"], registry=r, buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0),
         )
+        self.alerts = Counter(
+            "x0tta_heal_alerts_total", "Mesh alerts, by direction (sent, received, rejected)",
+            ["direction"], registry=r,
+        )
         self.probes = Counter(
             "x0tta_heal_probes_total", "Liveness probes, by direction (sent, received, rejected)",
             ["direction"], registry=r,
@@ -121,12 +132,14 @@ class HealService(Subsystem):
         self.store: AsyncStore | None = None
         self.executor: Executor | None = None
         self.prober: Prober | None = None
+        self.alerter: Alerter | None = None
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
         self._registry_id: int | None = None
         self._known_hardifs: set[str] = set()
         self._spans: dict[str, Any] = {}
         self._probe_counts = (0, 0, 0)
+        self._alert_counts = (0, 0, 0)
         self._tracer: Any = None
         self.cycles = 0
 
@@ -157,11 +170,14 @@ class HealService(Subsystem):
                 tasks.append(asyncio.create_task(self.prober.run(self._probe_ifaces), name="heal-probes"))
             await self._loop(ctx, mesh, links)
         finally:
+            await self._give_back(ctx, mesh)
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            if self.alerter is not None:
+                self.alerter.close()
             for span in self._spans.values():
                 span.end()
             self._spans.clear()
@@ -169,6 +185,31 @@ class HealService(Subsystem):
             await mesh.close()
             await store.close()
             self.store = None
+
+    async def _give_back(self, ctx: Context, mesh: Any) -> None:
+        """On a stop, put back the mesh settings heal holds (the faster OGM interval, the paused
+        aggregation): an agent stopped for good must not leave its node sending 20 OGMs a second.
+        A restarted agent resumes its incidents, and while one still needs a setting the mesh
+        reconcile applies it again from the overrides. Steer-offs stay: attaching a link known
+        to be dead would be worse, and the restarted agent restores it when its probes are clean."""
+        values: dict[str, Any] = {}
+        for r in self.knowledge.records.values() if self.knowledge is not None else ():
+            if not r.holds or r.state == loop.State.DRY_RUN or r.undo_state is not None:
+                continue
+            if r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.action.param("previous_ms"):
+                values["orig_interval"] = r.action.param("previous_ms")
+            elif r.action.kind == ActionKind.PAUSE_AGGREGATION:
+                previous = r.action.param("previous")
+                values["aggregated_ogms_enabled"] = True if previous is None else bool(previous)
+        if not values:
+            return
+        if self.overrides is not None:
+            self.overrides["mesh"] = {}
+        try:
+            await asyncio.wait_for(mesh.set_mesh(ctx.settings.mesh.interface, values), 2.0)
+            ctx.log.info("heal_stop_restored", settings=values)
+        except Exception as exc:  # stopping anyway: say what is left behind
+            ctx.log.warning("heal_stop_restore_failed", settings=values, error=str(exc))
 
     async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
         return False  # thresholds live in the knowledge; a restart resumes incidents from the store
@@ -212,13 +253,16 @@ class HealService(Subsystem):
             actuator, dry_run=s.dry_run, breakers=breakers, rate_burst=s.rate_burst,
             rate_per_minute=s.rate_per_minute, clock=time.monotonic,
         )
+        key = None
+        if s.probe_key_file and (s.probe_enabled or s.alert_enabled):
+            key = (await asyncio.to_thread(Path(s.probe_key_file).read_bytes)).strip() or None
+        if s.alert_enabled:
+            self.alerter = Alerter(Board(s.alert_hold_max), meshif, s.alert_port, s.alert_hold, key=key,
+                                   wake=self._wake.set, log=ctx.log)
         if s.probe_enabled:
-            key = None
-            if s.probe_key_file:
-                key = await asyncio.to_thread(Path(s.probe_key_file).read_bytes)
-            tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key.strip() if key else None)
+            tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key)
             self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
-                                 suspect_run=s.silent_loss_run, log=ctx.log)
+                                 suspect_run=min(s.silent_loss_run, s.suspect_run or s.silent_loss_run), log=ctx.log)
 
     def _probe_ifaces(self) -> set[str]:
         return set(self._known_hardifs)
@@ -269,6 +313,8 @@ class HealService(Subsystem):
                 hop_penalty=b.hop_penalty if b else None,
             ))
         wall, mono = time.time(), time.monotonic()
+        if self.alerter is not None:
+            self.alerter.ensure(mono)  # the mesh interface may have appeared since
         probes: tuple[ProbeStats, ...] = ()
         if self.prober is not None:
             probes = tuple(
@@ -294,6 +340,9 @@ class HealService(Subsystem):
             drift=self._drift(ctx, info),
             orig_interval_ms=info.orig_interval,
             gw_mode=GW_MODES.get(info.gw_mode) if info.gw_mode is not None else None,
+            aggregation=info.aggregated_ogms_enabled,
+            alerts=tuple(AlertHeard(h.origin, h.kind) for h in self.alerter.board.active(mono))
+            if self.alerter is not None else (),
         )
 
     def _subsystems(self) -> tuple[SubsystemState, ...]:
@@ -315,12 +364,7 @@ class HealService(Subsystem):
             return ()  # the operator said nobody corrects this mesh
         from x0tta.mesh.core.reconcile import desired_mesh, diff
 
-        ours = set()
-        k = self.knowledge
-        if k is not None:
-            for r in k.records.values():
-                if r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.holds:
-                    ours.add("orig_interval")
+        ours = set(self._held_mesh(include_undoing=True))
         return tuple(
             Drift(key, want, cur) for key, (cur, want) in sorted(diff(info.settings(), desired_mesh(ms)).items())
             if key not in ours
@@ -333,6 +377,7 @@ class HealService(Subsystem):
         assert k is not None and self.executor is not None
         k, decisions = loop.step(k, obs, time.time())
         self.knowledge = k
+        self._alert(ctx, k)
         # before acting: the mesh reconcile reacts to batman-adv's config event of our own change
         # at once, and must already know it is intended (and that an undone one no longer is)
         self._update_overrides()
@@ -363,21 +408,54 @@ class HealService(Subsystem):
                 self._metrics.probes.labels("received").inc(recv - pr)
                 self._metrics.probes.labels("rejected").inc(rej - pj)
                 self._probe_counts = (sent, recv, rej)
+            if self.alerter is not None:
+                a = self.alerter
+                asent, arecv, arej = self._alert_counts
+                self._metrics.alerts.labels("sent").inc(a.sent - asent)
+                self._metrics.alerts.labels("received").inc(a.received - arecv)
+                self._metrics.alerts.labels("rejected").inc(a.rejected - arej)
+                self._alert_counts = (a.sent, a.received, a.rejected)
+
+    def _alert(self, ctx: Context, k: loop.Knowledge) -> None:
+        """A link of this node was just confirmed silent or went down: tell the mesh."""
+        if self.alerter is None:
+            return
+        for ev in k.events:
+            if ev.name != "symptom_raised":
+                continue
+            kind = ev.data["symptom"]["kind"]
+            if kind not in ALERT_ON:
+                continue
+            alert = self.alerter.raise_alert(kind, time.monotonic())
+            ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
+                         seq=alert.seq if alert else None, sent=alert is not None)
+            if alert is not None:
+                self._wake.set()  # this node hears its own alert too
 
     def _update_overrides(self) -> None:
         if self.overrides is None or self.knowledge is None:
             return
         detached: set[str] = set()
-        mesh: dict[str, Any] = {}
         for r in self.knowledge.records.values():
             if not r.holds or r.state == loop.State.DRY_RUN or r.undo_state is not None:
                 continue  # an undo on its way releases the override before it runs
             if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach":
                 detached.add(r.action.param("hardif"))
-            elif r.action.kind == ActionKind.TUNE_ORIG_INTERVAL:
-                mesh["orig_interval"] = r.action.param("interval_ms")
         self.overrides["detached"] = detached
-        self.overrides["mesh"] = mesh
+        self.overrides["mesh"] = self._held_mesh()
+
+    def _held_mesh(self, include_undoing: bool = False) -> dict[str, Any]:
+        """Mesh settings heal holds on purpose: ``{attribute: value}`` of its remedies in effect.
+        ``include_undoing``: also those whose undo is on its way (not drift either, yet)."""
+        mesh: dict[str, Any] = {}
+        for r in self.knowledge.records.values() if self.knowledge is not None else ():
+            if not r.holds or (not include_undoing and (r.state == loop.State.DRY_RUN or r.undo_state is not None)):
+                continue
+            if r.action.kind == ActionKind.TUNE_ORIG_INTERVAL:
+                mesh["orig_interval"] = r.action.param("interval_ms")
+            elif r.action.kind == ActionKind.PAUSE_AGGREGATION:
+                mesh["aggregated_ogms_enabled"] = False
+        return mesh
 
     # -- knowledge, logs, metrics, traces ------------------------------------------------------
 

@@ -51,7 +51,10 @@ def ring_obs(
 
 @pytest.fixture
 def settings() -> HealSettings:
-    return HealSettings()
+    """Defaults, without the ``link_suspect`` stage: these tests follow one symptom at a time
+    (test_heal_suspect.py has the two stages together); their observations say 100 ms for "the
+    faster interval is in effect"."""
+    return HealSettings(suspect_run=0, unstable_orig_interval=100)
 
 
 def with_(s: HealSettings, **kw) -> HealSettings:

@@ -15,6 +15,9 @@ Detectors and their conditions:
   are lost - ``silent_loss_run`` in a row, or ``silent_loss_ratio`` of the window. While IF's
   carrier is down it is not a condition, and its hysteresis restarts (an active one clears at
   once: ``link_down`` says it better), so a link that comes back up starts with a clean window.
+* ``link_suspect`` (``link:IF/PEER``): ``suspect_run`` probes (1) lost in a row on a link that lost
+  none before them in its window: not yet an outage, but cheap to prepare for (faster OGMs).
+  Cleared like ``silent_loss``.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
   ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
 * ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
@@ -28,6 +31,8 @@ Detectors and their conditions:
   of the peak count of the partition window vanished.
 * ``config_drift`` (``mesh``): mesh settings differ from the desired ones.
 * ``subsystem_unhealthy`` (``subsystem:NAME``): another subsystem is failing.
+* ``mesh_alert`` (``mesh``): a node of the mesh (this one included) reported a failing link of its
+  own within its alert's hold (:mod:`~x0tta.heal.core.alert`).
 """
 
 from __future__ import annotations
@@ -98,6 +103,11 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
                 Severity.WARNING,
                 evidence(state=sub.state, message=sub.message),
             )
+    if obs.alerts:
+        out[(SymptomKind.MESH_ALERT, "mesh")] = (
+            Severity.INFO,
+            evidence(origins=tuple(a.origin for a in obs.alerts), kinds=tuple(sorted({a.kind for a in obs.alerts}))),
+        )
     if off:
         out = {k: v for k, v in out.items() if k[0] not in off}
     mem = replace(
@@ -176,8 +186,17 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
         if p.hardif not in up:
             continue  # link_down says it better
         full = p.window > 0 and p.received + round(p.loss * p.window) >= p.window // 2
+        target = f"link:{p.hardif}/{p.peer}"
+        # lost before this run, within the window: a link that drops a probe now and then is
+        # never suspect on one missing probe, only one that was clean until it went quiet
+        before = max(0, round(p.loss * p.window) - p.lost_run)
+        if s.suspect_run and p.lost_run >= s.suspect_run and before == 0 and p.received >= p.window // 2:
+            out[(SymptomKind.LINK_SUSPECT, target)] = (
+                Severity.INFO,
+                evidence(hardif=p.hardif, peer=p.peer, lost_run=p.lost_run, onset=p.last_rx),
+            )
         if p.lost_run >= s.silent_loss_run or (full and p.loss >= s.silent_loss_ratio):
-            out[(SymptomKind.SILENT_LOSS, f"link:{p.hardif}/{p.peer}")] = (
+            out[(SymptomKind.SILENT_LOSS, target)] = (
                 Severity.CRITICAL if p.loss >= 0.99 or p.lost_run >= 2 * s.silent_loss_run else Severity.WARNING,
                 evidence(hardif=p.hardif, peer=p.peer, loss=round(p.loss, 3), lost_run=p.lost_run, window=p.window,
                          onset=p.last_rx),
@@ -240,8 +259,8 @@ def _gateways(mem: Memory, obs: Observation, s: HealSettings, now: float, out: C
 
 def timings(kind: str, s: HealSettings, ev: Evidence) -> tuple[float, float]:
     """``(raise_after, clear_after)`` of a symptom kind under ``s``."""
-    if kind == SymptomKind.SILENT_LOSS:
-        return s.silent_loss_raise_after, s.silent_loss_clear_after
+    if kind in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_SUSPECT):
+        return (s.silent_loss_raise_after if kind == SymptomKind.SILENT_LOSS else 0.0), s.silent_loss_clear_after
     if kind == SymptomKind.LINK_DOWN:
         flaps = int(dict(ev).get("flaps", 0))
         return s.link_down_raise_after, min(s.flap_hold_max, s.link_down_clear_after * (1 + max(0, flaps - 1)))
@@ -253,7 +272,12 @@ def timings(kind: str, s: HealSettings, ev: Evidence) -> tuple[float, float]:
         return s.subsystem_raise_after, s.clear_after
     if kind == SymptomKind.GATEWAY_CHANGED:
         return 0.0, s.flap_window
+    if kind == SymptomKind.MESH_ALERT:
+        return 0.0, 0.0  # the alert's own hold is the hysteresis
     return 0.0, s.clear_after
+
+
+_PROBED = (SymptomKind.SILENT_LOSS, SymptomKind.LINK_SUSPECT)
 
 
 def carrier_down(obs: Observation) -> frozenset[str]:
@@ -273,7 +297,7 @@ def hysteresis(
     for key in hyst.keys() | conds.keys():
         h = hyst.get(key, Hyst())
         cond = conds.get(key)
-        if restart and key[0] == SymptomKind.SILENT_LOSS and _link_hardif(key[1]) in restart:
+        if restart and key[0] in _PROBED and _link_hardif(key[1]) in restart:
             if h.active:
                 cleared.append(_symptom(key, h))
             continue

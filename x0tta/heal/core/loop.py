@@ -250,7 +250,7 @@ def step(k: Knowledge, obs: Observation, now: float) -> tuple[Knowledge, tuple[D
     _verify(st, obs, active)
     _undo(st, obs, active)
     _plan(st, obs, active)
-    _close(st, active)
+    _close(st, active, obs)
     return st.finish(memory=memory, active=active), tuple(st.decisions)
 
 
@@ -258,6 +258,8 @@ def _open(st: _Step, sym: Symptom) -> None:
     inc_id = st.by_key.get(sym.key)
     if inc_id is not None and inc_id in st.incidents:
         st.event("symptom_raised", inc_id, symptom=sym.to_json(), reopened=True)
+        if sym.kind == SymptomKind.MESH_ALERT:
+            return  # a new alert is news from elsewhere, not a restore gone wrong
         # a restore that let the symptom come back failed
         for rid, rec in list(st.records.items()):
             if rec.incident == inc_id and rec.undo_op == Op.RESTORE and rec.undo_state == Undo.APPLIED:
@@ -307,6 +309,9 @@ def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
         if obs.orig_interval_ms != want:
             return False, f"originator interval is {obs.orig_interval_ms} ms, not {want}"
         return True, f"originator interval {want} ms"
+    if a.kind == ActionKind.PAUSE_AGGREGATION:
+        return (obs.aggregation is False), ("OGM aggregation off" if obs.aggregation is False
+                                            else f"OGM aggregation is {obs.aggregation}")
     if a.kind == ActionKind.RESELECT_GATEWAY:
         gw = obs.selected_gateway()
         return (gw is not None), (f"gateway {gw} selected" if gw else "no gateway selected")
@@ -390,6 +395,8 @@ def _undo_action(rec: Record) -> Action:
     kind = UNDO[a.kind]
     if kind == ActionKind.RESTORE_HARDIF:
         expected = f"{a.param('hardif')} attached again with hop penalty {a.param('previous_hop_penalty')}"
+    elif kind == ActionKind.RESUME_AGGREGATION:
+        expected = "OGM aggregation on again"
     else:
         expected = f"originator interval back to {a.param('previous_ms')} ms"
     return Action(kind=kind, target=a.target, params=a.params, disruptive=a.disruptive,
@@ -412,6 +419,11 @@ def _undo_decision(st: _Step, rec: Record, op: Op, reason: str) -> Record:
     return replace(rec, undo_op=op, undo_state=Undo.PLANNED, undo_reason=reason)
 
 
+# Symptoms under which this node keeps its faster originator interval, whichever incident took it.
+_FAST_OGMS = (SymptomKind.PARTITION, SymptomKind.ROUTE_FLAPPING, SymptomKind.LINK_SUSPECT, SymptomKind.SILENT_LOSS,
+              SymptomKind.LINK_DOWN)
+
+
 def _needed_by(target: str, active: Iterable[Key]) -> list[Key]:
     """Active symptoms whose remedy would use ``target`` (so it is not restored under them)."""
     if target.startswith("hardif:"):
@@ -419,7 +431,7 @@ def _needed_by(target: str, active: Iterable[Key]) -> list[Key]:
         return [k for k in active if k[0] in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN,
                                               SymptomKind.LINK_DEGRADED) and _hardif_of(k[1]) == hardif]
     if target == "mesh":
-        return [k for k in active if k[0] in (SymptomKind.PARTITION, SymptomKind.ROUTE_FLAPPING)]
+        return [k for k in active if k[0] in _FAST_OGMS]
     return []
 
 
@@ -444,25 +456,30 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         others = _needed_by(rec.action.target, active)
         if others:
             continue
-        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and _link_coming_back(st, rec, obs):
+        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and _link_coming_back(st, obs):
             continue  # fast OGMs also make the restored link's route come back sooner: keep them till then
         st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
 
 
-def _link_coming_back(st: _Step, tune: Record, obs: Observation) -> bool:
-    """Is a steer-off of ``tune``'s incident still in effect, or restored but not yet carrying a
-    route again? A re-attached link builds its TQ from nothing, one OGM at a time: with the faster
-    interval that takes seconds instead of tens of seconds. Bounded by ``route_return_max``."""
-    for r in st.records.values():
-        if r.incident != tune.incident or r.action.kind != ActionKind.STEER_OFF:
-            continue
-        if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE:
-            return True
-        if r.undo_state == Undo.EFFECTIVE and r.undo_applied is not None \
-                and st.now - r.undo_applied < st.k.settings.route_return_max \
-                and not any(o.hardif == r.action.param("hardif") for o in obs.originators):
-            return True
-    return False
+def _link_coming_back(st: _Step, obs: Observation) -> bool:
+    """Is a steer-off (of any incident: the faster OGMs may have been taken by the link's
+    ``link_suspect`` incident before its ``silent_loss`` one steered off) still in effect, or
+    restored but not yet carrying a route again? A re-attached link builds its TQ from nothing, one
+    OGM at a time: with the faster interval that takes seconds instead of tens of seconds. Bounded
+    by ``route_return_max``."""
+    return any(_steered_or_returning(r, obs, st.now, st.k.settings) for r in st.records.values())
+
+
+def _steered_or_returning(r: Record, obs: Observation, now: float, s: HealSettings) -> bool:
+    """``r`` is a steer-off in effect, or restored less than ``route_return_max`` ago on a link
+    that carries no route yet."""
+    if r.action.kind != ActionKind.STEER_OFF:
+        return False
+    if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE:
+        return True
+    return (r.undo_state == Undo.EFFECTIVE and r.undo_applied is not None
+            and now - r.undo_applied < s.route_return_max
+            and not any(o.hardif == r.action.param("hardif") for o in obs.originators))
 
 
 _NEVER = Incident(id="", key=("", ""), opened=0.0, onset=0.0, severity="", evidence=())
@@ -565,7 +582,7 @@ def _note(sym: Symptom) -> str:
     return NO_ACTION.get(sym.kind, f"no policy acts on {sym.kind.value}")
 
 
-def _close(st: _Step, active: dict[Key, Symptom]) -> None:
+def _close(st: _Step, active: dict[Key, Symptom], obs: Observation) -> None:
     for inc_id, inc in list(st.incidents.items()):
         if inc.key in active:
             continue
@@ -573,6 +590,10 @@ def _close(st: _Step, active: dict[Key, Symptom]) -> None:
             continue
         recs = [r for r in st.records.values() if r.incident == inc_id]
         if not all(r.settled for r in recs):
+            continue
+        # a restored link is not over until it carries a route again: its steer-off record keeps
+        # the faster OGMs (which another incident, the link's suspect one, may hold) until then
+        if any(_steered_or_returning(r, obs, st.now, st.k.settings) for r in recs):
             continue
         if any(r.state == State.EFFECTIVE for r in recs):
             resolution = "healed: " + ", ".join(r.action.kind.value for r in recs if r.state == State.EFFECTIVE)

@@ -101,6 +101,14 @@ class Drift:
     actual: Any
 
 
+@dataclass(frozen=True, slots=True)
+class AlertHeard:
+    """Another node (or this one) reported a failing link of its own: ``kind`` is the symptom."""
+
+    origin: str
+    kind: str
+
+
 @dataclass(frozen=True)
 class Observation:
     """Everything the loop knows about the node at one moment; built once per cycle."""
@@ -116,6 +124,8 @@ class Observation:
     drift: tuple[Drift, ...] = ()
     orig_interval_ms: int | None = None
     gw_mode: str | None = None  # off, client, server
+    aggregation: bool | None = None  # OGM aggregation (batctl ag)
+    alerts: tuple[AlertHeard, ...] = ()  # mesh alerts in force (x0tta.heal.core.alert)
 
     def hardif(self, name: str) -> HardIf | None:
         for h in self.hardifs:
@@ -143,6 +153,7 @@ class Severity(enum.IntEnum):
 class SymptomKind(enum.StrEnum):
     LINK_DOWN = "link_down"
     SILENT_LOSS = "silent_loss"
+    LINK_SUSPECT = "link_suspect"
     LINK_DEGRADED = "link_degraded"
     NEIGHBOUR_LOST = "neighbour_lost"
     GATEWAY_LOST = "gateway_lost"
@@ -151,6 +162,7 @@ class SymptomKind(enum.StrEnum):
     PARTITION = "partition"
     CONFIG_DRIFT = "config_drift"
     SUBSYSTEM_UNHEALTHY = "subsystem_unhealthy"
+    MESH_ALERT = "mesh_alert"
 
 
 class ActionKind(enum.StrEnum):
@@ -161,6 +173,8 @@ class ActionKind(enum.StrEnum):
     RESTORE_ORIG_INTERVAL = "restore_orig_interval"  # undo of tune_orig_interval
     REAPPLY_SETTINGS = "reapply_settings"
     RESTART_SUBSYSTEM = "restart_subsystem"
+    PAUSE_AGGREGATION = "pause_aggregation"  # forward OGMs at once while another node heals a link
+    RESUME_AGGREGATION = "resume_aggregation"  # undo of pause_aggregation
 
 
 class Op(enum.StrEnum):

@@ -14,6 +14,9 @@ Policies (symptom -> candidates):
 
 * ``silent_loss`` -> ``steer_off`` the hard interface, if every probed neighbour on it is lossy
   and another attached, running hard interface has neighbours (never cut the node off).
+* ``link_suspect`` -> ``tune_orig_interval`` at once: batman-adv applies a new originator interval
+  only after sending the OGM it already scheduled at the old one (up to a whole interval later), so
+  starting before the loss is confirmed saves up to that much. Cheap and undone when probes return.
 * ``link_down`` -> ``tune_orig_interval`` while it is down: batman-adv stops using a link that is
   down on this node by itself, but the other nodes keep routing towards this node through it until
   newer OGMs of this node reach them another way (a 5-node ring: ~6 s at 1 s OGMs); ``steer_off``
@@ -24,6 +27,9 @@ Policies (symptom -> candidates):
 * ``route_flapping``, ``partition`` -> ``tune_orig_interval`` (faster OGMs reconverge faster).
 * ``config_drift`` -> ``reapply_settings``.
 * ``subsystem_unhealthy`` -> ``restart_subsystem`` (never the heal subsystem itself).
+* ``mesh_alert`` -> ``pause_aggregation``: forward OGMs at once instead of holding each up to
+  100 ms for aggregation, while another node's far end needs its OGMs to reach the mesh around a
+  dead link (undone when the alert's hold ends).
 * ``neighbour_lost``, ``gateway_changed`` -> nothing: recorded, batman-adv handles them.
 """
 
@@ -47,6 +53,7 @@ Stats = Mapping[tuple[str, str], tuple[int, int]]
 UNDO = {
     ActionKind.STEER_OFF: ActionKind.RESTORE_HARDIF,
     ActionKind.TUNE_ORIG_INTERVAL: ActionKind.RESTORE_ORIG_INTERVAL,
+    ActionKind.PAUSE_AGGREGATION: ActionKind.RESUME_AGGREGATION,
 }
 
 NO_ACTION = {
@@ -124,6 +131,22 @@ def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
     return action, ""
 
 
+def pause_aggregation(obs: Observation, s: HealSettings) -> tuple[Action, str]:
+    action = Action(
+        kind=ActionKind.PAUSE_AGGREGATION,
+        target="mesh",
+        params=evidence(previous=obs.aggregation),
+        cost=1.0,
+        expected="OGMs forwarded without waiting for aggregation while the alert lasts",
+        verify_after=s.verify_after,
+    )
+    if obs.aggregation is None:
+        return action, "OGM aggregation state is unknown"
+    if not obs.aggregation:
+        return action, "OGM aggregation is already off"
+    return action, ""
+
+
 def candidates(
     sym: Symptom,
     obs: Observation,
@@ -158,6 +181,10 @@ def candidates(
         if not why and flapping:
             why = "flapping: steer_off takes the link out, with faster OGMs as its companion"
         raw.append((tune, why))
+    elif kind == SymptomKind.LINK_SUSPECT:
+        raw.append(tune_orig_interval(obs, s))
+    elif kind == SymptomKind.MESH_ALERT:
+        raw.append(pause_aggregation(obs, s))
     elif kind == SymptomKind.LINK_DEGRADED:
         raw.append(steer_off(_hardif_of(sym.target), obs, s, "penalty", steered))
     elif kind == SymptomKind.GATEWAY_LOST:

@@ -1,0 +1,97 @@
+"""Mesh alerts: the wire format, the board of alerts in force, and what the loop does with them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from x0tta.config.heal import HealSettings
+from x0tta.heal.core import alert as al
+from x0tta.heal.core import loop
+from x0tta.heal.core.loop import Result, settle, step
+from x0tta.heal.core.model import ActionKind, AlertHeard
+
+ORIGIN = "02:ba:01:01:00:00"
+
+
+def test_round_trip_with_and_without_key():
+    a = al.Alert(ORIGIN, 41, "link_suspect", 3000)
+    assert al.decode(al.encode(a)) == a
+    key = b"secret"
+    data = al.encode(a, key)
+    assert len(data) == 20 + al.TAG_LEN and al.decode(data, key) == a
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"X0MA", "too short"),
+    (b"NOPE" + bytes(16), "not a mesh alert"),
+    (b"X0MA\x02" + bytes(15), "version 2"),
+    (al.encode(al.Alert(ORIGIN, 1, "link_down", 1)) + b"x", "length"),
+    (al.encode(al.Alert(ORIGIN, 1, "link_down", 1))[:18] + b"\x09\x00", "unknown alert kind 9"),
+    (al.encode(al.Alert("03:00:00:00:00:01", 1, "link_down", 1)), "multicast"),
+])
+def test_bad_alerts_are_refused_with_the_reason(data, why):
+    with pytest.raises(al.AlertDecodeError, match=why):
+        al.decode(data)
+
+
+def test_a_keyed_receiver_refuses_untagged_and_forged_alerts():
+    a = al.Alert(ORIGIN, 1, "silent_loss", 3000)
+    with pytest.raises(al.AlertDecodeError, match="unauthenticated"):
+        al.decode(al.encode(a), b"key")
+    with pytest.raises(al.AlertDecodeError, match="authentication failed"):
+        al.decode(al.encode(a, b"other"), b"key")
+
+
+def test_board_takes_an_alert_once_caps_its_hold_and_forgets_it_after():
+    board = al.Board(hold_max=5.0)
+    a = al.Alert(ORIGIN, 10, "silent_loss", 60_000)
+    assert board.hear(a, 100.0)
+    assert not board.hear(a, 100.2)  # the repeat
+    assert not board.hear(replace(a, seq=9), 100.3)  # older
+    (h,) = board.active(100.5)
+    assert h.until == 105.0  # capped at hold_max
+    assert board.hear(replace(a, seq=11, hold_ms=1000), 101.0)  # newer: replaces, shorter
+    assert board.active(101.9) and not board.active(102.1)
+    assert board.hear(replace(a, seq=2**32 - 1), 103.0)  # after expiry its sequence starts over
+
+
+def test_board_is_bounded_against_a_storm_of_origins():
+    board = al.Board(hold_max=5.0, max_origins=4)
+    heard = [board.hear(al.Alert(f"02:00:00:00:00:{i:02x}", 1, "link_down", 3000), 0.0) for i in range(10)]
+    assert heard == [True] * 4 + [False] * 6 and len(board.heard) == 4
+
+
+def run(k, obs, now):
+    k, decisions = step(k, obs, now)
+    if decisions:
+        k = settle(k, [Result(d.id, "applied") for d in decisions], now)
+    return k, decisions
+
+
+def test_an_alert_pauses_aggregation_until_it_expires_and_a_new_alert_is_not_a_failed_restore(ring):
+    s = HealSettings()
+    k = loop.initial(s, "t")
+    heard = (AlertHeard(ORIGIN, "silent_loss"),)
+    calm = replace(ring.obs(0.0, interval=1000), aggregation=True)
+    k, d = run(k, replace(calm, at=0.0, alerts=heard), 0.0)
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION]
+    assert d[0].action.param("previous") is True and not d[0].action.disruptive
+    paused = replace(calm, aggregation=False, alerts=heard)
+    k, d = run(k, paused, 1.1)  # verified
+    assert not d and any(r.state.value == "effective" for r in k.records.values())
+    k, d = run(k, replace(paused, alerts=()), 3.0)  # the alert's hold ended
+    assert [x.action.kind for x in d] == [ActionKind.RESUME_AGGREGATION]
+    # another alert within restore_verify_after: news from elsewhere, the restore did not fail
+    k, d = run(k, replace(calm, alerts=heard), 4.0)
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION]
+    assert all(r.undo_state is None or r.undo_state.value != "failed" for r in k.records.values())
+
+
+def test_no_pause_when_aggregation_is_already_off_or_unknown(ring):
+    k = loop.initial(HealSettings(), "t")
+    heard = (AlertHeard(ORIGIN, "link_down"),)
+    for agg in (False, None):
+        k, d = run(k, replace(ring.obs(0.0), aggregation=agg, alerts=heard), 0.0)
+        assert not d

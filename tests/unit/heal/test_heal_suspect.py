@@ -1,0 +1,127 @@
+"""The two stages of a silent link failure: ``link_suspect`` (faster OGMs at the first missing
+probe of a clean link) and ``silent_loss`` (steer off once the loss is confirmed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from x0tta.config.heal import HealSettings
+from x0tta.heal.core import loop
+from x0tta.heal.core.loop import Result, settle, step
+from x0tta.heal.core.model import ActionKind
+
+
+@pytest.fixture
+def s() -> HealSettings:
+    return HealSettings()  # suspect_run = 1: the stage is on by default
+
+
+def run(k, obs, now):
+    k, decisions = step(k, obs, now)
+    events = list(k.events)
+    if decisions:
+        k = settle(k, [Result(d.id, "applied") for d in decisions], now)
+        events += k.events
+    return k, decisions, events
+
+
+def kinds(decisions):
+    return [d.action.kind for d in decisions]
+
+
+def with_probe(obs, **kw):
+    """``obs`` with eth0's probe statistics changed."""
+    probes = tuple(replace(p, **kw) if p.hardif == "eth0" else p for p in obs.probes)
+    return replace(obs, probes=probes)
+
+
+def test_one_missing_probe_on_a_clean_link_speeds_up_ogms_and_nothing_else(s, ring):
+    k = loop.initial(s, "t")
+    k, d, _ = run(k, ring.obs(0.0, interval=1000), 0.0)
+    assert not d
+    k, d, ev = run(k, ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), 0.15)
+    assert kinds(d) == [ActionKind.TUNE_ORIG_INTERVAL]
+    assert d[0].action.param("interval_ms") == s.unstable_orig_interval
+    opened = [e.data for e in ev if e.name == "incident_opened"]
+    assert [(o["kind"], o["target"]) for o in opened] == [("link_suspect", f"link:eth0/{ring.A}")]
+    # the probes come back: after the clear time the OGMs slow down again and the incident closes
+    tuned = s.unstable_orig_interval
+    t = 0.3
+    k, d, _ = run(k, ring.obs(t, interval=tuned), t)
+    assert not d
+    t += s.silent_loss_clear_after + 0.01
+    k, d, _ = run(k, ring.obs(t, interval=tuned), t)
+    assert kinds(d) == [ActionKind.RESTORE_ORIG_INTERVAL] and d[0].action.param("previous_ms") == 1000
+    t += s.restore_verify_after + 0.1
+    k, d, ev = run(k, ring.obs(t, interval=1000), t)
+    assert not k.incidents and "incident_closed" in [e.name for e in ev]
+
+
+def test_a_link_that_already_lost_probes_in_its_window_is_not_suspect_on_one_more(s, ring):
+    k = loop.initial(s, "t")
+    # 2 of the last 20 lost, the latest of them just now: lossy, not suddenly quiet
+    k, d, _ = run(k, ring.obs(0.15, lost_run=1, loss=0.10, interval=1000), 0.15)
+    assert not d and not k.incidents
+    # a peer heard for less than half a window is not judged either
+    young = with_probe(ring.obs(0.25, lost_run=1, loss=0.05, interval=1000), received=5)
+    k, d, _ = run(k, young, 0.25)
+    assert not d and not k.incidents
+
+
+def test_suspect_then_confirmed_steers_off_without_a_second_tune_and_keeps_fast_ogms_till_the_route_returns(s, ring):
+    tuned = s.unstable_orig_interval
+    k = loop.initial(s, "t")
+    k, d, _ = run(k, ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), 0.15)
+    assert kinds(d) == [ActionKind.TUNE_ORIG_INTERVAL]
+    # confirmed: the steer-off comes alone, the faster OGMs are already there
+    k, d, _ = run(k, ring.obs(0.35, lost_run=3, loss=0.15, interval=tuned), 0.35)
+    assert kinds(d) == [ActionKind.STEER_OFF]
+    incidents = {i.key[0]: i.id for i in k.incidents.values()}
+    assert set(incidents) == {"link_suspect", "silent_loss"}
+    for t in (1.5, 4.4):
+        k, d, _ = run(k, ring.obs(t, lost_run=int(t * 10), loss=1.0, eth0_attached=False, interval=tuned), t)
+        assert not [x for x in d if x.action.kind == ActionKind.RESTORE_ORIG_INTERVAL]
+    # the link recovers: both symptoms clear; the interface is restored, the OGMs stay fast until
+    # a route goes through it again (the tune belongs to the suspect incident, the steer-off not)
+    t = 4.5
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=tuned), t)
+    t += s.silent_loss_clear_after + 0.01
+    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=tuned), t)
+    assert kinds(d) == [ActionKind.RESTORE_HARDIF]
+    t += s.restore_verify_after + 0.1
+    k, d, _ = run(k, _no_route_via_eth0(ring.obs(t, interval=tuned)), t)
+    assert not d
+    # the restore held, but no route goes through eth0 yet: the link is not over
+    assert {i.key[0] for i in k.incidents.values()} == {"link_suspect", "silent_loss"}
+    t += 1.0
+    k, d, _ = run(k, ring.obs(t, interval=tuned), t)  # routed through eth0 again
+    assert kinds(d) == [ActionKind.RESTORE_ORIG_INTERVAL]
+    assert {i.key[0] for i in k.incidents.values()} == {"link_suspect"}  # silent_loss closed
+    t += s.restore_verify_after + 0.1
+    k, d, _ = run(k, ring.obs(t, interval=1000), t)
+    assert not k.incidents
+
+
+def test_suspect_run_zero_turns_the_stage_off(ring):
+    k = loop.initial(HealSettings(suspect_run=0), "t")
+    k, d, _ = run(k, ring.obs(0.15, lost_run=2, loss=0.10, interval=1000), 0.15)
+    assert not d and not k.incidents
+
+
+def test_a_carrier_loss_clears_a_suspect_like_a_silent_loss(s, ring):
+    k = loop.initial(s, "t")
+    k, d, _ = run(k, ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), 0.15)
+    k, d, ev = run(k, ring.obs(0.3, lost_run=2, loss=0.1, eth0_up=False, interval=s.unstable_orig_interval), 0.3)
+    cleared = [e.data["symptom"]["kind"] for e in ev if e.name == "symptom_cleared"]
+    assert cleared == ["link_suspect"]
+    assert ("link_down", "hardif:eth0") in k.active
+    # link_down keeps the faster OGMs the suspect took: no restore while it lasts
+    k, d, _ = run(k, ring.obs(3.0, eth0_up=False, interval=s.unstable_orig_interval), 3.0)
+    assert ActionKind.RESTORE_ORIG_INTERVAL not in kinds(d)
+
+
+def _no_route_via_eth0(obs):
+    return replace(obs, originators=tuple(replace(o, hardif="eth1") for o in obs.originators))
+

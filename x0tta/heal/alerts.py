@@ -1,0 +1,140 @@
+"""Mesh alerts on the wire: one UDP socket on the mesh interface (``bat0``), IPv6 link-local.
+
+The wire format and the board of alerts in force are in :mod:`x0tta.heal.core.alert`; this
+adapter only moves bytes. The socket is bound to the mesh interface on ``[::]:alert_port``; an
+alert goes to ``ff02::1`` there, which batman-adv floods to every node of the mesh. Each alert is
+sent twice, 200 ms apart (same sequence number: receivers take it once), so that one lost copy
+does not lose it. Reading never blocks (``loop.add_reader``); a datagram that is not a valid alert
+is counted and logged (at most once a minute per sender address) and dropped.
+
+The socket is opened lazily: the mesh interface may appear (or get its link-local address) after
+the agent started; :meth:`Alerter.ensure` retries at most every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from x0tta.heal.core.alert import Alert, AlertDecodeError, Board, decode, encode
+from x0tta.heal.liveness import ALL_NODES, open_link_socket, read_mac
+
+REPEAT_AFTER = 0.2
+RETRY_OPEN = 5.0
+
+
+class Alerter:
+    def __init__(
+        self,
+        board: Board,
+        meshif: str,
+        port: int,
+        hold: float,
+        *,
+        key: bytes | None = None,
+        wake: Callable[[], None] | None = None,
+        log: Any = None,
+    ) -> None:
+        self.board = board
+        self.meshif = meshif
+        self.port = port
+        self.hold = hold
+        self.key = key
+        self.wake = wake
+        self.log = log
+        self.sock: socket.socket | None = None
+        self.index = 0
+        self.origin: str | None = None
+        self.seq = int(time.time() * 10) & 0xFFFFFFFF  # a restarted agent's alerts are newer
+        self.sent = 0
+        self.received = 0
+        self.rejected = 0
+        self._next_open = 0.0
+        self._logged: dict[str, float] = {}
+
+    def ensure(self, now: float) -> bool:
+        """Open the socket if it is not open yet (and not tried within RETRY_OPEN)."""
+        if self.sock is not None:
+            return True
+        if now < self._next_open:
+            return False
+        self._next_open = now + RETRY_OPEN
+        mac = read_mac(self.meshif)
+        if mac is None:
+            return False
+        try:
+            self.sock, self.index = open_link_socket(self.meshif, self.port)
+        except OSError as exc:
+            if self.log is not None:
+                self.log.warning("heal_alert_socket_failed", interface=self.meshif, error=str(exc))
+            return False
+        self.origin = mac
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+        return True
+
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.sock = None
+
+    def raise_alert(self, kind: str, now: float) -> Alert | None:
+        """Tell the mesh that a link of this node is ``kind``; this node takes it as heard too."""
+        if not self.ensure(now) or self.origin is None:
+            return None
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        alert = Alert(origin=self.origin, seq=self.seq, kind=kind, hold_ms=int(self.hold * 1000))
+        self.board.hear(alert, now)
+        data = encode(alert, self.key)
+        self._send(data)
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(REPEAT_AFTER, self._send, data)
+        return alert
+
+    def _send(self, data: bytes) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(data, (ALL_NODES, self.port, 0, self.index))
+            self.sent += 1
+        except OSError as exc:  # no link-local address yet, interface gone
+            if self.log is not None:
+                self.log.warning("heal_alert_send_failed", interface=self.meshif, error=str(exc))
+
+    def _readable(self) -> None:
+        sock = self.sock
+        while sock is not None:
+            try:
+                data, addr = sock.recvfrom(512)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            now = time.monotonic()
+            try:
+                alert = decode(data, self.key)
+            except AlertDecodeError as exc:
+                self.rejected += 1
+                self._log_rejected(str(addr[0]), str(exc), now)
+                continue
+            self.received += 1
+            if self.board.hear(alert, now):
+                if self.log is not None:
+                    self.log.info("heal_alert_heard", origin=alert.origin, kind=alert.kind, seq=alert.seq,
+                                  hold_ms=alert.hold_ms)
+                if self.wake is not None:
+                    self.wake()
+
+    def _log_rejected(self, sender: str, why: str, now: float) -> None:
+        if self.log is None or now - self._logged.get(sender, -1e9) < 60.0:
+            return
+        if len(self._logged) > 1024:
+            self._logged.clear()
+        self._logged[sender] = now
+        self.log.warning("heal_alert_rejected", sender=sender, error=why)
