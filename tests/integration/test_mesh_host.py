@@ -88,3 +88,23 @@ def test_agent_stays_up_with_mesh_degraded_and_says_why(tmp_path: Path) -> None:
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+async def test_a_link_call_that_never_answers_is_given_up_and_the_next_one_works() -> None:
+    """pyroute2 calls have no timeout of their own: a stuck one must not hold every later link
+    operation (and the agent's stop) for ever."""
+    import threading
+
+    from x0tta.common.errors import TemporaryError
+    from x0tta.mesh.client import LinkControl
+
+    release = threading.Event()
+    links = LinkControl(timeout=0.3)
+    try:
+        with pytest.raises(TemporaryError, match=r"no answer within 0\.3 s"):
+            await links._run(lambda ipr: release.wait(5))
+        assert links.abandoned == 1
+        assert await links.exists("lo")  # a fresh thread and IPRoute answer at once
+    finally:
+        release.set()
+        await links.close()

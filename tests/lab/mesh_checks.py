@@ -252,10 +252,10 @@ async def reconcile(out: Path) -> int:
         report["health"] = [c.to_json() for c in ctx.health.conditions]
     finally:
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        done, _ = await asyncio.wait([task], timeout=15)
+        report["stopped"] = bool(done)  # a stop that hangs is reported, not waited for
+        # what was measured so far, even when a step above failed (the test says which is missing)
+        (out / "reconcile.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     with BatadvSocket() as s:
         report["reconverged_s"] = await wait_for(
             lambda: bool([o for o in s.dump(Cmd.GET_ORIGINATORS, "bat0") if o.flag_best])
@@ -265,7 +265,7 @@ async def reconcile(out: Path) -> int:
     (out / "reconcile.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     ok = all(r["ok"] for r in report["readback"].values()) and all(
         r["within_period"] and r["drift_counted"] >= 1 for r in report["reverts"].values()
-    ) and report["reattach"]["after_s"] is not None
+    ) and report["reattach"]["after_s"] is not None and report["stopped"]
     return 0 if ok else 1
 
 

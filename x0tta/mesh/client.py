@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from x0tta.common.errors import TemporaryError
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.netlink import Family
@@ -268,11 +269,13 @@ class LinkControl:
     ``loop.add_reader`` (every loop has it), parsed by pyroute2's rtnetlink marshal.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = 10.0) -> None:
         _register_batadv_kind()
+        self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-rtnl")
         self._ipr: Any = None
         self._lock = asyncio.Lock()
+        self.abandoned = 0  # calls given up on after ``timeout`` (their thread left behind)
 
     async def __aenter__(self) -> LinkControl:
         return self
@@ -284,8 +287,20 @@ class LinkControl:
         async with self._lock:
             if self._ipr is not None:
                 ipr, self._ipr = self._ipr, None
-                await asyncio.get_running_loop().run_in_executor(self._pool, ipr.close)
+                work = asyncio.get_running_loop().run_in_executor(self._pool, ipr.close)
+                await asyncio.wait([work], timeout=self.timeout)
         self._pool.shutdown(wait=False)
+
+    def _abandon(self) -> None:
+        """A call that never came back: leave its thread (and its IPRoute) behind, start afresh.
+        A pyroute2 call has no timeout of its own; without this one stuck request would hold the
+        lock, and every later link operation (and a stop) would wait for ever."""
+        self.abandoned += 1
+        if self._ipr is not None:  # closed by the old thread if its call ever returns
+            self._pool.submit(self._ipr.close)
+        self._pool.shutdown(wait=False)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-rtnl")
+        self._ipr = None
 
     async def _run(self, fn: Callable[[Any], T]) -> T:
         def call() -> T:
@@ -302,10 +317,18 @@ class LinkControl:
         async with self._lock:
             work = asyncio.get_running_loop().run_in_executor(self._pool, call)
             try:
-                return await asyncio.shield(work)
+                done, _ = await asyncio.wait([work], timeout=self.timeout)
             except asyncio.CancelledError:
-                await asyncio.wait([work])
+                done, _ = await asyncio.wait([work], timeout=self.timeout)
+                if not done:
+                    self._abandon()
+                elif not work.cancelled():
+                    work.exception()  # retrieved: its outcome no longer matters to anyone
                 raise
+            if not done:
+                self._abandon()
+                raise TemporaryError(f"rtnetlink: no answer within {self.timeout:g} s")
+            return work.result()
 
     async def _index(self, name: str | int) -> int:
         if isinstance(name, int):

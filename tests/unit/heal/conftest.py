@@ -10,6 +10,7 @@ from x0tta.config.heal import HealSettings
 from x0tta.heal.core.model import HardIf, Neighbour, Observation, Originator, ProbeStats
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+BEHIND_A = "02:00:00:00:02:00"
 
 
 def ring_obs(
@@ -30,6 +31,8 @@ def ring_obs(
     origs = [Originator(B, B, "eth1", tq=250)]
     via_a = eth0_attached and eth0_up
     origs.append(Originator(A, A if via_a else B, "eth0" if via_a else "eth1", tq=200))
+    # a node behind A: what a route through eth0 means (A's own entry is one hop, routed at once)
+    origs.append(Originator(BEHIND_A, A if via_a else B, "eth0" if via_a else "eth1", tq=150))
     for i in range(others):
         origs.append(Originator(f"02:00:00:00:01:{i:02x}", B, "eth1", tq=180))
     probes = (

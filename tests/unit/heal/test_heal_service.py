@@ -51,6 +51,9 @@ class Kernel:
             batadv.Originator(B, B, 3, 100, hard_ifname="eth1", flag_best=True, tq=250),
             batadv.Originator(A, A if via_a else B, 2 if via_a else 3, 100, hard_ifname="eth0" if via_a else "eth1",
                               flag_best=True, tq=200),
+            # a node behind A: the route that says eth0 carries traffic again
+            batadv.Originator("02:00:00:00:02:00", A if via_a else B, 2 if via_a else 3, 100,
+                              hard_ifname="eth0" if via_a else "eth1", flag_best=True, tq=150),
         ]
 
     async def neighbors(self, meshif):

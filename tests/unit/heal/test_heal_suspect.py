@@ -93,6 +93,11 @@ def test_suspect_then_confirmed_steers_off_without_a_second_tune_and_keeps_fast_
     t += s.restore_verify_after + 0.1
     k, d, _ = run(k, _no_route_via_eth0(ring.obs(t, interval=tuned)), t)
     assert not d
+    # A's own interface, which BATMAN_IV lists as a one-hop originator routed through the link as
+    # soon as it is back, is not a route the mesh uses yet
+    t += 0.5
+    k, d, _ = run(k, _only_the_neighbour_via_eth0(ring.obs(t, interval=tuned), ring.A), t)
+    assert not d
     # the restore held, but no route goes through eth0 yet: the link is not over
     assert {i.key[0] for i in k.incidents.values()} == {"link_suspect", "silent_loss"}
     t += 1.0
@@ -120,6 +125,11 @@ def test_a_carrier_loss_clears_a_suspect_like_a_silent_loss(s, ring):
     # link_down keeps the faster OGMs the suspect took: no restore while it lasts
     k, d, _ = run(k, ring.obs(3.0, eth0_up=False, interval=s.unstable_orig_interval), 3.0)
     assert ActionKind.RESTORE_ORIG_INTERVAL not in kinds(d)
+
+
+def _only_the_neighbour_via_eth0(obs, neighbour):
+    return replace(obs, originators=tuple(o if o.orig == neighbour else replace(o, hardif="eth1")
+                                          for o in obs.originators))
 
 
 def _no_route_via_eth0(obs):

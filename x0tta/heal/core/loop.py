@@ -477,9 +477,11 @@ def _steered_or_returning(r: Record, obs: Observation, now: float, s: HealSettin
         return False
     if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE:
         return True
+    # an originator whose address is its own next hop is a neighbour's interface as BATMAN_IV lists
+    # it (one hop, routed through a re-attached link at once): not yet a route the mesh uses again
     return (r.undo_state == Undo.EFFECTIVE and r.undo_applied is not None
             and now - r.undo_applied < s.route_return_max
-            and not any(o.hardif == r.action.param("hardif") for o in obs.originators))
+            and not any(o.hardif == r.action.param("hardif") and o.orig != o.router for o in obs.originators))
 
 
 _NEVER = Incident(id="", key=("", ""), opened=0.0, onset=0.0, severity="", evidence=())
