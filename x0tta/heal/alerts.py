@@ -56,14 +56,14 @@ class Alerter:
         self._next_open = 0.0
         self._logged: dict[str, float] = {}
 
-    def ensure(self, now: float) -> bool:
+    async def ensure(self, now: float) -> bool:
         """Open the socket if it is not open yet (and not tried within RETRY_OPEN)."""
         if self.sock is not None:
             return True
         if now < self._next_open:
             return False
         self._next_open = now + RETRY_OPEN
-        mac = read_mac(self.meshif)
+        mac = await asyncio.to_thread(read_mac, self.meshif)
         if mac is None:
             return False
         try:
@@ -85,8 +85,9 @@ class Alerter:
         self.sock = None
 
     def raise_alert(self, kind: str, now: float) -> Alert | None:
-        """Tell the mesh that a link of this node is ``kind``; this node takes it as heard too."""
-        if not self.ensure(now) or self.origin is None:
+        """Tell the mesh that a link of this node is ``kind``; this node takes it as heard too.
+        None while the socket is not open (see :meth:`ensure`, called every cycle)."""
+        if self.sock is None or self.origin is None:
             return None
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         alert = Alert(origin=self.origin, seq=self.seq, kind=kind, hold_ms=int(self.hold * 1000))
