@@ -294,14 +294,7 @@ def test_flapping_link_no_action_storm_and_rate_limits_hold(lab: LabResult) -> N
                     continue
                 key = f"{'undo' if e['data']['id'].endswith('/undo') else 'apply'}:{e['data']['outcome']}"
                 c[key] = c.get(key, 0) + 1
-            # rate limit per kind and target: burst + rate x duration (defaults: 3 + 6/min)
-            applied: dict[tuple[str, str], int] = {}
-            for a in inc["actions"]:
-                if a.get("applied") and start <= a["applied"] <= end + 10:
-                    k = (a["action"]["kind"], a["action"]["target"])
-                    applied[k] = applied.get(k, 0) + 1
-            for k, n in applied.items():
-                assert n <= 3 + 6 * (duration + 10) / 60, (node, k, n)
+        _assert_within_rate_limits(lab, "flap-incidents", node, start, end, slack=10)
         counts[node] = c
         breaker_opened[node] = len(_breaker_openings(lab, node, start, end))
         total = sum(c.values())
@@ -317,6 +310,21 @@ def test_flapping_link_no_action_storm_and_rate_limits_hold(lab: LabResult) -> N
         "pings": len(samples),
     })
     assert samples and lost / len(samples) < 0.5, "the mesh did not stay usable while the link flapped"
+
+
+def _assert_within_rate_limits(lab: LabResult, label: str, node: str, start: float, end: float,
+                               slack: float = 0.0) -> None:
+    """Actions applied between ``start`` and ``end + slack``, per kind and target over all of the
+    node's incidents (the executor's buckets are per kind and target): at most burst + rate x
+    duration (defaults: 3 + 6/min, with 10 s of margin)."""
+    applied: dict[tuple[str, str], int] = {}
+    for inc in _incidents(lab, label, node):
+        for a in inc["actions"]:
+            if a.get("applied") and start <= a["applied"] <= end + slack:
+                k = (a["action"]["kind"], a["action"]["target"])
+                applied[k] = applied.get(k, 0) + 1
+    for k, n in applied.items():
+        assert n <= 3 + 6 * (end - start + 10) / 60, (node, k, n)
 
 
 def _breaker_openings(lab: LabResult, node: str, start: float, end: float) -> list[str]:
@@ -340,16 +348,11 @@ def test_a_link_flapping_slower_than_the_hysteresis_opens_the_restore_breaker(la
     restores: dict[str, dict[str, int]] = {}
     for node in ("n1", "n2"):
         c: dict[str, int] = {}
-        applied: dict[tuple[str, str], int] = {}
         for inc in _incidents(lab, "slowflap-incidents", node):
             for a in inc["actions"]:
-                if a.get("applied") and start <= a["applied"] <= end:
-                    k = (a["action"]["kind"], a["action"]["target"])
-                    applied[k] = applied.get(k, 0) + 1
                 if a.get("undo_applied") and start <= a["undo_applied"] <= end and a["undo_op"] == "restore":
                     c[a["undo_state"]] = c.get(a["undo_state"], 0) + 1
-        for k, n in applied.items():  # the rate limits held
-            assert n <= 3 + 6 * (end - start + 10) / 60, (node, k, n)
+        _assert_within_rate_limits(lab, "slowflap-incidents", node, start, end)
         restores[node] = c
     samples = [s for s in lab.samples("slowflap")]
     lost = sum(1 for s in samples if s.lost)

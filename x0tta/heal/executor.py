@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from x0tta.heal.breakers import BreakerOpen, Breakers, Clock, Trial
 from x0tta.heal.core.loop import Result
 from x0tta.heal.core.model import ActionKind, Decision, Op
+from x0tta.heal.core.plan import mesh_values
 from x0tta.heal.core.ratelimit import TokenBucket
 
 
@@ -134,17 +135,11 @@ class Executor:
             else:
                 previous = a.param("previous_hop_penalty")
                 await self.actuator.set_hardif(hardif, {"hop_penalty": 0 if previous is None else previous})
-        elif kind == ActionKind.TUNE_ORIG_INTERVAL:
-            await self.actuator.set_mesh({"orig_interval": a.param("interval_ms")})
-        elif kind == ActionKind.RESTORE_ORIG_INTERVAL:
-            previous = a.param("previous_ms")
-            if previous is not None:
-                await self.actuator.set_mesh({"orig_interval": previous})
-        elif kind == ActionKind.PAUSE_AGGREGATION:
-            await self.actuator.set_mesh({"aggregated_ogms_enabled": False})
-        elif kind == ActionKind.RESUME_AGGREGATION:
-            previous = a.param("previous")
-            await self.actuator.set_mesh({"aggregated_ogms_enabled": True if previous is None else bool(previous)})
+        elif kind in (ActionKind.TUNE_ORIG_INTERVAL, ActionKind.RESTORE_ORIG_INTERVAL,
+                      ActionKind.PAUSE_AGGREGATION, ActionKind.RESUME_AGGREGATION):
+            values = mesh_values(a)
+            if values:
+                await self.actuator.set_mesh(values)
         elif kind == ActionKind.RESELECT_GATEWAY:
             current = await self.actuator.mesh_settings()
             await self.actuator.set_mesh({"gw_sel_class": current.get("gw_sel_class") or 20})

@@ -60,6 +60,7 @@ from x0tta.heal.core.model import (
     ProbeStats,
     SubsystemState,
 )
+from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
 from x0tta.heal.liveness import Prober
@@ -193,14 +194,9 @@ class HealService(Subsystem):
         reconcile applies it again from the overrides. Steer-offs stay: attaching a link known
         to be dead would be worse, and the restarted agent restores it when its probes are clean."""
         values: dict[str, Any] = {}
-        for r in self.knowledge.records.values() if self.knowledge is not None else ():
-            if not r.holds or r.state == loop.State.DRY_RUN or r.undo_state is not None:
-                continue
-            if r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.action.param("previous_ms"):
-                values["orig_interval"] = r.action.param("previous_ms")
-            elif r.action.kind == ActionKind.PAUSE_AGGREGATION:
-                previous = r.action.param("previous")
-                values["aggregated_ogms_enabled"] = True if previous is None else bool(previous)
+        for r in self._in_effect():
+            if r.action.kind in UNDO:  # a steer-off's undo sets no mesh setting: it stays
+                values.update(mesh_values(dataclasses.replace(r.action, kind=UNDO[r.action.kind])))
         if not values:
             return
         if self.overrides is not None:
@@ -314,7 +310,7 @@ class HealService(Subsystem):
             ))
         wall, mono = time.time(), time.monotonic()
         if self.alerter is not None:
-            self.alerter.ensure(mono)  # the mesh interface may have appeared since
+            await self.alerter.ensure(mono)  # the mesh interface may have appeared since
         probes: tuple[ProbeStats, ...] = ()
         if self.prober is not None:
             probes = tuple(
@@ -435,26 +431,25 @@ class HealService(Subsystem):
     def _update_overrides(self) -> None:
         if self.overrides is None or self.knowledge is None:
             return
-        detached: set[str] = set()
-        for r in self.knowledge.records.values():
-            if not r.holds or r.state == loop.State.DRY_RUN or r.undo_state is not None:
-                continue  # an undo on its way releases the override before it runs
-            if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach":
-                detached.add(r.action.param("hardif"))
-        self.overrides["detached"] = detached
+        self.overrides["detached"] = {
+            r.action.param("hardif") for r in self._in_effect()
+            if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach"
+        }
         self.overrides["mesh"] = self._held_mesh()
 
+    def _in_effect(self, include_undoing: bool = False) -> list[loop.Record]:
+        """Records whose remedy heal holds in the kernel now. Without ``include_undoing``, not
+        those whose undo is on its way (it releases the override before it runs) nor dry runs."""
+        return [
+            r for r in (self.knowledge.records.values() if self.knowledge is not None else ())
+            if r.holds and (include_undoing or (r.state != loop.State.DRY_RUN and r.undo_state is None))
+        ]
+
     def _held_mesh(self, include_undoing: bool = False) -> dict[str, Any]:
-        """Mesh settings heal holds on purpose: ``{attribute: value}`` of its remedies in effect.
-        ``include_undoing``: also those whose undo is on its way (not drift either, yet)."""
+        """Mesh settings heal holds on purpose: ``{attribute: value}`` of its remedies in effect."""
         mesh: dict[str, Any] = {}
-        for r in self.knowledge.records.values() if self.knowledge is not None else ():
-            if not r.holds or (not include_undoing and (r.state == loop.State.DRY_RUN or r.undo_state is not None)):
-                continue
-            if r.action.kind == ActionKind.TUNE_ORIG_INTERVAL:
-                mesh["orig_interval"] = r.action.param("interval_ms")
-            elif r.action.kind == ActionKind.PAUSE_AGGREGATION:
-                mesh["aggregated_ogms_enabled"] = False
+        for r in self._in_effect(include_undoing):
+            mesh.update(mesh_values(r.action))
         return mesh
 
     # -- knowledge, logs, metrics, traces ------------------------------------------------------

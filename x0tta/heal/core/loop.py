@@ -456,23 +456,19 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         others = _needed_by(rec.action.target, active)
         if others:
             continue
-        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and _link_coming_back(st, obs):
-            continue  # fast OGMs also make the restored link's route come back sooner: keep them till then
+        # faster OGMs stay while any steer-off (of any incident: the link's suspect incident may
+        # own them) is in effect or its restored link carries no route yet
+        if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and any(
+            _steered_or_returning(r, obs, st.now, s) for r in st.records.values()
+        ):
+            continue
         st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
-
-
-def _link_coming_back(st: _Step, obs: Observation) -> bool:
-    """Is a steer-off (of any incident: the faster OGMs may have been taken by the link's
-    ``link_suspect`` incident before its ``silent_loss`` one steered off) still in effect, or
-    restored but not yet carrying a route again? A re-attached link builds its TQ from nothing, one
-    OGM at a time: with the faster interval that takes seconds instead of tens of seconds. Bounded
-    by ``route_return_max``."""
-    return any(_steered_or_returning(r, obs, st.now, st.k.settings) for r in st.records.values())
 
 
 def _steered_or_returning(r: Record, obs: Observation, now: float, s: HealSettings) -> bool:
     """``r`` is a steer-off in effect, or restored less than ``route_return_max`` ago on a link
-    that carries no route yet."""
+    that carries no route yet: a re-attached link builds its TQ from nothing, one OGM at a time,
+    which the faster interval makes seconds instead of tens of seconds."""
     if r.action.kind != ActionKind.STEER_OFF:
         return False
     if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE:

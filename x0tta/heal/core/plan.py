@@ -36,6 +36,7 @@ Policies (symptom -> candidates):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from x0tta.config.heal import HealSettings
 from x0tta.heal.core.model import (
@@ -60,6 +61,23 @@ NO_ACTION = {
     SymptomKind.NEIGHBOUR_LOST: "recorded only: batman-adv purges a lost neighbour and reroutes by itself",
     SymptomKind.GATEWAY_CHANGED: "recorded only: a gateway change is batman-adv's own choice",
 }
+
+
+def mesh_values(action: Action) -> dict[str, Any]:
+    """The batman-adv mesh settings (SET_MESH attributes) ``action`` sets; {} for kinds that set
+    none. Undo actions carry their original's params (``previous_ms``, ``previous``)."""
+    kind = action.kind
+    if kind == ActionKind.TUNE_ORIG_INTERVAL:
+        return {"orig_interval": action.param("interval_ms")}
+    if kind == ActionKind.RESTORE_ORIG_INTERVAL:
+        previous = action.param("previous_ms")
+        return {} if previous is None else {"orig_interval": previous}
+    if kind == ActionKind.PAUSE_AGGREGATION:
+        return {"aggregated_ogms_enabled": False}
+    if kind == ActionKind.RESUME_AGGREGATION:
+        previous = action.param("previous")
+        return {"aggregated_ogms_enabled": True if previous is None else bool(previous)}
+    return {}
 
 
 def success_rate(stats: Stats, symptom: str, action: str, prior_weight: float) -> float:
