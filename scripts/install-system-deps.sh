@@ -11,6 +11,7 @@ PKGS=(
   batctl                  # batman-adv's reference tool: the lab compares the agent with it
   iputils-ping            # ping inside the lab
   kmod                    # modprobe: the lab guest loads batman-adv, veth, netem from UML's modules
+  gcc libc6-dev           # builds the lab's UML shim (x0tta/lab/uml_xstate.c) for hosts with AVX-512 or AMX
   iperf3                  # throughput for eBPF counter and overhead checks
   clang llvm              # builds the eBPF objects
   libbpf-dev libbpf1      # eBPF headers, and libbpf.so.1 that the loader calls

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from x0tta.lab.runner import halt_command
+from x0tta.lab.runner import GUEST_ENV, halt_command, uml_host_env
 
 UML = "/usr/bin/linux.uml"
 REPO = Path(__file__).resolve().parents[2]  # the guest runs `python -m tests.lab...` from here
@@ -28,6 +28,7 @@ MODULES = "/usr/lib/uml/modules"
 
 INIT = """#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+{guest_env}
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t tmpfs tmp /run; export TMPDIR=/run HOME=/run
 # The host has no /lib/modules; give modprobe a root of its own on the guest's tmpfs.
 mkdir -p /run/modroot/lib && ln -s {modules} /run/modroot/lib/modules
@@ -67,7 +68,7 @@ def run(
     outdir.mkdir(parents=True, exist_ok=True)
     init = outdir / "init.sh"
     command = " ".join(_quote(a) for a in argv)
-    init.write_text(INIT.format(modules=MODULES, cwd=_quote(str(REPO)), command=command,
+    init.write_text(INIT.format(guest_env=GUEST_ENV, modules=MODULES, cwd=_quote(str(REPO)), command=command,
                                 halt=halt_command(_quote(sys.executable))))
     init.chmod(0o755)
     console = outdir / "console.log"
@@ -92,7 +93,7 @@ def run(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(outdir), "HOME": str(outdir)},
+            env=uml_host_env(outdir, {"PATH": "/usr/bin:/bin", "TMPDIR": str(outdir), "HOME": str(outdir)}),
             start_new_session=True,
         )
         try:
