@@ -287,11 +287,8 @@ class HealService(Subsystem):
 
     async def observe(self, ctx: Context, mesh: Any, links: Any) -> Observation:
         meshif = ctx.settings.mesh.interface
-        info = await mesh.mesh_info(meshif)
-        hard = await mesh.hardifs(meshif)
-        origs = await mesh.originators(meshif)
-        neighs = await mesh.neighbors(meshif)
-        gws = await mesh.gateways(meshif)
+        snap = await mesh.snapshot(meshif)
+        info, hard, origs, neighs, gws = snap.info, snap.hardifs, snap.originators, snap.neighbors, snap.gateways
         batadv_hard = {h.hard_ifname: h for h in hard}
         self._known_hardifs |= set(batadv_hard)
         state = await links.state()

@@ -65,11 +65,17 @@ class Kernel:
     async def gateways(self, meshif):
         return []
 
+    async def snapshot(self, meshif):
+        from x0tta.mesh.client import MeshSnapshot
+
+        return MeshSnapshot(await self.mesh_info(meshif), await self.hardifs(meshif), await self.originators(meshif),
+                            await self.neighbors(meshif), await self.gateways(meshif))
+
     async def set_mesh(self, meshif, values):
         pass
 
     # Links (rtnetlink)
-    async def state(self):
+    async def state(self, fresh=False):
         return {name: LinkState(name, idx, True, True, self.master.get(name))
                 for name, idx in (("bat0", 10), ("eth0", 2), ("eth1", 3))}
 
