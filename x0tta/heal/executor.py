@@ -171,7 +171,7 @@ class MeshActuator:
         self._restart = restart
 
     async def _attached(self, hardif: str) -> bool:
-        state = await self.links.state()
+        state = await self.links.state(fresh=True)
         mesh, hard = state.get(self.meshif), state.get(hardif)
         return mesh is not None and hard is not None and hard.master == mesh.index
 
