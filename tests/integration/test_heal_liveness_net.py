@@ -65,6 +65,24 @@ def sh(cmd: str, check: bool = True) -> None:
     subprocess.run(cmd, shell=True, check=check, capture_output=True)
 
 
+def veth_pair(ns: str) -> None:
+    """x0hA <-> x0hB in ``ns``, up, with fe80:: addresses at once (no DAD) and a clsact qdisc each."""
+    sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.default.accept_dad=0")
+    sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.all.accept_dad=0")
+    sh(f"ip -n {ns} link add x0hA type veth peer name x0hB")
+    for dev in ("x0hA", "x0hB"):
+        sh(f"ip -n {ns} link set {dev} up")
+        sh(f"ip netns exec {ns} tc qdisc add dev {dev} clsact")
+
+
+def drop_object(tmp_path) -> str:
+    """A tc program that drops every frame: a silent link whose carrier stays up (no netem here)."""
+    src, obj = tmp_path / "drop.c", tmp_path / "drop.o"
+    src.write_text(DROP_C)
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-c", str(src), "-o", str(obj)], check=True)
+    return str(obj)
+
+
 DROP_C = """
 __attribute__((section("tc"), used)) int drop(void *skb) { return 2; /* TC_ACT_SHOT */ }
 char _license[] __attribute__((section("license"), used)) = "GPL";
@@ -73,19 +91,11 @@ char _license[] __attribute__((section("license"), used)) = "GPL";
 
 @pytest.mark.skipif(shutil.which("clang") is None or shutil.which("tc") is None, reason="needs clang and tc")
 def test_both_ends_detect_a_silent_link_within_half_a_second(tmp_path):
-    src, obj = tmp_path / "drop.c", tmp_path / "drop.o"
-    src.write_text(DROP_C)
-    subprocess.run(["clang", "-O2", "-target", "bpf", "-c", str(src), "-o", str(obj)], check=True)
+    obj = drop_object(tmp_path)
     ns = f"x0h-live-{os.getpid()}"
     sh(f"ip netns add {ns}")
     try:
-        sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.default.accept_dad=0")
-        sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.all.accept_dad=0")
-        sh(f"ip -n {ns} link add x0hA type veth peer name x0hB")
-        sh(f"ip -n {ns} link set x0hA up")
-        sh(f"ip -n {ns} link set x0hB up")
-        for dev in ("x0hA", "x0hB"):
-            sh(f"ip netns exec {ns} tc qdisc add dev {dev} clsact")
+        veth_pair(ns)
         proc = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT, str(obj)],
             capture_output=True, text=True, timeout=60,
@@ -124,10 +134,15 @@ LINKS = textwrap.dedent(
         await links.detach("x0hA")
         st = await links.state()
         out["detached"] = st["x0hA"].master is None
+        dumps = links.dumps
         subprocess.run(["ip", "link", "set", "x0hB", "down"], check=True)
-        await asyncio.wait_for(changed.wait(), 5)
+        deadline = asyncio.get_running_loop().time() + 5
+        while (await links.state())["x0hA"].running and asyncio.get_running_loop().time() < deadline:
+            await asyncio.wait_for(changed.wait(), 5)
+            changed.clear()
         st = await links.state()
         out["carrier_lost"] = not st["x0hA"].running
+        out["from_events"] = links.dumps == dumps  # the carrier change came from the event, not a dump
         await links.close()
         print(json.dumps(out))
 
@@ -149,6 +164,82 @@ def test_links_attach_detach_and_events_on_uvloop():
         )
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert out == {"attached": True, "detached": True, "carrier_lost": True}, out
+        assert out == {"attached": True, "detached": True, "carrier_lost": True, "from_events": True}, out
+    finally:
+        sh(f"ip netns del {ns}", check=False)
+
+
+STARVED = textwrap.dedent(
+    r"""
+    import asyncio, json, os, signal, subprocess, sys, time
+    from x0tta.heal.core.liveness import Tracker
+    from x0tta.heal.liveness import Prober
+
+    if sys.argv[1] == "peer":  # the agent on the other end, in a process of its own
+        async def peer():
+            await Prober(Tracker(0.1, 20, 60.0), 4305, 0.1).run(lambda: ["x0hB"])
+        asyncio.run(peer())
+        raise SystemExit
+
+    DROP = sys.argv[2]
+
+    async def watch(me, seconds):
+        worst, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            s = me.stats()
+            worst = max([worst] + [x.lost_run for x in s])
+            await asyncio.sleep(0.01)
+        return worst
+
+    async def run(code):
+        me = Prober(Tracker(0.1, 20, 60.0), 4305, 0.1)
+        task = asyncio.create_task(me.run(lambda: ["x0hA"]))
+        child = subprocess.Popen([sys.executable, "-c", code, "peer"])
+        out = {"echo": None}
+        try:
+            await asyncio.sleep(2.5)
+            out["healthy_worst"] = await watch(me, 1.0)
+            os.kill(child.pid, signal.SIGSTOP)  # the peer's agent gets no CPU at all
+            out["starved_worst"] = await watch(me, 2.0)
+            out["echo"] = me.echo
+            out["echoes_answered"] = me.tracker.echoes_answered
+            t0 = time.monotonic()
+            for dev in ("x0hA", "x0hB"):
+                subprocess.run(["tc", "filter", "add", "dev", dev, "egress", "bpf", "da", "obj", DROP, "sec", "tc"],
+                               check=True)
+            while not any(s.lost_run >= 3 for s in me.stats()) and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.01)
+            out["detect_dead_link"] = time.monotonic() - t0
+        finally:
+            child.kill()
+            child.wait()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        print(json.dumps(out))
+
+    asyncio.run(run(open(sys.argv[3]).read()))
+    """
+)
+
+
+@pytest.mark.skipif(shutil.which("clang") is None or shutil.which("tc") is None, reason="needs clang and tc")
+def test_a_stopped_peer_agent_is_not_a_dead_link_but_a_dead_link_still_is(tmp_path):
+    """The peer's agent is SIGSTOPped: its kernel answers the echo, so no loss; then the link dies."""
+    obj, script = drop_object(tmp_path), tmp_path / "starved.py"
+    script.write_text(STARVED)
+    ns = f"x0h-starve-{os.getpid()}"
+    sh(f"ip netns add {ns}")
+    try:
+        veth_pair(ns)
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, str(script), "main", str(obj), str(script)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("starved peer figures:", out)
+        assert out["echo"] is True and out["echoes_answered"] > 0, out
+        assert out["healthy_worst"] <= 1 and out["starved_worst"] <= 1, out
+        assert out["detect_dead_link"] <= 0.6, out
     finally:
         sh(f"ip netns del {ns}", check=False)

@@ -9,16 +9,26 @@ mesh - that is how it sees the link heal and restores it.
 
 After each send it looks at the stats; when a link starts losing probes it calls ``wake`` so the
 loop runs a cycle at once instead of at its next idle poll.
+
+Kernel echo: beside the probe socket, a raw ICMPv6 socket on each interface (CAP_NET_RAW, which
+the unit grants) sends an echo request to a peer whose probe is overdue, to the link-local address
+its probes come from; the peer's kernel answers even while its agent is starved or stopped, so a
+late agent is not taken for a dead link (:class:`~x0tta.heal.core.liveness.Tracker`). Without the
+raw socket the prober works on probes alone and says so (``echo`` is False).
+
+The interface counter ``rx_packets`` is read with ``pread`` on a file kept open, not opened and
+closed ten times a second per interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +37,10 @@ from x0tta.heal.core.model import ProbeStats
 
 ALL_NODES = "ff02::1"
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+ICMP6_FILTER = 1
+ECHO_REQUEST, ECHO_REPLY = 128, 129
+ECHO_MAGIC = b"X0LE"
+_ECHO = struct.Struct("!BBHHH4s")  # type, code, checksum (the kernel fills it), id, seq, magic
 
 
 def read_mac(ifname: str) -> str | None:
@@ -40,6 +54,22 @@ def read_rx_packets(ifname: str) -> int | None:
     try:
         with open(f"/sys/class/net/{ifname}/statistics/rx_packets", "rb") as f:
             return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _drain(sock: socket.socket, size: int) -> Iterator[tuple[bytes, Any]]:
+    """Every datagram waiting on a non-blocking socket, with its source address."""
+    while True:
+        try:
+            yield sock.recvfrom(size)
+        except OSError:  # BlockingIOError: nothing more; anything else: try again next time
+            return
+
+
+def _pread_int(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0))
     except (OSError, ValueError):
         return None
 
@@ -66,12 +96,38 @@ def open_link_socket(name: str, port: int) -> tuple[socket.socket, int]:
     return s, index
 
 
+def open_echo_socket(name: str) -> socket.socket:
+    """A non-blocking raw ICMPv6 socket on interface ``name`` that receives echo replies only."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+        words = [0xFFFFFFFF] * 8  # struct icmp6_filter: a set bit blocks that type
+        words[ECHO_REPLY >> 5] &= ~(1 << (ECHO_REPLY & 31))
+        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _open_rx_counter(name: str) -> int | None:
+    try:
+        return os.open(f"/sys/class/net/{name}/statistics/rx_packets", os.O_RDONLY)
+    except OSError:
+        return None
+
+
 class _Iface:
     def __init__(self, name: str, index: int, mac: str, sock: socket.socket) -> None:
         self.name = name
         self.index = index
         self.mac = mac
         self.sock = sock
+        self.echo: socket.socket | None = None
+        self.addr_of: dict[str, str] = {}  # peer MAC -> the link-local address its probes come from
+        self.mac_of: dict[str, str] = {}
+        self.rx_fd: int | None = None
         self.send_errors = 0
         self.probes_rx = 0  # datagrams read on this interface's socket
         self.rx_packets: int | None = None  # the interface counter at the last tick
@@ -99,30 +155,74 @@ class Prober:
         self.ifaces: dict[str, _Iface] = {}
         self.sent = 0
         self.received = 0
+        self.echo = True  # False once an echo socket could not be opened (no CAP_NET_RAW)
+        self.echo_error: str | None = None
+        self.echoes_sent = 0
+        self._echo_id = os.getpid() & 0xFFFF
+        self._echo_seq = 0
 
     def _open(self, name: str, mac: str) -> _Iface:
         s, index = open_link_socket(name, self.port)
         iface = _Iface(name, index, mac, s)
-        asyncio.get_running_loop().add_reader(s.fileno(), self._readable, iface)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(s.fileno(), self._readable, iface)
+        try:
+            iface.echo = open_echo_socket(name)
+            loop.add_reader(iface.echo.fileno(), self._echo_readable, iface)
+        except OSError as exc:
+            self.echo, self.echo_error = False, f"{name}: {exc.strerror or exc}"
+            if self.log is not None:
+                self.log.warning("probe_echo_unavailable", hardif=name, error=str(exc))
+        iface.rx_fd = _open_rx_counter(name)
         return iface
 
     def _close(self, iface: _Iface) -> None:
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(iface.sock.fileno())
-        iface.sock.close()
+        loop = asyncio.get_running_loop()
+        for sock in (iface.sock, iface.echo):
+            if sock is None:
+                continue
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        if iface.rx_fd is not None:
+            os.close(iface.rx_fd)
+            iface.rx_fd = None
 
     def _readable(self, iface: _Iface) -> None:
-        while True:
-            try:
-                data = iface.sock.recv(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+        for data, addr in _drain(iface.sock, 2048):
             now = time.monotonic()
             self.received += 1
             iface.probes_rx += 1
-            self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
+            probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
+            if probe is not None and not probe.bye and iface.addr_of.get(probe.sender) != addr[0]:
+                iface.addr_of[probe.sender] = addr[0]
+                iface.mac_of = {a: m for m, a in iface.addr_of.items()}
+
+    def _echo_readable(self, iface: _Iface) -> None:
+        assert iface.echo is not None
+        for data, addr in _drain(iface.echo, 256):
+            if len(data) < _ECHO.size:
+                continue
+            kind, _code, _sum, ident, _seq, magic = _ECHO.unpack_from(data)
+            peer = iface.mac_of.get(addr[0].split("%", 1)[0])
+            if kind == ECHO_REPLY and ident == self._echo_id and magic == ECHO_MAGIC and peer is not None:
+                self.tracker.echo_reply(iface.name, peer, time.monotonic())
+
+    def send_echoes(self, now: float) -> None:
+        """An echo request to every peer whose probe is overdue."""
+        for hardif, peer in self.tracker.overdue(now):
+            iface = self.ifaces.get(hardif)
+            addr = iface.addr_of.get(peer) if iface is not None else None
+            if iface is None or iface.echo is None or addr is None:
+                continue
+            self._echo_seq = (self._echo_seq + 1) & 0xFFFF
+            try:
+                iface.echo.sendto(_ECHO.pack(ECHO_REQUEST, 0, 0, self._echo_id, self._echo_seq, ECHO_MAGIC),
+                                  (addr, 0, 0, iface.index))
+            except OSError:
+                continue
+            self.echoes_sent += 1
+            self.tracker.echo_sent(hardif, peer, now)
 
     async def sync(self, names: Iterable[str]) -> None:
         """Probe exactly on ``names`` (interfaces that vanished are closed)."""
@@ -144,7 +244,7 @@ class Prober:
         """Did frames other than probes arrive since the last tick (sysfs counter, no disk)?"""
         for iface in self.ifaces.values():
             self._readable(iface)
-            count = read_rx_packets(iface.name)
+            count = _pread_int(iface.rx_fd) if iface.rx_fd is not None else read_rx_packets(iface.name)
             if count is None:
                 continue
             if iface.rx_packets is not None and count - iface.rx_packets > iface.probes_rx - iface.probes_at_tick:
@@ -176,6 +276,8 @@ class Prober:
         back up restarts its loss accounting, see :meth:`Tracker.link`)."""
         for iface in self.ifaces.values():  # what has arrived counts, even if not yet read
             self._readable(iface)
+            if iface.echo is not None:
+                self._echo_readable(iface)
         return self.tracker.stats(time.monotonic(), self.link_rx(), carrier)
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
@@ -190,6 +292,7 @@ class Prober:
                 self.tracker.tick(now)
                 self._sample_rx(now)
                 self.send_all()
+                self.send_echoes(now)
                 if self.wake is not None and any(s.lost_run >= self.suspect_run for s in self.stats()):
                     self.wake()
                 await asyncio.sleep(self.interval)

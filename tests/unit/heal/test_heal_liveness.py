@@ -135,3 +135,57 @@ def test_a_stopped_peer_agent_is_not_a_dead_link():
     assert s.lost_run == 0
     a.receive("eth0", MA, b.bye("eth0", MB, 15 * 10**8), 1.5, 15 * 10**8)
     assert a.stats(2.0) == ()
+
+
+def _probe_every(tracker_from, tracker_to, t0, t1, interval=0.1, mac_from=MB, mac_to=MA):
+    t = t0
+    while t < t1:
+        tracker_to.receive("eth0", mac_to, tracker_from.next_probe("eth0", mac_from, t, int(t * 1e9)), t, int(t * 1e9))
+        t = round(t + interval, 6)
+
+
+def _kernel_echo(me, t0, t1, answered, interval=0.1):
+    """``me`` ticks every interval from ``t0``: an echo request to each overdue peer, answered
+    ``answered(t)`` (the peer's kernel) 1 ms later; returns the largest lost_run seen."""
+    worst, t = 0, t0
+    while t < t1:
+        for hardif, peer in me.overdue(t):
+            me.echo_sent(hardif, peer, t)
+            if answered(t):
+                me.echo_reply(hardif, peer, t + 0.001)
+        (s,) = me.stats(t + 0.002)
+        worst = max(worst, s.lost_run)
+        t = round(t + interval, 6)
+    return worst
+
+
+def test_a_starved_peer_whose_kernel_answers_the_echo_is_not_lost():
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    _probe_every(peer, me, 0.0, 2.0)
+    # the peer's agent stalls for 2 s (no probes); its kernel still answers
+    assert _kernel_echo(me, 2.0, 4.0, lambda t: True) <= 1
+    (s,) = me.stats(4.0)
+    assert s.loss < 0.1 and me.echoes_answered > 0
+
+
+def test_without_an_echo_reply_the_loss_is_confirmed_at_most_half_an_interval_later():
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    _probe_every(peer, me, 0.0, 2.0)
+    last = 1.9
+    t, confirmed = 2.0, None
+    while confirmed is None and t < 4.0:
+        for hardif, p in me.overdue(t):
+            me.echo_sent(hardif, p, t)  # the link is dead: no reply ever
+        (s,) = me.stats(t)
+        if s.lost_run >= 3:
+            confirmed = t
+        t = round(t + 0.05, 6)
+    # probes alone: confirmed 0.35 s after the last one; a request in flight holds it <= 0.05 s
+    assert confirmed is not None and confirmed - last <= 0.35 + 0.05 + 1e-9
+
+
+def test_echo_replies_stop_counting_once_they_stop():
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    _probe_every(peer, me, 0.0, 2.0)
+    assert _kernel_echo(me, 2.0, 3.0, lambda t: True) <= 1
+    assert _kernel_echo(me, 3.0, 3.6, lambda t: False) >= 3  # the link died after the agent stalled

@@ -28,6 +28,16 @@ Loss per (hard interface, peer), as :class:`~x0tta.heal.core.model.ProbeStats`:
 * ``loss`` - the larger of: my receive loss over the last ``window`` expected probes, and the
   loss the peer reports for my probes.
 
+Kernel echo: a late agent is not a dead link. A peer whose agent is starved of CPU (or stopped)
+sends no probes, yet its kernel still answers an ICMPv6 echo on that link, as BFD's echo function
+relies on. When a peer's probe is overdue (:meth:`Tracker.overdue`) the adapter sends it an echo
+request and reports it (:meth:`Tracker.echo_sent`); a reply (:meth:`Tracker.echo_reply`) counts as
+hearing the peer, so receive-side silence is measured from the later of its last probe and its
+last echo reply. An unanswered request holds the verdict for half an interval from when it was
+sent (silence is judged as of that moment meanwhile), so a verdict never comes before the
+echo had time to return: a dead link is confirmed at most half an interval later. Without echo
+(no raw socket), loss is counted from probes alone.
+
 Carrier: probes lost while a hard interface's link is down are not silent loss (link down is its
 own symptom). When the carrier comes back up (:meth:`Tracker.link`), the accounting on that
 interface starts over: its peers are forgotten and relearned from their next probe, my probes sent
@@ -161,6 +171,43 @@ class Tracker:
         self.stalls = 0
         self.carrier: dict[str, bool] = {}  # hardif -> carrier as last told
         self.restart_seq: dict[str, int] = {}  # hardif -> my last seq there before its carrier came back
+        self.echo_rx: dict[tuple[str, str], float] = {}  # (hardif, peer) -> last echo reply
+        self.echo_req: dict[tuple[str, str], float] = {}  # (hardif, peer) -> first unanswered echo request
+        self.echoes_answered = 0
+
+    def _alive_at(self, key: tuple[str, str], p: _Peer) -> float:
+        """When the peer was last heard on that link: a probe, or its kernel's echo reply."""
+        return max(p.last_rx, self.echo_rx.get(key, 0.0))
+
+    def _as_of(self, key: tuple[str, str], heard: float, now: float) -> float:
+        """The time to judge the peer's silence at: while an echo request sent after the peer was
+        last heard is younger than half an interval, the moment it was sent (its reply may be on
+        the way); otherwise now."""
+        req = self.echo_req.get(key)
+        return req if req is not None and heard < req and now - req < self.interval / 2 else now
+
+    def overdue(self, now: float) -> list[tuple[str, str]]:
+        """(hard interface, peer) whose probe is late by more than a tenth of an interval: ask the
+        peer's kernel whether the link still carries traffic."""
+        late = 1.1 * self.interval
+        return [k for k, p in self.peers.items() if now - max(p.last_rx, self.echo_rx.get(k, 0.0)) > late]
+
+    def echo_sent(self, hardif: str, peer: str, now: float) -> None:
+        key = (hardif, peer)
+        p = self.peers.get(key)
+        if p is None:
+            return
+        heard = max(p.last_rx, self.echo_rx.get(key, 0.0))
+        if self.echo_req.get(key, 0.0) <= heard:  # the first request since the peer was last heard
+            self.echo_req[key] = now
+
+    def echo_reply(self, hardif: str, peer: str, now: float) -> None:
+        key = (hardif, peer)
+        if key not in self.peers:
+            return
+        self.echoes_answered += 1
+        self.echo_rx[key] = now
+        self.echo_req.pop(key, None)
 
     def link(self, hardif: str, up: bool) -> bool:
         """The carrier of ``hardif`` as the caller sees it now. On a down -> up transition the loss
@@ -171,7 +218,7 @@ class Tracker:
         if not up or was is not False:
             return False
         for key in [k for k in self.peers if k[0] == hardif]:
-            del self.peers[key]
+            self._forget(key)
         self.sent_at.pop(hardif, None)
         self.restart_seq[hardif] = self.seq.get(hardif, 0)
         return True
@@ -197,7 +244,7 @@ class Tracker:
         mine = sorted(((k, p) for k, p in self.peers.items() if k[0] == hardif), key=lambda kp: -kp[1].last_rx)
         for (_h, peer), p in mine[:MAX_ACKS]:
             acks.append(Ack(peer, p.high_seq, p.high_sent, max(0, now_ns - p.last_rx_ns),
-                            round(1000 * self._rx_loss(p, now))))
+                            round(1000 * self._rx_loss(p, now, self._alive_at((_h, peer), p)))))
         return encode(Probe(seq=seq, sender=mac, sent=now_ns, acks=tuple(acks)), self.key)
 
     def receive(self, hardif: str, my_mac: str, data: bytes, now: float, now_ns: int) -> Probe | None:
@@ -210,7 +257,7 @@ class Tracker:
             return None  # our own multicast looped back
         key = (hardif, probe.sender)
         if probe.bye:
-            self.peers.pop(key, None)
+            self._forget(key)
             return probe
         p = self.peers.get(key)
         if p is None or (probe.seq < p.high_seq and probe.sent > p.high_sent):  # new peer, or it restarted
@@ -248,11 +295,16 @@ class Tracker:
         self.seq[hardif] = seq
         return encode(Probe(seq=seq, sender=mac, sent=now_ns, bye=True), self.key)
 
-    def _rx_run(self, p: _Peer, now: float) -> int:
-        return max(0, int((now - p.last_rx) / self.interval - 0.5))
+    def _forget(self, key: tuple[str, str]) -> None:
+        self.peers.pop(key, None)
+        self.echo_rx.pop(key, None)
+        self.echo_req.pop(key, None)
 
-    def _rx_loss(self, p: _Peer, now: float) -> float:
-        expected_hi = p.high_seq + self._rx_run(p, now)
+    def _rx_run(self, p: _Peer, now: float, alive_at: float | None = None) -> int:
+        return max(0, int((now - (p.last_rx if alive_at is None else alive_at)) / self.interval - 0.5))
+
+    def _rx_loss(self, p: _Peer, now: float, alive_at: float | None = None) -> float:
+        expected_hi = p.high_seq + self._rx_run(p, now, alive_at)
         lo = max(p.first_seq, expected_hi - self.window + 1)
         expected = expected_hi - lo + 1
         if expected <= 0:
@@ -274,18 +326,19 @@ class Tracker:
         out = []
         for key, p in list(self.peers.items()):
             if now - p.last_rx > self.expiry:
-                del self.peers[key]
+                self._forget(key)
                 continue
-            rx_run = self._rx_run(p, now)
+            alive_at = self._alive_at(key, p)
+            rx_run = self._rx_run(p, self._as_of(key, alive_at, now), alive_at)
             tx_run = p.tx_run
             if now < self.grace_until:  # we were not running: nothing to conclude yet
                 rx_run = tx_run = 0
             other = link_rx.get(key[0])
             # well after the last probe: frames that were already on the wire when the link died
             # (a ping reply, an OGM) arrive within an interval or so, and must not hide the loss
-            if other is not None and other > p.last_rx + 2.5 * self.interval:
+            if other is not None and other > alive_at + 2.5 * self.interval:
                 rx_run = 0
-            rx_loss = self._rx_loss(p, now)
+            rx_loss = self._rx_loss(p, now, alive_at)
             out.append(
                 ProbeStats(
                     hardif=key[0],
@@ -295,7 +348,7 @@ class Tracker:
                     loss=max(rx_loss, p.tx_loss),
                     lost_run=max(rx_run, tx_run),
                     rtt_ms=p.rtt_ms,
-                    last_rx=p.last_rx,
+                    last_rx=alive_at,
                 )
             )
         return tuple(out)
