@@ -95,3 +95,38 @@ def test_no_pause_when_aggregation_is_already_off_or_unknown(ring):
     for agg in (False, None):
         k, d = run(k, replace(ring.obs(0.0), aggregation=agg, alerts=heard), 0.0)
         assert not d
+
+
+def _flapping(obs, i):
+    """The node behind A routed alternately through A (eth0) and B (eth1): route flapping."""
+    origs = tuple(replace(o, router=ring_router(i), hardif="eth0" if i % 2 else "eth1")
+                  if o.orig == "02:00:00:00:02:00" else o for o in obs.originators)
+    return replace(obs, originators=origs)
+
+
+def ring_router(i):
+    return "02:00:00:00:00:0a" if i % 2 else "02:00:00:00:00:0b"
+
+
+def test_route_flapping_keeps_the_faster_ogms_but_not_the_paused_aggregation(ring):
+    s = HealSettings()
+    k = loop.initial(s, "t")
+    heard = (AlertHeard(ORIGIN, "silent_loss"),)
+    calm = replace(ring.obs(0.0, interval=1000), aggregation=True)
+    k, d = run(k, replace(calm, alerts=heard), 0.0)
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION]
+    t, kinds = 0.0, set()
+    for i in range(1, 2 * s.flap_count + 2):  # routes flap while the alert holds
+        t = 0.2 * i
+        k, d = run(k, _flapping(replace(calm, at=t, aggregation=False, alerts=heard), i), t)
+        kinds |= {x.action.kind for x in d}
+    assert ActionKind.TUNE_ORIG_INTERVAL in kinds, kinds
+    # the alert's hold ends while the routes still flap: aggregation resumes, the faster OGMs stay
+    done = []
+    for j in range(5):
+        t += 0.2
+        fast = _flapping(replace(calm, at=t, aggregation=False, orig_interval_ms=s.unstable_orig_interval), j)
+        k, d = run(k, fast, t)
+        done += [x.action.kind for x in d]
+    assert ActionKind.RESUME_AGGREGATION in done, done
+    assert ActionKind.RESTORE_ORIG_INTERVAL not in done, done

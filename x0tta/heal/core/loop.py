@@ -424,14 +424,22 @@ _FAST_OGMS = (SymptomKind.PARTITION, SymptomKind.ROUTE_FLAPPING, SymptomKind.LIN
               SymptomKind.LINK_DOWN)
 
 
-def _needed_by(target: str, active: Iterable[Key]) -> list[Key]:
-    """Active symptoms whose remedy would use ``target`` (so it is not restored under them)."""
+# Symptoms under which this node keeps OGM aggregation paused: the alert it heard (its own
+# symptom), and its own link failures, whose far ends need their OGMs forwarded at once. Not
+# route flapping or a partition: they hold the faster OGMs, not the pause.
+_NO_AGGREGATION = (SymptomKind.MESH_ALERT, SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN)
+
+
+def _needed_by(action: Action, active: Iterable[Key]) -> list[Key]:
+    """Active symptoms whose remedy would use ``action``'s target (so it is not restored under them)."""
+    target = action.target
     if target.startswith("hardif:"):
         hardif = _hardif_of(target)
         return [k for k in active if k[0] in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN,
                                               SymptomKind.LINK_DEGRADED) and _hardif_of(k[1]) == hardif]
     if target == "mesh":
-        return [k for k in active if k[0] in _FAST_OGMS]
+        kinds = _NO_AGGREGATION if action.kind == ActionKind.PAUSE_AGGREGATION else _FAST_OGMS
+        return [k for k in active if k[0] in kinds]
     return []
 
 
@@ -453,7 +461,7 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
             continue  # give a resumed incident's symptom the time to show again
         if rec.symptom in active:
             continue
-        others = _needed_by(rec.action.target, active)
+        others = _needed_by(rec.action, active)
         if others:
             continue
         # faster OGMs stay while any steer-off (of any incident: the link's suspect incident may
