@@ -28,7 +28,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ICMP6_FILTER = 1
 ECHO_REQUEST, ECHO_REPLY = 128, 129
 ECHO_MAGIC = b"X0LE"
+IDLE_EVERY = 10  # an interface with no peer yet is probed every 10th round
 _ECHO = struct.Struct("!BBHHH4s")  # type, code, checksum (the kernel fills it), id, seq, magic
 
 
@@ -56,15 +57,6 @@ def read_rx_packets(ifname: str) -> int | None:
             return int(f.read())
     except (OSError, ValueError):
         return None
-
-
-def _drain(sock: socket.socket, size: int) -> Iterator[tuple[bytes, Any]]:
-    """Every datagram waiting on a non-blocking socket, with its source address."""
-    while True:
-        try:
-            yield sock.recvfrom(size)
-        except OSError:  # BlockingIOError: nothing more; anything else: try again next time
-            return
 
 
 def _pread_int(fd: int) -> int | None:
@@ -160,6 +152,7 @@ class Prober:
         self.echoes_sent = 0
         self._echo_id = os.getpid() & 0xFFFF
         self._echo_seq = 0
+        self._round = 0
 
     def _open(self, name: str, mac: str) -> _Iface:
         s, index = open_link_socket(name, self.port)
@@ -189,28 +182,36 @@ class Prober:
             iface.rx_fd = None
 
     def _readable(self, iface: _Iface) -> None:
-        for data, addr in _drain(iface.sock, 2048):
-            now = time.monotonic()
-            self.received += 1
-            iface.probes_rx += 1
-            probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
-            if probe is not None and not probe.bye and iface.addr_of.get(probe.sender) != addr[0]:
-                iface.addr_of[probe.sender] = addr[0]
-                iface.mac_of = {a: m for m, a in iface.addr_of.items()}
+        """One datagram per call: the loop calls again while more are waiting (a drain would end
+        every wake-up with a recv that fails with EAGAIN, a system call for nothing)."""
+        try:
+            data, addr = iface.sock.recvfrom(2048)
+        except OSError:  # BlockingIOError: a spurious wake-up; anything else: try again next time
+            return
+        now = time.monotonic()
+        self.received += 1
+        iface.probes_rx += 1
+        probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
+        if probe is not None and not probe.bye and iface.addr_of.get(probe.sender) != addr[0]:
+            iface.addr_of[probe.sender] = addr[0]
+            iface.mac_of = {a: m for m, a in iface.addr_of.items()}
 
     def _echo_readable(self, iface: _Iface) -> None:
         assert iface.echo is not None
-        for data, addr in _drain(iface.echo, 256):
-            if len(data) < _ECHO.size:
-                continue
-            kind, _code, _sum, ident, _seq, magic = _ECHO.unpack_from(data)
-            peer = iface.mac_of.get(addr[0].split("%", 1)[0])
-            if kind == ECHO_REPLY and ident == self._echo_id and magic == ECHO_MAGIC and peer is not None:
-                self.tracker.echo_reply(iface.name, peer, time.monotonic())
+        try:
+            data, addr = iface.echo.recvfrom(256)
+        except OSError:
+            return
+        if len(data) < _ECHO.size:
+            return
+        kind, _code, _sum, ident, _seq, magic = _ECHO.unpack_from(data)
+        peer = iface.mac_of.get(addr[0].split("%", 1)[0])
+        if kind == ECHO_REPLY and ident == self._echo_id and magic == ECHO_MAGIC and peer is not None:
+            self.tracker.echo_reply(iface.name, peer, time.monotonic())
 
-    def send_echoes(self, now: float) -> None:
-        """An echo request to every peer whose probe is overdue."""
-        for hardif, peer in self.tracker.overdue(now):
+    def send_echoes(self, now: float, late: Iterable[tuple[str, str]]) -> None:
+        """An echo request to every peer whose probe is overdue (``late``)."""
+        for hardif, peer in late:
             iface = self.ifaces.get(hardif)
             addr = iface.addr_of.get(peer) if iface is not None else None
             if iface is None or iface.echo is None or addr is None:
@@ -240,10 +241,14 @@ class Prober:
                 if self.log is not None:
                     self.log.warning("probe_socket_failed", hardif=name, error=str(exc))
 
-    def _sample_rx(self, now: float) -> None:
-        """Did frames other than probes arrive since the last tick (sysfs counter, no disk)?"""
+    def _sample_rx(self, now: float, late: set[str]) -> None:
+        """Did frames other than probes arrive since the last tick (sysfs counter, no disk)? Read
+        only on interfaces with an overdue peer (``late``): on the others nobody asks, and the
+        first read after a quiet spell is only the baseline."""
         for iface in self.ifaces.values():
-            self._readable(iface)
+            if iface.name not in late:
+                iface.rx_packets = None
+                continue
             count = _pread_int(iface.rx_fd) if iface.rx_fd is not None else read_rx_packets(iface.name)
             if count is None:
                 continue
@@ -261,9 +266,15 @@ class Prober:
                 iface.sock.sendto(self.tracker.bye(iface.name, iface.mac, int(now * 1e9)),
                                   (ALL_NODES, self.port, 0, iface.index))
 
-    def send_all(self) -> None:
-        now = time.monotonic()
+    def send_all(self, now: float | None = None) -> None:
+        """A probe on every interface; on one where no peer answers yet, every ``IDLE_EVERY``
+        rounds only (enough for a new neighbour to find us within a second)."""
+        now = time.monotonic() if now is None else now
+        self._round += 1
+        busy = {h for h, _ in self.tracker.peers}
         for iface in self.ifaces.values():
+            if iface.name not in busy and self._round % IDLE_EVERY:
+                continue
             data = self.tracker.next_probe(iface.name, iface.mac, now, int(now * 1e9))
             try:
                 iface.sock.sendto(data, (ALL_NODES, self.port, 0, iface.index))
@@ -274,10 +285,6 @@ class Prober:
     def stats(self, carrier: Mapping[str, bool] | None = None) -> tuple[ProbeStats, ...]:
         """``carrier``: hard interface -> carrier up, as the caller just read it (a link that came
         back up restarts its loss accounting, see :meth:`Tracker.link`)."""
-        for iface in self.ifaces.values():  # what has arrived counts, even if not yet read
-            self._readable(iface)
-            if iface.echo is not None:
-                self._echo_readable(iface)
         return self.tracker.stats(time.monotonic(), self.link_rx(), carrier)
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
@@ -290,9 +297,10 @@ class Prober:
                     await self.sync(names())
                     next_sync = now + 1.0
                 self.tracker.tick(now)
-                self._sample_rx(now)
-                self.send_all()
-                self.send_echoes(now)
+                late = self.tracker.overdue(now)
+                self._sample_rx(now, {h for h, _ in late})
+                self.send_all(now)
+                self.send_echoes(now, late)
                 if self.wake is not None and any(s.lost_run >= self.suspect_run for s in self.stats()):
                     self.wake()
                 await asyncio.sleep(self.interval)

@@ -51,7 +51,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from x0tta.common.errors import DecodeError
 from x0tta.heal.core.model import ProbeStats
@@ -75,7 +75,7 @@ def _mac_bytes(mac: str) -> bytes:
 
 
 def _mac_str(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ class _Peer:
     high_sent: int  # the peer's clock value in its newest probe (echoed back)
     last_rx: float
     last_rx_ns: int
-    got: set[int] = field(default_factory=set)
+    got: int = 1  # bit i set: probe high_seq - i was heard (the last ``window`` of them)
     acked: int | None = None  # my newest seq the peer heard
     tx_loss: float = 0.0  # loss of my probes, as the peer reports
     tx_run: int = 0  # my probes in a row the peer has not heard (as of its last probe)
@@ -264,11 +264,10 @@ class Tracker:
             p = _Peer(first_seq=probe.seq, high_seq=probe.seq, high_sent=probe.sent, last_rx=now, last_rx_ns=now_ns)
             self.peers[key] = p
         if probe.seq >= p.high_seq:
+            p.got = ((p.got << (probe.seq - p.high_seq)) | 1) & ((1 << self.window) - 1)
             p.high_seq, p.high_sent, p.last_rx, p.last_rx_ns = probe.seq, probe.sent, now, now_ns
-        p.got.add(probe.seq)
-        if len(p.got) > 2 * self.window:
-            floor = p.high_seq - self.window
-            p.got = {s for s in p.got if s > floor}
+        elif p.high_seq - probe.seq < self.window:  # late, out of order
+            p.got |= 1 << (p.high_seq - probe.seq)
         before = self.restart_seq.get(hardif)
         for a in probe.acks:
             if a.peer != my_mac or (before is not None and a.seq <= before):
@@ -286,7 +285,9 @@ class Tracker:
             # sent this one (sent more than an RTT and half an interval ago): lost on the way
             slack = (p.rtt_ms or 0.0) / 1000.0 + self.interval / 2
             sent = self.sent_at.get(hardif, {})
-            p.tx_run = sum(1 for q, t in sent.items() if q > a.seq and t <= now - slack)
+            due, mine = now - slack, self.seq.get(hardif, 0)
+            p.tx_run = sum(1 for q in range(max(a.seq + 1, mine - 4 * self.window), mine + 1)
+                           if sent.get(q, due + 1) <= due)
         return probe
 
     def bye(self, hardif: str, mac: str, now_ns: int) -> bytes:
@@ -309,7 +310,8 @@ class Tracker:
         expected = expected_hi - lo + 1
         if expected <= 0:
             return 0.0
-        got = sum(1 for s in p.got if lo <= s <= expected_hi)
+        # every probe heard is <= high_seq <= expected_hi; those >= lo are the low bits of ``got``
+        got = (p.got & ((1 << max(0, p.high_seq - lo + 1)) - 1)).bit_count()
         return max(0.0, 1.0 - got / expected)
 
     def stats(
@@ -344,7 +346,7 @@ class Tracker:
                     hardif=key[0],
                     peer=key[1],
                     window=self.window,
-                    received=min(self.window, len(p.got)),
+                    received=p.got.bit_count(),
                     loss=max(rx_loss, p.tx_loss),
                     lost_run=max(rx_run, tx_run),
                     rtt_ms=p.rtt_ms,
