@@ -35,7 +35,11 @@ from x0tta.mesh.core.netlink import (
 )
 
 NETLINK_GENERIC = 16
-RCVBUF = 1 << 20
+RCVBUF = 1 << 20  # the socket's receive queue: a burst of events or a big dump must not overrun it
+# One datagram: the kernel fills a dump's datagrams up to the reader's buffer size, capped at
+# 32 KiB (net/netlink/af_netlink.c, max_recvmsg_len). Asking recv() for the whole 1 MiB queue made
+# every read allocate (mmap) and shrink (mremap, munmap) a 1 MiB buffer.
+DATAGRAM = 64 << 10
 MISSING_REASON = (
     "the kernel has no batman-adv: the generic netlink family 'batadv' is not registered "
     "(module batman-adv not built or not loaded; try 'modprobe batman-adv')"
@@ -118,7 +122,7 @@ class BatadvSocket:
     def _recv(self) -> bytes:
         assert self.sock is not None
         try:
-            return self.sock.recv(RCVBUF)
+            return self.sock.recv(DATAGRAM)
         except TimeoutError:
             raise TemporaryError("batman-adv did not answer within the timeout", delay=1.0) from None
 
@@ -276,7 +280,7 @@ class BatadvEventSocket:
         lost = False
         while True:
             try:
-                data = self.sock.recv(RCVBUF)
+                data = self.sock.recv(DATAGRAM)
             except BlockingIOError:
                 return out, lost
             except OSError as exc:

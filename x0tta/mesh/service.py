@@ -43,12 +43,19 @@ from x0tta.config.schema import AgentSettings
 from x0tta.mesh import views
 from x0tta.mesh.client import LinkControl, MeshClient
 from x0tta.mesh.core import batadv
+from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.reconcile import Action, plan
 from x0tta.mesh.genl import MeshError
 
 # Events come in bursts (one batctl command, an interface flapping): wait this long, then reconcile once.
 DEBOUNCE = 0.05
 # Actions after which the state is read and planned again in the same reconcile.
+# Tables whose sizes the metrics report, and everything ``observe`` reads (in one thread hop).
+SIZED = {
+    "translocal": Cmd.GET_TRANSTABLE_LOCAL, "transglobal": Cmd.GET_TRANSTABLE_GLOBAL,
+    "dat_cache": Cmd.GET_DAT_CACHE, "bla_claim": Cmd.GET_BLA_CLAIM, "bla_backbone": Cmd.GET_BLA_BACKBONE,
+}
+OBSERVED = (Cmd.GET_ORIGINATORS, Cmd.GET_NEIGHBORS, Cmd.GET_GATEWAYS, *SIZED.values())
 STRUCTURAL = frozenset({"create_mesh", "attach", "up"})
 
 
@@ -348,18 +355,11 @@ class MeshService(Subsystem):
         client, m = self.client, self._metrics
         if client is None or m is None:
             return {}
-        meshif = self.settings.interface
-        origs = await client.originators(meshif)
-        neighs = await client.neighbors(meshif)
-        gws = await client.gateways(meshif)
-        sizes = {
-            "originators": len(origs),
-            "translocal": len(await client.transtable_local(meshif)),
-            "transglobal": len(await client.transtable_global(meshif)),
-            "dat_cache": len(await client.dat_cache(meshif)),
-            "bla_claim": len(await client.bla_claims(meshif)),
-            "bla_backbone": len(await client.bla_backbones(meshif)),
-        }
+        got = await client.tables(self.settings.interface, OBSERVED)
+        origs = [r for r in got[Cmd.GET_ORIGINATORS] if isinstance(r, batadv.Originator)]
+        neighs = [r for r in got[Cmd.GET_NEIGHBORS] if isinstance(r, batadv.Neighbor)]
+        gws = [r for r in got[Cmd.GET_GATEWAYS] if isinstance(r, batadv.Gateway)]
+        sizes = {"originators": len(origs), **{name: len(got[cmd]) for name, cmd in SIZED.items()}}
         m.originators.set(len({o.orig_address for o in origs if o.flag_best}))
         m.neighbors.set(len(neighs))
         m.gateways.set(len(gws))
