@@ -479,7 +479,9 @@ def _steered_or_returning(r: Record, obs: Observation, now: float, s: HealSettin
     which the faster interval makes seconds instead of tens of seconds."""
     if r.action.kind != ActionKind.STEER_OFF:
         return False
-    if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state != Undo.EFFECTIVE:
+    # in effect, or its restore is on its way; a restore that failed holds nothing (the link
+    # failed again, and a steer-off of its own took over)
+    if r.state in (State.EFFECTIVE, State.APPLIED) and r.undo_state not in (Undo.EFFECTIVE, Undo.FAILED):
         return True
     # an originator whose address is its own next hop is a neighbour's interface as BATMAN_IV lists
     # it (one hop, routed through a re-attached link at once): not yet a route the mesh uses again
