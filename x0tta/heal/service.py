@@ -322,6 +322,11 @@ class HealService(Subsystem):
                            o.last_seen_msecs)
                 for o in origs if o.flag_best
             ),
+            other_routes=tuple(
+                Originator(o.orig_address, o.neigh_address, o.hard_ifname or str(o.hard_ifindex), o.tq, o.throughput,
+                           o.last_seen_msecs)
+                for o in origs if not o.flag_best
+            ),
             neighbours=tuple(
                 Neighbour(n.neigh_address, n.hard_ifname or str(n.hard_ifindex), n.tq, n.throughput, n.last_seen_msecs)
                 for n in neighs

@@ -22,8 +22,10 @@ def ring_obs(
     eth0_up: bool = True,
     others: int = 3,
     interval: int = 100,
+    alt_route: bool = True,
 ) -> Observation:
-    """This node has eth0 (neighbour A) and eth1 (neighbour B); originators reachable via both."""
+    """This node has eth0 (neighbour A) and eth1 (neighbour B); originators reachable via both
+    (``alt_route=False``: the node behind A has no other way, as on a line)."""
     hardifs = (HardIf("eth0", oper_up=eth0_up, attached=eth0_attached), HardIf("eth1", oper_up=True))
     neighbours = [Neighbour(B, "eth1", tq=250)]
     if eth0_attached and eth0_up:
@@ -35,6 +37,8 @@ def ring_obs(
     origs.append(Originator(BEHIND_A, A if via_a else B, "eth0" if via_a else "eth1", tq=150))
     for i in range(others):
         origs.append(Originator(f"02:00:00:00:01:{i:02x}", B, "eth1", tq=180))
+    # a ring: the node behind A is heard the other way round too (not the best entry)
+    other_routes = (Originator(BEHIND_A, B, "eth1", tq=90),) if via_a and alt_route else ()
     probes = (
         ProbeStats(
             "eth0", A, window=20, received=20 - lost_run, loss=loss, lost_run=lost_run, last_rx=at - 0.1 * lost_run
@@ -44,6 +48,7 @@ def ring_obs(
     return Observation(
         at=at,
         originators=tuple(origs),
+        other_routes=other_routes,
         neighbours=tuple(neighbours),
         hardifs=hardifs,
         probes=probes,
@@ -68,6 +73,7 @@ class Ring:
     """The builders, as a fixture (test modules here are not a package)."""
 
     A = A
+    BEHIND_A = BEHIND_A
     B = B
     obs = staticmethod(ring_obs)
     with_ = staticmethod(with_)

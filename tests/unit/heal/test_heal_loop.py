@@ -102,7 +102,7 @@ def test_refused_action_waits_and_never_isolates_the_node(settings, ring):
     k2, d, _ = run(k2, lonely, 0.0)
     assert not d
     inc = next(iter(k2.incidents.values()))
-    assert "isolate" in inc.notes[0]
+    assert "isolate" in inc.notes[0] or "cut them off" in inc.notes[0], inc.notes
 
 
 def test_dry_run_decides_once_and_closes(settings, ring):
@@ -205,7 +205,7 @@ def test_two_lossy_links_at_once_never_steer_off_both(settings, ring):
     assert len(d) == 1
     other = "eth1" if d[0].action.target == "hardif:eth0" else "eth0"
     inc = next(i for i in k.incidents.values() if i.key[1].startswith(f"link:{other}"))
-    assert "isolate" in inc.notes[0]
+    assert "isolate" in inc.notes[0] or "cut them off" in inc.notes[0], inc.notes
 
 
 def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settings, ring):
@@ -332,3 +332,16 @@ def test_flapping_link_down_is_steered_off_with_faster_ogms_as_companion(setting
     assert any("flaps=3" in r for r in d[0].reasons), d[0].reasons
     held = [r for r in k.records.values() if r.holds]
     assert sorted(r.action.kind.value for r in held) == ["steer_off", "tune_orig_interval"]
+
+
+def test_no_steer_off_that_would_cut_off_a_node_with_no_other_route(settings, ring):
+    """The node behind A is reachable only through eth0 (a line, or a ring after another cut):
+    taking eth0 out would cut it off, so the steer-off is refused with the reason."""
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False), 0.3)
+    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL]  # the faster OGMs only
+    assert any("not steer_off" in r and "no other router" in r and ring.BEHIND_A in r for r in d[0].reasons), d
+    # the same loss where the ring offers the other way round: steered off
+    k = loop.initial(settings, "t")
+    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    assert d[0].action.kind == ActionKind.STEER_OFF

@@ -54,6 +54,9 @@ class Kernel:
             # a node behind A: the route that says eth0 carries traffic again
             batadv.Originator("02:00:00:00:02:00", A if via_a else B, 2 if via_a else 3, 100,
                               hard_ifname="eth0" if via_a else "eth1", flag_best=True, tq=150),
+            # ... heard the other way round too (a ring): the entry a steer-off of eth0 falls back on
+            *([batadv.Originator("02:00:00:00:02:00", B, 3, 100, hard_ifname="eth1", flag_best=False, tq=90)]
+              if via_a else []),
         ]
 
     async def neighbors(self, meshif):

@@ -115,9 +115,10 @@ class Observation:
 
     at: float
     mesh_available: bool = True
-    originators: tuple[Originator, ...] = ()
+    originators: tuple[Originator, ...] = ()  # the best entry of each originator
     neighbours: tuple[Neighbour, ...] = ()
     hardifs: tuple[HardIf, ...] = ()
+    other_routes: tuple[Originator, ...] = ()  # every other entry of the originator table
     gateways: tuple[Gateway, ...] = ()
     probes: tuple[ProbeStats, ...] = ()
     subsystems: tuple[SubsystemState, ...] = ()

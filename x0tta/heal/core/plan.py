@@ -12,8 +12,10 @@ and, mildly, by the blast radius:
 
 Policies (symptom -> candidates):
 
-* ``silent_loss`` -> ``steer_off`` the hard interface, if every probed neighbour on it is lossy
-  and another attached, running hard interface has neighbours (never cut the node off).
+* ``silent_loss`` -> ``steer_off`` the hard interface, if every probed neighbour on it is lossy,
+  another attached, running hard interface has neighbours (never cut the node off), and every
+  originator routed through it has another router on such an interface in the full originator
+  table (never cut another node off: on a single path the faster OGMs stay the only remedy).
 * ``link_suspect`` -> ``tune_orig_interval`` at once: batman-adv applies a new originator interval
   only after sending the OGM it already scheduled at the old one (up to a whole interval later), so
   starting before the loss is confirmed saves up to that much. Cheap and undone when probes return.
@@ -130,7 +132,26 @@ def steer_off(
     if not alt:
         return action, (f"no other running hard interface with neighbours (not steered off): steering off "
                         f"{hardif} would isolate the node")
+    if method == "detach":
+        stranded = without_other_route(hardif, obs, alt)
+        if stranded:
+            return action, (f"{len(stranded)} originators routed through {hardif} have no other router on "
+                            f"another interface ({', '.join(stranded[:3])}): steering off would cut them off")
     return action, ""
+
+
+def without_other_route(hardif: str, obs: Observation, alt: set[str]) -> list[str]:
+    """Originators routed through ``hardif`` for which the full originator table has no entry
+    through another usable interface (``alt``) with a link quality above zero. A neighbour's own
+    interface entry (its address is its next hop: one hop, only over this link) is left out."""
+    through = {o.orig for o in obs.originators if o.hardif == hardif and o.orig != o.router}
+    if not through:
+        return []
+    elsewhere = {
+        o.orig for o in (*obs.originators, *obs.other_routes)
+        if o.hardif in alt and ((o.tq or 0) > 0 or (o.throughput or 0) > 0)
+    }
+    return sorted(through - elsewhere)
 
 
 def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
@@ -184,6 +205,8 @@ def candidates(
         if not why and healthy:
             why = f"other probed neighbours on {hardif} are fine ({', '.join(healthy)})"
         raw.append((action, why))
+        if why:  # no steer-off: the faster OGMs alone still shorten the others' reconvergence
+            raw.append(tune_orig_interval(obs, s))
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered)
