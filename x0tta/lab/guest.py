@@ -42,6 +42,7 @@ from typing import Any
 
 from x0tta.lab.core.timeline import best_routes, missing_views, outages, reachable, samples_from_rows
 from x0tta.lab.core.topology import MESH_IF, PRIMARY_IF, Netem, Step, Topology, topology_from_data, veth_mac
+from x0tta.lab.pinger import read_samples
 
 CLONE_NEWNET = 0x40000000
 TC_H_ROOT = 0xFFFFFFFF
@@ -374,7 +375,7 @@ class Engine(GuestLab):
     def do_ping(self, step: Step) -> dict[str, Any]:
         assert step.src and step.dst and step.name
         self._ping_files += 1
-        path = self.scratch / "pings" / f"{self._ping_files}.json"
+        path = self.scratch / "pings" / f"{self._ping_files}.samples"
         path.parent.mkdir(parents=True, exist_ok=True)
         interval = (step.interval_ms or 20.0) / 1000.0
         proc = subprocess.Popen(
@@ -405,10 +406,10 @@ class Engine(GuestLab):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if not ping["path"].exists():
+        rows = read_samples(ping["path"]) if ping["path"].exists() else []
+        if not rows:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             self.errors.append(f"ping {name} left no samples (exit {proc.returncode}): {err[-500:]}")
-        rows = json.loads(ping["path"].read_text()) if ping["path"].exists() else []
         # the pinger's clock is the guest's monotonic clock; move the samples onto the timeline
         rows = [[s, round(sent - self.t0, 6), None if rcv is None else round(rcv - self.t0, 6)]
                 for s, sent, rcv in rows]

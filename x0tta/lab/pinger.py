@@ -6,13 +6,16 @@ guest's monotonic clock (the clock of the engine's timeline), so outages can be 
 resolution of the interval (:mod:`x0tta.lab.core.timeline`). Echoes go out on a fixed schedule
 (``start + k * interval``) that does not drift when one send is late.
 
-It prints ``ready`` once the socket is open, runs until SIGTERM or SIGINT, waits ``GRACE_S`` for
-late replies, then writes ``[[seq, sent, received|null], ...]`` as JSON to OUT.
+It prints ``ready`` once the socket is open and runs until SIGTERM or SIGINT, then waits
+``GRACE_S`` for late replies. Samples are written to OUT as they are taken, one line each -
+``s SEQ SENT`` for an echo sent, ``r SEQ RECEIVED`` for its reply - and flushed every
+``FLUSH_S``: a pinger killed because it did not stop in time (a saturated guest) leaves what it
+measured up to its last flush. :func:`read_samples` turns the file into ``[[seq, sent,
+received|null], ...]``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -22,6 +25,7 @@ import threading
 import time
 
 GRACE_S = 1.0
+FLUSH_S = 0.25  # one write a quarter second, not one per sample: writes cost the guest too
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
 
@@ -41,6 +45,23 @@ def echo(ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(header + payload), ident, seq & 0xFFFF) + payload
 
 
+def read_samples(path: str | os.PathLike[str]) -> list[list[float | int | None]]:
+    """``[[seq, sent, received|null], ...]`` from a pinger's sample file (a cut last line is skipped)."""
+    sent: dict[int, float] = {}
+    got: dict[int, float] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) != 3 or parts[0] not in ("s", "r") or not line.endswith("\n"):
+                continue
+            try:
+                seq, t = int(parts[1]), float(parts[2])
+            except ValueError:
+                continue
+            (sent if parts[0] == "s" else got)[seq] = t
+    return [[i, sent[i], got.get(i)] for i in sorted(sent)]
+
+
 def main(argv: list[str]) -> int:
     dst, interval, out = argv[0], float(argv[1]), argv[2]
     ident = os.getpid() & 0xFFFF
@@ -50,6 +71,8 @@ def main(argv: list[str]) -> int:
     sent: list[float] = []
     received: dict[int, float] = {}
     lock = threading.Lock()
+    fh = open(out, "w", encoding="utf-8")
+    pending: list[str] = []
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -80,11 +103,21 @@ def main(argv: list[str]) -> int:
                 seq = n - ((n - rseq) & 0xFFFF)
                 if 0 <= seq and seq not in received:
                     received[seq] = now
+                    pending.append(f"r {seq} {now:.6f}\n")
+
+    def flush() -> None:
+        with lock:
+            lines = "".join(pending)
+            pending.clear()
+        if lines:
+            fh.write(lines)
+            fh.flush()
 
     thread = threading.Thread(target=receiver, daemon=True)
     thread.start()
     print("ready", flush=True)
     start = time.monotonic()
+    next_flush = start + FLUSH_S
     k = 0
     while not stop.is_set():
         target = start + k * interval
@@ -92,21 +125,23 @@ def main(argv: list[str]) -> int:
         if delay > 0 and stop.wait(delay):
             break
         with lock:
-            sent.append(time.monotonic())
+            t = time.monotonic()
+            sent.append(t)
+            pending.append(f"s {k} {t:.6f}\n")
+        if t >= next_flush:
+            flush()
+            next_flush = t + FLUSH_S
         try:
             sock.sendto(echo(ident, k), (dst, 0))
         except OSError:
             pass  # no route right now: the echo counts as lost, as in ping
         k += 1
+    flush()
     time.sleep(GRACE_S)
     receiving.clear()
     thread.join(timeout=1.0)
-    with lock:
-        rows = [[i, round(t, 6), None if i not in received else round(received[i], 6)] for i, t in enumerate(sent)]
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(rows, fh)
-    os.replace(tmp, out)
+    flush()
+    fh.close()
     return 0
 
 
