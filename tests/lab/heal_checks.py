@@ -70,3 +70,9 @@ def mesh_settings_back(lab, node, orig_interval=1000, timeout=5.0):
             assert got == {"orig_interval": orig_interval, "aggregation": True}, f"{node}: {got}"
             return got
         time.sleep(0.2)
+
+
+def open_incidents(lab, node):
+    """The agent's open incidents, as ``kind target`` strings (a quiet mesh has none)."""
+    state = lab.agent_call(node, "heal.state")
+    return [f"{i['symptom']['kind']} {i['symptom']['target']}" for i in state["incidents"]]

@@ -1,0 +1,85 @@
+"""Steady-state CPU of the agents in the lab, against the same guest without them, in one boot
+(docs/benchmarks.md, section "heal: steady-state CPU").
+
+    .venv/bin/python tests/bench/bench_heal_cpu.py [--topology ring|grid] [--seconds 30] [--settle 20]
+
+One User-Mode Linux boot of the 5-node ring (or the 4 x 5 grid, 20 nodes): the mesh converges
+without agents and the guest's busy share is measured over ``--seconds`` (the baseline); then an
+agent is started on every node with its defaults, the agents converge, ``--settle`` seconds pass,
+and the guest's busy share and each agent's share of the guest CPU (``/proc/PID/stat``) are
+measured over the same window; then the open incidents of every agent are counted (a quiet
+mesh has none). The guest has one CPU: "% of the guest CPU" is the share of a lab node's CPU.
+Prints a markdown table and the JSON figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+from x0tta.lab.core.topology import topology_from_data
+from x0tta.lab.runner import load_topology, run_lab
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKS = Path(__file__).with_name("cpu_checks.py")
+HEAL_CHECKS = ROOT / "tests" / "lab" / "heal_checks.py"
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_lab import grid  # noqa: E402
+
+
+def scenario(nodes: list[str], seconds: float, settle: float, timeout: float) -> list[dict]:
+    return [
+        {"do": "converge", "label": "mesh", "timeout_s": timeout},
+        {"do": "sleep", "label": "quiet", "seconds": 5},
+        {"do": "check", "label": "cpu-alone", "call": f"{CHECKS}:cpu", "args": {"seconds": seconds}},
+        *[{"do": "start_agent", "label": f"start-{n}", "node": n} for n in nodes],
+        {"do": "converge", "label": "agents", "agents": True, "timeout_s": timeout},
+        {"do": "sleep", "label": "settle", "seconds": settle},
+        {"do": "check", "label": "cpu-agents", "call": f"{CHECKS}:cpu", "args": {"seconds": seconds}},
+        {"do": "check", "label": "open", "call": f"{HEAL_CHECKS}:open_incidents", "each_node": True},
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--topology", choices=("ring", "grid"), default="ring")
+    p.add_argument("--seconds", type=float, default=30.0, help="measuring window, s")
+    p.add_argument("--settle", type=float, default=20.0, help="wait after the agents converged, s")
+    p.add_argument("--out", help="keep the lab's output here")
+    args = p.parse_args()
+    if args.topology == "ring":
+        topo = load_topology(ROOT / "configs" / "lab" / "ring.toml")
+    else:
+        topo = topology_from_data(grid(4, 5), "grid4x5")
+    nodes = [n.name for n in topo.nodes]
+    timeout = 90.0 if len(nodes) <= 5 else 240.0
+    with tempfile.TemporaryDirectory(prefix="x0tta-bench-cpu-") as tmp:
+        out = Path(args.out or tmp)
+        result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout), agents=False)
+        if not result.ok:
+            print(result.failure_report()[:4000], file=sys.stderr)
+        alone, agents = result.check("cpu-alone"), result.check("cpu-agents")
+        open_ = result.check("open")
+    if not (alone.get("ok") and agents.get("ok")):
+        raise SystemExit(f"a measurement failed: {alone} {agents}")
+    a, b = alone["result"], agents["result"]
+    per = b["agents_pct"]
+    incidents = {n: r.get("result") for n, r in open_.get("per_node", {}).items()}
+    print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
+          f"{topo.name}, {len(nodes)} nodes, window {args.seconds:.0f} s, settle {args.settle:.0f} s")
+    print("| guest | guest CPU busy | per agent, % of the guest CPU (min / median / max) | open incidents |")
+    print("|---|---|---|---|")
+    print(f"| no agents | {a['guest_busy_pct']:.1f} % | | |")
+    vals = sorted(per.values())
+    med = vals[len(vals) // 2] if vals else 0.0
+    print(f"| an agent on every node | {b['guest_busy_pct']:.1f} % | {vals[0]:.2f} / {med:.2f} / {vals[-1]:.2f} % "
+          f"| {sum(len(v or []) for v in incidents.values())} |")
+    print(json.dumps({"alone": a, "agents": b, "open_incidents": incidents}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Check functions that measure CPU inside the lab guest (run by ``bench_heal_cpu.py``).
+
+The guest has one CPU. ``/proc/stat``'s first line gives the guest's busy and idle time in clock
+ticks, ``/proc/PID/stat`` fields 14 and 15 (utime, stime) each agent's own, so one window of N
+seconds gives the guest's busy share and every agent's share of the guest's CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _guest() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def _proc(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15 of the whole line)
+
+
+def cpu(lab, seconds=20.0):
+    """Guest busy share and each running agent's share of the guest CPU over ``seconds``."""
+    pids = {n: p.pid for n, p in lab.agents.items() if p.poll() is None}
+    busy0, total0 = _guest()
+    own0 = {n: _proc(pid) for n, pid in pids.items()}
+    t0 = time.monotonic()
+    time.sleep(float(seconds))
+    busy1, total1 = _guest()
+    own1 = {n: _proc(pid) for n, pid in pids.items()}
+    span = max(1, total1 - total0)
+    agents = {n: round(100.0 * (own1[n] - own0[n]) / span, 2) for n in pids
+              if own0[n] is not None and own1[n] is not None}
+    return {
+        "seconds": round(time.monotonic() - t0, 2),
+        "guest_busy_pct": round(100.0 * (busy1 - busy0) / span, 2),
+        "agents_pct": agents,
+        "agents_total_pct": round(sum(agents.values()), 2),
+    }
