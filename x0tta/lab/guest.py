@@ -189,6 +189,7 @@ class Engine(GuestLab):
         super().__init__(topology, out, scratch, spec)
         self.with_agents = bool(spec.get("agents", topology.agents))
         self.pings: dict[str, dict[str, Any]] = {}
+        self.loads: dict[str, subprocess.Popen[bytes]] = {}
         self.measurements: dict[str, Any] = {"pings": {}, "convergence": [], "routes": [], "checks": {}}
         self.errors: list[str] = []
         self.boot: dict[str, float] = {}
@@ -506,6 +507,39 @@ class Engine(GuestLab):
             time.sleep(POLL_S)
         return {"ok": False, "from": step.src, "to": step.dst, "next_hop": hop, "timeout_s": step.timeout_s}
 
+    def do_load(self, step: Step) -> dict[str, Any]:
+        """CPU and process-spawn load in the guest's root namespace (:mod:`x0tta.lab.load`)."""
+        name = step.name or "load"
+        if name in self.loads and self.loads[name].poll() is None:
+            raise StepFailed(f"a load named {name!r} is already running", fatal=False)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "x0tta.lab.load", str(step.cpu_pct), str(step.spawn_per_s), str(step.seconds or 0)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        if proc.stdout.readline().decode().strip() != "ready":
+            raise StepFailed("the load generator did not start", fatal=False)
+        self.loads[name] = proc
+        return {"name": name, "cpu_pct": step.cpu_pct, "spawn_per_s": step.spawn_per_s, "seconds": step.seconds}
+
+    def do_load_stop(self, step: Step) -> dict[str, Any]:
+        self.stop_load(step.name or "load")
+        return {"name": step.name or "load"}
+
+    def stop_load(self, name: str) -> None:
+        proc = self.loads.pop(name, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
     def do_check(self, step: Step) -> dict[str, Any]:
         assert step.call
         try:
@@ -527,6 +561,8 @@ class Engine(GuestLab):
 
     # -- the end --------------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
+        for name in list(self.loads):  # first: the rest of the shutdown should not compete with it
+            self.stop_load(name)
         for name in list(self.pings):
             self.stop_ping(name)
         for ipr in self._rtnl.values():

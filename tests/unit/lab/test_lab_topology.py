@@ -161,3 +161,13 @@ def test_example_topologies_are_valid(name):
 def test_overrides_merge_into_the_tables():
     t = parse_topology(TRIANGLE).with_changes(overrides={"mesh": {"orig_interval_ms": 250}, "agent": {"x": 1}})
     assert t.orig_interval_ms == 250 and t.routing_algo == "BATMAN_V" and t.agent == {"x": 1}
+
+
+def test_load_steps_take_their_defaults_and_refuse_out_of_range_values():
+    base = {"nodes": ["a", "b"], "links": ["a-b"]}
+    topo = topology_from_data({**base, "steps": [{"do": "load", "cpu_pct": 30}, {"do": "load_stop"}]}, "t")
+    load, stop = topo.steps
+    assert (load.cpu_pct, load.spawn_per_s, load.seconds, load.name) == (30.0, 5.0, 0.0, "load")
+    assert stop.name == "load"
+    with pytest.raises(TopologyError, match="cpu_pct"):
+        topology_from_data({**base, "steps": [{"do": "load", "cpu_pct": 150}]}, "t")

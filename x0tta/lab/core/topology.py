@@ -67,6 +67,8 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "snapshot": ((), ("nodes",)),
     "wait_route": (("from", "to"), ("via", "not_via", "timeout_s")),
     "check": (("call",), ("each_node", "nodes", "args")),
+    "load": ((), ("cpu_pct", "spawn_per_s", "seconds", "name")),
+    "load_stop": ((), ("name",)),
 }
 DEFAULT_CONVERGE_TIMEOUT_S = 60.0
 DEFAULT_ROUTE_TIMEOUT_S = 30.0
@@ -170,6 +172,8 @@ class Step:
     call: str | None = None
     each_node: bool = False
     args: dict[str, Any] = field(default_factory=dict)
+    cpu_pct: float | None = None  # load: share of the guest CPU a busy loop takes
+    spawn_per_s: float | None = None  # load: processes started (and reaped) per second
     data: dict[str, Any] = field(default_factory=dict, compare=False)  # as written, for the guest
 
 
@@ -567,6 +571,13 @@ def _step(r: _Reader, i: int, names: set[str], links: list[Link], pings: set[str
             if unknown:
                 r.bad("nodes", f"no node {', '.join(map(repr, unknown))}; nodes: {', '.join(sorted(names))}")
             fields["nodes"] = tuple(raw)
+    if do == "load":
+        fields["cpu_pct"] = r.num("cpu_pct", 50.0, 0.0, 100.0)
+        fields["spawn_per_s"] = r.num("spawn_per_s", 5.0, 0.0, 200.0)
+        fields["seconds"] = r.num("seconds", 0.0, 0.0, 86_400.0)  # 0: until load_stop or the end
+        fields["name"] = r.str_("name", "load") or "load"
+    if do == "load_stop":
+        fields["name"] = r.str_("name", "load") or "load"
     if do == "check":
         call = r.str_("call")
         if call is not None and not re.fullmatch(r"[^:]+:[A-Za-z_][A-Za-z0-9_]*", call):
