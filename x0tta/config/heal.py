@@ -280,6 +280,15 @@ class HealSettings:
         max=600.0,
         unit="s",
     )
+    harm_window: float = setting(
+        10.0,
+        doc="After a steer-off, a link of this node confirmed silent within this long (one that was "
+        "fine when the steer-off was applied) is harm done by it: the steer-off is rolled back at once "
+        "and counted as a failure twice over.",
+        min=0.0,
+        max=3600.0,
+        unit="s",
+    )
     restore_verify_after: float = setting(
         5.0,
         doc="A restore (undo) is judged after this long: if the symptom comes back within it, "

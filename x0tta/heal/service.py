@@ -81,6 +81,10 @@ class _Metrics:
             registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
         self.symptoms = Counter("x0tta_heal_symptoms_total", "Symptoms raised, by kind", ["kind"], registry=r)
+        self.harm = Counter(
+            "x0tta_heal_harm_total", "Actions judged harmful (a link of this node failed right after) and rolled back",
+            ["kind"], registry=r,
+        )
         self.actions = Counter(
             "x0tta_heal_actions_total", "Decisions executed, by action kind, operation and outcome",
             ["kind", "op", "outcome"], registry=r,
@@ -512,6 +516,10 @@ class HealService(Subsystem):
                              kind=data["kind"], reason=str(data.get("reason", ""))):
                 pass
             ctx.log.info("heal_verified", incident=ev.incident, **data)
+        elif name == "harm":
+            if m:
+                m.harm.labels(data["kind"]).inc()
+            ctx.log.warning("heal_harm", incident=ev.incident, **data)
         elif name == "healed":
             kind = ev.incident and self._incident_kind(ev.incident)
             if m and kind:

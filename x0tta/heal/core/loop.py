@@ -215,10 +215,10 @@ class _Step:
     def event(self, name: str, inc: str = "", **data: Any) -> None:
         self.events.append(Event(name=name, incident=inc, data=data))
 
-    def learn(self, rec: Record, ok: bool) -> None:
+    def learn(self, rec: Record, ok: bool, weight: int = 1) -> None:
         key = (rec.symptom[0], rec.action.kind.value)
         good, bad = self.stats.get(key, (0, 0))
-        self.stats[key] = (good + 1, bad) if ok else (good, bad + 1)
+        self.stats[key] = (good + weight, bad) if ok else (good, bad + weight)
 
     def finish(self, **changes: Any) -> Knowledge:
         return replace(
@@ -338,7 +338,17 @@ def _verify(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
                          f"{rec.symptom[0]} lasts; applying again ({rec.reapplied}/{MAX_REAPPLY})",),
             ))
             continue
-        if rec.state == State.APPLIED and rec.verify_at is not None and st.now >= rec.verify_at:
+        if harm := _harm(rec, active, st.now, s):
+            # the steer-off moved traffic onto a link that failed right after: roll it back at once
+            # (batman-adv alone would have both links) and weigh it twice in the ranking
+            st.learn(rec, False, weight=HARM_WEIGHT)
+            rec = replace(rec, state=State.FAILED, outcome=harm)
+            st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
+                     target=rec.action.target, reason=harm)
+            st.event("harm", rec.incident, id=rid, kind=rec.action.kind.value, target=rec.action.target,
+                     reason=harm)
+            st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, harm)
+        elif rec.state == State.APPLIED and rec.verify_at is not None and st.now >= rec.verify_at:
             if rec.symptom not in active:
                 ok, why = True, "the symptom cleared"
             else:
@@ -376,6 +386,21 @@ def _verify(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
 
 
 MAX_REAPPLY = 5
+HARM_WEIGHT = 2  # a remedy that did harm counts as two failures of it
+
+
+def _harm(rec: Record, active: dict[Key, Symptom], now: float, s: HealSettings) -> str:
+    """Why the steer-off ``rec`` did harm, or "": within ``harm_window`` of its application,
+    another hard interface of this node was confirmed silent (raised after the steer-off)."""
+    if rec.action.kind != ActionKind.STEER_OFF or rec.state not in (State.APPLIED, State.EFFECTIVE):
+        return ""
+    if rec.undo_state is not None or rec.applied is None or now - rec.applied > s.harm_window:
+        return ""
+    mine = rec.action.param("hardif")
+    for (kind, target), sym in active.items():
+        if kind == SymptomKind.SILENT_LOSS and _hardif_of(target) != mine and sym.raised >= rec.applied:
+            return f"harm: {target} went silent {sym.raised - rec.applied:.1f} s after steering off {mine}"
+    return ""
 
 
 def _undone_by_others(rec: Record, obs: Observation, active: dict[Key, Symptom]) -> bool:

@@ -130,7 +130,8 @@ def steer_off(
         if x.name != hardif and x.name not in steered and x.oper_up and x.attached and x.active
     } & {n.hardif for n in obs.neighbours}
     if not alt:
-        return action, (f"no other running hard interface with neighbours (not steered off): steering off "
+        return action, (f"no other running hard interface with neighbours (not steered off or silent): "
+                        f"steering off "
                         f"{hardif} would isolate the node")
     if method == "detach":
         stranded = without_other_route(hardif, obs, alt)
@@ -197,6 +198,8 @@ def candidates(
     """Every action that could help ``sym``, scored; rejected ones carry their reason."""
     raw: list[tuple[Action, str]] = []
     kind = sym.kind
+    # a link confirmed silent is no way round for another steer-off either
+    steered = steered | {_hardif_of(t) for t in lossy_links}
     if kind == SymptomKind.SILENT_LOSS:
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered)
