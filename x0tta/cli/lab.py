@@ -2,6 +2,7 @@
 
     x0tta lab run configs/lab/ring.toml [--out DIR] [--no-agents] [--json]
     x0tta lab validate configs/lab/*.toml
+    x0tta lab chaos configs/lab/ring.toml --faults 30 --seed 1 [--load] [--out DIR] [--json]
 
 ``run`` prints the engine's progress as it happens, then the timeline summary (events, pings,
 outages, time to restore after each fault); the results stay in the output directory
@@ -15,6 +16,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from x0tta.lab.core.chaos import KINDS as CHAOS_KINDS
 
 EX_UNAVAILABLE = 69  # sysexits.h: the lab cannot run on this machine
 
@@ -30,6 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the lab runs")
     r.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
     r.set_defaults(func=run)
+    c = lab.add_parser("chaos", help="random faults from a seed, with agents and with batman-adv alone: the harm")
+    c.add_argument("topology", help="topology file (its steps are replaced by the chaos schedule)")
+    c.add_argument("--faults", type=int, default=30, help="number of faults (default 30)")
+    c.add_argument("--seed", type=int, default=1, help="seed of the schedule (the same seed, the same faults)")
+    c.add_argument("--load", action="store_true", help="CPU and process-spawn load on the guest during both runs")
+    c.add_argument("--kinds", help="comma-separated fault kinds (default all: " + ",".join(CHAOS_KINDS) + ")")
+    c.add_argument("--hold", type=float, default=5.0, help="seconds each fault lasts (default 5)")
+    c.add_argument("--settle", type=float, default=6.0, help="seconds after each restore (default 6)")
+    c.add_argument("--out", help="results directory (default lab-out/chaos-<name>-<time>)")
+    c.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the labs run")
+    c.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
+    c.set_defaults(func=chaos)
     v = lab.add_parser("validate", help="check topology files without running them")
     v.add_argument("topology", nargs="+")
     v.set_defaults(func=validate)
@@ -53,6 +69,36 @@ def run(args: argparse.Namespace) -> int:
         print(result.summary())
         print(f"\nresults in {result.out_dir}")
     return 0 if result.ok else 1
+
+
+def chaos(args: argparse.Namespace) -> int:
+    from x0tta.lab.chaos import run_chaos
+    from x0tta.lab.core.chaos import table
+    from x0tta.lab.runner import LabUnavailable, load_topology
+
+    topo = load_topology(args.topology)
+    out = Path(args.out) if args.out else Path("lab-out") / f"chaos-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else CHAOS_KINDS
+    bad = [k for k in kinds if k not in CHAOS_KINDS]
+    if bad:
+        print(f"x0tta lab chaos: unknown fault kinds {', '.join(bad)}; kinds: {', '.join(CHAOS_KINDS)}",
+              file=sys.stderr)
+        return 2
+    try:
+        doc = run_chaos(topo, out, faults=args.faults, seed=args.seed, load=args.load, hold_s=args.hold,
+                        settle_s=args.settle, kinds=kinds, install=not args.no_install,
+                        stream=None if args.quiet or args.json else sys.stderr)
+    except LabUnavailable as exc:
+        print(f"x0tta lab: cannot run the lab on this machine: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(table(doc["summary"]))
+        print(f"\nreport in {out / 'chaos.json'}")
+    s = doc["summary"]
+    return 0 if not s["incomplete"] and not any(doc["errors"].values()) else 1
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -1,0 +1,79 @@
+"""The chaos schedule, its steps and the harm report, on synthetic timelines (no lab booted)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from x0tta.lab.core.chaos import KINDS, Run, report, schedule, steps, summary
+from x0tta.lab.runner import load_topology
+
+RING = Path(__file__).resolve().parents[3] / "configs" / "lab" / "ring.toml"
+
+
+@pytest.fixture
+def ring():
+    return load_topology(RING)
+
+
+def test_the_same_seed_gives_the_same_schedule_and_every_kind_shows_up(ring):
+    a = schedule(ring, 60, random.Random(7))
+    assert a == schedule(ring, 60, random.Random(7)) and a != schedule(ring, 60, random.Random(8))
+    assert {f.kind for f in a} == set(KINDS)
+    for f in a:
+        assert f.ping[0] != f.ping[1]
+        if f.witness:
+            assert not set(f.witness) & {*f.ping, f.node}
+        if f.kind == "agent_kill":
+            assert f.faulted_links == () and f.node in f.ping
+        if f.kind == "node_kill":
+            assert len(f.faulted_links) == 2 and set(f.ping) <= set(ring.neighbours(f.node))
+
+
+def test_steps_are_a_valid_scenario_with_and_without_agents(ring):
+    plan = schedule(ring, 20, random.Random(3))
+    for agents in (True, False):
+        scenario = steps(plan, agents=agents, hold_s=5, settle_s=6, load={"cpu_pct": 30, "spawn_per_s": 5},
+                         collect="x0tta.lab.chaos:actions" if agents else None)
+        topo = ring.with_changes(steps=scenario, agents=agents)  # validates every step
+        kinds = {s.do for s in topo.steps}
+        assert ("kill_agent" in kinds) == (agents and any(f.kind == "agent_kill" for f in plan))
+        assert "load" in kinds and "load_stop" in kinds
+
+
+def _timeline(t_fault: float, outages: list[tuple[float, float]], t0_wall: float = 1000.0) -> dict:
+    """A ping f0 every 20 ms from t_fault - 2 to t_fault + 10, lost within ``outages`` (relative)."""
+    rows, seq, t = [], 0, t_fault - 2.0
+    while t < t_fault + 10.0:
+        lost = any(a <= t - t_fault < b for a, b in outages)
+        rows.append([seq, round(t, 3), None if lost else round(t + 0.001, 3)])
+        seq, t = seq + 1, t + 0.02
+    return {"t0_wall": t0_wall, "events": [{"label": "f0-fault", "t": t_fault}],
+            "measurements": {"pings": {"f0": {"samples": rows}}}}
+
+
+def test_the_report_finds_an_outage_only_the_agents_have_and_a_steer_off_on_a_healthy_link(ring):
+    (f,) = [x for x in schedule(ring, 40, random.Random(1)) if x.kind == "silent_both"][:1]
+    f = f.__class__(**{**f.__dict__, "index": 0})
+    a_end = f.ping[0]
+    faulted_if = next(ln.ifname(a_end) for ln in ring.links_of(a_end) if ln.name == f.link)
+    healthy = next(ln for ln in ring.links_of(a_end) if ln.name != f.link)
+    agents = _timeline(50.0, [(0.0, 0.8), (7.0, 8.0)])  # healed in 0.8 s, then an outage of its own
+    alone = _timeline(70.0, [(0.0, 5.0)])  # batman-adv alone: out until the restore at 5 s
+    steer = ((a_end, faulted_if, 1000.0 + 50.4), (a_end, healthy.ifname(a_end), 1000.0 + 52.0))
+    doc = report(ring, [f], Run(agents, steer), Run(alone))
+    row = doc["faults"][0]
+    assert row["complete"] and row["outage_agents_s"] == pytest.approx(1.8, abs=0.05)
+    assert row["outage_alone_s"] == pytest.approx(5.0, abs=0.05)
+    assert [o["from_fault_s"] for o in row["agent_only_outages"]] == [pytest.approx(7.0, abs=0.03)]
+    assert [w["link"] for w in row["actions_on_healthy_links"]] == [healthy.name]
+    s = doc["summary"]
+    assert s["agent_only_outages"] == 1 and s["actions_on_healthy_links"] == 1
+    assert s["per_kind"]["silent_both"]["p95_alone_s"] == pytest.approx(5.0, abs=0.05)
+
+
+def test_a_fault_missing_from_a_run_is_counted_incomplete():
+    rows = [{"fault": {"kind": "delay"}, "complete": False}]
+    assert summary(rows)["incomplete"] == 1

@@ -1,0 +1,63 @@
+"""``x0tta lab chaos``: the same seeded schedule of random faults with agents and with batman-adv
+alone, and what the agents changed (see :mod:`x0tta.lab.core.chaos` for what is measured).
+
+    x0tta lab chaos configs/lab/ring.toml --faults 30 --seed 1 [--load] [--out DIR]
+
+Two boots of the lab, one after the other; the report is printed and written to
+``OUT/chaos.json`` (each run's own results in ``OUT/agents/`` and ``OUT/alone/``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from x0tta.lab.core.chaos import KINDS, Run, report, schedule, steps
+from x0tta.lab.core.topology import Topology
+
+DEFAULT_LOAD = {"cpu_pct": 30.0, "spawn_per_s": 5.0}  # a router's monitoring scripts
+
+
+def actions(lab: Any, node: str) -> list[list[Any]]:
+    """Check run in the guest at the end of the agents' run: every steer-off the node's agent
+    applied, as ``[hardif, applied wall time]``, from its knowledge store (restarts included)."""
+    out = []
+    for row in lab.agent_call(node, "heal.incidents", {"limit": 5000}, timeout=30.0):
+        inc = lab.agent_call(node, "heal.incident", {"id": row["id"]}, timeout=30.0)
+        for a in inc.get("actions", ()):
+            if a["action"]["kind"] == "steer_off" and a.get("applied"):
+                out.append([a["action"]["params"]["hardif"], a["applied"]])
+    return out
+
+
+def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load: bool = False,
+              hold_s: float = 5.0, settle_s: float = 6.0, kinds: Sequence[str] = KINDS,
+              stream: TextIO | None = None, install: bool = True) -> dict[str, Any]:
+    """Run the schedule with agents, then alone; return the report (also in ``out_dir/chaos.json``)."""
+    from x0tta.lab.runner import run_lab
+
+    plan = schedule(topology, faults, random.Random(seed), kinds)
+    extra = {"load": DEFAULT_LOAD if load else None, "hold_s": hold_s, "settle_s": settle_s}
+    timelines = {}
+    steer_offs: tuple[tuple[str, str, float], ...] = ()
+    for name, with_agents in (("agents", True), ("alone", False)):
+        scenario = steps(plan, agents=with_agents, hold_s=hold_s, settle_s=settle_s, load=extra["load"],
+                         collect=f"{__name__}:actions" if with_agents else None)
+        result = run_lab(topology, out_dir / name, scenario=scenario, agents=with_agents, stream=stream,
+                         install=install)
+        timelines[name] = result.timeline
+        if with_agents:
+            check = result.timeline.get("measurements", {}).get("checks", {}).get("actions", {})
+            steer_offs = tuple(
+                (node, str(h), float(at))
+                for node, r in check.get("per_node", {}).items() if r.get("ok")
+                for h, at in r["result"]
+            )
+    doc = report(topology, plan, Run(timelines["agents"], steer_offs), Run(timelines["alone"]))
+    doc = {"topology": topology.name, "seed": seed, "load": load, **extra, "errors": {
+        name: tl.get("errors", []) for name, tl in timelines.items()}, **doc}
+    (out_dir / "chaos.json").write_text(json.dumps(doc, indent=1))
+    return doc
