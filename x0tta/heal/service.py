@@ -279,13 +279,32 @@ class HealService(Subsystem):
             try:
                 await self.cycle(ctx, mesh, links)
                 failures = 0
-                ctx.health.ok()
+                ctx.health.set(*self.notes())
             except (TemporaryError, OSError) as exc:
                 failures += 1
                 ctx.log.warning("heal_cycle_failed", error=str(exc))
                 if failures >= 3:
                     ctx.health.set(Condition("heal_monitor_failing", Severity.DEGRADED, str(exc)))
                 await asyncio.sleep(min(5.0, s.poll_interval * failures))
+
+    def notes(self) -> tuple[Condition, ...]:
+        """What an operator should know about how far the loop can be trusted (``x0tta status``)."""
+        out = []
+        s = self.settings
+        if s is not None and not s.probe_key_file and (s.probe_enabled or s.alert_enabled):
+            out.append(Condition(
+                "heal_probes_unauthenticated", Severity.OK,
+                "liveness probes and mesh alerts carry no tag ([heal] probe_key_file is empty): anyone on a "
+                "mesh link can fake or hide loss on that link (the loop steers traffic, never admits anyone) "
+                "or make the nodes forward OGMs unaggregated for alert_hold_max",
+            ))
+        if self.prober is not None and not self.prober.echo:
+            out.append(Condition(
+                "heal_probe_echo_unavailable", Severity.DEGRADED,
+                f"no raw ICMPv6 socket for the kernel echo ({self.prober.echo_error}; the unit grants "
+                "CAP_NET_RAW): a neighbour whose agent is starved of CPU can be taken for a dead link",
+            ))
+        return tuple(out)
 
     # -- one cycle ----------------------------------------------------------------------------
 
