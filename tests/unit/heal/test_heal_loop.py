@@ -383,3 +383,36 @@ def test_a_link_silent_before_the_steer_off_is_not_harm(settings, ring):
     k, _, ev = run(k, ring.obs(1.5, lost_run=12, loss=0.6, eth0_attached=False), 1.5)
     assert "harm" not in names(ev)
     assert ProbeStats  # imported for symmetry with the test above
+
+
+def test_partial_loss_tries_the_hop_penalty_first_and_the_knowledge_turns_to_the_detach(settings, ring):
+    """Partial loss (half the window, no run of lost probes): a steer-off by hop penalty is cheaper
+    and tried first; each time routes stay on the link despite it, it fails and is rolled back;
+    after that record the detach scores higher and is chosen."""
+    from dataclasses import replace as dc_replace
+
+    def partial(t, **kw):
+        obs = ring.obs(t, lost_run=1, loss=0.6, interval=1000, **kw)
+        return obs
+
+    k = loop.initial(settings, "t")
+    chosen = []
+    t = 0.3
+    for _round in range(4):
+        k, d, _ = run(k, partial(t), t)
+        steer = [x for x in d if x.action.kind == ActionKind.STEER_OFF]
+        assert steer, [x.action.kind for x in d]
+        chosen.append(steer[0].action.remedy)
+        if steer[0].action.remedy == "steer_off":
+            break
+        # the penalty is set, but batman-adv keeps the node behind A on eth0: did not help
+        t += steer[0].action.verify_after + 0.1
+        penalised = dc_replace(partial(t), hardifs=tuple(
+            dc_replace(h, hop_penalty=settings.steer_hop_penalty) if h.name == "eth0" else h
+            for h in partial(t).hardifs))
+        k, d, ev = run(k, penalised, t)
+        assert any(e.name == "verified" and e.data["ok"] is False for e in ev), names(ev)
+        assert Op.ROLLBACK in [x.op for x in d]
+        t += settings.retry_after + 0.1
+    assert chosen[0] == "steer_off:penalty" and chosen[-1] == "steer_off", chosen
+    assert k.stats[("silent_loss", "steer_off:penalty")][1] >= 1

@@ -216,7 +216,7 @@ class _Step:
         self.events.append(Event(name=name, incident=inc, data=data))
 
     def learn(self, rec: Record, ok: bool, weight: int = 1) -> None:
-        key = (rec.symptom[0], rec.action.kind.value)
+        key = (rec.symptom[0], rec.action.remedy)
         good, bad = self.stats.get(key, (0, 0))
         self.stats[key] = (good + weight, bad) if ok else (good, bad + weight)
 
@@ -303,6 +303,10 @@ def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
             via = sum(1 for o in obs.originators if o.hardif == hardif)
             if via:
                 return False, f"{via} originators still routed through {hardif}"
+        else:  # a penalty keeps the link: the neighbour's own entry stays on it, the rest must move
+            via = sum(1 for o in obs.originators if o.hardif == hardif and o.orig != o.router)
+            if via:
+                return False, f"{via} originators still routed through {hardif} despite its hop penalty"
         return True, f"traffic steered off {hardif}; {len(obs.originators)} originators reachable"
     if a.kind == ActionKind.TUNE_ORIG_INTERVAL:
         want = a.param("interval_ms")
@@ -560,9 +564,9 @@ def _plan(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         rid = st.next_id("a")
         reasons = (
             f"{sym.kind.value} on {sym.target}: " + ", ".join(f"{k}={v}" for k, v in sym.evidence if k != "onset"),
-            f"chose {chosen.action.kind.value} on {chosen.action.target} (score {chosen.score:.3f}); "
+            f"chose {chosen.action.remedy} on {chosen.action.target} (score {chosen.score:.3f}); "
             f"expected: {chosen.action.expected}",
-            *(f"not {c.action.kind.value}: {c.rejected}" for c in judged),
+            *(f"not {c.action.remedy}: {c.rejected}" for c in judged),
         )
         decision = Decision(id=rid, incident=inc_id, op=Op.APPLY, action=chosen.action, symptom=inc.key,
                             reasons=reasons, alternatives=tuple(judged))

@@ -229,6 +229,14 @@ class Action:
     def param(self, name: str, default: Any = None) -> Any:
         return dict(self.params).get(name, default)
 
+    @property
+    def remedy(self) -> str:
+        """The name the knowledge base learns under: the kind, and for a steer-off by hop penalty
+        ``steer_off:penalty`` (a different remedy from a detach, with its own record)."""
+        if self.kind == ActionKind.STEER_OFF and self.param("method") == "penalty":
+            return "steer_off:penalty"
+        return self.kind.value
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind.value,

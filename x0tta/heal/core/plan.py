@@ -12,7 +12,8 @@ and, mildly, by the blast radius:
 
 Policies (symptom -> candidates):
 
-* ``silent_loss`` -> ``steer_off`` the hard interface, if every probed neighbour on it is lossy,
+* ``silent_loss`` -> ``steer_off`` the hard interface (for partial loss - the ratio, not a run of
+  lost probes - a steer-off by hop penalty competes with the detach), if every probed neighbour on it is lossy,
   another attached, running hard interface has neighbours (never cut the node off), and every
   originator routed through it has another router on such an interface in the full originator
   table (never cut another node off: on a single path the faster OGMs stay the only remedy).
@@ -88,7 +89,7 @@ def success_rate(stats: Stats, symptom: str, action: str, prior_weight: float) -
 
 
 def score(action: Action, symptom: str, stats: Stats, s: HealSettings) -> float:
-    rate = success_rate(stats, symptom, action.kind.value, s.prior_weight)
+    rate = success_rate(stats, symptom, action.remedy, s.prior_weight)
     return rate / (action.cost * (1.0 + 0.1 * action.blast_radius))
 
 
@@ -210,6 +211,11 @@ def candidates(
         raw.append((action, why))
         if why:  # no steer-off: the faster OGMs alone still shorten the others' reconvergence
             raw.append(tune_orig_interval(obs, s))
+        elif s.steer_method == "detach" and int(dict(sym.evidence).get("lost_run", 0)) < s.silent_loss_run:
+            # partial loss (the ratio, not a run of lost probes): the link still carries most
+            # traffic, so a raised hop penalty - batman-adv prefers other paths, keeps this one - is
+            # a real alternative; the knowledge base's record of both decides between them
+            raw.append(steer_off(hardif, obs, s, "penalty", steered))
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered)
