@@ -146,7 +146,11 @@ class HealSettings:
         0.5, doc="Loss over the probe window that makes a link suspect even without a long run.", min=0.01, max=1.0
     )
     silent_loss_raise_after: float = setting(
-        0.0, doc="Extra time the loss must last; 0 because the lost-in-a-row count is the hysteresis.",
+        0.1,
+        doc="Extra time a run of lost probes must last before it is silent loss. A link whose delay jumps "
+        "by up to ~350 ms (bufferbloat, a radio retrying) sends no probe for that long and is late, not "
+        "dead: the chaos runner found a steer-off of a link delayed by 280 ms causing a 1.1 s outage "
+        "that batman-adv alone did not have. The suspect stage (faster OGMs) is not delayed.",
         min=0.0, max=600.0, unit="s",
     )
     silent_loss_clear_after: float = setting(

@@ -59,10 +59,11 @@ def ring_obs(
 
 @pytest.fixture
 def settings() -> HealSettings:
-    """Defaults, without the ``link_suspect`` stage: these tests follow one symptom at a time
-    (test_heal_suspect.py has the two stages together); their observations say 100 ms for "the
-    faster interval is in effect"."""
-    return HealSettings(suspect_run=0, unstable_orig_interval=100)
+    """Defaults, without the ``link_suspect`` stage and confirming silent loss in the cycle that
+    sees it (no ``silent_loss_raise_after``): these tests follow one symptom at a time
+    (test_heal_suspect.py has the two stages together, test_heal_detect.py the raise time); their
+    observations say 100 ms for "the faster interval is in effect"."""
+    return HealSettings(suspect_run=0, unstable_orig_interval=100, silent_loss_raise_after=0.0)
 
 
 def with_(s: HealSettings, **kw) -> HealSettings:

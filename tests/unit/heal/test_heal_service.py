@@ -149,7 +149,8 @@ class Health:
 
 
 async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
-    heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_clear_after=0.1, restore_verify_after=0.1,
+    heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
+                        silent_loss_clear_after=0.1, restore_verify_after=0.1,
                          suspect_run=0)
     settings = AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal)
     exporter = InMemorySpanExporter()

@@ -77,3 +77,12 @@ def test_the_report_finds_an_outage_only_the_agents_have_and_a_steer_off_on_a_he
 def test_a_fault_missing_from_a_run_is_counted_incomplete():
     rows = [{"fault": {"kind": "delay"}, "complete": False}]
     assert summary(rows)["incomplete"] == 1
+
+
+def test_random_outages_of_a_partial_loss_are_not_counted_one_by_one(ring):
+    (f,) = [x for x in schedule(ring, 60, random.Random(1)) if x.kind == "partial_loss"][:1]
+    f = f.__class__(**{**f.__dict__, "index": 0, "witness": None})
+    agents = _timeline(50.0, [(0.5, 0.7), (2.0, 2.2)])
+    alone = _timeline(70.0, [(1.0, 1.2), (3.0, 3.3)])
+    row = report(ring, [f], Run(agents), Run(alone))["faults"][0]
+    assert row["agent_only_outages"] == [] and row["outage_agents_s"] < row["outage_alone_s"]
