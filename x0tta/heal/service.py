@@ -535,6 +535,8 @@ class HealService(Subsystem):
                              kind=data["kind"], reason=str(data.get("reason", ""))):
                 pass
             ctx.log.info("heal_verified", incident=ev.incident, **data)
+        elif name == "handed_over" and "to" in data:
+            ctx.log.info("heal_handed_over", incident=ev.incident, **data)
         elif name == "harm":
             if m:
                 m.harm.labels(data["kind"]).inc()

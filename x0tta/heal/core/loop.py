@@ -492,6 +492,7 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
             continue
         others = _needed_by(rec.action, active)
         if others:
+            _hand_over(st, rid, rec, others)
             continue
         # faster OGMs stay while any steer-off (of any incident: the link's suspect incident may
         # own them) is in effect or its restored link carries no route yet
@@ -500,6 +501,30 @@ def _undo(st: _Step, obs: Observation, active: dict[Key, Symptom]) -> None:
         ):
             continue
         st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
+
+
+# Mesh-wide symptoms that can last a whole flap window: they take over the remedies they need.
+_LONG_LIVED = (SymptomKind.ROUTE_FLAPPING, SymptomKind.PARTITION)
+
+
+def _hand_over(st: _Step, rid: str, rec: Record, needing: list[Key]) -> None:
+    """A remedy whose own symptom cleared but which another active symptom needs (the faster OGMs
+    of a suspect link, kept for route flapping) goes to that symptom's incident, so the first
+    incident closes now instead of staying open, healed, for the other one's whole flap window;
+    the heir undoes it when its own symptom clears. A steer-off is never handed over: it belongs
+    to its link."""
+    if rec.action.kind == ActionKind.STEER_OFF:
+        return
+    for key in needing:
+        if key[0] not in _LONG_LIVED:
+            continue  # a link's own stages (suspect, then silent loss) keep their records
+        heir = st.by_key.get(key)
+        if heir is None or heir == rec.incident or heir not in st.incidents:
+            continue
+        st.records[rid] = replace(rec, incident=heir)
+        st.event("handed_over", rec.incident, id=rid, kind=rec.action.kind.value, to=heir)
+        st.event("handed_over", heir, id=rid, kind=rec.action.kind.value, origin=rec.incident)
+        return
 
 
 def _steered_or_returning(r: Record, obs: Observation, now: float, s: HealSettings) -> bool:
@@ -638,6 +663,8 @@ def _close(st: _Step, active: dict[Key, Symptom], obs: Observation) -> None:
             resolution = "cleared (dry run: actions only logged)"
         elif recs:
             resolution = "cleared by itself; actions did not help"
+        elif inc.healed is not None:
+            resolution = "healed; its remedy was handed over to an incident that still needs it"
         else:
             resolution = "cleared by itself"
         closed = replace(inc, closed=st.now, resolution=resolution)
