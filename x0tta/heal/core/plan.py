@@ -13,10 +13,11 @@ and, mildly, by the blast radius:
 Policies (symptom -> candidates):
 
 * ``silent_loss`` -> ``steer_off`` the hard interface (for partial loss - the ratio, not a run of
-  lost probes - a steer-off by hop penalty competes with the detach), if every probed neighbour on it is lossy,
-  another attached, running hard interface has neighbours (never cut the node off), and every
-  originator routed through it has another router on such an interface in the full originator
-  table (never cut another node off: on a single path the faster OGMs stay the only remedy).
+  lost probes - a steer-off by hop penalty competes with the detach), if every probed neighbour on
+  it is lossy and another attached, running hard interface has neighbours (never cut the node
+  off); for partial loss a detach also needs every originator routed through it to have another
+  router on such an interface in the full originator table (a link that still carries traffic is
+  never taken from a node that has no other way: the faster OGMs are then the only remedy).
 * ``link_suspect`` -> ``tune_orig_interval`` at once: batman-adv applies a new originator interval
   only after sending the OGM it already scheduled at the old one (up to a whole interval later), so
   starting before the loss is confirmed saves up to that much. Cheap and undone when probes return.
@@ -99,8 +100,11 @@ def _hardif_of(target: str) -> str:
 
 
 def steer_off(
-    hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset()
+    hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset(),
+    carries: bool = False,
 ) -> tuple[Action, str]:
+    """``carries``: the link still carries traffic (partial loss), so detaching it must not strand
+    an originator routed through it (see :func:`without_other_route`)."""
     h = obs.hardif(hardif)
     neighbours = sum(1 for n in obs.neighbours if n.hardif == hardif)
     params = evidence(
@@ -134,7 +138,7 @@ def steer_off(
         return action, (f"no other running hard interface with neighbours (not steered off or silent): "
                         f"steering off "
                         f"{hardif} would isolate the node")
-    if method == "detach":
+    if method == "detach" and carries:
         stranded = without_other_route(hardif, obs, alt)
         if stranded:
             return action, (f"{len(stranded)} originators routed through {hardif} have no other router on "
@@ -145,7 +149,13 @@ def steer_off(
 def without_other_route(hardif: str, obs: Observation, alt: set[str]) -> list[str]:
     """Originators routed through ``hardif`` for which the full originator table has no entry
     through another usable interface (``alt``) with a link quality above zero. A neighbour's own
-    interface entry (its address is its next hop: one hop, only over this link) is left out."""
+    interface entry (its address is its next hop: one hop, only over this link) is left out.
+
+    Asked only of a link that still carries traffic (partial loss): detaching a link that carries
+    nothing strands nobody it was not stranding already, and BATMAN_IV's table cannot answer for it
+    anyway - a node drops the echo of an OGM it forwarded itself, so while the direct link is best
+    the far end and the nodes whose best path runs through this one have no other entry at all
+    (in the 5-node ring, the neighbour itself), whatever the topology offers."""
     through = {o.orig for o in obs.originators if o.hardif == hardif and o.orig != o.router}
     if not through:
         return []
@@ -203,19 +213,20 @@ def candidates(
     steered = steered | {_hardif_of(t) for t in lossy_links}
     if kind == SymptomKind.SILENT_LOSS:
         hardif = _hardif_of(sym.target)
-        action, why = steer_off(hardif, obs, s, s.steer_method, steered)
+        partial = int(dict(sym.evidence).get("lost_run", 0)) < s.silent_loss_run
+        action, why = steer_off(hardif, obs, s, s.steer_method, steered, carries=partial)
         probed = {f"link:{p.hardif}/{p.peer}" for p in obs.probes if p.hardif == hardif}
         healthy = sorted(probed - lossy_links)
         if not why and healthy:
             why = f"other probed neighbours on {hardif} are fine ({', '.join(healthy)})"
         raw.append((action, why))
-        if why:  # no steer-off: the faster OGMs alone still shorten the others' reconvergence
-            raw.append(tune_orig_interval(obs, s))
-        elif s.steer_method == "detach" and int(dict(sym.evidence).get("lost_run", 0)) < s.silent_loss_run:
+        if s.steer_method == "detach" and partial and not healthy:
             # partial loss (the ratio, not a run of lost probes): the link still carries most
             # traffic, so a raised hop penalty - batman-adv prefers other paths, keeps this one - is
             # a real alternative; the knowledge base's record of both decides between them
             raw.append(steer_off(hardif, obs, s, "penalty", steered))
+        if all(reason for _a, reason in raw):  # no steer-off: the faster OGMs alone still shorten
+            raw.append(tune_orig_interval(obs, s))  # the others' reconvergence
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered)
