@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the labs run")
     c.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
     c.set_defaults(func=chaos)
+    m = lab.add_parser("compare", help="two results directories of one scenario: with agents and alone, side by side")
+    m.add_argument("agents", help="results directory of the run with agents")
+    m.add_argument("alone", help="results directory of the same scenario without agents")
+    m.set_defaults(func=compare)
     v = lab.add_parser("validate", help="check topology files without running them")
     v.add_argument("topology", nargs="+")
     v.set_defaults(func=validate)
@@ -99,6 +103,20 @@ def chaos(args: argparse.Namespace) -> int:
         print(f"\nreport in {out / 'chaos.json'}")
     s = doc["summary"]
     return 0 if not s["incomplete"] and not any(doc["errors"].values()) else 1
+
+
+def compare(args: argparse.Namespace) -> int:
+    from x0tta.lab.core.timeline import compare as side_by_side
+
+    docs = []
+    for d in (args.agents, args.alone):
+        path = Path(d) / "timeline.json"
+        if not path.exists():
+            print(f"x0tta lab compare: no timeline.json in {d}", file=sys.stderr)
+            return 1
+        docs.append(json.loads(path.read_text()))
+    print(side_by_side(docs[0], docs[1]))
+    return 0
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -96,3 +96,16 @@ def test_summary_reports_outages_and_restore_times():
     assert "ping a->b every 20 ms: 69 sent, 5 lost" in text
     assert "outage at 10.080 s: 0.100 s, 5 lost" in text
     assert "after silent_loss a-b at 10.070 s: traffic restored in 0.110 s" in text
+
+
+def test_two_runs_of_one_scenario_side_by_side():
+    from x0tta.lab.core.timeline import compare
+
+    def run(lost_from, lost_to):
+        rows = [[i, i * 0.02, None if lost_from <= i * 0.02 < lost_to else i * 0.02 + 0.001] for i in range(600)]
+        return {"events": [{"t": 2.0, "kind": "link_down", "label": "cut", "link": "n1-n2"}],
+                "measurements": {"pings": {"n1->n2": {"samples": rows}}}}
+
+    text = compare(run(2.0, 2.8), run(2.0, 9.0))
+    assert "link_down n1-n2: traffic back after 0.80 s with agents, 7.00 s with batman-adv alone" in text, text
+    assert "1 outages with agents (0.80 s), 1 alone (7.00 s)" in text, text

@@ -202,3 +202,48 @@ def summarize(timeline: Mapping[str, Any]) -> str:
         lines.append("")
         lines.extend(f"error: {e}" for e in failed)
     return "\n".join(lines)
+
+
+def fault_figures(timeline: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per ping and fault event: the time traffic took to come back and every outage of the ping,
+    for comparing two runs of one scenario (``x0tta lab compare``)."""
+    events = timeline.get("events", [])
+    faults = [ev for ev in events if ev["kind"] in FAULT_EVENTS]
+    out = []
+    for name, ping in timeline.get("measurements", {}).get("pings", {}).items():
+        samples = samples_from_rows(ping.get("samples", []))
+        for i, ev in enumerate(faults):
+            if not samples or not samples[0].sent <= ev["t"] <= samples[-1].sent:
+                continue
+            until = faults[i + 1]["t"] if i + 1 < len(faults) else None
+            out.append({"ping": name, "fault": ev.get("label") or ev["kind"], "kind": ev["kind"],
+                        "target": ev.get("link") or ev.get("node") or "",
+                        "restored_s": time_to_restore(samples, ev["t"], until=until)})
+        out.append({"ping": name, "fault": None, "outages": [o.to_json() for o in outages(samples)]})
+    return out
+
+
+def _durations(outs: Iterable[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{o['duration']:.2f} s" for o in outs) or "none"
+
+
+def compare(with_agents: Mapping[str, Any], alone: Mapping[str, Any]) -> str:
+    """Two runs of one scenario side by side: after each fault, traffic back with agents and alone;
+    then every outage of each ping in both runs."""
+    a, b = fault_figures(with_agents), fault_figures(alone)
+
+    def show(v: float | None) -> str:
+        return "not restored" if v is None else ("no loss" if v == 0.0 else f"{v:.2f} s")
+
+    alone_by = {(r["ping"], r["fault"]): r for r in b}
+    lines = []
+    for r in a:
+        other = alone_by.get((r["ping"], r["fault"]))
+        if r["fault"] is None:
+            mine, theirs = r["outages"], (other or {}).get("outages", [])
+            lines.append(f"ping {r['ping']}: {len(mine)} outages with agents ({_durations(mine)}), "
+                         f"{len(theirs)} alone ({_durations(theirs)})")
+            continue
+        lines.append(f"{r['kind']} {r['target']}: traffic back after {show(r['restored_s'])} with agents, "
+                     f"{show(other['restored_s']) if other else '?'} with batman-adv alone")
+    return "\n".join(lines)
