@@ -1,0 +1,67 @@
+"""Do no harm on random faults: seeded chaos runs, each with agents and with batman-adv alone
+(docs/benchmarks.md, section "heal: chaos").
+
+    .venv/bin/python tests/bench/bench_chaos.py [--faults 30] [--seed 1] [--topologies ring,line,grid] [--load both]
+
+For every topology (configs/lab/ring.toml, line.toml, grid.toml) and load setting (without, with
+the lab's default load: a 30 % busy loop and 5 process spawns a second in the guest), one
+``x0tta lab chaos`` run: the same schedule of random faults with an agent on every node and with
+batman-adv alone, in two boots. Prints, per run, the outage per fault kind (median and p95 with
+agents and alone) and the harm: outages only the agents' run has, steer-offs of links without a
+fault. The figures of batman-adv alone are the baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from x0tta.lab.chaos import run_chaos
+from x0tta.lab.core.chaos import table
+from x0tta.lab.runner import load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--faults", type=int, default=30)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--topologies", default="ring,line,grid")
+    p.add_argument("--load", choices=("no", "yes", "both"), default="both")
+    p.add_argument("--out", help="keep every run's results under this directory")
+    args = p.parse_args()
+    loads = {"no": (False,), "yes": (True,), "both": (False, True)}[args.load]
+    print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
+          f"{args.faults} faults per run, seed {args.seed}")
+    totals = {"faults": 0, "agent_only_outages": 0, "actions_on_healthy_links": 0}
+    with tempfile.TemporaryDirectory(prefix="x0tta-bench-chaos-") as tmp:
+        base = Path(args.out or tmp)
+        for name in args.topologies.split(","):
+            topo = load_topology(ROOT / "configs" / "lab" / f"{name}.toml")
+            for load in loads:
+                started = time.monotonic()
+                doc = run_chaos(topo, base / f"{name}-{'load' if load else 'quiet'}", faults=args.faults,
+                                seed=args.seed, load=load)
+                s = doc["summary"]
+                for k in totals:
+                    totals[k] += s[k]
+                print(f"\n### {name}, {'with' if load else 'without'} load ({time.monotonic() - started:.0f} s)\n")
+                print(table(s))
+                harm = [(r["fault"]["index"], r["fault"]["kind"], r["agent_only_outages"],
+                         r["actions_on_healthy_links"]) for r in doc["faults"]
+                        if r.get("agent_only_outages") or r.get("actions_on_healthy_links")]
+                if harm:
+                    print("harm:", json.dumps(harm))
+                if any(doc["errors"].values()):
+                    print("errors:", json.dumps(doc["errors"]))
+    print(f"\nall runs: {totals['faults']} faults, {totals['agent_only_outages']} outages only with agents, "
+          f"{totals['actions_on_healthy_links']} actions on links without a fault")
+
+
+if __name__ == "__main__":
+    main()
