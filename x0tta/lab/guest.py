@@ -401,12 +401,7 @@ class Engine(GuestLab):
     def stop_ping(self, name: str) -> None:
         ping = self.pings.pop(name)
         proc = ping["proc"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         rows = read_samples(ping["path"]) if ping["path"].exists() else []
         if not rows:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -530,13 +525,7 @@ class Engine(GuestLab):
         proc = self.loads.pop(name, None)
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 
@@ -605,6 +594,17 @@ class Engine(GuestLab):
         tmp.write_text(json.dumps(doc, indent=1))
         tmp.replace(self.out / "timeline.json")
         return doc
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM and wait; SIGKILL after ``timeout`` (what it wrote before stays: the pinger flushes)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def netem_kwargs(netem: Netem) -> dict[str, Any]:

@@ -70,6 +70,19 @@ def with_(s: HealSettings, **kw) -> HealSettings:
     return replace(s, **kw)
 
 
+def run_step(k, obs, now, outcome: str = "applied"):
+    """One cycle: ``step``, then ``settle`` with every decision's ``outcome``; returns the knowledge,
+    the decisions and the events of both."""
+    from x0tta.heal.core.loop import Result, settle, step
+
+    k, decisions = step(k, obs, now)
+    events = list(k.events)
+    if decisions:
+        k = settle(k, [Result(d.id, outcome) for d in decisions], now)
+        events += k.events
+    return k, decisions, events
+
+
 class Ring:
     """The builders, as a fixture (test modules here are not a package)."""
 
@@ -78,6 +91,7 @@ class Ring:
     B = B
     obs = staticmethod(ring_obs)
     with_ = staticmethod(with_)
+    run = staticmethod(run_step)
 
 
 @pytest.fixture

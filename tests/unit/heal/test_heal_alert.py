@@ -132,26 +132,17 @@ def test_route_flapping_keeps_the_faster_ogms_but_not_the_paused_aggregation(rin
     assert ActionKind.RESTORE_ORIG_INTERVAL not in done, done
 
 
-def _run_events(k, obs, now):
-    k, decisions = step(k, obs, now)
-    events = list(k.events)
-    if decisions:
-        k = settle(k, [Result(d.id, "applied") for d in decisions], now)
-        events += k.events
-    return k, decisions, events
-
-
 def test_the_faster_ogms_of_a_cleared_suspect_go_to_route_flapping_and_the_suspect_closes(ring):
     s = HealSettings()
     k = loop.initial(s, "t")
-    k, d, _ = _run_events(k, ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), 0.15)
+    k, d, _ = ring.run(k, ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), 0.15)
     assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL]
     suspect = d[0].incident
     fast = s.unstable_orig_interval
     t, events = 0.15, []
     for i in range(1, 2 * s.flap_count + 12):  # the probes are fine again; the routes flap meanwhile
         t = round(0.15 + 0.5 * i, 3)
-        k, d, ev = _run_events(k, _flapping(ring.obs(t, interval=fast), i), t)
+        k, d, ev = ring.run(k, _flapping(ring.obs(t, interval=fast), i), t)
         events += ev
     closed = [e for e in events if e.name == "incident_closed" and e.incident == suspect]
     assert closed and "handed over" in closed[0].data["incident"]["resolution"], [e.name for e in events]
@@ -161,6 +152,6 @@ def test_the_faster_ogms_of_a_cleared_suspect_go_to_route_flapping_and_the_suspe
     undone = []
     for _ in range(int(s.flap_window / 0.5) + 20):
         t = round(t + 0.5, 3)
-        k, d, _ = _run_events(k, ring.obs(t, interval=fast if not undone else 1000), t)
+        k, d, _ = ring.run(k, ring.obs(t, interval=fast if not undone else 1000), t)
         undone += [x.action.kind for x in d]
     assert ActionKind.RESTORE_ORIG_INTERVAL in undone and not k.incidents
