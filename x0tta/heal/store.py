@@ -144,8 +144,8 @@ class Store:
     def _w_action(self, a: Mapping[str, Any]) -> None:
         self.db.execute(
             "INSERT INTO actions(id, incident, kind, target, state, undo_state, decided, applied, data) "
-            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
-            "undo_state=excluded.undo_state, applied=excluded.applied, data=excluded.data",
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET incident=excluded.incident, "
+            "state=excluded.state, undo_state=excluded.undo_state, applied=excluded.applied, data=excluded.data",
             (
                 a["id"], a["incident"], a["action"]["kind"], a["action"]["target"], a["state"],
                 a.get("undo_state"), a["decided"], a.get("applied"), _dumps(a),

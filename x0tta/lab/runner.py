@@ -336,11 +336,18 @@ def default_mem_mb(topo: Topology, agents: bool) -> int:
     return topo.mem_mb or max(512, 256 + len(topo.nodes) * (96 if agents else 16))
 
 
+STEP_OVERHEAD_S = 2.0
+
+
 def default_timeout_s(topo: Topology, agents: bool) -> float:
     if topo.timeout_s:
         return topo.timeout_s
     steps = sum(s.after_s + (s.seconds or 0.0) + (s.timeout_s or 0.0) for s in topo.steps)
-    return 120.0 + steps + len(topo.nodes) * (6.0 if agents else 1.0)
+    # each step costs something of its own besides its waits - starting a pinger is a Python start
+    # in the guest (1-4 s on a busy one) - and a long scenario (a chaos run: 180 steps) must not be
+    # cut off for that
+    overhead = STEP_OVERHEAD_S * len(topo.steps)
+    return 120.0 + steps + overhead + len(topo.nodes) * (6.0 if agents else 1.0)
 
 
 def run_lab(

@@ -190,3 +190,16 @@ def test_restart_resumes_or_closes_open_incidents(tmp_path, settings, ring):
     assert s.incident(open_[0]["id"])["status"] == "closed"
     assert not s.load_open()
     s.close()
+
+
+def test_an_action_handed_over_to_another_incident_is_listed_under_it_only(tmp_path):
+    s = Store(tmp_path / "heal.sqlite3")
+    try:
+        a = _action(1, "effective")
+        s.write([("incident", {**_incident(1), "actions": [a]}), ("incident", {**_incident(2), "actions": []})])
+        s.write([("incident", {**_incident(1), "actions": []}),
+                 ("incident", {**_incident(2), "actions": [{**a, "incident": "x-i2"}]})])
+        assert [x["id"] for x in s.incident("x-i2")["actions"]] == ["x-a1"]
+        assert s.incident("x-i1")["actions"] == []
+    finally:
+        s.close()
