@@ -17,7 +17,8 @@ Policies (symptom -> candidates):
   it is lossy and another attached, running hard interface has neighbours (never cut the node
   off); for partial loss a detach also needs every originator routed through it to have another
   router on such an interface in the full originator table (a link that still carries traffic is
-  never taken from a node that has no other way: the faster OGMs are then the only remedy).
+  never taken from a node that has no other way: the hop penalty, which keeps it, is then the
+  steer-off; with no steer-off at all, the faster OGMs alone).
 * ``link_suspect`` -> ``tune_orig_interval`` at once: batman-adv applies a new originator interval
   only after sending the OGM it already scheduled at the old one (up to a whole interval later), so
   starting before the loss is confirmed saves up to that much. Cheap and undone when probes return.
