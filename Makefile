@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 deps:
 	bash scripts/install-system-deps.sh
 
-.PHONY: deps ci setup test test-fast lint bench demo run-dev ebpf config-reference clean
+.PHONY: deps ci setup test test-fast lint bench chaos demo run-dev ebpf config-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,11 @@ lint:
 
 # Everything CI runs: lint, unit, fuzz, integration (root, kernel), lab (User-Mode Linux).
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
+
+# The seeded chaos lab: 30 random faults with agents and alone, the two zeros asserted (~20 min).
+chaos:
+	$(BIN)/python -m pytest -q -p no:cacheprovider -s -m chaos
 
 # Pure code only: no root, no kernel features, seconds.
 test-fast:

@@ -18,7 +18,7 @@ import pytest
 from x0tta.lab.core.chaos import table
 from x0tta.lab.runner import LabUnavailable, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.chaos]
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = int(os.environ.get("X0TTA_CHAOS_FAULTS", "30"))

@@ -40,7 +40,7 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ICMP6_FILTER = 1
 ECHO_REQUEST, ECHO_REPLY = 128, 129
 ECHO_MAGIC = b"X0LE"
-IDLE_EVERY = 10  # an interface with no peer yet is probed every 10th round
+IDLE_EVERY = 10  # an interface where no peer was ever heard is probed every 10th round
 _ECHO = struct.Struct("!BBHHH4s")  # type, code, checksum (the kernel fills it), id, seq, magic
 
 
@@ -153,6 +153,7 @@ class Prober:
         self._echo_id = os.getpid() & 0xFFFF
         self._echo_seq = 0
         self._round = 0
+        self._heard_on: set[str] = set()  # interfaces where a peer was heard since the start
 
     def _open(self, name: str, mac: str) -> _Iface:
         s, index = open_link_socket(name, self.port)
@@ -267,11 +268,14 @@ class Prober:
                                   (ALL_NODES, self.port, 0, iface.index))
 
     def send_all(self, now: float | None = None) -> None:
-        """A probe on every interface; on one where no peer answers yet, every ``IDLE_EVERY``
-        rounds only (enough for a new neighbour to find us within a second)."""
+        """A probe on every interface; on one where no peer was ever heard (a dummy primary, an
+        unused radio), every ``IDLE_EVERY`` rounds only - enough for a new neighbour to find us
+        within a second. Once a peer was heard there, always every round: a peer forgotten for a
+        moment (a carrier restart) must not make the other end count our quiet rounds as loss."""
         now = time.monotonic() if now is None else now
         self._round += 1
-        busy = {h for h, _ in self.tracker.peers}
+        self._heard_on |= {h for h, _ in self.tracker.peers}
+        busy = self._heard_on
         for iface in self.ifaces.values():
             if iface.name not in busy and self._round % IDLE_EVERY:
                 continue
