@@ -28,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--out", help="results directory (default lab-out/<name>-<time>)")
     r.add_argument("--no-agents", action="store_true", help="run without agents: batman-adv alone, as a baseline")
     r.add_argument("--json", action="store_true", help="print timeline.json instead of the summary")
-    r.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the lab runs")
-    r.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
+    _running_options(r)
     r.set_defaults(func=run)
     c = lab.add_parser("chaos", help="random faults from a seed, with agents and with batman-adv alone: the harm")
     c.add_argument("topology", help="topology file (its steps are replaced by the chaos schedule)")
@@ -42,8 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--settle", type=float, default=6.0, help="seconds after each restore (default 6)")
     c.add_argument("--out", help="results directory (default lab-out/chaos-<name>-<time>)")
     c.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    c.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the labs run")
-    c.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
+    _running_options(c)
     c.set_defaults(func=chaos)
     m = lab.add_parser("compare", help="two results directories of one scenario: with agents and alone, side by side")
     m.add_argument("agents", help="results directory of the run with agents")
@@ -52,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v = lab.add_parser("validate", help="check topology files without running them")
     v.add_argument("topology", nargs="+")
     v.set_defaults(func=validate)
+
+
+def _running_options(p: argparse.ArgumentParser) -> None:
+    """What every command that boots the lab takes."""
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the lab runs")
+    p.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -193,6 +193,8 @@ class Prober:
         self.received += 1
         iface.probes_rx += 1
         probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
+        if probe is not None and not probe.bye:
+            self._heard_on.add(iface.name)
         if probe is not None and not probe.bye and iface.addr_of.get(probe.sender) != addr[0]:
             iface.addr_of[probe.sender] = addr[0]
             iface.mac_of = {a: m for m, a in iface.addr_of.items()}
@@ -274,10 +276,8 @@ class Prober:
         moment (a carrier restart) must not make the other end count our quiet rounds as loss."""
         now = time.monotonic() if now is None else now
         self._round += 1
-        self._heard_on |= {h for h, _ in self.tracker.peers}
-        busy = self._heard_on
         for iface in self.ifaces.values():
-            if iface.name not in busy and self._round % IDLE_EVERY:
+            if iface.name not in self._heard_on and self._round % IDLE_EVERY:
                 continue
             data = self.tracker.next_probe(iface.name, iface.mac, now, int(now * 1e9))
             try:

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 from x0tta.heal.core import loop
-from x0tta.heal.core.loop import Result, State, Undo, resume, settle, step
+from x0tta.heal.core.loop import State, Undo, resume
 from x0tta.heal.core.model import ActionKind, Op
-
-
-def run(k, obs, now, outcome="applied"):
-    k, decisions = step(k, obs, now)
-    events = list(k.events)
-    if decisions:
-        k = settle(k, [Result(d.id, outcome) for d in decisions], now)
-        events += k.events
-    return k, decisions, events
 
 
 def names(events):
@@ -23,7 +14,7 @@ def names(events):
 def test_one_lost_probe_is_not_an_incident(settings, ring):
     k = loop.initial(settings, "t")
     for i, run_ in enumerate([0, 1, 0, 2, 0, 1]):
-        k, decisions, _ = run(k, ring.obs(i * 0.1, lost_run=run_, loss=0.1), i * 0.1)
+        k, decisions, _ = ring.run(k, ring.obs(i * 0.1, lost_run=run_, loss=0.1), i * 0.1)
         assert not decisions
     assert not k.incidents and not k.active
 
@@ -31,11 +22,11 @@ def test_one_lost_probe_is_not_an_incident(settings, ring):
 def test_silent_loss_steers_off_then_restores(settings, ring):
     k = loop.initial(settings, "t")
     t = 0.0
-    k, d, ev = run(k, ring.obs(t), t)
+    k, d, ev = ring.run(k, ring.obs(t), t)
     assert not d
     # three probes lost in a row: raised at once, one decision to detach eth0
     t = 0.35
-    k, d, ev = run(k, ring.obs(t, lost_run=3, loss=0.15), t)
+    k, d, ev = ring.run(k, ring.obs(t, lost_run=3, loss=0.15), t)
     assert "incident_opened" in names(ev)
     opened = next(e for e in ev if e.name == "incident_opened")
     assert opened.data["time_to_detect"] > 0.25  # onset is the last probe heard
@@ -45,11 +36,11 @@ def test_silent_loss_steers_off_then_restores(settings, ring):
     rid = d[0].id
     # the action is in flight: no second decision while the symptom lasts
     t = 0.5
-    k, d, ev = run(k, ring.obs(t, lost_run=5, loss=0.25, eth0_attached=False), t)
+    k, d, ev = ring.run(k, ring.obs(t, lost_run=5, loss=0.25, eth0_attached=False), t)
     assert not d
     # verification after verify_after: eth0 detached, nothing routed through it, nobody lost
     t = 1.5
-    k, d, ev = run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False), t)
+    k, d, ev = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False), t)
     verified = [e for e in ev if e.name == "verified"]
     assert verified and verified[0].data["ok"] is True
     assert "healed" in names(ev)
@@ -57,15 +48,15 @@ def test_silent_loss_steers_off_then_restores(settings, ring):
     assert k.stats[("silent_loss", "steer_off")] == (1, 0)
     # link recovers: probes clean for silent_loss_clear_after -> restore
     t = 3.0
-    k, d, ev = run(k, ring.obs(t, eth0_attached=False), t)
+    k, d, ev = ring.run(k, ring.obs(t, eth0_attached=False), t)
     assert not d
     t = 3.0 + settings.silent_loss_clear_after
-    k, d, ev = run(k, ring.obs(t, eth0_attached=False), t)
+    k, d, ev = ring.run(k, ring.obs(t, eth0_attached=False), t)
     assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_HARDIF)]
     assert k.records[rid].undo_state == Undo.APPLIED
     # the restore holds for restore_verify_after -> incident closed, healed
     t += settings.restore_verify_after + 0.1
-    k, d, ev = run(k, ring.obs(t), t)
+    k, d, ev = ring.run(k, ring.obs(t), t)
     assert "incident_closed" in names(ev)
     closed = next(e for e in ev if e.name == "incident_closed")
     assert closed.data["incident"]["resolution"] == "healed: steer_off"
@@ -74,11 +65,11 @@ def test_silent_loss_steers_off_then_restores(settings, ring):
 
 def test_failed_action_is_rolled_back(settings, ring):
     k = loop.initial(settings, "t")
-    k, _, _ = run(k, ring.obs(0.0), 0.0)
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3)
+    k, _, _ = ring.run(k, ring.obs(0.0), 0.0)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3)
     rid = d[0].id
     # detached, but most originators vanished with it: made things worse -> rollback
-    k, d, ev = run(k, ring.obs(1.5, lost_run=12, loss=0.6, eth0_attached=False, others=0), 1.5)
+    k, d, ev = ring.run(k, ring.obs(1.5, lost_run=12, loss=0.6, eth0_attached=False, others=0), 1.5)
     assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
     assert k.records[rid].state == State.FAILED
     assert k.stats[("silent_loss", "steer_off")] == (0, 1)
@@ -87,19 +78,19 @@ def test_failed_action_is_rolled_back(settings, ring):
 
 def test_refused_action_waits_and_never_isolates_the_node(settings, ring):
     k = loop.initial(settings, "t")
-    k, _, _ = run(k, ring.obs(0.0), 0.0)
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3, outcome="breaker_open")
+    k, _, _ = ring.run(k, ring.obs(0.0), 0.0)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.15), 0.3, outcome="breaker_open")
     assert len(d) == 1
     # refused: no new decision before retry_after
-    k, d, _ = run(k, ring.obs(1.0, lost_run=10, loss=0.5), 1.0)
+    k, d, _ = ring.run(k, ring.obs(1.0, lost_run=10, loss=0.5), 1.0)
     assert not d
-    k, d, _ = run(k, ring.obs(0.3 + settings.retry_after, lost_run=50, loss=1.0), 0.3 + settings.retry_after)
+    k, d, _ = ring.run(k, ring.obs(0.3 + settings.retry_after, lost_run=50, loss=1.0), 0.3 + settings.retry_after)
     assert len(d) == 1
     # only hard interface with neighbours: steering off would isolate the node -> nothing done
     k2 = loop.initial(settings, "u")
     obs = ring.obs(0.0, lost_run=3, loss=0.2)
     lonely = obs.__class__(**{**obs.__dict__, "neighbours": tuple(n for n in obs.neighbours if n.hardif == "eth0")})
-    k2, d, _ = run(k2, lonely, 0.0)
+    k2, d, _ = ring.run(k2, lonely, 0.0)
     assert not d
     inc = next(iter(k2.incidents.values()))
     assert "isolate" in inc.notes[0] or "cut them off" in inc.notes[0], inc.notes
@@ -107,14 +98,14 @@ def test_refused_action_waits_and_never_isolates_the_node(settings, ring):
 
 def test_dry_run_decides_once_and_closes(settings, ring):
     k = loop.initial(ring.with_(settings, dry_run=True), "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3, outcome="dry_run")
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3, outcome="dry_run")
     assert len(d) == 1
     for i in range(10):
         t = 0.4 + i * 0.1
-        k, d, _ = run(k, ring.obs(t, lost_run=4 + i, loss=0.3), t, outcome="dry_run")
+        k, d, _ = ring.run(k, ring.obs(t, lost_run=4 + i, loss=0.3), t, outcome="dry_run")
         assert not d
-    k, d, ev = run(k, ring.obs(2.0), 2.0)
-    k, d, ev = run(k, ring.obs(2.0 + settings.silent_loss_clear_after), 2.0 + settings.silent_loss_clear_after)
+    k, d, ev = ring.run(k, ring.obs(2.0), 2.0)
+    k, d, ev = ring.run(k, ring.obs(2.0 + settings.silent_loss_clear_after), 2.0 + settings.silent_loss_clear_after)
     assert not d
     closed = next(e for e in ev if e.name == "incident_closed")
     assert "dry run" in closed.data["incident"]["resolution"]
@@ -122,29 +113,29 @@ def test_dry_run_decides_once_and_closes(settings, ring):
 
 def test_disabled_action_and_detector(settings, ring):
     k = loop.initial(ring.with_(settings, disabled_actions=("steer_off",)), "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
     assert not d and "disabled" in next(iter(k.incidents.values())).notes[0]
     k = loop.initial(ring.with_(settings, disabled_detectors=("silent_loss",)), "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=30, loss=1.0), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=30, loss=1.0), 0.3)
     assert not d and not k.incidents
 
 
 def test_flapping_restore_fails_and_reuses_the_incident(settings, ring):
     k = loop.initial(settings, "t")
     t = 0.0
-    k, d, _ = run(k, ring.obs(t, lost_run=3, loss=0.2), t)
+    k, d, _ = ring.run(k, ring.obs(t, lost_run=3, loss=0.2), t)
     first = d[0].id
     t = 1.2
-    k, _, _ = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False), t)
+    k, _, _ = ring.run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False), t)
     t = 1.3
-    k, _, _ = run(k, ring.obs(t, eth0_attached=False), t)
+    k, _, _ = ring.run(k, ring.obs(t, eth0_attached=False), t)
     t = 1.3 + settings.silent_loss_clear_after + 0.01
-    k, d, _ = run(k, ring.obs(t, eth0_attached=False), t)
+    k, d, _ = ring.run(k, ring.obs(t, eth0_attached=False), t)
     assert d[0].op == Op.RESTORE
     inc_ids = set(k.incidents)
     # loss returns within restore_verify_after: restore failed; same incident, new steer-off
     t += 1.0
-    k, d, ev = run(k, ring.obs(t, lost_run=3, loss=0.2), t)
+    k, d, ev = ring.run(k, ring.obs(t, lost_run=3, loss=0.2), t)
     assert set(k.incidents) == inc_ids
     bad = [e for e in ev if e.name == "verified" and e.data["id"] == f"{first}/undo"]
     assert bad and bad[0].data["ok"] is False and bad[0].data["kind"] == "restore_hardif"
@@ -153,16 +144,16 @@ def test_flapping_restore_fails_and_reuses_the_incident(settings, ring):
     # route again the incident closes and the faster OGMs go - the failed restore of the first
     # steer-off holds nothing (it kept both forever in the heal lab's slow-flap phase)
     t += 0.1
-    k, _, _ = run(k, ring.obs(t, lost_run=5, loss=0.3, eth0_attached=False), t)
+    k, _, _ = ring.run(k, ring.obs(t, lost_run=5, loss=0.3, eth0_attached=False), t)
     t += settings.verify_after + 0.1
-    k, _, _ = run(k, ring.obs(t, eth0_attached=False), t)
+    k, _, _ = ring.run(k, ring.obs(t, eth0_attached=False), t)
     t += settings.silent_loss_clear_after + 0.1
-    k, d, _ = run(k, ring.obs(t, eth0_attached=False), t)
+    k, d, _ = ring.run(k, ring.obs(t, eth0_attached=False), t)
     assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_HARDIF)]
     closed = False
     for _ in range(20):
         t += 0.5
-        k, d, ev = run(k, ring.obs(t), t)
+        k, d, ev = ring.run(k, ring.obs(t), t)
         closed = closed or "incident_closed" in names(ev)
     # (the steer-offs moved routes back and forth: a route_flapping incident of its own may stay)
     assert closed and not [i for i in k.incidents.values() if i.key[0] == "silent_loss"], k.incidents
@@ -171,24 +162,24 @@ def test_flapping_restore_fails_and_reuses_the_incident(settings, ring):
 
 def test_resume_after_restart(settings, ring):
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3, outcome="applied")
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3, outcome="applied")
     inc_id = d[0].incident
     saved = k.incident_json(inc_id)
     saved["actions"][0]["state"] = "planned"  # killed before the result was written
     # a new agent: the symptom is gone; after resume_grace the steer-off is undone and closed
     k2 = resume(loop.initial(settings, "r"), [saved], 100.0)
     assert inc_id in k2.incidents
-    k2, d, _ = run(k2, ring.obs(100.1, eth0_attached=False), 100.1)
+    k2, d, _ = ring.run(k2, ring.obs(100.1, eth0_attached=False), 100.1)
     assert not d
     t = 100.0 + settings.resume_grace + settings.verify_after
-    k2, d, _ = run(k2, ring.obs(t, eth0_attached=False), t)
+    k2, d, _ = ring.run(k2, ring.obs(t, eth0_attached=False), t)
     assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_HARDIF)]
     t += settings.restore_verify_after + 0.1
-    k2, d, ev = run(k2, ring.obs(t), t)
+    k2, d, ev = ring.run(k2, ring.obs(t), t)
     assert "incident_closed" in names(ev) and not k2.incidents
     # symptom shows again after restart: same incident continues
     k3 = resume(loop.initial(settings, "s"), [saved], 200.0)
-    k3, d, ev = run(k3, ring.obs(200.1, lost_run=30, loss=1.0, eth0_attached=False), 200.1)
+    k3, d, ev = ring.run(k3, ring.obs(200.1, lost_run=30, loss=1.0, eth0_attached=False), 200.1)
     assert list(k3.incidents) == [inc_id] and not d
     assert any(e.name == "symptom_raised" and e.data["reopened"] for e in ev)
 
@@ -202,7 +193,7 @@ def test_two_lossy_links_at_once_never_steer_off_both(settings, ring):
     obs = ring.obs(1.0, lost_run=5, loss=0.25)
     both = obs.__class__(**{**obs.__dict__, "probes": (
         ProbeStats("eth0", ring.A, 20, 15, 0.25, 5), ProbeStats("eth1", ring.B, 20, 15, 0.25, 5))})
-    k, d, _ = run(k, both, 1.0)
+    k, d, _ = ring.run(k, both, 1.0)
     assert ActionKind.STEER_OFF not in [x.action.kind for x in d]
     assert all(any("isolate" in n or "not steer_off" in n for n in (*i.notes, *(r for x in d for r in x.reasons)))
                for i in k.incidents.values()), [i.notes for i in k.incidents.values()]
@@ -210,44 +201,44 @@ def test_two_lossy_links_at_once_never_steer_off_both(settings, ring):
 
 def test_steer_off_comes_with_a_faster_originator_interval_until_restored(settings, ring):
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
     assert d[1].action.param("interval_ms") == settings.unstable_orig_interval
     assert d[1].action.param("previous_ms") == 1000 and "companion" in d[1].reasons[0]
     assert d[0].action.verify_after == 4.0  # four OGM intervals of 1 s
     t = 1.5
-    k, d, ev = run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=100), t)
+    k, d, ev = ring.run(k, ring.obs(t, lost_run=12, loss=0.6, eth0_attached=False, interval=100), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["tune_orig_interval"]
     t = 4.4
-    k, d, ev = run(k, ring.obs(t, lost_run=41, loss=1.0, eth0_attached=False, interval=100), t)
+    k, d, ev = ring.run(k, ring.obs(t, lost_run=41, loss=1.0, eth0_attached=False, interval=100), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["steer_off"]
     t = 4.5
-    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
+    k, d, _ = ring.run(k, ring.obs(t, eth0_attached=False, interval=100), t)
     t += settings.silent_loss_clear_after + 0.01
-    k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
+    k, d, _ = ring.run(k, ring.obs(t, eth0_attached=False, interval=100), t)
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_HARDIF]
     restored = t
     # the faster interval stays until the restored interface has held and carries a route again:
     # re-attached, it builds its TQ from nothing, one OGM at a time
     t += settings.restore_verify_after + 0.1
-    k, d, ev = run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
+    k, d, ev = ring.run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
     assert [e.data["kind"] for e in ev if e.name == "verified"] == ["restore_hardif"] and not d
     t += 1.0
-    k, d, ev = run(k, ring.obs(t, interval=100), t)  # A is routed through eth0 again
+    k, d, ev = ring.run(k, ring.obs(t, interval=100), t)  # A is routed through eth0 again
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_ORIG_INTERVAL]
     t += settings.restore_verify_after + 0.1
-    k, d, ev = run(k, ring.obs(t, interval=1000), t)
+    k, d, ev = ring.run(k, ring.obs(t, interval=1000), t)
     assert "incident_closed" in names(ev) and not k.records
     # a restored link that never becomes anyone's route keeps the faster OGMs route_return_max at most
     k = loop.initial(settings, "u")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
     for t in (1.5, 4.4, 4.5, 4.5 + settings.silent_loss_clear_after + 0.01):
-        k, d, _ = run(k, ring.obs(t, eth0_attached=False, interval=100), t)
+        k, d, _ = ring.run(k, ring.obs(t, eth0_attached=False, interval=100), t)
     t = restored + settings.restore_verify_after + 0.1  # restored at the same time as above
-    k, d, _ = run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
+    k, d, _ = ring.run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
     assert not d
     t = restored + settings.route_return_max + 0.1
-    k, d, _ = run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
+    k, d, _ = ring.run(k, no_route_via_eth0(ring.obs(t, interval=100)), t)
     assert [x.action.kind for x in d] == [ActionKind.RESTORE_ORIG_INTERVAL]
 
 
@@ -262,13 +253,13 @@ def test_a_detach_undone_by_someone_else_is_applied_again_a_bounded_number_of_ti
     from x0tta.heal.core.loop import MAX_REAPPLY
 
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
     rid = d[0].id
     again = 0
     for i in range(MAX_REAPPLY + 3):
         t = 0.4 + 0.1 * i
         # a reconcile keeps attaching eth0 while the link is still silent
-        k, d, _ = run(k, ring.obs(t, lost_run=4 + i, loss=0.3), t)
+        k, d, _ = ring.run(k, ring.obs(t, lost_run=4 + i, loss=0.3), t)
         again += sum(1 for x in d if x.id == rid and x.op == Op.APPLY)
     assert again == MAX_REAPPLY
     assert k.records[rid].reapplied == MAX_REAPPLY
@@ -276,12 +267,12 @@ def test_a_detach_undone_by_someone_else_is_applied_again_a_bounded_number_of_ti
 
 def test_a_failed_steer_off_is_planned_again_while_its_companion_holds(settings, ring):
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000), 0.3)
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL]
     # four OGM intervals later most originators are still gone: rolled back
-    k, d, _ = run(k, ring.obs(4.4, lost_run=40, loss=1.0, eth0_attached=False, others=0, interval=100), 4.4)
+    k, d, _ = ring.run(k, ring.obs(4.4, lost_run=40, loss=1.0, eth0_attached=False, others=0, interval=100), 4.4)
     assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
-    k, d, _ = run(k, ring.obs(4.5, lost_run=41, loss=1.0, interval=100), 4.5)
+    k, d, _ = ring.run(k, ring.obs(4.5, lost_run=41, loss=1.0, interval=100), 4.5)
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]  # the faster OGMs stay in place
 
 
@@ -289,27 +280,27 @@ def test_link_down_gets_faster_ogms_until_the_carrier_is_back(settings, ring):
     """batman-adv stops using a link that is down here by itself; what the agent adds is faster
     OGMs, so that the other nodes drop their routes towards this node through it sooner."""
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.0, interval=1000), 0.0)
+    k, d, _ = ring.run(k, ring.obs(0.0, interval=1000), 0.0)
     assert not d
-    k, d, ev = run(k, ring.obs(0.1, eth0_up=False, interval=1000), 0.1)
+    k, d, ev = ring.run(k, ring.obs(0.1, eth0_up=False, interval=1000), 0.1)
     assert "incident_opened" in names(ev)
     assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL]
     assert d[0].action.param("interval_ms") == settings.unstable_orig_interval
     assert any("not steer_off: not flapping" in r for r in d[0].reasons)
     rid = d[0].id
     t = 0.1 + settings.verify_after + 0.1
-    k, d, ev = run(k, ring.obs(t, eth0_up=False, interval=settings.unstable_orig_interval), t)
+    k, d, ev = ring.run(k, ring.obs(t, eth0_up=False, interval=settings.unstable_orig_interval), t)
     assert not d and k.records[rid].state == State.EFFECTIVE
     # carrier back: after link_down_clear_after the interval is restored, then the incident closes
     t += 1.0
-    k, d, _ = run(k, ring.obs(t, interval=settings.unstable_orig_interval), t)
+    k, d, _ = ring.run(k, ring.obs(t, interval=settings.unstable_orig_interval), t)
     assert not d
     t += settings.link_down_clear_after + 0.1
-    k, d, _ = run(k, ring.obs(t, interval=settings.unstable_orig_interval), t)
+    k, d, _ = ring.run(k, ring.obs(t, interval=settings.unstable_orig_interval), t)
     assert [(x.op, x.action.kind) for x in d] == [(Op.RESTORE, ActionKind.RESTORE_ORIG_INTERVAL)]
     assert d[0].action.param("previous_ms") == 1000
     t += settings.restore_verify_after + 0.1
-    k, d, ev = run(k, ring.obs(t, interval=1000), t)
+    k, d, ev = ring.run(k, ring.obs(t, interval=1000), t)
     closed = next(e for e in ev if e.name == "incident_closed")
     assert closed.data["incident"]["resolution"] == "healed: tune_orig_interval"
 
@@ -318,14 +309,14 @@ def test_flapping_link_down_is_steered_off_with_faster_ogms_as_companion(setting
     k = loop.initial(settings, "t")
     t = 0.0
     for _ in range(settings.flap_count - 1):  # carrier lost and back, below the flap count
-        k, _, _ = run(k, ring.obs(t, interval=1000), t)
-        k, _, _ = run(k, ring.obs(t + 0.1, eth0_up=False, interval=1000), t + 0.1)
+        k, _, _ = ring.run(k, ring.obs(t, interval=1000), t)
+        k, _, _ = ring.run(k, ring.obs(t + 0.1, eth0_up=False, interval=1000), t + 0.1)
         t += 0.2
-    k, _, _ = run(k, ring.obs(t, interval=1000), t)
-    k, d, _ = run(k, ring.obs(t + 0.1, eth0_up=False, interval=1000), t + 0.1)
+    k, _, _ = ring.run(k, ring.obs(t, interval=1000), t)
+    k, d, _ = ring.run(k, ring.obs(t + 0.1, eth0_up=False, interval=1000), t + 0.1)
     assert not d  # the incident is planned again after retry_after, not at every flap
     t = 0.5 + settings.retry_after
-    k, d, _ = run(k, ring.obs(t, eth0_up=False, interval=settings.unstable_orig_interval), t)
+    k, d, _ = ring.run(k, ring.obs(t, eth0_up=False, interval=settings.unstable_orig_interval), t)
     # the faster OGMs of the first carrier loss still hold: they do not stand in the way of the
     # steer-off, and no second interval change is made
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF], d
@@ -339,12 +330,12 @@ def test_no_detach_of_a_link_that_still_carries_traffic_to_a_node_with_no_other_
     after another cut): detaching would cut it off, so the hop penalty (which keeps the link) is
     the steer-off; a dead link (a run of lost probes) strands nobody and is detached."""
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=1, loss=0.6, interval=1000, alt_route=False), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=1, loss=0.6, interval=1000, alt_route=False), 0.3)
     steer = [x for x in d if x.action.kind == ActionKind.STEER_OFF]
     assert [x.action.remedy for x in steer] == ["steer_off:penalty"], d
     assert any("not steer_off" in r and "no other router" in r and ring.BEHIND_A in r for r in steer[0].reasons)
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False), 0.3)
     assert d[0].action.remedy == "steer_off"
 
 
@@ -354,7 +345,7 @@ def test_a_link_that_goes_silent_right_after_a_steer_off_is_harm_and_rolls_it_ba
     from x0tta.heal.core.model import ProbeStats
 
     k = loop.initial(settings, "t")
-    k, d, _ = run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
     assert d[0].action.kind == ActionKind.STEER_OFF
     steer = d[0].id
     # two seconds later the remaining link, eth1, goes silent too: the steer-off left the node
@@ -362,14 +353,14 @@ def test_a_link_that_goes_silent_right_after_a_steer_off_is_harm_and_rolls_it_ba
     t = 2.3
     obs = ring.obs(t, lost_run=20, loss=1.0, eth0_attached=False)
     obs = dc_replace(obs, probes=(obs.probes[0], ProbeStats("eth1", ring.B, 20, 15, 0.25, 5, last_rx=t - 0.5)))
-    k, d, ev = run(k, obs, t)
+    k, d, ev = ring.run(k, obs, t)
     harm = [e for e in ev if e.name == "harm"]
     assert harm and harm[0].data["id"] == steer and "eth1" in harm[0].data["reason"], names(ev)
     assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
     assert k.stats[("silent_loss", "steer_off")] == (0, 2)  # harm counts twice
     # and eth0 is not steered off again while eth1 is silent: no way round
     for i in range(1, 6):
-        k, d, _ = run(k, dc_replace(obs, at=t + i * 0.5), t + i * 0.5)
+        k, d, _ = ring.run(k, dc_replace(obs, at=t + i * 0.5), t + i * 0.5)
         assert ActionKind.STEER_OFF not in [x.action.kind for x in d]
 
 
@@ -379,9 +370,9 @@ def test_a_link_silent_before_the_steer_off_is_not_harm(settings, ring):
     k = loop.initial(settings, "t")
     obs = ring.obs(0.3, lost_run=3, loss=0.2)
     # eth1 lost a probe or two earlier, nothing confirmed: a steer-off of eth0 is fine, no harm later
-    k, d, _ = run(k, obs, 0.3)
+    k, d, _ = ring.run(k, obs, 0.3)
     assert d[0].action.kind == ActionKind.STEER_OFF
-    k, _, ev = run(k, ring.obs(1.5, lost_run=12, loss=0.6, eth0_attached=False), 1.5)
+    k, _, ev = ring.run(k, ring.obs(1.5, lost_run=12, loss=0.6, eth0_attached=False), 1.5)
     assert "harm" not in names(ev)
     assert ProbeStats  # imported for symmetry with the test above
 
@@ -400,7 +391,7 @@ def test_partial_loss_tries_the_hop_penalty_first_and_the_knowledge_turns_to_the
     chosen = []
     t = 0.3
     for _round in range(4):
-        k, d, _ = run(k, partial(t), t)
+        k, d, _ = ring.run(k, partial(t), t)
         steer = [x for x in d if x.action.kind == ActionKind.STEER_OFF]
         assert steer, [x.action.kind for x in d]
         chosen.append(steer[0].action.remedy)
@@ -411,7 +402,7 @@ def test_partial_loss_tries_the_hop_penalty_first_and_the_knowledge_turns_to_the
         penalised = dc_replace(partial(t), hardifs=tuple(
             dc_replace(h, hop_penalty=settings.steer_hop_penalty) if h.name == "eth0" else h
             for h in partial(t).hardifs))
-        k, d, ev = run(k, penalised, t)
+        k, d, ev = ring.run(k, penalised, t)
         assert any(e.name == "verified" and e.data["ok"] is False for e in ev), names(ev)
         assert Op.ROLLBACK in [x.op for x in d]
         t += settings.retry_after + 0.1
