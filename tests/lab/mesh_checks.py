@@ -26,9 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
-from x0tta.mesh import views
 from x0tta.mesh.client import LinkControl, LinkEvent, MeshClient
-from x0tta.mesh.core import batadv
+from x0tta.mesh.core import batadv, views
 from x0tta.mesh.core.batadv import Cmd, Reply
 from x0tta.mesh.genl import BatadvSocket
 from x0tta.mesh.service import MeshService
@@ -295,6 +294,16 @@ async def wait_for(pred: Any, timeout: float = 5.0) -> float | None:
     return None
 
 
+async def wait_until(pred: Any, timeout: float) -> float:
+    """Seconds until the coroutine ``pred()`` is true; AssertionError naming the wait if it never is."""
+    start = time.monotonic()
+    while not await pred():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{pred.__name__} still false after {timeout} s")
+        await asyncio.sleep(0.2)
+    return time.monotonic() - start
+
+
 async def links(out: Path) -> int:
     """rtnetlink through LinkControl, batadv config events, and the service building a mesh."""
     r: dict[str, Any] = {}
@@ -344,7 +353,16 @@ async def links(out: Path) -> int:
         await lc.delete("bat7")
         r["deleted"] = not await lc.exists("bat7")
         r["routing_algos"] = await mc.routing_algos()
-        dst = (await mc.neighbors("bat0"))[0].neigh_address
+        # The reconcile check just detached and re-attached this node's hard interface by hand: on a
+        # busy guest its neighbours can take a few OGM intervals to come back.
+        neighbours: list[Any] = []
+
+        async def has_neighbours() -> bool:
+            neighbours[:] = await mc.neighbors("bat0")
+            return bool(neighbours)
+
+        r["neighbour_wait_s"] = await wait_until(has_neighbours, 30.0)
+        dst = neighbours[0].neigh_address
         tp = await mc.tp_meter("bat0", dst, 1000)
         r["tp_meter"] = {"result": tp.tpmeter_result, "bytes": tp.tpmeter_bytes, "ms": tp.tpmeter_test_time,
                          "kbit": tp.throughput_kbit, "to": dst}

@@ -305,6 +305,7 @@ def lab(out: Path) -> int:
         note(f"{name} rc={code}")
         results[name] = code
         rc |= code
+        (out / f"{name}.log").write_text(text)  # what the check printed, for a test that finds no report
         if code:
             print(f"--- {name} rc={code}\n{text}")
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import mesh_uml
 import pytest
@@ -35,9 +36,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def read_report(lab: Path, name: str, check: str | None = None) -> Any:
+    """A check's JSON report; when the check wrote none, fail with what that check printed."""
+    path = lab / f"{name}.json"
+    if not path.exists():
+        log = lab / f"{check or name}.log"
+        pytest.fail(f"{check or name} wrote no {path.name}:\n{log.read_text() if log.exists() else '(no log)'}")
+    return json.loads(path.read_text())
+
+
 def test_client_tables_equal_batctl_on_every_node(lab: Path) -> None:
     for node in (f"x0m{i}" for i in range(1, NODES + 1)):
-        report = json.loads((lab / f"{node}.json").read_text())
+        report = read_report(lab, node, f"compare.{node}")
         assert len(report) == 10  # 5 views x 2 meshes
         for view, result in report.items():
             assert result["differences"] == [], (node, view, result)
@@ -45,14 +55,14 @@ def test_client_tables_equal_batctl_on_every_node(lab: Path) -> None:
 
 
 def test_every_tunable_reads_back_through_batctl(lab: Path) -> None:
-    report = json.loads((lab / "reconcile.json").read_text())
+    report = read_report(lab, "reconcile")
     bad = {cmd: r for cmd, r in report["readback"].items() if not r["ok"]}
     assert not bad
     assert len(report["readback"]) == 14
 
 
 def test_hand_changes_are_reverted_within_one_period_and_counted(lab: Path) -> None:
-    report = json.loads((lab / "reconcile.json").read_text())
+    report = read_report(lab, "reconcile")
     for cmd, r in report["reverts"].items():
         assert r["within_period"], (cmd, r)
         assert r["drift_counted"] >= 1, (cmd, r)
@@ -63,7 +73,7 @@ def test_hand_changes_are_reverted_within_one_period_and_counted(lab: Path) -> N
 
 
 def test_metrics_and_admin_views(lab: Path) -> None:
-    report = json.loads((lab / "reconcile.json").read_text())
+    report = read_report(lab, "reconcile")
     assert report["metrics"]["originators"] == NODES - 1
     assert report["metrics"]["gateways"] == 1  # x0m3 still announces itself
     assert report["observe"]["transglobal"] > 0
@@ -76,7 +86,7 @@ def test_metrics_and_admin_views(lab: Path) -> None:
 
 
 def test_links_events_and_a_mesh_built_from_nothing(lab: Path) -> None:
-    r = json.loads((lab / "links.json").read_text())
+    r = read_report(lab, "links")
     assert r["created_algo"] == "BATMAN_V"  # the batadv link kind with IFLA_BATADV_ALGO_NAME
     assert r["attached"] == ["x7a"] and r["master_is_bat7"] and r["mtu"] == 1560
     assert r["after_detach"] == [] and r["deleted"]
@@ -90,7 +100,7 @@ def test_links_events_and_a_mesh_built_from_nothing(lab: Path) -> None:
 
 
 def test_cli_reads_netlink_directly_without_an_agent(lab: Path) -> None:
-    r = json.loads((lab / "cli.json").read_text())
+    r = read_report(lab, "cli")
     for view, result in r.items():
         assert result["rc"] == 0 and result["text_rc"] == 0, (view, result["stderr"])
         assert result["entries"] > 0, view
@@ -98,7 +108,7 @@ def test_cli_reads_netlink_directly_without_an_agent(lab: Path) -> None:
 
 
 def test_the_running_agent_shows_what_batctl_shows(lab: Path) -> None:
-    r = json.loads((lab / "agent.json").read_text())
+    r = read_report(lab, "agent")
     assert r["status"][0]["state"] == "ok", r["status"]
     for view in ("originators", "neighbors", "gateways", "interfaces", "settings"):
         assert r[view]["differences"] == [], (view, r[view])
