@@ -24,11 +24,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from x0tta.identity import certs
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
 from x0tta.identity.ca import CertificateAuthority
-from x0tta.identity.certs import KeyType
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId
-from x0tta.identity.types import RevocationList, validate_x509_svid
+from x0tta.identity.core import certs
+from x0tta.identity.core.certs import KeyType
+from x0tta.identity.core.types import RevocationList, validate_x509_svid
 
 ID = "spiffe://mesh.x0tta/node/bench"
 

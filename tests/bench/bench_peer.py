@@ -37,8 +37,8 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
-from x0tta.identity.spiffe_id import AuthorizationPolicy
-from x0tta.identity.types import TrustBundle, X509Svid
+from x0tta.common.spiffe_id import AuthorizationPolicy
+from x0tta.identity.core.types import TrustBundle, X509Svid
 from x0tta.peer.testing import TestCA
 from x0tta.peer.tls import Credentials, TlsEndpoint, TlsPolicy, _Contexts
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from x0tta.common.spiffe_id import SpiffeId, SpiffeIdError
 from x0tta.identity.ca import CertificateAuthority
-from x0tta.identity.spiffe_id import SpiffeId, SpiffeIdError
-from x0tta.identity.types import Reason, SvidRejected, load_der_chain, validate_x509_svid
+from x0tta.identity.core.types import Reason, SvidRejected, load_der_chain, validate_x509_svid
 
 pytestmark = pytest.mark.fuzz
 

@@ -151,7 +151,7 @@ def test_sighup_with_bad_config_keeps_old_one(agent_config):
     good = cfg.read_text()
     proc = start_agent(cfg)
     try:
-        from x0tta.cli.admin_client import call
+        from x0tta.admin.client import call
         from x0tta.config.loader import load_settings
 
         sock = load_settings(cfg, {}).admin_socket

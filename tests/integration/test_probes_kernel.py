@@ -396,7 +396,7 @@ def test_cap_bpf_and_cap_net_admin_are_enough(net):
 def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
     """The real agent (wiring, supervisor, admin socket, /metrics) with the probes on a veth."""
     from tests.integration.test_agent_process import start_agent
-    from x0tta.cli.admin_client import call
+    from x0tta.admin.client import call
     from x0tta.config.loader import load_settings
 
     cfg = agent_config(

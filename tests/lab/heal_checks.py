@@ -26,7 +26,7 @@ def wait_incidents_closed(lab, node, timeout=30.0, kinds=LINK_KINDS):
     Other kinds are left out on purpose: a subsystem of the agent failing in the guest for reasons
     of its own keeps a ``subsystem_unhealthy`` incident open for as long as it fails, and the route
     changes of the scenario itself keep ``route_flapping`` (and its faster OGMs) up for a minute."""
-    from x0tta.cli.admin_client import AdminCallFailed, AgentUnavailable
+    from x0tta.admin.client import AdminCallFailed, AgentUnavailable
 
     started = time.monotonic()
     deadline = started + float(timeout)

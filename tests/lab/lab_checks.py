@@ -33,7 +33,7 @@ MOVING = ("last_seen_msecs",)  # ages differ by the time between the two reads
 
 
 def _batctl_form(entry):
-    """The agent's JSON (x0tta.mesh.views.to_json) and batctl's JSON in one vocabulary."""
+    """The agent's JSON (x0tta.mesh.core.views.to_json) and batctl's JSON in one vocabulary."""
     out = {}
     for k, v in entry.items():
         if v is None:

@@ -1,26 +1,24 @@
-"""The local admin API: JSON lines over a Unix socket (mode 0600, so only root and the agent's user).
-
-Request, one line: ``{"cmd": "status", "args": {}}``. Response, one line:
-``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A connection may carry
-several requests. Bad JSON, unknown commands and failing handlers get an error response; they
-never reach the rest of the agent.
+"""The local admin API's server: JSON lines over a Unix socket (mode 0600, so only root and the
+agent's user). The wire format is :mod:`x0tta.admin.core`; this module only moves bytes and calls
+handlers. Bad JSON, unknown commands and failing handlers get an error reply; they never reach the
+rest of the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import stat
 from pathlib import Path
 from typing import Any
 
+from x0tta.admin import core as wire
 from x0tta.common.errors import X0ttaError
 from x0tta.common.subsystem import AdminHandler
 
-MAX_LINE = 64 * 1024
+MAX_LINE = wire.MAX_LINE
 
 
 class AdminError(X0ttaError):
@@ -73,7 +71,7 @@ class AdminServer:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await _send(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    await _send(writer, wire.too_long())
                     return
                 if not line:
                     return
@@ -86,28 +84,23 @@ class AdminServer:
 
     async def dispatch(self, line: bytes) -> dict[str, Any]:
         try:
-            req = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return {"ok": False, "error": f"request is not JSON: {exc}"}
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            return {"ok": False, "error": 'request must be an object with a string "cmd"'}
-        args = req.get("args") or {}
-        if not isinstance(args, dict):
-            return {"ok": False, "error": '"args" must be an object'}
-        handler = self._handlers.get(req["cmd"])
+            req = wire.decode_request(line)
+        except wire.AdminRequestError as exc:
+            return wire.error(str(exc))
+        handler = self._handlers.get(req.cmd)
         if handler is None:
-            return {"ok": False, "error": f"unknown command {req['cmd']!r}; known: {', '.join(self.commands)}"}
+            return wire.error(f"unknown command {req.cmd!r}; known: {', '.join(self.commands)}")
         try:
-            return {"ok": True, "result": await handler(args)}
+            return wire.ok(await handler(req.args))
         except X0ttaError as exc:
-            return {"ok": False, "error": str(exc)}
+            return wire.error(str(exc))
         except Exception as exc:
-            self._log.error("admin_command_failed", cmd=req["cmd"], reason=repr(exc), exc_info=True)
-            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            self._log.error("admin_command_failed", cmd=req.cmd, reason=repr(exc), exc_info=True)
+            return wire.error(f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-    writer.write(json.dumps(obj, default=str).encode() + b"\n")
+    writer.write(wire.encode_reply(obj))
     await writer.drain()
 
 

@@ -20,12 +20,12 @@ from x0tta.cli.common import add_json_flag, emit, table
 from x0tta.common.errors import PermanentError
 
 if TYPE_CHECKING:
+    from x0tta.common.spiffe_id import SpiffeId
     from x0tta.identity.ca import CertificateAuthority
-    from x0tta.identity.spiffe_id import SpiffeId
-    from x0tta.identity.types import X509Svid
+    from x0tta.identity.core.types import X509Svid
 
 DEFAULT_DIR = "/var/lib/x0tta/ca"
-KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.certs.KeyType; spelled out so `x0tta` starts
+KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.core.certs.KeyType; spelled out so `x0tta` starts
 ROOT_VALIDITY = 10 * 365 * 86400.0  # without importing cryptography (every command pays its imports)
 CRL_VALIDITY = 7 * 86400.0
 REASONS = (
@@ -178,7 +178,7 @@ def _render_svid(info: dict[str, Any]) -> str:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from x0tta.identity.ca import CertificateAuthority
-    from x0tta.identity.certs import KeyType
+    from x0tta.identity.core.certs import KeyType
 
     ca = CertificateAuthority.init(
         args.dir,
@@ -194,7 +194,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _spiffe_id(ca: CertificateAuthority, args: argparse.Namespace) -> SpiffeId:
-    from x0tta.identity.spiffe_id import SpiffeId
+    from x0tta.common.spiffe_id import SpiffeId
 
     if args.node:
         return SpiffeId.from_parts(ca.trust_domain, "node", args.node)
@@ -202,7 +202,7 @@ def _spiffe_id(ca: CertificateAuthority, args: argparse.Namespace) -> SpiffeId:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
-    from x0tta.identity.certs import KeyType
+    from x0tta.identity.core.certs import KeyType
 
     ca = _open(args)
     svid = ca.issue_to(args.out, _spiffe_id(ca, args), args.ttl, key_type=KeyType(args.key_type))
@@ -212,7 +212,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     from x0tta.identity.ca import CSR_FILE, SVID_FILE
-    from x0tta.identity.types import SvidError, SvidRejected, key_algorithm, load_pem_chain, spiffe_id_of
+    from x0tta.identity.core.types import SvidError, SvidRejected, key_algorithm, load_pem_chain, spiffe_id_of
 
     ca = _open(args)
     out = Path(args.out)
@@ -248,8 +248,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_renew(args: argparse.Namespace) -> int:
     from x0tta.identity.ca import SVID_FILE
-    from x0tta.identity.certs import KeyType
-    from x0tta.identity.types import SvidError, key_algorithm, load_pem_chain, spiffe_id_of
+    from x0tta.identity.core.certs import KeyType
+    from x0tta.identity.core.types import SvidError, key_algorithm, load_pem_chain, spiffe_id_of
 
     ca = _open(args)
     out = Path(args.out)

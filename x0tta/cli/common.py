@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from x0tta.cli import admin_client
+from x0tta.admin import client as admin_client
 
 DEFAULT_SOCKET = "/run/x0tta/admin.sock"
 

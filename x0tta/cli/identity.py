@@ -29,11 +29,11 @@ DEFAULT_DIR = "/var/lib/x0tta/identity"
 def run_request(args: argparse.Namespace) -> int:
     """Runs on the node, without the agent: only files in the identity directory are touched."""
     from x0tta.common.errors import PermanentError
+    from x0tta.common.spiffe_id import SpiffeId
     from x0tta.identity.builtin import write_request
     from x0tta.identity.ca import PENDING_KEY_FILE, SVID_FILE
-    from x0tta.identity.certs import KeyType
-    from x0tta.identity.spiffe_id import SpiffeId
-    from x0tta.identity.types import SvidError, SvidRejected, load_pem_chain, spiffe_id_of
+    from x0tta.identity.core.certs import KeyType
+    from x0tta.identity.core.types import SvidError, SvidRejected, load_pem_chain, spiffe_id_of
 
     directory = args.dir
     if directory is None and getattr(args, "config", None):

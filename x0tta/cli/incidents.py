@@ -12,7 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from x0tta.cli.admin_client import AdminCallFailed, AgentUnavailable
+from x0tta.admin.client import AdminCallFailed, AgentUnavailable
 from x0tta.cli.common import add_json_flag, ask, emit, table
 from x0tta.common.errors import PermanentError
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from x0tta.cli.admin_client import AdminCallFailed, AgentUnavailable
+from x0tta.admin.client import AdminCallFailed, AgentUnavailable
 from x0tta.cli.common import add_json_flag, ask, emit, table
-from x0tta.mesh import views
+from x0tta.mesh.core import views
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError, parse_pattern
 from x0tta.config.fields import setting
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError, parse_pattern
 
 SOURCES = ("builtin", "workload_api")
 KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")

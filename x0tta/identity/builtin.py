@@ -44,12 +44,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from x0tta.common.errors import X0ttaError
-from x0tta.identity import certs
+from x0tta.common.spiffe_id import SpiffeId
 from x0tta.identity.ca import CSR_FILE, PENDING_KEY_FILE, CertificateAuthority, write_atomic, write_node_files
-from x0tta.identity.certs import KeyType
-from x0tta.identity.source import SourceBase
-from x0tta.identity.spiffe_id import SpiffeId
-from x0tta.identity.types import (
+from x0tta.identity.core import certs
+from x0tta.identity.core.certs import KeyType
+from x0tta.identity.core.types import (
     RevocationList,
     SvidError,
     SvidUnavailable,
@@ -58,6 +57,7 @@ from x0tta.identity.types import (
     X509Svid,
     validate_x509_svid,
 )
+from x0tta.identity.source import SourceBase
 
 
 @dataclass(frozen=True)

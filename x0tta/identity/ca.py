@@ -39,10 +39,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 
 from x0tta.common.errors import PermanentError
-from x0tta.identity import certs
-from x0tta.identity.certs import KeyType, RevokedEntry
-from x0tta.identity.spiffe_id import SpiffeId, validate_trust_domain
-from x0tta.identity.types import RevocationList, TrustBundle, X509Svid, chain_to_pem
+from x0tta.common.spiffe_id import SpiffeId, validate_trust_domain
+from x0tta.identity.core import certs
+from x0tta.identity.core.certs import KeyType, RevokedEntry
+from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid, chain_to_pem
 
 ROOT_VALIDITY = 10 * 365 * 86400.0
 """Ten years: a mesh root is replaced by a planned rollover, not by expiry."""

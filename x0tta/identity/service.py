@@ -46,13 +46,13 @@ from prometheus_client import Counter, Gauge
 
 from x0tta.common.errors import CapabilityMissing
 from x0tta.common.health import Condition, Severity
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.identity import IdentitySettings
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
-from x0tta.identity.certs import KeyType
+from x0tta.identity.core.certs import KeyType
+from x0tta.identity.core.types import SvidUnavailable, SvidVerdict, validate_x509_svid
 from x0tta.identity.source import SharedSource, SourceBase
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId
-from x0tta.identity.types import SvidUnavailable, SvidVerdict, validate_x509_svid
 
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 HEALTH_INTERVAL = 1.0

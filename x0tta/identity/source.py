@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from x0tta.identity.types import Bundles, RevocationList, SourceUpdate, SvidUnavailable, X509Svid
+from x0tta.identity.core.types import Bundles, RevocationList, SourceUpdate, SvidUnavailable, X509Svid
 
 
 class SourceBase:

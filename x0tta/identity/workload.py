@@ -8,8 +8,8 @@ pushes a new SVID or new bundles. It handles ML-DSA-65 certificates and keys: it
 2026-11), so no client of our own is needed.
 
 This adapter hops every notification onto the event loop (``call_soon_threadsafe``), converts the
-library's objects into x0tta's (:class:`~x0tta.identity.types.X509Svid` with the key as PKCS#8
-PEM, :class:`~x0tta.identity.types.TrustBundle` per trust domain, federated ones included) and
+library's objects into x0tta's (:class:`~x0tta.identity.core.types.X509Svid` with the key as PKCS#8
+PEM, :class:`~x0tta.identity.core.types.TrustBundle` per trust domain, federated ones included) and
 publishes them. Constructing the ``X509Source`` blocks until the first SVID arrives, so it runs in
 a thread. SPIRE relies on short SVID lifetimes rather than CRLs (the library drops the ``crl``
 field of the response), so this source has no revocation lists.
@@ -27,8 +27,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 
 from x0tta.common.errors import CapabilityMissing
+from x0tta.identity.core.types import SvidError, SvidUnavailable, TrustBundle, X509Svid
 from x0tta.identity.source import SourceBase
-from x0tta.identity.types import SvidError, SvidUnavailable, TrustBundle, X509Svid
 
 _SHA256 = hashes.SHA256()
 

@@ -26,10 +26,10 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
+from x0tta.common.spiffe_id import SpiffeId
 from x0tta.identity.ca import CertificateAuthority
-from x0tta.identity.certs import KeyType
-from x0tta.identity.spiffe_id import SpiffeId
-from x0tta.identity.types import X509Svid
+from x0tta.identity.core.certs import KeyType
+from x0tta.identity.core.types import X509Svid
 
 HEADER_KEY, HEADER_VALUE = "workload.spiffe.io", "true"
 

@@ -167,7 +167,7 @@ class GuestLab:
 
     def agent_call(self, node: str, command: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
         """Ask ``node``'s agent over its admin socket (JSON lines, as ``x0tta`` does)."""
-        from x0tta.cli.admin_client import call
+        from x0tta.admin.client import call
 
         return call(self.agent_socket(node), command, args, timeout=timeout)
 

@@ -40,9 +40,8 @@ from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.mesh import MeshSettings
 from x0tta.config.schema import AgentSettings
-from x0tta.mesh import views
 from x0tta.mesh.client import LinkControl, MeshClient
-from x0tta.mesh.core import batadv
+from x0tta.mesh.core import batadv, views
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.reconcile import Action, plan
 from x0tta.mesh.genl import MeshError

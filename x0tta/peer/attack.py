@@ -20,10 +20,10 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+from x0tta.common.spiffe_id import AuthorizationPolicy
 from x0tta.identity.ca import CertificateAuthority
-from x0tta.identity.certs import KeyType
-from x0tta.identity.spiffe_id import AuthorizationPolicy
-from x0tta.identity.types import X509Svid
+from x0tta.identity.core.certs import KeyType
+from x0tta.identity.core.types import X509Svid
 from x0tta.peer.core import Hello
 from x0tta.peer.core.frames import encode
 from x0tta.peer.tls import Credentials, HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy

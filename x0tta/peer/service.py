@@ -49,7 +49,7 @@ from x0tta.common.errors import CapabilityMissing, TemporaryError
 from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.peer import PQ_GROUPS, PeerSettings
-from x0tta.identity.types import SourceUpdate
+from x0tta.identity.core.types import SourceUpdate
 from x0tta.peer.core import Hello, Limits, Request
 from x0tta.peer.core.frames import STATUS_OK, STATUS_UNKNOWN_METHOD
 from x0tta.peer.session import PeerSession, RequestFailed, SessionClosed, wait_first

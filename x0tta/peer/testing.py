@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
-from x0tta.identity.types import RevocationList, TrustBundle, X509Svid
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
+from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid
 from x0tta.peer.tls import Credentials
 from x0tta.telemetry.testing import StandaloneContext
 

@@ -13,7 +13,7 @@ Theory of operation
   every session (``SSL_get0_group_name``) and counted.
 * Both sides present an X509-SVID and verify the other's inside the handshake, in OpenSSL's verify
   callback: the chain must end in the trust bundle of the leaf's trust domain (OpenSSL's store
-  *and* :func:`x0tta.identity.types.validate_x509_svid`), the leaf must follow the X509-SVID rules,
+  *and* :func:`x0tta.identity.core.types.validate_x509_svid`), the leaf must follow the X509-SVID rules,
   must not be revoked, must use an allowed key algorithm (ML-DSA-65 by default) and its SPIFFE ID
   must be allowed by the authorization policy. The first failing rule is the refusal's reason.
 * Handshake crypto (ML-DSA signing ~1 ms, ML-KEM, verification) never runs on the event loop
@@ -55,8 +55,8 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from x0tta.common.errors import PermanentError, TemporaryError
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId
-from x0tta.identity.types import (
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
+from x0tta.identity.core.types import (
     Bundles,
     Reason,
     RevocationList,
@@ -72,7 +72,7 @@ _READ_CHUNK = 65536
 
 
 class Refusal(enum.StrEnum):
-    """Why a handshake failed, beyond the certificate rules of :class:`x0tta.identity.types.Reason`.
+    """Why a handshake failed, beyond the certificate rules of :class:`x0tta.identity.core.types.Reason`.
 
     Stable: log field ``reason`` and metric label ``reason``.
     """

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import BIN
 from tests.integration.identity.test_agent_identity import identity_health, wait_for
-from x0tta.cli.admin_client import call
+from x0tta.admin.client import call
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN
-from x0tta.cli.admin_client import AgentUnavailable, call
+from x0tta.admin.client import AgentUnavailable, call
 from x0tta.identity.ca import CRL_FILE, CertificateAuthority, write_atomic
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 from x0tta.identity.ca import CertificateAuthority
-from x0tta.identity.types import SourceUpdate, SvidUnavailable, validate_x509_svid
+from x0tta.identity.core.types import SourceUpdate, SvidUnavailable, validate_x509_svid
 from x0tta.identity.workload import WorkloadApiSource, resolve_socket
 from x0tta.identity.workload_server import WorkloadApiServer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, free_port, require_root
-from x0tta.cli.admin_client import AgentUnavailable, call
+from x0tta.admin.client import AgentUnavailable, call
 from x0tta.identity.ca import CertificateAuthority, write_atomic
 from x0tta.peer.attack import EXPECTED, prepare_revoked
 

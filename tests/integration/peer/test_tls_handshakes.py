@@ -171,7 +171,7 @@ async def test_revoked_and_unauthorized(ca):
 
 async def test_client_refuses_unexpected_server(ca, server):
     client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/client")))
-    from x0tta.identity.spiffe_id import SpiffeId
+    from x0tta.common.spiffe_id import SpiffeId
 
     with pytest.raises(HandshakeFailed) as exc:
         await client.connect("127.0.0.1", server.port, expect=SpiffeId.parse("spiffe://mesh.test/node/other"))

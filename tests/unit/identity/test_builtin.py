@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.identity.fakes import until
+from x0tta.common.spiffe_id import SpiffeId
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer, write_request
 from x0tta.identity.ca import KEY_FILE, PENDING_KEY_FILE, SVID_FILE, CertificateAuthority, write_atomic
-from x0tta.identity.spiffe_id import SpiffeId
-from x0tta.identity.types import SourceUpdate, SvidUnavailable, X509Svid
+from x0tta.identity.core.types import SourceUpdate, SvidUnavailable, X509Svid
 
 ID = "spiffe://mesh.x0tta/node/a"
 POLL = 0.05

@@ -14,7 +14,7 @@ import pytest
 from x0tta.cli import ca as ca_cli
 from x0tta.common.errors import PermanentError
 from x0tta.identity.ca import CaError, CertificateAuthority
-from x0tta.identity.types import RevocationList, TrustBundle, X509Svid, validate_x509_svid
+from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid, validate_x509_svid
 
 
 def mode(p: Path) -> int:
@@ -119,7 +119,7 @@ def test_cli_constants_match_the_library() -> None:
     from cryptography import x509
 
     from x0tta.identity import ca as ca_mod
-    from x0tta.identity.certs import KeyType
+    from x0tta.identity.core.certs import KeyType
 
     assert ca_cli.KEY_TYPES == tuple(k.value for k in KeyType)
     assert (ca_cli.ROOT_VALIDITY, ca_cli.CRL_VALIDITY) == (ca_mod.ROOT_VALIDITY, ca_mod.CRL_VALIDITY)
@@ -127,9 +127,9 @@ def test_cli_constants_match_the_library() -> None:
 
 
 def test_csr_enrollment_keeps_the_key_on_the_node(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
+    from x0tta.common.spiffe_id import SpiffeId
     from x0tta.identity.builtin import write_request
-    from x0tta.identity.certs import KeyType
-    from x0tta.identity.spiffe_id import SpiffeId
+    from x0tta.identity.core.certs import KeyType
 
     node = tmp_path / "node"
     csr = write_request(node, SpiffeId.parse("spiffe://mesh.x0tta/node/n9"))

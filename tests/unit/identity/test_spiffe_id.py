@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from x0tta.identity.spiffe_id import (
+from x0tta.common.spiffe_id import (
     MAX_ID_LENGTH,
     AuthorizationPolicy,
     SpiffeId,

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL import crypto
 
-from x0tta.identity import certs
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
 from x0tta.identity.ca import CertificateAuthority
-from x0tta.identity.certs import KeyType
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId
-from x0tta.identity.types import (
+from x0tta.identity.core import certs
+from x0tta.identity.core.certs import KeyType
+from x0tta.identity.core.types import (
     Reason,
     RevocationList,
     SvidError,
@@ -262,7 +262,7 @@ def test_crl_checked_against_every_root_of_its_name(
 
 
 def test_load_der_chain_turns_parse_failures_into_malformed(ca: CertificateAuthority) -> None:
-    from x0tta.identity.types import load_der_chain
+    from x0tta.identity.core.types import load_der_chain
 
     der = ca.issue(ID, 3600).leaf.public_bytes(serialization.Encoding.DER)
     assert load_der_chain([der])[0].public_bytes(serialization.Encoding.DER) == der

@@ -17,8 +17,8 @@ import pytest
 from x0tta.common.errors import DecodeError
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd, Reply
-from x0tta.mesh.views import as_batctl
-from x0tta.mesh.views import from_batctl as flatten
+from x0tta.mesh.core.views import as_batctl
+from x0tta.mesh.core.views import from_batctl as flatten
 
 GOLDEN = Path(__file__).parent / "golden"
 FAMILY = json.loads((GOLDEN / "x0m1_iv_family.json").read_text())["id"]

@@ -1,6 +1,6 @@
 """Building the built-in CA's certificates and revocation lists. Pure: keys and times in, objects out.
 
-What is built follows the X509-SVID specification (see :mod:`x0tta.identity.types`):
+What is built follows the X509-SVID specification (see :mod:`x0tta.identity.core.types`):
 
 * the root is the trust domain's signing authority: a self-signed CA certificate whose one URI SAN
   is the trust domain's own SPIFFE ID (``spiffe://<td>``, no path, as SPIFFE-ID.md 3.1 asks),
@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from x0tta.identity.spiffe_id import SpiffeId
-from x0tta.identity.types import X509Svid
+from x0tta.common.spiffe_id import SpiffeId
+from x0tta.identity.core.types import X509Svid
 
 CLOCK_SKEW = timedelta(seconds=60)
 """Certificates are dated this much before issuance, so a peer whose clock is a little behind

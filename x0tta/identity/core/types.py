@@ -17,7 +17,7 @@ The rules come from the SPIFFE X509-SVID specification (X509-SVID.md), paraphras
 
 Revocation and authorization are x0tta's additions on top: a certificate whose (issuer, serial)
 is in a signed revocation list of that issuer is refused, and an authenticated ID must be allowed
-by the :class:`~x0tta.identity.spiffe_id.AuthorizationPolicy`.
+by the :class:`~x0tta.common.spiffe_id.AuthorizationPolicy`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, mldsa, rsa
 
 from x0tta.common.errors import DecodeError, PermanentError, TemporaryError
-from x0tta.identity.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
+from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
 
 
 class Reason(enum.StrEnum):

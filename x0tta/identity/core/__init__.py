@@ -1,0 +1,1 @@
+"""Identity's pure core: SVID and bundle types and validation, certificate building; no I/O."""
