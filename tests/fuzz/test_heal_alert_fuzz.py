@@ -8,12 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from x0tta.heal.core import alert as al
+from x0tta.heal.core.linkkeys import key_id
 
 pytestmark = pytest.mark.fuzz
 
 KEY = b"k" * 32
 VALID = al.encode(al.Alert("02:ba:01:01:00:00", 7, "silent_loss", 3000))
 VALID_KEYED = al.encode(al.Alert("02:ba:01:01:00:00", 7, "link_down", 3000), KEY)
+KID = key_id(KEY)
+VALID_SESSION = al.encode(al.Alert("02:ba:01:01:00:00", 8, "link_down", 3000), link_keys=[(KID, KEY)])
 
 
 def _mutations(base: bytes) -> st.SearchStrategy[bytes]:
@@ -29,8 +32,20 @@ def test_decode_raises_only_its_error_and_round_trips(data, keyed):
         a = al.decode(data, key)
     except al.AlertDecodeError:
         return
-    if bool(data[5] & al.FLAG_AUTH) == keyed:  # (a receiver without a key takes a tagged alert too)
+    # (a receiver without a key takes a tagged alert too)
+    if data[4] == al.VERSION and bool(data[5] & al.FLAG_AUTH) == keyed:
         assert al.encode(a, key) == data
+
+
+@settings(max_examples=20000, deadline=None)
+@given(st.one_of(st.binary(max_size=80), _mutations(VALID_SESSION), _mutations(VALID)))
+def test_session_decode_raises_only_its_error_and_only_the_intact_alert_verifies(data):
+    try:
+        a = al.decode(data, lookup={KID: KEY}.get)
+    except al.AlertDecodeError as exc:
+        assert exc.reason in ("malformed", "unauthenticated", "not_for_us", "bad_tag")
+        return
+    assert al.encode(a, link_keys=[(KID, KEY)]) == data  # any change that still verifies is no change
 
 
 @settings(max_examples=300, deadline=None)

@@ -246,3 +246,196 @@ def test_a_stopped_peer_agent_is_not_a_dead_link_but_a_dead_link_still_is(tmp_pa
         assert out["detect_dead_link"] < 5.0, out
     finally:
         sh(f"ip netns del {ns}", check=False)
+
+
+FORGERIES = textwrap.dedent(
+    r"""
+    import asyncio, json, os, socket, struct, time
+    from x0tta.heal.core.linkkeys import LinkKeys, key_id
+    from x0tta.heal.core.liveness import Probe, Tracker, encode
+    from x0tta.heal.liveness import Prober, open_link_socket, read_mac
+
+    PORT = 4307
+
+    async def main():
+        key, wrong = os.urandom(32), os.urandom(32)  # the session's link key; a key of no session here
+        now = time.monotonic()
+        rings = {}
+        for dev in ("x0hA", "x0hB"):
+            rings[dev] = LinkKeys(required=True)
+            rings[dev].up(dev, "fe80::1%" + dev, key, now)
+        pa = Prober(Tracker(0.1, 20, 60.0, link_keys=rings["x0hA"]), PORT, 0.1)
+        pb = Prober(Tracker(0.1, 20, 60.0, link_keys=rings["x0hB"]), PORT, 0.1)
+        ta = asyncio.create_task(pa.run(lambda: ["x0hA"]))
+        tb = asyncio.create_task(pb.run(lambda: ["x0hB"]))
+        # the attacker: on the link at both ends, hearing what A hears and sending as B's end does
+        tap, _ = open_link_socket("x0hA", PORT)
+        inject, index = open_link_socket("x0hB", PORT)
+        await asyncio.sleep(1.5)
+        captured = []
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            try:
+                captured.append(tap.recv(4096))
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        b_mac = read_mac("x0hB")
+        t = time.monotonic_ns()
+        sent = {
+            "unkeyed": [encode(Probe(seq=10**6 + i, sender=b_mac, sent=t + i)) for i in range(10)],
+            "wrong_key": [encode(Probe(seq=10**6 + i, sender=b_mac, sent=t + i), link_keys=[(key_id(wrong), wrong)])
+                          for i in range(10)],
+            "forged_tag": [c[:-1] + bytes([c[-1] ^ 0x55]) for c in captured[-10:]],
+            "replayed": captured[-10:],
+            "fake_peer": [encode(Probe(seq=1 + i, sender="02:66:66:66:66:66", sent=t + i)) for i in range(10)],
+        }
+        before = dict(pa.tracker.rejects)
+        for kind, datagrams in sent.items():
+            for d in datagrams:
+                inject.sendto(d, ("ff02::1", PORT, 0, index))
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)
+        out = {
+            "captured": len(captured),
+            "sent": {k: len(v) for k, v in sent.items()},
+            "refused": {k: v - before.get(k, 0) for k, v in pa.tracker.rejects.items()},
+            "peers_a": [p for (_h, p) in pa.tracker.peers],
+            "stats_a": [[s.lost_run, s.loss] for s in pa.stats()],
+            "stats_b": [[s.lost_run, s.loss] for s in pb.stats()],
+            "received_b": pb.received,
+        }
+        ta.cancel(); tb.cancel()
+        await asyncio.gather(ta, tb, return_exceptions=True)
+        print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_session_keyed_probes_refuse_forged_unkeyed_wrongly_keyed_and_replayed_ones():
+    """An attacker on the link (hearing A's side, sending from B's) cannot feed A a probe: every
+    kind is refused, counted by its reason, and A's view of B stays what the real probes say."""
+    ns = f"x0h-forge-{os.getpid()}"
+    sh(f"ip netns add {ns}")
+    try:
+        veth_pair(ns)
+        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", FORGERIES],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("forgery figures:", out)
+        assert out["captured"] >= 10, out
+        refused = out["refused"]
+        assert refused.get("unauthenticated", 0) == 20  # the unkeyed ones and the fake peer's
+        assert refused.get("not_for_us", 0) == 10  # tagged with a key of no session of A's
+        assert refused.get("bad_tag", 0) == 10
+        assert refused.get("replayed", 0) == 10
+        assert sum(refused.values()) == sum(out["sent"].values())  # nothing got through
+        assert len(out["peers_a"]) == 1 and "02:66:66:66:66:66" not in out["peers_a"]  # no fake peer learnt
+        for lost_run, loss in out["stats_a"] + out["stats_b"]:
+            assert lost_run < 3 and loss <= 0.1, out  # and no loss was faked or hidden
+    finally:
+        sh(f"ip netns del {ns}", check=False)
+
+
+HOPS = textwrap.dedent(
+    r"""
+    import asyncio, json, os, time
+    from x0tta.heal.alerts import Alerter
+    from x0tta.heal.core.alert import Alert, Board, encode
+    from x0tta.heal.core.linkkeys import LinkKeys, key_id
+    from x0tta.heal.core.liveness import Tracker
+    from x0tta.heal.liveness import Prober, open_link_socket
+
+    PORT, APORT = 4308, 4309
+
+    async def main():
+        # a line A - B - C: links A-B (x0hA | x0hB) and B-C (x0hB2 | x0hC), one session key each
+        k_ab, k_bc = os.urandom(32), os.urandom(32)
+        now = time.monotonic()
+        nodes = {"a": (["x0hA"], [("x0hA", k_ab)], "x0hMa"),
+                 "b": (["x0hB", "x0hB2"], [("x0hB", k_ab), ("x0hB2", k_bc)], "x0hMb"),
+                 "c": (["x0hC"], [("x0hC", k_bc)], "x0hMc")}
+        agents, tasks, wakes = {}, [], {n: 0 for n in nodes}
+        for name, (ifaces, keys, meshif) in nodes.items():
+            ring = LinkKeys(required=True)
+            for dev, k in keys:
+                ring.up(dev, "fe80::1%" + dev, k, now)
+            prober = Prober(Tracker(0.1, 20, 60.0, link_keys=ring), PORT, 0.1)
+            def wake(name=name):
+                wakes[name] += 1
+            alerter = Alerter(Board(5.0), meshif, APORT, 3.0, wake=wake, link_keys=ring, hops=prober)
+            prober.on_alert = alerter.hop_receive
+            assert await alerter.ensure(now)
+            agents[name] = (prober, alerter)
+            tasks.append(asyncio.create_task(prober.run(lambda ifaces=ifaces: ifaces)))
+        await asyncio.sleep(1.0)
+        pa, aa = agents["a"]
+        t0 = time.monotonic()
+        aa.raise_alert("silent_loss", t0)
+        reached = {}
+        while time.monotonic() - t0 < 3.0 and len(reached) < 2:
+            for n in ("b", "c"):
+                if n not in reached and agents[n][1].board.active(time.monotonic()):
+                    reached[n] = round((time.monotonic() - t0) * 1000, 2)
+            await asyncio.sleep(0.001)
+        out = {"reached_ms": reached}
+        # forgeries arrive at C over its link: unkeyed, over bat0's flood, wrongly keyed, forged, replayed
+        await asyncio.sleep(0.5)
+        _pc, ac = agents["c"]
+        before = (dict(ac.rejects), wakes["c"], len(ac.board.active(time.monotonic())))
+        inject, index = open_link_socket("x0hB2", PORT)
+        flood, mindex = open_link_socket("x0hMcp", APORT)  # arrives on C's mesh interface
+        wrong = os.urandom(32)
+        fake = Alert("02:66:66:66:66:66", 1, "link_down", 3000)
+        real = encode(Alert(aa.origin, aa.seq, "silent_loss", 3000), link_keys=[(key_id(k_bc), k_bc)])
+        sends = [(inject, index, PORT, encode(fake)),
+                 (inject, index, PORT, encode(fake, link_keys=[(key_id(wrong), wrong)])),
+                 (inject, index, PORT, real[:-1] + bytes([real[-1] ^ 1])),
+                 (flood, mindex, APORT, encode(fake))]
+        sends += [(inject, index, PORT, real)] * 5  # A's alert again, as B sent it: a replay
+        for sock, idx, port, data in sends:
+            sock.sendto(data, ("ff02::1", port, 0, idx))
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        out["refused_c"] = {k: v - before[0].get(k, 0) for k, v in ac.rejects.items()}
+        out["wakes_c"] = wakes["c"] - before[1]
+        out["origins_c"] = sorted(h.origin for h in ac.board.active(time.monotonic()))
+        out["a_origin"] = aa.origin
+        out["relayed_b"] = agents["b"][1].relayed
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
+    """A line A - B - C keyed by sessions: A's alert reaches C through B, re-tagged on each link;
+    forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody."""
+    ns = f"x0h-hops-{os.getpid()}"
+    sh(f"ip netns add {ns}")
+    try:
+        veth_pair(ns)
+        sh(f"ip -n {ns} link add x0hB2 type veth peer name x0hC")
+        for dev in ("x0hB2", "x0hC"):
+            sh(f"ip -n {ns} link set {dev} up")
+        for dev in ("x0hMa", "x0hMb", "x0hMc"):  # each agent's mesh interface (its alert origin)
+            sh(f"ip -n {ns} link add {dev} type veth peer name {dev}p")  # (no dummy module here)
+            sh(f"ip -n {ns} link set {dev}p up")
+            sh(f"ip -n {ns} link set {dev} up")
+        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", HOPS],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("hop-by-hop alert figures:", out)
+        assert set(out["reached_ms"]) == {"b", "c"}, out  # B heard it from A, C from B
+        assert out["relayed_b"] == 1
+        assert out["refused_c"] == {"unauthenticated": 2, "not_for_us": 1, "bad_tag": 1}, out
+        assert out["wakes_c"] == 0 and out["origins_c"] == [out["a_origin"]], out  # the replay: nothing new
+    finally:
+        sh(f"ip netns del {ns}", check=False)

@@ -41,15 +41,18 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         return once("identity", lambda: _identity(s))
 
     def peer(s: AgentSettings) -> Subsystem:
-        neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
-        service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
-        if s.probes.enabled:
-            # An authenticated session admits the neighbour's MAC into the eBPF guard; the end of
-            # its last session revokes it (docs/ebpf.md, "admission").
-            from x0tta.guard.enforce import PeerAdmission
+        def build() -> Subsystem:
+            neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
+            service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
+            if s.probes.enabled:
+                # An authenticated session admits the neighbour's MAC into the eBPF guard; the end of
+                # its last session revokes it (docs/ebpf.md, "admission").
+                from x0tta.guard.enforce import PeerAdmission
 
-            service.subscribe(PeerAdmission(probes(s).guard))  # type: ignore[attr-defined]
-        return service
+                service.subscribe(PeerAdmission(probes(s).guard))  # type: ignore[attr-defined]
+            return service
+
+        return once("peer", build)
 
     # What the healing loop changed on purpose (a detached hard interface, a tuned OGM interval),
     # shared with the mesh reconcile so that it does not undo it as drift.
@@ -59,7 +62,14 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         return once("mesh", lambda: _mesh(s, overrides))
 
     def heal(s: AgentSettings) -> Subsystem:
-        return _heal(s, overrides, hooks)
+        service = _heal(s, overrides, hooks)
+        if s.peer.enabled and s.identity.enabled:
+            # Once this node has an identity, liveness probes are keyed by the neighbours' sessions,
+            # and only those keys are taken (docs/heal.md, "authenticated probes").
+            ident = identity(s)
+            service.identity_ready = lambda: bool(getattr(ident, "ready", False))  # type: ignore[attr-defined]
+            peer(s).subscribe(service.peer_changed)  # type: ignore[attr-defined]
+        return service
 
     # The probes are shared too: the peer subsystem admits and revokes MACs through
     # ``probes.guard`` and the MAPE-K monitor reads ``probes.neighbors_seen()`` (docs/ebpf.md).

@@ -9,6 +9,13 @@ is counted and logged (at most once a minute per sender address) and dropped.
 
 The socket is opened lazily: the mesh interface may appear (or get its link-local address) after
 the agent started; :meth:`Alerter.ensure` retries at most every few seconds.
+
+Hop by hop: once this node takes its keys from sessions (``link_keys.required``), alerts no longer
+ride batman-adv's flood. They go out on every hard interface through the prober's sockets
+(``hops``, :meth:`~x0tta.heal.liveness.Prober.flood`), tagged for that link's sessions, and arrive
+through them (:meth:`Alerter.hop_receive`); an agent that takes a new alert sends it on over its
+other links. Anything arriving on the ``bat0`` socket is then refused: nobody there shares a key
+with this node.
 """
 
 from __future__ import annotations
@@ -18,10 +25,17 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from x0tta.heal.core.alert import Alert, AlertDecodeError, Board, decode, encode
+from x0tta.heal.core.linkkeys import LinkKeys
 from x0tta.heal.liveness import ALL_NODES, open_link_socket, read_mac
+
+
+class Hops(Protocol):
+    """How alerts go hop by hop: the prober's sockets, one per hard interface."""
+
+    def flood(self, build: Callable[[str], bytes | None], skip: str | None = None) -> int: ...
 
 REPEAT_AFTER = 0.2
 RETRY_OPEN = 5.0
@@ -38,7 +52,13 @@ class Alerter:
         key: bytes | None = None,
         wake: Callable[[], None] | None = None,
         log: Any = None,
+        link_keys: LinkKeys | None = None,
+        hops: Hops | None = None,
     ) -> None:
+        self.link_keys = link_keys
+        self.hops = hops
+        self.rejects: dict[str, int] = {}
+        self.relayed = 0
         self.board = board
         self.meshif = meshif
         self.port = port
@@ -84,19 +104,80 @@ class Alerter:
         self.sock.close()
         self.sock = None
 
+    @property
+    def hop_by_hop(self) -> bool:
+        return self.link_keys is not None and self.link_keys.required
+
     def raise_alert(self, kind: str, now: float) -> Alert | None:
         """Tell the mesh that a link of this node is ``kind``; this node takes it as heard too.
-        None while the socket is not open (see :meth:`ensure`, called every cycle)."""
-        if self.sock is None or self.origin is None:
+        None while the socket is not open (see :meth:`ensure`, called every cycle), or when alerts
+        go hop by hop and there is nothing to send them through."""
+        if self.sock is None or self.origin is None or (self.hop_by_hop and self.hops is None):
             return None
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         alert = Alert(origin=self.origin, seq=self.seq, kind=kind, hold_ms=int(self.hold * 1000))
         self.board.hear(alert, now)
+        if self.hop_by_hop:
+            self._relay(alert)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(REPEAT_AFTER, self._relay, alert)
+            return alert
         data = encode(alert, self.key)
         self._send(data)
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop().call_later(REPEAT_AFTER, self._send, data)
         return alert
+
+    def _relay(self, alert: Alert, skip: str | None = None) -> None:
+        """Send ``alert`` on every hard interface but ``skip``, tagged for that link's sessions."""
+        ring, hops = self.link_keys, self.hops
+        if ring is None or hops is None:
+            return
+
+        def build(ifname: str) -> bytes | None:
+            keys = ring.signing(ifname)
+            return encode(alert, link_keys=keys) if keys else None
+
+        self.sent += hops.flood(build, skip)
+
+    def hop_receive(self, hardif: str, data: bytes, sender: str = "") -> None:
+        """An alert that arrived on a hard interface (through the prober's socket there)."""
+        now = time.monotonic()
+        ring = self.link_keys
+        if ring is None or not ring.required:
+            self._refuse("unauthenticated", sender, "a hop-by-hop alert while alerts ride bat0's flood", now)
+            return
+
+        def lookup(kid: bytes) -> bytes | None:
+            k = ring.find(hardif, kid, now)
+            return k.key if k is not None else None
+
+        try:
+            alert = decode(data, None, lookup)
+        except AlertDecodeError as exc:
+            self._refuse(exc.reason, sender, str(exc), now)
+            return
+        self.received += 1
+        if alert.origin == self.origin:
+            return  # ours, sent back by a neighbour that relayed it
+        if self._take(alert, now):
+            self.relayed += 1
+            self._relay(alert, skip=hardif)
+
+    def _take(self, alert: Alert, now: float) -> bool:
+        if not self.board.hear(alert, now):
+            return False
+        if self.log is not None:
+            self.log.info("heal_alert_heard", origin=alert.origin, kind=alert.kind, seq=alert.seq,
+                          hold_ms=alert.hold_ms)
+        if self.wake is not None:
+            self.wake()
+        return True
+
+    def _refuse(self, reason: str, sender: str, why: str, now: float) -> None:
+        self.rejected += 1
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        self._log_rejected(sender, why, now)
 
     def _send(self, data: bytes) -> None:
         if self.sock is None:
@@ -118,19 +199,17 @@ class Alerter:
             except OSError:
                 return
             now = time.monotonic()
+            if self.hop_by_hop:
+                self._refuse("unauthenticated", str(addr[0]),
+                             "an alert over bat0's flood while alerts go hop by hop, keyed by sessions", now)
+                continue
             try:
                 alert = decode(data, self.key)
             except AlertDecodeError as exc:
-                self.rejected += 1
-                self._log_rejected(str(addr[0]), str(exc), now)
+                self._refuse(exc.reason, str(addr[0]), str(exc), now)
                 continue
             self.received += 1
-            if self.board.hear(alert, now):
-                if self.log is not None:
-                    self.log.info("heal_alert_heard", origin=alert.origin, kind=alert.kind, seq=alert.seq,
-                                  hold_ms=alert.hold_ms)
-                if self.wake is not None:
-                    self.wake()
+            self._take(alert, now)
 
     def _log_rejected(self, sender: str, why: str, now: float) -> None:
         if self.log is None or now - self._logged.get(sender, -1e9) < 60.0:

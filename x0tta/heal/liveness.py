@@ -40,6 +40,7 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ICMP6_FILTER = 1
 ECHO_REQUEST, ECHO_REPLY = 128, 129
 ECHO_MAGIC = b"X0LE"
+ALERT_MAGIC = b"X0MA"  # x0tta.heal.core.alert.MAGIC: a hop-by-hop alert on a probe socket
 IDLE_EVERY = 10  # an interface where no peer was ever heard is probed every 10th round
 _ECHO = struct.Struct("!BBHHH4s")  # type, code, checksum (the kernel fills it), id, seq, magic
 
@@ -154,6 +155,8 @@ class Prober:
         self._echo_seq = 0
         self._round = 0
         self._heard_on: set[str] = set()  # interfaces where a peer was heard since the start
+        # hop-by-hop mesh alerts share the probe sockets (x0tta.heal.alerts.Alerter.hop_receive)
+        self.on_alert: Callable[[str, bytes, str], None] | None = None
 
     def _open(self, name: str, mac: str) -> _Iface:
         s, index = open_link_socket(name, self.port)
@@ -186,12 +189,16 @@ class Prober:
         """One datagram per call: the loop calls again while more are waiting (a drain would end
         every wake-up with a recv that fails with EAGAIN, a system call for nothing)."""
         try:
-            data, addr = iface.sock.recvfrom(2048)
+            data, addr = iface.sock.recvfrom(4096)
         except OSError:  # BlockingIOError: a spurious wake-up; anything else: try again next time
+            return
+        iface.probes_rx += 1
+        if data[:4] == ALERT_MAGIC:
+            if self.on_alert is not None:
+                self.on_alert(iface.name, data, str(addr[0]))
             return
         now = time.monotonic()
         self.received += 1
-        iface.probes_rx += 1
         probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
         if probe is not None and not probe.bye:
             self._heard_on.add(iface.name)
@@ -258,6 +265,23 @@ class Prober:
             if iface.rx_packets is not None and count - iface.rx_packets > iface.probes_rx - iface.probes_at_tick:
                 iface.other_rx_at = now
             iface.rx_packets, iface.probes_at_tick = count, iface.probes_rx
+
+    def flood(self, build: Callable[[str], bytes | None], skip: str | None = None) -> int:
+        """Send ``build(interface)`` to ``ff02::1`` on every interface but ``skip`` (None: not there);
+        how many went out."""
+        sent = 0
+        for iface in self.ifaces.values():
+            if iface.name == skip:
+                continue
+            data = build(iface.name)
+            if data is None:
+                continue
+            try:
+                iface.sock.sendto(data, (ALL_NODES, self.port, 0, iface.index))
+                sent += 1
+            except OSError:
+                iface.send_errors += 1
+        return sent
 
     def link_rx(self) -> dict[str, float]:
         return {i.name: i.other_rx_at for i in self.ifaces.values() if i.other_rx_at is not None}

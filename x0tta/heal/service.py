@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from x0tta.heal.alerts import Alerter
 from x0tta.heal.breakers import Breakers
 from x0tta.heal.core import loop
 from x0tta.heal.core.alert import Board
+from x0tta.heal.core.linkkeys import LinkKeys
 from x0tta.heal.core.liveness import Tracker
 from x0tta.heal.core.model import (
     ActionKind,
@@ -107,13 +108,22 @@ class _Metrics:
             ["kind"], registry=r, buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0),
         )
         self.alerts = Counter(
-            "x0tta_heal_alerts_total", "Mesh alerts, by direction (sent, received, rejected)",
+            "x0tta_heal_alerts_total", "Mesh alerts, by direction (sent, received, rejected, relayed)",
             ["direction"], registry=r,
         )
         self.probes = Counter(
             "x0tta_heal_probes_total", "Liveness probes, by direction (sent, received, rejected)",
             ["direction"], registry=r,
         )
+        self.refused = Counter(
+            "x0tta_heal_probes_refused_total",
+            "Liveness probes refused, by reason (malformed, unauthenticated, not_for_us, bad_tag, wrong_sender, "
+            "replayed)", ["reason"], registry=r,
+        )
+        self.alerts_refused = Counter(
+            "x0tta_heal_alerts_refused_total", "Mesh alerts refused, by reason (as for probes)", ["reason"], registry=r,
+        )
+        self.link_keys = Gauge("x0tta_heal_link_keys", "Probe keys from neighbour sessions in force", registry=r)
 
 
 class HealService(Subsystem):
@@ -138,13 +148,16 @@ class HealService(Subsystem):
         self.executor: Executor | None = None
         self.prober: Prober | None = None
         self.alerter: Alerter | None = None
+        # Probe keys from the neighbours' PQ mTLS sessions; the wiring feeds it (peer_changed) and
+        # sets ``required`` when this node has an identity and a peer subsystem.
+        self.link_keys = LinkKeys()
+        self.identity_ready: Callable[[], bool] | None = None  # the wiring's: has this node an SVID yet
+        self._counted: dict[str, dict[str, int]] = {}  # what _add has counted so far, per counter
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
         self._registry_id: int | None = None
         self._known_hardifs: set[str] = set()
         self._spans: dict[str, Any] = {}
-        self._probe_counts = (0, 0, 0)
-        self._alert_counts = (0, 0, 0)
         self._tracer: Any = None
         self.cycles = 0
 
@@ -258,11 +271,14 @@ class HealService(Subsystem):
             key = (await asyncio.to_thread(Path(s.probe_key_file).read_bytes)).strip() or None
         if s.alert_enabled:
             self.alerter = Alerter(Board(s.alert_hold_max), meshif, s.alert_port, s.alert_hold, key=key,
-                                   wake=self._wake.set, log=ctx.log)
+                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys)
         if s.probe_enabled:
-            tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key)
+            tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key, link_keys=self.link_keys)
             self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
                                  suspect_run=min(s.silent_loss_run, s.suspect_run or s.silent_loss_run), log=ctx.log)
+            if self.alerter is not None:  # once keyed by sessions, alerts go hop by hop over these sockets
+                self.alerter.hops = self.prober
+                self.prober.on_alert = self.alerter.hop_receive
 
     def _probe_ifaces(self) -> set[str]:
         return set(self._known_hardifs)
@@ -287,17 +303,49 @@ class HealService(Subsystem):
                     ctx.health.set(Condition("heal_monitor_failing", Severity.DEGRADED, str(exc)))
                 await asyncio.sleep(min(5.0, s.poll_interval * failures))
 
+    def session_keys_due(self, log: Any = None) -> bool:
+        """Take probe keys from sessions from now on, if this node just got its identity; True then."""
+        if self.link_keys.required or self.identity_ready is None or not self.identity_ready():
+            return False
+        self.link_keys.required = True
+        if log is not None:
+            log.info("heal_probes_session_keyed", sessions=self.link_keys.count(time.monotonic()))
+        return True
+
+    def peer_changed(self, change: Any) -> None:
+        """A neighbour session came up or went (``x0tta.peer.service.PeerChange``, duck-typed: heal
+        does not import peer). A session over a hard interface's link-local address keys the
+        probes on that interface; any other session (a routed address) keys nothing."""
+        host, key = str(getattr(change, "host", "")), bytes(getattr(change, "link_key", b""))
+        addr, _, hardif = host.strip("[]").partition("%")
+        if not hardif or not addr.lower().startswith("fe80:") or len(key) < 16:
+            return
+        now = time.monotonic()
+        if getattr(change, "up", False):
+            self.link_keys.up(hardif, host, key, now)
+        else:
+            self.link_keys.down(hardif, key, now)
+
     def notes(self) -> tuple[Condition, ...]:
         """What an operator should know about how far the loop can be trusted (``x0tta status``)."""
         out = []
         s = self.settings
-        if s is not None and not s.probe_key_file and (s.probe_enabled or s.alert_enabled):
-            out.append(Condition(
-                "heal_probes_unauthenticated", Severity.OK,
-                "liveness probes and mesh alerts carry no tag ([heal] probe_key_file is empty): anyone on a "
-                "mesh link can fake or hide loss on that link (the loop steers traffic, never admits anyone) "
-                "or make the nodes forward OGMs unaggregated for alert_hold_max",
-            ))
+        if s is not None and (s.probe_enabled or s.alert_enabled):
+            if self.link_keys.required:
+                if not self.link_keys.count(time.monotonic()):
+                    out.append(Condition(
+                        "heal_probes_without_sessions", Severity.OK,
+                        "liveness probes are keyed by the neighbours' PQ mTLS sessions and none is up yet: "
+                        "no probe is taken, so the loop acts on batman-adv's tables alone",
+                    ))
+            elif not s.probe_key_file:
+                out.append(Condition(
+                    "heal_probes_unauthenticated", Severity.OK,
+                    "liveness probes and mesh alerts carry no tag (no node identity and peer sessions to key "
+                    "them, and [heal] probe_key_file is empty): anyone on a mesh link can fake or hide loss on "
+                    "that link (the loop steers traffic, never admits anyone) or make the nodes forward OGMs "
+                    "unaggregated for alert_hold_max",
+                ))
         if self.prober is not None and not self.prober.echo:
             out.append(Condition(
                 "heal_probe_echo_unavailable", Severity.DEGRADED,
@@ -393,6 +441,7 @@ class HealService(Subsystem):
 
     async def cycle(self, ctx: Context, mesh: Any, links: Any) -> None:
         started = time.perf_counter()
+        self.session_keys_due(ctx.log)
         obs = await self.observe(ctx, mesh, links)
         k = self.knowledge
         assert k is not None and self.executor is not None
@@ -422,20 +471,25 @@ class HealService(Subsystem):
         if self._metrics:
             self._metrics.cycle.observe(time.perf_counter() - started)
             self._metrics.incidents_open.set(len(k.incidents))
+            m = self._metrics
             if self.prober is not None:
-                sent, recv, rej = self.prober.sent, self.prober.received, self.prober.tracker.rejected
-                ps, pr, pj = self._probe_counts
-                self._metrics.probes.labels("sent").inc(sent - ps)
-                self._metrics.probes.labels("received").inc(recv - pr)
-                self._metrics.probes.labels("rejected").inc(rej - pj)
-                self._probe_counts = (sent, recv, rej)
+                p = self.prober
+                self._add(m.probes, "probes", {"sent": p.sent, "received": p.received, "rejected": p.tracker.rejected})
+                self._add(m.refused, "probes_refused", p.tracker.rejects)
+                m.link_keys.set(self.link_keys.count(time.monotonic()))
             if self.alerter is not None:
                 a = self.alerter
-                asent, arecv, arej = self._alert_counts
-                self._metrics.alerts.labels("sent").inc(a.sent - asent)
-                self._metrics.alerts.labels("received").inc(a.received - arecv)
-                self._metrics.alerts.labels("rejected").inc(a.rejected - arej)
-                self._alert_counts = (a.sent, a.received, a.rejected)
+                self._add(m.alerts, "alerts", {"sent": a.sent, "received": a.received, "rejected": a.rejected,
+                                               "relayed": a.relayed})
+                self._add(m.alerts_refused, "alerts_refused", a.rejects)
+
+    def _add(self, counter: Any, name: str, totals: Mapping[str, int]) -> None:
+        """Bring a labelled counter up to the adapter's running ``totals`` (label -> count)."""
+        seen = self._counted.setdefault(name, {})
+        for label, total in totals.items():
+            if total > seen.get(label, 0):
+                counter.labels(label).inc(total - seen.get(label, 0))
+            seen[label] = total
 
     def _alert(self, ctx: Context, k: loop.Knowledge) -> None:
         """A link of this node was just confirmed silent or went down: tell the mesh."""

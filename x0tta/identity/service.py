@@ -176,6 +176,11 @@ class IdentityService(Subsystem):
         self._metrics_registry: Any = None
 
     # -- for other subsystems ----------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """This node has an identity: the source delivered an SVID (it stays True once it did)."""
+        return self._ready.is_set()
+
     async def wait_source(self, timeout: float | None = None) -> SourceBase:
         """The source once it has an SVID (raises TimeoutError after ``timeout``).
 

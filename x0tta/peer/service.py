@@ -66,6 +66,7 @@ from x0tta.peer.tls import (
 )
 
 CAPABILITIES = ("rpc.v1",)
+LINK_KEY_LABEL = b"EXPORTER-x0tta-link-v1"  # RFC 8446 7.5; x0tta.heal.core.linkkeys.LABEL names the same
 MethodHandler = Callable[[PeerSession, bytes], Awaitable[bytes]]
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -80,6 +81,9 @@ class PeerChange:
 
     ``host`` is the peer's IP address as the socket saw it (the guard maps it to the neighbour's
     MAC to admit its batman-adv frames); ``spiffe_id`` was verified in the handshake.
+    ``link_key`` is a secret only the two ends of this session hold (the TLS exporter with label
+    :data:`LINK_KEY_LABEL`), the same in the up and the down change: the heal loop keys its
+    liveness probes on that link with it.
     """
 
     up: bool
@@ -87,6 +91,7 @@ class PeerChange:
     spiffe_id: str
     direction: str  # "in" or "out"
     reason: str = ""  # why it went down
+    link_key: bytes = b""
 
 
 class NoSession(TemporaryError):
@@ -467,8 +472,10 @@ class PeerService(Subsystem):
                       peer=str(stream.peer.spiffe_id), peer_node=session.core.their_hello.node_id
                       if session.core.their_hello else "", group=stream.peer.group,
                       signature=stream.peer.key_algorithm, resumed=stream.peer.resumed)
+        session.link_key = stream.export_keying_material(LINK_KEY_LABEL, 32)
         self.spawn(self._watch(session, direction))
-        self._notify(PeerChange(True, stream.peer_host, str(stream.peer.spiffe_id), direction))
+        self._notify(PeerChange(True, stream.peer_host, str(stream.peer.spiffe_id), direction,
+                                link_key=session.link_key))
         return session
 
     async def _watch(self, session: PeerSession, direction: str) -> None:
@@ -484,7 +491,7 @@ class PeerService(Subsystem):
         finally:
             self.inbound.discard(session)
             self._notify(PeerChange(False, session.stream.peer_host, str(session.peer.spiffe_id), direction,
-                                    session.close_reason or "shutdown"))
+                                    session.close_reason or "shutdown", link_key=session.link_key))
             if self._metrics:
                 self._metrics.sessions.labels(direction).dec()
                 reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"

@@ -88,6 +88,7 @@ class PeerSession:
         self._finishing = False
         self.requests_served = 0
         self.opened_at = time.time()
+        self.link_key = b""  # set by the service once established (PeerChange.link_key)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

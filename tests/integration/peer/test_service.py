@@ -39,6 +39,8 @@ async def test_two_nodes_session_and_listing():
     b.subscribe(changes.append)
     async with running(b, ctx_b):
         a, ctx_a = PeerService(id_a), FakeContext(settings(0, [f"127.0.0.1:{b.port}"]), node_id="a")
+        changes_a = []
+        a.subscribe(changes_a.append)
         async with running(a, ctx_a):
             address = f"127.0.0.1:{b.port}"
             assert await a.request(address, "peer.echo", b"over pq tls") == b"over pq tls"
@@ -59,8 +61,12 @@ async def test_two_nodes_session_and_listing():
             (up,) = changes
             assert up.up and up.host == "127.0.0.1" and up.spiffe_id == "spiffe://mesh.test/node/a"
             assert up.direction == "in"
+            # both ends derive the same link key from the session (the TLS exporter), and only they
+            (out,) = changes_a
+            assert out.direction == "out" and len(out.link_key) == 32 and out.link_key == up.link_key
         await until(lambda: len(changes) == 2)  # a stopped: its session to b went down
         assert not changes[1].up and changes[1].spiffe_id == "spiffe://mesh.test/node/a"
+        assert changes[1].link_key == up.link_key  # the down change names the key to retire
 
 
 async def test_rotation_reauthenticates_without_losing_a_request():
@@ -73,6 +79,8 @@ async def test_rotation_reauthenticates_without_losing_a_request():
 
     id_a, id_b = StaticIdentity(creds("/node/a")), StaticIdentity(creds("/node/b"))
     b, ctx_b = PeerService(id_b), FakeContext(settings(0, reauth_fraction=0.3), node_id="b")
+    keys = []
+    b.subscribe(lambda c: c.up and keys.append(c.link_key))
     async with running(b, ctx_b):
         a = PeerService(id_a)
         ctx_a = FakeContext(settings(0, [f"127.0.0.1:{b.port}"], reauth_fraction=0.3), node_id="a")
@@ -102,6 +110,7 @@ async def test_rotation_reauthenticates_without_losing_a_request():
             await asyncio.gather(rotate(), *(client(i) for i in range(4)))
             assert failures == [] and ok > 100
             assert rotations >= 8
+            assert len(keys) >= 4 and len(set(keys)) == len(keys)  # every re-authentication: a new link key
             assert sample(ctx_a, "x0tta_peer_rotations_total", kind="svid") >= 4
             assert sample(ctx_b, "x0tta_peer_rotations_total", kind="svid") >= 4
             assert sample(ctx_a, "x0tta_peer_reauthentications_total", result="ok") >= 4

@@ -48,3 +48,29 @@ def test_neighbour_dialling_can_be_turned_off():
     mesh = table["mesh"](settings)
     mesh.last_observation = _Seen([_Neighbor("02:ba:00:02:00:01", "veth1")])
     assert table["peer"](settings).peer_addresses() == []
+
+
+def test_with_an_identity_the_heal_loop_takes_probe_keys_from_peer_sessions():
+    from x0tta.peer.service import PeerChange
+
+    settings = parse_settings("")
+    table = factories(settings)
+    heal = table["heal"](settings)
+    peer = table["peer"](settings)
+    assert not heal.link_keys.required and not heal.session_keys_due()  # no SVID yet: nothing to key with
+    table["identity"](settings)._ready.set()  # the source delivered one
+    assert heal.session_keys_due() and heal.link_keys.required
+    assert not heal.session_keys_due()  # once
+    key = b"s" * 32
+    peer._notify(PeerChange(True, "fe80::ba:ff:fe02:1%veth1", "spiffe://mesh.x0tta/node/b", "out", link_key=key))
+    peer._notify(PeerChange(True, "10.0.0.2", "spiffe://mesh.x0tta/node/c", "out", link_key=b"r" * 32))  # routed
+    assert [kid for kid, _k in heal.link_keys.signing("veth1")] and list(heal.link_keys.keys) == ["veth1"]
+    peer._notify(PeerChange(False, "fe80::ba:ff:fe02:1%veth1", "spiffe://mesh.x0tta/node/b", "out", "eof",
+                            link_key=key))
+    assert heal.link_keys.signing("veth1") == []  # closed: verifies for the grace, signs no more
+
+
+def test_without_an_identity_probes_are_not_session_keyed():
+    settings = parse_settings("[identity]\nenabled = false\n")
+    heal = factories(settings)["heal"](settings)
+    assert not heal.session_keys_due() and not heal.link_keys.required

@@ -26,7 +26,9 @@ def test_round_trip_with_and_without_key():
 @pytest.mark.parametrize(("data", "why"), [
     (b"X0MA", "too short"),
     (b"NOPE" + bytes(16), "not a mesh alert"),
-    (b"X0MA\x02" + bytes(15), "version 2"),
+    (b"X0MA\x03" + bytes(15), "version 3"),
+    (b"X0MA\x02\x04" + bytes(14), "session tags"),
+    (b"X0MA\x02\x01" + bytes(14), "reserved bits"),
     (al.encode(al.Alert(ORIGIN, 1, "link_down", 1)) + b"x", "length"),
     (al.encode(al.Alert(ORIGIN, 1, "link_down", 1))[:18] + b"\x09\x00", "unknown alert kind 9"),
     (al.encode(al.Alert("03:00:00:00:00:01", 1, "link_down", 1)), "multicast"),
@@ -54,13 +56,44 @@ def test_board_takes_an_alert_once_caps_its_hold_and_forgets_it_after():
     assert h.until == 105.0  # capped at hold_max
     assert board.hear(replace(a, seq=11, hold_ms=1000), 101.0)  # newer: replaces, shorter
     assert board.active(101.9) and not board.active(102.1)
-    assert board.hear(replace(a, seq=2**32 - 1), 103.0)  # after expiry its sequence starts over
+    assert not board.hear(replace(a, seq=10), 103.0)  # a replay after its hold ran out: still old
+    assert board.hear(replace(a, seq=12), 103.0)
 
 
 def test_board_is_bounded_against_a_storm_of_origins():
     board = al.Board(hold_max=5.0, max_origins=4)
     heard = [board.hear(al.Alert(f"02:00:00:00:00:{i:02x}", 1, "link_down", 3000), 0.0) for i in range(10)]
     assert heard == [True] * 4 + [False] * 6 and len(board.heard) == 4
+    # once their holds are over, a new origin takes the place of the one heard longest ago
+    assert board.hear(al.Alert("02:00:00:00:00:99", 1, "link_down", 3000), 4.0)
+    assert len(board.seqs) == 4 and "02:00:00:00:00:00" not in board.seqs
+
+
+KEY, OTHER = b"a-b session secret..............", b"x-y session secret.............."
+
+
+def test_session_tagged_alerts_verify_per_link_and_refuse_the_rest():
+    from x0tta.heal.core.linkkeys import key_id
+
+    a = al.Alert(ORIGIN, 7, "silent_loss", 3000)
+    data = al.encode(a, link_keys=[(key_id(OTHER), OTHER), (key_id(KEY), KEY)])
+    assert data[4] == al.VERSION_SESSION and len(data) == 20 + 1 + 2 * 16
+    mine = {key_id(KEY): KEY}
+    assert al.decode(data, lookup=mine.get) == a
+    refusals = [
+        (al.encode(a), "unauthenticated"),
+        (al.encode(a, b"shared"), "unauthenticated"),
+        (al.encode(a, link_keys=[(key_id(OTHER), OTHER)]), "not_for_us"),
+        (data[:-1] + bytes([data[-1] ^ 1]), "bad_tag"),
+        (data[:12] + b"\x03" + data[13:], "bad_tag"),  # the origin changed in flight
+        (data[:-16], "malformed"),
+    ]
+    for bad, reason in refusals:
+        with pytest.raises(al.AlertDecodeError) as err:
+            al.decode(bad, lookup=mine.get)
+        assert err.value.reason == reason, (bad, reason)
+    with pytest.raises(al.AlertDecodeError, match="session tags"):
+        al.decode(data, b"shared")  # a shared-key node cannot check them
 
 
 def run(k, obs, now):

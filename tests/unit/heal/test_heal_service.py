@@ -96,7 +96,7 @@ class Prober:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.sent = self.received = 0
-        self.tracker = type("T", (), {"rejected": 0, "stalls": 0})()
+        self.tracker = type("T", (), {"rejected": 0, "rejects": {}, "stalls": 0})()
 
     def link_rx(self):
         return {}

@@ -17,32 +17,59 @@ Wire format, version 1 (network byte order)::
 ``origin`` is the sender's originator address (its primary interface MAC); ``seq`` grows with each
 new alert of that sender, and a repeat of the same alert (sent twice, in case one copy is lost)
 carries the same ``seq``. ``kind``: 2 silent loss, 3 link down (1, link suspect, is understood but
-not sent: a mere suspicion stays the business of the node that has it). With flag bit 0 set
-the datagram ends with a 16-byte HMAC-SHA256 tag keyed by the probe key (``[heal]
-probe_key_file``); a receiver with a key drops untagged or badly tagged alerts. Without a key a
-forged alert can only make nodes forward OGMs without aggregating them for ``alert_hold_max``.
+not sent: a mere suspicion stays the business of the node that has it).
+
+Authentication, two ways, as for the liveness probes:
+
+* **Hop by hop, keyed by sessions** (version 2, flag bit 2), once the node has an identity: the
+  alert does not ride batman-adv's flood, whose far ends share no key with the sender. It goes to
+  ``ff02::1`` on every hard interface (the probe port), with one entry per session on that link:
+  count (u8), then key id (4) | tag (12) (:mod:`~x0tta.heal.core.linkkeys`). Every agent that
+  verifies a new alert acts on it and sends it on over its other links, re-tagged for them, so it
+  crosses the mesh one authenticated hop at a time; the board's sequence numbers stop the flood.
+* **A shared key** (version 1, flag bit 0; ``[heal] probe_key_file``): flooded over ``bat0`` with a
+  16-byte HMAC-SHA256 tag. A receiver with a key drops untagged or badly tagged alerts.
+
+Without either, a forged alert can only make nodes forward OGMs without aggregating them for
+``alert_hold_max``. A replayed alert changes nothing: the board remembers the newest ``seq`` of
+every origin it tracks, also after the alert's hold ran out.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from x0tta.common.errors import DecodeError
+from x0tta.heal.core.linkkeys import (
+    ENTRY_LEN,
+    MAX_PER_LINK,
+    SHARED_TAG_LEN,
+    LinkTagError,
+    authenticate,
+    shared_tag,
+    tag_entries,
+)
 
 MAGIC = b"X0MA"
-VERSION = 1
+VERSION = 1  # flooded over bat0: unkeyed, or tagged with a shared key
+VERSION_SESSION = 2  # hop by hop, tagged per session
 FLAG_AUTH = 0x01
-TAG_LEN = 16
+FLAG_SESSION = 0x04
+TAG_LEN = SHARED_TAG_LEN
 _FRAME = struct.Struct("!4sBBHI6sBB")
 KINDS = {1: "link_suspect", 2: "silent_loss", 3: "link_down"}
 KIND_CODES = {v: k for k, v in KINDS.items()}
 
 
 class AlertDecodeError(DecodeError):
-    """A datagram that is not a valid mesh alert (or fails its authentication)."""
+    """A datagram that is not a valid mesh alert (or fails its authentication); ``reason`` as for
+    probes: malformed, unauthenticated, not_for_us, bad_tag."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,36 +80,49 @@ class Alert:
     hold_ms: int
 
 
-def encode(a: Alert, key: bytes | None = None) -> bytes:
+def encode(a: Alert, key: bytes | None = None, link_keys: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """``link_keys``: (key id, key) of every session on the link it goes out on (version 2);
+    else ``key``: a shared key (version 1, one tag); else untagged."""
     if a.kind not in KIND_CODES:
         raise ValueError(f"unknown alert kind {a.kind!r}")
-    out = _FRAME.pack(MAGIC, VERSION, FLAG_AUTH if key else 0, max(0, min(a.hold_ms, 0xFFFF)),
+    entries = list(link_keys[:MAX_PER_LINK])
+    version, flags = (VERSION_SESSION, FLAG_SESSION) if entries else (VERSION, FLAG_AUTH if key else 0)
+    out = _FRAME.pack(MAGIC, version, flags, max(0, min(a.hold_ms, 0xFFFF)),
                       a.seq & 0xFFFFFFFF, bytes.fromhex(a.origin.replace(":", "")), KIND_CODES[a.kind], 0)
+    if entries:
+        out += bytes([len(entries)])
+        return out + tag_entries(out, entries)
     if key:
-        out += hmac.new(key, out, hashlib.sha256).digest()[:TAG_LEN]
+        out += shared_tag(key, out)
     return out
 
 
-def decode(data: bytes, key: bytes | None = None) -> Alert:
-    """Parse one datagram; raises :class:`AlertDecodeError` and nothing else on bad input."""
+def decode(data: bytes, key: bytes | None = None, lookup: Callable[[bytes], bytes | None] | None = None) -> Alert:
+    """Parse one datagram; raises :class:`AlertDecodeError` and nothing else on bad input.
+
+    ``lookup`` (key id -> key): this node takes alerts hop by hop, keyed by its sessions, and the
+    alert must carry an entry that verifies under one of them. Else ``key``: a shared key."""
     if len(data) < _FRAME.size:
         raise AlertDecodeError(f"alert too short ({len(data)} bytes)")
     magic, version, flags, hold, seq, origin, kind, _r = _FRAME.unpack_from(data)
     if magic != MAGIC:
         raise AlertDecodeError("not a mesh alert")
-    if version != VERSION:
+    if version not in (VERSION, VERSION_SESSION):
         raise AlertDecodeError(f"alert version {version} not understood")
-    if flags & ~FLAG_AUTH or _r:
+    if _r or flags & ~(FLAG_SESSION if version == VERSION_SESSION else FLAG_AUTH):
         raise AlertDecodeError("alert has reserved bits set")
-    tagged = bool(flags & FLAG_AUTH)
-    if len(data) != _FRAME.size + (TAG_LEN if tagged else 0):
+    session = version == VERSION_SESSION
+    count = 0
+    if session:
+        count = data[_FRAME.size] if len(data) > _FRAME.size else 0
+        if not flags & FLAG_SESSION or count == 0 or len(data) != _FRAME.size + 1 + count * ENTRY_LEN:
+            raise AlertDecodeError(f"alert length {len(data)} does not match its session tags")
+    elif len(data) != _FRAME.size + (TAG_LEN if flags & FLAG_AUTH else 0):
         raise AlertDecodeError(f"alert length {len(data)} is wrong")
-    if key is not None:
-        if not tagged:
-            raise AlertDecodeError("unauthenticated alert while a probe key is configured")
-        want = hmac.new(key, data[:_FRAME.size], hashlib.sha256).digest()[:TAG_LEN]
-        if not hmac.compare_digest(want, data[_FRAME.size:]):
-            raise AlertDecodeError("alert authentication failed")
+    try:
+        authenticate(data, _FRAME.size, session=session, count=count, key=key, lookup=lookup)
+    except LinkTagError as exc:
+        raise AlertDecodeError(f"alert {exc}", exc.reason) from None
     if kind not in KINDS:
         raise AlertDecodeError(f"unknown alert kind {kind}")
     if origin[0] & 0x01:
@@ -112,7 +152,7 @@ class Board:
     seqs: dict[str, int] = field(default_factory=dict)
 
     def hear(self, a: Alert, now: float) -> bool:
-        """Record ``a``; True when it is new (not a repeat or an older one)."""
+        """Record ``a``; True when it is new (not a repeat, an older one, or a replay)."""
         last = self.seqs.get(a.origin)
         if last is not None:
             diff = (a.seq - last) & 0xFFFFFFFF
@@ -120,17 +160,21 @@ class Board:
                 return False  # the same seq, or older (serial number arithmetic)
         self.expire(now)
         if a.origin not in self.seqs and len(self.seqs) >= self.max_origins:
-            return False  # full: what is in force stays; a storm of fake origins gains nothing
-        self.seqs[a.origin] = a.seq
+            quiet = next((o for o in self.seqs if o not in self.heard), None)
+            if quiet is None:
+                return False  # full of alerts in force: a storm of fake origins gains nothing
+            del self.seqs[quiet]  # the origin heard longest ago whose alert is over
+        self.seqs.pop(a.origin, None)
+        self.seqs[a.origin] = a.seq  # kept in the order last heard
         self.heard[a.origin] = Heard(a.origin, a.kind, now + min(a.hold_ms / 1000.0, self.hold_max))
         return True
 
     def expire(self, now: float) -> None:
+        """Drop the alerts whose hold is over. Their origins' newest ``seq`` stays (a replay of an
+        alert whose hold ran out is still old); an agent that restarts starts its ``seq`` from its
+        clock, so its alerts are newer."""
         for origin in [o for o, h in self.heard.items() if h.until <= now]:
             del self.heard[origin]
-        # forget the seq of an origin quiet for long (a restarted agent starts its seq again)
-        for origin in [o for o in self.seqs if o not in self.heard]:
-            del self.seqs[origin]
 
     def active(self, now: float) -> tuple[Heard, ...]:
         self.expire(now)

@@ -15,11 +15,23 @@ Wire format, version 1 (network byte order)::
           held: ns between hearing it and sending this (u32) | loss of that peer's probes, permille (u16)
 
 ``sent`` is the sender's own monotonic clock; only the sender reads it back (in an ack echo), so
-the two clocks never need to agree: RTT = now - echo - held. With flag bit 0 set the datagram
-ends with a 16-byte HMAC-SHA256 tag over everything before it, keyed by a shared secret
-(``[heal] probe_key_file``; node identity will provide the key). A receiver with a key drops
-untagged or badly tagged probes. Without a key, a forged probe can only fake or hide loss on one
-link - the loop then steers traffic, never admits anyone.
+the two clocks never need to agree: RTT = now - echo - held.
+
+Authentication, two ways:
+
+* **Session keys** (version 2, flag bit 2): once the node has an identity, each PQ mTLS session with
+  a neighbour yields a secret both ends hold (:mod:`~x0tta.heal.core.linkkeys`). After the acks
+  comes a count (u8) and one entry per session the sender holds on that link: key id (4) | tag
+  (12, HMAC-SHA256 over everything before the entries, the count included). The receiver verifies
+  the entry whose key id is one of its own sessions' on that interface.
+* **A shared key** (version 1, flag bit 0; ``[heal] probe_key_file``): the datagram ends with a
+  16-byte HMAC-SHA256 tag over everything before it. For a mesh without node identities.
+
+A receiver that takes its keys from sessions refuses every probe that does not verify under one of
+them; one with a shared key refuses untagged or badly tagged probes. Without either, a forged probe
+can only fake or hide loss on one link - the loop then steers traffic, never admits anyone. The
+tracker also refuses a probe it has already counted, or one older than its window (a replay): a
+probe is counted once.
 
 Loss per (hard interface, peer), as :class:`~x0tta.heal.core.model.ProbeStats`:
 
@@ -47,27 +59,45 @@ restarted its own accounting yet) are ignored.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from x0tta.common.errors import DecodeError
+from x0tta.heal.core.linkkeys import (
+    ENTRY_LEN,
+    MAX_PER_LINK,
+    SHARED_TAG_LEN,
+    LinkKeys,
+    LinkTagError,
+    authenticate,
+    shared_tag,
+    tag_entries,
+)
 from x0tta.heal.core.model import ProbeStats
 
 MAGIC = b"X0LP"
-VERSION = 1
+VERSION = 1  # unkeyed, or tagged with a shared key
+VERSION_SESSION = 2  # tagged per session
 FLAG_AUTH = 0x01
 FLAG_BYE = 0x02  # the sender's agent is stopping: forget it, its silence is not loss
-TAG_LEN = 16
+FLAG_SESSION = 0x04
+TAG_LEN = SHARED_TAG_LEN
 MAX_ACKS = 32
 _HEAD = struct.Struct("!4sBBHI6sHQB")
 _ACK = struct.Struct("!6sIQIH")
+# Why a probe was refused (``ProbeDecodeError.reason``, the tracker's ``rejects``).
+REASONS = ("malformed", "unauthenticated", "not_for_us", "bad_tag", "wrong_sender", "replayed")
 
 
 class ProbeDecodeError(DecodeError):
-    """A datagram that is not a valid liveness probe (or fails its authentication)."""
+    """A datagram that is not a valid liveness probe (or fails its authentication); ``reason`` is
+    one of :data:`REASONS`."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -94,47 +124,64 @@ class Probe:
     sent: int  # ns, sender's monotonic clock
     acks: tuple[Ack, ...] = ()
     bye: bool = False
+    kid: bytes | None = None  # decoded: the key id of the session tag that verified it
 
 
-def encode(p: Probe, key: bytes | None = None) -> bytes:
+def encode(p: Probe, key: bytes | None = None, link_keys: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """``link_keys``: (key id, key) of every session on this link (version 2, a tag for each);
+    else ``key``: a shared key (version 1, one tag); else untagged."""
     acks = p.acks[:MAX_ACKS]
-    flags = (FLAG_AUTH if key else 0) | (FLAG_BYE if p.bye else 0)
+    entries = list(link_keys[:MAX_PER_LINK])
+    version = VERSION_SESSION if entries else VERSION
+    flags = (FLAG_SESSION if entries else FLAG_AUTH if key else 0) | (FLAG_BYE if p.bye else 0)
     out = bytearray(
-        _HEAD.pack(MAGIC, VERSION, flags, 0, p.seq & 0xFFFFFFFF, _mac_bytes(p.sender), 0,
+        _HEAD.pack(MAGIC, version, flags, 0, p.seq & 0xFFFFFFFF, _mac_bytes(p.sender), 0,
                    p.sent & 0xFFFFFFFFFFFFFFFF, len(acks))
     )
     for a in acks:
         out += _ACK.pack(_mac_bytes(a.peer), a.seq & 0xFFFFFFFF, a.echo & 0xFFFFFFFFFFFFFFFF,
                          min(a.held, 0xFFFFFFFF), min(a.loss_permille, 1000))
-    if key:
-        out += hmac.new(key, bytes(out), hashlib.sha256).digest()[:TAG_LEN]
+    if entries:
+        out.append(len(entries))
+        out += tag_entries(bytes(out), entries)
+    elif key:
+        out += shared_tag(key, bytes(out))
     return bytes(out)
 
 
-def decode(data: bytes, key: bytes | None = None) -> Probe:
-    """Parse one datagram; raises :class:`ProbeDecodeError` and nothing else on bad input."""
+def decode(data: bytes, key: bytes | None = None, lookup: Callable[[bytes], bytes | None] | None = None) -> Probe:
+    """Parse one datagram; raises :class:`ProbeDecodeError` and nothing else on bad input.
+
+    ``lookup`` (key id -> key, None if unknown): this node takes its keys from sessions, and the
+    probe must carry an entry that verifies under one of them. Else ``key``: a shared key the
+    probe must be tagged with. Else anything well-formed is taken (session tags unchecked)."""
     if len(data) < _HEAD.size:
         raise ProbeDecodeError(f"probe too short ({len(data)} bytes)")
     magic, version, flags, _r, seq, sender, _p, sent, n = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise ProbeDecodeError("not a liveness probe")
-    if version != VERSION:
+    if version not in (VERSION, VERSION_SESSION):
         raise ProbeDecodeError(f"probe version {version} not understood")
     end = _HEAD.size + n * _ACK.size
-    tagged = bool(flags & FLAG_AUTH)
-    if len(data) != end + (TAG_LEN if tagged else 0):
+    session = version == VERSION_SESSION
+    count = 0
+    if session:
+        if not flags & FLAG_SESSION or flags & FLAG_AUTH or len(data) <= end:
+            raise ProbeDecodeError("version 2 probe without session tags")
+        count = data[end]
+        if count == 0 or len(data) != end + 1 + count * ENTRY_LEN:
+            raise ProbeDecodeError(f"probe length {len(data)} does not match {n} acks and {count} tags")
+    elif flags & FLAG_SESSION or len(data) != end + (TAG_LEN if flags & FLAG_AUTH else 0):
         raise ProbeDecodeError(f"probe length {len(data)} does not match {n} acks")
-    if key is not None:
-        if not tagged:
-            raise ProbeDecodeError("unauthenticated probe while a probe key is configured")
-        want = hmac.new(key, data[:end], hashlib.sha256).digest()[:TAG_LEN]
-        if not hmac.compare_digest(want, data[end:]):
-            raise ProbeDecodeError("probe authentication failed")
+    try:
+        kid = authenticate(data, end, session=session, count=count, key=key, lookup=lookup)
+    except LinkTagError as exc:
+        raise ProbeDecodeError(f"probe {exc}", exc.reason) from None
     acks = []
     for i in range(n):
         peer, aseq, echo, held, loss = _ACK.unpack_from(data, _HEAD.size + i * _ACK.size)
         acks.append(Ack(_mac_str(peer), aseq, echo, held, min(loss, 1000)))
-    return Probe(seq=seq, sender=_mac_str(sender), sent=sent, acks=tuple(acks), bye=bool(flags & FLAG_BYE))
+    return Probe(seq=seq, sender=_mac_str(sender), sent=sent, acks=tuple(acks), bye=bool(flags & FLAG_BYE), kid=kid)
 
 
 @dataclass
@@ -157,15 +204,18 @@ class Tracker:
     ``now`` is seconds, ``now_ns`` the same clock in ns (the adapter passes its monotonic clock).
     """
 
-    def __init__(self, interval: float, window: int, expiry: float, key: bytes | None = None) -> None:
+    def __init__(self, interval: float, window: int, expiry: float, key: bytes | None = None,
+                 link_keys: LinkKeys | None = None) -> None:
         self.interval = interval
         self.window = window
         self.expiry = expiry
         self.key = key
+        self.link_keys = link_keys  # keys from sessions; in force once ``link_keys.required``
         self.seq: dict[str, int] = {}  # hardif -> my last seq sent there
         self.sent_at: dict[str, dict[int, float]] = {}  # hardif -> my recent seqs -> when sent
         self.peers: dict[tuple[str, str], _Peer] = {}
         self.rejected = 0
+        self.rejects: Counter[str] = Counter()  # reason (REASONS) -> probes refused
         self.last_tick: float | None = None
         self.grace_until = 0.0
         self.stalls = 0
@@ -227,6 +277,8 @@ class Tracker:
         """Called once per probe round. A round much later than planned means this process did
         not run (CPU starvation, a paused VM): what looks lost meanwhile is our own silence, so
         loss is not counted until peers have had two intervals to be heard again."""
+        if self.link_keys is not None:
+            self.link_keys.expire(now)
         if self.last_tick is not None and now - self.last_tick > 2.5 * self.interval:
             self.grace_until = now + 2 * self.interval
             self.stalls += 1
@@ -245,22 +297,56 @@ class Tracker:
         for (_h, peer), p in mine[:MAX_ACKS]:
             acks.append(Ack(peer, p.high_seq, p.high_sent, max(0, now_ns - p.last_rx_ns),
                             round(1000 * self._rx_loss(p, now, self._alive_at((_h, peer), p)))))
-        return encode(Probe(seq=seq, sender=mac, sent=now_ns, acks=tuple(acks)), self.key)
+        return encode(Probe(seq=seq, sender=mac, sent=now_ns, acks=tuple(acks)), self.key, self._signing(hardif))
+
+    def _sessions(self) -> LinkKeys | None:
+        return self.link_keys if self.link_keys is not None and self.link_keys.required else None
+
+    def _signing(self, hardif: str) -> list[tuple[bytes, bytes]]:
+        ring = self._sessions()
+        return ring.signing(hardif) if ring is not None else []
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        self.rejects[reason] += 1
 
     def receive(self, hardif: str, my_mac: str, data: bytes, now: float, now_ns: int) -> Probe | None:
+        ring = self._sessions()
+
+        def lookup(kid: bytes) -> bytes | None:
+            assert ring is not None
+            k = ring.find(hardif, kid, now)
+            return k.key if k is not None else None
+
         try:
-            probe = decode(data, self.key)
-        except ProbeDecodeError:
-            self.rejected += 1
+            probe = decode(data, self.key if ring is None else None, lookup if ring is not None else None)
+        except ProbeDecodeError as exc:
+            self._reject(exc.reason)
             return None
         if probe.sender == my_mac:
             return None  # our own multicast looped back
+        if ring is not None and probe.kid is not None:
+            k = ring.find(hardif, probe.kid, now)
+            assert k is not None
+            if k.pinned is None:
+                k.pinned = probe.sender
+            elif k.pinned != probe.sender:  # a neighbour speaking for another under its own key
+                self._reject("wrong_sender")
+                return None
         key = (hardif, probe.sender)
+        p = self.peers.get(key)
+        restarted = p is not None and probe.seq < p.high_seq and probe.sent > p.high_sent
+        if p is not None and not restarted and probe.seq <= p.high_seq:
+            back = p.high_seq - probe.seq
+            # counted already, older than the window, or a goodbye older than a probe heard since
+            # (a genuine one is its sender's last): a replay
+            if back >= self.window or (p.got >> back) & 1 or probe.bye:
+                self._reject("replayed")
+                return None
         if probe.bye:
             self._forget(key)
             return probe
-        p = self.peers.get(key)
-        if p is None or (probe.seq < p.high_seq and probe.sent > p.high_sent):  # new peer, or it restarted
+        if p is None or restarted:  # new peer, or it restarted
             p = _Peer(first_seq=probe.seq, high_seq=probe.seq, high_sent=probe.sent, last_rx=now, last_rx_ns=now_ns)
             self.peers[key] = p
         if probe.seq >= p.high_seq:
@@ -294,7 +380,7 @@ class Tracker:
         """The last probe of a stopping agent: peers forget it instead of counting loss."""
         seq = self.seq.get(hardif, 0) + 1
         self.seq[hardif] = seq
-        return encode(Probe(seq=seq, sender=mac, sent=now_ns, bye=True), self.key)
+        return encode(Probe(seq=seq, sender=mac, sent=now_ns, bye=True), self.key, self._signing(hardif))
 
     def _forget(self, key: tuple[str, str]) -> None:
         self.peers.pop(key, None)
