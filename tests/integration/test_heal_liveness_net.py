@@ -8,14 +8,14 @@ and both ends must see it within 0.5 s; when it comes back, the loss clears.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.kit.netns import run_script, scratch_netns, sh
 
 pytestmark = [
     pytest.mark.integration,
@@ -61,10 +61,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def sh(cmd: str, check: bool = True) -> None:
-    subprocess.run(cmd, shell=True, check=check, capture_output=True)
-
-
 def veth_pair(ns: str) -> None:
     """x0hA <-> x0hB in ``ns``, up, with fe80:: addresses at once (no DAD) and a clsact qdisc each."""
     sh(f"ip netns exec {ns} sysctl -q -w net.ipv6.conf.default.accept_dad=0")
@@ -92,16 +88,9 @@ char _license[] __attribute__((section("license"), used)) = "GPL";
 @pytest.mark.skipif(shutil.which("clang") is None or shutil.which("tc") is None, reason="needs clang and tc")
 def test_both_ends_detect_a_silent_link_within_half_a_second(tmp_path):
     obj = drop_object(tmp_path)
-    ns = f"x0h-live-{os.getpid()}"
-    sh(f"ip netns add {ns}")
-    try:
+    with scratch_netns("x0h-live") as ns:
         veth_pair(ns)
-        proc = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT, str(obj)],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_script(ns, SCRIPT, str(obj))
         print("liveness figures:", out)
         assert len(out["healthy"]) == 2
         # no verdict on a healthy or recovered link (3 in a row would be one); the detection times
@@ -111,8 +100,6 @@ def test_both_ends_detect_a_silent_link_within_half_a_second(tmp_path):
         assert out["detect_a"] is not None and out["detect_b"] is not None, out
         for lost_run, _loss in out["recovered"]:
             assert lost_run < 3, out
-    finally:
-        sh(f"ip netns del {ns}", check=False)
 
 
 LINKS = textwrap.dedent(
@@ -153,21 +140,13 @@ LINKS = textwrap.dedent(
 
 
 def test_links_attach_detach_and_events_on_uvloop():
-    ns = f"x0h-links-{os.getpid()}"
-    sh(f"ip netns add {ns}")
-    try:
+    with scratch_netns("x0h-links") as ns:
         sh(f"ip -n {ns} link add x0hbr type bridge")
         sh(f"ip -n {ns} link add x0hA type veth peer name x0hB")
         for dev in ("x0hbr", "x0hA", "x0hB"):
             sh(f"ip -n {ns} link set {dev} up")
-        proc = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", LINKS], capture_output=True, text=True, timeout=60
-        )
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_script(ns, LINKS)
         assert out == {"attached": True, "detached": True, "carrier_lost": True, "from_events": True}, out
-    finally:
-        sh(f"ip netns del {ns}", check=False)
 
 
 STARVED = textwrap.dedent(
@@ -228,24 +207,15 @@ def test_a_stopped_peer_agent_is_not_a_dead_link_but_a_dead_link_still_is(tmp_pa
     """The peer's agent is SIGSTOPped: its kernel answers the echo, so no loss; then the link dies."""
     obj, script = drop_object(tmp_path), tmp_path / "starved.py"
     script.write_text(STARVED)
-    ns = f"x0h-starve-{os.getpid()}"
-    sh(f"ip netns add {ns}")
-    try:
+    with scratch_netns("x0h-starve") as ns:
         veth_pair(ns)
-        proc = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, str(script), "main", str(obj), str(script)],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_script(ns, str(script), "main", str(obj), str(script))
         print("starved peer figures:", out)
         assert out["echo"] is True and out["echoes_answered"] > 0, out
         # the starved peer's kernel answered: never a run of 3 (a verdict), which without the echo
         # comes within 0.35 s; the dead link is still found (the time is a figure, printed)
         assert out["healthy_worst"] < 3 and out["starved_worst"] < 3, out
         assert out["detect_dead_link"] < 5.0, out
-    finally:
-        sh(f"ip netns del {ns}", check=False)
 
 
 FORGERIES = textwrap.dedent(
@@ -316,14 +286,9 @@ FORGERIES = textwrap.dedent(
 def test_session_keyed_probes_refuse_forged_unkeyed_wrongly_keyed_and_replayed_ones():
     """An attacker on the link (hearing A's side, sending from B's) cannot feed A a probe: every
     kind is refused, counted by its reason, and A's view of B stays what the real probes say."""
-    ns = f"x0h-forge-{os.getpid()}"
-    sh(f"ip netns add {ns}")
-    try:
+    with scratch_netns("x0h-forge") as ns:
         veth_pair(ns)
-        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", FORGERIES],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_script(ns, FORGERIES)
         print("forgery figures:", out)
         assert out["captured"] >= 10, out
         refused = out["refused"]
@@ -335,8 +300,6 @@ def test_session_keyed_probes_refuse_forged_unkeyed_wrongly_keyed_and_replayed_o
         assert len(out["peers_a"]) == 1 and "02:66:66:66:66:66" not in out["peers_a"]  # no fake peer learnt
         for lost_run, loss in out["stats_a"] + out["stats_b"]:
             assert lost_run < 3 and loss <= 0.1, out  # and no loss was faked or hidden
-    finally:
-        sh(f"ip netns del {ns}", check=False)
 
 
 HOPS = textwrap.dedent(
@@ -417,9 +380,7 @@ HOPS = textwrap.dedent(
 def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
     """A line A - B - C keyed by sessions: A's alert reaches C through B, re-tagged on each link;
     forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody."""
-    ns = f"x0h-hops-{os.getpid()}"
-    sh(f"ip netns add {ns}")
-    try:
+    with scratch_netns("x0h-hops") as ns:
         veth_pair(ns)
         sh(f"ip -n {ns} link add x0hB2 type veth peer name x0hC")
         for dev in ("x0hB2", "x0hC"):
@@ -428,14 +389,9 @@ def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
             sh(f"ip -n {ns} link add {dev} type veth peer name {dev}p")  # (no dummy module here)
             sh(f"ip -n {ns} link set {dev}p up")
             sh(f"ip -n {ns} link set {dev} up")
-        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", HOPS],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_script(ns, HOPS)
         print("hop-by-hop alert figures:", out)
         assert set(out["reached_ms"]) == {"b", "c"}, out  # B heard it from A, C from B
         assert out["relayed_b"] == 1
         assert out["refused_c"] == {"unauthenticated": 2, "not_for_us": 1, "bad_tag": 1}, out
         assert out["wakes_c"] == 0 and out["origins_c"] == [out["a_origin"]], out  # the replay: nothing new
-    finally:
-        sh(f"ip netns del {ns}", check=False)

@@ -56,6 +56,9 @@ def _running_options(p: argparse.ArgumentParser) -> None:
     """What every command that boots the lab takes."""
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines while the lab runs")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing packages")
+    p.add_argument("--identities", action="store_true",
+                   help="a CA of the run's own issues every node an SVID: the agents hold PQ mTLS sessions with "
+                        "their neighbours and key their probes and alerts with them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("lab-out") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         result = run_lab(topo, out, agents=False if args.no_agents else None, install=not args.no_install,
-                         stream=None if args.quiet or args.json else sys.stderr)
+                         stream=None if args.quiet or args.json else sys.stderr, identities=args.identities)
     except LabUnavailable as exc:
         print(f"x0tta lab: cannot run the lab on this machine: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -95,7 +98,7 @@ def chaos(args: argparse.Namespace) -> int:
     try:
         doc = run_chaos(topo, out, faults=args.faults, seed=args.seed, load=args.load, hold_s=args.hold,
                         settle_s=args.settle, kinds=kinds, install=not args.no_install,
-                        stream=None if args.quiet or args.json else sys.stderr)
+                        stream=None if args.quiet or args.json else sys.stderr, identities=args.identities)
     except LabUnavailable as exc:
         print(f"x0tta lab: cannot run the lab on this machine: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE

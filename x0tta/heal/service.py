@@ -308,6 +308,8 @@ class HealService(Subsystem):
         if self.link_keys.required or self.identity_ready is None or not self.identity_ready():
             return False
         self.link_keys.required = True
+        if self.prober is not None:  # what was learnt from unauthenticated probes is no evidence now
+            self.prober.tracker.start_over()
         if log is not None:
             log.info("heal_probes_session_keyed", sessions=self.link_keys.count(time.monotonic()))
         return True
@@ -651,6 +653,20 @@ class HealService(Subsystem):
 
     # -- admin --------------------------------------------------------------------------------
 
+    def _auth_json(self) -> dict[str, Any]:
+        """How probes and alerts are authenticated, and what was refused (``heal.state``)."""
+        now = time.monotonic()
+        mode = ("sessions" if self.link_keys.required else
+                "shared_key" if self.settings.probe_key_file else "none")
+        return {
+            "mode": mode,
+            "link_keys": {h: len([k for k in ks.values() if k.closed_at is None])
+                          for h, ks in self.link_keys.keys.items()} if self.link_keys.count(now) else {},
+            "probes_refused": dict(self.prober.tracker.rejects) if self.prober else {},
+            "alerts_refused": dict(self.alerter.rejects) if self.alerter else {},
+            "alerts_relayed": self.alerter.relayed if self.alerter else 0,
+        }
+
     def _register_admin(self, ctx: Context) -> None:
         async def incidents(args: dict[str, Any]) -> Any:
             if self.store is None:
@@ -677,6 +693,7 @@ class HealService(Subsystem):
                 "breakers": self.executor.breakers.states() if self.executor else {},
                 "probes": [_probe_json(p) for p in (self.prober.stats() if self.prober else ())],
                 "probe_stalls": self.prober.tracker.stalls if self.prober else 0,
+                "authentication": self._auth_json(),
                 "link_rx_age": ({k: round(time.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
                                 if self.prober else {}),
                 "stats": [{"symptom": s, "action": a, "ok": ok, "failed": bad}

@@ -35,7 +35,7 @@ def actions(lab: Any, node: str) -> list[list[Any]]:
 
 def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load: bool = False,
               hold_s: float = 5.0, settle_s: float = 6.0, kinds: Sequence[str] = KINDS,
-              stream: TextIO | None = None, install: bool = True) -> dict[str, Any]:
+              stream: TextIO | None = None, install: bool = True, identities: bool = False) -> dict[str, Any]:
     """Run the schedule with agents, then alone; return the report (also in ``out_dir/chaos.json``)."""
     from x0tta.lab.runner import run_lab
 
@@ -47,7 +47,7 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
         scenario = steps(plan, agents=with_agents, hold_s=hold_s, settle_s=settle_s, load=extra["load"],
                          collect=f"{__name__}:actions" if with_agents else None)
         result = run_lab(topology, out_dir / name, scenario=scenario, agents=with_agents, stream=stream,
-                         install=install)
+                         install=install, identities=identities)
         timelines[name] = result.timeline
         if with_agents:
             check = result.timeline.get("measurements", {}).get("checks", {}).get("actions", {})
@@ -57,7 +57,7 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
                 for h, at in r["result"]
             )
     doc = report(topology, plan, Run(timelines["agents"], steer_offs), Run(timelines["alone"]))
-    doc = {"topology": topology.name, "seed": seed, "load": load, **extra, "errors": {
+    doc = {"topology": topology.name, "seed": seed, "load": load, "identities": identities, **extra, "errors": {
         name: tl.get("errors", []) for name, tl in timelines.items()}, **doc}
     (out_dir / "chaos.json").write_text(json.dumps(doc, indent=1))
     return doc

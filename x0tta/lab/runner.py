@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 import x0tta
 from x0tta.common.errors import CapabilityMissing, PermanentError
-from x0tta.lab.core.agentconf import node_config, to_toml
+from x0tta.lab.core.agentconf import LAB_TRUST_DOMAIN, node_config, to_toml
 from x0tta.lab.core.timeline import Outage, PingSample, outages, samples_from_rows, summarize, time_to_restore
 from x0tta.lab.core.topology import Step, Topology, TopologyError, parse_topology
 
@@ -293,8 +293,9 @@ def agent_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("x0tta-agent") or str(beside))
 
 
-def agent_configs(topo: Topology) -> tuple[dict[str, str], dict[str, str]]:
-    """Per-node agent TOML text and admin socket path; every node's config is validated first."""
+def agent_configs(topo: Topology, identity_root: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Per-node agent TOML text and admin socket path; every node's config is validated first.
+    ``identity_root``: where :func:`provision_identities` puts each node's SVID directory."""
     from x0tta.config.fields import ConfigError
     from x0tta.config.loader import parse_settings
     from x0tta.config.schema import AgentSettings
@@ -304,7 +305,7 @@ def agent_configs(topo: Topology) -> tuple[dict[str, str], dict[str, str]]:
              for f in dataclasses.fields(defaults)}
     texts, sockets, problems = {}, {}, []
     for node in topo.nodes:
-        text = to_toml(node_config(topo, node, SCRATCH, known))
+        text = to_toml(node_config(topo, node, SCRATCH, known, str(identity_root) if identity_root else None))
         try:
             settings = parse_settings(text, f"agent config of {node.name}", environ={})
         except ConfigError as exc:
@@ -315,6 +316,17 @@ def agent_configs(topo: Topology) -> tuple[dict[str, str], dict[str, str]]:
     if problems:
         raise TopologyError(topo.name, problems)
     return texts, sockets
+
+
+def provision_identities(topo: Topology, root: Path, ca_dir: Path, ttl: float = 86400.0) -> None:
+    """A built-in CA for this run (``ca_dir``) and an ML-DSA-65 SVID for every node under ``root``
+    (``root/NODE/``, as the agent's built-in source reads it), issued on the host before the boot."""
+    from x0tta.common.spiffe_id import SpiffeId
+    from x0tta.identity.ca import CertificateAuthority
+
+    ca = CertificateAuthority.init(ca_dir, LAB_TRUST_DOMAIN)
+    for node in topo.nodes:
+        ca.issue_to(root / node.name, SpiffeId.from_parts(LAB_TRUST_DOMAIN, "node", node.name), ttl)
 
 
 def _with_check_files(data: Mapping[str, Any], where: Path) -> dict[str, Any]:
@@ -362,6 +374,7 @@ def run_lab(
     python_path: Iterable[str | os.PathLike[str]] = (),
     install: bool = True,
     stream: TextIO | None = None,
+    identities: bool = False,
 ) -> LabResult:
     """Boot the lab described by ``topology``, run its scenario (or ``scenario``: steps as records or
     as dicts in the topology file's form) and return what it measured.
@@ -370,7 +383,9 @@ def run_lab(
     baseline). ``overrides`` are merged into the topology's tables before validation (e.g.
     ``{"mesh": {"orig_interval_ms": 250}}`` or ``{"agent": {"heal": {"dry_run": True}}}``).
     ``python_path`` is prepended to ``sys.path`` in the guest, for ``check`` steps that
-    name a module. ``stream`` gets the engine's progress lines as they happen. Raises
+    name a module. ``stream`` gets the engine's progress lines as they happen. ``identities``: the
+    lab's own CA issues every node an SVID before the boot (trust domain ``lab.x0tta``), so the
+    agents hold PQ mTLS sessions with their neighbours and key their probes with them. Raises
     :class:`LabUnavailable` when this machine cannot run the lab, :class:`TopologyError` for a bad
     topology or agent config, :class:`LabFailed` when the guest left no timeline.
     """
@@ -381,9 +396,10 @@ def run_lab(
     agent = agent_executable()
     needs_agent = with_agents or any(s.do in ("start_agent", "restart_agent") for s in topo.steps)
     preflight(install=install, agents=needs_agent, agent_path=agent)
-    texts, sockets = agent_configs(topo)  # also without agents: a step may start one
-
     out = Path(out_dir).resolve()
+    identity_root = out / "input" / "identity" if identities else None
+    texts, sockets = agent_configs(topo, identity_root)  # also without agents: a step may start one
+
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # only what a previous run wrote
         target = out / name
@@ -393,6 +409,8 @@ def run_lab(
             target.unlink()
     inputs = out / "input"
     (inputs / "agents").mkdir(parents=True)
+    if identity_root is not None:
+        provision_identities(topo, identity_root, inputs / "ca")
     for node, text in texts.items():
         (inputs / "agents" / f"{node}.toml").write_text(text)
     repo_root = str(Path(x0tta.__file__).resolve().parent.parent)

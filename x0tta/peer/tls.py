@@ -41,7 +41,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import os
+import socket
 import threading
 import time
 import warnings
@@ -369,7 +371,15 @@ class TlsStream:
     def peer_host(self) -> str:
         """The peer's IP address (with ``%scope`` for a link-local IPv6 one), without the port."""
         info = self._writer.get_extra_info("peername")
-        return str(info[0]) if info else ""
+        if not info:
+            return ""
+        host = str(info[0])
+        # Python leaves the scope out of a peer's link-local address; the interface it names is
+        # the link the session runs over (the heal loop keys that link's probes with the session)
+        if len(info) >= 4 and info[3] and "%" not in host:
+            with contextlib.suppress(OSError):
+                host = f"{host}%{socket.if_indextoname(info[3])}"
+        return host
 
     def export_keying_material(self, label: bytes = EXPORTER_LABEL, length: int = 32,
                                context: bytes | None = None) -> bytes:
@@ -503,7 +513,12 @@ class TlsEndpoint:
             start = time.monotonic()
             try:
                 async with asyncio.timeout(self.policy.handshake_timeout):
-                    reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
+                    scoped = _scoped_sockaddr(host, port)
+                    if scoped is None:
+                        reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
+                    else:
+                        sock = await _connect_scoped(scoped, local_addr)
+                        reader, writer = await asyncio.open_connection(sock=sock)
             except (TimeoutError, OSError) as exc:
                 # Not a handshake: nobody answered. Not reported to the observer.
                 raise HandshakeFailed(Refusal.UNREACHABLE.value, f"connect: {exc or 'timeout'}") from None
@@ -678,6 +693,42 @@ class TlsEndpoint:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
         self.close()
+
+
+def _scoped_sockaddr(host: str, port: int) -> tuple[str, int, int, int] | None:
+    """``fe80::1%mesh0`` -> its socket address with the interface's index, or None for any host
+    without a scope. Resolved here because uvloop drops the scope of a link-local address (the
+    connection then leaves by whichever interface the kernel picks)."""
+    addr, _, scope = host.partition("%")
+    if not scope:
+        return None
+    index = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+    return addr, port, 0, index
+
+
+async def _connect_scoped(sockaddr: tuple[str, int, int, int], local_addr: tuple[str, int] | None) -> socket.socket:
+    """A TCP connection to a link-local socket address, scope kept, without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if local_addr is not None:
+            sock.bind(local_addr)
+        err = sock.connect_ex(sockaddr)
+        if err == errno.EINPROGRESS:
+            ready = loop.create_future()
+            loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_writer(sock.fileno())
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def hosts_and_ports(addresses: Iterable[str], default_port: int) -> list[tuple[str, int]]:

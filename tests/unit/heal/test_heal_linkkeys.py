@@ -172,3 +172,26 @@ def test_the_prober_knows_an_alert_by_the_alerts_magic():
     from x0tta.heal.core import alert
 
     assert adapter.ALERT_MAGIC == alert.MAGIC != b"X0LP"
+
+
+def test_a_peer_whose_sessions_all_closed_is_forgotten_not_counted_as_lost():
+    """Without a session its probes are refused: that silence is no evidence about the link."""
+    a, b = pair()
+    for i in range(10):
+        t = 1 + i / 10
+        b.receive("eth0", MB, a.next_probe("eth0", MA, t, int(t * 1e9)), t, int(t * 1e9))
+    assert b.stats(2.0) and b.stats(2.0)[0].lost_run == 0
+    b.link_keys.down("eth0", KAB, 2.0)
+    (s,) = b.stats(2.0 + GRACE / 2)  # within the grace the peer is still judged (and still heard)
+    assert s.peer == MA
+    assert b.stats(2.0 + GRACE + 0.5) == () and not b.peers  # forgotten, not silent
+
+
+def test_switching_to_session_keys_starts_the_accounting_over():
+    ring_b = ring(KAB, required=False)
+    a, b = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0, link_keys=ring_b)
+    b.receive("eth0", MB, a.next_probe("eth0", MA, 1.0, 10**9), 1.0, 0)
+    assert b.peers  # learnt from an unauthenticated probe
+    ring_b.required = True
+    b.start_over()
+    assert not b.peers and b.stats(5.0) == ()

@@ -156,5 +156,9 @@ class LinkKeys:
         k = self.keys.get(hardif, {}).get(kid)
         return k if k is not None and self._live(k, now) else None
 
+    def holds(self, hardif: str, sender: str, now: float) -> bool:
+        """A live key on ``hardif`` that is ``sender``'s (pinned to it) or not pinned yet."""
+        return any(self._live(k, now) and k.pinned in (sender, None) for k in self.keys.get(hardif, {}).values())
+
     def count(self, now: float) -> int:
         return sum(1 for link in self.keys.values() for k in link.values() if self._live(k, now))

@@ -267,11 +267,20 @@ class Tracker:
         self.carrier[hardif] = up
         if not up or was is not False:
             return False
-        for key in [k for k in self.peers if k[0] == hardif]:
-            self._forget(key)
-        self.sent_at.pop(hardif, None)
-        self.restart_seq[hardif] = self.seq.get(hardif, 0)
+        self.start_over(hardif)
         return True
+
+    def start_over(self, hardif: str | None = None) -> None:
+        """Restart the accounting on ``hardif`` (None: every interface): its peers are forgotten and
+        relearned from their next probe, and acknowledgements of my probes sent before are ignored.
+        For a carrier that came back, and when probes switch to session keys (what was learnt from
+        unauthenticated probes is not evidence about the link)."""
+        names = {k[0] for k in self.peers} | set(self.seq) if hardif is None else {hardif}
+        for key in [k for k in self.peers if k[0] in names]:
+            self._forget(key)
+        for name in names:
+            self.sent_at.pop(name, None)
+            self.restart_seq[name] = self.seq.get(name, 0)
 
     def tick(self, now: float) -> None:
         """Called once per probe round. A round much later than planned means this process did
@@ -411,9 +420,12 @@ class Tracker:
         for hardif, up in (carrier or {}).items():
             self.link(hardif, up)
         link_rx = link_rx or {}
+        ring = self._sessions()
         out = []
         for key, p in list(self.peers.items()):
-            if now - p.last_rx > self.expiry:
+            if now - p.last_rx > self.expiry or (ring is not None and not ring.holds(key[0], key[1], now)):
+                # expired; or no session with that peer on that link any more (closed, its grace
+                # over): its silence says nothing about the link, and the loop must not act on it
                 self._forget(key)
                 continue
             alive_at = self._alive_at(key, p)

@@ -23,9 +23,17 @@ EMPTY: Known = {}
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def lab_layer(topology: Topology, node: Node, scratch: str, known: Known = EMPTY) -> dict[str, Any]:
+LAB_TRUST_DOMAIN = "lab.x0tta"  # the trust domain of the CA a lab run with identities creates
+IDENTITY_FILES = {"svid_file": "svid.pem", "key_file": "svid.key", "bundle_file": "bundle.pem",
+                  "revocation_file": "crl.pem"}  # as the built-in CA writes a node directory
+
+
+def lab_layer(topology: Topology, node: Node, scratch: str, known: Known = EMPTY,
+              identity_root: str | None = None) -> dict[str, Any]:
     """What the lab sets for ``node``. ``known`` names, per config section, the settings this version
-    of the agent has: a setting the agent lacks is not written (the agent would refuse the file)."""
+    of the agent has: a setting the agent lacks is not written (the agent would refuse the file).
+    ``identity_root``: a directory holding one SVID directory per node (``ROOT/NODE/svid.pem``...),
+    issued by the lab's own CA before the boot; the node's agent reads its SVID from there."""
     base = f"{scratch.rstrip('/')}/{node.name}"
     layer: dict[str, Any] = {
         "node": {"id": node.name, "state_dir": f"{base}/state", "runtime_dir": f"{base}/run"},
@@ -42,6 +50,10 @@ def lab_layer(topology: Topology, node: Node, scratch: str, known: Known = EMPTY
         # one bpffs pin directory per node: the nodes share the guest's mount namespace
         "probes": {"pin_path": f"/sys/fs/bpf/x0tta-{node.name}"},
     }
+    if identity_root is not None:
+        where = f"{identity_root.rstrip('/')}/{node.name}"
+        files = {k: f"{where}/{f}" for k, f in IDENTITY_FILES.items()}
+        wanted["identity"] = {"source": "builtin", "trust_domain": LAB_TRUST_DOMAIN, **files}
     for section, values in wanted.items():
         have = known.get(section, frozenset())
         chosen = {k: v for k, v in values.items() if k in have and v is not None}
@@ -50,8 +62,9 @@ def lab_layer(topology: Topology, node: Node, scratch: str, known: Known = EMPTY
     return layer
 
 
-def node_config(topology: Topology, node: Node, scratch: str, known: Known = EMPTY) -> dict[str, Any]:
-    return merge(merge(lab_layer(topology, node, scratch, known), topology.agent), node.agent)
+def node_config(topology: Topology, node: Node, scratch: str, known: Known = EMPTY,
+                identity_root: str | None = None) -> dict[str, Any]:
+    return merge(merge(lab_layer(topology, node, scratch, known, identity_root), topology.agent), node.agent)
 
 
 def _value(v: Any) -> str:

@@ -1,0 +1,42 @@
+"""Scratch network namespaces for integration tests, and Python scripts run inside them.
+
+A test builds its topology in a namespace of its own (removed afterwards, whatever happens), runs
+a script there with this interpreter, and reads the script's last output line as JSON: the
+figures it measured. A script that fails fails the test with the end of its stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def scratch_netns(prefix: str) -> Iterator[str]:
+    """A new network namespace ``PREFIX-PID``, deleted when the block ends."""
+    ns = f"{prefix}-{os.getpid()}"
+    sh(f"ip netns del {ns}", check=False)  # left over by a run that was killed
+    sh(f"ip netns add {ns}")
+    try:
+        yield ns
+    finally:
+        sh(f"ip netns del {ns}", check=False)
+
+
+def run_script(ns: str, script: str, *args: str, env: Mapping[str, str] | None = None,
+               timeout: float = 60) -> Any:
+    """Run ``script`` (Python source, or a path ending in .py) in ``ns``; its last stdout line, as JSON."""
+    argv = [sys.executable, script] if script.endswith(".py") and "\n" not in script else [sys.executable, "-c", script]
+    proc = subprocess.run(["ip", "netns", "exec", ns, *argv, *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
