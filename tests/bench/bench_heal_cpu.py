@@ -1,7 +1,7 @@
 """Steady-state CPU of the agents in the lab, against the same guest without them, in one boot
 (docs/benchmarks.md, section "heal: steady-state CPU").
 
-    .venv/bin/python tests/bench/bench_heal_cpu.py [--topology ring|grid] [--seconds 30] [--settle 20]
+    .venv/bin/python tests/bench/bench_heal_cpu.py [--topology ring|grid] [--seconds 30] [--settle 20] [--identities]
 
 One User-Mode Linux boot of the 5-node ring (or the 4 x 5 grid, 20 nodes): the mesh converges
 without agents and the guest's busy share is measured over ``--seconds`` (the baseline); then an
@@ -9,6 +9,8 @@ agent is started on every node with its defaults, the agents converge, ``--settl
 and the guest's busy share and each agent's share of the guest CPU (``/proc/PID/stat``) are
 measured over the same window; then the open incidents of every agent are counted (a quiet
 mesh has none). The guest has one CPU: "% of the guest CPU" is the share of a lab node's CPU.
+``--identities``: every node enrolled by the lab's CA, so the peer subsystem holds PQ mTLS
+sessions with the neighbours and the probes are keyed by them (every subsystem doing its work).
 Prints a markdown table and the JSON figures.
 """
 
@@ -50,6 +52,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="measuring window, s")
     p.add_argument("--settle", type=float, default=20.0, help="wait after the agents converged, s")
     p.add_argument("--out", help="keep the lab's output here")
+    p.add_argument("--identities", action="store_true",
+                   help="every node enrolled: PQ mTLS sessions with the neighbours, probes keyed by them")
     args = p.parse_args()
     if args.topology == "ring":
         topo = load_topology(ROOT / "configs" / "lab" / "ring.toml")
@@ -59,7 +63,8 @@ def main() -> None:
     timeout = 90.0 if len(nodes) <= 5 else 240.0
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-cpu-") as tmp:
         out = Path(args.out or tmp)
-        result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout), agents=False)
+        result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout), agents=False,
+                         identities=args.identities)
         if not result.ok:
             print(result.failure_report()[:4000], file=sys.stderr)
         alone, agents = result.check("cpu-alone"), result.check("cpu-agents")

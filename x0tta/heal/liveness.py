@@ -329,8 +329,9 @@ class Prober:
                 self._sample_rx(now, {h for h, _ in late})
                 self.send_all(now)
                 self.send_echoes(now, late)
-                if self.wake is not None and any(s.lost_run >= self.suspect_run for s in self.stats()):
-                    self.wake()
+                if self.wake is not None:
+                    if self.tracker.worst_run(time.monotonic(), self.link_rx()) >= self.suspect_run:
+                        self.wake()
                 await asyncio.sleep(self.interval)
         finally:
             self.send_bye()

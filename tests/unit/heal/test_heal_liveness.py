@@ -189,3 +189,24 @@ def test_echo_replies_stop_counting_once_they_stop():
     _probe_every(peer, me, 0.0, 2.0)
     assert _kernel_echo(me, 2.0, 3.0, lambda t: True) <= 1
     assert _kernel_echo(me, 3.0, 3.6, lambda t: False) >= 3  # the link died after the agent stalled
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=5, max_size=60), st.floats(0, 2.0),
+       st.one_of(st.none(), st.floats(0, 10.0)))
+def test_worst_run_is_what_stats_reports(pattern, extra, other_rx):
+    """The prober asks worst_run after every round instead of building the stats: the same figure."""
+    a, b = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    t = 0.0
+    for a_gets, b_gets in pattern:
+        t = round(t + 0.1, 6)
+        da, db = a.next_probe("eth0", MA, t, int(t * 1e9)), b.next_probe("eth0", MB, t, int(t * 1e9))
+        if b_gets:
+            b.receive("eth0", MB, da, t + 0.001, int((t + 0.001) * 1e9))
+        if a_gets:
+            a.receive("eth0", MA, db, t + 0.001, int((t + 0.001) * 1e9))
+    now = t + extra
+    link_rx = {"eth0": other_rx} if other_rx is not None else None
+    for tr in (a, b):
+        stats = tr.stats(now, link_rx)
+        assert tr.worst_run(now, link_rx) == max((s.lost_run for s in stats), default=0)

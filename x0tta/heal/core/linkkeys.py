@@ -20,7 +20,6 @@ for ``grace`` seconds: probes in flight, and the other end's view of the close, 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,14 +42,18 @@ class LinkTagError(Exception):
         self.reason = reason
 
 
+def _mac(key: bytes, body: bytes) -> bytes:
+    return hmac.digest(key, body, "sha256")  # one C call: probes are tagged ten times a second per link
+
+
 def key_id(key: bytes) -> bytes:
     """The key's public name on the wire: says which entry is for whom, reveals nothing of it."""
-    return hmac.new(key, b"x0tta link key id", hashlib.sha256).digest()[:KID_LEN]
+    return _mac(key, b"x0tta link key id")[:KID_LEN]
 
 
 def tag_entries(body: bytes, link_keys: Sequence[tuple[bytes, bytes]]) -> bytes:
     """One entry per (key id, key): the key id, then HMAC-SHA256(key, body) cut to TAG_LEN."""
-    return b"".join(kid + hmac.new(k, body, hashlib.sha256).digest()[:TAG_LEN] for kid, k in link_keys)
+    return b"".join(kid + _mac(k, body)[:TAG_LEN] for kid, k in link_keys)
 
 
 def verify_entries(data: bytes, start: int, count: int, lookup: Callable[[bytes], bytes | None]) -> bytes:
@@ -62,7 +65,7 @@ def verify_entries(data: bytes, start: int, count: int, lookup: Callable[[bytes]
         k = lookup(kid)
         if k is None:
             continue
-        if hmac.compare_digest(hmac.new(k, body, hashlib.sha256).digest()[:TAG_LEN], data[at + KID_LEN:at + ENTRY_LEN]):
+        if hmac.compare_digest(_mac(k, body)[:TAG_LEN], data[at + KID_LEN:at + ENTRY_LEN]):
             return kid
         raise LinkTagError("session tag does not verify", "bad_tag")
     raise LinkTagError(f"tagged for none of this node's sessions ({count} tags)", "not_for_us")
@@ -89,14 +92,14 @@ def authenticate(data: bytes, end: int, *, session: bool, count: int = 0, key: b
     if key is not None:
         if len(data) == end:
             raise LinkTagError("is unauthenticated while a shared key is configured", "unauthenticated")
-        want = hmac.new(key, data[:end], hashlib.sha256).digest()[:SHARED_TAG_LEN]
+        want = _mac(key, data[:end])[:SHARED_TAG_LEN]
         if not hmac.compare_digest(want, data[end:]):
             raise LinkTagError("authentication failed", "bad_tag")
     return None
 
 
 def shared_tag(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, body, hashlib.sha256).digest()[:SHARED_TAG_LEN]
+    return _mac(key, body)[:SHARED_TAG_LEN]
 
 
 @dataclass(slots=True)
@@ -118,6 +121,7 @@ class LinkKeys:
     required: bool = False
     keys: dict[str, dict[bytes, LinkKey]] = field(default_factory=dict)  # hardif -> kid -> key
     changes: int = 0
+    _signing: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)  # until the next change
 
     def up(self, hardif: str, peer: str, key: bytes, now: float) -> None:
         if len(key) < 16:
@@ -126,13 +130,17 @@ class LinkKeys:
         link = self.keys.setdefault(hardif, {})
         old = link.get(kid)
         link[kid] = LinkKey(hardif, peer, key, kid, now, pinned=old.pinned if old else None)
-        self.changes += 1
+        self._changed()
 
     def down(self, hardif: str, key: bytes, now: float) -> None:
         k = self.keys.get(hardif, {}).get(key_id(key))
         if k is not None and k.closed_at is None:
             k.closed_at = now
-            self.changes += 1
+            self._changed()
+
+    def _changed(self) -> None:
+        self.changes += 1
+        self._signing.clear()
 
     def _live(self, k: LinkKey, now: float) -> bool:
         return k.closed_at is None or now - k.closed_at < self.grace
@@ -141,24 +149,26 @@ class LinkKeys:
         for hardif, link in list(self.keys.items()):
             for kid in [kid for kid, k in link.items() if not self._live(k, now)]:
                 del link[kid]
+                self._changed()
             if not link:
                 del self.keys[hardif]
 
     def signing(self, hardif: str) -> list[tuple[bytes, bytes]]:
         """(key id, key) to tag a probe on ``hardif`` with: every open session there, newest first."""
-        link = self.keys.get(hardif)
-        if not link:
-            return []
-        live = sorted((k for k in link.values() if k.closed_at is None), key=lambda k: -k.since)
-        return [(k.kid, k.key) for k in live[:MAX_PER_LINK]]
+        cached = self._signing.get(hardif)
+        if cached is None:
+            link = self.keys.get(hardif, {})
+            live = sorted((k for k in link.values() if k.closed_at is None), key=lambda k: -k.since)
+            cached = self._signing[hardif] = [(k.kid, k.key) for k in live[:MAX_PER_LINK]]
+        return cached
 
     def find(self, hardif: str, kid: bytes, now: float) -> LinkKey | None:
         k = self.keys.get(hardif, {}).get(kid)
         return k if k is not None and self._live(k, now) else None
 
-    def holds(self, hardif: str, sender: str, now: float) -> bool:
-        """A live key on ``hardif`` that is ``sender``'s (pinned to it) or not pinned yet."""
-        return any(self._live(k, now) and k.pinned in (sender, None) for k in self.keys.get(hardif, {}).values())
+    def senders(self, hardif: str, now: float) -> set[str | None]:
+        """Whom the live keys on ``hardif`` are pinned to (None: a key not pinned yet)."""
+        return {k.pinned for k in self.keys.get(hardif, {}).values() if self._live(k, now)}
 
     def count(self, now: float) -> int:
         return sum(1 for link in self.keys.values() for k in link.values() if self._live(k, now))

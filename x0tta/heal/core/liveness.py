@@ -59,6 +59,7 @@ restarted its own accounting yet) are ignored.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -100,10 +101,12 @@ class ProbeDecodeError(DecodeError):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=1024)  # a link has a handful of MACs; each probe carries them again
 def _mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
+@functools.lru_cache(maxsize=1024)
 def _mac_str(raw: bytes) -> str:
     return raw.hex(":")
 
@@ -409,6 +412,21 @@ class Tracker:
         got = (p.got & ((1 << max(0, p.high_seq - lo + 1)) - 1)).bit_count()
         return max(0.0, 1.0 - got / expected)
 
+    def worst_run(self, now: float, link_rx: Mapping[str, float] | None = None) -> int:
+        """The longest run of lost probes over all peers, as :meth:`stats` reports it: asked after
+        every round, so it builds nothing."""
+        if now < self.grace_until:
+            return 0
+        worst = 0
+        for key, p in self.peers.items():
+            alive_at = self._alive_at(key, p)
+            rx_run = self._rx_run(p, self._as_of(key, alive_at, now), alive_at)
+            other = link_rx.get(key[0]) if link_rx else None
+            if other is not None and other > alive_at + 2.5 * self.interval:
+                rx_run = 0
+            worst = max(worst, rx_run, p.tx_run)
+        return worst
+
     def stats(
         self, now: float, link_rx: Mapping[str, float] | None = None, carrier: Mapping[str, bool] | None = None
     ) -> tuple[ProbeStats, ...]:
@@ -421,9 +439,10 @@ class Tracker:
             self.link(hardif, up)
         link_rx = link_rx or {}
         ring = self._sessions()
+        keyed = {h: ring.senders(h, now) for h in {k[0] for k in self.peers}} if ring is not None else {}
         out = []
         for key, p in list(self.peers.items()):
-            if now - p.last_rx > self.expiry or (ring is not None and not ring.holds(key[0], key[1], now)):
+            if now - p.last_rx > self.expiry or (ring is not None and not keyed[key[0]] & {key[1], None}):
                 # expired; or no session with that peer on that link any more (closed, its grace
                 # over): its silence says nothing about the link, and the loop must not act on it
                 self._forget(key)
