@@ -113,9 +113,10 @@ def capture(ifname: str, seconds: float, out: str) -> None:
 
 
 def refusals(lab: Any, node: str) -> dict[str, Any]:
-    a = _auth(lab, node)
+    st = lab.agent_call(node, "heal.state")
+    a = st["authentication"]
     return {"mode": a["mode"], "probes_refused": a["probes_refused"], "alerts_refused": a["alerts_refused"],
-            "alerts_relayed": a["alerts_relayed"]}
+            "alerts_relayed": a["alerts_relayed"], "peers": sorted({p["peer"] for p in st["probes"]})}
 
 
 def forge(lab: Any, node: str, capture_of: str, victim: str, what: str = "probes",
@@ -147,6 +148,7 @@ def forge(lab: Any, node: str, capture_of: str, victim: str, what: str = "probes
             sent[f"{kind}_failed"] = sent.get(f"{kind}_failed", 0) + 1
 
     if what == "alerts":
+        sent["replayed_ids"] = [[d[12:18].hex(":"), int.from_bytes(d[8:12], "big")] for d in alerts]  # type: ignore
         for d in alerts:
             send("forged_alert", d[:12] + bytes([d[12] ^ 0x01]) + d[13:])  # the origin changed
             send("replayed_alert", d)
