@@ -120,7 +120,6 @@ class LinkKeys:
     grace: float = GRACE
     required: bool = False
     keys: dict[str, dict[bytes, LinkKey]] = field(default_factory=dict)  # hardif -> kid -> key
-    changes: int = 0
     _signing: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)  # until the next change
 
     def up(self, hardif: str, peer: str, key: bytes, now: float) -> None:
@@ -139,7 +138,6 @@ class LinkKeys:
             self._changed()
 
     def _changed(self) -> None:
-        self.changes += 1
         self._signing.clear()
 
     def _live(self, k: LinkKey, now: float) -> bool:
