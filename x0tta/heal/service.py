@@ -593,6 +593,8 @@ class HealService(Subsystem):
             ctx.log.info("heal_verified", incident=ev.incident, **data)
         elif name == "handed_over" and "to" in data:
             ctx.log.info("heal_handed_over", incident=ev.incident, **data)
+        elif name == "transition_refused":  # a move the lifecycle does not allow: a bug, the loop runs on
+            ctx.log.error("heal_transition_refused", incident=ev.incident, **data)
         elif name == "harm":
             if m:
                 m.harm.labels(data["kind"]).inc()

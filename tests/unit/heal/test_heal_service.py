@@ -230,3 +230,16 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     s = Store(tmp_path / "heal.sqlite3", readonly=True)
     assert s.integrity_check() == "ok"
     s.close()
+
+
+def test_a_move_the_lifecycle_refuses_is_logged_and_kept_in_the_incident_timeline():
+    from x0tta.heal.core.model import Event
+
+    svc = HealService(HealSettings())
+    ctx = Ctx(AgentSettings(), Path("."), Log(), CollectorRegistry(), None, Admin(), Health())
+    ops: list = []
+    data = {"id": "p-a1", "state": "planned", "move": "helped",
+            "reason": "p-a1: helped is not allowed in state planned"}
+    svc._on_event(ctx, Event("transition_refused", "p-i1", data), ops, None)
+    assert ctx.log.lines == [("heal_transition_refused", {"incident": "p-i1", **data})]
+    assert [(op, row[0], row[2]) for op, row in ops] == [("event", "p-i1", "transition_refused")]

@@ -21,7 +21,10 @@ decisions (through the executor) and feeds the results back with :func:`settle`.
 
 The knowledge is an immutable value (:mod:`~x0tta.heal.core.records`); the knowledge *store*
 (SQLite) persists what the service reads out of it (:meth:`Knowledge.incident_json`), and
-:func:`resume` rebuilds it after a restart.
+:func:`resume` rebuilds it after a restart. Records and incidents change state only by their
+lifecycle tables (:func:`~x0tta.heal.core.records.transition`); a move a table refuses leaves
+that record or incident as it was and becomes a ``transition_refused`` event, never an exception
+out of :func:`step`, :func:`settle` or :func:`resume`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,20 @@ from x0tta.heal.core.model import (
     evidence,
 )
 from x0tta.heal.core.plan import UNDO, candidates, tune_orig_interval
-from x0tta.heal.core.records import Incident, Knowledge, Record, Scratch, State, Undo, initial, record_from_json
+from x0tta.heal.core.records import (
+    HealStateError,
+    Incident,
+    IncidentEvent,
+    Knowledge,
+    Record,
+    RecordEvent,
+    Scratch,
+    State,
+    Undo,
+    initial,
+    record_from_json,
+    transition,
+)
 from x0tta.heal.core.verify import HARM_WEIGHT, MAX_REAPPLY, steered_or_returning, undo, verify
 
 # the names this module always had (tests, the service and the executor import them from here)
@@ -93,9 +109,12 @@ def _open(st: Scratch, sym: Symptom) -> None:
         # a restore that let the symptom come back failed
         for rid, rec in list(st.records.items()):
             if rec.incident == inc_id and rec.undo_op == Op.RESTORE and rec.undo_state == Undo.APPLIED:
-                st.records[rid] = replace(rec, undo_state=Undo.FAILED, undo_reason="the symptom came back")
-                st.event("verified", inc_id, id=f"{rid}/undo", ok=False, op="restore",
-                         kind=UNDO[rec.action.kind].value, target=rec.action.target, reason="the symptom came back")
+                with st.atomic(inc_id):
+                    st.records[rid] = transition(rec, RecordEvent.SYMPTOM_RETURNED,
+                                                 undo_reason="the symptom came back")
+                    st.event("verified", inc_id, id=f"{rid}/undo", ok=False, op="restore",
+                             kind=UNDO[rec.action.kind].value, target=rec.action.target,
+                             reason="the symptom came back")
         return
     inc_id = st.next_id("i")
     inc = Incident(
@@ -233,14 +252,14 @@ def _close(st: Scratch, active: dict[Key, Symptom], obs: Observation) -> None:
             resolution = "healed; its remedy was handed over to an incident that still needs it"
         else:
             resolution = "cleared by itself"
-        closed = replace(inc, closed=st.now, resolution=resolution)
-        st.incidents[inc_id] = closed
-        st.event("incident_closed", inc_id, incident=closed.to_json(),
-                 actions=[r.to_json() for r in recs], duration=st.now - inc.opened)
-        del st.incidents[inc_id]
-        st.by_key.pop(inc.key, None)
-        for r in recs:
-            st.records.pop(r.id, None)
+        with st.atomic(inc_id):
+            closed = transition(inc, IncidentEvent.CLOSE, closed=st.now, resolution=resolution)
+            st.event("incident_closed", inc_id, incident=closed.to_json(),
+                     actions=[r.to_json() for r in recs], duration=st.now - inc.opened)
+            del st.incidents[inc_id]
+            st.by_key.pop(inc.key, None)
+            for r in recs:
+                st.records.pop(r.id, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,33 +279,38 @@ class Result:
 def settle(k: Knowledge, results: Iterable[Result], now: float) -> Knowledge:
     """Feed the executor's results back into the knowledge."""
     st = Scratch(k, now)
-    s = k.settings
     for res in results:
         rid, _, of_undo = res.id.partition("/")
         rec = st.records.get(rid)
         if rec is None:
             continue
-        inc = st.incidents.get(rec.incident)
-        if not of_undo:
-            if res.ok:
-                rec = replace(rec, state=State.APPLIED, applied=now, verify_at=now + rec.action.verify_after)
-            elif res.outcome == "dry_run":
-                rec = replace(rec, state=State.DRY_RUN, applied=now, outcome="dry run")
-            else:
-                rec = replace(rec, state=State.REFUSED, outcome=f"{res.outcome}: {res.detail}".rstrip(": "))
-                if inc is not None:
-                    st.incidents[rec.incident] = replace(inc, next_attempt=now + max(s.retry_after, res.retry_in))
-        elif res.ok:
-            wait = s.restore_verify_after if rec.undo_op == Op.RESTORE else rec.action.verify_after
-            rec = replace(rec, undo_state=Undo.APPLIED, undo_applied=now, undo_verify_at=now + wait)
-        else:
-            reason = rec.undo_reason.split("; refused")[0]
-            rec = replace(rec, undo_state=Undo.REFUSED, undo_reason=f"{reason}; refused {res.outcome}: {res.detail}")
-            if inc is not None:
-                st.incidents[rec.incident] = replace(inc, next_attempt=now + max(s.retry_after, res.retry_in))
-        st.records[rid] = rec
+        with st.atomic(rec.incident):
+            _settle_one(st, rec, res, bool(of_undo))
         st.event("executed", rec.incident, id=res.id, outcome=res.outcome, detail=res.detail)
     return st.finish()
+
+
+def _settle_one(st: Scratch, rec: Record, res: Result, of_undo: bool) -> None:
+    s, now = st.k.settings, st.now
+    inc = st.incidents.get(rec.incident)
+    if not of_undo:
+        if res.ok:
+            rec = transition(rec, RecordEvent.APPLIED, applied=now, verify_at=now + rec.action.verify_after)
+        elif res.outcome == "dry_run":
+            rec = transition(rec, RecordEvent.DRY_RUN, applied=now, outcome="dry run")
+        else:
+            rec = transition(rec, RecordEvent.REFUSED, outcome=f"{res.outcome}: {res.detail}".rstrip(": "))
+            if inc is not None:
+                st.incidents[rec.incident] = replace(inc, next_attempt=now + max(s.retry_after, res.retry_in))
+    elif res.ok:
+        wait = s.restore_verify_after if rec.undo_op == Op.RESTORE else rec.action.verify_after
+        rec = transition(rec, RecordEvent.UNDO_APPLIED, undo_applied=now, undo_verify_at=now + wait)
+    else:
+        reason = rec.undo_reason.split("; refused")[0]
+        rec = transition(rec, RecordEvent.UNDO_REFUSED, undo_reason=f"{reason}; refused {res.outcome}: {res.detail}")
+        if inc is not None:
+            st.incidents[rec.incident] = replace(inc, next_attempt=now + max(s.retry_after, res.retry_in))
+    st.records[rec.id] = rec
 
 
 def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> Knowledge:
@@ -315,15 +339,24 @@ def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> 
         st.by_key[key] = inc.id
         for a in data.get("actions", ()):
             rec = record_from_json(a)
-            if rec.state == State.PLANNED:
-                rec = replace(rec, state=State.APPLIED, applied=now, verify_at=now + rec.action.verify_after,
-                              outcome="result unknown after restart; assumed applied")
-            if rec.undo_state in (Undo.PLANNED, Undo.REFUSED):
-                rec = replace(rec, undo_state=Undo.REFUSED)  # re-issued by _undo
-            elif rec.undo_state == Undo.APPLIED:
-                rec = replace(rec, undo_state=Undo.EFFECTIVE)
+            try:
+                rec = _resumed(rec, now)
+            except HealStateError as exc:  # kept as stored, and logged
+                st.refused(exc, inc.id)
             st.records[rec.id] = rec
         st.event("incident_resumed", inc.id)
     return st.finish()
+
+
+def _resumed(rec: Record, now: float) -> Record:
+    """A stored record as the loop takes it up again: an action whose result was never recorded
+    as applied, an undo that was in flight as re-issued (a refused one is, by :func:`undo`), one
+    that was applied as held."""
+    if rec.state == State.PLANNED:
+        return transition(rec, RecordEvent.RESUMED, applied=now, verify_at=now + rec.action.verify_after,
+                          outcome="result unknown after restart; assumed applied")
+    if rec.undo_state in (Undo.PLANNED, Undo.APPLIED):
+        return transition(rec, RecordEvent.RESUMED)
+    return rec
 
 

@@ -1,18 +1,35 @@
-"""What the heal loop knows: action records, incidents, the knowledge, and a step's scratch.
+"""What the heal loop knows, and the lifecycles of its incidents and action records, as data.
 
-A :class:`Record` is one remedy (its decision, how it went, its undo); an :class:`Incident` is one
-symptom's story from raise to close; :class:`Knowledge` holds the open ones, the detectors' memory
-and the success statistics. All are immutable values: a step works on a :class:`Scratch` copy and
-freezes it again (:meth:`Scratch.finish`).
+Rules (after h11's ``_state.py``):
+
+* An action **record** is in one *phase*: the state of the action (:class:`State`) and the state of
+  its undo (:class:`Undo`, ``None`` before one is decided). An **incident** is open, healed (one of
+  its actions helped) or closed (:class:`IncidentState`, read from its ``healed`` and ``closed``
+  times).
+* Every change of a phase or an incident's state is an event (:class:`RecordEvent`,
+  :class:`IncidentEvent`) looked up in :data:`RECORD_TRANSITIONS` or :data:`INCIDENT_TRANSITIONS`
+  by :func:`transition`, the only place that changes them. What is not in a table is refused with
+  :class:`HealStateError`, and the record or incident stays as it was.
+* The step meets such an error inside :meth:`Scratch.atomic`: every change it made for that record
+  or incident in that phase of the step is dropped, and a ``transition_refused`` event goes to the
+  log (``heal_transition_refused``). The daemon runs on; the record stays where it was (and is
+  refused again on each step that tries the same move, which the log shows). ``docs/heal.md``
+  ("Lifecycle of an action and an incident") has both tables; a test keeps it equal to these.
+
+The tables hold every move the loop makes and no other: a record that was never applied is never
+verified, a restore is never planned for a failed action nor a rollback for an effective one, a
+closed incident is never healed, and so on.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
+from x0tta.common.errors import PermanentError
 from x0tta.config.heal import HealSettings
 from x0tta.heal.core.detect import Key, Memory
 from x0tta.heal.core.model import Action, ActionKind, Decision, Event, Op, Symptom
@@ -34,6 +51,95 @@ class Undo(enum.StrEnum):
     REFUSED = "refused"
     EFFECTIVE = "effective"
     FAILED = "failed"
+
+
+Phase = tuple[State, Undo | None]
+"""Where a record is: its action's state and its undo's (``None``: no undo decided)."""
+
+
+class RecordEvent(enum.StrEnum):
+    APPLIED = "applied"  # the executor did it
+    DRY_RUN = "dry_run"  # the executor only logged it
+    REFUSED = "refused"  # the executor refused it: breaker open, rate limited, error, disabled
+    HELPED = "helped"  # verified: its symptom cleared, or its expected effect holds
+    DID_NOT_HELP = "did_not_help"  # verified: neither
+    HARM = "harm"  # another link of this node went silent right after the steer-off
+    PARTITION = "partition"  # the mesh partitioned while the link was steered off
+    REAPPLY = "reapply"  # someone else undid it while its symptom lasts: it is applied again
+    RESTORE = "restore"  # its symptom cleared: undo it (a dry run's undo is only recorded)
+    ROLLBACK = "rollback"  # it failed or did harm: undo it
+    RETRY_UNDO = "retry_undo"  # the executor refused the undo; its incident's retry time came
+    UNDO_APPLIED = "undo_applied"  # the executor did the undo
+    UNDO_REFUSED = "undo_refused"  # the executor refused the undo
+    UNDO_HELD = "undo_held"  # the undo's verification time passed without its symptom back
+    SYMPTOM_RETURNED = "symptom_returned"  # the symptom came back after a restore: it failed
+    RESUMED = "resumed"  # rebuilt after a restart: what was in flight is taken as done
+
+
+_S, _U, _E = State, Undo, RecordEvent
+_UNDONE = (_S.EFFECTIVE, _S.FAILED)  # the states from which an undo runs (restore, rollback)
+
+RECORD_TRANSITIONS: dict[tuple[Phase, RecordEvent], Phase] = {
+    # the executor's answer to the decision
+    ((_S.PLANNED, None), _E.APPLIED): (_S.APPLIED, None),
+    ((_S.PLANNED, None), _E.DRY_RUN): (_S.DRY_RUN, None),
+    ((_S.PLANNED, None), _E.REFUSED): (_S.REFUSED, None),
+    ((_S.PLANNED, None), _E.RESUMED): (_S.APPLIED, None),  # the answer was lost: every undo is idempotent
+    # verification, and what can still go wrong afterwards
+    ((_S.APPLIED, None), _E.HELPED): (_S.EFFECTIVE, None),
+    ((_S.APPLIED, None), _E.DID_NOT_HELP): (_S.FAILED, None),
+    ((_S.APPLIED, None), _E.HARM): (_S.FAILED, None),
+    ((_S.EFFECTIVE, None), _E.HARM): (_S.FAILED, None),
+    ((_S.EFFECTIVE, None), _E.PARTITION): (_S.FAILED, None),
+    ((_S.APPLIED, None), _E.REAPPLY): (_S.PLANNED, None),
+    ((_S.EFFECTIVE, None), _E.REAPPLY): (_S.PLANNED, None),
+    # the undo: a restore of what helped, a rollback of what did not
+    ((_S.EFFECTIVE, None), _E.RESTORE): (_S.EFFECTIVE, _U.PLANNED),
+    ((_S.DRY_RUN, None), _E.RESTORE): (_S.DRY_RUN, _U.EFFECTIVE),
+    ((_S.FAILED, None), _E.ROLLBACK): (_S.FAILED, _U.PLANNED),
+    **{((s, _U.PLANNED), _E.UNDO_APPLIED): (s, _U.APPLIED) for s in _UNDONE},
+    **{((s, _U.PLANNED), _E.UNDO_REFUSED): (s, _U.REFUSED) for s in _UNDONE},
+    **{((s, _U.PLANNED), _E.RESUMED): (s, _U.REFUSED) for s in _UNDONE},  # re-issued: idempotent
+    **{((s, _U.REFUSED), _E.RETRY_UNDO): (s, _U.PLANNED) for s in _UNDONE},
+    **{((s, _U.APPLIED), _E.UNDO_HELD): (s, _U.EFFECTIVE) for s in _UNDONE},
+    **{((s, _U.APPLIED), _E.RESUMED): (s, _U.EFFECTIVE) for s in _UNDONE},
+    ((_S.EFFECTIVE, _U.APPLIED), _E.SYMPTOM_RETURNED): (_S.EFFECTIVE, _U.FAILED),
+}
+"""``(phase, event) -> phase`` of an action record. Not in the table: :class:`HealStateError`."""
+
+
+class IncidentState(enum.StrEnum):
+    OPEN = "open"
+    HEALED = "healed"  # an action of it helped; still open until its symptom cleared and all is undone
+    CLOSED = "closed"
+
+
+class IncidentEvent(enum.StrEnum):
+    HEAL = "heal"  # the first of its actions verified effective
+    CLOSE = "close"  # its symptom cleared and all its actions are settled
+
+
+INCIDENT_TRANSITIONS: dict[tuple[IncidentState, IncidentEvent], IncidentState] = {
+    (IncidentState.OPEN, IncidentEvent.HEAL): IncidentState.HEALED,
+    (IncidentState.OPEN, IncidentEvent.CLOSE): IncidentState.CLOSED,
+    (IncidentState.HEALED, IncidentEvent.CLOSE): IncidentState.CLOSED,
+}
+"""``(state, event) -> state`` of an incident. Not in the table: :class:`HealStateError`."""
+
+
+def phase_name(phase: Phase) -> str:
+    state, undo = phase
+    return state.value if undo is None else f"{state.value}, undo {undo.value}"
+
+
+class HealStateError(PermanentError):
+    """A record or incident was asked to move in a way its lifecycle does not allow."""
+
+    def __init__(self, item: str, state: str, event: str, message: str = "") -> None:
+        super().__init__(message or f"{item}: {event} is not allowed in state {state}")
+        self.item = item
+        self.state = state
+        self.event = event
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +164,10 @@ class Record:
     baseline: tuple[tuple[str, Any], ...] = ()
     reapplied: int = 0  # times applied again because someone else undid it
     companion: bool = False  # faster OGMs taken together with a steer-off (shown in the record)
+
+    @property
+    def phase(self) -> Phase:
+        return (self.state, self.undo_state)
 
     @property
     def holds(self) -> bool:
@@ -118,6 +228,12 @@ class Incident:
     resumed: float | None = None  # set when rebuilt after a restart
     notes: tuple[str, ...] = ()  # why nothing was done, the latest reason first
 
+    @property
+    def state(self) -> IncidentState:
+        if self.closed is not None:
+            return IncidentState.CLOSED
+        return IncidentState.OPEN if self.healed is None else IncidentState.HEALED
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -132,6 +248,34 @@ class Incident:
             "resolution": self.resolution,
             "notes": list(self.notes),
         }
+
+
+_STATE_FIELDS = frozenset({"state", "undo_state", "healed", "closed"})
+
+
+@overload
+def transition(item: Record, event: RecordEvent, **changes: Any) -> Record: ...
+@overload
+def transition(item: Incident, event: IncidentEvent, **changes: Any) -> Incident: ...
+def transition(item: Record | Incident, event: RecordEvent | IncidentEvent, **changes: Any) -> Record | Incident:
+    """``item`` after ``event``, with ``changes`` to its other fields; :class:`HealStateError` if its
+    lifecycle table has no such move. An incident's ``healed`` or ``closed`` time, which make its
+    state, is given in ``changes`` and must make the state the table says."""
+    if isinstance(item, Record):
+        if _STATE_FIELDS.intersection(changes):
+            raise TypeError("the table sets a record's phase, not the caller")
+        nxt = RECORD_TRANSITIONS.get((item.phase, event))
+        if nxt is None:
+            raise HealStateError(item.id, phase_name(item.phase), str(event))
+        return replace(item, state=nxt[0], undo_state=nxt[1], **changes)
+    to = INCIDENT_TRANSITIONS.get((item.state, event))
+    if to is None:
+        raise HealStateError(item.id, item.state.value, str(event))
+    moved = replace(item, **changes)
+    if moved.state != to:
+        raise HealStateError(item.id, item.state.value, str(event),
+                             f"{item.id}: {event} leaves it {moved.state.value}, not {to.value}")
+    return moved
 
 
 @dataclass(frozen=True)
@@ -192,6 +336,23 @@ class Scratch:
         key = (rec.symptom[0], rec.action.remedy)
         good, bad = self.stats.get(key, (0, 0))
         self.stats[key] = (good + weight, bad) if ok else (good, bad + weight)
+
+    def refused(self, exc: HealStateError, inc: str) -> None:
+        self.event("transition_refused", inc, id=exc.item, state=exc.state, move=exc.event, reason=str(exc))
+
+    @contextmanager
+    def atomic(self, inc: str) -> Iterator[None]:
+        """What the block changes happens whole or not at all: a move its lifecycle refuses
+        (:class:`HealStateError`) drops every change, decision and event of the block and is
+        reported as a ``transition_refused`` event of incident ``inc`` instead."""
+        saved = (dict(self.records), dict(self.incidents), dict(self.by_key), dict(self.stats), self.seq)
+        events, decisions = len(self.events), len(self.decisions)
+        try:
+            yield
+        except HealStateError as exc:
+            self.records, self.incidents, self.by_key, self.stats, self.seq = saved
+            del self.events[events:], self.decisions[decisions:]
+            self.refused(exc, inc)
 
     def finish(self, **changes: Any) -> Knowledge:
         return replace(

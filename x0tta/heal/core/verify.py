@@ -10,6 +10,8 @@
   restored; one that another, longer-lived symptom needs is handed over to that symptom's incident.
   A restore is itself verified: if the symptom returns within ``restore_verify_after``, the restore
   failed (the step's analysis sees that, :mod:`~x0tta.heal.core.loop`).
+
+Every change of a record's phase goes through :func:`~x0tta.heal.core.records.transition`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from x0tta.config.heal import HealSettings
 from x0tta.heal.core.detect import Key
 from x0tta.heal.core.model import Action, ActionKind, Decision, Observation, Op, Symptom, SymptomKind
 from x0tta.heal.core.plan import UNDO, _hardif_of
-from x0tta.heal.core.records import Incident, Record, Scratch, State, Undo
+from x0tta.heal.core.records import Incident, IncidentEvent, Record, RecordEvent, Scratch, State, Undo, transition
 
 
 def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
@@ -70,64 +72,70 @@ def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
 
 
 def verify(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
-    s = st.k.settings
     partition = (SymptomKind.PARTITION.value, "mesh") in active
     for rid, rec in list(st.records.items()):
-        if _undone_by_others(rec, obs, active) and rec.reapplied < MAX_REAPPLY:
-            rec = replace(rec, state=State.PLANNED, outcome="re-applied: undone by someone else",
-                          reapplied=rec.reapplied + 1)
-            st.records[rid] = rec
-            st.decisions.append(Decision(
-                id=rid, incident=rec.incident, op=Op.APPLY, action=rec.action, symptom=rec.symptom,
-                reasons=(f"{rec.action.target} was restored by someone else (e.g. a mesh reconcile) while "
-                         f"{rec.symptom[0]} lasts; applying again ({rec.reapplied}/{MAX_REAPPLY})",),
-            ))
-            continue
-        if harm := _harm(rec, active, st.now, s):
-            # the steer-off moved traffic onto a link that failed right after: roll it back at once
-            # (batman-adv alone would have both links) and weigh it twice in the ranking
-            st.learn(rec, False, weight=HARM_WEIGHT)
-            rec = replace(rec, state=State.FAILED, outcome=harm)
-            st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
-                     target=rec.action.target, reason=harm)
-            st.event("harm", rec.incident, id=rid, kind=rec.action.kind.value, target=rec.action.target,
-                     reason=harm)
-            st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, harm)
-        elif rec.state == State.APPLIED and rec.verify_at is not None and st.now >= rec.verify_at:
-            if rec.symptom not in active:
-                ok, why = True, "the symptom cleared"
-            else:
-                ok, why = _effect(rec, obs, s)
-            rec = replace(rec, state=State.EFFECTIVE if ok else State.FAILED, outcome=why)
-            st.learn(rec, ok)
-            st.event("verified", rec.incident, id=rid, ok=ok, op="apply", kind=rec.action.kind.value,
-                     target=rec.action.target, reason=why)
-            if ok:
-                inc = st.incidents.get(rec.incident)
-                if inc is not None and inc.healed is None:
-                    healed = rec.applied if rec.applied is not None else st.now
-                    st.incidents[rec.incident] = replace(inc, healed=healed)
-                    st.event("healed", rec.incident, time_to_heal=max(0.0, healed - inc.onset),
-                             action=rec.action.kind.value)
-            elif rec.action.kind in UNDO:
-                rec = _undo_decision(st, rec, Op.ROLLBACK, f"did not help: {why}")
-            st.records[rid] = rec
-        elif (
-            partition  # a steer-off judged good earlier; right after one, originators reachable
-            and rec.action.kind == ActionKind.STEER_OFF  # only through that link vanish for an OGM
-            and rec.state == State.EFFECTIVE  # interval or two: its own verification judges that
-            and rec.undo_state is None
-            and rec.symptom[0] != SymptomKind.PARTITION
-        ):
-            st.learn(rec, False)
-            rec = replace(rec, state=State.FAILED, outcome="partition while steered off")
-            st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
-                     target=rec.action.target, reason=rec.outcome)
-            st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, "the mesh partitioned while steered off")
-        if rec.undo_state == Undo.APPLIED and rec.undo_verify_at is not None and st.now >= rec.undo_verify_at:
-            st.records[rid] = replace(rec, undo_state=Undo.EFFECTIVE)
-            st.event("verified", rec.incident, id=f"{rid}/undo", ok=True, op=rec.undo_op.value if rec.undo_op else "",
-                     kind=UNDO[rec.action.kind].value, target=rec.action.target, reason="undo held")
+        with st.atomic(rec.incident):
+            _verify_one(st, rid, rec, obs, active, partition)
+
+
+def _verify_one(st: Scratch, rid: str, rec: Record, obs: Observation, active: dict[Key, Symptom],
+                partition: bool) -> None:
+    s = st.k.settings
+    if _undone_by_others(rec, obs, active) and rec.reapplied < MAX_REAPPLY:
+        rec = transition(rec, RecordEvent.REAPPLY, outcome="re-applied: undone by someone else",
+                         reapplied=rec.reapplied + 1)
+        st.records[rid] = rec
+        st.decisions.append(Decision(
+            id=rid, incident=rec.incident, op=Op.APPLY, action=rec.action, symptom=rec.symptom,
+            reasons=(f"{rec.action.target} was restored by someone else (e.g. a mesh reconcile) while "
+                     f"{rec.symptom[0]} lasts; applying again ({rec.reapplied}/{MAX_REAPPLY})",),
+        ))
+        return
+    if harm := _harm(rec, active, st.now, s):
+        # the steer-off moved traffic onto a link that failed right after: roll it back at once
+        # (batman-adv alone would have both links) and weigh it twice in the ranking
+        st.learn(rec, False, weight=HARM_WEIGHT)
+        rec = transition(rec, RecordEvent.HARM, outcome=harm)
+        st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
+                 target=rec.action.target, reason=harm)
+        st.event("harm", rec.incident, id=rid, kind=rec.action.kind.value, target=rec.action.target,
+                 reason=harm)
+        st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, harm)
+    elif rec.state == State.APPLIED and rec.verify_at is not None and st.now >= rec.verify_at:
+        if rec.symptom not in active:
+            ok, why = True, "the symptom cleared"
+        else:
+            ok, why = _effect(rec, obs, s)
+        rec = transition(rec, RecordEvent.HELPED if ok else RecordEvent.DID_NOT_HELP, outcome=why)
+        st.learn(rec, ok)
+        st.event("verified", rec.incident, id=rid, ok=ok, op="apply", kind=rec.action.kind.value,
+                 target=rec.action.target, reason=why)
+        if ok:
+            inc = st.incidents.get(rec.incident)
+            if inc is not None and inc.healed is None:
+                healed = rec.applied if rec.applied is not None else st.now
+                st.incidents[rec.incident] = transition(inc, IncidentEvent.HEAL, healed=healed)
+                st.event("healed", rec.incident, time_to_heal=max(0.0, healed - inc.onset),
+                         action=rec.action.kind.value)
+        elif rec.action.kind in UNDO:
+            rec = _undo_decision(st, rec, Op.ROLLBACK, f"did not help: {why}")
+        st.records[rid] = rec
+    elif (
+        partition  # a steer-off judged good earlier; right after one, originators reachable
+        and rec.action.kind == ActionKind.STEER_OFF  # only through that link vanish for an OGM
+        and rec.state == State.EFFECTIVE  # interval or two: its own verification judges that
+        and rec.undo_state is None
+        and rec.symptom[0] != SymptomKind.PARTITION
+    ):
+        st.learn(rec, False)
+        rec = transition(rec, RecordEvent.PARTITION, outcome="partition while steered off")
+        st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
+                 target=rec.action.target, reason=rec.outcome)
+        st.records[rid] = _undo_decision(st, rec, Op.ROLLBACK, "the mesh partitioned while steered off")
+    if rec.undo_state == Undo.APPLIED and rec.undo_verify_at is not None and st.now >= rec.undo_verify_at:
+        st.records[rid] = transition(rec, RecordEvent.UNDO_HELD)
+        st.event("verified", rec.incident, id=f"{rid}/undo", ok=True, op=rec.undo_op.value if rec.undo_op else "",
+                 kind=UNDO[rec.action.kind].value, target=rec.action.target, reason="undo held")
 
 
 MAX_REAPPLY = 5
@@ -173,20 +181,24 @@ def _undo_action(rec: Record) -> Action:
                   blast_radius=a.blast_radius, cost=a.cost, expected=expected, verify_after=a.verify_after)
 
 
-def _undo_decision(st: Scratch, rec: Record, op: Op, reason: str) -> Record:
-    if rec.state == State.DRY_RUN:
-        return replace(rec, undo_op=op, undo_state=Undo.EFFECTIVE, undo_reason=reason)
-    st.decisions.append(
-        Decision(
-            id=f"{rec.id}/undo",
-            incident=rec.incident,
-            op=op,
-            action=_undo_action(rec),
-            symptom=rec.symptom,
-            reasons=(reason,),
+def _undo_decision(st: Scratch, rec: Record, op: Op, reason: str, event: RecordEvent | None = None) -> Record:
+    """``rec`` with its undo decided (``event``: a restore or rollback by ``op``, unless told): the
+    undo decision goes to the executor; a dry run's undo is only recorded."""
+    if event is None:
+        event = RecordEvent.RESTORE if op == Op.RESTORE else RecordEvent.ROLLBACK
+    undone = transition(rec, event, undo_op=op, undo_reason=reason)
+    if undone.undo_state == Undo.PLANNED:
+        st.decisions.append(
+            Decision(
+                id=f"{rec.id}/undo",
+                incident=rec.incident,
+                op=op,
+                action=_undo_action(rec),
+                symptom=rec.symptom,
+                reasons=(reason,),
+            )
         )
-    )
-    return replace(rec, undo_op=op, undo_state=Undo.PLANNED, undo_reason=reason)
+    return undone
 
 
 # Symptoms under which this node keeps its faster originator interval, whichever incident took it.
@@ -222,7 +234,9 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             continue
         if rec.undo_state == Undo.REFUSED:  # retry an undo the executor refused
             if st.now >= st.incidents.get(rec.incident, _NEVER).next_attempt:
-                st.records[rid] = _undo_decision(st, rec, rec.undo_op or Op.RESTORE, rec.undo_reason)
+                with st.atomic(rec.incident):
+                    st.records[rid] = _undo_decision(st, rec, rec.undo_op or Op.RESTORE, rec.undo_reason,
+                                                     RecordEvent.RETRY_UNDO)
             continue
         if rec.state not in (State.EFFECTIVE, State.DRY_RUN):
             continue  # an applied action is verified before it can be undone
@@ -241,7 +255,8 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             steered_or_returning(r, obs, st.now, s) for r in st.records.values()
         ):
             continue
-        st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
+        with st.atomic(rec.incident):
+            st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
 
 
 # Mesh-wide symptoms that can last a whole flap window: they take over the remedies they need.
