@@ -7,6 +7,7 @@ import pytest
 from x0tta.common.errors import DecodeError, PermanentError
 from x0tta.guard.core import DYNAMIC, STATIC, AdmissionState, BadMac, StaticMacRevoke, parse_mac, plan_sync
 from x0tta.guard.enforce import Guard
+from x0tta.guard.testing import DictMap
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 
@@ -61,27 +62,11 @@ def test_plan_sync_is_idempotent():
     assert plan_sync(desired, desired) == ({}, [])
 
 
-class FakeMap:
-    """Stands in for a BPF hash map (bytes keys and values)."""
-
-    def __init__(self, data=None):
-        self.data = dict(data or {})
-
-    def update(self, key, value, flags=0):
-        self.data[bytes(key)] = bytes(value)
-
-    def delete(self, key):
-        return self.data.pop(bytes(key), None) is not None
-
-    def items(self):
-        return list(self.data.items())
-
-
 def test_guard_writes_maps_once_bound():
     g = Guard("observe", [A], clock=lambda: 1.0)
     g.admit(B)
-    pinned = FakeMap({raw(C): (2).to_bytes(4, "little"), raw("02:00:00:00:00:ff"): (1).to_bytes(4, "little")})
-    config = FakeMap()
+    pinned = DictMap({raw(C): (2).to_bytes(4, "little"), raw("02:00:00:00:00:ff"): (1).to_bytes(4, "little")})
+    config = DictMap()
     g.bind(pinned, config)
     assert set(pinned.data) == {raw(A), raw(B), raw(C)}
     assert config.data[b"\0\0\0\0"] == (0).to_bytes(8, "little")
