@@ -22,9 +22,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import ROOT, require_root
+from x0tta.agent.wiring import guard_maps
 from x0tta.common.errors import CapabilityMissing
+from x0tta.config.guard import GuardSettings
 from x0tta.config.probes import ProbeSettings
 from x0tta.guard.enforce import Guard
+from x0tta.guard.service import GuardService
 from x0tta.probes import core
 from x0tta.probes.service import Probes, ProbesService, load
 
@@ -177,10 +180,9 @@ def _drain(s: socket.socket) -> dict[str, int]:
 
 
 def test_guard_enforce_drops_non_admitted_sources(net, pin):
-    s = settings(net, pin, guard_mode="enforce", admitted_macs=(PEER_MAC,))
-    guard = Guard(s.guard_mode, s.admitted_macs)
-    probes = start(s)
-    guard.bind(probes.obj.maps[core.MAP_ADMITTED], probes.obj.maps[core.MAP_CONFIG])
+    guard = Guard("enforce", (PEER_MAC,))
+    probes = start(settings(net, pin))
+    guard_maps(guard.attach)(probes.obj.maps)  # the agent's handover of the shared maps
     rx = _receiver(net.host)
     try:
         net.send_batman(5)
@@ -276,11 +278,11 @@ def test_iperf3_bytes_within_one_percent(net, pin):
 class Ctx:
     """The parts of the agent's context the service uses, real where it matters (registry)."""
 
-    def __init__(self, s: ProbeSettings) -> None:
+    def __init__(self, s: ProbeSettings, g: GuardSettings | None = None, registry=None) -> None:
         from x0tta.config.schema import AgentSettings
 
-        self._settings = AgentSettings(probes=s)
-        self.registry = CollectorRegistry()
+        self._settings = AgentSettings(probes=s, guard=g or GuardSettings())
+        self.registry = registry or CollectorRegistry()
         self.commands: dict = {}
         self.conditions: tuple = ()
         self.health = self
@@ -294,62 +296,84 @@ class Ctx:
     def set(self, *conditions):
         self.conditions = conditions
 
+    def ok(self):
+        self.set()
+
     def register(self, command, handler):
         self.commands[command] = handler
 
     def info(self, *a, **k):
         pass
 
-    warning = info
+    warning = error = info
 
 
-async def test_service_exports_metrics_and_admin_commands(net, pin):
-    s = settings(net, pin, poll_interval=0.1, guard_mode="enforce")
-    ctx = Ctx(s)
+async def test_services_export_metrics_and_admin_commands(net, pin):
+    """The probes and the guard as the agent wires them: the guard enforces through the maps the
+    probes load and hand over; each subsystem registers its own admin commands and metrics."""
+    from dataclasses import replace
+
+    from x0tta.config.schema import AgentSettings
+
+    s = settings(net, pin, poll_interval=0.1)
+    g = GuardSettings(mode="enforce")
+    registry = CollectorRegistry()
+    ctx, gctx = Ctx(s, g, registry), Ctx(s, g, registry)
+    gsvc = GuardService(settings=g)
     svc = ProbesService(settings=s)
+    svc.share_maps(guard_maps(gsvc.kernel_maps))
+    gtask = asyncio.create_task(gsvc.run(gctx))
     task = asyncio.create_task(svc.run(ctx))
     try:
         for _ in range(100):
             await asyncio.sleep(0.05)
             if svc.last is not None:
                 break
-        assert await ctx.commands["guard.admit"]({"mac": PEER_MAC}) == {"mac": PEER_MAC, "changed": True}
+        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke"]
+        assert sorted(ctx.commands) == ["probes.flows", "probes.neighbors"]
+        assert await gctx.commands["guard.admit"]({"mac": PEER_MAC}) == {"mac": PEER_MAC, "changed": True}
         await asyncio.to_thread(net.send_batman, 3)
         await asyncio.to_thread(net.send_batman, 2, OTHER_MAC)
         await asyncio.to_thread(sh, f"ping -q -c 2 -i 0.05 -I {net.host} {net.peer_ip}")
         await svc.refresh()
-        value = ctx.registry.get_sample_value
+        value = registry.get_sample_value
         assert value("x0tta_probes_up") == 1.0
         assert value("x0tta_probes_neighbor_rx_packets_total", {"interface": net.host, "mac": PEER_MAC}) == 3
         assert value("x0tta_probes_neighbor_denied_packets_total", {"interface": net.host, "mac": OTHER_MAC}) == 2
         assert value("x0tta_probes_guard_dropped_total") == 2
         assert value("x0tta_probes_attached", {"interface": net.host}) == 1
+        assert value("x0tta_guard_enforcing") == 1 and value("x0tta_guard_in_kernel") == 1
+        assert value("x0tta_guard_admitted", {"origin": "dynamic"}) == 1
         assert svc.last_heard(PEER_MAC) is not None and svc.last_heard("02:00:00:00:00:99") is None
         flows = await ctx.commands["probes.flows"]({"limit": 5})
         assert any(f["proto"] == "icmp" and f["packets"] == 2 and f["dst"] == net.peer_ip for f in flows)
         neigh = await ctx.commands["probes.neighbors"]({})
         assert {n["mac"] for n in neigh} == {PEER_MAC, OTHER_MAC}
-        listing = await ctx.commands["guard.list"]({})
+        listing = await gctx.commands["guard.list"]({})
         assert listing["mode"] == "enforce" and listing["enforced_in_kernel"]
-        assert ctx.conditions == ()
+        assert ctx.conditions == () and gctx.conditions == ()
 
-        # reload: guard mode and static MACs apply in place; map sizes need a restart
-        from dataclasses import replace
-
-        from x0tta.config.schema import AgentSettings
-
-        observe = replace(s, guard_mode="observe", admitted_macs=(OTHER_MAC,))
-        assert await svc.reload(ctx, AgentSettings(probes=observe)) is True
-        assert svc.guard.mode == "observe" and svc.guard.is_admitted(OTHER_MAC) and svc.guard.is_admitted(PEER_MAC)
+        # reload: guard mode and static MACs apply in place; map sizes need a restart of the probes
+        new = AgentSettings(probes=s, guard=replace(g, mode="observe", admitted_macs=(OTHER_MAC,)))
+        assert await gsvc.reload(gctx, new) is True and await svc.reload(ctx, new) is True
+        assert gsvc.guard.mode == "observe" and gsvc.guard.is_admitted(OTHER_MAC) and gsvc.guard.is_admitted(PEER_MAC)
         assert svc._probes.obj.maps[core.MAP_CONFIG].lookup(b"\0\0\0\0")[:4] == b"\0\0\0\0"
-        assert await svc.reload(ctx, AgentSettings(probes=replace(observe, flow_map_size=128))) is False
+        assert await svc.reload(ctx, replace(new, probes=replace(s, flow_map_size=128))) is False
+        assert await svc.reload(ctx, replace(new, guard=replace(new.guard, admitted_map_size=64))) is False
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(10):  # a stop that hangs fails the test instead
                 await task
     assert filters(net.host, "ingress") == []
-    assert ctx.registry.get_sample_value("x0tta_probes_up") == 0.0
+    assert registry.get_sample_value("x0tta_probes_up") == 0.0
+    # the maps went with the probes: the guard keeps its admissions and says it enforces nothing
+    await asyncio.sleep(0.01)
+    assert [c.code for c in gctx.conditions] == ["guard_not_enforced"]
+    assert registry.get_sample_value("x0tta_guard_in_kernel") == 0.0 and gsvc.guard.is_admitted(PEER_MAC)
+    gtask.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gtask
 
 
 def test_degrades_without_objects_or_privileges(tmp_path, pin):
@@ -394,13 +418,14 @@ def test_cap_bpf_and_cap_net_admin_are_enough(net):
 
 
 def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
-    """The real agent (wiring, supervisor, admin socket, /metrics) with the probes on a veth."""
+    """The real agent (wiring, supervisor, admin socket, /metrics) with the probes on a veth and the
+    guard enforcing through their maps; restarted on a config with the guard's deprecated keys."""
     from tests.integration.test_agent_process import start_agent
     from x0tta.admin.client import call
     from x0tta.config.loader import load_settings
 
     cfg = agent_config(
-        f'[probes]\ninterfaces = ["{net.host}"]\npin_path = "{pin}"\npoll_interval = 0.2\nguard_mode = "enforce"\n'
+        f'[probes]\ninterfaces = ["{net.host}"]\npin_path = "{pin}"\npoll_interval = 0.2\n[guard]\nmode = "enforce"\n'
     )
     settings = load_settings(cfg, {})
 
@@ -429,6 +454,9 @@ def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
         check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
         assert check.returncode == 0, check
         assert b"x0tta_probes_guard_dropped_total 3.0" in body
+        assert b"x0tta_guard_enforcing 1.0" in body and b"x0tta_guard_in_kernel 1.0" in body
+        by = {h["subsystem"]: h for h in call(settings.admin_socket, "status", {})["subsystems"]}
+        assert by["guard"]["state"] == "ok" and by["probes"]["state"] == "ok", by
         assert len(filters(net.host, "ingress")) == 1
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -436,10 +464,16 @@ def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
     assert "probes_detached" in out + err
     assert filters(net.host, "ingress") == [] and filters(net.host, "egress") == []
 
-    # restart: the pinned maps bring back the counters and the dynamic admission
-    proc = start_agent(cfg)
+    # restart: the pinned maps bring back the counters and the dynamic admission. The config now
+    # sets the mode under its old name, [probes] guard_mode: taken as [guard] mode, and logged.
+    old = agent_config(
+        f'[probes]\ninterfaces = ["{net.host}"]\npin_path = "{pin}"\npoll_interval = 0.2\nguard_mode = "enforce"\n',
+        name="old.toml",
+    )
+    proc = start_agent(old)
     try:
         listing = loaded()
+        assert listing["mode"] == "enforce"
         assert {"mac": PEER_MAC, "origin": "dynamic"}.items() <= listing["admitted"][0].items()
         net.send_batman(1)
         time.sleep(0.6)
@@ -449,4 +483,6 @@ def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):
             assert len(filters(net.host, hook)) == 1
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=10)
+    warned = [json.loads(line) for line in out.splitlines() if '"config_key_deprecated"' in line]
+    assert [(w["old"], w["new"]) for w in warned] == [("probes.guard_mode", "guard.mode")], out[-2000:]

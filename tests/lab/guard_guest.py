@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from x0tta.agent.wiring import guard_maps
 from x0tta.config.probes import ProbeSettings
 from x0tta.guard.enforce import Guard
 from x0tta.probes import core
@@ -154,13 +155,13 @@ def phase(mode: str) -> dict:
     probes: dict[str, Probes] = {}
     for n in GUARDED:
         ifs = tuple(ifname(n, p) for p in NODES if p != n)
-        s = ProbeSettings(interfaces=(*ifs, "bat0"), pin_path=f"/run/bpf-{mode}-{n}/x0tta", guard_mode=mode)
+        s = ProbeSettings(interfaces=(*ifs, "bat0"), pin_path=f"/run/bpf-{mode}-{n}/x0tta")
         with NetNs(n):
             p = Probes(load(s), s)
             attached, missing, failed = p.reconcile()
             assert attached == sorted(ifs) and missing == ["bat0"] and not failed, (attached, missing, failed)
             guard = Guard(mode, admitted)
-            guard.bind(p.obj.maps[core.MAP_ADMITTED], p.obj.maps[core.MAP_CONFIG])
+            guard_maps(guard.attach)(p.obj.maps)  # the agent's handover of the shared maps
         probes[n] = p
     enable_batman()
     for n, p in probes.items():

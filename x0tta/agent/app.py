@@ -4,6 +4,9 @@ Lifecycle::
 
     start   configure logs/traces/metrics -> admin socket -> /metrics -> subsystems -> READY=1
     SIGHUP  read the config again; invalid -> logged, old settings stay; valid -> subsystems reload
+
+A config that uses a deprecated key (``x0tta.config.loader.MOVED``) is taken, and each such key
+is logged as ``config_key_deprecated`` with its old and new name, at start and at every reload.
     SIGTERM STOPPING=1 -> subsystems cancelled (bounded by supervisor.shutdown_timeout) -> exit 0
 
 The watchdog ping runs on the event loop on purpose: if the loop stalls, the pings stop and
@@ -33,7 +36,7 @@ from x0tta.agent.supervisor import Supervisor
 from x0tta.agent.wiring import AgentHooks, Factory, factories
 from x0tta.common.health import overall
 from x0tta.config.fields import ConfigError, to_data
-from x0tta.config.loader import load_settings
+from x0tta.config.loader import MovedKey, load_settings
 from x0tta.config.schema import AgentSettings
 from x0tta.telemetry import logging as tlog
 from x0tta.telemetry import tracing
@@ -67,8 +70,10 @@ class Agent:
         config_path: str | None = None,
         environ: Mapping[str, str] | None = None,
         extra: Mapping[str, Factory] | None = None,
+        moved: list[MovedKey] | None = None,
     ) -> None:
         self.settings = settings
+        self._moved = list(moved or [])
         self.config_path = config_path
         self.environ = dict(os.environ if environ is None else environ)
         self.node_id = settings.node.resolved_id(socket.gethostname())
@@ -126,6 +131,7 @@ class Agent:
 
     async def _start(self) -> None:
         s = self.settings
+        self._warn_moved(self._moved)
         await asyncio.to_thread(Path(s.node.state_dir).mkdir, parents=True, exist_ok=True, mode=0o700)
         self._register_admin()
         await self.admin.start(s.admin_socket)
@@ -195,8 +201,9 @@ class Agent:
         """Re-read the config file; keep the old settings when the new ones are invalid."""
         async with self._reload_lock:
             self.notifier.reloading()
+            moved: list[MovedKey] = []
             try:
-                new = await asyncio.to_thread(load_settings, self.config_path, self.environ)
+                new = await asyncio.to_thread(load_settings, self.config_path, self.environ, moved)
             except ConfigError as exc:
                 self.metrics.reloads.labels("rejected").inc()
                 self.log.error(
@@ -208,12 +215,17 @@ class Agent:
                 self.notifier.ready("reload rejected: previous configuration in force")
                 return False
             self.settings = new
+            self._warn_moved(moved)
             tlog.LEVELS.update(new.logging.level, new.logging.levels)
             await self.supervisor.reload(new)
             self.metrics.reloads.labels("applied").inc()
             self.log.info("config_reloaded", source=self.config_path)
             self.notifier.ready("configuration reloaded")
             return True
+
+    def _warn_moved(self, moved: list[MovedKey]) -> None:
+        for m in moved:
+            self.log.warning("config_key_deprecated", old=m.old, new=m.new, source=self.config_path, hint=str(m))
 
     # -- admin --------------------------------------------------------------------------------
     def _register_admin(self) -> None:

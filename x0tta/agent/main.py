@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     from x0tta.config.fields import ConfigError
     from x0tta.config.loader import load_settings
 
+    moved: list = []  # deprecated keys taken: logged by the agent once logging is configured
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, moved=moved)
     except ConfigError as exc:
         print(f"x0tta-agent: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from x0tta.agent.app import Agent
 
-    agent = Agent(settings, config_path=args.config)
+    agent = Agent(settings, config_path=args.config, moved=moved)
     try:
         code = runner(agent.run())
     except Exception as exc:  # a bug or an unusable environment at start: say it, exit non-zero

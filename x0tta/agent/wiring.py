@@ -2,12 +2,16 @@
 
 Each entry is ``name -> factory(settings) -> Subsystem``; a factory imports its package only
 when called, so a node that disables a subsystem never pays for importing it. Order matters:
-subsystems start in this order (identity before peer, mesh before heal).
+subsystems start in this order (identity before peer, mesh before heal, guard before the peer
+sessions that admit through it and the probes that load its maps).
+
+The guard and the probes share one eBPF object: the probes load it, and this module hands the
+guard its two maps (:func:`guard_maps`) each time they do; the guard never imports the probes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +48,12 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         def build() -> Subsystem:
             neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
             service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
-            if s.probes.enabled:
+            if s.guard.enabled:
                 # An authenticated session admits the neighbour's MAC into the eBPF guard; the end of
                 # its last session revokes it (docs/ebpf.md, "admission").
                 from x0tta.guard.enforce import PeerAdmission
 
-                service.subscribe(PeerAdmission(probes(s).guard))  # type: ignore[attr-defined]
+                service.subscribe(PeerAdmission(guard(s).guard))  # type: ignore[attr-defined]
             return service
 
         return once("peer", build)
@@ -71,15 +75,33 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             peer(s).subscribe(service.peer_changed)  # type: ignore[attr-defined]
         return service
 
-    # The probes are shared too: the peer subsystem admits and revokes MACs through
-    # ``probes.guard`` and the MAPE-K monitor reads ``probes.neighbors_seen()`` (docs/ebpf.md).
+    # The peer subsystem admits and revokes MACs through ``guard.guard`` (docs/ebpf.md).
+    def guard(s: AgentSettings) -> Subsystem:
+        return once("guard", lambda: _guard(s))
+
+    # The probes are shared too: they load the guard's maps and the MAPE-K monitor reads
+    # ``probes.neighbors_seen()`` (docs/ebpf.md).
     def probes(s: AgentSettings) -> Subsystem:
-        return once("probes", lambda: _probes(s))
+        def build() -> Subsystem:
+            service = _probes(s)
+            if s.guard.enabled:
+                attach = guard(s).kernel_maps  # type: ignore[attr-defined]
+            else:
+                # Nothing would admit a neighbour, so nothing may be dropped: the maps are held in
+                # observe by a guard of no subsystem (static MACs leave, dynamic ones stay pinned).
+                from x0tta.guard.enforce import Guard
+
+                attach = Guard("observe").attach
+            service.share_maps(guard_maps(attach))  # type: ignore[attr-defined]
+            return service
+
+        return once("probes", build)
 
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
         "mesh": (settings.mesh.enabled, mesh),
         "heal": (settings.heal.enabled, heal),
+        "guard": (settings.guard.enabled, guard),
         "peer": (settings.peer.enabled, peer),
         "probes": (settings.probes.enabled, probes),
     }
@@ -131,6 +153,24 @@ def _heal(settings: AgentSettings, overrides: dict[str, Any], hooks: AgentHooks)
         subsystem_health=hooks.subsystem_health,
         restart_subsystem=hooks.restart_subsystem,
     )
+
+
+def guard_maps(attach: Callable[[Any], None]) -> Callable[[Mapping[str, Any] | None], None]:
+    """A listener for ``ProbesService.share_maps`` that hands ``attach`` (``GuardService.kernel_maps``
+    or ``Guard.attach``) the guard's two maps of the loaded object, or None when they go."""
+    from x0tta.guard.enforce import KernelMaps
+    from x0tta.probes.core import MAP_ADMITTED, MAP_CONFIG
+
+    def listener(maps: Mapping[str, Any] | None) -> None:
+        attach(None if maps is None else KernelMaps(maps[MAP_ADMITTED], maps[MAP_CONFIG]))
+
+    return listener
+
+
+def _guard(settings: AgentSettings) -> Subsystem:
+    from x0tta.guard.service import GuardService
+
+    return GuardService(settings=settings.guard)
 
 
 def _probes(settings: AgentSettings) -> Subsystem:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from x0tta.config.fields import ConfigError, to_data
-from x0tta.config.loader import load_settings
+from x0tta.config.loader import MovedKey, load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,14 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def check(args: argparse.Namespace) -> int:
+    moved: list[MovedKey] = []
     try:
-        load_settings(args.file)
+        load_settings(args.file, moved=moved)
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    print(f"{args.file}: ok")
+    for m in moved:
+        print(f"  warning: {m}", file=sys.stderr)
+    print(f"{args.file}: ok" + (f" ({len(moved)} deprecated key(s))" if moved else ""))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 ``list`` shows the mode and the admitted MACs (static from the config, dynamic from handshakes or
 this command); ``admit MAC`` / ``revoke MAC`` change them at once in the kernel; ``mode
-observe|enforce`` switches enforcement (until the next restart or reload: set ``probes.guard_mode``
+observe|enforce`` switches enforcement (until the next restart or reload: set ``[guard] mode``
 to keep it).
 """
 

@@ -1,12 +1,11 @@
-"""Settings of the eBPF probes and the admission guard (section [probes])."""
+"""Settings of the eBPF probes (section [probes]). The admission guard that shares their object has
+its own section, [guard] (:mod:`x0tta.config.guard`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from x0tta.config.fields import setting
-
-MAC_PATTERN = r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}"
 
 
 @dataclass(frozen=True)
@@ -40,32 +39,12 @@ class ProbeSettings:
         min=16,
         max=65_536,
     )
-    admitted_map_size: int = setting(
-        1024,
-        doc="Capacity of the guard's admitted-MAC map: every neighbour interface of a large mesh, "
-        "with room to spare. Admissions beyond it fail loudly.",
-        min=16,
-        max=65_536,
-    )
     top_flows: int = setting(
         20,
         doc="How many flows (by bytes) are exported as labelled metrics. Also capped by "
         "metrics.max_label_values; the rest are counted in x0tta_probes_label_overflow.",
         min=0,
         max=10_000,
-    )
-    guard_mode: str = setting(
-        "observe",
-        doc="observe: batman-adv frames from non-admitted MACs pass and are counted as would-be "
-        "drops; enforce: they are dropped. observe by default so that turning the guard on cannot "
-        "partition a running mesh before every node admits its neighbours.",
-        choices=("observe", "enforce"),
-    )
-    admitted_macs: tuple[str, ...] = setting(
-        default_factory=tuple,
-        doc="MACs admitted without a handshake (aa:bb:cc:dd:ee:ff): nodes that run no x0tta, and "
-        "the seeds of a new mesh. They cannot be revoked at run time.",
-        pattern=MAC_PATTERN,
     )
     pin_path: str = setting(
         "/sys/fs/bpf/x0tta",

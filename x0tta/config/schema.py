@@ -1,7 +1,7 @@
 """The agent's settings: one dataclass per config section, every field with its reason.
 
 The sections of the subsystems live in their own modules of this package (``mesh``, ``heal``,
-``identity``, ``peer``, ``probes``) so that each subsystem's owners can grow them without touching
+``identity``, ``peer``, ``guard``, ``probes``) so that each subsystem's owners can grow them without touching
 the others; this module assembles them into :class:`AgentSettings`.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from x0tta.config.fields import setting
+from x0tta.config.guard import GuardSettings
 from x0tta.config.heal import HealSettings
 from x0tta.config.identity import IdentitySettings
 from x0tta.config.mesh import MeshSettings
@@ -162,7 +163,8 @@ class AgentSettings:
     heal: HealSettings = setting(default_factory=HealSettings, doc="MAPE-K self-healing.")
     identity: IdentitySettings = setting(default_factory=IdentitySettings, doc="SPIFFE identity.")
     peer: PeerSettings = setting(default_factory=PeerSettings, doc="PQC mTLS peer sessions.")
-    probes: ProbeSettings = setting(default_factory=ProbeSettings, doc="eBPF probes and guard.")
+    guard: GuardSettings = setting(default_factory=GuardSettings, doc="Admission guard (eBPF, with the probes).")
+    probes: ProbeSettings = setting(default_factory=ProbeSettings, doc="eBPF probes.")
 
     @property
     def admin_socket(self) -> str:

@@ -3,7 +3,7 @@
 The eBPF guard (``ebpf/x0tta_probes.bpf.c``) passes a batman-adv frame only if its source MAC is
 in the kernel map ``admitted``; this module decides what that map should hold. Two origins:
 
-* **static** MACs come from ``[probes] admitted_macs`` (seeds for nodes without a handshake, and
+* **static** MACs come from ``[guard] admitted_macs`` (seeds for nodes without a handshake, and
   for bootstrapping a mesh);
 * **dynamic** MACs are admitted at run time through :meth:`AdmissionState.admit`, by the peer
   subsystem after an authenticated handshake, and leave with :meth:`AdmissionState.revoke`.
@@ -100,7 +100,7 @@ class AdmissionState:
         if current is None:
             return self, False
         if current.origin == STATIC:
-            raise StaticMacRevoke(f"{format_mac(raw)} is admitted by the config (probes.admitted_macs)")
+            raise StaticMacRevoke(f"{format_mac(raw)} is admitted by the config (guard.admitted_macs)")
         return replace(self, entries={m: a for m, a in self.entries.items() if m != raw}), True
 
     def adopt(self, kernel: Mapping[bytes, int], now: float) -> AdmissionState:

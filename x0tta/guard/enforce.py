@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from x0tta.guard.core import STATIC, AdmissionState, mac_from_link_local, parse_mac, plan_sync
 
@@ -30,6 +30,14 @@ class AdmittedMap(Protocol):
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None: ...
     def delete(self, key: bytes) -> bool: ...
     def items(self) -> list[tuple[bytes, bytes]]: ...
+
+
+class KernelMaps(NamedTuple):
+    """The guard's two maps in the probes' eBPF object: ``admitted`` (MAC -> origin) and ``config``
+    (key 0 -> mode)."""
+
+    admitted: AdmittedMap
+    config: AdmittedMap
 
 
 ORIGIN = {1: (1).to_bytes(4, "little"), 2: (2).to_bytes(4, "little")}
@@ -63,6 +71,13 @@ class Guard:
 
     def unbind(self) -> None:
         self._admitted = self._config = None
+
+    def attach(self, maps: KernelMaps | None) -> None:
+        """Bind to ``maps`` (the probes loaded them), or unbind (None: the probes let them go)."""
+        if maps is None:
+            self.unbind()
+        else:
+            self.bind(maps.admitted, maps.config)
 
     def reconfigure(self, mode: str, static: Iterable[str]) -> None:
         """A config reload: new static set and mode; dynamic admissions stay."""

@@ -2,13 +2,16 @@
 
 Lifecycle (``run``):
 
-1. load the object with libbpf (in a thread): maps sized from ``[probes]``, pinned under
-   ``pin_path`` (counters survive a restart), the guard bound to the ``admitted``/``config`` maps;
+1. load the object with libbpf (in a thread): maps sized from ``[probes]`` (and the admitted map
+   from ``[guard]``), pinned under ``pin_path`` (counters and admissions survive a restart); the
+   maps are then offered to whoever :meth:`ProbesService.share_maps` asked for them - the guard,
+   through the composition root, binds its ``admitted``/``config`` maps this way;
 2. every ``poll_interval``: attach to the interfaces to probe (the configured ones, or the
    batman-adv interface and its hard interfaces, followed as they come and go; attach replaces our
    own filter so it is idempotent), then read every map in batches and keep the decoded
    :class:`~x0tta.probes.core.Snapshot` - both in a thread, the loop never waits on the kernel;
-3. on shutdown: detach from every hook and close (the pinned maps stay).
+3. on shutdown: tell the map listeners the maps go (None), detach from every hook and close (the
+   pinned maps stay).
 
 A node without what eBPF needs (no CAP_BPF/CAP_NET_ADMIN, no bpf() syscall, no libbpf, the object
 not built) gets :class:`~x0tta.common.errors.CapabilityMissing` with the reason: the probes are off,
@@ -23,7 +26,13 @@ API for other subsystems (the wiring hands them this instance):
 * :meth:`ProbesService.last_heard` (mac) -> ``float | None``: the most recent ``last_rx`` of that
   MAC over all interfaces.
 * :meth:`ProbesService.refresh` (async): poll now and return the new snapshot.
-* ``ProbesService.guard``: the :class:`~x0tta.guard.enforce.Guard` (``admit``/``revoke``).
+* :meth:`ProbesService.share_maps` (listener): ``listener(maps)`` with the loaded maps by name
+  (:data:`~x0tta.probes.core.MAP_NAMES`) each time the object is loaded, ``listener(None)`` before
+  they are closed. Called on the event loop; map syscalls only, no sleeping.
+
+The admission guard's programs are part of this object but the guard is a subsystem of its own
+(:mod:`x0tta.guard.service`): its admin commands and settings are there. What the probes keep of
+it is what their poll reads: the guard's drop counters in the ``stats`` map.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,14 +52,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from x0tta.common.errors import CapabilityMissing, X0ttaError
 from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.guard import GuardSettings
 from x0tta.config.probes import ProbeSettings
 from x0tta.config.schema import AgentSettings
-from x0tta.guard.enforce import Guard
 from x0tta.probes import core
-from x0tta.probes.libbpf import BpfError, ProbeObject, ensure_bpffs
+from x0tta.probes.libbpf import BpfError, BpfMap, ProbeObject, ensure_bpffs
 
 PACKAGED_OBJECT = Path(__file__).parent / "bpf" / "x0tta_probes.o"
 CAPS = "CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN before Linux 5.8, or to mount bpffs)"
+ADMITTED_MAP_SIZE = GuardSettings().admitted_map_size
+
+MapsListener = Callable[[Mapping[str, BpfMap] | None], None]
 
 
 class ProbeCommandError(X0ttaError):
@@ -82,8 +94,9 @@ def capability_of(exc: BpfError) -> CapabilityMissing:
     return CapabilityMissing("bpf_load_failed", f"eBPF probes off: {exc}")
 
 
-def load(settings: ProbeSettings) -> ProbeObject:
-    """Load and pin the probes (blocking). Raises CapabilityMissing."""
+def load(settings: ProbeSettings, admitted_map_size: int = ADMITTED_MAP_SIZE) -> ProbeObject:
+    """Load and pin the probes (blocking); the guard's map sized by ``[guard] admitted_map_size``.
+    Raises CapabilityMissing."""
     path = object_path(settings)
     if not path.is_file():
         raise CapabilityMissing("bpf_objects_missing", f"eBPF probes off: no object at {path} (`make ebpf`)")
@@ -98,7 +111,7 @@ def load(settings: ProbeSettings) -> ProbeObject:
         sizes = {
             core.MAP_FLOWS: settings.flow_map_size,
             core.MAP_NEIGHBORS: settings.neighbor_map_size,
-            core.MAP_ADMITTED: settings.admitted_map_size,
+            core.MAP_ADMITTED: admitted_map_size,
         }
         return ProbeObject.load(path, sizes, pin, core.MAP_NAMES, tuple(core.PROGRAMS.values()))
     except BpfError as exc:
@@ -199,9 +212,8 @@ class Probes:
 class ProbesService(Subsystem):
     name = "probes"
 
-    def __init__(self, guard: Guard | None = None, settings: ProbeSettings | None = None) -> None:
+    def __init__(self, settings: ProbeSettings | None = None) -> None:
         s = settings or ProbeSettings()
-        self.guard = guard or Guard(s.guard_mode, s.admitted_macs)
         self.last: PollResult | None = None
         self.up = False
         self._probes: Probes | None = None
@@ -210,6 +222,8 @@ class ProbesService(Subsystem):
         self._top = s.top_flows
         self._wake = asyncio.Event()
         self._running: ProbeSettings | None = None
+        self._admitted_size = ADMITTED_MAP_SIZE
+        self._map_listeners: list[MapsListener] = []
 
     # -- API for other subsystems -------------------------------------------------------------
 
@@ -227,6 +241,12 @@ class ProbesService(Subsystem):
         times = [n.last_rx for n in self.neighbors_seen() if n.mac == mac and n.last_rx is not None]
         return max(times, default=None)
 
+    def share_maps(self, listener: MapsListener) -> None:
+        """Call ``listener`` with the maps whenever the object is loaded, and None before they close."""
+        self._map_listeners.append(listener)
+        if self._probes is not None:
+            listener(self._probes.obj.maps)
+
     async def refresh(self) -> core.Snapshot:
         """Poll now (in a thread) and return the snapshot; EMPTY if the probes are not loaded."""
         if self._probes is None:
@@ -238,6 +258,7 @@ class ProbesService(Subsystem):
 
     async def run(self, ctx: Context) -> None:
         s = self._running = ctx.settings.probes
+        size = self._admitted_size = ctx.settings.guard.admitted_map_size
         self._apply(ctx.settings)
         if not self._registered:
             self._register(ctx)
@@ -247,15 +268,16 @@ class ProbesService(Subsystem):
             ctx.health.set(Condition("probe_interface_missing", Severity.DEGRADED, why))
             await self._pause(s.poll_interval)
         ctx.health.set(Condition("probes_loading", Severity.STARTING, "loading eBPF programs"))
-        obj = await asyncio.to_thread(load, s)
+        obj = await asyncio.to_thread(load, s, size)
         probes = Probes(obj, s)
         self._probes = probes
         try:
             if obj.reset_maps:
                 ctx.log.warning("probe_maps_reset", maps=obj.reset_maps, reason="pinned map shape changed")
-            self.guard.bind(obj.maps[core.MAP_ADMITTED], obj.maps[core.MAP_CONFIG])
+            for listener in self._map_listeners:
+                listener(obj.maps)
             self.up = True
-            ctx.log.info("probes_loaded", object=str(object_path(s)), pin_path=s.pin_path, guard=self.guard.mode)
+            ctx.log.info("probes_loaded", object=str(object_path(s)), pin_path=s.pin_path)
             while True:
                 result = await asyncio.to_thread(probes.poll)
                 self._report(ctx, result)
@@ -263,7 +285,11 @@ class ProbesService(Subsystem):
         finally:
             self.up = False
             self._probes = None
-            self.guard.unbind()
+            for listener in self._map_listeners:
+                try:
+                    listener(None)
+                except Exception as exc:  # the close below must happen whatever a listener does
+                    ctx.log.error("probe_maps_listener_failed", reason=f"{type(exc).__name__}: {exc}")
             probes.close(detach=True)  # a few netlink round trips; must finish even when cancelled
             ctx.log.info("probes_detached")
 
@@ -280,12 +306,13 @@ class ProbesService(Subsystem):
         # ctx.settings may already be the new settings: compare with what this run started with
         old, new = self._running or ctx.settings.probes, settings.probes
         fixed = ("enabled", "interfaces", "batman_interface", "flow_map_size", "neighbor_map_size",
-                 "admitted_map_size", "pin_path", "object_path")  # fmt: skip
+                 "pin_path", "object_path")  # fmt: skip
         if any(getattr(old, f) != getattr(new, f) for f in fixed):
             return False
+        if settings.guard.admitted_map_size != self._admitted_size:
+            return False  # the guard's map is sized at load
         self._running = new
         self._apply(settings)
-        self.guard.reconfigure(new.guard_mode, new.admitted_macs)
         self._wake.set()
         return True
 
@@ -313,24 +340,6 @@ class ProbesService(Subsystem):
         self._registered = True
         ctx.registry.register(_Collector(self))
 
-        async def admit(args: dict[str, Any]) -> dict[str, Any]:
-            mac = _arg(args, "mac")
-            return {"mac": mac, "changed": self.guard.admit(mac, str(args.get("reason", "admin")))}
-
-        async def revoke(args: dict[str, Any]) -> dict[str, Any]:
-            mac = _arg(args, "mac")
-            return {"mac": mac, "changed": self.guard.revoke(mac)}
-
-        async def listing(_: dict[str, Any]) -> dict[str, Any]:
-            return self.guard.to_json()
-
-        async def mode(args: dict[str, Any]) -> dict[str, Any]:
-            value = _arg(args, "mode")
-            if value not in core.GUARD_MODES:
-                raise ProbeCommandError(f"mode must be observe or enforce, not {value!r}")
-            self.guard.set_mode(value)
-            return {"mode": value}
-
         async def flows(args: dict[str, Any]) -> list[dict[str, Any]]:
             limit = args.get("limit", self._top or 20)
             if not isinstance(limit, int) or limit < 0:
@@ -341,10 +350,6 @@ class ProbesService(Subsystem):
             return [n.to_json() for n in self.neighbors_seen()]
 
         for command, handler in {
-            "guard.admit": admit,
-            "guard.revoke": revoke,
-            "guard.list": listing,
-            "guard.mode": mode,
             "probes.flows": flows,
             "probes.neighbors": neighbors,
         }.items():
@@ -374,13 +379,6 @@ class ProbesService(Subsystem):
         ]
 
 
-def _arg(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str):
-        raise ProbeCommandError(f"argument {key!r} (a string) is required")
-    return value
-
-
 class _Collector:
     """Metrics from the latest poll, built at scrape time (no kernel access during a scrape)."""
 
@@ -395,10 +393,6 @@ class _Collector:
         up = GaugeMetricFamily("x0tta_probes_up", "1 when the eBPF programs are loaded")
         up.add_metric([], 1.0 if s.up else 0.0)
         yield up
-        g = s.guard
-        enforcing = float(g.mode == "enforce")
-        yield GaugeMetricFamily("x0tta_probes_guard_enforcing", "1: enforce, 0: observe", value=enforcing)
-        yield GaugeMetricFamily("x0tta_probes_guard_admitted", "MACs admitted", value=float(len(g.state.entries)))
         r = s.last
         if r is None:
             return

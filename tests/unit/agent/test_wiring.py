@@ -28,7 +28,7 @@ def test_link_local_round_trip():
 
 def test_each_subsystem_built_once_and_shared():
     table = factories(parse_settings(""))
-    assert list(table) == ["identity", "mesh", "heal", "peer", "probes"]
+    assert list(table) == ["identity", "mesh", "heal", "guard", "peer", "probes"]
     settings = parse_settings("")
     mesh = table["mesh"](settings)
     assert table["mesh"](settings) is mesh
@@ -37,9 +37,44 @@ def test_each_subsystem_built_once_and_shared():
     assert peer.peer_addresses() == []
     mesh.last_observation = _Seen([_Neighbor("02:ba:00:02:00:01", "veth1"), _Neighbor("02:ba:00:03:00:02", None)])
     assert peer.peer_addresses() == [("fe80::ba:ff:fe02:1%veth1", settings.peer.port)]
-    # ...and admits each authenticated one into the guard of the one probes subsystem.
-    probes = table["probes"](settings)
-    assert any(type(cb).__name__ == "PeerAdmission" and cb.guard is probes.guard for cb in peer._subscribers)
+    # ...and admits each authenticated one into the guard of the one guard subsystem.
+    guard = table["guard"](settings)
+    assert any(type(cb).__name__ == "PeerAdmission" and cb.guard is guard.guard for cb in peer._subscribers)
+
+
+def _loaded(probes):
+    """What the probes do with their listeners once the object is loaded; the maps it hands out."""
+    from x0tta.guard.testing import DictMap
+    from x0tta.probes import core
+
+    maps = {name: DictMap() for name in core.MAP_NAMES}
+    for listener in probes._map_listeners:
+        listener(maps)
+    return maps
+
+
+def test_the_guard_enforces_through_the_maps_the_probes_load():
+    settings = parse_settings('[guard]\nmode = "enforce"\nadmitted_macs = ["02:00:00:00:00:0a"]\n')
+    table = factories(settings)
+    guard, probes = table["guard"](settings), table["probes"](settings)
+    assert not guard.guard.bound
+    maps = _loaded(probes)
+    assert guard.guard.bound and maps["config"].data[b"\0\0\0\0"] == (1).to_bytes(8, "little")
+    assert list(maps["admitted"].data) == [bytes.fromhex("02000000000a")]
+    guard.guard.admit("02:00:00:00:00:0b")
+    assert len(maps["admitted"].data) == 2  # written at once
+    for listener in probes._map_listeners:
+        listener(None)  # the probes stop
+    assert not guard.guard.bound and guard.guard.is_admitted("02:00:00:00:00:0b")
+
+
+def test_without_the_guard_subsystem_the_kernel_guard_only_observes():
+    settings = parse_settings('[guard]\nenabled = false\nmode = "enforce"\n')
+    table = factories(settings)
+    assert "guard" not in table
+    assert not any(type(cb).__name__ == "PeerAdmission" for cb in table["peer"](settings)._subscribers)
+    maps = _loaded(table["probes"](settings))
+    assert maps["config"].data[b"\0\0\0\0"] == (0).to_bytes(8, "little")  # observe: nothing dropped
 
 
 def test_neighbour_dialling_can_be_turned_off():

@@ -106,3 +106,58 @@ def test_config_show_reads_the_global_config_option(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["metrics"]["port"] == 9100
     assert cli.main(["config", "show", str(cfg)]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["port"] == 9100
+
+
+def test_guard_keys_under_probes_are_taken_as_guard_keys():
+    from x0tta.config.loader import MovedKey
+
+    moved: list[MovedKey] = []
+    old = 'guard_mode = "enforce"\nadmitted_macs = ["02:00:00:00:00:0a"]\nadmitted_map_size = 64\n'
+    s = parse_settings("[probes]\npoll_interval = 1.0\n" + old, moved=moved)
+    assert (s.guard.mode, s.guard.admitted_macs, s.guard.admitted_map_size) == ("enforce", ("02:00:00:00:00:0a",), 64)
+    assert s.probes.poll_interval == 1.0
+    assert [(m.old, m.new) for m in moved] == [
+        ("probes.guard_mode", "guard.mode"),
+        ("probes.admitted_macs", "guard.admitted_macs"),
+        ("probes.admitted_map_size", "guard.admitted_map_size"),
+    ]
+    assert str(moved[0]) == "probes.guard_mode is deprecated and was taken as guard.mode: rename it to guard.mode"
+    # from the environment too, and checked like the new key
+    moved.clear()
+    assert parse_settings("", environ={"X0TTA_PROBES__GUARD_MODE": "enforce"}, moved=moved).guard.mode == "enforce"
+    assert [m.old for m in moved] == ["probes.guard_mode"]
+    expected = "guard.mode: got 'block'; expected one of 'observe', 'enforce'"
+    assert problems('[probes]\nguard_mode = "block"\n') == [expected]
+
+
+def test_old_and_new_guard_key_both_set():
+    assert parse_settings('[probes]\nguard_mode = "enforce"\n[guard]\nmode = "enforce"\n').guard.mode == "enforce"
+    (msg,) = problems('[probes]\nguard_mode = "enforce"\n[guard]\nmode = "observe"\n')
+    assert msg.startswith("probes.guard_mode: got 'enforce'; expected nothing: it is the deprecated name of guard.mode")
+
+
+async def test_the_agent_logs_each_deprecated_key_it_takes(tmp_path):
+    from structlog.testing import capture_logs
+
+    from x0tta.agent.app import Agent
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[node]\nstate_dir = "{tmp_path}/s"\nruntime_dir = "{tmp_path}/r"\n')
+    agent = Agent(load_settings(cfg, {}), config_path=str(cfg), environ={})
+    cfg.write_text(cfg.read_text() + '[probes]\nguard_mode = "enforce"\n')
+    with capture_logs() as logs:
+        assert await agent.reload() is True
+    assert agent.settings.guard.mode == "enforce"
+    (warned,) = [e for e in logs if e["event"] == "config_key_deprecated"]
+    assert (warned["log_level"], warned["old"], warned["new"]) == ("warning", "probes.guard_mode", "guard.mode")
+
+
+def test_config_check_names_deprecated_keys(tmp_path, capsys):
+    from x0tta.cli import main as cli
+
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('[probes]\nadmitted_macs = ["02:00:00:00:00:0a"]\n')
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    out = capsys.readouterr()
+    assert "ok (1 deprecated key(s))" in out.out
+    assert "probes.admitted_macs is deprecated and was taken as guard.admitted_macs" in out.err
