@@ -14,7 +14,9 @@ How:
   up/down) uses a synchronous pyroute2 ``IPRoute`` on a thread of its own, and RTNLGRP_LINK events
   a raw socket with ``loop.add_reader`` (pyroute2's ``AsyncIPRoute`` does not run on uvloop, see
   :class:`LinkControl`). The ``batadv`` link kind and its IFLA_BATADV_ALGO_NAME are declared to
-  pyroute2 here (it has no batman-adv support of its own).
+  pyroute2 here (it has no batman-adv support of its own). :class:`LinkControl` is the agent's one
+  rtnetlink stack: the mesh reconcile and the heal loop (:mod:`x0tta.heal.links`, a table of link
+  states kept over it) share its timeout and its error mapping.
 
 A kernel without batman-adv raises ``CapabilityMissing("batman_adv_missing", reason)`` from
 :meth:`MeshClient.open`; the supervisor reports the mesh subsystem degraded with that reason.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -304,13 +307,19 @@ class LinkControl:
     ``loop.create_datagram_endpoint``, which uvloop refuses for AF_NETLINK. So the operations go
     to one synchronous pyroute2 ``IPRoute`` living on a thread of its own (where it runs a plain
     asyncio loop), and link events come from a raw NETLINK_ROUTE socket watched with
-    ``loop.add_reader`` (every loop has it), parsed by pyroute2's rtnetlink marshal.
+    ``loop.add_reader`` (every loop has it): :meth:`events` parses them with pyroute2's rtnetlink
+    marshal, :meth:`watch` hands the datagrams to a decoder of the caller's.
+
+    Every call is given up after ``timeout`` seconds with a :class:`TemporaryError`; the kernel's
+    refusals (pyroute2's ``NetlinkError``) and a name with no interface become :class:`MeshError`
+    with the errno. An interface named in a call is looked up in the same thread hop as the call.
     """
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, thread: str = "mesh-rtnl") -> None:
         _register_batadv_kind()
         self.timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-rtnl")
+        self._thread = thread
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread)
         self._ipr: Any = None
         self._lock = asyncio.Lock()
         self.abandoned = 0  # calls given up on after ``timeout`` (their thread left behind)
@@ -337,7 +346,7 @@ class LinkControl:
         if self._ipr is not None:  # closed by the old thread if its call ever returns
             self._pool.submit(self._ipr.close)
         self._pool.shutdown(wait=False)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-rtnl")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread)
         self._ipr = None
 
     async def _run(self, fn: Callable[[Any], T]) -> T:
@@ -371,10 +380,7 @@ class LinkControl:
     async def _index(self, name: str | int) -> int:
         if isinstance(name, int):
             return name
-        found = await self._run(lambda ipr: list(ipr.link_lookup(ifname=name)))
-        if not found:
-            raise MeshError(f"no network interface {name!r}", 19)
-        return int(found[0])
+        return await self._run(lambda ipr: _lookup(ipr, name))
 
     async def exists(self, name: str) -> bool:
         return bool(await self._run(lambda ipr: list(ipr.link_lookup(ifname=name))))
@@ -385,16 +391,14 @@ class LinkControl:
         return await self._index(name)
 
     async def _set(self, name: str | int, **kw: Any) -> None:
-        index = await self._index(name)
-        await self._run(lambda ipr: ipr.link("set", index=index, **kw))
+        await self._run(lambda ipr: ipr.link("set", index=_lookup(ipr, name), **kw))
 
     async def delete(self, name: str | int) -> None:
-        index = await self._index(name)
-        await self._run(lambda ipr: ipr.link("del", index=index))
+        await self._run(lambda ipr: ipr.link("del", index=_lookup(ipr, name)))
 
     async def attach(self, meshif: str | int, hardif: str | int) -> None:
         """Enslave a hard interface to the mesh (``ip link set HARDIF master MESHIF``)."""
-        await self._set(hardif, master=await self._index(meshif))
+        await self._run(lambda ipr: ipr.link("set", index=_lookup(ipr, hardif), master=_lookup(ipr, meshif)))
 
     async def detach(self, hardif: str | int) -> None:
         await self._set(hardif, master=0)
@@ -406,45 +410,80 @@ class LinkControl:
         await self._set(name, state="up" if up else "down")
 
     async def link(self, name: str | int) -> LinkEvent:
-        index = await self._index(name)
-        msgs = await self._run(lambda ipr: list(ipr.link("get", index=index)))
+        msgs = await self._run(lambda ipr: list(ipr.link("get", index=_lookup(ipr, name))))
         return _link_event(msgs[0])
 
     async def links(self) -> list[LinkEvent]:
-        return [_link_event(m) for m in await self._run(lambda ipr: list(ipr.link("dump")))]
+        return await self._run(lambda ipr: [_link_event(m) for m in ipr.link("dump")])
 
-    async def events(self) -> AsyncIterator[LinkEvent]:
-        """RTNLGRP_LINK events, delivered as the kernel sends them (on a socket of their own)."""
-        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
-        marshal = MarshalRtnl()
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    def watch(self, on_batch: Callable[[list[bytes], bool], None], rcvbuf: int | None = None) -> Callable[[], None]:
+        """Read RTNLGRP_LINK datagrams on the loop as the kernel sends them (a socket of their own)
+        and hand each readable batch to ``on_batch(datagrams, lost)``; ``lost``: the kernel
+        dropped messages (ENOBUFS), the caller's view may be stale. Returns the function that
+        stops watching. Call it on the running loop."""
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((0, RTMGRP_LINK))
-        sock.setblocking(False)
-        queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         def readable() -> None:
+            datagrams: list[bytes] = []
+            lost = False
             while True:
                 try:
                     data = sock.recv(1 << 16)
                 except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:  # ENOBUFS: events lost; the consumer re-reads on the next one
-                    continue
+                    break
+                except OSError:  # ENOBUFS: events were lost; the reader is called again for the rest
+                    lost = True
+                    break
+                if not data:
+                    break
+                datagrams.append(data)
+            if datagrams or lost:
+                on_batch(datagrams, lost)
+
+        loop.add_reader(sock.fileno(), readable)
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+
+        return stop
+
+    async def events(self) -> AsyncIterator[LinkEvent]:
+        """RTNLGRP_LINK events, delivered as the kernel sends them (lost ones are not reported:
+        the consumer re-reads on the next one)."""
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+        marshal = MarshalRtnl()
+        queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
+
+        def batch(datagrams: list[bytes], lost: bool) -> None:
+            for data in datagrams:
                 with contextlib.suppress(Exception):  # a message pyroute2 cannot parse is skipped
                     for msg in marshal.parse(data):
                         if msg.get("event") in ("RTM_NEWLINK", "RTM_DELLINK"):
                             queue.put_nowait(_link_event(msg))
 
-        loop.add_reader(sock.fileno(), readable)
+        stop = self.watch(batch, rcvbuf=1 << 20)
         try:
             while True:
                 yield await queue.get()
         finally:
-            loop.remove_reader(sock.fileno())
-            sock.close()
+            stop()
+
+
+def _lookup(ipr: Any, name: str | int) -> int:
+    """The ifindex of ``name`` (on the rtnetlink thread, with the call that needs it)."""
+    if isinstance(name, int):
+        return name
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise MeshError(f"no network interface {name!r}", errno.ENODEV)
+    return int(found[0])
 
 
 def _link_event(msg: Any) -> LinkEvent:
