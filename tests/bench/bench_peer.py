@@ -40,7 +40,8 @@ from OpenSSL import SSL
 from x0tta.common.spiffe_id import AuthorizationPolicy
 from x0tta.identity.core.types import TrustBundle, X509Svid
 from x0tta.peer.testing import TestCA
-from x0tta.peer.tls import Credentials, TlsEndpoint, TlsPolicy, _Contexts
+from x0tta.peer.tls import Credentials, TlsEndpoint, TlsPolicy
+from x0tta.peer.tlspolicy import Contexts
 
 PQ = ("X25519MLKEM768",)
 CLASSIC = ("X25519",)
@@ -98,8 +99,8 @@ async def handshakes(groups, server_creds, client_creds, n: int, resume: bool): 
 
 def raw_rate(groups, server_creds, client_creds, n: int) -> float:  # type: ignore[no-untyped-def]
     """Handshakes per second of two pyOpenSSL connections pumping memory BIOs in one thread."""
-    sc = _Contexts(policy(groups), server_creds, time.time).server
-    cc = _Contexts(policy(groups), client_creds, time.time).client
+    sc = Contexts(policy(groups), server_creds, time.time).server
+    cc = Contexts(policy(groups), client_creds, time.time).client
     # The verify callbacks need their per-connection scratch; the raw loop measures crypto only.
     for ctx in (sc, cc):
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *a: True)

@@ -4,18 +4,19 @@ Why pyOpenSSL: the ``cryptography`` wheel bundles OpenSSL 4, which has ML-KEM an
 pyOpenSSL runs on that same library; Python's ``ssl`` module uses the system OpenSSL 3.0, which has
 neither (see ``docs/peer.md``).
 
+The transport in four modules:
+
+* :mod:`x0tta.peer.tlspolicy` - what a handshake demands (TLS 1.3, ``X25519MLKEM768``, the
+  X509-SVID rules in the verify callback, resumption, no root on the wire) and the pyOpenSSL
+  contexts built from one credentials snapshot;
+* :mod:`x0tta.peer.osslshim` - every private pyOpenSSL / cffi call, each with why it is needed;
+* :mod:`x0tta.peer.tlserrors` - the typed errors and the table from OpenSSL's error codes to a
+  refusal reason;
+* this module - the handshakes and the stream: :class:`TlsEndpoint`, :class:`TlsStream`. The
+  names of the other three that callers use are importable from here too.
+
 Theory of operation
 -------------------
-* TLS 1.3 only. The key exchange groups are restricted (``SSL_CTX_set1_groups_list``) to
-  ``X25519MLKEM768`` by default: a hybrid of X25519 and ML-KEM-768 (FIPS 203), so a recording made
-  today stays secret unless *both* are broken. A peer offering only classical groups finds no
-  shared group and is refused (reason ``no_shared_group``). The negotiated group is recorded on
-  every session (``SSL_get0_group_name``) and counted.
-* Both sides present an X509-SVID and verify the other's inside the handshake, in OpenSSL's verify
-  callback: the chain must end in the trust bundle of the leaf's trust domain (OpenSSL's store
-  *and* :func:`x0tta.identity.core.types.validate_x509_svid`), the leaf must follow the X509-SVID rules,
-  must not be revoked, must use an allowed key algorithm (ML-DSA-65 by default) and its SPIFFE ID
-  must be allowed by the authorization policy. The first failing rule is the refusal's reason.
 * Handshake crypto (ML-DSA signing ~1 ms, ML-KEM, verification) never runs on the event loop
   thread: each ``do_handshake`` step runs in a small thread pool (cffi releases the GIL inside
   OpenSSL), the loop only moves bytes between the socket and the memory BIOs. After the handshake,
@@ -23,108 +24,37 @@ Theory of operation
 * A handshake that does not finish within ``handshake_timeout`` is abandoned (``handshake_timeout``);
   at most ``max_concurrent_handshakes`` run at once: above that a server refuses new connections at
   once (``busy``) rather than queueing work for an attacker, and a client waits.
-* Only the leaf and intermediates are sent, never the root (``SSL_MODE_NO_AUTO_CHAIN``): the peer
-  has the root in its bundle, and an ML-DSA-65 root is ~5.5 KB on the wire per handshake.
-* Resumption: the server keeps TLS 1.3 sessions in its (per-context) cache and hands out small
-  stateful tickets (``SSL_OP_NO_TICKET`` makes OpenSSL's TLS 1.3 tickets session ids instead of
-  ~6 KB encrypted sessions that would carry the ML-DSA peer certificate). A resumed handshake uses
-  ``psk_dhe_ke``: the hybrid group is still negotiated, so forward secrecy stays post-quantum. A
+* The negotiated group is recorded on every session (``SSL_get0_group_name``) and counted. A
   resumed session's peer certificate is validated again (expiry, revocation, policy) before use.
-* Rotation: :meth:`TlsEndpoint.update` builds new ``SSL.Context`` objects from the new SVID and
-  bundles; new handshakes use them at once. Established connections keep their context. A new
-  server context has a new session cache, so no session made under the old credentials resumes, and
-  the client forgets its sessions when its own SVID changes (it must present the new one).
+* Rotation: :meth:`TlsEndpoint.update` builds new contexts from the new SVID and bundles; new
+  handshakes use them at once. Established connections keep their context, and the client forgets
+  its sessions when its own SVID changes (it must present the new one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import errno
 import os
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from OpenSSL import SSL, crypto
-from OpenSSL._util import ffi as _ffi
-from OpenSSL._util import lib as _lib
+from OpenSSL import SSL
 
-from x0tta.common.errors import PermanentError, TemporaryError
-from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
-from x0tta.identity.core.types import (
-    Bundles,
-    Reason,
-    RevocationList,
-    X509Svid,
-    key_algorithm,
-    validate_x509_svid,
-)
+from x0tta.common.spiffe_id import SpiffeId
+from x0tta.identity.core.types import Reason, key_algorithm
+from x0tta.peer import osslshim
+from x0tta.peer.tlserrors import HandshakeFailed, Refusal, TlsClosed, classify
+from x0tta.peer.tlspolicy import DEFAULT_GROUPS, Contexts, Credentials, TlsPolicy, Verification, check_peer
 
-DEFAULT_GROUPS = ("X25519MLKEM768",)
 EXPORTER_LABEL = b"EXPORTER-x0tta-peer"
-_SSL_MODE_NO_AUTO_CHAIN = 0x00000008  # OpenSSL ssl.h; not exported by pyOpenSSL
 _READ_CHUNK = 65536
-
-
-class Refusal(enum.StrEnum):
-    """Why a handshake failed, beyond the certificate rules of :class:`x0tta.identity.core.types.Reason`.
-
-    Stable: log field ``reason`` and metric label ``reason``.
-    """
-
-    NO_SHARED_GROUP = "no_shared_group"
-    PROTOCOL_VERSION = "protocol_version"
-    NOT_TLS = "not_tls"
-    HANDSHAKE_TIMEOUT = "handshake_timeout"
-    BUSY = "busy"
-    CLOSED = "closed"
-    UNREACHABLE = "unreachable"
-    PEER_REFUSED = "peer_refused"
-    UNEXPECTED_PEER = "unexpected_peer"
-    TLS_ERROR = "tls_error"
-
-
-class HandshakeFailed(PermanentError):
-    """A handshake that did not produce an authenticated session; ``reason`` says why."""
-
-    def __init__(self, reason: str, detail: str = "", spiffe_id: SpiffeId | None = None) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = str(reason)
-        self.detail = detail
-        self.spiffe_id = spiffe_id
-
-
-class TlsClosed(TemporaryError):
-    """The TLS connection is gone (EOF, reset, or a fatal alert)."""
-
-
-@dataclass(frozen=True)
-class TlsPolicy:
-    """What this node demands of every handshake (from ``[peer]`` settings)."""
-
-    groups: tuple[str, ...] = DEFAULT_GROUPS
-    allowed_key_algorithms: frozenset[str] | None = frozenset({"ML-DSA-65"})
-    handshake_timeout: float = 10.0
-    max_concurrent_handshakes: int = 16
-    session_lifetime: float = 3600.0
-    handshake_threads: int = 2
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """This node's identity and what it trusts, as one immutable snapshot."""
-
-    svid: X509Svid
-    bundles: Bundles
-    policy: AuthorizationPolicy
-    revocations: tuple[RevocationList, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,144 +97,6 @@ class HandshakeResult:
 Observer = Callable[[HandshakeResult], None]
 
 
-@dataclass
-class _Verification:
-    """Per-connection scratch of the verify callback (runs in a worker thread)."""
-
-    credentials: Credentials
-    expect: SpiffeId | None
-    certs: dict[int, x509.Certificate] = field(default_factory=dict)
-    openssl_errors: list[tuple[int, int]] = field(default_factory=list)
-    verdict_reason: str | None = None
-    detail: str = ""
-    spiffe_id: SpiffeId | None = None
-    done: bool = False
-
-
-def check_peer(policy: TlsPolicy, creds: Credentials, chain: list[x509.Certificate] | tuple[x509.Certificate, ...],
-               now: float, expect: SpiffeId | None = None) -> tuple[str | None, str, SpiffeId | None]:
-    """(reason or None, detail, SPIFFE ID) of a peer chain under ``creds`` at ``now``.
-
-    Used inside the handshake, and again on established sessions when the bundle, the revocation
-    lists or the policy change.
-    """
-    verdict = validate_x509_svid(
-        list(chain),
-        creds.bundles,
-        now,
-        revocations=creds.revocations,
-        policy=creds.policy,
-        allowed_key_algorithms=policy.allowed_key_algorithms,
-    )
-    if not verdict.ok:
-        return str(verdict.reason), verdict.detail, verdict.spiffe_id
-    if expect is not None and verdict.spiffe_id != expect:
-        return Refusal.UNEXPECTED_PEER.value, f"expected {expect}, got {verdict.spiffe_id}", verdict.spiffe_id
-    return None, "", verdict.spiffe_id
-
-
-class _Contexts:
-    """The pair of SSL contexts built from one credentials snapshot."""
-
-    def __init__(self, policy: TlsPolicy, creds: Credentials, clock: Callable[[], float]) -> None:
-        self.credentials = creds
-        self.server = self._build(policy, creds, clock, server=True)
-        self.client = self._build(policy, creds, clock, server=False)
-
-    @staticmethod
-    def _build(policy: TlsPolicy, creds: Credentials, clock: Callable[[], float], server: bool) -> SSL.Context:
-        ctx = SSL.Context(SSL.TLS_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-        ctx.set_max_proto_version(SSL.TLS1_3_VERSION)
-        if _lib.SSL_CTX_set1_curves_list(ctx._context, ":".join(policy.groups).encode()) != 1:
-            raise PermanentError(f"OpenSSL refuses key exchange groups {policy.groups}")
-        ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)
-        svid = creds.svid
-        ctx.use_certificate(svid.leaf)
-        for cert in svid.cert_chain[1:]:
-            if cert.issuer != cert.subject:  # never send a (self-signed) root
-                ctx.add_extra_chain_cert(cert)
-        with warnings.catch_warnings():
-            # pyOpenSSL deprecates PKey objects, but cannot take an ML-DSA key from cryptography
-            # (PKey.from_cryptography_key refuses it): PEM through load_privatekey is the one way.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ctx.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, svid.private_key_pem))
-        ctx.check_privatekey()
-        store = ctx.get_cert_store()
-        assert store is not None
-        for bundle in creds.bundles.values():
-            for root in bundle.roots:
-                store.add_cert(crypto.X509.from_cryptography(root))
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _make_verify(policy, clock))
-        ctx.set_timeout(int(policy.session_lifetime))
-        if server:
-            ctx.set_options(SSL.OP_NO_TICKET)
-            ctx.set_session_id(b"x0tta-peer")
-            ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
-        else:
-            ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
-        return ctx
-
-
-def _make_verify(policy: TlsPolicy, clock: Callable[[], float]):
-    def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-        """OpenSSL calls this per certificate of the built path (top first) and per error found.
-
-        Decisions wait for depth 0, where the whole path is known; there the X509-SVID rules run on
-        it and the first failing rule becomes the reason. OpenSSL's own errors still refuse.
-        """
-        st: _Verification = conn.get_app_data()
-        try:
-            return _decide(st, cert, errno, depth, ok)
-        except Exception as exc:  # never let a surprise escape into OpenSSL: refuse, say why
-            st.verdict_reason, st.detail = Reason.MALFORMED.value, f"{type(exc).__name__}: {exc}"
-            return False
-
-    def _decide(st: _Verification, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-        st.certs[depth] = cert.to_cryptography()
-        if not ok:
-            st.openssl_errors.append((depth, errno))
-        if depth != 0:
-            return True
-        if not st.done:
-            st.done = True
-            chain = [st.certs[d] for d in sorted(st.certs)]
-            reason, detail, sid = check_peer(policy, st.credentials, chain, clock(), st.expect)
-            st.verdict_reason, st.detail, st.spiffe_id = reason, detail, sid
-        if st.verdict_reason is not None:
-            return False
-        if st.openssl_errors:
-            d, e = st.openssl_errors[0]
-            st.verdict_reason = Reason.BAD_CHAIN.value
-            st.detail = f"OpenSSL: {_ffi.string(_lib.X509_verify_cert_error_string(e)).decode()} at depth {d}"
-            return False
-        return True
-
-    return verify
-
-
-def _classify(exc: SSL.Error, st: _Verification, role: str) -> tuple[str, str]:
-    """Turn an OpenSSL failure into a stable reason."""
-    if st.verdict_reason is not None:
-        return st.verdict_reason, st.detail
-    text = str(exc).lower()
-    detail = str(exc)[:300]
-    if "peer did not return a certificate" in text:
-        return Reason.NO_CERTIFICATE.value, detail
-    if "no suitable key share" in text or "no shared group" in text or "no suitable group" in text:
-        return Refusal.NO_SHARED_GROUP.value, detail
-    if "unsupported protocol" in text or ("protocol version" in text and "alert" not in text):
-        return Refusal.PROTOCOL_VERSION.value, detail
-    if "alert" in text:
-        return Refusal.PEER_REFUSED.value, detail
-    if any(s in text for s in ("wrong version number", "packet length too long", "unknown protocol",
-                               "http request", "record layer failure", "bad record type",
-                               "unexpected message", "wrong ssl version", "record length mismatch",
-                               "length mismatch", "bad packet length", "decode error")):
-        return Refusal.NOT_TLS.value, detail
-    return Refusal.TLS_ERROR.value, detail
-
-
 def _drain_bio(conn: SSL.Connection) -> bytes:
     chunks = []
     while True:
@@ -334,7 +126,7 @@ def _handshake_step(conn: SSL.Connection) -> tuple[bool, bytes, SSL.Error | None
     err = None
     done = False
     try:
-        conn.do_handshake()
+        osslshim.do_handshake(conn)  # conn.do_handshake(), keeping OpenSSL's error codes
         done = True
     except SSL.WantReadError:
         pass
@@ -352,7 +144,7 @@ class TlsStream:
     """
 
     def __init__(self, conn: SSL.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer: PeerInfo, role: str, contexts: _Contexts) -> None:
+                 peer: PeerInfo, role: str, contexts: Contexts) -> None:
         self._conn = conn
         self._reader = reader
         self._writer = writer
@@ -471,7 +263,7 @@ class TlsEndpoint:
             thread_name_prefix="x0tta-tls",
             initializer=_background_thread,
         )
-        self._contexts = _Contexts(policy, credentials, clock)
+        self._contexts = Contexts(policy, credentials, clock)
         self._active = 0
         self._client_slots = asyncio.Semaphore(policy.max_concurrent_handshakes)
         self._sessions: dict[str, tuple[SSL.Session, float]] = {}
@@ -490,7 +282,7 @@ class TlsEndpoint:
     def update(self, credentials: Credentials) -> None:
         """Use new credentials for every handshake from now on (rotation). Established streams stay."""
         old = self._contexts.credentials
-        self._contexts = _Contexts(self.policy, credentials, self._clock)
+        self._contexts = Contexts(self.policy, credentials, self._clock)
         self.generation += 1
         if old.svid.leaf != credentials.svid.leaf:
             self._sessions.clear()  # a resumed session would present the old SVID
@@ -556,7 +348,7 @@ class TlsEndpoint:
         contexts = self._contexts
         ctx = contexts.server if role == "server" else contexts.client
         conn = SSL.Connection(ctx, None)
-        st = _Verification(contexts.credentials, expect)
+        st = Verification(contexts.credentials, expect)
         conn.set_app_data(st)
         if role == "server":
             conn.set_accept_state()
@@ -576,8 +368,9 @@ class TlsEndpoint:
                         writer.write(out)
                         with contextlib.suppress(ConnectionError, OSError):
                             await writer.drain()
-                    if err is not None:
-                        reason, detail = _classify(err, st, role)
+                    if err is not None:  # the certificate rules' reason first, else OpenSSL's
+                        reason, detail = ((st.verdict_reason, st.detail) if st.verdict_reason is not None
+                                          else classify(err))
                         raise HandshakeFailed(reason, detail, st.spiffe_id)
                     if done:
                         break
@@ -608,12 +401,12 @@ class TlsEndpoint:
                                      peer.handshake_seconds))
         return TlsStream(conn, reader, writer, peer, role, contexts)
 
-    def _peer_info(self, conn: SSL.Connection, st: _Verification, start: float, sent: int,
+    def _peer_info(self, conn: SSL.Connection, st: Verification, start: float, sent: int,
                    received: int) -> PeerInfo:
         group = conn.get_group_name() or ""
         if group.lower() not in {g.lower() for g in self.policy.groups}:  # cannot happen; checked anyway
             raise HandshakeFailed(Refusal.NO_SHARED_GROUP.value, f"negotiated {group}")
-        resumed = bool(_lib.SSL_session_reused(conn._ssl))
+        resumed = osslshim.session_reused(conn)
         peer_cert = conn.get_peer_certificate()
         if peer_cert is None:
             raise HandshakeFailed(Reason.NO_CERTIFICATE.value, "no peer certificate after the handshake")
@@ -746,3 +539,9 @@ def hosts_and_ports(addresses: Iterable[str], default_port: int) -> list[tuple[s
             host, port = text, default_port
         out.append((host, port))
     return out
+
+
+__all__ = [
+    "DEFAULT_GROUPS", "EXPORTER_LABEL", "Credentials", "HandshakeFailed", "HandshakeResult", "Observer", "PeerInfo",
+    "Refusal", "TlsClosed", "TlsEndpoint", "TlsPolicy", "TlsStream", "check_peer", "hosts_and_ports",
+]
