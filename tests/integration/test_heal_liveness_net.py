@@ -8,6 +8,7 @@ and both ends must see it within 0.5 s; when it comes back, the loss clears.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -107,6 +108,7 @@ LINKS = textwrap.dedent(
     import asyncio, json, subprocess
     import uvloop
     from x0tta.heal.links import Links
+    from x0tta.mesh.genl import MeshError
 
     async def main():
         links = Links()
@@ -131,6 +133,10 @@ LINKS = textwrap.dedent(
         st = await links.state()
         out["carrier_lost"] = not st["x0hA"].running
         out["from_events"] = links.dumps == dumps  # the carrier change came from the event, not a dump
+        try:  # mesh's LinkControl underneath: its error mapping, the errno kept
+            await links.detach("x0hnone")
+        except MeshError as exc:
+            out["missing"] = exc.errno
         await links.close()
         print(json.dumps(out))
 
@@ -146,7 +152,8 @@ def test_links_attach_detach_and_events_on_uvloop():
         for dev in ("x0hbr", "x0hA", "x0hB"):
             sh(f"ip -n {ns} link set {dev} up")
         out = run_script(ns, LINKS)
-        assert out == {"attached": True, "detached": True, "carrier_lost": True, "from_events": True}, out
+        assert out == {"attached": True, "detached": True, "carrier_lost": True, "from_events": True,
+                       "missing": errno.ENODEV}, out
 
 
 STARVED = textwrap.dedent(
