@@ -8,6 +8,8 @@ handshake steps over memory BIOs (no sockets) show the codes arriving through
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from OpenSSL import SSL
 
@@ -15,7 +17,7 @@ from x0tta.peer import osslshim
 from x0tta.peer.osslshim import OpensslError
 from x0tta.peer.testing import TestCA
 from x0tta.peer.tlserrors import ALERTS, KNOWN, TABLE, HandshakeFailed, Refusal, classify, refusal
-from x0tta.peer.tlspolicy import Contexts, TlsPolicy
+from x0tta.peer.tlspolicy import Contexts, TlsPolicy, Verification
 
 SSL_LIB = 20
 
@@ -216,11 +218,20 @@ def _step(conn: SSL.Connection) -> bytes:
         return b""
 
 
-def _server(ca: TestCA) -> SSL.Connection:
-    ctx = Contexts(TlsPolicy(), ca.credentials(ca.issue(path="/node/server")), lambda: 0.0).server
-    conn = SSL.Connection(ctx, None)
-    conn.set_accept_state()
+def _conn(ca: TestCA, role: str, policy: TlsPolicy | None = None) -> SSL.Connection:
+    creds = ca.credentials(ca.issue(path=f"/node/{role}"))
+    contexts = Contexts(policy or TlsPolicy(), creds, time.time)
+    conn = SSL.Connection(contexts.server if role == "server" else contexts.client, None)
+    conn.set_app_data(Verification(creds, None))  # the verify callback's scratch, as the endpoint sets it
+    if role == "server":
+        conn.set_accept_state()
+    else:
+        conn.set_connect_state()
     return conn
+
+
+def _server(ca: TestCA) -> SSL.Connection:
+    return _conn(ca, "server")
 
 
 def test_bytes_that_are_not_tls_fail_with_their_code(ca) -> None:
@@ -234,9 +245,7 @@ def test_bytes_that_are_not_tls_fail_with_their_code(ca) -> None:
 
 def test_a_classical_only_client_fails_with_the_group_code(ca) -> None:
     server = _server(ca)
-    client = SSL.Connection(Contexts(TlsPolicy(groups=("X25519",)),
-                                     ca.credentials(ca.issue(path="/node/client")), lambda: 0.0).client, None)
-    client.set_connect_state()
+    client = _conn(ca, "client", TlsPolicy(groups=("X25519",)))
     server.bio_write(_step(client))
     with pytest.raises(OpensslError) as info:
         osslshim.do_handshake(server)
@@ -248,3 +257,33 @@ def test_a_step_that_waits_for_input_is_pyopenssls_want_read(ca) -> None:
     server = _server(ca)
     with pytest.raises(SSL.WantReadError):
         osslshim.do_handshake(server)
+
+
+def test_a_full_handshake_through_the_shim_and_what_it_reads_after(ca) -> None:
+    server = _server(ca)
+    client = _conn(ca, "client")
+    for _ in range(10):  # the flights of a TLS 1.3 mutual handshake, both ends stepped by turns
+        server.bio_write(_step(client) or b"")
+        out = _step(server)
+        if out:
+            client.bio_write(out)
+        if client.get_peer_certificate() is not None and server.get_peer_certificate() is not None:
+            break
+    assert server.get_peer_certificate() is not None
+    assert client.get_group_name() == "X25519MLKEM768"  # the group list set_groups gave the contexts
+    assert osslshim.session_reused(client) is False and osslshim.session_reused(server) is False
+    assert server.get_app_data().verdict_reason is None and client.get_app_data().verdict_reason is None
+
+
+def test_a_python_error_in_the_verify_callback_is_raised_not_lost(ca) -> None:
+    """pyOpenSSL keeps what a callback raised and raises it from the failed call: the shim too."""
+    server, client = _server(ca), _conn(ca, "client")
+    client.set_app_data(None)  # the callback's scratch missing: it fails, and refuses
+    server.bio_write(_step(client))
+    client.bio_write(_step(server))
+    with pytest.raises(AttributeError):
+        osslshim.do_handshake(client)
+
+
+def test_verify_error_string_is_openssls_text() -> None:
+    assert osslshim.verify_error_string(10) == "certificate has expired"  # X509_V_ERR_CERT_HAS_EXPIRED
