@@ -64,7 +64,7 @@ class OpensslError(SSL.Error):
     def __init__(self, codes: Sequence[Code]) -> None:
         entries = []
         for code in codes:
-            lib, reason = _texts(code)
+            lib, reason = error_text(code)
             entries.append((lib, "", reason))  # OpenSSL 3 and later name no function
         super().__init__(entries)
         self.codes: tuple[Code, ...] = tuple(codes)
@@ -92,7 +92,7 @@ def _strings_loaded() -> bool:
     return True
 
 
-def _texts(code: Code) -> tuple[str, str]:
+def error_text(code: Code) -> tuple[str, str]:
     """(library, reason) text OpenSSL gives a code: ``ERR_lib_error_string``,
     ``ERR_reason_error_string``; "" where it has none."""
     _strings_loaded()
@@ -161,10 +161,10 @@ def codes_of(exc: Exception, known: frozenset[Code]) -> tuple[Code, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _by_text(known: frozenset[Code]) -> dict[tuple[str, str], Code]:
-    return {_texts(code): code for code in sorted(known)}
+    return {error_text(code): code for code in sorted(known)}
 
 
 __all__ = [
     "ERR_LIB_SYS", "SSL_MODE_NO_AUTO_CHAIN", "Code", "OpensslError", "codes_of", "do_handshake",
-    "error_code", "session_reused", "set_groups", "verify_error_string",
+    "error_code", "error_text", "session_reused", "set_groups", "verify_error_string",
 ]

@@ -75,7 +75,7 @@ def _failed(exc: Exception) -> HandshakeFailed:
 
 @pytest.mark.parametrize(("code", "text", "reason"), MAPPED, ids=[t for _, t, _ in MAPPED])
 def test_each_mapped_openssl_error_gives_its_reason(code, text, reason) -> None:
-    assert osslshim._texts(code)[1] == text  # the number is the code the table means, in this OpenSSL
+    assert osslshim.error_text(code)[1] == text  # the number is the code the table means, in this OpenSSL
     exc = _failed(OpensslError([code]))
     assert isinstance(exc, HandshakeFailed) and exc.reason == reason
     assert text in exc.detail  # the detail is pyOpenSSL's text of the queue, as before
@@ -88,12 +88,12 @@ def test_the_cases_above_are_every_named_code_of_the_table() -> None:
 
 
 def test_every_alert_openssl_knows_is_the_peers_refusal() -> None:
-    alerts = [(SSL_LIB, r) for r in range(1000, 1256) if "alert" in osslshim._texts((SSL_LIB, r))[1]]
+    alerts = [(SSL_LIB, r) for r in range(1000, 1256) if "alert" in osslshim.error_text((SSL_LIB, r))[1]]
     assert len(alerts) > 25
     for code in alerts:
         assert refusal([code]) == Refusal.PEER_REFUSED
     for r in range(1110, 1115):  # the TLS 1.2 extension alerts, whose text names no alert: tls_error, as ever
-        assert osslshim._texts((SSL_LIB, r))[1].startswith("tlsv1 ")
+        assert osslshim.error_text((SSL_LIB, r))[1].startswith("tlsv1 ")
         assert refusal([(SSL_LIB, r)]) == Refusal.TLS_ERROR
 
 
@@ -121,7 +121,7 @@ def test_the_table_decides_every_ssl_code_as_the_former_text_rules_did() -> None
     seen = 0
     for r in range(1, 1300):
         code = (SSL_LIB, r)
-        if not osslshim._texts(code)[1]:
+        if not osslshim.error_text(code)[1]:
             continue
         seen += 1
         assert refusal([code]) == _former_text_rule(str(OpensslError([code]))), code
@@ -147,7 +147,7 @@ def test_other_libraries_codes_as_the_former_text_rules_did_where_a_handshake_ca
             continue
         for r in range(1, 300):
             code = (lib, r)
-            text = osslshim._texts(code)[1]
+            text = osslshim.error_text(code)[1]
             if not text or code in NOT_IN_A_HANDSHAKE:
                 continue
             assert refusal([code]) == _former_text_rule(str(OpensslError([code]))), (code, text)
@@ -183,14 +183,14 @@ def test_rules_are_in_the_order_their_reasons_take_precedence() -> None:
 def test_pyopenssls_own_error_is_read_back_to_its_codes(code, text, reason) -> None:
     """An SSL.Error pyOpenSSL raised itself keeps only OpenSSL's text of each code: the table's
     codes are found again by that exact text, and classify the same."""
-    lib_text, reason_text = osslshim._texts(code)
+    lib_text, reason_text = osslshim.error_text(code)
     plain = SSL.Error([(lib_text, "", reason_text)])
     assert osslshim.codes_of(plain, KNOWN) == (code,)
     assert classify(plain) == classify(OpensslError([code]))
 
 
 def test_an_openssl_error_reads_as_pyopenssls() -> None:
-    lib_text, reason_text = osslshim._texts((SSL_LIB, 156))
+    lib_text, reason_text = osslshim.error_text((SSL_LIB, 156))
     assert str(OpensslError([(SSL_LIB, 156)])) == str(SSL.Error([(lib_text, "", reason_text)]))
 
 
