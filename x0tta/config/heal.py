@@ -68,6 +68,36 @@ class HealSettings:
         max=10.0,
         unit="s",
     )
+    strain_lag: float = setting(
+        0.05,
+        doc="A probe round that runs this much later than planned means this agent did not get the "
+        "CPU when it asked: it is strained (half a probe interval: its probes reach the neighbours "
+        "late enough to look lost). While strained, one late probe does not make a link suspect "
+        "and the fast cycle slows to strained_poll_interval, so a busy node is not loaded more.",
+        min=0.005, max=10.0, unit="s",
+    )
+    strain_cpu: float = setting(
+        0.25,
+        doc="Share of one CPU (smoothed over strain_window) above which the agent is strained. The "
+        "steady state is a few percent in the lab's 5-node ring; a quarter of a CPU is what a "
+        "router needs for forwarding.",
+        min=0.01, max=4.0,
+    )
+    strain_window: float = setting(
+        5.0, doc="Smoothing time of the agent's own CPU share.", min=0.1, max=600.0, unit="s",
+    )
+    strain_hold: float = setting(
+        5.0,
+        doc="The agent stays strained this long after the last sign: lateness comes in bursts "
+        "(a process start, a batch of monitoring scripts).",
+        min=0.0, max=3600.0, unit="s",
+    )
+    strained_poll_interval: float = setting(
+        0.3,
+        doc="Cycle period while a symptom is active and the agent is strained: three probe intervals, "
+        "so a confirmed silent loss (three lost probes) is still acted on within a cycle.",
+        min=0.02, max=10.0, unit="s",
+    )
     probe_enabled: bool = setting(
         True, doc="Send fast liveness probes to neighbouring agents; needed for silent loss detection."
     )

@@ -155,6 +155,7 @@ class Prober:
         self._echo_seq = 0
         self._round = 0
         self._heard_on: set[str] = set()  # interfaces where a peer was heard since the start
+        self._lag = 0.0  # s: the latest a round woke after its planned time, since take_lag()
         # hop-by-hop mesh alerts share the probe sockets (x0tta.heal.alerts.Alerter.hop_receive)
         self.on_alert: Callable[[str, bytes, str], None] | None = None
 
@@ -283,6 +284,12 @@ class Prober:
                 iface.send_errors += 1
         return sent
 
+    def take_lag(self) -> float:
+        """How much later than planned the latest round ran since the last call (this process's
+        event-loop lag as the probes feel it; :mod:`x0tta.heal.core.strain`)."""
+        lag, self._lag = self._lag, 0.0
+        return lag
+
     def link_rx(self) -> dict[str, float]:
         return {i.name: i.other_rx_at for i in self.ifaces.values() if i.other_rx_at is not None}
 
@@ -318,9 +325,12 @@ class Prober:
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
         """Send every interval until cancelled; re-reads the interface list each second."""
         next_sync = 0.0
+        planned: float | None = None
         try:
             while True:
                 now = time.monotonic()
+                if planned is not None and now - planned > self._lag:
+                    self._lag = now - planned
                 if now >= next_sync:
                     await self.sync(names())
                     next_sync = now + 1.0
@@ -332,6 +342,7 @@ class Prober:
                 if self.wake is not None:
                     if self.tracker.worst_run(time.monotonic(), self.link_rx()) >= self.suspect_run:
                         self.wake()
+                planned = now + self.interval  # the round's own work counts as lag: a few ms
                 await asyncio.sleep(self.interval)
         finally:
             self.send_bye()

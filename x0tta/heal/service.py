@@ -62,6 +62,7 @@ from x0tta.heal.core.model import (
     SubsystemState,
 )
 from x0tta.heal.core.plan import UNDO, mesh_values
+from x0tta.heal.core.strain import Strain
 from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
 from x0tta.heal.liveness import Prober
@@ -124,6 +125,11 @@ class _Metrics:
             "x0tta_heal_alerts_refused_total", "Mesh alerts refused, by reason (as for probes)", ["reason"], registry=r,
         )
         self.link_keys = Gauge("x0tta_heal_link_keys", "Probe keys from neighbour sessions in force", registry=r)
+        self.strained = Gauge(
+            "x0tta_heal_strained", "1 while this agent is itself late or over its CPU share and backs off", registry=r,
+        )
+        self.cpu = Gauge("x0tta_heal_agent_cpu_ratio", "The agent's own CPU, as a share of one CPU (smoothed)",
+                         registry=r)
 
 
 class HealService(Subsystem):
@@ -160,6 +166,7 @@ class HealService(Subsystem):
         self._spans: dict[str, Any] = {}
         self._tracer: Any = None
         self.cycles = 0
+        self.strain = _strain(self.settings)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -167,6 +174,7 @@ class HealService(Subsystem):
         from x0tta.mesh.client import MeshClient
 
         s = self.settings = ctx.settings.heal
+        self.strain = _strain(s)
         self._tracer = ctx.tracer
         if self._registry_id != id(ctx.registry):
             self._metrics = _Metrics(ctx.registry)
@@ -289,8 +297,9 @@ class HealService(Subsystem):
         while True:
             k = self.knowledge
             busy = k is not None and (k.busy or bool(self.executor and self.executor.trials))
+            fast = s.strained_poll_interval if self.strain.strained else s.fast_poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), s.fast_poll_interval if busy else s.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), fast if busy else s.poll_interval)
             self._wake.clear()
             try:
                 await self.cycle(ctx, mesh, links)
@@ -348,6 +357,13 @@ class HealService(Subsystem):
                     "that link (the loop steers traffic, never admits anyone) or make the nodes forward OGMs "
                     "unaggregated for alert_hold_max",
                 ))
+        if self.strain.strained:
+            out.append(Condition(
+                "heal_strained", Severity.OK,
+                f"this agent is itself short of CPU ({self.strain.reason}): one late probe does not make a "
+                "link suspect and the fast cycle runs every strained_poll_interval, until it has been on "
+                "time for strain_hold",
+            ))
         if self.prober is not None and not self.prober.echo:
             out.append(Condition(
                 "heal_probe_echo_unavailable", Severity.DEGRADED,
@@ -379,6 +395,7 @@ class HealService(Subsystem):
                 hop_penalty=b.hop_penalty if b else None,
             ))
         wall, mono = time.time(), time.monotonic()
+        self.strain.sample(mono, time.process_time(), self.prober.take_lag() if self.prober is not None else 0.0)
         if self.alerter is not None:
             await self.alerter.ensure(mono)  # the mesh interface may have appeared since
         probes: tuple[ProbeStats, ...] = ()
@@ -414,6 +431,7 @@ class HealService(Subsystem):
             aggregation=info.aggregated_ogms_enabled,
             alerts=tuple(AlertHeard(h.origin, h.kind) for h in self.alerter.board.active(mono))
             if self.alerter is not None else (),
+            strained=self.strain.strained,
         )
 
     def _subsystems(self) -> tuple[SubsystemState, ...]:
@@ -473,6 +491,8 @@ class HealService(Subsystem):
         if self._metrics:
             self._metrics.cycle.observe(time.perf_counter() - started)
             self._metrics.incidents_open.set(len(k.incidents))
+            self._metrics.strained.set(int(self.strain.strained))
+            self._metrics.cpu.set(round(self.strain.cpu_share, 4))
             m = self._metrics
             if self.prober is not None:
                 p = self.prober
@@ -709,3 +729,7 @@ class HealService(Subsystem):
 
 def _probe_json(p: ProbeStats) -> dict[str, Any]:
     return {"hardif": p.hardif, "peer": p.peer, "loss": p.loss, "lost_run": p.lost_run, "rtt_ms": p.rtt_ms}
+
+
+def _strain(s: HealSettings) -> Strain:
+    return Strain(lag_limit=s.strain_lag, cpu_limit=s.strain_cpu, window=s.strain_window, hold=s.strain_hold)

@@ -97,6 +97,11 @@ class Prober:
         self.kernel = kernel
         self.sent = self.received = 0
         self.tracker = type("T", (), {"rejected": 0, "rejects": {}, "stalls": 0})()
+        self.lag = 0.0
+
+    def take_lag(self):
+        lag, self.lag = self.lag, 0.0
+        return lag
 
     def link_rx(self):
         return {}

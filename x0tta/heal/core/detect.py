@@ -17,7 +17,7 @@ Detectors and their conditions:
   once: ``link_down`` says it better), so a link that comes back up starts with a clean window.
 * ``link_suspect`` (``link:IF/PEER``): ``suspect_run`` probes (1) lost in a row on a link that lost
   none before them in its window: not yet an outage, but cheap to prepare for (faster OGMs).
-  Cleared like ``silent_loss``.
+  Not while this agent is strained (``Observation.strained``). Cleared like ``silent_loss``.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
   ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
 * ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
@@ -190,7 +190,10 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
         # lost before this run, within the window: a link that drops a probe now and then is
         # never suspect on one missing probe, only one that was clean until it went quiet
         before = max(0, round(p.loss * p.window) - p.lost_run)
-        if s.suspect_run and p.lost_run >= s.suspect_run and before == 0 and p.received >= p.window // 2:
+        # a strained agent reads and sends its probes late: a suspicion is no evidence then, and
+        # its remedy (faster OGMs) would load the node more (x0tta.heal.core.strain)
+        if (s.suspect_run and not obs.strained and p.lost_run >= s.suspect_run and before == 0
+                and p.received >= p.window // 2):
             out[(SymptomKind.LINK_SUSPECT, target)] = (
                 Severity.INFO,
                 evidence(hardif=p.hardif, peer=p.peer, lost_run=p.lost_run, onset=p.last_rx),

@@ -88,6 +88,8 @@ TAG_LEN = SHARED_TAG_LEN
 MAX_ACKS = 32
 _HEAD = struct.Struct("!4sBBHI6sHQB")
 _ACK = struct.Struct("!6sIQIH")
+# A peer's probe later than this many intervals is overdue: its kernel is asked (an echo).
+OVERDUE = 1.1
 # Why a probe was refused (``ProbeDecodeError.reason``, the tracker's ``rejects``).
 REASONS = ("malformed", "unauthenticated", "not_for_us", "bad_tag", "wrong_sender", "replayed")
 
@@ -234,15 +236,18 @@ class Tracker:
 
     def _as_of(self, key: tuple[str, str], heard: float, now: float) -> float:
         """The time to judge the peer's silence at: while an echo request sent after the peer was
-        last heard is younger than half an interval, the moment it was sent (its reply may be on
-        the way); otherwise now."""
+        last heard is younger than half an interval, the moment the peer became overdue (its
+        kernel's reply may be on the way, and a late probe is not a lost one until the kernel
+        failed to answer too: no run of loss counts yet); otherwise now."""
         req = self.echo_req.get(key)
-        return req if req is not None and heard < req and now - req < self.interval / 2 else now
+        if req is not None and heard < req and now - req < self.interval / 2:
+            return min(req, heard + OVERDUE * self.interval)
+        return now
 
     def overdue(self, now: float) -> list[tuple[str, str]]:
         """(hard interface, peer) whose probe is late by more than a tenth of an interval: ask the
         peer's kernel whether the link still carries traffic."""
-        late = 1.1 * self.interval
+        late = OVERDUE * self.interval
         return [k for k, p in self.peers.items() if now - max(p.last_rx, self.echo_rx.get(k, 0.0)) > late]
 
     def echo_sent(self, hardif: str, peer: str, now: float) -> None:

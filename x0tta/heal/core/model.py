@@ -127,6 +127,7 @@ class Observation:
     gw_mode: str | None = None  # off, client, server
     aggregation: bool | None = None  # OGM aggregation (batctl ag)
     alerts: tuple[AlertHeard, ...] = ()  # mesh alerts in force (x0tta.heal.core.alert)
+    strained: bool = False  # this agent is itself late or over its CPU share (x0tta.heal.core.strain)
 
     def hardif(self, name: str) -> HardIf | None:
         for h in self.hardifs:
