@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from x0tta.common.health import Condition, Health, Severity, overall
+from x0tta.common.health import STARTING, Condition, Health, Severity, overall
 
 
 class HealthBoard:
@@ -15,7 +15,7 @@ class HealthBoard:
         self._clock = clock
 
     def add(self, subsystem: str) -> None:
-        self.post(subsystem, (Condition("starting", Severity.STARTING, "not started yet"),))
+        self.post(subsystem, (STARTING("not started yet"),))
 
     def post(self, subsystem: str, conditions: tuple[Condition, ...], restarts: int | None = None) -> None:
         old = self._health.get(subsystem)

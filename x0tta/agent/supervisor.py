@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from x0tta.common.errors import CapabilityMissing, X0ttaError
-from x0tta.common.health import Condition, Severity
+from x0tta.common.health import SUBSYSTEM_CRASH, SUBSYSTEM_ERROR
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.schema import AgentSettings
 
@@ -73,7 +73,7 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except CapabilityMissing as exc:
-                ctx.health.set(Condition(exc.code, Severity.DEGRADED, str(exc)))
+                ctx.health.set(exc.spec(str(exc)))
                 log.warning("subsystem_degraded", code=exc.code, reason=str(exc), retry_in=conf.capability_retry)
                 await asyncio.sleep(conf.capability_retry)
                 continue
@@ -86,10 +86,8 @@ class Supervisor:
                 kind = "error" if isinstance(exc, X0ttaError) else "crash"
                 reason = f"{type(exc).__name__}: {exc}"
                 ctx.health.set(
-                    Condition(
-                        f"subsystem_{kind}",
-                        Severity.FAILING,
-                        f"{reason} (restart #{slot.restarts} in {slot.delay:.1f}s)",
+                    (SUBSYSTEM_ERROR if kind == "error" else SUBSYSTEM_CRASH)(
+                        f"{reason} (restart #{slot.restarts} in {slot.delay:.1f}s)"
                     )
                 )
                 log.error(

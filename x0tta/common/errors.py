@@ -10,6 +10,8 @@ a bug. Errors come in kinds that decide what happens next, after kopf's permanen
 
 from __future__ import annotations
 
+from x0tta.common.health import ConditionSpec
+
 
 class X0ttaError(Exception):
     """Base of every error raised on purpose by x0tta."""
@@ -39,8 +41,12 @@ class CapabilityMissing(X0ttaError):
     """An optional capability is absent (no batman-adv, no CAP_BPF, no SPIRE socket).
 
     A subsystem that raises this is reported ``degraded`` with the message, not restarted in a loop.
+    ``spec`` is the declared condition it is reported as (``x0tta/<subsystem>/conditions.py``).
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, spec: ConditionSpec, message: str) -> None:
+        if not isinstance(spec, ConditionSpec):
+            raise TypeError(f"CapabilityMissing is raised with a declared ConditionSpec, not {spec!r}")
         super().__init__(message)
-        self.code = code
+        self.spec = spec
+        self.code = spec.code

@@ -36,10 +36,10 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from x0tta.common.errors import X0ttaError
-from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.guard import GuardSettings
 from x0tta.config.schema import AgentSettings
+from x0tta.guard.conditions import GUARD_NOT_ENFORCED
 from x0tta.guard.core import MODES, ORIGIN_NAMES
 from x0tta.guard.enforce import Guard, KernelMaps
 
@@ -96,7 +96,7 @@ class GuardService(Subsystem):
         if self.guard.bound:
             ctx.health.ok()
         else:
-            ctx.health.set(Condition("guard_not_enforced", Severity.DEGRADED, NOT_ENFORCED))
+            ctx.health.set(GUARD_NOT_ENFORCED(NOT_ENFORCED))
 
     # -- admin --------------------------------------------------------------------------------
 

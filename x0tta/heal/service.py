@@ -37,12 +37,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
-from x0tta.common.health import Condition, Severity
+from x0tta.common.health import Condition
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.heal import HealSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.heal.alerts import Alerter
 from x0tta.heal.breakers import Breakers
+from x0tta.heal.conditions import (
+    HEAL_MONITOR_FAILING,
+    HEAL_PROBE_ECHO_UNAVAILABLE,
+    HEAL_PROBES_UNAUTHENTICATED,
+    HEAL_PROBES_WITHOUT_SESSIONS,
+)
 from x0tta.heal.core import loop
 from x0tta.heal.core.alert import Board
 from x0tta.heal.core.linkkeys import LinkKeys
@@ -309,7 +315,7 @@ class HealService(Subsystem):
                 failures += 1
                 ctx.log.warning("heal_cycle_failed", error=str(exc))
                 if failures >= 3:
-                    ctx.health.set(Condition("heal_monitor_failing", Severity.DEGRADED, str(exc)))
+                    ctx.health.set(HEAL_MONITOR_FAILING(str(exc)))
                 await asyncio.sleep(min(5.0, s.poll_interval * failures))
 
     def session_keys_due(self, log: Any = None) -> bool:
@@ -344,14 +350,12 @@ class HealService(Subsystem):
         if s is not None and (s.probe_enabled or s.alert_enabled):
             if self.link_keys.required:
                 if not self.link_keys.count(time.monotonic()):
-                    out.append(Condition(
-                        "heal_probes_without_sessions", Severity.OK,
+                    out.append(HEAL_PROBES_WITHOUT_SESSIONS(
                         "liveness probes are keyed by the neighbours' PQ mTLS sessions and none is up yet: "
                         "no probe is taken, so the loop acts on batman-adv's tables alone",
                     ))
             elif not s.probe_key_file:
-                out.append(Condition(
-                    "heal_probes_unauthenticated", Severity.OK,
+                out.append(HEAL_PROBES_UNAUTHENTICATED(
                     "liveness probes and mesh alerts carry no tag (no node identity and peer sessions to key "
                     "them, and [heal] probe_key_file is empty): anyone on a mesh link can fake or hide loss on "
                     "that link (the loop steers traffic, never admits anyone) or make the nodes forward OGMs "
@@ -365,8 +369,7 @@ class HealService(Subsystem):
                 "time for strain_hold",
             ))
         if self.prober is not None and not self.prober.echo:
-            out.append(Condition(
-                "heal_probe_echo_unavailable", Severity.DEGRADED,
+            out.append(HEAL_PROBE_ECHO_UNAVAILABLE(
                 f"no raw ICMPv6 socket for the kernel echo ({self.prober.echo_error}; the unit grants "
                 "CAP_NET_RAW): a neighbour whose agent is starved of CPU can be taken for a dead link",
             ))

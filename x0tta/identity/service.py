@@ -6,21 +6,9 @@ why there is none (``svid_missing``, ``spire_socket_missing``), then watches it.
 copying files in: the agent looks for them every ``poll_interval`` and at once on reload, and
 picks them up without a restart; SPIRE not answering is retried with backoff.
 
-=========================== ========= =====================================================
-condition                   severity  when
-=========================== ========= =====================================================
-svid_missing                degraded  no SVID yet (files absent or unusable, SPIRE silent)
-spire_socket_missing        degraded  source workload_api and no socket at the path
-svid_expiring               degraded  less than ``expiring_fraction`` of the lifetime left
-svid_expired                failing   the SVID is past notAfter: peers refuse this node
-svid_invalid                degraded  the SVID does not verify against our own bundle
-svid_wrong_trust_domain     degraded  the SVID is of another trust domain than configured
-svid_other_node             degraded  builtin: the SVID names another ID than this node's
-svid_renewal_failing        degraded  self-renewal from ``ca_dir`` failed (retried)
-workload_api_failing        degraded  the Workload API stream failed for good; the last SVID stays
-revocation_list_invalid     degraded  the CRL did not verify; the previous one stays
-revocation_list_stale       degraded  the CRL is past its nextUpdate (still enforced)
-=========================== ========= =====================================================
+The conditions it reports (``svid_*``, ``spire_socket_missing``, ``workload_api_failing``,
+``revocation_list_*``), each with its severity and meaning, are declared in
+:mod:`x0tta.identity.conditions`; :func:`assess` says when each applies.
 
 Metrics: ``x0tta_identity_svid_expires_in_seconds`` (seconds to expiry, computed at scrape),
 ``x0tta_identity_svid_expiry_timestamp_seconds``, ``x0tta_identity_svid_rotations_total``,
@@ -45,11 +33,23 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from x0tta.common.errors import CapabilityMissing
-from x0tta.common.health import Condition, Severity
+from x0tta.common.health import Condition
 from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.identity import IdentitySettings
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
+from x0tta.identity.conditions import (
+    REVOCATION_LIST_INVALID,
+    REVOCATION_LIST_STALE,
+    SVID_EXPIRED,
+    SVID_EXPIRING,
+    SVID_INVALID,
+    SVID_MISSING,
+    SVID_OTHER_NODE,
+    SVID_RENEWAL_FAILING,
+    SVID_WRONG_TRUST_DOMAIN,
+    WORKLOAD_API_FAILING,
+)
 from x0tta.identity.core.certs import KeyType
 from x0tta.identity.core.types import SvidUnavailable, SvidVerdict, validate_x509_svid
 from x0tta.identity.source import SharedSource, SourceBase
@@ -73,52 +73,36 @@ def assess(
     """
     out: list[Condition] = []
     if not source.has_svid():
-        return [Condition("svid_missing", Severity.DEGRADED, source.last_error or "no SVID yet")]
+        return [SVID_MISSING(source.last_error or "no SVID yet")]
     svid = source.svid()
     left = svid.seconds_to_expiry(now)
     if left <= 0:
-        out.append(Condition("svid_expired", Severity.FAILING, f"SVID {svid.spiffe_id} expired {-left:.0f} s ago"))
+        out.append(SVID_EXPIRED(f"SVID {svid.spiffe_id} expired {-left:.0f} s ago"))
     elif left < settings.expiring_fraction * svid.lifetime:
-        out.append(
-            Condition("svid_expiring", Severity.DEGRADED, f"SVID {svid.spiffe_id} expires in {left:.0f} s")
-        )
+        out.append(SVID_EXPIRING(f"SVID {svid.spiffe_id} expires in {left:.0f} s"))
     if svid.spiffe_id.trust_domain != settings.trust_domain:
-        out.append(
-            Condition(
-                "svid_wrong_trust_domain",
-                Severity.DEGRADED,
-                f"SVID {svid.spiffe_id} is not of trust domain {settings.trust_domain}",
-            )
-        )
+        out.append(SVID_WRONG_TRUST_DOMAIN(f"SVID {svid.spiffe_id} is not of trust domain {settings.trust_domain}"))
     elif expected is not None and svid.spiffe_id != expected:
-        out.append(
-            Condition(
-                "svid_other_node",
-                Severity.DEGRADED,
-                f"SVID names {svid.spiffe_id} but this node is {expected} (set identity.spiffe_id if intended)",
-            )
-        )
+        out.append(SVID_OTHER_NODE(
+            f"SVID names {svid.spiffe_id} but this node is {expected} (set identity.spiffe_id if intended)"
+        ))
     if svid.spiffe_id.trust_domain == settings.trust_domain and left > 0:
         if verdict is None:
             verdict = check_own(source, now)
         if verdict is not None and not verdict.ok:
-            out.append(Condition("svid_invalid", Severity.DEGRADED, f"{verdict.reason}: {verdict.detail}"))
+            out.append(SVID_INVALID(f"{verdict.reason}: {verdict.detail}"))
     if source.kind == "workload_api" and source.last_error:
-        out.append(Condition("workload_api_failing", Severity.DEGRADED, source.last_error))
+        out.append(WORKLOAD_API_FAILING(source.last_error))
     if isinstance(source, BuiltinSource):
         if source.renewer is not None and source.last_error and source.last_error.startswith("renewal failed"):
-            out.append(Condition("svid_renewal_failing", Severity.DEGRADED, source.last_error))
+            out.append(SVID_RENEWAL_FAILING(source.last_error))
         if source.crl_error:
-            out.append(Condition("revocation_list_invalid", Severity.DEGRADED, source.crl_error))
+            out.append(REVOCATION_LIST_INVALID(source.crl_error))
     for rl in source.revocations():
         if rl.next_update is not None and now > rl.next_update:
-            out.append(
-                Condition(
-                    "revocation_list_stale",
-                    Severity.DEGRADED,
-                    f"revocation list #{rl.number} passed its nextUpdate {now - rl.next_update:.0f} s ago",
-                )
-            )
+            out.append(REVOCATION_LIST_STALE(
+                f"revocation list #{rl.number} passed its nextUpdate {now - rl.next_update:.0f} s ago"
+            ))
     return out
 
 
@@ -286,12 +270,13 @@ class IdentityService(Subsystem):
                 )
                 return
             except CapabilityMissing as exc:
-                code, reason = exc.code, str(exc)
+                spec, reason = exc.spec, str(exc)
             except SvidUnavailable as exc:
-                code, reason = "svid_missing", str(exc)
+                spec, reason = SVID_MISSING, str(exc)
+            code = spec.code
             poll = source.retry_interval()
             wait = delay if poll is None else poll
-            ctx.health.set(Condition(code, Severity.DEGRADED, reason))
+            ctx.health.set(spec(reason))
             if (code, reason) != reported:  # once per distinct problem, not once per look
                 reported = (code, reason)
                 ctx.log.warning("identity_unavailable", code=code, reason=reason, retry_in=wait)

@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 
 from x0tta.common.errors import CapabilityMissing
+from x0tta.identity.conditions import SPIRE_SOCKET_MISSING
 from x0tta.identity.core.types import SvidError, SvidUnavailable, TrustBundle, X509Svid
 from x0tta.identity.source import SourceBase
 
@@ -82,7 +83,7 @@ class WorkloadApiSource(SourceBase):
     async def start(self) -> None:
         if not await asyncio.to_thread(os.path.exists, self.socket_path):
             raise CapabilityMissing(
-                "spire_socket_missing", f"no SPIRE Workload API socket at {self.socket_path}"
+                SPIRE_SOCKET_MISSING, f"no SPIRE Workload API socket at {self.socket_path}"
             )
         self._loop = asyncio.get_running_loop()
         try:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import x0tta
-from x0tta.common.errors import CapabilityMissing, PermanentError
+from x0tta.common.errors import PermanentError, X0ttaError
 from x0tta.lab.core.agentconf import LAB_TRUST_DOMAIN, node_config, to_toml
 from x0tta.lab.core.timeline import Outage, PingSample, outages, samples_from_rows, summarize, time_to_restore
 from x0tta.lab.core.topology import Step, Topology, TopologyError, parse_topology
@@ -120,8 +120,14 @@ def keep_under_tmp(paths: list[Path]) -> tuple[str, str]:
     return "\n".join(before) or ":", "\n".join(after) or ":"
 
 
-class LabUnavailable(CapabilityMissing):
-    """This machine cannot run the lab; the message says why and what to do."""
+class LabUnavailable(X0ttaError):
+    """This machine cannot run the lab; the message says why and what to do, ``code`` names the
+    reason (``not_root``, ``uml_missing``, ... in docs/troubleshooting.md). Not a health condition
+    (no subsystem reports it): the reason of exit 69 of ``x0tta lab run``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class LabFailed(PermanentError):

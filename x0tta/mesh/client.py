@@ -18,7 +18,7 @@ How:
   rtnetlink stack: the mesh reconcile and the heal loop (:mod:`x0tta.heal.links`, a table of link
   states kept over it) share its timeout and its error mapping.
 
-A kernel without batman-adv raises ``CapabilityMissing("batman_adv_missing", reason)`` from
+A kernel without batman-adv raises ``CapabilityMissing(BATMAN_ADV_MISSING, reason)`` from
 :meth:`MeshClient.open`; the supervisor reports the mesh subsystem degraded with that reason.
 """
 

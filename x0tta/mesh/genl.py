@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
+from x0tta.mesh.conditions import BATMAN_ADV_MISSING, BATMAN_ADV_NO_CONFIG_GROUP
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd, Record, Reply
 from x0tta.mesh.core.netlink import (
@@ -139,7 +140,7 @@ class BatadvSocket:
                 if msg.type == NLMSG_ERROR:
                     err = -parse_error(msg).error
                     if err == errno_mod.ENOENT:
-                        raise CapabilityMissing("batman_adv_missing", MISSING_REASON)
+                        raise CapabilityMissing(BATMAN_ADV_MISSING, MISSING_REASON)
                     raise MeshError(f"resolving genl family {name}: {os.strerror(err)}", err)
 
     def transact(self, cmd: Cmd, request: bytes, seq: int, *, dump: bool, ack: bool = False) -> Reply:
@@ -254,7 +255,7 @@ class BatadvEventSocket:
 
     def __init__(self, family: Family, group: str = batadv.BATADV_NL_MCAST_GROUP_CONFIG) -> None:
         if group not in family.mcast_groups:
-            raise CapabilityMissing("batman_adv_no_config_group", f"batadv has no multicast group {group!r}")
+            raise CapabilityMissing(BATMAN_ADV_NO_CONFIG_GROUP, f"batadv has no multicast group {group!r}")
         self.family = family
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
         try:

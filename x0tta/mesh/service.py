@@ -2,7 +2,7 @@
 
 Lifecycle (``run``):
 
-1. open the batadv client (``CapabilityMissing("batman_adv_missing")`` on a kernel without
+1. open the batadv client (``CapabilityMissing(BATMAN_ADV_MISSING)`` on a kernel without
    batman-adv: the agent stays up, ``x0tta status`` shows mesh degraded with the reason);
 2. reconcile: read the mesh and its hard interfaces, plan with the pure
    :func:`x0tta.mesh.core.reconcile.plan`, apply the actions; at start, on reload, every
@@ -36,11 +36,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from x0tta.common.errors import CapabilityMissing, DecodeError, TemporaryError
-from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.mesh import MeshSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.mesh.client import LinkControl, MeshClient
+from x0tta.mesh.conditions import MESH_ALGO_MISMATCH, MESH_MISSING, MESH_RECONCILE_FAILED
 from x0tta.mesh.core import batadv, views
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.reconcile import Action, plan
@@ -247,12 +247,12 @@ class MeshService(Subsystem):
             actions = await self.reconcile_now()
         except (MeshError, TemporaryError, DecodeError) as exc:
             ctx.log.warning("mesh_reconcile_failed", error=str(exc))
-            ctx.health.set(Condition("mesh_reconcile_failed", Severity.DEGRADED, str(exc)))
+            ctx.health.set(MESH_RECONCILE_FAILED(str(exc)))
             return
         warns = [a for a in actions if a.kind == "warn"]
         if warns:
             ctx.health.set(
-                *(Condition("mesh_" + ("algo_mismatch" if a.drift else "missing"), Severity.DEGRADED, a.reason)
+                *((MESH_ALGO_MISMATCH if a.drift else MESH_MISSING)(a.reason)
                   for a in warns)
             )
         else:

@@ -46,10 +46,10 @@ from prometheus_client import Counter, Gauge
 
 from x0tta import __version__
 from x0tta.common.errors import CapabilityMissing, TemporaryError
-from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.peer import PQ_GROUPS, PeerSettings
 from x0tta.identity.core.types import SourceUpdate
+from x0tta.peer.conditions import IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE
 from x0tta.peer.core import Hello, Limits, Request
 from x0tta.peer.core.frames import STATUS_OK, STATUS_UNKNOWN_METHOD
 from x0tta.peer.session import PeerSession, RequestFailed, SessionClosed, wait_first
@@ -343,8 +343,8 @@ class PeerService(Subsystem):
             self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
         ctx.admin.register("peers.list", self._list)
         if self._identity is None:
-            raise CapabilityMissing("identity_unavailable", "the identity subsystem is disabled: no SVID")
-        ctx.health.set(Condition("identity_unavailable", Severity.DEGRADED, "waiting for this node's SVID"))
+            raise CapabilityMissing(IDENTITY_UNAVAILABLE, "the identity subsystem is disabled: no SVID")
+        ctx.health.set(IDENTITY_UNAVAILABLE("waiting for this node's SVID"))
         source = await self._identity.wait_source()
         endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe)
         self.endpoint = endpoint
@@ -353,7 +353,7 @@ class PeerService(Subsystem):
             try:
                 server = await endpoint.serve(self.settings.listen_address, self.settings.port, self._on_inbound)
             except OSError as exc:
-                ctx.health.set(Condition("listen_failed", Severity.FAILING, str(exc)))
+                ctx.health.set(LISTEN_FAILED(str(exc)))
                 raise
             self.port = server.sockets[0].getsockname()[1]
             ctx.log.info("peer_listening", address=self.settings.listen_address or "*", port=self.port,
@@ -556,8 +556,8 @@ class PeerService(Subsystem):
     def _report_health(self, ctx: Context) -> None:
         down = [a for a, link in self.links.items() if link.current is None]
         if down:
-            ctx.health.set(Condition("peers_unreachable", Severity.DEGRADED,
-                                     f"no session to {len(down)} of {len(self.links)} peers: {', '.join(down[:5])}"))
+            ctx.health.set(PEERS_UNREACHABLE(
+                f"no session to {len(down)} of {len(self.links)} peers: {', '.join(down[:5])}"))
         else:
             ctx.health.set()
 

@@ -50,12 +50,21 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from x0tta.common.errors import CapabilityMissing, X0ttaError
-from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.guard import GuardSettings
 from x0tta.config.probes import ProbeSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.probes import core
+from x0tta.probes.conditions import (
+    BPF_LOAD_FAILED,
+    BPF_OBJECTS_MISSING,
+    BPF_PERMISSION_DENIED,
+    BPF_UNSUPPORTED,
+    BPFFS_UNAVAILABLE,
+    PROBE_ATTACH_FAILED,
+    PROBE_INTERFACE_MISSING,
+    PROBES_LOADING,
+)
 from x0tta.probes.libbpf import BpfError, BpfMap, ProbeObject, ensure_bpffs
 
 PACKAGED_OBJECT = Path(__file__).parent / "bpf" / "x0tta_probes.o"
@@ -86,12 +95,12 @@ def object_path(settings: ProbeSettings) -> Path:
 def capability_of(exc: BpfError) -> CapabilityMissing:
     """A load failure in the words an operator needs."""
     if exc.errno in (errno.EPERM, errno.EACCES):
-        return CapabilityMissing("bpf_permission_denied", f"eBPF probes off: {exc}; they need {CAPS}")
+        return CapabilityMissing(BPF_PERMISSION_DENIED, f"eBPF probes off: {exc}; they need {CAPS}")
     if exc.errno == errno.ENOENT:
-        return CapabilityMissing("bpf_objects_missing", f"eBPF probes off: {exc}")
+        return CapabilityMissing(BPF_OBJECTS_MISSING, f"eBPF probes off: {exc}")
     if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, 524):
-        return CapabilityMissing("bpf_unsupported", f"eBPF probes off: the kernel lacks support: {exc}")
-    return CapabilityMissing("bpf_load_failed", f"eBPF probes off: {exc}")
+        return CapabilityMissing(BPF_UNSUPPORTED, f"eBPF probes off: the kernel lacks support: {exc}")
+    return CapabilityMissing(BPF_LOAD_FAILED, f"eBPF probes off: {exc}")
 
 
 def load(settings: ProbeSettings, admitted_map_size: int = ADMITTED_MAP_SIZE) -> ProbeObject:
@@ -99,14 +108,14 @@ def load(settings: ProbeSettings, admitted_map_size: int = ADMITTED_MAP_SIZE) ->
     Raises CapabilityMissing."""
     path = object_path(settings)
     if not path.is_file():
-        raise CapabilityMissing("bpf_objects_missing", f"eBPF probes off: no object at {path} (`make ebpf`)")
+        raise CapabilityMissing(BPF_OBJECTS_MISSING, f"eBPF probes off: no object at {path} (`make ebpf`)")
     pin = Path(settings.pin_path)
     try:
         ensure_bpffs(pin)
     except BpfError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES):
             raise capability_of(exc) from exc
-        raise CapabilityMissing("bpffs_unavailable", f"eBPF probes off: no bpffs for the pins: {exc}") from exc
+        raise CapabilityMissing(BPFFS_UNAVAILABLE, f"eBPF probes off: no bpffs for the pins: {exc}") from exc
     try:
         sizes = {
             core.MAP_FLOWS: settings.flow_map_size,
@@ -265,9 +274,9 @@ class ProbesService(Subsystem):
         # Nothing is loaded (or pinned) until there is an interface to probe.
         while not (found := await asyncio.to_thread(targets, s))[0]:
             why = f"nothing to probe: {', '.join(found[1]) or 'no interface'} absent"
-            ctx.health.set(Condition("probe_interface_missing", Severity.DEGRADED, why))
+            ctx.health.set(PROBE_INTERFACE_MISSING(why))
             await self._pause(s.poll_interval)
-        ctx.health.set(Condition("probes_loading", Severity.STARTING, "loading eBPF programs"))
+        ctx.health.set(PROBES_LOADING("loading eBPF programs"))
         obj = await asyncio.to_thread(load, s, size)
         probes = Probes(obj, s)
         self._probes = probes
@@ -325,11 +334,9 @@ class ProbesService(Subsystem):
         self.last = r
         conditions = []
         if r.missing:
-            conditions.append(
-                Condition("probe_interface_missing", Severity.DEGRADED, f"not (yet) present: {', '.join(r.missing)}")
-            )
+            conditions.append(PROBE_INTERFACE_MISSING(f"not (yet) present: {', '.join(r.missing)}"))
         for name, why in sorted(r.failed.items()):
-            conditions.append(Condition("probe_attach_failed", Severity.DEGRADED, f"{name}: {why}"))
+            conditions.append(PROBE_ATTACH_FAILED(f"{name}: {why}"))
         ctx.health.set(*conditions)
         if first or r.failed:
             ctx.log.info("probes_polled", attached=r.attached, missing=r.missing, failed=r.failed)

@@ -9,6 +9,7 @@ from x0tta.agent.app import Agent
 from x0tta.common.errors import CapabilityMissing
 from x0tta.common.subsystem import Subsystem
 from x0tta.config.loader import parse_settings
+from x0tta.mesh.conditions import BATMAN_ADV_MISSING
 
 
 class Flaky(Subsystem):
@@ -27,7 +28,7 @@ class NoKernel(Subsystem):
     name = "nokernel"
 
     async def run(self, ctx) -> None:
-        raise CapabilityMissing("batman_adv_missing", "batman-adv is not in this kernel")
+        raise CapabilityMissing(BATMAN_ADV_MISSING, "batman-adv is not in this kernel")
 
 
 class Steady(Subsystem):
