@@ -6,7 +6,8 @@ machine-readable ``code``, a :class:`Severity`, a one-line ``summary`` of what i
 ``x0tta/<subsystem>/conditions.py``, and below for the supervisor's own. A service raises one by
 reference, giving only what is dynamic: ``MESH_RECONCILE_FAILED(str(exc))`` is a
 :class:`Condition`; a :class:`~x0tta.common.errors.CapabilityMissing` is raised with its spec too. A
-``Condition`` cannot be built from a bare string, so every code an operator sees is declared.
+``Condition`` cannot be built from a bare string, so every code an operator sees is declared, and
+a unit test (tests/unit/test_conditions.py) holds each declared code to its documentation.
 
 A subsystem reports a list of conditions; its state is the worst severity among them; no condition
 means ``ok``. Operators see the same data in ``/readyz``, ``x0tta status`` and the
