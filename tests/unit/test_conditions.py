@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from x0tta.cli import status
 from x0tta.cli.conditions_registry import TABLES, declared
+from x0tta.cli.main import build_parser
 from x0tta.common.errors import CapabilityMissing
 from x0tta.common.health import Condition, ConditionSpec, Severity
 
@@ -116,3 +118,22 @@ def test_a_spec_raises_its_condition() -> None:
     assert spec.docs == "docs/troubleshooting.md#thing_broken"
     assert CapabilityMissing(spec, "no thing").code == "thing_broken"
 
+
+def test_status_explain_adds_summary_and_docs() -> None:
+    st = {
+        "node": "r1", "version": "0", "pid": 1, "uptime_seconds": 5, "state": "degraded",
+        "subsystems": [
+            {"subsystem": "mesh", "state": "degraded", "restarts": 0, "since": 0.0,
+             "conditions": [{"code": "batman_adv_missing", "severity": "degraded", "message": "no batadv"}]},
+            {"subsystem": "other", "state": "degraded", "restarts": 0, "since": 0.0,
+             "conditions": [{"code": "from_a_newer_agent", "severity": "degraded", "message": "?"}]},
+        ],
+    }
+    out = status.explain(st)
+    mesh, other = (s["conditions"][0] for s in out["subsystems"])
+    assert mesh["docs"] == "docs/troubleshooting.md#batman_adv_missing" and "batman-adv" in mesh["summary"]
+    assert "docs" not in other
+    text = status.render(out)
+    assert "mesh: batman_adv_missing (degraded) - " in text
+    assert "see docs/troubleshooting.md#batman_adv_missing" in text and "from_a_newer_agent (" not in text
+    assert build_parser().parse_args(["status", "--explain"]).explain

@@ -10,9 +10,10 @@ reference, giving only what is dynamic: ``MESH_RECONCILE_FAILED(str(exc))`` is a
 a unit test (tests/unit/test_conditions.py) holds each declared code to its documentation.
 
 A subsystem reports a list of conditions; its state is the worst severity among them; no condition
-means ``ok``. Operators see the same data in ``/readyz``, ``x0tta status`` and the
-``x0tta_subsystem_state`` metric, so a condition code is part of the public interface: name it
-after what is wrong (``batman_adv_missing``, ``svid_expiring``), not after the code that found it.
+means ``ok``. Operators see the same data in ``/readyz``, ``x0tta status`` (``--explain`` adds
+each condition's summary and docs anchor) and the ``x0tta_subsystem_state`` metric, so a condition
+code is part of the public interface: name it after what is wrong (``batman_adv_missing``,
+``svid_expiring``), not after the code that found it.
 """
 
 from __future__ import annotations
