@@ -22,7 +22,12 @@ HEAL_PROBES_WITHOUT_SESSIONS = ConditionSpec(
 HEAL_PROBE_ECHO_UNAVAILABLE = ConditionSpec(
     "heal_probe_echo_unavailable", Severity.DEGRADED, "no raw ICMPv6 socket for the kernel echo (CAP_NET_RAW)"
 )
+HEAL_STRAINED = ConditionSpec(
+    "heal_strained", Severity.OK,
+    "this agent is itself short of CPU (event-loop lag or its own CPU share): it backs off",
+)
 
 CONDITIONS = (
     HEAL_MONITOR_FAILING, HEAL_PROBES_UNAUTHENTICATED, HEAL_PROBES_WITHOUT_SESSIONS, HEAL_PROBE_ECHO_UNAVAILABLE,
+    HEAL_STRAINED,
 )

@@ -48,6 +48,7 @@ from x0tta.heal.conditions import (
     HEAL_PROBE_ECHO_UNAVAILABLE,
     HEAL_PROBES_UNAUTHENTICATED,
     HEAL_PROBES_WITHOUT_SESSIONS,
+    HEAL_STRAINED,
 )
 from x0tta.heal.core import loop
 from x0tta.heal.core.alert import Board
@@ -362,8 +363,7 @@ class HealService(Subsystem):
                     "unaggregated for alert_hold_max",
                 ))
         if self.strain.strained:
-            out.append(Condition(
-                "heal_strained", Severity.OK,
+            out.append(HEAL_STRAINED(
                 f"this agent is itself short of CPU ({self.strain.reason}): one late probe does not make a "
                 "link suspect and the fast cycle runs every strained_poll_interval, until it has been on "
                 "time for strain_hold",
