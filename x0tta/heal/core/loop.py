@@ -345,7 +345,18 @@ def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> 
                 st.refused(exc, inc.id)
             st.records[rec.id] = rec
         st.event("incident_resumed", inc.id)
+    # ids are the start's prefix and a sequence number: a start whose prefix an earlier one had (a
+    # router without a clock that boots to the same time) must not give a new record a resumed id
+    st.seq = max([st.seq, *(_seq_of(i, k.prefix) for i in (*st.incidents, *st.records))])
     return st.finish()
+
+
+def _seq_of(ident: str, prefix: str) -> int:
+    """The sequence number of an id made under ``prefix`` (``PREFIX-a12`` -> 12); 0 for another's."""
+    if not ident.startswith(prefix + "-"):
+        return 0
+    digits = ident[len(prefix) + 2:]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _resumed(rec: Record, now: float) -> Record:
