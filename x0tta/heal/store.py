@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from x0tta.common.errors import PermanentError
+from x0tta.durable import open_durable
 
 T = TypeVar("T")
 
@@ -100,12 +101,7 @@ class Store:
             if readonly:
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=FULL")
-                self.db.executescript(SCHEMA)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self.db = open_durable(self.path, SCHEMA, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open knowledge store {self.path}: {exc}") from None
         self.db.row_factory = sqlite3.Row
