@@ -2,8 +2,9 @@
 
 Each entry is ``name -> factory(settings) -> Subsystem``; a factory imports its package only
 when called, so a node that disables a subsystem never pays for importing it. Order matters:
-subsystems start in this order (identity before peer, mesh before heal, guard before the peer
-sessions that admit through it and the probes that load its maps).
+subsystems start in this order (identity before peer, the fleet plane before the heal loop that
+hands it events, mesh before heal, guard before the peer sessions that admit through it and the
+probes that load its maps).
 
 The guard and the probes share one eBPF object: the probes load it, and this module hands the
 guard its two maps (:func:`guard_maps`) each time they do; the guard never imports the probes.
@@ -65,8 +66,14 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def mesh(s: AgentSettings) -> Subsystem:
         return once("mesh", lambda: _mesh(s, overrides))
 
+    # The fleet plane publishes what the others hand it (docs/fleet.md): the heal loop's events.
+    def fleet(s: AgentSettings) -> Subsystem:
+        return once("fleet", lambda: _fleet(s, hooks))
+
     def heal(s: AgentSettings) -> Subsystem:
         service = _heal(s, overrides, hooks)
+        if s.fleet.active:
+            service.listeners.append(fleet(s).heal_event)  # type: ignore[attr-defined]
         if s.peer.enabled and s.identity.enabled:
             # Once this node has an identity, liveness probes are keyed by the neighbours' sessions,
             # and only those keys are taken (docs/heal.md, "authenticated probes").
@@ -99,6 +106,7 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
 
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
+        "fleet": (settings.fleet.active, fleet),
         "mesh": (settings.mesh.enabled, mesh),
         "heal": (settings.heal.enabled, heal),
         "guard": (settings.guard.enabled, guard),
@@ -136,6 +144,12 @@ def _mesh_neighbours(shared: dict[str, Subsystem]) -> Callable[[], list[str]]:
         )
 
     return addresses
+
+
+def _fleet(settings: AgentSettings, hooks: AgentHooks) -> Subsystem:
+    from x0tta.fleet.service import FleetService
+
+    return FleetService(settings.fleet, subsystem_health=hooks.subsystem_health)
 
 
 def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:

@@ -1,7 +1,7 @@
 """The agent's settings: one dataclass per config section, every field with its reason.
 
 The sections of the subsystems live in their own modules of this package (``mesh``, ``heal``,
-``identity``, ``peer``, ``guard``, ``probes``) so that each subsystem's owners can grow them without touching
+``identity``, ``peer``, ``guard``, ``probes``, ``fleet``) so that each subsystem's owners can grow them without touching
 the others; this module assembles them into :class:`AgentSettings`.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from x0tta.config.fields import setting
+from x0tta.config.fleet import FleetSettings
 from x0tta.config.guard import GuardSettings
 from x0tta.config.heal import HealSettings
 from x0tta.config.identity import IdentitySettings
@@ -165,6 +166,7 @@ class AgentSettings:
     peer: PeerSettings = setting(default_factory=PeerSettings, doc="PQC mTLS peer sessions.")
     guard: GuardSettings = setting(default_factory=GuardSettings, doc="Admission guard (eBPF, with the probes).")
     probes: ProbeSettings = setting(default_factory=ProbeSettings, doc="eBPF probes.")
+    fleet: FleetSettings = setting(default_factory=FleetSettings, doc="Fleet plane: reports to an MQTT broker.")
 
     @property
     def admin_socket(self) -> str:

@@ -174,6 +174,8 @@ class HealService(Subsystem):
         self._tracer: Any = None
         self.cycles = 0
         self.strain = _strain(self.settings)
+        # Called with (name, incident, data) for every event of the loop; the wiring adds the fleet's.
+        self.listeners: list[Callable[[str, str, Mapping[str, Any]], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -641,6 +643,11 @@ class HealService(Subsystem):
             ctx.log.info("heal_incident_closed", incident=ev.incident, resolution=inc["resolution"],
                          duration=round(data["duration"], 3))
         ops.append(("event", (ev.incident, time.time(), name, data)))
+        for listener in self.listeners:
+            try:
+                listener(name, ev.incident, data)
+            except Exception as exc:  # a listener's bug must not stop the loop
+                ctx.log.error("heal_listener_failed", listener=repr(listener), error=repr(exc))
 
     def _incident_kind(self, inc_id: str) -> str | None:
         k = self.knowledge

@@ -109,3 +109,13 @@ def test_without_an_identity_probes_are_not_session_keyed():
     settings = parse_settings("[identity]\nenabled = false\n")
     heal = factories(settings)["heal"](settings)
     assert not heal.session_keys_due() and not heal.link_keys.required
+
+
+def test_the_fleet_plane_runs_only_with_a_broker_and_takes_the_heal_loops_events():
+    assert "fleet" not in factories(parse_settings('[fleet]\nenabled = true\n'))
+    settings = parse_settings('[fleet]\nbroker = "fleet.example"\n')
+    table = factories(settings)
+    assert list(table)[:2] == ["identity", "fleet"]
+    fleet, heal = table["fleet"](settings), table["heal"](settings)
+    assert heal.listeners == [fleet.heal_event]
+    assert "fleet" not in factories(parse_settings('[fleet]\nbroker = "fleet.example"\nenabled = false\n'))

@@ -1,0 +1,136 @@
+"""The MQTT 5 connection to the fleet's broker: TLS with a client certificate, a Last Will, and
+publishes that return the broker's PUBACK reason code.
+
+Built on aiomqtt (asyncio over paho-mqtt). Two things it does not do are done by the fleet
+subsystem around it: reconnection (one :class:`Connection` per session; the schedule is
+:mod:`x0tta.fleet.core.backoff`) and an offline queue (:mod:`x0tta.fleet.outbox`).
+
+The PUBACK reason code. aiomqtt 2.5 waits for the PUBACK of a QoS 1 publish but drops its reason
+code, and an MQTT 5 broker says there that it refused the message (0x87 "not authorized": the ACL
+does not let this node write that topic; OASIS MQTT 5.0, 3.4.2.1). :class:`_Client` keeps it: it
+publishes through paho's ``publish`` (which returns the packet id) and takes the code in
+aiomqtt's ``_on_publish`` hook, the callback paho calls with it. Both are internals of the pinned
+aiomqtt (constraints.txt); ``tests/integration/fleet`` checks the code against a real mosquitto.
+paho reads the socket from the event loop's reader callback, so a PUBACK cannot arrive between
+``publish`` returning the id and the future being registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from x0tta.common.errors import CapabilityMissing, TemporaryError
+from x0tta.config.fleet import FleetPaths, FleetSettings
+
+QOS = 1  # at least once: the outbox removes a message on its PUBACK and recognises duplicates by id
+
+
+class BrokerError(TemporaryError):
+    """The broker is out of reach, refused the connection, or stopped answering."""
+
+
+def tls_context(paths: FleetPaths) -> ssl.SSLContext:
+    """A client context for the broker: its certificate chains to ``paths.ca`` and names the host,
+    TLS 1.3 only (as the peer sessions). Reads files: call it off the event loop."""
+    missing = [p for p in (paths.cert, paths.key, paths.ca) if not Path(p).is_file()]
+    if missing:
+        raise CapabilityMissing(
+            "fleet_certificate_missing",
+            f"no client certificate for the fleet broker: {', '.join(missing)} missing; enrol the node "
+            "(x0tta identity) or set [fleet] cert_file, key_file and ca_file",
+        )
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=paths.ca)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(paths.cert, paths.key)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise CapabilityMissing(
+            "fleet_certificate_unusable",
+            f"cannot use {paths.cert} / {paths.key} / {paths.ca} for the fleet broker: {exc}; an ML-DSA-65 "
+            "SVID needs OpenSSL 3.5 in Python and the broker: give [fleet] an ECDSA certificate instead",
+        ) from None
+    return ctx
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, with publishes that return their PUBACK reason code (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[int]] = {}
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(int(getattr(reason_code, "value", 0)))
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_acked(self, topic: str, payload: bytes, retain: bool, timeout: float) -> int:
+        info = self._client.publish(topic, payload, QOS, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise BrokerError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = fut
+        lost = self._disconnected
+        try:
+            done, _ = await asyncio.wait({fut, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._acks.pop(info.mid, None)
+        if fut in done:
+            return fut.result()
+        if lost in done:
+            raise BrokerError("the connection was lost before the PUBACK")
+        raise BrokerError(f"no PUBACK within {timeout:g} s")
+
+
+class Connection:
+    """One MQTT 5 session: ``async with Connection(...) as conn: await conn.publish(...)``."""
+
+    def __init__(self, settings: FleetSettings, client_id: str, tls: ssl.SSLContext,
+                 will_topic: str, will_payload: bytes) -> None:
+        self.settings = settings
+        self._client = _Client(
+            settings.broker,
+            settings.port,
+            identifier=client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            tls_context=tls,
+            will=aiomqtt.Will(will_topic, will_payload, qos=QOS, retain=True),
+            keepalive=settings.keepalive,
+            timeout=settings.publish_timeout,
+            clean_start=True,  # the outbox, not the broker's session, holds what is not acked yet
+            max_inflight_messages=settings.window,
+        )
+
+    async def __aenter__(self) -> Connection:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"cannot connect to {self.settings.broker}:{self.settings.port}: {exc}") from None
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self._client.__aexit__(et, exc, tb)
+        except aiomqtt.MqttError:
+            pass  # the connection is gone already: nothing left to close
+
+    @property
+    def lost(self) -> asyncio.Future[None]:
+        """Done once the connection is gone (aiomqtt's own marker of it)."""
+        return self._client._disconnected
+
+    async def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
+        """Publish at QoS 1; the PUBACK's reason code once it comes (below 0x80: taken)."""
+        try:
+            return await self._client.publish_acked(topic, payload, retain, self.settings.publish_timeout)
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"publish to {topic} failed: {exc}") from None
