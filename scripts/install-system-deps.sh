@@ -16,6 +16,7 @@ PKGS=(
   clang llvm              # builds the eBPF objects
   libbpf-dev libbpf1      # eBPF headers, and libbpf.so.1 that the loader calls
   bpftool                 # inspecting loaded programs and maps in tests
+  mosquitto               # the MQTT broker the fleet plane's integration tests start (TLS, client certificates, ACL)
 )
 missing=()
 for p in "${PKGS[@]}"; do
