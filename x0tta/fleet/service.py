@@ -214,10 +214,15 @@ class FleetService(Subsystem):
             await self._wake_writer.wait()
             self._wake_writer.clear()
             while self._intake and self.outbox is not None:
-                batch = [m if isinstance(m, Message) else self._event_message(m) for m in self._intake]
-                self._count_dropped(await self.outbox.put(batch))
-                for _ in batch:  # stored: only now leave the intake (put may have raised)
-                    self._intake.popleft()
+                taken = list(self._intake)
+                self._intake.clear()
+                try:
+                    res = await self.outbox.put([m if isinstance(m, Message) else self._event_message(m)
+                                                 for m in taken])
+                except BaseException:
+                    self._intake.extendleft(reversed(taken))  # not stored: keep them, in order
+                    raise
+                self._count_dropped(res)
                 self._wake_sender.set()
 
     async def _states(self, topics: Topics) -> None:
