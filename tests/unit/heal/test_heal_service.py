@@ -248,3 +248,22 @@ def test_a_move_the_lifecycle_refuses_is_logged_and_kept_in_the_incident_timelin
     svc._on_event(ctx, Event("transition_refused", "p-i1", data), ops, None)
     assert ctx.log.lines == [("heal_transition_refused", {"incident": "p-i1", **data})]
     assert [(op, row[0], row[2]) for op, row in ops] == [("event", "p-i1", "transition_refused")]
+
+
+def test_every_event_goes_to_the_listeners_and_a_failing_one_does_not_stop_the_loop():
+    from x0tta.heal.core.model import Event
+
+    svc = HealService(HealSettings())
+    ctx = Ctx(AgentSettings(), Path("."), Log(), CollectorRegistry(), None, Admin(), Health())
+    heard: list = []
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    svc.listeners += [broken, lambda *ev: heard.append(ev)]
+    ops: list = []
+    sym = {"symptom": {"kind": "link_down", "target": "eth1"}}
+    svc._on_event(ctx, Event("symptom_cleared", "p-i1", sym), ops, None)
+    assert heard == [("symptom_cleared", "p-i1", sym)]
+    assert [(op, row[2]) for op, row in ops] == [("event", "symptom_cleared")]
+    assert [name for name, _ in ctx.log.lines][-1] == "heal_listener_failed"
