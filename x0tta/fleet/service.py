@@ -184,6 +184,11 @@ class FleetService(Subsystem):
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            if self._intake and tasks:  # handed over just before the stop: on disk for the next start
+                with contextlib.suppress(Exception):
+                    await self.outbox.put([m if isinstance(m, Message) else self._event_message(m)
+                                           for m in self._intake])
+                    self._intake.clear()
             await self.outbox.close()
             self.outbox = None
             self._set_connected(False)

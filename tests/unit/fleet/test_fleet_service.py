@@ -39,3 +39,27 @@ def test_a_missing_certificate_is_a_missing_capability(tmp_path):
     with pytest.raises(CapabilityMissing) as err:
         tls_context(FleetPaths(str(tmp_path / "c.pem"), str(tmp_path / "k.pem"), str(tmp_path / "ca.pem"), ""))
     assert err.value.code == "fleet_certificate_unusable"
+
+
+async def test_events_handed_over_at_the_stop_are_on_disk_for_the_next_start(tmp_path):
+    import asyncio
+
+    from x0tta.config.schema import AgentSettings, NodeSettings
+    from x0tta.fleet.outbox import Outbox
+    from x0tta.telemetry.testing import StandaloneContext
+
+    # No certificate: the connection task stops at once (a missing capability), the others run.
+    settings = AgentSettings(node=NodeSettings(id="n1", state_dir=str(tmp_path)),
+                             fleet=FleetSettings(broker="127.0.0.1", cert_file=str(tmp_path / "none.pem")))
+    svc = FleetService(settings.fleet)
+    ctx = StandaloneContext(settings, name="fleet", node_id="n1", state_dir=tmp_path)
+    with pytest.raises(CapabilityMissing):
+        await asyncio.wait_for(svc.run(ctx), 10)
+    key = svc.event("heal", "incident_opened", {})  # after the stop: kept in memory, bounded
+    assert svc.depth == 1
+    task = asyncio.create_task(svc.run(ctx))
+    with pytest.raises(CapabilityMissing):
+        await asyncio.wait_for(task, 10)
+    box = Outbox(tmp_path / "fleet-outbox.sqlite3", capacity=10)
+    assert key in box.keys()
+    assert ctx.health.codes == ["fleet_connecting"]
