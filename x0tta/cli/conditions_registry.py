@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from x0tta.common import health as common
 from x0tta.common.health import ConditionSpec
+from x0tta.fleet import conditions as fleet
 from x0tta.guard import conditions as guard
 from x0tta.heal import conditions as heal
 from x0tta.identity import conditions as identity
@@ -26,6 +27,7 @@ TABLES: tuple[tuple[str, tuple[ConditionSpec, ...]], ...] = (
     ("peer", peer.CONDITIONS),
     ("probes", probes.CONDITIONS),
     ("guard", guard.CONDITIONS),
+    ("fleet", fleet.CONDITIONS),
 )
 
 

@@ -28,6 +28,7 @@ import paho.mqtt.client as paho
 
 from x0tta.common.errors import CapabilityMissing, TemporaryError
 from x0tta.config.fleet import FleetPaths, FleetSettings
+from x0tta.fleet.conditions import FLEET_CERTIFICATE_MISSING, FLEET_CERTIFICATE_UNUSABLE
 
 QOS = 1  # at least once: the outbox removes a message on its PUBACK and recognises duplicates by id
 
@@ -42,7 +43,7 @@ def tls_context(paths: FleetPaths) -> ssl.SSLContext:
     missing = [p for p in (paths.cert, paths.key, paths.ca) if not Path(p).is_file()]
     if missing:
         raise CapabilityMissing(
-            "fleet_certificate_missing",
+            FLEET_CERTIFICATE_MISSING,
             f"no client certificate for the fleet broker: {', '.join(missing)} missing; enrol the node "
             "(x0tta identity) or set [fleet] cert_file, key_file and ca_file",
         )
@@ -52,7 +53,7 @@ def tls_context(paths: FleetPaths) -> ssl.SSLContext:
         ctx.load_cert_chain(paths.cert, paths.key)
     except (ssl.SSLError, ValueError, OSError) as exc:
         raise CapabilityMissing(
-            "fleet_certificate_unusable",
+            FLEET_CERTIFICATE_UNUSABLE,
             f"cannot use {paths.cert} / {paths.key} / {paths.ca} for the fleet broker: {exc}; an ML-DSA-65 "
             "SVID needs OpenSSL 3.5 in Python and the broker: give [fleet] an ECDSA certificate instead",
         ) from None

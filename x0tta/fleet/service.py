@@ -43,10 +43,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from x0tta import __version__
-from x0tta.common.health import Condition, Severity
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.fleet import FleetPaths, FleetSettings
 from x0tta.config.schema import AgentSettings
+from x0tta.fleet.conditions import FLEET_BROKER_UNREACHABLE, FLEET_CONNECTING, FLEET_OUTBOX_FULL, FLEET_PUBLISH_REFUSED
 from x0tta.fleet.core import payloads
 from x0tta.fleet.core.backoff import backoff_delay
 from x0tta.fleet.core.outbox import Priority, delivered
@@ -163,7 +163,7 @@ class FleetService(Subsystem):
         self._register(ctx)
         self.outbox = AsyncOutbox(paths.outbox, s.outbox_capacity)
         self._started = time.time()
-        ctx.health.set(Condition("fleet_connecting", Severity.STARTING, f"connecting to {s.broker}:{s.port}"))
+        ctx.health.set(FLEET_CONNECTING(f"connecting to {s.broker}:{s.port}"))
         tasks: list[asyncio.Task[None]] = []
         try:
             await self.outbox.open()
@@ -356,15 +356,15 @@ class FleetService(Subsystem):
         conds = []
         if not self.connected:
             when = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""
-            conds.append(Condition("fleet_broker_unreachable", Severity.DEGRADED,
+            conds.append(FLEET_BROKER_UNREACHABLE(
                                    f"cannot reach the fleet broker {s.broker}:{s.port}: {self.last_error or 'lost'}"
                                    f"{when}; {self.depth} messages wait in the outbox"))
         if self.refused:
-            conds.append(Condition("fleet_publish_refused", Severity.DEGRADED,
+            conds.append(FLEET_PUBLISH_REFUSED(
                                    f"{self.refused}: its ACL must let user {self.node} write {s.topic_prefix}/nodes/"
                                    f"{self.node}/# (configs/mosquitto/)"))
         if self.depth >= s.outbox_capacity:
-            conds.append(Condition("fleet_outbox_full", Severity.DEGRADED,
+            conds.append(FLEET_OUTBOX_FULL(
                                    f"the outbox holds {s.outbox_capacity} messages and drops the oldest "
                                    f"informational ones ({self.dropped} dropped so far)"))
         ctx.health.set(*conds)
