@@ -330,7 +330,7 @@ def test_the_loop_moves_records_only_along_the_table(ring, steps, suspect):
     and its rollback or restore), a settle or a resume by at most one."""
     s = HealSettings(silent_loss_raise_after=0.0, unstable_orig_interval=100, suspect_run=1 if suspect else 0)
     k = loop.initial(s, "p")
-    now = 0.0
+    now, restarts = 0.0, 0
     for lost_run, attached, up, others, interval, dt, outcome, restart in steps:
         now += dt
         obs = ring.obs(now, lost_run=lost_run, eth0_attached=attached, eth0_up=up, others=others, interval=interval)
@@ -343,7 +343,8 @@ def test_the_loop_moves_records_only_along_the_table(ring, steps, suspect):
             k = k2
         if restart == 0:
             data = [k.incident_json(i) for i in k.incidents]
-            k2 = loop.resume(loop.initial(s, "q", k.stats), data, now)
+            restarts += 1  # each start its own id prefix, as the service's start time gives it
+            k2 = loop.resume(loop.initial(s, f"q{restarts}", k.stats), data, now)
             _check(k, k2, 1)
             k = k2
 
