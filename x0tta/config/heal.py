@@ -306,6 +306,29 @@ class HealSettings:
         max=10000,
         unit="ms",
     )
+    load_budget: float = setting(
+        300.0,
+        doc="Seconds each remedy that raises every node's load - tune_orig_interval (~20x the OGMs "
+        "this node originates, each forwarded by every node) and pause_aggregation (every OGM "
+        "forwarded in a frame of its own) - may be in force within load_budget_window. Past it the "
+        "remedy is undone and refused until the window frees time, whatever still asks for it. "
+        "A silent loss or a link down needs faster OGMs for a few seconds (plus the route's return, "
+        "at most route_return_max), a flapping link for its hold (at most flap_hold_max): the lab's "
+        "two-minute flap with its hold and return takes ~210 s, and in a chaos run a node on two of "
+        "the ring's five links has them ~40 % of the time; half of the window covers both, and a "
+        "link that flaps for ever gets its faster OGMs half of the time instead of all of it.",
+        min=0.0,
+        max=86400.0,
+        unit="s",
+    )
+    load_budget_window: float = setting(
+        600.0,
+        doc="The sliding window of load_budget: ten minutes, long enough to span a whole flapping "
+        "episode (flap_window, flap_hold_max and route_return_max together).",
+        min=1.0,
+        max=86400.0,
+        unit="s",
+    )
     verify_after: float = setting(
         1.0,
         doc="Time after an action before its effect is checked: batman-adv purges and reroutes at "

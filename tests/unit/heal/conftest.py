@@ -57,6 +57,14 @@ def ring_obs(
     )
 
 
+def flapping(obs: Observation, i: int) -> Observation:
+    """``obs`` with the node behind A routed through A (eth0) on odd ``i``, through B (eth1) on
+    even ones: called with successive ``i``, route flapping."""
+    router, hardif = (A, "eth0") if i % 2 else (B, "eth1")
+    origs = tuple(replace(o, router=router, hardif=hardif) if o.orig == BEHIND_A else o for o in obs.originators)
+    return replace(obs, originators=origs)
+
+
 @pytest.fixture
 def settings() -> HealSettings:
     """Defaults, without the ``link_suspect`` stage and confirming silent loss in the cycle that
@@ -90,6 +98,7 @@ class Ring:
     BEHIND_A = BEHIND_A
     B = B
     obs = staticmethod(ring_obs)
+    flapping = staticmethod(flapping)
     with_ = staticmethod(with_)
     run = staticmethod(run_step)
 

@@ -130,17 +130,6 @@ def test_no_pause_when_aggregation_is_already_off_or_unknown(ring):
         assert not d
 
 
-def _flapping(obs, i):
-    """The node behind A routed alternately through A (eth0) and B (eth1): route flapping."""
-    origs = tuple(replace(o, router=ring_router(i), hardif="eth0" if i % 2 else "eth1")
-                  if o.orig == "02:00:00:00:02:00" else o for o in obs.originators)
-    return replace(obs, originators=origs)
-
-
-def ring_router(i):
-    return "02:00:00:00:00:0a" if i % 2 else "02:00:00:00:00:0b"
-
-
 def test_route_flapping_keeps_the_faster_ogms_but_not_the_paused_aggregation(ring):
     s = HealSettings()
     k = loop.initial(s, "t")
@@ -151,14 +140,14 @@ def test_route_flapping_keeps_the_faster_ogms_but_not_the_paused_aggregation(rin
     t, kinds = 0.0, set()
     for i in range(1, 2 * s.flap_count + 2):  # routes flap while the alert holds
         t = 0.2 * i
-        k, d = run(k, _flapping(replace(calm, at=t, aggregation=False, alerts=heard), i), t)
+        k, d = run(k, ring.flapping(replace(calm, at=t, aggregation=False, alerts=heard), i), t)
         kinds |= {x.action.kind for x in d}
     assert ActionKind.TUNE_ORIG_INTERVAL in kinds, kinds
     # the alert's hold ends while the routes still flap: aggregation resumes, the faster OGMs stay
     done = []
     for j in range(5):
         t += 0.2
-        fast = _flapping(replace(calm, at=t, aggregation=False, orig_interval_ms=s.unstable_orig_interval), j)
+        fast = ring.flapping(replace(calm, at=t, aggregation=False, orig_interval_ms=s.unstable_orig_interval), j)
         k, d = run(k, fast, t)
         done += [x.action.kind for x in d]
     assert ActionKind.RESUME_AGGREGATION in done, done
@@ -175,7 +164,7 @@ def test_the_faster_ogms_of_a_cleared_suspect_go_to_route_flapping_and_the_suspe
     t, events = 0.15, []
     for i in range(1, 2 * s.flap_count + 12):  # the probes are fine again; the routes flap meanwhile
         t = round(0.15 + 0.5 * i, 3)
-        k, d, ev = ring.run(k, _flapping(ring.obs(t, interval=fast), i), t)
+        k, d, ev = ring.run(k, ring.flapping(ring.obs(t, interval=fast), i), t)
         events += ev
     closed = [e for e in events if e.name == "incident_closed" and e.incident == suspect]
     assert closed and "handed over" in closed[0].data["incident"]["resolution"], [e.name for e in events]

@@ -93,9 +93,15 @@ def test_undos_run_only_after_a_verdict_and_restores_only_for_what_helped():
     for (phase, event), nxt in RECORD_TRANSITIONS.items():
         if nxt[1] is not None and phase[1] is None:  # an undo decided
             assert phase[0] in (State.EFFECTIVE, State.FAILED, State.DRY_RUN)
-            assert event == (RecordEvent.ROLLBACK if phase[0] == State.FAILED else RecordEvent.RESTORE)
+            if phase[0] == State.FAILED:
+                assert event == RecordEvent.ROLLBACK
+            else:  # a restore: its symptom cleared, or its load budget is spent
+                assert event in (RecordEvent.RESTORE, RecordEvent.OVER_BUDGET)
         if phase[1] is not None:  # once an undo is decided, the action's own state stays
             assert nxt[0] == phase[0], (phase, event)
+    # the load budget's undo moves a record exactly as a restore does
+    assert {p: n for (p, e), n in RECORD_TRANSITIONS.items() if e == RecordEvent.OVER_BUDGET} == {
+        p: n for (p, e), n in RECORD_TRANSITIONS.items() if e == RecordEvent.RESTORE}
     # only a restore can fail (the symptom came back); a rollback undoes what did not help
     assert [k for k, v in RECORD_TRANSITIONS.items() if v[1] == Undo.FAILED] == [
         ((((State.EFFECTIVE, Undo.APPLIED)), RecordEvent.SYMPTOM_RETURNED))

@@ -13,10 +13,12 @@ decisions (through the executor) and feeds the results back with :func:`settle`.
 3. **Undo** (:mod:`~x0tta.heal.core.verify`) - a remedy whose symptom has cleared (and no other
    symptom needs it) is restored; a restore is itself verified: if the symptom returns within
    ``restore_verify_after``, the restore failed (which counts against its circuit breaker in the
-   executor).
+   executor). A load-raising remedy in force past its load budget is undone whatever still needs
+   it (:mod:`~x0tta.heal.core.budget`).
 4. **Plan** - each open incident with an active symptom and nothing in flight gets the best
    candidate (:mod:`~x0tta.heal.core.plan`), unless the action's target already has a disruptive
-   action of another incident in flight: at most one disruptive action per target at a time.
+   action of another incident in flight: at most one disruptive action per target at a time. A
+   load-raising candidate whose budget is spent is refused with the budget's reason.
 5. **Close** - an incident whose symptom cleared and whose actions are all settled is closed.
 
 The knowledge is an immutable value (:mod:`~x0tta.heal.core.records`); the knowledge *store*
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from x0tta.heal.core.budget import LOAD_RAISING, by_budget, rebuilt, refusal, spent
 from x0tta.heal.core.detect import Key, analyze, carrier_down, hysteresis
 from x0tta.heal.core.model import (
     Action,
@@ -108,7 +111,8 @@ def _open(st: Scratch, sym: Symptom) -> None:
             return  # a new alert is news from elsewhere, not a restore gone wrong
         # a restore that let the symptom come back failed
         for rid, rec in list(st.records.items()):
-            if rec.incident == inc_id and rec.undo_op == Op.RESTORE and rec.undo_state == Undo.APPLIED:
+            if (rec.incident == inc_id and rec.undo_op == Op.RESTORE and rec.undo_state == Undo.APPLIED
+                    and not by_budget(rec.undo_reason)):  # the budget's undo was no judgement of it
                 with st.atomic(inc_id):
                     st.records[rid] = transition(rec, RecordEvent.SYMPTOM_RETURNED,
                                                  undo_reason="the symptom came back")
@@ -136,6 +140,7 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
     s = st.k.settings
     lossy = frozenset(k[1] for k in active if k[0] == SymptomKind.SILENT_LOSS)
     holding = [r for r in st.records.values() if r.holds]
+    load_spent = {kind: spent(st.k.load, kind, st.now, s) for kind in LOAD_RAISING}
     for inc_id, inc in sorted(st.incidents.items()):
         sym = active.get(inc.key)
         if sym is None or st.now < inc.next_attempt:
@@ -146,7 +151,10 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
         if any(r.incident == inc_id and r.holds and r.action.kind != ActionKind.TUNE_ORIG_INTERVAL for r in holding):
             continue
         steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
-        cands = candidates(sym, obs, s, lossy, st.stats, steered)
+        cands = candidates(sym, obs, s, lossy, st.stats, steered, load_spent)
+        for c in cands:
+            if by_budget(c.rejected):
+                st.event("load_budget", inc_id, op="refused", kind=c.action.kind.value, reason=c.rejected)
         if not cands:
             note = _note(sym)
             if note not in inc.notes:
@@ -186,14 +194,15 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
         st.records[rid] = rec
         holding.append(rec)
         st.decisions.append(decision)
-        companion = _companion(st, inc, sym, chosen.action, obs, holding)
+        companion = _companion(st, inc, sym, rid, chosen.action, obs, holding, load_spent)
         if companion is not None:
             holding.append(companion)
 
 
-def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen: Action, obs: Observation,
-               holding: list[Record]) -> Record | None:
-    """A steer-off is paired with a faster originator interval on this node while it lasts.
+def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen_id: str, chosen: Action, obs: Observation,
+               holding: list[Record], load_spent: Mapping[ActionKind, float]) -> Record | None:
+    """A steer-off is paired with a faster originator interval on this node while it lasts, if
+    the load budget has time for it (otherwise the steer-off's reasons say why not).
 
     Steering off is instant here, but the other nodes keep routing towards this node through the
     dead link until their own view of it decays: batman-adv (BATMAN_IV) pushes a zero into the
@@ -209,6 +218,13 @@ def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen: Action, obs: Ob
         return None
     action, why = tune_orig_interval(obs, s)
     if why:
+        return None
+    why = refusal(action.kind, action.verify_after, load_spent.get(action.kind, 0.0), s)
+    if why:
+        st.event("load_budget", inc.id, op="refused", kind=action.kind.value, reason=why)
+        note = f"no {action.remedy} as its companion: {why}"
+        st.records[chosen_id] = replace(st.records[chosen_id], reasons=(*st.records[chosen_id].reasons, note))
+        st.decisions[-1] = replace(st.decisions[-1], reasons=(*st.decisions[-1].reasons, note))
         return None
     rid = st.next_id("a")
     reasons = (
@@ -320,8 +336,14 @@ def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> 
     they are treated as applied, which is safe because every undo is idempotent. An incident
     whose symptom does not show again within ``resume_grace`` has its actions undone and is
     closed; one whose symptom shows again continues where it was.
+
+    The load budget's accounts are rebuilt from the records' own times (applied, undo applied):
+    the open incidents' records are all the knowledge the store gives back, so what closed
+    incidents spent within the window is forgotten - at most one budget more per restart. A
+    remedy left in force counts from its application through the restart (the kernel kept it).
     """
     st = Scratch(k, now)
+    uses: list[tuple[ActionKind, float, float | None]] = []
     for data in incidents:
         key = (data["symptom"]["kind"], data["symptom"]["target"])
         inc = Incident(
@@ -339,6 +361,7 @@ def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> 
         st.by_key[key] = inc.id
         for a in data.get("actions", ()):
             rec = record_from_json(a)
+            uses.extend(_in_force(rec))
             try:
                 rec = _resumed(rec, now)
             except HealStateError as exc:  # kept as stored, and logged
@@ -348,6 +371,7 @@ def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> 
     # ids are the start's prefix and a sequence number: a start whose prefix an earlier one had (a
     # router without a clock that boots to the same time) must not give a new record a resumed id
     st.seq = max([st.seq, *(_seq_of(i, k.prefix) for i in (*st.incidents, *st.records))])
+    st.load = {**rebuilt(uses, now, k.settings), **st.load}
     return st.finish()
 
 
@@ -357,6 +381,18 @@ def _seq_of(ident: str, prefix: str) -> int:
         return 0
     digits = ident[len(prefix) + 2:]
     return int(digits) if digits.isdigit() else 0
+
+
+def _in_force(rec: Record) -> list[tuple[ActionKind, float, float | None]]:
+    """When a stored record of a load-raising remedy was in force, as far as it says: from its
+    application (its decision, if the result was never recorded) to its undo's, or still."""
+    if rec.action.kind not in LOAD_RAISING or rec.state == State.REFUSED:
+        return []
+    start = rec.applied if rec.applied is not None else rec.decided
+    if rec.undo_state in (Undo.APPLIED, Undo.EFFECTIVE, Undo.FAILED):
+        # a dry run's undo is only recorded, with no time: nothing of it is in force any more
+        return [] if rec.undo_applied is None else [(rec.action.kind, start, rec.undo_applied)]
+    return [(rec.action.kind, start, None)]
 
 
 def _resumed(rec: Record, now: float) -> Record:

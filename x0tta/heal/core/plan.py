@@ -36,6 +36,10 @@ Policies (symptom -> candidates):
   100 ms for aggregation, while another node's far end needs its OGMs to reach the mesh around a
   dead link (undone when the alert's hold ends).
 * ``neighbour_lost``, ``gateway_changed`` -> nothing: recorded, batman-adv handles them.
+
+The two remedies that raise every node's load, ``tune_orig_interval`` and ``pause_aggregation``,
+are refused once their load budget is spent (:mod:`~x0tta.heal.core.budget`), like a failed
+precondition.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from x0tta.config.heal import HealSettings
+from x0tta.heal.core.budget import refusal
 from x0tta.heal.core.model import (
     Action,
     ActionKind,
@@ -206,8 +211,12 @@ def candidates(
     lossy_links: frozenset[str],
     stats: Stats,
     steered: frozenset[str] = frozenset(),
+    load_spent: Mapping[ActionKind, float] | None = None,
 ) -> list[Candidate]:
-    """Every action that could help ``sym``, scored; rejected ones carry their reason."""
+    """Every action that could help ``sym``, scored; rejected ones carry their reason.
+
+    ``load_spent``: seconds of each load-raising kind's budget spent in its window; a remedy of a
+    kind with too little left is refused (:func:`~x0tta.heal.core.budget.refusal`)."""
     raw: list[tuple[Action, str]] = []
     kind = sym.kind
     # a link confirmed silent is no way round for another steer-off either
@@ -301,6 +310,8 @@ def candidates(
     for action, why in raw:
         if not why and action.kind.value in disabled:
             why = f"action {action.kind.value} is disabled in [heal] disabled_actions"
+        if not why and load_spent is not None:
+            why = refusal(action.kind, action.verify_after, load_spent.get(action.kind, 0.0), s)
         out.append(Candidate(action=action, score=score(action, kind.value, stats, s), rejected=why))
     out.sort(key=lambda c: (c.rejected != "", -c.score))
     return out

@@ -31,6 +31,7 @@ from typing import Any, overload
 
 from x0tta.common.errors import PermanentError
 from x0tta.config.heal import HealSettings
+from x0tta.heal.core.budget import LOAD_RAISING, LoadUse, advance
 from x0tta.heal.core.detect import Key, Memory
 from x0tta.heal.core.model import Action, ActionKind, Decision, Event, Op, Symptom
 from x0tta.heal.core.plan import UNDO
@@ -67,6 +68,7 @@ class RecordEvent(enum.StrEnum):
     PARTITION = "partition"  # the mesh partitioned while the link was steered off
     REAPPLY = "reapply"  # someone else undid it while its symptom lasts: it is applied again
     RESTORE = "restore"  # its symptom cleared: undo it (a dry run's undo is only recorded)
+    OVER_BUDGET = "over_budget"  # a load-raising remedy in force past its load budget: undo it
     ROLLBACK = "rollback"  # it failed or did harm: undo it
     RETRY_UNDO = "retry_undo"  # the executor refused the undo; its incident's retry time came
     UNDO_APPLIED = "undo_applied"  # the executor did the undo
@@ -96,6 +98,8 @@ RECORD_TRANSITIONS: dict[tuple[Phase, RecordEvent], Phase] = {
     # the undo: a restore of what helped, a rollback of what did not
     ((_S.EFFECTIVE, None), _E.RESTORE): (_S.EFFECTIVE, _U.PLANNED),
     ((_S.DRY_RUN, None), _E.RESTORE): (_S.DRY_RUN, _U.EFFECTIVE),
+    ((_S.EFFECTIVE, None), _E.OVER_BUDGET): (_S.EFFECTIVE, _U.PLANNED),  # a restore, whatever still needs it
+    ((_S.DRY_RUN, None), _E.OVER_BUDGET): (_S.DRY_RUN, _U.EFFECTIVE),
     ((_S.FAILED, None), _E.ROLLBACK): (_S.FAILED, _U.PLANNED),
     **{((s, _U.PLANNED), _E.UNDO_APPLIED): (s, _U.APPLIED) for s in _UNDONE},
     **{((s, _U.PLANNED), _E.UNDO_REFUSED): (s, _U.REFUSED) for s in _UNDONE},
@@ -290,6 +294,7 @@ class Knowledge:
     stats: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     seq: int = 0
     events: tuple[Event, ...] = ()  # of the last step/settle, for the service to log and store
+    load: dict[ActionKind, LoadUse] = field(default_factory=dict)  # load budget spent (budget.py)
 
     def incident_json(self, incident_id: str) -> dict[str, Any] | None:
         inc = self.incidents.get(incident_id)
@@ -322,6 +327,7 @@ class Scratch:
         self.records = dict(k.records)
         self.stats = dict(k.stats)
         self.seq = k.seq
+        self.load = dict(k.load)
         self.events: list[Event] = []
         self.decisions: list[Decision] = []
 
@@ -355,6 +361,9 @@ class Scratch:
             self.refused(exc, inc)
 
     def finish(self, **changes: Any) -> Knowledge:
+        """The knowledge after this step, settle or resume; the load budget's accounts sampled
+        now, from the records that hold a load-raising remedy."""
+        on = {r.action.kind for r in self.records.values() if r.action.kind in LOAD_RAISING and r.holds}
         return replace(
             self.k,
             incidents=self.incidents,
@@ -363,6 +372,7 @@ class Scratch:
             stats=self.stats,
             seq=self.seq,
             events=tuple(self.events),
+            load=advance(self.load, on, self.now, self.k.settings),
             **changes,
         )
 

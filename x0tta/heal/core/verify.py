@@ -8,6 +8,8 @@
   success statistics that rank actions next time.
 * **Undo** (:func:`undo`) - a remedy whose symptom has cleared (and no other symptom needs it) is
   restored; one that another, longer-lived symptom needs is handed over to that symptom's incident.
+  A load-raising remedy in force past its load budget (:mod:`~x0tta.heal.core.budget`) is restored
+  whatever still needs it.
   A restore is itself verified: if the symptom returns within ``restore_verify_after``, the restore
   failed (the step's analysis sees that, :mod:`~x0tta.heal.core.loop`).
 
@@ -20,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from x0tta.config.heal import HealSettings
+from x0tta.heal.core.budget import overrun, spent
 from x0tta.heal.core.detect import Key
 from x0tta.heal.core.model import Action, ActionKind, Decision, Observation, Op, Symptom, SymptomKind
 from x0tta.heal.core.plan import UNDO, _hardif_of
@@ -240,6 +243,14 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             continue
         if rec.state not in (State.EFFECTIVE, State.DRY_RUN):
             continue  # an applied action is verified before it can be undone
+        if why := overrun(rec.action.kind, spent(st.k.load, rec.action.kind, st.now, s), s):
+            # in force past its load budget: undone whatever still needs it, and refused by the
+            # planner until the window frees time (a remedy that raises every node's load must
+            # not become the mesh's steady state)
+            with st.atomic(rec.incident):
+                st.records[rid] = _undo_decision(st, rec, Op.RESTORE, why, RecordEvent.OVER_BUDGET)
+                st.event("load_budget", rec.incident, op="undone", id=rid, kind=rec.action.kind.value, reason=why)
+            continue
         inc = st.incidents.get(rec.incident)
         if inc is not None and inc.resumed is not None and st.now - inc.resumed < s.resume_grace:
             continue  # give a resumed incident's symptom the time to show again
