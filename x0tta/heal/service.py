@@ -131,6 +131,10 @@ class _Metrics:
         self.alerts_refused = Counter(
             "x0tta_heal_alerts_refused_total", "Mesh alerts refused, by reason (as for probes)", ["reason"], registry=r,
         )
+        self.load_budget = Counter(
+            "x0tta_heal_load_budget_total",
+            "Load-raising remedies refused or undone by the load budget, by kind and op", ["kind", "op"], registry=r,
+        )
         self.link_keys = Gauge("x0tta_heal_link_keys", "Probe keys from neighbour sessions in force", registry=r)
         self.strained = Gauge(
             "x0tta_heal_strained", "1 while this agent is itself late or over its CPU share and backs off", registry=r,
@@ -624,6 +628,10 @@ class HealService(Subsystem):
             if m:
                 m.harm.labels(data["kind"]).inc()
             ctx.log.warning("heal_harm", incident=ev.incident, **data)
+        elif name == "load_budget":
+            if m:
+                m.load_budget.labels(data["kind"], data["op"]).inc()
+            ctx.log.warning("heal_load_budget", incident=ev.incident, **data)
         elif name == "healed":
             kind = ev.incident and self._incident_kind(ev.incident)
             if m and kind:

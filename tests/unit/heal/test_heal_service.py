@@ -267,3 +267,20 @@ def test_every_event_goes_to_the_listeners_and_a_failing_one_does_not_stop_the_l
     assert heard == [("symptom_cleared", "p-i1", sym)]
     assert [(op, row[2]) for op, row in ops] == [("event", "symptom_cleared")]
     assert [name for name, _ in ctx.log.lines][-1] == "heal_listener_failed"
+
+
+def test_the_load_budget_is_logged_counted_and_kept_in_the_incident_timeline():
+    from x0tta.heal.core.model import Event
+    from x0tta.heal.service import _Metrics
+
+    svc = HealService(HealSettings())
+    ctx = Ctx(AgentSettings(), Path("."), Log(), CollectorRegistry(), None, Admin(), Health())
+    m = _Metrics(ctx.registry)
+    ops: list = []
+    data = {"op": "undone", "id": "p-a1", "kind": "tune_orig_interval",
+            "reason": "load budget spent: tune_orig_interval in force 300.0 s of the last 600 s (load_budget 300 s)"}
+    svc._on_event(ctx, Event("load_budget", "p-i1", data), ops, m)
+    assert ctx.log.lines == [("heal_load_budget", {"incident": "p-i1", **data})]
+    assert ctx.registry.get_sample_value("x0tta_heal_load_budget_total",
+                                         {"kind": "tune_orig_interval", "op": "undone"}) == 1
+    assert [(op, row[0], row[2]) for op, row in ops] == [("event", "p-i1", "load_budget")]
