@@ -153,7 +153,8 @@ def test_route_flapping_for_minutes_keeps_faster_ogms_no_longer_than_the_budget(
     refused = budget_events(events, "refused")
     assert refused and all("load budget spent" in e.data["reason"] for e in refused)
     notes = [n for inc in k.incidents.values() for n in inc.notes]
-    assert len(spans) >= 2 and spans[1][0] >= s.load_budget_window - 1.0
+    # taken again as the first stretch leaves the window: stretches, not a toggle every retry
+    assert len(spans) == 2 and spans[1][0] >= s.load_budget_window - 1.0
     restores = [e for e in events if e.name == "verified" and e.data["op"] == "restore"]
     assert restores and all(e.data["ok"] for e in restores)  # the budget's undo never "failed"
     assert ("route_flapping", "mesh") in k.active and k.incidents, notes
