@@ -181,6 +181,26 @@ def decode_neighbor_value(data: bytes) -> NeighborStats:
     return NeighborStats(*NEIGH_VALUE.unpack(data))
 
 
+def neighbor_lookup_key(ifindex: int, mac: str) -> bytes:
+    """The ``neighbors`` key of (interface index, MAC as ``aa:bb:cc:dd:ee:ff``), for a single
+    lookup; :class:`ProbeDecodeError` when either is not what the struct holds."""
+    try:
+        raw = bytes.fromhex(mac.replace(":", ""))
+    except ValueError:
+        raise ProbeDecodeError(f"neighbour key: {mac!r} is not a MAC address") from None
+    if len(raw) != 6 or not 0 <= ifindex <= 0xFFFFFFFF:
+        raise ProbeDecodeError(f"neighbour key: ({ifindex}, {mac!r}) is not an interface index and a MAC")
+    return NEIGH_KEY.pack(ifindex, raw)
+
+
+def neighbor_last_rx(data: bytes) -> float | None:
+    """From one ``neighbors`` value: when the last batman-adv frame from that MAC arrived, in
+    CLOCK_MONOTONIC seconds (``time.monotonic()``); None if none ever did (an entry made by our
+    own frames to it)."""
+    ns = decode_neighbor_value(data).last_rx_ns
+    return ns / 1e9 if ns else None
+
+
 def decode_admitted(key: bytes, value: bytes) -> tuple[bytes, int]:
     """An ``admitted`` entry: (MAC, origin)."""
     _check_len("admitted key", key, MAC_KEY_SIZE)

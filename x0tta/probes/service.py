@@ -25,6 +25,11 @@ API for other subsystems (the wiring hands them this instance):
   At most ``poll_interval`` old; the MAPE-K monitor treats a growing age as a silent link.
 * :meth:`ProbesService.last_heard` (mac) -> ``float | None``: the most recent ``last_rx`` of that
   MAC over all interfaces.
+* :meth:`ProbesService.last_rx` (ifindex, mac) -> ``float | None``: the ``last_rx`` of one
+  neighbour on one interface read from the kernel now (one ``bpf_map_lookup_elem`` syscall, a few
+  microseconds: fine on the event loop), not from the last poll; None while the object is not
+  loaded or that MAC sent no batman-adv frame there. The heal prober corroborates a neighbour's
+  silence with it.
 * :meth:`ProbesService.refresh` (async): poll now and return the new snapshot.
 * :meth:`ProbesService.share_maps` (listener): ``listener(maps)`` with the loaded maps by name
   (:data:`~x0tta.probes.core.MAP_NAMES`) each time the object is loaded, ``listener(None)`` before
@@ -249,6 +254,18 @@ class ProbesService(Subsystem):
         mac = mac.lower()
         times = [n.last_rx for n in self.neighbors_seen() if n.mac == mac and n.last_rx is not None]
         return max(times, default=None)
+
+    def last_rx(self, ifindex: int, mac: str) -> float | None:
+        """CLOCK_MONOTONIC seconds of the last batman-adv frame from ``mac`` on interface
+        ``ifindex``, read now (see module doc); None while not loaded, or never heard there."""
+        probes = self._probes
+        if probes is None:
+            return None
+        try:
+            raw = probes.obj.maps[core.MAP_NEIGHBORS].lookup(core.neighbor_lookup_key(ifindex, mac.lower()))
+            return None if raw is None else core.neighbor_last_rx(raw)
+        except (BpfError, core.ProbeDecodeError):
+            return None
 
     def share_maps(self, listener: MapsListener) -> None:
         """Call ``listener`` with the maps whenever the object is loaded, and None before they close."""
