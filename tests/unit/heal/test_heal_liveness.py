@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from x0tta.heal.core.liveness import Ack, Probe, ProbeDecodeError, Tracker, decode, encode
+from x0tta.heal.core.liveness import TRAFFIC_HOLD, Ack, Probe, ProbeDecodeError, Tracker, decode, encode
 
 MA, MB = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
@@ -137,6 +137,40 @@ def test_a_stopped_peer_agent_is_not_a_dead_link():
     assert a.stats(2.0) == ()
 
 
+MC = "02:00:00:00:00:0c"
+
+
+def test_another_neighbours_frames_no_longer_hide_a_silent_peer():
+    """Two neighbours on one radio; B's probes and batman-adv frames stop, C's go on. The
+    interface counter still sees frames (C's) and hides B's silence; B's own figure does not."""
+    me, b, c = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    _probe_every(b, me, 0.0, 2.0)  # B's last probe at 1.9
+    _probe_every(c, me, 0.0, 3.0, mac_from=MC)
+    interface = {"eth0": 2.95}  # frames keep arriving on eth0: C's
+    by_peer = {s.peer: s.lost_run for s in me.stats(3.0, interface)}
+    assert by_peer == {MB: 0, MC: 0}  # hidden: that is the interface counter's blind spot
+    own = {**interface, ("eth0", MB): 1.95, ("eth0", MC): 2.95}  # B's last frame came with its last probe
+    by_peer = {s.peer: s.lost_run for s in me.stats(3.0, own)}
+    assert by_peer[MB] >= 10 and by_peer[MC] == 0
+    assert me.worst_run(3.0, own) == by_peer[MB] and me.worst_run(3.0, interface) == 0
+    # B's agent stalls but its batman-adv frames go on: its own figure says the link is alive...
+    alive = {("eth0", MB): 2.9}
+    assert {s.peer: s.lost_run for s in me.stats(3.0, alive)}[MB] == 0 and me.worst_run(3.0, alive) == 0
+    # ...until they too stop for TRAFFIC_HOLD: then the silence since the last of them counts
+    assert {s.peer: s.lost_run for s in me.stats(2.9 + TRAFFIC_HOLD + 0.1, alive)}[MB] == 0
+    assert {s.peer: s.lost_run for s in me.stats(2.9 + TRAFFIC_HOLD + 0.4, alive)}[MB] == 3
+
+
+def test_a_peer_without_its_own_figure_falls_back_to_its_interface():
+    me, b = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    _probe_every(b, me, 0.0, 2.0)
+    # figures of another interface's peer and of another peer say nothing about B: its interface's do
+    assert me.worst_run(3.0, {("eth1", MB): 2.9, ("eth0", MC): 2.9}) >= 10
+    assert me.worst_run(3.0, {("eth1", MB): 2.9, "eth0": 2.9}) == 0
+    # frames right after the last probe (already on the wire when the link died) do not count
+    assert me.worst_run(3.0, {("eth0", MB): 2.1}) >= 10
+
+
 def _probe_every(tracker_from, tracker_to, t0, t1, interval=0.1, mac_from=MB, mac_to=MA):
     t = t0
     while t < t1:
@@ -208,9 +242,10 @@ def test_echo_replies_stop_counting_once_they_stop():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=5, max_size=60), st.floats(0, 2.0),
-       st.one_of(st.none(), st.floats(0, 10.0)))
-def test_worst_run_is_what_stats_reports(pattern, extra, other_rx):
-    """The prober asks worst_run after every round instead of building the stats: the same figure."""
+       st.one_of(st.none(), st.floats(0, 10.0)), st.one_of(st.none(), st.floats(0, 10.0)))
+def test_worst_run_is_what_stats_reports(pattern, extra, other_rx, own_rx):
+    """The prober asks worst_run after every round instead of building the stats: the same figure,
+    with interface-wide and per-peer traffic figures alike."""
     a, b = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
     t = 0.0
     for a_gets, b_gets in pattern:
@@ -221,7 +256,10 @@ def test_worst_run_is_what_stats_reports(pattern, extra, other_rx):
         if a_gets:
             a.receive("eth0", MA, db, t + 0.001, int((t + 0.001) * 1e9))
     now = t + extra
-    link_rx = {"eth0": other_rx} if other_rx is not None else None
+    link_rx: dict = {"eth0": other_rx} if other_rx is not None else {}
+    if own_rx is not None:
+        link_rx.update({("eth0", MA): own_rx, ("eth0", MB): own_rx + 0.3})
     for tr in (a, b):
         stats = tr.stats(now, link_rx)
         assert tr.worst_run(now, link_rx) == max((s.lost_run for s in stats), default=0)
+

@@ -50,6 +50,14 @@ sent (silence is judged as of that moment meanwhile), so a verdict never comes b
 echo had time to return: a dead link is confirmed at most half an interval later. Without echo
 (no raw socket), loss is counted from probes alone.
 
+Other traffic: frames other than probes that keep arriving well after a peer was last heard mean
+the link carries traffic and only the peer's prober went quiet, so its receive-side silence is not
+counted (:meth:`Tracker.stats`, ``link_rx``) - until those frames too have stopped for
+:data:`TRAFFIC_HOLD`; from then the silence since the last of them counts. The adapter reports them
+per peer where it can (the eBPF counters of batman-adv frames from that neighbour's MAC), else per
+interface (its receive counter, where any neighbour's frames count - on a radio with several, one
+hides another).
+
 Carrier: probes lost while a hard interface's link is down are not silent loss (link down is its
 own symptom). When the carrier comes back up (:meth:`Tracker.link`), the accounting on that
 interface starts over: its peers are forgotten and relearned from their next probe, my probes sent
@@ -90,6 +98,11 @@ _HEAD = struct.Struct("!4sBBHI6sHQB")
 _ACK = struct.Struct("!6sIQIH")
 # A peer's probe later than this many intervals is overdue: its kernel is asked (an echo).
 OVERDUE = 1.1
+# s: how long the frames that showed a quiet peer's link alive may pause before its silence counts
+# again: two of batman-adv's default 1 s OGM intervals, so one lost OGM is no dead link.
+TRAFFIC_HOLD = 2.0
+# When frames other than probes last arrived: per (hard interface, peer), or per hard interface.
+RxTimes = Mapping[str | tuple[str, str], float]
 # Why a probe was refused (``ProbeDecodeError.reason``, the tracker's ``rejects``).
 REASONS = ("malformed", "unauthenticated", "not_for_us", "bad_tag", "wrong_sender", "replayed")
 
@@ -417,32 +430,46 @@ class Tracker:
         got = (p.got & ((1 << max(0, p.high_seq - lo + 1)) - 1)).bit_count()
         return max(0.0, 1.0 - got / expected)
 
-    def worst_run(self, now: float, link_rx: Mapping[str, float] | None = None) -> int:
+    def _silent_run(self, key: tuple[str, str], p: _Peer, alive_at: float, now: float,
+                    link_rx: RxTimes | None) -> int:
+        """Receive-side run of lost probes. Frames other than probes that arrived well after the
+        peer was last heard - from that peer (``link_rx[(hardif, peer)]``) when that figure is
+        given, else from anyone on its interface (``link_rx[hardif]``) - mean the link carries
+        traffic and only the prober over there went quiet: its silence counts again only once
+        those frames too have stopped for :data:`TRAFFIC_HOLD`, and from the last of them. Well
+        after: frames already on the wire when the link died (a ping reply, an OGM) arrive within
+        an interval or so, and must not hide the loss. Another neighbour's frames on the same
+        interface say nothing about this one: a peer's own figure is the only one asked."""
+        as_of = self._as_of(key, alive_at, now)
+        other = link_rx.get(key, link_rx.get(key[0])) if link_rx else None
+        if other is not None and other > alive_at + 2.5 * self.interval:
+            return self._rx_run(p, as_of - TRAFFIC_HOLD, other)
+        return self._rx_run(p, as_of, alive_at)
+
+    def worst_run(self, now: float, link_rx: RxTimes | None = None) -> int:
         """The longest run of lost probes over all peers, as :meth:`stats` reports it: asked after
         every round, so it builds nothing."""
         if now < self.grace_until:
             return 0
         worst = 0
         for key, p in self.peers.items():
-            alive_at = self._alive_at(key, p)
-            rx_run = self._rx_run(p, self._as_of(key, alive_at, now), alive_at)
-            other = link_rx.get(key[0]) if link_rx else None
-            if other is not None and other > alive_at + 2.5 * self.interval:
-                rx_run = 0
+            rx_run = self._silent_run(key, p, self._alive_at(key, p), now, link_rx)
             worst = max(worst, rx_run, p.tx_run)
         return worst
 
     def stats(
-        self, now: float, link_rx: Mapping[str, float] | None = None, carrier: Mapping[str, bool] | None = None
+        self, now: float, link_rx: RxTimes | None = None, carrier: Mapping[str, bool] | None = None
     ) -> tuple[ProbeStats, ...]:
-        """Loss per peer. ``link_rx`` (hard interface -> when a frame other than a probe last
-        arrived on it): frames still arriving after the last probe mean the link carries traffic
-        and it is the prober on the other side that went quiet (its agent stopped, or stalls),
-        so receive-side silence is not counted as loss. ``carrier`` (hard interface -> carrier
-        up), when given, goes to :meth:`link` first."""
+        """Loss per peer. ``link_rx`` (when a frame other than a probe last arrived: keyed by
+        (hard interface, peer) for frames from that peer - the eBPF per-neighbour counters - or
+        by hard interface for frames from anyone on it - the interface counter): frames still
+        arriving after the last probe mean the link carries traffic and it is the prober on the
+        other side that went quiet (its agent stopped, or stalls), so receive-side silence is not
+        counted as loss while they arrive (see :meth:`_silent_run`). A peer's own figure, when
+        given, wins over its interface's. ``carrier`` (hard interface -> carrier up), when given,
+        goes to :meth:`link` first."""
         for hardif, up in (carrier or {}).items():
             self.link(hardif, up)
-        link_rx = link_rx or {}
         ring = self._sessions()
         keyed = {h: ring.senders(h, now) for h in {k[0] for k in self.peers}} if ring is not None else {}
         out = []
@@ -453,15 +480,10 @@ class Tracker:
                 self._forget(key)
                 continue
             alive_at = self._alive_at(key, p)
-            rx_run = self._rx_run(p, self._as_of(key, alive_at, now), alive_at)
+            rx_run = self._silent_run(key, p, alive_at, now, link_rx)
             tx_run = p.tx_run
             if now < self.grace_until:  # we were not running: nothing to conclude yet
                 rx_run = tx_run = 0
-            other = link_rx.get(key[0])
-            # well after the last probe: frames that were already on the wire when the link died
-            # (a ping reply, an OGM) arrive within an interval or so, and must not hide the loss
-            if other is not None and other > alive_at + 2.5 * self.interval:
-                rx_run = 0
             rx_loss = self._rx_loss(p, now, alive_at)
             out.append(
                 ProbeStats(
