@@ -7,6 +7,7 @@ and the other in a fresh network namespace; maps are pinned on a private bpffs m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -415,6 +416,137 @@ def test_cap_bpf_and_cap_net_admin_are_enough(net):
         sh(f"umount {mnt}", check=False)
         mnt.rmdir()
     assert out.stdout.strip() == f"[{net.host!r}]", out.stderr[-3000:]
+
+
+# The neighbour over the veth: a heal prober whose probes stop on "quiet" (no bye: a starved agent
+# says nothing), and batman-adv frames every 40 ms from its MAC (stopped by "nobatman") and from
+# another neighbour's (never stopped), as batman-adv on a radio with two neighbours would send them.
+NEIGHBOUR = """
+import asyncio, socket, sys, threading, time
+from x0tta.heal.core.liveness import Tracker
+from x0tta.heal.liveness import Prober
+dev, port, peer, other = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+state = {"probes": True, "peer_frames": True, "end": False}
+
+def frame(mac):
+    return bytes.fromhex("ffffffffffff" + mac.replace(":", "") + "4305") + bytes(46)
+
+def frames():
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((dev, 0))
+    while not state["end"]:
+        if state["peer_frames"]:
+            s.send(frame(peer))
+        s.send(frame(other))
+        time.sleep(0.04)
+
+def commands():
+    for line in sys.stdin:
+        if line.strip() == "quiet":
+            state["probes"] = False
+        elif line.strip() == "nobatman":
+            state["peer_frames"] = False
+    state["end"] = True
+
+async def main():
+    p = Prober(Tracker(0.1, 20, 60.0), port, 0.1)
+    send_all = p.send_all
+    p.send_all = lambda now=None: send_all(now) if state["probes"] else None
+    p.send_bye = lambda: None
+    threading.Thread(target=frames, daemon=True).start()
+    threading.Thread(target=commands, daemon=True).start()
+    task = asyncio.create_task(p.run(lambda: [dev]))
+    while not state["end"]:
+        await asyncio.sleep(0.05)
+    task.cancel()
+
+asyncio.run(main())
+"""
+
+
+async def test_heal_corroborates_a_late_neighbour_with_its_own_batman_frames(net, pin):
+    """The heal prober, handed ``ProbesService.last_rx`` as the wiring does: while batman-adv
+    frames keep coming from a neighbour whose probes stopped, its silence is not loss; once they
+    stop it is, although another neighbour's frames still arrive on the same interface (which the
+    interface counter would have taken for the link being alive)."""
+    from x0tta.heal.core.liveness import TRAFFIC_HOLD, Tracker
+    from x0tta.heal.liveness import BY_NEIGHBOUR, Prober, read_rx_packets
+
+    sh(f"ip netns exec {net.ns} sysctl -q -w net.ipv6.icmp.echo_ignore_all=1")  # no kernel echo over there
+    s = settings(net, pin, poll_interval=0.5)
+    svc = ProbesService(settings=s)
+    task = asyncio.create_task(svc.run(Ctx(s)))
+    me = Prober(Tracker(0.1, 20, 60.0), 4319, 0.1, neighbour_rx=svc.last_rx)
+    mine = asyncio.create_task(me.run(lambda: [net.host]))
+    neighbour = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", net.ns, sys.executable, "-c", NEIGHBOUR, net.peer, "4319", PEER_MAC, OTHER_MAC,
+        stdin=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    key, index = (net.host, PEER_MAC), net.ifindex
+
+    def run_of_peer() -> int:
+        return max((s.lost_run for s in me.stats() if s.peer == PEER_MAC), default=-1)
+
+    async def watch(seconds: float) -> list[int]:
+        runs, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            runs.append(run_of_peer())
+            await asyncio.sleep(0.01)
+        return runs
+
+    async def tell(command: str) -> None:
+        assert neighbour.stdin is not None
+        neighbour.stdin.write(command.encode() + b"\n")
+        await neighbour.stdin.drain()
+
+    try:
+        for _ in range(200):  # the fe80:: addresses leave DAD, the object loads
+            if key in me.tracker.peers and svc.last_rx(index, PEER_MAC) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert key in me.tracker.peers, "no probe from the neighbour"
+        await asyncio.sleep(1.0)
+        healthy = await watch(0.5)
+        before = svc.last_rx(index, PEER_MAC)
+
+        await tell("quiet")  # its agent stops sending probes; its batman-adv frames go on
+        settling = await watch(0.6)
+        quiet = await watch(1.5)
+        during = svc.last_rx(index, PEER_MAC)
+        assert before is not None and during is not None and during > before + 1.5, (before, during)
+        assert me.corroboration == BY_NEIGHBOUR
+
+        await tell("nobatman")  # now its frames stop too; the other neighbour's do not
+        t0, counted = time.monotonic(), read_rx_packets(net.host) or 0
+        found = None
+        while found is None and time.monotonic() - t0 < TRAFFIC_HOLD + 3.0:
+            if run_of_peer() >= 3:
+                found = time.monotonic() - t0
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        last = svc.last_rx(index, PEER_MAC)
+        await asyncio.sleep(0.5)
+        still = svc.last_rx(index, PEER_MAC)
+        others = (read_rx_packets(net.host) or 0) - counted
+        print("neighbour rx figures:", {"healthy_worst": max(healthy), "settling_worst": max(settling),
+                                        "quiet_worst": max(quiet), "detected_after": found, "other_frames": others})
+        assert max(healthy) == 0 and max(quiet) == 0, (healthy, quiet)
+        # counted once its frames have paused for TRAFFIC_HOLD, then like probes (3 lost: 0.35 s)
+        assert found is not None and TRAFFIC_HOLD < found < TRAFFIC_HOLD + 1.0, found
+        assert last == still and last is not None and last < t0 + 0.1  # the figure stopped moving
+        assert others >= 10  # the interface kept receiving: its counter would have hidden the loss
+        assert run_of_peer() >= 5
+    finally:
+        if neighbour.stdin is not None:
+            neighbour.stdin.close()  # the end of its commands: it stops
+        async with asyncio.timeout(10):
+            await neighbour.wait()
+        mine.cancel()
+        task.cancel()
+        for t in (mine, task):
+            with contextlib.suppress(asyncio.CancelledError):
+                async with asyncio.timeout(10):
+                    await t
 
 
 def test_agent_process_with_probes_admin_and_metrics(net, pin, agent_config):

@@ -8,6 +8,8 @@ probes that load its maps).
 
 The guard and the probes share one eBPF object: the probes load it, and this module hands the
 guard its two maps (:func:`guard_maps`) each time they do; the guard never imports the probes.
+Heal's liveness prober corroborates a late neighbour's silence with the probes' per-neighbour
+counters: this module hands it ``probes.last_rx``; heal and the probes never import each other.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             ident = identity(s)
             service.identity_ready = lambda: bool(getattr(ident, "ready", False))  # type: ignore[attr-defined]
             peer(s).subscribe(service.peer_changed)  # type: ignore[attr-defined]
+        if s.probes.enabled:
+            # batman-adv frames still arriving from a late neighbour mean that direction is alive
+            # (docs/heal.md, "Liveness probes"); None until the eBPF object is loaded
+            service.neighbour_rx = probes(s).last_rx  # type: ignore[attr-defined]
         return service
 
     # The peer subsystem admits and revokes MACs through ``guard.guard`` (docs/ebpf.md).

@@ -22,6 +22,11 @@ HEAL_PROBES_WITHOUT_SESSIONS = ConditionSpec(
 HEAL_PROBE_ECHO_UNAVAILABLE = ConditionSpec(
     "heal_probe_echo_unavailable", Severity.DEGRADED, "no raw ICMPv6 socket for the kernel echo (CAP_NET_RAW)"
 )
+HEAL_PROBE_INTERFACE_CORROBORATION = ConditionSpec(
+    "heal_probe_interface_corroboration", Severity.OK,
+    "a late neighbour's silence is checked against its interface's receive counter, not its own eBPF "
+    "counters: another neighbour's frames on that interface can hide it",
+)
 HEAL_STRAINED = ConditionSpec(
     "heal_strained", Severity.OK,
     "this agent is itself short of CPU (event-loop lag or its own CPU share): it backs off",
@@ -29,5 +34,5 @@ HEAL_STRAINED = ConditionSpec(
 
 CONDITIONS = (
     HEAL_MONITOR_FAILING, HEAL_PROBES_UNAUTHENTICATED, HEAL_PROBES_WITHOUT_SESSIONS, HEAL_PROBE_ECHO_UNAVAILABLE,
-    HEAL_STRAINED,
+    HEAL_STRAINED, HEAL_PROBE_INTERFACE_CORROBORATION,
 )

@@ -16,8 +16,15 @@ its probes come from; the peer's kernel answers even while its agent is starved 
 late agent is not taken for a dead link (:class:`~x0tta.heal.core.liveness.Tracker`). Without the
 raw socket the prober works on probes alone and says so (``echo`` is False).
 
-The interface counter ``rx_packets`` is read with ``pread`` on a file kept open, not opened and
-closed ten times a second per interface.
+Other traffic: a peer whose probe is overdue may still be sending batman-adv frames (its agent
+starved, its link alive). When the wiring hands the prober ``neighbour_rx`` (the probes
+subsystem's ``last_rx(ifindex, mac)``: one eBPF map lookup, the last batman-adv frame from that
+MAC on that interface), the prober asks it for each overdue peer and the tracker takes that peer's
+own figure. Otherwise, or while the eBPF object is not loaded, it falls back to the interface's
+``rx_packets`` counter minus the probes it read, where frames from any neighbour on the interface
+count. The counter is read with ``pread`` on a file kept open, not opened and closed ten times a
+second per interface. Both are read only while a peer is overdue: a quiet round makes no system
+call for them.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from x0tta.heal.core.liveness import Tracker
+from x0tta.heal.core.liveness import RxTimes, Tracker
 from x0tta.heal.core.model import ProbeStats
 
 ALL_NODES = "ff02::1"
@@ -42,6 +49,9 @@ ECHO_REQUEST, ECHO_REPLY = 128, 129
 ECHO_MAGIC = b"X0LE"
 ALERT_MAGIC = b"X0MA"  # x0tta.heal.core.alert.MAGIC: a hop-by-hop alert on a probe socket
 IDLE_EVERY = 10  # an interface where no peer was ever heard is probed every 10th round
+# How an overdue peer's silence is corroborated (``Prober.corroboration``, ``heal.state``).
+BY_NEIGHBOUR = "ebpf_neighbour"  # batman-adv frames from that peer's MAC (the eBPF counters)
+BY_INTERFACE = "interface_counter"  # any frame on its interface (sysfs rx_packets)
 _ECHO = struct.Struct("!BBHHH4s")  # type, code, checksum (the kernel fills it), id, seq, magic
 
 
@@ -138,6 +148,7 @@ class Prober:
         wake: Callable[[], None] | None = None,
         suspect_run: int = 1,
         log: Any = None,
+        neighbour_rx: Callable[[int, str], float | None] | None = None,
     ) -> None:
         self.tracker = tracker
         self.port = port
@@ -158,6 +169,10 @@ class Prober:
         self._lag = 0.0  # s: the latest a round woke after its planned time, since take_lag()
         # hop-by-hop mesh alerts share the probe sockets (x0tta.heal.alerts.Alerter.hop_receive)
         self.on_alert: Callable[[str, bytes, str], None] | None = None
+        # (ifindex, peer MAC) -> CLOCK_MONOTONIC s of its last batman-adv frame, None if unknown
+        self.neighbour_rx = neighbour_rx
+        self._peer_rx: dict[tuple[str, str], float] = {}  # overdue peers' own figures, this round
+        self._fell_back = False  # the latest lookup round had a peer without its own figure
 
     def _open(self, name: str, mac: str) -> _Iface:
         s, index = open_link_socket(name, self.port)
@@ -252,12 +267,27 @@ class Prober:
                 if self.log is not None:
                     self.log.warning("probe_socket_failed", hardif=name, error=str(exc))
 
-    def _sample_rx(self, now: float, late: set[str]) -> None:
-        """Did frames other than probes arrive since the last tick (sysfs counter, no disk)? Read
-        only on interfaces with an overdue peer (``late``): on the others nobody asks, and the
-        first read after a quiet spell is only the baseline."""
+    def _sample_rx(self, now: float, late: Iterable[tuple[str, str]]) -> None:
+        """Did frames other than probes arrive from the overdue peers (``late``)? For each, its own
+        figure when ``neighbour_rx`` answers (one map lookup); else the counter of its interface
+        (sysfs, no disk), read once per such interface. Nothing is read for peers on time: nobody
+        asks, and the first counter read after a quiet spell is only the baseline."""
+        peer_rx: dict[tuple[str, str], float] = {}
+        counted: set[str] = set()
+        for hardif, peer in late:
+            iface = self.ifaces.get(hardif)
+            if iface is None:
+                continue
+            heard = self.neighbour_rx(iface.index, peer) if self.neighbour_rx is not None else None
+            if heard is None:
+                counted.add(hardif)
+            else:
+                peer_rx[(hardif, peer)] = heard
+        if peer_rx or counted:
+            self._fell_back = bool(counted)
+        self._peer_rx = peer_rx
         for iface in self.ifaces.values():
-            if iface.name not in late:
+            if iface.name not in counted:
                 iface.rx_packets = None
                 continue
             count = _pread_int(iface.rx_fd) if iface.rx_fd is not None else read_rx_packets(iface.name)
@@ -291,7 +321,19 @@ class Prober:
         return lag
 
     def link_rx(self) -> dict[str, float]:
+        """Hard interface -> when its counter last showed frames other than probes."""
         return {i.name: i.other_rx_at for i in self.ifaces.values() if i.other_rx_at is not None}
+
+    def rx_times(self) -> RxTimes:
+        """What the tracker corroborates silence with: the interfaces' figures, and the overdue
+        peers' own (keyed (hard interface, peer)), which win over their interface's."""
+        return {**self.link_rx(), **self._peer_rx}
+
+    @property
+    def corroboration(self) -> str:
+        """:data:`BY_NEIGHBOUR` while the eBPF figures are wired and the latest peers looked up
+        all had one (before any: what is wired); :data:`BY_INTERFACE` otherwise."""
+        return BY_INTERFACE if self.neighbour_rx is None or self._fell_back else BY_NEIGHBOUR
 
     def send_bye(self) -> None:
         now = time.monotonic()
@@ -320,7 +362,7 @@ class Prober:
     def stats(self, carrier: Mapping[str, bool] | None = None) -> tuple[ProbeStats, ...]:
         """``carrier``: hard interface -> carrier up, as the caller just read it (a link that came
         back up restarts its loss accounting, see :meth:`Tracker.link`)."""
-        return self.tracker.stats(time.monotonic(), self.link_rx(), carrier)
+        return self.tracker.stats(time.monotonic(), self.rx_times(), carrier)
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
         """Send every interval until cancelled; re-reads the interface list each second."""
@@ -336,11 +378,11 @@ class Prober:
                     next_sync = now + 1.0
                 self.tracker.tick(now)
                 late = self.tracker.overdue(now)
-                self._sample_rx(now, {h for h, _ in late})
+                self._sample_rx(now, late)
                 self.send_all(now)
                 self.send_echoes(now, late)
                 if self.wake is not None:
-                    if self.tracker.worst_run(time.monotonic(), self.link_rx()) >= self.suspect_run:
+                    if self.tracker.worst_run(time.monotonic(), self.rx_times()) >= self.suspect_run:
                         self.wake()
                 planned = now + self.interval  # the round's own work counts as lag: a few ms
                 await asyncio.sleep(self.interval)

@@ -46,6 +46,7 @@ from x0tta.heal.breakers import Breakers
 from x0tta.heal.conditions import (
     HEAL_MONITOR_FAILING,
     HEAL_PROBE_ECHO_UNAVAILABLE,
+    HEAL_PROBE_INTERFACE_CORROBORATION,
     HEAL_PROBES_UNAUTHENTICATED,
     HEAL_PROBES_WITHOUT_SESSIONS,
     HEAL_STRAINED,
@@ -72,7 +73,7 @@ from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.core.strain import Strain
 from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
-from x0tta.heal.liveness import Prober
+from x0tta.heal.liveness import BY_INTERFACE, Prober
 from x0tta.heal.store import FILENAME, AsyncStore
 
 GW_MODES = {0: "off", 1: "client", 2: "server"}
@@ -169,6 +170,8 @@ class HealService(Subsystem):
         # sets ``required`` when this node has an identity and a peer subsystem.
         self.link_keys = LinkKeys()
         self.identity_ready: Callable[[], bool] | None = None  # the wiring's: has this node an SVID yet
+        # the wiring's: the probes subsystem's last_rx(ifindex, mac), per-neighbour eBPF figures
+        self.neighbour_rx: Callable[[int, str], float | None] | None = None
         self._counted: dict[str, dict[str, int]] = {}  # what _add has counted so far, per counter
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
@@ -296,7 +299,8 @@ class HealService(Subsystem):
         if s.probe_enabled:
             tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key, link_keys=self.link_keys)
             self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
-                                 suspect_run=min(s.silent_loss_run, s.suspect_run or s.silent_loss_run), log=ctx.log)
+                                 suspect_run=min(s.silent_loss_run, s.suspect_run or s.silent_loss_run), log=ctx.log,
+                                 neighbour_rx=self.neighbour_rx)
             if self.alerter is not None:  # once keyed by sessions, alerts go hop by hop over these sockets
                 self.alerter.hops = self.prober
                 self.prober.on_alert = self.alerter.hop_receive
@@ -378,6 +382,12 @@ class HealService(Subsystem):
             out.append(HEAL_PROBE_ECHO_UNAVAILABLE(
                 f"no raw ICMPv6 socket for the kernel echo ({self.prober.echo_error}; the unit grants "
                 "CAP_NET_RAW): a neighbour whose agent is starved of CPU can be taken for a dead link",
+            ))
+        if self.prober is not None and self.prober.corroboration == BY_INTERFACE:
+            out.append(HEAL_PROBE_INTERFACE_CORROBORATION(
+                "a late neighbour's silence is checked against its interface's receive counter (no eBPF "
+                "per-neighbour counters: the probes subsystem is off or not loaded, or has no entry for it): "
+                "another neighbour's frames on that interface can hide a dead link until batman-adv notices",
             ))
         return tuple(out)
 
@@ -733,6 +743,7 @@ class HealService(Subsystem):
                 "breakers": self.executor.breakers.states() if self.executor else {},
                 "probes": [_probe_json(p) for p in (self.prober.stats() if self.prober else ())],
                 "probe_stalls": self.prober.tracker.stalls if self.prober else 0,
+                "probe_corroboration": self.prober.corroboration if self.prober else None,
                 "authentication": self._auth_json(),
                 "link_rx_age": ({k: round(time.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
                                 if self.prober else {}),

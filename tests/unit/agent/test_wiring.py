@@ -119,3 +119,41 @@ def test_the_fleet_plane_runs_only_with_a_broker_and_takes_the_heal_loops_events
     fleet, heal = table["fleet"](settings), table["heal"](settings)
     assert heal.listeners == [fleet.heal_event]
     assert "fleet" not in factories(parse_settings('[fleet]\nbroker = "fleet.example"\nenabled = false\n'))
+
+
+class _NeighborsMap:
+    """The probes' ``neighbors`` map as a single-key lookup sees it."""
+
+    def __init__(self, data: dict[bytes, bytes]) -> None:
+        self.data = data
+
+    def lookup(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+
+def test_the_heal_prober_corroborates_with_the_probes_per_neighbour_figures():
+    from types import SimpleNamespace
+
+    from x0tta.probes import core
+
+    settings = parse_settings("")
+    table = factories(settings)
+    heal, probes = table["heal"](settings), table["probes"](settings)
+    assert heal.neighbour_rx == probes.last_rx  # handed over by the wiring, heal imports nothing of it
+    assert heal.neighbour_rx(3, "02:00:00:00:00:0b") is None  # the object is not loaded yet
+    value = core.NEIGH_VALUE.pack(9, 900, 0, 0, 0, 10**9, 42 * 10**9 + 5 * 10**8, 0)
+    silent = core.NEIGH_VALUE.pack(0, 0, 4, 400, 0, 10**9, 0, 10**9)  # only our own frames to it
+    maps = {core.MAP_NEIGHBORS: _NeighborsMap({
+        core.neighbor_lookup_key(3, "02:00:00:00:00:0b"): value,
+        core.neighbor_lookup_key(3, "02:00:00:00:00:0c"): silent,
+    })}
+    probes._probes = SimpleNamespace(obj=SimpleNamespace(maps=maps))
+    assert heal.neighbour_rx(3, "02:00:00:00:00:0B") == 42.5
+    assert heal.neighbour_rx(4, "02:00:00:00:00:0b") is None  # not heard on that interface
+    assert heal.neighbour_rx(3, "02:00:00:00:00:0c") is None  # never received from
+    assert heal.neighbour_rx(3, "not a mac") is None
+
+
+def test_without_the_probes_heal_corroborates_with_the_interface_counter():
+    settings = parse_settings("[probes]\nenabled = false\n")
+    assert factories(settings)["heal"](settings).neighbour_rx is None

@@ -263,3 +263,31 @@ def test_worst_run_is_what_stats_reports(pattern, extra, other_rx, own_rx):
         stats = tr.stats(now, link_rx)
         assert tr.worst_run(now, link_rx) == max((s.lost_run for s in stats), default=0)
 
+
+def test_the_prober_asks_only_overdue_peers_for_their_own_figure():
+    """One map lookup per overdue peer and round, none for peers on time; a peer without a figure
+    (the eBPF object not loaded, no entry) falls back to its interface's counter, and the prober
+    says which corroboration it used."""
+    from x0tta.heal.liveness import BY_INTERFACE, BY_NEIGHBOUR, Prober, _Iface
+
+    asked: list[tuple[int, str]] = []
+    figures = {(7, MB): 2.9}
+
+    def last_rx(ifindex: int, mac: str) -> float | None:
+        asked.append((ifindex, mac))
+        return figures.get((ifindex, mac))
+
+    p = Prober(Tracker(0.1, 20, 60.0), 0, 0.1, neighbour_rx=last_rx)
+    p.ifaces = {"x0nope0": _Iface("x0nope0", 7, MA, None), "x0nope1": _Iface("x0nope1", 8, MA, None)}  # type: ignore[arg-type]
+    assert p.corroboration == BY_NEIGHBOUR  # wired, not needed yet
+    p._sample_rx(3.0, [])
+    assert asked == [] and p.rx_times() == {}
+    p._sample_rx(3.0, [("x0nope0", MB), ("gone", MB)])
+    assert asked == [(7, MB)] and p.rx_times() == {("x0nope0", MB): 2.9} and p.corroboration == BY_NEIGHBOUR
+    p._sample_rx(3.1, [("x0nope0", MB), ("x0nope1", MC)])  # C has no figure: its interface's counter
+    assert asked[1:] == [(7, MB), (8, MC)] and p.corroboration == BY_INTERFACE
+    p._sample_rx(3.2, [])  # nobody late: nothing asked, no figure kept, the last verdict stands
+    assert len(asked) == 3 and p.rx_times() == {} and p.corroboration == BY_INTERFACE
+    p._sample_rx(3.3, [("x0nope0", MB)])
+    assert p.corroboration == BY_NEIGHBOUR
+    assert Prober(Tracker(0.1, 20, 60.0), 0, 0.1).corroboration == BY_INTERFACE  # nothing wired

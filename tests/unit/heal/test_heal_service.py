@@ -98,6 +98,8 @@ class Prober:
         self.sent = self.received = 0
         self.tracker = type("T", (), {"rejected": 0, "rejects": {}, "stalls": 0})()
         self.lag = 0.0
+        self.corroboration = "ebpf_neighbour"
+        self.echo = True
 
     def take_lag(self):
         lag, self.lag = self.lag, 0.0
@@ -211,6 +213,12 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     assert any("silent_loss on link:eth0/" in r for r in decision["data"]["reasons"])
     state = await ctx.admin.commands["heal.state"]({})
     assert state["stats"] == [{"symptom": "silent_loss", "action": "steer_off", "ok": 1, "failed": 0}]
+    # which corroboration of a late neighbour's silence is in use, in the state and in status
+    assert state["probe_corroboration"] == "ebpf_neighbour"
+    assert "heal_probe_interface_corroboration" not in {c.code for c in svc.notes()}
+    svc.prober.corroboration = "interface_counter"
+    assert "heal_probe_interface_corroboration" in {c.code for c in svc.notes()}
+    svc.prober.corroboration = "ebpf_neighbour"
 
     # one structured log line per decision, with its reasons
     decisions = [kw for ev, kw in ctx.log.lines if ev == "heal_decision"]
