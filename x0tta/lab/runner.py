@@ -37,8 +37,9 @@ from typing import Any, TextIO
 import x0tta
 from x0tta.common.errors import PermanentError, X0ttaError
 from x0tta.lab.core.agentconf import LAB_TRUST_DOMAIN, node_config, to_toml
+from x0tta.lab.core.steps import RestartAgent, StartAgent, Step
 from x0tta.lab.core.timeline import Outage, PingSample, outages, samples_from_rows, summarize, time_to_restore
-from x0tta.lab.core.topology import Step, Topology, TopologyError, parse_topology
+from x0tta.lab.core.topology import Topology, TopologyError, parse_topology
 
 UML = "linux.uml"
 UML_MODULES = Path("/usr/lib/uml/modules")
@@ -360,7 +361,7 @@ STEP_OVERHEAD_S = 2.0
 def default_timeout_s(topo: Topology, agents: bool) -> float:
     if topo.timeout_s:
         return topo.timeout_s
-    steps = sum(s.after_s + (s.seconds or 0.0) + (s.timeout_s or 0.0) for s in topo.steps)
+    steps = sum(s.after_s + s.waits_s for s in topo.steps)
     # each step costs something of its own besides its waits - starting a pinger is a Python start
     # in the guest (1-4 s on a busy one) - and a long scenario (a chaos run: 180 steps) must not be
     # cut off for that
@@ -400,7 +401,7 @@ def run_lab(
         topo = topo.with_changes(steps=scenario, agents=agents, overrides=overrides)
     with_agents = topo.agents
     agent = agent_executable()
-    needs_agent = with_agents or any(s.do in ("start_agent", "restart_agent") for s in topo.steps)
+    needs_agent = with_agents or any(isinstance(s, StartAgent | RestartAgent) for s in topo.steps)
     preflight(install=install, agents=needs_agent, agent_path=agent)
     out = Path(out_dir).resolve()
     identity_root = out / "input" / "identity" if identities else None
