@@ -2,7 +2,9 @@
 one agent per node, scripted faults, a JSON timeline. See ``docs/lab.md``.
 
 Pure parts live in :mod:`x0tta.lab.core` (topology records, agent configs, outage computation);
-:mod:`x0tta.lab.runner` boots the guest (host I/O); :mod:`x0tta.lab.guest` is the engine inside it;
+:mod:`x0tta.lab.runner` boots the guest (host I/O); :mod:`x0tta.lab.guest` is the engine inside it,
+built of :mod:`x0tta.lab.netns` (namespaces, links, batman-adv's tables), :mod:`x0tta.lab.agents`,
+:mod:`x0tta.lab.faults` and :mod:`x0tta.lab.scenario` (the steps, dispatched on their record type);
 :mod:`x0tta.lab.pinger` sends the timestamped echoes. This package's own import is light (the
 guest imports it for the pinger and the engine), so the public names load on first use.
 """

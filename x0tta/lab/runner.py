@@ -173,7 +173,7 @@ class LabResult:
         return time_to_restore(self.samples(ping), self.event(after)["t"], settle_s)
 
     def snapshot(self, label: str, node: str) -> dict[str, Any]:
-        from x0tta.lab.guest import safe_name
+        from x0tta.lab.scenario import safe_name
 
         return json.loads((self.out_dir / "snapshots" / safe_name(label) / f"{node}.json").read_text())
 

@@ -160,3 +160,9 @@ def test_the_lab_tests_scenarios_parse_and_round_trip():
         assert len(topo.steps) == len(scenario), name
         assert all(type(s) is STEP_TYPES[s.do] for s in topo.steps), name
         assert topo.with_changes(steps=topo.steps).steps == topo.steps, name
+
+
+def test_the_guest_runs_every_step_type():
+    from x0tta.lab.scenario import HANDLERS
+
+    assert set(HANDLERS) == set(STEP_TYPES.values())

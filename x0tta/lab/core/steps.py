@@ -8,7 +8,7 @@ step's index and everything wrong with it. Each record's :meth:`Step.to_data` wr
 table that parses into an equal record, so a scenario can be changed and handed on as data (the host
 hands the guest its topology as JSON).
 
-The guest's step runner (:mod:`x0tta.lab.steps`) dispatches on the record's type.
+The guest's step runner (:mod:`x0tta.lab.scenario`) dispatches on the record's type.
 """
 
 from __future__ import annotations
@@ -385,3 +385,12 @@ def _values(r: Reader, do: str, index: int, names: Collection[str], links: Seque
         values["each_node"] = r.bool_("each_node", False)
         values["args"] = r.table("args")
     return values
+
+
+class StepFailed(Exception):
+    """A step that could not do what it says (raised in the guest while running it); ``fatal`` ones
+    end the scenario."""
+
+    def __init__(self, message: str, fatal: bool = True) -> None:
+        super().__init__(message)
+        self.fatal = fatal
