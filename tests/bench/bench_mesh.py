@@ -2,8 +2,9 @@
 
     .venv/bin/python tests/bench/bench_mesh.py [--nodes 8]
 
-Boots User-Mode Linux (real batman-adv 2022.3), builds a line of N nodes with a BATMAN_IV mesh
-(bat0) and a BATMAN_V mesh (bat1), waits for convergence, then on the first node times
+Boots the lab (``x0tta.lab``: User-Mode Linux, real batman-adv 2022.3), whose check step
+(tests/lab/mesh_guest.py ``bench``) builds a line of N nodes with a BATMAN_IV mesh (bat0) and a
+BATMAN_V mesh (bat1), waits for convergence, then on the first node times
 (tests/lab/mesh_checks.py ``bench``): the client's dump+decode in-process and through the event
 loop (``MeshClient.originators``, a worker thread), decode alone, and batctl as a process. Prints
 a Markdown table; the ratio is the figure to compare. Needs root and user-mode-linux.
@@ -18,24 +19,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import mesh_uml
+from tests.lab import mesh_guest
+from x0tta.lab.runner import LabUnavailable
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=8)
     args = ap.parse_args()
-    why = mesh_uml.available()
-    if why:
-        print(f"cannot run: {why}", file=sys.stderr)
-        return 1
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-mesh-") as tmp:
-        rc, log = mesh_uml.run_guest(Path(tmp), "bench", env={"X0TTA_MESH_NODES": str(args.nodes)}, timeout=300)
-        path = Path(tmp) / "out" / "bench.json"
-        if rc != 0 or not path.exists():
-            print(log, file=sys.stderr)
+        try:
+            result = mesh_guest.run(Path(tmp), "bench", args.nodes)
+        except LabUnavailable as exc:
+            print(f"cannot run: {exc}", file=sys.stderr)
+            return 1
+        path = Path(tmp) / "mesh" / "bench.json"
+        if not result.check("bench")["ok"] or not path.exists():
+            print(result.failure_report(), result.check("bench"), file=sys.stderr)
             return 1
         r = json.loads(path.read_text())
     print(f"{args.nodes}-node line, originator table of node 1: {r['originator_entries']} entries in "

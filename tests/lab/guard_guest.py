@@ -1,37 +1,38 @@
-"""Inside UML: three batman-adv nodes a, b, c in a triangle; a and b run the probes with the
-admission guard, c is not admitted. Writes the observations to ``$x0tta_out/guard.json``.
+"""The guard lab's check (a ``check`` step of the lab, ``x0tta.lab``, in the namespaces of its nodes
+a, b, c - see tests/lab/test_guard_lab.py): three batman-adv nodes in a triangle; a and b run the
+probes with the admission guard, c is not admitted. Writes the observations to ``OUT/guard.json``
+and returns them.
 
 Per mode (enforce, then observe) the mesh is built from scratch, and the guard is attached to the
 hard interfaces of a and b *before* batman-adv is enabled on them, so that no OGM of c can slip
 through before the guard is in place. The originator tables of a and b are then read with batctl
 every 100 ms for the phase's duration: the report lists every time c's originators showed up.
 
-One process drives every node: it enters a node's network namespace (setns, this thread only) to
-load and attach that node's probes, so tc attaches to that namespace's interfaces.
+One process drives every node: it enters a node's network namespace (the lab's ``netns``: setns,
+this thread only) to load and attach that node's probes, so tc attaches to that namespace's
+interfaces.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from x0tta.agent.wiring import guard_maps
 from x0tta.config.probes import ProbeSettings
 from x0tta.guard.enforce import Guard
+from x0tta.lab.netns import netns
 from x0tta.probes import core
 from x0tta.probes.service import Probes, load
 
-CLONE_NEWNET = 0x40000000
 NODES = ("a", "b", "c")
 LINKS = (("a", "b"), ("b", "c"), ("a", "c"))
 GUARDED = ("a", "b")
-PHASE_S = float(os.environ.get("X0TTA_GUARD_PHASE_S", "6"))
+PHASE_S = 6.0
 OGM_MS = 250
 
 
@@ -51,28 +52,14 @@ def sh(*argv: str, ns: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-class NetNs:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.libc = ctypes.CDLL(None, use_errno=True)
-
-    def __enter__(self) -> None:
-        self.own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
-        try:
-            if self.libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {self.name}")
-        finally:
-            os.close(target)
-
-    def __exit__(self, *exc: object) -> None:
-        self.libc.setns(self.own, CLONE_NEWNET)
-        os.close(self.own)
-
-
 def build_links() -> None:
+    """The triangle's veth pairs, in the nodes' namespaces (the lab's, or new ones after a teardown);
+    the lab's own bat0, which has no hard interface here, makes way for the one enable_batman builds."""
     for n in NODES:
-        sh("ip", "netns", "add", n)
+        if Path("/run/netns", n).exists():
+            sh("ip", "link", "del", "bat0", ns=n, check=False)
+        else:
+            sh("ip", "netns", "add", n)
     for x, y in LINKS:
         sh("ip", "link", "add", ifname(x, y), "address", mac(x, y), "netns", x, "mtu", "1560", "type", "veth",
            "peer", "name", ifname(y, x), "address", mac(y, x), "netns", y, "mtu", "1560")  # fmt: skip
@@ -117,7 +104,7 @@ def neighbors(node: str) -> set[str]:
 
 def traffic(probes: Probes) -> dict:
     """Ping and iperf3 (UDP) from a to b over bat0; what a's bat0 egress hook counted for them."""
-    with NetNs("a"):
+    with netns("a"):
         bat0 = socket.if_nametoindex("bat0")
     ping = subprocess.run(["ip", "netns", "exec", "a", "ping", "-q", "-c", "5", "-i", "0.2", "-W", "2", "10.99.0.2"],
                           capture_output=True, text=True, check=False).stdout  # fmt: skip
@@ -148,7 +135,7 @@ def traffic(probes: Probes) -> dict:
     }
 
 
-def phase(mode: str) -> dict:
+def phase(mode: str, phase_s: float = PHASE_S) -> dict:
     build_links()
     c_macs = {mac("c", p) for p in NODES if p != "c"} | {"02:00:00:00:03:00"}
     admitted = tuple(mac(x, y) for x, y in LINKS for x, y in ((x, y), (y, x)) if x != "c")
@@ -156,7 +143,7 @@ def phase(mode: str) -> dict:
     for n in GUARDED:
         ifs = tuple(ifname(n, p) for p in NODES if p != n)
         s = ProbeSettings(interfaces=(*ifs, "bat0"), pin_path=f"/run/bpf-{mode}-{n}/x0tta")
-        with NetNs(n):
+        with netns(n):
             p = Probes(load(s), s)
             attached, missing, failed = p.reconcile()
             assert attached == sorted(ifs) and missing == ["bat0"] and not failed, (attached, missing, failed)
@@ -165,12 +152,12 @@ def phase(mode: str) -> dict:
         probes[n] = p
     enable_batman()
     for n, p in probes.items():
-        with NetNs(n):
+        with netns(n):
             assert "bat0" in p.reconcile()[0]  # attached as soon as it appears
     t0 = time.monotonic()
     seen_c: list[dict] = []
     final: dict[str, list[str]] = {}
-    while time.monotonic() - t0 < PHASE_S:
+    while time.monotonic() - t0 < phase_s:
         for n in GUARDED:
             origs = originators(n)
             final[n] = sorted(origs)
@@ -187,21 +174,17 @@ def phase(mode: str) -> dict:
         result[f"{n}_denied_by_mac"] = {
             k.mac: v.denied_packets for k, v in snap.neighbors.items() if v.denied_packets
         }
-        with NetNs(n):
+        with netns(n):
             p.close()
     teardown()
     return result
 
 
-def main() -> int:
-    out = Path(os.environ["x0tta_out"])
-    for m in ("cls_bpf", "sch_ingress"):
-        subprocess.run(["modprobe", "-d", "/run/modroot", m], check=False)
-    results = [phase("enforce"), phase("observe")]
-    (out / "guard.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps(results))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def guard(lab: Any, phase_s: float = PHASE_S) -> list[dict]:
+    """Both modes, one after the other, each on a mesh built from scratch (the lab loaded cls_bpf
+    and sch_ingress)."""
+    if tuple(n.name for n in lab.topology.nodes) != NODES:
+        raise ValueError(f"the guard lab needs the nodes {NODES}, got {lab.topology.nodes}")
+    results = [phase("enforce", phase_s), phase("observe", phase_s)]
+    (Path(lab.out) / "guard.json").write_text(json.dumps(results, indent=1))
+    return results

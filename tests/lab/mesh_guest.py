@@ -1,23 +1,28 @@
-"""Runs inside the UML guest (as init's child, root): builds a small batman-adv mesh and checks it.
+"""Check functions for the mesh lab: a small batman-adv mesh with two meshes per node, checked.
 
-Topology: network namespaces x0m1 - x0m2 - x0m3 in a line (X0TTA_MESH_NODES, default 3; the last
-one is the gateway server). Two meshes share them so both
-routing algorithms are seen in one boot: ``bat0`` (BATMAN_IV) over veth pairs ``v4*`` and
-``bat1`` (BATMAN_V) over pairs ``v5*``. x0m3 is a gateway server on both, x0m1 a client; bat0 has
+The lab (``x0tta.lab``, see :func:`run`) boots User-Mode Linux with one namespace per node, x0m1 ...
+x0mN (:func:`topology`: no links of the lab's own); the ``check`` steps here build, in those
+namespaces, a line x0m1 - x0m2 - ... (the last one is the gateway server) carrying two meshes, so
+both routing algorithms are seen in one boot: ``bat0`` (BATMAN_IV) over veth pairs ``v4*`` and
+``bat1`` (BATMAN_V) over pairs ``v5*``. x0mN is a gateway server on both, x0m1 a client; bat0 has
 IPv4 addresses and a VLAN 5 on x0m1.
 
-Subcommands:
-  capture OUT   write golden fixtures: raw kernel replies (hex) and batctl's JSON of the same
-                moment, for tests/unit/mesh/golden/
-  capture_events OUT  golden fixtures of config events and of the throughput meter
-  capture_lan OUT     golden fixtures of BLA claims/backbones and the DAT cache (a LAN behind two nodes)
-  lab OUT       on every node compare the client's tables with batctl, then run the mesh
-                service's reconcile, link control, the CLI and the real agent (tests/lab/mesh_checks.py)
-  bench OUT     only the originator benchmark
+Checks (each builds the mesh, waits for convergence, writes into ``OUT/mesh`` or ``OUT/golden``):
+  capture         golden fixtures: raw kernel replies (hex) and batctl's JSON of the same moment, for
+                  tests/unit/mesh/golden/
+  capture_events  golden fixtures of config events and of the throughput meter
+  capture_lan     golden fixtures of BLA claims/backbones and the DAT cache (a LAN behind two nodes)
+  lab             on every node compare the client's tables with batctl, then run the mesh service's
+                  reconcile, link control, the CLI and the real agent (tests/lab/mesh_checks.py)
+  bench           only the originator benchmark
+
+On the host, ``python -m tests.lab.mesh_guest capture OUT [--nodes N]`` (from the checkout, as
+root) runs one of them in a fresh lab.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import itertools
 import json
@@ -27,14 +32,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.genl import BatadvSocket
 
-NODES = tuple(f"x0m{i}" for i in range(1, int(os.environ.get("X0TTA_MESH_NODES", "3")) + 1))
+REPO = Path(__file__).resolve().parents[2]
+NODES: tuple[str, ...] = ()  # the lab's nodes, set by each check from the running lab
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-_root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+_root_ns: int | None = None
 
 
 def sh(cmd: str, check: bool = True) -> str:
@@ -45,6 +52,9 @@ def sh(cmd: str, check: bool = True) -> str:
 
 
 def enter(ns: str | None) -> None:
+    global _root_ns
+    if _root_ns is None:
+        _root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
     fd = _root_ns if ns is None else os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
@@ -54,9 +64,17 @@ def enter(ns: str | None) -> None:
             os.close(fd)
 
 
-def build() -> None:
+def build(lab: Any) -> None:
+    """The two meshes, in the namespaces of the lab's nodes (the lab's own bat0, which has no hard
+    interface here, makes way for the one built below). VLAN 5 needs 8021q, which the lab does not
+    load."""
+    global NODES
+    NODES = tuple(n.name for n in lab.topology.nodes)
+    sh("modprobe -d /run/modroot 8021q", check=False)
     for n in NODES:
-        sh(f"ip netns add {n}")
+        if not Path("/run/netns", n).exists():
+            sh(f"ip netns add {n}")
+        sh(f"ip -n {n} link del bat0", check=False)
         sh(f"ip -n {n} link set lo up")
     for i, (a, b) in enumerate(itertools.pairwise(NODES)):
         for algo, mesh, prefix in (("BATMAN_IV", "bat0", "v4"), ("BATMAN_V", "bat1", "v5")):
@@ -124,8 +142,9 @@ def batctl_json(mesh: str, what: str) -> object:
     return json.loads(out) if out.strip() else None
 
 
-def capture(out: Path) -> None:
-    build()
+def capture(lab: Any) -> None:
+    out = lab.out / "golden"
+    build(lab)
     converge()
     out.mkdir(parents=True, exist_ok=True)
     for node, mesh, algo in (("x0m1", "bat0", "iv"), ("x0m1", "bat1", "v"), ("x0m3", "bat0", "iv")):
@@ -154,13 +173,14 @@ def capture(out: Path) -> None:
         enter(None)
 
 
-def capture_events(out: Path) -> None:
+def capture_events(lab: Any) -> None:
     """Golden fixtures of what arrives unasked: config events and the throughput meter."""
     import socket as socketmod
 
     from x0tta.mesh.core.netlink import NETLINK_ADD_MEMBERSHIP, SOL_NETLINK
 
-    build()
+    out = lab.out / "golden"
+    build(lab)
     converge()
     out.mkdir(parents=True, exist_ok=True)
     enter("x0m1")
@@ -198,10 +218,11 @@ def capture_events(out: Path) -> None:
     enter(None)
 
 
-def capture_lan(out: Path) -> None:
+def capture_lan(lab: Any) -> None:
     """Golden fixtures of the tables that need a LAN behind the mesh: BLA claims and backbones
     (x0m1 and x0m2 both bridge bat0 into one LAN with a client on it) and a filled DAT cache."""
-    build()
+    out = lab.out / "golden"
+    build(lab)
     converge()
     out.mkdir(parents=True, exist_ok=True)
     for ns in ("x0lan", "x0cli"):
@@ -275,12 +296,14 @@ def step(cmd: str, timeout: float) -> tuple[int, str]:
         return 124, f"timed out after {timeout} s\n{text}"
 
 
-def lab(out: Path) -> int:
+def lab(lab: Any) -> dict[str, object]:
     """Everything the lab test checks, in one boot: compare on every node, reconcile, links, CLI, agent.
 
     Each check runs in its own process with a time limit; ``progress.log`` says which one ran when,
-    so a stuck check is named instead of the whole boot timing out silently.
+    so a stuck check is named instead of the whole boot timing out silently. Reports go to
+    ``OUT/mesh``; the result is each check's exit code.
     """
+    out = lab.out / "mesh"
     out.mkdir(parents=True, exist_ok=True)
     progress = open(out / "progress.log", "a", buffering=1)
     t0 = time.monotonic()
@@ -288,13 +311,12 @@ def lab(out: Path) -> int:
     def note(text: str) -> None:
         progress.write(f"{time.monotonic() - t0:7.2f} {text}\n")
 
-    build()
+    build(lab)
     note("built")
     took = converge()
     note(f"converged in {took:.2f} s")
     py = sys.executable
     results: dict[str, object] = {"converged_s": round(took, 2)}
-    rc = 0
     jobs = [(f"compare.{n}", f"X0TTA_NS={n} ip netns exec {n} {py} -m tests.lab.mesh_checks node {out}", 60)
             for n in NODES]
     jobs += [(mode, f"ip netns exec x0m1 {py} -m tests.lab.mesh_checks {mode} {out}", limit)
@@ -304,36 +326,56 @@ def lab(out: Path) -> int:
         code, text = step(cmd, limit)
         note(f"{name} rc={code}")
         results[name] = code
-        rc |= code
         (out / f"{name}.log").write_text(text)  # what the check printed, for a test that finds no report
         if code:
             print(f"--- {name} rc={code}\n{text}")
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
     progress.close()
-    return rc
+    return results
+
+
+def bench(lab: Any) -> None:
+    """The originator benchmark on x0m1 (tests/bench/bench_mesh.py), into ``OUT/mesh/bench.json``."""
+    out = lab.out / "mesh"
+    out.mkdir(parents=True, exist_ok=True)
+    build(lab)
+    converge()
+    sh(f"ip netns exec x0m1 {sys.executable} -m tests.lab.mesh_checks bench {out}")
+
+
+# -- on the host --------------------------------------------------------------------------------
+def topology(nodes: int) -> dict[str, Any]:
+    """The lab these checks run in: the nodes' namespaces and nothing else (the checks build the
+    meshes); room for one agent and the checks' processes, and time for them."""
+    return {
+        "name": "mesh-checks",
+        "description": "namespaces x0m1..x0mN; the check steps build two meshes in them",
+        "agents": False,
+        "nodes": [f"x0m{i}" for i in range(1, nodes + 1)],
+        "mesh": {"primary": "link"},
+        "lab": {"mem_mb": 768, "timeout_s": 480},
+    }
+
+
+def run(out: Path, check: str, nodes: int, **kw: Any) -> Any:
+    """Boot the lab of ``nodes`` nodes and run the check ``check`` of this module in it."""
+    from x0tta.lab.core.topology import topology_from_data
+    from x0tta.lab.runner import run_lab
+
+    steps = [{"do": "check", "label": check, "call": f"tests.lab.mesh_guest:{check}"}]
+    return run_lab(topology_from_data(topology(nodes), "mesh-checks"), out, scenario=steps,
+                   python_path=[REPO], **kw)
 
 
 def main() -> int:
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    if mode == "capture":
-        capture(out)
-        return 0
-    if mode == "capture_lan":
-        capture_lan(out)
-        return 0
-    if mode == "capture_events":
-        capture_events(out)
-        return 0
-    if mode == "lab":
-        return lab(out)
-    if mode == "bench":
-        out.mkdir(parents=True, exist_ok=True)
-        build()
-        converge()
-        return subprocess.run(
-            f"ip netns exec x0m1 {sys.executable} -m tests.lab.mesh_checks bench {out}", shell=True, check=False
-        ).returncode
-    raise SystemExit(f"unknown mode {mode}")
+    ap = argparse.ArgumentParser(description="run one of the mesh lab's checks in a fresh lab")
+    ap.add_argument("check", choices=("capture", "capture_events", "capture_lan", "lab", "bench"))
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--nodes", type=int, default=3)
+    args = ap.parse_args()
+    result = run(args.out, args.check, args.nodes, stream=sys.stdout)
+    print(json.dumps(result.check(args.check), indent=1))
+    return 0 if result.check(args.check)["ok"] else 1
 
 
 if __name__ == "__main__":

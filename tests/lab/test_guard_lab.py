@@ -1,6 +1,7 @@
 """The admission guard against real batman-adv (UML 6.1 kernel, no BTF, no JIT): a node whose MAC
 is not admitted never appears in its guarded neighbours' originator tables when enforcing; in
-observe mode it does, and the would-be drops are counted. The guest side is guard_guest.py."""
+observe mode it does, and the would-be drops are counted. One lab boot (``x0tta.lab``, nodes a, b, c);
+its check step is guard_guest.guard, which builds the triangle in the nodes' namespaces."""
 
 from __future__ import annotations
 
@@ -10,22 +11,29 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
-from tests.lab import mesh_uml
+from x0tta.lab.core.topology import topology_from_data
+from x0tta.lab.runner import LabUnavailable, run_lab
 
 pytestmark = pytest.mark.lab
 
 C_MACS = {"02:00:00:00:03:01", "02:00:00:00:03:02", "02:00:00:00:03:00"}
+# The nodes' namespaces and nothing else: the check builds the mesh itself, because the guard must
+# be attached before batman-adv is enabled on an interface.
+TOPOLOGY = {"name": "guard", "agents": False, "nodes": ["a", "b", "c"], "mesh": {"primary": "link"},
+            "lab": {"timeout_s": 300}}
+SCENARIO = [{"do": "check", "label": "guard", "call": "tests.lab.guard_guest:guard"}]
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    why = mesh_uml.available()
-    if why:
-        pytest.fail(f"the lab cannot run: {why}")
     subprocess.run(["make", "-s", "-C", str(ROOT / "ebpf")], check=True)
     out = tmp_path_factory.mktemp("guard-lab")
-    rc, log = mesh_uml.run(out, [mesh_uml.PYTHON, "-m", "tests.lab.guard_guest"], timeout=300)
-    assert rc == 0, log[-6000:]
+    try:
+        result = run_lab(topology_from_data(TOPOLOGY, "guard"), out, scenario=SCENARIO, python_path=[ROOT])
+    except LabUnavailable as exc:
+        pytest.fail(f"the lab cannot run: {exc}")
+    check = result.check("guard")
+    assert check["ok"], f"{check.get('traceback')}\n{result.failure_report()[-6000:]}"
     return {r["mode"]: r for r in json.loads((out / "guard.json").read_text())}
 
 

@@ -1,7 +1,8 @@
 """batman-adv for real: the mesh client and subsystem against batman-adv 2022.3 in User-Mode Linux.
 
-One guest boot (about a minute here) builds five namespaces in a line with two meshes (bat0
-BATMAN_IV, bat1 BATMAN_V), waits for convergence, then (tests/lab/mesh_checks.py):
+One lab boot (about a minute here; ``x0tta.lab`` with the check steps of tests/lab/mesh_guest.py)
+builds five namespaces in a line with two meshes (bat0 BATMAN_IV, bat1 BATMAN_V), waits for
+convergence, then (tests/lab/mesh_checks.py):
 
 * on every node and both meshes: originators, neighbours, gateways, hard interfaces and mesh
   settings read by MeshClient equal ``batctl meshif X <table>_json`` read right after;
@@ -16,8 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mesh_uml
 import pytest
+
+from tests.lab import mesh_guest
+from x0tta.lab.runner import LabUnavailable
 
 pytestmark = pytest.mark.lab
 NODES = 5  # the acceptance's lab size
@@ -25,14 +28,14 @@ NODES = 5  # the acceptance's lab size
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    why = mesh_uml.available()
-    if why:
-        pytest.skip(f"UML mesh lab cannot run here: {why}")
     root = tmp_path_factory.mktemp("mesh-lab")
-    _rc, log = mesh_uml.run_guest(root, "lab", timeout=360, env={"X0TTA_MESH_NODES": str(NODES)})
-    out = root / "out"
+    try:
+        result = mesh_guest.run(root, "lab", NODES)
+    except LabUnavailable as exc:
+        pytest.skip(f"UML mesh lab cannot run here: {exc}")
+    out = root / "mesh"
     progress = (out / "progress.log").read_text() if (out / "progress.log").exists() else ""
-    assert (out / "summary.json").exists(), f"{progress}\n{log}"
+    assert (out / "summary.json").exists(), f"{progress}\n{result.failure_report()}"
     return out
 
 

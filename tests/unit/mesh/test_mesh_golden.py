@@ -1,6 +1,7 @@
 """Golden tests: kernel replies captured from batman-adv 2022.3 (UML, Linux 6.1) decode exactly.
 
-The fixtures in golden/ were written by ``tests/lab/mesh_guest.py capture``: ``<node>_<algo>_<table>.hex``
+The fixtures in golden/ were written by ``python -m tests.lab.mesh_guest capture OUT`` (a lab run, into
+``OUT/golden``): ``<node>_<algo>_<table>.hex``
 holds the raw datagrams of one reply (one per line, as recv() returned them), and
 ``.batctl.json`` what ``batctl meshif X <table>_json`` printed right after, on the same node.
 Every decoded record is compared with batctl's view of it; a few are also pinned to literal values.
