@@ -16,6 +16,138 @@ MAC_PATTERN = r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}"
 
 
 @dataclass(frozen=True)
+class DetectSettings:
+    """Thresholds of the guard's detectors (``x0tta/guard/core/detect.py``, docs/guard.md). Each
+    default is set so that honest churn - links flapping, agents restarting, nodes joining - stays
+    below it with a margin; lower one only after watching the mesh it runs in."""
+
+    window: float = setting(
+        60.0,
+        doc="The sliding window every detector looks back over: long enough to see a flood or a "
+        "burst build up across several table dumps (one every few seconds), short enough that an "
+        "old event stops counting within a minute.",
+        min=5.0,
+        max=3600.0,
+        unit="s",
+    )
+    unadmitted_grace: float = setting(
+        30.0,
+        doc="How long a MAC first heard on a link may send batman-adv frames without being "
+        "admitted before it is flagged: an honest neighbour completes its PQ mTLS handshake within "
+        "seconds of appearing (the peer handshake timeout is 10 s), a rogue one never does.",
+        min=0.0,
+        max=3600.0,
+        unit="s",
+    )
+    unadmitted_min_frames: int = setting(
+        5,
+        doc="Frames a non-admitted MAC must send within the window to be flagged: a single stray "
+        "frame (an ELP probe of a node passing by) is not an intrusion.",
+        min=1,
+        max=1_000_000,
+    )
+    mac_conflict_window: float = setting(
+        10.0,
+        doc="A MAC counts as seen on two links, or as holding two SPIFFE IDs, only when both are "
+        "within this many seconds of each other: a neighbour that moves from one radio to another "
+        "is heard on the old link until its entry ages out, not at the same time on both.",
+        min=0.5,
+        max=600.0,
+        unit="s",
+    )
+    originator_flood_min: int = setting(
+        32,
+        doc="New originators within the window that are always too many, whatever the mesh size: "
+        "two merging meshes of a few dozen nodes stay below it.",
+        min=1,
+        max=1_000_000,
+    )
+    originator_flood_ratio: float = setting(
+        1.0,
+        doc="New originators within the window, as a share of those known at its start, that are "
+        "too many (the larger of this and originator_flood_min counts): a mesh does not double "
+        "within a minute unless something made the originators up.",
+        min=0.0,
+        max=100.0,
+    )
+    seqno_margin: int = setting(
+        64,
+        doc="How far behind the newest sequence number an OGM may be and still belong to the same "
+        "stream: batman-adv's own sliding window (TQ_LOCAL_WINDOW_SIZE) is 64, so rebroadcasts and "
+        "reordered copies stay inside it.",
+        min=1,
+        max=1 << 20,
+    )
+    seqno_rate: float = setting(
+        4.0,
+        doc="Sequence numbers an originator may advance per second and stay the same stream: one "
+        "per OGM, and the originator interval is 1 s by default (heal may shorten it to 250 ms "
+        "while a link is suspect). A stream that jumps further and runs on beside the old one is a "
+        "takeover; an originator that restarts (batman-adv draws a random seqno) leaves the old "
+        "one behind and is not flagged.",
+        min=0.1,
+        max=1000.0,
+    )
+    link_tq_margin: float = setting(
+        0.3,
+        doc="How much a route's TQ (as a share of 255) may exceed the delivery ratio this node "
+        "measures on the link to its next hop: a path is never better than its first hop, and "
+        "0.3 covers a probe window's noise and batman-adv's asymmetric link penalty.",
+        min=0.0,
+        max=1.0,
+    )
+    link_throughput_factor: float = setting(
+        2.0,
+        doc="How many times a route's BATMAN_V throughput may exceed this node's own estimate of "
+        "the link to its next hop: a path is never faster than its first hop; twice covers the "
+        "estimate lagging a rate change of the radio.",
+        min=1.0,
+        max=1000.0,
+    )
+    gateway_max_bandwidth: float = setting(
+        10_000.0,
+        doc="Gateway bandwidth (down or up) above which an announcement is implausible: a mesh "
+        "gateway with more than a 10 Gbit/s uplink does not exist in x0tta's deployments, and a "
+        "hijacker announces huge values to be selected.",
+        min=1.0,
+        max=429_496_729.5,
+        unit="Mbit/s",
+    )
+    gateway_ratio: float = setting(
+        20.0,
+        doc="A gateway announcing more than this many times the median of the other gateways (with "
+        "at least two others) is flagged: honest uplinks of one mesh differ by a few times, not by "
+        "an order of magnitude more.",
+        min=1.0,
+        max=1_000_000.0,
+    )
+    scan_destinations: int = setting(
+        128,
+        doc="Distinct destination (address, port) pairs one source may open within the window "
+        "before it is a scan: the agent's own traffic (peer sessions, probes, DNS, NTP) to a "
+        "mesh's neighbours stays far below it.",
+        min=2,
+        max=10_000_000,
+    )
+    flood_pps: float = setting(
+        20_000.0,
+        doc="Packets per second from one source, into this node, above which it is a flood: about "
+        "240 Mbit/s of full-size frames, more than the mesh radios carry, so honest traffic of "
+        "that rate is made of small packets and is a flood.",
+        min=1.0,
+        max=1e9,
+    )
+    handshake_failures: int = setting(
+        20,
+        doc="Failed PQ mTLS handshakes from one address within the window that make a burst: an "
+        "honest node with a bad or expired SVID retries with back-off (a few per minute); an "
+        "attacker guessing or exhausting handshakes tries many.",
+        min=1,
+        max=1_000_000,
+    )
+
+
+@dataclass(frozen=True)
 class GuardSettings:
     enabled: bool = setting(
         True,
@@ -43,4 +175,8 @@ class GuardSettings:
         "change restarts them (the pinned map starts again from the admissions in force).",
         min=16,
         max=65_536,
+    )
+    detect: DetectSettings = setting(
+        default_factory=DetectSettings,
+        doc="Intrusion detectors: what counts as an attack on the mesh (docs/guard.md).",
     )

@@ -1,0 +1,376 @@
+"""The guard's detectors: each flags its attack with evidence and leaves honest churn alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from x0tta.config.guard import DetectSettings
+from x0tta.guard.core import link_local_from_mac
+from x0tta.guard.core.detect import (
+    DETECTORS,
+    SIGNATURES,
+    Flow,
+    GatewayAd,
+    Handshake,
+    Heard,
+    LinkMeasure,
+    Observation,
+    Ogm,
+    Route,
+    detect,
+    flow_flood,
+    flow_scan,
+    fresh,
+    gateway_bandwidth,
+    handshake_burst,
+    inflated_link_metric,
+    mac_on_two_links,
+    mac_two_identities,
+    originator_flood,
+    seqno_takeover,
+    unadmitted_frames,
+)
+
+S = DetectSettings()
+A, B, C, R = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c", "02:00:00:00:00:66"
+
+
+def mac(n: int) -> str:
+    return f"02:00:00:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"
+
+
+def test_signature_ids_are_unique_and_in_the_local_range() -> None:
+    sids = [s.sid for s in SIGNATURES.values()]
+    assert len(set(sids)) == len(sids)
+    assert all(1_000_000 <= sid <= 1_999_999 for sid in sids)
+    assert set(DETECTORS) == set(SIGNATURES)
+    assert all(1 <= s.severity <= 4 for s in SIGNATURES.values())
+
+
+# -- unadmitted frames ----------------------------------------------------------------------------
+
+
+def heard(mac_: str, rx: int, first: float = 0.0, iface: str = "wlan0", last: float | None = None) -> Heard:
+    return Heard(iface, mac_, rx, first, last)
+
+
+def test_frames_from_an_unadmitted_mac_past_its_grace_are_flagged() -> None:
+    obs = [Observation(0.0, heard=(heard(R, 0),)), Observation(60.0, heard=(heard(R, 400),))]
+    [f] = unadmitted_frames(obs, S, 60.0)
+    assert f.signature.name == "unadmitted_frames" and f.macs == (R,) and f.interface == "wlan0"
+    assert f.evidence["frames"] == 400 and f.level == 2
+
+
+def test_unadmitted_frames_are_low_severity_while_enforcing_they_are_dropped() -> None:
+    obs = [Observation(0.0, heard=(heard(R, 0),)), Observation(60.0, heard=(heard(R, 400),), enforcing=True)]
+    [f] = unadmitted_frames(obs, S, 60.0)
+    assert f.level == 3 and f.evidence["enforcing"] is True
+
+
+def test_honest_joiner_within_its_grace_and_admitted_neighbours_are_not_flagged() -> None:
+    obs = [
+        Observation(0.0, heard=(heard(A, 0),)),
+        Observation(50.0, heard=(heard(A, 900), heard(B, 40, first=40.0)), admitted=frozenset({A})),
+    ]
+    assert unadmitted_frames(obs, S, 50.0) == []
+
+
+def test_a_stray_frame_and_broadcast_macs_are_not_flagged() -> None:
+    obs = [
+        Observation(0.0, heard=(heard(R, 10), heard("ff:ff:ff:ff:ff:ff", 0))),
+        Observation(60.0, heard=(heard(R, 12), heard("ff:ff:ff:ff:ff:ff", 10_000))),
+    ]
+    assert unadmitted_frames(obs, S, 60.0) == []
+
+
+def test_a_counter_that_restarted_counts_from_zero() -> None:
+    obs = [Observation(0.0, heard=(heard(R, 1000),)), Observation(60.0, heard=(heard(R, 7),))]
+    [f] = unadmitted_frames(obs, S, 60.0)
+    assert f.evidence["frames"] == 7
+
+
+# -- one MAC, two links or two identities ---------------------------------------------------------
+
+
+def test_one_mac_heard_on_two_links_at_once_is_flagged() -> None:
+    obs = [Observation(100.0, heard=(heard(A, 5, last=99.0), heard(A, 5, iface="wlan1", last=98.0)))]
+    [f] = mac_on_two_links(obs, S, 100.0)
+    assert f.macs == (A,) and f.evidence["interfaces"] == ["wlan0", "wlan1"]
+
+
+def test_a_neighbour_moving_between_links_is_not_flagged() -> None:
+    # heard on wlan0 until 40 s, on wlan1 since: the old entry ages but is not recent with the new one
+    obs = [Observation(100.0, heard=(heard(A, 5, last=40.0), heard(A, 5, iface="wlan1", last=99.5)))]
+    assert mac_on_two_links(obs, S, 100.0) == []
+
+
+def test_one_mac_with_two_spiffe_ids_is_flagged_and_a_rotation_is_not() -> None:
+    addr = f"[{link_local_from_mac(A, 'wlan0')}]:7443"
+    rotation = [Observation(20.0, handshakes=(
+        Handshake(10.0, addr, True, spiffe_id="spiffe://m/node/a"),
+        Handshake(12.0, addr, True, spiffe_id="spiffe://m/node/a"),
+    ))]
+    assert mac_two_identities(rotation, S, 20.0) == []
+    clash = [Observation(20.0, handshakes=(
+        Handshake(10.0, addr, True, spiffe_id="spiffe://m/node/a"),
+        Handshake(12.0, addr, True, spiffe_id="spiffe://m/node/evil"),
+    ))]
+    [f] = mac_two_identities(clash, S, 20.0)
+    assert f.macs == (A,) and f.spiffe_id == "spiffe://m/node/evil"
+    assert f.evidence["spiffe_ids"] == ["spiffe://m/node/a", "spiffe://m/node/evil"]
+
+
+def test_a_node_re_enrolled_under_a_new_id_long_after_is_not_a_clash() -> None:
+    addr = link_local_from_mac(A, "wlan0")
+    obs = [Observation(50.0, handshakes=(
+        Handshake(1.0, addr, True, spiffe_id="spiffe://m/node/old"),
+        Handshake(45.0, addr, True, spiffe_id="spiffe://m/node/new"),
+    ))]
+    assert mac_two_identities(obs, S, 50.0) == []
+
+
+# -- originator flood -----------------------------------------------------------------------------
+
+
+def routes(n: int, start: int = 0, neigh: str = A) -> tuple[Route, ...]:
+    return tuple(Route(mac(start + i), neigh, "wlan0", tq=200) for i in range(n))
+
+
+def test_a_flood_of_new_originators_is_flagged_with_the_neighbour_that_brought_them() -> None:
+    obs = [Observation(0.0, routes=routes(10)), Observation(70.0, routes=routes(10) + routes(200, 1000, R))]
+    [f] = originator_flood(obs, S, 70.0)
+    assert f.macs == (R,) and f.evidence["new_originators"] == 200 and f.evidence["limit"] == 32
+    assert f.evidence["carried_by_top_neighbour"] == 200
+
+
+def test_nodes_joining_and_a_restarted_agent_are_not_a_flood() -> None:
+    growing = [Observation(0.0, routes=routes(40)), Observation(60.0, routes=routes(60))]
+    assert originator_flood(growing, S, 60.0) == []
+    # a node that was alone learns the whole mesh at once when it joins
+    joined = [Observation(0.0), Observation(60.0, routes=routes(300))]
+    assert originator_flood(joined, S, 60.0) == []
+    # an agent with no view from before the window has no baseline: it judges nothing
+    fresh_start = [Observation(55.0, routes=routes(10)), Observation(60.0, routes=routes(500))]
+    assert originator_flood(fresh_start, S, 60.0) == []
+
+
+def test_originators_that_come_back_after_a_flap_are_not_new() -> None:
+    obs = [Observation(0.0, routes=routes(100)), Observation(40.0, routes=()), Observation(80.0, routes=routes(100))]
+    assert originator_flood(obs, S, 80.0) == []
+
+
+# -- sequence number takeover ---------------------------------------------------------------------
+
+
+def stream(orig: str, start: int, t0: float, n: int, src: str, step: float = 1.0) -> tuple[Ogm, ...]:
+    return tuple(Ogm(t0 + i * step, orig, (start + i) % (1 << 32), src) for i in range(n))
+
+
+def test_a_jumped_stream_beside_the_old_one_is_a_takeover() -> None:
+    honest = stream(C, 1000, 0.0, 50, A)
+    attack = stream(C, 900_000, 20.0, 20, R)
+    [f] = seqno_takeover([Observation(50.0, ogms=honest + attack)], S, 50.0)
+    assert f.originator == C and f.macs == (R,)
+    assert f.evidence["jump"] > 800_000 and f.evidence["new_from"] == [R]
+
+
+def test_a_takeover_across_the_u32_wrap_is_seen() -> None:
+    honest = stream(C, (1 << 32) - 10, 0.0, 40, A)
+    attack = stream(C, 5000, 10.0, 10, R)
+    assert [f.originator for f in seqno_takeover([Observation(40.0, ogms=honest + attack)], S, 40.0)] == [C]
+
+
+def test_a_restarted_originator_jumps_but_is_not_flagged() -> None:
+    before = stream(C, 1000, 0.0, 20, A)
+    after = stream(C, 3_000_000_000, 25.0, 20, A)  # batman-adv starts at a random seqno
+    assert seqno_takeover([Observation(50.0, ogms=before + after)], S, 50.0) == []
+
+
+def test_rebroadcasts_reordering_and_an_outage_are_one_stream() -> None:
+    direct = stream(C, 1000, 0.0, 30, A)
+    via_b = tuple(replace(o, at=o.at + 0.3, seqno=o.seqno - 2, mac=B) for o in direct)
+    after_gap = stream(C, 1000 + 30 + 40 * 1, 70.0, 10, A)  # 40 s unheard: 40 more seqnos
+    obs = [Observation(50.0, ogms=direct + via_b), Observation(80.0, ogms=after_gap)]
+    assert seqno_takeover(obs, replace(S, window=120.0), 80.0) == []
+
+
+# -- inflated link metric -------------------------------------------------------------------------
+
+
+def test_routes_better_than_their_first_hop_are_flagged_per_neighbour() -> None:
+    obs = [Observation(10.0,
+                       routes=(Route(C, R, "wlan0", tq=255), Route(mac(9), R, "wlan0", tq=250),
+                               Route(B, A, "wlan0", tq=180)),
+                       links=(LinkMeasure("wlan0", R, delivery=0.4), LinkMeasure("wlan0", A, delivery=0.9)))]
+    [f] = inflated_link_metric(obs, S, 10.0)
+    assert f.macs == (R,) and f.evidence["routes"] == 2 and f.evidence["worst"][0]["tq"] == 255
+
+
+def test_batman_v_throughput_above_the_link_estimate_is_flagged() -> None:
+    obs = [Observation(10.0,
+                       routes=(Route(C, R, "wlan0", throughput=1_000_000), Route(B, A, "wlan0", throughput=50_000)),
+                       links=(LinkMeasure("wlan0", R, throughput=20_000), LinkMeasure("wlan0", A, throughput=54_000)))]
+    [f] = inflated_link_metric(obs, S, 10.0)
+    assert f.macs == (R,) and f.evidence["worst"][0]["measured_throughput"] == 20_000
+
+
+def test_noisy_honest_links_and_unmeasured_ones_are_not_flagged() -> None:
+    obs = [Observation(10.0,
+                       routes=(Route(C, A, "wlan0", tq=230), Route(B, B, "wlan0", tq=255),
+                               Route(mac(7), A, "wlan0", throughput=60_000)),
+                       links=(LinkMeasure("wlan0", A, delivery=0.7, throughput=40_000),))]
+    assert inflated_link_metric(obs, S, 10.0) == []
+
+
+# -- gateway bandwidth ----------------------------------------------------------------------------
+
+
+def test_a_gateway_announcing_implausible_bandwidth_is_flagged() -> None:
+    gws = (GatewayAd(A, A, 100_000, 20_000), GatewayAd(R, R, 4_294_967_200, 4_294_967_200))
+    [f] = gateway_bandwidth([Observation(1.0, gateways=gws)], S, 1.0)
+    assert f.originator == R and f.macs == (R,) and f.evidence["max_kbit"] == 10_000_000
+
+
+def test_a_gateway_far_above_the_others_is_flagged() -> None:
+    gws = (GatewayAd(A, A, 50_000), GatewayAd(B, B, 100_000), GatewayAd(C, C, 80_000), GatewayAd(R, R, 5_000_000))
+    assert [f.originator for f in gateway_bandwidth([Observation(1.0, gateways=gws)], S, 1.0)] == [R]
+
+
+def test_honest_gateways_of_different_sizes_are_not_flagged() -> None:
+    gws = (GatewayAd(A, A, 10_000, 2_000), GatewayAd(B, B, 100_000, 20_000), GatewayAd(C, C, 1_000_000, 100_000))
+    assert gateway_bandwidth([Observation(1.0, gateways=gws)], S, 1.0) == []
+    # two gateways: no median to compare with, only the absolute ceiling applies
+    assert gateway_bandwidth([Observation(1.0, gateways=(*gws[:1], GatewayAd(R, R, 9_000_000)))], S, 1.0) == []
+
+
+# -- flows ----------------------------------------------------------------------------------------
+
+
+def flow(src: str, dst: str, dport: int, packets: int, first: float, direction: str = "ingress") -> Flow:
+    return Flow(direction, src, dst, 6, dport, packets, first)
+
+
+def test_a_port_scan_is_flagged() -> None:
+    scan = tuple(flow("fd00::66", "fd00::1", port, 1, 20.0) for port in range(1, 300))
+    obs = [Observation(0.0), Observation(30.0, flows=scan)]
+    [f] = flow_scan(obs, S, 30.0)
+    assert f.subject == "fd00::66" and f.evidence["destinations"] == 299 and f.evidence["hosts"] == 1
+
+
+def test_a_host_sweep_is_flagged_and_egress_is_not_counted() -> None:
+    sweep = tuple(flow("10.0.0.66", f"10.0.{i >> 8}.{i & 255}", 22, 1, 10.0) for i in range(200))
+    mine = tuple(flow("10.0.0.1", f"10.0.1.{i}", 80, 1, 10.0, "egress") for i in range(200))
+    obs = [Observation(0.0), Observation(30.0, flows=sweep + mine)]
+    assert [f.subject for f in flow_scan(obs, S, 30.0)] == ["10.0.0.66"]
+
+
+def test_honest_traffic_and_long_lived_flows_are_not_a_scan() -> None:
+    old = tuple(flow("fd00::2", "fd00::1", 7443 + i, 10, -500.0) for i in range(200))  # older than the window
+    busy = tuple(flow("fd00::3", "fd00::1", p, 1000, 10.0) for p in (53, 123, 7443, 9100))
+    obs = [Observation(0.0), Observation(30.0, flows=old + busy)]
+    assert flow_scan(obs, S, 30.0) == []
+
+
+def test_a_flood_is_flagged_and_a_big_download_is_not() -> None:
+    base = Observation(0.0, flows=(flow("fd00::66", "fd00::1", 80, 0, -1.0), flow("fd00::2", "fd00::1", 443, 0, -1.0)))
+    cur = Observation(10.0, flows=(flow("fd00::66", "fd00::1", 80, 2_000_000, -1.0),
+                                   flow("fd00::2", "fd00::1", 443, 80_000, -1.0)))
+    [f] = flow_flood([base, cur], S, 10.0)
+    assert f.subject == "fd00::66" and f.evidence["pps"] == 200_000.0
+
+
+# -- failed handshakes ----------------------------------------------------------------------------
+
+
+def test_a_burst_of_failed_handshakes_is_flagged() -> None:
+    addr = link_local_from_mac(R, "wlan0")
+    hs = tuple(Handshake(float(i), f"[{addr}]:{40000 + i}", False, "bad_certificate") for i in range(30))
+    [f] = handshake_burst([Observation(30.0, handshakes=hs)], S, 30.0)
+    assert f.macs == (R,) and f.evidence["failures"] == 30 and f.evidence["reasons"] == {"bad_certificate": 30}
+
+
+def test_an_expired_neighbour_retrying_and_unreachable_dials_are_not_a_burst() -> None:
+    retry = tuple(Handshake(float(i * 5), "fd00::2", False, "certificate_expired") for i in range(12))
+    dials = tuple(Handshake(float(i), "fd00::3", False, "unreachable", role="client") for i in range(60))
+    assert handshake_burst([Observation(60.0, handshakes=retry + dials)], S, 60.0) == []
+
+
+def test_old_failures_leave_the_window() -> None:
+    hs = tuple(Handshake(float(i), "fd00::9", False, "tls_error") for i in range(30))
+    assert handshake_burst([Observation(30.0, handshakes=hs)], S, 200.0) == []
+
+
+# -- all together ---------------------------------------------------------------------------------
+
+
+def test_honest_churn_raises_nothing() -> None:
+    """Links flap, an agent restarts, a node joins, traffic flows: no detector fires."""
+    admitted = frozenset({A, B, C})
+    obs = []
+    for t in range(0, 121, 5):
+        up = t % 30 < 20  # B flaps
+        neigh = (heard(A, 10 * t, last=float(t)),) + ((heard(B, 10 * t, last=float(t)),) if up else ())
+        joiner = (heard(mac(77), t, first=100.0, last=float(t)),) if t >= 100 else ()
+        rts = routes(20) + ((Route(B, B, "wlan0", tq=240),) if up else ())
+        obs.append(Observation(
+            float(t), heard=neigh + joiner, admitted=admitted, routes=rts,
+            links=(LinkMeasure("wlan0", A, delivery=0.95), LinkMeasure("wlan0", B, delivery=0.9)),
+            gateways=(GatewayAd(A, A, 100_000, 20_000),),
+            flows=(flow("fd00::2", "fd00::1", 7443, 50 * t, 0.0),),
+            handshakes=(Handshake(float(t), link_local_from_mac(B, "wlan0"), True, spiffe_id="spiffe://m/b"),),
+            ogms=stream(C, 100 + t, float(t), 5, A) + (stream(B, 9_000_000, float(t), 5, B) if t > 60 else ()),
+        ))
+    for t in range(0, 121, 5):
+        assert detect([o for o in obs if o.at <= t], S, float(t)) == [], t
+
+
+def test_fresh_reports_a_lasting_threat_once_per_hold() -> None:
+    obs = [Observation(0.0, heard=(heard(R, 0),)), Observation(60.0, heard=(heard(R, 400),))]
+    found = unadmitted_frames(obs, S, 60.0)
+    first, seen = fresh(found, {}, 300.0, 60.0)
+    again, seen = fresh(found, seen, 300.0, 120.0)
+    later, _ = fresh(found, seen, 300.0, 400.0)
+    assert len(first) == 1 and again == [] and len(later) == 1
+
+
+# -- never raise ----------------------------------------------------------------------------------
+
+macs = st.one_of(st.sampled_from([A, B, C, R, "ff:ff:ff:ff:ff:ff"]), st.text(max_size=20))
+times = st.floats(allow_nan=True, allow_infinity=True)
+ints = st.integers(min_value=-(1 << 70), max_value=1 << 70)
+opt_ints = st.none() | ints
+texts = st.text(max_size=30)
+
+observations = st.builds(
+    Observation,
+    at=times,
+    heard=st.tuples(*[st.builds(Heard, texts, macs, ints, times, st.none() | times)] * 2),
+    admitted=st.frozensets(macs, max_size=3),
+    routes=st.lists(st.builds(Route, macs, macs, texts, opt_ints, opt_ints, st.booleans()), max_size=6).map(tuple),
+    links=st.lists(st.builds(LinkMeasure, texts, macs, st.none() | times, st.none() | times), max_size=4).map(tuple),
+    gateways=st.lists(st.builds(GatewayAd, macs, macs, opt_ints, opt_ints), max_size=4).map(tuple),
+    flows=st.lists(st.builds(Flow, st.sampled_from(["ingress", "egress", ""]), texts, texts, ints, ints, ints,
+                             times, ints, texts), max_size=6).map(tuple),
+    handshakes=st.lists(st.builds(Handshake, times, st.one_of(texts, st.just(f"[{link_local_from_mac(A, 'w')}]:1")),
+                                  st.booleans(), texts, texts, texts), max_size=6).map(tuple),
+    ogms=st.lists(st.builds(Ogm, times, macs, ints, macs, texts), max_size=8).map(tuple),
+    enforcing=st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(observations, max_size=4), times)
+def test_detectors_never_raise_on_arbitrary_observations(obs: list[Observation], now: float) -> None:
+    for f in detect(obs, S, now):
+        assert f.signature in SIGNATURES.values() and 1 <= f.level <= 4
+
+
+def test_thresholds_are_settings_of_the_guard_section() -> None:
+    from x0tta.config.loader import parse_settings
+
+    s = parse_settings("[guard.detect]\nwindow = 20\n", environ={"X0TTA_GUARD__DETECT__FLOOD_PPS": "500"})
+    assert s.guard.detect.window == 20.0 and s.guard.detect.flood_pps == 500.0
+    assert parse_settings("").guard.detect == DetectSettings()

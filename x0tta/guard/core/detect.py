@@ -1,0 +1,628 @@
+"""Intrusion detectors: what the mesh looks like in, findings with their evidence out.
+
+batman-adv authenticates nobody: any radio in range can send OGMs, claim originators and announce
+gateways. The guard's admission (:mod:`.admission`) keeps frames of MACs without a PQ mTLS
+handshake out of batman-adv when it enforces; these detectors say when something tries anyway, or
+when an admitted MAC behaves like an attacker (a MAC allow-list cannot stop a spoofed admitted
+MAC). Pure: every detector takes the recent :class:`Observation` records (oldest first, the last
+one is the current view), the thresholds (:class:`~x0tta.config.guard.DetectSettings`) and
+``now``, and returns :class:`Finding` records. No clock, no I/O; the caller keeps the window.
+
+Times are seconds on one monotonic clock (the probes' ``CLOCK_MONOTONIC``, ``time.monotonic()``),
+given by the caller in ``Observation.at``, ``Heard.first_seen``, ``Flow.first_seen`` and
+``Handshake.at``. Counters (frames, packets) are cumulative, as the eBPF maps keep them: a detector
+takes the difference between the current observation and the one at the start of its window, and a
+counter that went backwards (its map entry was evicted and started again) counts from zero.
+
+Detectors, their input and where it comes from (docs/guard.md has the tuning):
+
+============================  ===========================================================  ========
+signature                     observation                                                  source
+============================  ===========================================================  ========
+``unadmitted_frames``         :class:`Heard` (probes' neighbour map) and ``admitted``      probes, guard
+``mac_on_two_links``          :class:`Heard` on two interfaces at once                     probes
+``mac_two_identities``        :class:`Handshake` (ok) from one MAC with two SPIFFE IDs     peer
+``originator_flood``          :class:`Route` (GET_ORIGINATORS): new originators            mesh
+``seqno_takeover``            :class:`Ogm`: two sequence-number streams of one originator  none yet
+``inflated_link_metric``      :class:`Route` vs :class:`LinkMeasure` of its next hop       mesh, heal
+``gateway_bandwidth``         :class:`GatewayAd` (GET_GATEWAYS)                            mesh
+``flow_scan``, ``flow_flood`` :class:`Flow` (probes' flow map), ingress                    probes
+``handshake_burst``           :class:`Handshake` (failed)                                  peer
+============================  ===========================================================  ========
+
+batman-adv's netlink tables carry no sequence numbers, so :class:`Ogm` records have no source yet
+(the eBPF program would have to read the OGM headers): ``seqno_takeover`` is ready for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from x0tta.config.guard import DetectSettings
+from x0tta.guard.core.admission import mac_from_link_local
+
+SEVERITY_HIGH = 1
+SEVERITY_MEDIUM = 2
+SEVERITY_LOW = 3
+SEVERITY_INFO = 4
+SEVERITY_NAMES = {SEVERITY_HIGH: "high", SEVERITY_MEDIUM: "medium", SEVERITY_LOW: "low", SEVERITY_INFO: "info"}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a finding is: its stable id (in Suricata's local-use range 1000000-1999999, as
+    ``1430500 + n`` after batman-adv's ethertype 0x4305), name, severity (1 high .. 4 info) and
+    category. Ids never change meaning; a retired signature keeps its id unused."""
+
+    sid: int
+    name: str
+    title: str
+    severity: int
+    category: str
+
+
+SIGNATURES: dict[str, Signature] = {
+    s.name: s
+    for s in (
+        Signature(1430501, "unadmitted_frames", "batman-adv frames from a MAC that is not admitted",
+                  SEVERITY_MEDIUM, "admission"),
+        Signature(1430502, "mac_on_two_links", "one MAC heard on two links at once", SEVERITY_HIGH, "spoofing"),
+        Signature(1430503, "mac_two_identities", "one MAC authenticated with two SPIFFE IDs",
+                  SEVERITY_HIGH, "spoofing"),
+        Signature(1430504, "originator_flood", "too many new originators", SEVERITY_HIGH, "routing-attack"),
+        Signature(1430505, "seqno_takeover", "originator sequence numbers from two streams",
+                  SEVERITY_HIGH, "routing-attack"),
+        Signature(1430506, "inflated_link_metric", "routes better than the link to their next hop",
+                  SEVERITY_HIGH, "routing-attack"),
+        Signature(1430507, "gateway_bandwidth", "implausible gateway bandwidth", SEVERITY_HIGH, "routing-attack"),
+        Signature(1430508, "flow_scan", "one source opening flows to many destinations", SEVERITY_MEDIUM,
+                  "network-scan"),
+        Signature(1430509, "flow_flood", "packet flood from one source", SEVERITY_MEDIUM, "denial-of-service"),
+        Signature(1430510, "handshake_burst", "burst of failed PQ mTLS handshakes", SEVERITY_MEDIUM,
+                  "authentication"),
+    )
+}
+
+
+# -- observations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A MAC this node receives frames from on an interface (the probes' ``neighbors`` map)."""
+
+    interface: str
+    mac: str
+    rx_packets: int  # cumulative
+    first_seen: float
+    last_rx: float | None = None  # None: never received from
+
+
+@dataclass(frozen=True)
+class Route:
+    """An originator entry (GET_ORIGINATORS): ``orig`` reached through ``neigh`` on ``interface``."""
+
+    orig: str
+    neigh: str
+    interface: str
+    tq: int | None = None  # BATMAN_IV, 0..255
+    throughput: int | None = None  # BATMAN_V, kbit/s
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class LinkMeasure:
+    """What this node measures on the link to a neighbour: the delivery ratio of its liveness
+    probes (0..1, heal) and its own throughput estimate (kbit/s: batman-adv's ELP estimate in
+    GET_NEIGHBORS, or a throughput-meter run). None: not measured."""
+
+    interface: str
+    mac: str
+    delivery: float | None = None
+    throughput: float | None = None
+
+
+@dataclass(frozen=True)
+class GatewayAd:
+    """A gateway announcement (GET_GATEWAYS); bandwidths in kbit/s (batman-adv's 100 kbit/s units
+    times 100)."""
+
+    orig: str
+    router: str
+    bandwidth_down: int | None = None
+    bandwidth_up: int | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow of the probes' ``flows`` map (cumulative packets since ``first_seen``)."""
+
+    direction: str  # "ingress" or "egress"
+    src: str
+    dst: str
+    proto: int
+    dport: int
+    packets: int
+    first_seen: float
+    sport: int = 0
+    interface: str = ""
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """The outcome of one PQ mTLS handshake (the peer subsystem's ``HandshakeResult``)."""
+
+    at: float
+    address: str  # host or [host]:port as the peer subsystem reports it
+    ok: bool
+    reason: str = "ok"
+    role: str = "server"
+    spiffe_id: str = ""
+
+
+@dataclass(frozen=True)
+class Ogm:
+    """One originator message: ``orig``'s sequence number ``seqno`` (u32) received from ``mac``."""
+
+    at: float
+    orig: str
+    seqno: int
+    mac: str = ""
+    interface: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at the mesh at ``at``: tables are the state then; ``handshakes`` and ``ogms`` are
+    the events since the previous observation."""
+
+    at: float
+    heard: tuple[Heard, ...] = ()
+    admitted: frozenset[str] = frozenset()
+    routes: tuple[Route, ...] = ()
+    links: tuple[LinkMeasure, ...] = ()
+    gateways: tuple[GatewayAd, ...] = ()
+    flows: tuple[Flow, ...] = ()
+    handshakes: tuple[Handshake, ...] = ()
+    ogms: tuple[Ogm, ...] = ()
+    enforcing: bool = False
+
+
+# -- findings -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One detection: the signature, when (``now``), whom it is about, and why (``evidence``:
+    JSON-able, the numbers and thresholds the decision was made on)."""
+
+    signature: Signature
+    at: float
+    subject: str  # what it is about (a MAC, an originator, an address): with the sid, its identity
+    macs: tuple[str, ...] = ()
+    originator: str | None = None
+    spiffe_id: str | None = None
+    interface: str | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    severity: int | None = None  # None: the signature's
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """Same key, same threat: a caller reports a key once per hold-down, not at every look."""
+        return (self.signature.sid, self.subject)
+
+    @property
+    def level(self) -> int:
+        return self.severity if self.severity is not None else self.signature.severity
+
+
+def _finding(name: str, now: float, subject: str, **kw: Any) -> Finding:
+    return Finding(SIGNATURES[name], now, subject, **kw)
+
+
+def _norm(mac: str) -> str:
+    return mac.lower()
+
+
+def _group(mac: str) -> bool:
+    """A broadcast or multicast MAC (I/G bit set): only ever a destination of this node's frames."""
+    try:
+        return bool(int(mac[:2], 16) & 1)
+    except ValueError:
+        return False
+
+
+def _window(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Observation]:
+    """The observations within the window, in time order (ones from the future are ignored)."""
+    start = now - s.window
+    return sorted((o for o in observations if start <= o.at <= now), key=lambda o: o.at)
+
+
+def _base(observations: Sequence[Observation], s: DetectSettings, now: float) -> Observation | None:
+    """The observation the window's counters start from: the latest at or before its start, else
+    the oldest inside it; None when there is none but the current one."""
+    start = now - s.window
+    past = [o for o in observations if o.at <= now]
+    if len(past) < 2:
+        return None
+    before = [o for o in past if o.at <= start]
+    return max(before, key=lambda o: o.at) if before else min(past, key=lambda o: o.at)
+
+
+def _current(observations: Sequence[Observation], now: float) -> Observation | None:
+    past = [o for o in observations if o.at <= now]
+    return max(past, key=lambda o: o.at) if past else None
+
+
+def _grown(now_count: int, then_count: int | None) -> int:
+    """Growth of a cumulative counter; one that went backwards was reset and counts from zero."""
+    if then_count is None or now_count < then_count:
+        return max(now_count, 0)
+    return now_count - then_count
+
+
+# -- the detectors --------------------------------------------------------------------------------
+
+
+def unadmitted_frames(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """MACs sending frames within the window without being admitted, past their grace."""
+    cur, base = _current(observations, now), _base(observations, s, now)
+    if cur is None:
+        return []
+    admitted = {_norm(m) for m in cur.admitted}
+    before = {(h.interface, _norm(h.mac)): h.rx_packets for h in base.heard} if base else {}
+    out = []
+    for h in cur.heard:
+        mac = _norm(h.mac)
+        if mac in admitted or _group(mac):
+            continue
+        frames = _grown(h.rx_packets, before.get((h.interface, mac)))
+        if frames < s.unadmitted_min_frames or now - h.first_seen < s.unadmitted_grace:
+            continue
+        out.append(_finding(
+            "unadmitted_frames", now, mac, macs=(mac,), interface=h.interface,
+            severity=SEVERITY_LOW if cur.enforcing else SEVERITY_MEDIUM,
+            evidence={"frames": frames, "window": s.window, "first_seen_ago": round(now - h.first_seen, 3),
+                      "enforcing": cur.enforcing, "min_frames": s.unadmitted_min_frames,
+                      "grace": s.unadmitted_grace},
+        ))
+    return out
+
+
+def mac_on_two_links(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """One MAC received on two interfaces of this node within ``mac_conflict_window`` of each
+    other: two radios answering to one address, a spoofed MAC."""
+    cur = _current(observations, now)
+    if cur is None:
+        return []
+    by_mac: dict[str, dict[str, float]] = defaultdict(dict)
+    for h in cur.heard:
+        if h.last_rx is not None and now - h.last_rx <= s.mac_conflict_window:
+            by_mac[_norm(h.mac)][h.interface] = h.last_rx
+    out = []
+    for mac, links in sorted(by_mac.items()):
+        if len(links) < 2:
+            continue
+        times = sorted(links.values())
+        if times[-1] - times[0] > s.mac_conflict_window:
+            continue
+        out.append(_finding(
+            "mac_on_two_links", now, mac, macs=(mac,),
+            evidence={"interfaces": sorted(links),
+                      "last_rx_ago": {i: round(now - t, 3) for i, t in sorted(links.items())},
+                      "conflict_window": s.mac_conflict_window},
+        ))
+    return out
+
+
+def _handshakes(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Handshake]:
+    seen: dict[tuple[Any, ...], Handshake] = {}
+    for o in observations:
+        for h in o.handshakes:
+            if now - s.window <= h.at <= now:
+                seen[(h.at, h.address, h.ok, h.reason, h.role, h.spiffe_id)] = h
+    return sorted(seen.values(), key=lambda h: h.at)
+
+
+def _host(address: str) -> str:
+    """The host of ``host``, ``host:port`` or ``[v6]:port`` (a bare IPv6 address stays whole)."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:
+        return address.split(":", 1)[0]
+    return address
+
+
+def mac_two_identities(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """One MAC (the modified EUI-64 in the link-local address a handshake came from) authenticated
+    as two SPIFFE IDs within ``mac_conflict_window``: one of them is not that node."""
+    ids: dict[str, dict[str, float]] = defaultdict(dict)
+    for h in _handshakes(observations, s, now):
+        raw = mac_from_link_local(_host(h.address)) if h.ok and h.spiffe_id else None
+        if raw is not None:
+            ids[raw.hex(":")][h.spiffe_id] = h.at
+    out = []
+    for mac, by_id in sorted(ids.items()):
+        ranked = sorted(by_id.items(), key=lambda kv: kv[1])
+        clash = [(a, b) for a, b in itertools.pairwise(ranked) if b[1] - a[1] <= s.mac_conflict_window]
+        if not clash:
+            continue
+        (first, _), (second, _) = clash[-1]
+        out.append(_finding(
+            "mac_two_identities", now, mac, macs=(mac,), spiffe_id=second,
+            evidence={"spiffe_ids": [first, second], "identities_in_window": len(by_id),
+                      "conflict_window": s.mac_conflict_window},
+        ))
+    return out
+
+
+def originator_flood(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """More new originators within the window than the larger of ``originator_flood_min`` and
+    ``originator_flood_ratio`` of those known at its start. Needs a view from before the window
+    began that knew some originators: an agent that just started, or a node that was alone (it
+    learns the whole mesh at once when it joins), has no baseline and judges nothing."""
+    cur, base = _current(observations, now), _base(observations, s, now)
+    if cur is None or base is None or base.at > now - s.window or not base.routes:
+        return []
+    known = {_norm(r.orig) for o in _window(observations, s, now) if o is not cur for r in o.routes}
+    known |= {_norm(r.orig) for r in base.routes}
+    new = {_norm(r.orig): r for r in cur.routes if _norm(r.orig) not in known}
+    base_count = len({r.orig for r in base.routes})
+    limit = max(s.originator_flood_min, math.ceil(s.originator_flood_ratio * base_count))
+    if len(new) < limit:
+        return []
+    via = Counter(_norm(r.neigh) for r in new.values())
+    neigh, carried = via.most_common(1)[0]
+    return [_finding(
+        "originator_flood", now, neigh, macs=(neigh,),
+        interface=next(r.interface for r in new.values() if _norm(r.neigh) == neigh),
+        evidence={"new_originators": len(new), "known_before": base_count, "limit": limit, "window": s.window,
+                  "via": dict(via.most_common(5)), "carried_by_top_neighbour": carried,
+                  "sample": sorted(new)[:10]},
+    )]
+
+
+U32 = 1 << 32
+
+
+def _serial_diff(a: int, b: int) -> int:
+    """``a - b`` in u32 serial-number arithmetic (RFC 1982): positive when ``a`` is newer."""
+    d = (a - b) % U32
+    return d - U32 if d >= U32 // 2 else d
+
+
+@dataclass
+class _Stream:
+    first: float
+    last: float
+    seqno: int
+    count: int
+    macs: set[str]
+    first_seqno: int
+
+
+def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """An originator whose OGMs form two sequence-number streams that run at the same time: one
+    jumped beyond what the originator interval allows (``seqno_rate`` per second plus
+    ``seqno_margin``) while the other went on. An originator that restarts jumps too (batman-adv
+    starts from a random number) but its old stream stops: not flagged."""
+    ogms: dict[str, dict[tuple[float, int, str], Ogm]] = defaultdict(dict)
+    for o in observations:
+        for m in o.ogms:
+            if now - s.window <= m.at <= now:
+                ogms[_norm(m.orig)][(m.at, m.seqno, m.mac)] = m
+    out = []
+    for orig, seen in sorted(ogms.items()):
+        streams: list[_Stream] = []
+        for m in sorted(seen.values(), key=lambda m: (m.at, m.seqno)):
+            seq = m.seqno % U32
+            for st in streams:
+                d = _serial_diff(seq, st.seqno)
+                if -s.seqno_margin <= d <= s.seqno_margin + s.seqno_rate * max(m.at - st.last, 0.0):
+                    if d > 0:
+                        st.seqno = seq
+                    st.last, st.count = m.at, st.count + 1
+                    st.macs.add(_norm(m.mac))
+                    break
+            else:
+                streams.append(_Stream(m.at, m.at, seq, 1, {_norm(m.mac)}, seq))
+        live = [st for st in streams if st.count >= 2]
+        pairs = [(a, b) for a in live for b in live if a is not b and a.first < b.first < a.last]
+        if not pairs:
+            continue
+        old, new = pairs[0]
+        macs = tuple(sorted((new.macs - old.macs) or new.macs))
+        out.append(_finding(
+            "seqno_takeover", now, orig, originator=orig, macs=macs,
+            evidence={"streams": len(live), "old_seqno": old.seqno, "new_seqno": new.seqno,
+                      "jump": _serial_diff(new.first_seqno, old.seqno), "old_from": sorted(old.macs),
+                      "new_from": sorted(new.macs), "overlap": round(old.last - new.first, 3),
+                      "margin": s.seqno_margin, "rate": s.seqno_rate},
+        ))
+    return out
+
+
+def inflated_link_metric(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """Routes through a neighbour that claim more than this node measures on the link to it: a path
+    is never better than its first hop. BATMAN_IV: TQ/255 above the measured delivery ratio plus
+    ``link_tq_margin``; BATMAN_V: throughput above ``link_throughput_factor`` times this node's
+    estimate. One finding per neighbour, with its worst routes."""
+    cur = _current(observations, now)
+    if cur is None:
+        return []
+    measured = {(m.interface, _norm(m.mac)): m for m in cur.links}
+    bad: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in cur.routes:
+        m = measured.get((r.interface, _norm(r.neigh)))
+        if m is None:
+            continue
+        if r.tq is not None and m.delivery is not None and r.tq / 255 > min(m.delivery, 1.0) + s.link_tq_margin:
+            bad[(r.interface, _norm(r.neigh))].append(
+                {"orig": _norm(r.orig), "tq": r.tq, "measured_delivery": round(m.delivery, 4)})
+        elif r.throughput is not None and m.throughput is not None and m.throughput >= 0 and (
+            r.throughput > s.link_throughput_factor * m.throughput
+        ):
+            bad[(r.interface, _norm(r.neigh))].append(
+                {"orig": _norm(r.orig), "throughput": r.throughput, "measured_throughput": m.throughput})
+    out = []
+    for (iface, neigh), routes in sorted(bad.items()):
+        out.append(_finding(
+            "inflated_link_metric", now, neigh, macs=(neigh,), interface=iface,
+            originator=routes[0]["orig"],
+            evidence={"routes": len(routes), "worst": routes[:5], "tq_margin": s.link_tq_margin,
+                      "throughput_factor": s.link_throughput_factor},
+        ))
+    return out
+
+
+def gateway_bandwidth(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """Gateways announcing more than ``gateway_max_bandwidth``, or more than ``gateway_ratio``
+    times the median of the other gateways (when there are at least two others)."""
+    cur = _current(observations, now)
+    if cur is None:
+        return []
+    limit = s.gateway_max_bandwidth * 1000  # Mbit/s -> kbit/s
+    best = {_norm(g.orig): max(g.bandwidth_down or 0, g.bandwidth_up or 0) for g in cur.gateways}
+    out = []
+    for g in cur.gateways:
+        orig = _norm(g.orig)
+        claim = best[orig]
+        others = [v for o, v in best.items() if o != orig and v > 0]
+        median = statistics.median(others) if len(others) >= 2 else None
+        too_much = claim > limit
+        outlier = median is not None and claim > s.gateway_ratio * median
+        if not (too_much or outlier):
+            continue
+        out.append(_finding(
+            "gateway_bandwidth", now, orig, originator=orig, macs=(_norm(g.router),),
+            evidence={"bandwidth_down_kbit": g.bandwidth_down, "bandwidth_up_kbit": g.bandwidth_up,
+                      "max_kbit": limit, "median_of_others_kbit": median, "ratio": s.gateway_ratio},
+        ))
+    return out
+
+
+def _flow_growth(
+    observations: Sequence[Observation], s: DetectSettings, now: float
+) -> tuple[dict[str, dict[tuple[str, int, int], int]], float]:
+    """Ingress packets per source and destination (dst, proto, dport) within the window, and the
+    seconds it spans."""
+    cur, base = _current(observations, now), _base(observations, s, now)
+    if cur is None:
+        return {}, 0.0
+
+    def ident(f: Flow) -> tuple[Any, ...]:
+        return (f.interface, f.src, f.dst, f.proto, f.sport, f.dport)
+
+    before = {ident(f): f for f in base.flows} if base else {}
+    start = base.at if base else now - s.window
+    grown: dict[str, dict[tuple[str, int, int], int]] = defaultdict(lambda: defaultdict(int))
+    for f in cur.flows:
+        if f.direction != "ingress":
+            continue
+        old = before.get(ident(f))
+        fresh = old is None and f.first_seen >= start
+        if old is None and not fresh:
+            continue  # older than the window and not in its base: its count is not the window's
+        packets = _grown(f.packets, old.packets if old and old.first_seen == f.first_seen else None)
+        if packets > 0:
+            grown[f.src][(f.dst, f.proto, f.dport)] += packets
+    return grown, max(now - start, 1e-3)
+
+
+def flow_scan(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """One source reaching ``scan_destinations`` or more distinct (destination, protocol, port)
+    within the window."""
+    grown, _ = _flow_growth(observations, s, now)
+    out = []
+    for src, dests in sorted(grown.items()):
+        if len(dests) < s.scan_destinations:
+            continue
+        ports = {d[2] for d in dests}
+        hosts = {d[0] for d in dests}
+        out.append(_finding(
+            "flow_scan", now, src,
+            evidence={"src": src, "destinations": len(dests), "hosts": len(hosts), "ports": len(ports),
+                      "limit": s.scan_destinations, "window": s.window, "sample": sorted(map(list, dests))[:10]},
+        ))
+    return out
+
+
+def flow_flood(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """One source sending this node more than ``flood_pps`` packets per second over the window."""
+    grown, span = _flow_growth(observations, s, now)
+    out = []
+    for src, dests in sorted(grown.items()):
+        packets = sum(dests.values())
+        pps = packets / span
+        if pps <= s.flood_pps:
+            continue
+        top = max(dests.items(), key=lambda kv: (kv[1], kv[0]))
+        out.append(_finding(
+            "flow_flood", now, src,
+            evidence={"src": src, "packets": packets, "seconds": round(span, 3), "pps": round(pps, 1),
+                      "limit_pps": s.flood_pps, "flows": len(dests), "top": [*top[0], top[1]]},
+        ))
+    return out
+
+
+def handshake_burst(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """``handshake_failures`` or more failed handshakes from one host within the window. Only
+    failures the other side caused count: ``unreachable`` (this node dialled and found no one) is
+    not an attempt on it."""
+    fails: dict[str, list[Handshake]] = defaultdict(list)
+    for h in _handshakes(observations, s, now):
+        if not h.ok and h.reason != "unreachable":
+            fails[_host(h.address)].append(h)
+    out = []
+    for host, hs in sorted(fails.items()):
+        if len(hs) < s.handshake_failures:
+            continue
+        raw = mac_from_link_local(host)
+        claimed = sorted({h.spiffe_id for h in hs if h.spiffe_id})
+        out.append(_finding(
+            "handshake_burst", now, host, macs=(raw.hex(":"),) if raw else (),
+            spiffe_id=claimed[0] if len(claimed) == 1 else None,
+            evidence={"address": host, "failures": len(hs), "limit": s.handshake_failures, "window": s.window,
+                      "reasons": dict(Counter(h.reason for h in hs).most_common()), "claimed_ids": claimed[:5]},
+        ))
+    return out
+
+
+DETECTORS: dict[str, Callable[[Sequence[Observation], DetectSettings, float], list[Finding]]] = {
+    "unadmitted_frames": unadmitted_frames,
+    "mac_on_two_links": mac_on_two_links,
+    "mac_two_identities": mac_two_identities,
+    "originator_flood": originator_flood,
+    "seqno_takeover": seqno_takeover,
+    "inflated_link_metric": inflated_link_metric,
+    "gateway_bandwidth": gateway_bandwidth,
+    "flow_scan": flow_scan,
+    "flow_flood": flow_flood,
+    "handshake_burst": handshake_burst,
+}
+
+
+def detect(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """Every detector over the same observations; findings in the order of the detectors."""
+    return [f for fn in DETECTORS.values() for f in fn(observations, s, now)]
+
+
+def fresh(
+    findings: Sequence[Finding], reported: Mapping[tuple[int, str], float], hold: float, now: float
+) -> tuple[list[Finding], dict[tuple[int, str], float]]:
+    """The findings to report now - those whose key was not reported within ``hold`` seconds - and
+    the new report times (keys older than ``hold`` are forgotten), so a threat that lasts is one
+    record per hold-down, not one per look."""
+    kept = {k: t for k, t in reported.items() if now - t < hold}
+    out = []
+    for f in findings:
+        if f.key not in kept:
+            kept[f.key] = now
+            out.append(f)
+    return out, kept
