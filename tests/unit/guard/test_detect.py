@@ -7,6 +7,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.guard.strategies import observations, times
 from x0tta.config.guard import DetectSettings
 from x0tta.guard.core import link_local_from_mac
 from x0tta.guard.core.detect import (
@@ -337,29 +338,6 @@ def test_fresh_reports_a_lasting_threat_once_per_hold() -> None:
 
 
 # -- never raise ----------------------------------------------------------------------------------
-
-macs = st.one_of(st.sampled_from([A, B, C, R, "ff:ff:ff:ff:ff:ff"]), st.text(max_size=20))
-times = st.floats(allow_nan=True, allow_infinity=True)
-ints = st.integers(min_value=-(1 << 70), max_value=1 << 70)
-opt_ints = st.none() | ints
-texts = st.text(max_size=30)
-
-observations = st.builds(
-    Observation,
-    at=times,
-    heard=st.tuples(*[st.builds(Heard, texts, macs, ints, times, st.none() | times)] * 2),
-    admitted=st.frozensets(macs, max_size=3),
-    routes=st.lists(st.builds(Route, macs, macs, texts, opt_ints, opt_ints, st.booleans()), max_size=6).map(tuple),
-    links=st.lists(st.builds(LinkMeasure, texts, macs, st.none() | times, st.none() | times), max_size=4).map(tuple),
-    gateways=st.lists(st.builds(GatewayAd, macs, macs, opt_ints, opt_ints), max_size=4).map(tuple),
-    flows=st.lists(st.builds(Flow, st.sampled_from(["ingress", "egress", ""]), texts, texts, ints, ints, ints,
-                             times, ints, texts), max_size=6).map(tuple),
-    handshakes=st.lists(st.builds(Handshake, times, st.one_of(texts, st.just(f"[{link_local_from_mac(A, 'w')}]:1")),
-                                  st.booleans(), texts, texts, texts), max_size=6).map(tuple),
-    ogms=st.lists(st.builds(Ogm, times, macs, ints, macs, texts), max_size=8).map(tuple),
-    enforcing=st.booleans(),
-)
-
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(observations, max_size=4), times)
