@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS=(
   python3-venv            # the project's virtualenv
-  prometheus              # promtool: /metrics is checked with it
+  prometheus              # promtool: /metrics and the alert rules are checked with it
+  prometheus-alertmanager # amtool: the example Alertmanager config is checked with it
   systemd                 # systemd-analyze: the unit file is verified and scored with it
   iproute2                # ip netns / veth / tc for integration tests
   user-mode-linux         # the lab's kernel (Linux 6.1 with batman-adv) as a process

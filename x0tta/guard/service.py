@@ -18,7 +18,10 @@ Lifecycle (``run``):
 
 Admin commands: ``guard.list``, ``guard.admit {"mac", "reason"?}``, ``guard.revoke {"mac"}``,
 ``guard.mode {"mode"}`` (``x0tta guard``). Metrics: ``x0tta_guard_enforcing``,
-``x0tta_guard_in_kernel``, ``x0tta_guard_admitted{origin}``. The frames the kernel dropped are
+``x0tta_guard_in_kernel``, ``x0tta_guard_admitted{origin}``, ``x0tta_guard_threats_total{signature}``
+(threat records by detector, every signature exported from zero so that the alert rules' ``increase``
+sees the first one; counted by :meth:`GuardService.count_threats` - nothing feeds the detectors yet,
+docs/guard.md). The frames the kernel dropped are
 counted by the probes' program and exported with the probes' metrics
 (``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
 
@@ -30,10 +33,11 @@ through it with :class:`~x0tta.guard.enforce.PeerAdmission`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from x0tta.common.errors import X0ttaError
 from x0tta.common.subsystem import Context, Subsystem
@@ -41,6 +45,7 @@ from x0tta.config.guard import GuardSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.guard.conditions import GUARD_NOT_ENFORCED
 from x0tta.guard.core import MODES, ORIGIN_NAMES
+from x0tta.guard.core.detect import SIGNATURES, Finding
 from x0tta.guard.enforce import Guard, KernelMaps
 
 NOT_ENFORCED = (
@@ -59,6 +64,7 @@ class GuardService(Subsystem):
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
         self.guard = Guard(self.settings.mode, self.settings.admitted_macs)
+        self.threats: Counter[str] = Counter()  # threat records by signature name, since start
         self._changed = asyncio.Event()
         self._registered = False
 
@@ -66,6 +72,10 @@ class GuardService(Subsystem):
         """The probes loaded the guard's maps (enforce through them now) or let them go (None)."""
         self.guard.attach(maps)
         self._changed.set()
+
+    def count_threats(self, findings: Iterable[Finding]) -> None:
+        """Count threat records (``x0tta_guard_threats_total{signature}``)."""
+        self.threats.update(f.signature.name for f in findings)
 
     # -- the subsystem ------------------------------------------------------------------------
 
@@ -102,7 +112,7 @@ class GuardService(Subsystem):
 
     def _register(self, ctx: Context) -> None:
         self._registered = True
-        ctx.registry.register(_Collector(self.guard))
+        ctx.registry.register(_Collector(self.guard, self.threats))
         g = self.guard
 
         async def admit(args: dict[str, Any]) -> dict[str, Any]:
@@ -144,8 +154,9 @@ class _Collector:
     """The guard's state at scrape time (no kernel access during a scrape). No ``describe``: a
     registry that auto-describes learns the names from ``collect``, which is as cheap."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, threats: Counter[str]) -> None:
         self.guard = guard
+        self.threats = threats
 
     def collect(self) -> Iterator[Any]:
         g = self.guard
@@ -157,3 +168,7 @@ class _Collector:
         for origin, name in sorted(ORIGIN_NAMES.items()):
             admitted.add_metric([name], float(sum(1 for a in g.state.entries.values() if a.origin == origin)))
         yield admitted
+        threats = CounterMetricFamily("x0tta_guard_threats", "Threat records by signature", labels=["signature"])
+        for name in sorted(SIGNATURES):
+            threats.add_metric([name], float(self.threats[name]))
+        yield threats

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from x0tta.common.errors import DecodeError, PermanentError
-from x0tta.config.guard import GuardSettings
+from x0tta.config.guard import DetectSettings, GuardSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.guard.core import parse_mac
+from x0tta.guard.core.detect import SIGNATURES, Heard, Observation, unadmitted_frames
 from x0tta.guard.enforce import KernelMaps
 from x0tta.guard.service import GuardCommandError, GuardService
 from x0tta.guard.testing import DictMap
@@ -88,6 +89,16 @@ async def test_metrics(running):
     assert value("x0tta_guard_in_kernel") == 1
     assert value("x0tta_guard_admitted", {"origin": "static"}) == 1
     assert value("x0tta_guard_admitted", {"origin": "dynamic"}) == 1
+
+
+async def test_threats_are_counted_by_signature_from_zero(running):
+    svc, ctx = running
+    value = ctx.registry.get_sample_value
+    assert all(value("x0tta_guard_threats_total", {"signature": name}) == 0 for name in SIGNATURES)
+    obs = [Observation(0.0, heard=(Heard("wlan0", B, 0, 0.0),)), Observation(60.0, heard=(Heard("wlan0", B, 99, 0.0),))]
+    svc.count_threats(unadmitted_frames(obs, DetectSettings(), 60.0) * 2)
+    assert value("x0tta_guard_threats_total", {"signature": "unadmitted_frames"}) == 2
+    assert value("x0tta_guard_threats_total", {"signature": "flow_flood"}) == 0
 
 
 async def test_reload_in_place_and_restart_keep_dynamic_admissions(running):
