@@ -23,9 +23,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import ROOT, require_root
-from x0tta.agent.wiring import guard_maps
+from x0tta.agent.wiring import guard_maps, guard_observer
 from x0tta.common.errors import CapabilityMissing
-from x0tta.config.guard import GuardSettings
+from x0tta.config.guard import DetectSettings, GuardSettings
 from x0tta.config.probes import ProbeSettings
 from x0tta.guard.enforce import Guard
 from x0tta.guard.service import GuardService
@@ -289,6 +289,7 @@ class Ctx:
         self.health = self
         self.admin = self
         self.log = self
+        self.node_id = "n1"
 
     @property
     def settings(self):
@@ -317,7 +318,8 @@ async def test_services_export_metrics_and_admin_commands(net, pin):
     from x0tta.config.schema import AgentSettings
 
     s = settings(net, pin, poll_interval=0.1)
-    g = GuardSettings(mode="enforce")
+    # detection by hand (look) below, not by the guard's own loop
+    g = GuardSettings(mode="enforce", detect=DetectSettings(enabled=False, unadmitted_grace=0, unadmitted_min_frames=2))
     registry = CollectorRegistry()
     ctx, gctx = Ctx(s, g, registry), Ctx(s, g, registry)
     gsvc = GuardService(settings=g)
@@ -330,7 +332,7 @@ async def test_services_export_metrics_and_admin_commands(net, pin):
             await asyncio.sleep(0.05)
             if svc.last is not None:
                 break
-        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke"]
+        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke", "guard.threats"]
         assert sorted(ctx.commands) == ["probes.flows", "probes.neighbors"]
         assert await gctx.commands["guard.admit"]({"mac": PEER_MAC}) == {"mac": PEER_MAC, "changed": True}
         await asyncio.to_thread(net.send_batman, 3)
@@ -353,6 +355,12 @@ async def test_services_export_metrics_and_admin_commands(net, pin):
         listing = await gctx.commands["guard.list"]({})
         assert listing["mode"] == "enforce" and listing["enforced_in_kernel"]
         assert ctx.conditions == () and gctx.conditions == ()
+        # the guard's detectors, fed as the agent wires them, see the frames the kernel dropped
+        gsvc.observe = guard_observer({"probes": svc})
+        [threat] = gsvc.look(gctx, time.monotonic())
+        assert threat["batman"]["macs"] == [OTHER_MAC] and threat["in_iface"] == net.host
+        assert threat["alert"]["action"] == "blocked" and threat["batman"]["evidence"]["frames"] == 2
+        assert value("x0tta_guard_threats_total", {"signature": "unadmitted_frames"}) == 1
 
         # reload: guard mode and static MACs apply in place; map sizes need a restart of the probes
         new = AgentSettings(probes=s, guard=replace(g, mode="observe", admitted_macs=(OTHER_MAC,)))

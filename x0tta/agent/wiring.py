@@ -10,6 +10,9 @@ The guard and the probes share one eBPF object: the probes load it, and this mod
 guard its two maps (:func:`guard_maps`) each time they do; the guard never imports the probes.
 Heal's liveness prober corroborates a late neighbour's silence with the probes' per-neighbour
 counters: this module hands it ``probes.last_rx``; heal and the probes never import each other.
+
+The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
+mesh subsystem's last table dump, as the guard's own observation types.
 """
 
 from __future__ import annotations
@@ -88,9 +91,15 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             service.neighbour_rx = probes(s).last_rx  # type: ignore[attr-defined]
         return service
 
-    # The peer subsystem admits and revokes MACs through ``guard.guard`` (docs/ebpf.md).
+    # The peer subsystem admits and revokes MACs through ``guard.guard`` (docs/ebpf.md); the
+    # guard's detectors look at what the probes and the mesh subsystem last saw (docs/guard.md).
     def guard(s: AgentSettings) -> Subsystem:
-        return once("guard", lambda: _guard(s))
+        def build() -> Subsystem:
+            service = _guard(s)
+            service.observe = guard_observer(shared)  # type: ignore[attr-defined]
+            return service
+
+        return once("guard", build)
 
     # The probes are shared too: they load the guard's maps and the MAPE-K monitor reads
     # ``probes.neighbors_seen()`` (docs/ebpf.md).
@@ -185,6 +194,54 @@ def guard_maps(attach: Callable[[Any], None]) -> Callable[[Mapping[str, Any] | N
         attach(None if maps is None else KernelMaps(maps[MAP_ADMITTED], maps[MAP_CONFIG]))
 
     return listener
+
+
+def guard_observer(shared: Mapping[str, Subsystem]) -> Callable[[float], Any]:
+    """``now -> Observation`` for the guard's detectors, from the subsystems in ``shared`` as they
+    are at each call (a subsystem not running, or not polled yet, contributes nothing):
+
+    * the probes' last poll: every (interface, MAC) heard, with its frames, the frames the guard
+      program denied, first and last heard (CLOCK_MONOTONIC, as ``now``); the flows;
+    * the mesh subsystem's last dump: GET_ORIGINATORS as routes, GET_GATEWAYS (bandwidth in
+      batman-adv's 100 kbit/s units, made kbit/s), and GET_NEIGHBORS' throughput (BATMAN_V: this
+      node's own estimate of each link) as the measured side of each link.
+
+    Not here yet: handshake outcomes (the peer subsystem has no listener for them), the heal
+    probes' delivery ratio per link (so BATMAN_IV's TQ is not compared), OGM sequence numbers."""
+    from x0tta.guard.core.detect import Flow, GatewayAd, Heard, LinkMeasure, Observation, Route
+
+    def observe(now: float) -> Any:
+        heard: list[Any] = []
+        flows: list[Any] = []
+        last = getattr(shared.get("probes"), "last", None)
+        if last is not None:
+            snap, names = last.snapshot, last.names
+            for k, v in snap.neighbors.items():
+                heard.append(Heard(names.get(k.ifindex, str(k.ifindex)), k.mac, v.rx_packets, v.first_seen_ns / 1e9,
+                                   v.last_rx_ns / 1e9 if v.last_rx_ns else None, v.denied_packets))
+            for k, f in snap.flows.items():
+                flows.append(Flow(k.direction, k.src, k.dst, k.proto, k.dport, f.packets, f.first_seen_ns / 1e9,
+                                  k.sport, names.get(k.ifindex, str(k.ifindex))))
+        routes: list[Any] = []
+        links: list[Any] = []
+        gateways: list[Any] = []
+        seen = getattr(shared.get("mesh"), "last_observation", None)
+        if seen is not None:
+            routes = [Route(o.orig_address, o.neigh_address, o.hard_ifname or str(o.hard_ifindex), o.tq,
+                            o.throughput, o.flag_best) for o in seen.originators]
+            links = [LinkMeasure(n.hard_ifname or str(n.hard_ifindex), n.neigh_address, throughput=n.throughput)
+                     for n in seen.neighbors if n.throughput is not None]
+            gateways = [GatewayAd(g.orig_address, g.router, _kbit(g.bandwidth_down), _kbit(g.bandwidth_up))
+                        for g in seen.gateways]
+        return Observation(now, heard=tuple(heard), routes=tuple(routes), links=tuple(links),
+                           gateways=tuple(gateways), flows=tuple(flows))
+
+    return observe
+
+
+def _kbit(units: int | None) -> int | None:
+    """batman-adv's gateway bandwidth (units of 100 kbit/s) in kbit/s."""
+    return None if units is None else units * 100
 
 
 def _guard(settings: AgentSettings) -> Subsystem:

@@ -21,6 +21,29 @@ class DetectSettings:
     default is set so that honest churn - links flapping, agents restarting, nodes joining - stays
     below it with a margin; lower one only after watching the mesh it runs in."""
 
+    enabled: bool = setting(
+        True,
+        doc="Look for attacks: every interval, the guard runs the detectors over what the probes "
+        "and the mesh tables show, logs a threat record (guard_threat) per finding and counts it "
+        "in x0tta_guard_threats_total. Detection only: nothing is dropped or quarantined for it.",
+    )
+    interval: float = setting(
+        5.0,
+        doc="Seconds between two looks: the probes poll and batman-adv's tables are dumped every "
+        "few seconds, so a shorter interval sees nothing new; five keeps time to detection within "
+        "the issue's goal of 5 s plus one table refresh.",
+        min=0.5,
+        max=300.0,
+        unit="s",
+    )
+    report_hold: float = setting(
+        300.0,
+        doc="A threat that lasts (same signature, same subject) is recorded once per hold, not at "
+        "every look: five minutes keeps the log readable and the alert rules' 5-minute window fed.",
+        min=1.0,
+        max=86_400.0,
+        unit="s",
+    )
     window: float = setting(
         60.0,
         doc="The sliding window every detector looks back over: long enough to see a flood or a "

@@ -17,11 +17,19 @@ Lifecycle (``run``):
    are turned off. Nothing is dropped then: without the programs there is no guard in the kernel.
 
 Admin commands: ``guard.list``, ``guard.admit {"mac", "reason"?}``, ``guard.revoke {"mac"}``,
-``guard.mode {"mode"}`` (``x0tta guard``). Metrics: ``x0tta_guard_enforcing``,
+``guard.mode {"mode"}`` (``x0tta guard``), ``guard.threats {"limit"?}`` (the latest threat
+records, newest last). Metrics: ``x0tta_guard_enforcing``,
 ``x0tta_guard_in_kernel``, ``x0tta_guard_admitted{origin}``, ``x0tta_guard_threats_total{signature}``
 (threat records by detector, every signature exported from zero so that the alert rules' ``increase``
-sees the first one; counted by :meth:`GuardService.count_threats` - nothing feeds the detectors yet,
-docs/guard.md). The frames the kernel dropped are
+sees the first one).
+
+Detection (``[guard.detect]``, docs/guard.md): when the composition root hands it an observer
+(:attr:`GuardService.observe`: ``now -> Observation`` of what the probes and the mesh tables show),
+every ``interval`` the guard adds this node's admissions and mode to a new observation, runs the
+pure detectors (``x0tta.guard.core.detect``) over the observations of the last two windows, and
+for each new finding (once per ``report_hold``) logs ``guard_threat`` with the threat record
+(``x0tta.guard.core.threats``), counts it and keeps it for ``guard.threats``. An observer that
+raises is logged and retried at the next interval; detection never stops the guard. The frames the kernel dropped are
 counted by the probes' program and exported with the probes' metrics
 (``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
 
@@ -33,8 +41,10 @@ through it with :class:`~x0tta.guard.enforce.PeerAdmission`.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Iterable, Iterator
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -44,14 +54,18 @@ from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.guard import GuardSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.guard.conditions import GUARD_NOT_ENFORCED
-from x0tta.guard.core import MODES, ORIGIN_NAMES
-from x0tta.guard.core.detect import SIGNATURES, Finding
+from x0tta.guard.core import MODES, ORIGIN_NAMES, format_mac
+from x0tta.guard.core.detect import SIGNATURES, Finding, Observation, detect, fresh
+from x0tta.guard.core.threats import threat_record
 from x0tta.guard.enforce import Guard, KernelMaps
 
 NOT_ENFORCED = (
     "not enforced: the probes have not loaded the guard's eBPF maps (see probes); "
     "admissions are kept and written when they do"
 )
+
+
+KEEP_RECORDS = 256  # threat records kept for guard.threats (the log has them all)
 
 
 class GuardCommandError(X0ttaError):
@@ -65,8 +79,16 @@ class GuardService(Subsystem):
         self.settings = settings or GuardSettings()
         self.guard = Guard(self.settings.mode, self.settings.admitted_macs)
         self.threats: Counter[str] = Counter()  # threat records by signature name, since start
+        self.records: deque[dict[str, Any]] = deque(maxlen=KEEP_RECORDS)
+        # Set by the composition root: what the probes and the mesh tables show now (monotonic
+        # ``now`` in, an Observation without admissions out). None: no detection.
+        self.observe: Callable[[float], Observation] | None = None
+        self.history: list[Observation] = []
+        self._reported: dict[tuple[int, str], float] = {}
         self._changed = asyncio.Event()
         self._registered = False
+        self._clock = time.monotonic
+        self._wall = time.time
 
     def kernel_maps(self, maps: KernelMaps | None) -> None:
         """The probes loaded the guard's maps (enforce through them now) or let them go (None)."""
@@ -84,11 +106,55 @@ class GuardService(Subsystem):
         if not self._registered:
             self._register(ctx)
         g = self.guard
-        ctx.log.info("guard_started", mode=g.mode, admitted=len(g.state.entries), in_kernel=g.bound)
+        ctx.log.info("guard_started", mode=g.mode, admitted=len(g.state.entries), in_kernel=g.bound,
+                     detecting=self._detecting())
+        next_look = self._clock()
         while True:
             self._changed.clear()
             self._report(ctx)
-            await self._changed.wait()
+            if not self._detecting():
+                await self._changed.wait()
+                next_look = self._clock()
+                continue
+            wait = next_look - self._clock()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), wait)
+                    continue
+                except TimeoutError:
+                    pass
+            self.look(ctx, self._clock())
+            next_look = self._clock() + self.settings.detect.interval
+
+    def _detecting(self) -> bool:
+        return self.observe is not None and self.settings.detect.enabled
+
+    def look(self, ctx: Context, now: float) -> list[dict[str, Any]]:
+        """One round of detection at ``now``: observe, detect, record what is new; returns the
+        new threat records."""
+        s, g = self.settings.detect, self.guard
+        try:  # a source that fails (or a detector bug) must not stop the guard: logged, next look
+            seen = self.observe(now) if self.observe is not None else Observation(now)
+            seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
+                           enforcing=g.mode == "enforce" and g.bound)
+            # the detectors' counters start from the last look before their window: keep two windows
+            history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
+            found = detect(history, s, now)
+        except Exception as exc:
+            ctx.log.warning("guard_look_failed", error=f"{type(exc).__name__}: {exc}")
+            return []
+        self.history = history
+        new, self._reported = fresh(found, self._reported, s.report_hold, now)
+        out = []
+        for f in new:
+            blocked = f.signature.name == "unadmitted_frames" and seen.enforcing
+            record = threat_record(f, timestamp=self._wall(), host=ctx.node_id,
+                                   action="blocked" if blocked else "allowed")
+            ctx.log.warning("guard_threat", threat=record)
+            self.records.append(record)
+            out.append(record)
+        self.count_threats(new)
+        return out
 
     async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
         if settings.guard.enabled != self.settings.enabled:
@@ -126,6 +192,12 @@ class GuardService(Subsystem):
         async def listing(_: dict[str, Any]) -> dict[str, Any]:
             return g.to_json()
 
+        async def threats(args: dict[str, Any]) -> list[dict[str, Any]]:
+            limit = args.get("limit", KEEP_RECORDS)
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+                raise GuardCommandError("limit must be a non-negative integer")
+            return list(self.records)[-limit:] if limit else []
+
         async def mode(args: dict[str, Any]) -> dict[str, Any]:
             value = _arg(args, "mode")
             if value not in MODES:
@@ -139,6 +211,7 @@ class GuardService(Subsystem):
             "guard.revoke": revoke,
             "guard.list": listing,
             "guard.mode": mode,
+            "guard.threats": threats,
         }.items():
             ctx.admin.register(command, handler)
 

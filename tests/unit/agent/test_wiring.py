@@ -157,3 +157,46 @@ def test_the_heal_prober_corroborates_with_the_probes_per_neighbour_figures():
 def test_without_the_probes_heal_corroborates_with_the_interface_counter():
     settings = parse_settings("[probes]\nenabled = false\n")
     assert factories(settings)["heal"](settings).neighbour_rx is None
+
+
+def test_the_guard_s_detectors_see_what_the_probes_and_the_mesh_last_saw():
+    from types import SimpleNamespace
+
+    from x0tta.mesh.core.batadv import Gateway, Neighbor, Originator
+    from x0tta.probes import core
+
+    settings = parse_settings("")
+    table = factories(settings)
+    guard, probes, mesh = table["guard"](settings), table["probes"](settings), table["mesh"](settings)
+    empty = guard.observe(5.0)
+    assert (empty.at, empty.heard, empty.routes, empty.flows) == (5.0, (), (), ())  # nothing polled yet
+    rogue = "02:00:00:00:00:66"
+    snap = core.Snapshot(
+        taken_ns=10_000_000_000,
+        flows={core.FlowKey(3, "ingress", 6, 6, "fd00::66", "fd00::1", 40000, 22):
+               core.FlowStats(7, 700, 0, 1_000_000_000, 9_000_000_000)},
+        neighbors={core.NeighborKey(3, rogue): core.NeighborStats(50, 5000, 0, 0, 40, 2_000_000_000, 9_500_000_000, 0)},
+        stats={},
+    )
+    probes.last = SimpleNamespace(snapshot=snap, names={3: "wlan0"})
+    mesh.last_observation = SimpleNamespace(
+        originators=[Originator("02:00:00:00:00:0c", rogue, 3, 100, "wlan0", True, None, 900_000)],
+        neighbors=[Neighbor(rogue, 3, 100, "wlan0", throughput=20_000)],
+        gateways=[Gateway(rogue, rogue, "wlan0", 3, bandwidth_down=42_949_672, bandwidth_up=100)],
+    )
+    obs = guard.observe(10.0)
+    [heard] = obs.heard
+    assert (heard.interface, heard.mac, heard.rx_packets, heard.denied_packets) == ("wlan0", rogue, 50, 40)
+    assert (heard.first_seen, heard.last_rx) == (2.0, 9.5)
+    [flow] = obs.flows
+    assert (flow.interface, flow.src, flow.dport, flow.packets, flow.first_seen) == ("wlan0", "fd00::66", 22, 7, 1.0)
+    [route] = obs.routes
+    assert (route.orig, route.neigh, route.interface, route.throughput, route.best) == (
+        "02:00:00:00:00:0c", rogue, "wlan0", 900_000, True)
+    assert [(m.mac, m.throughput) for m in obs.links] == [(rogue, 20_000)]
+    assert [(g.orig, g.bandwidth_down, g.bandwidth_up) for g in obs.gateways] == [(rogue, 4_294_967_200, 10_000)]
+    # and the detectors make sense of it: a hijacking gateway and a route faster than its first hop
+    from x0tta.guard.core.detect import detect
+
+    found = {f.signature.name for f in detect([obs], settings.guard.detect, 10.0)}
+    assert found == {"gateway_bandwidth", "inflated_link_metric"}

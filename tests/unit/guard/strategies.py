@@ -19,7 +19,7 @@ texts = st.text(max_size=30)
 observations = st.builds(
     Observation,
     at=times,
-    heard=st.lists(st.builds(Heard, texts, macs, ints, times, st.none() | times), max_size=4).map(tuple),
+    heard=st.lists(st.builds(Heard, texts, macs, ints, times, st.none() | times, opt_ints), max_size=4).map(tuple),
     admitted=st.frozensets(macs, max_size=3),
     routes=st.lists(st.builds(Route, macs, macs, texts, opt_ints, opt_ints, st.booleans()), max_size=6).map(tuple),
     links=st.lists(st.builds(LinkMeasure, texts, macs, st.none() | times, st.none() | times), max_size=4).map(tuple),

@@ -87,6 +87,15 @@ def test_a_stray_frame_and_broadcast_macs_are_not_flagged() -> None:
     assert unadmitted_frames(obs, S, 60.0) == []
 
 
+def test_the_guard_s_count_of_denied_frames_is_preferred_to_all_frames() -> None:
+    # the handshake itself (IPv6 link-local, which the guard passes) is no unadmitted batman-adv frame
+    obs = [Observation(0.0, heard=(Heard("wlan0", R, 0, 0.0, None, 0),)),
+           Observation(60.0, heard=(Heard("wlan0", R, 300, 0.0, 59.0, 2),))]
+    assert unadmitted_frames(obs, S, 60.0) == []
+    obs.append(Observation(61.0, heard=(Heard("wlan0", R, 400, 0.0, 61.0, 90),)))
+    assert [f.evidence["frames"] for f in unadmitted_frames(obs, S, 61.0)] == [90]
+
+
 def test_a_counter_that_restarted_counts_from_zero() -> None:
     obs = [Observation(0.0, heard=(heard(R, 1000),)), Observation(60.0, heard=(heard(R, 7),))]
     [f] = unadmitted_frames(obs, S, 60.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -25,17 +26,26 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def running():
-    settings = AgentSettings(guard=GuardSettings(mode="enforce", admitted_macs=(A,)))
+@contextlib.asynccontextmanager
+async def guard_running(guard: GuardSettings):
+    """A guard subsystem running with ``guard`` as its settings: (service, context)."""
+    settings = AgentSettings(guard=guard)
     ctx = StandaloneContext(settings, name="guard")
     svc = GuardService(settings.guard)
     task = asyncio.create_task(svc.run(ctx))
     await settle()
-    yield svc, ctx
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        yield svc, ctx
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def running():
+    async with guard_running(GuardSettings(mode="enforce", admitted_macs=(A,))) as both:
+        yield both
 
 
 async def test_health_follows_the_kernel_maps(running):
@@ -55,7 +65,7 @@ async def test_health_follows_the_kernel_maps(running):
 async def test_admin_commands(running):
     svc, ctx = running
     cmd = ctx.admin.handlers
-    assert sorted(cmd) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke"]
+    assert sorted(cmd) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke", "guard.threats"]
     maps = KernelMaps(DictMap(), DictMap())
     assert await cmd["guard.admit"]({"mac": B, "reason": "test"}) == {"mac": B, "changed": True}
     svc.kernel_maps(maps)  # an admission made before the maps came is written when they do
@@ -131,3 +141,95 @@ async def test_a_restart_takes_the_settings_in_force_and_keeps_admissions_and_me
     assert maps.config.data[MODE_KEY] == (1).to_bytes(8, "little")
     families = [m.name for m in ctx.registry.collect()]
     assert families.count("x0tta_guard_enforcing") == 1  # registered once
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+R = "02:00:00:00:00:66"
+
+
+class Mesh:
+    """What the wiring's observer would report: a rogue MAC whose denied frames grow, and B."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self.fail = False
+
+    def __call__(self, now: float) -> Observation:
+        self.looks += 1
+        if self.fail:
+            raise OSError("netlink went away")
+        frames = 100 * self.looks
+        rogue, honest = Heard("wlan0", R, frames, 0.0, now, frames), Heard("wlan0", B, frames, 0.0, now)
+        return Observation(now, heard=(rogue, honest))
+
+
+@pytest.fixture
+async def looking():
+    """A running guard whose own loop does not look (detection off): the tests call ``look``."""
+    async with guard_running(GuardSettings(mode="enforce", detect=DetectSettings(enabled=False))) as both:
+        yield both
+
+
+async def test_a_look_records_each_new_threat_once_per_hold(looking):
+    from structlog.testing import capture_logs
+
+    svc, ctx = looking
+    svc.observe = Mesh()
+    svc._wall = lambda: 1_796_528_506.0
+    svc.guard.admit(B)
+    with capture_logs() as logs:
+        assert svc.look(ctx, 100.0) == []  # one look: no counter to grow yet
+        [record] = svc.look(ctx, 170.0)
+        assert svc.look(ctx, 175.0) == []  # the same threat within the hold
+    assert record["batman"]["macs"] == [R] and record["alert"]["signature_id"] == 1430501
+    assert record["host"] == ctx.node_id and record["timestamp"] == "2026-12-06T03:41:46.000000+0000"
+    # enforce is configured but the maps are not in the kernel: nothing was blocked
+    assert record["alert"]["action"] == "allowed" and record["alert"]["severity"] == 2
+    assert [e["threat"] for e in logs if e["event"] == "guard_threat"] == [record]
+    assert ctx.registry.get_sample_value("x0tta_guard_threats_total", {"signature": "unadmitted_frames"}) == 1
+    assert await ctx.admin.handlers["guard.threats"]({}) == [record]
+    assert await ctx.admin.handlers["guard.threats"]({"limit": 0}) == []
+    with pytest.raises(GuardCommandError):
+        await ctx.admin.handlers["guard.threats"]({"limit": "all"})
+
+
+async def test_while_enforcing_in_the_kernel_unadmitted_frames_are_blocked_and_low(looking):
+    svc, ctx = looking
+    svc.observe = Mesh()
+    svc.guard.admit(B)
+    svc.kernel_maps(KernelMaps(DictMap(), DictMap()))
+    svc.look(ctx, 100.0)
+    [record] = svc.look(ctx, 170.0)
+    assert record["alert"]["action"] == "blocked" and record["alert"]["severity"] == 3
+
+
+async def test_a_failing_observer_is_logged_and_the_guard_goes_on(looking):
+    from structlog.testing import capture_logs
+
+    svc, ctx = looking
+    svc.observe = mesh = Mesh()
+    mesh.fail = True
+    with capture_logs() as logs:
+        assert svc.look(ctx, 100.0) == []
+    assert [e["event"] for e in logs] == ["guard_look_failed"] and "netlink" in logs[0]["error"]
+    mesh.fail = False
+    svc.look(ctx, 101.0)
+    assert [o.at for o in svc.history] == [101.0]
+
+
+async def test_the_guard_looks_every_interval_while_an_observer_is_wired():
+    async with guard_running(GuardSettings(detect=DetectSettings(interval=0.5))) as (svc, ctx):
+        svc.observe = mesh = Mesh()
+        svc.kernel_maps(None)  # any change wakes the loop, which now has an observer
+        for _ in range(100):
+            if mesh.looks >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert mesh.looks >= 2
+        # detection off by a reload: no more looks
+        assert await svc.reload(ctx, AgentSettings(guard=GuardSettings(detect=DetectSettings(enabled=False))))
+        await settle()
+        looks = mesh.looks
+        await asyncio.sleep(0.7)
+        assert mesh.looks == looks

@@ -120,3 +120,13 @@ def test_every_finding_makes_a_valid_record(obs: list[Observation], now: float, 
         rec = threat_record(f, timestamp=wall, host="n")
         assert check(rec, SHAPE) == []
         json.dumps(rec, allow_nan=False)
+
+
+def test_x0tta_guard_threats_shows_the_records_as_a_table() -> None:
+    from x0tta.cli.guard import render_threats
+
+    assert render_threats([]) == "no threat recorded"
+    text = render_threats([threat_record(finding(), timestamp=1_796_528_506.0, host="n", action="blocked")])
+    header, _, row = text.splitlines()
+    assert header.split() == ["time", "severity", "signature", "subject", "interface", "action"]
+    assert row.split() == ["2026-12-06T03:41:46.000000+0000", "medium", "unadmitted_frames", R, "wlan0", "blocked"]

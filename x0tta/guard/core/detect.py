@@ -99,9 +99,16 @@ class Heard:
 
     interface: str
     mac: str
-    rx_packets: int  # cumulative
+    rx_packets: int  # cumulative, every frame
     first_seen: float
     last_rx: float | None = None  # None: never received from
+    # cumulative batman-adv frames received while not admitted (the guard program's count: dropped
+    # in enforce, would-be in observe); None where no guard counts them: rx_packets is taken then
+    denied_packets: int | None = None
+
+    @property
+    def unadmitted_frames(self) -> int:
+        return self.rx_packets if self.denied_packets is None else self.denied_packets
 
 
 @dataclass(frozen=True)
@@ -276,13 +283,14 @@ def unadmitted_frames(observations: Sequence[Observation], s: DetectSettings, no
     if cur is None:
         return []
     admitted = {_norm(m) for m in cur.admitted}
-    before = {(h.interface, _norm(h.mac)): h.rx_packets for h in base.heard} if base else {}
+    before = {(h.interface, _norm(h.mac)): h.unadmitted_frames for h in base.heard} if base else {}
     out = []
     for h in cur.heard:
         mac = _norm(h.mac)
-        if mac in admitted or _group(mac):
-            continue
-        frames = _grown(h.rx_packets, before.get((h.interface, mac)))
+        then = before.get((h.interface, mac))
+        if mac in admitted or _group(mac) or (then is None and h.first_seen < now - s.window):
+            continue  # admitted, a group address, or a counter that may hold frames from before the window
+        frames = _grown(h.unadmitted_frames, then)
         if frames < s.unadmitted_min_frames or now - h.first_seen < s.unadmitted_grace:
             continue
         out.append(_finding(
