@@ -17,6 +17,8 @@ mesh subsystem's last table dump, as the guard's own observation types.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,10 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def identity(s: AgentSettings) -> Subsystem:
         return once("identity", lambda: _identity(s))
 
+    # Handshake outcomes on their way from the peer subsystem to the guard's detectors (drained at
+    # every look; bounded, so that a handshake flood between two looks cannot grow it without end).
+    handshakes: deque[Any] = deque(maxlen=HANDSHAKES_KEPT)
+
     def peer(s: AgentSettings) -> Subsystem:
         def build() -> Subsystem:
             neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
@@ -60,6 +66,7 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
                 from x0tta.guard.enforce import PeerAdmission
 
                 service.subscribe(PeerAdmission(guard(s).guard))  # type: ignore[attr-defined]
+                service.on_handshake(handshake_recorder(handshakes))  # type: ignore[attr-defined]
             return service
 
         return once("peer", build)
@@ -96,7 +103,7 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def guard(s: AgentSettings) -> Subsystem:
         def build() -> Subsystem:
             service = _guard(s)
-            service.observe = guard_observer(shared)  # type: ignore[attr-defined]
+            service.observe = guard_observer(shared, handshakes)  # type: ignore[attr-defined]
             return service
 
         return once("guard", build)
@@ -196,7 +203,24 @@ def guard_maps(attach: Callable[[Any], None]) -> Callable[[Mapping[str, Any] | N
     return listener
 
 
-def guard_observer(shared: Mapping[str, Subsystem]) -> Callable[[float], Any]:
+HANDSHAKES_KEPT = 10_000
+
+
+def handshake_recorder(into: deque[Any], clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
+    """A listener for ``PeerService.on_handshake`` that keeps each outcome as the guard's
+    ``Handshake``, stamped on the monotonic clock, with the address reduced to its host (the peer
+    subsystem writes ``[host]:port`` when it dials and ``host:port`` when it accepts; a link-local
+    host keeps its ``%zone``)."""
+    from x0tta.guard.core.detect import Handshake
+
+    def record(r: Any) -> None:
+        host = r.address.rsplit(":", 1)[0].strip("[]") if ":" in r.address else r.address
+        into.append(Handshake(clock(), host, r.ok, r.reason, r.role, r.spiffe_id))
+
+    return record
+
+
+def guard_observer(shared: Mapping[str, Subsystem], handshakes: deque[Any] | None = None) -> Callable[[float], Any]:
     """``now -> Observation`` for the guard's detectors, from the subsystems in ``shared`` as they
     are at each call (a subsystem not running, or not polled yet, contributes nothing):
 
@@ -204,10 +228,12 @@ def guard_observer(shared: Mapping[str, Subsystem]) -> Callable[[float], Any]:
       program denied, first and last heard (CLOCK_MONOTONIC, as ``now``); the flows;
     * the mesh subsystem's last dump: GET_ORIGINATORS as routes, GET_GATEWAYS (bandwidth in
       batman-adv's 100 kbit/s units, made kbit/s), and GET_NEIGHBORS' throughput (BATMAN_V: this
-      node's own estimate of each link) as the measured side of each link.
+      node's own estimate of each link) as the measured side of each link;
+    * the handshakes recorded since the last call (:func:`handshake_recorder`), taken out of
+      ``handshakes``.
 
-    Not here yet: handshake outcomes (the peer subsystem has no listener for them), the heal
-    probes' delivery ratio per link (so BATMAN_IV's TQ is not compared), OGM sequence numbers."""
+    Not here yet: the heal probes' delivery ratio per link (so BATMAN_IV's TQ is not compared),
+    OGM sequence numbers."""
     from x0tta.guard.core.detect import Flow, GatewayAd, Heard, LinkMeasure, Observation, Route
 
     def observe(now: float) -> Any:
@@ -233,8 +259,11 @@ def guard_observer(shared: Mapping[str, Subsystem]) -> Callable[[float], Any]:
                      for n in seen.neighbors if n.throughput is not None]
             gateways = [GatewayAd(g.orig_address, g.router, _kbit(g.bandwidth_down), _kbit(g.bandwidth_up))
                         for g in seen.gateways]
+        taken: list[Any] = []
+        while handshakes:
+            taken.append(handshakes.popleft())
         return Observation(now, heard=tuple(heard), routes=tuple(routes), links=tuple(links),
-                           gateways=tuple(gateways), flows=tuple(flows))
+                           gateways=tuple(gateways), flows=tuple(flows), handshakes=tuple(taken))
 
     return observe
 

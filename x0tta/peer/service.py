@@ -278,6 +278,7 @@ class PeerService(Subsystem):
         self._policy: Any = None
         self._ready = asyncio.Event()
         self._subscribers: list[Callable[[PeerChange], None]] = []
+        self._handshake_listeners: list[Callable[[HandshakeResult], None]] = []
 
     # -- API for other subsystems -----------------------------------------------------------------
 
@@ -290,10 +291,18 @@ class PeerService(Subsystem):
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
+    def on_handshake(self, callback: Callable[[HandshakeResult], None]) -> None:
+        """Call ``callback`` (on the loop, must not block) with the outcome of every handshake,
+        good or bad, in either role: the guard's detectors count failures and identities per MAC."""
+        self._handshake_listeners.append(callback)
+
     def _notify(self, change: PeerChange) -> None:
-        for cb in list(self._subscribers):
+        self._call_each(self._subscribers, change)
+
+    def _call_each(self, callbacks: list[Callable[[Any], None]], arg: Any) -> None:
+        for cb in list(callbacks):
             try:
-                cb(change)
+                cb(arg)
             except Exception:  # one broken consumer must not stop the others
                 self.log.exception("peer_subscriber_failed", subscriber=repr(cb))
 
@@ -564,6 +573,7 @@ class PeerService(Subsystem):
     # -- metrics and admin -------------------------------------------------------------------------
 
     def _observe(self, r: HandshakeResult) -> None:
+        self._call_each(self._handshake_listeners, r)
         if self._metrics is not None:
             self._metrics.handshakes.labels(r.role, "ok" if r.ok else "refused", r.reason).inc()
             if r.ok:

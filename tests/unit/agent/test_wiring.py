@@ -200,3 +200,24 @@ def test_the_guard_s_detectors_see_what_the_probes_and_the_mesh_last_saw():
 
     found = {f.signature.name for f in detect([obs], settings.guard.detect, 10.0)}
     assert found == {"gateway_bandwidth", "inflated_link_metric"}
+
+
+def test_the_guard_s_detectors_see_the_handshakes_of_the_peer_subsystem():
+    from x0tta.guard.core.detect import detect
+    from x0tta.peer.tls import HandshakeResult
+
+    settings = parse_settings("")
+    table = factories(settings)
+    guard, peer = table["guard"](settings), table["peer"](settings)
+    rogue = "02:00:00:00:00:66"
+    ll = link_local_from_mac(rogue, "wlan0")  # fe80::...%wlan0
+    for i in range(25):  # accepted connections are host:port, dialled ones [host]:port
+        peer._observe(HandshakeResult("server", False, "tls_error", f"{ll}:{40000 + i}"))
+    peer._observe(HandshakeResult("client", True, "ok", f"[{ll}]:7443", spiffe_id="spiffe://m/a"))
+    peer._observe(HandshakeResult("server", True, "ok", f"{ll}:40100", spiffe_id="spiffe://m/b"))
+    obs = guard.observe(10.0)
+    assert len(obs.handshakes) == 27 and {h.address for h in obs.handshakes} == {ll}
+    assert guard.observe(11.0).handshakes == ()  # taken once
+    found = {f.signature.name: f for f in detect([obs], settings.guard.detect, obs.handshakes[-1].at + 1)}
+    assert set(found) == {"handshake_burst", "mac_two_identities"}
+    assert found["handshake_burst"].macs == (rogue,) and found["mac_two_identities"].macs == (rogue,)
