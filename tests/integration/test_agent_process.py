@@ -84,6 +84,11 @@ def test_agent_lifecycle_under_notify_socket(agent_config, tmp_path):
         cmd = [str(BIN / "x0tta"), "--config", str(cfg), "status", "--json"]
         st = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         assert st["pid"] == proc.pid and st["uptime_seconds"] > 0
+        # the guard's threat records answer too (the detectors run in the agent; what they find
+        # depends on the host, so only the shape is checked)
+        cmd = [str(BIN / "x0tta"), "--config", str(cfg), "guard", "threats", "--json"]
+        threats = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        assert isinstance(threats, list) and all(t["event_type"] == "alert" for t in threats)
         assert stat.S_IMODE(os.stat(settings.admin_socket).st_mode) == 0o600
 
         # WATCHDOG=1 at half of WATCHDOG_USEC, measured from now: pings sent while the CLI calls
