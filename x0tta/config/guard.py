@@ -55,9 +55,10 @@ class DetectSettings:
     )
     unadmitted_grace: float = setting(
         30.0,
-        doc="How long a MAC first heard on a link may send batman-adv frames without being "
-        "admitted before it is flagged: an honest neighbour completes its PQ mTLS handshake within "
-        "seconds of appearing (the peer handshake timeout is 10 s), a rogue one never does.",
+        doc="How long a MAC first heard on a link, or whose admission just ended, may send "
+        "batman-adv frames without being admitted before it is flagged: an honest neighbour "
+        "completes its PQ mTLS handshake within seconds of appearing or of its agent restarting "
+        "(the peer handshake timeout is 10 s), a rogue one never does.",
         min=0.0,
         max=3600.0,
         unit="s",
@@ -92,6 +93,15 @@ class DetectSettings:
         "within a minute unless something made the originators up.",
         min=0.0,
         max=100.0,
+    )
+    originator_memory: float = setting(
+        3600.0,
+        doc="Originators known within this long are not new when they come back: a node that "
+        "rejoins the mesh after a partition longer than batman-adv's purge timeout (200 s) "
+        "re-learns originators it knew, which is no flood. An hour covers a long outage.",
+        min=0.0,
+        max=604_800.0,
+        unit="s",
     )
     seqno_margin: int = setting(
         64,

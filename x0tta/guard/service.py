@@ -26,7 +26,8 @@ sees the first one).
 Detection (``[guard.detect]``, docs/guard.md): when the composition root hands it an observer
 (:attr:`GuardService.observe`: ``now -> Observation`` of what the probes and the mesh tables show),
 every ``interval`` the guard adds this node's admissions and mode to a new observation, runs the
-pure detectors (``x0tta.guard.core.detect``) over the observations of the last two windows, and
+pure detectors (``x0tta.guard.core.detect``) over the observations of the last two windows
+(and the originators it knew within ``originator_memory``), and
 for each new finding (once per ``report_hold``) logs ``guard_threat`` with the threat record
 (``x0tta.guard.core.threats``), counts it and keeps it for ``guard.threats``. An observer that
 raises is logged and retried at the next interval; detection never stops the guard. The frames the kernel dropped are
@@ -66,6 +67,7 @@ NOT_ENFORCED = (
 
 
 KEEP_RECORDS = 256  # threat records kept for guard.threats (the log has them all)
+FAMILIAR_MAX = 65_536  # originators remembered, the most recently seen (far above any x0tta mesh)
 
 
 class GuardCommandError(X0ttaError):
@@ -84,6 +86,7 @@ class GuardService(Subsystem):
         # ``now`` in, an Observation without admissions out). None: no detection.
         self.observe: Callable[[float], Observation] | None = None
         self.history: list[Observation] = []
+        self.familiar: dict[str, float] = {}  # originator -> last look it was in the tables
         self._reported: dict[tuple[int, str], float] = {}
         self._changed = asyncio.Event()
         self._registered = False
@@ -135,8 +138,9 @@ class GuardService(Subsystem):
         s, g = self.settings.detect, self.guard
         try:  # a source that fails (or a detector bug) must not stop the guard: logged, next look
             seen = self.observe(now) if self.observe is not None else Observation(now)
+            familiar = {o: t for o, t in self.familiar.items() if now - t <= s.originator_memory}
             seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
-                           enforcing=g.mode == "enforce" and g.bound)
+                           enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar))
             # the detectors' counters start from the last look before their window: keep two windows
             history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
             found = detect(history, s, now)
@@ -144,6 +148,10 @@ class GuardService(Subsystem):
             ctx.log.warning("guard_look_failed", error=f"{type(exc).__name__}: {exc}")
             return []
         self.history = history
+        self.familiar = familiar | {r.orig.lower(): now for r in seen.routes}
+        if len(self.familiar) > FAMILIAR_MAX:  # a flood of made-up originators must not grow it without end
+            newest = sorted(self.familiar.items(), key=lambda kv: kv[1])[-FAMILIAR_MAX:]
+            self.familiar = dict(newest)
         new, self._reported = fresh(found, self._reported, s.report_hold, now)
         out = []
         for f in new:

@@ -30,4 +30,5 @@ observations = st.builds(
                                   st.booleans(), texts, texts, texts), max_size=6).map(tuple),
     ogms=st.lists(st.builds(Ogm, times, macs, ints, macs, texts), max_size=8).map(tuple),
     enforcing=st.booleans(),
+    familiar=st.frozensets(macs, max_size=3),
 )

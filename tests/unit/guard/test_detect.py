@@ -79,6 +79,19 @@ def test_honest_joiner_within_its_grace_and_admitted_neighbours_are_not_flagged(
     assert unadmitted_frames(obs, S, 50.0) == []
 
 
+def test_a_neighbour_whose_session_just_ended_is_within_its_grace() -> None:
+    # its agent restarts: the admission goes with the session, its batman-adv frames go on
+    obs = [
+        Observation(0.0, heard=(heard(A, 0),), admitted=frozenset({A})),
+        Observation(50.0, heard=(heard(A, 0),), admitted=frozenset({A})),
+        Observation(60.0, heard=(heard(A, 200),)),
+    ]
+    assert unadmitted_frames(obs, S, 60.0) == []
+    # ... and flagged once it stayed out for longer than the grace
+    obs.append(Observation(90.0, heard=(heard(A, 500),)))
+    assert [f.macs for f in unadmitted_frames(obs, S, 90.0)] == [(A,)]
+
+
 def test_a_stray_frame_and_broadcast_macs_are_not_flagged() -> None:
     obs = [
         Observation(0.0, heard=(heard(R, 10), heard("ff:ff:ff:ff:ff:ff", 0))),
@@ -165,6 +178,15 @@ def test_nodes_joining_and_a_restarted_agent_are_not_a_flood() -> None:
     # an agent with no view from before the window has no baseline: it judges nothing
     fresh_start = [Observation(55.0, routes=routes(10)), Observation(60.0, routes=routes(500))]
     assert originator_flood(fresh_start, S, 60.0) == []
+
+
+def test_a_node_rejoining_after_a_long_partition_re_learns_familiar_originators() -> None:
+    # isolated for 10 minutes with its two neighbours, then back in a mesh of 200 it knew before
+    obs = [Observation(600.0, routes=routes(2)),
+           Observation(670.0, routes=routes(202), familiar=frozenset(r.orig for r in routes(202)))]
+    assert originator_flood(obs, S, 670.0) == []
+    # without that memory, the same view is a flood
+    assert len(originator_flood([obs[0], replace(obs[1], familiar=frozenset())], S, 670.0)) == 1
 
 
 def test_originators_that_come_back_after_a_flap_are_not_new() -> None:

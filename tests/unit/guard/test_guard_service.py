@@ -233,3 +233,19 @@ async def test_the_guard_looks_every_interval_while_an_observer_is_wired():
         looks = mesh.looks
         await asyncio.sleep(0.7)
         assert mesh.looks == looks
+
+
+async def test_originators_known_within_the_memory_are_familiar(looking):
+    from x0tta.guard.core.detect import Route
+
+    svc, ctx = looking
+    tables = {"routes": tuple(Route(f"02:00:00:00:01:{i:02x}", A, "wlan0", tq=200) for i in range(100))}
+    svc.observe = lambda now: Observation(now, **tables)
+    svc.look(ctx, 0.0)
+    tables["routes"] = tables["routes"][:2]  # a partition: most of the mesh purged from the tables
+    svc.look(ctx, 300.0)
+    svc.look(ctx, 600.0)
+    tables["routes"] = tuple(Route(f"02:00:00:00:01:{i:02x}", A, "wlan0", tq=200) for i in range(100))
+    assert svc.look(ctx, 660.0) == []  # back: no flood
+    assert len(svc.history[-1].familiar) == 100
+

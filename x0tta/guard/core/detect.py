@@ -24,7 +24,7 @@ signature                     observation                                       
 ``mac_two_identities``        :class:`Handshake` (ok) from one MAC with two SPIFFE IDs     peer
 ``originator_flood``          :class:`Route` (GET_ORIGINATORS): new originators            mesh
 ``seqno_takeover``            :class:`Ogm`: two sequence-number streams of one originator  none yet
-``inflated_link_metric``      :class:`Route` vs :class:`LinkMeasure` of its next hop       mesh, heal
+``inflated_link_metric``      :class:`Route` vs :class:`LinkMeasure` of its next hop       mesh [#]_
 ``gateway_bandwidth``         :class:`GatewayAd` (GET_GATEWAYS)                            mesh
 ``flow_scan``, ``flow_flood`` :class:`Flow` (probes' flow map), ingress                    probes
 ``handshake_burst``           :class:`Handshake` (failed)                                  peer
@@ -32,6 +32,9 @@ signature                     observation                                       
 
 batman-adv's netlink tables carry no sequence numbers, so :class:`Ogm` records have no source yet
 (the eBPF program would have to read the OGM headers): ``seqno_takeover`` is ready for them.
+
+.. [#] BATMAN_V: batman-adv's own throughput estimate of the link (GET_NEIGHBORS). BATMAN_IV's
+   TQ needs the heal probes' delivery ratio (``LinkMeasure.delivery``), not handed over yet.
 """
 
 from __future__ import annotations
@@ -199,6 +202,9 @@ class Observation:
     handshakes: tuple[Handshake, ...] = ()
     ogms: tuple[Ogm, ...] = ()
     enforcing: bool = False
+    # originators this node knew before this observation, within originator_memory (kept by the
+    # caller, which sees more than the window)
+    familiar: frozenset[str] = frozenset()
 
 
 # -- findings -------------------------------------------------------------------------------------
@@ -278,11 +284,15 @@ def _grown(now_count: int, then_count: int | None) -> int:
 
 
 def unadmitted_frames(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
-    """MACs sending frames within the window without being admitted, past their grace."""
+    """MACs sending frames within the window without being admitted, past their grace: first
+    heard more than ``unadmitted_grace`` ago, and not admitted in any observation within it."""
     cur, base = _current(observations, now), _base(observations, s, now)
     if cur is None:
         return []
-    admitted = {_norm(m) for m in cur.admitted}
+    # admitted now, or within the grace: a neighbour whose session just ended (its agent restarts)
+    # is revoked and sends on until it handshakes again - that is churn, not an intrusion
+    admitted = {_norm(m) for o in observations if now - s.unadmitted_grace <= o.at <= now for m in o.admitted}
+    admitted |= {_norm(m) for m in cur.admitted}
     before = {(h.interface, _norm(h.mac)): h.unadmitted_frames for h in base.heard} if base else {}
     out = []
     for h in cur.heard:
@@ -372,16 +382,19 @@ def mac_two_identities(observations: Sequence[Observation], s: DetectSettings, n
 
 def originator_flood(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
     """More new originators within the window than the larger of ``originator_flood_min`` and
-    ``originator_flood_ratio`` of those known at its start. Needs a view from before the window
-    began that knew some originators: an agent that just started, or a node that was alone (it
-    learns the whole mesh at once when it joins), has no baseline and judges nothing."""
+    ``originator_flood_ratio`` of those known at its start. Not new: those in any observation of
+    the window or its base, and the caller's ``familiar`` ones (known within
+    ``originator_memory``: a node that rejoins after a partition re-learns the mesh it knew).
+    Needs a view from before the window began that knew some originators: an agent that just
+    started, or a node that was alone (it learns the whole mesh at once when it first joins), has
+    no baseline and judges nothing."""
     cur, base = _current(observations, now), _base(observations, s, now)
-    if cur is None or base is None or base.at > now - s.window or not base.routes:
+    if cur is None or base is None or base.at > now - s.window or not (base.routes or cur.familiar):
         return []
     known = {_norm(r.orig) for o in _window(observations, s, now) if o is not cur for r in o.routes}
-    known |= {_norm(r.orig) for r in base.routes}
+    known |= {_norm(r.orig) for r in base.routes} | {_norm(m) for m in cur.familiar}
     new = {_norm(r.orig): r for r in cur.routes if _norm(r.orig) not in known}
-    base_count = len({r.orig for r in base.routes})
+    base_count = len({_norm(r.orig) for r in base.routes} | {_norm(m) for m in cur.familiar})
     limit = max(s.originator_flood_min, math.ceil(s.originator_flood_ratio * base_count))
     if len(new) < limit:
         return []
