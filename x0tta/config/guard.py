@@ -155,18 +155,19 @@ class DetectSettings:
         max=1_000_000.0,
     )
     scan_destinations: int = setting(
-        128,
-        doc="Distinct destination (address, port) pairs one source may open within the window "
-        "before it is a scan: the agent's own traffic (peer sessions, probes, DNS, NTP) to a "
-        "mesh's neighbours stays far below it.",
+        256,
+        doc="Distinct destination (address, protocol, port) one source may reach through this node "
+        "within the window before it is a scan: the agents' own traffic (peer sessions, probes, "
+        "DNS, NTP) stays far below it, and so does a client browsing through a gateway node (a "
+        "busy page reaches tens of hosts); a port scan passes it in seconds.",
         min=2,
         max=10_000_000,
     )
     flood_pps: float = setting(
-        20_000.0,
+        100_000.0,
         doc="Packets per second from one source, into this node, above which it is a flood: about "
-        "240 Mbit/s of full-size frames, more than the mesh radios carry, so honest traffic of "
-        "that rate is made of small packets and is a flood.",
+        "1.2 Gbit/s of full-size frames, more than a mesh link carries (radio, or the gigabit "
+        "Ethernet some nodes use), so traffic at that rate is made of small packets: a flood.",
         min=1.0,
         max=1e9,
     )

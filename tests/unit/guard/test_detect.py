@@ -293,7 +293,7 @@ def test_a_port_scan_is_flagged() -> None:
 
 
 def test_a_host_sweep_is_flagged_and_egress_is_not_counted() -> None:
-    sweep = tuple(flow("10.0.0.66", f"10.0.{i >> 8}.{i & 255}", 22, 1, 10.0) for i in range(200))
+    sweep = tuple(flow("10.0.0.66", f"10.0.{i >> 8}.{i & 255}", 22, 1, 10.0) for i in range(300))
     mine = tuple(flow("10.0.0.1", f"10.0.1.{i}", 80, 1, 10.0, "egress") for i in range(200))
     obs = [Observation(0.0), Observation(30.0, flows=sweep + mine)]
     assert [f.subject for f in flow_scan(obs, S, 30.0)] == ["10.0.0.66"]
@@ -302,14 +302,16 @@ def test_a_host_sweep_is_flagged_and_egress_is_not_counted() -> None:
 def test_honest_traffic_and_long_lived_flows_are_not_a_scan() -> None:
     old = tuple(flow("fd00::2", "fd00::1", 7443 + i, 10, -500.0) for i in range(200))  # older than the window
     busy = tuple(flow("fd00::3", "fd00::1", p, 1000, 10.0) for p in (53, 123, 7443, 9100))
-    obs = [Observation(0.0), Observation(30.0, flows=old + busy)]
+    browsing = tuple(flow("10.0.0.7", f"192.0.2.{i}", 443, 40, 10.0) for i in range(120))  # via a gateway
+    obs = [Observation(0.0), Observation(30.0, flows=old + busy + browsing)]
     assert flow_scan(obs, S, 30.0) == []
 
 
 def test_a_flood_is_flagged_and_a_big_download_is_not() -> None:
     base = Observation(0.0, flows=(flow("fd00::66", "fd00::1", 80, 0, -1.0), flow("fd00::2", "fd00::1", 443, 0, -1.0)))
+    # fd00::2 sends 80,000 full-size packets a second (a gigabit link, full): not a flood
     cur = Observation(10.0, flows=(flow("fd00::66", "fd00::1", 80, 2_000_000, -1.0),
-                                   flow("fd00::2", "fd00::1", 443, 80_000, -1.0)))
+                                   flow("fd00::2", "fd00::1", 443, 800_000, -1.0)))
     [f] = flow_flood([base, cur], S, 10.0)
     assert f.subject == "fd00::66" and f.evidence["pps"] == 200_000.0
 
