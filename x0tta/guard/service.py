@@ -25,7 +25,7 @@ sees the first one).
 
 Detection (``[guard.detect]``, docs/guard.md): when the composition root hands it an observer
 (:attr:`GuardService.observe`: ``now -> Observation`` of what the probes and the mesh tables show),
-every ``interval`` the guard adds this node's admissions and mode to a new observation, runs the
+every ``interval`` the guard (in a worker thread) adds this node's admissions and mode to a new observation, runs the
 pure detectors (``x0tta.guard.core.detect``) over the observations of the last two windows
 (and the originators it knew within ``originator_memory``), and
 for each new finding (once per ``report_hold``) logs ``guard_threat`` with the threat record
@@ -126,7 +126,7 @@ class GuardService(Subsystem):
                     continue
                 except TimeoutError:
                     pass
-            self.look(ctx, self._clock())
+            await self.look_async(ctx, self._clock())
             next_look = self._clock() + self.settings.detect.interval
 
     def _detecting(self) -> bool:
@@ -134,25 +134,46 @@ class GuardService(Subsystem):
 
     def look(self, ctx: Context, now: float) -> list[dict[str, Any]]:
         """One round of detection at ``now``: observe, detect, record what is new; returns the
-        new threat records."""
-        s, g = self.settings.detect, self.guard
-        try:  # a source that fails (or a detector bug) must not stop the guard: logged, next look
-            seen = self.observe(now) if self.observe is not None else Observation(now)
-            familiar = {o: t for o, t in self.familiar.items() if now - t <= s.originator_memory}
-            seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
-                           enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar))
-            # the detectors' counters start from the last look before their window: keep two windows
-            history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
-            found = detect(history, s, now)
+        new threat records. (The loop runs the examining part in a thread: :meth:`look_async`.)"""
+        try:
+            examined = self._examine(now)
         except Exception as exc:
-            ctx.log.warning("guard_look_failed", error=f"{type(exc).__name__}: {exc}")
-            return []
+            return self._failed(ctx, exc)
+        return self._record(ctx, now, *examined)
+
+    async def look_async(self, ctx: Context, now: float) -> list[dict[str, Any]]:
+        """:meth:`look`, with observing and detecting (tens of milliseconds over a full flow map)
+        in a worker thread so that the event loop is not held. The observer reads snapshots the
+        other subsystems replace whole, and this loop starts no other look meanwhile."""
+        try:
+            examined = await asyncio.to_thread(self._examine, now)
+        except Exception as exc:
+            return self._failed(ctx, exc)
+        return self._record(ctx, now, *examined)
+
+    def _examine(self, now: float) -> tuple[list[Observation], dict[str, float], Observation, list[Finding]]:
+        s, g = self.settings.detect, self.guard
+        seen = self.observe(now) if self.observe is not None else Observation(now)
+        familiar = {o: t for o, t in self.familiar.items() if now - t <= s.originator_memory}
+        seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
+                       enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar))
+        # the detectors' counters start from the last look before their window: keep two windows
+        history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
+        return history, familiar, seen, detect(history, s, now)
+
+    def _failed(self, ctx: Context, exc: Exception) -> list[dict[str, Any]]:
+        """A source that fails (or a detector bug) must not stop the guard: logged, next look."""
+        ctx.log.warning("guard_look_failed", error=f"{type(exc).__name__}: {exc}")
+        return []
+
+    def _record(self, ctx: Context, now: float, history: list[Observation], familiar: dict[str, float],
+                seen: Observation, found: list[Finding]) -> list[dict[str, Any]]:
         self.history = history
         self.familiar = familiar | {r.orig.lower(): now for r in seen.routes}
         if len(self.familiar) > FAMILIAR_MAX:  # a flood of made-up originators must not grow it without end
             newest = sorted(self.familiar.items(), key=lambda kv: kv[1])[-FAMILIAR_MAX:]
             self.familiar = dict(newest)
-        new, self._reported = fresh(found, self._reported, s.report_hold, now)
+        new, self._reported = fresh(found, self._reported, self.settings.detect.report_hold, now)
         out = []
         for f in new:
             blocked = f.signature.name == "unadmitted_frames" and seen.enforcing

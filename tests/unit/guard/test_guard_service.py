@@ -212,7 +212,8 @@ async def test_a_failing_observer_is_logged_and_the_guard_goes_on(looking):
     mesh.fail = True
     with capture_logs() as logs:
         assert svc.look(ctx, 100.0) == []
-    assert [e["event"] for e in logs] == ["guard_look_failed"] and "netlink" in logs[0]["error"]
+        assert await svc.look_async(ctx, 100.5) == []  # the loop's way: examined in a thread
+    assert [e["event"] for e in logs] == ["guard_look_failed"] * 2 and "netlink" in logs[0]["error"]
     mesh.fail = False
     svc.look(ctx, 101.0)
     assert [o.at for o in svc.history] == [101.0]
