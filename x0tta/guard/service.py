@@ -17,22 +17,22 @@ Lifecycle (``run``):
    are turned off. Nothing is dropped then: without the programs there is no guard in the kernel.
 
 Admin commands: ``guard.list``, ``guard.admit {"mac", "reason"?}``, ``guard.revoke {"mac"}``,
-``guard.mode {"mode"}`` (``x0tta guard``), ``guard.threats {"limit"?}`` (the latest threat
-records, newest last). Metrics: ``x0tta_guard_enforcing``,
-``x0tta_guard_in_kernel``, ``x0tta_guard_admitted{origin}``, ``x0tta_guard_threats_total{signature}``
-(threat records by detector, every signature exported from zero so that the alert rules' ``increase``
-sees the first one).
+``guard.mode {"mode"}``, ``guard.threats {"limit"?}`` (the latest threat records, newest last)
+(``x0tta guard``). Metrics: ``x0tta_guard_enforcing``, ``x0tta_guard_in_kernel``,
+``x0tta_guard_admitted{origin}``, ``x0tta_guard_threats_total{signature}`` (threat records by
+detector, every signature exported from zero so that the alert rules' ``increase`` sees the first
+one). The frames the kernel dropped are counted by the probes' program and exported with the
+probes' metrics (``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
 
 Detection (``[guard.detect]``, docs/guard.md): when the composition root hands it an observer
-(:attr:`GuardService.observe`: ``now -> Observation`` of what the probes and the mesh tables show),
-every ``interval`` the guard (in a worker thread) adds this node's admissions and mode to a new observation, runs the
-pure detectors (``x0tta.guard.core.detect``) over the observations of the last two windows
-(and the originators it knew within ``originator_memory``), and
-for each new finding (once per ``report_hold``) logs ``guard_threat`` with the threat record
-(``x0tta.guard.core.threats``), counts it and keeps it for ``guard.threats``. An observer that
-raises is logged and retried at the next interval; detection never stops the guard. The frames the kernel dropped are
-counted by the probes' program and exported with the probes' metrics
-(``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
+(:attr:`GuardService.observe`: ``now -> Observation`` of what the probes, the mesh tables and the
+peer handshakes show), every ``interval`` the guard, in a worker thread, adds this node's
+admissions and mode to a new observation and runs the pure detectors (``x0tta.guard.core.detect``)
+over the observations of the last two windows and the originators it knew within
+``originator_memory``; for each new finding (once per ``report_hold``) it logs ``guard_threat``
+with the threat record (``x0tta.guard.core.threats``), counts it and keeps it for
+``guard.threats``. An observer that raises is logged and tried again at the next interval:
+detection never stops the guard.
 
 API for other subsystems (the wiring hands them this instance): :attr:`GuardService.guard`, the
 :class:`~x0tta.guard.enforce.Guard` (``admit``/``revoke``); the peer subsystem admits and revokes
