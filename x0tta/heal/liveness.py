@@ -49,6 +49,7 @@ ECHO_REQUEST, ECHO_REPLY = 128, 129
 ECHO_MAGIC = b"X0LE"
 ALERT_MAGIC = b"X0MA"  # x0tta.heal.core.alert.MAGIC: a hop-by-hop alert on a probe socket
 IDLE_EVERY = 10  # an interface where no peer was ever heard is probed every 10th round
+DRAIN_MAX = 256  # datagrams read per interface in one drain (a bound, not an expected count)
 # How an overdue peer's silence is corroborated (``Prober.corroboration``, ``heal.state``).
 BY_NEIGHBOUR = "ebpf_neighbour"  # batman-adv frames from that peer's MAC (the eBPF counters)
 BY_INTERFACE = "interface_counter"  # any frame on its interface (sysfs rx_packets)
@@ -201,13 +202,30 @@ class Prober:
             os.close(iface.rx_fd)
             iface.rx_fd = None
 
-    def _readable(self, iface: _Iface) -> None:
+    def _readable(self, iface: _Iface) -> bool:
         """One datagram per call: the loop calls again while more are waiting (a drain would end
-        every wake-up with a recv that fails with EAGAIN, a system call for nothing)."""
+        every wake-up with a recv that fails with EAGAIN, a system call for nothing). False when
+        nothing was there."""
         try:
             data, addr = iface.sock.recvfrom(4096)
         except OSError:  # BlockingIOError: a spurious wake-up; anything else: try again next time
-            return
+            return False
+        self._take(iface, data, addr)
+        return True
+
+    def drain(self) -> int:
+        """Read everything waiting on the probe sockets now; how many datagrams. After a late
+        round, before our probes go out: their acknowledgements must count the peers' probes that
+        arrived while this process did not run, or the peers take their own probes for lost."""
+        n = 0
+        for iface in list(self.ifaces.values()):
+            for _ in range(DRAIN_MAX):
+                if not self._readable(iface):
+                    break
+                n += 1
+        return n
+
+    def _take(self, iface: _Iface, data: bytes, addr: Any) -> None:
         iface.probes_rx += 1
         if data[:4] == ALERT_MAGIC:
             if self.on_alert is not None:
@@ -376,6 +394,8 @@ class Prober:
                 if now >= next_sync:
                     await self.sync(names())
                     next_sync = now + 1.0
+                if planned is not None and now - planned > self.interval / 2:
+                    self.drain()  # a late round: what arrived meanwhile is acknowledged first
                 self.tracker.tick(now)
                 late = self.tracker.overdue(now)
                 self._sample_rx(now, late)

@@ -291,3 +291,81 @@ def test_the_prober_asks_only_overdue_peers_for_their_own_figure():
     p._sample_rx(3.3, [("x0nope0", MB)])
     assert p.corroboration == BY_NEIGHBOUR
     assert Prober(Tracker(0.1, 20, 60.0), 0, 0.1).corroboration == BY_INTERFACE  # nothing wired
+
+
+def _slow_reader(me, peer, t0, t1, lag, answered, interval=0.1):
+    """``peer`` probes on time but reads ``me``'s probes ``lag`` late (its agent starved between
+    rounds: they wait unread in its socket); ``me`` asks the peer's kernel when its probes go
+    unacknowledged, answered ``answered(t)``. Returns the largest lost_run ``me`` sees."""
+    worst, t, queue = 0, t0, []
+    while t < t1:
+        queue.append((t, me.next_probe("eth0", MA, t, int(t * 1e9))))
+        while queue and queue[0][0] <= t - lag:  # the peer reads what is old enough
+            sent, data = queue.pop(0)
+            peer.receive("eth0", MB, data, sent + lag, int((sent + lag) * 1e9))
+        p = t + interval / 2
+        me.receive("eth0", MA, peer.next_probe("eth0", MB, p, int(p * 1e9)), p, int(p * 1e9))
+        for hardif, who in me.overdue(p):
+            me.echo_sent(hardif, who, p)
+            if answered(p):
+                me.echo_reply(hardif, who, p + 0.001)
+        (s,) = me.stats(p + 0.002)
+        worst = max(worst, s.lost_run)
+        t = round(t + interval, 6)
+    return worst
+
+
+def test_a_peer_that_reads_my_probes_late_is_not_a_dead_link_when_its_kernel_answers():
+    """My probes unacknowledged because the agent over there reads them late (its process
+    starved): the kernel's echo answers after they were sent, so they are late, not lost."""
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    assert _slow_reader(me, peer, 0.0, 1.0, 0.0, lambda t: True) == 0
+    assert _slow_reader(me, peer, 1.0, 3.0, 0.45, lambda t: True) == 0
+    (s,) = me.stats(3.0)
+    assert me.echoes_answered > 0 and s.lost_run == 0
+
+
+def test_unacknowledged_probes_and_no_echo_reply_are_lost():
+    """One-way loss from me to the peer: its probes still arrive, mine are never acknowledged and
+    the echo request is lost with them: the send-side run counts."""
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    assert _slow_reader(me, peer, 0.0, 1.0, 0.0, lambda t: True) == 0
+    assert _slow_reader(me, peer, 1.0, 2.0, 99.0, lambda t: False) >= 3
+
+
+def test_an_agent_catching_up_after_a_stall_reports_no_loss_for_its_own_silence():
+    """Its own stall is not its peers' loss: the loss it reports in its acks counts gaps between
+    the probes it heard, not the time it did not run."""
+    a, b = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    t = 0.0
+    for _ in range(20):
+        a.receive("eth0", MA, b.next_probe("eth0", MB, t, int(t * 1e9)), t, int(t * 1e9))
+        a.tick(t)
+        t = round(t + 0.1, 6)
+    t += 0.6  # a did not run for 0.7 s (b's probes wait unread)
+    a.tick(t)
+    (ack,) = decode(a.next_probe("eth0", MA, t, int(t * 1e9))).acks
+    assert ack.loss_permille == 0
+
+
+def test_the_prober_drains_its_socket_after_a_late_round():
+    import socket
+
+    from x0tta.heal.liveness import Prober, _Iface
+
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    prober = Prober(me, 0, 0.1)
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("::1", 0))
+        rx.setblocking(False)
+        prober.ifaces["eth0"] = _Iface("eth0", 1, MA, rx)
+        for i in range(5):
+            tx.sendto(peer.next_probe("eth0", MB, i * 0.1, i * 10**8), rx.getsockname())
+        assert prober.drain() == 5 and prober.received == 5
+        assert me.peers[("eth0", MB)].high_seq == 5
+        assert prober.drain() == 0
+    finally:
+        rx.close()
+        tx.close()

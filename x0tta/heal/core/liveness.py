@@ -213,6 +213,7 @@ class _Peer:
     acked: int | None = None  # my newest seq the peer heard
     tx_loss: float = 0.0  # loss of my probes, as the peer reports
     tx_run: int = 0  # my probes in a row the peer has not heard (as of its last probe)
+    tx_since: float | None = None  # when the oldest of those was sent
     rtt_ms: float | None = None
 
 
@@ -241,6 +242,9 @@ class Tracker:
         self.restart_seq: dict[str, int] = {}  # hardif -> my last seq there before its carrier came back
         self.echo_rx: dict[tuple[str, str], float] = {}  # (hardif, peer) -> last echo reply
         self.echo_req: dict[tuple[str, str], float] = {}  # (hardif, peer) -> first unanswered echo request
+        # (hardif, peer) -> when the last answered echo request was sent: the link carried a round
+        # trip at that moment, both ways
+        self.echo_ok: dict[tuple[str, str], float] = {}
         self.echoes_answered = 0
 
     def _alive_at(self, key: tuple[str, str], p: _Peer) -> float:
@@ -258,10 +262,20 @@ class Tracker:
         return now
 
     def overdue(self, now: float) -> list[tuple[str, str]]:
-        """(hard interface, peer) whose probe is late by more than a tenth of an interval: ask the
-        peer's kernel whether the link still carries traffic."""
+        """(hard interface, peer) whose probe is late by more than a tenth of an interval, or that
+        has not acknowledged my latest probes: ask the peer's kernel whether the link still carries
+        traffic (a starved agent over there neither sends nor reads on time; its kernel does)."""
         late = OVERDUE * self.interval
-        return [k for k, p in self.peers.items() if now - max(p.last_rx, self.echo_rx.get(k, 0.0)) > late]
+        return [k for k, p in self.peers.items()
+                if now - max(p.last_rx, self.echo_rx.get(k, 0.0)) > late or self._tx_run(k, p)]
+
+    def _tx_run(self, key: tuple[str, str], p: _Peer) -> int:
+        """My probes the peer has not acknowledged, unless its kernel answered an echo sent after
+        the oldest of them: then the link carried a round trip since, and it is the agent over
+        there that has not read them yet (late, not lost)."""
+        if p.tx_run and p.tx_since is not None and self.echo_ok.get(key, float("-inf")) >= p.tx_since:
+            return 0
+        return p.tx_run
 
     def echo_sent(self, hardif: str, peer: str, now: float) -> None:
         key = (hardif, peer)
@@ -278,7 +292,9 @@ class Tracker:
             return
         self.echoes_answered += 1
         self.echo_rx[key] = now
-        self.echo_req.pop(key, None)
+        req = self.echo_req.pop(key, None)
+        if req is not None:
+            self.echo_ok[key] = req
 
     def link(self, hardif: str, up: bool) -> bool:
         """The carrier of ``hardif`` as the caller sees it now. On a down -> up transition the loss
@@ -324,9 +340,13 @@ class Tracker:
                 del sent[old]
         acks = []
         mine = sorted(((k, p) for k, p in self.peers.items() if k[0] == hardif), key=lambda kp: -kp[1].last_rx)
+        stalled = now < self.grace_until  # we did not run: probes may wait unread, not lost
         for (_h, peer), p in mine[:MAX_ACKS]:
+            alive_at = self._alive_at((_h, peer), p)
+            # while this agent catches up after a stall, the loss it reports counts the gaps
+            # between probes heard, not the silence since: that silence was our own
             acks.append(Ack(peer, p.high_seq, p.high_sent, max(0, now_ns - p.last_rx_ns),
-                            round(1000 * self._rx_loss(p, now, self._alive_at((_h, peer), p)))))
+                            round(1000 * self._rx_loss(p, alive_at if stalled else now, alive_at))))
         return encode(Probe(seq=seq, sender=mac, sent=now_ns, acks=tuple(acks)), self.key, self._signing(hardif))
 
     def _sessions(self) -> LinkKeys | None:
@@ -402,8 +422,9 @@ class Tracker:
             slack = (p.rtt_ms or 0.0) / 1000.0 + self.interval / 2
             sent = self.sent_at.get(hardif, {})
             due, mine = now - slack, self.seq.get(hardif, 0)
-            p.tx_run = sum(1 for q in range(max(a.seq + 1, mine - 4 * self.window), mine + 1)
-                           if sent.get(q, due + 1) <= due)
+            unacked = [sent[q] for q in range(max(a.seq + 1, mine - 4 * self.window), mine + 1)
+                       if sent.get(q, due + 1) <= due]
+            p.tx_run, p.tx_since = len(unacked), min(unacked, default=None)
         return probe
 
     def bye(self, hardif: str, mac: str, now_ns: int) -> bytes:
@@ -416,6 +437,7 @@ class Tracker:
         self.peers.pop(key, None)
         self.echo_rx.pop(key, None)
         self.echo_req.pop(key, None)
+        self.echo_ok.pop(key, None)
 
     def _rx_run(self, p: _Peer, now: float, alive_at: float | None = None) -> int:
         return max(0, int((now - (p.last_rx if alive_at is None else alive_at)) / self.interval - 0.5))
@@ -454,7 +476,7 @@ class Tracker:
         worst = 0
         for key, p in self.peers.items():
             rx_run = self._silent_run(key, p, self._alive_at(key, p), now, link_rx)
-            worst = max(worst, rx_run, p.tx_run)
+            worst = max(worst, rx_run, self._tx_run(key, p))
         return worst
 
     def stats(
@@ -481,7 +503,7 @@ class Tracker:
                 continue
             alive_at = self._alive_at(key, p)
             rx_run = self._silent_run(key, p, alive_at, now, link_rx)
-            tx_run = p.tx_run
+            tx_run = self._tx_run(key, p)
             if now < self.grace_until:  # we were not running: nothing to conclude yet
                 rx_run = tx_run = 0
             rx_loss = self._rx_loss(p, now, alive_at)
