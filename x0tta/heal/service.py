@@ -36,6 +36,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from x0tta.clock import SYSTEM, Clock
 from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
 from x0tta.common.health import Condition
 from x0tta.common.subsystem import Context, Subsystem
@@ -154,8 +155,10 @@ class HealService(Subsystem):
         subsystem_health: Callable[[], list[dict[str, Any]]] | None = None,
         restart_subsystem: Callable[[str], Awaitable[None]] | None = None,
         overrides: dict[str, Any] | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings or HealSettings()
+        self.clock = clock  # every time read, sleep and poll wait of the loop goes through it
         self._subsystem_health = subsystem_health
         self._restart = restart_subsystem
         # Shared with the mesh reconcile when the wiring provides it: what heal changed on
@@ -258,7 +261,7 @@ class HealService(Subsystem):
             s = self.settings = dataclasses.replace(s, disabled_actions=(*s.disabled_actions, "restart_subsystem"))
         await store.open()
         self.store = store
-        now = time.time()
+        now = self.clock.time()
         k = loop.initial(s, f"{int(now * 1000):x}", await store.load_stats())
         open_incidents = await store.load_open()
         if open_incidents:
@@ -285,10 +288,10 @@ class HealService(Subsystem):
             if metrics is not None:
                 metrics.breaker.labels(name).set(BREAKER_STATE.get(state, 0))
 
-        breakers = Breakers(s.breaker_fail_max, s.breaker_reset_timeout, time.monotonic, on_change=on_breaker)
+        breakers = Breakers(s.breaker_fail_max, s.breaker_reset_timeout, self.clock.monotonic, on_change=on_breaker)
         self.executor = Executor(
             actuator, dry_run=s.dry_run, breakers=breakers, rate_burst=s.rate_burst,
-            rate_per_minute=s.rate_per_minute, clock=time.monotonic,
+            rate_per_minute=s.rate_per_minute, clock=self.clock.monotonic,
         )
         key = None
         if s.probe_key_file and (s.probe_enabled or s.alert_enabled):
@@ -316,7 +319,7 @@ class HealService(Subsystem):
             busy = k is not None and (k.busy or bool(self.executor and self.executor.trials))
             fast = s.strained_poll_interval if self.strain.strained else s.fast_poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), fast if busy else s.poll_interval)
+                await self.clock.wait_for(self._wake.wait(), fast if busy else s.poll_interval)
             self._wake.clear()
             try:
                 await self.cycle(ctx, mesh, links)
@@ -327,7 +330,7 @@ class HealService(Subsystem):
                 ctx.log.warning("heal_cycle_failed", error=str(exc))
                 if failures >= 3:
                     ctx.health.set(HEAL_MONITOR_FAILING(str(exc)))
-                await asyncio.sleep(min(5.0, s.poll_interval * failures))
+                await self.clock.sleep(min(5.0, s.poll_interval * failures))
 
     def session_keys_due(self, log: Any = None) -> bool:
         """Take probe keys from sessions from now on, if this node just got its identity; True then."""
@@ -337,7 +340,7 @@ class HealService(Subsystem):
         if self.prober is not None:  # what was learnt from unauthenticated probes is no evidence now
             self.prober.tracker.start_over()
         if log is not None:
-            log.info("heal_probes_session_keyed", sessions=self.link_keys.count(time.monotonic()))
+            log.info("heal_probes_session_keyed", sessions=self.link_keys.count(self.clock.monotonic()))
         return True
 
     def peer_changed(self, change: Any) -> None:
@@ -348,7 +351,7 @@ class HealService(Subsystem):
         addr, _, hardif = host.strip("[]").partition("%")
         if not hardif or not addr.lower().startswith("fe80:") or len(key) < 16:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if getattr(change, "up", False):
             self.link_keys.up(hardif, host, key, now)
         else:
@@ -360,7 +363,7 @@ class HealService(Subsystem):
         s = self.settings
         if s is not None and (s.probe_enabled or s.alert_enabled):
             if self.link_keys.required:
-                if not self.link_keys.count(time.monotonic()):
+                if not self.link_keys.count(self.clock.monotonic()):
                     out.append(HEAL_PROBES_WITHOUT_SESSIONS(
                         "liveness probes are keyed by the neighbours' PQ mTLS sessions and none is up yet: "
                         "no probe is taken, so the loop acts on batman-adv's tables alone",
@@ -413,7 +416,7 @@ class HealService(Subsystem):
                 active=bool(b.active) if b else False,
                 hop_penalty=b.hop_penalty if b else None,
             ))
-        wall, mono = time.time(), time.monotonic()
+        wall, mono = self.clock.time(), self.clock.monotonic()
         self.strain.sample(mono, time.process_time(), self.prober.take_lag() if self.prober is not None else 0.0)
         if self.alerter is not None:
             await self.alerter.ensure(mono)  # the mesh interface may have appeared since
@@ -479,12 +482,12 @@ class HealService(Subsystem):
         )
 
     async def cycle(self, ctx: Context, mesh: Any, links: Any) -> None:
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         self.session_keys_due(ctx.log)
         obs = await self.observe(ctx, mesh, links)
         k = self.knowledge
         assert k is not None and self.executor is not None
-        k, decisions = loop.step(k, obs, time.time())
+        k, decisions = loop.step(k, obs, self.clock.time())
         self.knowledge = k
         self._alert(ctx, k)
         # before acting: the mesh reconcile reacts to batman-adv's config event of our own change
@@ -497,7 +500,7 @@ class HealService(Subsystem):
                 with self._phase(d.incident, "execute", op=d.op.value, kind=d.action.kind.value,
                                  target=d.action.target):
                     results.append(await self.executor.execute(d))
-            k = loop.settle(self.knowledge, results, time.time())
+            k = loop.settle(self.knowledge, results, self.clock.time())
             self.knowledge = k
             for res, d in zip(results, decisions, strict=True):
                 ctx.log.info("heal_executed", incident=d.incident, id=d.id, op=d.op.value, action=d.action.kind.value,
@@ -508,7 +511,7 @@ class HealService(Subsystem):
         self._update_overrides()
         self.cycles += 1
         if self._metrics:
-            self._metrics.cycle.observe(time.perf_counter() - started)
+            self._metrics.cycle.observe(self.clock.monotonic() - started)
             self._metrics.incidents_open.set(len(k.incidents))
             self._metrics.strained.set(int(self.strain.strained))
             self._metrics.cpu.set(round(self.strain.cpu_share, 4))
@@ -517,7 +520,7 @@ class HealService(Subsystem):
                 p = self.prober
                 self._add(m.probes, "probes", {"sent": p.sent, "received": p.received, "rejected": p.tracker.rejected})
                 self._add(m.refused, "probes_refused", p.tracker.rejects)
-                m.link_keys.set(self.link_keys.count(time.monotonic()))
+                m.link_keys.set(self.link_keys.count(self.clock.monotonic()))
             if self.alerter is not None:
                 a = self.alerter
                 self._add(m.alerts, "alerts", {"sent": a.sent, "received": a.received, "rejected": a.rejected,
@@ -542,7 +545,7 @@ class HealService(Subsystem):
             kind = ev.data["symptom"]["kind"]
             if kind not in ALERT_ON:
                 continue
-            alert = self.alerter.raise_alert(kind, time.monotonic())
+            alert = self.alerter.raise_alert(kind, self.clock.monotonic())
             ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
                          seq=alert.seq if alert else None, sent=alert is not None)
             if alert is not None:
@@ -594,7 +597,7 @@ class HealService(Subsystem):
                 alternatives=[f"{c.action.kind.value}: {c.rejected}" for c in d.alternatives],
                 dry_run=self.settings.dry_run, trace_id=trace_id,
             )
-            ops.append(("event", (d.incident, time.time(), "decision", d.to_json())))
+            ops.append(("event", (d.incident, self.clock.time(), "decision", d.to_json())))
         for inc_id in sorted(touched):
             data = k.incident_json(inc_id)
             if data is not None:
@@ -660,7 +663,7 @@ class HealService(Subsystem):
                 span.end()
             ctx.log.info("heal_incident_closed", incident=ev.incident, resolution=inc["resolution"],
                          duration=round(data["duration"], 3))
-        ops.append(("event", (ev.incident, time.time(), name, data)))
+        ops.append(("event", (ev.incident, self.clock.time(), name, data)))
         for listener in self.listeners:
             try:
                 listener(name, ev.incident, data)
@@ -705,7 +708,7 @@ class HealService(Subsystem):
 
     def _auth_json(self) -> dict[str, Any]:
         """How probes and alerts are authenticated, and what was refused (``heal.state``)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         mode = ("sessions" if self.link_keys.required else
                 "shared_key" if self.settings.probe_key_file else "none")
         return {
@@ -745,7 +748,7 @@ class HealService(Subsystem):
                 "probe_stalls": self.prober.tracker.stalls if self.prober else 0,
                 "probe_corroboration": self.prober.corroboration if self.prober else None,
                 "authentication": self._auth_json(),
-                "link_rx_age": ({k: round(time.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
+                "link_rx_age": ({k: round(self.clock.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
                                 if self.prober else {}),
                 "stats": [{"symptom": s, "action": a, "ok": ok, "failed": bad}
                           for (s, a), (ok, bad) in k.stats.items()],

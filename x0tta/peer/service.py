@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +44,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import Counter, Gauge
 
 from x0tta import __version__
+from x0tta.clock import SYSTEM, Clock
 from x0tta.common.errors import CapabilityMissing, TemporaryError
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.peer import PQ_GROUPS, PeerSettings
@@ -183,17 +183,18 @@ class Link:
 
     async def session(self, timeout: float) -> PeerSession:
         """The current usable session, waiting up to ``timeout`` for one."""
-        deadline = time.monotonic() + timeout
+        clock = self.service.clock
+        deadline = clock.monotonic() + timeout
         while True:
             cur = self.current
             if cur is not None and cur.usable:
                 return cur
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 raise NoSession(f"no session to {self.address}: {self.last_error or 'connecting'}")
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), min(remaining, 0.5))
+                await clock.wait_for(self._ready.wait(), min(remaining, 0.5))
 
     def _reauth_at(self, session: PeerSession) -> float:
         own = session.stream.credentials.svid
@@ -203,6 +204,7 @@ class Link:
 
     async def _run(self) -> None:
         svc = self.service
+        clock = svc.clock
         delay = svc.settings.reconnect_min_delay
         session: PeerSession | None = None
         not_before = 0.0  # no re-authentication before (after one that gained nothing)
@@ -215,7 +217,7 @@ class Link:
                     if str(exc) != self.last_error:
                         svc.log.info("peer_connect_failed", address=self.address, error=str(exc), retry_in=delay)
                     self.last_error = str(exc)
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    await clock.sleep(delay * random.uniform(0.8, 1.2))
                     delay = min(delay * 2, svc.settings.reconnect_max_delay)
                     continue
                 delay = svc.settings.reconnect_min_delay
@@ -224,10 +226,11 @@ class Link:
                 self._ready.set()
             # Supervise: wake on close, on our own rotation, or when re-authentication is due.
             rotated = session.stream.credentials.svid.leaf != svc.endpoint_credentials().svid.leaf
-            due = max(self._reauth_at(session), not_before) - time.time()
+            due = max(self._reauth_at(session), not_before) - clock.time()
             if not rotated and due > 0:
                 self._wake.clear()
-                await wait_first(session.closed, self._wake, timeout=due)
+                with contextlib.suppress(TimeoutError):
+                    await clock.wait_for(wait_first(session.closed, self._wake, timeout=None), due)
                 continue
             if session.closed.is_set():
                 continue
@@ -238,8 +241,8 @@ class Link:
                 svc.metrics_reauth("failed")
                 self.last_error = f"re-authentication failed: {exc}"
                 svc.log.warning("peer_reauth_failed", address=self.address, error=str(exc))
-                await asyncio.sleep(min(1.0, max(0.05, (session.peer.not_after - time.time()) / 4)))
-                if time.time() >= session.peer.not_after:
+                await clock.sleep(min(1.0, max(0.05, (session.peer.not_after - clock.time()) / 4)))
+                if clock.time() >= session.peer.not_after:
                     await session.close("peer_svid_expired")
                 continue
             old, session = session, new
@@ -247,7 +250,7 @@ class Link:
             if same_peer and new.stream.credentials.svid.leaf == old.stream.credentials.svid.leaf:
                 # Nothing newer on either side yet (the peer has not rotated): look again shortly,
                 # well before the old SVID ends, instead of handshaking in a loop.
-                not_before = time.time() + min(5.0, max(0.1, (new.peer.not_after - time.time()) / 4))
+                not_before = clock.time() + min(5.0, max(0.1, (new.peer.not_after - clock.time()) / 4))
             self.current = new
             self._ready.set()
             self.reauthentications += 1
@@ -261,8 +264,10 @@ class PeerService(Subsystem):
     name = "peer"
 
     def __init__(self, identity: IdentityProvider | None = None, *,
-                 neighbours: Callable[[], Iterable[str]] | Iterable[str] | None = None) -> None:
+                 neighbours: Callable[[], Iterable[str]] | Iterable[str] | None = None,
+                 clock: Clock = SYSTEM) -> None:
         self._identity = identity
+        self.clock = clock  # its time reads, sleeps and timeouts, and the time certificates are checked at
         self._neighbours = neighbours
         self._methods: dict[str, MethodHandler] = {"peer.echo": self._echo, "peer.info": self._info}
         self.links: dict[str, Link] = {}
@@ -307,6 +312,7 @@ class PeerService(Subsystem):
                 self.log.exception("peer_subscriber_failed", subscriber=repr(cb))
 
     async def wait_ready(self, timeout: float | None = None) -> None:
+        # real time, whatever the clock: the caller waits for a socket to listen, not for time to pass
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     def sessions(self) -> list[tuple[str, PeerSession]]:
@@ -320,18 +326,19 @@ class PeerService(Subsystem):
         if link is None:
             raise NoSession(f"no link to {address}")
         timeout = self.settings.request_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        clock = self.clock
+        deadline = clock.monotonic() + timeout
         tracer = self._ctx.tracer if self._ctx is not None else trace.get_tracer("x0tta.peer")
         with tracer.start_as_current_span(f"peer.request {method}", kind=trace.SpanKind.CLIENT) as span:
             tp = traceparent_of(span)
             while True:
-                session = await link.session(max(0.0, deadline - time.monotonic()))
+                session = await link.session(max(0.0, deadline - clock.monotonic()))
                 span.set_attribute("peer.spiffe_id", str(session.peer.spiffe_id))
                 try:
-                    out = await session.request(method, body, timeout=max(0.01, deadline - time.monotonic()),
+                    out = await session.request(method, body, timeout=max(0.01, deadline - clock.monotonic()),
                                                 traceparent=tp)
                 except SessionClosed as exc:
-                    if exc.sent or time.monotonic() >= deadline:
+                    if exc.sent or clock.monotonic() >= deadline:
                         self._count_request("out", "failed")
                         raise
                     continue  # it never left: the next session takes it
@@ -355,7 +362,8 @@ class PeerService(Subsystem):
             raise CapabilityMissing(IDENTITY_UNAVAILABLE, "the identity subsystem is disabled: no SVID")
         ctx.health.set(IDENTITY_UNAVAILABLE("waiting for this node's SVID"))
         source = await self._identity.wait_source()
-        endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe)
+        endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe,
+                               clock=self.clock.time)
         self.endpoint = endpoint
         unsubscribe = source.subscribe(self._on_identity)
         try:
@@ -371,7 +379,7 @@ class PeerService(Subsystem):
             while True:
                 self._reconcile()
                 self._report_health(ctx)
-                await asyncio.sleep(self.settings.neighbour_refresh)
+                await self.clock.sleep(self.settings.neighbour_refresh)
         finally:
             self._ready.clear()
             unsubscribe()
@@ -434,7 +442,7 @@ class PeerService(Subsystem):
             self._metrics.rotations.labels(kind).inc()
         self.log.info("peer_credentials_updated", kind=kind, serial=f"{update.svid.leaf.serial_number:x}",
                       expires_at=update.svid.expires_at, generation=self.endpoint.generation)
-        now = time.time()
+        now = self.clock.time()
         for _direction, session in self.sessions():
             reason, detail, _ = check_peer(self.endpoint.policy, creds, session.peer.chain, now)
             if reason is not None:
@@ -448,7 +456,7 @@ class PeerService(Subsystem):
         """GoAway, let in-flight requests finish (up to ``request_timeout``), then close."""
         await session.goaway(reason)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(session.closed.wait(), self.settings.request_timeout)
+            await self.clock.wait_for(session.closed.wait(), self.settings.request_timeout)
         await session.close(reason)
 
     # -- sessions ----------------------------------------------------------------------------------
@@ -491,9 +499,9 @@ class PeerService(Subsystem):
         """Count the session's end; send an inbound peer away when its SVID expires."""
         try:
             if direction == "in":
-                due = session.peer.not_after - time.time()
+                due = session.peer.not_after - self.clock.time()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(session.closed.wait(), max(0.0, due))
+                    await self.clock.wait_for(session.closed.wait(), max(0.0, due))
                 if not session.closed.is_set():
                     await self.send_away(session, "peer_svid_expired")
             await session.closed.wait()
@@ -588,7 +596,7 @@ class PeerService(Subsystem):
                              peer=r.spiffe_id or None, detail=r.detail)
 
     async def _list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
-        now = time.time()
+        now = self.clock.time()
         rows = []
         for direction, s in self.sessions():
             p = s.peer

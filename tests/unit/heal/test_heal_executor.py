@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.kit.clock import ManualClock
 from x0tta.heal.breakers import Breakers
 from x0tta.heal.core.model import Action, ActionKind, Decision, Op, evidence
 from x0tta.heal.executor import Executor
@@ -45,14 +46,6 @@ class FakeKernel:
         self.calls.append(("restart", name))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def steer(i: int, op: Op = Op.APPLY, kind: ActionKind = ActionKind.STEER_OFF, method: str = "detach") -> Decision:
     a = Action(kind, "hardif:eth0", evidence(hardif="eth0", method=method, hop_penalty=255, previous_hop_penalty=0),
                disruptive=True)
@@ -61,12 +54,12 @@ def steer(i: int, op: Op = Op.APPLY, kind: ActionKind = ActionKind.STEER_OFF, me
 
 
 def make(kernel, clock, dry_run=False, burst=3, per_minute=6.0, fail_max=3):
-    return Executor(kernel, dry_run=dry_run, breakers=Breakers(fail_max, 60.0, clock), rate_burst=burst,
-                    rate_per_minute=per_minute, clock=clock)
+    return Executor(kernel, dry_run=dry_run, breakers=Breakers(fail_max, 60.0, clock.monotonic), rate_burst=burst,
+                    rate_per_minute=per_minute, clock=clock.monotonic)
 
 
 async def test_actions_are_idempotent_and_undone():
-    k, c = FakeKernel(), Clock()
+    k, c = FakeKernel(), ManualClock()
     ex = make(k, c)
     for i in range(2):
         assert (await ex.execute(steer(i))).ok
@@ -87,7 +80,7 @@ async def test_actions_are_idempotent_and_undone():
 
 
 async def test_unverified_actions_open_the_breaker_and_rollback_still_runs():
-    k, c = FakeKernel(), Clock()
+    k, c = FakeKernel(), ManualClock()
     ex = make(k, c, burst=100, per_minute=600)
     for i in range(3):
         r = await ex.execute(steer(i))
@@ -98,7 +91,7 @@ async def test_unverified_actions_open_the_breaker_and_rollback_still_runs():
     assert ex.breakers.states() == {"steer_off:hardif:eth0": "open"}
     # undoing harm is never refused
     assert (await ex.execute(steer(1, Op.ROLLBACK, ActionKind.RESTORE_HARDIF))).ok
-    c.t += 61
+    c.advance(61)
     r = await ex.execute(steer(10))
     assert r.ok and ex.breakers.states()["steer_off:hardif:eth0"] == "half-open"
     ex.verified("a10", True, "")
@@ -106,14 +99,14 @@ async def test_unverified_actions_open_the_breaker_and_rollback_still_runs():
 
 
 async def test_kernel_errors_count_against_the_breaker():
-    k, c = FakeKernel(), Clock()
+    k, c = FakeKernel(), ManualClock()
     k.fail = True
     ex = make(k, c, burst=100, per_minute=600, fail_max=2)
     assert [(await ex.execute(steer(i))).outcome for i in range(3)] == ["error", "error", "breaker_open"]
 
 
 async def test_rate_limit_and_dry_run():
-    k, c = FakeKernel(), Clock()
+    k, c = FakeKernel(), ManualClock()
     ex = make(k, c, burst=2, per_minute=6)
     outcomes = []
     for i in range(5):
@@ -121,7 +114,7 @@ async def test_rate_limit_and_dry_run():
         ex.verified(f"a{i}", True, "")
         outcomes.append(r.outcome)
     assert outcomes == ["applied", "applied", "rate_limited", "rate_limited", "rate_limited"]
-    c.t += 10.0  # one token per 10 s
+    c.advance(10.0)  # one token per 10 s
     assert (await ex.execute(steer(7))).ok
     dry = make(FakeKernel(), c, dry_run=True)
     r = await dry.execute(steer(1))

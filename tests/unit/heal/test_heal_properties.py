@@ -5,21 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.kit.clock import ManualClock
 from x0tta.config.heal import HealSettings
 from x0tta.heal.breakers import BreakerOpen, Breakers
 from x0tta.heal.core import loop
 from x0tta.heal.core.detect import hysteresis
 from x0tta.heal.core.model import ActionKind, Observation, ProbeStats, Severity
 from x0tta.heal.core.ratelimit import TokenBucket
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
 
 ops = st.lists(
     st.tuples(st.sampled_from(["ok", "fail", "wait"]), st.floats(min_value=0.0, max_value=30.0)),
@@ -30,12 +22,12 @@ ops = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(ops)
 def test_breaker_never_closes_without_a_successful_half_open_trial(script):
-    clock = FakeClock()
+    clock = ManualClock()
     changes: list[tuple[str, str]] = []
-    br = Breakers(fail_max=3, reset_timeout=10.0, clock=clock, on_change=lambda n, s: changes.append((n, s)))
+    br = Breakers(fail_max=3, reset_timeout=10.0, clock=clock.monotonic, on_change=lambda n, s: changes.append((n, s)))
     for op, dt in script:
         if op == "wait":
-            clock.t += dt
+            clock.advance(dt)
             continue
         b = br.get("steer_off", "hardif:eth0")
         before = b.current_state
@@ -61,23 +53,23 @@ def test_breaker_never_closes_without_a_successful_half_open_trial(script):
 
 
 def test_breaker_opens_after_fail_max_and_waits_reset_timeout():
-    clock = FakeClock()
-    br = Breakers(fail_max=2, reset_timeout=60.0, clock=clock)
+    clock = ManualClock()
+    br = Breakers(fail_max=2, reset_timeout=60.0, clock=clock.monotonic)
     for _ in range(2):
         br.begin("restore_hardif", "hardif:eth0").failure("symptom came back")
     assert br.states() == {"restore_hardif:hardif:eth0": "open"}
-    clock.t += 59.0
+    clock.advance(59.0)
     try:
         br.begin("restore_hardif", "hardif:eth0")
         raise AssertionError("open breaker let a call through")
     except BreakerOpen as exc:
         assert 0.9 <= exc.delay <= 1.01
-    clock.t += 1.5
+    clock.advance(1.5)
     trial = br.begin("restore_hardif", "hardif:eth0")
     assert br.states()["restore_hardif:hardif:eth0"] == "half-open"
     trial.failure("again")
     assert br.states()["restore_hardif:hardif:eth0"] == "open"
-    clock.t += 61
+    clock.advance(61)
     br.begin("restore_hardif", "hardif:eth0").success()
     assert br.states()["restore_hardif:hardif:eth0"] == "closed"
 

@@ -1,0 +1,63 @@
+"""The clocks services read time through: the system one, and the manual one tests drive."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.kit.clock import ManualClock
+from x0tta.clock import SYSTEM, Clock
+
+
+async def test_a_manual_sleep_wakes_when_the_time_passes_it_and_not_before() -> None:
+    clock: Clock = ManualClock()
+    t0 = clock.monotonic()
+    woke: list[float] = []
+
+    async def sleeper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.monotonic() - t0)
+
+    tasks = [asyncio.create_task(sleeper(s)) for s in (5.0, 1.0, 60.0)]
+    await asyncio.sleep(0)
+    assert clock.sleepers == 3
+    clock.advance(0.5)
+    await asyncio.sleep(0)
+    assert woke == []
+    clock.advance(4.5)  # 1 s and 5 s are due now
+    await asyncio.gather(*tasks[:2])
+    assert woke == [5.0, 5.0] and clock.sleepers == 1
+    await clock.pass_time(55.0)
+    await tasks[2]
+    assert woke == [5.0, 5.0, 60.0] and clock.sleepers == 0
+    assert clock.time() - ManualClock().time() == 60.0  # the wall clock moved with it
+
+
+async def test_a_manual_timeout_fires_on_manual_time_and_cancels_what_it_waited_for() -> None:
+    clock = ManualClock()
+    event = asyncio.Event()
+    waiting = asyncio.ensure_future(event.wait())
+    timed = asyncio.create_task(clock.wait_for(waiting, 2.0))
+    await asyncio.sleep(0)
+    assert not timed.done()
+    await clock.pass_time(2.0)
+    with pytest.raises(TimeoutError):
+        await timed
+    assert waiting.cancelled()
+    # an awaitable that finishes first gives its result, and leaves no timer behind
+    got = asyncio.create_task(clock.wait_for(asyncio.sleep(0, "done"), 2.0))
+    assert await got == "done" and clock.sleepers == 0
+
+
+async def test_time_does_not_go_back() -> None:
+    with pytest.raises(ValueError):
+        ManualClock().advance(-1.0)
+
+
+async def test_the_system_clock_sleeps_and_times_out_for_real() -> None:
+    t0 = SYSTEM.monotonic()
+    await SYSTEM.sleep(0.01)
+    assert SYSTEM.monotonic() > t0 and SYSTEM.time() > 1.7e9
+    with pytest.raises(TimeoutError):
+        await SYSTEM.wait_for(asyncio.Event().wait(), 0.01)
