@@ -18,7 +18,6 @@ workload and restored), which does not depend on the noise of a shared machine. 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -32,26 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.kit.netns import in_netns  # noqa: E402
 from x0tta.config.probes import ProbeSettings  # noqa: E402
 from x0tta.probes.service import Probes, load  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 NS_C, NS_S = "xbench-c", "xbench-s"
 
 
 def sh(cmd: str, check: bool = True) -> str:
     return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout
-
-
-def setns(name: str | None, root_fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = root_fd if name is None else os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-    finally:
-        if name is not None:
-            os.close(fd)
 
 
 def up() -> None:
@@ -83,29 +71,23 @@ def iperf(args: str, seconds: float) -> float:
 ENDS = ((NS_C, "xb-c"), (NS_S, "xb-s"))
 
 
-def attach(pin: Path, root_fd: int, ends: int) -> list[Probes]:
+def attach(pin: Path, ends: int) -> list[Probes]:
     attached = []
     for ns, dev in ENDS[:ends]:
         s = ProbeSettings(interfaces=(dev,), pin_path=str(pin / ns / "x0tta"))
-        setns(ns, root_fd)
-        try:
+        with in_netns(ns):
             p = Probes(load(s), s)
             assert p.reconcile()[0] == [dev]
             attached.append(p)
-        finally:
-            setns(None, root_fd)
     return attached
 
 
-def detach(probes: list[Probes], root_fd: int) -> int:
+def detach(probes: list[Probes]) -> int:
     flows = 0
     for p, (ns, _) in zip(probes, ENDS, strict=False):
         flows += len(p.snapshot().flows)
-        setns(ns, root_fd)
-        try:
+        with in_netns(ns):
             p.close()
-        finally:
-            setns(None, root_fd)
     return flows
 
 
@@ -119,7 +101,6 @@ def main() -> int:
         print("cannot run: needs root", file=sys.stderr)
         return 1
     subprocess.run(["make", "-s", "-C", str(ROOT / "ebpf")], check=True)
-    root_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     workloads = {"TCP": "", "UDP 1400 B datagrams": "-u -b 0 -l 1400"}
     results: dict[str, dict[str, list[float]]] = {w: {"off": [], "on": []} for w in workloads}
     cost: dict[str, tuple[int, int, float]] = {}
@@ -132,12 +113,12 @@ def main() -> int:
             for i in range(args.rounds):
                 for name, extra in workloads.items():
                     for state in ("off", "on") if i % 2 == 0 else ("on", "off"):  # cancel drift
-                        probes = attach(pin, root_fd, args.ends) if state == "on" else []
+                        probes = attach(pin, args.ends) if state == "on" else []
                         results[name][state].append(iperf(extra, args.seconds))
-                        assert not probes or detach(probes, root_fd) > 0
+                        assert not probes or detach(probes) > 0
             # The programs' own cost, from the kernel's accounting (kernel.bpf_stats_enabled).
             for name, extra in workloads.items():
-                probes = attach(pin, root_fd, args.ends)
+                probes = attach(pin, args.ends)
                 before = sh("sysctl -n kernel.bpf_stats_enabled").strip()
                 sh("sysctl -q kernel.bpf_stats_enabled=1")
                 try:
@@ -147,7 +128,7 @@ def main() -> int:
                     progs = [p for p in json.loads(sh("bpftool prog show -j")) if p.get("name", "").startswith("x0tta")]
                 finally:
                     sh(f"sysctl -q kernel.bpf_stats_enabled={before}")
-                detach(probes, root_fd)
+                detach(probes)
                 runs = sum(p.get("run_cnt", 0) for p in progs)
                 ns = sum(p.get("run_time_ns", 0) for p in progs)
                 cost[name] = (runs, ns, wall)

@@ -37,9 +37,11 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the test kit, when run as a script
+
 from x0tta.common.spiffe_id import AuthorizationPolicy
 from x0tta.identity.core.types import TrustBundle, X509Svid
-from x0tta.peer.testing import TestCA
+from tests.kit.pki import TestCA
 from x0tta.peer.tls import Credentials, TlsEndpoint, TlsPolicy
 from x0tta.peer.tlspolicy import Contexts
 

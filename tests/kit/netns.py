@@ -1,8 +1,12 @@
-"""Scratch network namespaces for integration tests, and Python scripts run inside them.
+"""Scratch network namespaces for integration tests, Python scripts run inside them, and entering one.
 
 A test builds its topology in a namespace of its own (removed afterwards, whatever happens), runs
 a script there with this interpreter, and reads the script's last output line as JSON: the
-figures it measured. A script that fails fails the test with the end of its stderr.
+figures it measured. A script that fails fails the test with the end of its stderr. Scripts can
+import the test kit (``tests.kit``): the repository is on their ``PYTHONPATH``.
+
+``in_netns(name)`` runs a block of this process in a namespace (setns, this thread only); it is
+the lab engine's own (:func:`x0tta.lab.netns.netns`), which the shipped lab needs as well.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
+
+from x0tta.lab.netns import netns as in_netns
+
+__all__ = ["in_netns", "run_script", "scratch_netns", "sh"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,6 +47,10 @@ def run_script(ns: str, script: str, *args: str, env: Mapping[str, str] | None =
     """Run ``script`` (Python source, or a path ending in .py) in ``ns``; its last stdout line, as JSON."""
     argv = [sys.executable, script] if script.endswith(".py") and "\n" not in script else [sys.executable, "-c", script]
     proc = subprocess.run(["ip", "netns", "exec", ns, *argv, *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)

@@ -4,35 +4,25 @@ and as metrics that promtool accepts."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIN
+from tests.kit.wait import until_sync
 from x0tta.admin.client import AgentUnavailable, call
 from x0tta.identity.ca import CRL_FILE, CertificateAuthority, write_atomic
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(fn, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (OSError, AgentUnavailable) as exc:  # agent not listening yet
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"not reached within {timeout}s; last: {last!r}")
+wait_for = functools.partial(until_sync, ignore=(OSError, AgentUnavailable))  # the agent may not listen yet
 
 
 def identity_health(sock: str) -> dict:  # type: ignore[type-arg]

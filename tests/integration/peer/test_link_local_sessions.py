@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent(
     from x0tta.heal.service import HealService
     from x0tta.heal.liveness import read_mac
     from x0tta.peer.service import PeerService
-    from x0tta.peer.testing import FakeContext, StaticIdentity, TestCA, running
+    from x0tta.peer.testing import FakeContext, StaticIdentity, running
+    from tests.kit.pki import TestCA
 
     def settings(port, peers=()):
         return build(AgentSettings, {"identity": {"trust_domain": "mesh.test"},

@@ -8,17 +8,18 @@ connects to agent b over the veth, like a hostile neighbour would.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIN, free_port, require_root
+from tests.kit.wait import until_sync
 from x0tta.admin.client import AgentUnavailable, call
 from x0tta.identity.ca import CertificateAuthority, write_atomic
 from x0tta.peer.attack import EXPECTED, prepare_revoked
@@ -82,18 +83,7 @@ idle_timeout = 5.0
     return path
 
 
-def wait_for(pred, timeout=30.0):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            got = pred()
-            if got:
-                return got
-        except (OSError, AgentUnavailable) as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"not reached within {timeout}s; last error {last!r}")
+wait_for = functools.partial(until_sync, timeout=30.0, ignore=(OSError, AgentUnavailable))
 
 
 def scrape(ns: str, port: int) -> str:

@@ -7,10 +7,12 @@ import time
 
 import pytest
 
+from tests.kit.pki import TestCA
+from tests.kit.wait import until
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.peer.service import PeerService
-from x0tta.peer.testing import FakeContext, StaticIdentity, TestCA, running, sample
+from x0tta.peer.testing import FakeContext, StaticIdentity, running, sample
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +23,6 @@ def settings(port: int, peers=(), **peer):
         "peer": {"listen_address": "127.0.0.1", "port": port, "peers": list(peers), "heartbeat_interval": 0.5,
                  "idle_timeout": 3.0, "neighbour_refresh": 0.2, "reconnect_min_delay": 0.05, **peer},
     })
-
-
-async def until(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_two_nodes_session_and_listing():

@@ -12,7 +12,8 @@ import time
 import pytest
 from OpenSSL import SSL
 
-from x0tta.peer.testing import TestCA
+from tests.kit.pki import TestCA
+from tests.kit.wait import until
 from x0tta.peer.tls import HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy
 
 pytestmark = pytest.mark.integration
@@ -29,13 +30,10 @@ class Server:
         self.port = server.sockets[0].getsockname()[1]
 
     async def refusal(self, timeout=5.0):
-        t = time.monotonic()
-        while time.monotonic() - t < timeout:
-            bad = [r for r in self.results if r.role == "server" and not r.ok]
-            if bad:
-                return bad[-1]
-            await asyncio.sleep(0.01)
-        raise AssertionError("no refusal reported")
+        def refused():
+            return [r for r in self.results if r.role == "server" and not r.ok]
+
+        return (await until(refused, timeout, interval=0.01))[-1]
 
 
 async def start_server(ca, policy=None, **cred_kw):
@@ -121,7 +119,7 @@ def bad_leaf(ca, case):
     return {
         "expired": lambda: ca.issue(path="/node/old", not_before=now - 100, ttl=50),
         "not_yet_valid": lambda: ca.issue(path="/node/future", not_before=now + 300),
-        "multiple_uri_sans": lambda: ca.issue(uris=["spiffe://mesh.test/a", "spiffe://mesh.test/b"]),
+        "multiple_uri_sans": lambda: ca.issue("spiffe://mesh.test/a", extra_uris=("spiffe://mesh.test/b",)),
         "leaf_is_ca": lambda: ca.issue(path="/node/ca", is_ca=True),
         "key_algorithm_not_allowed": lambda: ca.issue(path="/node/ecdsa", kind="p256"),
         "untrusted_domain": lambda: other.issue(path="/node/stranger"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,6 @@ class FakeContext(StandaloneContext):
 
 def settings(state: Path, **identity: Any) -> AgentSettings:
     return build(AgentSettings, {"node": {"id": "r1", "state_dir": str(state)}, "identity": identity})
-
-
-async def until(pred: Callable[[], object], timeout: float = 8.0) -> None:
-    """Wait (polling every 20 ms) until ``pred()`` is true; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.identity.fakes import until
+from tests.kit.wait import until
 from x0tta.common.spiffe_id import SpiffeId
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer, write_request
 from x0tta.identity.ca import KEY_FILE, PENDING_KEY_FILE, SVID_FILE, CertificateAuthority, write_atomic

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.identity.fakes import FakeContext, running, settings, until
+from tests.kit.wait import until
+from tests.unit.identity.fakes import FakeContext, running, settings
 from x0tta.common.health import Severity
 from x0tta.config.fields import ConfigError, build
 from x0tta.config.identity import IdentitySettings
