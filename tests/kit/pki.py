@@ -9,12 +9,12 @@ nothing touches the disk and nothing refuses to issue.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from x0tta.clock import SYSTEM, Clock
 from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId, SpiffeIdError
 from x0tta.identity.core import certs
 from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid
@@ -50,15 +50,20 @@ class Leaf:
 
 
 class TestCA:
-    """A root CA for one trust domain (ML-DSA-65, or ``kind="p256"`` for the classical baseline)."""
+    """A root CA for one trust domain (ML-DSA-65, or ``kind="p256"`` for the classical baseline).
+
+    Validity is counted on ``clock``: give it the manual clock a service under test runs on, and
+    its certificates are current in that service's time.
+    """
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, trust_domain: str = "mesh.test", kind: str = "mldsa65", now: float | None = None):
+    def __init__(self, trust_domain: str = "mesh.test", kind: str = "mldsa65", clock: Clock = SYSTEM):
         self.trust_domain = trust_domain
+        self.clock = clock
         self.kind = kind
         self.key = certs.generate_key(KINDS[kind])
-        start = (time.time() if now is None else now) - 3600  # older than any leaf a test backdates
+        start = clock.time() - 3600  # older than any leaf a test backdates
         self.cert = certs.build_root(self.key, trust_domain, start, ROOT_VALIDITY)
 
     @property
@@ -92,7 +97,7 @@ class TestCA:
         """An X509-SVID for ``spiffe_id`` (default: this trust domain and ``path``), valid from
         ``not_before`` (default: a minute ago) for ``ttl`` seconds; ``extra_uris`` adds URI SANs."""
         key = certs.generate_key(KINDS[kind or self.kind])
-        start = time.time() - 60 if not_before is None else not_before
+        start = self.clock.time() - 60 if not_before is None else not_before
         sid = SpiffeId.parse(spiffe_id or f"spiffe://{self.trust_domain}{path}")
         end = start + ttl + (60 if not_before is None else 0)
         cert = certs.build_leaf(self.key, self.cert, key.public_key(), sid, start, end, extra_uris=extra_uris,

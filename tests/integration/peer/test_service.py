@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.kit.clock import ManualClock
 from tests.kit.pki import TestCA
 from tests.kit.wait import until
 from x0tta.config.fields import build
@@ -137,15 +138,21 @@ async def test_one_trace_spans_both_nodes():
 
 
 async def test_links_follow_the_neighbour_source():
-    ca = TestCA("mesh.test")
-    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
+    """On the manual clock: the table is asked again when ``neighbour_refresh`` has passed, not before."""
+    clock = ManualClock(wall=time.time())  # OpenSSL checks the chain against the host's time too
+    ca = TestCA("mesh.test", clock=clock)
+    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))), clock=clock)
     async with running(b, FakeContext(settings(0), node_id="b")):
         current = [f"127.0.0.1:{b.port}"]
-        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))), neighbours=lambda: current)
+        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))), neighbours=lambda: current,
+                        clock=clock)
         ctx_a = FakeContext(settings(0), node_id="a")
         async with running(a, ctx_a):
             await until(lambda: [r for r in a.sessions() if r[0] == "out"])
             assert list(a.links) == [f"127.0.0.1:{b.port}"]
             current = []  # the neighbour left the table
+            await clock.pass_time(0.1)
+            assert list(a.links) == [f"127.0.0.1:{b.port}"]  # not asked again yet
+            await clock.pass_time(0.15)  # neighbour_refresh (0.2 s) has passed
             await until(lambda: not a.links and not [r for r in a.sessions() if r[0] == "out"])
             await until(lambda: not b.inbound)

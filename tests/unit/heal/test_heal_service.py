@@ -6,7 +6,6 @@ returning the same typed records the real one decodes; the lab tests run the rea
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from tests.kit.clock import ManualClock
 from x0tta.common.errors import TemporaryError
 from x0tta.config.heal import HealSettings
 from x0tta.config.schema import AgentSettings, NodeSettings
@@ -93,8 +93,9 @@ class Kernel:
 
 
 class Prober:
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, clock: ManualClock) -> None:
         self.kernel = kernel
+        self.clock = clock
         self.sent = self.received = 0
         self.tracker = type("T", (), {"rejected": 0, "rejects": {}, "stalls": 0})()
         self.lag = 0.0
@@ -109,11 +110,10 @@ class Prober:
         return {}
 
     def stats(self, carrier=None):
-        import time
-
         run = 5 if self.kernel.lossy else 0
-        return (ProbeStats("eth0", A, 20, 20 - run, run / 20, run, 0.3, time.monotonic() - 0.1 * run),
-                ProbeStats("eth1", B, 20, 20, 0.0, 0, 0.3, time.monotonic()))
+        now = self.clock.monotonic()
+        return (ProbeStats("eth0", A, 20, 20 - run, run / 20, run, 0.3, now - 0.1 * run),
+                ProbeStats("eth1", B, 20, 20, 0.0, 0, 0.3, now))
 
 
 class Log:
@@ -165,7 +165,8 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     ctx = Ctx(settings, tmp_path, Log(), CollectorRegistry(), provider.get_tracer("heal"), Admin(), Health())
     kernel = Kernel()
-    svc = HealService(heal, overrides=kernel.overrides)
+    clock = ManualClock()  # the verification and restore delays pass without sleeping
+    svc = HealService(heal, overrides=kernel.overrides, clock=clock)
     svc.settings = heal
     svc._tracer = ctx.tracer
     from x0tta.heal.service import _Metrics
@@ -179,7 +180,7 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
         await ctx.admin.commands["heal.state"]({})
     store = AsyncStore(tmp_path / "heal.sqlite3")
     await svc._start(ctx, store, kernel, kernel)
-    svc.prober = Prober(kernel)
+    svc.prober = Prober(kernel, clock)
 
     async def cycle():
         await svc.cycle(ctx, kernel, kernel)
@@ -189,14 +190,14 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     await cycle()
     assert kernel.master["eth0"] is None, "steered off"
     assert svc.overrides == {"detached": {"eth0"}, "mesh": {}}
-    await asyncio.sleep(0.06)
+    clock.advance(0.06)
     await cycle()  # verified
     kernel.lossy = False
     await cycle()
-    await asyncio.sleep(0.11)
+    clock.advance(0.11)
     await cycle()  # symptom cleared -> restore
     assert kernel.master["eth0"] == 10
-    await asyncio.sleep(0.11)
+    clock.advance(0.11)
     await cycle()  # restore held -> closed
     assert not svc.knowledge.incidents
     # the shared overrides name the detached interface before it is detached, and drop it before
