@@ -1,5 +1,6 @@
 """Running the peer subsystem outside the agent, for tests and benchmarks: an identity provider
-over in-memory credentials, a context with a private metrics registry, and a ``running`` block.
+over in-memory credentials and a context with a private metrics registry (run it with
+:func:`x0tta.telemetry.testing.running`).
 
 The certificates for it come from ``tests/kit/pki.py`` (a throwaway CA built on the built-in CA's
 certificate code).
@@ -7,8 +8,6 @@ certificate code).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 
 from x0tta.peer.tls import Credentials
@@ -36,19 +35,6 @@ class FakeContext(StandaloneContext):
     """What the agent hands a subsystem, with a private metrics registry."""
 
     name: str = "peer"
-
-
-@contextlib.asynccontextmanager
-async def running(service, ctx: FakeContext, ready_timeout: float = 15.0):
-    """Run a subsystem's ``run(ctx)`` as a task until the block ends; waits for ``wait_ready``."""
-    task = asyncio.create_task(service.run(ctx))
-    try:
-        await service.wait_ready(ready_timeout)
-        yield service
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def sample(ctx: FakeContext, name: str, **labels: str) -> float:

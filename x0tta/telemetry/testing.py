@@ -3,10 +3,14 @@
 It states the same shape as :class:`x0tta.common.subsystem.Context` and is real where it
 matters (a private metrics registry, a structlog logger, an OpenTelemetry tracer); what a
 subsystem reports through it (health conditions, admin commands) is recorded for inspection.
+:func:`running` runs a subsystem in it for the length of a block.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,3 +61,19 @@ class StandaloneContext:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     tracer: Any = field(default_factory=lambda: trace.get_tracer("x0tta.standalone"))
     log: Any = field(default_factory=structlog.get_logger)
+
+
+@contextlib.asynccontextmanager
+async def running(service: Any, ctx: Any, ready_timeout: float = 15.0) -> AsyncIterator[Any]:
+    """Run a subsystem's ``run(ctx)`` as a task until the block ends (then cancel it). A subsystem
+    with a ``wait_ready`` (the peer subsystem: listening) is waited for, up to ``ready_timeout``."""
+    task = asyncio.create_task(service.run(ctx))
+    try:
+        wait_ready = getattr(service, "wait_ready", None)
+        if wait_ready is not None:
+            await wait_ready(ready_timeout)
+        yield service
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -147,8 +147,10 @@ async def test_spire_agent_restart_keeps_the_svid_and_reconnects(ca: Certificate
 async def test_identity_subsystem_on_spire_counts_rotations(
     ca: CertificateAuthority, tmp_path: Path, short_dir: Path
 ) -> None:
-    from tests.unit.identity.fakes import FakeContext, running, settings, until
+    from tests.kit.wait import until
+    from tests.unit.identity.fakes import FakeContext, settings
     from x0tta.identity.service import IdentityService
+    from x0tta.telemetry.testing import running
 
     sock = short_dir / "api.sock"
     ctx = FakeContext(settings(tmp_path, source="workload_api", workload_api_socket=str(sock)))

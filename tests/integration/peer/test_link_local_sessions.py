@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent(
     from x0tta.heal.service import HealService
     from x0tta.heal.liveness import read_mac
     from x0tta.peer.service import PeerService
-    from x0tta.peer.testing import FakeContext, StaticIdentity, running
+    from x0tta.peer.testing import FakeContext, StaticIdentity
+    from x0tta.telemetry.testing import running
     from tests.kit.pki import TestCA
 
     def settings(port, peers=()):

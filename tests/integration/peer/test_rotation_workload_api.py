@@ -21,7 +21,8 @@ from x0tta.identity.ca import CertificateAuthority
 from x0tta.identity.workload import WorkloadApiSource
 from x0tta.identity.workload_server import WorkloadApiServer
 from x0tta.peer.service import PeerService
-from x0tta.peer.testing import FakeContext, running, sample
+from x0tta.peer.testing import FakeContext, sample
+from x0tta.telemetry.testing import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from tests.kit.wait import until
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.peer.service import PeerService
-from x0tta.peer.testing import FakeContext, StaticIdentity, running, sample
+from x0tta.peer.testing import FakeContext, StaticIdentity, sample
+from x0tta.telemetry.testing import running
 
 pytestmark = pytest.mark.integration
 

@@ -6,15 +6,12 @@ returning the same typed records the real one decodes; the lab tests run the rea
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
 
 from tests.kit.clock import ManualClock
 from x0tta.common.errors import TemporaryError
@@ -25,6 +22,7 @@ from x0tta.heal.links import LinkState
 from x0tta.heal.service import HealService
 from x0tta.heal.store import Store
 from x0tta.mesh.core import batadv
+from x0tta.telemetry.testing import StandaloneContext
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
@@ -126,35 +124,6 @@ class Log:
     info = warning = error = debug = _add
 
 
-@dataclasses.dataclass
-class Ctx:
-    settings: AgentSettings
-    state_dir: Path
-    log: Log
-    registry: CollectorRegistry
-    tracer: Any
-    admin: Any
-    health: Any
-    name: str = "heal"
-    node_id: str = "n1"
-
-
-class Admin:
-    def __init__(self) -> None:
-        self.commands: dict[str, Any] = {}
-
-    def register(self, cmd, handler):
-        self.commands[cmd] = handler
-
-
-class Health:
-    def set(self, *c):
-        pass
-
-    def ok(self):
-        pass
-
-
 async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
                         silent_loss_clear_after=0.1, restore_verify_after=0.1,
@@ -163,7 +132,7 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    ctx = Ctx(settings, tmp_path, Log(), CollectorRegistry(), provider.get_tracer("heal"), Admin(), Health())
+    ctx = StandaloneContext(settings, name="heal", state_dir=tmp_path, log=Log(), tracer=provider.get_tracer("heal"))
     kernel = Kernel()
     clock = ManualClock()  # the verification and restore delays pass without sleeping
     svc = HealService(heal, overrides=kernel.overrides, clock=clock)
@@ -177,7 +146,7 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     # before the store is loaded, the state is "not yet known", never "no incidents": a caller
     # waiting for incidents to close must not be told they are closed while they are being resumed
     with pytest.raises(TemporaryError, match="starting"):
-        await ctx.admin.commands["heal.state"]({})
+        await ctx.admin.handlers["heal.state"]({})
     store = AsyncStore(tmp_path / "heal.sqlite3")
     await svc._start(ctx, store, kernel, kernel)
     svc.prober = Prober(kernel, clock)
@@ -206,13 +175,13 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
 
     rows = await svc.store.incidents()
     assert len(rows) == 1 and rows[0]["status"] == "closed" and rows[0]["resolution"] == "healed: steer_off"
-    full = await ctx.admin.commands["heal.incident"]({"id": rows[0]["id"]})
+    full = await ctx.admin.handlers["heal.incident"]({"id": rows[0]["id"]})
     names = [e["name"] for e in full["events"]]
     for want in ("incident_opened", "decision", "executed", "verified", "healed", "symptom_cleared", "incident_closed"):
         assert want in names, want
     decision = next(e for e in full["events"] if e["name"] == "decision")
     assert any("silent_loss on link:eth0/" in r for r in decision["data"]["reasons"])
-    state = await ctx.admin.commands["heal.state"]({})
+    state = await ctx.admin.handlers["heal.state"]({})
     assert state["stats"] == [{"symptom": "silent_loss", "action": "steer_off", "ok": 1, "failed": 0}]
     # which corroboration of a late neighbour's silence is in use, in the state and in status
     assert state["probe_corroboration"] == "ebpf_neighbour"

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
-from x0tta.identity.service import IdentityService
 from x0tta.telemetry.testing import StandaloneContext
 
 
@@ -23,14 +19,3 @@ class FakeContext(StandaloneContext):
 
 def settings(state: Path, **identity: Any) -> AgentSettings:
     return build(AgentSettings, {"node": {"id": "r1", "state_dir": str(state)}, "identity": identity})
-
-
-@contextlib.asynccontextmanager
-async def running(svc: IdentityService, ctx: FakeContext) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(svc.run(ctx))  # type: ignore[arg-type]
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

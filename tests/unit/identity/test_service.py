@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.kit.wait import until
-from tests.unit.identity.fakes import FakeContext, running, settings
+from tests.unit.identity.fakes import FakeContext, settings
 from x0tta.common.health import Severity
 from x0tta.config.fields import ConfigError, build
 from x0tta.config.identity import IdentitySettings
@@ -18,6 +18,7 @@ from x0tta.identity import service as identity_service
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource
 from x0tta.identity.ca import CertificateAuthority
 from x0tta.identity.service import IdentityService, assess
+from x0tta.telemetry.testing import running
 
 
 async def test_enrollment_while_running(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
