@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 import warnings
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import mldsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL import crypto
@@ -52,26 +50,15 @@ def test_no_certificate(ca: CertificateAuthority) -> None:
     assert verdict([], ca).reason is Reason.NO_CERTIFICATE
 
 
-def _bare_leaf(ca: CertificateAuthority, san: list[x509.GeneralName] | None) -> x509.Certificate:
-    key = mldsa.MLDSA65PrivateKey.generate()
-    now = datetime.datetime.now(datetime.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "a")]))
-        .issuer_name(ca.root.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if san is not None:
-        b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return b.sign(ca._key, None)
+def _bare_leaf(ca: CertificateAuthority, sans: list[x509.GeneralName]) -> x509.Certificate:
+    """A leaf signed by ``ca`` whose subject alternative names are ``sans`` and nothing else."""
+    key = certs.generate_key(KeyType.ML_DSA_65)
+    now = time.time()
+    return certs.build_leaf(ca._key, ca.root, key.public_key(), SpiffeId.parse(ID), now - 60, now + 3600, sans=sans)
 
 
 def test_no_uri_san(ca: CertificateAuthority) -> None:
-    assert verdict([_bare_leaf(ca, None)], ca).reason is Reason.NO_URI_SAN
+    assert verdict([_bare_leaf(ca, [])], ca).reason is Reason.NO_URI_SAN
     assert verdict([_bare_leaf(ca, [x509.DNSName("a.example")])], ca).reason is Reason.NO_URI_SAN
 
 

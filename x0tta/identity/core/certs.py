@@ -15,8 +15,8 @@ What is built follows the X509-SVID specification (see :mod:`x0tta.identity.core
   signs CRLs with ML-DSA-65 like certificates, so there is no home-made format to get wrong.
 
 ML-DSA keys sign without a separate hash (``sign(key, None)``); ECDSA keys sign with SHA-256.
-The options that break the rules on purpose (``extra_uris``, ``leaf_is_ca``, no key usage) exist
-for tests and the lab, which must show that peers refuse such certificates.
+The options that break the rules on purpose (``extra_uris``, ``sans``, ``leaf_is_ca``, no key usage)
+exist for tests and the lab, which must show that peers refuse such certificates.
 """
 
 from __future__ import annotations
@@ -150,10 +150,13 @@ def build_leaf(
     extra_uris: Sequence[str] = (),
     leaf_is_ca: bool = False,
     key_usage: bool = True,
+    sans: Sequence[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
-    """An X509-SVID for ``spiffe_id`` signed by the CA. The keyword options break rules on purpose."""
-    uris = [x509.UniformResourceIdentifier(str(spiffe_id))]
+    """An X509-SVID for ``spiffe_id`` signed by the CA. The keyword options break rules on purpose:
+    ``sans`` replaces the subject alternative names ``spiffe_id`` would get (empty: none at all)."""
+    uris: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
     uris += [x509.UniformResourceIdentifier(u) for u in extra_uris]
+    names = uris if sans is None else list(sans)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -163,8 +166,11 @@ def build_leaf(
         .not_valid_before(_utc(not_before))
         .not_valid_after(_utc(not_after))
         .add_extension(x509.BasicConstraints(ca=leaf_is_ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(uris), critical=True)
-        .add_extension(
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=True)
+    builder = (
+        builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
