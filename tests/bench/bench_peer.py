@@ -39,9 +39,9 @@ from OpenSSL import SSL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the test kit, when run as a script
 
+from tests.kit.pki import TestCA
 from x0tta.common.spiffe_id import AuthorizationPolicy
 from x0tta.identity.core.types import TrustBundle, X509Svid
-from tests.kit.pki import TestCA
 from x0tta.peer.tls import Credentials, TlsEndpoint, TlsPolicy
 from x0tta.peer.tlspolicy import Contexts
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from tests.kit.wait import until
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.mesh.client import LinkControl, LinkEvent, MeshClient
@@ -285,23 +286,20 @@ def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
 
 
-async def wait_for(pred: Any, timeout: float = 5.0) -> float | None:
+async def wait_until(pred: Any, timeout: float, interval: float = 0.2) -> float:
+    """Seconds until ``pred()`` (a function or coroutine function) is true; AssertionError naming
+    the wait if it never is (the kit's ``until``, timed: these waits are figures in the report)."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if pred():
-            return time.monotonic() - start
-        await asyncio.sleep(0.01)
-    return None
-
-
-async def wait_until(pred: Any, timeout: float) -> float:
-    """Seconds until the coroutine ``pred()`` is true; AssertionError naming the wait if it never is."""
-    start = time.monotonic()
-    while not await pred():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{pred.__name__} still false after {timeout} s")
-        await asyncio.sleep(0.2)
+    await until(pred, timeout, interval=interval)
     return time.monotonic() - start
+
+
+async def wait_for(pred: Any, timeout: float = 5.0) -> float | None:
+    """:func:`wait_until` polling every 10 ms; None instead of an error when it is not reached."""
+    try:
+        return await wait_until(pred, timeout, 0.01)
+    except AssertionError:
+        return None
 
 
 async def links(out: Path) -> int:

@@ -23,7 +23,7 @@ root) runs one of them in a fresh lab.
 from __future__ import annotations
 
 import argparse
-import ctypes
+import contextlib
 import itertools
 import json
 import os
@@ -34,14 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.kit.netns import in_netns
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.genl import BatadvSocket
 
 REPO = Path(__file__).resolve().parents[2]
 NODES: tuple[str, ...] = ()  # the lab's nodes, set by each check from the running lab
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-_root_ns: int | None = None
 
 
 def sh(cmd: str, check: bool = True) -> str:
@@ -51,17 +49,15 @@ def sh(cmd: str, check: bool = True) -> str:
     return res.stdout
 
 
+_inside = contextlib.ExitStack()
+
+
 def enter(ns: str | None) -> None:
-    global _root_ns
-    if _root_ns is None:
-        _root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
-    fd = _root_ns if ns is None else os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-    finally:
-        if ns is not None:
-            os.close(fd)
+    """Move this thread into ``ns`` (None: back to the namespace it started in), with the kit's
+    ``in_netns``; the checks below enter and leave across statements rather than in a block."""
+    _inside.close()
+    if ns is not None:
+        _inside.enter_context(in_netns(ns))
 
 
 def build(lab: Any) -> None:
