@@ -208,6 +208,17 @@ def test_crl_from_another_key_is_refused(fresh_ca: CertificateAuthority, imposto
     assert RevocationList.from_crl(fresh_ca.crl_pem(), fresh_ca.bundle()).serials == frozenset()
 
 
+def test_a_duplicated_extension_is_malformed_not_an_exception(ca: CertificateAuthority) -> None:
+    # one flipped byte turns the SAN's OID (2.5.29.17) into key usage's (2.5.29.15): cryptography
+    # parses the certificate and raises DuplicateExtension, not a ValueError, on its extensions
+    der = ca.issue(ID, 3600).leaf.public_bytes(serialization.Encoding.DER)
+    san, ku = bytes.fromhex("0603551d11"), bytes.fromhex("0603551d0f")
+    assert der.count(san) == 1 and der.count(ku) == 1
+    cert = x509.load_der_x509_certificate(der.replace(san, ku))
+    v = validate_x509_svid([cert], bundles(ca), time.time())
+    assert v.reason is Reason.MALFORMED and "2.5.29.15" in v.detail
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_property_mutated_certificates_get_a_verdict(ca: CertificateAuthority, data: st.DataObject) -> None:

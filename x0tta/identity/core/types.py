@@ -139,7 +139,7 @@ def uri_sans(cert: x509.Certificate) -> list[str]:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:  # DuplicateExtension is no ValueError
         raise DecodeError(f"malformed extensions: {exc}") from exc
     return list(ext.value.get_values_for_type(x509.UniformResourceIdentifier))
 
@@ -467,7 +467,7 @@ def validate_x509_svid(
         for cert in path[:-1]:
             if any(r.is_revoked(cert) for r in revs):
                 return SvidVerdict(Reason.REVOKED, sid, f"serial {cert.serial_number:x} is revoked", alg)
-    except ValueError as exc:  # lazily parsed extensions of a hostile certificate
+    except (ValueError, x509.DuplicateExtension) as exc:  # lazily parsed extensions of a hostile certificate
         return SvidVerdict(Reason.MALFORMED, sid, str(exc), alg)
     if allowed_key_algorithms is not None and alg not in allowed_key_algorithms:
         return SvidVerdict(Reason.KEY_ALGORITHM_NOT_ALLOWED, sid, f"leaf key {alg} is not allowed", alg)
