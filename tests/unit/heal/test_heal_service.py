@@ -6,6 +6,7 @@ returning the same typed records the real one decodes; the lab tests run the rea
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,7 +220,7 @@ def test_a_move_the_lifecycle_refuses_is_logged_and_kept_in_the_incident_timelin
     from x0tta.heal.core.model import Event
 
     svc = HealService(HealSettings())
-    ctx = Ctx(AgentSettings(), Path("."), Log(), CollectorRegistry(), None, Admin(), Health())
+    ctx = StandaloneContext(AgentSettings(), name="heal", state_dir=Path("."), log=Log())
     ops: list = []
     data = {"id": "p-a1", "state": "planned", "move": "helped",
             "reason": "p-a1: helped is not allowed in state planned"}
@@ -232,7 +233,7 @@ def test_every_event_goes_to_the_listeners_and_a_failing_one_does_not_stop_the_l
     from x0tta.heal.core.model import Event
 
     svc = HealService(HealSettings())
-    ctx = Ctx(AgentSettings(), Path("."), Log(), CollectorRegistry(), None, Admin(), Health())
+    ctx = StandaloneContext(AgentSettings(), name="heal", state_dir=Path("."), log=Log())
     heard: list = []
 
     def broken(*_: Any) -> None:
@@ -252,7 +253,7 @@ def test_the_load_budget_is_logged_counted_and_kept_in_the_incident_timeline():
     from x0tta.heal.service import _Metrics
 
     svc = HealService(HealSettings())
-    ctx = Ctx(AgentSettings(), Path("."), Log(), CollectorRegistry(), None, Admin(), Health())
+    ctx = StandaloneContext(AgentSettings(), name="heal", state_dir=Path("."), log=Log())
     m = _Metrics(ctx.registry)
     ops: list = []
     data = {"op": "undone", "id": "p-a1", "kind": "tune_orig_interval",
