@@ -13,9 +13,9 @@ import time
 import pytest
 from OpenSSL import SSL
 
+from tests.kit.pki import TestCA
 from x0tta.peer import osslshim
 from x0tta.peer.osslshim import OpensslError
-from x0tta.peer.testing import TestCA
 from x0tta.peer.tlserrors import ALERTS, KNOWN, TABLE, HandshakeFailed, Refusal, classify, refusal
 from x0tta.peer.tlspolicy import Contexts, TlsPolicy, Verification
 
