@@ -384,7 +384,8 @@ class HealService(Subsystem):
         if self.prober is not None and not self.prober.echo:
             out.append(HEAL_PROBE_ECHO_UNAVAILABLE(
                 f"no raw ICMPv6 socket for the kernel echo ({self.prober.echo_error}; the unit grants "
-                "CAP_NET_RAW): a neighbour whose agent is starved of CPU can be taken for a dead link",
+                "CAP_NET_RAW): a neighbour whose agent is starved of CPU could be taken for a dead link, so "
+                "silent loss takes twice silent_loss_run and no link is suspect on one late probe",
             ))
         if self.prober is not None and self.prober.corroboration == BY_INTERFACE:
             out.append(HEAL_PROBE_INTERFACE_CORROBORATION(
@@ -454,6 +455,7 @@ class HealService(Subsystem):
             alerts=tuple(AlertHeard(h.origin, h.kind) for h in self.alerter.board.active(mono))
             if self.alerter is not None else (),
             strained=self.strain.strained,
+            echo_missing=self.prober is not None and not self.prober.echo,
         )
 
     def _subsystems(self) -> tuple[SubsystemState, ...]:

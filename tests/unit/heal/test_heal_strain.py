@@ -69,3 +69,19 @@ def test_a_strained_agent_does_not_suspect_a_link_on_one_late_probe(ring):
             k = settle(k, [Result(x.id, "applied") for x in d], t)
             break
     assert ActionKind.STEER_OFF in [x.action.kind for x in d]
+
+
+def test_without_the_kernel_echo_silent_loss_takes_twice_the_run_and_nothing_is_suspect(ring):
+    """A starved agent over there cannot be told from a dead link without its kernel's echo: the
+    loop waits for twice the run, and a suspicion moves nothing."""
+    s = HealSettings(silent_loss_raise_after=0.0)
+    k = loop.initial(s, "t")
+    k, d = step(k, replace(ring.obs(0.0, interval=1000), echo_missing=True), 0.0)
+    k, d = step(k, replace(ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), echo_missing=True), 0.15)
+    assert not d and not k.incidents
+    k, d = step(k, replace(ring.obs(0.45, lost_run=s.silent_loss_run, loss=0.15, interval=1000), echo_missing=True),
+                0.45)
+    assert not d and not k.incidents  # what confirms loss with the echo does not without it
+    k, d = step(k, replace(ring.obs(0.75, lost_run=2 * s.silent_loss_run, loss=0.3, interval=1000),
+                           echo_missing=True), 0.75)
+    assert ActionKind.STEER_OFF in [x.action.kind for x in d]

@@ -17,7 +17,9 @@ Detectors and their conditions:
   once: ``link_down`` says it better), so a link that comes back up starts with a clean window.
 * ``link_suspect`` (``link:IF/PEER``): ``suspect_run`` probes (1) lost in a row on a link that lost
   none before them in its window: not yet an outage, but cheap to prepare for (faster OGMs).
-  Not while this agent is strained (``Observation.strained``). Cleared like ``silent_loss``.
+  Not while this agent is strained (``Observation.strained``), nor without the kernel echo
+  (``Observation.echo_missing``, when ``silent_loss`` also takes twice ``silent_loss_run``: a
+  starved agent over there cannot be told from a dead link). Cleared like ``silent_loss``.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
   ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
 * ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
@@ -192,13 +194,14 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
         before = max(0, round(p.loss * p.window) - p.lost_run)
         # a strained agent reads and sends its probes late: a suspicion is no evidence then, and
         # its remedy (faster OGMs) would load the node more (x0tta.heal.core.strain)
-        if (s.suspect_run and not obs.strained and p.lost_run >= s.suspect_run and before == 0
-                and p.received >= p.window // 2):
+        if (s.suspect_run and not obs.strained and not obs.echo_missing and p.lost_run >= s.suspect_run
+                and before == 0 and p.received >= p.window // 2):
             out[(SymptomKind.LINK_SUSPECT, target)] = (
                 Severity.INFO,
                 evidence(hardif=p.hardif, peer=p.peer, lost_run=p.lost_run, onset=p.last_rx),
             )
-        if p.lost_run >= s.silent_loss_run or (full and p.loss >= s.silent_loss_ratio):
+        run = s.silent_loss_run * (2 if obs.echo_missing else 1)
+        if p.lost_run >= run or (full and p.loss >= s.silent_loss_ratio):
             out[(SymptomKind.SILENT_LOSS, target)] = (
                 Severity.CRITICAL if p.loss >= 0.99 or p.lost_run >= 2 * s.silent_loss_run else Severity.WARNING,
                 evidence(hardif=p.hardif, peer=p.peer, loss=round(p.loss, 3), lost_run=p.lost_run, window=p.window,

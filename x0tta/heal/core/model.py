@@ -128,6 +128,9 @@ class Observation:
     aggregation: bool | None = None  # OGM aggregation (batctl ag)
     alerts: tuple[AlertHeard, ...] = ()  # mesh alerts in force (x0tta.heal.core.alert)
     strained: bool = False  # this agent is itself late or over its CPU share (x0tta.heal.core.strain)
+    # no kernel echo (no raw socket): a starved neighbour agent cannot be told from a dead link,
+    # so silent loss takes twice the run and a suspicion moves nothing
+    echo_missing: bool = False
 
     def hardif(self, name: str) -> HardIf | None:
         for h in self.hardifs:
