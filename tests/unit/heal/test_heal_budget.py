@@ -160,17 +160,37 @@ def test_route_flapping_for_minutes_keeps_faster_ogms_no_longer_than_the_budget(
     assert ("route_flapping", "mesh") in k.active and k.incidents, notes
 
 
-def test_a_refused_companion_leaves_the_steer_off_and_says_why(ring):
-    """A silent loss once the faster OGMs' budget is spent: the steer-off is taken all the same,
-    its decision says why the faster OGMs do not come with it."""
+def test_a_refused_companion_refuses_the_steer_off_too_and_says_why(ring):
+    """A silent loss once the faster OGMs' budget is spent: no steer-off either - without its
+    faster OGMs the other nodes keep routing towards this node through the link for seconds (the
+    chaos lab measured a 7.5 s outage two hops away, on a partial loss, that batman-adv alone did
+    not have). The incident's note says why; the mesh is left as batman-adv alone would have it."""
     s = HealSettings(suspect_run=0, silent_loss_raise_after=0.0, load_budget=0.5)
     k, node = loop.initial(s, "t"), Node()
     k = replace(k, load={TUNE: LoadUse(((0.0, 0.5),))})  # spent a moment ago
     k, d, ev = cycle(k, node, node.obs(ring, 1.0, lost_run=5, loss=0.25), 1.0)
-    assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]
-    assert any(r.startswith("no tune_orig_interval as its companion: load budget spent") for r in d[0].reasons)
-    assert any(r.startswith("no tune_orig_interval") for r in k.records[d[0].id].reasons)
-    assert [e.data["op"] for e in budget_events(ev)] == ["refused"]
+    assert not d
+    (inc,) = k.incidents.values()
+    assert "steer_off: its companion, faster OGMs, is refused (load budget spent" in inc.notes[0]
+    assert "refused" in [e.data["op"] for e in budget_events(ev)]
+
+
+def test_a_companion_taken_back_by_the_budget_takes_its_steer_off_back_with_it(ring):
+    """Faster OGMs in force past the budget while their steer-off holds: both are undone, for the
+    budget (a steer-off never stays without its companion)."""
+    s = HealSettings(suspect_run=0, silent_loss_raise_after=0.0, load_budget=5.0, load_budget_window=600.0)
+    k, node = loop.initial(s, "t"), Node()
+    t = 1.0
+    k, d, _ = cycle(k, node, node.obs(ring, t, lost_run=5, loss=0.25), t)
+    assert sorted(x.action.kind for x in d) == sorted([ActionKind.STEER_OFF, ActionKind.TUNE_ORIG_INTERVAL])
+    undone: list = []
+    while t < 20.0 and not undone:
+        t += 0.5
+        k, d, _ = cycle(k, node, node.obs(ring, t, lost_run=5, loss=0.25), t)
+        undone = [x for x in d if x.op.value == "restore"]
+    assert sorted(x.action.kind for x in undone) == sorted([ActionKind.RESTORE_HARDIF,
+                                                            ActionKind.RESTORE_ORIG_INTERVAL])
+    assert all(r.startswith("load budget spent") for x in undone for r in x.reasons[:1])
 
 
 def test_a_refused_remedy_keeps_the_reason_beside_the_ones_of_the_other_candidates(ring):

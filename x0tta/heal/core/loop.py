@@ -170,6 +170,15 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
                                                                (r.action.disruptive and c.action.disruptive)):
                         why = f"{c.action.target} already has {r.action.kind.value} in effect ({r.id})"
                         break
+            if not why:
+                _, spent_why = _companion_of(st, sym, c.action, obs, holding, load_spent)
+                if spent_why:
+                    # without its faster OGMs a steer-off leaves the other nodes routing towards this
+                    # node through the link for seconds (the chaos lab measured 7.5 s outages two
+                    # hops away on a partial loss): then batman-adv alone is the better choice
+                    why = f"its companion, faster OGMs, is refused ({spent_why})"
+                    st.event("load_budget", inc_id, op="refused", kind=ActionKind.TUNE_ORIG_INTERVAL.value,
+                             reason=spent_why)
             if not why and chosen is None:
                 chosen = c
                 continue
@@ -199,10 +208,28 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             holding.append(companion)
 
 
+def _companion_of(st: Scratch, sym: Symptom, chosen: Action, obs: Observation, holding: list[Record],
+                  load_spent: Mapping[ActionKind, float]) -> tuple[Action | None, str]:
+    """The faster originator interval a steer-off of ``chosen`` needs beside it (None when it needs
+    none: not a steer-off of a failing link, turned off, or faster OGMs already in force), and the
+    load budget's refusal of it ("" when the budget has time for it)."""
+    s = st.k.settings
+    if chosen.kind != ActionKind.STEER_OFF or sym.kind not in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN):
+        return None, ""
+    if "tune_orig_interval" in s.disabled_actions:
+        return None, ""
+    if any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL for r in holding):
+        return None, ""
+    action, why = tune_orig_interval(obs, s)
+    if why:
+        return None, ""
+    return action, refusal(action.kind, action.verify_after, load_spent.get(action.kind, 0.0), s)
+
+
 def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen_id: str, chosen: Action, obs: Observation,
                holding: list[Record], load_spent: Mapping[ActionKind, float]) -> Record | None:
-    """A steer-off is paired with a faster originator interval on this node while it lasts, if
-    the load budget has time for it (otherwise the steer-off's reasons say why not).
+    """A steer-off is paired with a faster originator interval on this node while it lasts (a
+    steer-off whose companion the load budget refuses is not taken: see :func:`_plan`).
 
     Steering off is instant here, but the other nodes keep routing towards this node through the
     dead link until their own view of it decays: batman-adv (BATMAN_IV) pushes a zero into the
@@ -210,21 +237,8 @@ def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen_id: str, chosen:
     node's* originator intervals. Sending OGMs faster shortens it (a 5-node ring: ~6 s at 1 s).
     """
     s = st.k.settings
-    if chosen.kind != ActionKind.STEER_OFF or sym.kind not in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN):
-        return None
-    if "tune_orig_interval" in s.disabled_actions:
-        return None
-    if any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL for r in holding):
-        return None
-    action, why = tune_orig_interval(obs, s)
-    if why:
-        return None
-    why = refusal(action.kind, action.verify_after, load_spent.get(action.kind, 0.0), s)
-    if why:
-        st.event("load_budget", inc.id, op="refused", kind=action.kind.value, reason=why)
-        note = f"no {action.remedy} as its companion: {why}"
-        st.records[chosen_id] = replace(st.records[chosen_id], reasons=(*st.records[chosen_id].reasons, note))
-        st.decisions[-1] = replace(st.decisions[-1], reasons=(*st.decisions[-1].reasons, note))
+    action, why = _companion_of(st, sym, chosen, obs, holding, load_spent)
+    if action is None or why:
         return None
     rid = st.next_id("a")
     reasons = (

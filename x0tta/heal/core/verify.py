@@ -250,6 +250,14 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             with st.atomic(rec.incident):
                 st.records[rid] = _undo_decision(st, rec, Op.RESTORE, why, RecordEvent.OVER_BUDGET)
                 st.event("load_budget", rec.incident, op="undone", id=rid, kind=rec.action.kind.value, reason=why)
+                if rec.companion:  # a steer-off never stays without its faster OGMs (see loop._plan)
+                    for sid, other in list(st.records.items()):
+                        if (other.incident == rec.incident and other.action.kind == ActionKind.STEER_OFF
+                                and other.undo_state is None and other.state in (State.EFFECTIVE, State.DRY_RUN)):
+                            taken = f"{why} (for its companion, faster OGMs)"
+                            st.records[sid] = _undo_decision(st, other, Op.RESTORE, taken, RecordEvent.OVER_BUDGET)
+                            st.event("load_budget", rec.incident, op="undone", id=sid,
+                                     kind=other.action.kind.value, reason=taken)
             continue
         inc = st.incidents.get(rec.incident)
         if inc is not None and inc.resumed is not None and st.now - inc.resumed < s.resume_grace:
