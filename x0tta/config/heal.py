@@ -307,16 +307,18 @@ class HealSettings:
         unit="ms",
     )
     load_budget: float = setting(
-        300.0,
+        450.0,
         doc="Seconds each remedy that raises every node's load - tune_orig_interval (~20x the OGMs "
         "this node originates, each forwarded by every node) and pause_aggregation (every OGM "
         "forwarded in a frame of its own) - may be in force within load_budget_window. Past it the "
-        "remedy is undone and refused until the window frees time, whatever still asks for it. "
-        "A silent loss or a link down needs faster OGMs for a few seconds (plus the route's return, "
-        "at most route_return_max), a flapping link for its hold (at most flap_hold_max): the lab's "
-        "two-minute flap with its hold and return takes ~210 s, and in a chaos run a node on two of "
-        "the ring's five links has them ~40 % of the time; half of the window covers both, and a "
-        "link that flaps for ever gets its faster OGMs half of the time instead of all of it.",
+        "remedy is undone and refused until the window frees time, whatever still asks for it (and "
+        "a steer-off goes with its faster OGMs or not at all). A silent loss or a link down needs "
+        "faster OGMs for a few seconds (plus the route's return, at most route_return_max), a "
+        "flapping link for its hold (at most flap_hold_max): the lab's acceptance scenarios take "
+        "~250-300 s of them in ten minutes on the flapping link's ends, and a chaos run with a fault "
+        "every 17 s spent 300 s in five minutes (2026-12-06). Three quarters of the window covers "
+        "both, and a link that flaps for ever leaves the mesh at its normal OGM rate a quarter of "
+        "the time at least.",
         min=0.0,
         max=86400.0,
         unit="s",
