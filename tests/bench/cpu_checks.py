@@ -31,7 +31,7 @@ def _proc(pid: int) -> int | None:
 
 def cpu(lab, seconds=20.0):
     """Guest busy share and each running agent's share of the guest CPU over ``seconds``."""
-    pids = {n: p.pid for n, p in lab.agents.items() if p.poll() is None}
+    pids = {n: p.pid for n, p in lab.agents.procs.items() if p.poll() is None}
     busy0, total0 = _guest()
     own0 = {n: _proc(pid) for n, pid in pids.items()}
     t0 = time.monotonic()
