@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from x0tta.lab.core.topology import topology_from_data
-from x0tta.lab.runner import load_topology, run_lab
+from x0tta.lab.runner import default_mem_mb, load_topology, run_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = Path(__file__).with_name("cpu_checks.py")
@@ -63,8 +63,9 @@ def main() -> None:
     timeout = 90.0 if len(nodes) <= 5 else 240.0
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-cpu-") as tmp:
         out = Path(args.out or tmp)
+        # booted without agents (the baseline first), it starts one per node later: size the guest for them
         result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout), agents=False,
-                         identities=args.identities)
+                         identities=args.identities, mem_mb=default_mem_mb(topo, True))
         if not result.ok:
             print(result.failure_report()[:4000], file=sys.stderr)
         alone, agents = result.check("cpu-alone"), result.check("cpu-agents")
