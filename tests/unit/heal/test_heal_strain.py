@@ -22,14 +22,14 @@ def test_on_time_and_cheap_is_not_strained():
     s = strain()
     for i in range(20):
         assert not s.sample(float(i), 0.02 * i, 0.003)  # 2 % of a CPU, 3 ms late
-    assert 0.015 < s.cpu_share <= 0.02 + 1e-9 and s.signs == 0
+    assert 0.015 < s.cpu_share <= 0.02 + 1e-9 and s.reason == "" and s.until == 0.0
 
 
 def test_a_late_round_strains_for_the_hold_and_then_no_longer():
     s = strain()
     s.sample(0.0, 0.0, 0.0)
     assert s.sample(1.0, 0.02, 0.120)  # a round woke 120 ms late
-    assert "120 ms late" in s.reason and s.signs == 1
+    assert "120 ms late" in s.reason and s.until == 1.0 + s.hold
     assert s.sample(5.9, 0.1, 0.0)  # within the hold
     assert not s.sample(6.1, 0.11, 0.0)  # on time for the whole hold
 

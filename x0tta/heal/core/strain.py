@@ -44,7 +44,6 @@ class Strain:
     worst_lag: float = 0.0  # s: the largest lag of the last sample
     until: float = 0.0
     reason: str = ""
-    signs: int = 0  # samples that showed a sign (a counter for metrics)
     _last: tuple[float, float] | None = None  # (now, cpu seconds) of the previous sample
     _now: float = 0.0
 
@@ -65,7 +64,6 @@ class Strain:
         elif self.cpu_share > self.cpu_limit:
             sign = f"{self.cpu_share * 100:.0f} % of a CPU"
         if sign:
-            self.signs += 1
             self.until = now + self.hold
             self.reason = sign
         self._now = now
