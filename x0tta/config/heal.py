@@ -83,8 +83,15 @@ class HealSettings:
         "router needs for forwarding.",
         min=0.01, max=4.0,
     )
+    strain_node_cpu: float = setting(
+        0.7,
+        doc="Share of the node's CPU time busy (all processes and the kernel, from /proc/stat, smoothed "
+        "over strain_window) above which the agent is strained: on a node this busy every process "
+        "is scheduled late, the neighbours' probes this agent reads included. 0 turns this sign off.",
+        min=0.0, max=1.0,
+    )
     strain_window: float = setting(
-        5.0, doc="Smoothing time of the agent's own CPU share.", min=0.1, max=600.0, unit="s",
+        5.0, doc="Smoothing time of the agent's own CPU share and of the node's.", min=0.1, max=600.0, unit="s",
     )
     strain_hold: float = setting(
         5.0,

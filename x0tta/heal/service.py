@@ -143,6 +143,8 @@ class _Metrics:
         )
         self.cpu = Gauge("x0tta_heal_agent_cpu_ratio", "The agent's own CPU, as a share of one CPU (smoothed)",
                          registry=r)
+        self.node_cpu = Gauge("x0tta_heal_node_cpu_ratio",
+                              "The node's CPU time spent busy, as a share of all its CPUs (smoothed)", registry=r)
 
 
 class HealService(Subsystem):
@@ -418,7 +420,8 @@ class HealService(Subsystem):
                 hop_penalty=b.hop_penalty if b else None,
             ))
         wall, mono = self.clock.time(), self.clock.monotonic()
-        self.strain.sample(mono, time.process_time(), self.prober.take_lag() if self.prober is not None else 0.0)
+        self.strain.sample(mono, time.process_time(), self.prober.take_lag() if self.prober is not None else 0.0,
+                           node_cpu_times())
         if self.alerter is not None:
             await self.alerter.ensure(mono)  # the mesh interface may have appeared since
         probes: tuple[ProbeStats, ...] = ()
@@ -517,6 +520,7 @@ class HealService(Subsystem):
             self._metrics.incidents_open.set(len(k.incidents))
             self._metrics.strained.set(int(self.strain.strained))
             self._metrics.cpu.set(round(self.strain.cpu_share, 4))
+            self._metrics.node_cpu.set(round(self.strain.node_share, 4))
             m = self._metrics
             if self.prober is not None:
                 p = self.prober
@@ -766,4 +770,20 @@ def _probe_json(p: ProbeStats) -> dict[str, Any]:
 
 
 def _strain(s: HealSettings) -> Strain:
-    return Strain(lag_limit=s.strain_lag, cpu_limit=s.strain_cpu, window=s.strain_window, hold=s.strain_hold)
+    return Strain(lag_limit=s.strain_lag, cpu_limit=s.strain_cpu, window=s.strain_window, hold=s.strain_hold,
+                  node_limit=s.strain_node_cpu)
+
+
+def node_cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
+    """The node's busy and total CPU time so far (clock ticks), from the first line of
+    ``/proc/stat``; None where it cannot be read. One small procfs read (no disk): fine in the loop."""
+    try:
+        with open(path, "rb") as f:
+            fields = f.readline().split()
+        ticks = [float(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 8 or fields[0] != b"cpu":
+        return None
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total
