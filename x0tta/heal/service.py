@@ -458,6 +458,7 @@ class HealService(Subsystem):
             alerts=tuple(AlertHeard(h.origin, h.kind) for h in self.alerter.board.active(mono))
             if self.alerter is not None else (),
             strained=self.strain.strained,
+            node_busy=self.strain.node_busy,
             echo_missing=self.prober is not None and not self.prober.echo,
         )
 

@@ -20,6 +20,8 @@ Detectors and their conditions:
   Not while this agent is strained (``Observation.strained``), nor without the kernel echo
   (``Observation.echo_missing``, when ``silent_loss`` also takes twice ``silent_loss_run``: a
   starved agent over there cannot be told from a dead link). Cleared like ``silent_loss``.
+  On a node busier than ``strain_node_cpu`` (``Observation.node_busy``) ``silent_loss`` takes twice
+  ``silent_loss_run`` too: there the kernel echo's answer is read late as well.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
   ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
 * ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
@@ -200,7 +202,7 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
                 Severity.INFO,
                 evidence(hardif=p.hardif, peer=p.peer, lost_run=p.lost_run, onset=p.last_rx),
             )
-        run = s.silent_loss_run * (2 if obs.echo_missing else 1)
+        run = s.silent_loss_run * (2 if obs.echo_missing or obs.node_busy else 1)
         if p.lost_run >= run or (full and p.loss >= s.silent_loss_ratio):
             out[(SymptomKind.SILENT_LOSS, target)] = (
                 Severity.CRITICAL if p.loss >= 0.99 or p.lost_run >= 2 * s.silent_loss_run else Severity.WARNING,

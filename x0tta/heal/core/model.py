@@ -131,6 +131,9 @@ class Observation:
     # no kernel echo (no raw socket): a starved neighbour agent cannot be told from a dead link,
     # so silent loss takes twice the run and a suspicion moves nothing
     echo_missing: bool = False
+    # the node's CPU is over strain_node_cpu busy (x0tta.heal.core.strain): every process runs late,
+    # the kernel's echo replies read late too, so silent loss takes twice the run here as well
+    node_busy: bool = False
 
     def hardif(self, name: str) -> HardIf | None:
         for h in self.hardifs:

@@ -26,8 +26,10 @@ While any sign was seen within the last ``strain_hold`` seconds the agent is *st
 one late probe no longer makes a link suspect (no faster OGMs on a suspicion; confirmed silent
 loss, link down and every other symptom are unchanged: a dead link is still found, with the
 kernel echo telling a late agent from a dead link), and the loop's fast cycle runs at
-``strained_poll_interval`` instead of ``fast_poll_interval``. ``x0tta status`` says so
-(``heal_strained``), and ``x0tta_heal_strained`` is 1.
+``strained_poll_interval`` instead of ``fast_poll_interval``. While the node's CPU is the sign
+(:attr:`Strain.node_busy`), the echo's answers are read late too: a silent loss then takes twice
+``silent_loss_run`` lost probes (0.6 s instead of 0.3 s at the default interval) before it is
+acted on. ``x0tta status`` says so (``heal_strained``), and ``x0tta_heal_strained`` is 1.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Strain:
     node_share: float = 0.0  # smoothed busy share of the node's CPUs
     worst_lag: float = 0.0  # s: the largest lag of the last sample
     until: float = 0.0
+    node_until: float = 0.0  # the node-CPU sign alone: strained this long
     reason: str = ""
     _last: tuple[float, float] | None = None  # (now, cpu seconds) of the previous sample
     _node: tuple[float, float] | None = None  # (busy, total) CPU time of the node at the previous sample
@@ -72,6 +75,8 @@ class Strain:
             self._node = node
         self.worst_lag = max(0.0, lag_s)
         sign = ""
+        if self.node_limit > 0 and self.node_share > self.node_limit:
+            self.node_until = now + self.hold
         if self.worst_lag > self.lag_limit:
             sign = f"event loop {self.worst_lag * 1000:.0f} ms late"
         elif self.cpu_share > self.cpu_limit:
@@ -87,3 +92,9 @@ class Strain:
     @property
     def strained(self) -> bool:
         return self._last is not None and self._now < self.until
+
+    @property
+    def node_busy(self) -> bool:
+        """The node's CPU sign was seen within the hold (whatever this agent's own lag and CPU):
+        every process on the node, the kernel's echo replies read by this one included, runs late."""
+        return self._last is not None and self._now < self.node_until
