@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from x0tta.identity.core.types import X509Svid
 
 DEFAULT_DIR = "/var/lib/x0tta/ca"
-KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.core.certs.KeyType; spelled out so `x0tta` starts
+KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.core.certs.ISSUED_KEY_TYPES; spelled out so `x0tta` starts
 ROOT_VALIDITY = 10 * 365 * 86400.0  # without importing cryptography (every command pays its imports)
 CRL_VALIDITY = 7 * 86400.0
 REASONS = (

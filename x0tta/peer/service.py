@@ -21,10 +21,13 @@ What it does
   should have re-authenticated before.
 
 Health conditions: ``identity_unavailable`` (degraded, no SVID source yet), ``listen_failed``
-(failing), ``peers_unreachable`` (degraded: some configured peers have no session).
+(failing), ``peers_unreachable`` (degraded: some configured peers have no session),
+``classical_authentication`` (ok, a note: sessions whose peer's leaf is not ML-DSA, e.g. SPIRE's
+ECDSA P-256 SVIDs, which ``[peer] accepted_signatures`` lets in by default in SPIRE mode).
 
 Metrics (``x0tta_peer_``): ``handshakes_total{role,result,reason}``,
-``negotiated_groups_total{group}``, ``sessions{direction}``, ``rotations_total{kind}`` (credential
+``negotiated_groups_total{group}``, ``sessions{direction}``,
+``sessions_authenticated{signature,authentication}``, ``rotations_total{kind}`` (credential
 updates applied: svid, bundle), ``reauthentications_total{result}``, ``sessions_closed_total{reason}``,
 ``requests_total{direction,result}``.
 """
@@ -47,9 +50,9 @@ from x0tta import __version__
 from x0tta.clock import SYSTEM, Clock
 from x0tta.common.errors import CapabilityMissing, TemporaryError
 from x0tta.common.subsystem import Context, Subsystem
-from x0tta.config.peer import PQ_GROUPS, PeerSettings
+from x0tta.config.peer import PQ_SIGNATURES, PeerSettings
 from x0tta.identity.core.types import SourceUpdate
-from x0tta.peer.conditions import IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE
+from x0tta.peer.conditions import CLASSICAL_AUTHENTICATION, IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE
 from x0tta.peer.core import Hello, Limits, Request
 from x0tta.peer.core.frames import STATUS_OK, STATUS_UNKNOWN_METHOD
 from x0tta.peer.session import PeerSession, RequestFailed, SessionClosed, wait_first
@@ -98,17 +101,21 @@ class NoSession(TemporaryError):
     """No established session to that peer (yet)."""
 
 
-def tls_policy(s: PeerSettings) -> TlsPolicy:
-    pq_only = all(g in PQ_GROUPS for g in s.groups)
+def tls_policy(s: PeerSettings, source: str = "builtin") -> TlsPolicy:
+    """What handshakes demand under ``s``, for an identity from ``source`` (``[identity] source``)."""
     return TlsPolicy(
         groups=tuple(s.groups),
-        allowed_key_algorithms=frozenset({"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}) if s.require_pq and pq_only
-        else None,
+        allowed_key_algorithms=frozenset(s.signatures(source)),
         handshake_timeout=s.handshake_timeout,
         max_concurrent_handshakes=s.max_concurrent_handshakes,
         session_lifetime=s.session_lifetime,
         handshake_threads=s.handshake_threads,
     )
+
+
+def authentication(signature: str) -> str:
+    """``post_quantum`` for an ML-DSA leaf, else ``classical``: how a session's peer authenticated."""
+    return "post_quantum" if signature in PQ_SIGNATURES else "classical"
 
 
 def limits(s: PeerSettings) -> Limits:
@@ -140,6 +147,10 @@ class _Metrics:
             "x0tta_peer_negotiated_groups_total", "Successful handshakes by negotiated key exchange group.",
             ["group"], registry=registry)
         self.sessions = Gauge("x0tta_peer_sessions", "Established peer sessions.", ["direction"], registry=registry)
+        self.authenticated = Gauge(
+            "x0tta_peer_sessions_authenticated",
+            "Established peer sessions by the peer leaf's signature algorithm and whether it is post-quantum.",
+            ["signature", "authentication"], registry=registry)
         self.rotations = Counter(
             "x0tta_peer_rotations_total", "Credential updates applied to the TLS contexts (svid or bundle).",
             ["kind"], registry=registry)
@@ -224,6 +235,7 @@ class Link:
                 self.last_error = ""
                 self.current = session
                 self._ready.set()
+                svc.report_health()
             # Supervise: wake on close, on our own rotation, or when re-authentication is due.
             rotated = session.stream.credentials.svid.leaf != svc.endpoint_credentials().svid.leaf
             due = max(self._reauth_at(session), not_before) - clock.time()
@@ -253,6 +265,7 @@ class Link:
                 not_before = clock.time() + min(5.0, max(0.1, (new.peer.not_after - clock.time()) / 4))
             self.current = new
             self._ready.set()
+            svc.report_health()
             self.reauthentications += 1
             svc.metrics_reauth("ok")
             svc.log.info("peer_reauthenticated", address=self.address, peer=str(new.peer.spiffe_id),
@@ -275,6 +288,7 @@ class PeerService(Subsystem):
         self.endpoint: TlsEndpoint | None = None
         self.port: int | None = None
         self.settings = PeerSettings()
+        self.source_kind = "builtin"  # [identity] source: decides the default accepted signatures
         self.log: Any = None
         self._ctx: Context | None = None
         self._metrics: _Metrics | None = None
@@ -353,6 +367,7 @@ class PeerService(Subsystem):
     async def run(self, ctx: Context) -> None:
         self._ctx = ctx
         self.settings = ctx.settings.peer
+        self.source_kind = ctx.settings.identity.source
         self.log = ctx.log
         self._policy = ctx.settings.identity.policy()
         if self._metrics is None or self._metrics_registry is not ctx.registry:
@@ -362,7 +377,8 @@ class PeerService(Subsystem):
             raise CapabilityMissing(IDENTITY_UNAVAILABLE, "the identity subsystem is disabled: no SVID")
         ctx.health.set(IDENTITY_UNAVAILABLE("waiting for this node's SVID"))
         source = await self._identity.wait_source()
-        endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe,
+        policy = tls_policy(self.settings, self.source_kind)
+        endpoint = TlsEndpoint(policy, self._credentials(source), observer=self._observe,
                                clock=self.clock.time)
         self.endpoint = endpoint
         unsubscribe = source.subscribe(self._on_identity)
@@ -374,11 +390,12 @@ class PeerService(Subsystem):
                 raise
             self.port = server.sockets[0].getsockname()[1]
             ctx.log.info("peer_listening", address=self.settings.listen_address or "*", port=self.port,
-                         groups=list(self.settings.groups), spiffe_id=str(source.svid().spiffe_id))
+                         groups=list(self.settings.groups), spiffe_id=str(source.svid().spiffe_id),
+                         accepted_signatures=sorted(policy.allowed_key_algorithms or ()))
             self._ready.set()
             while True:
                 self._reconcile()
-                self._report_health(ctx)
+                self.report_health()
                 await self.clock.sleep(self.settings.neighbour_refresh)
         finally:
             self._ready.clear()
@@ -388,8 +405,8 @@ class PeerService(Subsystem):
     async def reload(self, ctx: Context, settings: Any) -> bool:
         old = self.settings
         new = settings.peer
-        if (old.listen_address, old.port, tls_policy(old), limits(old)) != (
-            new.listen_address, new.port, tls_policy(new), limits(new)
+        if (old.listen_address, old.port, tls_policy(old, self.source_kind), limits(old)) != (
+            new.listen_address, new.port, tls_policy(new, settings.identity.source), limits(new)
         ):
             return False
         self.settings = new
@@ -483,12 +500,14 @@ class PeerService(Subsystem):
             self.log.warning("peer_session_failed", direction=direction, address=stream.address, reason=reason,
                              detail=str(exc))
             raise
+        signature = stream.peer.key_algorithm
         if self._metrics:
             self._metrics.sessions.labels(direction).inc()
+            self._metrics.authenticated.labels(signature, authentication(signature)).inc()
         self.log.info("peer_session_established", direction=direction, address=stream.address,
                       peer=str(stream.peer.spiffe_id), peer_node=session.core.their_hello.node_id
                       if session.core.their_hello else "", group=stream.peer.group,
-                      signature=stream.peer.key_algorithm, resumed=stream.peer.resumed)
+                      signature=signature, authentication=authentication(signature), resumed=stream.peer.resumed)
         session.link_key = stream.export_keying_material(LINK_KEY_LABEL, 32)
         self.spawn(self._watch(session, direction))
         self._notify(PeerChange(True, stream.peer_host, str(stream.peer.spiffe_id), direction,
@@ -509,8 +528,11 @@ class PeerService(Subsystem):
             self.inbound.discard(session)
             self._notify(PeerChange(False, session.stream.peer_host, str(session.peer.spiffe_id), direction,
                                     session.close_reason or "shutdown", link_key=session.link_key))
+            self.report_health()
             if self._metrics:
                 self._metrics.sessions.labels(direction).dec()
+                signature = session.peer.key_algorithm
+                self._metrics.authenticated.labels(signature, authentication(signature)).dec()
                 reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"
                 known = ("drained", "eof", "stopped", "shutdown", "peer_svid_expired", "idle timeout",
                          "hello_timeout", "read timeout", "reauthenticated")
@@ -522,6 +544,7 @@ class PeerService(Subsystem):
         except SessionClosed:
             return
         self.inbound.add(session)
+        self.report_health()
         await session.closed.wait()
 
     async def _handle(self, session: PeerSession, req: Request) -> tuple[int, bytes]:
@@ -570,13 +593,25 @@ class PeerService(Subsystem):
                 self.links[address] = link
                 link.start()
 
-    def _report_health(self, ctx: Context) -> None:
+    def report_health(self) -> None:
+        """Post the conditions of the moment: peers without a session, and the sessions whose peer
+        authenticated classically (a note, not a fault: SPIRE's ECDSA SVIDs)."""
+        if self._ctx is None or self.endpoint is None:
+            return
+        conditions = []
         down = [a for a, link in self.links.items() if link.current is None]
         if down:
-            ctx.health.set(PEERS_UNREACHABLE(
+            conditions.append(PEERS_UNREACHABLE(
                 f"no session to {len(down)} of {len(self.links)} peers: {', '.join(down[:5])}"))
-        else:
-            ctx.health.set()
+        sessions = [s for _, s in self.sessions() if not s.closed.is_set()]
+        classical = [s for s in sessions if authentication(s.peer.key_algorithm) == "classical"]
+        if classical:
+            named = ", ".join(f"{s.peer.spiffe_id} ({s.peer.key_algorithm}, {s.peer.group})" for s in classical[:5])
+            more = f" and {len(classical) - 5} more" if len(classical) > 5 else ""
+            conditions.append(CLASSICAL_AUTHENTICATION(
+                f"{len(classical)} of {len(sessions)} sessions authenticate classically, key exchange "
+                f"post-quantum: {named}{more}"))
+        self._ctx.health.set(*conditions)
 
     # -- metrics and admin -------------------------------------------------------------------------
 
@@ -608,6 +643,7 @@ class PeerService(Subsystem):
                 "node": hello.node_id if hello else "",
                 "group": p.group,
                 "signature_algorithm": p.key_algorithm,
+                "authentication": authentication(p.key_algorithm),
                 "svid_expires_at": p.not_after,
                 "svid_expires_in": round(p.not_after - now, 1),
                 "rtt_ms": round(s.core.rtt * 1000, 3) if s.core.rtt is not None else None,

@@ -14,6 +14,8 @@ from OpenSSL import SSL
 
 from tests.kit.pki import TestCA
 from tests.kit.wait import until
+from x0tta.config.peer import PeerSettings
+from x0tta.peer.service import tls_policy
 from x0tta.peer.tls import HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy
 
 pytestmark = pytest.mark.integration
@@ -146,6 +148,34 @@ async def test_refused_client_certificates(ca, server, case, reason):
         await talk(client, server.port)
     assert (await server.refusal()).reason == reason
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "reason"),
+    [
+        ("builtin", "mldsa44", "key_algorithm_not_allowed"),  # weaker than the ML-DSA-65 promised
+        ("builtin", "p256", "key_algorithm_not_allowed"),
+        ("workload_api", "mldsa44", "key_algorithm_not_allowed"),
+        ("workload_api", "p256", None),  # SPIRE's SVIDs today
+    ],
+)
+async def test_default_signature_policy_per_identity_source(ca, source, kind, reason):
+    server = await start_server(ca, tls_policy(PeerSettings(), source))
+    client = TlsEndpoint(TlsPolicy(allowed_key_algorithms=None), ca.credentials(ca.issue(path="/node/c", kind=kind)))
+    try:
+        if reason is None:
+            stream, echoed = await talk(client, server.port)
+            assert echoed == b"ping" and stream.peer.group == "X25519MLKEM768"
+            assert [r.ok for r in server.results if r.role == "server"] == [True]
+        else:
+            with pytest.raises(TlsClosed, match="alert"):
+                await talk(client, server.port)
+            refusal = await server.refusal()
+            alg = {"mldsa44": "ML-DSA-44", "p256": "ECDSA-P256"}[kind]
+            assert refusal.reason == reason and f"leaf key {alg} is not allowed" in refusal.detail
+    finally:
+        client.close()
+        await server.endpoint.aclose()
 
 
 async def test_revoked_and_unauthorized(ca):

@@ -119,9 +119,9 @@ def test_cli_constants_match_the_library() -> None:
     from cryptography import x509
 
     from x0tta.identity import ca as ca_mod
-    from x0tta.identity.core.certs import KeyType
+    from x0tta.identity.core.certs import ISSUED_KEY_TYPES
 
-    assert ca_cli.KEY_TYPES == tuple(k.value for k in KeyType)
+    assert ca_cli.KEY_TYPES == tuple(k.value for k in ISSUED_KEY_TYPES)
     assert (ca_cli.ROOT_VALIDITY, ca_cli.CRL_VALIDITY) == (ca_mod.ROOT_VALIDITY, ca_mod.CRL_VALIDITY)
     assert set(ca_cli.REASONS) == {r.name for r in x509.ReasonFlags if r is not x509.ReasonFlags.unspecified}
 
