@@ -60,6 +60,7 @@ from x0tta.peer.tls import (
     Credentials,
     HandshakeFailed,
     HandshakeResult,
+    Refusal,
     TlsClosed,
     TlsEndpoint,
     TlsPolicy,
@@ -116,6 +117,15 @@ def tls_policy(s: PeerSettings, source: str = "builtin") -> TlsPolicy:
 def authentication(signature: str) -> str:
     """``post_quantum`` for an ML-DSA leaf, else ``classical``: how a session's peer authenticated."""
     return "post_quantum" if signature in PQ_SIGNATURES else "classical"
+
+
+def before_hello(close_reason: str) -> str:
+    """The refusal reason of a session that closed (``close_reason``) before the peer's Hello."""
+    if "alert" in close_reason:
+        return Refusal.PEER_REFUSED.value  # TLS 1.3: the server refused our certificate after our side was done
+    if close_reason.startswith("protocol error"):
+        return Refusal.PROTOCOL_ERROR.value
+    return Refusal.NO_HELLO.value
 
 
 def limits(s: PeerSettings) -> Limits:
@@ -378,8 +388,9 @@ class PeerService(Subsystem):
         ctx.health.set(IDENTITY_UNAVAILABLE("waiting for this node's SVID"))
         source = await self._identity.wait_source()
         policy = tls_policy(self.settings, self.source_kind)
+        # A TLS handshake counts as ok only once the peer's Hello arrived (_start_session)
         endpoint = TlsEndpoint(policy, self._credentials(source), observer=self._observe,
-                               clock=self.clock.time)
+                               clock=self.clock.time, defer_ok=True)
         self.endpoint = endpoint
         unsubscribe = source.subscribe(self._on_identity)
         try:
@@ -494,12 +505,11 @@ class PeerService(Subsystem):
             await asyncio.shield(session.close("cancelled"))
             raise
         except SessionClosed as exc:
-            reason = "peer_refused" if "alert" in str(exc) else "no_hello"
-            if direction == "out" and self._metrics:
-                self._metrics.handshakes.labels("client", "refused", reason).inc()
-            self.log.warning("peer_session_failed", direction=direction, address=stream.address, reason=reason,
-                             detail=str(exc))
+            # Refused after TLS: one count and one log line, under the reason of what went wrong
+            self._observe(self._handshake_result(stream, ok=False, reason=before_hello(session.close_reason),
+                                                 detail=str(exc)))
             raise
+        self._observe(self._handshake_result(stream, ok=True))
         signature = stream.peer.key_algorithm
         if self._metrics:
             self._metrics.sessions.labels(direction).inc()
@@ -513,6 +523,13 @@ class PeerService(Subsystem):
         self._notify(PeerChange(True, stream.peer_host, str(stream.peer.spiffe_id), direction,
                                 link_key=session.link_key))
         return session
+
+    @staticmethod
+    def _handshake_result(stream: TlsStream, *, ok: bool, reason: str = "ok", detail: str = "") -> HandshakeResult:
+        r = stream.handshake
+        assert r is not None
+        return r if ok else HandshakeResult(r.role, False, reason, r.address, r.group, r.spiffe_id, r.resumed,
+                                            r.seconds, detail)
 
     async def _watch(self, session: PeerSession, direction: str) -> None:
         """Count the session's end; send an inbound peer away when its SVID expires."""
