@@ -242,6 +242,16 @@ async def test_no_client_certificate(ca, server):
     assert (await server.refusal()).reason == "no_certificate"
 
 
+async def test_tls12_client_refused(server):
+    """What a TLS 1.2 client gets: refused at once, reason protocol_version (the peer port speaks TLS 1.3 only)."""
+    from x0tta.peer.attack import run_case
+
+    seen = await run_case("tls12_client", "127.0.0.1", server.port, ca=None, wait=5)  # type: ignore[arg-type]
+    assert seen.startswith("refused"), seen
+    refusal = await server.refusal()
+    assert refusal.reason == "protocol_version", refusal
+
+
 async def test_garbage_instead_of_client_hello(server):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(bytes(range(256)) * 4)
