@@ -421,6 +421,7 @@ class PeerService(Subsystem):
         ):
             return False
         self.settings = new
+        self.source_kind = settings.identity.source
         self._policy = settings.identity.policy()
         self._reconcile()
         return True

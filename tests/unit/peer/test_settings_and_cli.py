@@ -80,3 +80,21 @@ def test_render():
     assert "open (resumed)" in text and "connecting: unreachable" in text
     assert "ECDSA-P256 (classical)" in text and "ML-DSA-65 (classical)" not in text
     assert render([]) == "no peer sessions"
+
+
+async def test_a_reload_that_changes_the_accepted_signatures_restarts_the_subsystem():
+    from x0tta.config.schema import AgentSettings
+    from x0tta.peer.service import PeerService
+
+    svc = PeerService()
+
+    def agent(**sections):
+        return build(AgentSettings, sections)
+
+    assert await svc.reload(None, agent(peer={"accepted_signatures": ["ML-DSA-87"]})) is False
+    assert await svc.reload(None, agent(identity={"source": "workload_api"})) is False  # ECDSA-P256 joins
+    assert await svc.reload(None, agent(peer={"accepted_signatures": ["ML-DSA-65"]})) is True  # the same list
+    assert svc.settings.accepted_signatures == ("ML-DSA-65",)
+    assert await svc.reload(None, agent(identity={"source": "workload_api"},
+                                        peer={"accepted_signatures": ["ML-DSA-65"]})) is True
+    assert svc.source_kind == "workload_api"
