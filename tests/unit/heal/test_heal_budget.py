@@ -322,3 +322,18 @@ def test_a_strained_agent_does_not_speed_up_ogms_for_flapping_routes(ring):
     assert not [d for d in decisions if d.action.kind == TUNE] and node.interval == 1000
     notes = [n for inc in k.incidents.values() for n in inc.notes]
     assert any("strained" in n for n in notes), notes
+    # and flapping routes alone do not keep the loop polling fast (a poll a second sees every change)
+    assert not k.busy
+
+
+def test_flapping_routes_hold_the_fast_poll_only_while_an_action_of_theirs_is_in_flight(ring):
+    s = HealSettings()
+    k, node = loop.initial(s, "t"), Node()
+    t, busy = 0.0, []
+    for i in range(40):
+        k, d, _ = cycle(k, node, ring.flapping(node.obs(ring, t), i), t)
+        busy.append((bool(d), k.busy, any(r.state.value == "applied" for r in k.records.values())))
+        t = round(t + 0.5, 3)
+    assert ("route_flapping", "mesh") in k.active and node.interval == s.unstable_orig_interval
+    assert any(b for _, b, flight in busy if flight)  # the faster OGMs awaiting verification
+    assert not busy[-1][1]  # verified and in force: nothing left to watch closely
