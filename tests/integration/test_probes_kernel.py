@@ -332,7 +332,8 @@ async def test_services_export_metrics_and_admin_commands(net, pin):
             await asyncio.sleep(0.05)
             if svc.last is not None:
                 break
-        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke", "guard.threats"]
+        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.release", "guard.revoke",
+                                         "guard.threats"]
         assert sorted(ctx.commands) == ["probes.flows", "probes.neighbors"]
         assert await gctx.commands["guard.admit"]({"mac": PEER_MAC}) == {"mac": PEER_MAC, "changed": True}
         await asyncio.to_thread(net.send_batman, 3)

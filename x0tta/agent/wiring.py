@@ -61,11 +61,17 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
             service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
             if s.guard.enabled:
-                # An authenticated session admits the neighbour's MAC into the eBPF guard; the end of
-                # its last session revokes it (docs/ebpf.md, "admission").
+                # An authenticated session binds the neighbour's MAC to its SPIFFE ID and admits it
+                # into the eBPF guard; a revocation, or its last session gone for longer than the
+                # guard's session_grace, ends that (docs/guard.md, "Admission"). A quarantined
+                # neighbour's sessions are closed and refused.
                 from x0tta.guard.enforce import PeerAdmission
 
-                service.subscribe(PeerAdmission(guard(s).guard))  # type: ignore[attr-defined]
+                gsvc = guard(s)
+                admission = PeerAdmission(gsvc.guard)  # type: ignore[attr-defined]
+                service.subscribe(admission)  # type: ignore[attr-defined]
+                service.gate = admission.refusal  # type: ignore[attr-defined]
+                gsvc.on_quarantine.append(quarantine_closer(service, admission))  # type: ignore[attr-defined]
                 service.on_handshake(handshake_recorder(handshakes))  # type: ignore[attr-defined]
             return service
 
@@ -96,6 +102,12 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             # batman-adv frames still arriving from a late neighbour mean that direction is alive
             # (docs/heal.md, "Liveness probes"); None until the eBPF object is loaded
             service.neighbour_rx = probes(s).last_rx  # type: ignore[attr-defined]
+        if s.guard.enabled:
+            # the guard's detectors' findings become `threat` symptoms, answered by quarantining
+            # the neighbour through the guard (docs/heal.md, "Quarantine")
+            gsvc = guard(s)
+            service.threats = gsvc.active_threats  # type: ignore[attr-defined]
+            service.quarantine = gsvc.quarantine  # type: ignore[attr-defined]
         return service
 
     # The peer subsystem admits and revokes MACs through ``guard.guard`` (docs/ebpf.md); the
@@ -104,6 +116,10 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         def build() -> Subsystem:
             service = _guard(s)
             service.observe = guard_observer(shared, handshakes)  # type: ignore[attr-defined]
+            if s.identity.enabled:
+                # mode auto enforces only once this node has an identity (docs/guard.md)
+                ident = identity(s)
+                service.identity_ready = lambda: bool(getattr(ident, "ready", False))  # type: ignore[attr-defined]
             return service
 
         return once("guard", build)
@@ -201,6 +217,19 @@ def guard_maps(attach: Callable[[Any], None]) -> Callable[[Mapping[str, Any] | N
         attach(None if maps is None else KernelMaps(maps[MAP_ADMITTED], maps[MAP_CONFIG]))
 
     return listener
+
+
+def quarantine_closer(peer: Subsystem, admission: Any) -> Callable[[bytes, str | None], None]:
+    """A listener for ``GuardService.on_quarantine``: send away the peer sessions of the quarantined
+    MAC (its link-local address) or SPIFFE ID."""
+
+    def close(mac: bytes, spiffe_id: str | None) -> None:
+        def match(host: str, who: str) -> bool:
+            return admission.resolve(host) == mac or (spiffe_id is not None and who == spiffe_id)
+
+        peer.send_away_where(match, "quarantined")  # type: ignore[attr-defined]
+
+    return close
 
 
 HANDSHAKES_KEPT = 10_000

@@ -308,6 +308,9 @@ class PeerService(Subsystem):
         self._ready = asyncio.Event()
         self._subscribers: list[Callable[[PeerChange], None]] = []
         self._handshake_listeners: list[Callable[[HandshakeResult], None]] = []
+        # Set by the composition root: (host, SPIFFE ID) -> why an authenticated session must be
+        # refused after all (a quarantined neighbour), or "".
+        self.gate: Callable[[str, str], str] | None = None
 
     # -- API for other subsystems -----------------------------------------------------------------
 
@@ -324,6 +327,13 @@ class PeerService(Subsystem):
         """Call ``callback`` (on the loop, must not block) with the outcome of every handshake,
         good or bad, in either role: the guard's detectors count failures and identities per MAC."""
         self._handshake_listeners.append(callback)
+
+    def send_away_where(self, match: Callable[[str, str], bool], reason: str) -> int:
+        """Send away every session whose (host, SPIFFE ID) ``match`` accepts; returns how many."""
+        hit = [s for _d, s in self.sessions() if match(s.stream.peer_host, str(s.peer.spiffe_id))]
+        for session in hit:
+            self.spawn(self.send_away(session, reason))
+        return len(hit)
 
     def _notify(self, change: PeerChange) -> None:
         self._call_each(self._subscribers, change)
@@ -511,6 +521,14 @@ class PeerService(Subsystem):
                                                  detail=str(exc)))
             raise
         self._observe(self._handshake_result(stream, ok=True))
+        refused = self.gate(stream.peer_host, str(stream.peer.spiffe_id)) if self.gate is not None else ""
+        if refused:
+            self.log.warning("peer_session_refused", direction=direction, address=stream.address,
+                             peer=str(stream.peer.spiffe_id), reason=refused)
+            if self._metrics:
+                self._metrics.closed.labels("quarantined").inc()
+            await session.close("quarantined")
+            raise SessionClosed(f"refused: {refused}")
         signature = stream.peer.key_algorithm
         if self._metrics:
             self._metrics.sessions.labels(direction).inc()
@@ -553,7 +571,7 @@ class PeerService(Subsystem):
                 self._metrics.authenticated.labels(signature, authentication(signature)).dec()
                 reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"
                 known = ("drained", "eof", "stopped", "shutdown", "peer_svid_expired", "idle timeout",
-                         "hello_timeout", "read timeout", "reauthenticated")
+                         "hello_timeout", "read timeout", "reauthenticated", "quarantined")
                 self._metrics.closed.labels(reason if reason in known else "error").inc()
 
     async def _on_inbound(self, stream: TlsStream) -> None:
