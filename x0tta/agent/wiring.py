@@ -107,6 +107,7 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             # the neighbour through the guard (docs/heal.md, "Quarantine")
             gsvc = guard(s)
             service.threats = gsvc.active_threats  # type: ignore[attr-defined]
+            service.quarantined = gsvc.quarantined_macs  # type: ignore[attr-defined]
             service.quarantine = gsvc.quarantine  # type: ignore[attr-defined]
         return service
 

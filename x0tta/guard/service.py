@@ -165,6 +165,10 @@ class GuardService(Subsystem):
         self._changed.set()
         return ""
 
+    def quarantined_macs(self) -> list[str]:
+        """The MACs quarantined now (aa:bb:cc:dd:ee:ff)."""
+        return [format_mac(m) for m in self.guard.bindings.quarantined]
+
     def release(self, who: str, by: str = "admin") -> list[str]:
         """End the quarantine of a MAC, or of every MAC quarantined with a SPIFFE ID."""
         released = [format_mac(m) for m in self.guard.release(who)]

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from x0tta.heal.core.model import (
     Originator,
     ProbeStats,
     SubsystemState,
+    ThreatSeen,
 )
 from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.core.strain import Strain
@@ -177,6 +178,11 @@ class HealService(Subsystem):
         self.identity_ready: Callable[[], bool] | None = None  # the wiring's: has this node an SVID yet
         # the wiring's: the probes subsystem's last_rx(ifindex, mac), per-neighbour eBPF figures
         self.neighbour_rx: Callable[[int, str], float | None] | None = None
+        # the wiring's, from the guard: the threat records of its last look, the MACs it holds in
+        # quarantine, and its quarantine(mac, ttl, reason) -> "" or why not (docs/guard.md)
+        self.threats: Callable[[], list[dict[str, Any]]] | None = None
+        self.quarantined: Callable[[], Iterable[str]] | None = None
+        self.quarantine: Callable[[str, float, str], str] | None = None
         self._counted: dict[str, dict[str, int]] = {}  # what _add has counted so far, per counter
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
@@ -282,7 +288,8 @@ class HealService(Subsystem):
 
             return desired_mesh(ctx.settings.mesh) if ctx.settings.mesh.manage else {}
 
-        actuator = MeshActuator(mesh, links, meshif, desired=desired, restart=self._restart)
+        actuator = MeshActuator(mesh, links, meshif, desired=desired, restart=self._restart,
+                                quarantine=self.quarantine)
         metrics = self._metrics
 
         def on_breaker(name: str, state: str) -> None:
@@ -460,6 +467,10 @@ class HealService(Subsystem):
             strained=self.strain.strained,
             node_busy=self.strain.node_busy,
             echo_missing=self.prober is not None and not self.prober.echo,
+            threats=threats_seen(self.threats() if self.threats is not None else [],
+                                 {n.neigh_address.lower() for n in neighs}),
+            quarantined=frozenset(m.lower() for m in self.quarantined()) if self.quarantined is not None
+            else frozenset(),
         )
 
     def _subsystems(self) -> tuple[SubsystemState, ...]:
@@ -764,6 +775,25 @@ class HealService(Subsystem):
         ctx.admin.register("heal.incidents", incidents)
         ctx.admin.register("heal.incident", incident)
         ctx.admin.register("heal.state", state)
+
+
+def threats_seen(records: Iterable[Mapping[str, Any]], neighbours: set[str]) -> tuple[ThreatSeen, ...]:
+    """The guard's threat records (EVE-style, docs/guard.md) as the loop's :class:`ThreatSeen`: one
+    per neighbour MAC a record names (a MAC batman-adv lists as this node's neighbour; the
+    quarantine shuts out neighbours, not originators far away). A record not in that shape is
+    skipped."""
+    out = []
+    for r in records:
+        try:
+            alert, batman = r["alert"], r["batman"]
+            severity, signature, macs = int(alert["severity"]), str(batman["detector"]), batman["macs"]
+            spiffe_id = batman.get("spiffe_id")
+        except (KeyError, TypeError, ValueError):
+            continue
+        for mac in macs or ():
+            if isinstance(mac, str) and mac.lower() in neighbours:
+                out.append(ThreatSeen(mac.lower(), signature, severity, spiffe_id))
+    return tuple(out)
 
 
 def _probe_json(p: ProbeStats) -> dict[str, Any]:

@@ -19,6 +19,10 @@ What it does
   requests complete) before it closes. No request is lost to a rotation.
 * An accepted session whose peer SVID expires is sent away (GoAway) at that moment: the peer
   should have re-authenticated before.
+* A gate the composition root may set (:attr:`PeerService.gate`: the guard's quarantine) refuses an
+  authenticated session before anyone hears of it; :meth:`PeerService.send_away_where` sends away
+  the sessions of a peer quarantined while they run. A session this end sends away is reported
+  down with that reason (``revoked``, ``quarantined``), not with how it drained.
 
 Health conditions: ``identity_unavailable`` (degraded, no SVID source yet), ``listen_failed``
 (failing), ``peers_unreachable`` (degraded: some configured peers have no session),
@@ -492,7 +496,10 @@ class PeerService(Subsystem):
             link.wake()
 
     async def send_away(self, session: PeerSession, reason: str) -> None:
-        """GoAway, let in-flight requests finish (up to ``request_timeout``), then close."""
+        """GoAway, let in-flight requests finish (up to ``request_timeout``), then close. The
+        session's end is reported with ``reason`` (``revoked``, ``quarantined``...), not with how
+        it closed (``drained``): the guard ends a revoked neighbour's admission at once."""
+        session.sent_away = session.sent_away or reason
         await session.goaway(reason)
         with contextlib.suppress(TimeoutError):
             await self.clock.wait_for(session.closed.wait(), self.settings.request_timeout)
@@ -563,7 +570,8 @@ class PeerService(Subsystem):
         finally:
             self.inbound.discard(session)
             self._notify(PeerChange(False, session.stream.peer_host, str(session.peer.spiffe_id), direction,
-                                    session.close_reason or "shutdown", link_key=session.link_key))
+                                    session.sent_away or session.close_reason or "shutdown",
+                                    link_key=session.link_key))
             self.report_health()
             if self._metrics:
                 self._metrics.sessions.labels(direction).dec()

@@ -85,6 +85,7 @@ class PeerSession:
         self.established = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.sent_away = ""  # why this end sent the peer away (PeerService.send_away), if it did
         self._finishing = False
         self.requests_served = 0
         self.opened_at = time.time()

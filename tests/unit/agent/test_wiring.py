@@ -221,3 +221,26 @@ def test_the_guard_s_detectors_see_the_handshakes_of_the_peer_subsystem():
     found = {f.signature.name: f for f in detect([obs], settings.guard.detect, obs.handshakes[-1].at + 1)}
     assert set(found) == {"handshake_burst", "mac_two_identities"}
     assert found["handshake_burst"].macs == (rogue,) and found["mac_two_identities"].macs == (rogue,)
+
+
+def test_the_guard_enforces_once_the_identity_is_there_and_quarantines_for_the_heal_loop():
+    """mode auto follows the identity subsystem; the heal loop reads the guard's threats and
+    quarantines through it; a quarantine closes the neighbour's peer sessions and the peer gate
+    refuses new ones."""
+    settings = parse_settings("[guard]\nenforce_grace = 0.0\nquarantine_share = 1.0\n")  # one neighbour, no other
+    table = factories(settings)
+    heal, guard, peer = table["heal"](settings), table["guard"](settings), table["peer"](settings)
+    guard._started = 0.0
+    assert guard.mode_now(1.0) == "observe"  # no SVID: it cannot admit anyone
+    table["identity"](settings)._ready.set()
+    assert guard.mode_now(2.0) == "enforce"
+    assert heal.threats == guard.active_threats and heal.quarantine == guard.quarantine
+    b_ll, b_id = "fe80::ba:ff:fe02:1%veth1", "spiffe://mesh.x0tta/node/b"
+    assert peer.gate(b_ll, b_id) == ""
+    closed = []
+    peer.send_away_where = lambda match, reason: closed.append((match(b_ll, "x"), match("10.0.0.9", b_id), reason))
+    assert heal.quarantine("02:ba:00:02:00:01", 60.0, "test") == ""
+    assert list(heal.quarantined()) == ["02:ba:00:02:00:01"]
+    assert closed == [(True, False, "quarantined")]  # its MAC; it had no binding, so no SPIFFE ID
+    assert peer.gate(b_ll, b_id) == "02:ba:00:02:00:01 is quarantined"
+    assert peer.gate("fe80::ba:ff:fe03:1%veth2", b_id) == ""
