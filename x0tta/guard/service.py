@@ -202,10 +202,12 @@ class GuardService(Subsystem):
         if released:
             ctx.log.info("guard_released", macs=[format_mac(m) for m in released], by="ttl")
         due = [self.guard.bindings.next_due(self.settings.session_grace)]
-        if self.settings.mode == "auto" and self._override is None and mode == "observe":
+        if self.settings.mode == "auto" and self._override is None:
+            # the end of the grace, or the next look at the identity (it may come, or go: an expired
+            # SVID authenticates no one, so the guard goes back to observing)
             since = self._identity_since
-            due.append(now + IDENTITY_POLL if since is None
-                       else max(since, self._started) + self.settings.enforce_grace)
+            due.append(max(since, self._started) + self.settings.enforce_grace if since is not None and
+                       mode == "observe" else now + IDENTITY_POLL)
         return min((d for d in due if d is not None), default=None)
 
     # -- the subsystem ------------------------------------------------------------------------

@@ -4,6 +4,8 @@ through the guard subsystem with a manual clock."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from x0tta.config.guard import GuardSettings
 from x0tta.config.schema import AgentSettings
@@ -115,7 +117,7 @@ def test_auto_enforces_once_the_identity_is_there_and_the_grace_is_over():
     ready[0] = True
     assert svc.tick(ctx, clock.now) == 190.0 and svc.guard.mode == "observe"  # 60 s from the identity
     clock.now = 190.0
-    assert svc.tick(ctx, clock.now) is None
+    assert svc.tick(ctx, clock.now) == 191.0  # enforcing: looks whether the identity is still there
     assert svc.guard.mode == "enforce" and maps.config.data[MODE_KEY] == (1).to_bytes(8, "little")
     ready[0] = False  # the identity went (an expired SVID): it cannot admit anyone, so it observes
     svc.tick(ctx, clock.now)
@@ -170,3 +172,33 @@ def test_threat_selection():
     for bad in ({"limit": -1}, {"since": 5}, {"severity": 9}, {"severity": True}):
         with pytest.raises(GuardCommandError):
             select_threats(records, bad)
+
+
+MACS = [bytes([2, 0, 0, 0, 2, i]) for i in range(6)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["up", "down", "revoked", "quarantine", "release", "expire"]),
+                          st.integers(0, len(MACS) - 1), st.floats(0.0, 1.0)), max_size=40))
+def test_bindings_keep_their_rules_whatever_happens(ops):
+    """Whatever the sequence: a quarantined MAC is never bound, a new quarantine never takes the
+    share of quarantined neighbours past the cap, and every binding has a session or a loss time."""
+    s, now, share = Bindings(), 0.0, 0.5
+    for op, i, x in ops:
+        now += 1.0
+        mac = MACS[i]
+        if op == "up":
+            s, _ = s.up(mac, f"spiffe://mesh/node/{i}", "eth0", now)
+        elif op in ("down", "revoked"):
+            s, _ = s.down(mac, now, "revoked" if op == "revoked" else "eof")
+        elif op == "quarantine":
+            heard = MACS[: 1 + int(x * (len(MACS) - 1))]
+            fresh = mac not in s.quarantined
+            s, why = s.quarantine(mac, now, 5.0, "test", heard, share)
+            if fresh and not why:
+                assert len(s.quarantined) <= share * len(set(heard) | {mac} | set(s.quarantined))
+        elif op == "release":
+            s, _ = s.release(f"spiffe://mesh/node/{i}")
+        else:
+            s, _, _ = s.expire(now, 3.0)
+        assert not set(s.bound) & set(s.quarantined)
+        assert all((b.sessions > 0) != (b.lost_at is not None) for b in s.bound.values())
