@@ -218,34 +218,31 @@ def _json(data: bytes, kind: str) -> tuple[bytes, bytes]:
     return _unb64(obj.get("ed25519"), "ed25519", 32), _unb64(obj.get("mldsa65"), "mldsa65", ml_len)
 
 
+def _pem_pair(data: bytes, kind: str, ed_type: type, ml_type: type) -> tuple[Any, Any]:
+    """The Ed25519 and the ML-DSA-65 key of two PEM blocks (``kind`` is PUBLIC or PRIVATE)."""
+    try:
+        keys = [serialization.load_pem_public_key(b) if kind == "PUBLIC"
+                else serialization.load_pem_private_key(b, None) for b in _pem_blocks(data)]
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise OperatorKeyError(f"bad PEM {kind.lower()} key: {exc}") from None
+    eds = [k for k in keys if isinstance(k, ed_type)]
+    mls = [k for k in keys if isinstance(k, ml_type)]
+    if len(keys) != 2 or len(eds) != 1 or len(mls) != 1:
+        raise OperatorKeyError(f"an operator {kind.lower()} key is one Ed25519 and one ML-DSA-65 {kind} KEY block")
+    return eds[0], mls[0]
+
+
 def load_public(data: bytes) -> OperatorPublicKey:
     """An operator's public key from its PEM (two blocks) or JSON form; :class:`OperatorKeyError` otherwise."""
     if data.lstrip().startswith(b"-----BEGIN"):
-        blocks = _pem_blocks(data)
-        try:
-            keys = [serialization.load_pem_public_key(b) for b in blocks]
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise OperatorKeyError(f"bad PEM public key: {exc}") from None
-        eds = [k for k in keys if isinstance(k, ed25519.Ed25519PublicKey)]
-        mls = [k for k in keys if isinstance(k, mldsa.MLDSA65PublicKey)]
-        if len(keys) != 2 or len(eds) != 1 or len(mls) != 1:
-            raise OperatorKeyError("an operator public key is one Ed25519 and one ML-DSA-65 PUBLIC KEY block")
-        return OperatorPublicKey(eds[0], mls[0])
+        return OperatorPublicKey(*_pem_pair(data, "PUBLIC", ed25519.Ed25519PublicKey, mldsa.MLDSA65PublicKey))
     return OperatorPublicKey.from_raw(*_json(data, "public"))
 
 
 def load_private(data: bytes) -> OperatorKey:
     """An operator's private key from its PEM (two blocks) or JSON form; :class:`OperatorKeyError` otherwise."""
     if data.lstrip().startswith(b"-----BEGIN"):
-        try:
-            keys = [serialization.load_pem_private_key(b, None) for b in _pem_blocks(data)]
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise OperatorKeyError(f"bad PEM private key: {exc}") from None
-        eds = [k for k in keys if isinstance(k, ed25519.Ed25519PrivateKey)]
-        mls = [k for k in keys if isinstance(k, mldsa.MLDSA65PrivateKey)]
-        if len(keys) != 2 or len(eds) != 1 or len(mls) != 1:
-            raise OperatorKeyError("an operator private key is one Ed25519 and one ML-DSA-65 PRIVATE KEY block")
-        return OperatorKey(eds[0], mls[0])
+        return OperatorKey(*_pem_pair(data, "PRIVATE", ed25519.Ed25519PrivateKey, mldsa.MLDSA65PrivateKey))
     ed, seed = _json(data, "private")
     try:
         return OperatorKey(ed25519.Ed25519PrivateKey.from_private_bytes(ed),
