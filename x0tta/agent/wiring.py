@@ -84,9 +84,15 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def mesh(s: AgentSettings) -> Subsystem:
         return once("mesh", lambda: _mesh(s, overrides))
 
-    # The fleet plane publishes what the others hand it (docs/fleet.md): the heal loop's events.
+    # The fleet plane publishes what the others hand it (docs/fleet.md): the heal loop's events; and
+    # runs operators' signed commands through the handlers registered here (fleet_actions).
     def fleet(s: AgentSettings) -> Subsystem:
-        return once("fleet", lambda: _fleet(s, hooks))
+        def build() -> Subsystem:
+            service = _fleet(s, hooks)
+            fleet_actions(service.actions, shared, hooks)  # type: ignore[attr-defined]
+            return service
+
+        return once("fleet", build)
 
     def heal(s: AgentSettings) -> Subsystem:
         service = _heal(s, overrides, hooks)
@@ -189,6 +195,54 @@ def _fleet(settings: AgentSettings, hooks: AgentHooks) -> Subsystem:
     from x0tta.fleet.service import FleetService
 
     return FleetService(settings.fleet, subsystem_health=hooks.subsystem_health)
+
+
+def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHooks) -> None:
+    """Register a handler per operator command action with what this agent runs (docs/fleet.md).
+    Each looks its subsystem up when a command comes, so the order the subsystems are built in does
+    not matter; a subsystem this agent does not run makes the command fail with the reason.
+    ``quarantine`` and ``release`` get no handler here: the node refuses them as ``unsupported``."""
+    from x0tta.common.errors import PermanentError
+
+    def need(name: str) -> Any:
+        service = shared.get(name)
+        if service is None:
+            raise PermanentError(f"this agent does not run the {name} subsystem")
+        return service
+
+    async def drain(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        return await need("mesh").drain(args["interface"])  # type: ignore[no-any-return]
+
+    async def undrain(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        return await need("mesh").undrain(args["interface"])  # type: ignore[no-any-return]
+
+    async def set_mesh(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        return await need("mesh").set_setting(args["setting"], args["value"])  # type: ignore[no-any-return]
+
+    async def heal(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        from x0tta.heal.service import operator_action
+
+        return await operator_action(need("heal"), args["action"], args.get("target"),  # type: ignore[arg-type]
+                                     cmd.id)
+
+    async def diagnostics(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        bundle: dict[str, Any] = {"subsystems": hooks.subsystem_health() if hooks.subsystem_health else []}
+        store = getattr(shared.get("heal"), "store", None)
+        bundle["incidents"] = await store.incidents(int(args.get("incidents", 20)), None) if store else []
+        mesh = shared.get("mesh")
+        if mesh is not None:
+            bundle["mesh_operator"] = {"drained": sorted(mesh.operator["detached"]),  # type: ignore[attr-defined]
+                                       "settings": dict(mesh.operator["mesh"])}  # type: ignore[attr-defined]
+        return bundle
+
+    for name, handler in (("drain", drain), ("undrain", undrain), ("set_mesh", set_mesh), ("heal", heal),
+                          ("diagnostics", diagnostics)):
+        actions.register(name, handler)
 
 
 def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:

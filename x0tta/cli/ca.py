@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from x0tta.cli.common import add_json_flag, emit, table
+from x0tta.cli.common import add_json_flag, emit, parse_duration, table
 from x0tta.common.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -39,22 +38,10 @@ REASONS = (
     "aa_compromise",
     "remove_from_crl",
 )
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 class UsageError(PermanentError):
     pass
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``24h``, ``30d``, ``2w``, ``10y`` -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 24h, 30d)")
-    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("duration must be positive")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

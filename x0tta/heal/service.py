@@ -57,6 +57,7 @@ from x0tta.heal.core.alert import Board
 from x0tta.heal.core.linkkeys import LinkKeys
 from x0tta.heal.core.liveness import Tracker
 from x0tta.heal.core.model import (
+    Action,
     ActionKind,
     AlertHeard,
     Decision,
@@ -66,10 +67,12 @@ from x0tta.heal.core.model import (
     HardIf,
     Neighbour,
     Observation,
+    Op,
     Originator,
     ProbeStats,
     SubsystemState,
     ThreatSeen,
+    evidence,
 )
 from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.core.strain import Strain
@@ -794,6 +797,47 @@ def threats_seen(records: Iterable[Mapping[str, Any]], neighbours: set[str]) -> 
             if isinstance(mac, str) and mac.lower() in neighbours:
                 out.append(ThreatSeen(mac.lower(), signature, severity, spiffe_id))
     return tuple(out)
+# Healing actions an operator may run by name (a fleet command, docs/fleet.md): those that need no
+# incident's evidence to aim them, with the target they act on.
+OPERATOR_ACTIONS = {
+    ActionKind.RESELECT_GATEWAY: "gw",
+    ActionKind.REAPPLY_SETTINGS: "mesh",
+    ActionKind.RESTART_SUBSYSTEM: "subsystem",
+}
+
+
+async def operator_action(service: HealService, name: str, target: str | None, ref: str) -> dict[str, Any]:
+    """Run healing action ``name`` on an operator's request (``ref``: the command id) through the heal
+    loop's executor: its circuit breaker and rate limit per (action, target), dry run, and
+    ``heal.disabled_actions`` apply. Raises PermanentError when it is refused or fails."""
+    ex = service.executor
+    if ex is None:
+        raise TemporaryError("the heal loop is not running")
+    try:
+        kind = ActionKind(name)
+    except ValueError:
+        raise PermanentError(f"no healing action {name!r}") from None
+    if kind not in OPERATOR_ACTIONS:
+        raise PermanentError(f"{name} needs an incident to aim it; on request: {sorted(OPERATOR_ACTIONS)}")
+    if name in service.settings.disabled_actions:
+        raise PermanentError(f"{name} is disabled on this node (heal.disabled_actions)")
+    params = ()
+    aim = OPERATOR_ACTIONS[kind]
+    if kind == ActionKind.RESTART_SUBSYSTEM:
+        if not target or target in ("heal", "fleet"):
+            raise PermanentError("restart_subsystem needs a target subsystem other than heal and fleet")
+        params, aim = evidence(subsystem=target), f"subsystem:{target}"
+    d = Decision(f"operator-{ref}", f"operator:{ref}", Op.APPLY, Action(kind, aim, params),
+                 ("operator", ref), ("requested by an operator command",))
+    res = await ex.execute(d)
+    # No incident will verify it: the breaker's trial ends with what the kernel said.
+    ex.verified(d.id, res.outcome == "applied", res.detail or res.outcome)
+    for listener in service.listeners:
+        listener("operator_action", None, {"action": name, "target": aim, "outcome": res.outcome,
+                                           "detail": res.detail, "command": ref})
+    if res.outcome not in ("applied", "dry_run"):
+        raise PermanentError(f"{name} on {aim}: {res.outcome}" + (f" ({res.detail})" if res.detail else ""))
+    return {"action": name, "target": aim, "outcome": res.outcome, "detail": res.detail}
 
 
 def _probe_json(p: ProbeStats) -> dict[str, Any]:

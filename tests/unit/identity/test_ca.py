@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from x0tta.cli import ca as ca_cli
+from x0tta.cli import common
 from x0tta.common.errors import PermanentError
 from x0tta.identity.ca import CaError, CertificateAuthority
 from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid, validate_x509_svid
@@ -105,13 +106,13 @@ def test_cli_end_to_end_never_prints_key_material(tmp_path: Path, capsys: pytest
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("24h", 86400), ("2d", 172800)])
 def test_durations(text: str, seconds: float) -> None:
-    assert ca_cli.parse_duration(text) == seconds
+    assert common.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "h", "-5s", "0", "1x"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        ca_cli.parse_duration(text)
+        common.parse_duration(text)
 
 
 def test_cli_constants_match_the_library() -> None:

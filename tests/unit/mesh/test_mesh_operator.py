@@ -1,0 +1,36 @@
+"""The mesh subsystem's operator controls refuse what they cannot do, before touching the kernel,
+and the operator's drains and settings join heal's overrides for the reconcile."""
+
+from __future__ import annotations
+
+import pytest
+
+from x0tta.config.mesh import MeshSettings
+from x0tta.mesh.genl import MeshError
+from x0tta.mesh.service import MeshService
+
+
+def svc() -> MeshService:
+    heal = {"detached": {"eth9"}, "mesh": {"hop_penalty": 30}}
+    return MeshService(MeshSettings(hard_interfaces=("eth1",)), overrides=heal)
+
+
+async def test_unknown_interfaces_and_settings_are_refused():
+    s = svc()
+    with pytest.raises(MeshError, match=r"not one of mesh\.hard_interfaces"):
+        await s.drain("eth7")
+    with pytest.raises(MeshError, match="not drained"):
+        await s.undrain("eth1")
+    with pytest.raises(MeshError, match="not a mesh setting"):
+        await s.set_setting("reboot", 1)
+    with pytest.raises(MeshError, match="takes a int"):
+        await s.set_setting("orig_interval", "fast")
+
+
+def test_operator_and_heal_overrides_combine_with_heal_winning():
+    s = svc()
+    s.operator["detached"].add("eth1")
+    s.operator["mesh"].update({"hop_penalty": 60, "orig_interval": 500})
+    ov = s._in_force()
+    assert ov["detached"] == {"eth1", "eth9"}
+    assert ov["mesh"] == {"hop_penalty": 30, "orig_interval": 500}
