@@ -34,6 +34,7 @@ from x0tta.config.fleet import FleetPaths, FleetSettings
 from x0tta.fleet.core import command as cmdcore
 from x0tta.fleet.core import payloads
 from x0tta.fleet.core.command import ACTIONS, Command, Target
+from x0tta.fleet.core.signing import StatusSignatureError, load_cas, verify_status
 from x0tta.identity.core.operator import OperatorKey, load_private
 
 
@@ -80,6 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = g.add_parser("nodes", help="every node's last status and state, signatures checked")
     q.add_argument("--wait", type=parse_duration, default=2.0,
                    help="collect the retained messages for this long (default 2s)")
+    q.add_argument("--node-ca", help="the CA of the nodes' fleet certificates, to check births and deaths "
+                   "(default: --ca)")
     _connection_flags(q)
     add_json_flag(q)
     q.set_defaults(func=cmd_nodes)
@@ -234,8 +237,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def nodes_view(got: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
-    """One row per node from the retained status and state messages."""
+def nodes_view(got: list[tuple[str, bytes]], cas: list[Any]) -> list[dict[str, Any]]:
+    """One row per node from the retained status and state messages; a birth or death whose
+    signature does not hold against the fleet's ``cas`` is shown as forged, not believed."""
     nodes: dict[str, dict[str, Any]] = {}
     for topic, data in got:
         parts = topic.split("/")
@@ -253,6 +257,12 @@ def nodes_view(got: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
             kind = obj["schema"].rsplit(".", 1)[-1]
             row["status"] = "alive" if kind.startswith("birth") else f"dead ({body.get('reason')})"
             row["session"], row["at"] = body.get("session"), obj["at"]
+            try:
+                verify_status(obj, cas)
+                row["signed"] = "valid"
+            except StatusSignatureError as exc:
+                row["status"] = f"unknown (forged {kind.split('/')[0]})"
+                row["signed"] = f"FORGED: {exc}"
         else:
             row["state"], row["version"] = body["state"], body["version"]
     return sorted(nodes.values(), key=lambda r: r["node"])
@@ -266,8 +276,9 @@ def render_nodes(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    cas = load_cas(Path(args.node_ca or args.ca).read_bytes())
     got = asyncio.run(collect(args.broker, args.port, _files(args),
                               [f"{args.prefix}/nodes/+/status", f"{args.prefix}/nodes/+/state"],
                               args.wait))
-    emit(args, nodes_view(got), render_nodes)
+    emit(args, nodes_view(got, cas), render_nodes)
     return 0

@@ -63,6 +63,21 @@ def tls_context(paths: FleetPaths) -> ssl.SSLContext:
     return ctx
 
 
+def status_signer(paths: FleetPaths) -> tuple[Any, bytes] | None:
+    """The client certificate's key and PEM, to sign birth and death (core/signing.py); None if the
+    key cannot sign them. Reads files: call it off the event loop."""
+    from cryptography.hazmat.primitives import serialization
+
+    from x0tta.fleet.core.signing import StatusSignatureError, signing_alg
+
+    try:
+        key = serialization.load_pem_private_key(Path(paths.key).read_bytes(), None)
+        signing_alg(key)
+        return key, Path(paths.cert).read_bytes()
+    except (OSError, ValueError, TypeError, StatusSignatureError):
+        return None
+
+
 class _Client(aiomqtt.Client):
     """aiomqtt's client, with publishes that return their PUBACK reason code (see the module doc)."""
 

@@ -54,7 +54,8 @@ from x0tta.fleet.core.backoff import backoff_delay
 from x0tta.fleet.core.command import Accepted, Reason, Refused
 from x0tta.fleet.core.outbox import Priority, delivered
 from x0tta.fleet.core.payloads import Topics
-from x0tta.fleet.mqtt import BrokerError, Connection, tls_context
+from x0tta.fleet.core.signing import sign_status
+from x0tta.fleet.mqtt import BrokerError, Connection, status_signer, tls_context
 from x0tta.fleet.outbox import AsyncOutbox, Message, PutResult, Queued
 
 # Heal events an operator acts on; the others (symptoms raised and cleared) are informational and
@@ -272,12 +273,17 @@ class FleetService(Subsystem):
         while True:
             tls = await asyncio.to_thread(tls_context, paths)  # CapabilityMissing: degraded, retried
             session = await self._box().next_session()
-            will = payloads.encode(payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "lost"))
+            signer = await asyncio.to_thread(status_signer, paths)
+            if signer is None and attempt == 0:
+                ctx.log.warning("fleet_status_unsigned", key=paths.key,
+                                reason="the key cannot sign (ECDSA P-256, Ed25519 or ML-DSA-65 needed)")
+            will = await self._signed(payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "lost"),
+                                      signer)
             try:
                 async with Connection(s, ctx.node_id, tls, topics.status, will) as conn:
-                    birth = payloads.birth(uuid.uuid4().hex, topics.node, time.time(), session, __version__,
-                                           self._started)
-                    code = await conn.publish(topics.status, payloads.encode(birth), retain=True)
+                    birth = await self._signed(payloads.birth(uuid.uuid4().hex, topics.node, time.time(), session,
+                                                              __version__, self._started), signer)
+                    code = await conn.publish(topics.status, birth, retain=True)
                     if not delivered(code):
                         self._refusal(ctx, topics.status, code)
                     self.session, self.last_error, attempt = session, "", 0
@@ -294,8 +300,7 @@ class FleetService(Subsystem):
                     except asyncio.CancelledError:
                         death = payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "shutdown")
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(conn.publish(topics.status, payloads.encode(death), retain=True),
-                                                   DEATH_TIMEOUT)
+                            await asyncio.wait_for(self._last_word(conn, topics.status, death, signer), DEATH_TIMEOUT)
                         raise
                     finally:
                         if reader is not None:
@@ -398,6 +403,17 @@ class FleetService(Subsystem):
     def _count(self, outcome: str, reason: str) -> None:
         if self._metrics:
             self._metrics.commands.labels(outcome, reason).inc()
+
+    async def _last_word(self, conn: Connection, topic: str, death: dict[str, Any],
+                         signer: tuple[Any, bytes] | None) -> None:
+        await conn.publish(topic, await self._signed(death, signer), retain=True)
+
+    @staticmethod
+    async def _signed(obj: dict[str, Any], signer: tuple[Any, bytes] | None) -> bytes:
+        """A birth or death, signed with the client certificate's key when it can sign (core/signing.py)."""
+        if signer is not None:
+            obj = await asyncio.to_thread(sign_status, obj, *signer)
+        return payloads.encode(obj)
 
     def _box(self) -> AsyncOutbox:
         if self.outbox is None:

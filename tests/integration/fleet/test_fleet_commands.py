@@ -1,6 +1,7 @@
 """Operator commands against a real mosquitto: a signed command runs and its result comes back;
 unsigned, unknown key, one signature half invalid, expired, replayed and wrong-target commands are
-each refused with their reason and run nothing; the replay counter survives a restart.
+each refused with their reason and run nothing; the replay counter survives a restart. And the
+node's signed birth and death: `x0tta fleet nodes` believes the node's own and shows a forged one.
 
 One broker for the module's tests (tests/kit/mosquitto.py, a free loopback port), the node ``n1``
 (the fleet subsystem, with the agent's real handler registry from x0tta/agent/wiring.py), an
@@ -35,7 +36,7 @@ HEALTH = [{"subsystem": "fleet", "state": "ok", "conditions": []}]
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("broker"), clients=("n1", MONITOR, OPERATOR))
+    b = Broker(tmp_path_factory.mktemp("broker"), clients=("n1", "n2", MONITOR, OPERATOR))
     b.start()
     yield b
     b.stop()
@@ -162,3 +163,46 @@ async def test_the_replay_counter_survives_a_restart(broker, keys, tmp_path):
             await send(broker, again)
             await until(lambda: node.count("refused", "replayed") == 1, 20, "the replay refused")
             assert node.drained == []
+
+
+def forged_death(broker: Broker, session: int) -> bytes:
+    """A death of n1, signed by node n2's fleet key: what a node that got write access to another's
+    status topic could publish."""
+    from cryptography.hazmat.primitives import serialization
+
+    from x0tta.fleet.core import payloads
+    from x0tta.fleet.core.signing import sign_status
+
+    f2 = broker.files("n2")
+    key2 = serialization.load_pem_private_key(Path(f2["key_file"]).read_bytes(), None)
+    death = payloads.death("f1", "n1", time.time(), session, "lost")
+    return payloads.encode(sign_status(death, key2, Path(f2["cert_file"]).read_bytes()))
+
+
+async def test_fleet_nodes_believes_signed_status_and_shows_forged_deaths(broker, keys, tmp_path):
+    from tests.integration.fleet.test_fleet_broker import _paths
+    from x0tta.cli.fleet import collect, nodes_view
+    from x0tta.fleet.core.signing import load_cas
+    from x0tta.fleet.mqtt import Connection, tls_context
+
+    cas = await asyncio.to_thread(lambda: load_cas(Path(broker.files(OPERATOR)["ca_file"]).read_bytes()))
+    topics = ["x0tta/nodes/+/status", "x0tta/nodes/+/state"]
+
+    async def view() -> dict:
+        got = await collect("127.0.0.1", broker.port, broker.files(OPERATOR), topics, 1.5)
+        return {r["node"]: r for r in nodes_view(got, cas)}
+
+    async with Node(broker, tmp_path / "n1", keys[0]) as node:
+        await until(lambda: node.svc.session > 0, 10, "the birth")
+        row = (await view())["n1"]
+        assert (row["status"], row["signed"], row["session"]) == ("alive", "valid", node.svc.session), row
+        # Someone who can write n1's status topic (here with n1's broker credentials, as the broker
+        # itself could) publishes a death signed by node n2: shown as forged, not believed.
+        forged = await asyncio.to_thread(forged_death, broker, node.svc.session)
+        s = agent_settings(broker, "n1", tmp_path / "x").fleet
+        async with Connection(s, "intruder", tls_context(_paths(broker.files("n1")))) as conn:
+            assert await conn.publish("x0tta/nodes/n1/status", forged, retain=True) == 0
+        row = (await view())["n1"]
+        assert row["status"] == "unknown (forged death)" and row["signed"].startswith("FORGED: the certificate is")
+    row = (await view())["n1"]  # the node's own death on its clean stop: signed, believed
+    assert (row["status"], row["signed"]) == ("dead (shutdown)", "valid"), row

@@ -176,6 +176,8 @@ def validate(obj: Any) -> str:
     if not isinstance(obj, dict):
         raise PayloadError("a payload is a JSON object")
     _check(obj, ENVELOPE, "envelope")
+    if "sig" in obj and not isinstance(obj["sig"], dict):  # birth and death: core/signing.py checks it
+        raise PayloadError("envelope: sig is an object")
     schema = obj["schema"]
     kind = schema[len(SCHEMA_PREFIX):] if schema.startswith(SCHEMA_PREFIX) else ""
     if kind not in BODIES:
