@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +30,7 @@ from x0tta.identity.core.operator import OperatorKey
 from x0tta.telemetry.testing import StandaloneContext
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
 
 NODE = "spiffe://mesh.x0tta/node/n1"  # [identity] defaults: the node's own ID
 HEALTH = [{"subsystem": "fleet", "state": "ok", "conditions": []}]
@@ -101,6 +103,17 @@ async def send(broker: Broker, data: bytes, expiry: int = 60) -> None:
     assert code < 0x80, f"the broker refused the command: 0x{code:02x}"
 
 
+def cli(argv: list[str]) -> list[dict]:
+    """``x0tta ARGV --json``, as an operator runs it; its JSON output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "x0tta.cli.main", *argv], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
 def results(col: Collector) -> dict[str, dict]:
     return {o["body"]["command"]: o["body"] for t, o in col.received if o["schema"] == "x0tta.fleet.result/1"}
 
@@ -115,9 +128,16 @@ async def test_a_valid_command_runs_and_each_bad_one_is_refused_with_its_reason(
     key, stranger = keys
     async with Collector(broker) as col, Node(broker, tmp_path / "n1", key) as node:
         good = command(key, 10)
-        await send(broker, c.sign(key, good))
-        await until(lambda: good.id in results(col), 20, "the result of the valid command")
+        # the operator's CLI: send it, wait for the result; then ask for it again with status
+        (tmp_path / "good.json").write_bytes(c.sign(key, good))
+        conn = ["--broker", "127.0.0.1", "--port", str(broker.port), "--cert", broker.files(OPERATOR)["cert_file"],
+                "--key", broker.files(OPERATOR)["key_file"], "--ca", broker.files(OPERATOR)["ca_file"], "--json"]
+        sent = await asyncio.to_thread(cli, ["fleet", "send", str(tmp_path / "good.json"), "--wait", "3s", *conn])
         assert results(col)[good.id]["outcome"] == "executed" and node.drained == ["eth1"]
+        status = await asyncio.to_thread(cli, ["fleet", "status", good.id, "--wait", "1s", *conn])
+        for out in (sent, status):
+            assert [(r["node"], r["outcome"], r["detail"]) for r in out] == [("n1", "executed",
+                                                                              {"interface": "eth1", "drained": True})]
         diag = command(key, 11, "diagnostics", {})
         await send(broker, c.sign(key, diag))
         await until(lambda: diag.id in results(col), 20, "the diagnostic bundle")
