@@ -809,7 +809,9 @@ OPERATOR_ACTIONS = {
 async def operator_action(service: HealService, name: str, target: str | None, ref: str) -> dict[str, Any]:
     """Run healing action ``name`` on an operator's request (``ref``: the command id) through the heal
     loop's executor: its circuit breaker and rate limit per (action, target), dry run, and
-    ``heal.disabled_actions`` apply. Raises PermanentError when it is refused or fails."""
+    ``heal.disabled_actions`` apply, and it is refused while the loop holds a remedy on the same
+    target (or, for ``reapply_settings``, any mesh setting it would undo). Raises PermanentError
+    when it is refused or fails."""
     ex = service.executor
     if ex is None:
         raise TemporaryError("the heal loop is not running")
@@ -827,6 +829,14 @@ async def operator_action(service: HealService, name: str, target: str | None, r
         if not target or target in ("heal", "fleet"):
             raise PermanentError("restart_subsystem needs a target subsystem other than heal and fleet")
         params, aim = evidence(subsystem=target), f"subsystem:{target}"
+    # Do no harm: never against a remedy the loop holds for an open incident.
+    holding = next((r for r in service._in_effect(include_undoing=True) if r.action.target == aim), None)
+    if holding is not None:
+        raise PermanentError(f"{name} on {aim} refused: the heal loop holds {holding.action.kind.value} there for "
+                             f"incident {holding.incident}")
+    if kind == ActionKind.REAPPLY_SETTINGS and service._held_mesh(include_undoing=True):
+        raise PermanentError(f"reapply_settings refused: it would undo {sorted(service._held_mesh(True))}, which the "
+                             "heal loop holds for an open incident")
     d = Decision(f"operator-{ref}", f"operator:{ref}", Op.APPLY, Action(kind, aim, params),
                  ("operator", ref), ("requested by an operator command",))
     res = await ex.execute(d)

@@ -3,6 +3,8 @@ disabled actions and actions that need an incident are refused."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.kit.clock import ManualClock
@@ -52,3 +54,24 @@ async def test_not_running_is_temporary():
         await operator_action(HealService(), "reselect_gateway", None, "c1")
 
 
+
+
+async def test_never_against_a_remedy_the_loop_holds():
+    from x0tta.heal.core import loop
+    from x0tta.heal.core.model import Action, ActionKind, evidence
+    from x0tta.heal.core.records import Record, State
+
+    kernel = FakeKernel()
+    svc = service(kernel)
+    tuned = Record("a1", "i1", ("silent_loss", "link:eth0/x"),
+                   Action(ActionKind.TUNE_ORIG_INTERVAL, "ogm", evidence(interval_ms=200, previous_ms=1000)), (),
+                   State.APPLIED, 0.0)
+    k = loop.initial(svc.settings, "t")
+    svc.knowledge = dataclasses.replace(k, records={"a1": tuned})
+    with pytest.raises(PermanentError, match="would undo"):
+        await operator_action(svc, "reapply_settings", None, "c1")
+    gw = dataclasses.replace(tuned, id="a2", action=Action(ActionKind.RESELECT_GATEWAY, "gw"))
+    svc.knowledge = dataclasses.replace(k, records={"a2": gw})
+    with pytest.raises(PermanentError, match="holds reselect_gateway there for incident i1"):
+        await operator_action(svc, "reselect_gateway", None, "c2")
+    assert kernel.calls == []
