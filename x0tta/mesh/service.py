@@ -332,7 +332,7 @@ class MeshService(Subsystem):
         known = desired_mesh(self.settings)
         if name not in known:
             raise MeshError(f"{name} is not a mesh setting x0tta manages: one of {sorted(known)}")
-        if type(value) is not type(known[name]) and not (isinstance(known[name], int) and type(value) is bool):
+        if type(value) is not type(known[name]):  # bool for a flag, int for a number: never one for the other
             raise MeshError(f"{name} takes a {type(known[name]).__name__}, not {value!r}")
         held = dict(self.operator["mesh"])
         before = held.get(name, known[name])

@@ -34,3 +34,11 @@ def test_operator_and_heal_overrides_combine_with_heal_winning():
     ov = s._in_force()
     assert ov["detached"] == {"eth1", "eth9"}
     assert ov["mesh"] == {"hop_penalty": 30, "orig_interval": 500}
+
+
+async def test_a_flag_is_no_number_and_a_number_no_flag():
+    s = svc()
+    with pytest.raises(MeshError, match="takes a int"):
+        await s.set_setting("orig_interval", True)
+    with pytest.raises(MeshError, match="takes a bool"):
+        await s.set_setting("aggregated_ogms_enabled", 1)
