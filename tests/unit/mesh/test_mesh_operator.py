@@ -42,3 +42,23 @@ async def test_a_flag_is_no_number_and_a_number_no_flag():
         await s.set_setting("orig_interval", True)
     with pytest.raises(MeshError, match="takes a bool"):
         await s.set_setting("aggregated_ogms_enabled", 1)
+
+
+async def test_drain_detaches_an_attached_interface_and_holds_it_out():
+    from types import SimpleNamespace
+
+    calls = []
+
+    class Client:
+        async def hardifs(self, meshif):
+            return [SimpleNamespace(hard_ifname="eth1")]
+
+    class Links:
+        async def detach(self, hardif):
+            calls.append(("detach", hardif))
+
+    s = svc()
+    s.client, s._links = Client(), Links()  # stand-ins for generic netlink and rtnetlink (no batman-adv here)
+    out = await s.drain("eth1")
+    assert out == {"interface": "eth1", "drained": True, "was_attached": True} and calls == [("detach", "eth1")]
+    assert "eth1" in s._in_force()["detached"]  # the reconcile leaves it out
