@@ -22,7 +22,7 @@ from x0tta.identity.core.operator import OperatorKey
 
 pytestmark = pytest.mark.fuzz
 
-SEED = int(os.environ.get("X0TTA_FUZZ_SEED", "20261206"))
+SEED = int(os.environ.get("X0TTA_FUZZ_SEED", "20261126"))
 NODE = "spiffe://mesh.test/node/n1"
 NOW = 1_800_000_000.0
 ARGS = {
