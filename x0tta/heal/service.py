@@ -797,6 +797,8 @@ def threats_seen(records: Iterable[Mapping[str, Any]], neighbours: set[str]) -> 
             if isinstance(mac, str) and mac.lower() in neighbours:
                 out.append(ThreatSeen(mac.lower(), signature, severity, spiffe_id))
     return tuple(out)
+
+
 # Healing actions an operator may run by name (a fleet command, docs/fleet.md): those that need no
 # incident's evidence to aim them, with the target they act on.
 OPERATOR_ACTIONS = {
