@@ -201,13 +201,16 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
     """Register a handler per operator command action with what this agent runs (docs/fleet.md).
     Each looks its subsystem up when a command comes, so the order the subsystems are built in does
     not matter; a subsystem this agent does not run makes the command fail with the reason.
-    ``quarantine`` and ``release`` get no handler here: the node refuses them as ``unsupported``."""
+    ``quarantine`` and ``release`` go to the guard: ``node`` is a neighbour's MAC or the SPIFFE ID
+    bound to one or more of them; a quarantine lasts ``heal.quarantine_ttl`` and the guard's own
+    rules (its share cap, configured MACs) can refuse it, as they refuse the heal loop's."""
     from x0tta.common.errors import PermanentError
+    from x0tta.fleet.commands import Unsupported
 
     def need(name: str) -> Any:
         service = shared.get(name)
         if service is None:
-            raise PermanentError(f"this agent does not run the {name} subsystem")
+            raise Unsupported(f"this agent does not run the {name} subsystem")
         return service
 
     async def drain(cmd: Any) -> Mapping[str, Any]:
@@ -240,8 +243,36 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
                                        "settings": dict(mesh.operator["mesh"])}  # type: ignore[attr-defined]
         return bundle
 
+    async def quarantine(cmd: Any) -> Mapping[str, Any]:
+        from x0tta.guard.core.admission import BadMac, parse_mac
+
+        guard, node = need("guard"), str(cmd.args["node"])
+        try:
+            macs = [parse_mac(node)]
+        except BadMac:
+            macs = [m for m, b in guard.guard.bindings.bound.items() if b.spiffe_id == node]
+        if not macs:
+            raise PermanentError(f"no neighbour MAC is bound to {node}")
+        heal_settings = getattr(shared.get("heal"), "settings", None)
+        ttl = float(getattr(heal_settings, "quarantine_ttl", 600.0))
+        refused = {}
+        for mac in macs:
+            why = guard.quarantine(mac, ttl, f"operator command {cmd.id}")
+            if why:
+                refused[mac.hex(":")] = why
+        if len(refused) == len(macs):
+            raise PermanentError("; ".join(f"{m}: {why}" for m, why in refused.items()))
+        return {"quarantined": [m.hex(":") for m in macs if m.hex(":") not in refused], "ttl": ttl,
+                "refused": refused}
+
+    async def release(cmd: Any) -> Mapping[str, Any]:
+        released = need("guard").release(str(cmd.args["node"]), by=f"operator command {cmd.id}")
+        if not released:
+            raise PermanentError(f"{cmd.args['node']} is not quarantined")
+        return {"released": released}
+
     for name, handler in (("drain", drain), ("undrain", undrain), ("set_mesh", set_mesh), ("heal", heal),
-                          ("diagnostics", diagnostics)):
+                          ("diagnostics", diagnostics), ("quarantine", quarantine), ("release", release)):
         actions.register(name, handler)
 
 

@@ -8,7 +8,8 @@
 * :class:`Actions` is the handler registry. The fleet plane imports no other subsystem: the
   wiring (``x0tta/agent/wiring.py``) registers a handler per action name for what the agent runs
   (drain and undrain through the mesh subsystem, a healing action through the heal loop's
-  executor, ...). An action without a handler is refused with ``unsupported``.
+  executor, ...). An action without a handler is refused with ``unsupported``, and so is one
+  whose handler raises :class:`Unsupported` (the subsystem it needs does not run on this node).
 
 The decision itself is pure (:mod:`x0tta.fleet.core.command`). Blocking calls (files, SQLite,
 signature checks) are made by the service off the event loop.
@@ -23,9 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from x0tta.common.errors import PermanentError
 from x0tta.durable import open_durable
 from x0tta.fleet.core.command import ACTIONS, Command
 from x0tta.identity.core.operator import OperatorKeyError, OperatorPublicKey, load_public
+
+
+class Unsupported(PermanentError):
+    """A handler cannot run its action on this node: what it needs (a subsystem) does not run here.
+    The command is refused with ``unsupported``, as one without a handler is."""
+
 
 Handler = Callable[[Command], Awaitable[Mapping[str, Any]]]  # the accepted command -> the result's detail
 KEY_SUFFIXES = (".pub.pem", ".pub.json")  # in a directory: public keys only, never a private one

@@ -47,7 +47,7 @@ from x0tta.common.errors import X0ttaError
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.fleet import FleetPaths, FleetSettings
 from x0tta.config.schema import AgentSettings
-from x0tta.fleet.commands import Actions, Counters, load_operators
+from x0tta.fleet.commands import Actions, Counters, Unsupported, load_operators
 from x0tta.fleet.conditions import FLEET_BROKER_UNREACHABLE, FLEET_CONNECTING, FLEET_OUTBOX_FULL, FLEET_PUBLISH_REFUSED
 from x0tta.fleet.core import command, payloads
 from x0tta.fleet.core.backoff import backoff_delay
@@ -371,11 +371,14 @@ class FleetService(Subsystem):
         return self._result(ctx, topics, cmd, "refused", decision.reason.value, decision.message, {})
 
     async def _run_action(self, ctx: Context, cmd: command.Command,
-                          handler: Any) -> tuple[command.Command, str, None, str, Mapping[str, Any]]:
+                          handler: Any) -> tuple[command.Command, str, str | None, str, Mapping[str, Any]]:
         ctx.log.info("fleet_command_accepted", command=cmd.id, operator=cmd.operator, action=cmd.action,
                      args=dict(cmd.args), counter=cmd.counter)
+        reason = None
         try:
             detail = await asyncio.wait_for(handler(cmd), self.settings.command_timeout)
+        except Unsupported as exc:
+            outcome, reason, message, detail = "refused", Reason.UNSUPPORTED.value, str(exc), {}
         except TimeoutError:
             limit = self.settings.command_timeout
             outcome, message, detail = "failed", f"{cmd.action} did not finish within {limit:g} s", {}
@@ -386,9 +389,9 @@ class FleetService(Subsystem):
             outcome, message, detail = "failed", f"{type(exc).__name__}: {exc}", {}
         else:
             outcome, message = "executed", f"{cmd.action} done"
-        self._count(outcome, "none")
+        self._count(outcome, reason or "none")
         ctx.log.info("fleet_command_done", command=cmd.id, action=cmd.action, outcome=outcome, message=message)
-        return cmd, outcome, None, message, dict(detail or {})
+        return cmd, outcome, reason, message, dict(detail or {})
 
     def _result(self, ctx: Context, topics: Topics, cmd: command.Command | None, outcome: str, reason: str | None,
                 message: str, detail: Mapping[str, Any]) -> dict[str, Any]:
