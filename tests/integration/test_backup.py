@@ -47,6 +47,21 @@ def x0tta(cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+def live_node(tmp: Path, rate: int) -> tuple[Path, Path, subprocess.Popen[str], subprocess.Popen[str]]:
+    """A node t1 with an SVID of a new built-in CA, its agent running and the store writer at
+    ``rate``: its config, its knowledge store, the agent and the writer."""
+    ca = CertificateAuthority.init(tmp / "ca", TD)
+    live = config(tmp, "live")
+    ca.issue_to(tmp / "live/state/identity", f"spiffe://{TD}/node/t1", 3600.0)
+    db = tmp / "live/state/heal.sqlite3"
+    agent = start_agent(live)
+    try:
+        return live, db, agent, storewriter.start(db, rate=rate)
+    except BaseException:
+        stop_agent(agent)
+        raise
+
+
 def events(db: Path) -> int:
     store = Store(db, readonly=True)
     try:
@@ -66,14 +81,8 @@ def stop_agent(proc: subprocess.Popen[str]) -> None:
 
 
 def test_backup_under_write_load_restores_to_ready_with_every_record(tmp_path: Path) -> None:
-    ca = CertificateAuthority.init(tmp_path / "ca", TD)
-    live = config(tmp_path, "live")
-    ca.issue_to(tmp_path / "live/state/identity", f"spiffe://{TD}/node/t1", 3600.0)
-    db = tmp_path / "live/state/heal.sqlite3"
     bundle = tmp_path / "backups/t1.tar"
-
-    agent = start_agent(live)
-    writer = storewriter.start(db, rate=1000)
+    live, db, agent, writer = live_node(tmp_path, rate=1000)
     try:
         until_sync(lambda: x0tta(live, "status").returncode == 0, timeout=30)
         until_sync(lambda: events(db) >= 1000, timeout=30)  # a second of load
