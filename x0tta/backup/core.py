@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ def decode_manifest(data: bytes) -> Manifest:
     _want(set(doc) == _KEYS, f"keys {sorted(set(doc) ^ _KEYS)} missing or unknown")
     for key in ("node_id", "spiffe_id", "key_algorithm"):
         _want(isinstance(doc[key], str) and bool(doc[key]), f"{key} is not a non-empty string")
-    _want(_number(doc["created_at"]) and doc["created_at"] > 0, "created_at is not a positive number")
+    _want(_number(doc["created_at"]) and 0 < doc["created_at"] < math.inf, "created_at is not a positive number")
     _want(isinstance(doc["stores"], dict), "stores is not an object")
     _want(isinstance(doc["files"], list) and bool(doc["files"]), "files is not a non-empty list")
     files = []

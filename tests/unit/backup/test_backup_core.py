@@ -124,6 +124,8 @@ def test_the_svid_is_checked_at_the_time_of_the_backup(ca: TestCA) -> None:
         (lambda d: d.update(kind="tar"), "kind is 'tar'"),
         (lambda d: d.pop("stores"), "missing or unknown"),
         (lambda d: d.update(created_at="now"), "created_at"),
+        (lambda d: d.update(created_at=float("inf")), "created_at"),
+        (lambda d: d.update(created_at=float("nan")), "created_at"),
         (lambda d: d["files"][0].update(name="../etc/passwd"), "is not <store|identity|ca>/<file name>"),
         (lambda d: d["files"][0].update(name="store/.."), "is not <store|identity|ca>/<file name>"),
         (lambda d: d["files"][0].update(sha256="XX"), "64 lowercase hex"),
