@@ -13,7 +13,8 @@ What goes in, found from the agent's configuration:
   under the CA's own lock so no ``x0tta ca`` run changes it half-way.
 
 The bundle is written to a temporary file beside the target with mode 0600, fsynced and renamed,
-then read back and verified before ``create`` returns.
+then read back and verified before ``create`` returns. Given a passphrase, the whole tar is
+encrypted (:func:`seal`: scrypt and AES-256-GCM), so the keys inside are safe wherever it is kept.
 
 Restore verifies first, refuses another node's bundle and a running agent unless told, writes
 every file beside its target (``.<name>.restore``, fsynced), moves the current files (with a
@@ -37,6 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
 from x0tta.backup.core import (
     BUNDLE_NAME,
     MANIFEST,
@@ -57,6 +62,11 @@ from x0tta.heal.store import FILENAME as HEAL_FILENAME
 from x0tta.identity.ca import CSR_FILE, PENDING_KEY_FILE, locked
 from x0tta.identity.core.types import SvidError, TrustBundle, X509Svid, load_pem_chain, spiffe_id_of
 
+SEALED = b"x0tta-backup-sealed-v1\n"
+"""The first bytes of an encrypted bundle: then a 16-byte scrypt salt, a 12-byte nonce, and the tar
+encrypted with AES-256-GCM (the header is authenticated as associated data)."""
+SCRYPT_N = 2**15
+"""scrypt's cost: 32 MiB and ~0.1 s per derivation, paid once per create, verify and restore."""
 MAX_MEMBER = 4 << 30
 """A member larger than this is not one x0tta wrote (a knowledge store is megabytes)."""
 
@@ -133,8 +143,16 @@ def snapshot_sqlite(src: Path, dst: Path) -> dict[str, Any]:
     return facts
 
 
-def create(settings: AgentSettings, out: Path, *, ca_dir: str | None = None, now: float | None = None) -> Manifest:
-    """Write a signed bundle of this node to ``out`` (mode 0600, atomically) and verify it."""
+def create(
+    settings: AgentSettings,
+    out: Path,
+    *,
+    ca_dir: str | None = None,
+    passphrase: bytes | None = None,
+    now: float | None = None,
+) -> Manifest:
+    """Write a signed bundle of this node to ``out`` (mode 0600, atomically; encrypted with
+    ``passphrase`` when given) and verify it."""
     ids = _identity_files(settings)
     svid_path, key_path = ids[SVID_NAME], ids["identity/svid.key"]
     try:
@@ -169,21 +187,52 @@ def create(settings: AgentSettings, out: Path, *, ca_dir: str | None = None, now
         manifest = Manifest(settings.node.id, str(svid.spiffe_id), created, svid.key_algorithm, tuple(entries), stores)
         body = manifest.encode()
         members = {MANIFEST: body, SIGNATURE: sign(svid.private_key_pem, body), **files}
-        _write_tar(out, members, created)
-    verify_file(out)
+        data = _tar(members, created)
+    _write_atomic(out, seal(data, passphrase) if passphrase else data)
+    verify_file(out, passphrase=passphrase)
     return manifest
 
 
-def _write_tar(out: Path, members: dict[str, bytes], mtime: float) -> None:
+def _tar(members: dict[str, bytes], mtime: float) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(mtime)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _kdf(passphrase: bytes, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, n=SCRYPT_N, r=8, p=1).derive(passphrase)
+
+
+def seal(data: bytes, passphrase: bytes) -> bytes:
+    """``data`` encrypted with a key derived from ``passphrase``: AES-256-GCM, scrypt, a fresh salt
+    and nonce, the header authenticated with it."""
+    salt, nonce = os.urandom(16), os.urandom(12)
+    return SEALED + salt + nonce + AESGCM(_kdf(passphrase, salt)).encrypt(nonce, data, SEALED)
+
+
+def unseal(blob: bytes, passphrase: bytes | None, path: Path) -> bytes:
+    """The tar inside a sealed bundle; a bundle that is not sealed as it is."""
+    if not blob.startswith(SEALED):
+        return blob
+    if passphrase is None:
+        raise BackupError(f"{path} is encrypted: give its passphrase (--passphrase-file)")
+    salt, nonce = blob[len(SEALED):len(SEALED) + 16], blob[len(SEALED) + 16:len(SEALED) + 28]
+    try:
+        return AESGCM(_kdf(passphrase, salt)).decrypt(nonce, blob[len(SEALED) + 28:], SEALED)
+    except (InvalidTag, ValueError):
+        raise BackupError(f"cannot decrypt {path}: wrong passphrase, or the file was changed") from None
+
+
+def _write_atomic(out: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, data in members.items():
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mode, info.mtime = len(data), 0o600, int(mtime)
-                    tar.addfile(info, io.BytesIO(data))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -202,11 +251,12 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def read_bundle(path: Path) -> tuple[bytes, bytes, dict[str, bytes]]:
+def read_bundle(path: Path, passphrase: bytes | None = None) -> tuple[bytes, bytes, dict[str, bytes]]:
     """The manifest, the signature and the files of a bundle; :class:`BackupError` if it is no bundle."""
     members: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        data = unseal(path.read_bytes(), passphrase, path)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for m in tar:
                 if not m.isfile() or m.size > MAX_MEMBER:
                     raise BackupError(f"{path}: member {m.name!r} is not a regular file x0tta writes")
@@ -236,8 +286,10 @@ def local_anchors(settings: AgentSettings) -> TrustBundle | None:
         raise BackupError(f"the local trust bundle {path} cannot be read: {exc}") from None
 
 
-def verify_file(path: Path, anchors: TrustBundle | None = None) -> tuple[Manifest, dict[str, bytes]]:
-    manifest_bytes, sig, files = read_bundle(path)
+def verify_file(
+    path: Path, anchors: TrustBundle | None = None, passphrase: bytes | None = None
+) -> tuple[Manifest, dict[str, bytes]]:
+    manifest_bytes, sig, files = read_bundle(path, passphrase)
     return verify(manifest_bytes, sig, files, anchors), files
 
 
@@ -300,13 +352,14 @@ def restore(
     agent_running: bool = False,
     keep_identity: bool = False,
     ca_dir: str | None = None,
+    passphrase: bytes | None = None,
 ) -> Restored:
     if not agent_running and agent_answers(settings.admin_socket):
         raise BackupError(
             f"the agent answers on {settings.admin_socket}: stop it first (systemctl stop x0tta-agent); "
             "it holds the stores open and would overwrite what is restored"
         )
-    manifest_bytes, sig, files = read_bundle(path)
+    manifest_bytes, sig, files = read_bundle(path, passphrase)
     manifest = verify(manifest_bytes, sig, files, None if other_node else local_anchors(settings))
     notes = []
     here = local_spiffe_id(settings)

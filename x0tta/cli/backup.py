@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
-from x0tta.cli.common import add_json_flag, emit
+from x0tta.cli.common import add_json_flag, emit, read_passphrase
+
+
+def _passphrase_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--passphrase-file", default=os.environ.get("X0TTA_BACKUP_PASSPHRASE_FILE"),
+                   help=f"{what} (default: $X0TTA_BACKUP_PASSPHRASE_FILE)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,12 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = bsub.add_parser("create", help="write a signed bundle (tar, mode 0600) while the agent runs")
     q.add_argument("out", help="the bundle file to write, e.g. /var/backups/x0tta/node-$(date +%%F).tar")
     q.add_argument("--ca-dir", default=None, help="a built-in CA directory to include (default: [identity] ca_dir)")
+    _passphrase_flag(q, "encrypt the bundle with the passphrase in this file (scrypt, AES-256-GCM)")
     add_json_flag(q)
     q.set_defaults(func=run_create)
     q = bsub.add_parser("verify", help="check a bundle's signature, hashes and manifest")
     q.add_argument("bundle")
     q.add_argument("--trust-bundle", default=None,
                    help="roots the bundle's SVID must chain to (default: this node's bundle.pem, when it has one)")
+    _passphrase_flag(q, "the passphrase of an encrypted bundle")
     add_json_flag(q)
     q.set_defaults(func=run_verify)
     q = bsub.add_parser("restore", help="put a verified bundle's files in place (agent stopped)")
@@ -38,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--keep-identity", action="store_true",
                    help="leave the node's current SVID, key, bundle and CRL as they are (they may be newer)")
     q.add_argument("--ca-dir", default=None, help="where the bundle's CA files go (default: [identity] ca_dir)")
+    _passphrase_flag(q, "the passphrase of an encrypted bundle")
     add_json_flag(q)
     q.set_defaults(func=run_restore)
 
@@ -84,7 +93,7 @@ def run_create(args: argparse.Namespace) -> int:
     from x0tta.backup.bundle import create
 
     out = Path(args.out)
-    m = create(_settings(args), out, ca_dir=args.ca_dir)
+    m = create(_settings(args), out, ca_dir=args.ca_dir, passphrase=read_passphrase(args.passphrase_file))
     emit(args, {"verdict": "written and verified", "path": str(out.absolute()), **summary(m)}, render)
     return 0
 
@@ -103,7 +112,7 @@ def run_verify(args: argparse.Namespace) -> int:
             raise BackupError(f"cannot read the trust bundle {args.trust_bundle}: {exc}") from None
     else:
         anchors = local_anchors(settings)
-    m, _ = verify_file(Path(args.bundle), anchors)
+    m, _ = verify_file(Path(args.bundle), anchors, read_passphrase(args.passphrase_file))
     emit(args, {"verdict": "verified", "path": args.bundle, **summary(m)}, render)
     return 0
 
@@ -112,7 +121,8 @@ def run_restore(args: argparse.Namespace) -> int:
     from x0tta.backup.bundle import restore
 
     r = restore(_settings(args), Path(args.bundle), other_node=args.other_node, agent_running=args.agent_running,
-                keep_identity=args.keep_identity, ca_dir=args.ca_dir)
+                keep_identity=args.keep_identity, ca_dir=args.ca_dir,
+                passphrase=read_passphrase(args.passphrase_file))
     d = {"verdict": "restored", "path": args.bundle, **summary(r.manifest),
          "restored": {n: str(p) for n, p in r.files.items()}, "undo": str(r.undo) if r.undo else None,
          "notes": list(r.notes)}

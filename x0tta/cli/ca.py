@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from x0tta.cli.common import add_json_flag, emit, parse_duration, table
+from x0tta.cli.common import add_json_flag, emit, parse_duration, read_passphrase, table
 from x0tta.common.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -125,15 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _passphrase(args: argparse.Namespace) -> bytes | None:
-    if not args.passphrase_file:
-        return None
-    try:
-        secret = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise UsageError(f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}") from None
-    if not secret:
-        raise UsageError(f"the passphrase file {args.passphrase_file} is empty")
-    return secret
+    return read_passphrase(args.passphrase_file)
 
 
 def _open(args: argparse.Namespace) -> CertificateAuthority:

@@ -30,6 +30,23 @@ def ask(args: argparse.Namespace, command: str, cmd_args: dict[str, Any] | None 
     return admin_client.call(socket_path(args), command, cmd_args)
 
 
+def read_passphrase(path: str | None) -> bytes | None:
+    """The passphrase in ``path`` (one line; its newline dropped), None without a path."""
+    from pathlib import Path
+
+    from x0tta.common.errors import PermanentError
+
+    if not path:
+        return None
+    try:
+        secret = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise PermanentError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
+    if not secret:
+        raise PermanentError(f"the passphrase file {path} is empty")
+    return secret
+
+
 def add_json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

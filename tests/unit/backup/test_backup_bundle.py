@@ -205,3 +205,29 @@ def test_restore_refuses_while_the_agent_answers(tmp_path, ca, capsys) -> None:
         srv.close()
     os.unlink(tmp_path / "admin.sock")
     assert run("-c", cfg, "backup", "restore", "--agent-running", tmp_path / "a.tar") == 0
+
+
+def test_a_bundle_encrypted_with_a_passphrase(tmp_path, ca, capsys) -> None:
+    cfg = node(tmp_path, ca)
+    fill(cfg, 3)
+    secret, wrong = tmp_path / "pass", tmp_path / "wrong"
+    secret.write_text("correct horse\n")
+    wrong.write_text("battery staple\n")
+    out = tmp_path / "a.tar.sealed"
+    assert run("-c", cfg, "backup", "create", out, "--passphrase-file", secret) == 0
+    blob = out.read_bytes()
+    assert blob.startswith(b"x0tta-backup-sealed-v1\n") and b"PRIVATE KEY" not in blob and b"SQLite" not in blob
+    capsys.readouterr()
+    assert run("-c", cfg, "backup", "verify", out) == 1
+    assert "is encrypted: give its passphrase (--passphrase-file)" in capsys.readouterr().err
+    assert run("-c", cfg, "backup", "verify", out, "--passphrase-file", wrong) == 1
+    assert "wrong passphrase, or the file was changed" in capsys.readouterr().err
+    flipped = tmp_path / "flipped"
+    flipped.write_bytes(blob[:-40] + bytes([blob[-40] ^ 1]) + blob[-39:])
+    assert run("-c", cfg, "backup", "verify", flipped, "--passphrase-file", secret) == 1
+    assert "wrong passphrase, or the file was changed" in capsys.readouterr().err
+    assert run("-c", cfg, "backup", "verify", out, "--passphrase-file", secret) == 0
+    fresh = node(tmp_path, ca, "a2", issue=False, extra=f'spiffe_id = "spiffe://{TD}/node/a"\n')
+    assert run("-c", fresh, "backup", "restore", out, "--passphrase-file", secret) == 0
+    key = "identity/svid.key"
+    assert (tmp_path / "a2-state" / key).read_bytes() == (tmp_path / "a-state" / key).read_bytes()
