@@ -16,7 +16,8 @@ The bundle is written to a temporary file beside the target with mode 0600, fsyn
 then read back and verified before ``create`` returns. Given a passphrase, the whole tar is
 encrypted (:func:`seal`: scrypt and AES-256-GCM), so the keys inside are safe wherever it is kept.
 
-Restore verifies first, refuses another node's bundle and a running agent unless told, writes
+Restore verifies first, refuses another node's bundle and a running agent (its admin socket
+answers, or a process holds a store open) unless told, writes
 every file beside its target (``.<name>.restore``, fsynced), moves the current files (with a
 store's ``-wal``/``-shm``) into an undo directory under the state directory, and renames the
 new ones into place. Each rename is atomic; the undo directory holds what was there before.
@@ -34,6 +35,7 @@ import sqlite3
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,6 +310,22 @@ def agent_answers(socket_path: str) -> bool:
     return True
 
 
+def holders(paths: Iterable[Path]) -> list[str]:
+    """The other processes (``PID (name)``) that hold one of ``paths`` open, from ``/proc``: an
+    agent whose admin socket is elsewhere, or any other writer (as root every process is seen)."""
+    wanted = {os.path.realpath(p) for p in paths}
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        if fd_dir.parent.name == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) in wanted for fd in fd_dir.iterdir()):
+                found.append(f"{fd_dir.parent.name} ({(fd_dir.parent / 'comm').read_text().strip()})")
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
 def local_spiffe_id(settings: AgentSettings) -> str:
     """The SPIFFE ID this node holds (its SVID), else the one its configuration gives it."""
     path = _identity_files(settings)[SVID_NAME]
@@ -360,6 +378,11 @@ def restore(
             "it holds the stores open and would overwrite what is restored"
         )
     manifest_bytes, sig, files = read_bundle(path, passphrase)
+    if not agent_running:
+        stores = [p for p in _stores(settings).values() for p in (p, Path(f"{p}-wal"))]
+        held = holders(stores)
+        if held:
+            raise BackupError(f"the stores are held open by process {', '.join(held)}: stop it first")
     manifest = verify(manifest_bytes, sig, files, None if other_node else local_anchors(settings))
     notes = []
     here = local_spiffe_id(settings)

@@ -8,6 +8,8 @@ import io
 import os
 import socket
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -231,3 +233,22 @@ def test_a_bundle_encrypted_with_a_passphrase(tmp_path, ca, capsys) -> None:
     assert run("-c", fresh, "backup", "restore", out, "--passphrase-file", secret) == 0
     key = "identity/svid.key"
     assert (tmp_path / "a2-state" / key).read_bytes() == (tmp_path / "a-state" / key).read_bytes()
+
+
+def test_restore_refuses_while_another_process_holds_a_store_open(tmp_path, ca, capsys) -> None:
+    """An agent whose admin socket is elsewhere, or any writer: seen in /proc."""
+    cfg = node(tmp_path, ca)
+    fill(cfg, 3)
+    create(load_settings(cfg), tmp_path / "a.tar")
+    db = tmp_path / "a-state" / "heal.sqlite3"
+    code = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1'); print('open', flush=True); " \
+           "sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert run("-c", cfg, "backup", "restore", tmp_path / "a.tar") == 1
+        assert f"the stores are held open by process {holder.pid} (python" in capsys.readouterr().err
+    finally:
+        holder.communicate("")
+    assert run("-c", cfg, "backup", "restore", tmp_path / "a.tar") == 0
