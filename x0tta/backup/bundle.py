@@ -157,8 +157,8 @@ def create(
     ``passphrase`` when given) and verify it."""
     ids = _identity_files(settings)
     svid_path, key_path = ids[SVID_NAME], ids["identity/svid.key"]
-    try:
-        svid = X509Svid.from_pem(svid_path.read_bytes(), key_path.read_bytes())
+    try:  # a first look, for a clear message when there is nothing to sign with
+        X509Svid.from_pem(svid_path.read_bytes(), key_path.read_bytes())
     except OSError as exc:
         raise BackupError(
             f"no SVID to sign the backup with ({exc.filename}: {exc.strerror}): a bundle is signed with "
@@ -170,7 +170,6 @@ def create(
     out.parent.mkdir(parents=True, exist_ok=True)
     srcs = sources(settings, ca_dir)
     ca = ca_dir if ca_dir is not None else settings.identity.ca_dir
-    created = time.time() if now is None else now
     with tempfile.TemporaryDirectory(prefix=".x0tta-backup-", dir=out.parent) as tmp:
         files: dict[str, bytes] = {}
         entries: list[FileEntry] = []
@@ -186,6 +185,11 @@ def create(
                     data = s.path.read_bytes()
                 files[s.name] = data
                 entries.append(entry_for(s.name, str(s.path.absolute()), data, os.stat(s.path).st_mode))
+        try:  # sign with the key of the very SVID in the bundle: a renewal may have replaced both since
+            svid = X509Svid.from_pem(files[SVID_NAME], files["identity/svid.key"])
+        except (KeyError, SvidError) as exc:
+            raise BackupError(f"the SVID changed while it was copied (a renewal?): run again ({exc})") from None
+        created = time.time() if now is None else now
         manifest = Manifest(settings.node.id, str(svid.spiffe_id), created, svid.key_algorithm, tuple(entries), stores)
         body = manifest.encode()
         members = {MANIFEST: body, SIGNATURE: sign(svid.private_key_pem, body), **files}
@@ -379,8 +383,7 @@ def restore(
         )
     manifest_bytes, sig, files = read_bundle(path, passphrase)
     if not agent_running:
-        stores = [p for p in _stores(settings).values() for p in (p, Path(f"{p}-wal"))]
-        held = holders(stores)
+        held = holders(f for db in _stores(settings).values() for f in (db, Path(f"{db}-wal")))
         if held:
             raise BackupError(f"the stores are held open by process {', '.join(held)}: stop it first")
     manifest = verify(manifest_bytes, sig, files, None if other_node else local_anchors(settings))
@@ -391,6 +394,11 @@ def restore(
             raise OtherNode(f"the bundle is of {manifest.spiffe_id}, this node is {here}: "
                             "pass --other-node to restore it here anyway")
         notes.append(f"restoring {manifest.spiffe_id}'s bundle on {here} (--other-node)")
+    current = _identity_files(settings)[SVID_NAME]
+    with contextlib.suppress(OSError, SvidError):
+        if current.is_file() and load_pem_chain(current.read_bytes())[0] != load_pem_chain(files[SVID_NAME])[0]:
+            what = "kept (--keep-identity)" if keep_identity else "replaced by the bundle's; --keep-identity keeps it"
+            notes.append(f"this node's SVID differs from the bundle's (renewed since the backup?): {what}")
     dests = targets(settings, manifest, ca_dir)
     if keep_identity:
         dests = {n: p for n, p in dests.items() if not n.startswith("identity/")}

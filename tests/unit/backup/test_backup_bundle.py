@@ -180,7 +180,9 @@ def test_restore_refuses_another_nodes_bundle_unless_told(tmp_path, ca, capsys) 
     with pytest.raises(OtherNode):
         restore(load_settings(node(tmp_path, ca, "c", issue=False)), tmp_path / "a.tar")
     assert run("-c", b, "backup", "restore", "--other-node", "--keep-identity", tmp_path / "a.tar") == 0
-    assert "restoring spiffe://mesh.test/node/a's bundle on spiffe://mesh.test/node/b" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "restoring spiffe://mesh.test/node/a's bundle on spiffe://mesh.test/node/b" in out
+    assert "this node's SVID differs from the bundle's (renewed since the backup?): kept (--keep-identity)" in out
     assert local_spiffe_id(load_settings(b)) == "spiffe://mesh.test/node/b", "--keep-identity kept b's SVID"
 
 
