@@ -40,9 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = bsub.add_parser("restore", help="put a verified bundle's files in place (agent stopped)")
     q.add_argument("bundle")
     q.add_argument("--other-node", action="store_true",
-                   help="accept a bundle of another SPIFFE ID or trust bundle (moving a node's state to new hardware)")
+                   help="accept a bundle of another SPIFFE ID or trust bundle (one node's history onto another)")
     q.add_argument("--agent-running", action="store_true",
-                   help="restore even though the agent answers on its admin socket (it must be restarted after)")
+                   help="restore even though the agent answers on its admin socket or a process holds a store open "
+                   "(restart it after)")
     q.add_argument("--keep-identity", action="store_true",
                    help="leave the node's current SVID, key, bundle and CRL as they are (they may be newer)")
     q.add_argument("--ca-dir", default=None, help="where the bundle's CA files go (default: [identity] ca_dir)")
