@@ -1,5 +1,6 @@
 """``x0tta backup`` on a live node: a bundle taken while the agent runs and another process writes
-1,000 records a second into the knowledge store verifies, a tampered copy does not, and restored into
+1,000 records a second into the knowledge store verifies, tampered copies do not (a changed byte in
+the store, a changed manifest, the manifest signed by another node's key), and restored into
 a fresh state directory it brings up an agent that reaches READY holding every record up to the
 manifest's point, under the backed-up node's SVID."""
 
@@ -16,7 +17,9 @@ import pytest
 from tests.conftest import BIN, free_port
 from tests.integration.test_agent_process import recv_until, start_agent
 from tests.kit import storewriter
+from tests.kit.bundles import rewrite
 from tests.kit.wait import until_sync
+from x0tta.backup.core import sign
 from x0tta.heal.store import Store
 from x0tta.identity.ca import CertificateAuthority
 
@@ -110,6 +113,17 @@ def test_backup_under_write_load_restores_to_ready_with_every_record(tmp_path: P
     tampered.write_bytes(bytes(data))
     refused = x0tta(live, "backup", "verify", str(tampered))
     assert refused.returncode == 1 and "store/heal.sqlite3: SHA-256 differs" in refused.stderr, refused
+    # the manifest's point moved on, and the manifest signed again by another node of the mesh
+    other = CertificateAuthority(tmp_path / "ca").issue(f"spiffe://{TD}/node/t2", 3600.0)
+    edits = {
+        "manifest": lambda m: {**m, "manifest.json": m["manifest.json"].replace(
+            f'"events": {point}'.encode(), f'"events": {point + 500}'.encode())},
+        "key": lambda m: {**m, "manifest.sig": sign(other.private_key_pem, m["manifest.json"])},
+    }
+    for what, edit in edits.items():
+        rewrite(bundle, tmp_path / f"backups/{what}.tar", edit)
+        refused = x0tta(live, "backup", "verify", str(tmp_path / f"backups/{what}.tar"))
+        assert refused.returncode == 1 and "manifest signature does not verify" in refused.stderr, (what, refused)
 
     # restore into a fresh state directory (a replacement machine) and start the agent on it
     fresh = config(tmp_path, "fresh")

@@ -4,18 +4,17 @@ tests/integration/test_backup.py."""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import stat
 import subprocess
 import sys
-import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.kit.bundles import rewrite
 from x0tta.backup.bundle import create, local_spiffe_id, restore
 from x0tta.backup.core import BackupError, FileMismatch, OtherNode, SignatureInvalid, SignerRejected, sign
 from x0tta.cli.main import main
@@ -51,16 +50,6 @@ def fill(cfg: Path, n: int) -> None:
 
 def run(*argv: str) -> int:
     return main([str(a) for a in argv])
-
-
-def rewrite(bundle: Path, out: Path, edit) -> None:
-    """Copy a bundle's tar, passing each member's bytes through ``edit(name, data)``."""
-    with tarfile.open(bundle) as src, tarfile.open(out, "w") as dst:
-        members = {m.name: src.extractfile(m).read() for m in src}
-        for name, data in edit(members).items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            dst.addfile(info, io.BytesIO(data))
 
 
 def test_create_writes_a_private_verified_bundle_with_the_stores_point(tmp_path, ca, capsys) -> None:
