@@ -41,6 +41,9 @@ format = "json"
 port = {free_port()}
 [identity]
 trust_domain = "{TD}"
+[peer]
+listen_address = "127.0.0.1"
+port = {free_port()}
 """)
     return cfg
 
