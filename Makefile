@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 deps:
 	bash scripts/install-system-deps.sh
 
-.PHONY: deps ci setup test test-fast lint bench chaos demo run-dev ebpf config-reference clean
+.PHONY: deps ci setup test test-fast lint bench chaos demo run-dev ebpf config-reference deb clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,11 @@ demo: deps setup ebpf
 # One agent in the foreground on this machine, unprivileged paths (configs/dev.toml).
 run-dev:
 	$(BIN)/x0tta-agent --config configs/dev.toml
+
+# The Debian package, dist/x0tta_<version>_<arch>.deb (scripts/build-deb.sh; docs/operations.md).
+# DEB_VERSION=... overrides the version (the package test builds a higher one to upgrade to).
+deb: ebpf
+	DEB_VERSION=$(DEB_VERSION) bash scripts/build-deb.sh
 
 config-reference:
 	$(BIN)/x0tta config reference > configs/agent.toml
