@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 deps:
 	bash scripts/install-system-deps.sh
 
-.PHONY: deps ci setup test test-fast lint bench chaos demo run-dev ebpf config-reference deb clean
+.PHONY: deps ci setup test test-fast lint bench chaos demo run-dev ebpf config-reference deb dashboard clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,10 @@ deb: ebpf
 config-reference:
 	$(BIN)/x0tta config reference > configs/agent.toml
 	$(BIN)/x0tta config reference --markdown > docs/configuration.md
+
+# The Grafana dashboard, generated from its panels in x0tta/telemetry/dashboard.py.
+dashboard:
+	$(BIN)/python -m x0tta.telemetry.dashboard > configs/grafana/x0tta-fleet.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
