@@ -20,13 +20,12 @@ from x0tta import __version__
 _provider: TracerProvider | None = None
 
 
-def configure(
+def provider_for(
     *, node_id: str, otlp_endpoint: str = "", sample_ratio: float = 1.0, exporter: SpanExporter | None = None
 ) -> TracerProvider:
-    """Install the process-wide tracer provider (once; later calls return the first)."""
-    global _provider
-    if _provider is not None:
-        return _provider
+    """A tracer provider for this node: its resource, parent-based ratio sampling, and a batch
+    export to ``exporter``, or to an OTLP/gRPC collector at ``otlp_endpoint`` (plain HTTP/2 when the
+    address starts with ``http://``, TLS otherwise), or nowhere."""
     resource = Resource.create(
         {"service.name": "x0tta-agent", "service.version": __version__, "service.instance.id": node_id}
     )
@@ -37,6 +36,17 @@ def configure(
         exporter = OTLPSpanExporter(endpoint=otlp_endpoint, insecure=otlp_endpoint.startswith("http://"))
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def configure(
+    *, node_id: str, otlp_endpoint: str = "", sample_ratio: float = 1.0, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Install the process-wide tracer provider (once; later calls return the first)."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    provider = provider_for(node_id=node_id, otlp_endpoint=otlp_endpoint, sample_ratio=sample_ratio, exporter=exporter)
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider

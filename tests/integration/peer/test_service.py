@@ -115,29 +115,6 @@ async def test_rotation_reauthenticates_without_losing_a_request():
             assert row["svid_expires_in"] > 0
 
 
-async def test_one_trace_spans_both_nodes():
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    ca = TestCA("mesh.test")
-    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
-    ctx_b = FakeContext(settings(0), node_id="b", tracer=provider.get_tracer("b"))
-    async with running(b, ctx_b):
-        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))))
-        ctx_a = FakeContext(settings(0, [f"127.0.0.1:{b.port}"]), node_id="a", tracer=provider.get_tracer("a"))
-        async with running(a, ctx_a):
-            assert await a.request(f"127.0.0.1:{b.port}", "peer.info") != b""
-    spans = {s.name: s for s in exported.get_finished_spans()}
-    client, server = spans["peer.request peer.info"], spans["peer.serve peer.info"]
-    assert server.context.trace_id == client.context.trace_id
-    assert server.parent is not None and server.parent.span_id == client.context.span_id
-    provider.shutdown()
-
-
 async def test_links_follow_the_neighbour_source():
     """On the manual clock: the table is asked again when ``neighbour_refresh`` has passed, not before."""
     clock = ManualClock(wall=time.time())  # OpenSSL checks the chain against the host's time too
