@@ -3,7 +3,7 @@
 ``configs/grafana/x0tta-fleet.json`` is generated from :data:`PANELS` (``make dashboard``, or
 ``python -m x0tta.telemetry.dashboard > configs/grafana/x0tta-fleet.json``); a unit test keeps the
 committed file equal to what this module writes, and an integration test evaluates every panel's
-query against a real Prometheus scraping two agents (tests/integration/test_prometheus_scrape.py).
+query against a real Prometheus scraping two agents (tests/integration/test_prometheus_fleet.py).
 
 Each query names only metrics the agent exports (a unit test finds each name in the source of
 ``x0tta/``). Counters with labels appear on a node's /metrics only once the first event has

@@ -1,6 +1,6 @@
 """The Grafana dashboard in configs/grafana/ is what x0tta/telemetry/dashboard.py generates, and
 its panels read only metrics the agent exports. (That every panel returns series from real agents
-is tests/integration/test_prometheus_scrape.py.)"""
+is tests/integration/test_prometheus_fleet.py.)"""
 
 from __future__ import annotations
 
