@@ -80,6 +80,7 @@ from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
 from x0tta.heal.liveness import BY_INTERFACE, Prober
 from x0tta.heal.store import FILENAME, AsyncStore
+from x0tta.telemetry.tracing import traceparent_of
 
 GW_MODES = {0: "off", 1: "client", 2: "server"}
 # Symptoms of this node's links that alert the mesh: confirmed failures only. A suspect link gets
@@ -310,7 +311,7 @@ class HealService(Subsystem):
             key = (await asyncio.to_thread(Path(s.probe_key_file).read_bytes)).strip() or None
         if s.alert_enabled:
             self.alerter = Alerter(Board(s.alert_hold_max), meshif, s.alert_port, s.alert_hold, key=key,
-                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys)
+                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys, tracer=ctx.tracer)
         if s.probe_enabled:
             tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key, link_keys=self.link_keys)
             self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
@@ -561,14 +562,20 @@ class HealService(Subsystem):
         if self.alerter is None:
             return
         for ev in k.events:
+            if ev.name == "incident_opened":
+                self._start_trace(ev.incident, dict(ev.data))  # its alert carries the trace
             if ev.name != "symptom_raised":
                 continue
             kind = ev.data["symptom"]["kind"]
             if kind not in ALERT_ON:
                 continue
-            alert = self.alerter.raise_alert(kind, self.clock.monotonic())
-            ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
-                         seq=alert.seq if alert else None, sent=alert is not None)
+            with self._phase(ev.incident, "alert", kind=kind) as span:  # the receivers' spans join it
+                tp = traceparent_of(span) if span is not None else None
+                alert = self.alerter.raise_alert(kind, self.clock.monotonic(), traceparent=tp)
+                if span is not None:
+                    span.set_attribute("heal.alert.sent", alert is not None)
+                ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
+                             seq=alert.seq if alert else None, sent=alert is not None)
             if alert is not None:
                 self._wake.set()  # this node hears its own alert too
 
@@ -698,7 +705,7 @@ class HealService(Subsystem):
 
     def _start_trace(self, inc_id: str, data: dict[str, Any]) -> None:
         tracer = self._tracer
-        if tracer is None:
+        if tracer is None or inc_id in self._spans:  # started already when its alert went out
             return
         self._spans[inc_id] = tracer.start_span(
             "heal.incident", attributes={"heal.incident": inc_id, "heal.kind": data["kind"],

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge
 
 from x0tta import __version__
@@ -72,11 +71,11 @@ from x0tta.peer.tls import (
     check_peer,
     hosts_and_ports,
 )
+from x0tta.telemetry.tracing import context_of, traceparent_of
 
 CAPABILITIES = ("rpc.v1",)
 LINK_KEY_LABEL = b"EXPORTER-x0tta-link-v1"  # RFC 8446 7.5; x0tta.heal.core.linkkeys.LABEL names the same
 MethodHandler = Callable[[PeerSession, bytes], Awaitable[bytes]]
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class IdentityProvider(Protocol):
@@ -143,13 +142,6 @@ def limits(s: PeerSettings) -> Limits:
         heartbeat_interval=s.heartbeat_interval,
         request_timeout=s.request_timeout,
     )
-
-
-def traceparent_of(span: trace.Span) -> str | None:
-    sc = span.get_span_context()
-    if not sc.is_valid:
-        return None
-    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
 class _Metrics:
@@ -597,8 +589,8 @@ class PeerService(Subsystem):
             self._count_request("in", "unknown_method")
             return STATUS_UNKNOWN_METHOD, req.method.encode()
         tracer = self._ctx.tracer if self._ctx is not None else trace.get_tracer("x0tta.peer")
-        parent = _PROPAGATOR.extract({"traceparent": req.traceparent}) if req.traceparent else None
-        with tracer.start_as_current_span(f"peer.serve {req.method}", context=parent, kind=trace.SpanKind.SERVER):
+        with tracer.start_as_current_span(f"peer.serve {req.method}", context=context_of(req.traceparent),
+                                          kind=trace.SpanKind.SERVER):
             body = await handler(session, req.body)
         self._count_request("in", "ok")
         return STATUS_OK, body

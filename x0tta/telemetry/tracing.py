@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from x0tta import __version__
 
 _provider: TracerProvider | None = None
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def provider_for(
@@ -50,6 +53,21 @@ def configure(
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """``span``'s W3C traceparent (Trace Context, section 3.2: ``00-trace id-span id-flags``), to
+    carry to another node (a peer request, a mesh alert); None for a span with no valid context."""
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
+
+
+def context_of(traceparent: str | None) -> Context | None:
+    """The context a span made on receipt of ``traceparent`` is started in (its parent, and the
+    sender's sampling decision); None when there is none to join."""
+    return _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
 
 
 def get_tracer(subsystem: str) -> Any:
