@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -70,9 +72,16 @@ ca_file = "{files['ca_file']}"
     return path, metrics_port
 
 
+@dataclass
+class Fleet:
+    metrics: list[str]  # the agents' metrics addresses, one per node
+    peer_ports: list[int]
+    ca: Path  # the built-in CA that issued their SVIDs
+
+
 @pytest.fixture(scope="module")
-def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """Two agents in session with each other and with a broker; yields their metrics addresses."""
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two agents in session with each other and with a broker."""
     base = tmp_path_factory.mktemp("fleet")
     broker = Broker(base / "broker", clients=NODES)
     broker.start()
@@ -89,7 +98,7 @@ def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
                 procs.append(subprocess.Popen([str(BIN / "x0tta-agent"), "--config", str(cfg)], env=env,
                                               stdout=log, stderr=subprocess.STDOUT))
             addresses.append(f"127.0.0.1:{mport}")
-        yield addresses
+        yield Fleet(addresses, ports, base / "ca")
     finally:
         for proc in procs:
             proc.terminate()
@@ -102,12 +111,19 @@ def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         broker.stop()
 
 
-def test_every_dashboard_panel_returns_series(agents: list[str], tmp_path: Path) -> None:
+def test_every_dashboard_panel_returns_series(fleet: Fleet, tmp_path: Path) -> None:
+    agents = fleet.metrics
     with Prometheus(tmp_path / "prometheus", agents) as prom:
         wait(lambda: len(prom.targets_up()) == 2, timeout=60)
         # the peer session and the fleet connection are up on both nodes before anything is judged
         wait(lambda: len(prom.query("sum by (instance) (x0tta_peer_sessions) > 0")) == 2, timeout=60)
         wait(lambda: len(prom.query("x0tta_fleet_connected == 1")) == 2, timeout=60)
+        # and clients the peer port must refuse, so that the refusal panel has real reasons
+        for port in fleet.peer_ports:
+            subprocess.run([sys.executable, "-m", "x0tta.peer.attack", "--ca", str(fleet.ca), "127.0.0.1",
+                            str(port), "no_client_certificate", "unauthorized"], check=True, capture_output=True)
+        wait(lambda: len(prom.query('sum by (instance) (x0tta_peer_handshakes_total{result="refused"})')) == 2,
+             timeout=30)
 
         # every panel returns series, and one per node wherever the panel is per node
         nodes = set(agents)
@@ -126,6 +142,11 @@ def test_every_dashboard_panel_returns_series(agents: list[str], tmp_path: Path)
             wait(every_panel_has_series, timeout=60)
         except AssertionError:
             raise AssertionError(f"panels without series (nodes seen): {short}") from None
+        # what the panels over event counters show without their zeros: which events happened here
+        events = {title: len(prom.query(inner)) for title, expr in dashboard.queries()
+                  if (inner := dashboard.without_zero(expr)) is not None}
+        print(f"{len(dashboard.queries())} panels; of the {len(events)} with zeros per node, series without "
+              f"them: {events}")
 
 
 def fast_rules(path: Path) -> Path:
@@ -139,7 +160,8 @@ def fast_rules(path: Path) -> Path:
     return path
 
 
-def test_a_firing_alert_reaches_the_webhook(agents: list[str], tmp_path: Path) -> None:
+def test_a_firing_alert_reaches_the_webhook(fleet: Fleet, tmp_path: Path) -> None:
+    agents = fleet.metrics
     config = (ROOT / "configs/prometheus/alertmanager.yml").read_text()
     with Webhook() as hook:
         # the example routing, with its receivers pointed at the test's webhook and short waits

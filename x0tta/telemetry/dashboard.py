@@ -27,9 +27,21 @@ TITLE = "x0tta fleet"
 NODES = 'instance=~"$instance"'
 
 
+_ZERO = f" or on (instance) (0 * group by (instance) (x0tta_build_info{{{NODES}}}))"
+
+
 def zero_per_node(expr: str) -> str:
     """``expr``, or 0 for every scraped node that has no series of it yet."""
-    return f"({expr}) or on (instance) (0 * group by (instance) (x0tta_build_info{{{NODES}}}))"
+    return f"({expr}){_ZERO}"
+
+
+def without_zero(expr: str) -> str | None:
+    """The query a :func:`zero_per_node` panel wraps (also in :func:`queries`' form); None for a
+    panel without the zeros."""
+    for tail in (_ZERO, _ZERO.replace("$instance", ".*")):
+        if expr.endswith(tail):
+            return expr[1:-len(tail) - 1]
+    return None
 
 
 @dataclass(frozen=True)

@@ -43,3 +43,5 @@ def test_zero_per_node_keeps_the_query_and_adds_a_zero_for_every_node() -> None:
     q = dashboard.zero_per_node("sum by (instance) (x0tta_heal_harm_total)")
     assert q.startswith("(sum by (instance) (x0tta_heal_harm_total)) or on (instance) (0 * ")
     assert "x0tta_build_info" in q
+    assert dashboard.without_zero(q) == "sum by (instance) (x0tta_heal_harm_total)"
+    assert dashboard.without_zero("x0tta_heal_incidents_open") is None
