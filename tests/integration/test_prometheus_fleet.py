@@ -1,6 +1,7 @@
-"""Two real agents as a fleet's Prometheus sees them: every dashboard panel returns series, and an
-alert rule of configs/prometheus/x0tta-alerts.yml fires and reaches an operator's webhook through a
-real Alertmanager.
+"""Two real agents as a fleet's Prometheus and collector see them: every dashboard panel returns
+series; an alert rule of configs/prometheus/x0tta-alerts.yml fires and reaches an operator's webhook
+through a real Alertmanager; and the agents' spans reach an OTLP/gRPC receiver, as
+``[tracing] otlp_endpoint`` sets it.
 
 The agents run on loopback without batman-adv (as in test_agent_process.py): each has an ML-DSA-65
 SVID from a built-in CA and a peer session to the other over 127.0.0.1, and reports to a real
@@ -18,12 +19,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.conftest import BIN, ROOT, free_port
 from tests.kit.mosquitto import Broker
+from tests.kit.otlp import OtlpReceiver
 from tests.kit.prometheus import Alertmanager, Prometheus, Webhook
 from tests.kit.wait import until_sync
 from x0tta.identity.ca import CertificateAuthority
@@ -37,7 +40,8 @@ RULES = ROOT / "configs/prometheus/x0tta-alerts.yml"
 wait = functools.partial(until_sync, interval=0.5)
 
 
-def agent_config(path: Path, node: str, peer_port: int, other_peer_port: int, broker: Broker) -> tuple[Path, int]:
+def agent_config(path: Path, node: str, peer_port: int, other_peer_port: int, broker: Broker,
+                 otlp: str) -> tuple[Path, int]:
     metrics_port = free_port()
     files = broker.files(node)
     path.write_text(f"""
@@ -55,6 +59,9 @@ port = {metrics_port}
 
 [identity]
 trust_domain = "{TD}"
+
+[tracing]
+otlp_endpoint = "{otlp}"
 
 [peer]
 listen_address = "127.0.0.1"
@@ -77,6 +84,7 @@ class Fleet:
     metrics: list[str]  # the agents' metrics addresses, one per node
     peer_ports: list[int]
     ca: Path  # the built-in CA that issued their SVIDs
+    otlp: OtlpReceiver  # where their spans go
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +93,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     base = tmp_path_factory.mktemp("fleet")
     broker = Broker(base / "broker", clients=NODES)
     broker.start()
+    otlp = OtlpReceiver().__enter__()
     ca = CertificateAuthority.init(base / "ca", TD)
     ports = [free_port(), free_port()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("X0TTA_")}
@@ -92,13 +101,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     addresses = []
     try:
         for i, node in enumerate(NODES):
-            cfg, mport = agent_config(base / f"{node}.toml", node, ports[i], ports[1 - i], broker)
+            cfg, mport = agent_config(base / f"{node}.toml", node, ports[i], ports[1 - i], broker, otlp.endpoint)
             ca.issue_to(base / f"state-{node}" / "identity", f"spiffe://{TD}/node/{node}", 3600)
             with (base / f"{node}.log").open("wb") as log:
                 procs.append(subprocess.Popen([str(BIN / "x0tta-agent"), "--config", str(cfg)], env=env,
                                               stdout=log, stderr=subprocess.STDOUT))
             addresses.append(f"127.0.0.1:{mport}")
-        yield Fleet(addresses, ports, base / "ca")
+        yield Fleet(addresses, ports, base / "ca", otlp)
     finally:
         for proc in procs:
             proc.terminate()
@@ -109,6 +118,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 proc.kill()
                 proc.wait()
         broker.stop()
+        otlp.__exit__(None, None, None)
 
 
 def test_every_dashboard_panel_returns_series(fleet: Fleet, tmp_path: Path) -> None:
@@ -122,8 +132,9 @@ def test_every_dashboard_panel_returns_series(fleet: Fleet, tmp_path: Path) -> N
         for port in fleet.peer_ports:
             subprocess.run([sys.executable, "-m", "x0tta.peer.attack", "--ca", str(fleet.ca), "127.0.0.1",
                             str(port), "no_client_certificate", "unauthorized"], check=True, capture_output=True)
-        wait(lambda: len(prom.query('sum by (instance) (x0tta_peer_handshakes_total{result="refused"})')) == 2,
-             timeout=30)
+        # (two samples of each new series: increase() needs them)
+        refused = 'count by (instance) (increase(x0tta_peer_handshakes_total{result="refused"}[15m]))'
+        wait(lambda: len(prom.query(refused)) == 2, timeout=30)
 
         # every panel returns series, and one per node wherever the panel is per node
         nodes = set(agents)
@@ -177,10 +188,13 @@ def test_a_firing_alert_reaches_the_webhook(fleet: Fleet, tmp_path: Path) -> Non
                            alertmanager=am.address) as prom:
             t0 = time.monotonic()
 
-            def degraded_mesh_delivered() -> list[dict[str, object]]:
-                return [a for path, body in list(hook.posts) if path == "/ops" for a in body["alerts"]
-                        if a["labels"]["alertname"] == "X0ttaSubsystemDegraded"
-                        and a["labels"]["subsystem"] == "mesh" and a["status"] == "firing"]
+            def degraded_mesh_delivered() -> list[dict[str, Any]]:
+                """The firing alerts for mesh delivered to mesh-ops, once there is one per node
+                (one notification per node: the example groups by alertname and instance)."""
+                got = [a for path, body in list(hook.posts) if path == "/ops" for a in body["alerts"]
+                       if a["labels"]["alertname"] == "X0ttaSubsystemDegraded"
+                       and a["labels"]["subsystem"] == "mesh" and a["status"] == "firing"]
+                return got if {a["labels"]["instance"] for a in got} == set(agents) else []
 
             got = wait(degraded_mesh_delivered, timeout=90)
             took = time.monotonic() - t0
@@ -192,3 +206,20 @@ def test_a_firing_alert_reaches_the_webhook(fleet: Fleet, tmp_path: Path) -> Non
         assert alert["labels"]["severity"] == "warning" and alert["labels"]["job"] == "x0tta"
         assert alert["annotations"]["summary"] == f"{alert['labels']['instance']}: mesh degraded"
     print(f"alert fired, routed and delivered {took:.1f} s after Prometheus started")
+
+
+def test_the_agents_export_their_spans_over_otlp(fleet: Fleet) -> None:
+    """Each agent process, configured with ``[tracing] otlp_endpoint``, sends its handshakes' spans
+    (batched: within the SDK's 5 s schedule) with its node in the resource."""
+
+    def handshakes() -> dict[str, list[dict[str, object]]]:
+        by_node: dict[str, list[dict[str, object]]] = {}
+        for s in fleet.otlp.received():
+            if s.name == "peer.handshake" and s.service == "x0tta-agent":
+                by_node.setdefault(s.node, []).append(s.attributes)
+        return by_node if set(by_node) == set(NODES) else {}
+
+    got = wait(handshakes, timeout=60)
+    for node, other in (("t1", "t2"), ("t2", "t1")):
+        assert any(a["peer.result"] == "ok" and a["peer.spiffe_id"] == f"spiffe://{TD}/node/{other}"
+                   and a["peer.group"] == "X25519MLKEM768" for a in got[node]), got[node]

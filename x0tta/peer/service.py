@@ -42,11 +42,13 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import trace
+from opentelemetry.context import Context as TraceContext
 from prometheus_client import Counter, Gauge
 
 from x0tta import __version__
@@ -653,6 +655,7 @@ class PeerService(Subsystem):
 
     def _observe(self, r: HandshakeResult) -> None:
         self._call_each(self._handshake_listeners, r)
+        self._trace_handshake(r)
         if self._metrics is not None:
             self._metrics.handshakes.labels(r.role, "ok" if r.ok else "refused", r.reason).inc()
             if r.ok:
@@ -665,6 +668,22 @@ class PeerService(Subsystem):
         else:
             self.log.warning("peer_handshake_refused", role=r.role, address=r.address, reason=r.reason,
                              peer=r.spiffe_id or None, detail=r.detail)
+
+    def _trace_handshake(self, r: HandshakeResult) -> None:
+        """A ``peer.handshake`` span (a root: a handshake belongs to no other trace) over the time
+        the handshake took, with its outcome; an error status when it was refused."""
+        if self._ctx is None:
+            return
+        end = time.time_ns()
+        span = self._ctx.tracer.start_span(
+            "peer.handshake", start_time=end - int(r.seconds * 1e9), context=TraceContext(),
+            kind=trace.SpanKind.CLIENT if r.role == "client" else trace.SpanKind.SERVER,
+            attributes={"peer.role": r.role, "peer.address": r.address, "peer.result": "ok" if r.ok else "refused",
+                        "peer.reason": r.reason, "peer.spiffe_id": r.spiffe_id, "peer.group": r.group,
+                        "peer.resumed": r.resumed})
+        if not r.ok:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, r.reason))
+        span.end(end_time=end)
 
     async def _list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         now = self.clock.time()
