@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import subprocess
@@ -207,6 +208,10 @@ class Mesh:
             return [{"orig_address": r.orig_address, "neigh_address": r.neigh_address, "best": r.flag_best}
                     for r in sock.dump(Cmd.GET_ORIGINATORS, index) if isinstance(r, Originator)]
         except Exception as exc:  # the client is another package's: batctl stays the fallback
+            if getattr(exc, "errno", None) == errno.ENOENT:
+                # batman-adv answers ENOENT while the mesh interface has no active primary
+                # interface yet (a node still being set up): batctl this once, netlink again next time
+                return None
             print(f"x0tta-lab: reading originators through netlink failed ({exc!r}); using batctl", flush=True)
             self._batadv = False
             return None
