@@ -59,6 +59,22 @@ def test_one_missing_probe_on_a_clean_link_speeds_up_ogms_and_nothing_else(s, ri
     assert not k.incidents and "incident_closed" in [e.name for e in ev]
 
 
+def test_a_late_probe_on_every_link_at_once_is_this_node_late_not_a_link(s, ring):
+    """A 20-node lab guest had agents suspect all their links in one cycle: one late moment of
+    the node itself. A confirmed silent loss on them is still found."""
+    k = loop.initial(replace(s, silent_loss_raise_after=0.0), "t")
+    k, d, _ = run(k, ring.obs(0.0, interval=1000), 0.0)
+    both = ring.obs(0.15, lost_run=1, loss=0.05, interval=1000)
+    both = replace(both, probes=tuple(replace(p, lost_run=1, received=19, loss=0.05) for p in both.probes))
+    k, d, ev = run(k, both, 0.15)
+    assert not d and not [e for e in ev if e.name == "incident_opened"]
+    dead = replace(both, at=0.45, probes=tuple(replace(p, lost_run=s.silent_loss_run, received=17, loss=0.15)
+                                               for p in both.probes))
+    k, d, ev = run(k, dead, 0.45)
+    opened = {e.data["kind"] for e in ev if e.name == "incident_opened"}
+    assert opened == {"silent_loss"}
+
+
 def test_a_link_that_already_lost_probes_in_its_window_is_not_suspect_on_one_more(s, ring):
     k = loop.initial(s, "t")
     # 2 of the last 20 lost, the latest of them just now: lossy, not suddenly quiet

@@ -19,7 +19,8 @@ Detectors and their conditions:
   none before them in its window: not yet an outage, but cheap to prepare for (faster OGMs).
   Not while this agent is strained (``Observation.strained``), nor without the kernel echo
   (``Observation.echo_missing``, when ``silent_loss`` also takes twice ``silent_loss_run``: a
-  starved agent over there cannot be told from a dead link). Cleared like ``silent_loss``.
+  starved agent over there cannot be told from a dead link), nor on every probed link at once
+  (two or more: one late moment of this node, not a failing link). Cleared like ``silent_loss``.
   On a node busier than ``strain_node_cpu`` (``Observation.node_busy``) ``silent_loss`` takes twice
   ``silent_loss_run`` too: there the kernel echo's answer is read late as well.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
@@ -204,6 +205,8 @@ def _neighbours(mem: Memory, obs: Observation, s: HealSettings, now: float, out:
 
 def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
     up = {h.name for h in obs.hardifs if h.oper_up}
+    suspects: Conditions = {}
+    probed = 0
     for p in obs.probes:
         if p.hardif not in up:
             continue  # link_down says it better
@@ -214,9 +217,10 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
         before = max(0, round(p.loss * p.window) - p.lost_run)
         # a strained agent reads and sends its probes late: a suspicion is no evidence then, and
         # its remedy (faster OGMs) would load the node more (x0tta.heal.core.strain)
+        probed += 1
         if (s.suspect_run and not obs.strained and not obs.echo_missing and p.lost_run >= s.suspect_run
                 and before == 0 and p.received >= p.window // 2):
-            out[(SymptomKind.LINK_SUSPECT, target)] = (
+            suspects[(SymptomKind.LINK_SUSPECT, target)] = (
                 Severity.INFO,
                 evidence(hardif=p.hardif, peer=p.peer, lost_run=p.lost_run, onset=p.last_rx),
             )
@@ -227,6 +231,10 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
                 evidence(hardif=p.hardif, peer=p.peer, loss=round(p.loss, 3), lost_run=p.lost_run, window=p.window,
                          onset=p.last_rx),
             )
+    # one late moment of this node reads as a late probe on every link at once (a 20-node lab guest
+    # had agents suspect all their links in one cycle); one failing link is one link
+    if not (probed >= 2 and len(suspects) == probed):
+        out.update(suspects)
 
 
 def _originators(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
