@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 deps:
 	bash scripts/install-system-deps.sh
 
-.PHONY: deps ci setup test test-fast lint audit bench chaos demo run-dev ebpf config-reference clean
+.PHONY: deps ci setup test test-fast lint audit bench chaos demo run-dev ebpf config-reference deb dashboard clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,9 +63,18 @@ demo: deps setup ebpf
 run-dev:
 	$(BIN)/x0tta-agent --config configs/dev.toml
 
+# The Debian package, dist/x0tta_<version>_<arch>.deb (scripts/build-deb.sh; docs/operations.md).
+# DEB_VERSION=... overrides the version (the package test builds a higher one to upgrade to).
+deb: ebpf
+	DEB_VERSION=$(DEB_VERSION) bash scripts/build-deb.sh
+
 config-reference:
 	$(BIN)/x0tta config reference > configs/agent.toml
 	$(BIN)/x0tta config reference --markdown > docs/configuration.md
+
+# The Grafana dashboard, generated from its panels in x0tta/telemetry/dashboard.py.
+dashboard:
+	$(BIN)/python -m x0tta.telemetry.dashboard > configs/grafana/x0tta-fleet.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache ci-artifacts

@@ -17,6 +17,7 @@ PKGS=(
   clang llvm              # builds the eBPF objects
   libbpf-dev libbpf1      # eBPF headers, and libbpf.so.1 that the loader calls
   bpftool                 # inspecting loaded programs and maps in tests
+  adduser                 # the Debian package's postinst makes the x0tta user with it (tests/integration/test_deb_package.py)
   mosquitto               # the MQTT broker the fleet plane's integration tests start (TLS, client certificates, ACL)
 )
 # kubectl renders the Kubernetes base (kubectl kustomize, tests/integration/test_kubernetes.py): Debian's

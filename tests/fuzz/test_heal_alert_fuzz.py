@@ -17,6 +17,9 @@ VALID = al.encode(al.Alert("02:ba:01:01:00:00", 7, "silent_loss", 3000))
 VALID_KEYED = al.encode(al.Alert("02:ba:01:01:00:00", 7, "link_down", 3000), KEY)
 KID = key_id(KEY)
 VALID_SESSION = al.encode(al.Alert("02:ba:01:01:00:00", 8, "link_down", 3000), link_keys=[(KID, KEY)])
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # with the incident's trace context
+VALID_TRACED = al.encode(al.Alert("02:ba:01:01:00:00", 9, "link_down", 3000, TP), KEY)
+VALID_SESSION_TRACED = al.encode(al.Alert("02:ba:01:01:00:00", 9, "link_down", 3000, TP), link_keys=[(KID, KEY)])
 
 
 def _mutations(base: bytes) -> st.SearchStrategy[bytes]:
@@ -25,7 +28,8 @@ def _mutations(base: bytes) -> st.SearchStrategy[bytes]:
 
 
 @settings(max_examples=20000, deadline=None)
-@given(st.one_of(st.binary(max_size=64), _mutations(VALID), _mutations(VALID_KEYED)), st.booleans())
+@given(st.one_of(st.binary(max_size=64), _mutations(VALID), _mutations(VALID_KEYED), _mutations(VALID_TRACED)),
+       st.booleans())
 def test_decode_raises_only_its_error_and_round_trips(data, keyed):
     key = KEY if keyed else None
     try:
@@ -38,7 +42,8 @@ def test_decode_raises_only_its_error_and_round_trips(data, keyed):
 
 
 @settings(max_examples=20000, deadline=None)
-@given(st.one_of(st.binary(max_size=80), _mutations(VALID_SESSION), _mutations(VALID)))
+@given(st.one_of(st.binary(max_size=80), _mutations(VALID_SESSION), _mutations(VALID),
+                 _mutations(VALID_SESSION_TRACED)))
 def test_session_decode_raises_only_its_error_and_only_the_intact_alert_verifies(data):
     try:
         a = al.decode(data, lookup={KID: KEY}.get)

@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import random
 import struct
-from pathlib import Path
 
 import pytest
 
+from tests.kit.batadv import GOLDEN
 from x0tta.common.errors import DecodeError
 from x0tta.mesh.core import batadv, netlink
 
 pytestmark = pytest.mark.fuzz
 
-GOLDEN = Path(__file__).parents[1] / "unit" / "mesh" / "golden"
 FAMILY = 28
 ROUNDS = 110_000
 

@@ -1,6 +1,7 @@
-"""The alert rules and the Alertmanager example, as Prometheus's and Alertmanager's own tools read
-them: ``promtool check rules``, the rules' unit tests (``promtool test rules``), ``amtool
-check-config``, and where the example routes a critical and a warning alert."""
+"""The alert rules and the Prometheus and Alertmanager examples, as Prometheus's and Alertmanager's
+own tools read them: ``promtool check rules``, ``promtool check config`` of the scrape config, the
+rules' unit tests (``promtool test rules``), ``amtool check-config``, and where the example routes
+a critical and a warning alert."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.integration
 RULES = ROOT / "configs/prometheus/x0tta-alerts.yml"
 RULE_TESTS = ROOT / "tests/integration/alerts/x0tta-alerts-test.yml"
 ALERTMANAGER = ROOT / "configs/prometheus/alertmanager.yml"
+SCRAPE = ROOT / "configs/prometheus/prometheus.yml"
 PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
 
 
@@ -29,6 +31,12 @@ def test_promtool_checks_the_rules() -> None:
     res = run("promtool", "check", "rules", str(RULES))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout
+
+
+def test_promtool_checks_the_scrape_config_example() -> None:
+    res = run("promtool", "check", "config", str(SCRAPE))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "is valid prometheus config file syntax" in res.stdout
 
 
 def test_the_rules_pass_their_unit_tests() -> None:

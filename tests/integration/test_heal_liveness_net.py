@@ -317,10 +317,15 @@ HOPS = textwrap.dedent(
     from x0tta.heal.core.linkkeys import LinkKeys, key_id
     from x0tta.heal.core.liveness import Tracker
     from x0tta.heal.liveness import Prober, open_link_socket
+    from x0tta.telemetry.tracing import provider_for, traceparent_of
+    from tests.kit.otlp import OtlpReceiver
 
     PORT, APORT = 4308, 4309
 
     async def main():
+        # each node traces to one OTLP/gRPC receiver, as a fleet's nodes would to their collector
+        rx = OtlpReceiver().__enter__()
+        providers = {n: provider_for(node_id=n, otlp_endpoint=rx.endpoint) for n in "abc"}
         # a line A - B - C: links A-B (x0hA | x0hB) and B-C (x0hB2 | x0hC), one session key each
         k_ab, k_bc = os.urandom(32), os.urandom(32)
         now = time.monotonic()
@@ -335,7 +340,8 @@ HOPS = textwrap.dedent(
             prober = Prober(Tracker(0.1, 20, 60.0, link_keys=ring), PORT, 0.1)
             def wake(name=name):
                 wakes[name] += 1
-            alerter = Alerter(Board(5.0), meshif, APORT, 3.0, wake=wake, link_keys=ring, hops=prober)
+            alerter = Alerter(Board(5.0), meshif, APORT, 3.0, wake=wake, link_keys=ring, hops=prober,
+                              tracer=providers[name].get_tracer("x0tta.heal"))
             prober.on_alert = alerter.hop_receive
             assert await alerter.ensure(now)
             agents[name] = (prober, alerter)
@@ -343,7 +349,10 @@ HOPS = textwrap.dedent(
         await asyncio.sleep(1.0)
         pa, aa = agents["a"]
         t0 = time.monotonic()
-        aa.raise_alert("silent_loss", t0)
+        tracer_a = providers["a"].get_tracer("x0tta.heal")
+        # A's incident and the span its alert goes out in, as the heal service makes them
+        with tracer_a.start_as_current_span("heal.incident"), tracer_a.start_as_current_span("heal.alert") as sent:
+            aa.raise_alert("silent_loss", t0, traceparent=traceparent_of(sent))
         reached = {}
         while time.monotonic() - t0 < 3.0 and len(reached) < 2:
             for n in ("b", "c"):
@@ -377,6 +386,12 @@ HOPS = textwrap.dedent(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for p in providers.values():
+            await asyncio.to_thread(p.force_flush)
+            p.shutdown()
+        out["spans"] = [[s.node, s.name, s.trace_id, s.span_id, s.parent_span_id, s.attributes.get("heal.alert.origin")]
+                        for s in rx.received()]
+        rx.__exit__(None, None, None)
         print(json.dumps(out))
 
     asyncio.run(main())
@@ -386,7 +401,8 @@ HOPS = textwrap.dedent(
 
 def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
     """A line A - B - C keyed by sessions: A's alert reaches C through B, re-tagged on each link;
-    forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody."""
+    forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody; and A's incident, its
+    alert heard on B and on C are one trace at an OTLP/gRPC receiver."""
     with scratch_netns("x0h-hops") as ns:
         veth_pair(ns)
         sh(f"ip -n {ns} link add x0hB2 type veth peer name x0hC")
@@ -396,9 +412,18 @@ def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
             sh(f"ip -n {ns} link add {dev} type veth peer name {dev}p")  # (no dummy module here)
             sh(f"ip -n {ns} link set {dev}p up")
             sh(f"ip -n {ns} link set {dev} up")
+        sh(f"ip -n {ns} link set lo up")  # the OTLP receiver listens on the namespace's loopback
         out = run_script(ns, HOPS)
         print("hop-by-hop alert figures:", out)
         assert set(out["reached_ms"]) == {"b", "c"}, out  # B heard it from A, C from B
         assert out["relayed_b"] == 1
         assert out["refused_c"] == {"unauthenticated": 2, "not_for_us": 1, "bad_tag": 1}, out
         assert out["wakes_c"] == 0 and out["origins_c"] == [out["a_origin"]], out  # the replay: nothing new
+        # one trace: A's incident, the span its alert left in, and the alert heard on B and on C
+        # (C's from B's relay, which carries A's trace context on): spans from three nodes
+        (sent,) = [sp for sp in out["spans"] if sp[1] == "heal.alert"]
+        heard = [sp for sp in out["spans"] if sp[1] == "heal.alert_heard"]
+        assert sorted(sp[0] for sp in heard) == ["b", "c"], out["spans"]
+        for node, _name, trace_id, _sid, parent, origin in heard:
+            assert (trace_id, parent, origin) == (sent[2], sent[3], out["a_origin"]), (node, out["spans"])
+        assert {sp[0] for sp in out["spans"] if sp[2] == sent[2]} == {"a", "b", "c"}

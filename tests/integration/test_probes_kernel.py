@@ -332,7 +332,8 @@ async def test_services_export_metrics_and_admin_commands(net, pin):
             await asyncio.sleep(0.05)
             if svc.last is not None:
                 break
-        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke", "guard.threats"]
+        assert sorted(gctx.commands) == ["guard.admit", "guard.list", "guard.mode", "guard.release", "guard.revoke",
+                                         "guard.threats"]
         assert sorted(ctx.commands) == ["probes.flows", "probes.neighbors"]
         assert await gctx.commands["guard.admit"]({"mac": PEER_MAC}) == {"mac": PEER_MAC, "changed": True}
         await asyncio.to_thread(net.send_batman, 3)
@@ -383,6 +384,71 @@ async def test_services_export_metrics_and_admin_commands(net, pin):
     gtask.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gtask
+
+
+async def test_admission_holds_by_default_once_the_node_has_an_identity(net, pin):
+    """The default ``[guard] mode = "auto"`` on the real eBPF guard, the guard subsystem running its
+    own loop: nothing dropped before this node has an identity nor during ``enforce_grace``; then an
+    unbound MAC's frames are dropped and a MAC bound by an authenticated session (the peer
+    subsystem's change, as the wiring hands it over) passes; quarantined, its frames are dropped and
+    its sessions refused until the TTL releases it, and it is admitted again when it re-authenticates."""
+    from tests.kit.wait import until
+    from x0tta.guard.core import link_local_from_mac
+    from x0tta.guard.enforce import PeerAdmission
+    from x0tta.peer.service import PeerChange
+
+    s = settings(net, pin)
+    g = GuardSettings(enforce_grace=3.0, quarantine_share=1.0, detect=DetectSettings(enabled=False))
+    assert g.mode == "auto"  # the default under test
+    gctx = Ctx(s, g)
+    gsvc, probes = GuardService(settings=g), ProbesService(settings=s)
+    ready = [False]
+    gsvc.identity_ready = lambda: ready[0]  # the wiring's: the identity subsystem has an SVID
+    probes.share_maps(guard_maps(gsvc.kernel_maps))
+    admission = PeerAdmission(gsvc.guard)
+    host = link_local_from_mac(PEER_MAC, net.host)  # the session's address: the MAC on that link
+    tasks = [asyncio.create_task(gsvc.run(gctx)), asyncio.create_task(probes.run(Ctx(s, g)))]
+    rx = _receiver(net.host)
+
+    async def heard(src: str, count: int = 3) -> int:
+        await asyncio.to_thread(net.send_batman, count, src)
+        return (await asyncio.to_thread(_drain, rx)).get(src, 0)
+
+    def mode_in_kernel() -> bytes:
+        return probes._probes.obj.maps[core.MAP_CONFIG].lookup(b"\0\0\0\0")[:4]
+
+    try:
+        await until(lambda: gsvc.guard.bound)
+        assert await heard(OTHER_MAC) == 3 and gsvc.guard.mode == "observe"  # no identity: nothing dropped
+        ready[0] = True
+        await asyncio.sleep(0.2)
+        assert gsvc.guard.mode == "observe" and await heard(OTHER_MAC) == 3  # the grace: still observing
+        await until(lambda: gsvc.guard.mode == "enforce", timeout=15)
+        assert mode_in_kernel() == (1).to_bytes(4, "little")
+        assert await heard(OTHER_MAC) == 0  # unbound: dropped
+        admission(PeerChange(True, host, "spiffe://mesh.test/node/p", "out"))
+        assert await heard(PEER_MAC) == 3  # bound: passes
+        listing = await gctx.commands["guard.list"]({})
+        assert [(b["mac"], b["spiffe_id"], b["interface"]) for b in listing["bindings"]] == [
+            (PEER_MAC, "spiffe://mesh.test/node/p", net.host)]
+        assert listing["configured_mode"] == "auto" and listing["mode"] == "enforce"
+
+        assert gsvc.quarantine(PEER_MAC, 1.0, "test") == ""
+        assert await heard(PEER_MAC) == 0  # quarantined: dropped
+        assert admission.refusal(host, "spiffe://mesh.test/node/p")  # its sessions refused
+        await until(lambda: not gsvc.guard.bindings.quarantined, timeout=5)  # the TTL released it
+        admission(PeerChange(True, host, "spiffe://mesh.test/node/p", "out"))  # it re-authenticates
+        assert await heard(PEER_MAC) == 3
+        stats = probes._probes.snapshot().stats  # the kernel's own count of what the guard did
+        assert stats[core.Stat.GUARD_WOULD_DROP] == 6 and stats[core.Stat.GUARD_DROPPED] == 6
+    finally:
+        rx.close()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                async with asyncio.timeout(10):
+                    await task
 
 
 def test_degrades_without_objects_or_privileges(tmp_path, pin):

@@ -54,5 +54,8 @@ def test_unit_declares_what_the_agent_needs():
         assert line in text
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
     assert re.search(r"^SystemCallFilter=@system-service bpf$", text, re.M)
+    # its own user, with exactly the capabilities it needs (docs/operations.md#hardening), as ambient ones
+    assert re.search(r"^User=x0tta$", text, re.M) and re.search(r"^Group=x0tta$", text, re.M)
     caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M).group(1).split()
-    assert {"CAP_NET_ADMIN", "CAP_BPF"} <= set(caps)
+    ambient = re.search(r"^AmbientCapabilities=(.*)$", text, re.M).group(1).split()
+    assert sorted(caps) == sorted(ambient) == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW"]

@@ -26,6 +26,7 @@ import trustme
 ROOT = Path(__file__).resolve().parents[2]
 ACL = ROOT / "configs" / "mosquitto" / "acl"
 MONITOR = "fleet-monitor"  # the ACL's read-everything user, for the tests' subscriber
+OPERATOR = "fleet-operator"  # the ACL's user that may publish commands (x0tta fleet send)
 
 
 def free_port() -> int:

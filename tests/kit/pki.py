@@ -20,7 +20,7 @@ from x0tta.identity.core import certs
 from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid
 from x0tta.peer.tls import Credentials
 
-KINDS = {"mldsa65": certs.KeyType.ML_DSA_65, "p256": certs.KeyType.ECDSA_P256}
+KINDS = {"mldsa65": certs.KeyType.ML_DSA_65, "p256": certs.KeyType.ECDSA_P256, "mldsa44": certs.KeyType.ML_DSA_44}
 ROOT_VALIDITY = 10 * 365 * 86400.0
 
 

@@ -61,11 +61,17 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
             service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
             if s.guard.enabled:
-                # An authenticated session admits the neighbour's MAC into the eBPF guard; the end of
-                # its last session revokes it (docs/ebpf.md, "admission").
+                # An authenticated session binds the neighbour's MAC to its SPIFFE ID and admits it
+                # into the eBPF guard; a revocation, or its last session gone for longer than the
+                # guard's session_grace, ends that (docs/guard.md, "Admission"). A quarantined
+                # neighbour's sessions are closed and refused.
                 from x0tta.guard.enforce import PeerAdmission
 
-                service.subscribe(PeerAdmission(guard(s).guard))  # type: ignore[attr-defined]
+                gsvc = guard(s)
+                admission = PeerAdmission(gsvc.guard)  # type: ignore[attr-defined]
+                service.subscribe(admission)  # type: ignore[attr-defined]
+                service.gate = admission.refusal  # type: ignore[attr-defined]
+                gsvc.on_quarantine.append(quarantine_closer(service, admission))  # type: ignore[attr-defined]
                 service.on_handshake(handshake_recorder(handshakes))  # type: ignore[attr-defined]
             return service
 
@@ -78,9 +84,15 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def mesh(s: AgentSettings) -> Subsystem:
         return once("mesh", lambda: _mesh(s, overrides))
 
-    # The fleet plane publishes what the others hand it (docs/fleet.md): the heal loop's events.
+    # The fleet plane publishes what the others hand it (docs/fleet.md): the heal loop's events; and
+    # runs operators' signed commands through the handlers registered here (fleet_actions).
     def fleet(s: AgentSettings) -> Subsystem:
-        return once("fleet", lambda: _fleet(s, hooks))
+        def build() -> Subsystem:
+            service = _fleet(s, hooks)
+            fleet_actions(service.actions, shared, hooks)  # type: ignore[attr-defined]
+            return service
+
+        return once("fleet", build)
 
     def heal(s: AgentSettings) -> Subsystem:
         service = _heal(s, overrides, hooks)
@@ -96,6 +108,13 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             # batman-adv frames still arriving from a late neighbour mean that direction is alive
             # (docs/heal.md, "Liveness probes"); None until the eBPF object is loaded
             service.neighbour_rx = probes(s).last_rx  # type: ignore[attr-defined]
+        if s.guard.enabled:
+            # the guard's detectors' findings become `threat` symptoms, answered by quarantining
+            # the neighbour through the guard (docs/heal.md, "Quarantine")
+            gsvc = guard(s)
+            service.threats = gsvc.active_threats  # type: ignore[attr-defined]
+            service.quarantined = gsvc.quarantined_macs  # type: ignore[attr-defined]
+            service.quarantine = gsvc.quarantine  # type: ignore[attr-defined]
         return service
 
     # The peer subsystem admits and revokes MACs through ``guard.guard`` (docs/ebpf.md); the
@@ -104,6 +123,10 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         def build() -> Subsystem:
             service = _guard(s)
             service.observe = guard_observer(shared, handshakes)  # type: ignore[attr-defined]
+            if s.identity.enabled:
+                # mode auto enforces only once this node has an identity (docs/guard.md)
+                ident = identity(s)
+                service.identity_ready = lambda: bool(getattr(ident, "ready", False))  # type: ignore[attr-defined]
             return service
 
         return once("guard", build)
@@ -174,6 +197,85 @@ def _fleet(settings: AgentSettings, hooks: AgentHooks) -> Subsystem:
     return FleetService(settings.fleet, subsystem_health=hooks.subsystem_health)
 
 
+def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHooks) -> None:
+    """Register a handler per operator command action with what this agent runs (docs/fleet.md).
+    Each looks its subsystem up when a command comes, so the order the subsystems are built in does
+    not matter; a subsystem this agent does not run makes the command fail with the reason.
+    ``quarantine`` and ``release`` go to the guard: ``node`` is a neighbour's MAC or the SPIFFE ID
+    bound to one or more of them; a quarantine lasts ``heal.quarantine_ttl`` and the guard's own
+    rules (its share cap, configured MACs) can refuse it, as they refuse the heal loop's."""
+    from x0tta.common.errors import PermanentError
+    from x0tta.fleet.commands import Unsupported
+
+    def need(name: str) -> Any:
+        service = shared.get(name)
+        if service is None:
+            raise Unsupported(f"this agent does not run the {name} subsystem")
+        return service
+
+    async def drain(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        return await need("mesh").drain(args["interface"])  # type: ignore[no-any-return]
+
+    async def undrain(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        return await need("mesh").undrain(args["interface"])  # type: ignore[no-any-return]
+
+    async def set_mesh(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        return await need("mesh").set_setting(args["setting"], args["value"])  # type: ignore[no-any-return]
+
+    async def heal(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        from x0tta.heal.service import operator_action
+
+        return await operator_action(need("heal"), args["action"], args.get("target"),  # type: ignore[arg-type]
+                                     cmd.id)
+
+    async def diagnostics(cmd: Any) -> Mapping[str, Any]:
+        args = cmd.args
+        bundle: dict[str, Any] = {"subsystems": hooks.subsystem_health() if hooks.subsystem_health else []}
+        store = getattr(shared.get("heal"), "store", None)
+        bundle["incidents"] = await store.incidents(int(args.get("incidents", 20)), None) if store else []
+        mesh = shared.get("mesh")
+        if mesh is not None:
+            bundle["mesh_operator"] = {"drained": sorted(mesh.operator["detached"]),  # type: ignore[attr-defined]
+                                       "settings": dict(mesh.operator["mesh"])}  # type: ignore[attr-defined]
+        return bundle
+
+    async def quarantine(cmd: Any) -> Mapping[str, Any]:
+        from x0tta.guard.core.admission import BadMac, parse_mac
+
+        guard, node = need("guard"), str(cmd.args["node"])
+        try:
+            macs = [parse_mac(node)]
+        except BadMac:
+            macs = [m for m, b in guard.guard.bindings.bound.items() if b.spiffe_id == node]
+        if not macs:
+            raise PermanentError(f"no neighbour MAC is bound to {node}")
+        heal_settings = getattr(shared.get("heal"), "settings", None)
+        ttl = float(getattr(heal_settings, "quarantine_ttl", 600.0))
+        refused = {}
+        for mac in macs:
+            why = guard.quarantine(mac, ttl, f"operator command {cmd.id}")
+            if why:
+                refused[mac.hex(":")] = why
+        if len(refused) == len(macs):
+            raise PermanentError("; ".join(f"{m}: {why}" for m, why in refused.items()))
+        return {"quarantined": [m.hex(":") for m in macs if m.hex(":") not in refused], "ttl": ttl,
+                "refused": refused}
+
+    async def release(cmd: Any) -> Mapping[str, Any]:
+        released = need("guard").release(str(cmd.args["node"]), by=f"operator command {cmd.id}")
+        if not released:
+            raise PermanentError(f"{cmd.args['node']} is not quarantined")
+        return {"released": released}
+
+    for name, handler in (("drain", drain), ("undrain", undrain), ("set_mesh", set_mesh), ("heal", heal),
+                          ("diagnostics", diagnostics), ("quarantine", quarantine), ("release", release)):
+        actions.register(name, handler)
+
+
 def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:
     from x0tta.mesh.service import MeshService
 
@@ -201,6 +303,19 @@ def guard_maps(attach: Callable[[Any], None]) -> Callable[[Mapping[str, Any] | N
         attach(None if maps is None else KernelMaps(maps[MAP_ADMITTED], maps[MAP_CONFIG]))
 
     return listener
+
+
+def quarantine_closer(peer: Subsystem, admission: Any) -> Callable[[bytes, str | None], None]:
+    """A listener for ``GuardService.on_quarantine``: send away the peer sessions of the quarantined
+    MAC (its link-local address) or SPIFFE ID."""
+
+    def close(mac: bytes, spiffe_id: str | None) -> None:
+        def match(host: str, who: str) -> bool:
+            return admission.resolve(host) == mac or (spiffe_id is not None and who == spiffe_id)
+
+        peer.send_away_where(match, "quarantined")  # type: ignore[attr-defined]
+
+    return close
 
 
 HANDSHAKES_KEPT = 10_000

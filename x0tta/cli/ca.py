@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from x0tta.cli.common import add_json_flag, emit, table
+from x0tta.cli.common import add_json_flag, emit, parse_duration, read_passphrase, table
 from x0tta.common.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from x0tta.identity.core.types import X509Svid
 
 DEFAULT_DIR = "/var/lib/x0tta/ca"
-KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.core.certs.KeyType; spelled out so `x0tta` starts
+KEY_TYPES = ("ml-dsa-65", "ecdsa-p256")  # x0tta.identity.core.certs.ISSUED_KEY_TYPES; spelled out so `x0tta` starts
 ROOT_VALIDITY = 10 * 365 * 86400.0  # without importing cryptography (every command pays its imports)
 CRL_VALIDITY = 7 * 86400.0
 REASONS = (
@@ -39,22 +38,10 @@ REASONS = (
     "aa_compromise",
     "remove_from_crl",
 )
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 class UsageError(PermanentError):
     pass
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``24h``, ``30d``, ``2w``, ``10y`` -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 24h, 30d)")
-    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("duration must be positive")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -138,15 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _passphrase(args: argparse.Namespace) -> bytes | None:
-    if not args.passphrase_file:
-        return None
-    try:
-        secret = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise UsageError(f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}") from None
-    if not secret:
-        raise UsageError(f"the passphrase file {args.passphrase_file} is empty")
-    return secret
+    return read_passphrase(args.passphrase_file)
 
 
 def _open(args: argparse.Namespace) -> CertificateAuthority:

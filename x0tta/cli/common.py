@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from x0tta.admin import client as admin_client
 
 DEFAULT_SOCKET = "/run/x0tta/admin.sock"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 def socket_path(args: argparse.Namespace) -> str:
@@ -26,6 +28,23 @@ def socket_path(args: argparse.Namespace) -> str:
 
 def ask(args: argparse.Namespace, command: str, cmd_args: dict[str, Any] | None = None) -> Any:
     return admin_client.call(socket_path(args), command, cmd_args)
+
+
+def read_passphrase(path: str | None) -> bytes | None:
+    """The passphrase in ``path`` (one line; its newline dropped), None without a path."""
+    from pathlib import Path
+
+    from x0tta.common.errors import PermanentError
+
+    if not path:
+        return None
+    try:
+        secret = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise PermanentError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
+    if not secret:
+        raise PermanentError(f"the passphrase file {path} is empty")
+    return secret
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
@@ -47,3 +66,14 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> N
         sys.stdout.write("\n")
     else:
         print(render(data))
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``24h``, ``30d``, ``2w``, ``10y`` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 24h, 30d)")
+    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if value <= 0:
+        raise argparse.ArgumentTypeError("duration must be positive")
+    return value

@@ -10,7 +10,8 @@ from x0tta import __version__
 from x0tta.common.errors import X0ttaError
 
 # Modules with a ``register(subparsers)`` function, in the order of ``x0tta --help``.
-COMMANDS = ["status", "config", "mesh", "peers", "incidents", "guard", "probes", "ca", "identity", "lab"]
+COMMANDS = ["status", "config", "mesh", "peers", "incidents", "guard", "threats", "probes", "ca", "identity", "fleet",
+            "backup", "lab"]
 
 
 def build_parser() -> argparse.ArgumentParser:

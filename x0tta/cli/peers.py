@@ -1,8 +1,9 @@
 """``x0tta peers [--json]``: the peer sessions of the running agent (admin command ``peers.list``).
 
 One row per session: direction, the peer's SPIFFE ID (verified in the handshake), the negotiated key
-exchange group, the peer certificate's signature algorithm, when its SVID expires, and the RTT of
-the last heartbeat.
+exchange group, the peer certificate's signature algorithm (marked ``classical`` when it is not
+ML-DSA: the peer authenticated classically, while the key exchange is still the group shown), when
+its SVID expires, and the RTT of the last heartbeat.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             r["address"],
             r["spiffe_id"],
             r["group"],
-            r["signature_algorithm"],
+            r["signature_algorithm"] + (" (classical)" if r.get("authentication") == "classical" else ""),
             f"{r['svid_expires_in']:.0f} s",
             rtt,
             r["state"] + (" (resumed)" if r.get("resumed") else ""),

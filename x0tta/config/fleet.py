@@ -20,6 +20,7 @@ class FleetPaths:
     key: str
     ca: str
     outbox: str
+    commands: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,26 @@ class FleetSettings:
         unit="s",
     )
 
+    operator_keys: tuple[str, ...] = setting(
+        (),
+        doc="Public keys of the operators whose signed commands this node takes (docs/fleet.md, "
+        "\"Operator commands\"): files written by `x0tta fleet keygen` (<name>.pub.pem or .pub.json), "
+        "or directories of them. Empty: the node takes no commands and does not subscribe to them.",
+    )
+    commands_file: str = setting(
+        "",
+        doc="SQLite file of the last command counter taken per operator (against replay; it must "
+        "outlive restarts). Empty means <node.state_dir>/fleet-commands.sqlite3.",
+    )
+    command_timeout: float = setting(
+        60.0,
+        doc="How long one command's action may run before it is reported failed: long enough for a "
+        "diagnostic bundle, short enough that the next command is not held up for long.",
+        min=1.0,
+        max=3600.0,
+        unit="s",
+    )
+
     @property
     def active(self) -> bool:
         return self.enabled and bool(self.broker)
@@ -127,4 +148,5 @@ class FleetSettings:
             self.key_file or identity.key,
             self.ca_file or identity.bundle,
             self.outbox_file or f"{state_dir.rstrip('/')}/fleet-outbox.sqlite3",
+            self.commands_file or f"{state_dir.rstrip('/')}/fleet-commands.sqlite3",
         )

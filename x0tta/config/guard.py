@@ -25,7 +25,8 @@ class DetectSettings:
         True,
         doc="Look for attacks: every interval, the guard runs the detectors over what the probes "
         "and the mesh tables show, logs a threat record (guard_threat) per finding and counts it "
-        "in x0tta_guard_threats_total. Detection only: nothing is dropped or quarantined for it.",
+        "in x0tta_guard_threats_total; the heal loop quarantines a neighbour a threat of "
+        "heal.quarantine_severity is about. Off: no threat records, no quarantines.",
     )
     interval: float = setting(
         5.0,
@@ -190,11 +191,43 @@ class GuardSettings:
         "probes load (nothing dropped, would-be drops still counted).",
     )
     mode: str = setting(
-        "observe",
-        doc="observe: batman-adv frames from non-admitted MACs pass and are counted as would-be "
-        "drops; enforce: they are dropped. observe by default so that turning the guard on cannot "
-        "partition a running mesh before every node admits its neighbours.",
-        choices=("observe", "enforce"),
+        "auto",
+        doc="auto: enforce once this node has an identity (an SVID) and enforce_grace has passed "
+        "since the agent started or got it, observe before; enforce: batman-adv frames from "
+        "non-admitted MACs are dropped; observe: they pass and are counted as would-be drops (the "
+        "opt-out, for a mesh whose nodes do not all run x0tta with identities). auto by default: "
+        "a node with an identity admits only neighbours that authenticated, and one without cannot "
+        "authenticate anyone, so it must not drop.",
+        choices=("auto", "observe", "enforce"),
+    )
+    enforce_grace: float = setting(
+        60.0,
+        doc="In auto, seconds the guard still observes after the agent started, or after it got "
+        "its identity, so that every neighbour completes its PQ mTLS handshake and is admitted "
+        "before anything is dropped: a handshake takes well under a second, a neighbour is dialled "
+        "within peer.neighbour_refresh of appearing and retried with back-off; a minute covers a "
+        "mesh that boots together.",
+        min=0.0,
+        max=3600.0,
+        unit="s",
+    )
+    session_grace: float = setting(
+        60.0,
+        doc="How long a neighbour stays admitted after its last session closed (not revoked): a "
+        "re-authentication reconnects at once and a restarting agent within seconds, and its "
+        "frames must keep passing meanwhile; a neighbour gone for longer re-authenticates before it "
+        "is admitted again. A revoked SVID (the CRL) ends the admission at once.",
+        min=0.0,
+        max=86_400.0,
+        unit="s",
+    )
+    quarantine_share: float = setting(
+        0.5,
+        doc="At most this share of the neighbours this node hears may be quarantined at once (the "
+        "one to quarantine counted): half keeps a detector gone wrong from cutting a node off its "
+        "mesh, and still shuts out a rogue next to one honest neighbour.",
+        min=0.0,
+        max=1.0,
     )
     admitted_macs: tuple[str, ...] = setting(
         default_factory=tuple,

@@ -23,6 +23,7 @@ DETECTORS = (
     "config_drift",
     "subsystem_unhealthy",
     "mesh_alert",
+    "threat",
 )
 ACTIONS = (
     "steer_off",
@@ -34,6 +35,7 @@ ACTIONS = (
     "restart_subsystem",
     "pause_aggregation",
     "resume_aggregation",
+    "quarantine",
 )
 
 
@@ -83,8 +85,15 @@ class HealSettings:
         "router needs for forwarding.",
         min=0.01, max=4.0,
     )
+    strain_node_cpu: float = setting(
+        0.7,
+        doc="Share of the node's CPU time busy (all processes and the kernel, from /proc/stat, smoothed "
+        "over strain_window) above which the agent is strained: on a node this busy every process "
+        "is scheduled late, the neighbours' probes this agent reads included. 0 turns this sign off.",
+        min=0.0, max=1.0,
+    )
     strain_window: float = setting(
-        5.0, doc="Smoothing time of the agent's own CPU share.", min=0.1, max=600.0, unit="s",
+        5.0, doc="Smoothing time of the agent's own CPU share and of the node's.", min=0.1, max=600.0, unit="s",
     )
     strain_hold: float = setting(
         5.0,
@@ -346,6 +355,25 @@ class HealSettings:
         "and counted as a failure twice over.",
         min=0.0,
         max=3600.0,
+        unit="s",
+    )
+    quarantine_severity: int = setting(
+        1,
+        doc="A threat record of this severity or more urgent (EVE's 1 high, 2 medium, 3 low, 4 "
+        "informational) about a neighbour makes a `threat` symptom, answered by quarantining it: "
+        "high only, the spoofing and routing attacks that mislead the mesh; the medium ones (scans, "
+        "floods, unadmitted frames, handshake bursts) are recorded and alerted on, a human decides.",
+        min=1,
+        max=4,
+    )
+    quarantine_ttl: float = setting(
+        600.0,
+        doc="How long a quarantined neighbour stays shut out (out of the guard's admitted MACs, "
+        "its peer sessions refused) before it may authenticate again: ten minutes outlasts an "
+        "attack's run without holding an honest node a detector misjudged out for long; an "
+        "operator releases it sooner (x0tta guard release).",
+        min=1.0,
+        max=604_800.0,
         unit="s",
     )
     restore_verify_after: float = setting(

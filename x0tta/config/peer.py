@@ -13,6 +13,19 @@ from x0tta.config.fields import setting
 PQ_GROUPS = ("X25519MLKEM768", "SecP256r1MLKEM768", "SecP384r1MLKEM1024", "MLKEM768", "MLKEM1024")
 CLASSICAL_GROUPS = ("X25519", "secp256r1", "secp384r1", "X448")
 
+# Signature algorithms of a peer's leaf certificate (its key type), named as
+# x0tta.identity.core.types.key_algorithm names them.
+PQ_SIGNATURES = ("ML-DSA-65", "ML-DSA-87", "ML-DSA-44")
+CLASSICAL_SIGNATURES = (
+    "ECDSA-P256", "ECDSA-P384", "ECDSA-P521", "Ed25519", "Ed448", "RSA-2048", "RSA-3072", "RSA-4096",
+)
+SOURCE_SIGNATURES = {
+    "builtin": ("ML-DSA-65",),
+    "workload_api": ("ML-DSA-65", "ECDSA-P256"),
+}
+"""What ``accepted_signatures = []`` means, per ``[identity] source``: the built-in CA issues ML-DSA-65;
+SPIRE issues ECDSA P-256 X509-SVIDs by default and has no ML-DSA yet (2026-12)."""
+
 
 @dataclass(frozen=True)
 class PeerSettings:
@@ -51,9 +64,19 @@ class PeerSettings:
     )
     require_pq: bool = setting(
         True,
-        doc="Demand post-quantum everywhere: every group above must include ML-KEM and a peer's "
-        "certificate must be ML-DSA. Off only to let classical (ECDSA) SVIDs from an existing "
-        "SPIRE deployment in while it migrates.",
+        doc="Demand a post-quantum key exchange: every group above must include ML-KEM, so that "
+        "recorded traffic stays secret. Which certificates peers may authenticate with is "
+        "accepted_signatures, not this.",
+    )
+    accepted_signatures: tuple[str, ...] = setting(
+        (),
+        doc="Signature algorithms (key types) a peer's leaf certificate may use; any other is "
+        "refused (reason key_algorithm_not_allowed). Empty: by [identity] source - builtin accepts "
+        "ML-DSA-65 only, what the built-in CA issues (ML-DSA-44 is weaker and refused); "
+        "workload_api accepts ML-DSA-65 and ECDSA-P256, because SPIRE issues ECDSA P-256 SVIDs and "
+        "has no ML-DSA yet: such sessions authenticate classically while the key exchange stays "
+        "post-quantum, and x0tta peers and x0tta status say so.",
+        choices=PQ_SIGNATURES + CLASSICAL_SIGNATURES,
     )
     handshake_timeout: float = setting(
         10.0,
@@ -172,6 +195,10 @@ class PeerSettings:
         max=3600.0,
         unit="s",
     )
+
+    def signatures(self, source: str) -> tuple[str, ...]:
+        """The accepted signature algorithms for identities from ``source`` ([identity] source)."""
+        return self.accepted_signatures or SOURCE_SIGNATURES[source]
 
     def __post_init__(self) -> None:
         if not self.groups:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from x0tta.common.errors import CapabilityMissing, TemporaryError
 from x0tta.config.fleet import FleetPaths, FleetSettings
@@ -60,6 +63,21 @@ def tls_context(paths: FleetPaths) -> ssl.SSLContext:
     return ctx
 
 
+def status_signer(paths: FleetPaths) -> tuple[Any, bytes] | None:
+    """The client certificate's key and PEM, to sign birth and death (core/signing.py); None if the
+    key cannot sign them. Reads files: call it off the event loop."""
+    from cryptography.hazmat.primitives import serialization
+
+    from x0tta.fleet.core.signing import StatusSignatureError, signing_alg
+
+    try:
+        key = serialization.load_pem_private_key(Path(paths.key).read_bytes(), None)
+        signing_alg(key)
+        return key, Path(paths.cert).read_bytes()
+    except (OSError, ValueError, TypeError, StatusSignatureError):
+        return None
+
+
 class _Client(aiomqtt.Client):
     """aiomqtt's client, with publishes that return their PUBACK reason code (see the module doc)."""
 
@@ -73,8 +91,13 @@ class _Client(aiomqtt.Client):
             fut.set_result(int(getattr(reason_code, "value", 0)))
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
-    async def publish_acked(self, topic: str, payload: bytes, retain: bool, timeout: float) -> int:
-        info = self._client.publish(topic, payload, QOS, retain)
+    async def publish_acked(self, topic: str, payload: bytes, retain: bool, timeout: float,
+                            expiry: int | None = None) -> int:
+        props = None
+        if expiry is not None:  # MQTT 5 Message Expiry Interval (3.3.2.3.3): the broker drops it after
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = max(1, int(expiry))
+        info = self._client.publish(topic, payload, QOS, retain, props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise BrokerError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -95,7 +118,7 @@ class Connection:
     """One MQTT 5 session: ``async with Connection(...) as conn: await conn.publish(...)``."""
 
     def __init__(self, settings: FleetSettings, client_id: str, tls: ssl.SSLContext,
-                 will_topic: str, will_payload: bytes) -> None:
+                 will_topic: str | None = None, will_payload: bytes = b"") -> None:
         self.settings = settings
         self._client = _Client(
             settings.broker,
@@ -103,7 +126,7 @@ class Connection:
             identifier=client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_context=tls,
-            will=aiomqtt.Will(will_topic, will_payload, qos=QOS, retain=True),
+            will=aiomqtt.Will(will_topic, will_payload, qos=QOS, retain=True) if will_topic else None,
             keepalive=settings.keepalive,
             timeout=settings.publish_timeout,
             clean_start=True,  # the outbox, not the broker's session, holds what is not acked yet
@@ -129,9 +152,29 @@ class Connection:
         """Done once the connection is gone (aiomqtt's own marker of it)."""
         return self._client._disconnected
 
-    async def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
-        """Publish at QoS 1; the PUBACK's reason code once it comes (below 0x80: taken)."""
+    async def publish(self, topic: str, payload: bytes, retain: bool = False, expiry: int | None = None) -> int:
+        """Publish at QoS 1; the PUBACK's reason code once it comes (below 0x80: taken). ``expiry``
+        (s) becomes the message's MQTT 5 expiry interval: the broker forgets it after that."""
         try:
-            return await self._client.publish_acked(topic, payload, retain, self.settings.publish_timeout)
+            return await self._client.publish_acked(topic, payload, retain, self.settings.publish_timeout, expiry)
         except aiomqtt.MqttError as exc:
             raise BrokerError(f"publish to {topic} failed: {exc}") from None
+
+    async def subscribe(self, topic: str) -> None:
+        """Subscribe at QoS 1; :class:`BrokerError` if the broker refuses it (SUBACK reason >= 0x80)."""
+        try:
+            granted = await self._client.subscribe(topic, qos=QOS)
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"subscribe to {topic} failed: {exc}") from None
+        codes = [int(getattr(g, "value", g)) for g in granted]
+        if any(c >= 0x80 for c in codes):
+            raise BrokerError(f"the broker refused the subscription to {topic} (SUBACK reason 0x{max(codes):02x})")
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """(topic, payload) of every message of the subscriptions, until the connection is lost."""
+        try:
+            async for m in self._client.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
+                yield m.topic.value, payload
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"the connection was lost: {exc}") from None

@@ -43,15 +43,19 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from x0tta import __version__
+from x0tta.common.errors import X0ttaError
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.fleet import FleetPaths, FleetSettings
 from x0tta.config.schema import AgentSettings
+from x0tta.fleet.commands import Actions, Counters, Unsupported, load_operators
 from x0tta.fleet.conditions import FLEET_BROKER_UNREACHABLE, FLEET_CONNECTING, FLEET_OUTBOX_FULL, FLEET_PUBLISH_REFUSED
-from x0tta.fleet.core import payloads
+from x0tta.fleet.core import command, payloads
 from x0tta.fleet.core.backoff import backoff_delay
+from x0tta.fleet.core.command import Accepted, Reason, Refused
 from x0tta.fleet.core.outbox import Priority, delivered
 from x0tta.fleet.core.payloads import Topics
-from x0tta.fleet.mqtt import BrokerError, Connection, tls_context
+from x0tta.fleet.core.signing import sign_status
+from x0tta.fleet.mqtt import BrokerError, Connection, status_signer, tls_context
 from x0tta.fleet.outbox import AsyncOutbox, Message, PutResult, Queued
 
 # Heal events an operator acts on; the others (symptoms raised and cleared) are informational and
@@ -61,6 +65,7 @@ HEAL_IMPORTANT = frozenset({
     "handed_over", "transition_refused",
 })
 DEATH_TIMEOUT = 2.0  # s: the death on a clean stop, within the supervisor's shutdown budget
+RESULTS_KEPT = 50  # the last command results fleet.status shows
 HEALTH_POLL = 5.0  # s: how often the state task looks for a change of health
 
 
@@ -90,6 +95,9 @@ class _Metrics:
                                registry=r)
         self.reconnects = Counter("x0tta_fleet_reconnects_total", "Connections to the broker lost or failed",
                                   registry=r)
+        self.commands = Counter("x0tta_fleet_commands_total",
+                                "Operator commands received, by outcome (executed, failed, refused) and reason",
+                                ["outcome", "reason"], registry=r)
 
 
 class FleetService(Subsystem):
@@ -114,6 +122,13 @@ class FleetService(Subsystem):
         self._registry_id: int | None = None
         self._ctx: Context | None = None
         self._started = 0.0
+        # Operator commands (docs/fleet.md): the wiring registers the handlers before run().
+        self.actions = Actions()
+        self.operators: dict[str, Any] = {}
+        self.spiffe_id = ""
+        self._counters: Counters | None = None
+        self._last: dict[str, int] = {}
+        self.results: deque[dict[str, Any]] = deque(maxlen=RESULTS_KEPT)
 
     @property
     def depth(self) -> int:
@@ -167,6 +182,7 @@ class FleetService(Subsystem):
         tasks: list[asyncio.Task[None]] = []
         try:
             await self.outbox.open()
+            await self._open_commands(ctx, paths.commands)
             tasks = [
                 asyncio.create_task(self._writer(), name="fleet-writer"),
                 asyncio.create_task(self._states(topics), name="fleet-state"),
@@ -191,6 +207,9 @@ class FleetService(Subsystem):
                     self._intake.clear()
             await self.outbox.close()
             self.outbox = None
+            if self._counters is not None:
+                await self._counters.close()
+                self._counters = None
             self._set_connected(False)
 
     async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
@@ -210,7 +229,9 @@ class FleetService(Subsystem):
         s = self.settings
         return {"broker": f"{s.broker}:{s.port}", "connected": self.connected, "session": self.session,
                 "node": self.node, "outbox_depth": self.depth, "dropped": self.dropped,
-                "refused": self.refused, "last_error": self.last_error}
+                "refused": self.refused, "last_error": self.last_error,
+                "commands": {"on": self._counters is not None, "operators": sorted(self.operators),
+                             "actions": self.actions.names, "results": list(self.results)[-10:]}}
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -252,12 +273,17 @@ class FleetService(Subsystem):
         while True:
             tls = await asyncio.to_thread(tls_context, paths)  # CapabilityMissing: degraded, retried
             session = await self._box().next_session()
-            will = payloads.encode(payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "lost"))
+            signer = await asyncio.to_thread(status_signer, paths)
+            if signer is None and attempt == 0:
+                ctx.log.warning("fleet_status_unsigned", key=paths.key,
+                                reason="the key cannot sign (ECDSA P-256, Ed25519 or ML-DSA-65 needed)")
+            will = await self._signed(payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "lost"),
+                                      signer)
             try:
                 async with Connection(s, ctx.node_id, tls, topics.status, will) as conn:
-                    birth = payloads.birth(uuid.uuid4().hex, topics.node, time.time(), session, __version__,
-                                           self._started)
-                    code = await conn.publish(topics.status, payloads.encode(birth), retain=True)
+                    birth = await self._signed(payloads.birth(uuid.uuid4().hex, topics.node, time.time(), session,
+                                                              __version__, self._started), signer)
+                    code = await conn.publish(topics.status, birth, retain=True)
                     if not delivered(code):
                         self._refusal(ctx, topics.status, code)
                     self.session, self.last_error, attempt = session, "", 0
@@ -265,14 +291,22 @@ class FleetService(Subsystem):
                     ctx.log.info("fleet_connected", broker=f"{s.broker}:{s.port}", session=session,
                                  queued=self.depth)
                     self._report(ctx)
+                    reader = None
+                    if self._counters is not None:
+                        await conn.subscribe(topics.commands)
+                        reader = asyncio.create_task(self._commands(ctx, conn, topics), name="fleet-commands")
                     try:
-                        await self._drain(ctx, conn)
+                        await self._drain(ctx, conn, reader)
                     except asyncio.CancelledError:
                         death = payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "shutdown")
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(conn.publish(topics.status, payloads.encode(death), retain=True),
-                                                   DEATH_TIMEOUT)
+                            await asyncio.wait_for(self._last_word(conn, topics.status, death, signer), DEATH_TIMEOUT)
                         raise
+                    finally:
+                        if reader is not None:
+                            reader.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, Exception):
+                                await reader
             except BrokerError as exc:
                 self.last_error = str(exc)
             self._set_connected(False)
@@ -285,12 +319,111 @@ class FleetService(Subsystem):
             self._report(ctx, retry_in=delay)
             await asyncio.sleep(delay)
 
+    # -- operator commands ------------------------------------------------------------------------
+
+    async def _open_commands(self, ctx: Context, path: str) -> None:
+        """Load the authorized operators' keys and the replay counters; commands stay off without keys."""
+        s = self.settings
+        self.spiffe_id = str(ctx.settings.identity.own_spiffe_id(ctx.node_id))
+        if not s.operator_keys:
+            return
+        self.operators, problems = await asyncio.to_thread(load_operators, s.operator_keys)
+        for problem in problems:
+            ctx.log.error("fleet_operator_key_unusable", problem=problem)
+        if not self.operators:
+            ctx.log.error("fleet_commands_off", reason="no usable operator key in [fleet] operator_keys",
+                          sources=list(s.operator_keys))
+            return
+        self._counters = Counters(path)
+        self._last = await self._counters.load()
+        ctx.log.info("fleet_commands_on", operators=sorted(self.operators), actions=self.actions.names,
+                     spiffe_id=self.spiffe_id)
+
+    async def _commands(self, ctx: Context, conn: Connection, topics: Topics) -> None:
+        async for _topic, data in conn.messages():
+            await self.handle_command(ctx, topics, data)
+        raise BrokerError("the broker closed the connection")
+
+    async def handle_command(self, ctx: Context, topics: Topics, data: bytes) -> dict[str, Any] | None:
+        """Decide on one envelope, run it if accepted, and queue its result; returns the result body
+        (None for a command meant for other nodes: those are counted, not answered)."""
+        decision = await asyncio.to_thread(command.check, data, time.time(), self.spiffe_id, self.operators,
+                                           dict(self._last))
+        if isinstance(decision, Accepted):
+            cmd = decision.command
+            handler = self.actions.get(cmd.action)
+            if handler is None:
+                decision = Refused(Reason.UNSUPPORTED, f"this node has no handler for {cmd.action}", cmd)
+            elif self._counters is None or not await self._counters.take(cmd.operator, cmd.counter):
+                decision = Refused(Reason.REPLAYED, f"counter {cmd.counter} of operator {cmd.operator} was taken",
+                                   cmd)
+            else:
+                self._last[cmd.operator] = cmd.counter  # on disk before the action runs: never twice
+                return self._result(ctx, topics, *await self._run_action(ctx, cmd, handler))
+        cmd = decision.command
+        self._count("refused", decision.reason.value)
+        log = ctx.log.debug if decision.reason == Reason.WRONG_TARGET else ctx.log.warning
+        log("fleet_command_refused", reason=decision.reason.value, message=decision.message,
+            command=cmd.id if cmd else None, operator=cmd.operator if cmd else None,
+            action=cmd.action if cmd else None)
+        if decision.reason == Reason.WRONG_TARGET:
+            return None
+        return self._result(ctx, topics, cmd, "refused", decision.reason.value, decision.message, {})
+
+    async def _run_action(self, ctx: Context, cmd: command.Command,
+                          handler: Any) -> tuple[command.Command, str, str | None, str, Mapping[str, Any]]:
+        ctx.log.info("fleet_command_accepted", command=cmd.id, operator=cmd.operator, action=cmd.action,
+                     args=dict(cmd.args), counter=cmd.counter)
+        reason = None
+        try:
+            detail = await asyncio.wait_for(handler(cmd), self.settings.command_timeout)
+        except Unsupported as exc:
+            outcome, reason, message, detail = "refused", Reason.UNSUPPORTED.value, str(exc), {}
+        except TimeoutError:
+            limit = self.settings.command_timeout
+            outcome, message, detail = "failed", f"{cmd.action} did not finish within {limit:g} s", {}
+        except X0ttaError as exc:
+            outcome, message, detail = "failed", str(exc), {}
+        except Exception as exc:  # a handler's bug: reported, not fatal to the fleet plane
+            ctx.log.exception("fleet_command_handler_error", command=cmd.id, action=cmd.action)
+            outcome, message, detail = "failed", f"{type(exc).__name__}: {exc}", {}
+        else:
+            outcome, message = "executed", f"{cmd.action} done"
+        self._count(outcome, reason or "none")
+        ctx.log.info("fleet_command_done", command=cmd.id, action=cmd.action, outcome=outcome, message=message)
+        return cmd, outcome, reason, message, dict(detail or {})
+
+    def _result(self, ctx: Context, topics: Topics, cmd: command.Command | None, outcome: str, reason: str | None,
+                message: str, detail: Mapping[str, Any]) -> dict[str, Any]:
+        key = uuid.uuid4().hex
+        body = payloads.result(key, topics.node, time.time(), cmd.id if cmd else None, cmd.operator if cmd else None,
+                               cmd.action if cmd else None, outcome, reason, message, detail)
+        self.results.append(body["body"])
+        self._intake.append(Message(key, topics.result, payloads.encode(body), int(Priority.IMPORTANT), retain=True))
+        self._wake_writer.set()
+        return body["body"]  # type: ignore[no-any-return]
+
+    def _count(self, outcome: str, reason: str) -> None:
+        if self._metrics:
+            self._metrics.commands.labels(outcome, reason).inc()
+
+    async def _last_word(self, conn: Connection, topic: str, death: dict[str, Any],
+                         signer: tuple[Any, bytes] | None) -> None:
+        await conn.publish(topic, await self._signed(death, signer), retain=True)
+
+    @staticmethod
+    async def _signed(obj: dict[str, Any], signer: tuple[Any, bytes] | None) -> bytes:
+        """A birth or death, signed with the client certificate's key when it can sign (core/signing.py)."""
+        if signer is not None:
+            obj = await asyncio.to_thread(sign_status, obj, *signer)
+        return payloads.encode(obj)
+
     def _box(self) -> AsyncOutbox:
         if self.outbox is None:
             raise BrokerError("the outbox is closed")
         return self.outbox
 
-    async def _drain(self, ctx: Context, conn: Connection) -> None:
+    async def _drain(self, ctx: Context, conn: Connection, reader: asyncio.Task[None] | None = None) -> None:
         """Publish the outbox oldest first, ``window`` at a time, and forget each message on its PUBACK."""
         box = self._box()
         while True:
@@ -298,10 +431,15 @@ class FleetService(Subsystem):
             batch = await box.pending(self.settings.window)
             if not batch:
                 wake = asyncio.create_task(self._wake_sender.wait())
+                watched: set[asyncio.Future[Any]] = {wake, conn.lost}
+                if reader is not None:
+                    watched.add(reader)
                 try:
-                    await asyncio.wait({wake, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     wake.cancel()
+                if reader is not None and reader.done():
+                    reader.result()  # the command reader ends only by raising (a lost connection)
                 if conn.lost.done():
                     raise BrokerError("the broker closed the connection")
                 continue

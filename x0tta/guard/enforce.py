@@ -8,7 +8,10 @@ commands, tests) use:
 * ``admit(mac, reason="") -> bool`` - let ``mac``'s batman-adv frames in; True if it was new;
 * ``revoke(mac) -> bool`` - shut it out again; True if it was admitted (static MACs refuse);
 * ``set_mode("observe" | "enforce")``;
-* ``is_admitted(mac)``, ``to_json()``.
+* ``is_admitted(mac)``, ``to_json()``;
+* ``session_up``/``session_down``/``expire`` - the MAC-to-SPIFFE-ID bindings behind dynamic
+  admissions (:mod:`x0tta.guard.core.binding`), which :class:`PeerAdmission` drives;
+* ``quarantine``/``release`` - shut a neighbour out for a while, and let it back.
 
 Each is one or two ``bpf()`` map syscalls (microseconds, no sleeping) so they are called directly
 from the event loop. Before the probes are loaded (or when they cannot be) the state is kept and
@@ -21,7 +24,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
-from x0tta.guard.core import STATIC, AdmissionState, mac_from_link_local, parse_mac, plan_sync
+from x0tta.guard.core import STATIC, AdmissionState, format_mac, mac_from_link_local, parse_mac, plan_sync
+from x0tta.guard.core.binding import Bindings
 
 
 class AdmittedMap(Protocol):
@@ -49,6 +53,7 @@ class Guard:
     def __init__(self, mode: str = "observe", static: Iterable[str] = (), clock=time.time) -> None:
         self._clock = clock
         self.state = AdmissionState.seeded(mode, static, clock())
+        self.bindings = Bindings()
         self._admitted: AdmittedMap | None = None
         self._config: AdmittedMap | None = None
 
@@ -106,8 +111,58 @@ class Guard:
     def is_admitted(self, mac: str | bytes) -> bool:
         return self.state.is_admitted(mac)
 
-    def to_json(self) -> dict[str, object]:
-        return {**self.state.to_json(), "enforced_in_kernel": self.bound}
+    def to_json(self, now: float | None = None) -> dict[str, object]:
+        """The mode, the admissions and (with ``now``, monotonic) the bindings and quarantines."""
+        out: dict[str, object] = {**self.state.to_json(), "enforced_in_kernel": self.bound}
+        return out if now is None else {**out, **self.bindings.to_json(now)}
+
+    # -- bindings and quarantine (times: the caller's monotonic ``now``) ----------------------------
+
+    def session_up(self, mac: bytes, spiffe_id: str, interface: str, now: float) -> str:
+        """An authenticated session of ``spiffe_id`` on ``mac``'s link: bind and admit; or the reason
+        it is refused (quarantined), admitting nothing."""
+        self.bindings, why = self.bindings.up(mac, spiffe_id, interface, now)
+        if not why:
+            self.admit(mac, reason=spiffe_id)
+        return why
+
+    def session_down(self, mac: bytes, now: float, reason: str = "") -> bool:
+        """A session of ``mac`` closed; True when that ended its binding and admission (revoked)."""
+        self.bindings, ended = self.bindings.down(mac, now, reason)
+        if ended:
+            self._unadmit(mac)
+        return ended
+
+    def expire(self, now: float, grace: float) -> tuple[list[bytes], list[bytes]]:
+        """End the bindings without a session for ``grace`` s (and their admissions) and the
+        quarantines whose TTL ran out: (unbound MACs, released MACs)."""
+        self.bindings, lost, released = self.bindings.expire(now, grace)
+        for mac in lost:
+            self._unadmit(mac)
+        return lost, released
+
+    def quarantine(self, mac: str | bytes, now: float, ttl: float, reason: str, neighbours: Iterable[bytes],
+                   share: float) -> str:
+        """Quarantine ``mac`` for ``ttl`` s (binding and admission end, sessions are refused); "" or
+        why not (a MAC the config admits, or more than ``share`` of the neighbours)."""
+        raw = parse_mac(mac)
+        entry = self.state.entries.get(raw)
+        if entry is not None and entry.origin == STATIC:
+            return f"{format_mac(raw)} is admitted by the config (guard.admitted_macs)"
+        self.bindings, why = self.bindings.quarantine(raw, now, ttl, reason, neighbours, share)
+        if not why:
+            self._unadmit(raw)
+        return why
+
+    def release(self, who: str) -> list[bytes]:
+        """End the quarantine of a MAC or of every MAC quarantined with a SPIFFE ID."""
+        self.bindings, released = self.bindings.release(who)
+        return released
+
+    def _unadmit(self, mac: bytes) -> None:
+        entry = self.state.entries.get(mac)
+        if entry is not None and entry.origin != STATIC:
+            self.revoke(mac)
 
     def _sync(self, current: dict[bytes, int] | None = None) -> None:
         if self._admitted is None:
@@ -122,13 +177,18 @@ class Guard:
 
 
 class PeerAdmission:
-    """Admit the MAC behind every authenticated peer session; revoke it when its last session goes.
+    """Bind and admit the MAC behind every authenticated peer session; end that when its sessions go.
 
     A callback for ``PeerService.subscribe`` (called on the loop with a ``PeerChange``: ``up``,
-    ``host``, ``spiffe_id``). ``resolve(host) -> MAC | None`` maps the session's address to the MAC
-    its batman-adv frames come from; by default the MAC inside an EUI-64 link-local address (the
-    handshake over a hard interface's fe80:: address). A host it cannot map is reported through
-    ``on_unresolved`` and admits nothing: authenticated but unplaceable is not admitted.
+    ``host``, ``spiffe_id``, ``reason``). ``resolve(host) -> MAC | None`` maps the session's address
+    to the MAC its batman-adv frames come from; by default the MAC inside an EUI-64 link-local
+    address (the handshake over a hard interface's fe80:: address, whose ``%zone`` names the
+    link). A host it cannot map is reported through ``on_unresolved`` and admits nothing:
+    authenticated but unplaceable is not admitted. The binding outlives its last session by the
+    guard's ``session_grace`` (:meth:`Guard.expire`), except after a revocation.
+
+    :meth:`refusal` is the peer subsystem's gate: a session of a quarantined MAC or SPIFFE ID is
+    refused before anything admits it.
     """
 
     def __init__(
@@ -136,9 +196,9 @@ class PeerAdmission:
         guard: Guard,
         resolve: Callable[[str], bytes | None] = mac_from_link_local,
         on_unresolved: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.guard, self.resolve, self.on_unresolved = guard, resolve, on_unresolved
-        self.sessions: dict[bytes, int] = {}  # MAC -> sessions up (in and out count separately)
+        self.guard, self.resolve, self.on_unresolved, self.clock = guard, resolve, on_unresolved, clock
 
     def __call__(self, change: object) -> None:
         host, up, who = getattr(change, "host", ""), getattr(change, "up", False), getattr(change, "spiffe_id", "")
@@ -148,14 +208,14 @@ class PeerAdmission:
                 self.on_unresolved(host)
             return
         if up:
-            self.sessions[mac] = self.sessions.get(mac, 0) + 1
-            self.guard.admit(mac, reason=who)
-            return
-        left = self.sessions.get(mac, 0) - 1
-        if left > 0:
-            self.sessions[mac] = left
-            return
-        self.sessions.pop(mac, None)
-        entry = self.guard.state.entries.get(mac)
-        if entry is not None and entry.origin != STATIC:
-            self.guard.revoke(mac)
+            zone = host.strip("[]").split("%", 1)[1] if "%" in host else ""
+            self.guard.session_up(mac, who, zone, self.clock())
+        else:
+            self.guard.session_down(mac, self.clock(), getattr(change, "reason", ""))
+
+    def refusal(self, host: str, spiffe_id: str) -> str:
+        """Why a session from ``host`` authenticated as ``spiffe_id`` must be refused, or ""."""
+        mac = self.resolve(host)
+        if mac is None:
+            return self.guard.bindings.refusal(b"", spiffe_id)
+        return self.guard.bindings.refusal(mac, spiffe_id)

@@ -14,15 +14,26 @@ Lifecycle (``run``):
 2. register the admin commands and the metrics (once per agent);
 3. report health whenever the maps come or go: ok while bound, ``guard_not_enforced`` (degraded)
    while not - the probes are not loaded (their own condition in ``x0tta status`` says why) or
-   are turned off. Nothing is dropped then: without the programs there is no guard in the kernel.
+   are turned off. Nothing is dropped then: without the programs there is no guard in the kernel;
+4. keep the mode in force: ``mode = "auto"`` (the default) observes until this node has an
+   identity (:attr:`GuardService.identity_ready`, handed over by the wiring) and ``enforce_grace``
+   has passed since the start or since it got one, then enforces
+   (:func:`~x0tta.guard.core.binding.effective_mode`); ``guard.mode`` from an operator holds until
+   the next reload;
+5. end what ran out: bindings whose last session closed ``session_grace`` ago (their admission
+   with them) and quarantines whose TTL is over.
 
-Admin commands: ``guard.list``, ``guard.admit {"mac", "reason"?}``, ``guard.revoke {"mac"}``,
-``guard.mode {"mode"}``, ``guard.threats {"limit"?}`` (the latest threat records, newest last)
-(``x0tta guard``). Metrics: ``x0tta_guard_enforcing``, ``x0tta_guard_in_kernel``,
-``x0tta_guard_admitted{origin}``, ``x0tta_guard_threats_total{signature}`` (threat records by
-detector, every signature exported from zero so that the alert rules' ``increase`` sees the first
-one). The frames the kernel dropped are counted by the probes' program and exported with the
-probes' metrics (``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
+Admin commands: ``guard.list`` (mode, admissions, MAC-to-SPIFFE-ID bindings, quarantines),
+``guard.admit {"mac", "reason"?}``, ``guard.revoke {"mac"}``, ``guard.mode {"mode"}``,
+``guard.threats {"limit"?, "since"?, "severity"?}`` (the latest threat records, newest last),
+``guard.release {"who"}`` (end a quarantine: a MAC or a SPIFFE ID) (``x0tta guard``, ``x0tta
+threats``). Metrics: ``x0tta_guard_enforcing``, ``x0tta_guard_in_kernel``,
+``x0tta_guard_admitted{origin}``, ``x0tta_guard_bindings``, ``x0tta_guard_quarantined``,
+``x0tta_guard_quarantines_total``, ``x0tta_guard_threats_total{signature}`` and
+``x0tta_guard_threats_by_severity_total{severity}`` (threat records by detector and by severity,
+every label exported from zero so that the alert rules' ``increase`` sees the first one). The
+frames the kernel dropped are counted by the probes' program and exported with the probes' metrics
+(``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
 
 Detection (``[guard.detect]``, docs/guard.md): when the composition root hands it an observer
 (:attr:`GuardService.observe`: ``now -> Observation`` of what the probes, the mesh tables and the
@@ -36,7 +47,9 @@ detection never stops the guard.
 
 API for other subsystems (the wiring hands them this instance): :attr:`GuardService.guard`, the
 :class:`~x0tta.guard.enforce.Guard` (``admit``/``revoke``); the peer subsystem admits and revokes
-through it with :class:`~x0tta.guard.enforce.PeerAdmission`.
+through it with :class:`~x0tta.guard.enforce.PeerAdmission`. The heal loop reads
+:meth:`GuardService.active_threats` and quarantines through :meth:`GuardService.quarantine`;
+:attr:`GuardService.on_quarantine` callbacks (the wiring's: close the peer sessions) hear of each.
 """
 
 from __future__ import annotations
@@ -55,8 +68,9 @@ from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.guard import GuardSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.guard.conditions import GUARD_NOT_ENFORCED
-from x0tta.guard.core import MODES, ORIGIN_NAMES, format_mac
-from x0tta.guard.core.detect import SIGNATURES, Finding, Observation, detect, fresh
+from x0tta.guard.core import MODES, ORIGIN_NAMES, BadMac, format_mac, parse_mac
+from x0tta.guard.core.binding import effective_mode
+from x0tta.guard.core.detect import SEVERITY_NAMES, SIGNATURES, Finding, Observation, detect, fresh
 from x0tta.guard.core.threats import threat_record
 from x0tta.guard.enforce import Guard, KernelMaps
 
@@ -67,6 +81,7 @@ NOT_ENFORCED = (
 
 
 KEEP_RECORDS = 256  # threat records kept for guard.threats (the log has them all)
+IDENTITY_POLL = 1.0  # seconds between two looks at whether this node has its identity yet (mode auto)
 FAMILIAR_MAX = 65_536  # originators remembered, the most recently seen (far above any x0tta mesh)
 
 
@@ -79,8 +94,22 @@ class GuardService(Subsystem):
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
-        self.guard = Guard(self.settings.mode, self.settings.admitted_macs)
+        # auto starts in observe: run() brings the mode in force
+        initial = "observe" if self.settings.mode == "auto" else self.settings.mode
+        self.guard = Guard(initial, self.settings.admitted_macs)
         self.threats: Counter[str] = Counter()  # threat records by signature name, since start
+        self.by_severity: Counter[int] = Counter()  # threat records by severity, since start
+        self.quarantines = 0  # quarantines started, since start
+        # Set by the composition root: whether this node has its identity now (mode auto enforces
+        # only then). None: no identity subsystem, never enforce by itself.
+        self.identity_ready: Callable[[], bool] | None = None
+        # Called with (MAC, SPIFFE ID or None) when a neighbour is quarantined (the wiring closes
+        # its peer sessions).
+        self.on_quarantine: list[Callable[[bytes, str | None], None]] = []
+        self.current: list[dict[str, Any]] = []  # the threat records of every finding at the last look
+        self._override: str | None = None  # guard.mode from an operator, until the next reload
+        self._identity_since: float | None = None
+        self._started = 0.0
         self.records: deque[dict[str, Any]] = deque(maxlen=KEEP_RECORDS)
         # Set by the composition root: what the probes and the mesh tables show now (monotonic
         # ``now`` in, an Observation without admissions out). None: no detection.
@@ -92,6 +121,7 @@ class GuardService(Subsystem):
         self._registered = False
         self._clock = time.monotonic
         self._wall = time.time
+        self._ctx: Context | None = None
 
     def kernel_maps(self, maps: KernelMaps | None) -> None:
         """The probes loaded the guard's maps (enforce through them now) or let them go (None)."""
@@ -99,35 +129,116 @@ class GuardService(Subsystem):
         self._changed.set()
 
     def count_threats(self, findings: Iterable[Finding]) -> None:
-        """Count threat records (``x0tta_guard_threats_total{signature}``)."""
+        """Count threat records (``x0tta_guard_threats_total{signature}``, ``..._by_severity_total``)."""
+        findings = list(findings)
         self.threats.update(f.signature.name for f in findings)
+        self.by_severity.update(f.level for f in findings)
+
+    def active_threats(self) -> list[dict[str, Any]]:
+        """The threat records of what the detectors found at their last look (reported or not):
+        what the heal loop answers with a quarantine while it lasts."""
+        return list(self.current)
+
+    def quarantine(self, mac: str | bytes, ttl: float, reason: str) -> str:
+        """Quarantine ``mac`` for ``ttl`` s: its binding and admission end, its sessions are closed
+        and refused. Returns "" or why not (``quarantine_share``, a MAC the config admits)."""
+        now = self._clock()
+        heard = {h.mac for h in self.history[-1].heard} if self.history else set()
+        neighbours = {bytes(m) for m in heard if isinstance(m, (bytes, bytearray))}
+        neighbours |= {_mac_or_none(m) for m in heard if isinstance(m, str)} - {None}  # type: ignore[arg-type]
+        neighbours |= set(self.guard.bindings.bound)
+        why = self.guard.quarantine(mac, now, ttl, reason, neighbours, self.settings.quarantine_share)
+        if why:
+            return why
+        raw = parse_mac(mac)
+        q = self.guard.bindings.quarantined[raw]
+        self.quarantines += 1
+        if self._ctx is not None:
+            self._ctx.log.warning("guard_quarantined", mac=format_mac(raw), spiffe_id=q.spiffe_id, ttl=ttl,
+                                  reason=reason)
+        for cb in list(self.on_quarantine):
+            try:
+                cb(raw, q.spiffe_id)
+            except Exception:  # one broken consumer must not stop the quarantine
+                if self._ctx is not None:
+                    self._ctx.log.exception("guard_quarantine_listener_failed", listener=repr(cb))
+        self._changed.set()
+        return ""
+
+    def quarantined_macs(self) -> list[str]:
+        """The MACs quarantined now (aa:bb:cc:dd:ee:ff)."""
+        return [format_mac(m) for m in self.guard.bindings.quarantined]
+
+    def release(self, who: str, by: str = "admin") -> list[str]:
+        """End the quarantine of a MAC, or of every MAC quarantined with a SPIFFE ID."""
+        released = [format_mac(m) for m in self.guard.release(who)]
+        if released and self._ctx is not None:
+            self._ctx.log.info("guard_released", macs=released, by=by)
+        return released
+
+    def mode_now(self, now: float) -> str:
+        """The mode the kernel guard should run in at ``now``."""
+        if self._override is not None:
+            return self._override
+        ready = self.identity_ready is not None and self.identity_ready()
+        if not ready:
+            self._identity_since = None
+        elif self._identity_since is None:
+            self._identity_since = now
+        return effective_mode(self.settings.mode, self._identity_since, self._started, self.settings.enforce_grace,
+                              now)
+
+    def tick(self, ctx: Context, now: float) -> float | None:
+        """Bring the mode in force and end what ran out at ``now``; returns when to look again."""
+        mode = self.mode_now(now)
+        if mode != self.guard.mode:
+            self.guard.set_mode(mode)
+            ctx.log.info("guard_mode_set", mode=mode, by="override" if self._override else self.settings.mode,
+                         in_kernel=self.guard.bound)
+        lost, released = self.guard.expire(now, self.settings.session_grace)
+        if lost:
+            ctx.log.info("guard_unbound", macs=[format_mac(m) for m in lost], reason="no session",
+                         grace=self.settings.session_grace)
+        if released:
+            ctx.log.info("guard_released", macs=[format_mac(m) for m in released], by="ttl")
+        due = [self.guard.bindings.next_due(self.settings.session_grace)]
+        if self.settings.mode == "auto" and self._override is None:
+            # the end of the grace, or the next look at the identity (it may come, or go: an expired
+            # SVID authenticates no one, so the guard goes back to observing)
+            since = self._identity_since
+            due.append(max(since, self._started) + self.settings.enforce_grace if since is not None and
+                       mode == "observe" else now + IDENTITY_POLL)
+        return min((d for d in due if d is not None), default=None)
 
     # -- the subsystem ------------------------------------------------------------------------
 
     async def run(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._started = self._clock()
         self._apply(ctx.settings.guard)
         if not self._registered:
             self._register(ctx)
         g = self.guard
-        ctx.log.info("guard_started", mode=g.mode, admitted=len(g.state.entries), in_kernel=g.bound,
-                     detecting=self._detecting())
+        ctx.log.info("guard_started", mode=g.mode, configured=self.settings.mode, admitted=len(g.state.entries),
+                     in_kernel=g.bound, detecting=self._detecting())
         next_look = self._clock()
         while True:
             self._changed.clear()
+            now = self._clock()
+            due = self.tick(ctx, now)
             self._report(ctx)
-            if not self._detecting():
-                await self._changed.wait()
-                next_look = self._clock()
-                continue
-            wait = next_look - self._clock()
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), wait)
+            if self._detecting():
+                if now >= next_look:
+                    await self.look_async(ctx, now)
+                    next_look = self._clock() + self.settings.detect.interval
                     continue
-                except TimeoutError:
-                    pass
-            await self.look_async(ctx, self._clock())
-            next_look = self._clock() + self.settings.detect.interval
+                due = next_look if due is None else min(due, next_look)
+            else:
+                next_look = now
+            try:
+                await asyncio.wait_for(self._changed.wait(), None if due is None else max(0.0, due - now))
+            except TimeoutError:
+                pass
 
     def _detecting(self) -> bool:
         return self.observe is not None and self.settings.detect.enabled
@@ -174,11 +285,16 @@ class GuardService(Subsystem):
             newest = sorted(self.familiar.items(), key=lambda kv: kv[1])[-FAMILIAR_MAX:]
             self.familiar = dict(newest)
         new, self._reported = fresh(found, self._reported, self.settings.detect.report_hold, now)
+        wall = self._wall()
+
+        def record_of(f: Finding) -> dict[str, Any]:
+            blocked = f.signature.name == "unadmitted_frames" and seen.enforcing
+            return threat_record(f, timestamp=wall, host=ctx.node_id, action="blocked" if blocked else "allowed")
+
+        self.current = [record_of(f) for f in found]
         out = []
         for f in new:
-            blocked = f.signature.name == "unadmitted_frames" and seen.enforcing
-            record = threat_record(f, timestamp=self._wall(), host=ctx.node_id,
-                                   action="blocked" if blocked else "allowed")
+            record = record_of(f)
             ctx.log.warning("guard_threat", threat=record)
             self.records.append(record)
             out.append(record)
@@ -193,9 +309,11 @@ class GuardService(Subsystem):
         return True
 
     def _apply(self, s: GuardSettings) -> None:
-        """A new [guard]: its mode and static set replace the old ones, dynamic admissions stay."""
+        """A new [guard]: its mode and static set replace the old ones (an operator's guard.mode
+        with them), dynamic admissions stay."""
         self.settings = s
-        self.guard.reconfigure(s.mode, s.admitted_macs)
+        self._override = None
+        self.guard.reconfigure(self.mode_now(self._clock()), s.admitted_macs)
 
     def _report(self, ctx: Context) -> None:
         if self.guard.bound:
@@ -207,7 +325,7 @@ class GuardService(Subsystem):
 
     def _register(self, ctx: Context) -> None:
         self._registered = True
-        ctx.registry.register(_Collector(self.guard, self.threats))
+        ctx.registry.register(_Collector(self))
         g = self.guard
 
         async def admit(args: dict[str, Any]) -> dict[str, Any]:
@@ -219,21 +337,24 @@ class GuardService(Subsystem):
             return {"mac": mac, "changed": g.revoke(mac)}
 
         async def listing(_: dict[str, Any]) -> dict[str, Any]:
-            return g.to_json()
+            return {**g.to_json(self._clock()), "configured_mode": self.settings.mode,
+                    "operator_mode": self._override}
 
         async def threats(args: dict[str, Any]) -> list[dict[str, Any]]:
-            limit = args.get("limit", KEEP_RECORDS)
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-                raise GuardCommandError("limit must be a non-negative integer")
-            return list(self.records)[-limit:] if limit else []
+            return select_threats(list(self.records), args)
 
         async def mode(args: dict[str, Any]) -> dict[str, Any]:
             value = _arg(args, "mode")
             if value not in MODES:
                 raise GuardCommandError(f"mode must be observe or enforce, not {value!r}")
+            self._override = value
             g.set_mode(value)
             ctx.log.info("guard_mode_set", mode=value, by="admin", in_kernel=g.bound)
             return {"mode": value}
+
+        async def release(args: dict[str, Any]) -> dict[str, Any]:
+            who = _arg(args, "who")
+            return {"who": who, "released": self.release(who)}
 
         for command, handler in {
             "guard.admit": admit,
@@ -241,6 +362,7 @@ class GuardService(Subsystem):
             "guard.list": listing,
             "guard.mode": mode,
             "guard.threats": threats,
+            "guard.release": release,
         }.items():
             ctx.admin.register(command, handler)
 
@@ -252,16 +374,41 @@ def _arg(args: dict[str, Any], key: str) -> str:
     return value
 
 
+def select_threats(records: list[dict[str, Any]], args: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records ``guard.threats`` answers with: ``since`` (an EVE timestamp or a prefix of one,
+    ``2026-12-06T03:40``: at or after it), ``severity`` (at most this number: 1 high only, 2 medium
+    and high...), then the newest ``limit``."""
+    limit, since, severity = args.get("limit", KEEP_RECORDS), args.get("since"), args.get("severity")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise GuardCommandError("limit must be a non-negative integer")
+    if since is not None and not isinstance(since, str):
+        raise GuardCommandError("since must be a timestamp such as 2026-12-06T03:40:00")
+    if severity is not None and (not isinstance(severity, int) or isinstance(severity, bool)
+                                 or severity not in SEVERITY_NAMES):
+        raise GuardCommandError(f"severity must be one of {sorted(SEVERITY_NAMES)} (1 high ... 4 informational)")
+    out = [r for r in records
+           if (since is None or r["timestamp"][:len(since)] >= since)
+           and (severity is None or r["alert"]["severity"] <= severity)]
+    return out[-limit:] if limit else []
+
+
+def _mac_or_none(text: str) -> bytes | None:
+    try:
+        return parse_mac(text)
+    except BadMac:
+        return None
+
+
 class _Collector:
     """The guard's state at scrape time (no kernel access during a scrape). No ``describe``: a
     registry that auto-describes learns the names from ``collect``, which is as cheap."""
 
-    def __init__(self, guard: Guard, threats: Counter[str]) -> None:
-        self.guard = guard
-        self.threats = threats
+    def __init__(self, service: GuardService) -> None:
+        self.service = service
 
     def collect(self) -> Iterator[Any]:
-        g = self.guard
+        svc = self.service
+        g = svc.guard
         yield GaugeMetricFamily("x0tta_guard_enforcing", "1: enforce, 0: observe", value=float(g.mode == "enforce"))
         yield GaugeMetricFamily(
             "x0tta_guard_in_kernel", "1 while the guard's maps are bound (the probes loaded them)", value=float(g.bound)
@@ -270,7 +417,17 @@ class _Collector:
         for origin, name in sorted(ORIGIN_NAMES.items()):
             admitted.add_metric([name], float(sum(1 for a in g.state.entries.values() if a.origin == origin)))
         yield admitted
+        yield GaugeMetricFamily("x0tta_guard_bindings", "MACs bound to the SPIFFE ID that authenticated on their link",
+                                value=float(len(g.bindings.bound)))
+        yield GaugeMetricFamily("x0tta_guard_quarantined", "Neighbours quarantined now",
+                                value=float(len(g.bindings.quarantined)))
+        yield CounterMetricFamily("x0tta_guard_quarantines", "Quarantines started", value=float(svc.quarantines))
         threats = CounterMetricFamily("x0tta_guard_threats", "Threat records by signature", labels=["signature"])
         for name in sorted(SIGNATURES):
-            threats.add_metric([name], float(self.threats[name]))
+            threats.add_metric([name], float(svc.threats[name]))
         yield threats
+        severity = CounterMetricFamily("x0tta_guard_threats_by_severity", "Threat records by severity",
+                                       labels=["severity"])
+        for level, name in sorted(SEVERITY_NAMES.items()):
+            severity.add_metric([name], float(svc.by_severity[level]))
+        yield severity

@@ -16,6 +16,11 @@ ride batman-adv's flood. They go out on every hard interface through the prober'
 through them (:meth:`Alerter.hop_receive`); an agent that takes a new alert sends it on over its
 other links. Anything arriving on the ``bat0`` socket is then refused: nobody there shares a key
 with this node.
+
+Traces: an alert carries the trace context of the incident that raised it (``traceparent``), and a
+node that takes a new alert makes a ``heal.alert_heard`` span in that trace (its log line
+``heal_alert_heard`` carries the trace id), so the incident on one node and its alert heard on the
+others are one trace in the collector.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Protocol
 from x0tta.heal.core.alert import Alert, AlertDecodeError, Board, decode, encode
 from x0tta.heal.core.linkkeys import LinkKeys
 from x0tta.heal.liveness import ALL_NODES, open_link_socket, read_mac
+from x0tta.telemetry.tracing import context_of
 
 
 class Hops(Protocol):
@@ -54,7 +60,9 @@ class Alerter:
         log: Any = None,
         link_keys: LinkKeys | None = None,
         hops: Hops | None = None,
+        tracer: Any = None,
     ) -> None:
+        self.tracer = tracer
         self.link_keys = link_keys
         self.hops = hops
         self.rejects: dict[str, int] = {}
@@ -108,14 +116,16 @@ class Alerter:
     def hop_by_hop(self) -> bool:
         return self.link_keys is not None and self.link_keys.required
 
-    def raise_alert(self, kind: str, now: float) -> Alert | None:
+    def raise_alert(self, kind: str, now: float, traceparent: str | None = None) -> Alert | None:
         """Tell the mesh that a link of this node is ``kind``; this node takes it as heard too.
         None while the socket is not open (see :meth:`ensure`, called every cycle), or when alerts
-        go hop by hop and there is nothing to send them through."""
+        go hop by hop and there is nothing to send them through. ``traceparent``: the incident's
+        span, which the receivers' spans of this alert join."""
         if self.sock is None or self.origin is None or (self.hop_by_hop and self.hops is None):
             return None
         self.seq = (self.seq + 1) & 0xFFFFFFFF
-        alert = Alert(origin=self.origin, seq=self.seq, kind=kind, hold_ms=int(self.hold * 1000))
+        alert = Alert(origin=self.origin, seq=self.seq, kind=kind, hold_ms=int(self.hold * 1000),
+                      traceparent=traceparent)
         self.board.hear(alert, now)
         if self.hop_by_hop:
             self._relay(alert)
@@ -167,12 +177,24 @@ class Alerter:
     def _take(self, alert: Alert, now: float) -> bool:
         if not self.board.hear(alert, now):
             return False
-        if self.log is not None:
-            self.log.info("heal_alert_heard", origin=alert.origin, kind=alert.kind, seq=alert.seq,
-                          hold_ms=alert.hold_ms)
+        with self._heard_span(alert):
+            if self.log is not None:
+                self.log.info("heal_alert_heard", origin=alert.origin, kind=alert.kind, seq=alert.seq,
+                              hold_ms=alert.hold_ms)
         if self.wake is not None:
             self.wake()
         return True
+
+    def _heard_span(self, alert: Alert) -> Any:
+        """A span in the sender's trace, when the alert carries one and this node traces."""
+        if self.tracer is None or alert.traceparent is None:
+            return contextlib.nullcontext()
+        from opentelemetry.trace import SpanKind
+
+        return self.tracer.start_as_current_span(
+            "heal.alert_heard", context=context_of(alert.traceparent), kind=SpanKind.CONSUMER,
+            attributes={"heal.alert.origin": alert.origin, "heal.alert.kind": alert.kind,
+                        "heal.alert.seq": alert.seq, "heal.alert.hold_ms": alert.hold_ms})
 
     def _refuse(self, reason: str, sender: str, why: str, now: float) -> None:
         self.rejected += 1

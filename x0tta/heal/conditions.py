@@ -29,7 +29,7 @@ HEAL_PROBE_INTERFACE_CORROBORATION = ConditionSpec(
 )
 HEAL_STRAINED = ConditionSpec(
     "heal_strained", Severity.OK,
-    "this agent is itself short of CPU (event-loop lag or its own CPU share): it backs off",
+    "this agent is itself short of CPU (event-loop lag, its own CPU share, or a busy node): it backs off",
 )
 
 CONDITIONS = (

@@ -26,6 +26,8 @@ reapply_settings      SET_MESH / SET_HARDIF of the values that drifted from ``[m
 restart_subsystem     ask the agent's supervisor to restart a subsystem
 pause_aggregation     SET_MESH ``aggregated_ogms`` off (OGMs forwarded at once)
 resume_aggregation    SET_MESH ``aggregated_ogms`` back to its previous value
+quarantine            the guard's quarantine (handed over by the wiring): the neighbour's MAC out
+                      of the admitted map, its peer sessions closed and refused, for a TTL
 =====================  =========================================================================
 """
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from x0tta.common.errors import PermanentError
 from x0tta.heal.breakers import BreakerOpen, Breakers, Clock, Trial
 from x0tta.heal.core.loop import Result
 from x0tta.heal.core.model import ActionKind, Decision, Op
@@ -51,6 +54,7 @@ class Actuator(Protocol):
     async def mesh_settings(self) -> dict[str, Any]: ...
     async def desired_drift(self) -> dict[str, Any]: ...
     async def restart_subsystem(self, name: str) -> None: ...
+    async def quarantine(self, mac: str, ttl: float, reason: str) -> None: ...
 
 
 class Executor:
@@ -149,6 +153,8 @@ class Executor:
                 await self.actuator.set_mesh(drift)
         elif kind == ActionKind.RESTART_SUBSYSTEM:
             await self.actuator.restart_subsystem(a.param("subsystem"))
+        elif kind == ActionKind.QUARANTINE:
+            await self.actuator.quarantine(a.param("mac"), a.param("ttl"), a.param("reason"))
         else:  # pragma: no cover - every kind is handled above
             raise ValueError(f"unknown action {kind}")
 
@@ -163,12 +169,14 @@ class MeshActuator:
         meshif: str,
         desired: Callable[[], Mapping[str, Any]] | None = None,
         restart: Callable[[str], Awaitable[None]] | None = None,
+        quarantine: Callable[[str, float, str], str] | None = None,
     ) -> None:
         self.mesh = mesh  # x0tta.mesh.client.MeshClient
         self.links = links  # x0tta.heal.links.Links
         self.meshif = meshif
         self._desired = desired
         self._restart = restart
+        self._quarantine = quarantine  # the guard's (mac, ttl, reason) -> "" or why not
 
     async def _attached(self, hardif: str) -> bool:
         state = await self.links.state(fresh=True)
@@ -202,3 +210,14 @@ class MeshActuator:
         if self._restart is None:
             raise RuntimeError("this agent offers no way to restart a subsystem")
         await self._restart(name)
+
+    async def quarantine(self, mac: str, ttl: float, reason: str) -> None:
+        if self._quarantine is None:
+            raise QuarantineRefused("this agent runs no guard to quarantine through")
+        why = self._quarantine(mac, ttl, reason)  # a few map updates: microseconds, on the loop
+        if why:
+            raise QuarantineRefused(why)
+
+
+class QuarantineRefused(PermanentError):
+    """The guard would not quarantine a neighbour (its share cap, a MAC the config admits)."""

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from x0tta.heal.core.alert import Board
 from x0tta.heal.core.linkkeys import LinkKeys
 from x0tta.heal.core.liveness import Tracker
 from x0tta.heal.core.model import (
+    Action,
     ActionKind,
     AlertHeard,
     Decision,
@@ -66,9 +67,12 @@ from x0tta.heal.core.model import (
     HardIf,
     Neighbour,
     Observation,
+    Op,
     Originator,
     ProbeStats,
     SubsystemState,
+    ThreatSeen,
+    evidence,
 )
 from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.core.strain import Strain
@@ -76,6 +80,7 @@ from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
 from x0tta.heal.liveness import BY_INTERFACE, Prober
 from x0tta.heal.store import FILENAME, AsyncStore
+from x0tta.telemetry.tracing import traceparent_of
 
 GW_MODES = {0: "off", 1: "client", 2: "server"}
 # Symptoms of this node's links that alert the mesh: confirmed failures only. A suspect link gets
@@ -143,6 +148,8 @@ class _Metrics:
         )
         self.cpu = Gauge("x0tta_heal_agent_cpu_ratio", "The agent's own CPU, as a share of one CPU (smoothed)",
                          registry=r)
+        self.node_cpu = Gauge("x0tta_heal_node_cpu_ratio",
+                              "The node's CPU time spent busy, as a share of all its CPUs (smoothed)", registry=r)
 
 
 class HealService(Subsystem):
@@ -175,6 +182,11 @@ class HealService(Subsystem):
         self.identity_ready: Callable[[], bool] | None = None  # the wiring's: has this node an SVID yet
         # the wiring's: the probes subsystem's last_rx(ifindex, mac), per-neighbour eBPF figures
         self.neighbour_rx: Callable[[int, str], float | None] | None = None
+        # the wiring's, from the guard: the threat records of its last look, the MACs it holds in
+        # quarantine, and its quarantine(mac, ttl, reason) -> "" or why not (docs/guard.md)
+        self.threats: Callable[[], list[dict[str, Any]]] | None = None
+        self.quarantined: Callable[[], Iterable[str]] | None = None
+        self.quarantine: Callable[[str, float, str], str] | None = None
         self._counted: dict[str, dict[str, int]] = {}  # what _add has counted so far, per counter
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
@@ -280,7 +292,8 @@ class HealService(Subsystem):
 
             return desired_mesh(ctx.settings.mesh) if ctx.settings.mesh.manage else {}
 
-        actuator = MeshActuator(mesh, links, meshif, desired=desired, restart=self._restart)
+        actuator = MeshActuator(mesh, links, meshif, desired=desired, restart=self._restart,
+                                quarantine=self.quarantine)
         metrics = self._metrics
 
         def on_breaker(name: str, state: str) -> None:
@@ -298,7 +311,7 @@ class HealService(Subsystem):
             key = (await asyncio.to_thread(Path(s.probe_key_file).read_bytes)).strip() or None
         if s.alert_enabled:
             self.alerter = Alerter(Board(s.alert_hold_max), meshif, s.alert_port, s.alert_hold, key=key,
-                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys)
+                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys, tracer=ctx.tracer)
         if s.probe_enabled:
             tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key, link_keys=self.link_keys)
             self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
@@ -418,7 +431,8 @@ class HealService(Subsystem):
                 hop_penalty=b.hop_penalty if b else None,
             ))
         wall, mono = self.clock.time(), self.clock.monotonic()
-        self.strain.sample(mono, time.process_time(), self.prober.take_lag() if self.prober is not None else 0.0)
+        self.strain.sample(mono, time.process_time(), self.prober.take_lag() if self.prober is not None else 0.0,
+                           node_cpu_times())
         if self.alerter is not None:
             await self.alerter.ensure(mono)  # the mesh interface may have appeared since
         probes: tuple[ProbeStats, ...] = ()
@@ -455,7 +469,12 @@ class HealService(Subsystem):
             alerts=tuple(AlertHeard(h.origin, h.kind) for h in self.alerter.board.active(mono))
             if self.alerter is not None else (),
             strained=self.strain.strained,
+            node_busy=self.strain.node_busy,
             echo_missing=self.prober is not None and not self.prober.echo,
+            threats=threats_seen(self.threats() if self.threats is not None else [],
+                                 {n.neigh_address.lower() for n in neighs}),
+            quarantined=frozenset(m.lower() for m in self.quarantined()) if self.quarantined is not None
+            else frozenset(),
         )
 
     def _subsystems(self) -> tuple[SubsystemState, ...]:
@@ -517,6 +536,7 @@ class HealService(Subsystem):
             self._metrics.incidents_open.set(len(k.incidents))
             self._metrics.strained.set(int(self.strain.strained))
             self._metrics.cpu.set(round(self.strain.cpu_share, 4))
+            self._metrics.node_cpu.set(round(self.strain.node_share, 4))
             m = self._metrics
             if self.prober is not None:
                 p = self.prober
@@ -542,14 +562,20 @@ class HealService(Subsystem):
         if self.alerter is None:
             return
         for ev in k.events:
+            if ev.name == "incident_opened":
+                self._start_trace(ev.incident, dict(ev.data))  # its alert carries the trace
             if ev.name != "symptom_raised":
                 continue
             kind = ev.data["symptom"]["kind"]
             if kind not in ALERT_ON:
                 continue
-            alert = self.alerter.raise_alert(kind, self.clock.monotonic())
-            ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
-                         seq=alert.seq if alert else None, sent=alert is not None)
+            with self._phase(ev.incident, "alert", kind=kind) as span:  # the receivers' spans join it
+                tp = traceparent_of(span) if span is not None else None
+                alert = self.alerter.raise_alert(kind, self.clock.monotonic(), traceparent=tp)
+                if span is not None:
+                    span.set_attribute("heal.alert.sent", alert is not None)
+                ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
+                             seq=alert.seq if alert else None, sent=alert is not None)
             if alert is not None:
                 self._wake.set()  # this node hears its own alert too
 
@@ -679,7 +705,7 @@ class HealService(Subsystem):
 
     def _start_trace(self, inc_id: str, data: dict[str, Any]) -> None:
         tracer = self._tracer
-        if tracer is None:
+        if tracer is None or inc_id in self._spans:  # started already when its alert went out
             return
         self._spans[inc_id] = tracer.start_span(
             "heal.incident", attributes={"heal.incident": inc_id, "heal.kind": data["kind"],
@@ -761,9 +787,97 @@ class HealService(Subsystem):
         ctx.admin.register("heal.state", state)
 
 
+def threats_seen(records: Iterable[Mapping[str, Any]], neighbours: set[str]) -> tuple[ThreatSeen, ...]:
+    """The guard's threat records (EVE-style, docs/guard.md) as the loop's :class:`ThreatSeen`: one
+    per neighbour MAC a record names (a MAC batman-adv lists as this node's neighbour; the
+    quarantine shuts out neighbours, not originators far away). A record not in that shape is
+    skipped."""
+    out = []
+    for r in records:
+        try:
+            alert, batman = r["alert"], r["batman"]
+            severity, signature, macs = int(alert["severity"]), str(batman["detector"]), batman["macs"]
+            spiffe_id = batman.get("spiffe_id")
+        except (KeyError, TypeError, ValueError):
+            continue
+        for mac in macs or ():
+            if isinstance(mac, str) and mac.lower() in neighbours:
+                out.append(ThreatSeen(mac.lower(), signature, severity, spiffe_id))
+    return tuple(out)
+
+
+# Healing actions an operator may run by name (a fleet command, docs/fleet.md): those that need no
+# incident's evidence to aim them, with the target they act on.
+OPERATOR_ACTIONS = {
+    ActionKind.RESELECT_GATEWAY: "gw",
+    ActionKind.REAPPLY_SETTINGS: "mesh",
+    ActionKind.RESTART_SUBSYSTEM: "subsystem",
+}
+
+
+async def operator_action(service: HealService, name: str, target: str | None, ref: str) -> dict[str, Any]:
+    """Run healing action ``name`` on an operator's request (``ref``: the command id) through the heal
+    loop's executor: its circuit breaker and rate limit per (action, target), dry run, and
+    ``heal.disabled_actions`` apply, and it is refused while the loop holds a remedy on the same
+    target (or, for ``reapply_settings``, any mesh setting it would undo). Raises PermanentError
+    when it is refused or fails."""
+    ex = service.executor
+    if ex is None:
+        raise TemporaryError("the heal loop is not running")
+    try:
+        kind = ActionKind(name)
+    except ValueError:
+        raise PermanentError(f"no healing action {name!r}") from None
+    if kind not in OPERATOR_ACTIONS:
+        raise PermanentError(f"{name} needs an incident to aim it; on request: {sorted(OPERATOR_ACTIONS)}")
+    if name in service.settings.disabled_actions:
+        raise PermanentError(f"{name} is disabled on this node (heal.disabled_actions)")
+    params = ()
+    aim = OPERATOR_ACTIONS[kind]
+    if kind == ActionKind.RESTART_SUBSYSTEM:
+        if not target or target in ("heal", "fleet"):
+            raise PermanentError("restart_subsystem needs a target subsystem other than heal and fleet")
+        params, aim = evidence(subsystem=target), f"subsystem:{target}"
+    # Do no harm: never against a remedy the loop holds for an open incident.
+    holding = next((r for r in service._in_effect(include_undoing=True) if r.action.target == aim), None)
+    if holding is not None:
+        raise PermanentError(f"{name} on {aim} refused: the heal loop holds {holding.action.kind.value} there for "
+                             f"incident {holding.incident}")
+    if kind == ActionKind.REAPPLY_SETTINGS and service._held_mesh(include_undoing=True):
+        raise PermanentError(f"reapply_settings refused: it would undo {sorted(service._held_mesh(True))}, which the "
+                             "heal loop holds for an open incident")
+    d = Decision(f"operator-{ref}", f"operator:{ref}", Op.APPLY, Action(kind, aim, params),
+                 ("operator", ref), ("requested by an operator command",))
+    res = await ex.execute(d)
+    # No incident will verify it: the breaker's trial ends with what the kernel said.
+    ex.verified(d.id, res.outcome == "applied", res.detail or res.outcome)
+    for listener in service.listeners:
+        listener("operator_action", None, {"action": name, "target": aim, "outcome": res.outcome,
+                                           "detail": res.detail, "command": ref})
+    if res.outcome not in ("applied", "dry_run"):
+        raise PermanentError(f"{name} on {aim}: {res.outcome}" + (f" ({res.detail})" if res.detail else ""))
+    return {"action": name, "target": aim, "outcome": res.outcome, "detail": res.detail}
+
+
 def _probe_json(p: ProbeStats) -> dict[str, Any]:
     return {"hardif": p.hardif, "peer": p.peer, "loss": p.loss, "lost_run": p.lost_run, "rtt_ms": p.rtt_ms}
 
 
 def _strain(s: HealSettings) -> Strain:
-    return Strain(lag_limit=s.strain_lag, cpu_limit=s.strain_cpu, window=s.strain_window, hold=s.strain_hold)
+    return Strain(lag_limit=s.strain_lag, cpu_limit=s.strain_cpu, window=s.strain_window, hold=s.strain_hold,
+                  node_limit=s.strain_node_cpu)
+
+
+def node_cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
+    """The node's busy and total CPU time so far (clock ticks), from the first line of
+    ``/proc/stat``; None where it cannot be read. One small procfs read (no disk): fine in the loop."""
+    try:
+        with open(path, "rb") as f:
+            fields = f.readline().split()
+        ticks = [float(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 8 or fields[0] != b"cpu":
+        return None
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total

@@ -437,3 +437,7 @@ def _locked(directory: Path) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
+
+
+locked = _locked
+"""Hold the CA directory's lock: what ``x0tta backup`` copies a CA's files under."""

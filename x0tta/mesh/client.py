@@ -72,8 +72,8 @@ class MeshSnapshot:
 class MeshClient:
     """One node's batman-adv and link control. Use as ``async with MeshClient() as mesh:``."""
 
-    def __init__(self, timeout: float = 5.0) -> None:
-        self._sock = BatadvSocket(timeout)
+    def __init__(self, timeout: float = 5.0, sock: BatadvSocket | None = None) -> None:
+        self._sock = sock if sock is not None else BatadvSocket(timeout)  # tests hand in one with a fake kernel
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> MeshClient:

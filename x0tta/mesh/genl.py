@@ -17,7 +17,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
+from x0tta.common.errors import CapabilityMissing, DecodeError, PermanentError, TemporaryError
 from x0tta.mesh.conditions import BATMAN_ADV_MISSING, BATMAN_ADV_NO_CONFIG_GROUP
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd, Record, Reply
@@ -77,8 +77,9 @@ def ifname(index: int) -> str | None:
 class BatadvSocket:
     """A NETLINK_GENERIC socket bound to the ``batadv`` family."""
 
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(self, timeout: float = 5.0, connect: Callable[[], Any] | None = None) -> None:
         self.timeout = timeout
+        self.connect = connect  # tests: a fake kernel's socket instead of a NETLINK_GENERIC one
         self.sock: socket.socket | None = None
         self.family: Family | None = None
         self._seq = 0
@@ -93,6 +94,8 @@ class BatadvSocket:
         self.close()
 
     def open(self) -> Family:
+        if self.sock is None and self.connect is not None:
+            self.sock = self.connect()
         if self.sock is None:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
             try:
@@ -155,7 +158,13 @@ class BatadvSocket:
             data = self._recv()
             if self.capture is not None:
                 self.capture(cmd, data)
-            done = reply.feed(data)
+            try:
+                done = reply.feed(data)
+            except DecodeError:
+                # the rest of this reply is still queued on the socket: a fresh socket for the
+                # next request, so what is left of a garbled reply cannot reach it
+                self.close()
+                raise
         if reply.errno:
             raise MeshError(f"batadv {cmd.name}: {os.strerror(reply.errno)}", reply.errno)
         return reply

@@ -43,7 +43,7 @@ from x0tta.mesh.client import LinkControl, MeshClient
 from x0tta.mesh.conditions import MESH_ALGO_MISMATCH, MESH_MISSING, MESH_RECONCILE_FAILED
 from x0tta.mesh.core import batadv, views
 from x0tta.mesh.core.batadv import Cmd
-from x0tta.mesh.core.reconcile import Action, plan
+from x0tta.mesh.core.reconcile import Action, desired_mesh, plan
 from x0tta.mesh.genl import MeshError
 
 # Events come in bursts (one batctl command, an interface flapping): wait this long, then reconcile once.
@@ -147,6 +147,9 @@ class MeshService(Subsystem):
         self._reconcile_lock = asyncio.Lock()
         self._ctx: Context | None = None
         self._links: LinkControl | None = None
+        # What an operator changed by a fleet command (docs/fleet.md): hard interfaces drained and
+        # mesh settings set, held like heal's overrides until undone or the agent restarts.
+        self.operator: dict[str, Any] = {"detached": set(), "mesh": {}}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -270,14 +273,15 @@ class MeshService(Subsystem):
             raise TemporaryError("mesh client not running", delay=1.0)
         async with self._reconcile_lock:
             s = self.settings
-            snapshot = _freeze(self.overrides)
+            overrides = self._in_force()
+            snapshot = _freeze(overrides)
             # heal just took or released an override: what that changes is intended, not drift
             self._expected = snapshot != self._last_overrides
             self._last_overrides = snapshot
             taken: list[Action] = []
             for _pass in range(3):
                 mesh, hardifs, up = await self._read_state(client, s)
-                actions = plan(s, mesh, hardifs, up, self.overrides)
+                actions = plan(s, mesh, hardifs, up, overrides)
                 if not s.manage:
                     actions = [a for a in actions if a.kind == "warn"]
                 for action in actions:
@@ -288,6 +292,59 @@ class MeshService(Subsystem):
             self.last_actions = taken
             self.applied_once = True
             return taken
+
+    def _in_force(self) -> dict[str, Any]:
+        """Heal's overrides and the operator's together; heal's temporary remedies win while they hold."""
+        heal = self.overrides or {}
+        return {**heal, "detached": set(heal.get("detached") or ()) | self.operator["detached"],
+                "mesh": {**self.operator["mesh"], **(heal.get("mesh") or {})}}
+
+    # -- operator controls (fleet commands, handed over by the wiring) ------------------------------
+
+    async def drain(self, hardif: str) -> dict[str, Any]:
+        """Take a hard interface of ``mesh.hard_interfaces`` out of batman-adv until :meth:`undrain`."""
+        if hardif not in self.settings.hard_interfaces:
+            raise MeshError(f"{hardif} is not one of mesh.hard_interfaces {list(self.settings.hard_interfaces)}")
+        links = self._links
+        if links is None or self.client is None:
+            raise TemporaryError("the mesh subsystem is not running", delay=1.0)
+        self.operator["detached"].add(hardif)
+        async with self._reconcile_lock:
+            hardifs = {h.hard_ifname for h in await self.client.hardifs(self.settings.interface)}
+            if hardif in hardifs:
+                await links.detach(hardif)
+        if self._ctx is not None:
+            self._ctx.log.warning("mesh_drained", hardif=hardif, by="operator")
+        return {"interface": hardif, "drained": True, "was_attached": hardif in hardifs}
+
+    async def undrain(self, hardif: str) -> dict[str, Any]:
+        """Give a drained hard interface back: the reconcile attaches it again."""
+        if hardif not in self.operator["detached"]:
+            raise MeshError(f"{hardif} is not drained (drained: {sorted(self.operator['detached'])})")
+        self.operator["detached"].discard(hardif)
+        taken = await self.reconcile_now()
+        if self._ctx is not None:
+            self._ctx.log.info("mesh_undrained", hardif=hardif, by="operator")
+        return {"interface": hardif, "drained": False, "actions": [a.kind + ":" + a.target for a in taken]}
+
+    async def set_setting(self, name: str, value: Any) -> dict[str, Any]:
+        """Hold one batman-adv mesh setting (a SET_MESH attribute of ``desired_mesh``) at ``value``."""
+        known = desired_mesh(self.settings)
+        if name not in known:
+            raise MeshError(f"{name} is not a mesh setting x0tta manages: one of {sorted(known)}")
+        if type(value) is not type(known[name]):  # bool for a flag, int for a number: never one for the other
+            raise MeshError(f"{name} takes a {type(known[name]).__name__}, not {value!r}")
+        held = dict(self.operator["mesh"])
+        before = held.get(name, known[name])
+        self.operator["mesh"][name] = value
+        try:
+            taken = await self.reconcile_now()
+        except Exception:
+            self.operator["mesh"] = held  # not applied: not held either
+            raise
+        if self._ctx is not None:
+            self._ctx.log.warning("mesh_setting_held", setting=name, value=value, by="operator")
+        return {"setting": name, "value": value, "was": before, "actions": [a.kind for a in taken]}
 
     async def _read_state(self, client: MeshClient, s: MeshSettings) -> tuple[Any, list[batadv.HardIf], bool]:
         try:

@@ -5,7 +5,8 @@ running agent and prints one JSON line per case with what the client saw. The ag
 metrics must show the refusal with the case's reason (see :data:`EXPECTED`). Certificates come from
 the built-in CA in ``DIR`` (its options make the bad ones); ``other_trust_domain`` needs a second
 CA of another trust domain, ``revoked`` an SVID made beforehand by :func:`prepare_revoked` (whose
-CRL the target must have loaded).
+CRL the target must have loaded). ``frame_before_hello`` holds a valid SVID and completes TLS, then
+breaks the peer protocol: the refusal comes from the session, after the handshake.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from x0tta.identity.ca import CertificateAuthority
 from x0tta.identity.core.certs import KeyType
 from x0tta.identity.core.types import X509Svid
 from x0tta.peer.core import Hello
-from x0tta.peer.core.frames import encode
+from x0tta.peer.core.frames import Ping, encode
 from x0tta.peer.tls import Credentials, HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy
 
 EXPECTED = {
     "no_client_certificate": "no_certificate",
+    "tls12_client": "protocol_version",
     "expired": "expired",
     "not_yet_valid": "not_yet_valid",
     "other_trust_domain": "untrusted_domain",
@@ -40,6 +42,8 @@ EXPECTED = {
     "unauthorized": "unauthorized",
     "classical_only_client": "no_shared_group",
     "ecdsa_certificate": "key_algorithm_not_allowed",
+    "ml_dsa_44_certificate": "key_algorithm_not_allowed",
+    "frame_before_hello": "protocol_error",
     "garbage": "not_tls",
     "never_completes": "handshake_timeout",
 }
@@ -66,6 +70,9 @@ def credentials(case: str, ca: CertificateAuthority, other: CertificateAuthority
         "revoked": lambda: X509Svid.from_pem((revoked / "svid.pem").read_bytes(), (revoked / "svid.key").read_bytes()),
         "unauthorized": lambda: ca.issue(f"spiffe://{td}/service/intruder", 600),
         "ecdsa_certificate": lambda: ca.issue(f"spiffe://{td}/node/classic", 600, key_type=KeyType.ECDSA_P256),
+        # weaker than the ML-DSA-65 a peer accepts by default ([peer] accepted_signatures)
+        "ml_dsa_44_certificate": lambda: ca.issue(f"spiffe://{td}/node/weak", 600, key_type=KeyType.ML_DSA_44),
+        "frame_before_hello": lambda: ca.issue(f"spiffe://{td}/node/chatty", 600),
         "classical_only_client": lambda: ca.issue(f"spiffe://{td}/node/classic", 600),
     }
     if case == "other_trust_domain":
@@ -85,8 +92,13 @@ async def _tls_client(case: str, host: str, port: int, ca: CertificateAuthority,
     ep = TlsEndpoint(TlsPolicy(groups=groups, allowed_key_algorithms=None), credentials(case, ca, other))
     try:
         stream = await ep.connect(host, port, resume=False)
-        await stream.send(encode(Hello("attacker")))
+        # a Ping before the Hello: a frame the session's state machine does not allow yet
+        await stream.send(encode(Ping(1) if case == "frame_before_hello" else Hello("attacker")))
         data = await asyncio.wait_for(stream.recv(), 10)
+        if case == "frame_before_hello":  # the server's Hello may come first: read on to the close
+            while data:
+                data = await asyncio.wait_for(stream.recv(), 10)
+            return "refused: closed by the server"
         await stream.close()
         return f"not refused: got {len(data)} bytes"
     except (HandshakeFailed, TlsClosed) as exc:
@@ -95,9 +107,13 @@ async def _tls_client(case: str, host: str, port: int, ca: CertificateAuthority,
         ep.close()
 
 
-async def _no_certificate(host: str, port: int) -> str:
+async def _no_certificate(host: str, port: int, tls12: bool = False) -> str:
+    """A client without a certificate: TLS 1.3, or (``tls12``) one that offers TLS 1.2 at most."""
     ctx = SSL.Context(SSL.TLS_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    if tls12:
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    else:
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     conn = SSL.Connection(ctx, None)
     conn.set_connect_state()
     reader, writer = await asyncio.open_connection(host, port)
@@ -137,8 +153,8 @@ async def _raw(case: str, host: str, port: int, wait: float) -> str:
 
 async def run_case(case: str, host: str, port: int, ca: CertificateAuthority,
                    other: CertificateAuthority | None = None, wait: float = 30.0) -> str:
-    if case == "no_client_certificate":
-        return await _no_certificate(host, port)
+    if case in ("no_client_certificate", "tls12_client"):
+        return await _no_certificate(host, port, tls12=case == "tls12_client")
     if case in ("garbage", "never_completes"):
         return await _raw(case, host, port, wait)
     return await _tls_client(case, host, port, ca, other)

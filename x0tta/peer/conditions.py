@@ -17,4 +17,10 @@ PEERS_UNREACHABLE = ConditionSpec(
     "peers_unreachable", Severity.DEGRADED, "configured or neighbour peers without a session (no answer, or refused)"
 )
 
-CONDITIONS = (IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE)
+CLASSICAL_AUTHENTICATION = ConditionSpec(
+    "classical_authentication", Severity.OK,
+    "sessions whose peer authenticated with a classical signature (e.g. SPIRE's ECDSA P-256 SVIDs); "
+    "their key exchange is still post-quantum",
+)
+
+CONDITIONS = (IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE, CLASSICAL_AUTHENTICATION)

@@ -19,12 +19,19 @@ What it does
   requests complete) before it closes. No request is lost to a rotation.
 * An accepted session whose peer SVID expires is sent away (GoAway) at that moment: the peer
   should have re-authenticated before.
+* A gate the composition root may set (:attr:`PeerService.gate`: the guard's quarantine) refuses an
+  authenticated session before anyone hears of it; :meth:`PeerService.send_away_where` sends away
+  the sessions of a peer quarantined while they run. A session this end sends away is reported
+  down with that reason (``revoked``, ``quarantined``), not with how it drained.
 
 Health conditions: ``identity_unavailable`` (degraded, no SVID source yet), ``listen_failed``
-(failing), ``peers_unreachable`` (degraded: some configured peers have no session).
+(failing), ``peers_unreachable`` (degraded: some configured peers have no session),
+``classical_authentication`` (ok, a note: sessions whose peer's leaf is not ML-DSA, e.g. SPIRE's
+ECDSA P-256 SVIDs, which ``[peer] accepted_signatures`` lets in by default in SPIRE mode).
 
 Metrics (``x0tta_peer_``): ``handshakes_total{role,result,reason}``,
-``negotiated_groups_total{group}``, ``sessions{direction}``, ``rotations_total{kind}`` (credential
+``negotiated_groups_total{group}``, ``sessions{direction}``,
+``sessions_authenticated{signature,authentication}``, ``rotations_total{kind}`` (credential
 updates applied: svid, bundle), ``reauthentications_total{result}``, ``sessions_closed_total{reason}``,
 ``requests_total{direction,result}``.
 """
@@ -35,21 +42,22 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.context import Context as TraceContext
 from prometheus_client import Counter, Gauge
 
 from x0tta import __version__
 from x0tta.clock import SYSTEM, Clock
 from x0tta.common.errors import CapabilityMissing, TemporaryError
 from x0tta.common.subsystem import Context, Subsystem
-from x0tta.config.peer import PQ_GROUPS, PeerSettings
+from x0tta.config.peer import PQ_SIGNATURES, PeerSettings
 from x0tta.identity.core.types import SourceUpdate
-from x0tta.peer.conditions import IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE
+from x0tta.peer.conditions import CLASSICAL_AUTHENTICATION, IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE
 from x0tta.peer.core import Hello, Limits, Request
 from x0tta.peer.core.frames import STATUS_OK, STATUS_UNKNOWN_METHOD
 from x0tta.peer.session import PeerSession, RequestFailed, SessionClosed, wait_first
@@ -57,6 +65,7 @@ from x0tta.peer.tls import (
     Credentials,
     HandshakeFailed,
     HandshakeResult,
+    Refusal,
     TlsClosed,
     TlsEndpoint,
     TlsPolicy,
@@ -64,11 +73,11 @@ from x0tta.peer.tls import (
     check_peer,
     hosts_and_ports,
 )
+from x0tta.telemetry.tracing import context_of, traceparent_of
 
 CAPABILITIES = ("rpc.v1",)
 LINK_KEY_LABEL = b"EXPORTER-x0tta-link-v1"  # RFC 8446 7.5; x0tta.heal.core.linkkeys.LABEL names the same
 MethodHandler = Callable[[PeerSession, bytes], Awaitable[bytes]]
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class IdentityProvider(Protocol):
@@ -98,17 +107,30 @@ class NoSession(TemporaryError):
     """No established session to that peer (yet)."""
 
 
-def tls_policy(s: PeerSettings) -> TlsPolicy:
-    pq_only = all(g in PQ_GROUPS for g in s.groups)
+def tls_policy(s: PeerSettings, source: str = "builtin") -> TlsPolicy:
+    """What handshakes demand under ``s``, for an identity from ``source`` (``[identity] source``)."""
     return TlsPolicy(
         groups=tuple(s.groups),
-        allowed_key_algorithms=frozenset({"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}) if s.require_pq and pq_only
-        else None,
+        allowed_key_algorithms=frozenset(s.signatures(source)),
         handshake_timeout=s.handshake_timeout,
         max_concurrent_handshakes=s.max_concurrent_handshakes,
         session_lifetime=s.session_lifetime,
         handshake_threads=s.handshake_threads,
     )
+
+
+def authentication(signature: str) -> str:
+    """``post_quantum`` for an ML-DSA leaf, else ``classical``: how a session's peer authenticated."""
+    return "post_quantum" if signature in PQ_SIGNATURES else "classical"
+
+
+def before_hello(close_reason: str) -> str:
+    """The refusal reason of a session that closed (``close_reason``) before the peer's Hello."""
+    if "alert" in close_reason:
+        return Refusal.PEER_REFUSED.value  # TLS 1.3: the server refused our certificate after our side was done
+    if close_reason.startswith("protocol error"):
+        return Refusal.PROTOCOL_ERROR.value
+    return Refusal.NO_HELLO.value
 
 
 def limits(s: PeerSettings) -> Limits:
@@ -124,13 +146,6 @@ def limits(s: PeerSettings) -> Limits:
     )
 
 
-def traceparent_of(span: trace.Span) -> str | None:
-    sc = span.get_span_context()
-    if not sc.is_valid:
-        return None
-    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
-
-
 class _Metrics:
     def __init__(self, registry: Any) -> None:
         self.handshakes = Counter(
@@ -140,6 +155,10 @@ class _Metrics:
             "x0tta_peer_negotiated_groups_total", "Successful handshakes by negotiated key exchange group.",
             ["group"], registry=registry)
         self.sessions = Gauge("x0tta_peer_sessions", "Established peer sessions.", ["direction"], registry=registry)
+        self.authenticated = Gauge(
+            "x0tta_peer_sessions_authenticated",
+            "Established peer sessions by the peer leaf's signature algorithm and whether it is post-quantum.",
+            ["signature", "authentication"], registry=registry)
         self.rotations = Counter(
             "x0tta_peer_rotations_total", "Credential updates applied to the TLS contexts (svid or bundle).",
             ["kind"], registry=registry)
@@ -224,6 +243,7 @@ class Link:
                 self.last_error = ""
                 self.current = session
                 self._ready.set()
+                svc.report_health()
             # Supervise: wake on close, on our own rotation, or when re-authentication is due.
             rotated = session.stream.credentials.svid.leaf != svc.endpoint_credentials().svid.leaf
             due = max(self._reauth_at(session), not_before) - clock.time()
@@ -253,6 +273,7 @@ class Link:
                 not_before = clock.time() + min(5.0, max(0.1, (new.peer.not_after - clock.time()) / 4))
             self.current = new
             self._ready.set()
+            svc.report_health()
             self.reauthentications += 1
             svc.metrics_reauth("ok")
             svc.log.info("peer_reauthenticated", address=self.address, peer=str(new.peer.spiffe_id),
@@ -275,6 +296,7 @@ class PeerService(Subsystem):
         self.endpoint: TlsEndpoint | None = None
         self.port: int | None = None
         self.settings = PeerSettings()
+        self.source_kind = "builtin"  # [identity] source: decides the default accepted signatures
         self.log: Any = None
         self._ctx: Context | None = None
         self._metrics: _Metrics | None = None
@@ -284,6 +306,9 @@ class PeerService(Subsystem):
         self._ready = asyncio.Event()
         self._subscribers: list[Callable[[PeerChange], None]] = []
         self._handshake_listeners: list[Callable[[HandshakeResult], None]] = []
+        # Set by the composition root: (host, SPIFFE ID) -> why an authenticated session must be
+        # refused after all (a quarantined neighbour), or "".
+        self.gate: Callable[[str, str], str] | None = None
 
     # -- API for other subsystems -----------------------------------------------------------------
 
@@ -300,6 +325,13 @@ class PeerService(Subsystem):
         """Call ``callback`` (on the loop, must not block) with the outcome of every handshake,
         good or bad, in either role: the guard's detectors count failures and identities per MAC."""
         self._handshake_listeners.append(callback)
+
+    def send_away_where(self, match: Callable[[str, str], bool], reason: str) -> int:
+        """Send away every session whose (host, SPIFFE ID) ``match`` accepts; returns how many."""
+        hit = [s for _d, s in self.sessions() if match(s.stream.peer_host, str(s.peer.spiffe_id))]
+        for session in hit:
+            self.spawn(self.send_away(session, reason))
+        return len(hit)
 
     def _notify(self, change: PeerChange) -> None:
         self._call_each(self._subscribers, change)
@@ -353,6 +385,7 @@ class PeerService(Subsystem):
     async def run(self, ctx: Context) -> None:
         self._ctx = ctx
         self.settings = ctx.settings.peer
+        self.source_kind = ctx.settings.identity.source
         self.log = ctx.log
         self._policy = ctx.settings.identity.policy()
         if self._metrics is None or self._metrics_registry is not ctx.registry:
@@ -362,8 +395,10 @@ class PeerService(Subsystem):
             raise CapabilityMissing(IDENTITY_UNAVAILABLE, "the identity subsystem is disabled: no SVID")
         ctx.health.set(IDENTITY_UNAVAILABLE("waiting for this node's SVID"))
         source = await self._identity.wait_source()
-        endpoint = TlsEndpoint(tls_policy(self.settings), self._credentials(source), observer=self._observe,
-                               clock=self.clock.time)
+        policy = tls_policy(self.settings, self.source_kind)
+        # A TLS handshake counts as ok only once the peer's Hello arrived (_start_session)
+        endpoint = TlsEndpoint(policy, self._credentials(source), observer=self._observe,
+                               clock=self.clock.time, defer_ok=True)
         self.endpoint = endpoint
         unsubscribe = source.subscribe(self._on_identity)
         try:
@@ -374,11 +409,12 @@ class PeerService(Subsystem):
                 raise
             self.port = server.sockets[0].getsockname()[1]
             ctx.log.info("peer_listening", address=self.settings.listen_address or "*", port=self.port,
-                         groups=list(self.settings.groups), spiffe_id=str(source.svid().spiffe_id))
+                         groups=list(self.settings.groups), spiffe_id=str(source.svid().spiffe_id),
+                         accepted_signatures=sorted(policy.allowed_key_algorithms or ()))
             self._ready.set()
             while True:
                 self._reconcile()
-                self._report_health(ctx)
+                self.report_health()
                 await self.clock.sleep(self.settings.neighbour_refresh)
         finally:
             self._ready.clear()
@@ -388,11 +424,12 @@ class PeerService(Subsystem):
     async def reload(self, ctx: Context, settings: Any) -> bool:
         old = self.settings
         new = settings.peer
-        if (old.listen_address, old.port, tls_policy(old), limits(old)) != (
-            new.listen_address, new.port, tls_policy(new), limits(new)
+        if (old.listen_address, old.port, tls_policy(old, self.source_kind), limits(old)) != (
+            new.listen_address, new.port, tls_policy(new, settings.identity.source), limits(new)
         ):
             return False
         self.settings = new
+        self.source_kind = settings.identity.source
         self._policy = settings.identity.policy()
         self._reconcile()
         return True
@@ -453,7 +490,10 @@ class PeerService(Subsystem):
             link.wake()
 
     async def send_away(self, session: PeerSession, reason: str) -> None:
-        """GoAway, let in-flight requests finish (up to ``request_timeout``), then close."""
+        """GoAway, let in-flight requests finish (up to ``request_timeout``), then close. The
+        session's end is reported with ``reason`` (``revoked``, ``quarantined``...), not with how
+        it closed (``drained``): the guard ends a revoked neighbour's admission at once."""
+        session.sent_away = session.sent_away or reason
         await session.goaway(reason)
         with contextlib.suppress(TimeoutError):
             await self.clock.wait_for(session.closed.wait(), self.settings.request_timeout)
@@ -477,23 +517,39 @@ class PeerService(Subsystem):
             await asyncio.shield(session.close("cancelled"))
             raise
         except SessionClosed as exc:
-            reason = "peer_refused" if "alert" in str(exc) else "no_hello"
-            if direction == "out" and self._metrics:
-                self._metrics.handshakes.labels("client", "refused", reason).inc()
-            self.log.warning("peer_session_failed", direction=direction, address=stream.address, reason=reason,
-                             detail=str(exc))
+            # Refused after TLS: one count and one log line, under the reason of what went wrong
+            self._observe(self._handshake_result(stream, ok=False, reason=before_hello(session.close_reason),
+                                                 detail=str(exc)))
             raise
+        self._observe(self._handshake_result(stream, ok=True))
+        refused = self.gate(stream.peer_host, str(stream.peer.spiffe_id)) if self.gate is not None else ""
+        if refused:
+            self.log.warning("peer_session_refused", direction=direction, address=stream.address,
+                             peer=str(stream.peer.spiffe_id), reason=refused)
+            if self._metrics:
+                self._metrics.closed.labels("quarantined").inc()
+            await session.close("quarantined")
+            raise SessionClosed(f"refused: {refused}")
+        signature = stream.peer.key_algorithm
         if self._metrics:
             self._metrics.sessions.labels(direction).inc()
+            self._metrics.authenticated.labels(signature, authentication(signature)).inc()
         self.log.info("peer_session_established", direction=direction, address=stream.address,
                       peer=str(stream.peer.spiffe_id), peer_node=session.core.their_hello.node_id
                       if session.core.their_hello else "", group=stream.peer.group,
-                      signature=stream.peer.key_algorithm, resumed=stream.peer.resumed)
+                      signature=signature, authentication=authentication(signature), resumed=stream.peer.resumed)
         session.link_key = stream.export_keying_material(LINK_KEY_LABEL, 32)
         self.spawn(self._watch(session, direction))
         self._notify(PeerChange(True, stream.peer_host, str(stream.peer.spiffe_id), direction,
                                 link_key=session.link_key))
         return session
+
+    @staticmethod
+    def _handshake_result(stream: TlsStream, *, ok: bool, reason: str = "ok", detail: str = "") -> HandshakeResult:
+        r = stream.handshake
+        assert r is not None
+        return r if ok else HandshakeResult(r.role, False, reason, r.address, r.group, r.spiffe_id, r.resumed,
+                                            r.seconds, detail)
 
     async def _watch(self, session: PeerSession, direction: str) -> None:
         """Count the session's end; send an inbound peer away when its SVID expires."""
@@ -508,12 +564,16 @@ class PeerService(Subsystem):
         finally:
             self.inbound.discard(session)
             self._notify(PeerChange(False, session.stream.peer_host, str(session.peer.spiffe_id), direction,
-                                    session.close_reason or "shutdown", link_key=session.link_key))
+                                    session.sent_away or session.close_reason or "shutdown",
+                                    link_key=session.link_key))
+            self.report_health()
             if self._metrics:
                 self._metrics.sessions.labels(direction).dec()
+                signature = session.peer.key_algorithm
+                self._metrics.authenticated.labels(signature, authentication(signature)).dec()
                 reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"
                 known = ("drained", "eof", "stopped", "shutdown", "peer_svid_expired", "idle timeout",
-                         "hello_timeout", "read timeout", "reauthenticated")
+                         "hello_timeout", "read timeout", "reauthenticated", "quarantined")
                 self._metrics.closed.labels(reason if reason in known else "error").inc()
 
     async def _on_inbound(self, stream: TlsStream) -> None:
@@ -522,6 +582,7 @@ class PeerService(Subsystem):
         except SessionClosed:
             return
         self.inbound.add(session)
+        self.report_health()
         await session.closed.wait()
 
     async def _handle(self, session: PeerSession, req: Request) -> tuple[int, bytes]:
@@ -530,8 +591,8 @@ class PeerService(Subsystem):
             self._count_request("in", "unknown_method")
             return STATUS_UNKNOWN_METHOD, req.method.encode()
         tracer = self._ctx.tracer if self._ctx is not None else trace.get_tracer("x0tta.peer")
-        parent = _PROPAGATOR.extract({"traceparent": req.traceparent}) if req.traceparent else None
-        with tracer.start_as_current_span(f"peer.serve {req.method}", context=parent, kind=trace.SpanKind.SERVER):
+        with tracer.start_as_current_span(f"peer.serve {req.method}", context=context_of(req.traceparent),
+                                          kind=trace.SpanKind.SERVER):
             body = await handler(session, req.body)
         self._count_request("in", "ok")
         return STATUS_OK, body
@@ -570,18 +631,31 @@ class PeerService(Subsystem):
                 self.links[address] = link
                 link.start()
 
-    def _report_health(self, ctx: Context) -> None:
+    def report_health(self) -> None:
+        """Post the conditions of the moment: peers without a session, and the sessions whose peer
+        authenticated classically (a note, not a fault: SPIRE's ECDSA SVIDs)."""
+        if self._ctx is None or self.endpoint is None:
+            return
+        conditions = []
         down = [a for a, link in self.links.items() if link.current is None]
         if down:
-            ctx.health.set(PEERS_UNREACHABLE(
+            conditions.append(PEERS_UNREACHABLE(
                 f"no session to {len(down)} of {len(self.links)} peers: {', '.join(down[:5])}"))
-        else:
-            ctx.health.set()
+        sessions = [s for _, s in self.sessions() if not s.closed.is_set()]
+        classical = [s for s in sessions if authentication(s.peer.key_algorithm) == "classical"]
+        if classical:
+            named = ", ".join(f"{s.peer.spiffe_id} ({s.peer.key_algorithm}, {s.peer.group})" for s in classical[:5])
+            more = f" and {len(classical) - 5} more" if len(classical) > 5 else ""
+            conditions.append(CLASSICAL_AUTHENTICATION(
+                f"{len(classical)} of {len(sessions)} sessions authenticate classically, key exchange "
+                f"post-quantum: {named}{more}"))
+        self._ctx.health.set(*conditions)
 
     # -- metrics and admin -------------------------------------------------------------------------
 
     def _observe(self, r: HandshakeResult) -> None:
         self._call_each(self._handshake_listeners, r)
+        self._trace_handshake(r)
         if self._metrics is not None:
             self._metrics.handshakes.labels(r.role, "ok" if r.ok else "refused", r.reason).inc()
             if r.ok:
@@ -594,6 +668,22 @@ class PeerService(Subsystem):
         else:
             self.log.warning("peer_handshake_refused", role=r.role, address=r.address, reason=r.reason,
                              peer=r.spiffe_id or None, detail=r.detail)
+
+    def _trace_handshake(self, r: HandshakeResult) -> None:
+        """A ``peer.handshake`` span (a root: a handshake belongs to no other trace) over the time
+        the handshake took, with its outcome; an error status when it was refused."""
+        if self._ctx is None:
+            return
+        end = time.time_ns()
+        span = self._ctx.tracer.start_span(
+            "peer.handshake", start_time=end - int(r.seconds * 1e9), context=TraceContext(),
+            kind=trace.SpanKind.CLIENT if r.role == "client" else trace.SpanKind.SERVER,
+            attributes={"peer.role": r.role, "peer.address": r.address, "peer.result": "ok" if r.ok else "refused",
+                        "peer.reason": r.reason, "peer.spiffe_id": r.spiffe_id, "peer.group": r.group,
+                        "peer.resumed": r.resumed})
+        if not r.ok:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, r.reason))
+        span.end(end_time=end)
 
     async def _list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         now = self.clock.time()
@@ -608,6 +698,7 @@ class PeerService(Subsystem):
                 "node": hello.node_id if hello else "",
                 "group": p.group,
                 "signature_algorithm": p.key_algorithm,
+                "authentication": authentication(p.key_algorithm),
                 "svid_expires_at": p.not_after,
                 "svid_expires_in": round(p.not_after - now, 1),
                 "rtt_ms": round(s.core.rtt * 1000, 3) if s.core.rtt is not None else None,

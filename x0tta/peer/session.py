@@ -85,6 +85,7 @@ class PeerSession:
         self.established = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.sent_away = ""  # why this end sent the peer away (PeerService.send_away), if it did
         self._finishing = False
         self.requests_served = 0
         self.opened_at = time.time()
@@ -223,12 +224,23 @@ class PeerSession:
                         if fut is not None and not fut.done():
                             fut.set_exception(RequestFailed(f"{ev.method} timed out", None))
                     elif isinstance(ev, TimedOut):
+                        self._log_timeout(ev.kind)
                         self._spawn(self.close(f"{ev.kind} timeout"))
                         return
                 if self.core.buffered:
                     await self._flush()
         except asyncio.CancelledError:
             return
+
+    def _log_timeout(self, kind: str) -> None:
+        """A session closed for a timeout says so in the log, not only in a metric. The hello's is
+        logged by the service, as the handshake's refusal (``no_hello``)."""
+        if self._log is None or kind == "hello":
+            return
+        why = {"read": "a frame started arriving and did not complete within read_timeout",
+               "idle": "nothing received within idle_timeout"}.get(kind, kind)
+        self._log.warning("peer_session_timed_out", peer=str(self.peer.spiffe_id), address=self.stream.address,
+                          reason=f"{kind} timeout", detail=why)
 
     async def _serve(self, req: Request) -> None:
         try:

@@ -151,6 +151,7 @@ class TlsStream:
         self.peer = peer
         self.role = role
         self.credentials = contexts.credentials  # what this side presented and trusted
+        self.handshake: HandshakeResult | None = None  # the TLS handshake's outcome (ok)
         self._closed = False
         self.on_session: Callable[[SSL.Session], None] | None = None  # client: keep for resumption
 
@@ -249,14 +250,18 @@ class TlsEndpoint:
     """This node's TLS side: contexts from the current credentials, handshakes for both roles.
 
     ``observer`` (if any) is called on the loop thread with a :class:`HandshakeResult` after every
-    handshake attempt.
+    handshake attempt; with ``defer_ok`` only after failed ones: a successful one is left on the
+    stream (:attr:`TlsStream.handshake`) for the caller to report once the session above TLS has
+    come up, or failed (the peer service does that after the peer's Hello).
     """
 
     def __init__(self, policy: TlsPolicy, credentials: Credentials, *, observer: Observer | None = None,
-                 clock: Callable[[], float] = time.time, executor: ThreadPoolExecutor | None = None) -> None:
+                 clock: Callable[[], float] = time.time, executor: ThreadPoolExecutor | None = None,
+                 defer_ok: bool = False) -> None:
         self.policy = policy
         self._clock = clock
         self._observer = observer
+        self._defer_ok = defer_ok
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
             max_workers=max(1, min(policy.handshake_threads, os.cpu_count() or 1)),
@@ -397,9 +402,13 @@ class TlsEndpoint:
             raise
         finally:
             self._active -= 1
-        self._report(HandshakeResult(role, True, "ok", address, peer.group, str(peer.spiffe_id), peer.resumed,
-                                     peer.handshake_seconds))
-        return TlsStream(conn, reader, writer, peer, role, contexts)
+        result = HandshakeResult(role, True, "ok", address, peer.group, str(peer.spiffe_id), peer.resumed,
+                                 peer.handshake_seconds)
+        if not self._defer_ok:
+            self._report(result)
+        stream = TlsStream(conn, reader, writer, peer, role, contexts)
+        stream.handshake = result
+        return stream
 
     def _peer_info(self, conn: SSL.Connection, st: Verification, start: float, sent: int,
                    received: int) -> PeerInfo:

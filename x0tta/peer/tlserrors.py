@@ -46,6 +46,9 @@ class Refusal(enum.StrEnum):
     PEER_REFUSED = "peer_refused"
     UNEXPECTED_PEER = "unexpected_peer"
     TLS_ERROR = "tls_error"
+    # After TLS, before the session: the peer protocol's Hello (x0tta.peer.service)
+    PROTOCOL_ERROR = "protocol_error"  # the peer sent bytes that break the peer protocol before its Hello
+    NO_HELLO = "no_hello"  # the connection ended, or handshake_timeout passed, without the peer's Hello
 
 
 class HandshakeFailed(PermanentError):

@@ -1,17 +1,19 @@
 """The agent with the fleet plane on: it reports to a real mosquitto, and the broker marks it dead
-when it is killed."""
+with its signed Will when it is killed."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.integration.fleet.test_fleet_broker import Collector, until
 from tests.integration.test_agent_process import start_agent
 from tests.kit.mosquitto import MONITOR, Broker
+from x0tta.fleet.core.signing import load_cas, verify_status
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +56,9 @@ keepalive = 5
                 birth = next(o for _, o in col.received if o["schema"] == "x0tta.fleet.birth/1")
                 death = next(o for _, o in col.received if o["schema"] == "x0tta.fleet.death/1")
                 assert death["body"]["session"] == birth["body"]["session"]
+                # the Will the broker published is the node's own: signed when it connected
+                cas = load_cas(await asyncio.to_thread(Path(files["ca_file"]).read_bytes))
+                assert verify_status(death, cas) == verify_status(birth, cas) == "t1"
             finally:
                 if proc.poll() is None:
                     proc.kill()

@@ -115,29 +115,6 @@ async def test_rotation_reauthenticates_without_losing_a_request():
             assert row["svid_expires_in"] > 0
 
 
-async def test_one_trace_spans_both_nodes():
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    ca = TestCA("mesh.test")
-    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
-    ctx_b = FakeContext(settings(0), node_id="b", tracer=provider.get_tracer("b"))
-    async with running(b, ctx_b):
-        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))))
-        ctx_a = FakeContext(settings(0, [f"127.0.0.1:{b.port}"]), node_id="a", tracer=provider.get_tracer("a"))
-        async with running(a, ctx_a):
-            assert await a.request(f"127.0.0.1:{b.port}", "peer.info") != b""
-    spans = {s.name: s for s in exported.get_finished_spans()}
-    client, server = spans["peer.request peer.info"], spans["peer.serve peer.info"]
-    assert server.context.trace_id == client.context.trace_id
-    assert server.parent is not None and server.parent.span_id == client.context.span_id
-    provider.shutdown()
-
-
 async def test_links_follow_the_neighbour_source():
     """On the manual clock: the table is asked again when ``neighbour_refresh`` has passed, not before."""
     clock = ManualClock(wall=time.time())  # OpenSSL checks the chain against the host's time too
@@ -157,3 +134,51 @@ async def test_links_follow_the_neighbour_source():
             await clock.pass_time(0.15)  # neighbour_refresh (0.2 s) has passed
             await until(lambda: not a.links and not [r for r in a.sessions() if r[0] == "out"])
             await until(lambda: not b.inbound)
+
+
+async def test_a_quarantined_peer_is_sent_away_and_refused():
+    """The gate the wiring sets from the guard's quarantine: an established session is sent away
+    (``send_away_where``), and a new one is closed right after its handshake, before anyone hears
+    of it coming up."""
+    ca = TestCA("mesh.test")
+    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
+    changes = []
+    b.subscribe(changes.append)
+    refused: set[str] = set()
+    b.gate = lambda host, who: f"{who} is quarantined" if who in refused else ""
+    ctx_b = FakeContext(settings(0), node_id="b")
+    async with running(b, ctx_b):
+        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))))
+        async with running(a, FakeContext(settings(0, [f"127.0.0.1:{b.port}"]), node_id="a")):
+            await until(lambda: b.inbound)
+            a_id = "spiffe://mesh.test/node/a"
+            refused.add(a_id)
+            assert b.send_away_where(lambda host, who: who == a_id, "quarantined") == 1
+            await until(lambda: [c for c in changes if not c.up])
+            assert [c.up for c in changes] == [True, False] and changes[1].reason == "quarantined"
+            # a reconnects (its link backs off and dials again): every new session is refused
+            await until(lambda: sample(ctx_b, "x0tta_peer_sessions_closed_total", reason="quarantined") >= 1)
+            assert not b.inbound and [c.up for c in changes] == [True, False]
+            refused.clear()  # released: the next session is taken
+            await until(lambda: b.inbound, timeout=30)
+            await until(lambda: [c.up for c in changes] == [True, False, True])
+
+
+async def test_a_peer_revoked_mid_session_goes_down_as_revoked():
+    """A new revocation list sends the revoked peer's session away; its down change says
+    ``revoked`` (not how the session drained), which ends its guard admission at once."""
+    ca = TestCA("mesh.test")
+    b_leaf = ca.issue(path="/node/b")
+    id_b = StaticIdentity(ca.credentials(b_leaf))
+    b = PeerService(id_b)
+    changes = []
+    b.subscribe(changes.append)
+    async with running(b, FakeContext(settings(0), node_id="b")):
+        a_leaf = ca.issue(path="/node/a")
+        a = PeerService(StaticIdentity(ca.credentials(a_leaf)))
+        async with running(a, FakeContext(settings(0, [f"127.0.0.1:{b.port}"], reconnect_min_delay=5.0),
+                                          node_id="a")):
+            await until(lambda: b.inbound)
+            id_b.rotate(ca.credentials(b_leaf, revoked=(a_leaf,)))
+            await until(lambda: [c for c in changes if not c.up])
+            assert [(c.up, c.reason) for c in changes] == [(True, ""), (False, "revoked")]

@@ -14,6 +14,8 @@ from OpenSSL import SSL
 
 from tests.kit.pki import TestCA
 from tests.kit.wait import until
+from x0tta.config.peer import PeerSettings
+from x0tta.peer.service import tls_policy
 from x0tta.peer.tls import HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy
 
 pytestmark = pytest.mark.integration
@@ -148,6 +150,34 @@ async def test_refused_client_certificates(ca, server, case, reason):
     client.close()
 
 
+@pytest.mark.parametrize(
+    ("source", "kind", "reason"),
+    [
+        ("builtin", "mldsa44", "key_algorithm_not_allowed"),  # weaker than the ML-DSA-65 promised
+        ("builtin", "p256", "key_algorithm_not_allowed"),
+        ("workload_api", "mldsa44", "key_algorithm_not_allowed"),
+        ("workload_api", "p256", None),  # SPIRE's SVIDs today
+    ],
+)
+async def test_default_signature_policy_per_identity_source(ca, source, kind, reason):
+    server = await start_server(ca, tls_policy(PeerSettings(), source))
+    client = TlsEndpoint(TlsPolicy(allowed_key_algorithms=None), ca.credentials(ca.issue(path="/node/c", kind=kind)))
+    try:
+        if reason is None:
+            stream, echoed = await talk(client, server.port)
+            assert echoed == b"ping" and stream.peer.group == "X25519MLKEM768"
+            assert [r.ok for r in server.results if r.role == "server"] == [True]
+        else:
+            with pytest.raises(TlsClosed, match="alert"):
+                await talk(client, server.port)
+            refusal = await server.refusal()
+            alg = {"mldsa44": "ML-DSA-44", "p256": "ECDSA-P256"}[kind]
+            assert refusal.reason == reason and f"leaf key {alg} is not allowed" in refusal.detail
+    finally:
+        client.close()
+        await server.endpoint.aclose()
+
+
 async def test_revoked_and_unauthorized(ca):
     revoked = ca.issue(path="/node/revoked")
     s = await start_server(ca, allowed=("spiffe://mesh.test/node/revoked", "spiffe://mesh.test/node/ok"),
@@ -210,6 +240,16 @@ async def test_no_client_certificate(ca, server):
         conn.bio_write(data)
     await shut(writer)
     assert (await server.refusal()).reason == "no_certificate"
+
+
+async def test_tls12_client_refused(server):
+    """What a TLS 1.2 client gets: refused at once, reason protocol_version (the peer port speaks TLS 1.3 only)."""
+    from x0tta.peer.attack import run_case
+
+    seen = await run_case("tls12_client", "127.0.0.1", server.port, ca=None, wait=5)  # type: ignore[arg-type]
+    assert seen.startswith("refused"), seen
+    refusal = await server.refusal()
+    assert refusal.reason == "protocol_version", refusal
 
 
 async def test_garbage_instead_of_client_hello(server):

@@ -221,3 +221,75 @@ def test_the_guard_s_detectors_see_the_handshakes_of_the_peer_subsystem():
     found = {f.signature.name: f for f in detect([obs], settings.guard.detect, obs.handshakes[-1].at + 1)}
     assert set(found) == {"handshake_burst", "mac_two_identities"}
     assert found["handshake_burst"].macs == (rogue,) and found["mac_two_identities"].macs == (rogue,)
+
+
+def test_the_guard_enforces_once_the_identity_is_there_and_quarantines_for_the_heal_loop():
+    """mode auto follows the identity subsystem; the heal loop reads the guard's threats and
+    quarantines through it; a quarantine closes the neighbour's peer sessions and the peer gate
+    refuses new ones."""
+    settings = parse_settings("[guard]\nenforce_grace = 0.0\nquarantine_share = 1.0\n")  # one neighbour, no other
+    table = factories(settings)
+    heal, guard, peer = table["heal"](settings), table["guard"](settings), table["peer"](settings)
+    guard._started = 0.0
+    assert guard.mode_now(1.0) == "observe"  # no SVID: it cannot admit anyone
+    table["identity"](settings)._ready.set()
+    assert guard.mode_now(2.0) == "enforce"
+    assert heal.threats == guard.active_threats and heal.quarantine == guard.quarantine
+    b_ll, b_id = "fe80::ba:ff:fe02:1%veth1", "spiffe://mesh.x0tta/node/b"
+    assert peer.gate(b_ll, b_id) == ""
+    closed = []
+    peer.send_away_where = lambda match, reason: closed.append((match(b_ll, "x"), match("10.0.0.9", b_id), reason))
+    assert heal.quarantine("02:ba:00:02:00:01", 60.0, "test") == ""
+    assert list(heal.quarantined()) == ["02:ba:00:02:00:01"]
+    assert closed == [(True, False, "quarantined")]  # its MAC; it had no binding, so no SPIFFE ID
+    assert peer.gate(b_ll, b_id) == "02:ba:00:02:00:01 is quarantined"
+    assert peer.gate("fe80::ba:ff:fe03:1%veth2", b_id) == ""
+
+
+async def test_operator_quarantine_and_release_go_to_the_guard_by_mac_or_spiffe_id():
+    import pytest
+
+    from x0tta.agent.wiring import AgentHooks, fleet_actions
+    from x0tta.common.errors import PermanentError
+    from x0tta.fleet.commands import Actions, Unsupported
+
+    class _Cmd:
+        def __init__(self, action: str, node: str) -> None:
+            self.id, self.action, self.args = "c1", action, {"node": node}
+
+    class _Guard:
+        def __init__(self) -> None:
+            bound = {bytes.fromhex("02ba00010001"): _Bound("spiffe://m/node/a"),
+                     bytes.fromhex("02ba00010002"): _Bound("spiffe://m/node/a"),
+                     bytes.fromhex("02ba00020001"): _Bound("spiffe://m/node/b")}
+            self.guard = type("G", (), {"bindings": type("B", (), {"bound": bound})()})()
+            self.calls: list[tuple] = []
+
+        def quarantine(self, mac, ttl, reason):
+            self.calls.append(("q", mac.hex(), ttl, reason))
+            return "share cap" if mac.hex().endswith("0002") else ""
+
+        def release(self, who, by):
+            self.calls.append(("r", who, by))
+            return ["02:ba:00:01:00:01"] if who.endswith("/a") else []
+
+    @dataclass
+    class _Bound:
+        spiffe_id: str
+
+    guard, actions = _Guard(), Actions()
+    fleet_actions(actions, {"guard": guard}, AgentHooks())
+    out = await actions.get("quarantine")(_Cmd("quarantine", "spiffe://m/node/a"))
+    assert out["quarantined"] == ["02:ba:00:01:00:01"] and out["refused"] == {"02:ba:00:01:00:02": "share cap"}
+    assert [c[1] for c in guard.calls] == ["02ba00010001", "02ba00010002"] and guard.calls[0][2] == 600.0
+    await actions.get("quarantine")(_Cmd("quarantine", "02:ba:00:02:00:01"))
+    assert guard.calls[-1][1] == "02ba00020001"
+    with pytest.raises(PermanentError, match="no neighbour MAC"):
+        await actions.get("quarantine")(_Cmd("quarantine", "spiffe://m/node/z"))
+    assert (await actions.get("release")(_Cmd("release", "spiffe://m/node/a")))["released"]
+    with pytest.raises(PermanentError, match="not quarantined"):
+        await actions.get("release")(_Cmd("release", "spiffe://m/node/b"))
+    bare = Actions()
+    fleet_actions(bare, {}, AgentHooks())  # an agent without a guard: refused as unsupported
+    with pytest.raises(Unsupported):
+        await bare.get("quarantine")(_Cmd("quarantine", "spiffe://m/node/a"))

@@ -126,7 +126,7 @@ def test_guard_keys_under_probes_are_taken_as_guard_keys():
     moved.clear()
     assert parse_settings("", environ={"X0TTA_PROBES__GUARD_MODE": "enforce"}, moved=moved).guard.mode == "enforce"
     assert [m.old for m in moved] == ["probes.guard_mode"]
-    expected = "guard.mode: got 'block'; expected one of 'observe', 'enforce'"
+    expected = "guard.mode: got 'block'; expected one of 'auto', 'observe', 'enforce'"
     assert problems('[probes]\nguard_mode = "block"\n') == [expected]
 
 

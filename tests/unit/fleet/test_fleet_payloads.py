@@ -14,8 +14,9 @@ from x0tta.fleet.core.payloads import PayloadError, Topics
 
 def test_topics_are_confined_to_the_node():
     t = Topics("x0tta", "n1")
-    assert (t.status, t.state, t.events("heal")) == (
-        "x0tta/nodes/n1/status", "x0tta/nodes/n1/state", "x0tta/nodes/n1/events/heal")
+    assert (t.status, t.state, t.events("heal"), t.result) == (
+        "x0tta/nodes/n1/status", "x0tta/nodes/n1/state", "x0tta/nodes/n1/events/heal", "x0tta/nodes/n1/result")
+    assert t.commands == "x0tta/commands"  # the one topic every node reads
     for node in ("+", "#", "a/b", "", "n1/#"):
         with pytest.raises(ValueError):
             Topics("x0tta", node)
@@ -39,6 +40,9 @@ def built() -> list[dict]:
         payloads.state("k3", "n1", 10.0, "0.1", HEALTH),
         payloads.event("k4", "n1", 10.0, "heal", "incident_opened", "i1", {"kind": "link_down", "t": (1, 2)}),
         payloads.event("k5", "n1", 10.0, "heal", "symptom_cleared", None, {}),
+        payloads.result("k6", "n1", 10.0, "c" * 16, "a" * 32, "drain", "executed", None, "drained eth1",
+                        {"interface": "eth1"}),
+        payloads.result("k7", "n1", 10.0, None, None, None, "refused", "malformed", "not JSON", {}),
     ]
 
 

@@ -27,7 +27,8 @@ def test_events_handed_over_before_the_outbox_opens_are_kept_with_their_priority
 def test_files_default_to_the_svid_and_the_state_directory():
     paths = FleetSettings(broker="b").paths("/var/lib/x0tta", IdentitySettings().paths("/var/lib/x0tta"))
     assert paths == FleetPaths("/var/lib/x0tta/identity/svid.pem", "/var/lib/x0tta/identity/svid.key",
-                               "/var/lib/x0tta/identity/bundle.pem", "/var/lib/x0tta/fleet-outbox.sqlite3")
+                               "/var/lib/x0tta/identity/bundle.pem", "/var/lib/x0tta/fleet-outbox.sqlite3",
+                               "/var/lib/x0tta/fleet-commands.sqlite3")
 
 
 def test_a_missing_certificate_is_a_missing_capability(tmp_path):

@@ -98,18 +98,30 @@ def test_peer_admission_follows_sessions():
         up: bool
         host: str
         spiffe_id: str = "spiffe://mesh/node/b"
+        reason: str = ""
 
     g = Guard("enforce", [A])
     unresolved = []
-    adm = PeerAdmission(g, on_unresolved=unresolved.append)
+    now = [10.0]
+    adm = PeerAdmission(g, on_unresolved=unresolved.append, clock=lambda: now[0])
     b_ll = "fe80::ff:fe00:b%eth0"  # MAC 02:00:00:00:00:0b
     adm(Change(True, b_ll))
     adm(Change(True, b_ll))  # a second session (the other direction)
     assert g.is_admitted(B) and g.state.entries[raw(B)].reason == "spiffe://mesh/node/b"
+    bound = g.to_json(now[0])["bindings"]
+    assert [(x["mac"], x["spiffe_id"], x["interface"], x["sessions"]) for x in bound] == [
+        (B, "spiffe://mesh/node/b", "eth0", 2)]
     adm(Change(False, b_ll))
     assert g.is_admitted(B)  # one session still up
     adm(Change(False, b_ll))
-    assert not g.is_admitted(B)
+    assert g.is_admitted(B)  # the last one went: admitted for the grace, then not
+    now[0] = 69.0
+    assert g.expire(now[0], 60.0) == ([], []) and g.is_admitted(B)
+    now[0] = 70.0
+    assert g.expire(now[0], 60.0) == ([raw(B)], []) and not g.is_admitted(B) and not g.bindings.bound
+    adm(Change(True, b_ll))  # back, then revoked by the CRL: out at once
+    adm(Change(False, b_ll, reason="revoked"))
+    assert not g.is_admitted(B) and not g.bindings.bound
     adm(Change(True, "10.0.0.7"))
     assert unresolved == ["10.0.0.7"] and len(g.state.entries) == 1
     adm(Change(True, "fe80::ff:fe00:a"))  # a statically admitted MAC stays when its session ends

@@ -65,7 +65,7 @@ async def test_health_follows_the_kernel_maps(running):
 async def test_admin_commands(running):
     svc, ctx = running
     cmd = ctx.admin.handlers
-    assert sorted(cmd) == ["guard.admit", "guard.list", "guard.mode", "guard.revoke", "guard.threats"]
+    assert sorted(cmd) == ["guard.admit", "guard.list", "guard.mode", "guard.release", "guard.revoke", "guard.threats"]
     maps = KernelMaps(DictMap(), DictMap())
     assert await cmd["guard.admit"]({"mac": B, "reason": "test"}) == {"mac": B, "changed": True}
     svc.kernel_maps(maps)  # an admission made before the maps came is written when they do

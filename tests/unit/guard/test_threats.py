@@ -130,3 +130,29 @@ def test_x0tta_guard_threats_shows_the_records_as_a_table() -> None:
     header, _, row = text.splitlines()
     assert header.split() == ["time", "severity", "signature", "subject", "interface", "action"]
     assert row.split() == ["2026-12-06T03:41:46.000000+0000", "medium", "unadmitted_frames", R, "wlan0", "blocked"]
+
+
+def test_x0tta_threats_passes_its_filters_and_prints_json(monkeypatch, capsys) -> None:
+    """The top-level ``x0tta threats`` asks ``guard.threats`` with --since/--severity/--limit."""
+    import json
+
+    from x0tta.cli import guard as guard_cli
+    from x0tta.cli import main as cli
+    from x0tta.guard.service import select_threats
+
+    records = [threat_record(finding(), timestamp=1_796_528_506.0 + i * 3600, host="n") for i in range(3)]
+    asked = []
+
+    def ask(_args, command, query):
+        asked.append((command, query))
+        return select_threats(records, query)
+
+    monkeypatch.setattr(guard_cli, "ask", ask)
+    assert cli.main(["threats", "--since", records[1]["timestamp"][:16], "--severity", "medium", "--json"]) == 0
+    assert asked == [("guard.threats", {"limit": 50, "since": records[1]["timestamp"][:16], "severity": 2})]
+    assert json.loads(capsys.readouterr().out) == records[1:]
+    assert cli.main(["threats", "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert records[2]["timestamp"] in out and records[1]["timestamp"] not in out
+    assert cli.main(["guard", "threats", "--severity", "high"]) == 0  # the same under x0tta guard
+    assert asked[-1] == ("guard.threats", {"limit": 50, "severity": 1})

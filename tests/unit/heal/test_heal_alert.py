@@ -23,7 +23,46 @@ def test_round_trip_with_and_without_key():
     assert len(data) == 20 + al.TAG_LEN and al.decode(data, key) == a
 
 
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["untagged", "shared-key"])
+def test_the_trace_context_travels_inside_what_the_tag_covers(keyed):
+    key = b"secret" if keyed else None
+    a = al.Alert(ORIGIN, 42, "link_down", 3000, traceparent=TP)
+    data = al.encode(a, key)
+    assert data[5] & al.FLAG_TRACE and len(data) == 20 + 25 + (al.TAG_LEN if keyed else 0)
+    assert data[20:36].hex() == TP[3:35] and data[36:44].hex() == TP[36:52] and data[44] == 1
+    assert al.decode(data, key) == a
+    flipped = data[:30] + bytes([data[30] ^ 1]) + data[31:]  # another trace id in flight
+    if keyed:
+        with pytest.raises(al.AlertDecodeError) as err:
+            al.decode(flipped, key)
+        assert err.value.reason == "bad_tag"
+    assert al.decode(al.encode(replace(a, traceparent=None), key), key).traceparent is None
+
+
+def test_a_session_tagged_alert_carries_the_trace_context_too():
+    from x0tta.heal.core.linkkeys import key_id
+
+    a = al.Alert(ORIGIN, 43, "silent_loss", 3000, traceparent=TP)
+    data = al.encode(a, link_keys=[(key_id(KEY), KEY)])
+    assert len(data) == 20 + 25 + 1 + 16
+    assert al.decode(data, lookup={key_id(KEY): KEY}.get) == a
+    with pytest.raises(al.AlertDecodeError) as err:
+        al.decode(data[:25] + bytes([data[25] ^ 1]) + data[26:], lookup={key_id(KEY): KEY}.get)
+    assert err.value.reason == "bad_tag"
+
+
+@pytest.mark.parametrize("tp", ["01-" + TP[3:], TP[:-3], "00-" + "0" * 32 + TP[35:], TP[:36] + "0" * 16 + "-01"])
+def test_a_malformed_traceparent_is_not_sent(tp):
+    with pytest.raises(ValueError, match="traceparent"):
+        al.encode(al.Alert(ORIGIN, 1, "link_down", 1, traceparent=tp))
+
+
 @pytest.mark.parametrize(("data", "why"), [
+    (al.encode(al.Alert(ORIGIN, 1, "link_down", 1, TP))[:20] + bytes(25), "all-zero id"),
+    (al.encode(al.Alert(ORIGIN, 1, "link_down", 1, TP))[:40], "length"),
     (b"X0MA", "too short"),
     (b"NOPE" + bytes(16), "not a mesh alert"),
     (b"X0MA\x03" + bytes(15), "version 3"),

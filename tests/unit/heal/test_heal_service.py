@@ -209,7 +209,12 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     roots = [s for s in spans if s.name == "heal.incident"]
     assert len(roots) == 1
     phases = {s.name for s in spans if s.context.trace_id == roots[0].context.trace_id} - {"heal.incident"}
-    assert phases == {"heal.detect", "heal.decide", "heal.execute", "heal.verify", "heal.undo", "heal.close"}
+    assert phases == {"heal.detect", "heal.alert", "heal.decide", "heal.execute", "heal.verify", "heal.undo",
+                      "heal.close"}
+    # the confirmed loss alerted the mesh in the incident's trace (not sent: no mesh interface here)
+    (alert,) = [s for s in spans if s.name == "heal.alert"]
+    assert alert.parent.span_id == roots[0].context.span_id
+    assert alert.attributes["heal.kind"] == "silent_loss" and alert.attributes["heal.alert.sent"] is False
     await store.close()
     s = Store(tmp_path / "heal.sqlite3", readonly=True)
     assert s.integrity_check() == "ok"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from x0tta.cli import ca as ca_cli
+from x0tta.cli import common
 from x0tta.common.errors import PermanentError
 from x0tta.identity.ca import CaError, CertificateAuthority
 from x0tta.identity.core.types import RevocationList, TrustBundle, X509Svid, validate_x509_svid
@@ -105,13 +106,13 @@ def test_cli_end_to_end_never_prints_key_material(tmp_path: Path, capsys: pytest
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("24h", 86400), ("2d", 172800)])
 def test_durations(text: str, seconds: float) -> None:
-    assert ca_cli.parse_duration(text) == seconds
+    assert common.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "h", "-5s", "0", "1x"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        ca_cli.parse_duration(text)
+        common.parse_duration(text)
 
 
 def test_cli_constants_match_the_library() -> None:
@@ -119,9 +120,9 @@ def test_cli_constants_match_the_library() -> None:
     from cryptography import x509
 
     from x0tta.identity import ca as ca_mod
-    from x0tta.identity.core.certs import KeyType
+    from x0tta.identity.core.certs import ISSUED_KEY_TYPES
 
-    assert ca_cli.KEY_TYPES == tuple(k.value for k in KeyType)
+    assert ca_cli.KEY_TYPES == tuple(k.value for k in ISSUED_KEY_TYPES)
     assert (ca_cli.ROOT_VALIDITY, ca_cli.CRL_VALIDITY) == (ca_mod.ROOT_VALIDITY, ca_mod.CRL_VALIDITY)
     assert set(ca_cli.REASONS) == {r.name for r in x509.ReasonFlags if r is not x509.ReasonFlags.unspecified}
 

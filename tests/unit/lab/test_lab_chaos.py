@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from x0tta.lab.core.chaos import KINDS, Run, report, schedule, steps, summary
+from x0tta.lab.core.chaos import KINDS, Run, report, schedule, steps, summary, table
 from x0tta.lab.runner import load_topology
 
 RING = Path(__file__).resolve().parents[3] / "configs" / "lab" / "ring.toml"
@@ -41,6 +41,15 @@ def test_steps_are_a_valid_scenario_with_and_without_agents(ring):
         kinds = {s.do for s in topo.steps}
         assert ("kill_agent" in kinds) == (agents and any(f.kind == "agent_kill" for f in plan))
         assert "load" in kinds and "load_stop" in kinds
+        # every link fault (and agent kill) first waits for its ping's route over the link
+        for f in plan:
+            ready = [s for s in scenario if s["label"] == f"{f.name}-ready"]
+            if f.kind == "node_kill":
+                assert ready == []
+            else:
+                assert [(r["from"], r["to"], r["via"]) for r in ready] == [(f.ping[0], f.ping[1], f.ping[1])]
+                labels = [s["label"] for s in scenario]
+                assert labels.index(f"{f.name}-ready") < labels.index(f"{f.name}-ping")
 
 
 def _timeline(t_fault: float, outages: list[tuple[float, float]], t0_wall: float = 1000.0) -> dict:
@@ -72,6 +81,18 @@ def test_the_report_finds_an_outage_only_the_agents_have_and_a_steer_off_on_a_he
     s = doc["summary"]
     assert s["agent_only_outages"] == 1 and s["actions_on_healthy_links"] == 1
     assert s["per_kind"]["silent_both"]["p95_alone_s"] == pytest.approx(5.0, abs=0.05)
+
+
+def test_a_fault_that_started_off_its_links_route_is_reported(ring):
+    (f,) = [x for x in schedule(ring, 40, random.Random(1)) if x.kind == "link_down"][:1]
+    f = f.__class__(**{**f.__dict__, "index": 0, "witness": None})
+    agents, alone = _timeline(50.0, [(0.0, 0.5)]), _timeline(70.0, [(0.0, 5.0)])
+    agents["events"].append({"label": "f0-ready", "t": 47.0, "ok": True})
+    alone["events"].append({"label": "f0-ready", "t": 20.0, "ok": False})
+    doc = report(ring, [f], Run(agents), Run(alone))
+    assert doc["faults"][0]["ready"] == {"agents": True, "alone": False}
+    assert doc["summary"]["not_from_direct_route"] == 1
+    assert "started off their link's route: 1" in table(doc["summary"])
 
 
 def test_a_fault_missing_from_a_run_is_counted_incomplete():

@@ -10,30 +10,18 @@ Every decoded record is compared with batctl's view of it; a few are also pinned
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.kit.batadv import GOLDEN, family, replay
 from x0tta.common.errors import DecodeError
 from x0tta.mesh.core import batadv
-from x0tta.mesh.core.batadv import Cmd, Reply
+from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.views import as_batctl
 from x0tta.mesh.core.views import from_batctl as flatten
 
-GOLDEN = Path(__file__).parent / "golden"
-FAMILY = json.loads((GOLDEN / "x0m1_iv_family.json").read_text())["id"]
-
-
-def load(stem: str, *, dump: bool = True) -> list[batadv.Record]:
-    datagrams = [bytes.fromhex(line) for line in (GOLDEN / f"{stem}.hex").read_text().split()]
-    seq = int.from_bytes(datagrams[0][8:12], "little")
-    reply = Reply(FAMILY, seq, dump=dump)
-    done = False
-    for d in datagrams:
-        done = reply.feed(d)
-    assert done and reply.errno == 0
-    return reply.records
+FAMILY = family()["id"]
 
 
 def batctl(stem: str) -> Any:
@@ -76,7 +64,7 @@ STEMS = sorted(p.name.split(".")[0] for p in GOLDEN.glob("*.batctl.json") if bat
 
 @pytest.mark.parametrize("stem", [s for s in STEMS if not s.endswith(("_mesh", "_vlan"))])
 def test_dumps_match_batctl(stem: str) -> None:
-    ours = sorted((as_batctl(r) for r in load(stem)), key=key_of)
+    ours = sorted((as_batctl(r) for r in replay(stem)), key=key_of)
     theirs = sorted(batctl(stem), key=key_of)
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
@@ -85,12 +73,12 @@ def test_dumps_match_batctl(stem: str) -> None:
 
 @pytest.mark.parametrize("stem", ["x0m1_iv_mesh", "x0m1_v_mesh", "x0m3_iv_mesh", "x0m1_iv_vlan"])
 def test_single_gets_match_batctl(stem: str) -> None:
-    (rec,) = load(stem, dump=False)
+    (rec,) = replay(stem, dump=False)
     same(as_batctl(rec), batctl(stem))
 
 
 def test_originators_iv_exact() -> None:
-    recs = load("x0m1_iv_originators")
+    recs = replay("x0m1_iv_originators")
     assert recs == [
         batadv.Originator(
             orig_address="aa:ea:51:1f:7e:ed",
@@ -115,7 +103,7 @@ def test_originators_iv_exact() -> None:
 
 
 def test_originators_v_carry_throughput_not_tq() -> None:
-    recs = load("x0m1_v_originators")
+    recs = replay("x0m1_v_originators")
     assert {r.orig_address: r.throughput for r in recs} == {
         "56:ec:8d:3e:01:94": 10_000_000,
         "46:2d:d8:e0:6e:a2": 8_823_500,
@@ -124,7 +112,7 @@ def test_originators_v_carry_throughput_not_tq() -> None:
 
 
 def test_mesh_info_exact_settings() -> None:
-    (mesh,) = load("x0m1_iv_mesh", dump=False)
+    (mesh,) = replay("x0m1_iv_mesh", dump=False)
     assert isinstance(mesh, batadv.MeshInfo)
     assert (mesh.mesh_ifname, mesh.algo_name, mesh.version, mesh.hard_ifname) == (
         "bat0",
@@ -155,7 +143,7 @@ def test_mesh_info_exact_settings() -> None:
 
 
 def test_gateway_and_hardif_exact() -> None:
-    (gw,) = load("x0m1_iv_gateways")
+    (gw,) = replay("x0m1_iv_gateways")
     assert gw == batadv.Gateway(
         orig_address="aa:ea:51:1f:7e:ed",
         router="2e:fa:3c:40:1d:0a",
@@ -166,7 +154,7 @@ def test_gateway_and_hardif_exact() -> None:
         flag_best=True,
         tq=6,
     )
-    (hif,) = load("x0m1_v_hardifs")
+    (hif,) = replay("x0m1_v_hardifs")
     assert hif == batadv.HardIf(
         hard_ifindex=4,
         hard_ifname="v50a",
@@ -180,14 +168,14 @@ def test_gateway_and_hardif_exact() -> None:
 
 
 def test_vlan_and_routing_algos() -> None:
-    (vlan,) = load("x0m1_iv_vlan", dump=False)
+    (vlan,) = replay("x0m1_iv_vlan", dump=False)
     assert vlan == batadv.Vlan(mesh_ifindex=3, vlanid=5, ap_isolation_enabled=False)
-    algos = load("x0m1_iv_routing_algos")
+    algos = replay("x0m1_iv_routing_algos")
     assert [a.algo_name for a in algos] == ["BATMAN_IV", "BATMAN_V"]
 
 
 def test_unknown_attribute_is_skipped() -> None:
-    (mesh,) = load("x0m1_iv_mesh", dump=False)
+    (mesh,) = replay("x0m1_iv_mesh", dump=False)
     raw = bytes.fromhex((GOLDEN / "x0m1_iv_mesh.hex").read_text().split()[0])
     extra = batadv.attr(200, b"\x01\x02\x03")  # an attribute of a newer kernel
     grown = raw + extra
@@ -240,7 +228,7 @@ def test_config_events_carry_the_whole_new_state() -> None:
 
 def test_tp_meter_reply_and_result() -> None:
     meta = json.loads((GOLDEN / "x0m1_iv_tp_meter.json").read_text())
-    (reply,) = load("x0m1_iv_tp_meter_reply", dump=False)
+    (reply,) = replay("x0m1_iv_tp_meter_reply", dump=False)
     assert reply == batadv.TpMeter(tpmeter_cookie=meta["cookie"])
     result = event("x0m1_iv_tp_meter_result")
     assert isinstance(result, batadv.TpMeter)
@@ -253,15 +241,15 @@ def test_tp_meter_reply_and_result() -> None:
 
 def test_bla_and_dat_with_a_lan_behind_two_nodes() -> None:
     # x0m1 and x0m2 bridge bat0 into one LAN: each sees the other as a backbone gateway
-    assert load("x0m1_iv_lan_bla_claim") == [
+    assert replay("x0m1_iv_lan_bla_claim") == [
         batadv.BlaClaim(bla_address="4e:ec:b1:19:8e:91", bla_vid=0, bla_backbone="7e:44:5d:6c:ec:f1", bla_crc=52940)
     ]
-    backbones = load("x0m1_iv_lan_bla_backbone")
+    backbones = replay("x0m1_iv_lan_bla_backbone")
     assert [(b.bla_backbone, b.bla_own, b.bla_crc, batadv.vid_of(b.bla_vid)) for b in backbones] == [
         ("7e:44:5d:6c:ec:f1", False, 52940, -1),
         ("ee:48:d3:cc:2e:b0", True, 0, -1),
     ]
-    dat = load("x0m1_iv_lan_dat_cache")
+    dat = replay("x0m1_iv_lan_dat_cache")
     assert {(d.dat_cache_ip4address, d.dat_cache_hwaddress) for d in dat} == {
         ("10.77.0.1", "7a:d3:1a:14:80:6d"),
         ("10.77.0.2", "72:ef:a7:20:3b:e9"),

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.kit.batadv import replay
 from x0tta.config.fields import build
 from x0tta.config.mesh import HardIfSettings, MeshSettings
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.reconcile import Action, desired_mesh, plan
 
-GOLDEN = Path(__file__).parent / "golden"
-
-
-def golden(stem: str) -> list[batadv.Record]:
-    out: list[batadv.Record] = []
-    for line in (GOLDEN / f"{stem}.hex").read_text().split():
-        out.extend(batadv.decode_message(bytes.fromhex(line), 28))
-    return out
-
-
-MESH = golden("x0m1_iv_mesh")[0]
-HARDIFS = golden("x0m1_iv_hardifs")
+MESH = replay("x0m1_iv_mesh", dump=False)[0]
+HARDIFS = replay("x0m1_iv_hardifs")
 
 
 def apply(mesh: batadv.MeshInfo, hardifs: list[batadv.HardIf], actions: list[Action]):

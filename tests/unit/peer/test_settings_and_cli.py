@@ -15,14 +15,29 @@ def test_defaults_are_pq_only():
     s = PeerSettings()
     assert s.groups == ("X25519MLKEM768",) and s.require_pq
     p = tls_policy(s)
-    assert p.groups == ("X25519MLKEM768",) and p.allowed_key_algorithms == {"ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
+    # what the docs promise: ML-DSA-65 leaves, not the weaker ML-DSA-44
+    assert p.groups == ("X25519MLKEM768",) and p.allowed_key_algorithms == {"ML-DSA-65"}
+
+
+def test_spire_source_accepts_ecdsa_p256_by_default_with_the_same_groups():
+    p = tls_policy(PeerSettings(), "workload_api")
+    assert p.allowed_key_algorithms == {"ML-DSA-65", "ECDSA-P256"} and p.groups == ("X25519MLKEM768",)
+
+
+def test_accepted_signatures_decide_whatever_the_source():
+    s = build(PeerSettings, {"accepted_signatures": ["ML-DSA-87", "ML-DSA-65"]})
+    assert tls_policy(s).allowed_key_algorithms == tls_policy(s, "workload_api").allowed_key_algorithms == {
+        "ML-DSA-65", "ML-DSA-87"}
+    with pytest.raises(ConfigError, match="one of"):
+        build(PeerSettings, {"accepted_signatures": ["DSA-1024"]})
 
 
 def test_classical_group_needs_require_pq_off():
     with pytest.raises(ConfigError, match="require_pq"):
         build(PeerSettings, {"groups": ["X25519MLKEM768", "X25519"]})
     s = build(PeerSettings, {"groups": ["X25519MLKEM768", "X25519"], "require_pq": False})
-    assert tls_policy(s).allowed_key_algorithms is None
+    # require_pq is the key exchange; the signatures stay what accepted_signatures says
+    assert tls_policy(s).allowed_key_algorithms == {"ML-DSA-65"}
 
 
 @pytest.mark.parametrize(
@@ -53,11 +68,33 @@ def test_render():
     rows = [
         {"direction": "out", "address": "10.0.0.2:7443", "spiffe_id": "spiffe://mesh.x0tta/node/b",
          "group": "X25519MLKEM768", "signature_algorithm": "ML-DSA-65", "svid_expires_in": 3541.2,
-         "rtt_ms": 0.412, "state": "open", "resumed": True},
+         "rtt_ms": 0.412, "state": "open", "resumed": True, "authentication": "post_quantum"},
+        {"direction": "in", "address": "10.0.0.4:40112", "spiffe_id": "spiffe://mesh.x0tta/node/c",
+         "group": "X25519MLKEM768", "signature_algorithm": "ECDSA-P256", "svid_expires_in": 1800.0,
+         "rtt_ms": None, "state": "open", "authentication": "classical"},
         {"direction": "out", "address": "10.0.0.3:7443", "spiffe_id": "", "state": "connecting",
          "error": "unreachable: connect: refused"},
     ]
     text = render(rows)
     assert "spiffe://mesh.x0tta/node/b" in text and "X25519MLKEM768" in text and "0.41 ms" in text
     assert "open (resumed)" in text and "connecting: unreachable" in text
+    assert "ECDSA-P256 (classical)" in text and "ML-DSA-65 (classical)" not in text
     assert render([]) == "no peer sessions"
+
+
+async def test_a_reload_that_changes_the_accepted_signatures_restarts_the_subsystem():
+    from x0tta.config.schema import AgentSettings
+    from x0tta.peer.service import PeerService
+
+    svc = PeerService()
+
+    def agent(**sections):
+        return build(AgentSettings, sections)
+
+    assert await svc.reload(None, agent(peer={"accepted_signatures": ["ML-DSA-87"]})) is False
+    assert await svc.reload(None, agent(identity={"source": "workload_api"})) is False  # ECDSA-P256 joins
+    assert await svc.reload(None, agent(peer={"accepted_signatures": ["ML-DSA-65"]})) is True  # the same list
+    assert svc.settings.accepted_signatures == ("ML-DSA-65",)
+    assert await svc.reload(None, agent(identity={"source": "workload_api"},
+                                        peer={"accepted_signatures": ["ML-DSA-65"]})) is True
+    assert svc.source_kind == "workload_api"

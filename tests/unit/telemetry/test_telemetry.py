@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter
 
@@ -63,3 +64,26 @@ async def test_http_endpoint_paths_and_bad_requests():
     assert (await get(b"GET /" + b"a" * 10000 + b"\r\n\r\n")).startswith(b"HTTP/1.1 400")
     assert (await get(b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.1 4")
     await ep.stop()
+
+
+@pytest.mark.parametrize(("ratio", "low", "high"), [(0.0, 0, 0), (0.25, 50, 150), (1.0, 400, 400)])
+def test_new_traces_are_sampled_at_the_configured_ratio(ratio: float, low: int, high: int) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from x0tta.telemetry.tracing import provider_for
+
+    exported = InMemorySpanExporter()
+    provider = provider_for(node_id="n1", sample_ratio=ratio, exporter=exported)
+    tracer = provider.get_tracer("t")
+    for _ in range(400):  # 400 new traces, each with a child span that follows its root's decision
+        with tracer.start_as_current_span("root"), tracer.start_as_current_span("child"):
+            pass
+    provider.force_flush()
+    spans = exported.get_finished_spans()
+    roots = [s for s in spans if s.name == "root"]
+    # TraceIdRatioBased keeps a trace when its random id falls under ratio * 2**64: binomial,
+    # 100 +/- 8.7 expected at 0.25, so 50..150 fails once in far more runs than will ever be made
+    assert low <= len(roots) <= high
+    assert len([s for s in spans if s.name == "child"]) == len(roots)
+    assert all(s.resource.attributes["service.instance.id"] == "n1" for s in spans)
+    provider.shutdown()

@@ -11,6 +11,9 @@ topic                               retained  payload
                                               Will (connection lost) or sent on a clean shutdown
 ``{prefix}/nodes/{node}/state``     yes       ``state/1``: health per subsystem; the latest only
 ``{prefix}/nodes/{node}/events/{source}``  no ``event/1``: incidents, actions, ... of subsystem ``source``
+``{prefix}/nodes/{node}/result``    yes       ``result/1``: what became of an operator command
+``{prefix}/commands``               no        operator commands (:mod:`x0tta.fleet.core.command`), read
+                                              by every node; the envelope names its targets
 ==================================  ========  =======================================================
 
 Every payload is one JSON object, the envelope::
@@ -40,6 +43,7 @@ from x0tta.common.errors import DecodeError
 SCHEMA_PREFIX = "x0tta.fleet."
 STATES = ("ok", "starting", "degraded", "failing")
 DEATH_REASONS = ("lost", "shutdown")
+OUTCOMES = ("executed", "failed", "refused")
 NODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 MAX_PAYLOAD = 256 * 1024  # bytes; far above any payload the node builds, a bound for receivers
@@ -59,6 +63,9 @@ BODIES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "state/1": {"version": (_TEXT, True), "state": (_TEXT, True), "subsystems": ((list,), True)},
     "event/1": {"source": (_TEXT, True), "name": (_TEXT, True), "incident": ((str, type(None)), False),
                 "data": ((dict,), True)},
+    "result/1": {"command": ((str, type(None)), True), "operator": ((str, type(None)), True),
+                 "action": ((str, type(None)), True), "outcome": (_TEXT, True),
+                 "reason": ((str, type(None)), True), "message": (_TEXT, True), "detail": ((dict,), True)},
 }
 SUBSYSTEM_FIELDS = {"subsystem": _TEXT, "state": _TEXT, "conditions": (list,)}
 ENVELOPE = {"schema": _TEXT, "id": _TEXT, "node": _TEXT, "at": _NUMBER, "body": (dict,)}
@@ -88,6 +95,14 @@ class Topics:
     @property
     def state(self) -> str:
         return f"{self.root}/state"
+
+    @property
+    def result(self) -> str:
+        return f"{self.root}/result"
+
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}/commands"
 
     def events(self, source: str) -> str:
         if not NAME_PATTERN.fullmatch(source):
@@ -133,6 +148,16 @@ def event(key: str, node: str, at: float, source: str, name: str, incident: str 
     return envelope("event/1", key, node, at, {"source": source, "name": name, "incident": incident, "data": plain})
 
 
+def result(key: str, node: str, at: float, command: str | None, operator: str | None, action: str | None,
+           outcome: str, reason: str | None, message: str, detail: Mapping[str, Any]) -> dict[str, Any]:
+    """What became of an operator command: ``executed`` (``detail`` is the action's), ``failed`` or
+    ``refused`` (``reason`` is a :class:`~x0tta.fleet.core.command.Reason`)."""
+    plain = json.loads(json.dumps(dict(detail), default=str))
+    return envelope("result/1", key, node, at, {"command": command, "operator": operator, "action": action,
+                                                "outcome": outcome, "reason": reason, "message": message,
+                                                "detail": plain})
+
+
 def _check(obj: Mapping[str, Any], spec: Mapping[str, tuple[type, ...]], where: str, required: bool = True) -> None:
     for name, types in spec.items():
         if name not in obj:
@@ -151,6 +176,8 @@ def validate(obj: Any) -> str:
     if not isinstance(obj, dict):
         raise PayloadError("a payload is a JSON object")
     _check(obj, ENVELOPE, "envelope")
+    if "sig" in obj and not isinstance(obj["sig"], dict):  # birth and death: core/signing.py checks it
+        raise PayloadError("envelope: sig is an object")
     schema = obj["schema"]
     kind = schema[len(SCHEMA_PREFIX):] if schema.startswith(SCHEMA_PREFIX) else ""
     if kind not in BODIES:
@@ -177,6 +204,8 @@ def validate(obj: Any) -> str:
         raise PayloadError(f"death/1: reason {body['reason'][:40]!r} is not one of {DEATH_REASONS}")
     elif kind == "event/1" and not NAME_PATTERN.fullmatch(body["source"]):
         raise PayloadError("event/1: bad source")
+    elif kind == "result/1" and body["outcome"] not in OUTCOMES:
+        raise PayloadError(f"result/1: outcome {body['outcome'][:40]!r} is not one of {OUTCOMES}")
     return kind
 
 

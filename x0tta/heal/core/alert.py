@@ -14,6 +14,11 @@ Wire format, version 1 (network byte order)::
     0      4   5     6          8       12             18     19  20
     | X0MA | 1 | flg | hold (ms) | seq   | origin MAC   | kind | 0 | tag? |
 
+With flag bit 3 (``FLAG_TRACE``) the header is followed by the W3C trace context of the incident
+that raised the alert (Trace Context, section 3.2, in binary: trace id 16 bytes, parent span id 8,
+trace flags 1), so the spans a receiver makes of the alert join the sender's trace. It is inside
+what the tags cover. An agent older than this field refuses such an alert (reserved bits set).
+
 ``origin`` is the sender's originator address (its primary interface MAC); ``seq`` grows with each
 new alert of that sender, and a repeat of the same alert (sent twice, in case one copy is lost)
 carries the same ``seq``. ``kind``: 2 silent loss, 3 link down (1, link suspect, is understood but
@@ -57,6 +62,8 @@ VERSION = 1  # flooded over bat0: unkeyed, or tagged with a shared key
 VERSION_SESSION = 2  # hop by hop, tagged per session
 FLAG_AUTH = 0x01
 FLAG_SESSION = 0x04
+FLAG_TRACE = 0x08
+_TRACE = struct.Struct("!16s8sB")  # trace id, parent span id, trace flags
 TAG_LEN = SHARED_TAG_LEN
 _FRAME = struct.Struct("!4sBBHI6sBB")
 KINDS = {1: "link_suspect", 2: "silent_loss", 3: "link_down"}
@@ -78,6 +85,24 @@ class Alert:
     seq: int
     kind: str  # one of KINDS' values
     hold_ms: int
+    traceparent: str | None = None  # W3C traceparent of the incident that raised it
+
+
+def _trace_bytes(traceparent: str) -> bytes:
+    parts = traceparent.split("-")
+    if len(parts) != 4 or parts[0] != "00" or [len(p) for p in parts[1:]] != [32, 16, 2]:
+        raise ValueError(f"not a version 00 traceparent: {traceparent!r}")
+    trace_id, span_id, flags = (bytes.fromhex(p) for p in parts[1:])
+    if not any(trace_id) or not any(span_id):
+        raise ValueError(f"traceparent with an all-zero id: {traceparent!r}")
+    return _TRACE.pack(trace_id, span_id, flags[0])
+
+
+def _traceparent(data: bytes) -> str:
+    trace_id, span_id, flags = _TRACE.unpack_from(data, _FRAME.size)
+    if not any(trace_id) or not any(span_id):
+        raise AlertDecodeError("alert trace context has an all-zero id")
+    return f"00-{trace_id.hex()}-{span_id.hex()}-{flags:02x}"
 
 
 def encode(a: Alert, key: bytes | None = None, link_keys: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
@@ -87,8 +112,9 @@ def encode(a: Alert, key: bytes | None = None, link_keys: Sequence[tuple[bytes, 
         raise ValueError(f"unknown alert kind {a.kind!r}")
     entries = list(link_keys[:MAX_PER_LINK])
     version, flags = (VERSION_SESSION, FLAG_SESSION) if entries else (VERSION, FLAG_AUTH if key else 0)
-    out = _FRAME.pack(MAGIC, version, flags, max(0, min(a.hold_ms, 0xFFFF)),
-                      a.seq & 0xFFFFFFFF, bytes.fromhex(a.origin.replace(":", "")), KIND_CODES[a.kind], 0)
+    trace = _trace_bytes(a.traceparent) if a.traceparent else b""
+    out = _FRAME.pack(MAGIC, version, flags | (FLAG_TRACE if trace else 0), max(0, min(a.hold_ms, 0xFFFF)),
+                      a.seq & 0xFFFFFFFF, bytes.fromhex(a.origin.replace(":", "")), KIND_CODES[a.kind], 0) + trace
     if entries:
         out += bytes([len(entries)])
         return out + tag_entries(out, entries)
@@ -109,25 +135,27 @@ def decode(data: bytes, key: bytes | None = None, lookup: Callable[[bytes], byte
         raise AlertDecodeError("not a mesh alert")
     if version not in (VERSION, VERSION_SESSION):
         raise AlertDecodeError(f"alert version {version} not understood")
-    if _r or flags & ~(FLAG_SESSION if version == VERSION_SESSION else FLAG_AUTH):
+    if _r or flags & ~((FLAG_SESSION if version == VERSION_SESSION else FLAG_AUTH) | FLAG_TRACE):
         raise AlertDecodeError("alert has reserved bits set")
     session = version == VERSION_SESSION
+    end = _FRAME.size + (_TRACE.size if flags & FLAG_TRACE else 0)  # what the tags cover
     count = 0
     if session:
-        count = data[_FRAME.size] if len(data) > _FRAME.size else 0
-        if not flags & FLAG_SESSION or count == 0 or len(data) != _FRAME.size + 1 + count * ENTRY_LEN:
+        count = data[end] if len(data) > end else 0
+        if not flags & FLAG_SESSION or count == 0 or len(data) != end + 1 + count * ENTRY_LEN:
             raise AlertDecodeError(f"alert length {len(data)} does not match its session tags")
-    elif len(data) != _FRAME.size + (TAG_LEN if flags & FLAG_AUTH else 0):
+    elif len(data) != end + (TAG_LEN if flags & FLAG_AUTH else 0):
         raise AlertDecodeError(f"alert length {len(data)} is wrong")
     try:
-        authenticate(data, _FRAME.size, session=session, count=count, key=key, lookup=lookup)
+        authenticate(data, end, session=session, count=count, key=key, lookup=lookup)
     except LinkTagError as exc:
         raise AlertDecodeError(f"alert {exc}", exc.reason) from None
     if kind not in KINDS:
         raise AlertDecodeError(f"unknown alert kind {kind}")
     if origin[0] & 0x01:
         raise AlertDecodeError("alert origin is a multicast address")
-    return Alert(origin=":".join(f"{b:02x}" for b in origin), seq=seq, kind=KINDS[kind], hold_ms=hold)
+    return Alert(origin=":".join(f"{b:02x}" for b in origin), seq=seq, kind=KINDS[kind], hold_ms=hold,
+                 traceparent=_traceparent(data) if flags & FLAG_TRACE else None)
 
 
 @dataclass(frozen=True, slots=True)

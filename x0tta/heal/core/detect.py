@@ -20,6 +20,8 @@ Detectors and their conditions:
   Not while this agent is strained (``Observation.strained``), nor without the kernel echo
   (``Observation.echo_missing``, when ``silent_loss`` also takes twice ``silent_loss_run``: a
   starved agent over there cannot be told from a dead link). Cleared like ``silent_loss``.
+  On a node busier than ``strain_node_cpu`` (``Observation.node_busy``) ``silent_loss`` takes twice
+  ``silent_loss_run`` too: there the kernel echo's answer is read late as well.
 * ``link_degraded`` (``link:IF/PEER``): neighbour link quality (throughput, else TQ) below
   ``degraded_drop`` of its own long-run average, or TQ below ``degraded_tq_floor``.
 * ``neighbour_lost`` (``neigh:IF/PEER``): a neighbour absent from the table (or not seen) for
@@ -35,11 +37,14 @@ Detectors and their conditions:
 * ``subsystem_unhealthy`` (``subsystem:NAME``): another subsystem is failing.
 * ``mesh_alert`` (``mesh``): a node of the mesh (this one included) reported a failing link of its
   own within its alert's hold (:mod:`~x0tta.heal.core.alert`).
+* ``threat`` (``peer:MAC``): the guard's detectors find, at their last look, a threat of severity
+  ``quarantine_severity`` or more urgent about the neighbour MAC (``Observation.threats``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from x0tta.config.heal import HealSettings
 from x0tta.heal.core.model import Evidence, Observation, Severity, Symptom, SymptomKind, evidence
@@ -110,6 +115,7 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
             Severity.INFO,
             evidence(origins=tuple(a.origin for a in obs.alerts), kinds=tuple(sorted({a.kind for a in obs.alerts}))),
         )
+    _threats(obs, s, out)
     if off:
         out = {k: v for k, v in out.items() if k[0] not in off}
     mem = replace(
@@ -126,6 +132,20 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
         gateway_changes=gw_changes,
     )
     return mem, {(str(k[0]), k[1]): v for k, v in out.items()}
+
+
+def _threats(obs: Observation, s: HealSettings, out: Conditions) -> None:
+    by_mac: dict[str, list[Any]] = {}
+    for t in obs.threats:
+        if t.severity <= s.quarantine_severity:
+            by_mac.setdefault(t.mac.lower(), []).append(t)
+    for mac, found in sorted(by_mac.items()):
+        ids = sorted({t.spiffe_id for t in found if t.spiffe_id})
+        out[(SymptomKind.THREAT, f"peer:{mac}")] = (
+            Severity.CRITICAL,
+            evidence(mac=mac, signatures=tuple(sorted({t.signature for t in found})),
+                     severity=min(t.severity for t in found), spiffe_ids=tuple(ids)),
+        )
 
 
 def _links(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
@@ -200,7 +220,7 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
                 Severity.INFO,
                 evidence(hardif=p.hardif, peer=p.peer, lost_run=p.lost_run, onset=p.last_rx),
             )
-        run = s.silent_loss_run * (2 if obs.echo_missing else 1)
+        run = s.silent_loss_run * (2 if obs.echo_missing or obs.node_busy else 1)
         if p.lost_run >= run or (full and p.loss >= s.silent_loss_ratio):
             out[(SymptomKind.SILENT_LOSS, target)] = (
                 Severity.CRITICAL if p.loss >= 0.99 or p.lost_run >= 2 * s.silent_loss_run else Severity.WARNING,

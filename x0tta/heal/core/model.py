@@ -109,6 +109,16 @@ class AlertHeard:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class ThreatSeen:
+    """A threat the guard's detectors see now about a neighbour (from its EVE-style record)."""
+
+    mac: str  # the neighbour's MAC, aa:bb:cc:dd:ee:ff
+    signature: str  # the detector's name
+    severity: int  # EVE's: 1 high, 2 medium, 3 low, 4 informational
+    spiffe_id: str | None = None
+
+
 @dataclass(frozen=True)
 class Observation:
     """Everything the loop knows about the node at one moment; built once per cycle."""
@@ -131,6 +141,11 @@ class Observation:
     # no kernel echo (no raw socket): a starved neighbour agent cannot be told from a dead link,
     # so silent loss takes twice the run and a suspicion moves nothing
     echo_missing: bool = False
+    # the node's CPU is over strain_node_cpu busy (x0tta.heal.core.strain): every process runs late,
+    # the kernel's echo replies read late too, so silent loss takes twice the run here as well
+    node_busy: bool = False
+    threats: tuple[ThreatSeen, ...] = ()  # the guard's findings of its last look (x0tta.guard)
+    quarantined: frozenset[str] = frozenset()  # MACs the guard holds in quarantine now
 
     def hardif(self, name: str) -> HardIf | None:
         for h in self.hardifs:
@@ -168,6 +183,7 @@ class SymptomKind(enum.StrEnum):
     CONFIG_DRIFT = "config_drift"
     SUBSYSTEM_UNHEALTHY = "subsystem_unhealthy"
     MESH_ALERT = "mesh_alert"
+    THREAT = "threat"
 
 
 class ActionKind(enum.StrEnum):
@@ -180,6 +196,7 @@ class ActionKind(enum.StrEnum):
     RESTART_SUBSYSTEM = "restart_subsystem"
     PAUSE_AGGREGATION = "pause_aggregation"  # forward OGMs at once while another node heals a link
     RESUME_AGGREGATION = "resume_aggregation"  # undo of pause_aggregation
+    QUARANTINE = "quarantine"  # shut a neighbour out through the guard, for a TTL
 
 
 class Op(enum.StrEnum):

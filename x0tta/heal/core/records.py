@@ -54,6 +54,9 @@ class Undo(enum.StrEnum):
     FAILED = "failed"
 
 
+# Symptoms counted over the flap window: their incidents alone do not make the loop poll fast.
+SLOW_KINDS = frozenset({"route_flapping", "gateway_changed"})
+
 Phase = tuple[State, Undo | None]
 """Where a record is: its action's state and its undo's (``None``: no undo decided)."""
 
@@ -306,8 +309,19 @@ class Knowledge:
 
     @property
     def busy(self) -> bool:
-        """Something to watch closely: the service polls fast while this holds."""
-        return bool(self.incidents) or bool(self.active) or any(h.true_since for h in self.memory.hyst.values())
+        """Something to watch closely: the service polls fast while this holds.
+
+        Symptoms counted over the flap window (:data:`SLOW_KINDS`) do not hold it on their own: a
+        poll a second sees every route change, and a 20-node lab mesh, whose routes alternate
+        between paths of equal quality for as long as it runs, kept every agent polling netlink
+        three times as often for nothing. An action of theirs in flight does hold it."""
+        if any(k[0] not in SLOW_KINDS for k in self.active) or any(
+                inc.key[0] not in SLOW_KINDS for inc in self.incidents.values()):
+            return True
+        if any(h.true_since for k, h in self.memory.hyst.items() if k[0] not in SLOW_KINDS):
+            return True
+        return any(r.state in (State.PLANNED, State.APPLIED) or r.undo_state in (Undo.PLANNED, Undo.APPLIED)
+                   for r in self.records.values())
 
 
 def initial(

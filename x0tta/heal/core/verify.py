@@ -62,6 +62,15 @@ def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
     if a.kind == ActionKind.PAUSE_AGGREGATION:
         return (obs.aggregation is False), ("OGM aggregation off" if obs.aggregation is False
                                             else f"OGM aggregation is {obs.aggregation}")
+    if a.kind == ActionKind.QUARANTINE:
+        mac = a.param("mac")
+        if mac not in obs.quarantined:
+            return False, f"{mac} is not quarantined"
+        before = int(base.get("originators", 0))
+        lost = before - len(obs.originators)
+        if lost >= s.partition_min_lost and lost >= before * s.partition_fraction:
+            return False, f"{lost} of {before} originators lost since quarantining {mac}"
+        return True, f"{mac} quarantined; {len(obs.originators)} originators reachable"
     if a.kind == ActionKind.RESELECT_GATEWAY:
         gw = obs.selected_gateway()
         return (gw is not None), (f"gateway {gw} selected" if gw else "no gateway selected")

@@ -47,7 +47,13 @@ def backdate(ttl: float) -> float:
 class KeyType(enum.StrEnum):
     ML_DSA_65 = "ml-dsa-65"
     ECDSA_P256 = "ecdsa-p256"
+    # A leaf key weaker than the ML-DSA-65 peers accept: only for the attack drill and tests that
+    # show it refused (`x0tta ca` does not offer it, and a CA key is never one).
+    ML_DSA_44 = "ml-dsa-44"
 
+
+ISSUED_KEY_TYPES = (KeyType.ML_DSA_65, KeyType.ECDSA_P256)
+"""The key types `x0tta ca` and the identity settings offer."""
 
 SigningKey = mldsa.MLDSA65PrivateKey | ec.EllipticCurvePrivateKey
 
@@ -55,6 +61,8 @@ SigningKey = mldsa.MLDSA65PrivateKey | ec.EllipticCurvePrivateKey
 def generate_key(key_type: KeyType) -> SigningKey:
     if key_type is KeyType.ML_DSA_65:
         return mldsa.MLDSA65PrivateKey.generate()
+    if key_type is KeyType.ML_DSA_44:
+        return mldsa.MLDSA44PrivateKey.generate()  # type: ignore[return-value]
     return ec.generate_private_key(ec.SECP256R1())
 
 

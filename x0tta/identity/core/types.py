@@ -467,7 +467,8 @@ def validate_x509_svid(
         for cert in path[:-1]:
             if any(r.is_revoked(cert) for r in revs):
                 return SvidVerdict(Reason.REVOKED, sid, f"serial {cert.serial_number:x} is revoked", alg)
-    except (ValueError, x509.DuplicateExtension) as exc:  # lazily parsed extensions of a hostile certificate
+    except (ValueError, TypeError, x509.DuplicateExtension) as exc:  # lazily parsed names and extensions of a
+        # hostile certificate (a mutated issuer name can raise TypeError from cryptography, 2026-12)
         return SvidVerdict(Reason.MALFORMED, sid, str(exc), alg)
     if allowed_key_algorithms is not None and alg not in allowed_key_algorithms:
         return SvidVerdict(Reason.KEY_ALGORITHM_NOT_ALLOWED, sid, f"leaf key {alg} is not allowed", alg)

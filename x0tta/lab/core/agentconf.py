@@ -49,6 +49,10 @@ def lab_layer(topology: Topology, node: Node, scratch: str, known: Known = EMPTY
         },
         # one bpffs pin directory per node: the nodes share the guest's mount namespace
         "probes": {"pin_path": f"/sys/fs/bpf/x0tta-{node.name}"},
+        # observe, not the agent's default auto (enforce once a node has an identity): the lab's
+        # scenarios and figures were measured with every frame passing; a scenario that wants the
+        # guard enforcing sets it in its [agent] table
+        "guard": {"mode": "observe"},
     }
     if identity_root is not None:
         where = f"{identity_root.rstrip('/')}/{node.name}"

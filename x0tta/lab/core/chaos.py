@@ -21,8 +21,13 @@ loss both ways, carrier up), ``silent_one`` (100 % loss one way), ``partial_loss
 ways), ``delay`` (100-300 ms more each way), ``agent_kill`` (SIGKILL, started again at the
 restore), ``node_kill`` (the agent killed and every link of the node down; back at the restore).
 
-Each fault: start its pings, ``PING_LEAD_S`` later the fault, ``hold_s`` in force, the restore,
-``settle_s`` to settle, stop the pings. This module only makes and reads data; ``x0tta.lab.chaos``
+Each fault starts from the same state in both runs: for a fault on a link (and an agent killed
+beside one), first wait up to ``READY_TIMEOUT_S`` until the ping's source routes to its
+destination over that link again - after a loss, batman-adv alone can keep routing around a link
+for a while after its restore, and a fault that then hits one run on the direct path and the other
+beside it compares two different things. Whether that state was reached is in the report
+(``ready``). Then: start its pings, ``PING_LEAD_S`` later the fault, ``hold_s`` in force, the
+restore, ``settle_s`` to settle, stop the pings. This module only makes and reads data; ``x0tta.lab.chaos``
 boots the two labs.
 """
 
@@ -40,6 +45,7 @@ from x0tta.lab.core.topology import Topology
 KINDS = ("link_down", "silent_both", "silent_one", "partial_loss", "delay", "agent_kill", "node_kill")
 LINK_KINDS = ("link_down", "silent_both", "silent_one", "partial_loss", "delay")
 PING_LEAD_S = 2.0
+READY_TIMEOUT_S = 45.0  # the route back over a restored link; batman-adv alone can take ~30 s after loss
 MIN_OUTAGE_S = 0.1  # shorter gaps (one or two lost echoes at 20 ms) happen in any run
 OVERLAP_SLACK_S = 0.5
 RANDOM_LOSS = ("partial_loss",)  # its ping's own outages are not compared one by one
@@ -130,6 +136,9 @@ def steps(faults: Sequence[Fault], *, agents: bool, hold_s: float, settle_s: flo
         out.append({"do": "sleep", "label": "load-on", "seconds": 3})
     for f in faults:
         p = f.name
+        if f.kind in LINK_KINDS or f.kind == "agent_kill":
+            out.append({"do": "wait_route", "label": f"{p}-ready", "from": f.ping[0], "to": f.ping[1],
+                        "via": f.ping[1], "timeout_s": READY_TIMEOUT_S})
         out.append({"do": "ping", "label": f"{p}-ping", "from": f.ping[0], "to": f.ping[1], "name": p})
         if f.witness is not None:
             out.append({"do": "ping", "label": f"{p}-witness", "from": f.witness[0], "to": f.witness[1],
@@ -176,11 +185,20 @@ class Run:
     timeline: Mapping[str, Any]
     steer_offs: tuple[tuple[str, str, float], ...] = ()
 
-    def event_t(self, label: str) -> float | None:
+    def event(self, label: str) -> Mapping[str, Any] | None:
         for e in self.timeline.get("events", ()):
             if e.get("label") == label:
-                return float(e["t"])
+                return e
         return None
+
+    def event_t(self, label: str) -> float | None:
+        e = self.event(label)
+        return None if e is None else float(e["t"])
+
+    def ready(self, fault: Fault) -> bool | None:
+        """Whether the fault's ping routed over its link before the fault (None: not waited for)."""
+        e = self.event(f"{fault.name}-ready")
+        return None if e is None else bool(e.get("ok", True))
 
     def ping_outages(self, name: str) -> list[Outage] | None:
         ping = self.timeline.get("measurements", {}).get("pings", {}).get(name)
@@ -218,7 +236,8 @@ def report(topo: Topology, faults: Sequence[Fault], agents: Run, alone: Run) -> 
     rows = []
     for i, f in enumerate(faults):
         ta, tb = agents.event_t(f"{f.name}-fault"), alone.event_t(f"{f.name}-fault")
-        row: dict[str, Any] = {"fault": f.to_json(), "complete": ta is not None and tb is not None}
+        row: dict[str, Any] = {"fault": f.to_json(), "complete": ta is not None and tb is not None,
+                               "ready": {"agents": agents.ready(f), "alone": alone.ready(f)}}
         if ta is None or tb is None:
             rows.append(row)
             continue
@@ -263,8 +282,10 @@ def _p95(values: list[float]) -> float:
 
 def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     kinds: dict[str, dict[str, list[float]]] = {}
-    harm_outages = harm_actions = incomplete = 0
+    harm_outages = harm_actions = incomplete = unready = 0
     for r in rows:
+        if False in (r.get("ready") or {}).values():
+            unready += 1
         if not r.get("complete"):
             incomplete += 1
             continue
@@ -284,7 +305,7 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for kind, v in sorted(kinds.items())
     }
     return {"faults": len(rows), "incomplete": incomplete, "agent_only_outages": harm_outages,
-            "actions_on_healthy_links": harm_actions, "per_kind": per_kind}
+            "actions_on_healthy_links": harm_actions, "not_from_direct_route": unready, "per_kind": per_kind}
 
 
 def table(summary_: Mapping[str, Any]) -> str:
@@ -296,5 +317,6 @@ def table(summary_: Mapping[str, Any]) -> str:
                      f"| {v['median_alone_s']:.2f} s | {v['p95_alone_s']:.2f} s |")
     lines.append("")
     lines.append(f"outages only with agents: {summary_['agent_only_outages']}; actions on links without a fault: "
-                 f"{summary_['actions_on_healthy_links']}; faults not completed: {summary_['incomplete']}")
+                 f"{summary_['actions_on_healthy_links']}; faults not completed: {summary_['incomplete']}; "
+                 f"faults started off their link's route: {summary_.get('not_from_direct_route', 0)}")
     return "\n".join(lines)
