@@ -20,6 +20,10 @@ PKGS=(
   adduser                 # the Debian package's postinst makes the x0tta user with it (tests/integration/test_deb_package.py)
   mosquitto               # the MQTT broker the fleet plane's integration tests start (TLS, client certificates, ACL)
 )
+# kubectl renders the Kubernetes base (kubectl kustomize, tests/integration/test_kubernetes.py): Debian's
+# kubernetes-client, unless a kubectl is already installed (dpkg refuses to overwrite /usr/bin/kubectl of
+# another package, e.g. a cloud SDK's; any kubectl with `kustomize` renders the base).
+command -v kubectl >/dev/null || PKGS+=(kubernetes-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -125,6 +125,40 @@ def test_agent_lifecycle_under_notify_socket(agent_config, tmp_path):
     assert [r["event"] for r in lines][-1] == "agent_stopped"
 
 
+# `x0tta-agent` with `import uvloop` made to fail, as on a node installed without the `fast` extra.
+NO_UVLOOP = "import sys; sys.modules['uvloop'] = None; from x0tta.agent.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "without-uvloop"])
+def test_agent_runs_on_uvloop_or_says_it_falls_back_to_asyncio(agent_config, tmp_path, uvloop):
+    cfg = agent_config()
+    notify_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("X0TTA_")} | {"NOTIFY_SOCKET": notify_path}
+    cmd = [str(BIN / "x0tta-agent")] if uvloop else [str(BIN / "python"), "-c", NO_UVLOOP]
+    proc = subprocess.Popen([*cmd, "--config", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        recv_until(sock, "READY")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sock.close()
+    events = {rec["event"]: rec for rec in map(json.loads, out.splitlines())}
+    assert events["agent_ready"]["loop"] == ("uvloop" if uvloop else "asyncio")
+    if uvloop:
+        assert "uvloop_missing" not in events
+    else:
+        missing = events["uvloop_missing"]
+        assert missing["level"] == "warning" and missing["fallback"] == "asyncio", missing
+        assert "x0tta[fast]" in missing["hint"]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

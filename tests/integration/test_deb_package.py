@@ -168,7 +168,7 @@ class UnitRunner:
             assert res.returncode == 0 or "-" in prefix, f"ExecStartPre={pre}: {res.stderr}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.notify_path))
-        os.chmod(self.notify_path, 0o666)
+        os.chmod(self.notify_path, 0o666)  # noqa: S103 - the agent runs as x0tta and must write to it
         watchdog = re.fullmatch(r"(\d+)s", self.unit["WatchdogSec"][-1])
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "NOTIFY_SOCKET": str(self.notify_path),
                "WATCHDOG_USEC": str(int(watchdog.group(1)) * 1_000_000)}

@@ -40,7 +40,7 @@ OTHER_MAC = "02:00:00:00:77:03"
 
 
 def sh(cmd: str, check: bool = True) -> str:
-    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout  # noqa: S602 - the test's own command lines; a shell for their pipes and redirections
 
 
 @pytest.fixture(scope="module", autouse=True)

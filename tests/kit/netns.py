@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)  # noqa: S602 - the test's own command lines; a shell for their pipes and redirections
 
 
 @contextlib.contextmanager

@@ -313,7 +313,7 @@ class FleetService(Subsystem):
             if self._metrics:
                 self._metrics.reconnects.inc()
             delay = backoff_delay(attempt, s.reconnect_initial, max(s.reconnect_max, s.reconnect_initial),
-                                  random.random())
+                                  random.random())  # noqa: S311 - reconnect jitter, not a secret
             attempt += 1
             ctx.log.warning("fleet_disconnected", error=self.last_error, retry_in=round(delay, 3), queued=self.depth)
             self._report(ctx, retry_in=delay)

@@ -33,7 +33,7 @@ from x0tta.identity.source import SourceBase
 
 _SHA256 = hashes.SHA256()
 
-DEFAULT_SOCKET = "/tmp/spire-agent/public/api.sock"
+DEFAULT_SOCKET = "/tmp/spire-agent/public/api.sock"  # noqa: S108 - SPIRE's own default path, only read
 """Where a SPIRE agent listens unless told otherwise (its ``socket_path`` default)."""
 
 

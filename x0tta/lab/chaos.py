@@ -39,7 +39,7 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
     """Run the schedule with agents, then alone; return the report (also in ``out_dir/chaos.json``)."""
     from x0tta.lab.runner import run_lab
 
-    plan = schedule(topology, faults, random.Random(seed), kinds)
+    plan = schedule(topology, faults, random.Random(seed), kinds)  # noqa: S311 - seeded to replay a run
     extra = {"load": DEFAULT_LOAD if load else None, "hold_s": hold_s, "settle_s": settle_s}
     timelines = {}
     steer_offs: tuple[tuple[str, str, float], ...] = ()

@@ -114,7 +114,7 @@ def keep_under_tmp(paths: list[Path]) -> tuple[str, str]:
     CI may clone the project under /tmp: the guest must still see its checkout, its venv and the
     results directory there. Each is bind-mounted aside before /tmp is covered, then back.
     """
-    under = sorted({p.resolve() for p in paths if p.resolve().is_relative_to("/tmp")})
+    under = sorted({p.resolve() for p in paths if p.resolve().is_relative_to("/tmp")})  # noqa: S108 - a test, no file
     roots = [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
     before = [f"mkdir -p /run/keep/{i} && mount --bind {p} /run/keep/{i}" for i, p in enumerate(roots)]
     after = [f"mkdir -p {p} && mount --bind /run/keep/{i} {p}" for i, p in enumerate(roots)]

@@ -15,7 +15,7 @@ import errno as errno_mod
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from x0tta.common.errors import CapabilityMissing, DecodeError, PermanentError, TemporaryError
 from x0tta.mesh.conditions import BATMAN_ADV_MISSING, BATMAN_ADV_NO_CONFIG_GROUP
@@ -41,6 +41,7 @@ RCVBUF = 1 << 20  # the socket's receive queue: a burst of events or a big dump 
 # 32 KiB (net/netlink/af_netlink.c, max_recvmsg_len). Asking recv() for the whole 1 MiB queue made
 # every read allocate (mmap) and shrink (mremap, munmap) a 1 MiB buffer.
 DATAGRAM = 64 << 10
+R = TypeVar("R", bound=Record)
 MISSING_REASON = (
     "the kernel has no batman-adv: the generic netlink family 'batadv' is not registered "
     "(module batman-adv not built or not loaded; try 'modprobe batman-adv')"
@@ -190,24 +191,25 @@ class BatadvSocket:
             raise MeshError(f"batadv {cmd.name}: empty reply")
         return records[0]
 
+    def _get_one(self, cmd: Cmd, kind: type[R], **selectors: Any) -> R:
+        """The one record a GET answers with, of the kind that command returns."""
+        rec = self.get(cmd, **selectors)
+        if not isinstance(rec, kind):
+            raise MeshError(f"batadv {cmd.name}: the kernel answered with {type(rec).__name__}, not {kind.__name__}")
+        return rec
+
     def mesh_info(self, meshif: str | int) -> batadv.MeshInfo:
         index = _ix(meshif)
-        rec = self.get(Cmd.GET_MESH, mesh_ifindex=index)
-        assert isinstance(rec, batadv.MeshInfo)
-        return rec
+        return self._get_one(Cmd.GET_MESH, batadv.MeshInfo, mesh_ifindex=index)
 
     def hardif(self, meshif: str | int, hardif: str | int) -> batadv.HardIf:
         mi = _ix(meshif)
         hi = _ix(hardif)
-        rec = self.get(Cmd.GET_HARDIF, mesh_ifindex=mi, hard_ifindex=hi)
-        assert isinstance(rec, batadv.HardIf)
-        return rec
+        return self._get_one(Cmd.GET_HARDIF, batadv.HardIf, mesh_ifindex=mi, hard_ifindex=hi)
 
     def vlan(self, meshif: str | int, vid: int) -> batadv.Vlan:
         mi = _ix(meshif)
-        rec = self.get(Cmd.GET_VLAN, mesh_ifindex=mi, vlanid=vid)
-        assert isinstance(rec, batadv.Vlan)
-        return rec
+        return self._get_one(Cmd.GET_VLAN, batadv.Vlan, mesh_ifindex=mi, vlanid=vid)
 
     def routing_algos(self) -> list[str]:
         fam = self.open()

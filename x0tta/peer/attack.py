@@ -21,6 +21,7 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+from x0tta.common.errors import PermanentError
 from x0tta.common.spiffe_id import AuthorizationPolicy
 from x0tta.identity.ca import CertificateAuthority
 from x0tta.identity.core.certs import KeyType
@@ -75,7 +76,8 @@ def credentials(case: str, ca: CertificateAuthority, other: CertificateAuthority
         "classical_only_client": lambda: ca.issue(f"spiffe://{td}/node/classic", 600),
     }
     if case == "other_trust_domain":
-        assert other is not None, "other_trust_domain needs --other-ca"
+        if other is None:
+            raise PermanentError("other_trust_domain needs --other-ca")
         svid = other.issue(f"spiffe://{other.trust_domain}/node/stranger", 600)
         bundles = {other.trust_domain: other.bundle(), td: ca.bundle()}
     else:
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("port", type=int)
     p.add_argument("cases", nargs="+", choices=sorted(EXPECTED))
     args = p.parse_args(argv)
+    if "other_trust_domain" in args.cases and not args.other_ca:
+        p.error("other_trust_domain needs --other-ca")
     ca = CertificateAuthority(Path(args.ca))
     other = CertificateAuthority(Path(args.other_ca)) if args.other_ca else None
 

@@ -236,7 +236,7 @@ class Link:
                     if str(exc) != self.last_error:
                         svc.log.info("peer_connect_failed", address=self.address, error=str(exc), retry_in=delay)
                     self.last_error = str(exc)
-                    await clock.sleep(delay * random.uniform(0.8, 1.2))
+                    await clock.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - redial jitter, not a secret
                     delay = min(delay * 2, svc.settings.reconnect_max_delay)
                     continue
                 delay = svc.settings.reconnect_min_delay

@@ -221,7 +221,7 @@ class BpfMap:
         rc = self._lib.bpf.bpf_map_delete_elem(self.fd, key)
         if rc == -errno_mod.ENOENT:
             return False
-        _check(f"delete from {self.name}", rc)
+        _check(f"deletion from {self.name}", rc)
         return True
 
     def items(self) -> list[tuple[bytes, bytes]]:
