@@ -337,3 +337,25 @@ def test_flapping_routes_hold_the_fast_poll_only_while_an_action_of_theirs_is_in
     assert ("route_flapping", "mesh") in k.active and node.interval == s.unstable_orig_interval
     assert any(b for _, b, flight in busy if flight)  # the faster OGMs awaiting verification
     assert not busy[-1][1]  # verified and in force: nothing left to watch closely
+
+
+def test_two_passes_undoing_one_steer_off_in_a_step_make_one_undo(ring):
+    """Found by the property above: a symptom that cleared and a spent load budget both undid one
+    steer-off in the same step - two undo decisions of one record, and the second's move refused."""
+    from x0tta.heal.core.records import Scratch
+    from x0tta.heal.core.verify import _undo_decision
+
+    s = HealSettings(silent_loss_raise_after=0.0, unstable_orig_interval=100)
+    k, node, t = loop.initial(s, "p"), Node(), 0.0
+    for _ in range(40):
+        k, _, _ = cycle(k, node, node.obs(ring, t, lost_run=5, loss=0.25), t)
+        t += 0.5
+        steers = [r for r in k.records.values() if r.action.kind == ActionKind.STEER_OFF]
+        if steers and steers[0].state.value == "effective":
+            break
+    (steer,) = steers
+    st = Scratch(k, t)
+    first = _undo_decision(st, steer, Op.RESTORE, "the symptom cleared")
+    st.records[steer.id] = first
+    again = _undo_decision(st, steer, Op.RESTORE, "load budget spent")  # a stale copy, another pass
+    assert again is first and [d.id for d in st.decisions] == [f"{steer.id}/undo"]

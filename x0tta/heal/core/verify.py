@@ -196,6 +196,11 @@ def _undo_action(rec: Record) -> Action:
 def _undo_decision(st: Scratch, rec: Record, op: Op, reason: str, event: RecordEvent | None = None) -> Record:
     """``rec`` with its undo decided (``event``: a restore or rollback by ``op``, unless told): the
     undo decision goes to the executor; a dry run's undo is only recorded."""
+    current = st.records.get(rec.id)
+    if current is not None and current.undo_state in (Undo.PLANNED, Undo.APPLIED, Undo.EFFECTIVE):
+        # already undone, or its undo decided earlier in this step by another pass (a symptom that
+        # cleared and a spent load budget can both undo one steer-off): one undo, not two
+        return current
     if event is None:
         event = RecordEvent.RESTORE if op == Op.RESTORE else RecordEvent.ROLLBACK
     undone = transition(rec, event, undo_op=op, undo_reason=reason)
