@@ -19,6 +19,7 @@ PKGS=(
   bpftool                 # inspecting loaded programs and maps in tests
   adduser                 # the Debian package's postinst makes the x0tta user with it (tests/integration/test_deb_package.py)
   mosquitto               # the MQTT broker the fleet plane's integration tests start (TLS, client certificates, ACL)
+  etcd-server etcd-client # etcd 3.4: the coordination engine; the coord tests start a 3-member cluster of their own
 )
 # kubectl renders the Kubernetes base (kubectl kustomize, tests/integration/test_kubernetes.py): Debian's
 # kubernetes-client, unless a kubectl is already installed (dpkg refuses to overwrite /usr/bin/kubectl of
@@ -37,4 +38,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   echo "install-system-deps: installed ${missing[*]}"
+fi
+# Debian's etcd-server package starts its own member (etcd.service on 2379/2380) on install. The
+# tests start their own clusters on free ports and a node runs etcd only where the operator chose
+# (docs/coordination.md): keep the package's service stopped and disabled.
+if command -v systemctl >/dev/null 2>&1 && systemctl list-unit-files etcd.service >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  fi
 fi
