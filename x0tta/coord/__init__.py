@@ -1,0 +1,1 @@
+"""Coordinated rollouts on etcd: a change applied node by node, each under a fenced turn (docs/coordination.md)."""
