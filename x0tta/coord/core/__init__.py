@@ -1,0 +1,1 @@
+"""The pure rollout core: documents, state machine, criteria (no I/O)."""
