@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from x0tta.common import health as common
 from x0tta.common.health import ConditionSpec
+from x0tta.coord import conditions as coord
 from x0tta.fleet import conditions as fleet
 from x0tta.guard import conditions as guard
 from x0tta.heal import conditions as heal
@@ -28,6 +29,7 @@ TABLES: tuple[tuple[str, tuple[ConditionSpec, ...]], ...] = (
     ("probes", probes.CONDITIONS),
     ("guard", guard.CONDITIONS),
     ("fleet", fleet.CONDITIONS),
+    ("coord", coord.CONDITIONS),
 )
 
 

@@ -1,14 +1,15 @@
 """The agent's settings: one dataclass per config section, every field with its reason.
 
 The sections of the subsystems live in their own modules of this package (``mesh``, ``heal``,
-``identity``, ``peer``, ``guard``, ``probes``, ``fleet``) so that each subsystem's owners can grow them without touching
-the others; this module assembles them into :class:`AgentSettings`.
+``identity``, ``peer``, ``guard``, ``probes``, ``fleet``, ``coord``) so that each subsystem's owners
+can grow them without touching the others; this module assembles them into :class:`AgentSettings`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from x0tta.config.coord import CoordSettings
 from x0tta.config.fields import setting
 from x0tta.config.fleet import FleetSettings
 from x0tta.config.guard import GuardSettings
@@ -167,6 +168,7 @@ class AgentSettings:
     guard: GuardSettings = setting(default_factory=GuardSettings, doc="Admission guard (eBPF, with the probes).")
     probes: ProbeSettings = setting(default_factory=ProbeSettings, doc="eBPF probes.")
     fleet: FleetSettings = setting(default_factory=FleetSettings, doc="Fleet plane: reports to an MQTT broker.")
+    coord: CoordSettings = setting(default_factory=CoordSettings, doc="Coordinated rollouts on etcd.")
 
     @property
     def admin_socket(self) -> str:

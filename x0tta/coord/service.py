@@ -1,0 +1,390 @@
+"""The coord subsystem: this node's part in coordinated rollouts, as a client of the etcd cluster.
+
+Runs once ``[coord] endpoints`` is set (docs/coordination.md). Every ``poll_interval`` it
+registers the node (``nodes/<node>`` under a lease of its own), reads the rollouts
+(:class:`x0tta.coord.store.RolloutStore`) and, for each one whose operator signature verifies:
+
+* **its turn**: when the state machine lets it (:func:`x0tta.coord.core.rollout.may_take_turn`),
+  it grants a lease of ``turn_ttl``, creates a free turn key under it (the revision of that
+  create is the turn's token), and then, every write fenced by the token: records the start of
+  its apply interval and ``applying``; samples its health; applies the change through the
+  handler the wiring gave it, but only while the lease is certainly held (its local deadline, on
+  the monotonic clock, which runs on while the process is stopped, is checked just before);
+  ``soaking``; soaks ``soak`` seconds; judges its health against the sample before
+  (:func:`~x0tta.coord.core.rollout.judge`); records the report and the end of the interval;
+  deletes its turn key. If the turn is lost on the way (the lease expired: the node was frozen or
+  cut off), the store refuses its writes; the node undoes its change, notes the refusal
+  (``fenced/<node>/<token>``, unfenced) and takes a turn again later.
+* **a stale turn**: a node the state shows in turn whose turn key is gone (its lease expired) is
+  put back in the queue by whoever sees it first, so a dead holder does not stop the rollout.
+* **rollback**: while the rollout is aborting, the node that applied last among those still
+  changed undoes its change and records it; then the one before it, down to the first.
+
+When etcd is unreachable the node reports ``coord_etcd_unreachable`` and keeps polling; nothing
+else of the agent depends on it.
+
+Metrics: ``x0tta_coord_etcd_up``, ``x0tta_coord_turns_total{outcome}``,
+``x0tta_coord_fenced_writes_total``, ``x0tta_coord_applied_total``,
+``x0tta_coord_rolled_back_total``, ``x0tta_coord_etcd_requests_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from x0tta.clock import SYSTEM, Clock
+from x0tta.common.errors import CapabilityMissing, X0ttaError
+from x0tta.common.health import Condition
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.config.coord import CoordSettings
+from x0tta.config.schema import AgentSettings
+from x0tta.coord.conditions import (
+    COORD_CERTIFICATE_UNUSABLE,
+    COORD_CONNECTING,
+    COORD_ETCD_UNREACHABLE,
+    COORD_ROLLOUT_UNVERIFIED,
+    COORD_TURN_LOST,
+)
+from x0tta.coord.core import rollout as core
+from x0tta.coord.core.rollout import FINAL, Change, Phase, Rollout, Sample
+from x0tta.coord.etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseLost, absent, delete, mod_revision_is, put
+from x0tta.coord.store import RolloutStore, TurnLost, View
+
+DEADLINE_MARGIN = 0.25  # share of the TTL kept in reserve: apply only with this much lease left
+
+
+class ChangeHandler(Protocol):
+    """How a change reaches this node; the wiring provides it."""
+
+    async def apply(self, change: Change) -> Any:
+        """Apply ``change``; return what :meth:`rollback` needs (JSON-able: the previous value)."""
+
+    async def rollback(self, change: Change, previous: Any) -> None:
+        """Undo ``change``, given what :meth:`apply` returned."""
+
+    async def sample(self) -> Sample:
+        """This node's health as the rollout compares it before and after the change."""
+
+
+class Verifier(Protocol):
+    """The operator signature check (the fleet commands' hybrid Ed25519 + ML-DSA-65)."""
+
+    def __call__(self, public: bytes, data: bytes, signature: bytes) -> bool: ...
+
+
+class _Metrics:
+    def __init__(self, r: CollectorRegistry, service: CoordService) -> None:
+        self.up = Gauge("x0tta_coord_etcd_up", "1 while the last request to the etcd cluster was answered",
+                        registry=r)
+        self.turns = Counter("x0tta_coord_turns_total", "Rollout turns this node took, by how they ended",
+                             ["outcome"], registry=r)
+        self.fenced = Counter("x0tta_coord_fenced_writes_total",
+                              "Writes etcd refused because this node's turn was gone", registry=r)
+        self.applied = Counter("x0tta_coord_applied_total", "Changes applied by rollouts", registry=r)
+        self.rolled_back = Counter("x0tta_coord_rolled_back_total", "Changes undone by rollouts", registry=r)
+        self.requests = Gauge("x0tta_coord_etcd_requests_total", "Requests sent to etcd members", registry=r)
+        self.requests.set_function(lambda: float(service.client.requests if service.client else 0))
+
+
+class CoordService(Subsystem):
+    name = "coord"
+
+    def __init__(self, settings: CoordSettings | None = None, *, handler: ChangeHandler | None = None,
+                 verifier: Verifier | None = None, clock: Clock = SYSTEM) -> None:
+        self.settings = settings or CoordSettings()
+        self.handler = handler
+        self.verifier = verifier
+        self.clock = clock
+        self.client: EtcdClient | None = None
+        self.store: RolloutStore | None = None
+        self.node = ""
+        self.operator_key = b""
+        self._verified: dict[tuple[str, int], bool] = {}
+        self._previous: dict[str, Any] = {}  # rollout id -> what the handler needs to undo
+        self._node_lease = 0
+        self._conditions: dict[str, Condition] = {}
+        self._metrics: _Metrics | None = None
+        self._registry_id: int | None = None
+        self._ctx: Context | None = None
+        self.fenced_writes = 0
+
+    # -- the subsystem ------------------------------------------------------------------------
+
+    async def run(self, ctx: Context) -> None:
+        s = self.settings = ctx.settings.coord
+        self.node, self._ctx = ctx.node_id, ctx
+        if s.operator_key_file:
+            try:
+                self.operator_key = await asyncio.to_thread(_read, s.operator_key_file)
+            except OSError as exc:
+                raise CapabilityMissing(COORD_ROLLOUT_UNVERIFIED,
+                                        f"cannot read the operator key {s.operator_key_file}: {exc}") from exc
+        self.client = EtcdClient(s.endpoints, cert_file=s.cert_file, key_file=s.key_file, ca_file=s.ca_file,
+                                 timeout=s.request_timeout)
+        self.store = RolloutStore(self.client, s.prefix)
+        self._register(ctx)
+        ctx.health.set(COORD_CONNECTING(f"connecting to {', '.join(s.endpoints)}"))
+        try:
+            try:
+                await self.client.open()
+            except EtcdError as exc:
+                raise CapabilityMissing(COORD_CERTIFICATE_UNUSABLE, str(exc)) from exc
+            ctx.admin.register("coord.status", self._admin_status)
+            ctx.log.info("coord_started", endpoints=list(s.endpoints), prefix=s.prefix)
+            while True:
+                await self.round(ctx)
+                await self.clock.sleep(s.poll_interval)
+        finally:
+            with contextlib.suppress(X0ttaError, OSError):
+                if self._node_lease:
+                    await self.client.lease_revoke(self._node_lease)
+            self._node_lease = 0
+            await self.client.close()
+            if self._metrics:
+                self._metrics.up.set(0)
+
+    async def reload(self, ctx: Context, settings: AgentSettings) -> bool:
+        return settings.coord == self.settings
+
+    def _register(self, ctx: Context) -> None:
+        if self._registry_id != id(ctx.registry):
+            self._metrics = _Metrics(ctx.registry, self)
+            self._registry_id = id(ctx.registry)
+
+    def _report(self) -> None:
+        if self._ctx is not None:
+            self._ctx.health.set(*self._conditions.values())
+
+    async def _admin_status(self, args: dict[str, Any]) -> Any:
+        assert self.store is not None
+        return [{"id": v.id, "phase": v.state.phase.value if v.state else None,
+                 "verified": self._verified.get((v.id, v.doc_revision))} for v in await self.store.list()]
+
+    # -- one round ----------------------------------------------------------------------------
+
+    async def round(self, ctx: Context) -> None:
+        """Register, then look at every rollout once; etcd failures are reported, not raised."""
+        assert self.store is not None and self._metrics is not None
+        try:
+            await self._keep_registered()
+            views = await self.store.list()
+            self._metrics.up.set(1)
+            self._conditions.pop(COORD_ETCD_UNREACHABLE.code, None)
+            self._conditions.pop(COORD_CONNECTING.code, None)
+            unverified = []
+            for view in views:
+                if view.rollout is None or view.state is None or view.state.phase in FINAL:
+                    continue
+                if not await self._verify(view):
+                    unverified.append(view.id)
+                    continue
+                await self._act(ctx, view)
+            if unverified:
+                self._conditions[COORD_ROLLOUT_UNVERIFIED.code] = COORD_ROLLOUT_UNVERIFIED(
+                    f"ignored, signature not verified: {', '.join(unverified)}")
+            else:
+                self._conditions.pop(COORD_ROLLOUT_UNVERIFIED.code, None)
+        except EtcdUnavailable as exc:
+            self._metrics.up.set(0)
+            self._conditions[COORD_ETCD_UNREACHABLE.code] = COORD_ETCD_UNREACHABLE(str(exc))
+            ctx.log.warning("coord_etcd_unreachable", error=str(exc))
+        except X0ttaError as exc:  # a refused request or a bad document: reported, retried next round
+            ctx.log.warning("coord_round_failed", error=str(exc), kind=type(exc).__name__)
+        self._report()
+
+    async def _keep_registered(self) -> None:
+        assert self.client is not None and self.store is not None
+        ttl = max(2, int(self.settings.poll_interval * 3 + self.settings.request_timeout * 2))
+        if self._node_lease:
+            try:
+                await self.client.lease_keepalive(self._node_lease)
+                return
+            except LeaseLost:
+                self._node_lease = 0
+        lease, _ = await self.client.lease_grant(ttl)
+        self._node_lease = lease
+        await self.client.put(self.store.node_key(self.node), json.dumps({"node": self.node}), lease)
+
+    async def _verify(self, view: View) -> bool:
+        key = (view.id, view.doc_revision)
+        if key not in self._verified:
+            ok = False
+            if self.verifier is not None and self.operator_key and view.rollout is not None:
+                try:
+                    ok = bool(await asyncio.to_thread(self.verifier, self.operator_key,
+                                                      core.signed_bytes(view.rollout), view.signature))
+                except Exception:  # a verifier that raises has not verified
+                    ok = False
+            self._verified[key] = ok
+        return self._verified[key]
+
+    async def _act(self, ctx: Context, view: View) -> None:
+        assert self.store is not None and view.rollout is not None and view.state is not None
+        st, ro = view.state, view.rollout
+        holders = {who for who, _ in view.turns.values()}
+        stale = [n for n in st.in_turn() if n not in holders]
+        for n in stale:  # its lease expired: back in the queue (it undoes its change when it can)
+            if n == self.node and ro.id in self._previous:
+                await self._undo(ctx, ro)
+            with contextlib.suppress(X0ttaError):
+                await self.store.update(ro.id, lambda s, n=n: core.turn_lost(s, n, self.clock.time()))
+                ctx.log.info("coord_turn_cleared", rollout=ro.id, holder=n)
+            return
+        if core.next_to_roll_back(st) == self.node and view.holder_slot(self.node) is None:
+            await self._roll_back(ctx, view)
+        elif core.may_take_turn(st, ro, self.node) and ro.selects(self.node):
+            await self._turn(ctx, view)
+
+    # -- a turn -------------------------------------------------------------------------------
+
+    async def _turn(self, ctx: Context, view: View) -> None:
+        assert self.client is not None and self.store is not None and self._metrics is not None
+        ro = view.rollout
+        assert ro is not None and self.handler is not None
+        s = self.settings
+        lease, ttl = await self.client.lease_grant(s.turn_ttl)
+        granted = self.clock.monotonic()
+        slot, token = -1, 0
+        for k in range(ro.wave):
+            key = self.store.turn_key(ro.id, k)
+            try:
+                r = await self.client.txn([absent(key)], [put(key, self.node, lease)])
+            except EtcdUnavailable:
+                break
+            if r.succeeded:
+                slot, token = k, r.revision
+                break
+        if slot < 0:
+            with contextlib.suppress(X0ttaError):
+                await self.client.lease_revoke(lease)
+            return
+        holding = _Holding(self.client, lease, ttl, granted, self.clock)
+        keeper = asyncio.create_task(holding.keep(), name="coord-turn-keepalive")
+        fence = (slot, token)
+        record_key = self.store.record_key(ro.id, self.node, token)
+        record: dict[str, Any] = {"node": self.node, "token": token, "slot": slot}
+        applied = False
+        outcome = "lost"
+        ctx.log.info("coord_turn_taken", rollout=ro.id, slot=slot, token=token)
+        try:
+            record["start"] = self.clock.time()
+            await self.store.update(ro.id, lambda st: core.applying(st, ro, self.node, self.clock.time()),
+                                    fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+            before = await self.handler.sample()
+            if not holding.certain(DEADLINE_MARGIN):
+                raise TurnLost("the turn's lease may have expired before the change was applied")
+            previous = await self.handler.apply(ro.change)
+            self._previous[ro.id] = previous
+            applied = True
+            self._metrics.applied.inc()
+            record["previous"] = previous
+            state = await self.store.update(ro.id, lambda st: core.soaking(st, self.node, self.clock.time()),
+                                            fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+            ctx.log.info("coord_applied", rollout=ro.id, setting=ro.change.setting, token=token)
+            end = self.clock.monotonic() + ro.soak
+            while self.clock.monotonic() < end and state.phase != Phase.ABORTING:
+                await self.clock.sleep(min(s.poll_interval, max(0.0, end - self.clock.monotonic())))
+                if not holding.certain(0.0):
+                    raise TurnLost("the turn's lease was lost (or may have expired) during the soak")
+                current = await self.store.load(ro.id)
+                if current is not None and current.state is not None:
+                    state = current.state
+            if state.phase == Phase.ABORTING:  # aborted by another node's report or the operator
+                await self.handler.rollback(ro.change, previous)
+                self._previous.pop(ro.id, None)
+                applied = False
+                self._metrics.rolled_back.inc()
+                record["end"], record["outcome"] = self.clock.time(), "rolled_back"
+                await self.store.update(ro.id, lambda st: core.rolled_back(st, self.node, self.clock.time()),
+                                        fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+                outcome = "rolled_back"
+                return
+            report = core.judge(before, await self.handler.sample())
+            record["end"], record["outcome"], record["report"] = (
+                self.clock.time(), "worse" if report.worse else "done", report.detail)
+            await self.store.update(ro.id, lambda st: core.reported(st, ro, self.node, report, self.clock.time()),
+                                    fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+            outcome = record["outcome"]
+            ctx.log.info("coord_reported", rollout=ro.id, worse=report.worse, detail=report.detail)
+        except TurnLost as exc:
+            self.fenced_writes += 1
+            self._metrics.fenced.inc()
+            if applied:
+                await self._undo(ctx, ro)
+            self._conditions[COORD_TURN_LOST.code] = COORD_TURN_LOST(f"rollout {ro.id}: {exc}")
+            ctx.log.warning("coord_turn_lost", rollout=ro.id, token=token, error=str(exc), undone=applied)
+            with contextlib.suppress(X0ttaError):
+                await self.client.put(self.store.fenced_key(ro.id, self.node, token),
+                                      json.dumps({"node": self.node, "token": token, "noticed": self.clock.time(),
+                                                  "undone": applied}))
+                await self.store.update(ro.id, lambda st: core.turn_lost(st, self.node, self.clock.time()))
+        finally:
+            self._metrics.turns.labels(outcome).inc()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(X0ttaError):  # release: delete our turn key only if it is still ours
+                await self.client.txn([mod_revision_is(self.store.turn_key(ro.id, slot), token)],
+                                      [delete(self.store.turn_key(ro.id, slot))])
+                await self.client.lease_revoke(lease)
+        if outcome in ("done", "worse", "rolled_back"):
+            self._conditions.pop(COORD_TURN_LOST.code, None)
+
+    async def _undo(self, ctx: Context, ro: Rollout) -> None:
+        assert self.handler is not None and self._metrics is not None
+        previous = self._previous.pop(ro.id, None)
+        await self.handler.rollback(ro.change, previous)
+        self._metrics.rolled_back.inc()
+        ctx.log.info("coord_undone", rollout=ro.id, setting=ro.change.setting)
+
+    async def _roll_back(self, ctx: Context, view: View) -> None:
+        """This node is next in the reverse order: undo, then record it (a CAS on the state)."""
+        assert self.store is not None and self.handler is not None and self._metrics is not None
+        ro = view.rollout
+        assert ro is not None
+        previous = self._previous.get(ro.id)
+        if previous is None:  # after a restart: what it needs was recorded with the apply interval
+            mine = [r for k, r in view.records.items() if k.startswith(f"{self.node}/")]
+            mine.sort(key=lambda r: int(r.get("token", 0)))
+            previous = mine[-1].get("previous") if mine else None
+        await self.handler.rollback(ro.change, previous)
+        self._previous.pop(ro.id, None)
+        self._metrics.rolled_back.inc()
+        await self.store.update(ro.id, lambda st: core.rolled_back(st, self.node, self.clock.time()))
+        ctx.log.info("coord_rolled_back", rollout=ro.id, setting=ro.change.setting)
+
+
+class _Holding:
+    """A turn's lease, renewed every third of its TTL. ``certain(margin)``: the lease is held for
+    at least ``margin`` of its TTL more, counted from the last renewal *sent* (the monotonic
+    clock runs on while the process is stopped, so a node woken past its lease knows it)."""
+
+    def __init__(self, client: EtcdClient, lease: int, ttl: int, granted: float, clock: Clock) -> None:
+        self.client, self.lease, self.ttl, self.clock = client, lease, ttl, clock
+        self.deadline = granted + ttl
+        self.lost = False
+
+    def certain(self, margin: float) -> bool:
+        return not self.lost and self.clock.monotonic() < self.deadline - margin * self.ttl
+
+    async def keep(self) -> None:
+        while not self.lost:
+            await self.clock.sleep(self.ttl / 3)
+            sent = self.clock.monotonic()
+            try:
+                ttl = await self.client.lease_keepalive(self.lease)
+                self.deadline = sent + ttl
+            except LeaseLost:
+                self.lost = True
+            except EtcdUnavailable:
+                continue  # the deadline is not moved: certain() turns false in time
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
