@@ -11,6 +11,10 @@ guard its two maps (:func:`guard_maps`) each time they do; the guard never impor
 Heal's liveness prober corroborates a late neighbour's silence with the probes' per-neighbour
 counters: this module hands it ``probes.last_rx``; heal and the probes never import each other.
 
+The coord subsystem (coordinated rollouts, when ``[coord] endpoints`` is set) applies a change
+through a file of settings and judges it by the agent's health, the heal loop's harm events
+(:func:`harm_counter`) and the mesh's originators (:func:`coord_sample`).
+
 The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
 mesh subsystem's last table dump, as the guard's own observation types.
 """
@@ -94,10 +98,16 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
 
         return once("fleet", build)
 
+    # Harmful heal actions seen so far: the coord subsystem's rollouts compare them before and after
+    # a change (docs/coordination.md).
+    heal_harm = [0]
+
     def heal(s: AgentSettings) -> Subsystem:
         service = _heal(s, overrides, hooks)
         if s.fleet.active:
             service.listeners.append(fleet(s).heal_event)  # type: ignore[attr-defined]
+        if s.coord.active:
+            service.listeners.append(harm_counter(heal_harm))  # type: ignore[attr-defined]
         if s.peer.enabled and s.identity.enabled:
             # Once this node has an identity, liveness probes are keyed by the neighbours' sessions,
             # and only those keys are taken (docs/heal.md, "authenticated probes").
@@ -149,9 +159,15 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
 
         return once("probes", build)
 
+    # Coordinated rollouts apply their change through a file of settings and judge it by the
+    # agent's health, heal harm and the originators the mesh sees (docs/coordination.md).
+    def coord(s: AgentSettings) -> Subsystem:
+        return once("coord", lambda: _coord(s, hooks, shared, heal_harm))
+
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
         "fleet": (settings.fleet.active, fleet),
+        "coord": (settings.coord.active, coord),
         "mesh": (settings.mesh.enabled, mesh),
         "heal": (settings.heal.enabled, heal),
         "guard": (settings.guard.enabled, guard),
@@ -274,6 +290,42 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
     for name, handler in (("drain", drain), ("undrain", undrain), ("set_mesh", set_mesh), ("heal", heal),
                           ("diagnostics", diagnostics), ("quarantine", quarantine), ("release", release)):
         actions.register(name, handler)
+
+
+def harm_counter(into: list[int]) -> Callable[[str, str | None, Mapping[str, Any]], None]:
+    """A heal listener that counts the heal loop's ``harm`` events into ``into[0]``."""
+
+    def listener(name: str, incident: str | None, data: Mapping[str, Any]) -> None:
+        if name == "harm":
+            into[0] += 1
+
+    return listener
+
+
+def coord_sample(hooks: AgentHooks, shared: Mapping[str, Subsystem], heal_harm: list[int]) -> Callable[[], Any]:
+    """The health a rollout compares before and after its change: subsystems other than coord
+    that are not ok, harmful heal actions so far, originators in the mesh's last dump."""
+    from x0tta.coord.core.rollout import Sample
+
+    async def sample() -> Any:
+        subsystems = hooks.subsystem_health() if hooks.subsystem_health else []
+        unhealthy = sum(1 for h in subsystems if h.get("subsystem") != "coord" and h.get("state") not in ("ok", None))
+        seen = getattr(shared.get("mesh"), "last_observation", None)
+        return Sample(unhealthy, heal_harm[0], len(seen.originators) if seen is not None else 0)
+
+    return sample
+
+
+def _coord(settings: AgentSettings, hooks: AgentHooks, shared: Mapping[str, Subsystem],
+           heal_harm: list[int]) -> Subsystem:
+    from x0tta.coord.handlers import FileSettings
+    from x0tta.coord.service import CoordService
+
+    handler = FileSettings(f"{settings.node.state_dir.rstrip('/')}/rollout-settings.json",
+                           coord_sample(hooks, shared, heal_harm))
+    # The operator verifier (x0tta.identity.core.operator.verify, Ed25519 + ML-DSA-65) is plugged
+    # in here once it lands; until then no rollout verifies and the node applies none.
+    return CoordService(settings.coord, handler=handler, verifier=None)
 
 
 def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:

@@ -293,3 +293,22 @@ async def test_operator_quarantine_and_release_go_to_the_guard_by_mac_or_spiffe_
     fleet_actions(bare, {}, AgentHooks())  # an agent without a guard: refused as unsupported
     with pytest.raises(Unsupported):
         await bare.get("quarantine")(_Cmd("quarantine", "spiffe://m/node/a"))
+
+
+async def test_coord_runs_with_endpoints_and_samples_the_agent_health_heal_harm_and_originators(tmp_path):
+    from x0tta.agent.wiring import AgentHooks
+
+    health = [{"subsystem": "mesh", "state": "ok"}, {"subsystem": "probes", "state": "degraded"},
+              {"subsystem": "coord", "state": "degraded"}]
+    assert "coord" not in factories(parse_settings(""))
+    settings = parse_settings(f'[node]\nstate_dir = "{tmp_path}"\n[coord]\nendpoints = ["https://127.0.0.1:2379"]\n')
+    table = factories(settings, AgentHooks(subsystem_health=lambda: health))
+    assert list(table).index("coord") < list(table).index("heal")
+    coord = table["coord"](settings)
+    assert table["coord"](settings) is coord and coord.verifier is None  # no rollout verifies until it is plugged in
+    table["mesh"](settings).last_observation = type("Seen", (), {"originators": [1, 2, 3]})()
+    for listener in table["heal"](settings).listeners:
+        listener("harm", "i1", {"kind": "detach"})
+    sample = await coord.handler.sample()
+    assert (sample.unhealthy, sample.heal_harm, sample.originators) == (1, 1, 3)
+    assert coord.handler.path == f"{tmp_path}/rollout-settings.json"
