@@ -232,7 +232,9 @@ class CoordService(Subsystem):
             if n == self.node and ro.id in self._previous:
                 await self._undo(ctx, ro)
             with contextlib.suppress(X0ttaError):
-                await self.store.update(ro.id, lambda s, n=n: core.turn_lost(s, n, self.clock.time()))
+                # only while it still holds no turn key: it may have taken a new turn since this view
+                await self.store.update(ro.id, lambda s, n=n: core.turn_lost(s, n, self.clock.time()),
+                                        when=lambda v, n=n: v.holder_slot(n) is None)
                 ctx.log.info("coord_turn_cleared", rollout=ro.id, holder=n)
             return
         if core.next_to_roll_back(st) == self.node and view.holder_slot(self.node) is None:
@@ -271,10 +273,18 @@ class CoordService(Subsystem):
         applied = False
         outcome = "lost"
         ctx.log.info("coord_turn_taken", rollout=ro.id, slot=slot, token=token)
+        me = self.node
+
+        def step_is(*steps: core.Step) -> Any:
+            return lambda st: me in st.nodes and st.nodes[me].step in steps
+
+        async def write(change: Any, landed: Any) -> core.RolloutState:
+            return await self._fenced(ro.id, fence, holding, change, landed,
+                                      [put(record_key, json.dumps(record, sort_keys=True))])
+
         try:
             record["start"] = self.clock.time()
-            await self.store.update(ro.id, lambda st: core.applying(st, ro, self.node, self.clock.time()),
-                                    fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+            await write(lambda st: core.applying(st, ro, me, self.clock.time()), step_is(core.Step.APPLYING))
             before = await self.handler.sample()
             if not holding.certain(DEADLINE_MARGIN):
                 raise TurnLost("the turn's lease may have expired before the change was applied")
@@ -283,46 +293,56 @@ class CoordService(Subsystem):
             applied = True
             self._metrics.applied.inc()
             record["previous"] = previous
-            state = await self.store.update(ro.id, lambda st: core.soaking(st, self.node, self.clock.time()),
-                                            fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+            state = await write(lambda st: core.soaking(st, me, self.clock.time()), step_is(core.Step.SOAKING))
             ctx.log.info("coord_applied", rollout=ro.id, setting=ro.change.setting, token=token)
             end = self.clock.monotonic() + ro.soak
-            while self.clock.monotonic() < end and state.phase != Phase.ABORTING:
-                await self.clock.sleep(min(s.poll_interval, max(0.0, end - self.clock.monotonic())))
+            # soak; once aborting, wait (holding the turn) until this node is the next to roll back
+            while (self.clock.monotonic() < end and state.phase != Phase.ABORTING) or (
+                    state.phase == Phase.ABORTING and core.next_to_roll_back(state) != me):
+                await self.clock.sleep(min(s.poll_interval, max(0.01, end - self.clock.monotonic())))
                 if not holding.certain(0.0):
                     raise TurnLost("the turn's lease was lost (or may have expired) during the soak")
-                current = await self.store.load(ro.id)
-                if current is not None and current.state is not None:
-                    state = current.state
+                with contextlib.suppress(EtcdUnavailable):  # the lease, not one read, decides
+                    current = await self.store.load(ro.id)
+                    if current is not None and current.state is not None:
+                        state = current.state
             if state.phase == Phase.ABORTING:  # aborted by another node's report or the operator
                 await self.handler.rollback(ro.change, previous)
                 self._previous.pop(ro.id, None)
                 applied = False
                 self._metrics.rolled_back.inc()
-                record["end"], record["outcome"] = self.clock.time(), "rolled_back"
-                await self.store.update(ro.id, lambda st: core.rolled_back(st, self.node, self.clock.time()),
-                                        fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+                record["end"] = record["rolled_back_at"] = self.clock.time()
+                record["outcome"] = "rolled_back"
+                await write(lambda st: core.rolled_back(st, me, self.clock.time()), step_is(core.Step.ROLLED_BACK))
                 outcome = "rolled_back"
                 return
             report = core.judge(before, await self.handler.sample())
             record["end"], record["outcome"], record["report"] = (
                 self.clock.time(), "worse" if report.worse else "done", report.detail)
-            await self.store.update(ro.id, lambda st: core.reported(st, ro, self.node, report, self.clock.time()),
-                                    fence=fence, extra=[put(record_key, json.dumps(record, sort_keys=True))])
+            await write(lambda st: core.reported(st, ro, me, report, self.clock.time()),
+                        step_is(core.Step.DONE, core.Step.WORSE))
             outcome = record["outcome"]
             ctx.log.info("coord_reported", rollout=ro.id, worse=report.worse, detail=report.detail)
-        except TurnLost as exc:
-            self.fenced_writes += 1
-            self._metrics.fenced.inc()
+        except X0ttaError as exc:
+            # The turn is lost (etcd refused a fenced write, or the lease is in doubt), or the
+            # rollout moved where this node's next step is refused: never keep a change the store
+            # does not show as this node's, undo it.
+            lost = isinstance(exc, TurnLost)
+            if lost:
+                self.fenced_writes += 1
+                self._metrics.fenced.inc()
+            elif not applied:
+                raise  # nothing changed here: the round reports it
             if applied:
                 await self._undo(ctx, ro)
             self._conditions[COORD_TURN_LOST.code] = COORD_TURN_LOST(f"rollout {ro.id}: {exc}")
-            ctx.log.warning("coord_turn_lost", rollout=ro.id, token=token, error=str(exc), undone=applied)
+            ctx.log.warning("coord_turn_lost", rollout=ro.id, token=token, error=str(exc), undone=applied,
+                            refused=lost)
             with contextlib.suppress(X0ttaError):
-                await self.client.put(self.store.fenced_key(ro.id, self.node, token),
-                                      json.dumps({"node": self.node, "token": token, "noticed": self.clock.time(),
-                                                  "undone": applied}))
-                await self.store.update(ro.id, lambda st: core.turn_lost(st, self.node, self.clock.time()))
+                await self.client.put(self.store.fenced_key(ro.id, me, token),
+                                      json.dumps({"node": me, "token": token, "noticed": self.clock.time(),
+                                                  "undone": applied, "why": str(exc)}))
+                await self.store.update(ro.id, lambda st: core.turn_lost(st, me, self.clock.time()))
         finally:
             self._metrics.turns.labels(outcome).inc()
             keeper.cancel()
@@ -334,6 +354,29 @@ class CoordService(Subsystem):
                 await self.client.lease_revoke(lease)
         if outcome in ("done", "worse", "rolled_back"):
             self._conditions.pop(COORD_TURN_LOST.code, None)
+
+    async def _fenced(self, rid: str, fence: tuple[int, int], holding: _Holding, change: Any, landed: Any,
+                      extra: list[Any]) -> core.RolloutState:
+        """A fenced state update under this node's turn. A request whose outcome is unknown (etcd
+        unreachable, an answer lost) is settled by reading back: done if ``landed(state)``, else
+        tried again, for as long as the lease is certainly held; then the turn counts as lost."""
+        assert self.store is not None
+        while True:
+            try:
+                return await self.store.update(rid, change, fence=fence, extra=extra)
+            except EtcdUnavailable as exc:
+                last = exc
+            while True:
+                if not holding.certain(0.0):
+                    raise TurnLost(f"etcd did not answer while this node held its turn ({last})")
+                await self.clock.sleep(min(self.settings.poll_interval, 0.5))
+                try:
+                    view = await self.store.load(rid)
+                    break
+                except EtcdUnavailable as exc:
+                    last = exc
+            if view is not None and view.state is not None and landed(view.state):
+                return view.state
 
     async def _undo(self, ctx: Context, ro: Rollout) -> None:
         assert self.handler is not None and self._metrics is not None
@@ -347,15 +390,20 @@ class CoordService(Subsystem):
         assert self.store is not None and self.handler is not None and self._metrics is not None
         ro = view.rollout
         assert ro is not None
+        mine = sorted((r for k, r in view.records.items() if k.startswith(f"{self.node}/")),
+                      key=lambda r: int(r.get("token", 0)))
         previous = self._previous.get(ro.id)
-        if previous is None:  # after a restart: what it needs was recorded with the apply interval
-            mine = [r for k, r in view.records.items() if k.startswith(f"{self.node}/")]
-            mine.sort(key=lambda r: int(r.get("token", 0)))
-            previous = mine[-1].get("previous") if mine else None
+        if previous is None and mine:  # after a restart: what it needs was recorded with the apply interval
+            previous = mine[-1].get("previous")
         await self.handler.rollback(ro.change, previous)
         self._previous.pop(ro.id, None)
         self._metrics.rolled_back.inc()
-        await self.store.update(ro.id, lambda st: core.rolled_back(st, self.node, self.clock.time()))
+        extra = []
+        if mine:  # the rollback goes into the node's last apply record, in the same txn as the state
+            rec = {**mine[-1], "rolled_back_at": self.clock.time()}
+            key = self.store.record_key(ro.id, self.node, int(rec["token"]))
+            extra.append(put(key, json.dumps(rec, sort_keys=True)))
+        await self.store.update(ro.id, lambda st: core.rolled_back(st, self.node, self.clock.time()), extra=extra)
         ctx.log.info("coord_rolled_back", rollout=ro.id, setting=ro.change.setting)
 
 

@@ -147,16 +147,21 @@ class RolloutStore:
         return state
 
     async def update(self, rid: str, change: Callable[[RolloutState], RolloutState], *,
-                     fence: tuple[int, int] | None = None, extra: Sequence[Op] = ()) -> RolloutState:
+                     fence: tuple[int, int] | None = None, extra: Sequence[Op] = (),
+                     when: Callable[[View], bool] | None = None) -> RolloutState:
         """Compare-and-swap the state with ``change(state)`` (retried while others change it).
         ``fence=(slot, token)``: the write goes through only while that turn is held (else
-        :class:`TurnLost`). ``extra`` ops are written in the same txn."""
+        :class:`TurnLost`). ``extra`` ops are written in the same txn. ``when``: the change is
+        made only while it holds of the view read for that attempt (else the state is returned
+        unchanged)."""
         for _ in range(UPDATE_ATTEMPTS):
             view = await self.load(rid)
             if view is None or view.state is None:
                 raise DecodeError(f"rollout {rid} has no state")
             if fence is not None and view.turns.get(fence[0], ("", 0))[1] != fence[1]:
                 raise TurnLost(f"turn {fence[0]} of rollout {rid} (token {fence[1]}) is no longer held")
+            if when is not None and not when(view):
+                return view.state
             new = change(view.state)
             compare: list[Compare] = [mod_revision_is(self.state_key(rid), view.state_revision)]
             if fence is not None:

@@ -11,7 +11,7 @@ turn) and from the nodes' settings files:
   finishes with no overlap, the late holder's writes are refused (it notes so, unfenced, and
   undoes its change), and every node ends with the change applied exactly once;
 * a change that makes a node's health worse is aborted after the first wave and rolled back; the
-  other nodes never see it;
+  other nodes never see it; in waves of two, the node that applied last goes back first;
 * a rollout not signed by the operator's key is never applied.
 
 Leases are 3 s and soaks 1-2 s, so a test takes 15-40 s.
@@ -256,6 +256,21 @@ async def test_a_change_that_makes_health_worse_is_rolled_back_after_the_first_w
     for n in NODES:
         assert workers.settings(n) == {"mesh.orig_interval": 1000}, n
     assert "breaks-routing" not in "".join(workers.log(n) for n in NODES if n != first)
+
+
+async def test_an_abort_in_waves_of_two_rolls_back_last_applied_first(
+        cluster: Cluster, workers: Workers, store: RolloutStore, operator: Ed25519PrivateKey) -> None:
+    # a 3 s soak: both nodes of the first wave are in turn when the first report aborts the rollout
+    await begin(store, operator, rollout("r-wave2", value="breaks-routing", wave=2, soak=3.0,
+                                         abort=AbortCriteria(worse_share=0.5)))
+    view = await finished(store, "r-wave2", workers)
+    assert view.state is not None and view.state.phase == Phase.ROLLED_BACK, (view.state, workers.logs())
+    order = view.state.order
+    assert len(order) == 2, order  # both of the first wave applied; no third node did
+    back = {r["node"]: r["rolled_back_at"] for r in view.records.values() if "rolled_back_at" in r}
+    assert sorted(back) == sorted(order), view.records
+    assert sorted(order, key=lambda n: back[n]) == list(reversed(order))  # last applied, first back
+    assert all(workers.settings(n) == {} for n in NODES)
 
 
 async def test_a_rollout_not_signed_by_the_operator_is_never_applied(
