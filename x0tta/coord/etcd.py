@@ -49,6 +49,10 @@ class EtcdError(PermanentError):
     """etcd refused the request."""
 
 
+class CertificateRefused(EtcdError):
+    """A member refused this client's certificate (not of its CA, expired, not a client certificate)."""
+
+
 class LeaseLost(EtcdError):
     """The lease expired or was revoked."""
 
@@ -65,6 +69,19 @@ def _prefix_end(key: str) -> str:
             b[i] += 1
             return _b64(bytes(b[: i + 1]))
     return _b64(b"\0")
+
+
+def _tls_alert(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS alert behind an httpx error, if a member refused our certificate (TLS 1.3 sends
+    that alert after the handshake, so it surfaces on the first read)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError) and "CERTIFICATE" in str(seen).upper():
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -200,9 +217,13 @@ class EtcdClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 sent, last = False, f"{self.endpoints[0]}: {type(exc).__name__} {exc}"
             except httpx.HTTPError as exc:
+                refused = _tls_alert(exc)
+                if refused is not None:
+                    raise CertificateRefused(
+                        f"{self.endpoints[0]} refused this client's certificate: {refused}") from exc
                 last = f"{self.endpoints[0]}: {type(exc).__name__} {exc}"
             except ssl.SSLError as exc:  # TLS 1.3: the member's refusal of our certificate comes after the handshake
-                raise EtcdError(f"{self.endpoints[0]} refused this client's certificate: {exc}") from exc
+                raise CertificateRefused(f"{self.endpoints[0]} refused this client's certificate: {exc}") from exc
             else:
                 data = self._decode(resp)
                 code = int(data.get("code", 0) or 0) if resp.status_code != 200 else 0

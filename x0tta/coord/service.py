@@ -52,7 +52,17 @@ from x0tta.coord.conditions import (
 )
 from x0tta.coord.core import rollout as core
 from x0tta.coord.core.rollout import FINAL, Change, Phase, Rollout, Sample
-from x0tta.coord.etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseLost, absent, delete, mod_revision_is, put
+from x0tta.coord.etcd import (
+    CertificateRefused,
+    EtcdClient,
+    EtcdError,
+    EtcdUnavailable,
+    LeaseLost,
+    absent,
+    delete,
+    mod_revision_is,
+    put,
+)
 from x0tta.coord.store import RolloutStore, TurnLost, View
 
 DEADLINE_MARGIN = 0.25  # share of the TTL kept in reserve: apply only with this much lease left
@@ -174,8 +184,8 @@ class CoordService(Subsystem):
             await self._keep_registered()
             views = await self.store.list()
             self._metrics.up.set(1)
-            self._conditions.pop(COORD_ETCD_UNREACHABLE.code, None)
-            self._conditions.pop(COORD_CONNECTING.code, None)
+            for spec in (COORD_ETCD_UNREACHABLE, COORD_CONNECTING, COORD_CERTIFICATE_UNUSABLE):
+                self._conditions.pop(spec.code, None)
             unverified = []
             for view in views:
                 if view.rollout is None or view.state is None or view.state.phase in FINAL:
@@ -189,6 +199,11 @@ class CoordService(Subsystem):
                     f"ignored, signature not verified: {', '.join(unverified)}")
             else:
                 self._conditions.pop(COORD_ROLLOUT_UNVERIFIED.code, None)
+        except CertificateRefused as exc:
+            self._metrics.up.set(0)
+            self._conditions.pop(COORD_CONNECTING.code, None)
+            self._conditions[COORD_CERTIFICATE_UNUSABLE.code] = COORD_CERTIFICATE_UNUSABLE(str(exc))
+            ctx.log.warning("coord_certificate_refused", error=str(exc))
         except EtcdUnavailable as exc:
             self._metrics.up.set(0)
             self._conditions[COORD_ETCD_UNREACHABLE.code] = COORD_ETCD_UNREACHABLE(str(exc))
