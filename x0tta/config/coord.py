@@ -38,6 +38,13 @@ class CoordSettings:
         "one cluster can serve several meshes.",
         pattern=r"(/[A-Za-z0-9_.-]+)+",
     )
+    segment: str = setting(
+        "",
+        doc="The mesh segment this node belongs to (e.g. the gateway it hangs off), as the operator "
+        "names it: a rollout with per_segment changes at most one node of a segment at once, so a "
+        "bad change cannot take a whole segment down. Empty: a segment of its own.",
+        pattern=r"[A-Za-z0-9_.-]{0,64}",
+    )
     operator_key_file: str = setting(
         "",
         doc="The operator's public key (the one that signs fleet commands); a rollout whose "

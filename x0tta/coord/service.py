@@ -223,7 +223,8 @@ class CoordService(Subsystem):
                 self._node_lease = 0
         lease, _ = await self.client.lease_grant(ttl)
         self._node_lease = lease
-        await self.client.put(self.store.node_key(self.node), json.dumps({"node": self.node}), lease)
+        await self.client.put(self.store.node_key(self.node),
+                              json.dumps({"node": self.node, "segment": self.settings.segment}), lease)
 
     async def _verify(self, view: View) -> bool:
         key = (view.id, view.doc_revision)

@@ -2,7 +2,7 @@
 
 Keys, under the mesh's prefix (``[coord] prefix``, default ``/x0tta``)::
 
-    nodes/<node>                          registered node (under the node's lease: gone when it is)
+    nodes/<node>                          registered node and its mesh segment (under the node's lease)
     rollouts/<id>/doc                     the signed document: {"rollout": ..., "signature": b64}
     rollouts/<id>/state                   RolloutState as JSON (x0tta.coord.core.rollout)
     rollouts/<id>/turn/<slot>             the node holding turn slot <slot> (< wave), under its turn lease
@@ -95,8 +95,19 @@ class RolloutStore:
     # -- reading ----------------------------------------------------------------------------------
 
     async def registered(self) -> list[str]:
+        return sorted(await self.registrations())
+
+    async def registrations(self) -> dict[str, str]:
+        """The registered nodes and their mesh segments ("" for none)."""
         kvs, _ = await self.client.range(f"{self.prefix}/nodes/", prefix=True)
-        return sorted(kv.key.rsplit("/", 1)[1] for kv in kvs)
+        out = {}
+        for kv in kvs:
+            try:
+                seg = json.loads(kv.value).get("segment", "")
+            except (ValueError, AttributeError):
+                seg = ""
+            out[kv.key.rsplit("/", 1)[1]] = str(seg or "")
+        return out
 
     async def load(self, rid: str) -> View | None:
         kvs, _ = await self.client.range(self.base(rid), prefix=True)
@@ -137,7 +148,7 @@ class RolloutStore:
     async def create(self, rollout: Rollout, signature: bytes, now: float) -> RolloutState:
         """Store a new rollout and its first state, its targets resolved against the nodes
         registered now. Refused (DecodeError) if the id is taken."""
-        state = core.start(rollout, await self.registered(), now)
+        state = core.start(rollout, await self.registrations(), now)
         doc = {"rollout": rollout.to_json(), "signature": base64.b64encode(signature).decode()}
         r = await self.client.txn([absent(self.doc_key(rollout.id))],
                                   [put(self.doc_key(rollout.id), json.dumps(doc, sort_keys=True)),

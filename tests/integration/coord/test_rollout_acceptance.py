@@ -12,6 +12,7 @@ turn) and from the nodes' settings files:
   undoes its change), and every node ends with the change applied exactly once;
 * a change that makes a node's health worse is aborted after the first wave and rolled back; the
   other nodes never see it; in waves of two, the node that applied last goes back first;
+* with ``per_segment``, two nodes of one mesh segment never change at once, while segments do;
 * a rollout not signed by the operator's key is never applied.
 
 Leases are 3 s and soaks 1-2 s, so a test takes 15-40 s.
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.integration
 WORKER = Path(__file__).with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[3]
 NODES = ("n1", "n2", "n3", "n4", "n5")
+SEGMENTS = {"n1": "east", "n2": "east", "n3": "west", "n4": "west", "n5": ""}  # used by per_segment rollouts
 PREFIX = "/x0tta-test"
 TTL = 3
 
@@ -69,7 +71,8 @@ class Workers:
             (self.dir / node).mkdir(exist_ok=True)
             cfg = {"node": node, "endpoints": self.cluster.endpoints, **self.cluster.files(node),
                    "settings_file": str(self.settings_file(node)), "operator_key_file": str(self.key),
-                   "prefix": PREFIX, "turn_ttl": TTL, "poll_interval": 0.2, "request_timeout": 1.0}
+                   "prefix": PREFIX, "turn_ttl": TTL, "poll_interval": 0.2, "request_timeout": 1.0,
+                   "segment": SEGMENTS[node]}
             (self.dir / node / "cfg.json").write_text(json.dumps(cfg))
             log = open(self.dir / node / "worker.log", "wb")
             self.procs[node] = subprocess.Popen([sys.executable, str(WORKER), str(self.dir / node / "cfg.json")],
@@ -155,10 +158,14 @@ def intervals(view: View) -> list[tuple[float, float, str]]:
     return sorted(out)
 
 
+def assert_disjoint(iv: list[tuple[float, float, str]]) -> None:
+    for (s1, e1, n1), (s2, e2, n2) in itertools.pairwise(sorted(iv)):
+        assert e1 <= s2, f"{n1} [{s1:.3f}, {e1:.3f}] overlaps {n2} [{s2:.3f}, {e2:.3f}]"
+
+
 def assert_no_overlap(view: View) -> None:
     iv = intervals(view)
-    for (s1, e1, n1), (s2, e2, n2) in itertools.pairwise(iv):
-        assert e1 <= s2, f"{n1} [{s1:.3f}, {e1:.3f}] overlaps {n2} [{s2:.3f}, {e2:.3f}]"
+    assert_disjoint(iv)
     # a turn whose end was refused started before the next turn, and wrote nothing after it
     for r in view.records.values():
         if "end" not in r:
@@ -271,6 +278,20 @@ async def test_an_abort_in_waves_of_two_rolls_back_last_applied_first(
     assert sorted(back) == sorted(order), view.records
     assert sorted(order, key=lambda n: back[n]) == list(reversed(order))  # last applied, first back
     assert all(workers.settings(n) == {} for n in NODES)
+
+
+async def test_per_segment_changes_one_node_of_a_segment_at_once(
+        cluster: Cluster, workers: Workers, store: RolloutStore, operator: Ed25519PrivateKey) -> None:
+    await begin(store, operator, rollout("r-seg", wave=5, per_segment=True, soak=1.5))
+    view = await finished(store, "r-seg", workers)
+    assert view.state is not None and view.state.phase == Phase.DONE, (view.state, workers.logs())
+    assert dict(view.state.segments) == {n: s for n, s in SEGMENTS.items() if s}
+    iv = intervals(view)
+    assert len(iv) == 5
+    for seg in ("east", "west"):
+        assert_disjoint([i for i in iv if SEGMENTS[i[2]] == seg])
+    # the wave of 5 let the segments (and n5, a segment of its own) change side by side
+    assert any(s2 < e1 for (s1, e1, n1), (s2, e2, n2) in itertools.combinations(iv, 2))
 
 
 async def test_a_rollout_not_signed_by_the_operator_is_never_applied(

@@ -49,7 +49,7 @@ async def main(cfg: dict) -> None:
     coord = CoordSettings(endpoints=tuple(cfg["endpoints"]), cert_file=cfg["cert_file"], key_file=cfg["key_file"],
                           ca_file=cfg["ca_file"], operator_key_file=cfg["operator_key_file"], prefix=cfg["prefix"],
                           poll_interval=cfg.get("poll_interval", 0.2), turn_ttl=cfg.get("turn_ttl", 3),
-                          request_timeout=cfg.get("request_timeout", 1.0))
+                          request_timeout=cfg.get("request_timeout", 1.0), segment=cfg.get("segment", ""))
     settings = AgentSettings(node=NodeSettings(id=cfg["node"], state_dir=str(Path(settings_file).parent)), coord=coord)
     ctx = StandaloneContext(settings, name="coord", node_id=cfg["node"])
     service = CoordService(coord, handler=handler, verifier=stand_in_verify)

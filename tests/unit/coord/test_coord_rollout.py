@@ -157,3 +157,19 @@ def test_judge_compares_health_before_and_after() -> None:
     assert r.judge(Sample(0, 0, 4), Sample(1, 0, 4)).worse
     rep = r.judge(Sample(0, 1, 4), Sample(0, 2, 3))
     assert rep.worse and rep.heal_harm == 1 and rep.lost_originators == 1
+
+
+def test_per_segment_allows_one_node_of_each_segment_in_turn() -> None:
+    ro = doc(wave=3, per_segment=True)
+    segs = {"n1": "east", "n2": "east", "n3": "west", "n4": "", "n5": ""}
+    s = r.start(ro, segs, 0)
+    assert dict(s.segments) == {"n1": "east", "n2": "east", "n3": "west"}
+    s = r.applying(s, ro, "n1", 1)
+    assert not r.may_take_turn(s, ro, "n2")  # east is changing
+    assert r.may_take_turn(s, ro, "n3") and r.may_take_turn(s, ro, "n4")
+    s = r.applying(r.applying(s, ro, "n3", 1), ro, "n4", 1)
+    assert not r.may_take_turn(s, ro, "n5")  # the wave bounds it too
+    s = r.reported(r.soaking(s, "n1", 2), ro, "n1", GOOD, 3)
+    assert r.may_take_turn(s, ro, "n2")
+    assert r.RolloutState.from_json(s.to_json()) == s
+    assert r.signed_bytes(ro) != r.signed_bytes(doc(wave=3))

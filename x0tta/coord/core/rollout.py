@@ -1,7 +1,8 @@
 """The rollout as data: what is changed, where, how fast, when to stop; its state machine.
 
 A :class:`Rollout` is the operator's signed document: a :class:`Change` (a setting and its new
-value, or an artefact), a target selector, a wave size (at most that many nodes changing at once),
+value, or an artefact), a target selector, a wave size (at most that many nodes changing at once,
+and with ``per_segment`` at most one per mesh segment),
 a soak time and :class:`AbortCriteria`. :func:`signed_bytes` is the exact byte string the operator
 signs and every node verifies before it acts.
 
@@ -92,6 +93,7 @@ class Rollout:
     soak: float = 60.0
     abort: AbortCriteria = field(default_factory=AbortCriteria)
     operator: str = ""
+    per_segment: bool = False  # at most one node of each mesh segment in turn at once
 
     def __post_init__(self) -> None:
         if not _ID.fullmatch(self.id):
@@ -117,7 +119,7 @@ class Rollout:
             "targets": list(self.targets), "wave": self.wave, "soak": self.soak,
             "abort": {"worse_share": self.abort.worse_share, "heal_harm": self.abort.heal_harm,
                       "lost_originators": self.abort.lost_originators},
-            "operator": self.operator,
+            "operator": self.operator, "per_segment": self.per_segment,
         }
 
     @classmethod
@@ -127,7 +129,8 @@ class Rollout:
             return cls(str(d["id"]), Change(str(ch["setting"]), ch.get("value"), str(ch.get("artefact", ""))),
                        tuple(str(t) for t in d["targets"]), int(d.get("wave", 1)), float(d.get("soak", 60.0)),
                        AbortCriteria(float(ab.get("worse_share", 0.2)), int(ab.get("heal_harm", 0)),
-                                     int(ab.get("lost_originators", 0))), str(d.get("operator", "")))
+                                     int(ab.get("lost_originators", 0))), str(d.get("operator", "")),
+                       bool(d.get("per_segment", False)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DecodeError(f"rollout document: {exc!r}") from exc
 
@@ -190,12 +193,13 @@ class RolloutState:
     reason: str = ""
     started_at: float = 0.0
     finished_at: float = 0.0
+    segments: Mapping[str, str] = field(default_factory=dict)  # target -> its mesh segment, at start
 
     def to_json(self) -> dict[str, Any]:
         return {
             "phase": self.phase.value, "targets": list(self.targets), "order": list(self.order),
             "resume_to": self.resume_to.value, "reason": self.reason, "started_at": self.started_at,
-            "finished_at": self.finished_at,
+            "finished_at": self.finished_at, "segments": dict(self.segments),
             "nodes": {n: {"step": r.step.value, "applied_at": r.applied_at, "reported_at": r.reported_at,
                           "worse": r.worse, "heal_harm": r.heal_harm, "lost_originators": r.lost_originators,
                           "detail": r.detail} for n, r in self.nodes.items()},
@@ -210,7 +214,8 @@ class RolloutState:
                      for n, r in d.get("nodes", {}).items()}
             return cls(Phase(d["phase"]), tuple(d.get("targets", ())), nodes, tuple(d.get("order", ())),
                        Phase(d.get("resume_to", "applying")), str(d.get("reason", "")),
-                       float(d.get("started_at", 0)), float(d.get("finished_at", 0)))
+                       float(d.get("started_at", 0)), float(d.get("finished_at", 0)),
+                       {str(k): str(v) for k, v in d.get("segments", {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DecodeError(f"rollout state: {exc!r}") from exc
 
@@ -233,12 +238,15 @@ def _with(state: RolloutState, node: str, rec: NodeRecord | None) -> RolloutStat
     return replace(state, nodes=nodes)
 
 
-def start(rollout: Rollout, registered: list[str], now: float) -> RolloutState:
-    """A new rollout's state: the selector resolved against the registered nodes."""
-    targets = tuple(sorted(n for n in set(registered) if rollout.selects(n)))
+def start(rollout: Rollout, registered: Mapping[str, str] | list[str], now: float) -> RolloutState:
+    """A new rollout's state: the selector resolved against the registered nodes (a mapping gives
+    each node's mesh segment, "" for none)."""
+    segs = dict(registered) if isinstance(registered, Mapping) else dict.fromkeys(registered, "")
+    targets = tuple(sorted(n for n in segs if rollout.selects(n)))
     if not targets:
         raise TransitionError(f"rollout {rollout.id}: no registered node matches {list(rollout.targets)}")
-    return RolloutState(Phase.APPLYING, targets, {}, (), Phase.APPLYING, "", now)
+    return RolloutState(Phase.APPLYING, targets, {}, (), Phase.APPLYING, "", now,
+                        segments={n: segs[n] for n in targets if segs[n]})
 
 
 def pause(state: RolloutState, now: float) -> RolloutState:
@@ -260,8 +268,13 @@ def abort(state: RolloutState, reason: str, now: float) -> RolloutState:
 
 
 def may_take_turn(state: RolloutState, rollout: Rollout, node: str) -> bool:
-    return (state.phase == Phase.APPLYING and node in state.targets and node not in state.nodes
-            and len(state.in_turn()) < rollout.wave)
+    """Rollout applying, ``node`` a target not done, fewer than ``wave`` nodes in turn, and with
+    ``per_segment`` no node of its segment in turn (a node without a segment is its own)."""
+    if not (state.phase == Phase.APPLYING and node in state.targets and node not in state.nodes
+            and len(state.in_turn()) < rollout.wave):
+        return False
+    seg = state.segments.get(node, "")
+    return not (rollout.per_segment and seg and any(state.segments.get(n) == seg for n in state.in_turn()))
 
 
 def applying(state: RolloutState, rollout: Rollout, node: str, now: float) -> RolloutState:
