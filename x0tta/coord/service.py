@@ -25,7 +25,8 @@ else of the agent depends on it.
 
 Metrics: ``x0tta_coord_etcd_up``, ``x0tta_coord_turns_total{outcome}``,
 ``x0tta_coord_fenced_writes_total``, ``x0tta_coord_applied_total``,
-``x0tta_coord_rolled_back_total``, ``x0tta_coord_etcd_requests_total``.
+``x0tta_coord_rolled_back_total``, ``x0tta_coord_etcd_requests_total``,
+``x0tta_coord_etcd_failovers_total``.
 """
 
 from __future__ import annotations
@@ -97,8 +98,15 @@ class _Metrics:
                               "Writes etcd refused because this node's turn was gone", registry=r)
         self.applied = Counter("x0tta_coord_applied_total", "Changes applied by rollouts", registry=r)
         self.rolled_back = Counter("x0tta_coord_rolled_back_total", "Changes undone by rollouts", registry=r)
-        self.requests = Gauge("x0tta_coord_etcd_requests_total", "Requests sent to etcd members", registry=r)
-        self.requests.set_function(lambda: float(service.client.requests if service.client else 0))
+        self.requests = Counter("x0tta_coord_etcd_requests_total", "Requests sent to etcd members", registry=r)
+        self.failovers = Counter("x0tta_coord_etcd_failovers_total",
+                                 "Requests a member did not answer, asked of the next one", registry=r)
+        self.counted = (0, 0)  # the client's counts already added
+
+    def count(self, client: EtcdClient) -> None:
+        self.requests.inc(client.requests - self.counted[0])
+        self.failovers.inc(client.failovers - self.counted[1])
+        self.counted = (client.requests, client.failovers)
 
 
 class CoordService(Subsystem):
@@ -210,6 +218,8 @@ class CoordService(Subsystem):
             ctx.log.warning("coord_etcd_unreachable", error=str(exc))
         except X0ttaError as exc:  # a refused request or a bad document: reported, retried next round
             ctx.log.warning("coord_round_failed", error=str(exc), kind=type(exc).__name__)
+        if self.client is not None:
+            self._metrics.count(self.client)
         self._report()
 
     async def _keep_registered(self) -> None:

@@ -3,6 +3,9 @@ out of reach; registered and healthy once it answers; metrics and the admin comm
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+
 import pytest
 from prometheus_client import generate_latest
 
@@ -43,6 +46,10 @@ async def test_unreachable_etcd_degrades_and_the_node_registers_once_it_answers(
         assert await ctx.admin.handlers["coord.status"]({}) == []
         text = generate_latest(ctx.registry).decode()
         assert "x0tta_coord_etcd_up 1.0" in text
+        assert "x0tta_coord_etcd_failovers_total" in text and "x0tta_coord_etcd_requests_total" in text
+        check = await asyncio.to_thread(subprocess.run, ["promtool", "check", "metrics"], input=text.encode(),
+                                        capture_output=True)
+        assert check.returncode == 0 and check.stdout == b"" and check.stderr == b"", check
 
 
 async def test_a_certificate_etcd_refuses_is_reported_not_crashed(cluster: Cluster, tmp_path) -> None:
