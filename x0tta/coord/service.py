@@ -263,6 +263,8 @@ class CoordService(Subsystem):
                                         when=lambda v, n=n: v.holder_slot(n) is None)
                 ctx.log.info("coord_turn_cleared", rollout=ro.id, holder=n)
             return
+        if self.handler is None:  # a node given no way to apply a change only watches
+            return
         if core.next_to_roll_back(st) == self.node and view.holder_slot(self.node) is None:
             await self._roll_back(ctx, view)
         elif core.may_take_turn(st, ro, self.node) and ro.selects(self.node):
