@@ -323,9 +323,10 @@ def _coord(settings: AgentSettings, hooks: AgentHooks, shared: Mapping[str, Subs
 
     handler = FileSettings(f"{settings.node.state_dir.rstrip('/')}/rollout-settings.json",
                            coord_sample(hooks, shared, heal_harm))
-    # The operator verifier (x0tta.identity.core.operator.verify, Ed25519 + ML-DSA-65) is plugged
-    # in here once it lands; until then no rollout verifies and the node applies none.
-    return CoordService(settings.coord, handler=handler, verifier=None)
+    from x0tta.coord.service import operator_verifier
+
+    # the operator's hybrid signature (Ed25519 + ML-DSA-65), the one fleet commands carry
+    return CoordService(settings.coord, handler=handler, verifier=operator_verifier)
 
 
 def _mesh(settings: AgentSettings, overrides: dict[str, Any]) -> Subsystem:

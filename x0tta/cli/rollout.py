@@ -36,6 +36,11 @@ def register(sub: Any) -> None:
     b = rs.add_parser("bytes", help="print the bytes the operator signs for a rollout document")
     b.add_argument("document")
     b.set_defaults(func=_bytes)
+    g = rs.add_parser("sign", help="sign a rollout document with an operator key (x0tta fleet keygen); "
+                      "prints the signature's JSON for `start --signature`")
+    g.add_argument("document")
+    g.add_argument("--operator-key", required=True, help="NAME.key.pem of `x0tta fleet keygen`")
+    g.set_defaults(func=_sign)
     s = rs.add_parser("start", help="store a signed rollout; the targeted nodes take their turns")
     s.add_argument("document")
     s.add_argument("--signature", required=True, help="file with the operator's signature of `rollout bytes`")
@@ -89,6 +94,18 @@ def _run(args: argparse.Namespace, work: Any) -> Any:
 
 def _bytes(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(core.signed_bytes(_document(args.document)))
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from x0tta.identity.core.operator import load_private
+
+    try:
+        key = load_private(Path(args.operator_key).read_bytes())
+    except OSError as exc:
+        raise PermanentError(f"operator key {args.operator_key}: {exc}") from exc
+    sig = key.sign(core.signed_bytes(_document(args.document)))
+    sys.stdout.write(json.dumps(sig.to_json()) + "\n")
     return 0
 
 

@@ -88,6 +88,20 @@ class Verifier(Protocol):
     def __call__(self, public: bytes, data: bytes, signature: bytes) -> bool: ...
 
 
+def operator_verifier(public: bytes, data: bytes, signature: bytes) -> bool:
+    """The :class:`Verifier` of the deployed agent: ``public`` is the operator's public key file
+    (``x0tta fleet keygen``), ``signature`` the JSON ``x0tta rollout sign`` prints; both halves
+    (Ed25519 and ML-DSA-65) must verify, as for fleet commands. Blocking (CPU): call it in a thread."""
+    from x0tta.common.errors import X0ttaError
+    from x0tta.identity.core.operator import HybridSignature, load_public, verify
+
+    try:
+        verify(load_public(public), data, HybridSignature.from_json(json.loads(signature)))
+    except (X0ttaError, ValueError, TypeError):
+        return False
+    return True
+
+
 class _Metrics:
     def __init__(self, r: CollectorRegistry, service: CoordService) -> None:
         self.up = Gauge("x0tta_coord_etcd_up", "1 while the last request to the etcd cluster was answered",

@@ -305,10 +305,33 @@ async def test_coord_runs_with_endpoints_and_samples_the_agent_health_heal_harm_
     table = factories(settings, AgentHooks(subsystem_health=lambda: health))
     assert list(table).index("coord") < list(table).index("heal")
     coord = table["coord"](settings)
-    assert table["coord"](settings) is coord and coord.verifier is None  # no rollout verifies until it is plugged in
+    from x0tta.coord.service import operator_verifier
+
+    assert table["coord"](settings) is coord and coord.verifier is operator_verifier
     table["mesh"](settings).last_observation = type("Seen", (), {"originators": [1, 2, 3]})()
     for listener in table["heal"](settings).listeners:
         listener("harm", "i1", {"kind": "detach"})
     sample = await coord.handler.sample()
     assert (sample.unhealthy, sample.heal_harm, sample.originators) == (1, 1, 3)
     assert coord.handler.path == f"{tmp_path}/rollout-settings.json"
+
+
+def test_the_rollout_verifier_is_the_operators_hybrid_signature(tmp_path):
+    """Both halves must verify, as for fleet commands; anything else is not a signature."""
+    import json
+
+    from x0tta.coord.core import rollout as core
+    from x0tta.coord.service import operator_verifier
+    from x0tta.identity.core.operator import OperatorKey
+
+    key, other = OperatorKey.generate(), OperatorKey.generate()
+    data = b"x0tta-rollout/1\n{}"
+    good = json.dumps(key.sign(data).to_json()).encode()
+    assert operator_verifier(key.public.to_pem(), data, good)
+    assert not operator_verifier(other.public.to_pem(), data, good)
+    assert not operator_verifier(key.public.to_pem(), data + b" ", good)
+    half = key.sign(data).to_json() | {"ed25519": other.sign(data).to_json()["ed25519"]}
+    assert not operator_verifier(key.public.to_pem(), data, json.dumps(half).encode())
+    assert not operator_verifier(key.public.to_pem(), data, b"not json")
+    assert not operator_verifier(b"not a key", data, good)
+    assert core.signed_bytes  # the bytes `x0tta rollout bytes` prints are what is signed

@@ -173,3 +173,21 @@ def test_per_segment_allows_one_node_of_each_segment_in_turn() -> None:
     assert r.may_take_turn(s, ro, "n2")
     assert r.RolloutState.from_json(s.to_json()) == s
     assert r.signed_bytes(ro) != r.signed_bytes(doc(wave=3))
+
+
+def test_rollout_sign_makes_the_signature_nodes_verify(tmp_path, capsys):
+    """`x0tta rollout sign` signs exactly `rollout bytes` with the operator's hybrid key."""
+    import json
+
+    from x0tta.cli.main import main
+    from x0tta.coord.service import operator_verifier
+    from x0tta.identity.core.operator import OperatorKey
+
+    key = OperatorKey.generate()
+    (tmp_path / "op.key.pem").write_bytes(key.to_pem())
+    path = tmp_path / "r1.json"
+    path.write_text(json.dumps(doc().to_json()))
+    assert main(["rollout", "sign", str(path), "--operator-key", str(tmp_path / "op.key.pem")]) == 0
+    sig = capsys.readouterr().out.encode()
+    assert operator_verifier(key.public.to_pem(), r.signed_bytes(doc()), sig)
+    assert not operator_verifier(OperatorKey.generate().public.to_pem(), r.signed_bytes(doc()), sig)
