@@ -18,6 +18,7 @@ from tests.conftest import BIN, free_port
 from tests.integration.test_agent_process import recv_until, start_agent
 from tests.kit import storewriter
 from tests.kit.bundles import rewrite
+from tests.kit.procs import stop_process
 from tests.kit.wait import until_sync
 from x0tta.backup.core import sign
 from x0tta.heal.store import Store
@@ -78,11 +79,7 @@ def events(db: Path) -> int:
 
 def stop_agent(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=15)
     proc.communicate()
 
 

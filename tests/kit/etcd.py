@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.kit.pki import TestCA
+from tests.kit.procs import stop_process
 
 
 def free_ports(n: int) -> list[int]:
@@ -212,16 +213,8 @@ class Cluster:
     def stop(self) -> None:
         for m in self.members:
             proc, m.proc = m.proc, None
-            if proc is None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                stop_process(proc)
 
     # -- looking at it ----------------------------------------------------------------------------
 

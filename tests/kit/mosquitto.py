@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.kit.procs import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 ACL = ROOT / "configs" / "mosquitto" / "acl"
 MONITOR = "fleet-monitor"  # the ACL's read-everything user, for the tests' subscriber
@@ -110,14 +112,7 @@ tls_version tlsv1.3
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         if proc.stderr:
             proc.stderr.close()
 

@@ -29,6 +29,7 @@ from typing import Any, Self
 import pytest
 
 from tests.conftest import free_port
+from tests.kit.procs import stop_process
 
 PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager"}
 
@@ -76,12 +77,7 @@ class _Server:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
     def __enter__(self) -> Self:
         return self.start()

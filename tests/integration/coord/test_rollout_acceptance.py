@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.kit.etcd import Cluster
+from tests.kit.procs import stop_process
 from tests.kit.wait import until
 from x0tta.coord.core import rollout as core
 from x0tta.coord.core.rollout import FINAL, AbortCriteria, Change, Phase, Rollout
@@ -87,16 +88,12 @@ class Workers:
         return "\n".join(f"--- {n}\n{self.log(n)}" for n in NODES)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        for proc in self.procs.values():  # all asked first, so they stop side by side
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGCONT)
                 proc.terminate()
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @pytest.fixture
