@@ -260,13 +260,8 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
         return bundle
 
     async def quarantine(cmd: Any) -> Mapping[str, Any]:
-        from x0tta.guard.core.admission import BadMac, parse_mac
-
         guard, node = need("guard"), str(cmd.args["node"])
-        try:
-            macs = [parse_mac(node)]
-        except BadMac:
-            macs = [m for m, b in guard.guard.bindings.bound.items() if b.spiffe_id == node]
+        macs = guard.bound_macs(node)
         if not macs:
             raise PermanentError(f"no neighbour MAC is bound to {node}")
         heal_settings = getattr(shared.get("heal"), "settings", None)

@@ -165,6 +165,10 @@ class GuardService(Subsystem):
         self._changed.set()
         return ""
 
+    def bound_macs(self, who: str) -> list[bytes]:
+        """A MAC, or every MAC bound to a SPIFFE ID (what an operator's quarantine names)."""
+        return self.guard.bindings.bound_macs(who)
+
     def quarantined_macs(self) -> list[str]:
         """The MACs quarantined now (aa:bb:cc:dd:ee:ff)."""
         return [format_mac(m) for m in self.guard.bindings.quarantined]

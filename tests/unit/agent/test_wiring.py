@@ -259,11 +259,15 @@ async def test_operator_quarantine_and_release_go_to_the_guard_by_mac_or_spiffe_
 
     class _Guard:
         def __init__(self) -> None:
-            bound = {bytes.fromhex("02ba00010001"): _Bound("spiffe://m/node/a"),
-                     bytes.fromhex("02ba00010002"): _Bound("spiffe://m/node/a"),
-                     bytes.fromhex("02ba00020001"): _Bound("spiffe://m/node/b")}
-            self.guard = type("G", (), {"bindings": type("B", (), {"bound": bound})()})()
+            from x0tta.guard.core.binding import Binding, Bindings
+
+            self.bindings = Bindings(bound={bytes.fromhex("02ba00010001"): Binding("spiffe://m/node/a", "e0", 0.0),
+                                            bytes.fromhex("02ba00010002"): Binding("spiffe://m/node/a", "e1", 0.0),
+                                            bytes.fromhex("02ba00020001"): Binding("spiffe://m/node/b", "e0", 0.0)})
             self.calls: list[tuple] = []
+
+        def bound_macs(self, who):
+            return self.bindings.bound_macs(who)
 
         def quarantine(self, mac, ttl, reason):
             self.calls.append(("q", mac.hex(), ttl, reason))
@@ -272,10 +276,6 @@ async def test_operator_quarantine_and_release_go_to_the_guard_by_mac_or_spiffe_
         def release(self, who, by):
             self.calls.append(("r", who, by))
             return ["02:ba:00:01:00:01"] if who.endswith("/a") else []
-
-    @dataclass
-    class _Bound:
-        spiffe_id: str
 
     guard, actions = _Guard(), Actions()
     fleet_actions(actions, {"guard": guard}, AgentHooks())

@@ -202,3 +202,14 @@ def test_bindings_keep_their_rules_whatever_happens(ops):
             s, _, _ = s.expire(now, 3.0)
         assert not set(s.bound) & set(s.quarantined)
         assert all((b.sessions > 0) != (b.lost_at is not None) for b in s.bound.values())
+
+
+def test_bound_macs_names_a_mac_itself_or_every_mac_bound_to_a_spiffe_id():
+    from x0tta.guard.core.binding import Binding, Bindings
+
+    b = Bindings(bound={bytes.fromhex("02ba00010002"): Binding("spiffe://m/node/a", "e1", 0.0),
+                        bytes.fromhex("02ba00010001"): Binding("spiffe://m/node/a", "e0", 0.0),
+                        bytes.fromhex("02ba00020001"): Binding("spiffe://m/node/b", "e0", 0.0)})
+    assert b.bound_macs("spiffe://m/node/a") == [bytes.fromhex("02ba00010001"), bytes.fromhex("02ba00010002")]
+    assert b.bound_macs("02:ba:00:09:00:09") == [bytes.fromhex("02ba00090009")]  # a MAC, bound or not
+    assert b.bound_macs("spiffe://m/node/z") == []

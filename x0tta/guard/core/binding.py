@@ -128,6 +128,13 @@ class Bindings:
         q = Quarantined(spiffe_id, old.since if old else now, max(now + ttl, old.until if old else 0.0), reason)
         return replace(self._without(mac), quarantined={**self.quarantined, mac: q}), ""
 
+    def bound_macs(self, who: str) -> list[bytes]:
+        """The MACs ``who`` names: a MAC itself, or a SPIFFE ID's every bound MAC (none: [])."""
+        try:
+            return [parse_mac(who)]
+        except BadMac:
+            return sorted(m for m, b in self.bound.items() if b.spiffe_id == who)
+
     def release(self, who: str) -> tuple[Bindings, list[bytes]]:
         """End the quarantines of ``who``: a MAC, or a SPIFFE ID (every MAC quarantined with it)."""
         try:
