@@ -33,7 +33,7 @@ from x0tta.common.errors import PermanentError
 from x0tta.config.heal import HealSettings
 from x0tta.heal.core.budget import LOAD_RAISING, LoadUse, advance
 from x0tta.heal.core.detect import Key, Memory
-from x0tta.heal.core.model import Action, ActionKind, Decision, Event, Op, Symptom
+from x0tta.heal.core.model import Action, ActionKind, Decision, Event, Op, Symptom, SymptomKind
 from x0tta.heal.core.plan import UNDO
 
 
@@ -55,7 +55,7 @@ class Undo(enum.StrEnum):
 
 
 # Symptoms counted over the flap window: their incidents alone do not make the loop poll fast.
-SLOW_KINDS = frozenset({"route_flapping", "gateway_changed"})
+SLOW_KINDS = frozenset({SymptomKind.ROUTE_FLAPPING, SymptomKind.GATEWAY_CHANGED})
 
 Phase = tuple[State, Undo | None]
 """Where a record is: its action's state and its undo's (``None``: no undo decided)."""
