@@ -1,7 +1,8 @@
 """Steady-state CPU of the agents in the lab, against the same guest without them, in one boot
 (docs/benchmarks.md, section "heal: steady-state CPU").
 
-    .venv/bin/python tests/bench/bench_heal_cpu.py [--topology ring|grid] [--seconds 30] [--settle 20] [--identities]
+    .venv/bin/python tests/bench/bench_heal_cpu.py [--topology ring|grid] [--seconds 30] [--settle 20]
+        [--identities] [--fleet]
 
 One User-Mode Linux boot of the 5-node ring (or the 4 x 5 grid, 20 nodes): the mesh converges
 without agents and the guest's busy share is measured over ``--seconds`` (the baseline); then an
@@ -11,6 +12,11 @@ measured over the same window; then the open incidents of every agent are counte
 mesh has none). The guest has one CPU: "% of the guest CPU" is the share of a lab node's CPU.
 ``--identities``: every node enrolled by the lab's CA, so the peer subsystem holds PQ mTLS
 sessions with the neighbours and the probes are keyed by them (every subsystem doing its work).
+``--fleet``: the fleet plane and coordination on as well - a mosquitto (TLS, client certificates, the
+ACL of configs/mosquitto/) and a one-member etcd (TLS, client certificates) run on the first node,
+inside the guest, before the baseline is measured (so the baseline holds their idle cost), and every
+agent reports to the broker over the mesh, takes signed operator commands from it, and polls etcd
+for rollouts; a check afterwards shows every agent connected to both.
 Prints a markdown table and the JSON figures.
 """
 
@@ -19,23 +25,28 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from x0tta.lab.core.topology import topology_from_data
+from x0tta.lab.core.topology import Topology, topology_from_data
 from x0tta.lab.runner import default_mem_mb, load_topology, run_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = Path(__file__).with_name("cpu_checks.py")
 HEAL_CHECKS = ROOT / "tests" / "lab" / "heal_checks.py"
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))  # tests.kit: the broker's and etcd's certificates and configs
 from bench_lab import grid  # noqa: E402
 
 
-def scenario(nodes: list[str], seconds: float, settle: float, timeout: float) -> list[dict]:
+def scenario(nodes: list[str], seconds: float, settle: float, timeout: float,
+             servers: dict | None = None) -> list[dict]:
     return [
         {"do": "converge", "label": "mesh", "timeout_s": timeout},
+        *([{"do": "check", "label": "servers", "call": f"{CHECKS}:start_servers", "args": servers}] if servers else []),
         {"do": "sleep", "label": "quiet", "seconds": 5},
         {"do": "check", "label": "cpu-alone", "call": f"{CHECKS}:cpu", "args": {"seconds": seconds}},
         *[{"do": "start_agent", "label": f"start-{n}", "node": n} for n in nodes],
@@ -43,7 +54,35 @@ def scenario(nodes: list[str], seconds: float, settle: float, timeout: float) ->
         {"do": "sleep", "label": "settle", "seconds": settle},
         {"do": "check", "label": "cpu-agents", "call": f"{CHECKS}:cpu", "args": {"seconds": seconds}},
         {"do": "check", "label": "open", "call": f"{HEAL_CHECKS}:open_incidents", "each_node": True},
+        *([{"do": "check", "label": "planes", "call": f"{CHECKS}:planes", "each_node": True}] if servers else []),
     ]
+
+
+def fleet_plane(topo: Topology, where: Path) -> tuple[Topology, dict]:
+    """The servers of the fleet plane and coordination, on the first node of ``topo``, and every
+    node's agent configured for them: ``(topology with the agents' settings, start_servers args)``."""
+    from tests.kit.etcd import Cluster
+    from tests.kit.mosquitto import MONITOR, Broker
+
+    nodes = [n.name for n in topo.nodes]
+    home, address = nodes[0], "10.99.0.1"  # node 1's bat0 address (x0tta.lab.core.topology)
+    broker = Broker(where / "mosquitto", clients=(*nodes, MONITOR), address=address)
+    etcd = Cluster(where / "etcd", size=1, clients=tuple(nodes), address=address)
+    subprocess.run([sys.executable, "-m", "x0tta.cli.main", "fleet", "keygen", str(where / "operator")],
+                   check=True, capture_output=True)
+    operator = str(where / "operator.pub.pem")
+    data = dict(topo.data)
+    data["nodes"] = [{"name": n.name, "agent": {
+        **n.agent,
+        "fleet": {"broker": address, "port": broker.port, **broker.files(n.name), "operator_keys": [operator]},
+        "coord": {"endpoints": etcd.endpoints, **etcd.files(n.name), "operator_key_file": operator},
+    }} for n in topo.nodes]
+    member = etcd.members[0]
+    servers = {"node": home, "address": address,
+               "argvs": [[shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(broker.dir / "mosquitto.conf")],
+                         etcd._argv(member, "new")],
+               "ports": [broker.port, member.client_port]}
+    return topology_from_data(data, f"{topo.name} (fleet)"), servers
 
 
 def main() -> None:
@@ -54,6 +93,8 @@ def main() -> None:
     p.add_argument("--out", help="keep the lab's output here")
     p.add_argument("--identities", action="store_true",
                    help="every node enrolled: PQ mTLS sessions with the neighbours, probes keyed by them")
+    p.add_argument("--fleet", action="store_true",
+                   help="the fleet plane (mosquitto) and coordination (etcd) on node 1, every agent using both")
     args = p.parse_args()
     if args.topology == "ring":
         topo = load_topology(ROOT / "configs" / "lab" / "ring.toml")
@@ -63,13 +104,18 @@ def main() -> None:
     timeout = 90.0 if len(nodes) <= 5 else 240.0
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-cpu-") as tmp:
         out = Path(args.out or tmp)
+        servers = None
+        if args.fleet:
+            topo, servers = fleet_plane(topo, out / "fleet")
         # booted without agents (the baseline first), it starts one per node later: size the guest for them
-        result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout), agents=False,
+        result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout, servers), agents=False,
                          identities=args.identities, mem_mb=default_mem_mb(topo, True))
         if not result.ok:
             print(result.failure_report()[:4000], file=sys.stderr)
         alone, agents = result.check("cpu-alone"), result.check("cpu-agents")
         open_ = result.check("open")
+        planes = ({n: r.get("result") for n, r in result.check("planes").get("per_node", {}).items()}
+                  if args.fleet else None)
     if not (alone.get("ok") and agents.get("ok")):
         raise SystemExit(f"a measurement failed: {alone} {agents}")
     a, b = alone["result"], agents["result"]
@@ -84,7 +130,11 @@ def main() -> None:
     med = vals[len(vals) // 2] if vals else 0.0
     print(f"| an agent on every node | {b['guest_busy_pct']:.1f} % | {vals[0]:.2f} / {med:.2f} / {vals[-1]:.2f} % "
           f"| {sum(len(v or []) for v in incidents.values())} |")
-    print(json.dumps({"alone": a, "agents": b, "open_incidents": incidents}, indent=1))
+    if planes is not None:
+        connected = sum(1 for v in planes.values() if v and v.get("fleet_connected"))
+        polled = sum(1 for v in planes.values() if v and v.get("coord_rollouts") is not None)
+        print(f"fleet plane: {connected} of {len(nodes)} agents connected to the broker, {polled} reading etcd")
+    print(json.dumps({"alone": a, "agents": b, "open_incidents": incidents, "planes": planes}, indent=1))
 
 
 if __name__ == "__main__":

@@ -47,3 +47,40 @@ def cpu(lab, seconds=20.0):
         "agents_pct": agents,
         "agents_total_pct": round(sum(agents.values()), 2),
     }
+
+
+def start_servers(lab, node, address, argvs, ports, timeout=60.0):
+    """Start the fleet plane's servers (mosquitto, etcd: ``argvs``) in ``node``'s namespace and wait
+    until each listens on ``address`` at its port of ``ports``. They run until the guest shuts down."""
+    import socket
+    import subprocess
+
+    procs = []
+    with lab.netns(node):
+        for argv in argvs:
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+    deadline = time.monotonic() + float(timeout)
+    waiting = list(ports)
+    while waiting and time.monotonic() < deadline:
+        dead = [p.args[0] for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"server exited: {dead}")
+        with lab.netns(node):
+            for port in list(waiting):
+                try:
+                    with socket.create_connection((address, port), timeout=0.5):
+                        waiting.remove(port)
+                except OSError:
+                    pass
+        time.sleep(0.5)
+    if waiting:
+        raise RuntimeError(f"not listening within {timeout} s: ports {waiting}")
+    return {"pids": [p.pid for p in procs]}
+
+
+def planes(lab, node):
+    """The agent's fleet connection and its coordination rounds, as its admin API says."""
+    fleet = lab.agent_call(node, "fleet.status")
+    rollouts = lab.agent_call(node, "coord.status")
+    return {"fleet_connected": fleet.get("connected"), "coord_rollouts": len(rollouts)}

@@ -69,26 +69,32 @@ class Member:
     data: Path
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    address: str = "127.0.0.1"
 
     @property
     def client_url(self) -> str:
-        return f"https://127.0.0.1:{self.client_port}"
+        return f"https://{self.address}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"https://127.0.0.1:{self.peer_port}"
+        return f"https://{self.address}:{self.peer_port}"
 
 
 class Cluster:
-    """Three etcd members (``size``) under ``workdir``; ``files(name)`` gives a client's TLS files."""
+    """Three etcd members (``size``) under ``workdir``; ``files(name)`` gives a client's TLS files.
+    ``address``: where the members listen (loopback for the tests; a lab node's mesh address for a
+    benchmark that runs etcd inside the lab guest, see tests/bench/bench_heal_cpu.py)."""
 
-    def __init__(self, workdir: Path, size: int = 3, clients: tuple[str, ...] = ("operator",)) -> None:
+    def __init__(self, workdir: Path, size: int = 3, clients: tuple[str, ...] = ("operator",),
+                 address: str = "127.0.0.1") -> None:
         self.dir = workdir
+        self.address = address
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ca = TestCA("etcd.test", kind="p256")
         (self.dir / "ca.pem").write_bytes(self.ca.cert_pem)
         ports = free_ports(2 * size)
-        self.members = [Member(f"m{i}", ports[2 * i], ports[2 * i + 1], self.dir / f"m{i}.etcd") for i in range(size)]
+        self.members = [Member(f"m{i}", ports[2 * i], ports[2 * i + 1], self.dir / f"m{i}.etcd", address=address)
+                        for i in range(size)]
         for m in self.members:
             self._server_cert(m.name)
         for name in clients:
@@ -98,7 +104,7 @@ class Cluster:
 
     def _server_cert(self, name: str) -> None:
         """A server-and-client certificate for a member: etcd presents it to clients and to peers,
-        and verifies the peer's against the peer URL's address (IP SAN 127.0.0.1)."""
+        and verifies the peer's against the peer URL's address (IP SAN: the members' address)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         cert = (
@@ -110,7 +116,7 @@ class Cluster:
             .not_valid_before(now - timedelta(minutes=5))
             .not_valid_after(now + timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.address)),
                                                         x509.DNSName("localhost")]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)

@@ -38,14 +38,18 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, clients: tuple[str, ...] = ("n1", "n2", MONITOR)) -> None:
+    def __init__(self, workdir: Path, clients: tuple[str, ...] = ("n1", "n2", MONITOR),
+                 address: str = "127.0.0.1") -> None:
+        """``address``: where the broker listens (loopback for the tests; a lab node's mesh address
+        for a benchmark that runs the broker inside the lab guest, tests/bench/bench_heal_cpu.py)."""
         self.dir = workdir
+        self.address = address
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         ca = trustme.CA()
         ca.cert_pem.write_to_path(str(self.dir / "ca.pem"))
-        server = ca.issue_cert("127.0.0.1", "localhost")
+        server = ca.issue_cert(address, "localhost")
         server.cert_chain_pems[0].write_to_path(str(self.dir / "server.pem"))
         server.private_key_pem.write_to_path(str(self.dir / "server.key"))
         for name in clients:
@@ -70,7 +74,7 @@ log_type error
 log_type warning
 log_type notice
 log_type information
-listener {self.port} 127.0.0.1
+listener {self.port} {self.address}
 cafile {d}/ca.pem
 certfile {d}/server.pem
 keyfile {d}/server.key
@@ -101,11 +105,11 @@ tls_version tlsv1.3
                 self.proc.stderr and self.proc.stderr.close()
                 self.proc = None
                 pytest.skip(f"mosquitto did not start: {err.strip()[-1500:]}\n{self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with contextlib.suppress(OSError), socket.create_connection((self.address, self.port), timeout=0.2):
                 return
             time.sleep(0.05)
         self.stop()
-        pytest.skip(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout} s\n{self.log()}")
+        pytest.skip(f"mosquitto did not listen on {self.address}:{self.port} within {timeout} s\n{self.log()}")
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its persistence file and exits, as on a service restart."""
