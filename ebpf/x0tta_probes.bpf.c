@@ -18,6 +18,13 @@
  *    when `config.guard_mode` is GUARD_ENFORCE, or passed and counted as a would-be drop in
  *    GUARD_OBSERVE. batman-adv's packet handler (dev_add_pack(ETH_P_BATMAN)) runs after tc ingress,
  *    so a dropped frame never reaches it: the sender's OGMs and its originators stay unknown.
+ *  - records, per originator, the sequence numbers of the OGMs (BATMAN_IV OGM, BATMAN_V OGM2) in
+ *    the batman-adv frames it received and let pass, in `ogms`: batman-adv's netlink tables carry
+ *    no sequence number, and a takeover of an originator is a second stream of them. Each entry
+ *    keeps two streams (the newest seqno, when, from which neighbour on which interface, frames)
+ *    and the count of OGMs that fit neither: a seqno that jumped out of a stream's window
+ *    (OGM_MARGIN behind, OGM_MARGIN + OGM_RATE per second since its last OGM ahead) starts a new
+ *    stream in place of the staler one. The guard's detector (seqno_takeover) judges them.
  *
  * No CO-RE: only struct __sk_buff fields (rewritten by the kernel's verifier, not by libbpf) and
  * direct packet access, so the object loads on kernels without BTF (the UML lab kernel, 6.1).
@@ -25,6 +32,7 @@
  *
  * The layouts of keys and values are mirrored in x0tta/probes/core.py; change both together.
  */
+#include <linux/batadv_packet.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -39,6 +47,14 @@
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
 
+/* Streams of an originator's OGM sequence numbers (see `ogms`). The same values as the guard's
+ * defaults (seqno_margin, seqno_rate: x0tta/config/guard.py): batman-adv's own TQ window is 64,
+ * and an originator sends one OGM per interval (1 s by default, 250 ms while heal probes a link). */
+#define OGM_MARGIN 64
+#define OGM_RATE 4
+#define OGM_AGGREGATE_MAX 8 /* OGMs read per frame: batman-adv aggregates several in one */
+#define NSEC_PER_SEC 1000000000ULL
+
 #define GUARD_OBSERVE 0
 #define GUARD_ENFORCE 1
 
@@ -50,7 +66,8 @@ enum x0tta_stat {
 	STAT_FLOW_UPDATE_ERR = 3,  /* could not insert a flow (map full of entries in use) */
 	STAT_NEIGH_UPDATE_ERR = 4, /* could not insert a neighbour */
 	STAT_NO_CONFIG = 5,        /* config map unreadable (never expected) */
-	STAT_MAX = 6,
+	STAT_OGM_UPDATE_ERR = 6,   /* could not insert an originator into `ogms` */
+	STAT_MAX = 7,
 };
 
 struct flow_key {
@@ -94,6 +111,29 @@ struct mac_key {
 	__u8 mac[6];
 };
 
+struct ogm_stream {
+	__u64 first_ns; /* its first OGM: the jump that started it, or the first OGM heard */
+	__u64 last_ns;  /* 0: an empty slot */
+	__u64 frames;       /* OGMs that belonged to it */
+	__u32 first_seqno;  /* the seqno of its first OGM (host order) */
+	__u32 seqno;        /* the newest */
+	__u32 ifindex;      /* where its last OGM came in */
+	__u8 neigh[6];      /* and from which neighbour (source MAC) */
+	__u8 pad[6];
+};
+
+struct ogm_key {
+	__u8 orig[6];
+	__u8 pad[2];
+};
+
+struct ogm_value {
+	struct ogm_stream stream[2];
+	__u64 jumps;      /* OGMs out of both streams' windows: each started a new stream */
+	__u8 packet_type; /* of the last OGM: BATADV_IV_OGM or BATADV_OGM2 */
+	__u8 pad[7];
+};
+
 struct x0tta_config {
 	__u32 guard_mode;
 	__u32 pad;
@@ -112,6 +152,15 @@ struct {
 	__type(key, struct neigh_key);
 	__type(value, struct neigh_value);
 } neighbors SEC(".maps");
+
+/* Not per-CPU: the streams are compared across CPUs. A few hundred OGMs per second at most, so the
+ * shared cache line costs nothing measurable; an originator flood evicts the stalest entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024); /* originators: far above an x0tta mesh, 184 KiB */
+	__type(key, struct ogm_key);
+	__type(value, struct ogm_value);
+} ogms SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -202,6 +251,103 @@ static __always_inline int count_neighbor(struct __sk_buff *skb, struct ethhdr *
 	if (denied == 1)
 		stat_inc(STAT_GUARD_WOULD_DROP);
 	return TC_ACT_OK;
+}
+
+/* Does an OGM with `seqno`, at `now`, belong to stream `s`: at most OGM_MARGIN behind its newest
+ * seqno (rebroadcasts and reordered copies), at most OGM_MARGIN + OGM_RATE per second since its
+ * last OGM ahead of it (u32 serial arithmetic: the seqno wraps)? An empty slot takes nothing. */
+static __always_inline int ogm_fits(const struct ogm_stream *s, __u32 seqno, __u64 now)
+{
+	__s64 d = (__s32)(seqno - s->seqno);
+	__u64 since = now > s->last_ns ? now - s->last_ns : 0;
+
+	return s->last_ns && d >= -OGM_MARGIN && d <= OGM_MARGIN + (__s64)(since / (NSEC_PER_SEC / OGM_RATE));
+}
+
+static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type, __u32 seqno, const __u8 *orig,
+				     __u64 now)
+{
+	struct ogm_key key = {};
+	struct ogm_value *v;
+	struct ogm_stream *s;
+
+	__builtin_memcpy(key.orig, orig, 6);
+	v = bpf_map_lookup_elem(&ogms, &key);
+	if (!v) {
+		struct ogm_value init = {};
+
+		init.stream[0].first_ns = now;
+		init.stream[0].last_ns = now;
+		init.stream[0].frames = 1;
+		init.stream[0].first_seqno = seqno;
+		init.stream[0].seqno = seqno;
+		init.stream[0].ifindex = ifindex;
+		__builtin_memcpy(init.stream[0].neigh, neigh, 6);
+		init.packet_type = type;
+		if (bpf_map_update_elem(&ogms, &key, &init, BPF_NOEXIST) == 0)
+			return;
+		v = bpf_map_lookup_elem(&ogms, &key); /* another CPU inserted it first */
+		if (!v) {
+			stat_inc(STAT_OGM_UPDATE_ERR);
+			return;
+		}
+	}
+	if (ogm_fits(&v->stream[0], seqno, now)) {
+		s = &v->stream[0];
+	} else if (ogm_fits(&v->stream[1], seqno, now)) {
+		s = &v->stream[1];
+	} else {
+		/* out of both windows: a new stream in place of the staler one (an empty slot is stalest) */
+		s = v->stream[1].last_ns < v->stream[0].last_ns ? &v->stream[1] : &v->stream[0];
+		__sync_fetch_and_add(&v->jumps, 1);
+		s->first_ns = now;
+		s->frames = 0;
+		s->first_seqno = seqno;
+		s->seqno = seqno;
+	}
+	if ((__s32)(seqno - s->seqno) > 0)
+		s->seqno = seqno;
+	s->last_ns = now;
+	s->ifindex = ifindex;
+	__builtin_memcpy(s->neigh, neigh, 6);
+	__sync_fetch_and_add(&s->frames, 1);
+	v->packet_type = type;
+}
+
+/*
+ * The OGMs of a batman-adv frame received from `neigh`: BATMAN_IV and BATMAN_V both aggregate
+ * several OGMs in one frame, each header followed by its TVLVs. bpf_skb_load_bytes, as the offsets
+ * are variable (see parse_l4). Anything else (unicast, broadcast, ELP, another protocol version)
+ * is left at the first byte.
+ */
+static __always_inline void read_ogms(struct __sk_buff *skb, struct ethhdr *eth, __u64 now)
+{
+	__u8 neigh[6];
+	__u32 off = sizeof(*eth);
+	int i;
+
+	__builtin_memcpy(neigh, eth->h_source, 6);
+	for (i = 0; i < OGM_AGGREGATE_MAX; i++) {
+		struct batadv_ogm2_packet h; /* type, version, ttl, flags, seqno, orig: as in an IV OGM */
+		__be16 tvlv;
+		__u32 hlen;
+
+		if (bpf_skb_load_bytes(skb, off, &h, sizeof(h)) < 0 || h.version != BATADV_COMPAT_VERSION)
+			return;
+		if (h.packet_type == BATADV_IV_OGM) {
+			if (bpf_skb_load_bytes(skb, off + __builtin_offsetof(struct batadv_ogm_packet, tvlv_len), &tvlv,
+					       sizeof(tvlv)) < 0)
+				return;
+			hlen = BATADV_OGM_HLEN;
+		} else if (h.packet_type == BATADV_OGM2) {
+			tvlv = h.tvlv_len;
+			hlen = BATADV_OGM2_HLEN;
+		} else {
+			return;
+		}
+		ogm_seen(skb->ifindex, neigh, h.packet_type, bpf_ntohl(h.seqno), h.orig, now);
+		off += hlen + bpf_ntohs(tvlv);
+	}
 }
 
 static __always_inline void count_flow(struct __sk_buff *skb, struct flow_key *key, __u32 l2l3, __u32 l4hdr,
@@ -322,8 +468,14 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 	now = bpf_ktime_get_ns();
 	proto = bpf_ntohs(eth->h_proto);
 
-	if (proto == ETH_P_BATMAN)
-		return count_neighbor(skb, eth, dir, now);
+	if (proto == ETH_P_BATMAN) {
+		int verdict = count_neighbor(skb, eth, dir, now);
+
+		/* what batman-adv takes in: received, and not dropped by the guard */
+		if (dir == DIR_INGRESS && verdict == TC_ACT_OK)
+			read_ogms(skb, eth, now);
+		return verdict;
+	}
 
 	key.ifindex = skb->ifindex;
 	key.direction = dir;

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from x0tta.agent.wiring import guard_maps, guard_observer
 from x0tta.common.errors import CapabilityMissing
 from x0tta.config.guard import DetectSettings, GuardSettings
 from x0tta.config.probes import ProbeSettings
+from x0tta.guard.core import ogm
 from x0tta.guard.enforce import Guard
 from x0tta.guard.service import GuardService
 from x0tta.probes import core
@@ -76,14 +78,36 @@ class Net:
         return socket.if_nametoindex(self.host)
 
     def send_batman(self, count: int, src: str = PEER_MAC, size: int = 60) -> None:
-        """Raw ethertype-0x4305 frames from the namespace, through a packet socket."""
+        """Raw ethertype-0x4305 frames of ``size`` bytes (zeros after the header) from the namespace."""
+        self.send_frames([(src, bytes(size - 14))] * count, gap=0)
+
+    def send_frames(self, frames: list[tuple[str, bytes]], gap: float = 0.02) -> None:
+        """Ethertype-0x4305 frames from the namespace through a packet socket, in order, ``gap``
+        seconds apart: (source MAC, payload), broadcast, padded to Ethernet's 60 bytes."""
+        hexed = [(src.replace(":", ""), payload.hex()) for src, payload in frames]
         code = (
-            "import socket,sys;"
+            "import socket,time;"
             f"s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(({self.peer!r},0));"
-            f"f=bytes.fromhex('ffffffffffff'+{src.replace(':', '')!r}+'4305')+bytes({size - 14});"
-            f"[s.send(f) for _ in range({count})]"
+            f"[(s.send(bytes.fromhex('ffffffffffff'+m+'4305'+p).ljust(60,bytes(1))),{gap} and time.sleep({gap}))"
+            f" for m,p in {hexed!r}]"
         )
         subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code], check=True)
+
+
+BATADV_COMPAT_VERSION = 15
+
+
+def ogm_iv(orig: str, seqno: int, tvlv: bytes = b"") -> bytes:
+    """A BATMAN_IV OGM (struct batadv_ogm_packet, 24 bytes, big-endian fields) and its TVLVs."""
+    mac = bytes.fromhex(orig.replace(":", ""))
+    return struct.pack("!BBBBI6s6sBBH", 0x00, BATADV_COMPAT_VERSION, 50, 0, seqno, mac, mac, 0, 255,
+                       len(tvlv)) + tvlv
+
+
+def ogm2(orig: str, seqno: int, tvlv: bytes = b"") -> bytes:
+    """A BATMAN_V OGM2 (struct batadv_ogm2_packet, 20 bytes) and its TVLVs."""
+    mac = bytes.fromhex(orig.replace(":", ""))
+    return struct.pack("!BBBBI6sHI", 0x04, BATADV_COMPAT_VERSION, 50, 0, seqno, mac, len(tvlv), 10_000) + tvlv
 
 
 _counter = [0]
@@ -204,6 +228,93 @@ def test_guard_enforce_drops_non_admitted_sources(net, pin):
         assert snap.stats[core.Stat.GUARD_DROPPED] == 6 and snap.stats[core.Stat.GUARD_WOULD_DROP] == 2
     finally:
         rx.close()
+        probes.close()
+
+
+ORIG_IV, ORIG_V, ORIG_FAR = "02:00:00:00:0c:01", "02:00:00:00:0c:02", "02:00:00:00:0c:03"
+
+
+def ogm_entries(guard: Guard) -> dict[str, ogm.OgmEntry]:
+    entries, bad = ogm.decode_ogm_entries(guard.ogm_entries())
+    assert bad == 0
+    return {e.orig: e for e in entries}
+
+
+def test_ogm_sequence_numbers_are_recorded_per_originator_in_two_streams(net, pin):
+    """Crafted OGMs through the real program: aggregates read to their end, a jump out of the
+    window starts a second stream, the guard's drops are not recorded, other frames are not OGMs."""
+    guard = Guard("enforce", (PEER_MAC,))
+    probes = start(settings(net, pin))
+    guard_maps(guard.attach)(probes.obj.maps)
+    try:
+        before = time.monotonic_ns()
+        net.send_frames([
+            # an IV aggregate: two OGMs, the first with 6 bytes of TVLV between them
+            (PEER_MAC, ogm_iv(ORIG_IV, 1000, tvlv=bytes(6)) + ogm_iv(ORIG_FAR, 70)),
+            (PEER_MAC, ogm_iv(ORIG_IV, 1001)),
+            (PEER_MAC, ogm2(ORIG_V, 0xFFFF_FFFE)),  # BATMAN_V, about to wrap
+            (PEER_MAC, ogm2(ORIG_V, 1)),  # 3 later, across the wrap: the same stream
+            (PEER_MAC, ogm_iv(ORIG_IV, 999)),  # a late copy: same stream, the newest stays 1001
+            (PEER_MAC, ogm_iv(ORIG_IV, 900_000)),  # a jump: a second stream
+            (PEER_MAC, ogm_iv(ORIG_IV, 1002)),  # the first goes on
+            (OTHER_MAC, ogm_iv(ORIG_IV, 5_000_000)),  # dropped by the guard: batman-adv never sees it
+            (PEER_MAC, bytes([0x40, BATADV_COMPAT_VERSION]) + bytes(30)),  # unicast: not an OGM
+            (PEER_MAC, ogm_iv(ORIG_FAR, 71)[:1] + bytes([14]) + ogm_iv(ORIG_FAR, 71)[2:]),  # another version
+        ])
+        after = time.monotonic_ns()
+        seen = ogm_entries(guard)
+        assert sorted(seen) == [ORIG_IV, ORIG_V, ORIG_FAR]
+        iv = seen[ORIG_IV]
+        assert (iv.protocol, iv.jumps, len(iv.streams)) == ("BATMAN_IV", 1, 2)
+        first, second = iv.streams
+        assert (first.first_seqno, first.seqno, first.frames) == (1000, 1002, 4)
+        assert (second.first_seqno, second.seqno, second.frames) == (900_000, 900_000, 1)
+        assert first.neigh == second.neigh == PEER_MAC and first.ifindex == net.ifindex
+        assert before <= first.first_ns < second.first_ns < first.last_ns <= after
+        v = seen[ORIG_V]
+        assert (v.protocol, v.jumps, [(s.first_seqno, s.seqno, s.frames) for s in v.streams]) == (
+            "BATMAN_V", 0, [(0xFFFF_FFFE, 1, 2)])
+        assert [(s.seqno, s.frames) for s in seen[ORIG_FAR].streams] == [(70, 1)]
+        assert probes.snapshot().stats[core.Stat.OGM_UPDATE_ERR] == 0
+    finally:
+        probes.close()
+
+
+async def test_the_guard_reports_a_seqno_takeover_from_the_kernels_ogm_map(net, pin):
+    """An honest originator's OGMs, then a neighbour's OGMs for it with its seqno jumped ahead
+    while the honest ones go on: one look of the guard, reading the map as the agent does, reports
+    seqno_takeover with its threat record; the honest stream alone reported nothing before."""
+    s = settings(net, pin)
+    g = GuardSettings(mode="observe")
+    gsvc = GuardService(settings=g)
+    gctx = Ctx(s, g)
+    probes = start(s)
+    guard_maps(gsvc.kernel_maps)(probes.obj.maps)
+    gsvc.observe = guard_observer({})  # no probes' poll or mesh tables: the OGM map is the guard's own
+    gsvc._register(gctx)
+    try:
+        net.send_frames([(PEER_MAC, ogm_iv(ORIG_IV, 5000 + i)) for i in range(4)], gap=0.05)
+        assert gsvc.look(gctx, time.monotonic()) == []
+        assert gsvc.ogm_originators == 1 and gsvc.ogm_jumps == 0
+        # a rogue next to us claims the originator, 100,000 seqnos ahead; the originator goes on
+        net.send_frames([(OTHER_MAC, ogm_iv(ORIG_IV, 105_000)), (OTHER_MAC, ogm_iv(ORIG_IV, 105_001)),
+                         (PEER_MAC, ogm_iv(ORIG_IV, 5004)), (OTHER_MAC, ogm_iv(ORIG_IV, 105_002)),
+                         (PEER_MAC, ogm_iv(ORIG_IV, 5005))], gap=0.05)
+        [threat] = gsvc.look(gctx, time.monotonic())
+        b = threat["batman"]
+        assert (b["detector"], b["originator"], b["macs"], threat["in_iface"]) == (
+            "seqno_takeover", ORIG_IV, [OTHER_MAC], net.host)
+        assert threat["alert"]["signature_id"] == 1430505 and threat["alert"]["severity"] == 1
+        ev = b["evidence"]
+        assert (ev["old_seqno"], ev["new_seqno"], ev["new_from"]) == (5005, 105_002, [OTHER_MAC])
+        assert gsvc.threats["seqno_takeover"] == 1 and gsvc.ogm_jumps == 1
+        assert gsvc.look(gctx, time.monotonic()) == []  # the same threat: once per report_hold
+        assert [r["batman"]["detector"] for r in gsvc.active_threats()] == ["seqno_takeover"]
+        sample = gctx.registry.get_sample_value
+        assert sample("x0tta_guard_threats_total", {"signature": "seqno_takeover"}) == 1
+        assert sample("x0tta_guard_ogm_originators") == 1 and sample("x0tta_guard_ogm_undecodable_total") == 0
+    finally:
+        gsvc.kernel_maps(None)
         probes.close()
 
 

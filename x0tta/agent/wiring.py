@@ -343,12 +343,13 @@ def _heal(settings: AgentSettings, overrides: dict[str, Any], hooks: AgentHooks)
 
 def guard_maps(attach: Callable[[Any], None]) -> Callable[[Mapping[str, Any] | None], None]:
     """A listener for ``ProbesService.share_maps`` that hands ``attach`` (``GuardService.kernel_maps``
-    or ``Guard.attach``) the guard's two maps of the loaded object, or None when they go."""
+    or ``Guard.attach``) the guard's maps of the loaded object (admissions, mode, OGM streams), or
+    None when they go."""
     from x0tta.guard.enforce import KernelMaps
-    from x0tta.probes.core import MAP_ADMITTED, MAP_CONFIG
+    from x0tta.probes.core import MAP_ADMITTED, MAP_CONFIG, MAP_OGMS
 
     def listener(maps: Mapping[str, Any] | None) -> None:
-        attach(None if maps is None else KernelMaps(maps[MAP_ADMITTED], maps[MAP_CONFIG]))
+        attach(None if maps is None else KernelMaps(maps[MAP_ADMITTED], maps[MAP_CONFIG], maps.get(MAP_OGMS)))
 
     return listener
 
@@ -395,8 +396,8 @@ def guard_observer(shared: Mapping[str, Subsystem], handshakes: deque[Any] | Non
     * the handshakes recorded since the last call (:func:`handshake_recorder`), taken out of
       ``handshakes``.
 
-    Not here yet: the heal probes' delivery ratio per link (so BATMAN_IV's TQ is not compared),
-    OGM sequence numbers."""
+    Not here: OGM sequence numbers, which the guard reads from its own map (``ogms``); and the
+    heal probes' delivery ratio per link (so BATMAN_IV's TQ is not compared)."""
     from x0tta.guard.core.detect import Flow, GatewayAd, Heard, LinkMeasure, Observation, Route
 
     def observe(now: float) -> Any:

@@ -37,11 +37,13 @@ class AdmittedMap(Protocol):
 
 
 class KernelMaps(NamedTuple):
-    """The guard's two maps in the probes' eBPF object: ``admitted`` (MAC -> origin) and ``config``
-    (key 0 -> mode)."""
+    """The guard's maps in the probes' eBPF object: ``admitted`` (MAC -> origin), ``config``
+    (key 0 -> mode) and ``ogms`` (originator -> its sequence-number streams, read-only here:
+    :mod:`x0tta.guard.core.ogm`; None from an object without it)."""
 
     admitted: AdmittedMap
     config: AdmittedMap
+    ogms: AdmittedMap | None = None
 
 
 ORIGIN = {1: (1).to_bytes(4, "little"), 2: (2).to_bytes(4, "little")}
@@ -56,6 +58,7 @@ class Guard:
         self.bindings = Bindings()
         self._admitted: AdmittedMap | None = None
         self._config: AdmittedMap | None = None
+        self._ogms: AdmittedMap | None = None
 
     @property
     def mode(self) -> str:
@@ -75,7 +78,7 @@ class Guard:
         config.update(ZERO_KEY, MODE_VALUE[self.state.mode])
 
     def unbind(self) -> None:
-        self._admitted = self._config = None
+        self._admitted = self._config = self._ogms = None
 
     def attach(self, maps: KernelMaps | None) -> None:
         """Bind to ``maps`` (the probes loaded them), or unbind (None: the probes let them go)."""
@@ -83,6 +86,13 @@ class Guard:
             self.unbind()
         else:
             self.bind(maps.admitted, maps.config)
+            self._ogms = maps.ogms
+
+    def ogm_entries(self) -> list[tuple[bytes, bytes]]:
+        """The raw entries of the kernel's ``ogms`` map; none while unbound. A batched map read
+        (one syscall per few hundred originators): the guard calls it from its worker thread."""
+        ogms = self._ogms
+        return [] if ogms is None else ogms.items()
 
     def reconfigure(self, mode: str, static: Iterable[str]) -> None:
         """A config reload: new static set and mode; dynamic admissions stay."""

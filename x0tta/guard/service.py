@@ -43,7 +43,9 @@ over the observations of the last two windows and the originators it knew within
 ``originator_memory``; for each new finding (once per ``report_hold``) it logs ``guard_threat``
 with the threat record (``x0tta.guard.core.threats``), counts it and keeps it for
 ``guard.threats``. An observer that raises is logged and tried again at the next interval:
-detection never stops the guard.
+detection never stops the guard. The OGM sequence numbers ``seqno_takeover`` needs come from the
+guard's own kernel map (``ogms``, :mod:`x0tta.guard.core.ogm`), read in the same worker thread at
+each look: the events since the window began that no earlier observation holds.
 
 API for other subsystems (the wiring hands them this instance): :attr:`GuardService.guard`, the
 :class:`~x0tta.guard.enforce.Guard` (``admit``/``revoke``); the peer subsystem admits and revokes
@@ -55,6 +57,7 @@ through it with :class:`~x0tta.guard.enforce.PeerAdmission`. The heal loop reads
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -70,7 +73,8 @@ from x0tta.config.schema import AgentSettings
 from x0tta.guard.conditions import GUARD_NOT_ENFORCED
 from x0tta.guard.core import MODES, ORIGIN_NAMES, BadMac, format_mac, parse_mac
 from x0tta.guard.core.binding import effective_mode
-from x0tta.guard.core.detect import SEVERITY_NAMES, SIGNATURES, Finding, Observation, detect, fresh
+from x0tta.guard.core.detect import SEVERITY_NAMES, SIGNATURES, Finding, Observation, Ogm, detect, fresh
+from x0tta.guard.core.ogm import decode_ogm_entries, ogm_records
 from x0tta.guard.core.threats import threat_record
 from x0tta.guard.enforce import Guard, KernelMaps
 
@@ -83,6 +87,7 @@ NOT_ENFORCED = (
 KEEP_RECORDS = 256  # threat records kept for guard.threats (the log has them all)
 IDENTITY_POLL = 1.0  # seconds between two looks at whether this node has its identity yet (mode auto)
 FAMILIAR_MAX = 65_536  # originators remembered, the most recently seen (far above any x0tta mesh)
+IFNAMES_MAX = 1024  # interface names kept for the OGM records' ifindexes
 
 
 class GuardCommandError(X0ttaError):
@@ -117,6 +122,10 @@ class GuardService(Subsystem):
         self.history: list[Observation] = []
         self.familiar: dict[str, float] = {}  # originator -> last look it was in the tables
         self._reported: dict[tuple[int, str], float] = {}
+        # the kernel's ogms map at the last look: originators, OGMs that jumped out of their
+        # stream (cumulative per entry), entries that did not decode (since start)
+        self.ogm_originators = self.ogm_jumps = self.ogm_undecodable = 0
+        self._ifnames: dict[int, str] = {}
         self._changed = asyncio.Event()
         self._registered = False
         self._clock = time.monotonic
@@ -271,10 +280,35 @@ class GuardService(Subsystem):
         seen = self.observe(now) if self.observe is not None else Observation(now)
         familiar = {o: t for o, t in self.familiar.items() if now - t <= s.originator_memory}
         seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
-                       enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar))
+                       enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar),
+                       ogms=seen.ogms + tuple(self._new_ogms(now - s.window)))
         # the detectors' counters start from the last look before their window: keep two windows
         history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
         return history, familiar, seen, detect(history, s, now)
+
+    def read_ogms(self, since: float) -> list[Ogm]:
+        """The OGM events since ``since`` that the kernel's ``ogms`` map shows (blocking: a map
+        read; the look runs it in its worker thread). Entries that do not decode are counted in
+        ``x0tta_guard_ogm_undecodable_total`` and left out."""
+        entries, bad = decode_ogm_entries(self.guard.ogm_entries())
+        self.ogm_originators, self.ogm_jumps = len(entries), sum(e.jumps for e in entries)
+        self.ogm_undecodable += bad
+        for e in entries:
+            for st in e.streams:
+                if st.ifindex not in self._ifnames:
+                    try:
+                        self._ifnames[st.ifindex] = socket.if_indextoname(st.ifindex)
+                    except OSError:  # gone since: its index stays the name
+                        self._ifnames[st.ifindex] = str(st.ifindex)
+        if len(self._ifnames) > IFNAMES_MAX:
+            self._ifnames.clear()  # a recreated interface gets a new index: names are looked up again
+        return ogm_records(entries, self._ifnames, since)
+
+    def _new_ogms(self, since: float) -> list[Ogm]:
+        """:meth:`read_ogms`, less the records an earlier observation of the history holds: an
+        entry that did not change reads the same, and the history keeps each OGM event once."""
+        known = {m for o in self.history for m in o.ogms}
+        return [m for m in self.read_ogms(since) if m not in known]
 
     def _failed(self, ctx: Context, exc: Exception) -> list[dict[str, Any]]:
         """A source that fails (or a detector bug) must not stop the guard: logged, next look."""
@@ -435,3 +469,9 @@ class _Collector:
         for level, name in sorted(SEVERITY_NAMES.items()):
             severity.add_metric([name], float(svc.by_severity[level]))
         yield severity
+        yield GaugeMetricFamily("x0tta_guard_ogm_originators", "Originators in the kernel's OGM map at the last look",
+                                value=float(svc.ogm_originators))
+        yield GaugeMetricFamily("x0tta_guard_ogm_jumps", "OGMs whose seqno jumped out of their originator's "
+                                "streams, summed over the OGM map at the last look", value=float(svc.ogm_jumps))
+        yield CounterMetricFamily("x0tta_guard_ogm_undecodable", "OGM map entries that did not decode",
+                                  value=float(svc.ogm_undecodable))

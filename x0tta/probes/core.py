@@ -15,6 +15,8 @@ Layouts (little-endian host order unless said otherwise; x0tta runs on little-en
     struct neigh_value{ u64 rx_packets, rx_bytes, tx_packets, tx_bytes, denied_packets,
                         first_seen_ns, last_rx_ns, last_tx_ns; }                   64
     stats: per-CPU u64 counters, one slot per possible CPU, summed here.
+    ogms: the guard's map of originators' sequence-number streams, decoded by the guard
+          (x0tta/guard/core/ogm.py); the probes only load and pin it.
 
 Times are ``bpf_ktime_get_ns()``: CLOCK_MONOTONIC nanoseconds, the clock of ``time.monotonic()``.
 """
@@ -44,7 +46,8 @@ MAP_NEIGHBORS = "neighbors"
 MAP_ADMITTED = "admitted"
 MAP_CONFIG = "config"
 MAP_STATS = "stats"
-MAP_NAMES = (MAP_FLOWS, MAP_NEIGHBORS, MAP_ADMITTED, MAP_CONFIG, MAP_STATS)
+MAP_OGMS = "ogms"
+MAP_NAMES = (MAP_FLOWS, MAP_NEIGHBORS, MAP_ADMITTED, MAP_CONFIG, MAP_STATS, MAP_OGMS)
 PROGRAMS = {"ingress": "x0tta_ingress", "egress": "x0tta_egress"}
 
 GUARD_MODES = {"observe": 0, "enforce": 1}
@@ -63,6 +66,7 @@ class Stat(enum.IntEnum):
     FLOW_UPDATE_ERR = 3
     NEIGH_UPDATE_ERR = 4
     NO_CONFIG = 5
+    OGM_UPDATE_ERR = 6
 
 
 class ProbeDecodeError(DecodeError):

@@ -445,6 +445,7 @@ class _Collector:
             ("flow_update", core.Stat.FLOW_UPDATE_ERR),
             ("neighbor_update", core.Stat.NEIGH_UPDATE_ERR),
             ("no_config", core.Stat.NO_CONFIG),
+            ("ogm_update", core.Stat.OGM_UPDATE_ERR),
         ):
             errs.add_metric([kind], st.get(stat, 0))
         errs.add_metric(["undecodable"], snap.undecodable)

@@ -229,6 +229,38 @@ def test_rebroadcasts_reordering_and_an_outage_are_one_stream() -> None:
     assert seqno_takeover(obs, replace(S, window=120.0), 80.0) == []
 
 
+def test_a_jump_just_inside_the_window_is_one_stream_and_just_beyond_it_a_second() -> None:
+    # 10 s after the last OGM a stream may be up to margin + rate x 10 s ahead (64 + 40 = 104)
+    honest = stream(C, 1000, 0.0, 21, A)  # 1000..1020 at 0..20 s
+    inside = stream(C, 1020 + 104, 30.0, 3, R, step=0.1) + stream(C, 1021, 30.5, 3, A)
+    assert seqno_takeover([Observation(40.0, ogms=honest + inside)], S, 40.0) == []
+    beyond = stream(C, 1020 + 105, 30.0, 3, R, step=0.1) + stream(C, 1021, 30.5, 3, A)
+    [f] = seqno_takeover([Observation(40.0, ogms=honest + beyond)], S, 40.0)
+    assert f.macs == (R,) and f.evidence["new_seqno"] == 1020 + 105 + 2  # its third OGM
+
+
+def test_an_attacker_stream_that_wraps_past_zero_is_still_a_takeover() -> None:
+    honest = stream(C, 70_000, 0.0, 40, A)
+    attack = stream(C, (1 << 32) - 3, 10.0, 10, R)  # ahead of the honest stream by the u32 wrap: older
+    crossing = stream(C, 2_000_000_000, 10.0, 10, R)  # 2**31 - 70,000 ahead: newer, and it wraps later
+    assert [f.originator for f in seqno_takeover([Observation(40.0, ogms=honest + crossing)], S, 40.0)] == [C]
+    assert [f.originator for f in seqno_takeover([Observation(40.0, ogms=honest + attack)], S, 40.0)] == [C]
+
+
+def test_a_single_stray_ogm_is_no_second_stream_and_two_originators_are_judged_apart() -> None:
+    honest = stream(C, 1000, 0.0, 30, A)
+    stray = (Ogm(10.0, C, 900_000, R),)
+    other = stream(B, 900_000, 0.0, 30, B)  # another originator, far away in seqno space: its own streams
+    assert seqno_takeover([Observation(30.0, ogms=honest + stray + other)], S, 30.0) == []
+
+
+def test_the_finding_names_the_interface_the_jumped_stream_came_in_on() -> None:
+    honest = tuple(replace(o, interface="wlan0") for o in stream(C, 1000, 0.0, 30, A))
+    attack = tuple(replace(o, interface="wlan1") for o in stream(C, 500_000, 10.0, 10, R))
+    [f] = seqno_takeover([Observation(30.0, ogms=honest + attack)], S, 30.0)
+    assert f.interface == "wlan1"
+
+
 # -- inflated link metric -------------------------------------------------------------------------
 
 

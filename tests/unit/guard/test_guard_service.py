@@ -250,3 +250,31 @@ async def test_originators_known_within_the_memory_are_familiar(looking):
     assert svc.look(ctx, 660.0) == []  # back: no flood
     assert len(svc.history[-1].familiar) == 100
 
+
+
+async def test_a_look_reads_the_kernels_ogm_map_and_reports_a_takeover(looking):
+    """The OGM map the probes load, handed over with the guard's other maps: each look reads it
+    (the events no earlier observation holds) and seqno_takeover judges them."""
+    from dataclasses import replace
+
+    from x0tta.guard.core.ogm import OgmEntry, OgmStream, encode_ogm_entry
+
+    svc, ctx = looking
+    c, ns, nowhere = "02:00:00:00:00:0c", 1_000_000_000, 999_999  # an interface index no host has
+    honest = OgmStream(10 * ns, 40 * ns, 31, 1000, 1030, nowhere, B)
+    ogms = DictMap(dict([encode_ogm_entry(OgmEntry(c, (honest,), 0, "BATMAN_IV"))]))
+    svc.kernel_maps(KernelMaps(DictMap(), DictMap(), ogms))
+    svc.observe = lambda now: Observation(now)
+    assert svc.look(ctx, 41.0) == [] and svc.look(ctx, 42.0) == []
+    assert sum(len(o.ogms) for o in svc.history) == 2  # an unchanged entry reads the same: kept once
+    rogue = OgmStream(44 * ns, 47 * ns, 4, 800_000, 800_003, nowhere, R)
+    ogms.update(*encode_ogm_entry(OgmEntry(c, (replace(honest, last_ns=48 * ns, seqno=1038), rogue), 1,
+                                           "BATMAN_IV")))
+    ogms.update(b"\x02" * 8, b"not an entry")
+    [record] = svc.look(ctx, 49.0)
+    assert record["batman"]["detector"] == "seqno_takeover" and record["batman"]["macs"] == [R]
+    assert record["in_iface"] == str(nowhere)  # an index without a name (gone) stays a number
+    assert (svc.ogm_originators, svc.ogm_jumps, svc.ogm_undecodable) == (1, 1, 1)
+    assert ctx.registry.get_sample_value("x0tta_guard_ogm_undecodable_total") == 1
+    svc.kernel_maps(None)  # the probes let the maps go: nothing to read, no error
+    assert svc.look(ctx, 50.0) == [] and svc.ogm_originators == 0

@@ -4,6 +4,8 @@
   re-exported here: ``from x0tta.guard.core import AdmissionState`` keeps working);
 * :mod:`.detect` - the intrusion detectors: observations of the mesh in, findings with evidence
   out;
+* :mod:`.ogm` - the eBPF program's ``ogms`` map (originators' sequence-number streams) decoded
+  into the OGM records ``seqno_takeover`` judges;
 * :mod:`.threats` - a finding as a threat record, the EVE-style JSON an operator reads.
 
 An import-linter contract keeps sockets, clocks, threads and files out of this package.

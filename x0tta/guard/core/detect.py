@@ -23,16 +23,16 @@ signature                     observation                                       
 ``mac_on_two_links``          :class:`Heard` on two interfaces at once                     probes
 ``mac_two_identities``        :class:`Handshake` (ok) from one MAC with two SPIFFE IDs     peer
 ``originator_flood``          :class:`Route` (GET_ORIGINATORS): new originators            mesh
-``seqno_takeover``            :class:`Ogm`: two sequence-number streams of one originator  none yet
+``seqno_takeover``            :class:`Ogm`: two sequence-number streams of one originator  guard [#]_
 ``inflated_link_metric``      :class:`Route` vs :class:`LinkMeasure` of its next hop       mesh [#]_
 ``gateway_bandwidth``         :class:`GatewayAd` (GET_GATEWAYS)                            mesh
 ``flow_scan``, ``flow_flood`` :class:`Flow` (probes' flow map), ingress                    probes
 ``handshake_burst``           :class:`Handshake` (failed)                                  peer
 ============================  ===========================================================  ========
 
-batman-adv's netlink tables carry no sequence numbers, so :class:`Ogm` records have no source yet
-(the eBPF program would have to read the OGM headers): ``seqno_takeover`` is ready for them.
-
+.. [#] batman-adv's netlink tables carry no sequence numbers: the eBPF program reads them from the
+   OGMs it receives into the guard's ``ogms`` map, two streams per originator
+   (:mod:`x0tta.guard.core.ogm`), which the guard reads at each look.
 .. [#] BATMAN_V: batman-adv's own throughput estimate of the link (GET_NEIGHBORS). BATMAN_IV's
    TQ needs the heal probes' delivery ratio (``LinkMeasure.delivery``), not handed over yet.
 """
@@ -426,6 +426,7 @@ class _Stream:
     count: int
     macs: set[str]
     first_seqno: int
+    interface: str = ""  # where its last OGM came in
 
 
 def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
@@ -448,11 +449,11 @@ def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: 
                 if -s.seqno_margin <= d <= s.seqno_margin + s.seqno_rate * max(m.at - st.last, 0.0):
                     if d > 0:
                         st.seqno = seq
-                    st.last, st.count = m.at, st.count + 1
+                    st.last, st.count, st.interface = m.at, st.count + 1, m.interface or st.interface
                     st.macs.add(_norm(m.mac))
                     break
             else:
-                streams.append(_Stream(m.at, m.at, seq, 1, {_norm(m.mac)}, seq))
+                streams.append(_Stream(m.at, m.at, seq, 1, {_norm(m.mac)}, seq, m.interface))
         live = [st for st in streams if st.count >= 2]
         pairs = [(a, b) for a in live for b in live if a is not b and a.first < b.first < a.last]
         if not pairs:
@@ -460,7 +461,7 @@ def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: 
         old, new = pairs[0]
         macs = tuple(sorted((new.macs - old.macs) or new.macs))
         out.append(_finding(
-            "seqno_takeover", now, orig, originator=orig, macs=macs,
+            "seqno_takeover", now, orig, originator=orig, macs=macs, interface=new.interface or None,
             evidence={"streams": len(live), "old_seqno": old.seqno, "new_seqno": new.seqno,
                       "jump": _serial_diff(new.first_seqno, old.seqno), "old_from": sorted(old.macs),
                       "new_from": sorted(new.macs), "overlap": round(old.last - new.first, 3),
