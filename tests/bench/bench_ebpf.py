@@ -13,6 +13,16 @@ Two workloads: TCP (the kernel's GSO aggregates, as forwarded traffic mostly is)
 Prints a Markdown table of the medians and the ratio (target: >= 0.95), and the programs' own
 run time from the kernel's accounting (kernel.bpf_stats_enabled, turned on for one extra run per
 workload and restored), which does not depend on the noise of a shared machine. Needs root.
+
+    .venv/bin/python tests/bench/bench_ebpf.py --ogm [--frames 100000] [--rounds 5] [--baseline OBJ]
+
+``--ogm``: the ingress program's own time per batman-adv frame, from the kernel's accounting, no
+iperf3. A packet socket in one namespace sends ``--frames`` frames to the other end, where the
+probes sit on ingress (guard in observe): BATMAN_IV OGM aggregates (three OGMs, the first with 8
+bytes of TVLV, of 60 originators whose seqnos advance by one per round of them), then as many
+batman-adv unicast frames (no OGM). ``--baseline`` takes another build of the object (say, of an
+earlier commit: ``git show REV:ebpf/x0tta_probes.bpf.c``, built with ``make -C ebpf``'s flags),
+loaded with the maps it has; the rounds alternate between the two objects.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.kit.netns import in_netns  # noqa: E402
 from x0tta.config.probes import ProbeSettings  # noqa: E402
+from x0tta.probes import core  # noqa: E402
+from x0tta.probes.libbpf import ProbeObject  # noqa: E402
 from x0tta.probes.service import Probes, load  # noqa: E402
 
 NS_C, NS_S = "xbench-c", "xbench-s"
@@ -91,16 +104,93 @@ def detach(probes: list[Probes]) -> int:
     return flows
 
 
+SENDER = """
+import socket, struct, sys
+dev, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((dev, 0))
+head = bytes.fromhex("ffffffffffff020000000b01" "4305")
+def ogm(orig, seqno, tvlv):
+    mac = bytes([2, 0, 0, 0, 0x0c, orig])
+    return struct.pack("!BBBBI6s6sBBH", 0, 15, 50, 0, seqno, mac, mac, 0, 255, tvlv) + bytes(tvlv)
+for i in range(n):
+    if kind == "ogm":
+        k, seq = i % 60, 1000 + i // 60
+        body = ogm(k, seq, 8) + ogm((k + 1) % 60, seq, 0) + ogm((k + 2) % 60, seq, 0)
+    else:
+        body = bytes([0x40, 15, 50, 0]) + bytes(60)
+    s.send(head + body)
+"""
+
+
+def ogm_cost(args: argparse.Namespace) -> int:
+    """Nanoseconds per ingress run over batman-adv frames, per object (see the module doc)."""
+    objects = {"this build": (ROOT / "x0tta" / "probes" / "bpf" / "x0tta_probes.o", core.MAP_NAMES)}
+    if args.baseline:
+        objects["baseline"] = (Path(args.baseline), tuple(m for m in core.MAP_NAMES if m != core.MAP_OGMS))
+    kinds = ("ogm", "unicast")
+    runs: dict[tuple[str, str], list[float]] = {(o, k): [] for o in objects for k in kinds}
+    with tempfile.TemporaryDirectory(prefix="x0tta-bench-ebpf-") as tmp:
+        pin = Path(tmp) / "bpffs"
+        pin.mkdir()
+        sh(f"mount -t bpf bpf {pin}")
+        up()
+        before = sh("sysctl -n kernel.bpf_stats_enabled").strip()
+        try:
+            sh("sysctl -q kernel.bpf_stats_enabled=1")
+            for i in range(args.rounds):
+                for name in list(objects)[:: 1 if i % 2 == 0 else -1]:  # cancel drift
+                    path, maps = objects[name]
+                    for kind in kinds:
+                        with in_netns(NS_S):
+                            obj = ProbeObject.load(path, {}, pin / f"{name}-{i}-{kind}".replace(" ", "-"), maps,
+                                                   tuple(core.PROGRAMS.values()))
+                            index = socket.if_nametoindex("xb-s")
+                            obj.attach(index, "ingress", core.PROGRAMS["ingress"])
+                            prog_id = obj.query(index, "ingress")
+                        try:
+                            subprocess.run(["ip", "netns", "exec", NS_C, sys.executable, "-c", SENDER, "xb-c", kind,
+                                            str(args.frames)], check=True)
+                            info = json.loads(sh(f"bpftool prog show id {prog_id} -j"))
+                            if kind == "ogm" and core.MAP_OGMS in obj.maps:  # the OGMs were read, all 60
+                                assert len(obj.maps[core.MAP_OGMS].items()) == 60
+                        finally:
+                            with in_netns(NS_S):
+                                obj.detach_all()
+                                obj.close()
+                        runs[(name, kind)].append(info.get("run_time_ns", 0) / max(info.get("run_cnt", 0), 1))
+        finally:
+            sh(f"sysctl -q kernel.bpf_stats_enabled={before}")
+            down()
+            sh(f"umount {pin}", check=False)
+    load = os.getloadavg()
+    print(f"veth pair between two namespaces, ingress program on the receiving end, {args.frames} frames x "
+          f"{args.rounds} rounds per object and kind, alternating; load average {load[0]:.1f}; "
+          f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()})\n")
+    print("| object | batman-adv frame | mean time per run (median of rounds) | rounds |")
+    print("|---|---|---|---|")
+    for (name, kind), values in runs.items():
+        label = "BATMAN_IV OGM aggregate (3 OGMs)" if kind == "ogm" else "unicast (no OGM)"
+        print(f"| {name} | {label} | {statistics.median(values):.0f} ns | "
+              f"{', '.join(f'{v:.0f}' for v in values)} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--ends", type=int, choices=(1, 2), default=2, help="veth ends with the probes attached")
+    ap.add_argument("--ogm", action="store_true", help="the ingress program's time per batman-adv frame instead")
+    ap.add_argument("--frames", type=int, default=100_000, help="--ogm: frames per round and kind")
+    ap.add_argument("--baseline", help="--ogm: another build of the object to compare with")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("cannot run: needs root", file=sys.stderr)
         return 1
     subprocess.run(["make", "-s", "-C", str(ROOT / "ebpf")], check=True)
+    if args.ogm:
+        return ogm_cost(args)
     workloads = {"TCP": "", "UDP 1400 B datagrams": "-u -b 0 -l 1400"}
     results: dict[str, dict[str, list[float]]] = {w: {"off": [], "on": []} for w in workloads}
     cost: dict[str, tuple[int, int, float]] = {}
