@@ -118,7 +118,9 @@ class DetectSettings:
         "per OGM, and the originator interval is 1 s by default (heal may shorten it to 250 ms "
         "while a link is suspect). A stream that jumps further and runs on beside the old one is a "
         "takeover; an originator that restarts (batman-adv draws a random seqno) leaves the old "
-        "one behind and is not flagged.",
+        "one behind and is not flagged. The eBPF program that records the OGMs splits an "
+        "originator's streams with 64 and 4 per second built in: tune both together "
+        "(docs/guard.md, OGM sequence numbers).",
         min=0.1,
         max=1000.0,
     )
