@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import ROOT, require_root
+from tests.kit.wait import until, until_sync
 from x0tta.agent.wiring import guard_maps, guard_observer
 from x0tta.common.errors import CapabilityMissing
 from x0tta.config.guard import DetectSettings, GuardSettings
@@ -234,6 +235,13 @@ def test_guard_enforce_drops_non_admitted_sources(net, pin):
 ORIG_IV, ORIG_V, ORIG_FAR = "02:00:00:00:0c:01", "02:00:00:00:0c:02", "02:00:00:00:0c:03"
 
 
+def received(probes: Probes, net: Net, mac: str) -> int:
+    """batman-adv frames the program saw arrive from ``mac``: a frame the kernel may still hold in
+    its backlog after the sender exits is waited for, not missed."""
+    seen = probes.snapshot().neighbors.get(core.NeighborKey(net.ifindex, mac))
+    return seen.rx_packets if seen else 0
+
+
 def ogm_entries(guard: Guard) -> dict[str, ogm.OgmEntry]:
     entries, bad = ogm.decode_ogm_entries(guard.ogm_entries())
     assert bad == 0
@@ -261,6 +269,7 @@ def test_ogm_sequence_numbers_are_recorded_per_originator_in_two_streams(net, pi
             (PEER_MAC, bytes([0x40, BATADV_COMPAT_VERSION]) + bytes(30)),  # unicast: not an OGM
             (PEER_MAC, ogm_iv(ORIG_FAR, 71)[:1] + bytes([14]) + ogm_iv(ORIG_FAR, 71)[2:]),  # another version
         ])
+        until_sync(lambda: (received(probes, net, PEER_MAC), received(probes, net, OTHER_MAC)) == (9, 1), 10)
         after = time.monotonic_ns()
         seen = ogm_entries(guard)
         assert sorted(seen) == [ORIG_IV, ORIG_V, ORIG_FAR]
@@ -294,12 +303,14 @@ async def test_the_guard_reports_a_seqno_takeover_from_the_kernels_ogm_map(net, 
     gsvc._register(gctx)
     try:
         net.send_frames([(PEER_MAC, ogm_iv(ORIG_IV, 5000 + i)) for i in range(4)], gap=0.05)
+        await until(lambda: received(probes, net, PEER_MAC) == 4)
         assert gsvc.look(gctx, time.monotonic()) == []
         assert gsvc.ogm_originators == 1 and gsvc.ogm_jumps == 0
         # a rogue next to us claims the originator, 100,000 seqnos ahead; the originator goes on
         net.send_frames([(OTHER_MAC, ogm_iv(ORIG_IV, 105_000)), (OTHER_MAC, ogm_iv(ORIG_IV, 105_001)),
                          (PEER_MAC, ogm_iv(ORIG_IV, 5004)), (OTHER_MAC, ogm_iv(ORIG_IV, 105_002)),
                          (PEER_MAC, ogm_iv(ORIG_IV, 5005))], gap=0.05)
+        await until(lambda: (received(probes, net, PEER_MAC), received(probes, net, OTHER_MAC)) == (6, 3))
         [threat] = gsvc.look(gctx, time.monotonic())
         b = threat["batman"]
         assert (b["detector"], b["originator"], b["macs"], threat["in_iface"]) == (
@@ -503,7 +514,6 @@ async def test_admission_holds_by_default_once_the_node_has_an_identity(net, pin
     unbound MAC's frames are dropped and a MAC bound by an authenticated session (the peer
     subsystem's change, as the wiring hands it over) passes; quarantined, its frames are dropped and
     its sessions refused until the TTL releases it, and it is admitted again when it re-authenticates."""
-    from tests.kit.wait import until
     from x0tta.guard.core import link_local_from_mac
     from x0tta.guard.enforce import PeerAdmission
     from x0tta.peer.service import PeerChange
