@@ -23,8 +23,9 @@
  *    no sequence number, and a takeover of an originator is a second stream of them. Each entry
  *    keeps two streams (the newest seqno, when, from which neighbour on which interface, frames)
  *    and the count of OGMs that fit neither: a seqno that jumped out of a stream's window
- *    (OGM_MARGIN behind, OGM_MARGIN + OGM_RATE per second since its last OGM ahead) starts a new
- *    stream in place of the staler one. The guard's detector (seqno_takeover) judges them.
+ *    (margin behind, margin + rate per second since its last OGM ahead: the guard's seqno_margin
+ *    and seqno_rate, from `config`) starts a new stream in place of the staler one. The guard's
+ *    detector (seqno_takeover) judges them.
  *
  * No CO-RE: only struct __sk_buff fields (rewritten by the kernel's verifier, not by libbpf) and
  * direct packet access, so the object loads on kernels without BTF (the UML lab kernel, 6.1).
@@ -47,9 +48,10 @@
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
 
-/* Streams of an originator's OGM sequence numbers (see `ogms`). The same values as the guard's
- * defaults (seqno_margin, seqno_rate: x0tta/config/guard.py): batman-adv's own TQ window is 64,
- * and an originator sends one OGM per interval (1 s by default, 250 ms while heal probes a link). */
+/* Streams of an originator's OGM sequence numbers (see `ogms`), until the guard writes its own
+ * seqno_margin and seqno_rate into `config`: the same values as their defaults
+ * (x0tta/config/guard.py): batman-adv's own TQ window is 64, and an originator sends one OGM per
+ * interval (1 s by default, 250 ms while heal probes a link). */
 #define OGM_MARGIN 64
 #define OGM_RATE 4
 #define OGM_AGGREGATE_MAX 8 /* OGMs read per frame: batman-adv aggregates several in one */
@@ -136,7 +138,8 @@ struct ogm_value {
 
 struct x0tta_config {
 	__u32 guard_mode;
-	__u32 pad;
+	__u32 ogm_margin;         /* OGM streams (see `ogms`): the guard's seqno_margin; 0: OGM_MARGIN */
+	__u64 ogm_ns_per_seqno;   /* 1e9 / the guard's seqno_rate; 0: 1e9 / OGM_RATE */
 };
 
 struct {
@@ -256,16 +259,21 @@ static __always_inline int count_neighbor(struct __sk_buff *skb, struct ethhdr *
 /* Does an OGM with `seqno`, at `now`, belong to stream `s`: at most OGM_MARGIN behind its newest
  * seqno (rebroadcasts and reordered copies), at most OGM_MARGIN + OGM_RATE per second since its
  * last OGM ahead of it (u32 serial arithmetic: the seqno wraps)? An empty slot takes nothing. */
-static __always_inline int ogm_fits(const struct ogm_stream *s, __u32 seqno, __u64 now)
+struct ogm_window {
+	__s64 margin;
+	__u64 ns_per_seqno;
+};
+
+static __always_inline int ogm_fits(const struct ogm_stream *s, __u32 seqno, __u64 now, const struct ogm_window *w)
 {
 	__s64 d = (__s32)(seqno - s->seqno);
 	__u64 since = now > s->last_ns ? now - s->last_ns : 0;
 
-	return s->last_ns && d >= -OGM_MARGIN && d <= OGM_MARGIN + (__s64)(since / (NSEC_PER_SEC / OGM_RATE));
+	return s->last_ns && d >= -w->margin && d <= w->margin + (__s64)(since / w->ns_per_seqno);
 }
 
 static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type, __u32 seqno, const __u8 *orig,
-				     __u64 now)
+				     __u64 now, const struct ogm_window *w)
 {
 	struct ogm_key key = {};
 	struct ogm_value *v;
@@ -292,9 +300,9 @@ static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type
 			return;
 		}
 	}
-	if (ogm_fits(&v->stream[0], seqno, now)) {
+	if (ogm_fits(&v->stream[0], seqno, now, w)) {
 		s = &v->stream[0];
-	} else if (ogm_fits(&v->stream[1], seqno, now)) {
+	} else if (ogm_fits(&v->stream[1], seqno, now, w)) {
 		s = &v->stream[1];
 	} else {
 		/* out of both windows: a new stream in place of the staler one (an empty slot is stalest) */
@@ -324,6 +332,9 @@ static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type
  */
 static __always_inline void read_ogms(struct __sk_buff *skb, struct ethhdr *eth, __u64 now)
 {
+	struct ogm_window w = { OGM_MARGIN, NSEC_PER_SEC / OGM_RATE };
+	struct x0tta_config *cfg;
+	__u32 zero = 0;
 	__u8 neigh[6];
 	__u32 off = sizeof(*eth);
 	int i;
@@ -347,7 +358,14 @@ static __always_inline void read_ogms(struct __sk_buff *skb, struct ethhdr *eth,
 		} else {
 			return;
 		}
-		ogm_seen(skb->ifindex, neigh, h.packet_type, bpf_ntohl(h.seqno), h.orig, now);
+		if (i == 0) { /* the window, once per frame with OGMs: other frames do not pay for it */
+			cfg = bpf_map_lookup_elem(&config, &zero);
+			if (cfg && cfg->ogm_margin)
+				w.margin = cfg->ogm_margin;
+			if (cfg && cfg->ogm_ns_per_seqno)
+				w.ns_per_seqno = cfg->ogm_ns_per_seqno;
+		}
+		ogm_seen(skb->ifindex, neigh, h.packet_type, bpf_ntohl(h.seqno), h.orig, now, &w);
 		off += hlen + bpf_ntohs(tvlv);
 	}
 }

@@ -232,7 +232,7 @@ def test_guard_enforce_drops_non_admitted_sources(net, pin):
         probes.close()
 
 
-ORIG_IV, ORIG_V, ORIG_FAR = "02:00:00:00:0c:01", "02:00:00:00:0c:02", "02:00:00:00:0c:03"
+ORIG_IV, ORIG_V, ORIG_FAR, ORIG_WIDE = (f"02:00:00:00:0c:0{n}" for n in range(1, 5))
 
 
 def received(probes: Probes, net: Net, mac: str) -> int:
@@ -250,7 +250,8 @@ def ogm_entries(guard: Guard) -> dict[str, ogm.OgmEntry]:
 
 def test_ogm_sequence_numbers_are_recorded_per_originator_in_two_streams(net, pin):
     """Crafted OGMs through the real program: aggregates read to their end, a jump out of the
-    window starts a second stream, the guard's drops are not recorded, other frames are not OGMs."""
+    window starts a second stream, the guard's drops are not recorded, other frames are not OGMs;
+    the window is the one the guard writes."""
     guard = Guard("enforce", (PEER_MAC,))
     probes = start(settings(net, pin))
     guard_maps(guard.attach)(probes.obj.maps)
@@ -285,6 +286,17 @@ def test_ogm_sequence_numbers_are_recorded_per_originator_in_two_streams(net, pi
             "BATMAN_V", 0, [(0xFFFF_FFFE, 1, 2)])
         assert [(s.seqno, s.frames) for s in seen[ORIG_FAR].streams] == [(70, 1)]
         assert probes.snapshot().stats[core.Stat.OGM_UPDATE_ERR] == 0
+
+        # the window is the guard's (seqno_margin, seqno_rate), written into the config map
+        guard.set_ogm_window(1000, 4.0)
+        net.send_frames([(PEER_MAC, ogm2(ORIG_WIDE, 10)), (PEER_MAC, ogm2(ORIG_WIDE, 510))])
+        until_sync(lambda: received(probes, net, PEER_MAC) == 11, 10)
+        assert [(s.first_seqno, s.seqno) for s in ogm_entries(guard)[ORIG_WIDE].streams] == [(10, 510)]
+        guard.set_ogm_window(64, 4.0)
+        net.send_frames([(PEER_MAC, ogm2(ORIG_WIDE, 1010))])
+        until_sync(lambda: received(probes, net, PEER_MAC) == 12, 10)
+        wide = ogm_entries(guard)[ORIG_WIDE]
+        assert wide.jumps == 1 and [(s.first_seqno, s.seqno) for s in wide.streams] == [(10, 510), (1010, 1010)]
     finally:
         probes.close()
 

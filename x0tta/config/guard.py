@@ -119,8 +119,7 @@ class DetectSettings:
         "while a link is suspect). A stream that jumps further and runs on beside the old one is a "
         "takeover; an originator that restarts (batman-adv draws a random seqno) leaves the old "
         "one behind and is not flagged. The eBPF program that records the OGMs splits an "
-        "originator's streams with 64 and 4 per second built in: tune both together "
-        "(docs/guard.md, OGM sequence numbers).",
+        "originator's streams with this and seqno_margin too (docs/guard.md, OGM sequence numbers).",
         min=0.1,
         max=1000.0,
     )

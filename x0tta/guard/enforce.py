@@ -8,6 +8,9 @@ commands, tests) use:
 * ``admit(mac, reason="") -> bool`` - let ``mac``'s batman-adv frames in; True if it was new;
 * ``revoke(mac) -> bool`` - shut it out again; True if it was admitted (static MACs refuse);
 * ``set_mode("observe" | "enforce")``;
+* ``set_ogm_window(margin, rate)`` - the window within which the program counts an OGM to its
+  originator's stream (the detector's ``seqno_margin`` and ``seqno_rate``), written into
+  ``config`` with the mode; ``ogm_entries()`` reads the program's ``ogms`` map;
 * ``is_admitted(mac)``, ``to_json()``;
 * ``session_up``/``session_down``/``expire`` - the MAC-to-SPIFFE-ID bindings behind dynamic
   admissions (:mod:`x0tta.guard.core.binding`), which :class:`PeerAdmission` drives;
@@ -20,6 +23,7 @@ written to the maps as soon as they bind: admissions are never lost for want of 
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
@@ -47,8 +51,17 @@ class KernelMaps(NamedTuple):
 
 
 ORIGIN = {1: (1).to_bytes(4, "little"), 2: (2).to_bytes(4, "little")}
-MODE_VALUE = {"observe": (0).to_bytes(8, "little"), "enforce": (1).to_bytes(8, "little")}
+MODES = {"observe": 0, "enforce": 1}
+# struct x0tta_config { u32 guard_mode; u32 ogm_margin; u64 ogm_ns_per_seqno; } (0: the program's default)
+CONFIG = struct.Struct("<IIQ")
 ZERO_KEY = (0).to_bytes(4, "little")
+
+
+def config_value(mode: str, ogm_margin: int = 0, ogm_rate: float = 0.0) -> bytes:
+    """The ``config`` entry: the mode, and the window the program splits an originator's OGM
+    streams with (the detector's ``seqno_margin`` and ``seqno_rate``, as nanoseconds per seqno)."""
+    ns = round(1e9 / ogm_rate) if ogm_rate > 0 else 0
+    return CONFIG.pack(MODES[mode], max(0, min(ogm_margin, 0xFFFF_FFFF)), max(0, min(ns, (1 << 64) - 1)))
 
 
 class Guard:
@@ -59,6 +72,7 @@ class Guard:
         self._admitted: AdmittedMap | None = None
         self._config: AdmittedMap | None = None
         self._ogms: AdmittedMap | None = None
+        self.ogm_window: tuple[int, float] = (0, 0.0)  # (seqno_margin, seqno_rate); 0: the program's own
 
     @property
     def mode(self) -> str:
@@ -75,7 +89,7 @@ class Guard:
         self.state = self.state.adopt(current, self._clock())
         self._admitted, self._config = admitted, config
         self._sync(current)
-        config.update(ZERO_KEY, MODE_VALUE[self.state.mode])
+        self._write_config()
 
     def unbind(self) -> None:
         self._admitted = self._config = self._ogms = None
@@ -102,8 +116,17 @@ class Guard:
 
     def set_mode(self, mode: str) -> None:
         self.state = self.state.with_mode(mode)
+        self._write_config()
+
+    def set_ogm_window(self, margin: int, rate: float) -> None:
+        """The window within which an OGM belongs to its originator's stream in the kernel: at most
+        ``margin`` behind its newest seqno, ``margin`` + ``rate`` per second ahead."""
+        self.ogm_window = (margin, rate)
+        self._write_config()
+
+    def _write_config(self) -> None:
         if self._config is not None:
-            self._config.update(ZERO_KEY, MODE_VALUE[mode])
+            self._config.update(ZERO_KEY, config_value(self.state.mode, *self.ogm_window))
 
     def admit(self, mac: str | bytes, reason: str = "") -> bool:
         self.state, changed = self.state.admit(mac, self._clock(), reason)

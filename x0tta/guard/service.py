@@ -102,6 +102,7 @@ class GuardService(Subsystem):
         # auto starts in observe: run() brings the mode in force
         initial = "observe" if self.settings.mode == "auto" else self.settings.mode
         self.guard = Guard(initial, self.settings.admitted_macs)
+        self.guard.set_ogm_window(self.settings.detect.seqno_margin, self.settings.detect.seqno_rate)
         self.threats: Counter[str] = Counter()  # threat records by signature name, since start
         self.by_severity: Counter[int] = Counter()  # threat records by severity, since start
         self.quarantines = 0  # quarantines started, since start
@@ -351,6 +352,7 @@ class GuardService(Subsystem):
         with them), dynamic admissions stay."""
         self.settings = s
         self._override = None
+        self.guard.set_ogm_window(s.detect.seqno_margin, s.detect.seqno_rate)
         self.guard.reconfigure(self.mode_now(self._clock()), s.admitted_macs)
 
     def _report(self, ctx: Context) -> None:

@@ -15,8 +15,8 @@ Layouts (little-endian host order unless said otherwise; x0tta runs on little-en
     struct neigh_value{ u64 rx_packets, rx_bytes, tx_packets, tx_bytes, denied_packets,
                         first_seen_ns, last_rx_ns, last_tx_ns; }                   64
     stats: per-CPU u64 counters, one slot per possible CPU, summed here.
-    ogms: the guard's map of originators' sequence-number streams, decoded by the guard
-          (x0tta/guard/core/ogm.py); the probes only load and pin it.
+    config, ogms: the guard's (x0tta/guard/enforce.py writes the mode and the OGM window into
+          config; x0tta/guard/core/ogm.py decodes ogms); the probes only load and pin them.
 
 Times are ``bpf_ktime_get_ns()``: CLOCK_MONOTONIC nanoseconds, the clock of ``time.monotonic()``.
 """
@@ -37,7 +37,6 @@ NEIGH_KEY = struct.Struct("<I6s2x")
 NEIGH_VALUE = struct.Struct("<8Q")
 MAC_KEY_SIZE = 6
 ADMITTED_VALUE = struct.Struct("<I")
-CONFIG_VALUE = struct.Struct("<II")
 U64 = struct.Struct("<Q")
 
 # Map names in the object, and which of them the loader sizes from the config.
@@ -50,7 +49,6 @@ MAP_OGMS = "ogms"
 MAP_NAMES = (MAP_FLOWS, MAP_NEIGHBORS, MAP_ADMITTED, MAP_CONFIG, MAP_STATS, MAP_OGMS)
 PROGRAMS = {"ingress": "x0tta_ingress", "egress": "x0tta_egress"}
 
-GUARD_MODES = {"observe": 0, "enforce": 1}
 ORIGIN_STATIC = 1
 ORIGIN_DYNAMIC = 2
 
@@ -211,10 +209,6 @@ def decode_admitted(key: bytes, value: bytes) -> tuple[bytes, int]:
     _check_len("admitted value", value, ADMITTED_VALUE.size)
     (origin,) = ADMITTED_VALUE.unpack(value)
     return bytes(key), origin
-
-
-def encode_config(guard_mode: str) -> bytes:
-    return CONFIG_VALUE.pack(GUARD_MODES[guard_mode], 0)
 
 
 def decode_percpu_u64(data: bytes, ncpus: int) -> int:

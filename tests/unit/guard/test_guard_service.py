@@ -56,7 +56,7 @@ async def test_health_follows_the_kernel_maps(running):
     svc.kernel_maps(maps)
     await settle()
     assert ctx.health.conditions == ()
-    assert set(maps.admitted.data) == {parse_mac(A)} and maps.config.data[MODE_KEY] == (1).to_bytes(8, "little")
+    assert set(maps.admitted.data) == {parse_mac(A)} and maps.config.data[MODE_KEY][:4] == (1).to_bytes(4, "little")
     svc.kernel_maps(None)  # the probes stopped: nothing enforced, nothing forgotten
     await settle()
     assert ctx.health.codes == ["guard_not_enforced"] and svc.guard.is_admitted(A)
@@ -79,7 +79,7 @@ async def test_admin_commands(running):
     assert await cmd["guard.revoke"]({"mac": B}) == {"mac": B, "changed": True}
     assert parse_mac(B) not in maps.admitted.data
     assert await cmd["guard.mode"]({"mode": "observe"}) == {"mode": "observe"}
-    assert maps.config.data[MODE_KEY] == (0).to_bytes(8, "little")
+    assert maps.config.data[MODE_KEY][:4] == (0).to_bytes(4, "little")
     with pytest.raises(GuardCommandError):
         await cmd["guard.mode"]({"mode": "block"})
     with pytest.raises(GuardCommandError):
@@ -111,6 +111,20 @@ async def test_threats_are_counted_by_signature_from_zero(running):
     assert value("x0tta_guard_threats_total", {"signature": "flow_flood"}) == 0
 
 
+async def test_the_kernels_ogm_window_follows_the_detector_settings(running):
+    from dataclasses import replace
+
+    from x0tta.guard.enforce import CONFIG
+
+    svc, ctx = running
+    maps = KernelMaps(DictMap(), DictMap())
+    svc.kernel_maps(maps)
+    assert CONFIG.unpack(maps.config.data[MODE_KEY]) == (1, 64, 250_000_000)  # the defaults: 64, 4 per second
+    settings = AgentSettings(guard=replace(svc.settings, detect=DetectSettings(seqno_margin=200, seqno_rate=8.0)))
+    assert await svc.reload(ctx, settings)
+    assert CONFIG.unpack(maps.config.data[MODE_KEY]) == (1, 200, 125_000_000)
+
+
 async def test_reload_in_place_and_restart_keep_dynamic_admissions(running):
     svc, ctx = running
     maps = KernelMaps(DictMap(), DictMap())
@@ -119,7 +133,7 @@ async def test_reload_in_place_and_restart_keep_dynamic_admissions(running):
     new = AgentSettings(guard=GuardSettings(mode="observe", admitted_macs=()))
     assert await svc.reload(ctx, new) is True
     assert svc.guard.mode == "observe" and not svc.guard.is_admitted(A) and svc.guard.is_admitted(B)
-    assert set(maps.admitted.data) == {parse_mac(B)} and maps.config.data[MODE_KEY] == (0).to_bytes(8, "little")
+    assert set(maps.admitted.data) == {parse_mac(B)} and maps.config.data[MODE_KEY][:4] == (0).to_bytes(4, "little")
     assert await svc.reload(ctx, AgentSettings(guard=GuardSettings(enabled=False))) is False
 
 
@@ -138,7 +152,7 @@ async def test_a_restart_takes_the_settings_in_force_and_keeps_admissions_and_me
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert maps.config.data[MODE_KEY] == (1).to_bytes(8, "little")
+    assert maps.config.data[MODE_KEY][:4] == (1).to_bytes(4, "little")
     families = [m.name for m in ctx.registry.collect()]
     assert families.count("x0tta_guard_enforcing") == 1  # registered once
 

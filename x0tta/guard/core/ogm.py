@@ -5,10 +5,11 @@ into the :class:`~x0tta.guard.core.detect.Ogm` records ``seqno_takeover`` judges
 batman-adv's netlink tables carry no sequence number, so the program the probes load
 (``ebpf/x0tta_probes.bpf.c``) reads them from the OGMs (BATMAN_IV, packet type 0x00) and OGM2s
 (BATMAN_V, 0x04) it receives on the hard interfaces and lets pass. Per originator it keeps two
-streams: an OGM that fits neither (more than ``OGM_MARGIN`` = 64 behind its newest seqno, or more
-than 64 + ``OGM_RATE`` = 4 per second since its last OGM ahead: the guard's default
-``seqno_margin`` and ``seqno_rate``) starts a new stream in place of the staler one and counts a
-jump. Layouts (little-endian, mirrored from the C source; change both together)::
+streams: an OGM that fits neither (more than ``seqno_margin`` behind its newest seqno, or more
+than ``seqno_margin`` + ``seqno_rate`` per second since its last OGM ahead: the guard writes both
+into the program's ``config`` map, :func:`x0tta.guard.enforce.config_value`) starts a new stream in
+place of the staler one and counts a jump. Layouts (little-endian, mirrored from the C source;
+change both together)::
 
     struct ogm_key    { u8 orig[6]; u8 pad[2]; }                                           8 bytes
     struct ogm_stream { u64 first_ns, last_ns, frames; u32 first_seqno, seqno, ifindex;
