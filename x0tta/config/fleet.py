@@ -128,6 +128,17 @@ class FleetSettings:
         doc="SQLite file of the last command counter taken per operator (against replay; it must "
         "outlive restarts). Empty means <node.state_dir>/fleet-commands.sqlite3.",
     )
+    command_session_expiry: int = setting(
+        7 * 86400,
+        doc="MQTT 5 session expiry interval asked for while this node takes commands: the broker "
+        "keeps its subscription to the command topic and queues the commands published while it "
+        "is away (each until its own expiry) for this long after the connection is lost. 7 days "
+        "is the longest a command may live (docs/fleet.md); 0 starts a clean session every time, "
+        "and commands sent while the node is away are lost.",
+        min=0,
+        max=4_294_967_295,
+        unit="s",
+    )
     command_timeout: float = setting(
         60.0,
         doc="How long one command's action may run before it is reported failed: long enough for a "

@@ -118,8 +118,17 @@ class Connection:
     """One MQTT 5 session: ``async with Connection(...) as conn: await conn.publish(...)``."""
 
     def __init__(self, settings: FleetSettings, client_id: str, tls: ssl.SSLContext,
-                 will_topic: str | None = None, will_payload: bytes = b"") -> None:
+                 will_topic: str | None = None, will_payload: bytes = b"", session_expiry: int = 0) -> None:
+        """``session_expiry`` (s) above 0 resumes the broker's session of ``client_id`` and asks it
+        to keep that session so long after the connection is lost (MQTT 5 Session Expiry Interval,
+        3.1.2.11.2): its subscriptions stay, and QoS 1 messages published for them meanwhile are
+        queued for the next connection (each until its own Message Expiry Interval). 0: a clean
+        session that ends with the connection."""
         self.settings = settings
+        connect = None
+        if session_expiry > 0:
+            connect = Properties(PacketTypes.CONNECT)
+            connect.SessionExpiryInterval = int(session_expiry)
         self._client = _Client(
             settings.broker,
             settings.port,
@@ -129,7 +138,10 @@ class Connection:
             will=aiomqtt.Will(will_topic, will_payload, qos=QOS, retain=True) if will_topic else None,
             keepalive=settings.keepalive,
             timeout=settings.publish_timeout,
-            clean_start=True,  # the outbox, not the broker's session, holds what is not acked yet
+            # What this node sends waits in the outbox, not in a session; a session is kept only
+            # for what it receives (the command topic), and only when asked to.
+            clean_start=session_expiry <= 0,
+            properties=connect,
             max_inflight_messages=settings.window,
         )
 

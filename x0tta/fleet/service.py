@@ -9,10 +9,11 @@ Lifecycle (``run``), once ``[fleet] broker`` is set (docs/fleet.md):
    synchronous and cheap for them) in the outbox; the **state** task queues the node's health on
    every change and every ``state_interval`` (a retained message that supersedes the undelivered
    one); the **connection** loop connects (TLS, client certificate, the death message as Last
-   Will), publishes the birth, then drains the outbox oldest first, ``window`` messages in
-   flight, removing each on its PUBACK. A failure closes the connection and the loop connects
-   again after a jittered exponential delay (:mod:`x0tta.fleet.core.backoff`); what was not
-   acknowledged is still in the outbox and goes first.
+   Will; while commands are on, a persistent session, so that commands sent while this node was
+   away are queued by the broker and delivered now), publishes the birth, then drains the outbox
+   oldest first, ``window`` messages in flight, removing each on its PUBACK. A failure closes the
+   connection and the loop connects again after a jittered exponential delay
+   (:mod:`x0tta.fleet.core.backoff`); what was not acknowledged is still in the outbox and goes first.
 3. on stop, the death (reason ``shutdown``) is published if the broker is there, then the
    connection is closed cleanly (which tells the broker not to publish the Will).
 
@@ -280,7 +281,10 @@ class FleetService(Subsystem):
             will = await self._signed(payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "lost"),
                                       signer)
             try:
-                async with Connection(s, ctx.node_id, tls, topics.status, will) as conn:
+                # A persistent session while commands are on: the broker queues those sent while
+                # this node is away, and delivers them when it is back (docs/fleet.md).
+                expiry = s.command_session_expiry if self._counters is not None else 0
+                async with Connection(s, ctx.node_id, tls, topics.status, will, expiry) as conn:
                     birth = await self._signed(payloads.birth(uuid.uuid4().hex, topics.node, time.time(), session,
                                                               __version__, self._started), signer)
                     code = await conn.publish(topics.status, birth, retain=True)

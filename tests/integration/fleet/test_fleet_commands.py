@@ -186,6 +186,34 @@ async def test_the_replay_counter_survives_a_restart(broker, keys, tmp_path):
             assert node.drained == []
 
 
+async def test_a_command_sent_while_the_node_is_away_runs_once_when_it_is_back(broker, keys, tmp_path):
+    """The node's persistent session: the broker queues what is sent while it is stopped and
+    delivers it when it connects again; a command whose MQTT expiry passed meanwhile is dropped by
+    the broker, one that outlived its own expiry in the queue is refused by the node."""
+    key, _ = keys
+    state = tmp_path / "n1"
+    async with Collector(broker) as col:
+        async with Node(broker, state, key):
+            pass  # the first connection: the broker now holds n1's session and its subscription
+        dropped = command(key, 40, args={"interface": "eth3"}, ttl=1.0)
+        late = command(key, 41, args={"interface": "eth4"}, ttl=1.0)
+        await send(broker, c.sign(key, dropped), expiry=1)  # the broker forgets it after 1 s
+        await send(broker, c.sign(key, late), expiry=60)  # the broker keeps it past the command's expiry
+        await asyncio.sleep(1.5)  # both commands expire while the node is away
+        away = command(key, 42, args={"interface": "eth2"})
+        await send(broker, c.sign(key, away))
+        async with Node(broker, state, key) as node:
+            await until(lambda: {late.id, away.id} <= set(results(col)), 20, "the queued commands' results")
+            assert results(col)[away.id]["outcome"] == "executed"
+            assert (results(col)[late.id]["outcome"], results(col)[late.id]["reason"]) == ("refused", "expired")
+            assert node.drained == ["eth2"] and dropped.id not in results(col)
+        async with Node(broker, state, key) as node:  # delivered and acknowledged: not again
+            probe = command(key, 43, "diagnostics", {})
+            await send(broker, c.sign(key, probe))
+            await until(lambda: probe.id in results(col), 20, "a command after the restart")
+            assert node.drained == [] and node.count("executed", "none") == 1
+
+
 def forged_death(broker: Broker, session: int) -> bytes:
     """A death of n1, signed by node n2's fleet key: what a node that got write access to another's
     status topic could publish."""
