@@ -29,7 +29,7 @@ ARGS = {
     "drain": {"interface": "eth1"}, "undrain": {"interface": "wlan0"},
     "set_mesh": {"setting": "orig_interval", "value": 1000}, "heal": {"action": "reselect_gateway"},
     "diagnostics": {"incidents": 5}, "quarantine": {"node": "spiffe://mesh.test/node/n2"},
-    "release": {"node": "spiffe://mesh.test/node/n2"},
+    "release": {"node": "spiffe://mesh.test/node/n2"}, "release_mesh": {"setting": "hop_penalty"},
 }
 
 

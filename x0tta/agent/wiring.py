@@ -241,6 +241,9 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
         args = cmd.args
         return await need("mesh").set_setting(args["setting"], args["value"])  # type: ignore[no-any-return]
 
+    async def release_mesh(cmd: Any) -> Mapping[str, Any]:
+        return await need("mesh").release_setting(cmd.args["setting"])  # type: ignore[no-any-return]
+
     async def heal(cmd: Any) -> Mapping[str, Any]:
         args = cmd.args
         from x0tta.heal.service import operator_action
@@ -282,7 +285,8 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
             raise PermanentError(f"{cmd.args['node']} is not quarantined")
         return {"released": released}
 
-    for name, handler in (("drain", drain), ("undrain", undrain), ("set_mesh", set_mesh), ("heal", heal),
+    for name, handler in (("drain", drain), ("undrain", undrain), ("set_mesh", set_mesh),
+                          ("release_mesh", release_mesh), ("heal", heal),
                           ("diagnostics", diagnostics), ("quarantine", quarantine), ("release", release)):
         actions.register(name, handler)
 

@@ -20,6 +20,11 @@ Admin commands (JSON): ``mesh.originators``, ``mesh.neighbors``, ``mesh.gateways
 Wakes: ``reconcile_interval``, reload, batadv ``config`` events, and RTNLGRP_LINK events about the
 mesh interface or a listed hard interface (a re-created or detached one is attached again).
 
+Operator controls (fleet commands, through the wiring): ``drain`` / ``undrain`` a hard interface,
+``set_setting`` / ``release_setting`` a mesh setting; held like heal's overrides, written to
+``<state_dir>/mesh-operator.sqlite3`` (:mod:`x0tta.mesh.held`) before they are applied, and in
+force again when the subsystem starts.
+
 API for other subsystems (the wiring hands them this instance): ``client`` (the
 :class:`~x0tta.mesh.client.MeshClient`, once running), ``reconcile_now()``, ``last_actions``,
 ``last_observation`` (:class:`Observation`: originators, neighbours, gateways, table sizes, and
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -45,6 +51,8 @@ from x0tta.mesh.core import batadv, views
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.core.reconcile import Action, desired_mesh, plan
 from x0tta.mesh.genl import MeshError
+from x0tta.mesh.held import FILENAME as HELD_FILENAME
+from x0tta.mesh.held import HeldStateError, HeldStore
 
 # Events come in bursts (one batctl command, an interface flapping): wait this long, then reconcile once.
 DEBOUNCE = 0.05
@@ -148,8 +156,10 @@ class MeshService(Subsystem):
         self._ctx: Context | None = None
         self._links: LinkControl | None = None
         # What an operator changed by a fleet command (docs/fleet.md): hard interfaces drained and
-        # mesh settings set, held like heal's overrides until undone or the agent restarts.
+        # mesh settings set, held like heal's overrides until given back (undrain, release_mesh);
+        # kept in ``held`` (x0tta.mesh.held) across restarts once ``run`` opened it.
         self.operator: dict[str, Any] = {"detached": set(), "mesh": {}}
+        self.held: HeldStore | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -168,11 +178,14 @@ class MeshService(Subsystem):
             raise
         self.client = client
         self._links = LinkControl()
+        if self.held is None:
+            self.held = HeldStore(Path(ctx.state_dir) / HELD_FILENAME)
         watchers = [
             asyncio.create_task(self._watch_events(client), name="mesh-config-events"),
             asyncio.create_task(self._watch_links(ctx), name="mesh-link-events"),
         ]
         try:
+            await self._restore_held(ctx)
             await self._loop(ctx)
         finally:
             for w in watchers:
@@ -301,31 +314,94 @@ class MeshService(Subsystem):
 
     # -- operator controls (fleet commands, handed over by the wiring) ------------------------------
 
-    async def drain(self, hardif: str) -> dict[str, Any]:
-        """Take a hard interface of ``mesh.hard_interfaces`` out of batman-adv until :meth:`undrain`."""
-        if hardif not in self.settings.hard_interfaces:
-            raise MeshError(f"{hardif} is not one of mesh.hard_interfaces {list(self.settings.hard_interfaces)}")
+    async def _restore_held(self, ctx: Context) -> None:
+        """What operators held when the agent stopped, back in force before the first reconcile:
+        drained interfaces detached again if something attached them, held settings applied by the
+        reconcile. What no longer fits the settings is logged and left out; an unreadable file is
+        logged and nothing is held (the mesh runs as configured)."""
+        if self.held is None:
+            return
+        try:
+            held, problems = await self.held.load(self.settings)
+        except HeldStateError as exc:
+            ctx.log.error("mesh_operator_state_unreadable", error=str(exc))
+            return
+        for problem in problems:
+            ctx.log.warning("mesh_operator_state_dropped", problem=problem)
+        self.operator = held
+        if not held["detached"] and not held["mesh"]:
+            return
+        ctx.log.warning("mesh_operator_restored", drained=sorted(held["detached"]), settings=held["mesh"])
+        for hardif in sorted(held["detached"]):
+            try:
+                await self._detach_if_attached(hardif)
+            except (MeshError, TemporaryError, OSError) as exc:  # the reconcile still leaves it out
+                ctx.log.warning("mesh_drain_restore_failed", hardif=hardif, error=str(exc))
+
+    async def _save_held(self) -> None:
+        if self.held is not None:
+            await self.held.save(self.operator)
+
+    async def _detach_if_attached(self, hardif: str) -> bool:
         links = self._links
         if links is None or self.client is None:
             raise TemporaryError("the mesh subsystem is not running", delay=1.0)
-        self.operator["detached"].add(hardif)
         async with self._reconcile_lock:
             hardifs = {h.hard_ifname for h in await self.client.hardifs(self.settings.interface)}
             if hardif in hardifs:
                 await links.detach(hardif)
+        return hardif in hardifs
+
+    async def drain(self, hardif: str) -> dict[str, Any]:
+        """Take a hard interface of ``mesh.hard_interfaces`` out of batman-adv until :meth:`undrain`,
+        across restarts (on disk before it is detached)."""
+        if hardif not in self.settings.hard_interfaces:
+            raise MeshError(f"{hardif} is not one of mesh.hard_interfaces {list(self.settings.hard_interfaces)}")
+        if self._links is None or self.client is None:
+            raise TemporaryError("the mesh subsystem is not running", delay=1.0)
+        fresh = hardif not in self.operator["detached"]
+        self.operator["detached"].add(hardif)
+        try:
+            await self._save_held()
+        except HeldStateError:
+            if fresh:
+                self.operator["detached"].discard(hardif)  # not kept: not held either
+            raise
+        was_attached = await self._detach_if_attached(hardif)
         if self._ctx is not None:
             self._ctx.log.warning("mesh_drained", hardif=hardif, by="operator")
-        return {"interface": hardif, "drained": True, "was_attached": hardif in hardifs}
+        return {"interface": hardif, "drained": True, "was_attached": was_attached}
 
     async def undrain(self, hardif: str) -> dict[str, Any]:
         """Give a drained hard interface back: the reconcile attaches it again."""
         if hardif not in self.operator["detached"]:
             raise MeshError(f"{hardif} is not drained (drained: {sorted(self.operator['detached'])})")
         self.operator["detached"].discard(hardif)
+        try:
+            await self._save_held()
+        except HeldStateError:
+            self.operator["detached"].add(hardif)
+            raise
         taken = await self.reconcile_now()
         if self._ctx is not None:
             self._ctx.log.info("mesh_undrained", hardif=hardif, by="operator")
         return {"interface": hardif, "drained": False, "actions": [a.kind + ":" + a.target for a in taken]}
+
+    async def release_setting(self, name: str) -> dict[str, Any]:
+        """Stop holding a mesh setting an operator set: the reconcile puts ``[mesh]``'s value back."""
+        if name not in self.operator["mesh"]:
+            raise MeshError(f"{name} is not held (held: {sorted(self.operator['mesh'])})")
+        value = self.operator["mesh"].pop(name)
+        try:
+            await self._save_held()
+        except HeldStateError:
+            self.operator["mesh"][name] = value
+            raise
+        taken = await self.reconcile_now()
+        if self._ctx is not None:
+            self._ctx.log.info("mesh_setting_released", setting=name, was=value, by="operator")
+        return {"setting": name, "was": value, "value": desired_mesh(self.settings).get(name),
+                "actions": [a.kind for a in taken]}
 
     async def set_setting(self, name: str, value: Any) -> dict[str, Any]:
         """Hold one batman-adv mesh setting (a SET_MESH attribute of ``desired_mesh``) at ``value``."""
@@ -338,9 +414,12 @@ class MeshService(Subsystem):
         before = held.get(name, known[name])
         self.operator["mesh"][name] = value
         try:
+            await self._save_held()  # on disk before it is applied: a restart keeps holding it
             taken = await self.reconcile_now()
         except Exception:
             self.operator["mesh"] = held  # not applied: not held either
+            with contextlib.suppress(HeldStateError):
+                await self._save_held()
             raise
         if self._ctx is not None:
             self._ctx.log.warning("mesh_setting_held", setting=name, value=value, by="operator")

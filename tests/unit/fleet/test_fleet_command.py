@@ -107,6 +107,7 @@ def test_the_decoder_refuses_off_schema_commands(key, field, value):
 
 @pytest.mark.parametrize(("action", "args"), [
     ("undrain", {"interface": "eth1"}), ("set_mesh", {"setting": "orig_interval", "value": 1000}),
+    ("release_mesh", {"setting": "orig_interval"}),
     ("heal", {"action": "reselect_gateway"}), ("heal", {"action": "steer_off", "target": "hardif:eth1"}),
     ("diagnostics", {}), ("diagnostics", {"incidents": 10}),
     ("quarantine", {"node": "spiffe://mesh.test/node/n9"}), ("release", {"node": "spiffe://mesh.test/node/n9"}),

@@ -93,6 +93,7 @@ ACTIONS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "drain": {"interface": (_STR, True)},  # take a hard interface out of batman-adv
     "undrain": {"interface": (_STR, True)},  # put it back
     "set_mesh": {"setting": (_STR, True), "value": (_SCALAR, True)},  # a batman-adv mesh setting
+    "release_mesh": {"setting": (_STR, True)},  # stop holding it: [mesh]'s value again
     "heal": {"action": (_STR, True), "target": (_STR, False)},  # a named healing action
     "diagnostics": {"incidents": ((int,), False)},  # status and recent incidents
     "quarantine": {"node": (_STR, True)},
