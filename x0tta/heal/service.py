@@ -76,10 +76,12 @@ from x0tta.heal.core.model import (
 )
 from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.core.strain import Strain
+from x0tta.heal.core.verify import effect
 from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
 from x0tta.heal.liveness import BY_INTERFACE, Prober
 from x0tta.heal.store import FILENAME, AsyncStore
+from x0tta.telemetry.logging import get_logger
 from x0tta.telemetry.tracing import traceparent_of
 
 GW_MODES = {0: "off", 1: "client", 2: "server"}
@@ -198,6 +200,9 @@ class HealService(Subsystem):
         self.strain = _strain(self.settings)
         # Called with (name, incident, data) for every event of the loop; the wiring adds the fleet's.
         self.listeners: list[Callable[[str, str, Mapping[str, Any]], None]] = []
+        # Actions run on an operator's request (operator_action), awaiting their verdict: by decision id.
+        self.operator_checks: dict[str, OperatorCheck] = {}
+        self.log: Any = get_logger("heal")  # the context's, once running
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -205,6 +210,7 @@ class HealService(Subsystem):
         from x0tta.mesh.client import MeshClient
 
         s = self.settings = ctx.settings.heal
+        self.log = ctx.log
         self.strain = _strain(s)
         self._tracer = ctx.tracer
         if self._registry_id != id(ctx.registry):
@@ -227,6 +233,10 @@ class HealService(Subsystem):
                 tasks.append(asyncio.create_task(self.prober.run(self._probe_ifaces), name="heal-probes"))
             await self._loop(ctx, mesh, links)
         finally:
+            for chk in self.operator_checks.values():
+                if not chk.verdict.done():
+                    chk.verdict.set_result((None, "the heal loop stopped before it could verify it"))
+            self.operator_checks.clear()
             await self._give_back(ctx, mesh)
             for t in tasks:
                 t.cancel()
@@ -329,7 +339,8 @@ class HealService(Subsystem):
         failures = 0
         while True:
             k = self.knowledge
-            busy = k is not None and (k.busy or bool(self.executor and self.executor.trials))
+            busy = k is not None and (k.busy or bool(self.executor and self.executor.trials)
+                                      or bool(self.operator_checks))
             fast = s.strained_poll_interval if self.strain.strained else s.fast_poll_interval
             with contextlib.suppress(TimeoutError):
                 await self.clock.wait_for(self._wake.wait(), fast if busy else s.poll_interval)
@@ -506,6 +517,7 @@ class HealService(Subsystem):
         started = self.clock.monotonic()
         self.session_keys_due(ctx.log)
         obs = await self.observe(ctx, mesh, links)
+        self.judge_operator_actions(ctx, obs)
         k = self.knowledge
         assert k is not None and self.executor is not None
         k, decisions = loop.step(k, obs, self.clock.time())
@@ -692,11 +704,48 @@ class HealService(Subsystem):
             ctx.log.info("heal_incident_closed", incident=ev.incident, resolution=inc["resolution"],
                          duration=round(data["duration"], 3))
         ops.append(("event", (ev.incident, self.clock.time(), name, data)))
+        self._notify(ctx.log, name, ev.incident, data)
+
+    def _notify(self, log: Any, name: str, incident: str | None, data: Mapping[str, Any]) -> None:
+        """Tell the listeners (the fleet plane) of one event."""
         for listener in self.listeners:
             try:
-                listener(name, ev.incident, data)
+                listener(name, incident, data)  # type: ignore[arg-type]
             except Exception as exc:  # a listener's bug must not stop the loop
-                ctx.log.error("heal_listener_failed", listener=repr(listener), error=repr(exc))
+                log.error("heal_listener_failed", listener=repr(listener), error=repr(exc))
+
+    # -- actions run on an operator's request ------------------------------------------------------
+
+    def expect_verdict(self, d: Decision, ref: str) -> asyncio.Future[tuple[bool | None, str]]:
+        """Have the loop verify ``d`` (applied on request ``ref``) once its ``verify_after`` passed;
+        the future gets ``(ok, why)``. Until then its breaker trial stays open and the loop polls fast."""
+        verdict: asyncio.Future[tuple[bool | None, str]] = asyncio.get_running_loop().create_future()
+        self.operator_checks[d.id] = OperatorCheck(d, ref, self.clock.time() + d.action.verify_after, verdict)
+        self._wake.set()  # the next wait is the fast one
+        return verdict
+
+    def judge_operator_actions(self, ctx: Context, obs: Observation) -> None:
+        """Judge the operator-requested actions whose time came, against this cycle's observation,
+        as the loop judges its own (:func:`x0tta.heal.core.verify.effect`): the verdict closes the
+        breaker trial (an action that did not help counts against its breaker), is counted, logged,
+        and told to the listeners as a ``verified`` event with ``op`` ``operator``."""
+        now = self.clock.time()
+        for did, chk in list(self.operator_checks.items()):
+            if now < chk.verify_at:
+                continue
+            del self.operator_checks[did]
+            a = chk.decision.action
+            ok, why = effect(a, (), obs, self.settings)
+            if self.executor is not None:
+                self.executor.verified(did, ok, why)
+            if self._metrics:
+                self._metrics.verified.labels(a.kind.value, "effective" if ok else "failed").inc()
+            data = {"id": did, "ok": ok, "op": "operator", "kind": a.kind.value, "target": a.target, "reason": why,
+                    "command": chk.ref}
+            (ctx.log.info if ok else ctx.log.warning)("heal_verified", incident=None, **data)
+            self._notify(ctx.log, "verified", None, data)
+            if not chk.verdict.done():
+                chk.verdict.set_result((ok, why))
 
     def _incident_kind(self, inc_id: str) -> str | None:
         k = self.knowledge
@@ -808,6 +857,17 @@ def threats_seen(records: Iterable[Mapping[str, Any]], neighbours: set[str]) -> 
 
 # Healing actions an operator may run by name (a fleet command, docs/fleet.md): those that need no
 # incident's evidence to aim them, with the target they act on.
+@dataclasses.dataclass(frozen=True)
+class OperatorCheck:
+    """An action run on an operator's request, awaiting the loop's verdict."""
+
+    decision: Decision
+    ref: str  # the command id
+    verify_at: float  # the clock's time()
+    verdict: asyncio.Future[tuple[bool | None, str]]
+
+
+VERDICT_WAIT = 10.0  # s past verify_after: cycles enough for the verdict, even on a strained node
 OPERATOR_ACTIONS = {
     ActionKind.RESELECT_GATEWAY: "gw",
     ActionKind.REAPPLY_SETTINGS: "mesh",
@@ -819,8 +879,9 @@ async def operator_action(service: HealService, name: str, target: str | None, r
     """Run healing action ``name`` on an operator's request (``ref``: the command id) through the heal
     loop's executor: its circuit breaker and rate limit per (action, target), dry run, and
     ``heal.disabled_actions`` apply, and it is refused while the loop holds a remedy on the same
-    target (or, for ``reapply_settings``, any mesh setting it would undo). Raises PermanentError
-    when it is refused or fails."""
+    target (or, for ``reapply_settings``, any mesh setting it would undo). Once applied, it waits
+    for the loop's verdict (:meth:`HealService.judge_operator_actions`, ``verify_after`` later).
+    Raises PermanentError when it is refused, fails, or did not help."""
     ex = service.executor
     if ex is None:
         raise TemporaryError("the heal loop is not running")
@@ -846,17 +907,29 @@ async def operator_action(service: HealService, name: str, target: str | None, r
     if kind == ActionKind.REAPPLY_SETTINGS and service._held_mesh(include_undoing=True):
         raise PermanentError(f"reapply_settings refused: it would undo {sorted(service._held_mesh(True))}, which the "
                              "heal loop holds for an open incident")
-    d = Decision(f"operator-{ref}", f"operator:{ref}", Op.APPLY, Action(kind, aim, params),
+    d = Decision(f"operator-{ref}", f"operator:{ref}", Op.APPLY,
+                 Action(kind, aim, params, verify_after=service.settings.verify_after),
                  ("operator", ref), ("requested by an operator command",))
     res = await ex.execute(d)
-    # No incident will verify it: the breaker's trial ends with what the kernel said.
-    ex.verified(d.id, res.outcome == "applied", res.detail or res.outcome)
-    for listener in service.listeners:
-        listener("operator_action", None, {"action": name, "target": aim, "outcome": res.outcome,
-                                           "detail": res.detail, "command": ref})
+    service._notify(service.log, "operator_action", None,
+                    {"action": name, "target": aim, "outcome": res.outcome, "detail": res.detail, "command": ref})
     if res.outcome not in ("applied", "dry_run"):
         raise PermanentError(f"{name} on {aim}: {res.outcome}" + (f" ({res.detail})" if res.detail else ""))
-    return {"action": name, "target": aim, "outcome": res.outcome, "detail": res.detail}
+    out = {"action": name, "target": aim, "outcome": res.outcome, "detail": res.detail}
+    if res.outcome != "applied":
+        return out  # a dry run changed nothing: nothing to verify
+    # Verified by the loop like its own actions (see HealService.judge_operator_actions). None of
+    # OPERATOR_ACTIONS has an undo (plan.UNDO): a gateway re-selection, settings put back and a
+    # restart leave nothing to put back, so one that did not help fails here and counts against
+    # its breaker, as the loop's own do.
+    verdict = service.expect_verdict(d, ref)
+    try:
+        ok, why = await service.clock.wait_for(asyncio.shield(verdict), d.action.verify_after + VERDICT_WAIT)
+    except TimeoutError:
+        ok, why = None, "not judged yet: the heal loop reports its verdict as a verified event"
+    if ok is False:
+        raise PermanentError(f"{name} on {aim} was applied but did not help: {why}")
+    return {**out, "verified": ok, "verification": why}
 
 
 def _probe_json(p: ProbeStats) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Verify, harm, undo and hand-over: what the step does with the actions already decided.
 
 * **Verify** (:func:`verify`) - every applied action whose deadline passed is judged against the
-  observation: its symptom cleared, or its own expected effect holds (:func:`_effect`). One that
+  observation: its symptom cleared, or its own expected effect holds (:func:`effect`). One that
   did not help is rolled back; a steer-off after which another link of this node went silent did
   harm and is rolled back at once; a steer-off in effect when the mesh partitions failed. A
   steer-off someone else undid while its symptom lasts is applied again. The outcomes update the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from x0tta.config.heal import HealSettings
 from x0tta.heal.core.budget import overrun, spent
@@ -30,9 +31,15 @@ from x0tta.heal.core.records import Incident, IncidentEvent, Record, RecordEvent
 
 
 def _effect(rec: Record, obs: Observation, s: HealSettings) -> tuple[bool, str]:
-    """Does the observation show the action's expected effect?"""
-    a = rec.action
-    base = dict(rec.baseline)
+    """Does the observation show the record's expected effect?"""
+    return effect(rec.action, rec.baseline, obs, s)
+
+
+def effect(a: Action, baseline: tuple[tuple[str, Any], ...], obs: Observation, s: HealSettings) -> tuple[bool, str]:
+    """Does the observation show ``a``'s expected effect? ``baseline``: what the observation held
+    when it was decided (originators, ...). Also the verdict on an action an operator's command ran,
+    which has no incident and no symptom to clear: only its own effect tells (x0tta.heal.service)."""
+    base = dict(baseline)
     if a.kind == ActionKind.STEER_OFF:
         hardif = a.param("hardif")
         h = obs.hardif(hardif)
