@@ -114,6 +114,10 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             ident = identity(s)
             service.identity_ready = lambda: bool(getattr(ident, "ready", False))  # type: ignore[attr-defined]
             peer(s).subscribe(service.peer_changed)  # type: ignore[attr-defined]
+        if s.mesh.enabled:
+            # settings operators hold by fleet command are what is desired, not drift to put back
+            msvc = mesh(s)
+            service.operator_mesh = lambda: dict(msvc.operator["mesh"])  # type: ignore[attr-defined]
         if s.probes.enabled:
             # batman-adv frames still arriving from a late neighbour mean that direction is alive
             # (docs/heal.md, "Liveness probes"); None until the eBPF object is loaded

@@ -189,6 +189,9 @@ class HealService(Subsystem):
         self.threats: Callable[[], list[dict[str, Any]]] | None = None
         self.quarantined: Callable[[], Iterable[str]] | None = None
         self.quarantine: Callable[[str, float, str], str] | None = None
+        # the wiring's, from the mesh subsystem: the mesh settings operators hold by fleet command
+        # (set_mesh, docs/fleet.md). Their values are the desired ones: not drift to put back.
+        self.operator_mesh: Callable[[], Mapping[str, Any]] | None = None
         self._counted: dict[str, dict[str, int]] = {}  # what _add has counted so far, per counter
         self._wake = asyncio.Event()
         self._metrics: _Metrics | None = None
@@ -298,9 +301,7 @@ class HealService(Subsystem):
         self._known_hardifs = set(ctx.settings.mesh.hard_interfaces)
 
         def desired() -> dict[str, Any]:
-            from x0tta.mesh.core.reconcile import desired_mesh
-
-            return desired_mesh(ctx.settings.mesh) if ctx.settings.mesh.manage else {}
+            return self._desired_mesh(ctx) if ctx.settings.mesh.manage else {}
 
         actuator = MeshActuator(mesh, links, meshif, desired=desired, restart=self._restart,
                                 quarantine=self.quarantine)
@@ -501,15 +502,21 @@ class HealService(Subsystem):
             for r in rows if r.get("subsystem") != self.name
         )
 
+    def _desired_mesh(self, ctx: Context) -> dict[str, Any]:
+        """The mesh settings as ``[mesh]`` wants them, with those operators hold at their value."""
+        from x0tta.mesh.core.reconcile import desired_mesh
+
+        return {**desired_mesh(ctx.settings.mesh), **(self.operator_mesh() if self.operator_mesh else {})}
+
     def _drift(self, ctx: Context, info: Any) -> tuple[Drift, ...]:
         ms = ctx.settings.mesh
         if not ms.manage:
             return ()  # the operator said nobody corrects this mesh
-        from x0tta.mesh.core.reconcile import desired_mesh, diff
+        from x0tta.mesh.core.reconcile import diff
 
         ours = set(self._held_mesh(include_undoing=True))
         return tuple(
-            Drift(key, want, cur) for key, (cur, want) in sorted(diff(info.settings(), desired_mesh(ms)).items())
+            Drift(key, want, cur) for key, (cur, want) in sorted(diff(info.settings(), self._desired_mesh(ctx)).items())
             if key not in ours
         )
 

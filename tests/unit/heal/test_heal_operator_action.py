@@ -126,3 +126,25 @@ async def test_never_against_a_remedy_the_loop_holds():
     with pytest.raises(PermanentError, match="holds reselect_gateway there for incident i1"):
         await operator_action(svc, "reselect_gateway", None, "c2")
     assert kernel.calls == []
+
+
+def test_a_mesh_setting_an_operator_holds_is_desired_not_drift():
+    """A fleet ``set_mesh`` holds a value the mesh reconcile keeps; the loop must not see it as
+    config drift and put [mesh]'s value back (a tug of war with the reconcile), and its
+    reapply_settings puts back the operator's value where something else changed it."""
+    from x0tta.config.schema import AgentSettings
+    from x0tta.heal.core.model import Drift
+    from x0tta.mesh.core.reconcile import desired_mesh
+
+    settings = AgentSettings()
+    svc = HealService()
+    svc.operator_mesh = lambda: {"orig_interval": 500}
+    ctx = SimpleNamespace(settings=settings)
+
+    def kernel_reports(**values):
+        return SimpleNamespace(settings=lambda: {**desired_mesh(settings.mesh), **values})
+
+    assert svc._drift(ctx, kernel_reports(orig_interval=500)) == ()
+    assert svc._drift(ctx, kernel_reports(orig_interval=settings.mesh.orig_interval)) == (
+        Drift("orig_interval", 500, settings.mesh.orig_interval),)
+    assert svc._desired_mesh(ctx)["orig_interval"] == 500
