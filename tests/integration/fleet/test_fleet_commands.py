@@ -2,6 +2,8 @@
 unsigned, unknown key, one signature half invalid, expired, replayed and wrong-target commands are
 each refused with their reason and run nothing; the replay counter survives a restart. And the
 node's signed birth and death: `x0tta fleet nodes` believes the node's own and shows a forged one.
+And the node's persistent session: commands sent while it is away run once when it is back, also
+after a broker restart, unless they expired meanwhile.
 
 One broker for the module's tests (tests/kit/mosquitto.py, a free loopback port), the node ``n1``
 (the fleet subsystem, with the agent's real handler registry from x0tta/agent/wiring.py), an
@@ -199,7 +201,9 @@ async def test_a_command_sent_while_the_node_is_away_runs_once_when_it_is_back(b
         late = command(key, 41, args={"interface": "eth4"}, ttl=1.0)
         await send(broker, c.sign(key, dropped), expiry=1)  # the broker forgets it after 1 s
         await send(broker, c.sign(key, late), expiry=60)  # the broker keeps it past the command's expiry
-        await asyncio.sleep(1.5)  # both commands expire while the node is away
+        # both commands expire while the node is away (mosquitto counts expiry in whole seconds:
+        # 1 s of expiry can last up to 2 s)
+        await asyncio.sleep(2.5)
         away = command(key, 42, args={"interface": "eth2"})
         await send(broker, c.sign(key, away))
         async with Node(broker, state, key) as node:
@@ -212,6 +216,22 @@ async def test_a_command_sent_while_the_node_is_away_runs_once_when_it_is_back(b
             await send(broker, c.sign(key, probe))
             await until(lambda: probe.id in results(col), 20, "a command after the restart")
             assert node.drained == [] and node.count("executed", "none") == 1
+
+
+async def test_a_command_queued_for_an_away_node_survives_a_broker_restart(broker, keys, tmp_path):
+    """mosquitto keeps the node's session and what is queued for it across a clean restart
+    (persistence true), as docs/fleet.md says."""
+    key, _ = keys
+    state = tmp_path / "n1"
+    async with Node(broker, state, key):
+        pass
+    queued = command(key, 50, args={"interface": "eth5"})
+    await send(broker, c.sign(key, queued))
+    await asyncio.to_thread(broker.stop)  # SIGTERM: mosquitto writes its persistence file
+    await asyncio.to_thread(broker.start)
+    async with Collector(broker) as col, Node(broker, state, key) as node:
+        await until(lambda: queued.id in results(col), 20, "the queued command's result")
+        assert results(col)[queued.id]["outcome"] == "executed" and node.drained == ["eth5"]
 
 
 def forged_death(broker: Broker, session: int) -> bytes:
