@@ -268,3 +268,40 @@ def test_the_load_budget_is_logged_counted_and_kept_in_the_incident_timeline():
     assert ctx.registry.get_sample_value("x0tta_heal_load_budget_total",
                                          {"kind": "tune_orig_interval", "op": "undone"}) == 1
     assert [(op, row[0], row[2]) for op, row in ops] == [("event", "p-i1", "load_budget")]
+
+
+async def test_the_cycle_judges_an_action_an_operator_asked_for(tmp_path):
+    """A ``heal`` fleet command's action is judged by the next cycle past its verify_after, against
+    that cycle's observation: here no gateway is selected after a re-selection, so it did not help."""
+    import asyncio
+
+    from x0tta.common.errors import PermanentError
+    from x0tta.heal.service import _Metrics, operator_action
+    from x0tta.heal.store import AsyncStore
+
+    heal = HealSettings(probe_enabled=False, alert_enabled=False, verify_after=0.05)
+    settings = AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal)
+    ctx = StandaloneContext(settings, name="heal", state_dir=tmp_path, log=Log())
+    kernel, clock = Kernel(), ManualClock()
+    svc = HealService(heal, overrides=kernel.overrides, clock=clock)
+    svc._metrics = _Metrics(ctx.registry)
+    store = AsyncStore(tmp_path / "heal.sqlite3")
+    await svc._start(ctx, store, kernel, kernel)
+    try:
+        task = asyncio.create_task(operator_action(svc, "reselect_gateway", None, "cmd1"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert "operator-cmd1" in svc.operator_checks and svc.executor.trials
+        await svc.cycle(ctx, kernel, kernel)  # too early: not judged
+        assert not task.done()
+        clock.advance(0.06)
+        await svc.cycle(ctx, kernel, kernel)
+        with pytest.raises(PermanentError, match="did not help: no gateway selected"):
+            await task
+        assert not svc.operator_checks and not svc.executor.trials
+        assert ctx.registry.get_sample_value("x0tta_heal_verifications_total",
+                                             {"kind": "reselect_gateway", "result": "failed"}) == 1
+        (line,) = [kw for ev, kw in ctx.log.lines if ev == "heal_verified"]
+        assert (line["op"], line["ok"], line["command"]) == ("operator", False, "cmd1")
+    finally:
+        await store.close()
