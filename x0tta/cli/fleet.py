@@ -179,7 +179,7 @@ async def collect(host: str, port: int, files: dict[str, str], topics: list[str]
             await conn.subscribe(t)
 
         async def read() -> None:
-            async for topic, data in conn.messages():
+            async for topic, data, _ack in conn.messages():
                 got.append((topic, data))
                 if until is not None and until(got):
                     return

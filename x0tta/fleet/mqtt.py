@@ -13,13 +13,17 @@ aiomqtt's ``_on_publish`` hook, the callback paho calls with it. Both are intern
 aiomqtt (constraints.txt); ``tests/integration/fleet`` checks the code against a real mosquitto.
 paho reads the socket from the event loop's reader callback, so a PUBACK cannot arrive between
 ``publish`` returning the id and the future being registered.
+
+The received side's acknowledgement. In a kept session (the command topic, docs/fleet.md) a
+message is acknowledged once it is handled, not when paho reads it: paho's ``manual_ack`` and
+``ack(mid, qos)``, reached through aiomqtt's ``_client`` (aiomqtt has no switch of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -144,6 +148,11 @@ class Connection:
             properties=connect,
             max_inflight_messages=settings.window,
         )
+        # In a kept session a message is acknowledged once handled (``ack`` of :meth:`messages`),
+        # not as it arrives: one the process did not finish with is delivered again on the next
+        # connection. paho's switch; aiomqtt has none of its own (pinned, see the module doc).
+        self.manual_ack = session_expiry > 0
+        self._client._client.manual_ack_set(self.manual_ack)
 
     async def __aenter__(self) -> Connection:
         try:
@@ -182,11 +191,19 @@ class Connection:
         if any(c >= 0x80 for c in codes):
             raise BrokerError(f"the broker refused the subscription to {topic} (SUBACK reason 0x{max(codes):02x})")
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
-        """(topic, payload) of every message of the subscriptions, until the connection is lost."""
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, Callable[[], None]]]:
+        """(topic, payload, ack) of every message of the subscriptions, until the connection is
+        lost. In a kept session (``manual_ack``) call ``ack()`` once the message is handled: the
+        broker delivers an unacknowledged one again on the next connection (MQTT 5, 4.4). Without
+        one it was acknowledged on arrival and ``ack`` does nothing."""
         try:
             async for m in self._client.messages:
                 payload = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
-                yield m.topic.value, payload
+                yield m.topic.value, payload, self._ack_of(m)
         except aiomqtt.MqttError as exc:
             raise BrokerError(f"the connection was lost: {exc}") from None
+
+    def _ack_of(self, m: aiomqtt.Message) -> Callable[[], None]:
+        if not self.manual_ack or m.qos == 0:
+            return lambda: None
+        return lambda: self._client._client.ack(m.mid, m.qos)  # type: ignore[no-any-return]

@@ -344,8 +344,15 @@ class FleetService(Subsystem):
                      spiffe_id=self.spiffe_id)
 
     async def _commands(self, ctx: Context, conn: Connection, topics: Topics) -> None:
-        async for _topic, data in conn.messages():
-            await self.handle_command(ctx, topics, data)
+        async for _topic, data, ack in conn.messages():
+            try:
+                await self.handle_command(ctx, topics, data)
+            except asyncio.CancelledError:
+                raise  # not acknowledged: delivered again on the next connection, the counters decide
+            except BaseException:
+                ack()  # a handler's bug: once is enough
+                raise
+            ack()  # handled (its counter written, if it ran): the broker may forget it
         raise BrokerError("the broker closed the connection")
 
     async def handle_command(self, ctx: Context, topics: Topics, data: bytes) -> dict[str, Any] | None:

@@ -2,8 +2,8 @@
 unsigned, unknown key, one signature half invalid, expired, replayed and wrong-target commands are
 each refused with their reason and run nothing; the replay counter survives a restart. And the
 node's signed birth and death: `x0tta fleet nodes` believes the node's own and shows a forged one.
-And the node's persistent session: commands sent while it is away run once when it is back, also
-after a broker restart, unless they expired meanwhile.
+And the node's persistent session: commands sent while it is away, or received but not handled
+when it stopped, run once when it is back, also after a broker restart, unless they expired.
 
 One broker for the module's tests (tests/kit/mosquitto.py, a free loopback port), the node ``n1``
 (the fleet subsystem, with the agent's real handler registry from x0tta/agent/wiring.py), an
@@ -216,6 +216,28 @@ async def test_a_command_sent_while_the_node_is_away_runs_once_when_it_is_back(b
             await send(broker, c.sign(key, probe))
             await until(lambda: probe.id in results(col), 20, "a command after the restart")
             assert node.drained == [] and node.count("executed", "none") == 1
+
+
+async def test_a_command_received_but_not_handled_before_a_stop_comes_again(broker, keys, tmp_path):
+    """Acknowledged once handled, not on arrival: a command the node had received when it stopped,
+    before its counter was written, is delivered again by the broker and runs then, once."""
+    key, _ = keys
+    state = tmp_path / "n1"
+    cmd = command(key, 60, args={"interface": "eth6"})
+    async with Collector(broker) as col:
+        async with Node(broker, state, key) as first:
+            received = asyncio.Event()
+
+            async def stalled(ctx, topics, data):  # the agent stops before it decides
+                received.set()
+                await asyncio.Event().wait()
+
+            first.svc.handle_command = stalled  # type: ignore[method-assign]
+            await send(broker, c.sign(key, cmd))
+            await asyncio.wait_for(received.wait(), 20)
+        async with Node(broker, state, key) as node:
+            await until(lambda: cmd.id in results(col), 20, "the command's result after the restart")
+            assert results(col)[cmd.id]["outcome"] == "executed" and node.drained == ["eth6"]
 
 
 async def test_a_command_queued_for_an_away_node_survives_a_broker_restart(broker, keys, tmp_path):
