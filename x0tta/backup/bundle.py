@@ -63,6 +63,7 @@ from x0tta.fleet.outbox import FILENAME as OUTBOX_FILENAME
 from x0tta.heal.store import FILENAME as HEAL_FILENAME
 from x0tta.identity.ca import CSR_FILE, PENDING_KEY_FILE, locked
 from x0tta.identity.core.types import SvidError, TrustBundle, X509Svid, load_pem_chain, spiffe_id_of
+from x0tta.mesh.held import FILENAME as HELD_FILENAME
 
 SEALED = b"x0tta-backup-sealed-v1\n"
 """The first bytes of an encrypted bundle: then a 16-byte scrypt salt, a 12-byte nonce, and the tar
@@ -96,7 +97,8 @@ def _identity_files(settings: AgentSettings) -> dict[str, Path]:
 def _stores(settings: AgentSettings) -> dict[str, Path]:
     state = settings.node.state_dir
     outbox = settings.fleet.paths(state, settings.identity.paths(state)).outbox
-    return {f"store/{HEAL_FILENAME}": Path(state) / HEAL_FILENAME, f"store/{OUTBOX_FILENAME}": Path(outbox)}
+    return {f"store/{HEAL_FILENAME}": Path(state) / HEAL_FILENAME, f"store/{OUTBOX_FILENAME}": Path(outbox),
+            f"store/{HELD_FILENAME}": Path(state) / HELD_FILENAME}
 
 
 def sources(settings: AgentSettings, ca_dir: str | None = None) -> list[Source]:

@@ -141,6 +141,21 @@ def test_restore_into_a_fresh_state_directory(tmp_path, ca) -> None:
     assert not [p for p in state.rglob(".*restore")], "no staged file left behind"
 
 
+async def test_what_operators_hold_on_the_mesh_goes_in_and_comes_back(tmp_path, ca) -> None:
+    from x0tta.config.mesh import MeshSettings
+    from x0tta.mesh.held import FILENAME, HeldStore
+
+    cfg = node(tmp_path, ca)
+    held = {"detached": {"eth1"}, "mesh": {"orig_interval": 500}}
+    await HeldStore(tmp_path / "a-state" / FILENAME).save(held)
+    m = create(load_settings(cfg), tmp_path / "a.tar")
+    assert m.stores[f"store/{FILENAME}"]["rows"] == {"held": 2}
+    fresh = node(tmp_path, ca, "a2", issue=False, extra=f'spiffe_id = "spiffe://{TD}/node/a"\n')
+    restore(load_settings(fresh), tmp_path / "a.tar")
+    back, problems = await HeldStore(tmp_path / "a2-state" / FILENAME).load(MeshSettings(hard_interfaces=("eth1",)))
+    assert back == held and problems == []
+
+
 def test_restore_keeps_the_previous_state_aside(tmp_path, ca) -> None:
     cfg = node(tmp_path, ca)
     fill(cfg, 10)
