@@ -216,7 +216,8 @@ class HealSettings:
     )
     flap_count: int = setting(
         3,
-        doc="Carrier losses (per hard interface) or router changes (per originator) within the flap "
+        doc="Carrier losses (per hard interface) or router changes (per originator, not counting "
+        "alternation between equal paths: flap_quality_band, flap_router_silence) within the flap "
         "window that make it flapping. Three: two could be a cable reseated.",
         min=2,
         max=1000,
@@ -226,6 +227,28 @@ class HealSettings:
         doc="Cap of the dampened hold time of a flapping link (clear_after grows with each flap).",
         min=1.0,
         max=86400.0,
+        unit="s",
+    )
+    flap_quality_band: float = setting(
+        0.15,
+        doc="Route changes to an originator whose route quality (TQ, or throughput) stayed within "
+        "this fraction of its best over the flap window, between routers that stayed heard, are "
+        "batman-adv alternating between equal paths (BATMAN_IV moves to a neighbour whose TQ is "
+        "higher by one unit): lossless, and faster OGMs only make more of it. A 20-node lab grid "
+        "with no fault did it for as long as it ran. 15 %: above the drift of an equal path's TQ "
+        "(one lost OGM moves a link's TQ by 1/64), below what a lossy link takes off the routes "
+        "through it (20 % loss: about 20 %) or a move around a dead link.",
+        min=0.0,
+        max=1.0,
+    )
+    flap_router_silence: float = setting(
+        3.0,
+        doc="A router of a changing route not heard for this long (or gone from the neighbour table, "
+        "or on an interface that is down or out of the mesh) when its route moved: that change is "
+        "real flapping whatever the quality. Three OGM intervals at batman-adv's default 1 s: one "
+        "lost OGM is not silence, and batman-adv moves a route off a silent router only after five.",
+        min=0.1,
+        max=3600.0,
         unit="s",
     )
     degraded_drop: float = setting(

@@ -58,10 +58,12 @@ def ring_obs(
 
 
 def flapping(obs: Observation, i: int) -> Observation:
-    """``obs`` with the node behind A routed through A (eth0) on odd ``i``, through B (eth1) on
-    even ones: called with successive ``i``, route flapping."""
-    router, hardif = (A, "eth0") if i % 2 else (B, "eth1")
-    origs = tuple(replace(o, router=router, hardif=hardif) if o.orig == BEHIND_A else o for o in obs.originators)
+    """``obs`` with the node behind A routed through A (eth0, TQ 150) on odd ``i``, the long way
+    round through B (eth1, TQ 90) on even ones: called with successive ``i``, route flapping (a
+    route that swings in quality, not an alternation between equal paths)."""
+    router, hardif, tq = (A, "eth0", 150) if i % 2 else (B, "eth1", 90)
+    origs = tuple(replace(o, router=router, hardif=hardif, tq=tq) if o.orig == BEHIND_A else o
+                  for o in obs.originators)
     return replace(obs, originators=origs)
 
 

@@ -31,7 +31,9 @@ Detectors and their conditions:
   while one was selected before.
 * ``gateway_changed`` (``gw``): the selected gateway changed within the flap window.
 * ``route_flapping`` (``mesh``): originators whose router changed ``flap_count`` times within the
-  flap window.
+  flap window, not counting batman-adv alternating between equal paths: the changes count when the
+  route's quality swung by more than ``flap_quality_band`` over the window, or one by one when a
+  router of the change was silent for ``flap_router_silence`` or gone (:func:`_routes`).
 * ``partition`` (``mesh``): at least ``partition_min_lost`` originators and ``partition_fraction``
   of the peak count of the partition window vanished.
 * ``config_drift`` (``mesh``): mesh settings differ from the desired ones.
@@ -57,6 +59,12 @@ Conditions = dict[Key, tuple[Severity, Evidence]]
 _SLOW = 0.01
 _FAST = 0.3
 
+Route = tuple[str, str, float | None]  # (hardif, router, quality) of an originator's best entry
+RouteChange = tuple[float, bool]  # (when, a router of the change was silent or gone)
+Buckets = tuple[tuple[float, float, float], ...]  # (start, lowest, highest) of a route's quality
+# A route's quality over the flap window is kept as the extremes of this many buckets of it.
+_QUALITY_BUCKETS = 12
+
 
 @dataclass(frozen=True, slots=True)
 class Hyst:
@@ -79,8 +87,10 @@ class Memory:
     carrier_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # within flap_window
     neigh_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # last time present
     quality: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)  # slow, fast, n
-    routers: dict[str, str] = field(default_factory=dict)  # orig -> router
-    route_changes: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    routers: dict[str, Route] = field(default_factory=dict)  # orig -> its best route last seen
+    route_changes: dict[str, tuple[RouteChange, ...]] = field(default_factory=dict)  # within flap_window
+    route_quality: dict[str, Buckets] = field(default_factory=dict)  # of the originators in route_changes
+    heard: frozenset[tuple[str, str]] = frozenset()  # (hardif, neighbour) heard at the last observation
     orig_counts: tuple[tuple[float, int], ...] = ()
     gateway: str | None = None
     gateway_seen: float | None = None  # last time a gateway was selected
@@ -98,7 +108,8 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
     carrier, losses = _links(mem, obs, s, now, out)
     neigh_seen, quality = _neighbours(mem, obs, s, now, out)
     _probes(obs, s, out)
-    routers, changes, counts = _originators(mem, obs, s, now, out)
+    routers, changes, route_quality, heard = _routes(mem, obs, s, now, out)
+    counts = _partition(mem, obs, s, now, out)
     gw, gw_seen, gw_changes = _gateways(mem, obs, s, now, out)
     if obs.drift:
         out[(SymptomKind.CONFIG_DRIFT, "mesh")] = (
@@ -127,6 +138,8 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
         quality=quality,
         routers=routers,
         route_changes=changes,
+        route_quality=route_quality,
+        heard=heard,
         orig_counts=counts,
         gateway=gw,
         gateway_seen=gw_seen,
@@ -237,25 +250,95 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
         out.update(suspects)
 
 
-def _originators(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
-    routers: dict[str, str] = {}
-    changes: dict[str, tuple[float, ...]] = {}
+def _heard(obs: Observation, s: HealSettings) -> frozenset[tuple[str, str]]:
+    """Neighbours heard within ``flap_router_silence``, on an interface that is up and in the mesh."""
+    down = {h.name for h in obs.hardifs if not (h.oper_up and h.attached)}
+    limit_ms = s.flap_router_silence * 1000.0
+    return frozenset((n.hardif, n.addr) for n in obs.neighbours if n.hardif not in down and n.last_seen_ms < limit_ms)
+
+
+def _track(buckets: Buckets, q: float | None, now: float, window: float) -> Buckets:
+    """Add the quality ``q`` to the buckets of a route's quality; buckets older than ``window`` go."""
+    width = window / _QUALITY_BUCKETS
+    kept = tuple(b for b in buckets if now - b[0] < window)
+    if q is None:
+        return kept
+    if kept and now - kept[-1][0] < width:
+        start, lo, hi = kept[-1]
+        return (*kept[:-1], (start, min(lo, q), max(hi, q)))
+    return (*kept, (now, q, q))
+
+
+def _routes(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
+    """``route_flapping``: originators whose route moved ``flap_count`` times in the flap window,
+    not counting batman-adv alternating between equal paths.
+
+    Why equal paths alternate: BATMAN_IV keeps, per neighbour and originator, the average of the
+    last five TQ values heard through that neighbour (zeros left out), and moves the route to a
+    neighbour whose average is higher by a single unit - there is no hysteresis. Two paths of equal
+    quality carry TQs that drift by a unit or two as the links' 64-OGM windows count their OGMs, so
+    the route moves between them for as long as the mesh runs, and loses nothing: either path
+    delivers, and the route's quality stays where it was. (BATMAN_V does the same on throughput.)
+
+    Real flapping differs in one of two ways, and a change counts only then:
+
+    * the route's quality swings: a lossy link lowers the TQ of every route through it until the
+      route moves elsewhere, then recovers and takes it back. The quality of the best entry is kept
+      over the window (the extremes of :data:`_QUALITY_BUCKETS` buckets, from the last value before
+      the first change on); a spread above ``flap_quality_band`` of its best makes every change of
+      the window count;
+    * a router of the change was silent: not heard for ``flap_router_silence``, gone from the
+      neighbour table or on an interface that is down or out of the mesh, at this observation or
+      the one before. BATMAN_IV's average leaves the missing OGMs of a silent router out, so its
+      route keeps its quality until it moves: only the router's silence tells. Such changes count
+      one by one.
+    """
+    heard = _heard(obs, s)
+    routers: dict[str, Route] = {}
+    changes: dict[str, tuple[RouteChange, ...]] = {}
+    quality: dict[str, Buckets] = {}
+    found: dict[str, dict[str, Any]] = {}
+    alternating = 0
     for o in obs.originators:
-        routers[o.orig] = o.router
+        q = float(o.throughput) if o.throughput is not None else (None if o.tq is None else float(o.tq))
+        routers[o.orig] = (o.hardif, o.router, q)
         prev = mem.routers.get(o.orig)
-        times = mem.route_changes.get(o.orig, ())
-        if prev is not None and prev != o.router:
-            times = (*times, now)
-        if times:
-            times = _recent(times, now, s.flap_window)
-            if times:
-                changes[o.orig] = times
-    flapping = sorted((o for o, t in changes.items() if len(t) >= s.flap_count), key=lambda o: -len(changes[o]))
-    if flapping:
+        times = tuple(c for c in mem.route_changes.get(o.orig, ()) if now - c[0] <= s.flap_window)
+        buckets = mem.route_quality.get(o.orig, ())
+        if prev is not None and prev[1] != o.router:
+            silent = any(r not in heard or r not in mem.heard for r in ((prev[0], prev[1]), (o.hardif, o.router)))
+            times = (*times, (now, silent))
+            if not buckets:  # the quality the route had before it first moved
+                buckets = _track((), prev[2], now, s.flap_window)
+        if not times:
+            continue
+        changes[o.orig] = times
+        buckets = quality[o.orig] = _track(buckets, q, now, s.flap_window)
+        if len(times) < s.flap_count:
+            continue
+        silent_n = sum(1 for _, silent in times if silent)
+        lo, hi = min((b[1] for b in buckets), default=0.0), max((b[2] for b in buckets), default=0.0)
+        swing = hi > 0 and hi - lo > s.flap_quality_band * hi
+        if swing or silent_n >= s.flap_count:
+            found[o.orig] = {
+                "changes": len(times),
+                "cause": "quality swing" if swing else "router silent",
+                "quality": [round(lo, 1), round(hi, 1)],
+                "silent": silent_n,
+            }
+        else:
+            alternating += 1
+    if found:
+        flapping = sorted(found, key=lambda o: (-found[o]["changes"], o))
         out[(SymptomKind.ROUTE_FLAPPING, "mesh")] = (
             Severity.WARNING,
-            evidence(originators=len(flapping), worst={o: len(changes[o]) for o in flapping[:5]}),
+            evidence(originators=len(flapping), worst={o: found[o] for o in flapping[:5]},
+                     alternating=alternating, band=s.flap_quality_band),
         )
+    return routers, changes, quality, heard
+
+
+def _partition(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
     count = len(obs.originators)
     counts = tuple((t, c) for t, c in mem.orig_counts if now - t <= s.partition_window)
     if obs.mesh_available:
@@ -267,7 +350,7 @@ def _originators(mem: Memory, obs: Observation, s: HealSettings, now: float, out
             Severity.CRITICAL,
             evidence(originators=count, peak=peak, lost=lost),
         )
-    return routers, changes, counts
+    return counts
 
 
 def _gateways(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
