@@ -231,8 +231,9 @@ class HealSettings:
     )
     flap_quality_band: float = setting(
         0.15,
-        doc="Route changes to an originator whose route quality (TQ, or throughput) stayed within "
-        "this fraction of its best over the flap window, between routers that stayed heard, are "
+        doc="Route changes to an originator whose route quality (TQ, or throughput) never fell by "
+        "more than this fraction below its best before, over the flap window, between routers that "
+        "stayed heard, are "
         "batman-adv alternating between equal paths (BATMAN_IV moves to a neighbour whose TQ is "
         "higher by one unit): lossless, and faster OGMs only make more of it. A 20-node lab grid "
         "with no fault did it for as long as it ran. 15 %: above the drift of an equal path's TQ "

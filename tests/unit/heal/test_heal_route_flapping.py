@@ -81,7 +81,8 @@ def test_a_lossy_link_swinging_the_route_is_flapping_with_its_cause():
     ev = dict(seen[-1][1])
     assert ev["originators"] == 1 and ev["alternating"] == 0
     worst = ev["worst"][ORIG]
-    assert worst["cause"] == "quality swing" and worst["quality"] == [160.0, 200.0] and worst["changes"] >= 3
+    assert worst["cause"] == "quality swing" and worst["quality"] == [160.0, 200.0] and worst["fall"] == 0.2
+    assert worst["changes"] >= 3
     # raised at the third change, not before
     first = next(i for i, c in enumerate(seen) if c is not None)
     routers = [o.originators[-1].router for o in lossy_link()]
@@ -154,11 +155,18 @@ def test_alternation_between_heard_routers_within_the_band_never_raises(steps):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=60), min_size=6, max_size=40),
+@given(st.lists(st.integers(min_value=0, max_value=60), min_size=1, max_size=40),
        st.floats(min_value=0.1, max_value=2.0))
-def test_moves_with_a_quality_swing_beyond_the_band_always_raise(drops, dt):
-    """The route moves at every observation and its TQ spans more than the band (200, then 150, at
-    the end): raised by the end."""
-    tqs = [*(200 - d for d in drops), 200, 150]
+def test_moves_with_a_quality_fall_beyond_the_band_always_raise(drops, dt):
+    """The route moves at every observation, its TQ anywhere, then from 200 to 150 (a fall of 25 %):
+    raised by the end, at any pace."""
+    tqs = [*(200 - d for d in drops), 200, 150, 150]
     seq = [obs(i * dt, {ORIG: (A if i % 2 else B, tq)}) for i, tq in enumerate(tqs)]
     assert run(seq)[-1] is not None
+
+
+def test_a_route_quality_that_only_climbs_is_no_swing():
+    """A mesh that has just converged: every link builds its TQ over its 64-OGM window, so the
+    routes' TQ climbs for a minute while equal paths alternate. Not flapping."""
+    seq = [obs(float(t), {ORIG: (A if t % 2 else B, 120 + 2 * t)}) for t in range(60)]
+    assert run(seq) == [None] * len(seq)

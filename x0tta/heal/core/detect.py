@@ -32,7 +32,7 @@ Detectors and their conditions:
 * ``gateway_changed`` (``gw``): the selected gateway changed within the flap window.
 * ``route_flapping`` (``mesh``): originators whose router changed ``flap_count`` times within the
   flap window, not counting batman-adv alternating between equal paths: the changes count when the
-  route's quality swung by more than ``flap_quality_band`` over the window, or one by one when a
+  route's quality fell by more than ``flap_quality_band`` within the window, or one by one when a
   router of the change was silent for ``flap_router_silence`` or gone (:func:`_routes`).
 * ``partition`` (``mesh``): at least ``partition_min_lost`` originators and ``partition_fraction``
   of the peak count of the partition window vanished.
@@ -61,8 +61,10 @@ _FAST = 0.3
 
 Route = tuple[str, str, float | None]  # (hardif, router, quality) of an originator's best entry
 RouteChange = tuple[float, bool]  # (when, a router of the change was silent or gone)
-Buckets = tuple[tuple[float, float, float], ...]  # (start, lowest, highest) of a route's quality
-# A route's quality over the flap window is kept as the extremes of this many buckets of it.
+# (start, lowest, highest, fall) of a route's quality: fall is the largest drop of a sample below the
+# best before it (within the window), as a fraction of that best
+Buckets = tuple[tuple[float, float, float, float], ...]
+# A route's quality over the flap window is kept as this many buckets of it.
 _QUALITY_BUCKETS = 12
 
 
@@ -258,15 +260,19 @@ def _heard(obs: Observation, s: HealSettings) -> frozenset[tuple[str, str]]:
 
 
 def _track(buckets: Buckets, q: float | None, now: float, window: float) -> Buckets:
-    """Add the quality ``q`` to the buckets of a route's quality; buckets older than ``window`` go."""
+    """Add the quality ``q`` to the buckets of a route's quality; buckets older than ``window`` go.
+    A rise is no swing (a converging mesh's TQs climb for a minute): only a fall below the best
+    seen before it is kept."""
     width = window / _QUALITY_BUCKETS
     kept = tuple(b for b in buckets if now - b[0] < window)
     if q is None:
         return kept
+    peak = max((b[2] for b in kept), default=q)
+    fall = max(0.0, (peak - q) / peak) if peak > 0 else 0.0
     if kept and now - kept[-1][0] < width:
-        start, lo, hi = kept[-1]
-        return (*kept[:-1], (start, min(lo, q), max(hi, q)))
-    return (*kept, (now, q, q))
+        start, lo, hi, worst = kept[-1]
+        return (*kept[:-1], (start, min(lo, q), max(hi, q), max(worst, fall)))
+    return (*kept, (now, q, q, fall))
 
 
 def _routes(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):
@@ -284,9 +290,9 @@ def _routes(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Con
 
     * the route's quality swings: a lossy link lowers the TQ of every route through it until the
       route moves elsewhere, then recovers and takes it back. The quality of the best entry is kept
-      over the window (the extremes of :data:`_QUALITY_BUCKETS` buckets, from the last value before
-      the first change on); a spread above ``flap_quality_band`` of its best makes every change of
-      the window count;
+      over the window (:data:`_QUALITY_BUCKETS` buckets, from the last value before the first
+      change on); a fall of more than ``flap_quality_band`` below the best seen before it makes
+      every change of the window count (a rise does not: a converging mesh's TQs climb);
     * a router of the change was silent: not heard for ``flap_router_silence``, gone from the
       neighbour table or on an interface that is down or out of the mesh, at this observation or
       the one before. BATMAN_IV's average leaves the missing OGMs of a silent router out, so its
@@ -317,13 +323,14 @@ def _routes(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Con
         if len(times) < s.flap_count:
             continue
         silent_n = sum(1 for _, silent in times if silent)
-        lo, hi = min((b[1] for b in buckets), default=0.0), max((b[2] for b in buckets), default=0.0)
-        swing = hi > 0 and hi - lo > s.flap_quality_band * hi
+        fall = max((b[3] for b in buckets), default=0.0)
+        swing = fall > s.flap_quality_band
         if swing or silent_n >= s.flap_count:
             found[o.orig] = {
                 "changes": len(times),
                 "cause": "quality swing" if swing else "router silent",
-                "quality": [round(lo, 1), round(hi, 1)],
+                "quality": [round(min(b[1] for b in buckets), 1), round(max(b[2] for b in buckets), 1)],
+                "fall": round(fall, 3),
                 "silent": silent_n,
             }
         else:
