@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from x0tta.config.heal import HealSettings
-from x0tta.heal.core.model import Evidence, Observation, Severity, Symptom, SymptomKind, evidence
+from x0tta.heal.core.model import Evidence, Observation, Originator, Severity, Symptom, SymptomKind, evidence
 
 Key = tuple[str, str]
 Conditions = dict[Key, tuple[Severity, Evidence]]
@@ -59,7 +59,6 @@ Conditions = dict[Key, tuple[Severity, Evidence]]
 _SLOW = 0.01
 _FAST = 0.3
 
-Route = tuple[str, str, float | None]  # (hardif, router, quality) of an originator's best entry
 RouteChange = tuple[float, bool]  # (when, a router of the change was silent or gone)
 # (start, lowest, highest, fall) of a route's quality: fall is the largest drop of a sample below the
 # best before it (within the window), as a fraction of that best
@@ -89,7 +88,7 @@ class Memory:
     carrier_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # within flap_window
     neigh_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # last time present
     quality: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)  # slow, fast, n
-    routers: dict[str, Route] = field(default_factory=dict)  # orig -> its best route last seen
+    routers: dict[str, Originator] = field(default_factory=dict)  # orig -> its best entry last seen
     route_changes: dict[str, tuple[RouteChange, ...]] = field(default_factory=dict)  # within flap_window
     route_quality: dict[str, Buckets] = field(default_factory=dict)  # of the originators in route_changes
     heard: frozenset[tuple[str, str]] = frozenset()  # (hardif, neighbour) heard at the last observation
@@ -259,12 +258,17 @@ def _heard(obs: Observation, s: HealSettings) -> frozenset[tuple[str, str]]:
     return frozenset((n.hardif, n.addr) for n in obs.neighbours if n.hardif not in down and n.last_seen_ms < limit_ms)
 
 
+def _quality(o: Originator) -> float | None:
+    """The quality of a route: throughput with BATMAN_V, else TQ."""
+    return float(o.throughput) if o.throughput is not None else (None if o.tq is None else float(o.tq))
+
+
 def _track(buckets: Buckets, q: float | None, now: float, window: float) -> Buckets:
     """Add the quality ``q`` to the buckets of a route's quality; buckets older than ``window`` go.
     A rise is no swing (a converging mesh's TQs climb for a minute): only a fall below the best
     seen before it is kept."""
     width = window / _QUALITY_BUCKETS
-    kept = tuple(b for b in buckets if now - b[0] < window)
+    kept = buckets if not buckets or now - buckets[0][0] < window else tuple(b for b in buckets if now - b[0] < window)
     if q is None:
         return kept
     peak = max((b[2] for b in kept), default=q)
@@ -300,26 +304,29 @@ def _routes(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Con
       one by one.
     """
     heard = _heard(obs, s)
-    routers: dict[str, Route] = {}
+    routers: dict[str, Originator] = {}
     changes: dict[str, tuple[RouteChange, ...]] = {}
     quality: dict[str, Buckets] = {}
     found: dict[str, dict[str, Any]] = {}
     alternating = 0
+    # every cycle, for every originator: keep the common case (no change, none recent) cheap
     for o in obs.originators:
-        q = float(o.throughput) if o.throughput is not None else (None if o.tq is None else float(o.tq))
-        routers[o.orig] = (o.hardif, o.router, q)
+        routers[o.orig] = o
         prev = mem.routers.get(o.orig)
-        times = tuple(c for c in mem.route_changes.get(o.orig, ()) if now - c[0] <= s.flap_window)
-        buckets = mem.route_quality.get(o.orig, ())
-        if prev is not None and prev[1] != o.router:
-            silent = any(r not in heard or r not in mem.heard for r in ((prev[0], prev[1]), (o.hardif, o.router)))
+        times = mem.route_changes.get(o.orig, ())
+        if times and now - times[0][0] > s.flap_window:
+            times = tuple(c for c in times if now - c[0] <= s.flap_window)
+        if prev is not None and prev.router != o.router:
+            silent = any(r not in heard or r not in mem.heard
+                         for r in ((prev.hardif, prev.router), (o.hardif, o.router)))
             times = (*times, (now, silent))
-            if not buckets:  # the quality the route had before it first moved
-                buckets = _track((), prev[2], now, s.flap_window)
         if not times:
             continue
+        buckets = mem.route_quality.get(o.orig, ())
+        if not buckets and prev is not None:  # the quality the route had before it first moved
+            buckets = _track((), _quality(prev), now, s.flap_window)
         changes[o.orig] = times
-        buckets = quality[o.orig] = _track(buckets, q, now, s.flap_window)
+        buckets = quality[o.orig] = _track(buckets, _quality(o), now, s.flap_window)
         if len(times) < s.flap_count:
             continue
         silent_n = sum(1 for _, silent in times if silent)
