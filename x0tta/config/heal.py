@@ -247,7 +247,8 @@ class HealSettings:
         doc="A router of a changing route not heard for this long (or gone from the neighbour table, "
         "or on an interface that is down or out of the mesh) when its route moved: that change is "
         "real flapping whatever the quality. Three OGM intervals at batman-adv's default 1 s: one "
-        "lost OGM is not silence, and batman-adv moves a route off a silent router only after five.",
+        "lost OGM is not silence, and batman-adv moves a route off a silent router only after five. "
+        "With a slower orig_interval, three of its intervals.",
         min=0.1,
         max=3600.0,
         unit="s",

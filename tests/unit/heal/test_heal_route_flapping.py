@@ -138,6 +138,9 @@ def test_the_band_and_the_silence_are_settings():
     assert run(lossy_link(), HealSettings(flap_quality_band=0.3))[-1] is None
     # a silence limit longer than the outage: only the quality can tell, and it stayed the same
     assert run(neighbour_in_and_out(), HealSettings(flap_router_silence=10.0))[-1] is None
+    # the same with OGMs every 5 s: neighbours are heard every 5 s, silence is three of them
+    slow = [replace(o, orig_interval_ms=5000) for o in neighbour_in_and_out()]
+    assert run(slow)[-1] is None
 
 
 @settings(max_examples=150, deadline=None)

@@ -65,6 +65,8 @@ RouteChange = tuple[float, bool]  # (when, a router of the change was silent or 
 Buckets = tuple[tuple[float, float, float, float], ...]
 # A route's quality over the flap window is kept as this many buckets of it.
 _QUALITY_BUCKETS = 12
+# A router is silent after this many originator intervals unheard, at least (flap_router_silence).
+_SILENT_OGMS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +254,11 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
 
 
 def _heard(obs: Observation, s: HealSettings) -> frozenset[tuple[str, str]]:
-    """Neighbours heard within ``flap_router_silence``, on an interface that is up and in the mesh."""
+    """Neighbours heard within ``flap_router_silence`` (at least :data:`_SILENT_OGMS` originator
+    intervals: a mesh run at 5 s OGMs hears its neighbours every 5 s), on an interface that is up
+    and in the mesh."""
     down = {h.name for h in obs.hardifs if not (h.oper_up and h.attached)}
-    limit_ms = s.flap_router_silence * 1000.0
+    limit_ms = max(s.flap_router_silence * 1000.0, _SILENT_OGMS * (obs.orig_interval_ms or 0))
     return frozenset((n.hardif, n.addr) for n in obs.neighbours if n.hardif not in down and n.last_seen_ms < limit_ms)
 
 
