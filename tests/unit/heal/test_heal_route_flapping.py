@@ -89,6 +89,14 @@ def test_a_lossy_link_swinging_the_route_is_flapping_with_its_cause():
     assert sum(1 for x, y in itertools.pairwise(routers[: first + 1]) if x != y) == 3
 
 
+def test_batman_v_routes_swing_in_throughput():
+    """BATMAN_V: the same lossy link, the routes carrying throughput (kbit/s) and no TQ."""
+    seq = [replace(o, originators=tuple(replace(r, throughput=r.tq * 100, tq=None) for r in o.originators))
+           for o in lossy_link()]
+    worst = dict(run(seq)[-1][1])["worst"][ORIG]
+    assert worst["cause"] == "quality swing" and worst["quality"] == [16000.0, 20000.0], worst
+
+
 def neighbour_in_and_out(cycles: int = 3, *, listed: bool = True):
     """A drops out for 7 s and comes back, ``cycles`` times. batman-adv moves the route to B only
     after five OGMs went missing, at the same TQ: only A's silence tells this from an alternation.
