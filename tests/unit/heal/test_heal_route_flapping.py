@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from x0tta.config.heal import HealSettings
+from x0tta.heal.core import loop
 from x0tta.heal.core.detect import Memory, analyze
-from x0tta.heal.core.model import HardIf, Neighbour, Observation, Originator
+from x0tta.heal.core.model import ActionKind, HardIf, Neighbour, Observation, Originator
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 # originators two hops away, reachable through A and through B
@@ -139,6 +140,25 @@ def test_one_silence_among_alternations_is_no_flapping_and_the_evidence_counts_t
             for a, b in zip(equal_alternation(60), lossy_link(), strict=False)]
     ev = dict(run(both)[-1][1])
     assert ev["originators"] == 1 and list(ev["worst"]) == [OTHER] and ev["alternating"] == 1, ev
+
+
+def test_the_loop_takes_faster_ogms_for_a_swinging_route_and_nothing_for_an_alternating_one():
+    """What it cost before: the whole loop on an equal alternation opened a route_flapping incident
+    and sped the node's OGMs up to 50 ms. Now it opens nothing; a lossy link still gets them."""
+    def decisions(seq):
+        k, out = loop.initial(HealSettings(), "t"), []
+        for o in seq:
+            k, d = loop.step(k, replace(o, orig_interval_ms=1000), o.at)
+            out += [x.action.kind for x in d]
+            if d:
+                k = loop.settle(k, [loop.Result(x.id, "applied") for x in d], o.at)
+        return out, k
+
+    quiet, k = decisions(equal_alternation())
+    assert quiet == [] and not k.incidents
+    swinging, k = decisions(lossy_link())
+    assert swinging[:1] == [ActionKind.TUNE_ORIG_INTERVAL]
+    assert [i.key for i in k.incidents.values()] == [KEY]
 
 
 def test_the_band_and_the_silence_are_settings():
