@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from x0tta.clock import outcome
@@ -71,6 +71,13 @@ class ManualClock:
             fut.set_result(None)
         else:
             heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), fut))
+        return fut
+
+    def call_later(self, seconds: float, callback: Callable[..., object], *args: object) -> asyncio.Future[None]:
+        """``callback(*args)`` from the loop once ``seconds`` have passed (a fake net's delayed
+        datagram); cancel the returned future to call it off."""
+        fut = self._timer(seconds)
+        fut.add_done_callback(lambda f: None if f.cancelled() else callback(*args))
         return fut
 
     async def sleep(self, seconds: float) -> None:

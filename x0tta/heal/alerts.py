@@ -8,7 +8,9 @@ does not lose it. Reading never blocks (``loop.add_reader``); a datagram that is
 is counted and logged (at most once a minute per sender address) and dropped.
 
 The socket is opened lazily: the mesh interface may appear (or get its link-local address) after
-the agent started; :meth:`Alerter.ensure` retries at most every few seconds.
+the agent started; :meth:`Alerter.ensure` retries at most every few seconds. It comes through the
+:class:`~x0tta.heal.datagrams.Datagrams` the alerter is given (the host's by default), and the
+repeat waits on its :class:`~x0tta.clock.Clock`: a test runs both on a fake net and a manual clock.
 
 Hop by hop: once this node takes its keys from sessions (``link_keys.required``), alerts no longer
 ride batman-adv's flood. They go out on every hard interface through the prober's sockets
@@ -27,14 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from x0tta.clock import SYSTEM, Clock
 from x0tta.heal.core.alert import Alert, AlertDecodeError, Board, decode, encode
 from x0tta.heal.core.linkkeys import LinkKeys
-from x0tta.heal.liveness import ALL_NODES, open_link_socket, read_mac
+from x0tta.heal.datagrams import ALL_NODES, HOST, Datagrams, Endpoint
 from x0tta.telemetry.tracing import context_of
 
 
@@ -61,7 +62,12 @@ class Alerter:
         link_keys: LinkKeys | None = None,
         hops: Hops | None = None,
         tracer: Any = None,
+        datagrams: Datagrams = HOST,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self.datagrams = datagrams
+        self.clock = clock
+        self._repeats: set[asyncio.Task[None]] = set()
         self.tracer = tracer
         self.link_keys = link_keys
         self.hops = hops
@@ -74,10 +80,10 @@ class Alerter:
         self.key = key
         self.wake = wake
         self.log = log
-        self.sock: socket.socket | None = None
+        self.sock: Endpoint | None = None
         self.index = 0
         self.origin: str | None = None
-        self.seq = int(time.time() * 10) & 0xFFFFFFFF  # a restarted agent's alerts are newer
+        self.seq = int(clock.time() * 10) & 0xFFFFFFFF  # a restarted agent's alerts are newer
         self.sent = 0
         self.received = 0
         self.rejected = 0
@@ -91,26 +97,41 @@ class Alerter:
         if now < self._next_open:
             return False
         self._next_open = now + RETRY_OPEN
-        mac = await asyncio.to_thread(read_mac, self.meshif)
+        mac = await self.datagrams.mac(self.meshif)
         if mac is None:
             return False
         try:
-            self.sock, self.index = open_link_socket(self.meshif, self.port)
+            self.sock = self.datagrams.link(self.meshif, self.port)
         except OSError as exc:
             if self.log is not None:
                 self.log.warning("heal_alert_socket_failed", interface=self.meshif, error=str(exc))
             return False
+        self.index = self.sock.index
         self.origin = mac
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+        self.sock.watch(self._readable)
         return True
 
     def close(self) -> None:
+        for task in self._repeats:
+            task.cancel()
+        self._repeats.clear()
         if self.sock is None:
             return
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
         self.sock = None
+
+    def _later(self, delay: float, send: Callable[..., None], *args: Any) -> None:
+        """``send(*args)`` once ``delay`` has passed on the clock (the second copy of an alert);
+        nothing outside a running loop."""
+
+        async def later() -> None:
+            await self.clock.sleep(delay)
+            send(*args)
+
+        with contextlib.suppress(RuntimeError):  # no running loop
+            task = asyncio.get_running_loop().create_task(later())
+            self._repeats.add(task)
+            task.add_done_callback(self._repeats.discard)
 
     @property
     def hop_by_hop(self) -> bool:
@@ -129,13 +150,11 @@ class Alerter:
         self.board.hear(alert, now)
         if self.hop_by_hop:
             self._relay(alert)
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().call_later(REPEAT_AFTER, self._relay, alert)
+            self._later(REPEAT_AFTER, self._relay, alert)
             return alert
         data = encode(alert, self.key)
         self._send(data)
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().call_later(REPEAT_AFTER, self._send, data)
+        self._later(REPEAT_AFTER, self._send, data)
         return alert
 
     def _relay(self, alert: Alert, skip: str | None = None) -> None:
@@ -152,7 +171,7 @@ class Alerter:
 
     def hop_receive(self, hardif: str, data: bytes, sender: str = "") -> None:
         """An alert that arrived on a hard interface (through the prober's socket there)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         ring = self.link_keys
         if ring is None or not ring.required:
             self._refuse("unauthenticated", sender, "a hop-by-hop alert while alerts ride bat0's flood", now)
@@ -220,7 +239,7 @@ class Alerter:
                 return
             except OSError:
                 return
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if self.hop_by_hop:
                 self._refuse("unauthenticated", str(addr[0]),
                              "an alert over bat0's flood while alerts go hop by hop, keyed by sessions", now)

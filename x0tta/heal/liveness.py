@@ -4,8 +4,10 @@ The wire format and the loss accounting are in :mod:`x0tta.heal.core.liveness`; 
 moves bytes. For each hard interface it opens a datagram socket bound to that device
 (``SO_BINDTODEVICE``) on ``[::]:probe_port``, sends a probe to ``ff02::1`` (all nodes on the link,
 from the interface's fe80:: address) every ``probe_interval`` and reads what arrives without
-blocking (``loop.add_reader``). Probes keep flowing on an interface the loop has detached from the
-mesh - that is how it sees the link heal and restores it.
+blocking (``loop.add_reader``). The sockets, the MACs and the receive counters come through the
+:class:`~x0tta.heal.datagrams.Datagrams` it is given (the host's by default; a test's fake net in
+the unit tests), and its time through its :class:`~x0tta.clock.Clock`. Probes keep flowing on an
+interface the loop has detached from the mesh - that is how it sees the link heal and restores it.
 
 After each send it looks at the stats; when a link starts losing probes it calls ``wake`` so the
 loop runs a cycle at once instead of at its next idle poll.
@@ -29,23 +31,31 @@ call for them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
 import struct
-import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
+from x0tta.clock import SYSTEM, Clock
 from x0tta.heal.core.liveness import RxTimes, Tracker
 from x0tta.heal.core.model import ProbeStats
 
-ALL_NODES = "ff02::1"
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-ICMP6_FILTER = 1
-ECHO_REQUEST, ECHO_REPLY = 128, 129
+# the host's side of the endpoints moved to x0tta.heal.datagrams; the names stay importable here
+from x0tta.heal.datagrams import (  # noqa: F401 - re-exported for the tests and the lab checks
+    ALL_NODES,
+    ECHO_REPLY,
+    ECHO_REQUEST,
+    HOST,
+    Datagrams,
+    Endpoint,
+    RxCounter,
+    open_echo_socket,
+    open_link_socket,
+    read_mac,
+    read_rx_packets,
+)
+
 ECHO_MAGIC = b"X0LE"
 ALERT_MAGIC = b"X0MA"  # x0tta.heal.core.alert.MAGIC: a hop-by-hop alert on a probe socket
 IDLE_EVERY = 10  # an interface where no peer was ever heard is probed every 10th round
@@ -56,82 +66,16 @@ BY_INTERFACE = "interface_counter"  # any frame on its interface (sysfs rx_packe
 _ECHO = struct.Struct("!BBHHH4s")  # type, code, checksum (the kernel fills it), id, seq, magic
 
 
-def read_mac(ifname: str) -> str | None:
-    try:
-        return Path(f"/sys/class/net/{ifname}/address").read_text().strip()
-    except OSError:
-        return None
-
-
-def read_rx_packets(ifname: str) -> int | None:
-    try:
-        with open(f"/sys/class/net/{ifname}/statistics/rx_packets", "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _pread_int(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0))
-    except (OSError, ValueError):
-        return None
-
-
-def open_link_socket(name: str, port: int) -> tuple[socket.socket, int]:
-    """A non-blocking UDP socket bound to interface ``name`` on ``[::]:port``, sending to
-    ``ff02::1`` there (one hop, not looped back); returns it and the interface index."""
-    index = socket.if_nametoindex(name)
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-        s.bind(("::", port))
-        group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
-        with contextlib.suppress(OSError):  # every interface is in ff02::1 already
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
-        s.setblocking(False)
-    except OSError:
-        s.close()
-        raise
-    return s, index
-
-
-def open_echo_socket(name: str) -> socket.socket:
-    """A non-blocking raw ICMPv6 socket on interface ``name`` that receives echo replies only."""
-    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
-        words = [0xFFFFFFFF] * 8  # struct icmp6_filter: a set bit blocks that type
-        words[ECHO_REPLY >> 5] &= ~(1 << (ECHO_REPLY & 31))
-        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
-        s.setblocking(False)
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
-def _open_rx_counter(name: str) -> int | None:
-    try:
-        return os.open(f"/sys/class/net/{name}/statistics/rx_packets", os.O_RDONLY)
-    except OSError:
-        return None
-
-
 class _Iface:
-    def __init__(self, name: str, index: int, mac: str, sock: socket.socket) -> None:
+    def __init__(self, name: str, index: int, mac: str, sock: Endpoint) -> None:
         self.name = name
         self.index = index
         self.mac = mac
         self.sock = sock
-        self.echo: socket.socket | None = None
+        self.echo: Endpoint | None = None
         self.addr_of: dict[str, str] = {}  # peer MAC -> the link-local address its probes come from
         self.mac_of: dict[str, str] = {}
-        self.rx_fd: int | None = None
+        self.rx: RxCounter | None = None
         self.send_errors = 0
         self.probes_rx = 0  # datagrams read on this interface's socket
         self.rx_packets: int | None = None  # the interface counter at the last tick
@@ -150,7 +94,11 @@ class Prober:
         suspect_run: int = 1,
         log: Any = None,
         neighbour_rx: Callable[[int, str], float | None] | None = None,
+        datagrams: Datagrams = HOST,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self.datagrams = datagrams  # where the endpoints come from: the host's sockets, or a test's net
+        self.clock = clock  # every time read and the sleep between rounds
         self.tracker = tracker
         self.port = port
         self.interval = interval
@@ -176,31 +124,26 @@ class Prober:
         self._fell_back = False  # the latest lookup round had a peer without its own figure
 
     def _open(self, name: str, mac: str) -> _Iface:
-        s, index = open_link_socket(name, self.port)
-        iface = _Iface(name, index, mac, s)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(s.fileno(), self._readable, iface)
+        s = self.datagrams.link(name, self.port)
+        iface = _Iface(name, s.index, mac, s)
+        s.watch(lambda: self._readable(iface))
         try:
-            iface.echo = open_echo_socket(name)
-            loop.add_reader(iface.echo.fileno(), self._echo_readable, iface)
+            echo = iface.echo = self.datagrams.echo(name)
+            echo.watch(lambda: self._echo_readable(iface))
         except OSError as exc:
             self.echo, self.echo_error = False, f"{name}: {exc.strerror or exc}"
             if self.log is not None:
                 self.log.warning("probe_echo_unavailable", hardif=name, error=str(exc))
-        iface.rx_fd = _open_rx_counter(name)
+        iface.rx = self.datagrams.rx_counter(name)
         return iface
 
     def _close(self, iface: _Iface) -> None:
-        loop = asyncio.get_running_loop()
         for sock in (iface.sock, iface.echo):
-            if sock is None:
-                continue
-            with contextlib.suppress(Exception):
-                loop.remove_reader(sock.fileno())
-            sock.close()
-        if iface.rx_fd is not None:
-            os.close(iface.rx_fd)
-            iface.rx_fd = None
+            if sock is not None:
+                sock.close()
+        if iface.rx is not None:
+            iface.rx.close()
+            iface.rx = None
 
     def _readable(self, iface: _Iface) -> bool:
         """One datagram per call: the loop calls again while more are waiting (a drain would end
@@ -231,7 +174,7 @@ class Prober:
             if self.on_alert is not None:
                 self.on_alert(iface.name, data, str(addr[0]))
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.received += 1
         probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
         if probe is not None and not probe.bye:
@@ -251,7 +194,7 @@ class Prober:
         kind, _code, _sum, ident, _seq, magic = _ECHO.unpack_from(data)
         peer = iface.mac_of.get(addr[0].split("%", 1)[0])
         if kind == ECHO_REPLY and ident == self._echo_id and magic == ECHO_MAGIC and peer is not None:
-            self.tracker.echo_reply(iface.name, peer, time.monotonic())
+            self.tracker.echo_reply(iface.name, peer, self.clock.monotonic())
 
     def send_echoes(self, now: float, late: Iterable[tuple[str, str]]) -> None:
         """An echo request to every peer whose probe is overdue (``late``)."""
@@ -276,7 +219,7 @@ class Prober:
             if name not in want:
                 self._close(self.ifaces.pop(name))
         for name in sorted(want - set(self.ifaces)):
-            mac = await asyncio.to_thread(read_mac, name)
+            mac = await self.datagrams.mac(name)
             if mac is None:
                 continue
             try:
@@ -308,7 +251,7 @@ class Prober:
             if iface.name not in counted:
                 iface.rx_packets = None
                 continue
-            count = _pread_int(iface.rx_fd) if iface.rx_fd is not None else read_rx_packets(iface.name)
+            count = iface.rx.read() if iface.rx is not None else None
             if count is None:
                 continue
             if iface.rx_packets is not None and count - iface.rx_packets > iface.probes_rx - iface.probes_at_tick:
@@ -354,7 +297,7 @@ class Prober:
         return BY_INTERFACE if self.neighbour_rx is None or self._fell_back else BY_NEIGHBOUR
 
     def send_bye(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for iface in self.ifaces.values():
             with contextlib.suppress(OSError):
                 iface.sock.sendto(self.tracker.bye(iface.name, iface.mac, int(now * 1e9)),
@@ -365,7 +308,7 @@ class Prober:
         unused radio), every ``IDLE_EVERY`` rounds only - enough for a new neighbour to find us
         within a second. Once a peer was heard there, always every round: a peer forgotten for a
         moment (a carrier restart) must not make the other end count our quiet rounds as loss."""
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         self._round += 1
         for iface in self.ifaces.values():
             if iface.name not in self._heard_on and self._round % IDLE_EVERY:
@@ -380,7 +323,7 @@ class Prober:
     def stats(self, carrier: Mapping[str, bool] | None = None) -> tuple[ProbeStats, ...]:
         """``carrier``: hard interface -> carrier up, as the caller just read it (a link that came
         back up restarts its loss accounting, see :meth:`Tracker.link`)."""
-        return self.tracker.stats(time.monotonic(), self.rx_times(), carrier)
+        return self.tracker.stats(self.clock.monotonic(), self.rx_times(), carrier)
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
         """Send every interval until cancelled; re-reads the interface list each second."""
@@ -388,7 +331,7 @@ class Prober:
         planned: float | None = None
         try:
             while True:
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 if planned is not None and now - planned > self._lag:
                     self._lag = now - planned
                 if now >= next_sync:
@@ -402,10 +345,10 @@ class Prober:
                 self.send_all(now)
                 self.send_echoes(now, late)
                 if self.wake is not None:
-                    if self.tracker.worst_run(time.monotonic(), self.rx_times()) >= self.suspect_run:
+                    if self.tracker.worst_run(self.clock.monotonic(), self.rx_times()) >= self.suspect_run:
                         self.wake()
                 planned = now + self.interval  # the round's own work counts as lag: a few ms
-                await asyncio.sleep(self.interval)
+                await self.clock.sleep(self.interval)
         finally:
             self.send_bye()
             for iface in self.ifaces.values():

@@ -77,6 +77,7 @@ from x0tta.heal.core.model import (
 from x0tta.heal.core.plan import UNDO, mesh_values
 from x0tta.heal.core.strain import Strain
 from x0tta.heal.core.verify import effect
+from x0tta.heal.datagrams import HOST, Datagrams
 from x0tta.heal.executor import Executor, MeshActuator
 from x0tta.heal.links import Links
 from x0tta.heal.liveness import BY_INTERFACE, Prober
@@ -165,9 +166,11 @@ class HealService(Subsystem):
         restart_subsystem: Callable[[str], Awaitable[None]] | None = None,
         overrides: dict[str, Any] | None = None,
         clock: Clock = SYSTEM,
+        datagrams: Datagrams = HOST,
     ) -> None:
         self.settings = settings or HealSettings()
         self.clock = clock  # every time read, sleep and poll wait of the loop goes through it
+        self.datagrams = datagrams  # where the probes' and alerts' endpoints come from (x0tta.heal.datagrams)
         self._subsystem_health = subsystem_health
         self._restart = restart_subsystem
         # Shared with the mesh reconcile when the wiring provides it: what heal changed on
@@ -322,12 +325,13 @@ class HealService(Subsystem):
             key = (await asyncio.to_thread(Path(s.probe_key_file).read_bytes)).strip() or None
         if s.alert_enabled:
             self.alerter = Alerter(Board(s.alert_hold_max), meshif, s.alert_port, s.alert_hold, key=key,
-                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys, tracer=ctx.tracer)
+                                   wake=self._wake.set, log=ctx.log, link_keys=self.link_keys, tracer=ctx.tracer,
+                                   datagrams=self.datagrams, clock=self.clock)
         if s.probe_enabled:
             tracker = Tracker(s.probe_interval, s.probe_window, s.probe_peer_expiry, key=key, link_keys=self.link_keys)
             self.prober = Prober(tracker, s.probe_port, s.probe_interval, wake=self._wake.set,
                                  suspect_run=min(s.silent_loss_run, s.suspect_run or s.silent_loss_run), log=ctx.log,
-                                 neighbour_rx=self.neighbour_rx)
+                                 neighbour_rx=self.neighbour_rx, datagrams=self.datagrams, clock=self.clock)
             if self.alerter is not None:  # once keyed by sessions, alerts go hop by hop over these sockets
                 self.alerter.hops = self.prober
                 self.prober.on_alert = self.alerter.hop_receive

@@ -349,8 +349,11 @@ def test_an_agent_catching_up_after_a_stall_reports_no_loss_for_its_own_silence(
 
 
 def test_the_prober_drains_its_socket_after_a_late_round():
+    """On a real socket (loopback): the host's endpoint the prober reads through. The probes' and
+    alerts' exchanges between agents run on the kit's fake net (test_heal_datanet.py)."""
     import socket
 
+    from x0tta.heal.datagrams import SocketEndpoint
     from x0tta.heal.liveness import Prober, _Iface
 
     me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
@@ -360,7 +363,7 @@ def test_the_prober_drains_its_socket_after_a_late_round():
     try:
         rx.bind(("::1", 0))
         rx.setblocking(False)
-        prober.ifaces["eth0"] = _Iface("eth0", 1, MA, rx)
+        prober.ifaces["eth0"] = _Iface("eth0", 1, MA, SocketEndpoint(rx, 1))
         for i in range(5):
             tx.sendto(peer.next_probe("eth0", MB, i * 0.1, i * 10**8), rx.getsockname())
         assert prober.drain() == 5 and prober.received == 5

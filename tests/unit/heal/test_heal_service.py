@@ -305,3 +305,79 @@ async def test_the_cycle_judges_an_action_an_operator_asked_for(tmp_path):
         assert (line["op"], line["ok"], line["command"]) == ("operator", False, "cmd1")
     finally:
         await store.close()
+
+
+async def test_the_service_heals_a_silent_link_its_own_probes_find_on_the_fake_net(tmp_path):
+    """The real prober of the service, and one on each neighbour, exchange probes over the test
+    kit's fake net on the manual clock: a link that goes silent (carrier up) is found by the
+    probes, steered off, and put back once its probes are clean again - the whole incident from
+    datagrams, not from scripted stats."""
+    import asyncio
+
+    from tests.kit.datanet import FakeNet
+    from x0tta.config.mesh import MeshSettings
+    from x0tta.heal.core.liveness import Tracker
+    from x0tta.heal.liveness import Prober as RealProber
+    from x0tta.heal.service import _Metrics
+    from x0tta.heal.store import AsyncStore
+
+    heal = HealSettings(verify_after=0.05, silent_loss_raise_after=0.0, silent_loss_clear_after=0.1,
+                        restore_verify_after=0.1, alert_enabled=False)
+    settings = AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal,
+                             mesh=MeshSettings(hard_interfaces=("eth0", "eth1")))
+    ctx = StandaloneContext(settings, name="heal", state_dir=tmp_path, log=Log())
+    clock = ManualClock()
+    net = FakeNet(clock)
+    net.interface("me/eth0", mac="02:00:00:00:01:02")
+    net.interface("me/eth1", mac="02:00:00:00:01:03")
+    net.interface("a/eth0", mac=A)
+    net.interface("b/eth0", mac=B)
+    net.connect("me/eth0", "a/eth0")
+    net.connect("me/eth1", "b/eth0")
+    kernel = Kernel()
+    svc = HealService(heal, overrides=kernel.overrides, clock=clock, datagrams=net.node("me"))
+    svc.settings = heal
+    svc._metrics = _Metrics(ctx.registry)
+    svc._register_admin(ctx)
+    store = AsyncStore(tmp_path / "heal.sqlite3")
+    await svc._start(ctx, store, kernel, kernel)
+    assert isinstance(svc.prober, RealProber)
+    peers = [RealProber(Tracker(heal.probe_interval, heal.probe_window, heal.probe_peer_expiry), heal.probe_port,
+                        heal.probe_interval, datagrams=net.node(n), clock=clock) for n in "ab"]
+    tasks = [asyncio.create_task(svc.prober.run(svc._probe_ifaces))]
+    tasks += [asyncio.create_task(p.run(lambda: ["eth0"])) for p in peers]
+
+    async def cycles(seconds: float) -> None:
+        """The loop's cycles every 50 ms of manual time, the probes running in between."""
+        end = clock.monotonic() + seconds
+        while clock.monotonic() < end:
+            await clock.pass_time(0.05, 0.005)
+            await svc.cycle(ctx, kernel, kernel)
+
+    try:
+        await cycles(3.0)
+        assert kernel.master == {"eth0": 10, "eth1": 10} and not svc.knowledge.incidents  # healthy: nothing
+        assert {(s.hardif, s.peer) for s in svc.prober.stats()} == {("eth0", A), ("eth1", B)}
+        net.cut("me/eth0", "a/eth0")  # silent, its carrier up
+        await cycles(1.0)
+        assert kernel.master["eth0"] is None, "steered off"
+        assert kernel.master["eth1"] == 10
+        net.restore("me/eth0", "a/eth0")  # probes flow on the detached link: it sees the link heal
+        await cycles(5.0)
+        assert kernel.master["eth0"] == 10, "restored"
+        assert not svc.knowledge.incidents
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    rows = await svc.store.incidents()
+    # the run of lost probes was first a suspect (faster OGMs), then confirmed as silent loss
+    assert {r["kind"]: (r["target"], r["status"], r["resolution"]) for r in rows} == {
+        "link_suspect": (f"link:eth0/{A}", "closed", "cleared by itself"),
+        "silent_loss": (f"link:eth0/{A}", "closed", "healed: steer_off")}
+    (loss,) = [r for r in rows if r["kind"] == "silent_loss"]
+    full = await ctx.admin.handlers["heal.incident"]({"id": loss["id"]})
+    decision = next(e for e in full["events"] if e["name"] == "decision")
+    assert any(f"silent_loss on link:eth0/{A}" in r for r in decision["data"]["reasons"]), decision
+    assert ctx.registry.get_sample_value("x0tta_heal_symptoms_total", {"kind": "silent_loss"}) == 1
+    await store.close()

@@ -1,0 +1,199 @@
+"""Where the heal loop's probes and alerts meet the network: datagram endpoints on an interface.
+
+The prober (:mod:`x0tta.heal.liveness`) and the alerter (:mod:`x0tta.heal.alerts`) never open a
+socket themselves. They ask the :class:`Datagrams` they are given (``datagrams=``) for an interface's
+MAC, a UDP endpoint bound to the interface on a port, a raw ICMPv6 endpoint for the kernel echo and
+the interface's receive counter. The agent passes nothing and gets :data:`HOST`: the host's sockets,
+their readiness watched with ``loop.add_reader``, sysfs for the MAC and the counter. Tests hand them
+a network of their own (``tests.kit.datanet.FakeNet``) that delivers, drops, delays, duplicates or
+corrupts datagrams between named nodes on a manual clock.
+
+An :class:`Endpoint` behaves like a non-blocking datagram socket: ``sendto`` raises ``OSError``
+when the datagram cannot leave, ``recvfrom`` raises ``BlockingIOError`` when nothing waits, and
+``watch(callback)`` calls ``callback`` (no arguments) from the event loop while datagrams wait - as
+a level-triggered reader does. Addresses are the socket module's AF_INET6 tuples
+``(host, port, flowinfo, scope_id)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+ALL_NODES = "ff02::1"
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+ICMP6_FILTER = 1
+ECHO_REQUEST, ECHO_REPLY = 128, 129
+
+
+class Endpoint(Protocol):
+    """A non-blocking datagram endpoint on one interface."""
+
+    index: int  # the interface's index: the scope of the link-local addresses sent to
+
+    def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int: ...
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]: ...
+
+    def watch(self, callback: Callable[[], object]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RxCounter(Protocol):
+    """An interface's count of received frames (any frame, probes included)."""
+
+    def read(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class Datagrams(Protocol):
+    """What the prober and the alerter open their endpoints through."""
+
+    async def mac(self, ifname: str) -> str | None:
+        """The interface's MAC; None when there is no such interface (yet)."""
+        ...
+
+    def link(self, ifname: str, port: int) -> Endpoint:
+        """UDP on ``[::]:port`` bound to ``ifname``, sending to ``ff02::1`` there one hop and not
+        looped back; OSError when it cannot be opened."""
+        ...
+
+    def echo(self, ifname: str) -> Endpoint:
+        """Raw ICMPv6 on ``ifname`` receiving echo replies only; OSError without CAP_NET_RAW."""
+        ...
+
+    def rx_counter(self, ifname: str) -> RxCounter:
+        """The interface's receive counter (its reads may return None)."""
+        ...
+
+
+def read_mac(ifname: str) -> str | None:
+    try:
+        return Path(f"/sys/class/net/{ifname}/address").read_text().strip()
+    except OSError:
+        return None
+
+
+def read_rx_packets(ifname: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{ifname}/statistics/rx_packets", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def open_link_socket(name: str, port: int) -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket bound to interface ``name`` on ``[::]:port``, sending to
+    ``ff02::1`` there (one hop, not looped back); returns it and the interface index."""
+    index = socket.if_nametoindex(name)
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        s.bind(("::", port))
+        group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
+        with contextlib.suppress(OSError):  # every interface is in ff02::1 already
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s, index
+
+
+def open_echo_socket(name: str) -> socket.socket:
+    """A non-blocking raw ICMPv6 socket on interface ``name`` that receives echo replies only."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+        words = [0xFFFFFFFF] * 8  # struct icmp6_filter: a set bit blocks that type
+        words[ECHO_REPLY >> 5] &= ~(1 << (ECHO_REPLY & 31))
+        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+class SocketEndpoint:
+    """A host socket as an :class:`Endpoint`: readiness through the running loop's ``add_reader``."""
+
+    def __init__(self, sock: socket.socket, index: int) -> None:
+        self.sock = sock
+        self.index = index
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int:
+        return self.sock.sendto(data, addr)
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        return self.sock.recvfrom(size)
+
+    def watch(self, callback: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), callback)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self._loop.remove_reader(self.sock.fileno())
+            self._loop = None
+        self.sock.close()
+
+
+class _SysfsCounter:
+    """``rx_packets`` read with ``pread`` on a file kept open (not opened and closed ten times a
+    second per interface); by opening the file each time when it could not be kept open."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        try:
+            self.fd: int | None = os.open(f"/sys/class/net/{name}/statistics/rx_packets", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> int | None:
+        if self.fd is None:
+            return read_rx_packets(self.name)
+        try:
+            return int(os.pread(self.fd, 32, 0))
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class HostDatagrams:
+    """The host's interfaces: what the agent runs on."""
+
+    async def mac(self, ifname: str) -> str | None:
+        return await asyncio.to_thread(read_mac, ifname)
+
+    def link(self, ifname: str, port: int) -> SocketEndpoint:
+        sock, index = open_link_socket(ifname, port)
+        return SocketEndpoint(sock, index)
+
+    def echo(self, ifname: str) -> SocketEndpoint:
+        index = socket.if_nametoindex(ifname)
+        return SocketEndpoint(open_echo_socket(ifname), index)
+
+    def rx_counter(self, ifname: str) -> _SysfsCounter:
+        return _SysfsCounter(ifname)
+
+
+HOST: Datagrams = HostDatagrams()
