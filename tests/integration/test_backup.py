@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN
 from tests.integration.test_agent_process import recv_until, start_agent
 from tests.kit import storewriter
 from tests.kit.bundles import rewrite
+from tests.kit.ports import free_port
 from tests.kit.procs import stop_process
 from tests.kit.wait import until_sync
 from x0tta.backup.core import sign

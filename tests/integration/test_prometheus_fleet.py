@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, free_port
+from tests.conftest import BIN, ROOT
 from tests.kit.mosquitto import Broker
 from tests.kit.otlp import OtlpReceiver
+from tests.kit.ports import free_port
 from tests.kit.prometheus import Alertmanager, Prometheus, Webhook
 from tests.kit.wait import until_sync
 from x0tta.identity.ca import CertificateAuthority

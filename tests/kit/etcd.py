@@ -26,7 +26,6 @@ import ipaddress
 import json
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -42,19 +41,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.kit.pki import TestCA
+from tests.kit.ports import free_ports
 from tests.kit.procs import stop_process
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (held together while picked, so none repeats)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _pem(cert: x509.Certificate) -> bytes:

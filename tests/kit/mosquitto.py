@@ -23,18 +23,13 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.kit.ports import free_port
 from tests.kit.procs import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ACL = ROOT / "configs" / "mosquitto" / "acl"
 MONITOR = "fleet-monitor"  # the ACL's read-everything user, for the tests' subscriber
 OPERATOR = "fleet-operator"  # the ACL's user that may publish commands (x0tta fleet send)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

@@ -28,7 +28,7 @@ from typing import Any, Self
 
 import pytest
 
-from tests.conftest import free_port
+from tests.kit.ports import free_port
 from tests.kit.procs import stop_process
 
 PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager"}

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tests.kit.wait import until
+from tests.kit.wait import took
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.mesh.client import LinkControl, LinkEvent, MeshClient
@@ -256,10 +256,10 @@ async def reconcile(out: Path) -> int:
         # a hard interface taken out of the mesh by hand comes back (RTNLGRP_LINK wakes the reconcile)
         start = time.monotonic()
         sh("ip link set v40a nomaster", check=True)
-        took = await wait_for(
-            lambda: '"v40a"' in batctl("meshif", "bat0", "hardifs_json"), 2 * DESIRED["reconcile_interval"]
+        after = await took(
+            lambda: '"v40a"' in batctl("meshif", "bat0", "hardifs_json"), 2 * DESIRED["reconcile_interval"], **FIGURE
         )
-        report["reattach"] = {"after_s": took, "total_s": time.monotonic() - start, "link_events": svc.link_events}
+        report["reattach"] = {"after_s": after, "total_s": time.monotonic() - start, "link_events": svc.link_events}
         report["log_events"] = sorted({e for e, _ in ctx.log.events})
         report["health"] = [c.to_json() for c in ctx.health.conditions]
     finally:
@@ -269,10 +269,10 @@ async def reconcile(out: Path) -> int:
         # what was measured so far, even when a step above failed (the test says which is missing)
         (out / "reconcile.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     with BatadvSocket() as s:
-        report["reconverged_s"] = await wait_for(
+        report["reconverged_s"] = await took(
             lambda: bool([o for o in s.dump(Cmd.GET_ORIGINATORS, "bat0") if o.flag_best])
             and bool(s.dump(Cmd.GET_NEIGHBORS, "bat0")),
-            20,
+            20, **FIGURE
         )
     (out / "reconcile.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     ok = all(r["ok"] for r in report["readback"].values()) and all(
@@ -281,25 +281,13 @@ async def reconcile(out: Path) -> int:
     return 0 if ok else 1
 
 
+# a wait that is a figure of the report: polled every 10 ms, None when it is not reached in time
+FIGURE: dict[str, Any] = {"interval": 0.01, "missing_ok": True}
+
+
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
-
-
-async def wait_until(pred: Any, timeout: float, interval: float = 0.2) -> float:
-    """Seconds until ``pred()`` (a function or coroutine function) is true; AssertionError naming
-    the wait if it never is (the kit's ``until``, timed: these waits are figures in the report)."""
-    start = time.monotonic()
-    await until(pred, timeout, interval=interval)
-    return time.monotonic() - start
-
-
-async def wait_for(pred: Any, timeout: float = 5.0) -> float | None:
-    """:func:`wait_until` polling every 10 ms; None instead of an error when it is not reached."""
-    try:
-        return await wait_until(pred, timeout, 0.01)
-    except AssertionError:
-        return None
 
 
 async def links(out: Path) -> int:
@@ -322,7 +310,7 @@ async def links(out: Path) -> int:
         await asyncio.sleep(0.3)
         await lc.create_mesh("bat7", "BATMAN_V")
         r["created_algo"] = (await mc.mesh_info("bat7")).algo_name
-        r["created_event"] = await wait_for(lambda: any(e.ifname == "bat7" for e in link_events))
+        r["created_event"] = await took(lambda: any(e.ifname == "bat7" for e in link_events), 5.0, **FIGURE)
         await lc.set_mtu("x7a", 1560)
         await lc.attach("bat7", "x7a")
         await lc.set_up("x7a", True)
@@ -332,19 +320,19 @@ async def links(out: Path) -> int:
         r["master_is_bat7"] = (await lc.link("x7a")).master == (await lc.link("bat7")).ifindex
         link_events.clear()
         await lc.set_up("x7a", False)
-        r["down_event_s"] = await wait_for(lambda: any(e.ifname == "x7a" and not e.up for e in link_events))
+        r["down_event_s"] = await took(lambda: any(e.ifname == "x7a" and not e.up for e in link_events), 5.0, **FIGURE)
         await lc.set_up("x7a", True)
-        r["up_event_s"] = await wait_for(lambda: any(e.ifname == "x7a" and e.up for e in link_events))
+        r["up_event_s"] = await took(lambda: any(e.ifname == "x7a" and e.up for e in link_events), 5.0, **FIGURE)
         config_events.clear()
         batctl("meshif", "bat7", "orig_interval", "1234")
-        r["config_event_s"] = await wait_for(
-            lambda: any(getattr(e, "orig_interval", None) == 1234 for e in config_events)
+        r["config_event_s"] = await took(
+            lambda: any(getattr(e, "orig_interval", None) == 1234 for e in config_events), 5.0, **FIGURE
         )
         config_events.clear()
         await mc.set_hardif("bat7", "x7a", {"hop_penalty": 77})
-        r["hardif_event_s"] = await wait_for(
+        r["hardif_event_s"] = await took(
             lambda: any(getattr(e, "hop_penalty", None) == 77 and getattr(e, "hard_ifname", "") == "x7a"
-                        for e in config_events)
+                        for e in config_events), 5.0, **FIGURE
         )
         await lc.detach("x7a")
         r["after_detach"] = [h.hard_ifname for h in await mc.hardifs("bat7")]
@@ -359,7 +347,7 @@ async def links(out: Path) -> int:
             neighbours[:] = await mc.neighbors("bat0")
             return bool(neighbours)
 
-        r["neighbour_wait_s"] = await wait_until(has_neighbours, 30.0)
+        r["neighbour_wait_s"] = await took(has_neighbours, 30.0, interval=0.2)
         dst = neighbours[0].neigh_address
         tp = await mc.tp_meter("bat0", dst, 1000)
         r["tp_meter"] = {"result": tp.tpmeter_result, "bytes": tp.tpmeter_bytes, "ms": tp.tpmeter_test_time,
@@ -377,7 +365,7 @@ async def links(out: Path) -> int:
     ctx = _Ctx(settings)
     svc = MeshService()
     task = asyncio.create_task(svc.run(ctx))  # type: ignore[arg-type]
-    r["service_built_s"] = await wait_for(lambda: svc.applied_once, 10)
+    r["service_built_s"] = await took(lambda: svc.applied_once, 10, **FIGURE)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     r["service_actions"] = [f"{a.kind} {a.target}" for a in svc.last_actions]
@@ -450,7 +438,7 @@ async def agent(out: Path) -> int:
     sock = base / "run" / "admin.sock"
     r: dict[str, Any] = {}
     try:
-        r["ready_s"] = await wait_for(lambda: sock.exists(), 30)
+        r["ready_s"] = await took(lambda: sock.exists(), 30, **FIGURE)
         x0tta = [str(bindir / "x0tta"), "--socket", str(sock)]
         status: Any = {}
         for _ in range(100):

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 from prometheus_client import generate_latest
 
-from tests.kit.etcd import Cluster, free_ports
+from tests.kit.etcd import Cluster
+from tests.kit.ports import free_ports
 from tests.kit.wait import until
 from x0tta.config.coord import CoordSettings
 from x0tta.config.schema import AgentSettings, NodeSettings

@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.kit.mosquitto import MONITOR, Broker
+from tests.kit.wait import until
 from x0tta.config.fleet import FleetSettings
 from x0tta.config.schema import AgentSettings, NodeSettings
 from x0tta.fleet.core import payloads
@@ -31,9 +32,11 @@ from x0tta.fleet.mqtt import Connection, tls_context
 from x0tta.fleet.outbox import Outbox
 from x0tta.fleet.service import FleetService
 from x0tta.telemetry.testing import StandaloneContext
+from x0tta.telemetry.testing import running as run_subsystem
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
+WAIT = 15.0  # s: a real broker on a machine shared with other test runs
 
 
 @pytest.fixture
@@ -119,23 +122,11 @@ def _paths(files: dict[str, str]):
 
 @contextlib.asynccontextmanager
 async def running(settings: AgentSettings, state: Path, health=None):
+    """A fleet subsystem running with ``settings``, through the kit's ``running``: (service, context)."""
     ctx = StandaloneContext(settings, name="fleet", node_id=settings.node.id, state_dir=state)
     svc = FleetService(settings.fleet, subsystem_health=health)
-    task = asyncio.create_task(svc.run(ctx))
-    try:
+    async with run_subsystem(svc, ctx):
         yield svc, ctx
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(cond, timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.02)
 
 
 HEALTH = [{"subsystem": "mesh", "state": "degraded",
@@ -145,10 +136,10 @@ HEALTH = [{"subsystem": "mesh", "state": "degraded",
 async def test_birth_state_and_events_arrive_and_follow_their_schemas(broker, tmp_path):
     async with Collector(broker) as col, running(agent_settings(broker, "n1", tmp_path), tmp_path,
                                                  health=lambda: HEALTH) as (svc, ctx):
-        await until(lambda: svc.connected, what="connected")
+        await until(lambda: svc.connected, timeout=WAIT, what="connected")
         key = svc.event("heal", "incident_opened", {"kind": "link_down", "target": "eth1"}, incident="i1")
         await col.wait_for([key])
-        await until(lambda: col.ids("birth/1") and col.ids("state/1"), what="birth and state")
+        await until(lambda: col.ids("birth/1") and col.ids("state/1"), timeout=WAIT, what="birth and state")
         topics = {topic: obj for topic, obj in col.received}
         assert topics["x0tta/nodes/n1/status"]["body"]["session"] == svc.session == 1
         state = topics["x0tta/nodes/n1/state"]
@@ -157,7 +148,7 @@ async def test_birth_state_and_events_arrive_and_follow_their_schemas(broker, tm
         ev = topics["x0tta/nodes/n1/events/heal"]
         assert (ev["node"], ev["body"]["name"], ev["body"]["incident"]) == ("n1", "incident_opened", "i1")
         assert ctx.health.conditions == ()
-        await until(lambda: svc.depth == 0, what="outbox drained")
+        await until(lambda: svc.depth == 0, timeout=WAIT, what="outbox drained")
         metrics = {s.name: s.value for m in ctx.registry.collect() for s in m.samples}
         assert metrics["x0tta_fleet_published_total"] >= 2 and metrics["x0tta_fleet_connected"] == 1.0
 
@@ -165,23 +156,23 @@ async def test_birth_state_and_events_arrive_and_follow_their_schemas(broker, tm
 async def test_clean_stop_publishes_death_and_a_lost_node_gets_its_will(broker, tmp_path):
     async with Collector(broker) as col:
         async with running(agent_settings(broker, "n1", tmp_path), tmp_path) as (svc, _):
-            await until(lambda: svc.connected, what="connected")
+            await until(lambda: svc.connected, timeout=WAIT, what="connected")
         await until(lambda: any(o["body"].get("reason") == "shutdown" for _, o in col.received
-                                if o["schema"].endswith("death/1")), what="death on a clean stop")
+                                if o["schema"].endswith("death/1")), timeout=WAIT, what="death on a clean stop")
 
 
 async def test_messages_published_while_the_broker_is_down_arrive_oldest_first(broker, tmp_path):
     async with Collector(broker) as col, running(agent_settings(broker, "n1", tmp_path), tmp_path) as (svc, ctx):
-        await until(lambda: svc.connected, what="connected")
+        await until(lambda: svc.connected, timeout=WAIT, what="connected")
         broker.stop()
-        await until(lambda: not svc.connected, what="the loss noticed")
+        await until(lambda: not svc.connected, timeout=WAIT, what="the loss noticed")
         keys = [await svc.send_event("heal", "incident_opened", {"n": i}) for i in range(60)]
         assert svc.depth >= 60
         assert "fleet_broker_unreachable" in ctx.health.codes
         broker.start()
         await col.wait_for(keys)
         assert [k for k in col.ids() if k in set(keys)] == keys  # oldest first
-        await until(lambda: svc.depth == 0, what="outbox drained")
+        await until(lambda: svc.depth == 0, timeout=WAIT, what="outbox drained")
         assert svc.session >= 2
         metrics = {s.name: s.value for m in ctx.registry.collect() for s in m.samples}
         assert metrics["x0tta_fleet_reconnects_total"] >= 1
@@ -189,7 +180,7 @@ async def test_messages_published_while_the_broker_is_down_arrive_oldest_first(b
 
 async def test_a_broker_restart_loses_nothing(broker, tmp_path):
     async with Collector(broker) as col, running(agent_settings(broker, "n1", tmp_path), tmp_path) as (svc, _):
-        await until(lambda: svc.connected, what="connected")
+        await until(lambda: svc.connected, timeout=WAIT, what="connected")
         keys = []
         for i in range(150):
             keys.append(svc.event("heal", "verified", {"n": i}))
@@ -199,7 +190,7 @@ async def test_a_broker_restart_loses_nothing(broker, tmp_path):
                 broker.start()
             await asyncio.sleep(0.005)
         await col.wait_for(keys, timeout=60)
-        await until(lambda: svc.depth == 0, what="outbox drained")
+        await until(lambda: svc.depth == 0, timeout=WAIT, what="outbox drained")
 
 
 async def test_a_node_cannot_publish_on_another_nodes_topics(broker, tmp_path):
@@ -216,8 +207,8 @@ async def test_a_node_cannot_publish_on_another_nodes_topics(broker, tmp_path):
         state = tmp_path / "imposter"
         async with running(agent_settings(broker, "n1", state, cert="n2"), state) as (svc, ctx):
             svc.event("heal", "incident_opened", {})
-            await until(lambda: "fleet_publish_refused" in ctx.health.codes, what="the refusal reported")
-            await until(lambda: svc.depth == 0, what="the refused messages leave the outbox")
+            await until(lambda: "fleet_publish_refused" in ctx.health.codes, timeout=WAIT, what="the refusal reported")
+            await until(lambda: svc.depth == 0, timeout=WAIT, what="the refused messages leave the outbox")
             metrics = {s.name: s.value for m in ctx.registry.collect() for s in m.samples}
             assert metrics["x0tta_fleet_refused_total"] >= 2
         await asyncio.sleep(0.3)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, free_port, require_root
+from tests.conftest import BIN, require_root
+from tests.kit.ports import free_port
 from tests.kit.wait import until_sync
 from x0tta.admin.client import AgentUnavailable, call
 from x0tta.identity.ca import CertificateAuthority, write_atomic

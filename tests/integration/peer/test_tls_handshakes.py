@@ -304,7 +304,7 @@ async def test_rotation_takes_effect_for_new_handshakes(ca):
 
 
 async def test_listening_on_every_address_takes_ipv4_and_ipv6(ca):
-    from tests.conftest import free_port
+    from tests.kit.ports import free_port
 
     port = free_port()
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.kit.clock import ManualClock
 from x0tta.config.guard import GuardSettings
 from x0tta.config.schema import AgentSettings
 from x0tta.guard.core import parse_mac
@@ -89,20 +90,14 @@ def test_effective_mode():
     assert effective_mode("auto", 500.0, 0.0, 60.0, 560.0) == "enforce"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def service(settings: GuardSettings, ready: list[bool]) -> tuple[GuardService, StandaloneContext, Clock, KernelMaps]:
+def service(settings: GuardSettings, ready: list[bool]) -> tuple[GuardService, StandaloneContext, ManualClock,
+                                                                KernelMaps]:
     ctx = StandaloneContext(AgentSettings(guard=settings), name="guard")
     svc = GuardService(settings)
-    clock = svc._clock = Clock()
+    clock = ManualClock(monotonic=100.0)
+    svc._clock = clock.monotonic
     svc.identity_ready = lambda: ready[0]
-    svc._started = clock.now
+    svc._started = clock.monotonic()
     svc._ctx = ctx
     maps = KernelMaps(DictMap(), DictMap())
     svc.kernel_maps(maps)
@@ -112,20 +107,21 @@ def service(settings: GuardSettings, ready: list[bool]) -> tuple[GuardService, S
 def test_auto_enforces_once_the_identity_is_there_and_the_grace_is_over():
     ready = [False]
     svc, ctx, clock, maps = service(GuardSettings(enforce_grace=60.0), ready)
-    assert svc.guard.mode == "observe" and svc.tick(ctx, clock.now) == clock.now + 1.0  # polls the identity
-    clock.now += 30
+    now = clock.monotonic()
+    assert svc.guard.mode == "observe" and svc.tick(ctx, now) == now + 1.0  # polls the identity
+    clock.advance(30)
     ready[0] = True
-    assert svc.tick(ctx, clock.now) == 190.0 and svc.guard.mode == "observe"  # 60 s from the identity
-    clock.now = 190.0
-    assert svc.tick(ctx, clock.now) == 191.0  # enforcing: looks whether the identity is still there
+    assert svc.tick(ctx, clock.monotonic()) == 190.0 and svc.guard.mode == "observe"  # 60 s from the identity
+    clock.advance(190.0 - clock.monotonic())
+    assert svc.tick(ctx, clock.monotonic()) == 191.0  # enforcing: looks whether the identity is still there
     assert svc.guard.mode == "enforce" and maps.config.data[MODE_KEY][:4] == (1).to_bytes(4, "little")
     ready[0] = False  # the identity went (an expired SVID): it cannot admit anyone, so it observes
-    svc.tick(ctx, clock.now)
+    svc.tick(ctx, clock.monotonic())
     assert svc.guard.mode == "observe"
     # an explicit observe is the opt-out: never enforced, whatever the identity
     svc2, ctx2, clock2, _ = service(GuardSettings(mode="observe"), [True])
-    clock2.now += 1e6
-    assert svc2.tick(ctx2, clock2.now) is None and svc2.guard.mode == "observe"
+    clock2.advance(1e6)
+    assert svc2.tick(ctx2, clock2.monotonic()) is None and svc2.guard.mode == "observe"
 
 
 async def test_quarantine_and_release_through_the_service_and_admin():
@@ -133,12 +129,12 @@ async def test_quarantine_and_release_through_the_service_and_admin():
     svc._register(ctx)
     closed = []
     svc.on_quarantine.append(lambda mac, who: closed.append((mac, who)))
-    assert svc.guard.session_up(B, ID_B, "eth0", clock.now) == "" and B in maps.admitted.data
-    svc.guard.session_up(C, "spiffe://mesh/node/c", "eth0", clock.now)
+    assert svc.guard.session_up(B, ID_B, "eth0", clock.monotonic()) == "" and B in maps.admitted.data
+    svc.guard.session_up(C, "spiffe://mesh/node/c", "eth0", clock.monotonic())
     assert svc.quarantine(B, 300.0, "test") == ""
     assert B not in maps.admitted.data and closed == [(B, ID_B)]
     assert svc.quarantine(C, 300.0, "test").startswith("2 of 2 neighbours")  # the share holds
-    assert svc.guard.session_up(B, ID_B, "eth0", clock.now) == "02:00:00:00:00:0b is quarantined"
+    assert svc.guard.session_up(B, ID_B, "eth0", clock.monotonic()) == "02:00:00:00:00:0b is quarantined"
     assert B not in maps.admitted.data
     listing = await ctx.admin.handlers["guard.list"]({})
     assert [(q["mac"], q["spiffe_id"], q["expires_in"]) for q in listing["quarantined"]] == [
@@ -148,10 +144,10 @@ async def test_quarantine_and_release_through_the_service_and_admin():
     assert value("x0tta_guard_quarantined") == 1 and value("x0tta_guard_quarantines_total") == 1
     assert value("x0tta_guard_bindings") == 1
     assert await ctx.admin.handlers["guard.release"]({"who": ID_B}) == {"who": ID_B, "released": ["02:00:00:00:00:0b"]}
-    assert svc.guard.session_up(B, ID_B, "eth0", clock.now) == "" and B in maps.admitted.data
+    assert svc.guard.session_up(B, ID_B, "eth0", clock.monotonic()) == "" and B in maps.admitted.data
     assert svc.quarantine(B, 300.0, "again") == ""
-    clock.now += 300.0
-    svc.tick(ctx, clock.now)  # released by its TTL
+    clock.advance(300.0)
+    svc.tick(ctx, clock.monotonic())  # released by its TTL
     assert not svc.guard.bindings.quarantined and value("x0tta_guard_quarantined") == 0
     with pytest.raises(GuardCommandError):
         await ctx.admin.handlers["guard.release"]({})
