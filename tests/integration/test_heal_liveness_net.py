@@ -4,6 +4,10 @@ Two probers, one per end of a veth pair, exchange probes on the fe80:: addresses
 ``ff02::1``. Then the link goes silent while its carrier stays up - a tc egress BPF program on both
 ends drops every frame before it is sent (the host kernel has no netem and no tc drop action) -
 and both ends must see it within 0.5 s; when it comes back, the loss clears.
+
+These are the real sockets' tests (real time, a real kernel: its tc drop, its echo replies, a
+SIGSTOPped process). The same scenarios run deterministically, in no real time, on the test
+kit's fake datagram net and manual clock in ``tests/unit/heal/test_heal_datanet.py``.
 """
 
 from __future__ import annotations

@@ -284,3 +284,31 @@ async def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
         flood.close()
     for _p, a, _ in agents.values():
         a.close()
+
+
+async def test_the_hosts_endpoint_reads_through_the_loop_and_closes_its_reader():
+    """The real side of the seam on loopback sockets: ``watch`` calls back from the event loop while
+    a datagram waits, ``close`` takes the reader off the loop and closes the socket."""
+    import socket
+
+    from x0tta.heal.datagrams import SocketEndpoint
+
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.bind(("::1", 0))
+    rx.setblocking(False)
+    ep = SocketEndpoint(rx, 1)
+    got: list[bytes] = []
+    arrived = asyncio.Event()
+
+    def readable() -> None:
+        got.append(ep.recvfrom(64)[0])
+        arrived.set()
+
+    ep.watch(readable)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"probe", rx.getsockname())
+        await asyncio.wait_for(arrived.wait(), 10)
+    assert got == [b"probe"]
+    ep.close()
+    assert rx.fileno() == -1
+    ep.close()  # twice: nothing left to do
