@@ -11,6 +11,7 @@ own behaviour, not a copy of a helper.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,10 @@ def definitions(source: str) -> list[tuple[str, int]]:
 def misplaced(files: dict[str, str]) -> list[str]:
     """``path:line name`` for every helper defined outside its home (``files``: path -> source)."""
     out = []
+    named = re.compile(r"\b(?:def|class)\s+(?:" + "|".join(map(re.escape, HOMES)) + r")\b")
     for path, source in sorted(files.items()):
+        if not named.search(source):  # parse only what may define one of them
+            continue
         for name, line in sorted(definitions(source), key=lambda d: d[1]):
             if name in HOMES and HOMES[name] != path:
                 home = HOMES[name]
