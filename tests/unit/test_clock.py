@@ -61,3 +61,20 @@ async def test_the_system_clock_sleeps_and_times_out_for_real() -> None:
     assert SYSTEM.monotonic() > t0 and SYSTEM.time() > 1.7e9
     with pytest.raises(TimeoutError):
         await SYSTEM.wait_for(asyncio.Event().wait(), 0.01)
+
+
+async def test_a_manual_call_later_runs_once_its_time_has_passed_unless_called_off() -> None:
+    clock = ManualClock()
+    calls: list[tuple[str, float]] = []
+    clock.call_later(0.5, lambda what: calls.append((what, clock.monotonic())), "late")
+    off = clock.call_later(0.2, calls.append, ("off", 0.0))
+    clock.call_later(0.0, calls.append, ("now", clock.monotonic()))
+    off.cancel()
+    await asyncio.sleep(0)
+    assert calls == [("now", 1000.0)]
+    clock.advance(0.4)
+    await asyncio.sleep(0)
+    assert calls == [("now", 1000.0)]  # called off, and not due yet
+    clock.advance(0.2)
+    await asyncio.sleep(0)
+    assert calls == [("now", 1000.0), ("late", pytest.approx(1000.6))]
