@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import ROOT, require_root
+from tests.kit.netns import sh
 from tests.kit.wait import until, until_sync
 from x0tta.agent.wiring import guard_maps, guard_observer
 from x0tta.common.errors import CapabilityMissing
@@ -40,10 +41,6 @@ pytestmark = pytest.mark.integration
 ETH_P_BATMAN = 0x4305
 PEER_MAC = "02:00:00:00:77:02"
 OTHER_MAC = "02:00:00:00:77:03"
-
-
-def sh(cmd: str, check: bool = True) -> str:
-    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout  # noqa: S602 - the test's own command lines; a shell for their pipes and redirections
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,7 +64,7 @@ class Net:
             f"ip -n {self.ns} link set {self.peer} up && ip -n {self.ns} link set lo up"
         )
         deadline = time.monotonic() + 5
-        while "NO-CARRIER" in sh(f"ip link show {self.host}") and time.monotonic() < deadline:
+        while "NO-CARRIER" in sh(f"ip link show {self.host}").stdout and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def down(self) -> None:
@@ -150,7 +147,7 @@ def flow(snap: core.Snapshot, net: Net, direction: str, src: str, dst: str, prot
 
 
 def filters(dev: str, hook: str) -> list[str]:
-    return [line for line in sh(f"tc filter show dev {dev} {hook}").splitlines() if "handle" in line]
+    return [line for line in sh(f"tc filter show dev {dev} {hook}").stdout.splitlines() if "handle" in line]
 
 
 def test_ping_counts_exactly_per_flow_and_direction(net, pin):
@@ -351,7 +348,7 @@ def test_restart_keeps_one_filter_per_hook_and_the_counters(net, pin):
     try:
         second.reconcile()  # and again: still one
         for hook in ("ingress", "egress"):
-            assert len(filters(net.host, hook)) == 1, sh(f"tc filter show dev {net.host} {hook}")
+            assert len(filters(net.host, hook)) == 1, sh(f"tc filter show dev {net.host} {hook}").stdout
         sh(f"ping -q -c 4 -i 0.05 -I {net.host} {net.peer_ip}")
         snap = second.snapshot()
         assert flow(snap, net, "egress", net.host_ip, net.peer_ip).packets == 7
@@ -373,9 +370,9 @@ def _iperf3(net: Net, args: str) -> dict:
     try:
         for _ in range(50):
             time.sleep(0.05)
-            if "5201" in sh(f"ip netns exec {net.ns} ss -ltn"):
+            if "5201" in sh(f"ip netns exec {net.ns} ss -ltn").stdout:
                 break
-        result = json.loads(sh(f"iperf3 -c {net.peer_ip} -B {net.host_ip} -J {args}"))
+        result = json.loads(sh(f"iperf3 -c {net.peer_ip} -B {net.host_ip} -J {args}").stdout)
         server.wait(5)
         return result
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, require_root
+from tests.kit.netns import scratch_netns, sh
 from tests.kit.ports import free_port
 from tests.kit.wait import until_sync
 from x0tta.admin.client import AgentUnavailable, call
@@ -30,30 +31,19 @@ pytestmark = pytest.mark.integration
 TD = "mesh.x0tta"
 
 
-def sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def netns_pair():
     require_root()
-    tag = f"x0p{os.getpid() % 100000}"
-    a, b = f"{tag}a", f"{tag}b"
     net = f"10.231.{os.getpid() % 250}"
-    try:
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-        sh("ip", "link", "set", a, "netns", a)
-        sh("ip", "link", "set", b, "netns", b)
+    with scratch_netns("x0pa") as a, scratch_netns("x0pb") as b:  # each holds its end of the veth
+        sh(f"ip link add {a} type veth peer name {b}")
+        sh(f"ip link set {a} netns {a}")
+        sh(f"ip link set {b} netns {b}")
         for ns, ip in ((a, f"{net}.1"), (b, f"{net}.2")):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ns)
-            sh("ip", "-n", ns, "link", "set", ns, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh(f"ip -n {ns} addr add {ip}/24 dev {ns}")
+            sh(f"ip -n {ns} link set {ns} up")
+            sh(f"ip -n {ns} link set lo up")
         yield (a, f"{net}.1"), (b, f"{net}.2")
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def write_config(path: Path, node: str, listen: str, peer: str, metrics_port: int) -> Path:
