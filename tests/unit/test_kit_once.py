@@ -51,6 +51,7 @@ HOMES: dict[str, str | None] = {
     "enter_netns": None,
     # a subsystem outside the agent
     "StandaloneContext": "x0tta/telemetry/testing.py",
+    "FakeContext": "x0tta/peer/testing.py",  # the peer subsystem's, on top of it
     # servers: their ports and their stop
     "free_port": "tests/kit/ports.py",
     "free_ports": "tests/kit/ports.py",

@@ -148,12 +148,12 @@ async def test_identity_subsystem_on_spire_counts_rotations(
     ca: CertificateAuthority, tmp_path: Path, short_dir: Path
 ) -> None:
     from tests.kit.wait import until
-    from tests.unit.identity.fakes import FakeContext, settings
+    from tests.unit.identity.fakes import identity_context, settings
     from x0tta.identity.service import IdentityService
     from x0tta.telemetry.testing import running
 
     sock = short_dir / "api.sock"
-    ctx = FakeContext(settings(tmp_path, source="workload_api", workload_api_socket=str(sock)))
+    ctx = identity_context(settings(tmp_path, source="workload_api", workload_api_socket=str(sock)))
     svc = IdentityService(environ={})
     with WorkloadApiServer(ca, sock, "spiffe://mesh.x0tta/node/r1", ttl=10.0):
         async with running(svc, ctx):

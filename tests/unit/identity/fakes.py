@@ -1,8 +1,8 @@
-"""A subsystem context for driving the identity subsystem in tests (the agent's is in x0tta.agent)."""
+"""The identity subsystem's settings and context in tests (the agent's context is in x0tta.agent)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +10,8 @@ from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
 from x0tta.telemetry.testing import StandaloneContext
 
-
-@dataclass
-class FakeContext(StandaloneContext):
-    name: str = "identity"
-    node_id: str = "r1"
+# the kit's standalone context, named for the identity subsystem of node r1
+identity_context = functools.partial(StandaloneContext, name="identity", node_id="r1")
 
 
 def settings(state: Path, **identity: Any) -> AgentSettings:

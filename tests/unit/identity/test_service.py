@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.kit.wait import until
-from tests.unit.identity.fakes import FakeContext, settings
+from tests.unit.identity.fakes import identity_context, settings
 from x0tta.common.health import Severity
 from x0tta.config.fields import ConfigError, build
 from x0tta.config.identity import IdentitySettings
@@ -22,7 +22,7 @@ from x0tta.telemetry.testing import running
 
 
 async def test_enrollment_while_running(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
-    ctx = FakeContext(settings(tmp_path, poll_interval=0.1))
+    ctx = identity_context(settings(tmp_path, poll_interval=0.1))
     svc = IdentityService(environ={})
     async with running(svc, ctx):
         await until(lambda: ctx.health.codes == ["svid_missing"])
@@ -43,7 +43,7 @@ async def test_enrollment_while_running(fresh_ca: CertificateAuthority, tmp_path
 
 
 async def test_self_renewing_node_counts_rotations(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
-    ctx = FakeContext(settings(tmp_path, poll_interval=0.1, ca_dir=str(fresh_ca.directory), svid_ttl=10.0))
+    ctx = identity_context(settings(tmp_path, poll_interval=0.1, ca_dir=str(fresh_ca.directory), svid_ttl=10.0))
     svc = IdentityService(environ={})
     async with running(svc, ctx):
         src = await svc.wait_source(timeout=8)
@@ -53,7 +53,7 @@ async def test_self_renewing_node_counts_rotations(fresh_ca: CertificateAuthorit
 
 
 async def test_missing_spire_socket_is_reported(tmp_path: Path) -> None:
-    ctx = FakeContext(settings(tmp_path, source="workload_api", workload_api_socket=str(tmp_path / "none.sock")))
+    ctx = identity_context(settings(tmp_path, source="workload_api", workload_api_socket=str(tmp_path / "none.sock")))
     svc = IdentityService(environ={})
     async with running(svc, ctx):
         await until(lambda: ctx.health.codes == ["spire_socket_missing"])
@@ -61,7 +61,7 @@ async def test_missing_spire_socket_is_reported(tmp_path: Path) -> None:
 
 
 async def test_reload_applies_policy_live_and_asks_restart_for_a_new_source(tmp_path: Path) -> None:
-    ctx = FakeContext(settings(tmp_path))
+    ctx = identity_context(settings(tmp_path))
     svc = IdentityService(environ={})
     async with running(svc, ctx):
         await until(lambda: svc.policy is not None)
@@ -112,7 +112,7 @@ def test_settings_validate_ids_and_patterns() -> None:
 async def test_consumers_keep_their_subscription_across_a_restart(
     fresh_ca: CertificateAuthority, tmp_path: Path
 ) -> None:
-    ctx = FakeContext(settings(tmp_path, poll_interval=0.1))
+    ctx = identity_context(settings(tmp_path, poll_interval=0.1))
     fresh_ca.issue_to(tmp_path / "identity", "spiffe://mesh.x0tta/node/r1", 3600)
     svc = IdentityService(environ={})
     seen: list[int] = []
@@ -136,7 +136,7 @@ def long_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("long_backoff")
 async def test_missing_files_are_looked_for_every_poll_interval(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
-    ctx = FakeContext(settings(tmp_path, poll_interval=0.1))
+    ctx = identity_context(settings(tmp_path, poll_interval=0.1))
     svc = IdentityService(environ={})
     async with running(svc, ctx):
         await until(lambda: ctx.health.codes == ["svid_missing"])
@@ -147,7 +147,7 @@ async def test_missing_files_are_looked_for_every_poll_interval(fresh_ca: Certif
 
 @pytest.mark.usefixtures("long_backoff")
 async def test_reload_looks_for_missing_files_at_once(fresh_ca: CertificateAuthority, tmp_path: Path) -> None:
-    ctx = FakeContext(settings(tmp_path, poll_interval=3600))  # only the reload can find the files in time
+    ctx = identity_context(settings(tmp_path, poll_interval=3600))  # only the reload can find the files in time
     svc = IdentityService(environ={})
     async with running(svc, ctx):
         await until(lambda: ctx.health.codes == ["svid_missing"])
