@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet.test_fleet_broker import Collector, until
+from tests.integration.fleet.test_fleet_broker import Collector
 from tests.integration.test_agent_process import start_agent
 from tests.kit.mosquitto import MONITOR, Broker
+from tests.kit.wait import until
 from x0tta.fleet.core.signing import load_cas, verify_status
 
 pytestmark = pytest.mark.integration

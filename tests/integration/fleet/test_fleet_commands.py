@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet.test_fleet_broker import Collector, agent_settings, until
+from tests.integration.fleet.test_fleet_broker import Collector, agent_settings
 from tests.kit.mosquitto import MONITOR, OPERATOR, Broker
+from tests.kit.wait import until
 from x0tta.agent.wiring import AgentHooks, fleet_actions
 from x0tta.fleet.core import command as c
 from x0tta.fleet.core.command import Command, Target
@@ -76,7 +77,7 @@ class Node:
         ctx = StandaloneContext(self.settings, name="fleet", node_id="n1", state_dir=self.state)
         self.ctx = ctx
         self.task = asyncio.create_task(self.svc.run(ctx))
-        await until(lambda: self.svc.connected and self.svc._counters is not None, 20, "the node connected")
+        await until(lambda: self.svc.connected and self.svc._counters is not None, 20, what="the node connected")
         await asyncio.sleep(0.2)  # the SUBACK of the command topic follows the birth
         return self
 
@@ -142,7 +143,7 @@ async def test_a_valid_command_runs_and_each_bad_one_is_refused_with_its_reason(
                                                                               {"interface": "eth1", "drained": True})]
         diag = command(key, 11, "diagnostics", {})
         await send(broker, c.sign(key, diag))
-        await until(lambda: diag.id in results(col), 20, "the diagnostic bundle")
+        await until(lambda: diag.id in results(col), 20, what="the diagnostic bundle")
         assert results(col)[diag.id]["detail"]["subsystems"] == HEALTH
 
         bad = {
@@ -157,7 +158,7 @@ async def test_a_valid_command_runs_and_each_bad_one_is_refused_with_its_reason(
         ids = {reason: c.decode(data).command.id for reason, data in bad.items()}
         for data in bad.values():
             await send(broker, data)
-        await until(lambda: set(ids.values()) <= set(results(col)), 20, "a result for every refused command")
+        await until(lambda: set(ids.values()) <= set(results(col)), 20, what="a result for every refused command")
         for reason, cid in ids.items():
             r = results(col)[cid]
             assert (r["outcome"], r["reason"]) == ("refused", reason), r
@@ -165,7 +166,7 @@ async def test_a_valid_command_runs_and_each_bad_one_is_refused_with_its_reason(
         # for another node: counted and logged, not answered (every node reads every command)
         other = command(key, 26, target=Target(ids=frozenset({"spiffe://mesh.x0tta/node/n2"})))
         await send(broker, c.sign(key, other))
-        await until(lambda: node.count("refused", "wrong_target") == 1, 20, "the wrong target refused")
+        await until(lambda: node.count("refused", "wrong_target") == 1, 20, what="the wrong target refused")
         assert other.id not in results(col)
         assert node.drained == ["eth1"]  # nothing but the valid command ran
         assert node.count("executed", "none") == 2
@@ -180,11 +181,11 @@ async def test_the_replay_counter_survives_a_restart(broker, keys, tmp_path):
     async with Collector(broker) as col:
         async with Node(broker, tmp_path / "n1", key) as node:
             await send(broker, c.sign(key, first))
-            await until(lambda: first.id in results(col), 20, "the first result")
+            await until(lambda: first.id in results(col), 20, what="the first result")
         async with Node(broker, tmp_path / "n1", key) as node:
             again = c.sign(key, first)  # the same envelope, replayed to the restarted node
             await send(broker, again)
-            await until(lambda: node.count("refused", "replayed") == 1, 20, "the replay refused")
+            await until(lambda: node.count("refused", "replayed") == 1, 20, what="the replay refused")
             assert node.drained == []
 
 
@@ -207,14 +208,14 @@ async def test_a_command_sent_while_the_node_is_away_runs_once_when_it_is_back(b
         away = command(key, 42, args={"interface": "eth2"})
         await send(broker, c.sign(key, away))
         async with Node(broker, state, key) as node:
-            await until(lambda: {late.id, away.id} <= set(results(col)), 20, "the queued commands' results")
+            await until(lambda: {late.id, away.id} <= set(results(col)), 20, what="the queued commands' results")
             assert results(col)[away.id]["outcome"] == "executed"
             assert (results(col)[late.id]["outcome"], results(col)[late.id]["reason"]) == ("refused", "expired")
             assert node.drained == ["eth2"] and dropped.id not in results(col)
         async with Node(broker, state, key) as node:  # delivered and acknowledged: not again
             probe = command(key, 43, "diagnostics", {})
             await send(broker, c.sign(key, probe))
-            await until(lambda: probe.id in results(col), 20, "a command after the restart")
+            await until(lambda: probe.id in results(col), 20, what="a command after the restart")
             assert node.drained == [] and node.count("executed", "none") == 1
 
 
@@ -236,7 +237,7 @@ async def test_a_command_received_but_not_handled_before_a_stop_comes_again(brok
             await send(broker, c.sign(key, cmd))
             await asyncio.wait_for(received.wait(), 20)
         async with Node(broker, state, key) as node:
-            await until(lambda: cmd.id in results(col), 20, "the command's result after the restart")
+            await until(lambda: cmd.id in results(col), 20, what="the command's result after the restart")
             assert results(col)[cmd.id]["outcome"] == "executed" and node.drained == ["eth6"]
 
 
@@ -252,7 +253,7 @@ async def test_a_command_queued_for_an_away_node_survives_a_broker_restart(broke
     await asyncio.to_thread(broker.stop)  # SIGTERM: mosquitto writes its persistence file
     await asyncio.to_thread(broker.start)
     async with Collector(broker) as col, Node(broker, state, key) as node:
-        await until(lambda: queued.id in results(col), 20, "the queued command's result")
+        await until(lambda: queued.id in results(col), 20, what="the queued command's result")
         assert results(col)[queued.id]["outcome"] == "executed" and node.drained == ["eth5"]
 
 
@@ -284,7 +285,7 @@ async def test_fleet_nodes_believes_signed_status_and_shows_forged_deaths(broker
         return {r["node"]: r for r in nodes_view(got, cas)}
 
     async with Node(broker, tmp_path / "n1", keys[0]) as node:
-        await until(lambda: node.svc.session > 0, 10, "the birth")
+        await until(lambda: node.svc.session > 0, 10, what="the birth")
         row = (await view())["n1"]
         assert (row["status"], row["signed"], row["session"]) == ("alive", "valid", node.svc.session), row
         # Someone who can write n1's status topic (here with n1's broker credentials, as the broker
