@@ -196,3 +196,19 @@ def golden_socket(node: str = NODE, timeout: float = 1.0) -> BatadvSocket:
         return kernel
 
     return BatadvSocket(timeout, connect=connect)
+
+
+def golden_ifindex(node: str = NODE) -> Callable[[str], int]:
+    """The captured node's interface names -> indexes (``golden/<node>_ifnames.json``), to stand in
+    for ``x0tta.mesh.genl.ifindex`` (the host has no ``bat0``); another name is ENODEV, as on the host."""
+    names = {name: int(index) for index, name in
+             json.loads((GOLDEN / f"{node}_ifnames.json").read_text()).items()}
+
+    def ifindex(name: str) -> int:
+        from x0tta.mesh.genl import MeshError
+
+        if name not in names:
+            raise MeshError(f"no network interface {name!r}", errno.ENODEV)
+        return names[name]
+
+    return ifindex

@@ -11,9 +11,11 @@ guard its two maps (:func:`guard_maps`) each time they do; the guard never impor
 Heal's liveness prober corroborates a late neighbour's silence with the probes' per-neighbour
 counters: this module hands it ``probes.last_rx``; heal and the probes never import each other.
 
-The coord subsystem (coordinated rollouts, when ``[coord] endpoints`` is set) applies a change
-through a file of settings and judges it by the agent's health, the heal loop's harm events
-(:func:`harm_counter`) and the mesh's originators (:func:`coord_sample`).
+The coord subsystem (coordinated rollouts, when ``[coord] endpoints`` is set) applies a change of
+``mesh.<name>`` to the running mesh subsystem through :class:`MeshHold`, the path the fleet's
+``set_mesh`` command takes too (other settings go to a file of settings), and judges it by the
+agent's health, the heal loop's harm events (:func:`harm_counter`) and the mesh's originators
+(:func:`coord_sample`).
 
 The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
 mesh subsystem's last table dump, as the guard's own observation types.
@@ -163,8 +165,9 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
 
         return once("probes", build)
 
-    # Coordinated rollouts apply their change through a file of settings and judge it by the
-    # agent's health, heal harm and the originators the mesh sees (docs/coordination.md).
+    # Coordinated rollouts apply a mesh setting through the running mesh subsystem (other settings
+    # through a file) and judge it by the agent's health, heal harm and the originators the mesh
+    # sees (docs/coordination.md).
     def coord(s: AgentSettings) -> Subsystem:
         return once("coord", lambda: _coord(s, hooks, shared, heal_harm))
 
@@ -228,10 +231,9 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
     from x0tta.fleet.commands import Unsupported
 
     def need(name: str) -> Any:
-        service = shared.get(name)
-        if service is None:
-            raise Unsupported(f"this agent does not run the {name} subsystem")
-        return service
+        return running(shared, name, Unsupported)
+
+    mesh_hold = MeshHold(need)
 
     async def drain(cmd: Any) -> Mapping[str, Any]:
         args = cmd.args
@@ -243,7 +245,7 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
 
     async def set_mesh(cmd: Any) -> Mapping[str, Any]:
         args = cmd.args
-        return await need("mesh").set_setting(args["setting"], args["value"])  # type: ignore[no-any-return]
+        return await mesh_hold.hold(args["setting"], args["value"])
 
     async def release_mesh(cmd: Any) -> Mapping[str, Any]:
         return await need("mesh").release_setting(cmd.args["setting"])  # type: ignore[no-any-return]
@@ -295,6 +297,33 @@ def fleet_actions(actions: Any, shared: Mapping[str, Subsystem], hooks: AgentHoo
         actions.register(name, handler)
 
 
+def running(shared: Mapping[str, Subsystem], name: str, error: type[Exception] | None = None) -> Any:
+    """The subsystem ``name`` of this agent, or ``error`` (a PermanentError by default) saying it does not run."""
+    service = shared.get(name)
+    if service is None:
+        if error is None:
+            from x0tta.common.errors import PermanentError
+
+            error = PermanentError
+        raise error(f"this agent does not run the {name} subsystem")
+    return service
+
+
+class MeshHold:
+    """The mesh subsystem's hold on one of its batman-adv settings (``MeshService.set_setting`` and
+    ``release_setting``): the one path a fleet ``set_mesh`` command and a rollout of ``mesh.<name>``
+    both take. ``need(name)`` finds the subsystem when a change comes (or raises why not)."""
+
+    def __init__(self, need: Callable[[str], Any]) -> None:
+        self.need = need
+
+    async def hold(self, name: str, value: Any) -> Mapping[str, Any]:
+        return await self.need("mesh").set_setting(name, value)  # type: ignore[no-any-return]
+
+    async def release(self, name: str) -> Mapping[str, Any]:
+        return await self.need("mesh").release_setting(name)  # type: ignore[no-any-return]
+
+
 def harm_counter(into: list[int]) -> Callable[[str, str | None, Mapping[str, Any]], None]:
     """A heal listener that counts the heal loop's ``harm`` events into ``into[0]``."""
 
@@ -307,24 +336,37 @@ def harm_counter(into: list[int]) -> Callable[[str, str | None, Mapping[str, Any
 
 def coord_sample(hooks: AgentHooks, shared: Mapping[str, Subsystem], heal_harm: list[int]) -> Callable[[], Any]:
     """The health a rollout compares before and after its change: subsystems other than coord
-    that are not ok, harmful heal actions so far, originators in the mesh's last dump."""
+    that are not ok (the supervisor's view, as ``x0tta status`` shows it), harmful heal actions so
+    far, and the originators batman-adv has a best route to, read from the kernel at that moment
+    (the mesh's last dump when it cannot be read: the mesh not running, the kernel busy)."""
+    from x0tta.common.errors import X0ttaError
     from x0tta.coord.core.rollout import Sample
 
     async def sample() -> Any:
         subsystems = hooks.subsystem_health() if hooks.subsystem_health else []
         unhealthy = sum(1 for h in subsystems if h.get("subsystem") != "coord" and h.get("state") not in ("ok", None))
-        seen = getattr(shared.get("mesh"), "last_observation", None)
-        return Sample(unhealthy, heal_harm[0], len(seen.originators) if seen is not None else 0)
+        mesh = shared.get("mesh")
+        if getattr(mesh, "client", None) is not None:
+            try:
+                await mesh.observe()  # type: ignore[union-attr]
+            except X0ttaError:
+                pass  # the last dump stands in
+        seen = getattr(mesh, "last_observation", None)
+        routes = len({o.orig_address for o in seen.originators if o.flag_best}) if seen is not None else 0
+        return Sample(unhealthy, heal_harm[0], routes)
 
     return sample
 
 
 def _coord(settings: AgentSettings, hooks: AgentHooks, shared: Mapping[str, Subsystem],
            heal_harm: list[int]) -> Subsystem:
-    from x0tta.coord.handlers import FileSettings
+    from x0tta.coord.handlers import FileSettings, LiveSettings
     from x0tta.coord.service import CoordService
 
-    handler = FileSettings(f"{settings.node.state_dir.rstrip('/')}/rollout-settings.json",
+    # mesh.<name>: held by the running mesh subsystem, as a fleet set_mesh command is; other
+    # settings: the file of settings in the state directory
+    handler = LiveSettings({"mesh": MeshHold(lambda name: running(shared, name))},
+                           FileSettings(f"{settings.node.state_dir.rstrip('/')}/rollout-settings.json"),
                            coord_sample(hooks, shared, heal_harm))
     from x0tta.coord.service import operator_verifier
 

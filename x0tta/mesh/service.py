@@ -27,6 +27,8 @@ force again when the subsystem starts.
 
 API for other subsystems (the wiring hands them this instance): ``client`` (the
 :class:`~x0tta.mesh.client.MeshClient`, once running), ``reconcile_now()``, ``last_actions``,
+the operator's controls ``drain``/``undrain`` and ``set_setting``/``release_setting`` (fleet
+commands and rollouts go through them),
 ``last_observation`` (:class:`Observation`: originators, neighbours, gateways, table sizes, and
 when they were read).
 """
@@ -423,7 +425,29 @@ class MeshService(Subsystem):
             raise
         if self._ctx is not None:
             self._ctx.log.warning("mesh_setting_held", setting=name, value=value, by="operator")
-        return {"setting": name, "value": value, "was": before, "actions": [a.kind for a in taken]}
+        return {"setting": name, "value": value, "was": before, "held": name in held,
+                "actions": [a.kind for a in taken]}
+
+    async def release_setting(self, name: str) -> dict[str, Any]:
+        """Stop holding a mesh setting :meth:`set_setting` held: the value of ``[mesh]`` applies again
+        (heal's override, if it has one, still wins while it holds). Releasing what is not held
+        changes nothing."""
+        known = desired_mesh(self.settings)
+        if name not in known:
+            raise MeshError(f"{name} is not a mesh setting x0tta manages: one of {sorted(known)}")
+        held = dict(self.operator["mesh"])
+        if name not in held:
+            return {"setting": name, "released": False, "value": known[name], "actions": []}
+        del self.operator["mesh"][name]
+        try:
+            taken = await self.reconcile_now()
+        except Exception:
+            self.operator["mesh"] = held  # not put back: still held
+            raise
+        if self._ctx is not None:
+            self._ctx.log.warning("mesh_setting_released", setting=name, value=known[name], was=held[name])
+        return {"setting": name, "released": True, "value": known[name], "was": held[name],
+                "actions": [a.kind for a in taken]}
 
     async def _read_state(self, client: MeshClient, s: MeshSettings) -> tuple[Any, list[batadv.HardIf], bool]:
         try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
 
 from x0tta.agent.wiring import factories
 from x0tta.config.loader import parse_settings
@@ -308,12 +311,64 @@ async def test_coord_runs_with_endpoints_and_samples_the_agent_health_heal_harm_
     from x0tta.coord.service import operator_verifier
 
     assert table["coord"](settings) is coord and coord.verifier is operator_verifier
-    table["mesh"](settings).last_observation = type("Seen", (), {"originators": [1, 2, 3]})()
+    # originators with a best route, each counted once (the mesh subsystem does not run: its last dump)
+    routes = [SimpleNamespace(orig_address=a, flag_best=best) for a, best in (("a", True), ("a", False), ("b", True),
+                                                                              ("c", True), ("d", False))]
+    table["mesh"](settings).last_observation = SimpleNamespace(originators=routes)
     for listener in table["heal"](settings).listeners:
         listener("harm", "i1", {"kind": "detach"})
     sample = await coord.handler.sample()
     assert (sample.unhealthy, sample.heal_harm, sample.originators) == (1, 1, 3)
-    assert coord.handler.path == f"{tmp_path}/rollout-settings.json"
+    assert coord.handler.fallback.path == f"{tmp_path}/rollout-settings.json"
+
+
+async def test_a_rollout_and_a_fleet_set_mesh_change_the_running_mesh_through_one_hold(tmp_path, monkeypatch):
+    """A rollout of mesh.orig_interval reaches batman-adv (a kernel answering with captured replies)
+    through the mesh subsystem's hold, as a fleet set_mesh command does; its rollback puts back what
+    was before: the operator's earlier hold, or the [mesh] value."""
+    from tests.kit.batadv import golden_ifindex, golden_socket
+    from x0tta.agent.wiring import AgentHooks, fleet_actions
+    from x0tta.coord.core.rollout import Change
+    from x0tta.fleet.commands import Actions
+    from x0tta.mesh import genl
+    from x0tta.mesh.client import MeshClient
+    from x0tta.mesh.core.batadv import Cmd
+    from x0tta.mesh.genl import MeshError
+
+    monkeypatch.setattr(genl, "ifindex", golden_ifindex())
+    settings = parse_settings(f'[node]\nstate_dir = "{tmp_path}"\n[coord]\nendpoints = ["https://127.0.0.1:2379"]\n'
+                              '[mesh]\ninterface = "bat0"\nhard_interfaces = ["v40a"]\norig_interval = 1000\n')
+    table = factories(settings, AgentHooks())
+    mesh, coord = table["mesh"](settings), table["coord"](settings)
+    mesh.client = MeshClient(sock=golden_socket())
+    await mesh.client.open()
+    try:
+        kernel = mesh.client._sock.sock
+
+        def sent() -> list[int]:
+            return [v["orig_interval"] for c, v in kernel.settings if c == Cmd.SET_MESH and "orig_interval" in v]
+
+        change = Change("mesh.orig_interval", 5000)
+        previous = await coord.handler.apply(change)
+        assert previous == {"held": False, "was": 1000} and sent() == [5000]
+        assert mesh.operator["mesh"] == {"orig_interval": 5000}
+        await coord.handler.rollback(change, previous)
+        assert mesh.operator["mesh"] == {}  # released: [mesh] says 1000, which the kernel has
+        # an operator's fleet command held 250 before the rollout: the rollback holds 250 again
+        actions = Actions()
+        fleet_actions(actions, {"mesh": mesh}, AgentHooks())
+        cmd = SimpleNamespace(id="c1", args={"setting": "orig_interval", "value": 250})
+        assert (await actions.get("set_mesh")(cmd))["value"] == 250
+        previous = await coord.handler.apply(change)
+        assert previous == {"held": True, "was": 250}
+        await coord.handler.rollback(change, previous)
+        assert mesh.operator["mesh"] == {"orig_interval": 250} and sent()[-3:] == [250, 5000, 250]
+        # a setting the mesh does not manage is refused, and other areas still go to the file
+        with pytest.raises(MeshError, match="not a mesh setting"):
+            await coord.handler.apply(Change("mesh.reboot", 1))
+        assert await coord.handler.apply(Change("guard.mode", "enforce")) == {"absent": True}
+    finally:
+        await mesh.client.close()
 
 
 def test_the_rollout_verifier_is_the_operators_hybrid_signature(tmp_path):
