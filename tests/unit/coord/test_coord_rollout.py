@@ -143,6 +143,9 @@ def test_signed_bytes_are_canonical_and_cover_every_field() -> None:
     for other in (doc(wave=2), doc(soak=6.0), doc(targets=("n1",)), doc(change=Change("mesh.orig_interval", 501)),
                   doc(abort=AbortCriteria(worse_share=0.3))):
         assert r.signed_bytes(other) != a
+    # whole numbers where floats are read back: the bytes a node computes from the stored document
+    whole = doc(soak=60, abort=AbortCriteria(worse_share=1))
+    assert r.signed_bytes(whole) == r.signed_bytes(Rollout.from_json(whole.to_json()))
 
 
 @pytest.mark.parametrize("bad", [{"id": "../x"}, {"wave": 0}, {"soak": -1.0}, {"targets": ()},

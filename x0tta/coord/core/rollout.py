@@ -83,6 +83,9 @@ class AbortCriteria:
     heal_harm: int = 0
     lost_originators: int = 0
 
+    def __post_init__(self) -> None:  # a float, as from_json reads it, so the signed bytes are the same
+        object.__setattr__(self, "worse_share", float(self.worse_share))
+
 
 @dataclass(frozen=True)
 class Rollout:
@@ -96,6 +99,9 @@ class Rollout:
     per_segment: bool = False  # at most one node of each mesh segment in turn at once
 
     def __post_init__(self) -> None:
+        # soak as from_json reads it (a float): a document built with ``soak=60`` signs the bytes
+        # every node computes from the stored ``60.0``
+        object.__setattr__(self, "soak", float(self.soak))
         if not _ID.fullmatch(self.id):
             raise DecodeError(f"rollout id {self.id!r}: letters, digits, '_', '.', '-', at most 64")
         if not _SETTING.fullmatch(self.change.setting):
