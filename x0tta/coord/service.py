@@ -17,6 +17,9 @@ registers the node (``nodes/<node>`` under a lease of its own), reads the rollou
   (``fenced/<node>/<token>``, unfenced) and takes a turn again later.
 * **a stale turn**: a node the state shows in turn whose turn key is gone (its lease expired) is
   put back in the queue by whoever sees it first, so a dead holder does not stop the rollout.
+* **a change it refuses**: a handler that raises a ``PermanentError`` (a setting this node does
+  not manage, a value of the wrong type) changed nothing; the node reports itself worse at once
+  (no soak), so the abort criteria decide, and has nothing to undo on rollback.
 * **rollback**: while the rollout is aborting, the node that applied last among those still
   changed undoes its change and records it; then the one before it, down to the first.
 
@@ -39,7 +42,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from x0tta.clock import SYSTEM, Clock
-from x0tta.common.errors import CapabilityMissing, X0ttaError
+from x0tta.common.errors import CapabilityMissing, PermanentError, X0ttaError
 from x0tta.common.health import Condition
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.coord import CoordSettings
@@ -330,7 +333,21 @@ class CoordService(Subsystem):
             before = await self.handler.sample()
             if not holding.certain(DEADLINE_MARGIN):
                 raise TurnLost("the turn's lease may have expired before the change was applied")
-            previous = await self.handler.apply(ro.change)
+            try:
+                previous = await self.handler.apply(ro.change)
+            except PermanentError as exc:
+                # This node refuses the change (a setting it does not manage, a value of the wrong
+                # type, a subsystem it does not run): nothing changed. Reported worse at once, so
+                # the criteria decide, rather than the turn being taken again and again.
+                record["refused"] = str(exc)
+                await write(lambda st: core.soaking(st, me, self.clock.time()), step_is(core.Step.SOAKING))
+                report = core.Report(True, detail=f"change refused: {exc}")
+                record["end"], record["outcome"], record["report"] = self.clock.time(), "worse", report.detail
+                await write(lambda st: core.reported(st, ro, me, report, self.clock.time()),
+                            step_is(core.Step.DONE, core.Step.WORSE))
+                outcome = "worse"
+                ctx.log.warning("coord_change_refused", rollout=ro.id, setting=ro.change.setting, error=str(exc))
+                return
             self._previous[ro.id] = previous
             applied = True
             self._metrics.applied.inc()
@@ -437,9 +454,10 @@ class CoordService(Subsystem):
         previous = self._previous.get(ro.id)
         if previous is None and mine:  # after a restart: what it needs was recorded with the apply interval
             previous = mine[-1].get("previous")
-        await self.handler.rollback(ro.change, previous)
+        if not (mine and "refused" in mine[-1]):  # a change this node refused left nothing to undo
+            await self.handler.rollback(ro.change, previous)
+            self._metrics.rolled_back.inc()
         self._previous.pop(ro.id, None)
-        self._metrics.rolled_back.inc()
         extra = []
         if mine:  # the rollback goes into the node's last apply record, in the same txn as the state
             rec = {**mine[-1], "rolled_back_at": self.clock.time()}
