@@ -312,15 +312,22 @@ def running(shared: Mapping[str, Subsystem], name: str, error: type[Exception] |
 class MeshHold:
     """The mesh subsystem's hold on one of its batman-adv settings (``MeshService.set_setting`` and
     ``release_setting``): the one path a fleet ``set_mesh`` command and a rollout of ``mesh.<name>``
-    both take. ``need(name)`` finds the subsystem when a change comes (or raises why not)."""
+    both take. ``drained`` (a list of hard interfaces, or patterns of them) is the set the operator
+    holds out of batman-adv (``MeshService.set_drained``, the fleet's drain and undrain); released,
+    none. ``need(name)`` finds the subsystem when a change comes (or raises why not)."""
 
     def __init__(self, need: Callable[[str], Any]) -> None:
         self.need = need
 
     async def hold(self, name: str, value: Any) -> Mapping[str, Any]:
+        if name == "drained":
+            answer = await self.need("mesh").set_drained(value)
+            return {**answer, "held": True}  # the empty set before is held again by a rollback, as any other
         return await self.need("mesh").set_setting(name, value)  # type: ignore[no-any-return]
 
     async def release(self, name: str) -> Mapping[str, Any]:
+        if name == "drained":
+            return await self.need("mesh").set_drained([])  # type: ignore[no-any-return]
         return await self.need("mesh").release_setting(name)  # type: ignore[no-any-return]
 
 

@@ -27,8 +27,8 @@ force again when the subsystem starts.
 
 API for other subsystems (the wiring hands them this instance): ``client`` (the
 :class:`~x0tta.mesh.client.MeshClient`, once running), ``reconcile_now()``, ``last_actions``,
-the operator's controls ``drain``/``undrain`` and ``set_setting``/``release_setting`` (fleet
-commands and rollouts go through them),
+the operator's controls ``drain``/``undrain``/``set_drained`` and ``set_setting``/``release_setting``
+(fleet commands and rollouts go through them),
 ``last_observation`` (:class:`Observation`: originators, neighbours, gateways, table sizes, and
 when they were read).
 """
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,21 +390,31 @@ class MeshService(Subsystem):
             self._ctx.log.info("mesh_undrained", hardif=hardif, by="operator")
         return {"interface": hardif, "drained": False, "actions": [a.kind + ":" + a.target for a in taken]}
 
-    async def release_setting(self, name: str) -> dict[str, Any]:
-        """Stop holding a mesh setting an operator set: the reconcile puts ``[mesh]``'s value back."""
-        if name not in self.operator["mesh"]:
-            raise MeshError(f"{name} is not held (held: {sorted(self.operator['mesh'])})")
-        value = self.operator["mesh"].pop(name)
-        try:
-            await self._save_held()
-        except HeldStateError:
-            self.operator["mesh"][name] = value
-            raise
-        taken = await self.reconcile_now()
-        if self._ctx is not None:
-            self._ctx.log.info("mesh_setting_released", setting=name, was=value, by="operator")
-        return {"setting": name, "was": value, "value": desired_mesh(self.settings).get(name),
-                "actions": [a.kind for a in taken]}
+    async def set_drained(self, patterns: list[str]) -> dict[str, Any]:
+        """Hold out of batman-adv exactly the hard interfaces of ``mesh.hard_interfaces`` that match
+        one of ``patterns`` (shell patterns: ``"to-*"``): drain those not drained yet, give back
+        the drained ones that no longer match. What was drained before is in the answer (``was``)."""
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise MeshError(f"drained takes a list of hard interface names or patterns, not {patterns!r}")
+        want = {h for h in self.settings.hard_interfaces if any(fnmatch.fnmatchcase(h, p) for p in patterns)}
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(h, p) for h in self.settings.hard_interfaces)]
+        if unknown:
+            raise MeshError(f"{unknown} match none of mesh.hard_interfaces {list(self.settings.hard_interfaces)}")
+        was = sorted(self.operator["detached"])
+        for hardif in sorted(want - set(was)):
+            await self.drain(hardif)
+        back = set(was) - want
+        if back:
+            self.operator["detached"] -= back
+            try:
+                await self._save_held()
+            except HeldStateError:
+                self.operator["detached"] |= back
+                raise
+            await self.reconcile_now()
+            if self._ctx is not None:
+                self._ctx.log.info("mesh_undrained", hardifs=sorted(back), by="operator")
+        return {"drained": sorted(want), "was": was}
 
     async def set_setting(self, name: str, value: Any) -> dict[str, Any]:
         """Hold one batman-adv mesh setting (a SET_MESH attribute of ``desired_mesh``) at ``value``."""
@@ -431,7 +442,7 @@ class MeshService(Subsystem):
     async def release_setting(self, name: str) -> dict[str, Any]:
         """Stop holding a mesh setting :meth:`set_setting` held: the value of ``[mesh]`` applies again
         (heal's override, if it has one, still wins while it holds). Releasing what is not held
-        changes nothing."""
+        changes nothing (``released`` False): a rollout's rollback releases what it did not find held."""
         known = desired_mesh(self.settings)
         if name not in known:
             raise MeshError(f"{name} is not a mesh setting x0tta manages: one of {sorted(known)}")
@@ -440,9 +451,12 @@ class MeshService(Subsystem):
             return {"setting": name, "released": False, "value": known[name], "actions": []}
         del self.operator["mesh"][name]
         try:
+            await self._save_held()  # off the disk first: a restart must not hold it again
             taken = await self.reconcile_now()
         except Exception:
             self.operator["mesh"] = held  # not put back: still held
+            with contextlib.suppress(HeldStateError):
+                await self._save_held()
             raise
         if self._ctx is not None:
             self._ctx.log.warning("mesh_setting_released", setting=name, value=known[name], was=held[name])

@@ -367,6 +367,18 @@ async def test_a_rollout_and_a_fleet_set_mesh_change_the_running_mesh_through_on
         with pytest.raises(MeshError, match="not a mesh setting"):
             await coord.handler.apply(Change("mesh.reboot", 1))
         assert await coord.handler.apply(Change("guard.mode", "enforce")) == {"absent": True}
+        # mesh.drained: the hard interfaces held out of batman-adv; rollback holds the set before
+        calls = []
+
+        async def set_drained(patterns):
+            calls.append(patterns)
+            return {"drained": patterns, "was": ["x"]}
+
+        mesh.set_drained = set_drained
+        previous = await coord.handler.apply(Change("mesh.drained", ["to-*"]))
+        await coord.handler.rollback(Change("mesh.drained", ["to-*"]), previous)
+        await coord.handler.rollback(Change("mesh.drained", ["to-*"]), None)  # no record: none drained
+        assert calls == [["to-*"], ["x"], []]
     finally:
         await mesh.client.close()
 

@@ -134,8 +134,7 @@ async def test_undrain_and_release_clear_what_is_held_on_disk(tmp_path):
     await s.undrain("eth1")
     out = await s.release_setting("hop_penalty")
     assert out["was"] == 60 and out["value"] == 30
-    with pytest.raises(MeshError, match="not held"):
-        await s.release_setting("hop_penalty")
+    assert (await s.release_setting("hop_penalty"))["released"] is False  # not held: nothing to give back
     later = running(tmp_path, set(), [])
     await later._restore_held(type("Ctx", (), {"log": Log()})())
     assert later.operator == {"detached": set(), "mesh": {}}
@@ -163,3 +162,32 @@ async def test_what_no_longer_fits_the_settings_is_dropped_and_a_damaged_file_ho
     with pytest.raises(TemporaryError, match="cannot write"):
         await s.drain("eth1")
     assert s.operator["detached"] == set()  # not kept: not held either
+
+
+async def test_set_drained_drains_what_matches_and_gives_back_what_no_longer_does(tmp_path):
+    from x0tta.mesh.held import HeldStore
+
+    calls: list = []
+    attached = {"primary0", "to-n2", "to-n5"}
+    s = MeshService(MeshSettings(hard_interfaces=("primary0", "to-n2", "to-n5")), overrides={})
+    s.client, s._links = kernel(attached, calls)  # no batman-adv here
+    s.held = HeldStore(tmp_path / "mesh-operator.sqlite3")
+
+    async def reconcile_now():
+        calls.append(("reconcile", sorted(s.operator["detached"])))
+        return []
+
+    s.reconcile_now = reconcile_now  # type: ignore[method-assign]
+    out = await s.set_drained(["to-*"])
+    assert out == {"drained": ["to-n2", "to-n5"], "was": []}
+    assert [c for c in calls if c[0] == "detach"] == [("detach", "to-n2"), ("detach", "to-n5")]
+    held, _ = await s.held.load(s.settings)
+    assert held["detached"] == {"to-n2", "to-n5"}  # on disk, as a drain command's
+    out = await s.set_drained([])  # what a rollback holds: the set before
+    assert out == {"drained": [], "was": ["to-n2", "to-n5"]} and calls[-1] == ("reconcile", [])
+    held, _ = await s.held.load(s.settings)
+    assert held["detached"] == set()
+    with pytest.raises(MeshError, match="match none"):
+        await s.set_drained(["wlan*"])
+    with pytest.raises(MeshError, match="takes a list"):
+        await s.set_drained("to-n2")
