@@ -121,6 +121,14 @@ class Cluster:
         (self.dir / f"{name}.key").write_bytes(leaf.key_pem)
         return self.files(name)
 
+    def coord_toml(self, name: str, operator_key: Path, prefix: str, poll_interval: float = 0.2) -> str:
+        """An agent's ``[coord]`` section for client ``name`` of this cluster (turns of 3 s)."""
+        files = self.files(name)
+        return (f"[coord]\nendpoints = {json.dumps(self.endpoints)}\ncert_file = \"{files['cert_file']}\"\n"
+                f"key_file = \"{files['key_file']}\"\nca_file = \"{files['ca_file']}\"\n"
+                f"operator_key_file = \"{operator_key}\"\nprefix = \"{prefix}\"\npoll_interval = {poll_interval}\n"
+                "turn_ttl = 3\nrequest_timeout = 1.0\n")
+
     def files(self, name: str) -> dict[str, str]:
         """``cert_file``, ``key_file`` and ``ca_file`` of client ``name``."""
         return {"cert_file": str(self.dir / f"{name}.pem"), "key_file": str(self.dir / f"{name}.key"),

@@ -41,7 +41,7 @@ PREFIX = "/x0tta-agents"
 
 
 def config(node: str, root: Path, cluster: Cluster, key: Path) -> Path:
-    files = cluster.add_client(node)
+    cluster.add_client(node)
     path = root / node / "agent.toml"
     path.parent.mkdir(parents=True)
     path.write_text(f"""
@@ -69,17 +69,7 @@ enabled = false
 [probes]
 enabled = false
 
-[coord]
-endpoints = {json.dumps(cluster.endpoints)}
-cert_file = "{files['cert_file']}"
-key_file = "{files['key_file']}"
-ca_file = "{files['ca_file']}"
-operator_key_file = "{key}"
-prefix = "{PREFIX}"
-poll_interval = 0.2
-turn_ttl = 3
-request_timeout = 1.0
-""")
+{cluster.coord_toml(node, key, PREFIX)}""")
     return path
 
 

@@ -49,7 +49,6 @@ class Node:
     """One node: its mesh subsystem over a recorded kernel and its coord subsystem, both from the wiring."""
 
     def __init__(self, name: str, cluster: Cluster, tmp: Path, key: Path) -> None:
-        files = cluster.files(name)
         toml = f"""
 [node]
 id = "{name}"
@@ -58,17 +57,7 @@ state_dir = "{tmp / name}"
 interface = "bat0"
 hard_interfaces = ["v40a"]
 orig_interval = {CONFIGURED}
-[coord]
-endpoints = {json.dumps(cluster.endpoints)}
-cert_file = "{files['cert_file']}"
-key_file = "{files['key_file']}"
-ca_file = "{files['ca_file']}"
-operator_key_file = "{key}"
-prefix = "{PREFIX}"
-poll_interval = 0.1
-turn_ttl = 3
-request_timeout = 1.0
-"""
+{cluster.coord_toml(name, key, PREFIX, poll_interval=0.1)}"""
         (tmp / name).mkdir(parents=True)
         self.settings = parse_settings(toml)
         table = factories(self.settings, AgentHooks(subsystem_health=lambda: [{"subsystem": "mesh", "state": "ok"}]))
