@@ -49,6 +49,32 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def server_cert(ca: TestCA, where: Path, name: str, ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    """``where/NAME.pem`` and ``.key``: a server-and-client certificate of ``ca`` for an etcd member.
+    etcd presents it to clients and to peers, and verifies a peer's against the peer URL's address
+    (the IP SANs, ``ips``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([*sans, x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .sign(ca.key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    (where / f"{name}.pem").write_bytes(_pem(cert))
+    (where / f"{name}.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
 @dataclass
 class Member:
     name: str
@@ -91,28 +117,7 @@ class Cluster:
     # -- certificates -----------------------------------------------------------------------------
 
     def _server_cert(self, name: str) -> None:
-        """A server-and-client certificate for a member: etcd presents it to clients and to peers,
-        and verifies the peer's against the peer URL's address (IP SAN: the members' address)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(self.ca.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.address)),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(self.ca.key, hashes.SHA256())  # type: ignore[arg-type]
-        )
-        (self.dir / f"{name}.pem").write_bytes(_pem(cert))
-        (self.dir / f"{name}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        server_cert(self.ca, self.dir, name, ips=(self.address,))
 
     def add_client(self, name: str) -> dict[str, str]:
         """A client certificate (an ECDSA X509-SVID of the test CA) for ``name``; its files."""
