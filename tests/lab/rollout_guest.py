@@ -53,7 +53,7 @@ def etcd_up(lab, files):
         "--heartbeat-interval", "200", "--election-timeout", "2000",
     ], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()
-    return asyncio.run(_until(_answers, d, 60, "etcd did not answer"))
+    return asyncio.run(_with_etcd(_answers, d, 60, "etcd did not answer"))
 
 
 async def _answers(client):
@@ -61,25 +61,15 @@ async def _answers(client):
     return {"endpoint": ENDPOINT}
 
 
-async def _until(probe, d, timeout, what):
-    """``await probe(client)`` every 0.5 s until it returns something true; etcd not answering
-    (yet) is tried again."""
+async def _with_etcd(probe, d, timeout, what):
+    """``await probe(client)`` with one etcd client every 0.5 s until it returns something true;
+    etcd not answering (yet) is tried again."""
+    from tests.kit.wait import until
     from x0tta.coord.etcd import EtcdClient, EtcdUnavailable
 
     async with EtcdClient([ENDPOINT], cert_file=str(d / "operator.pem"), key_file=str(d / "operator.key"),
                           ca_file=str(d / "ca.pem"), timeout=2.0) as client:
-        end = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < end:
-            try:
-                last = await probe(client)
-            except EtcdUnavailable as exc:
-                last = str(exc)
-            else:
-                if last:
-                    return last
-            await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout} s (last: {last!r})")
+        return await until(lambda: probe(client), timeout, interval=0.5, ignore=(EtcdUnavailable,), what=what)
 
 
 async def start_rollout(lab, files):
@@ -94,14 +84,14 @@ async def start_rollout(lab, files):
         got = set(await RolloutStore(client, PREFIX).registered())
         return sorted(got) if got >= nodes else None
 
-    seen = await _until(registered, d, 90, "not every agent registered")
+    seen = await _with_etcd(registered, d, 90, "not every agent registered")
 
     async def create(client):
         doc = Rollout.from_json(json.loads((d / "doc.json").read_text()))
         await RolloutStore(client, PREFIX).create(doc, (d / "doc.sig").read_bytes(), time.time())
         return doc.id
 
-    rid = await _until(create, d, 10, "the rollout was not written")
+    rid = await _with_etcd(create, d, 10, "the rollout was not written")
     return {"registered": seen, "rollout": rid, "t": lab.now()}
 
 
@@ -117,7 +107,7 @@ async def rollout_end(lab, files, rollout, timeout=240):
         return {"state": view.state.to_json(), "records": list(view.records.values()),
                 "fenced": list(view.fenced.values()), "t": lab.now()}
 
-    return await _until(final, Path(files), timeout, f"rollout {rollout} did not end")
+    return await _with_etcd(final, Path(files), timeout, f"rollout {rollout} did not end")
 
 
 def hardifs_active(lab, node):
