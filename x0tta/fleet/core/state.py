@@ -471,15 +471,20 @@ class _Reader:
         return self.take(n, what)
 
     def varuint(self, what: str) -> int:
+        data, pos = self.data, self.pos  # read byte by byte in place: state vectors hold thousands
         n = shift = 0
         while True:
-            (b,) = self.take(1, what)
+            if pos >= len(data):
+                raise StateError(f"truncated: {what} at offset {self.pos}")
+            b = data[pos]
+            pos += 1
             n |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
             shift += 7
             if shift > 56:
                 raise StateError(f"{what}: a var-uint longer than 8 bytes")
+        self.pos = pos
         if n >= MAX_CLOCK:
             raise StateError(f"{what}: {n} is above 2^53")
         return n
