@@ -380,14 +380,18 @@ def sign(u: Update, key: Any) -> Update:
     return Update(u.author, u.epoch, u.start, u.end, u.at, u.update, u.chain, sig)
 
 
+_CERT_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension)
+
+
 def verify(u: Update, bundles: Bundles, now: float, *, revoked_ids: Iterable[str] = (),
            crls: Sequence[RevocationList] = ()) -> Refusal | None:
     """Is ``u`` its member author's own? None if so (its effect is judged after applying it to a copy)."""
     try:
         chain = [x509.load_der_x509_certificate(der) for der in u.chain]
-    except ValueError as exc:
-        return Refusal(Reason.NOT_MEMBER, f"unreadable certificate: {str(exc)[:80]}")
-    verdict = validate_x509_svid(chain, bundles, u.at, revocations=crls)
+        key = chain[0].public_key()
+        verdict = validate_x509_svid(chain, bundles, u.at, revocations=crls)
+    except _CERT_ERRORS as exc:  # a certificate from the wire, parsed lazily
+        return Refusal(Reason.NOT_MEMBER, f"unreadable certificate: {type(exc).__name__}: {str(exc)[:80]}")
     if not verdict.ok:
         reason = Reason.REVOKED if verdict.reason == "revoked" else Reason.NOT_MEMBER
         return Refusal(reason, f"{verdict.reason}: {verdict.detail}")
@@ -395,7 +399,6 @@ def verify(u: Update, bundles: Bundles, now: float, *, revoked_ids: Iterable[str
         return Refusal(Reason.NOT_MEMBER, f"the certificate is {verdict.spiffe_id}'s, the update says {u.author}")
     if u.author in set(revoked_ids):
         return Refusal(Reason.REVOKED, f"{u.author} is revoked")
-    key = chain[0].public_key()
     data = signed_bytes(u)
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
