@@ -193,15 +193,33 @@ class Replica:
     def step1(self) -> bytes:
         return st.encode(st.SyncStep1(tuple((e, _vector(ep.doc)) for e, ep in sorted(self.epochs.items()))))
 
-    def answer(self, step1: st.SyncStep1) -> list[bytes]:
-        """The sync answer to a peer's step 1: every logged update it lacks, as messages."""
+    def missing(self, step1: st.SyncStep1) -> list[st.Update]:
+        """Every logged update a peer that sent ``step1`` lacks, in the order it can apply them."""
         theirs = dict(step1.vectors)
         need: list[st.Update] = []
         for number, ep in sorted(self.epochs.items()):
             if theirs and number < min(theirs):
                 continue  # the peer has moved past this epoch and would refuse it
             need += st.missing(ep.log, theirs.get(number))
-        return [st.encode(m) for m in st.split(need)]
+        return need
+
+    def answer(self, step1: st.SyncStep1, limit: int = st.MAX_MESSAGE) -> list[bytes]:
+        """The sync answer to a peer's step 1: every logged update it lacks, as messages."""
+        return [st.encode(m) for m in st.split(self.missing(step1), limit)]
+
+    def page(self, step1: st.SyncStep1, limit: int) -> bytes:
+        """The first message of the answer, at most ``limit`` bytes (an empty ``Updates`` when the
+        peer lacks nothing): a peer that applies it and asks again gets the next."""
+        pages = st.split(self.missing(step1), limit)
+        return st.encode(pages[0] if pages else st.Updates())
+
+    def restore(self, log: Sequence[st.Update], now: float) -> list[Outcome]:
+        """Rebuild the documents from a persisted log (this node's own updates among them), epoch by
+        epoch, every update checked again; joins no epoch and writes nothing."""
+        for number in sorted({u.epoch for u in log}):
+            if number not in self.epochs:
+                self._start_epoch(number)
+        return [self.apply(u, now) for u in sorted(log, key=lambda u: (u.epoch, u.author, u.start))]
 
     def receive(self, data: bytes, now: float) -> tuple[list[bytes], list[Outcome]]:
         """Handle one message from a peer: the replies to send back to it and what became of each

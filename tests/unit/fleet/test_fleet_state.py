@@ -275,3 +275,13 @@ def test_decode_refuses_what_is_not_a_message(data, why):
 def test_values_are_checked_by_schema(section, value, why):
     with pytest.raises(st.StateError, match=why):
         st.encode_value(section, value)
+
+
+def test_split_keeps_every_message_under_its_limit(nodes, now):
+    a, b = nodes["a"], nodes["b"]
+    ups = [register(a, now + i) for i in range(6)] + [register(b, now + i) for i in range(6)]
+    for limit in (1500, 4000, 10**6):
+        msgs = st.split(ups, limit)
+        assert all(len(st.encode(m)) <= limit for m in msgs)
+        assert [u for m in msgs for u in m.updates] == ups
+    assert st.split(ups, 100) == []  # nothing fits

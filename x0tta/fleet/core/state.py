@@ -621,17 +621,35 @@ def missing(log: Iterable[Update], vector: Mapping[int, int] | None) -> list[Upd
     return sorted(need, key=lambda u: (u.author, u.start))
 
 
-def split(updates: Sequence[Update], limit: int = MAX_MESSAGE // 2) -> list[Updates]:
-    """``updates`` as messages each under ``limit`` bytes of updates (certificates come on top)."""
+def split(updates: Sequence[Update], limit: int = MAX_MESSAGE) -> list[Updates]:
+    """``updates`` as messages each encoding to at most ``limit`` bytes (each chain counted once
+    per message). An update too large for ``limit`` on its own is left out: it cannot be sent."""
     out: list[Updates] = []
     batch: list[Update] = []
-    size = 0
+    chains: set[tuple[bytes, ...]] = set()
+    size = _EMPTY_UPDATES
     for u in updates:
-        if batch and (size + u.size > limit or len(batch) >= MAX_UPDATES):
+        cost = _update_cost(u) + (0 if u.chain in chains else _chain_cost(u.chain))
+        if batch and (size + cost > limit or len(batch) >= MAX_UPDATES):
             out.append(Updates(tuple(batch)))
-            batch, size = [], 0
+            batch, chains, size = [], set(), _EMPTY_UPDATES
+            cost = _update_cost(u) + _chain_cost(u.chain)
+        if size + cost > limit:
+            continue
         batch.append(u)
-        size += u.size + len(u.author) + 40
+        chains.add(u.chain)
+        size += cost
     if batch:
         out.append(Updates(tuple(batch)))
     return out
+
+
+_EMPTY_UPDATES = len(MAGIC) + 2 + 2 + 2  # header, chain count, update count
+
+
+def _update_cost(u: Update) -> int:
+    return 4 + len(u.author.encode()) + 28 + 4 + len(u.update) + 2 + len(u.signature)
+
+
+def _chain_cost(chain: tuple[bytes, ...]) -> int:
+    return 1 + sum(2 + len(der) for der in chain)
