@@ -17,6 +17,9 @@ The coord subsystem (coordinated rollouts, when ``[coord] endpoints`` is set) ap
 agent's health, the heal loop's harm events (:func:`harm_counter`) and the mesh's originators
 (:func:`coord_sample`).
 
+The replicated mesh state (``meshstate``) signs with the identity's SVID and registers its sync
+methods with the peer subsystem, which carries them; neither knows the other.
+
 The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
 mesh subsystem's last table dump, as the guard's own observation types.
 """
@@ -171,6 +174,11 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def coord(s: AgentSettings) -> Subsystem:
         return once("coord", lambda: _coord(s, hooks, shared, heal_harm))
 
+    # The replicated mesh state signs with the identity's SVID and syncs over the peer sessions
+    # (docs/fleet.md, "Replicated mesh state").
+    def meshstate(s: AgentSettings) -> Subsystem:
+        return once("meshstate", lambda: _meshstate(identity(s), peer(s)))
+
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
         "fleet": (settings.fleet.active, fleet),
@@ -179,9 +187,16 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         "heal": (settings.heal.enabled, heal),
         "guard": (settings.guard.enabled, guard),
         "peer": (settings.peer.enabled, peer),
+        "meshstate": (settings.meshstate.enabled and settings.identity.enabled and settings.peer.enabled, meshstate),
         "probes": (settings.probes.enabled, probes),
     }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
+
+
+def _meshstate(identity: Subsystem, peer: Subsystem) -> Subsystem:
+    from x0tta.fleet.stateservice import MeshStateService
+
+    return MeshStateService(identity, peer)  # type: ignore[arg-type]
 
 
 def _identity(settings: AgentSettings) -> Subsystem:

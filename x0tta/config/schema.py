@@ -1,7 +1,7 @@
 """The agent's settings: one dataclass per config section, every field with its reason.
 
 The sections of the subsystems live in their own modules of this package (``mesh``, ``heal``,
-``identity``, ``peer``, ``guard``, ``probes``, ``fleet``, ``coord``) so that each subsystem's owners
+``identity``, ``peer``, ``guard``, ``probes``, ``fleet``, ``coord``, ``meshstate``) so that each subsystem's owners
 can grow them without touching the others; this module assembles them into :class:`AgentSettings`.
 """
 
@@ -16,6 +16,7 @@ from x0tta.config.guard import GuardSettings
 from x0tta.config.heal import HealSettings
 from x0tta.config.identity import IdentitySettings
 from x0tta.config.mesh import MeshSettings
+from x0tta.config.meshstate import MeshStateSettings
 from x0tta.config.peer import PeerSettings
 from x0tta.config.probes import ProbeSettings
 
@@ -169,6 +170,9 @@ class AgentSettings:
     probes: ProbeSettings = setting(default_factory=ProbeSettings, doc="eBPF probes.")
     fleet: FleetSettings = setting(default_factory=FleetSettings, doc="Fleet plane: reports to an MQTT broker.")
     coord: CoordSettings = setting(default_factory=CoordSettings, doc="Coordinated rollouts on etcd.")
+    meshstate: MeshStateSettings = setting(
+        default_factory=MeshStateSettings, doc="Replicated mesh state: a signed CRDT document over the peer sessions."
+    )
 
     @property
     def admin_socket(self) -> str:

@@ -104,3 +104,36 @@ async def test_partitioned_writes_converge_over_peer_sessions(tmp_path):
     assert not again.replica.refused  # nothing of its log refused
     for s in (a, c, again, m):
         await s.close()
+
+
+async def test_the_meshstate_subsystem_registers_every_node(tmp_path):
+    """The agent's subsystem: two nodes, each with its SVID and peer subsystem, find each other's
+    registry entries, with their MACs, and show them on the admin API."""
+    from x0tta.fleet.stateservice import MeshStateService
+    from x0tta.peer.testing import sample
+
+    ca = TestCA(TD)
+    cfg = {"identity": {"trust_domain": TD}, "meshstate": {"enabled": True, "interval": 0.2, "role": "gateway"}}
+
+    def ctx(name: str, peers=()) -> FakeContext:
+        s = build(AgentSettings, {**cfg, "peer": {"listen_address": "127.0.0.1", "port": 0, "peers": list(peers),
+                                                  "reconnect_min_delay": 0.05}})
+        return FakeContext(s, name="meshstate", node_id=name, state_dir=tmp_path / name)
+
+    ids = {n: StaticIdentity(ca.credentials(ca.issue(path=f"/node/{n}"))) for n in ("a", "b")}
+    peer_b = PeerService(ids["b"])
+    svc_b, ctx_b = MeshStateService(ids["b"], peer_b, macs=lambda: ["02:00:00:00:00:0B"]), ctx("b")
+    async with running(peer_b, ctx("b")), running(svc_b, ctx_b):
+        hub = [f"127.0.0.1:{peer_b.port}"]
+        peer_a = PeerService(ids["a"])
+        svc_a, ctx_a = MeshStateService(ids["a"], peer_a, macs=lambda: ["02:00:00:00:00:0a"]), ctx("a")
+        async with running(peer_a, ctx("a", hub)), running(svc_a, ctx_a):
+            await until(lambda: svc_a.sync is not None and svc_b.sync is not None
+                        and len(svc_a.sync.state()["registry"]) == len(svc_b.sync.state()["registry"]) == 2, 30)
+            shown = await ctx_b.admin.handlers["meshstate.show"]({})
+            entry = shown["state"]["registry"][f"spiffe://{TD}/node/a"]
+            assert entry["macs"] == ["02:00:00:00:00:0a"] and entry["role"] == "gateway"
+            assert shown["refused"] == {} and shown["epoch"] == 0
+            await until(lambda: sample(ctx_b, "x0tta_meshstate_nodes") == 2, 30)
+            assert sample(ctx_b, "x0tta_meshstate_updates_total", result="applied") >= 1
+    assert (tmp_path / "b" / "meshstate" / "state.db").exists()

@@ -1,0 +1,109 @@
+"""The ``meshstate`` subsystem: this node's copy of the replicated mesh state, in the agent.
+
+It waits for the node's SVID (the identity subsystem's source), builds the
+:class:`~x0tta.fleet.replica.Replica` with the SVID's key, rebuilds it from its log on disk
+(``<state_dir>/meshstate/state.db``), hands the sync's two methods to the peer subsystem (given by
+the composition root as ``carrier``) and writes the node's registry entry; then it pulls from every
+peer session every ``[meshstate] interval``. A rotated SVID, bundle or revocation list is taken at
+the next round. docs/fleet.md, "Replicated mesh state", says how the state converges.
+
+Metrics (``x0tta_meshstate_``): ``updates_total{result}`` (``applied``, ``duplicate`` or the
+refusal's reason), ``epoch``, ``log_bytes``, ``nodes`` (registry entries). Admin command
+``meshstate.show``: the state as this node reads it, its epoch and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import Counter, Gauge
+
+from x0tta import __version__
+from x0tta.clock import SYSTEM, Clock
+from x0tta.common.subsystem import Context, Subsystem
+from x0tta.fleet.core import state as st
+from x0tta.fleet.replica import Replica
+from x0tta.fleet.statesync import Carrier, StateSync
+
+
+class MeshStateService(Subsystem):
+    name = "meshstate"
+
+    def __init__(self, identity: Any, carrier: Carrier, *, macs: Callable[[], Iterable[str]] | None = None,
+                 clock: Clock = SYSTEM) -> None:
+        self.identity = identity  # has ``async wait_source()``: the identity subsystem
+        self.carrier = carrier  # has ``register_method`` and ``sessions``: the peer subsystem
+        self.macs = macs
+        self.clock = clock
+        self.sync: StateSync | None = None
+        self._counted: Tally[str] = Tally()
+
+    async def run(self, ctx: Context) -> None:
+        s = ctx.settings.meshstate
+        source = await self.identity.wait_source()
+        while not source.has_svid():
+            await self.clock.sleep(1.0)
+        svid = source.svid()
+        key = await asyncio.to_thread(serialization.load_pem_private_key, svid.private_key_pem, None)
+        policy = st.Policy(svid.spiffe_id.trust_domain, frozenset(s.revokers), s.compact_at_bytes)
+        replica = Replica(str(svid.spiffe_id), key, st.chain_der(svid.cert_chain), policy, source.bundles(),
+                          crls=source.revocations())
+        sync = StateSync(replica, ctx.state_dir / "meshstate" / "state.db", clock=self.clock, interval=s.interval,
+                         logger=ctx.log)
+        self.sync = sync
+        updates = Counter("x0tta_meshstate_updates_total", "Signed updates received, by what became of them",
+                          ["result"], registry=ctx.registry)
+        epoch = Gauge("x0tta_meshstate_epoch", "The newest epoch this node holds", registry=ctx.registry)
+        log_bytes = Gauge("x0tta_meshstate_log_bytes", "Bytes of signed updates held", registry=ctx.registry)
+        nodes = Gauge("x0tta_meshstate_nodes", "Registry entries this node reads", registry=ctx.registry)
+        ctx.admin.register("meshstate.show", self._show)
+        try:
+            restored = await sync.restore()
+            sync.attach(self.carrier)
+            await sync.write(self._entry(ctx, svid))
+            ctx.log.info("meshstate_started", author=replica.author, restored=restored, epoch=replica.epoch)
+            ctx.health.ok()
+            while True:
+                await self._refresh(source, replica)
+                await sync.sync_all()
+                self._count(replica, updates)
+                epoch.set(replica.epoch)
+                log_bytes.set(replica.log_bytes())
+                nodes.set(len(replica.view()["registry"]))
+                await self.clock.sleep(s.interval)
+        finally:
+            await sync.close()
+
+    def _entry(self, ctx: Context, svid: Any) -> dict[str, Any]:
+        macs = sorted(m.lower() for m in (self.macs() if self.macs is not None else ()))[: st.MAX_MACS]
+        value = {"macs": macs, "role": ctx.settings.meshstate.role, "version": __version__, "at": self.clock.time()}
+        return {"registry": {str(svid.spiffe_id): value}}
+
+    async def _refresh(self, source: Any, replica: Replica) -> None:
+        """Take a rotated SVID, bundle or revocation list."""
+        svid = source.svid()
+        chain = st.chain_der(svid.cert_chain)
+        if chain != replica.chain:
+            replica.key = await asyncio.to_thread(serialization.load_pem_private_key, svid.private_key_pem, None)
+            replica.chain = chain
+        replica.bundles, replica.crls = source.bundles(), tuple(source.revocations())
+
+    def _count(self, replica: Replica, counter: Any) -> None:
+        now: Tally[str] = Tally({str(k): v for k, v in replica.refused.items()})
+        now["applied"], now["duplicate"] = replica.applied, replica.duplicates
+        for result, n in now.items():
+            if n > self._counted[result]:
+                counter.labels(result=result).inc(n - self._counted[result])
+        self._counted = now
+
+    async def _show(self, _args: dict[str, Any]) -> dict[str, Any]:
+        if self.sync is None:
+            return {"ready": False}
+        r = self.sync.replica
+        return {"ready": True, "author": r.author, "epoch": r.epoch, "epochs": sorted(r.epochs),
+                "log_bytes": r.log_bytes(), "applied": r.applied, "duplicates": r.duplicates,
+                "refused": {str(k): v for k, v in r.refused.items()}, "state": self.sync.state()}
