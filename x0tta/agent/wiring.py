@@ -177,7 +177,7 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     # The replicated mesh state signs with the identity's SVID and syncs over the peer sessions
     # (docs/fleet.md, "Replicated mesh state").
     def meshstate(s: AgentSettings) -> Subsystem:
-        return once("meshstate", lambda: _meshstate(identity(s), peer(s)))
+        return once("meshstate", lambda: _meshstate(identity(s), peer(s), s.mesh.hard_interfaces))
 
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
@@ -193,10 +193,23 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
 
 
-def _meshstate(identity: Subsystem, peer: Subsystem) -> Subsystem:
+def _meshstate(identity: Subsystem, peer: Subsystem, hard_interfaces: tuple[str, ...]) -> Subsystem:
     from x0tta.fleet.stateservice import MeshStateService
 
-    return MeshStateService(identity, peer)  # type: ignore[arg-type]
+    return MeshStateService(identity, peer, macs=lambda: interface_macs(hard_interfaces))  # type: ignore[arg-type]
+
+
+def interface_macs(names: tuple[str, ...], sysfs: str = "/sys/class/net") -> list[str]:
+    """The MAC addresses of the mesh's hard interfaces that exist (the node's registry entry lists
+    them). Reads sysfs: call it off the event loop."""
+    out = []
+    for name in names:
+        try:
+            with open(f"{sysfs}/{name}/address") as f:
+                out.append(f.read().strip().lower())
+        except OSError:
+            continue
+    return out
 
 
 def _identity(settings: AgentSettings) -> Subsystem:

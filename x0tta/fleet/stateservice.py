@@ -64,7 +64,8 @@ class MeshStateService(Subsystem):
         try:
             restored = await sync.restore()
             sync.attach(self.carrier)
-            await sync.write(self._entry(ctx, svid))
+            macs = await asyncio.to_thread(lambda: list(self.macs()) if self.macs is not None else [])
+            await sync.write(self._entry(ctx, svid, macs))
             ctx.log.info("meshstate_started", author=replica.author, restored=restored, epoch=replica.epoch)
             ctx.health.ok()
             while True:
@@ -78,8 +79,8 @@ class MeshStateService(Subsystem):
         finally:
             await sync.close()
 
-    def _entry(self, ctx: Context, svid: Any) -> dict[str, Any]:
-        macs = sorted(m.lower() for m in (self.macs() if self.macs is not None else ()))[: st.MAX_MACS]
+    def _entry(self, ctx: Context, svid: Any, found: Iterable[str]) -> dict[str, Any]:
+        macs = sorted(m.lower() for m in found if st.MAC_PATTERN.fullmatch(m.lower()))[: st.MAX_MACS]
         value = {"macs": macs, "role": ctx.settings.meshstate.role, "version": __version__, "at": self.clock.time()}
         return {"registry": {str(svid.spiffe_id): value}}
 

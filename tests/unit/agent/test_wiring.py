@@ -402,3 +402,22 @@ def test_the_rollout_verifier_is_the_operators_hybrid_signature(tmp_path):
     assert not operator_verifier(key.public.to_pem(), data, b"not json")
     assert not operator_verifier(b"not a key", data, good)
     assert core.signed_bytes  # the bytes `x0tta rollout bytes` prints are what is signed
+
+
+def test_meshstate_signs_with_the_identity_and_syncs_over_the_peer_sessions():
+    assert "meshstate" not in factories(parse_settings(""))
+    assert "meshstate" not in factories(parse_settings("[meshstate]\nenabled = true\n[peer]\nenabled = false\n"))
+    settings = parse_settings("[meshstate]\nenabled = true\n")
+    table = factories(settings)
+    assert list(table).index("meshstate") > list(table).index("peer")
+    service = table["meshstate"](settings)
+    assert table["meshstate"](settings) is service
+    assert service.identity is table["identity"](settings) and service.carrier is table["peer"](settings)
+
+
+def test_meshstate_lists_the_macs_of_the_hard_interfaces_that_exist(tmp_path):
+    from x0tta.agent.wiring import interface_macs
+
+    (tmp_path / "eth1").mkdir()
+    (tmp_path / "eth1" / "address").write_text("02:BA:00:01:00:01\n")
+    assert interface_macs(("eth1", "wlan9"), sysfs=str(tmp_path)) == ["02:ba:00:01:00:01"]
