@@ -250,6 +250,9 @@ class Replica:
     def _apply(self, u: st.Update, now: float, on_new_epoch: Callable[[st.Update], None] | None) -> Outcome:
         if u.epoch < min(self.epochs):
             return Outcome(u, Refusal(Reason.STALE_EPOCH, f"epoch {u.epoch} is older than {min(self.epochs)}"))
+        if u.epoch > self.epoch + st.MAX_EPOCH_STEP:
+            return Outcome(u, Refusal(Reason.EPOCH_JUMP, f"epoch {u.epoch} is more than {st.MAX_EPOCH_STEP} "
+                                                         f"ahead of {self.epoch}"))
         refusal = st.verify(u, self.bundles, now, revoked_ids=st.revoked(self.view(), self.policy.revokers),
                             crls=self.crls)
         if refusal is not None:

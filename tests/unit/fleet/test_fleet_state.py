@@ -285,3 +285,13 @@ def test_split_keeps_every_message_under_its_limit(nodes, now):
         assert all(len(st.encode(m)) <= limit for m in msgs)
         assert [u for m in msgs for u in m.updates] == ups
     assert st.split(ups, 100) == []  # nothing fits
+
+
+def test_an_epoch_far_ahead_is_refused(leaves, nodes, now):
+    a, b = nodes["a"], nodes["b"]
+    u = register(a, now)
+    for epoch, reason in ((3, Reason.EPOCH_JUMP), (2, None)):
+        moved = st.sign(st.Update(u.author, epoch, u.start, u.end, u.at, u.update, u.chain), leaves["a"].key)
+        outcome = b.apply(moved, now)
+        assert (outcome.refusal.reason if outcome.refusal else None) is reason
+    assert b.epoch == 2 and a.author in b.state()["registry"]

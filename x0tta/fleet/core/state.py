@@ -27,7 +27,9 @@ A receiver checks, in this order, and the first failing rule is the :class:`Reas
 with (and counts): ``malformed``; ``not_member`` (the chain is not an X509-SVID of a trust domain
 the node trusts, valid when the update says it was made, or it names another author);
 ``revoked`` (the author is in the revocations map or a CRL); ``bad_signature``; ``future`` (made
-more than :data:`MAX_SKEW` ahead of the receiver's clock); ``stale_epoch``; then, once the update is
+more than :data:`MAX_SKEW` ahead of the receiver's clock); ``stale_epoch``; ``epoch_jump`` (more
+than :data:`MAX_EPOCH_STEP` epochs ahead of the receiver's: a member cannot throw the mesh's state
+far forward, and a sync answer brings a peer's older epoch first); then, once the update is
 applied to a copy of the document: ``gap`` (it does not follow the author's last update: asked
 for again at the next sync), ``foreign_client`` (it carries items of another client id),
 ``unknown_section``, ``bad_value``, ``foreign_write`` (it changes a key the author does not own,
@@ -87,6 +89,7 @@ MAX_CHAINS = 1024  # distinct chains in one message
 MAX_UPDATES = 4096  # updates in one message
 MAX_VECTOR = 4096  # clients in one state vector
 MAX_EPOCHS = 2  # epochs a node holds, hence announces
+MAX_EPOCH_STEP = 2  # a newer epoch is joined only this far ahead: a peer holds two, the older comes first
 MAX_CLOCK = 2**53  # Yjs clocks and client ids stay below (JavaScript's safe integers)
 MAX_VALUE = 2048  # bytes of one value's JSON text
 MAX_MACS = 16
@@ -115,6 +118,7 @@ class Reason(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     FUTURE = "future"
     STALE_EPOCH = "stale_epoch"
+    EPOCH_JUMP = "epoch_jump"
     GAP = "gap"
     FOREIGN_CLIENT = "foreign_client"
     UNKNOWN_SECTION = "unknown_section"
