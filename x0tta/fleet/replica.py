@@ -143,22 +143,29 @@ class Replica:
 
     def _commit(self, ep: Epoch, now: float, encoded: Mapping[tuple[str, str], str | None]) -> st.Update:
         doc = ep.doc
-        before = doc.get_state()
-        start = st.decode_vector(before).get(self.client, 0)
+        start = _vector(doc).get(self.client, 0)
         heads = doc.get("heads", type=pycrdt.Map)
         seq = st.decode_value("heads", heads[self.author])["seq"] + 1 if self.author in heads else 1
-        with doc.transaction():
-            for (section, key), text in encoded.items():
-                m = doc.get(section, type=pycrdt.Map)
-                if text is None:
-                    if key in m:
-                        del m[key]
-                else:
-                    m[key] = text
-            heads[self.author] = st.encode_value("heads", {"seq": seq, "at": now})
+        # The transaction's own update, not a diff against ``before``: a diff carries the whole delete
+        # set of the document, other nodes' deletions among them, which a receiver that has not yet
+        # had them would judge as this node deleting their entries.
+        made: list[bytes] = []
+        sub = doc.observe(lambda event: made.append(event.update))
+        try:
+            with doc.transaction():
+                for (section, key), text in encoded.items():
+                    m = doc.get(section, type=pycrdt.Map)
+                    if text is None:
+                        if key in m:
+                            del m[key]
+                    else:
+                        m[key] = text
+                heads[self.author] = st.encode_value("heads", {"seq": seq, "at": now})
+        finally:
+            doc.unobserve(sub)
         end = _vector(doc)[self.client]
-        u = st.sign(st.Update(self.author, ep.number, start, end, now, doc.get_update(before), self.chain),
-                    self.key)
+        update = made[0] if len(made) == 1 else pycrdt.merge_updates(*made)
+        u = st.sign(st.Update(self.author, ep.number, start, end, now, update, self.chain), self.key)
         ep.append(u)
         return u
 

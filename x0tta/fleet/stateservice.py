@@ -52,8 +52,9 @@ class MeshStateService(Subsystem):
         policy = st.Policy(svid.spiffe_id.trust_domain, frozenset(s.revokers), s.compact_at_bytes)
         replica = Replica(str(svid.spiffe_id), key, st.chain_der(svid.cert_chain), policy, source.bundles(),
                           crls=source.revocations())
+        page = max(16 * 1024, ctx.settings.peer.frame_max_size - 4096)  # a response frame's head and room
         sync = StateSync(replica, ctx.state_dir / "meshstate" / "state.db", clock=self.clock, interval=s.interval,
-                         logger=ctx.log)
+                         page_bytes=page, logger=ctx.log)
         self.sync = sync
         updates = Counter("x0tta_meshstate_updates_total", "Signed updates received, by what became of them",
                           ["result"], registry=ctx.registry)
