@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pycrdt
 import pytest
@@ -74,9 +75,12 @@ async def test_partitioned_writes_converge_over_peer_sessions(tmp_path):
     assert a.state() != c.state()
     async with serving(b, ca, leaves["b"], "b") as peer_b:
         hub = [f"127.0.0.1:{peer_b.port}"]
+        healed = time.monotonic()
         async with serving(a, ca, leaves["a"], "a", hub), serving(c, ca, leaves["c"], "c", hub):
             # healed: a and c reach each other only through b
             await until(lambda: a.state() == b.state() == c.state() and len(a.state()["registry"]) == 2, 30)
+            print(f"converged {time.monotonic() - healed:.2f} s after the partition healed (PQ handshakes "
+                  f"included, pull interval {a.interval} s)")
             # a new write is pushed to b at once, and pulled from b by c
             await b.write(registry(b, "02:00:00:00:00:0b"))
             await until(lambda: a.state() == b.state() == c.state() and len(c.state()["registry"]) == 3, 30)
