@@ -70,12 +70,13 @@ class MeshStateService(Subsystem):
             ctx.log.info("meshstate_started", author=replica.author, restored=restored, epoch=replica.epoch)
             ctx.health.ok()
             while True:
-                await self._refresh(source, replica)
+                await self._refresh(source, sync)
                 await sync.sync_all()
-                self._count(replica, updates)
-                epoch.set(replica.epoch)
-                log_bytes.set(replica.log_bytes())
-                nodes.set(len(replica.view()["registry"]))
+                counts, number, size, entries = await sync.call(self._read, replica)
+                self._count(counts, updates)
+                epoch.set(number)
+                log_bytes.set(size)
+                nodes.set(entries)
                 await self.clock.sleep(s.interval)
         finally:
             await sync.close()
@@ -85,18 +86,26 @@ class MeshStateService(Subsystem):
         value = {"macs": macs, "role": ctx.settings.meshstate.role, "version": __version__, "at": self.clock.time()}
         return {"registry": {str(svid.spiffe_id): value}}
 
-    async def _refresh(self, source: Any, replica: Replica) -> None:
-        """Take a rotated SVID, bundle or revocation list."""
-        svid = source.svid()
-        chain = st.chain_der(svid.cert_chain)
-        if chain != replica.chain:
-            replica.key = await asyncio.to_thread(serialization.load_pem_private_key, svid.private_key_pem, None)
-            replica.chain = chain
-        replica.bundles, replica.crls = source.bundles(), tuple(source.revocations())
+    async def _refresh(self, source: Any, sync: StateSync) -> None:
+        """Take a rotated SVID, bundle or revocation list (on the sync's worker thread)."""
+        svid, bundles, crls = source.svid(), source.bundles(), tuple(source.revocations())
 
-    def _count(self, replica: Replica, counter: Any) -> None:
-        now: Tally[str] = Tally({str(k): v for k, v in replica.refused.items()})
-        now["applied"], now["duplicate"] = replica.applied, replica.duplicates
+        def take(replica: Replica) -> None:
+            chain = st.chain_der(svid.cert_chain)
+            if chain != replica.chain:
+                replica.key = serialization.load_pem_private_key(svid.private_key_pem, None)
+                replica.chain = chain
+            replica.bundles, replica.crls = bundles, crls
+
+        await sync.call(take, sync.replica)
+
+    @staticmethod
+    def _read(replica: Replica) -> tuple[Tally[str], int, int, int]:
+        counts: Tally[str] = Tally({str(k): v for k, v in replica.refused.items()})
+        counts["applied"], counts["duplicate"] = replica.applied, replica.duplicates
+        return counts, replica.epoch, replica.log_bytes(), len(replica.view()["registry"])
+
+    def _count(self, now: Tally[str], counter: Any) -> None:
         for result, n in now.items():
             if n > self._counted[result]:
                 counter.labels(result=result).inc(n - self._counted[result])
@@ -105,7 +114,10 @@ class MeshStateService(Subsystem):
     async def _show(self, _args: dict[str, Any]) -> dict[str, Any]:
         if self.sync is None:
             return {"ready": False}
-        r = self.sync.replica
-        return {"ready": True, "author": r.author, "epoch": r.epoch, "epochs": sorted(r.epochs),
-                "log_bytes": r.log_bytes(), "applied": r.applied, "duplicates": r.duplicates,
-                "refused": {str(k): v for k, v in r.refused.items()}, "state": self.sync.state()}
+
+        def show(r: Replica) -> dict[str, Any]:
+            return {"ready": True, "author": r.author, "epoch": r.epoch, "epochs": sorted(r.epochs),
+                    "log_bytes": r.log_bytes(), "applied": r.applied, "duplicates": r.duplicates,
+                    "refused": {str(k): v for k, v in r.refused.items()}, "state": r.state()}
+
+        return await self.sync.call(show, self.sync.replica)  # type: ignore[no-any-return]

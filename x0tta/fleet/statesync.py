@@ -140,7 +140,9 @@ class StateSync:
         carrier.register_method(SYNC, self._serve_sync)
         carrier.register_method(PUSH, self._serve_push)
 
-    async def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the worker thread, after what is queued there: everything that touches
+        the replica goes through here (a pycrdt document is not for two threads at once)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _open(self) -> None:
@@ -149,7 +151,7 @@ class StateSync:
 
     async def close(self) -> None:
         """Close the log on disk and the worker thread."""
-        await self._locked(lambda: self.store.close() if self.store is not None else None)
+        await self.call(lambda: self.store.close() if self.store is not None else None)
         self._pool.shutdown(wait=True)
 
     # ---- start, write, read ---------------------------------------------------------------------
@@ -158,15 +160,15 @@ class StateSync:
         """Rebuild the replica from the log on disk; returns how many updates it took back."""
         if self.path is None:
             return 0
-        updates, bad = await self._locked(self._load)
-        outcomes = await self._locked(self.replica.restore, updates, self.clock.time())
+        updates, bad = await self.call(self._load)
+        outcomes = await self.call(self.replica.restore, updates, self.clock.time())
         self._event("state_restored", updates=len(updates), unreadable=bad,
                     refused=sum(1 for o in outcomes if o.refusal is not None))
         return sum(1 for o in outcomes if o.applied)
 
     async def write(self, changes: Mapping[str, Mapping[str, Mapping[str, Any] | None]]) -> st.Update:
         """Write this node's entries (:meth:`Replica.write`), keep the update and push it to every peer."""
-        made = await self._locked(self._write, changes, self.clock.time())
+        made = await self.call(self._write, changes, self.clock.time())
         self._push_all(st.encode(st.Updates(tuple(made))))
         return made[0]  # type: ignore[no-any-return]
 
@@ -185,8 +187,9 @@ class StateSync:
         assert self.store is not None
         return self.store.load()
 
-    def state(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return self.replica.state()
+    async def state(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The state as this node reads it (:meth:`Replica.state`)."""
+        return await self.call(self.replica.state)  # type: ignore[no-any-return]
 
     # ---- the two methods ------------------------------------------------------------------------
 
@@ -197,7 +200,7 @@ class StateSync:
             return self._malformed(exc)
         if not isinstance(msg, st.SyncStep1):
             return self._malformed(st.StateError("fleet.state.sync carries a step 1"))
-        return await self._locked(self.replica.page, msg, self.page_bytes)  # type: ignore[no-any-return]
+        return await self.call(self.replica.page, msg, self.page_bytes)  # type: ignore[no-any-return]
 
     async def _serve_push(self, _session: Any, body: bytes) -> bytes:
         await self._receive(body)
@@ -210,7 +213,7 @@ class StateSync:
 
     async def _receive(self, body: bytes) -> list[Outcome]:
         try:
-            replies, outcomes = await self._locked(self._apply, body, self.clock.time())
+            replies, outcomes = await self.call(self._apply, body, self.clock.time())
         except st.StateError as exc:
             self._malformed(exc)
             return []
@@ -260,7 +263,7 @@ class StateSync:
         """Pull from one peer until it has nothing this node lacks; returns the updates applied."""
         applied = 0
         for _ in range(MAX_ROUNDS):
-            step1 = await self._locked(self.replica.step1)
+            step1 = await self.call(self.replica.step1)
             page = await session.request(SYNC, step1, timeout=self.request_timeout)
             outcomes = await self._receive(page)
             got = sum(1 for o in outcomes if o.applied)

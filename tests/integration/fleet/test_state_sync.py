@@ -47,6 +47,12 @@ def registry(sync: StateSync, mac: str) -> dict:
     return {"registry": {sync.replica.author: {"macs": [mac], "role": "node", "version": "1", "at": at}}}
 
 
+async def same(syncs, entries: int) -> bool:
+    """Do all ``syncs`` read one state, with ``entries`` registry entries?"""
+    states = [await s.state() for s in syncs]
+    return all(x == states[0] for x in states) and len(states[0]["registry"]) == entries
+
+
 @contextlib.asynccontextmanager
 async def serving(sync: StateSync, ca: TestCA, leaf: Leaf, name: str, peers=()):
     """A peer subsystem with ``leaf``'s SVID carrying ``sync``, and the periodic pull."""
@@ -72,18 +78,18 @@ async def test_partitioned_writes_converge_over_peer_sessions(tmp_path):
     await c.write(registry(c, "02:00:00:00:00:0c"))
     await c.write({"quarantine": {f"{c.replica.author} spiffe://{TD}/node/x": {
         "target": f"spiffe://{TD}/node/x", "reason": "replayed probes", "at": c.clock.time()}}})
-    assert a.state() != c.state()
+    assert await a.state() != await c.state()
     async with serving(b, ca, leaves["b"], "b") as peer_b:
         hub = [f"127.0.0.1:{peer_b.port}"]
         healed = time.monotonic()
         async with serving(a, ca, leaves["a"], "a", hub), serving(c, ca, leaves["c"], "c", hub):
             # healed: a and c reach each other only through b
-            await until(lambda: a.state() == b.state() == c.state() and len(a.state()["registry"]) == 2, 30)
+            await until(lambda: same(nodes.values(), 2), 30)
             print(f"converged {time.monotonic() - healed:.2f} s after the partition healed (PQ handshakes "
                   f"included, pull interval {a.interval} s)")
             # a new write is pushed to b at once, and pulled from b by c
             await b.write(registry(b, "02:00:00:00:00:0b"))
-            await until(lambda: a.state() == b.state() == c.state() and len(c.state()["registry"]) == 3, 30)
+            await until(lambda: same(nodes.values(), 3), 30)
             # a member forging: m (a valid SVID of the mesh) pushes an update writing a's entry
             m = node(ca, leaves["m"], "m", tmp_path)
             doc = pycrdt.Doc(client_id=st.client_id(m.replica.author))
@@ -97,13 +103,13 @@ async def test_partitioned_writes_converge_over_peer_sessions(tmp_path):
             async with running(peer_m, FakeContext(settings(hub), node_id="m")):
                 assert await peer_m.request(hub[0], PUSH, st.encode(st.Updates((forged,))), timeout=10) == b""
             assert b.replica.refused[st.Reason.FOREIGN_WRITE] == 1
-            assert b.state()["registry"][a.replica.author]["macs"] == ["02:00:00:00:00:0a"]
+            assert (await b.state())["registry"][a.replica.author]["macs"] == ["02:00:00:00:00:0a"]
     # b restarts from its log on disk: the same state, and it can write on
-    held = b.state()
+    held = await b.state()
     await b.close()
     again = node(ca, leaves["b"], "b", tmp_path)
     assert await again.restore() >= 4
-    assert again.state() == held
+    assert await again.state() == held
     await again.write(registry(again, "02:00:00:00:00:bb"))
     assert not again.replica.refused  # nothing of its log refused
     for s in (a, c, again, m):
@@ -132,8 +138,8 @@ async def test_the_meshstate_subsystem_registers_every_node(tmp_path):
         peer_a = PeerService(ids["a"])
         svc_a, ctx_a = MeshStateService(ids["a"], peer_a, macs=lambda: ["02:00:00:00:00:0a"]), ctx("a")
         async with running(peer_a, ctx("a", hub)), running(svc_a, ctx_a):
-            await until(lambda: svc_a.sync is not None and svc_b.sync is not None
-                        and len(svc_a.sync.state()["registry"]) == len(svc_b.sync.state()["registry"]) == 2, 30)
+            await until(lambda: svc_a.sync is not None and svc_b.sync is not None, 30)
+            await until(lambda: same((svc_a.sync, svc_b.sync), 2), 30)
             shown = await ctx_b.admin.handlers["meshstate.show"]({})
             entry = shown["state"]["registry"][f"spiffe://{TD}/node/a"]
             assert entry["macs"] == ["02:00:00:00:00:0a"] and entry["role"] == "gateway"
