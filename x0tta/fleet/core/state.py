@@ -9,9 +9,7 @@ map               key                         value                             
 ``registry``      the node's SPIFFE ID        ``{"macs": [...], "role": .., "version": .., "at"}``  that node only
 ``heads``         the node's SPIFFE ID        ``{"seq": n, "at": ..}``: bumped by every write      that node only
 ``quarantine``    ``"<author> <target>"``     ``{"target": <SPIFFE ID>, "reason": .., "at": ..}``  the author
-``incidents``     ``"<author> <id>"``         ``{"kind": .., "summary": .., "at": ..}``            the author, at
-                                                                                                  most
-                                                                                                  :data:`MAX_INCIDENTS`
+``incidents``     ``"<author> <id>"``         ``{"kind": .., "summary": .., "at": ..}``            the author
 ``revocations``   the revoked SPIFFE ID       ``{"by": <author>, "reason": .., "at": ..}``         a revoker
 ================  ==========================  ==================================================  ================
 
@@ -23,13 +21,15 @@ author's X509-SVID, over everything but the chain (:func:`signed_bytes`). Every 
 author's ``heads`` entry so that every update advances its clock: a state vector then tells which
 of an author's updates a node lacks, deletions included.
 
-A receiver checks, in this order, and the first failing rule is the :class:`Reason` it refuses
-with (and counts): ``malformed``; ``not_member`` (the chain is not an X509-SVID of a trust domain
-the node trusts, valid when the update says it was made, or it names another author);
-``revoked`` (the author is in the revocations map or a CRL); ``bad_signature``; ``future`` (made
-more than :data:`MAX_SKEW` ahead of the receiver's clock); ``stale_epoch``; ``epoch_jump`` (more
-than :data:`MAX_EPOCH_STEP` epochs ahead of the receiver's: a member cannot throw the mesh's state
-far forward, and a sync answer brings a peer's older epoch first); then, once the update is
+An author holds at most :data:`MAX_INCIDENTS` incidents and :data:`MAX_QUARANTINE` quarantine
+entries. A receiver checks, in this order, and the first failing rule is the :class:`Reason` it
+refuses with (and counts): ``malformed`` (the message does not decode); ``stale_epoch`` (older
+than the epochs it holds); ``epoch_jump`` (more than :data:`MAX_EPOCH_STEP` epochs ahead of its
+newest: a member cannot throw the mesh's state far forward, and a sync answer brings a peer's older
+epoch first); ``not_member`` (the chain is not an X509-SVID of a trust domain the node trusts,
+valid when the update says it was made, or it names another author); ``revoked`` (the author is in
+the revocations map or a CRL); ``bad_signature``; ``future`` (made more than :data:`MAX_SKEW` ahead
+of the receiver's clock); then, once the update is
 applied to a copy of the document: ``gap`` (it does not follow the author's last update: asked
 for again at the next sync), ``foreign_client`` (it carries items of another client id),
 ``unknown_section``, ``bad_value``, ``foreign_write`` (it changes a key the author does not own,
