@@ -16,7 +16,8 @@ sessions with the neighbours and the probes are keyed by them (every subsystem d
 ACL of configs/mosquitto/) and a one-member etcd (TLS, client certificates) run on the first node,
 inside the guest, before the baseline is measured (so the baseline holds their idle cost), and every
 agent reports to the broker over the mesh, takes signed operator commands from it, and polls etcd
-for rollouts; a check afterwards shows every agent connected to both.
+for rollouts, and keeps the replicated mesh state with its neighbours (``[meshstate]``, which needs
+``--identities`` to sign); a check afterwards shows every agent connected to both.
 Prints a markdown table and the JSON figures.
 """
 
@@ -76,6 +77,7 @@ def fleet_plane(topo: Topology, where: Path) -> tuple[Topology, dict]:
         **n.agent,
         "fleet": {"broker": address, "port": broker.port, **broker.files(n.name), "operator_keys": [operator]},
         "coord": {"endpoints": etcd.endpoints, **etcd.files(n.name), "operator_key_file": operator},
+        "meshstate": {"enabled": True},  # the replicated state over the peer sessions (with --identities)
     }} for n in topo.nodes]
     member = etcd.members[0]
     servers = {"node": home, "address": address,
@@ -133,7 +135,9 @@ def main() -> None:
     if planes is not None:
         connected = sum(1 for v in planes.values() if v and v.get("fleet_connected"))
         polled = sum(1 for v in planes.values() if v and v.get("coord_rollouts") is not None)
-        print(f"fleet plane: {connected} of {len(nodes)} agents connected to the broker, {polled} reading etcd")
+        full = sum(1 for v in planes.values() if v and v.get("meshstate_nodes") == len(nodes))
+        print(f"fleet plane: {connected} of {len(nodes)} agents connected to the broker, {polled} reading etcd, "
+              f"{full} holding every node in the replicated registry")
     print(json.dumps({"alone": a, "agents": b, "open_incidents": incidents, "planes": planes}, indent=1))
 
 

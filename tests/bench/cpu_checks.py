@@ -80,7 +80,11 @@ def start_servers(lab, node, address, argvs, ports, timeout=60.0):
 
 
 def planes(lab, node):
-    """The agent's fleet connection and its coordination rounds, as its admin API says."""
+    """The agent's fleet connection, its coordination rounds and the replicated state it reads, as
+    its admin API says."""
     fleet = lab.agent_call(node, "fleet.status")
     rollouts = lab.agent_call(node, "coord.status")
-    return {"fleet_connected": fleet.get("connected"), "coord_rollouts": len(rollouts)}
+    state = lab.agent_call(node, "meshstate.show")
+    registry = (state.get("state") or {}).get("registry") or {}
+    return {"fleet_connected": fleet.get("connected"), "coord_rollouts": len(rollouts),
+            "meshstate_nodes": len(registry), "meshstate_refused": state.get("refused")}
