@@ -69,6 +69,10 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         def build() -> Subsystem:
             neighbours = _mesh_neighbours(shared) if s.mesh.enabled and s.peer.dial_neighbors else None
             service = _peer(s, identity(s) if s.identity.enabled else None, neighbours)
+            if s.identity.enabled:
+                # SVID renewal through the mesh: CSRs to CA nodes over the peer sessions, and the
+                # CA node's answers to its peers' (docs/identity.md, "Renewal through the mesh")
+                wire_renewal(identity(s), service, s.identity)
             if s.guard.enabled:
                 # An authenticated session binds the neighbour's MAC to its SPIFFE ID and admits it
                 # into the eBPF guard; a revocation, or its last session gone for longer than the
@@ -210,6 +214,36 @@ def interface_macs(names: tuple[str, ...], sysfs: str = "/sys/class/net") -> lis
         except OSError:
             continue
     return out
+
+
+def wire_renewal(identity: Any, peer: Any, settings: Any) -> None:
+    """Let ``identity`` (an IdentityService) renew through ``peer``'s sessions, and serve renewals
+    to peers when this node is a CA node (``[identity] ca_dir``): the request method, the Hello
+    capability, and the transport to the CA nodes ``[identity] ca_ids`` names or that advertise it."""
+    from x0tta.common.spiffe_id import SpiffeId
+    from x0tta.identity.core import renewal
+
+    async def handle(session: Any, body: bytes) -> bytes:
+        return await identity.serve_renewal(session.peer.spiffe_id, session.peer.serial, body)  # type: ignore[no-any-return]
+
+    peer.register_method(renewal.METHOD, handle)
+    if identity.serves_renewals(settings):
+        peer.capabilities = (*peer.capabilities, renewal.CAPABILITY)
+    named = frozenset(str(SpiffeId.parse(x)) for x in settings.ca_ids)
+
+    def is_ca(spiffe_id: str, capabilities: tuple[str, ...]) -> bool:
+        return spiffe_id in named if named else renewal.CAPABILITY in capabilities
+
+    async def transport(body: bytes, timeout: float) -> tuple[str, bytes]:
+        from x0tta.identity.renewal import NoCaNode
+        from x0tta.peer.service import NoSession
+
+        try:
+            return await peer.request_any(renewal.METHOD, body, is_ca, timeout=timeout)  # type: ignore[no-any-return]
+        except NoSession as exc:
+            raise NoCaNode(str(exc)) from None
+
+    identity.renewal_transport = transport
 
 
 def _identity(settings: AgentSettings) -> Subsystem:

@@ -100,6 +100,45 @@ class IdentitySettings:
         "the signed certificate is paired with that key when it arrives. The node's private key "
         "then never leaves the node.",
     )
+    mesh_renewal: bool = setting(
+        True,
+        doc="Without ca_dir: renew the SVID through a CA node over the peer sessions (docs/identity.md, "
+        "\"Renewal through the mesh\"): a fresh key and CSR made here, signed by a node holding the CA "
+        "key, the certificate and the CRL sent back. No operator job; the key never leaves the node.",
+    )
+    serve_renewals: bool = setting(
+        True,
+        doc="With ca_dir: act as a CA node, sign peers' renewal requests (each only for the ID its "
+        "session authenticated with, never for a revoked one) and advertise it in the peer Hello.",
+    )
+    ca_ids: tuple[str, ...] = setting(
+        (),
+        doc="SPIFFE IDs of the CA nodes to ask for renewal. Empty: any peer whose Hello says it "
+        "signs renewals. A CA node that is not a neighbour must be in [peer] peers to be reached.",
+    )
+    renew_jitter: float = setting(
+        0.1,
+        doc="Spread renewals by up to this fraction of the lifetime either side of renew_fraction, "
+        "so that a mesh issued at once does not ask the CA node at once.",
+        min=0.0,
+        max=0.4,
+    )
+    renewal_timeout: float = setting(
+        10.0,
+        doc="How long one renewal request waits for a CA node's answer (an ML-DSA signature and a "
+        "few files: milliseconds; a busy CA node: seconds).",
+        min=0.5,
+        max=300.0,
+        unit="s",
+    )
+    renewal_retry_max: float = setting(
+        60.0,
+        doc="Longest pause between failed renewal attempts (jittered doubling from 1 s); retries go "
+        "on until the SVID expires.",
+        min=1.0,
+        max=3600.0,
+        unit="s",
+    )
     spiffe_id: str = setting(
         "",
         doc="The SPIFFE ID this node renews for itself from ca_dir. Empty means "
@@ -152,6 +191,8 @@ class IdentitySettings:
                 sid = SpiffeId.parse(self.spiffe_id)
                 if sid.trust_domain != self.trust_domain:
                     raise ValueError(f"identity.spiffe_id {sid} is not in trust domain {self.trust_domain}")
+            for ca in self.ca_ids:
+                SpiffeId.parse(ca)
             for p in self.allowed_patterns:
                 parse_pattern(p, self.trust_domain)
         except SpiffeIdError as exc:

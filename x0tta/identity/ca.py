@@ -36,7 +36,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 
 from x0tta.common.errors import PermanentError
 from x0tta.common.spiffe_id import SpiffeId, validate_trust_domain
@@ -186,6 +185,10 @@ class CertificateAuthority:
     def revoked(self) -> list[RevokedEntry]:
         return [_entry(r) for r in self._read_state()["revoked"]]
 
+    def revoked_ids(self) -> frozenset[str]:
+        """The SPIFFE IDs revoked by ID (``revoke --spiffe-id``): a renewal for them is refused."""
+        return frozenset(r["spiffe_id"] for r in self._read_state()["revoked"] if r.get("spiffe_id"))
+
     # -- issuing -----------------------------------------------------------------------------
     def issue(
         self,
@@ -253,33 +256,19 @@ class CertificateAuthority:
         trust domain; when ``spiffe_id`` is given (what the operator expects for this node) the
         request must ask for exactly that. Keys: ML-DSA-65 or ECDSA P-256.
         """
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-            valid = csr.is_signature_valid
-            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-            public_key = csr.public_key()
-        except (ValueError, x509.ExtensionNotFound) as exc:
-            raise CaError(f"not a usable certificate request: {exc}") from exc
-        if not valid:
-            raise CaError("the certificate request's signature does not verify")
-        if len(uris) != 1:
-            raise CaError(f"the request must name exactly one SPIFFE ID (it names {len(uris)} URIs)")
-        requested = SpiffeId.parse(uris[0])
+        facts = certs.read_csr(csr_pem)
+        if facts.spiffe_id is None or facts.key_type is None:
+            raise CaError(facts.error)
+        requested = facts.spiffe_id
         if spiffe_id is not None:
             expected = SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id
             if requested != expected:
                 raise CaError(f"the request asks for {requested}, not {expected}")
         self._check_request(requested, ttl)
-        if isinstance(public_key, mldsa.MLDSA65PublicKey):
-            key_type = KeyType.ML_DSA_65
-        elif isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp256r1":
-            key_type = KeyType.ECDSA_P256
-        else:
-            raise CaError(f"unsupported key in the request: {type(public_key).__name__}")
         t = time.time() if now is None else now
-        leaf = certs.build_leaf(self._key, self.root, public_key, requested, t - certs.backdate(ttl), t + ttl)
-        self._record(leaf, requested, key_type, t)
+        leaf = certs.build_leaf(self._key, self.root, facts.public_key, requested,  # type: ignore[arg-type]
+                                t - certs.backdate(ttl), t + ttl)
+        self._record(leaf, requested, facts.key_type, t)
         return leaf
 
     def sign_to(self, directory: str | Path, csr_pem: bytes, ttl: float, **kw: object) -> x509.Certificate:

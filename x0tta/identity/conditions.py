@@ -27,6 +27,13 @@ SVID_OTHER_NODE = ConditionSpec(
 SVID_RENEWAL_FAILING = ConditionSpec(
     "svid_renewal_failing", Severity.DEGRADED, "self-renewal from [identity] ca_dir failed (retried)"
 )
+RENEWAL_CA_UNREACHABLE = ConditionSpec(
+    "renewal_ca_unreachable", Severity.DEGRADED,
+    "renewal through the mesh is due and no CA node answered (none connected, or its answer was unusable)",
+)
+RENEWAL_REFUSED = ConditionSpec(
+    "renewal_refused", Severity.DEGRADED, "the CA node refused this node's renewal (revoked, or a wrong ID)"
+)
 WORKLOAD_API_FAILING = ConditionSpec(
     "workload_api_failing", Severity.DEGRADED, "the SPIRE Workload API stream failed for good; the last SVID stays"
 )
@@ -39,5 +46,6 @@ REVOCATION_LIST_STALE = ConditionSpec(
 
 CONDITIONS = (
     SVID_MISSING, SPIRE_SOCKET_MISSING, SVID_EXPIRING, SVID_EXPIRED, SVID_INVALID, SVID_WRONG_TRUST_DOMAIN,
-    SVID_OTHER_NODE, SVID_RENEWAL_FAILING, WORKLOAD_API_FAILING, REVOCATION_LIST_INVALID, REVOCATION_LIST_STALE,
+    SVID_OTHER_NODE, SVID_RENEWAL_FAILING, RENEWAL_CA_UNREACHABLE, RENEWAL_REFUSED, WORKLOAD_API_FAILING,
+    REVOCATION_LIST_INVALID, REVOCATION_LIST_STALE,
 )

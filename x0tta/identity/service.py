@@ -39,6 +39,8 @@ from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.identity import IdentitySettings
 from x0tta.identity.builtin import BuiltinPaths, BuiltinSource, SelfRenewer
 from x0tta.identity.conditions import (
+    RENEWAL_CA_UNREACHABLE,
+    RENEWAL_REFUSED,
     REVOCATION_LIST_INVALID,
     REVOCATION_LIST_STALE,
     SVID_EXPIRED,
@@ -50,8 +52,10 @@ from x0tta.identity.conditions import (
     SVID_WRONG_TRUST_DOMAIN,
     WORKLOAD_API_FAILING,
 )
+from x0tta.identity.core import renewal as renewal_core
 from x0tta.identity.core.certs import KeyType
 from x0tta.identity.core.types import SvidUnavailable, SvidVerdict, validate_x509_svid
+from x0tta.identity.renewal import MeshRenewer, RenewalServer, Transport
 from x0tta.identity.source import SharedSource, SourceBase
 
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
@@ -64,12 +68,14 @@ def assess(
     now: float,
     verdict: SvidVerdict | None = None,
     expected: SpiffeId | None = None,
+    renewer: MeshRenewer | None = None,
 ) -> list[Condition]:
     """The health conditions of ``source`` at ``now`` (pure: reads the source's state only).
 
     ``verdict`` is the SVID checked against our own bundle (:func:`check_own`); None checks here.
     ``expected`` is the ID this node should hold (built-in source: files meant for another node
-    are a mistake worth saying out loud); None skips that check.
+    are a mistake worth saying out loud); None skips that check. ``renewer`` is the renewal through
+    the mesh, when it runs: its last failure, while the SVID is due, is a condition.
     """
     out: list[Condition] = []
     if not source.has_svid():
@@ -98,6 +104,9 @@ def assess(
             out.append(SVID_RENEWAL_FAILING(source.last_error))
         if source.crl_error:
             out.append(REVOCATION_LIST_INVALID(source.crl_error))
+    if renewer is not None and renewer.problem is not None and left > 0:
+        spec = RENEWAL_REFUSED if renewer.problem.kind == "refused" else RENEWAL_CA_UNREACHABLE
+        out.append(spec(renewer.problem.message))
     for rl in source.revocations():
         if rl.next_update is not None and now > rl.next_update:
             out.append(REVOCATION_LIST_STALE(
@@ -140,6 +149,18 @@ class _Metrics:
             ["spiffe_id", "key_algorithm", "source"],
             registry=registry,
         )
+        self.mesh_renewals = Counter(
+            "x0tta_identity_mesh_renewals",
+            "Renewals of this node's SVID through a CA node over the peer sessions, by result and reason",
+            ["result", "reason"],
+            registry=registry,
+        )
+        self.renewals_served = Counter(
+            "x0tta_identity_renewal_requests_served",
+            "Peers' renewal requests this CA node answered, by result and reason",
+            ["result", "reason"],
+            registry=registry,
+        )
         self.revoked = Gauge(
             "x0tta_identity_revoked_certificates", "Serials in the revocation lists in force", registry=registry
         )
@@ -158,6 +179,10 @@ class IdentityService(Subsystem):
         self._settings: IdentitySettings | None = None
         self._metrics: _Metrics | None = None
         self._metrics_registry: Any = None
+        # Set by the composition root: how to reach CA nodes (the peer sessions). None: no mesh renewal.
+        self.renewal_transport: Transport | None = None
+        self.renewer: MeshRenewer | None = None
+        self._log: Any = None
 
     # -- for other subsystems ----------------------------------------------------------------
     @property
@@ -173,6 +198,38 @@ class IdentityService(Subsystem):
         """
         await asyncio.wait_for(self._ready.wait(), timeout)
         return self.source
+
+    def serves_renewals(self, settings: IdentitySettings) -> bool:
+        """A CA node: the CA key is on this node and it signs peers' renewals."""
+        return bool(settings.ca_dir) and settings.serve_renewals and settings.source == "builtin"
+
+    async def serve_renewal(self, session_id: SpiffeId, session_serial: int, body: bytes) -> bytes:
+        """Answer a peer's renewal request (the peer subsystem's ``identity.renew`` handler)."""
+        s = self._settings
+        if s is None or not self.serves_renewals(s):
+            self._count_served("refused", renewal_core.RefusalReason.NOT_A_CA.value)
+            return renewal_core.encode_answer(
+                renewal_core.Refused(renewal_core.RefusalReason.NOT_A_CA, "this node holds no CA key"))
+        server = RenewalServer(s.ca_dir, s.svid_ttl, log=self._log, count=self._count_served)
+        return await server.handle(session_id, session_serial, body)
+
+    def _count_served(self, result: str, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.renewals_served.labels(result, reason).inc()
+
+    def _count_renewal(self, result: str, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.mesh_renewals.labels(result, reason).inc()
+
+    def _mesh_renewer(self, ctx: Context, source: SourceBase) -> MeshRenewer | None:
+        s = ctx.settings.identity
+        if (not isinstance(source, BuiltinSource) or source.renewer is not None or not s.mesh_renewal
+                or self.renewal_transport is None):
+            return None
+        source.request_renewal = False  # the renewer makes the request itself, one pending key at a time
+        return MeshRenewer(source, s.own_spiffe_id(ctx.node_id), self.renewal_transport,
+                           fraction=s.renew_fraction, jitter=s.renew_jitter, timeout=s.renewal_timeout,
+                           retry_max=s.renewal_retry_max, log=ctx.log, count=self._count_renewal)
 
     # -- building ----------------------------------------------------------------------------
     def build_source(self, ctx: Context) -> SourceBase:
@@ -202,6 +259,7 @@ class IdentityService(Subsystem):
     async def run(self, ctx: Context) -> None:
         settings = ctx.settings.identity
         self._settings = settings
+        self._log = ctx.log
         self.policy = settings.policy()
         if self._metrics is None or self._metrics_registry is not ctx.registry:
             self._metrics, self._metrics_registry = _Metrics(ctx.registry), ctx.registry
@@ -210,9 +268,13 @@ class IdentityService(Subsystem):
         self.inner = source
         ctx.admin.register("identity.show", self._show)
         detach = self.source.attach(source)
+        renewing: asyncio.Task[None] | None = None
         try:
             await self._start_source(ctx, source)
             self._ready.set()
+            self.renewer = self._mesh_renewer(ctx, source)
+            if self.renewer is not None:
+                renewing = asyncio.create_task(self.renewer.run(), name="identity-mesh-renewal")
             metrics.expires_in.set_function(
                 lambda: source.svid().seconds_to_expiry(time.time()) if source.has_svid() else 0.0
             )
@@ -239,7 +301,7 @@ class IdentityService(Subsystem):
                         renew_failures = source.renew_failures
                 current = self._settings or settings
                 expected = current.own_spiffe_id(ctx.node_id) if source.kind == "builtin" else None
-                ctx.health.set(*assess(source, current, time.time(), verdict, expected))
+                ctx.health.set(*assess(source, current, time.time(), verdict, expected, self.renewer))
                 if shown != (svid.spiffe_id, svid.key_algorithm):
                     shown = (svid.spiffe_id, svid.key_algorithm)
                     metrics.info.clear()
@@ -247,6 +309,11 @@ class IdentityService(Subsystem):
                 await asyncio.sleep(HEALTH_INTERVAL)
         finally:
             self._ready.clear()
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+            self.renewer = None
             detach()
             await source.close()
 

@@ -291,6 +291,7 @@ class PeerService(Subsystem):
         self.clock = clock  # its time reads, sleeps and timeouts, and the time certificates are checked at
         self._neighbours = neighbours
         self._methods: dict[str, MethodHandler] = {"peer.echo": self._echo, "peer.info": self._info}
+        self.capabilities: tuple[str, ...] = CAPABILITIES  # said in our Hello; the wiring adds what it serves
         self.links: dict[str, Link] = {}
         self.inbound: set[PeerSession] = set()
         self.endpoint: TlsEndpoint | None = None
@@ -379,6 +380,35 @@ class PeerService(Subsystem):
                     raise
                 self._count_request("out", "ok")
                 return out
+
+    async def request_any(self, method: str, body: bytes, accept: Callable[[str, tuple[str, ...]], bool], *,
+                          timeout: float | None = None) -> tuple[str, bytes]:
+        """A request to the first established session whose peer ``accept(spiffe_id, capabilities)``
+        takes, the next one if it fails; returns (the answering peer's SPIFFE ID, the body).
+
+        Raises :class:`NoSession` when no session is accepted, else the last failure. The identity
+        subsystem reaches CA nodes this way (renewal through the mesh).
+        """
+        timeout = self.settings.request_timeout if timeout is None else timeout
+        chosen = []
+        for _direction, session in self.sessions():
+            hello = session.core.their_hello
+            caps = tuple(hello.capabilities) if hello is not None else ()
+            if accept(str(session.peer.spiffe_id), caps):
+                chosen.append(session)
+        if not chosen:
+            raise NoSession(f"no session to a peer that serves {method}")
+        error: Exception = NoSession(f"no session to a peer that serves {method}")
+        for session in chosen:
+            try:
+                out = await session.request(method, body, timeout=timeout)
+            except (SessionClosed, RequestFailed, TimeoutError) as exc:
+                self._count_request("out", "failed")
+                error = exc
+                continue
+            self._count_request("out", "ok")
+            return str(session.peer.spiffe_id), out
+        raise error
 
     # -- the subsystem ---------------------------------------------------------------------------
 
@@ -508,7 +538,7 @@ class PeerService(Subsystem):
 
     async def _start_session(self, stream: TlsStream, direction: str) -> PeerSession:
         assert self._ctx is not None
-        hello = Hello(self._ctx.node_id, capabilities=CAPABILITIES)
+        hello = Hello(self._ctx.node_id, capabilities=self.capabilities)
         session = PeerSession(stream, hello, limits(self.settings), self._handle, log=self.log)
         session.start()
         try:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from x0tta.common.spiffe_id import SpiffeId
+from x0tta.common.spiffe_id import SpiffeId, SpiffeIdError
 from x0tta.identity.core.types import X509Svid
 
 CLOCK_SKEW = timedelta(seconds=60)
@@ -235,6 +235,44 @@ def build_csr(key: SigningKey, spiffe_id: SpiffeId) -> x509.CertificateSigningRe
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))]), critical=True)
         .sign(key, _hash_for(key))
     )
+
+
+@dataclass(frozen=True)
+class CsrFacts:
+    """What a CA reads from a certificate request before deciding; ``error`` says why it is unusable
+    (then the other fields are None)."""
+
+    spiffe_id: SpiffeId | None
+    key_type: KeyType | None = None
+    public_key: object = None
+    error: str = ""
+
+
+def read_csr(csr_pem: bytes) -> CsrFacts:
+    """Parse a CSR: its own signature must hold, it names exactly one SPIFFE ID, its key is ML-DSA-65
+    or ECDSA P-256. Never raises: an unusable request is a :class:`CsrFacts` with ``error``."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        valid = csr.is_signature_valid
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+        key = csr.public_key()
+    except (ValueError, TypeError, x509.ExtensionNotFound) as exc:
+        return CsrFacts(None, error=f"not a usable certificate request: {exc}")
+    if not valid:
+        return CsrFacts(None, error="the certificate request's signature does not verify")
+    if len(uris) != 1:
+        return CsrFacts(None, error=f"the request must name exactly one SPIFFE ID (it names {len(uris)} URIs)")
+    if isinstance(key, mldsa.MLDSA65PublicKey):
+        key_type = KeyType.ML_DSA_65
+    elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        key_type = KeyType.ECDSA_P256
+    else:
+        return CsrFacts(None, error=f"unsupported key in the request: {type(key).__name__}")
+    try:
+        return CsrFacts(SpiffeId.parse(uris[0]), key_type, key)
+    except SpiffeIdError as exc:
+        return CsrFacts(None, error=f"the request's URI is not a SPIFFE ID: {exc}")
 
 
 @dataclass(frozen=True)
