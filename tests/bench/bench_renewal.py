@@ -42,8 +42,8 @@ async def run(nodes: int, ttl: float, minutes: float) -> None:
                   f"(mesh up in {started:.1f} s)")
             print("| measure | value |")
             print("|---|---|")
-            print(f"| renewals done (n0 = CA node, renews itself; its count includes its first SVID at start) | {sum(renewed.values())} "
-                  f"({', '.join(f'{k} {v}' for k, v in renewed.items())}) |")
+            print("| renewals done (n0 = CA node, renews itself; its count includes its first SVID at start) | "
+                  f"{sum(renewed.values())} ({', '.join(f'{k} {v}' for k, v in renewed.items())}) |")
             print(f"| sessions replaced by re-authentication (planned) | {len(mesh.downs) - len(lost)} |")
             print(f"| sessions lost | {len(lost)} |")
             print(f"| echo requests over every link, ok / failed | {mesh.echo_ok} / {len(mesh.echo_failed)} |")

@@ -13,7 +13,10 @@ The conditions it reports (``svid_*``, ``spire_socket_missing``, ``workload_api_
 Metrics: ``x0tta_identity_svid_expires_in_seconds`` (seconds to expiry, computed at scrape),
 ``x0tta_identity_svid_expiry_timestamp_seconds``, ``x0tta_identity_svid_rotations_total``,
 ``x0tta_identity_svid_renewals_total{result}``, ``x0tta_identity_revoked_certificates``,
-``x0tta_identity_svid_info{spiffe_id,key_algorithm,source}``.
+``x0tta_identity_svid_info{spiffe_id,key_algorithm,source}``,
+``x0tta_identity_mesh_renewals_total{result,reason}`` (renewal through a CA node, see
+:mod:`x0tta.identity.renewal`), ``x0tta_identity_renewal_requests_served_total{result,reason}`` (a
+CA node's answers to its peers).
 
 Other subsystems (the peer transport) get the source from :meth:`IdentityService.wait_source`
 and the authorization policy from :attr:`IdentityService.policy`; the composition root hands
