@@ -223,3 +223,26 @@ async def test_a_node_without_the_ca_key_says_so(tmp_path):
 
     answer = core.decode_answer(await IdentityService().serve_renewal(NODE, 1, b"{}"))
     assert isinstance(answer, core.Refused) and answer.reason is core.RefusalReason.NOT_A_CA
+
+
+async def test_due_is_drawn_once_per_svid_and_health_names_the_refusal(mesh):
+    from x0tta.config.identity import IdentitySettings
+    from x0tta.identity.service import assess
+
+    ca, node_dir = mesh
+    ca.revoke(spiffe_id=NODE)
+    source, renewer, _counts = await renewer_for(node_dir, RenewalServer(ca.directory, 120.0))
+    try:
+        draws = iter([0.0, 0.9])
+        renewer.rand = lambda: next(draws)
+        svid = source.svid()
+        nb = svid.leaf.not_valid_before_utc.timestamp()
+        first = renewer.due()
+        assert first == pytest.approx(nb + 0.4 * svid.lifetime) and renewer.due() == first  # one draw
+        settings = IdentitySettings(trust_domain=TD)
+        assert [c.code for c in assess(source, settings, nb + 0.6 * svid.lifetime, renewer=renewer)] == []
+        assert not await renewer.renew_once()
+        codes = [c.code for c in assess(source, settings, nb + 0.6 * svid.lifetime, renewer=renewer)]
+        assert codes == ["renewal_refused"]
+    finally:
+        await source.close()
