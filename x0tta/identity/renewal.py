@@ -188,21 +188,43 @@ class MeshRenewer:
 class RenewalServer:
     """A CA node's side: signs renewal requests of authenticated peers (blocking parts in a thread)."""
 
+    MIN_INTERVAL_SHARE = 0.1
+    """At most one certificate per ID per tenth of ``ttl`` (:func:`core.too_soon`)."""
+    MAX_REMEMBERED = 10_000
+
     def __init__(self, ca_dir: str | Path, ttl: float, *, log: Any = None,
-                 count: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 count: Callable[[str, str], None] | None = None, clock: Callable[[], float] = time.time,
+                 granted: dict[str, float] | None = None) -> None:
         self.ca_dir = Path(ca_dir)
         self.ttl = ttl
         self.log = log
         self.count = count or (lambda result, reason: None)
         self.clock = clock
+        self.granted = {} if granted is None else granted  # SPIFFE ID -> time of its last grant
 
     async def handle(self, session_id: SpiffeId, session_serial: int, body: bytes) -> bytes:
+        sid, now = str(session_id), self.clock()
+        min_interval = self.MIN_INTERVAL_SHARE * self.ttl
         try:
             req = core.decode_request(body)
         except core.RenewalDecodeError as exc:
             answer: core.Answer = core.Refused(core.RefusalReason.BAD_REQUEST, str(exc))
         else:
-            answer = await asyncio.to_thread(self.sign, session_id, session_serial, req.csr_pem)
+            soon = core.too_soon(self.granted.get(sid), now, min_interval)
+            if soon is not None:
+                answer = soon
+            else:
+                before = self.granted.get(sid)
+                self.granted[sid] = now  # checked and set on the loop: a second request waits its turn
+                answer = await asyncio.to_thread(self.sign, session_id, session_serial, req.csr_pem)
+                if isinstance(answer, core.Refused):
+                    if before is None:
+                        self.granted.pop(sid, None)
+                    else:
+                        self.granted[sid] = before
+                elif len(self.granted) > self.MAX_REMEMBERED:
+                    for old in [k for k, t in self.granted.items() if now - t >= min_interval]:
+                        del self.granted[old]
         if isinstance(answer, core.Refused):
             self.count("refused", answer.reason.value)
             if self.log is not None:

@@ -185,6 +185,7 @@ class IdentityService(Subsystem):
         # Set by the composition root: how to reach CA nodes (the peer sessions). None: no mesh renewal.
         self.renewal_transport: Transport | None = None
         self.renewer: MeshRenewer | None = None
+        self._granted: dict[str, float] = {}  # a CA node: when each peer ID was last granted an SVID
         self._log: Any = None
 
     # -- for other subsystems ----------------------------------------------------------------
@@ -213,7 +214,8 @@ class IdentityService(Subsystem):
             self._count_served("refused", renewal_core.RefusalReason.NOT_A_CA.value)
             return renewal_core.encode_answer(
                 renewal_core.Refused(renewal_core.RefusalReason.NOT_A_CA, "this node holds no CA key"))
-        server = RenewalServer(s.ca_dir, s.svid_ttl, log=self._log, count=self._count_served)
+        server = RenewalServer(s.ca_dir, s.svid_ttl, log=self._log, count=self._count_served,
+                               granted=self._granted)
         return await server.handle(session_id, session_serial, body)
 
     def _count_served(self, result: str, reason: str) -> None:

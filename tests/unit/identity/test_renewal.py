@@ -6,6 +6,7 @@ answer that does not fit, an old CRL are each refused with their reason."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,18 @@ async def test_due_is_drawn_once_per_svid_and_health_names_the_refusal(mesh):
         assert codes == ["renewal_refused"]
     finally:
         await source.close()
+
+
+async def test_one_grant_per_id_per_tenth_of_the_lifetime(mesh):
+    ca, _node_dir = mesh
+    now = [time.time()]
+    server = RenewalServer(ca.directory, 120.0, clock=lambda: now[0])
+    body = core.encode_request(core.RenewalRequest(csr_for(NODE)))
+    assert isinstance(core.decode_answer(await server.handle(NODE, 1, body)), core.Granted)
+    again = core.decode_answer(await server.handle(NODE, 1, body))
+    assert isinstance(again, core.Refused) and again.reason is core.RefusalReason.TOO_SOON
+    refused = core.decode_answer(await server.handle(OTHER, 1, body))  # wrong ID: no grant remembered
+    assert isinstance(refused, core.Refused) and str(OTHER) not in server.granted
+    now[0] += 12.0
+    assert isinstance(core.decode_answer(await server.handle(NODE, 1, body)), core.Granted)
+    assert core.too_soon(None, 5.0, 10.0) is None and core.too_soon(0.0, 10.0, 10.0) is None

@@ -10,7 +10,8 @@ CA key, ``[identity] ca_dir``) over an authenticated PQ peer session:
    :data:`CAPABILITY` in its Hello (or that ``[identity] ca_ids`` names).
 3. The CA node signs only if :func:`decide` finds nothing wrong: the CSR's own signature holds, it
    names exactly one SPIFFE ID, that ID is the one the *session* authenticated with (a node renews
-   itself, never another), and neither the ID nor the session's certificate is revoked. It answers
+   itself, never another), neither the ID nor the session's certificate is revoked, and the ID was
+   not granted a certificate within the last tenth of a lifetime (:func:`too_soon`). It answers
    :class:`Granted` (the signed chain and its current CRL) or :class:`Refused` (a typed reason).
 4. The node checks the answer and installs it as a rotation does; a CRL older than the one it holds
    is not taken (:func:`crl_acceptable`): a node claiming to be a CA cannot roll revocations back.
@@ -56,6 +57,7 @@ class RefusalReason(enum.StrEnum):
     WRONG_ID = "wrong_id"  # the CSR asks for another ID than the session authenticated with
     WRONG_TRUST_DOMAIN = "wrong_trust_domain"  # the ID is not of the CA's trust domain
     REVOKED = "revoked"  # the ID, or the certificate the session authenticated with, is revoked
+    TOO_SOON = "too_soon"  # this ID was granted a certificate less than min_interval ago
     NOT_A_CA = "not_a_ca"  # the asked node holds no CA key (or does not serve renewals)
     CA_ERROR = "ca_error"  # the CA node failed to sign (its directory, its key)
 
@@ -135,6 +137,16 @@ def decide(
         return Refused(RefusalReason.REVOKED, f"{session_id} is revoked")
     if session_serial in revoked_serials:
         return Refused(RefusalReason.REVOKED, f"the certificate {session_serial:x} of this session is revoked")
+    return None
+
+
+def too_soon(last_grant: float | None, now: float, min_interval: float) -> Refused | None:
+    """One grant per ID per ``min_interval``: an authenticated node cannot make the CA node sign (and
+    record) certificates as fast as it can ask. A node whose answer was lost asks again later."""
+    if last_grant is not None and 0.0 <= now - last_grant < min_interval:
+        return Refused(RefusalReason.TOO_SOON,
+                       f"a certificate was granted {now - last_grant:.0f} s ago; ask again in "
+                       f"{min_interval - (now - last_grant):.0f} s")
     return None
 
 
