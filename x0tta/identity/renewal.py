@@ -99,13 +99,12 @@ def install(source_paths: Any, trust_domain: str, own: SpiffeId, answer: core.Gr
 class MeshRenewer:
     """Renews the built-in source's SVID through a CA node; run :meth:`run` as a task."""
 
-    def __init__(self, source: BuiltinSource, spiffe_id: SpiffeId, transport: Transport, *,
+    def __init__(self, source: BuiltinSource, transport: Transport, *,
                  fraction: float, jitter: float, timeout: float, retry_min: float = 1.0,
                  retry_max: float = 60.0, clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random, log: Any = None,
                  count: Callable[[str, str], None] | None = None) -> None:
         self.source = source
-        self.spiffe_id = spiffe_id
         self.transport = transport
         self.fraction, self.jitter, self.timeout = fraction, jitter, timeout
         self.retry_min, self.retry_max = retry_min, retry_max
@@ -144,17 +143,18 @@ class MeshRenewer:
         """One attempt; True when a new SVID is in force."""
         src = self.source
         old = src.svid()
+        own = old.spiffe_id  # renew what this node holds: the ID its sessions authenticate with
         kt = KeyType.ECDSA_P256 if old.key_algorithm.startswith("ECDSA") else KeyType.ML_DSA_65
         ca_id = ""
         try:
-            csr_path = await asyncio.to_thread(write_request, src.paths.key.parent, self.spiffe_id, kt)
+            csr_path = await asyncio.to_thread(write_request, src.paths.key.parent, own, kt)
             csr = await asyncio.to_thread(csr_path.read_bytes)
             ca_id, raw = await self.transport(core.encode_request(core.RenewalRequest(csr)), self.timeout)
             answer = core.decode_answer(raw)
             if isinstance(answer, core.Refused):
                 raise RenewalRefused(answer.reason, answer.detail)
             current = src.revocations()
-            svid = await asyncio.to_thread(install, src.paths, src.trust_domain, self.spiffe_id, answer,
+            svid = await asyncio.to_thread(install, src.paths, src.trust_domain, own, answer,
                                            dict(src.bundles()), current[0].number if current else None,
                                            self.clock())
             await src.refresh()

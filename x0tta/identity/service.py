@@ -232,7 +232,7 @@ class IdentityService(Subsystem):
                 or self.renewal_transport is None):
             return None
         source.request_renewal = False  # the renewer makes the request itself, one pending key at a time
-        return MeshRenewer(source, s.own_spiffe_id(ctx.node_id), self.renewal_transport,
+        return MeshRenewer(source, self.renewal_transport,
                            fraction=s.renew_fraction, jitter=s.renew_jitter, timeout=s.renewal_timeout,
                            retry_max=s.renewal_retry_max, log=ctx.log, count=self._count_renewal)
 

@@ -138,7 +138,7 @@ async def renewer_for(node_dir: Path, server: RenewalServer, session_id: SpiffeI
         serial = source.svid().leaf.serial_number
         return "spiffe://mesh.x0tta/node/ca", await server.handle(session_id, serial, body)
 
-    renewer = MeshRenewer(source, NODE, transport, fraction=0.5, jitter=0.1, timeout=5.0,
+    renewer = MeshRenewer(source, transport, fraction=0.5, jitter=0.1, timeout=5.0,
                           count=lambda r, why: counts.append((r, why)))
     return source, renewer, counts
 
@@ -204,7 +204,7 @@ async def test_an_answer_that_does_not_fit_the_pending_key_is_not_installed(mesh
     try:
         svid_pem = (node_dir / "svid.pem").read_bytes()
         counts: list[tuple[str, str]] = []
-        renewer = MeshRenewer(source, NODE, transport, fraction=0.5, jitter=0.0, timeout=1.0,
+        renewer = MeshRenewer(source, transport, fraction=0.5, jitter=0.0, timeout=1.0,
                               count=lambda r, w: counts.append((r, w)))
         assert not await renewer.renew_once()
         assert counts == [("failed", "bad_answer")] and (node_dir / "svid.pem").read_bytes() == svid_pem
