@@ -44,7 +44,8 @@ def messages() -> tuple[list[bytes], set[st.Update], float, TestCA]:
     ups = [a.write(now, {"registry": {a.author: {"macs": ["02:00:00:00:00:01"], "role": "node", "version": "1",
                                                  "at": now}}}),
            a.add_incident(now, "i1", "link_down", "n1-n2"),
-           b.write(now, {"quarantine": {f"{b.author} {a.author}": {"target": a.author, "reason": "r", "at": now}}}),
+           b.write(now, {"quarantine": {f"{b.author} {a.author}": {"target": a.author, "macs": [], "reason": "r",
+                                                                                "until": now + 60, "at": now}}}),
            q.add_incident(now, "i2", "loss", "x")]
     a.compact(now)
     out = [st.encode(st.Updates(tuple(ups[:3]))), st.encode(st.Updates((ups[3],))), a.step1(),
@@ -55,8 +56,10 @@ def messages() -> tuple[list[bytes], set[st.Update], float, TestCA]:
 VALUES = {
     "registry": {"macs": ["02:00:00:00:00:01"], "role": "gateway", "version": "1.2", "at": 1.0},
     "heads": {"seq": 3, "at": 1.0},
-    "quarantine": {"target": "spiffe://mesh.test/node/b", "reason": "replay", "at": 2.0},
-    "incidents": {"kind": "link_down", "summary": "n1-n2", "at": 3.0},
+    "quarantine": {"target": "spiffe://mesh.test/node/b", "macs": ["02:00:00:00:00:0b"], "reason": "replay",
+                   "until": 9.0, "at": 2.0},
+    "incidents": {"kind": "link_down", "target": "hardif:eth1", "severity": "critical", "opened": 1.0, "closed": None,
+                  "summary": "open", "at": 3.0},
     "revocations": {"by": "spiffe://mesh.test/node/ca", "reason": "stolen", "at": 4.0},
 }
 

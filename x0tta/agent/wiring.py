@@ -18,7 +18,9 @@ agent's health, the heal loop's harm events (:func:`harm_counter`) and the mesh'
 (:func:`coord_sample`).
 
 The replicated mesh state (``meshstate``) signs with the identity's SVID and registers its sync
-methods with the peer subsystem, which carries them; neither knows the other.
+methods with the peer subsystem, which carries them; neither knows the other. It hears the heal
+loop's incidents opened and closed (a heal listener) and the guard's quarantines and releases
+(:func:`quarantine_claims`), and writes them as this node's entries without blocking either.
 
 The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
 mesh subsystem's last table dump, as the guard's own observation types.
@@ -115,6 +117,9 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         service = _heal(s, overrides, hooks)
         if s.fleet.active:
             service.listeners.append(fleet(s).heal_event)  # type: ignore[attr-defined]
+        if meshstate_on(s):
+            # incidents opened and closed become this node's summaries in the replicated state
+            service.listeners.append(meshstate(s).heal_event)  # type: ignore[attr-defined]
         if s.coord.active:
             service.listeners.append(harm_counter(heal_harm))  # type: ignore[attr-defined]
         if s.peer.enabled and s.identity.enabled:
@@ -181,7 +186,18 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     # The replicated mesh state signs with the identity's SVID and syncs over the peer sessions
     # (docs/fleet.md, "Replicated mesh state").
     def meshstate(s: AgentSettings) -> Subsystem:
-        return once("meshstate", lambda: _meshstate(identity(s), peer(s), s.mesh.hard_interfaces))
+        def build() -> Subsystem:
+            service = _meshstate(identity(s), peer(s), s.mesh.hard_interfaces)
+            if s.guard.enabled:
+                # this node's quarantines, as its claims in the state: written when the guard
+                # quarantines or releases, and looked at every round (a TTL runs out)
+                gsvc = guard(s)
+                service.quarantines = quarantine_claims(gsvc)  # type: ignore[attr-defined]
+                gsvc.on_quarantine.append(service.quarantine_changed)  # type: ignore[attr-defined]
+                gsvc.on_release.append(service.quarantine_changed)  # type: ignore[attr-defined]
+            return service
+
+        return once("meshstate", build)
 
     table: dict[str, tuple[bool, Factory]] = {
         "identity": (settings.identity.enabled, identity),
@@ -191,10 +207,33 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
         "heal": (settings.heal.enabled, heal),
         "guard": (settings.guard.enabled, guard),
         "peer": (settings.peer.enabled, peer),
-        "meshstate": (settings.meshstate.enabled and settings.identity.enabled and settings.peer.enabled, meshstate),
+        "meshstate": (meshstate_on(settings), meshstate),
         "probes": (settings.probes.enabled, probes),
     }
     return {name: factory for name, (enabled, factory) in table.items() if enabled}
+
+
+def meshstate_on(settings: AgentSettings) -> bool:
+    """The replicated state runs when turned on, with the identity it signs with and the peer
+    sessions that carry it."""
+    return settings.meshstate.enabled and settings.identity.enabled and settings.peer.enabled
+
+
+def quarantine_claims(guard: Subsystem) -> Callable[[], list[dict[str, Any]]]:
+    """The guard's quarantines in force as this node's claims in the replicated state: one per
+    SPIFFE ID (every MAC quarantined with it; the latest end) or, for a neighbour that never
+    authenticated, per MAC."""
+
+    def claims() -> list[dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for q in guard.quarantines_held():  # type: ignore[attr-defined]
+            target = q["spiffe_id"] or q["mac"]
+            c = out.setdefault(target, {"target": target, "macs": [], "reason": q["reason"], "until": q["until"]})
+            c["macs"].append(q["mac"])
+            c["until"] = max(c["until"], q["until"])
+        return list(out.values())
+
+    return claims
 
 
 def _meshstate(identity: Subsystem, peer: Subsystem, hard_interfaces: tuple[str, ...]) -> Subsystem:

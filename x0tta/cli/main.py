@@ -11,7 +11,7 @@ from x0tta.common.errors import X0ttaError
 
 # Modules with a ``register(subparsers)`` function, in the order of ``x0tta --help``.
 COMMANDS = ["status", "config", "mesh", "peers", "incidents", "guard", "threats", "probes", "ca", "identity", "fleet",
-            "backup", "rollout", "lab"]
+            "meshstate", "backup", "rollout", "lab"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -169,16 +169,26 @@ class Replica:
         ep.append(u)
         return u
 
-    def add_incident(self, now: float, incident_id: str, kind: str, summary: str) -> st.Update:
-        """Record an incident summary, dropping this node's oldest past :data:`MAX_INCIDENTS`."""
-        mine = {k: st.decode_value("incidents", v)["at"] for k, v in self.view()["incidents"].items()
-                if st.owner_of("incidents", k) == self.author}
-        key = f"{self.author} {incident_id}"
-        mine[key] = now
-        drop = sorted(mine, key=lambda k: mine[k])[: max(0, len(mine) - st.MAX_INCIDENTS)]
-        changes: dict[str, dict[str, Any]] = {"incidents": dict.fromkeys(drop)}
-        changes["incidents"][key] = {"kind": kind, "summary": summary[: st.MAX_TEXT], "at": now}
-        return self.write(now, changes)
+    def own(self, section: str) -> dict[str, dict[str, Any]]:
+        """This node's own entries of ``section`` as it reads them, decoded."""
+        return {k: st.decode_value(section, v) for k, v in self.view()[section].items()
+                if st.owner_of(section, k) == self.author}
+
+    def incident_changes(self, values: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The changes that write incident summaries (incident id -> value), with this node's
+        summaries past :data:`MAX_INCIDENTS` deleted (:func:`~x0tta.fleet.core.state.incidents_to_drop`)."""
+        keyed: dict[str, Any] = {f"{self.author} {i}": dict(v) for i, v in values.items()}
+        changes: dict[str, Any] = dict.fromkeys(st.incidents_to_drop(self.own("incidents"), keyed))
+        changes.update(keyed)
+        return {"incidents": changes}
+
+    def add_incident(self, now: float, incident_id: str, kind: str, summary: str, *, target: str = "",
+                     severity: str = "warning", opened: float | None = None,
+                     closed: float | None = None) -> st.Update:
+        """Record an incident summary, dropping this node's closed, then oldest, past :data:`MAX_INCIDENTS`."""
+        value = {"kind": kind, "target": target, "severity": severity, "opened": now if opened is None else opened,
+                 "closed": closed, "summary": summary[: st.MAX_TEXT], "at": now}
+        return self.write(now, self.incident_changes({incident_id: value}))
 
     def compact(self, now: float) -> st.Update:
         """Start the next epoch: a fresh document with this node's own entries written again."""

@@ -7,14 +7,28 @@ the composition root as ``carrier``) and writes the node's registry entry; then 
 peer session every ``[meshstate] interval``. A rotated SVID, bundle or revocation list is taken at
 the next round. docs/fleet.md, "Replicated mesh state", says how the state converges.
 
+What else it writes comes from the other subsystems through the composition root, never blocking
+them: :meth:`MeshStateService.heal_event` (a heal loop listener) takes the opening and closing of
+each incident, :meth:`MeshStateService.quarantine_changed` (the guard's quarantines and releases)
+asks for this node's quarantine entries to be made what :attr:`MeshStateService.quarantines`
+returns. Each only notes the write for the writer task (incident summaries by id, at most
+:data:`MAX_PENDING`; the quarantines as one "look again"), which makes one signed update of what
+is pending on the sync's worker thread; the quarantines are looked at again every round too, so a
+quarantine that ran out leaves the state within an ``interval``. A write noted while the subsystem
+is not running is dropped and counted.
+
 Metrics (``x0tta_meshstate_``): ``updates_total{result}`` (``applied``, ``duplicate`` or the
-refusal's reason), ``epoch``, ``log_bytes``, ``nodes`` (registry entries). Admin command
-``meshstate.show``: the state as this node reads it, its epoch and counts.
+refusal's reason), ``epoch``, ``log_bytes``, ``nodes`` (registry entries),
+``writes_total{kind}`` (signed writes of this node: ``registry``, ``incident``, ``quarantine``) and
+``writes_dropped_total{kind}`` (writes noted while not running, past :data:`MAX_PENDING`, or
+refused by the rules). Admin command ``meshstate.show``: the state as this node reads it, its epoch
+and counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,6 +43,9 @@ from x0tta.fleet.core import state as st
 from x0tta.fleet.replica import Replica
 from x0tta.fleet.statesync import Carrier, StateSync
 
+MAX_PENDING = 4 * st.MAX_INCIDENTS  # incident summaries waiting for the writer; the oldest goes past it
+KINDS = ("registry", "incident", "quarantine")
+
 
 class MeshStateService(Subsystem):
     name = "meshstate"
@@ -41,9 +58,106 @@ class MeshStateService(Subsystem):
         self.clock = clock
         self.sync: StateSync | None = None
         self._counted: Tally[str] = Tally()
+        # Set by the composition root: the quarantines this node's guard holds now, each a dict of
+        # ``target`` (SPIFFE ID, else the MAC), ``macs``, ``reason``, ``until`` (unix seconds).
+        self.quarantines: Callable[[], list[dict[str, Any]]] | None = None
+        self.written: Tally[str] = Tally()  # signed writes by kind, since start
+        self.dropped: Tally[str] = Tally()  # writes dropped by kind, since start
+        self._pending: dict[str, dict[str, Any]] = {}  # incident id -> its summary, oldest first
+        self._look_at_quarantines = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether writes handed over now are kept (the subsystem runs, its SVID there or awaited)."""
+        return self._loop is not None
+
+    # ---- what the other subsystems hand over (through the composition root) ---------------------
+
+    def heal_event(self, name: str, incident: str | None, data: Any) -> None:
+        """The heal loop's listener: an incident opened or closed becomes this node's summary of it."""
+        if name not in ("incident_opened", "incident_closed") or not incident:
+            return
+        value = st.incident_value(name, data, self.clock.time())
+        try:
+            if value is None or not st.INCIDENT_ID_PATTERN.fullmatch(incident):
+                raise st.StateError(f"{name} of {incident[:64]!r} is not an incident summary")
+            st.encode_value("incidents", value)  # checked here, so that one bad value spoils no batch
+        except st.StateError:
+            self.dropped["incident"] += 1
+            return
+        self._note("incident", lambda: self._add_incident(incident, value))
+
+    def quarantine_changed(self, *_args: Any) -> None:
+        """The guard quarantined or released a neighbour: make this node's entries what it holds."""
+        self._note("quarantine", self._quarantines_due)
+
+    def _note(self, kind: str, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.dropped[kind] += 1
+            return
+        loop.call_soon_threadsafe(fn)  # the listeners may be called off the loop
+
+    def _add_incident(self, incident: str, value: dict[str, Any]) -> None:
+        self._pending.pop(incident, None)
+        self._pending[incident] = value
+        while len(self._pending) > MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
+            self.dropped["incident"] += 1
+        if self._wake is not None:
+            self._wake.set()
+
+    def _quarantines_due(self) -> None:
+        self._look_at_quarantines = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _writer(self, ctx: Context, sync: StateSync) -> None:
+        """Write what is noted, one signed update at a time, on the sync's worker thread."""
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush(ctx, sync)
+
+    async def flush(self, ctx: Context, sync: StateSync) -> None:
+        """Write the pending incident summaries and, when asked, the quarantines, in one update."""
+        incidents, self._pending = self._pending, {}
+        held = None
+        if self._look_at_quarantines and self.quarantines is not None:
+            held = self.quarantines()
+        self._look_at_quarantines = False
+        if not incidents and held is None:
+            return
+        now = self.clock.time()
+
+        def plan(replica: Replica) -> dict[str, dict[str, Any]]:
+            changes: dict[str, dict[str, Any]] = replica.incident_changes(incidents) if incidents else {}
+            if held is not None:
+                changes["quarantine"] = st.quarantine_changes(replica.author, replica.own("quarantine"), held, now)
+            return {k: v for k, v in changes.items() if v}
+
+        changes = await sync.call(plan, sync.replica)
+        if not changes:
+            return
+        try:
+            await sync.write(changes)
+        except st.StateError as exc:  # a value the rules refuse (the heal loop's names are checked here)
+            self.dropped["incident"] += len(incidents)
+            self.dropped["quarantine"] += "quarantine" in changes
+            ctx.log.warning("meshstate_write_refused", error=str(exc)[:200])
+            return
+        if "incidents" in changes:
+            self.written["incident"] += 1
+        if "quarantine" in changes:
+            self.written["quarantine"] += 1
 
     async def run(self, ctx: Context) -> None:
         s = ctx.settings.meshstate
+        # running from here: writes handed over while the SVID is awaited wait for the writer
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         source = await self.identity.wait_source()
         while not source.has_svid():
             await self.clock.sleep(1.0)
@@ -61,24 +175,48 @@ class MeshStateService(Subsystem):
         epoch = Gauge("x0tta_meshstate_epoch", "The newest epoch this node holds", registry=ctx.registry)
         log_bytes = Gauge("x0tta_meshstate_log_bytes", "Bytes of signed updates held", registry=ctx.registry)
         nodes = Gauge("x0tta_meshstate_nodes", "Registry entries this node reads", registry=ctx.registry)
+        writes = Counter("x0tta_meshstate_writes_total", "Signed writes of this node, by what they wrote",
+                         ["kind"], registry=ctx.registry)
+        dropped = Counter("x0tta_meshstate_writes_dropped_total", "Writes handed over but not made, by kind",
+                          ["kind"], registry=ctx.registry)
+        for kind in KINDS:
+            writes.labels(kind=kind)
+            dropped.labels(kind=kind)
+        written_seen: Tally[str] = Tally()
+        dropped_seen: Tally[str] = Tally()
         ctx.admin.register("meshstate.show", self._show)
+        writer: asyncio.Task[None] | None = None
         try:
             restored = await sync.restore()
             sync.attach(self.carrier)
             macs = await asyncio.to_thread(lambda: list(self.macs()) if self.macs is not None else [])
             await sync.write(self._entry(ctx, svid, macs))
+            self.written["registry"] += 1
             ctx.log.info("meshstate_started", author=replica.author, restored=restored, epoch=replica.epoch)
             ctx.health.ok()
+            writer = asyncio.create_task(self._writer(ctx, sync), name="meshstate-writer")
             while True:
+                if writer.done():
+                    writer.result()  # the writer ends only by raising (the disk): the supervisor restarts
+                self.quarantine_changed()  # a quarantine that ran out leaves within a round
                 await self._refresh(source, sync)
                 await sync.sync_all()
                 counts, number, size, entries = await sync.call(self._read, replica)
-                self._count(counts, updates)
+                self._counted = _grow(counts, self._counted, updates, "result")
+                written_seen = _grow(self.written, written_seen, writes, "kind")
+                dropped_seen = _grow(self.dropped, dropped_seen, dropped, "kind")
                 epoch.set(number)
                 log_bytes.set(size)
                 nodes.set(entries)
                 await self.clock.sleep(s.interval)
         finally:
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+            self._loop = self._wake = None
+            self.dropped["incident"] += len(self._pending)
+            self._pending = {}
             await sync.close()
 
     def _entry(self, ctx: Context, svid: Any, found: Iterable[str]) -> dict[str, Any]:
@@ -105,12 +243,6 @@ class MeshStateService(Subsystem):
         counts["applied"], counts["duplicate"] = replica.applied, replica.duplicates
         return counts, replica.epoch, replica.log_bytes(), len(replica.view()["registry"])
 
-    def _count(self, now: Tally[str], counter: Any) -> None:
-        for result, n in now.items():
-            if n > self._counted[result]:
-                counter.labels(result=result).inc(n - self._counted[result])
-        self._counted = now
-
     async def _show(self, _args: dict[str, Any]) -> dict[str, Any]:
         if self.sync is None:
             return {"ready": False}
@@ -118,6 +250,17 @@ class MeshStateService(Subsystem):
         def show(r: Replica) -> dict[str, Any]:
             return {"ready": True, "author": r.author, "epoch": r.epoch, "epochs": sorted(r.epochs),
                     "log_bytes": r.log_bytes(), "applied": r.applied, "duplicates": r.duplicates,
-                    "refused": {str(k): v for k, v in r.refused.items()}, "state": r.state()}
+                    "refused": {str(k): v for k, v in r.refused.items()}, "malformed": self.sync.malformed
+                    if self.sync is not None else 0, "written": dict(self.written), "dropped": dict(self.dropped),
+                    "state": r.state()}
 
         return await self.sync.call(show, self.sync.replica)  # type: ignore[no-any-return]
+
+
+def _grow(now: Tally[str], seen: Tally[str], counter: Any, label: str) -> Tally[str]:
+    """Add to ``counter`` what ``now`` counts beyond ``seen`` (a count kept since start, exported by
+    its growth); returns the new ``seen``."""
+    for value, n in now.items():
+        if n > seen[value]:
+            counter.labels(**{label: value}).inc(n - seen[value])
+    return Tally(now)

@@ -112,6 +112,8 @@ class GuardService(Subsystem):
         # Called with (MAC, SPIFFE ID or None) when a neighbour is quarantined (the wiring closes
         # its peer sessions).
         self.on_quarantine: list[Callable[[bytes, str | None], None]] = []
+        # Called with the MACs whose quarantine ended (released, or its TTL over).
+        self.on_release: list[Callable[[list[bytes]], None]] = []
         self.current: list[dict[str, Any]] = []  # the threat records of every finding at the last look
         self._override: str | None = None  # guard.mode from an operator, until the next reload
         self._identity_since: float | None = None
@@ -179,16 +181,35 @@ class GuardService(Subsystem):
         """A MAC, or every MAC bound to a SPIFFE ID (what an operator's quarantine names)."""
         return self.guard.bindings.bound_macs(who)
 
+    def quarantines_held(self) -> list[dict[str, Any]]:
+        """The quarantines in force: ``mac``, ``spiffe_id`` (None when none was bound), ``reason``,
+        ``until`` (when it ends, in unix seconds)."""
+        mono, wall = self._clock(), self._wall()
+        return [{"mac": format_mac(m), "spiffe_id": q.spiffe_id, "reason": q.reason, "until": wall + q.until - mono}
+                for m, q in sorted(self.guard.bindings.quarantined.items())]
+
     def quarantined_macs(self) -> list[str]:
         """The MACs quarantined now (aa:bb:cc:dd:ee:ff)."""
         return [format_mac(m) for m in self.guard.bindings.quarantined]
 
     def release(self, who: str, by: str = "admin") -> list[str]:
         """End the quarantine of a MAC, or of every MAC quarantined with a SPIFFE ID."""
-        released = [format_mac(m) for m in self.guard.release(who)]
+        raw = self.guard.release(who)
+        released = [format_mac(m) for m in raw]
         if released and self._ctx is not None:
             self._ctx.log.info("guard_released", macs=released, by=by)
+        self._released(raw)
         return released
+
+    def _released(self, macs: list[bytes]) -> None:
+        if not macs:
+            return
+        for cb in list(self.on_release):
+            try:
+                cb(macs)
+            except Exception:  # one broken consumer must not stop the release
+                if self._ctx is not None:
+                    self._ctx.log.exception("guard_release_listener_failed", listener=repr(cb))
 
     def mode_now(self, now: float) -> str:
         """The mode the kernel guard should run in at ``now``."""
@@ -215,6 +236,7 @@ class GuardService(Subsystem):
                          grace=self.settings.session_grace)
         if released:
             ctx.log.info("guard_released", macs=[format_mac(m) for m in released], by="ttl")
+            self._released(released)
         due = [self.guard.bindings.next_due(self.settings.session_grace)]
         if self.settings.mode == "auto" and self._override is None:
             # the end of the grace, or the next look at the identity (it may come, or go: an expired

@@ -77,7 +77,8 @@ async def test_partitioned_writes_converge_over_peer_sessions(tmp_path):
     await a.write(registry(a, "02:00:00:00:00:0a"))
     await c.write(registry(c, "02:00:00:00:00:0c"))
     await c.write({"quarantine": {f"{c.replica.author} spiffe://{TD}/node/x": {
-        "target": f"spiffe://{TD}/node/x", "reason": "replayed probes", "at": c.clock.time()}}})
+        "target": f"spiffe://{TD}/node/x", "macs": [], "reason": "replayed probes", "until": c.clock.time() + 600,
+        "at": c.clock.time()}}})
     assert await a.state() != await c.state()
     async with serving(b, ca, leaves["b"], "b") as peer_b:
         hub = [f"127.0.0.1:{peer_b.port}"]

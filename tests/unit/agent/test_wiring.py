@@ -421,3 +421,40 @@ def test_meshstate_lists_the_macs_of_the_hard_interfaces_that_exist(tmp_path):
     (tmp_path / "eth1").mkdir()
     (tmp_path / "eth1" / "address").write_text("02:BA:00:01:00:01\n")
     assert interface_macs(("eth1", "wlan9"), sysfs=str(tmp_path)) == ["02:ba:00:01:00:01"]
+
+
+def test_meshstate_hears_the_heal_loop_s_incidents_and_the_guard_s_quarantines():
+    """The heal loop's listener and the guard's quarantine and release hooks reach the replicated
+    state; not running, it drops and counts what it hears (nothing blocks the heal loop or the guard)."""
+    import time
+
+    settings = parse_settings("[meshstate]\nenabled = true\n[guard]\nquarantine_share = 1.0\n")
+    table = factories(settings)
+    heal, guard, state = table["heal"](settings), table["guard"](settings), table["meshstate"](settings)
+    assert state.heal_event in heal.listeners
+    assert "meshstate" not in factories(parse_settings("")) and not [
+        x for x in factories(parse_settings(""))["heal"](parse_settings("")).listeners
+        if getattr(x, "__name__", "") == "heal_event"]
+    for listener in heal.listeners:
+        listener("incident_opened", "x-i1", {"kind": "link_down", "target": "hardif:eth1", "severity": "critical",
+                                            "opened": 1.0, "time_to_detect": 0.1})
+    assert state.dropped["incident"] == 1
+    assert guard.quarantine("02:ba:00:02:00:01", 60.0, "replayed OGMs") == ""
+    assert state.dropped["quarantine"] == 1
+    [claim] = state.quarantines()
+    assert claim["target"] == "02:ba:00:02:00:01" and claim["macs"] == ["02:ba:00:02:00:01"]
+    assert claim["reason"] == "replayed OGMs" and abs(claim["until"] - (time.time() + 60.0)) < 5
+    assert guard.release("02:ba:00:02:00:01") == ["02:ba:00:02:00:01"]
+    assert state.dropped["quarantine"] == 2 and state.quarantines() == []
+
+
+def test_quarantine_claims_are_one_per_spiffe_id_or_per_mac():
+    from x0tta.agent.wiring import quarantine_claims
+
+    b = "spiffe://mesh.x0tta/node/b"
+    held = [{"mac": "02:00:00:00:00:01", "spiffe_id": b, "reason": "r", "until": 10.0},
+            {"mac": "02:00:00:00:00:02", "spiffe_id": b, "reason": "r", "until": 20.0},
+            {"mac": "02:00:00:00:00:03", "spiffe_id": None, "reason": "s", "until": 5.0}]
+    claims = quarantine_claims(SimpleNamespace(quarantines_held=lambda: held))()
+    assert claims == [{"target": b, "macs": ["02:00:00:00:00:01", "02:00:00:00:00:02"], "reason": "r", "until": 20.0},
+                      {"target": "02:00:00:00:00:03", "macs": ["02:00:00:00:00:03"], "reason": "s", "until": 5.0}]

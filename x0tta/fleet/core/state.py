@@ -8,8 +8,10 @@ map               key                         value                             
 ================  ==========================  ==================================================  ================
 ``registry``      the node's SPIFFE ID        ``{"macs": [...], "role": .., "version": .., "at"}``  that node only
 ``heads``         the node's SPIFFE ID        ``{"seq": n, "at": ..}``: bumped by every write      that node only
-``quarantine``    ``"<author> <target>"``     ``{"target": <SPIFFE ID>, "reason": .., "at": ..}``  the author
-``incidents``     ``"<author> <id>"``         ``{"kind": .., "summary": .., "at": ..}``            the author
+``quarantine``    ``"<author> <target>"``     ``{"target": <SPIFFE ID or MAC>, "macs", "reason",``  the author
+                                              ``"until", "at"}``
+``incidents``     ``"<author> <id>"``         ``{"kind", "target", "severity", "opened",``         the author
+                                              ``"closed": null or a time, "summary", "at"}``
 ``revocations``   the revoked SPIFFE ID       ``{"by": <author>, "reason": .., "at": ..}``         a revoker
 ================  ==========================  ==================================================  ================
 
@@ -21,17 +23,18 @@ author's X509-SVID, over everything but the chain (:func:`signed_bytes`). Every 
 author's ``heads`` entry so that every update advances its clock: a state vector then tells which
 of an author's updates a node lacks, deletions included.
 
-An author holds at most :data:`MAX_INCIDENTS` incidents and :data:`MAX_QUARANTINE` quarantine
-entries. A receiver checks, in this order, and the first failing rule is the :class:`Reason` it
-refuses with (and counts): ``malformed`` (the message does not decode); ``stale_epoch`` (older
-than the epochs it holds); ``epoch_jump`` (more than :data:`MAX_EPOCH_STEP` epochs ahead of its
-newest: a member cannot throw the mesh's state far forward, and a sync answer brings a peer's older
-epoch first); ``not_member`` (the chain is not an X509-SVID of a trust domain the node trusts,
-valid when the update says it was made, or it names another author); ``revoked`` (the author is in
-the revocations map or a CRL); ``bad_signature``; ``future`` (made more than :data:`MAX_SKEW` ahead
-of the receiver's clock); then, once the update is
-applied to a copy of the document: ``gap`` (it does not follow the author's last update: asked
-for again at the next sync), ``foreign_client`` (it carries items of another client id),
+An author holds at most :data:`MAX_INCIDENTS` incidents (:func:`incidents_to_drop`: closed ones go
+first, then the oldest) and :data:`MAX_QUARANTINE` quarantine entries (:func:`quarantine_changes`
+keeps them equal to what its guard holds). A receiver checks, in this order, and the first failing
+rule is the :class:`Reason` it refuses with (and counts): ``malformed`` (the message does not
+decode); ``stale_epoch`` (older than the epochs it holds); ``epoch_jump`` (more than
+:data:`MAX_EPOCH_STEP` epochs ahead of its newest: a member cannot throw the mesh's state far
+forward, and a sync answer brings a peer's older epoch first); ``not_member`` (the chain is not an
+X509-SVID of a trust domain the node trusts, valid when the update says it was made, or it names
+another author); ``revoked`` (the author is in the revocations map or a CRL); ``bad_signature``;
+``future`` (made more than :data:`MAX_SKEW` ahead of the receiver's clock); then, once the update is
+applied to a copy of the document: ``gap`` (it does not follow the author's last update: asked for
+again at the next sync), ``foreign_client`` (it carries items of another client id),
 ``unknown_section``, ``bad_value``, ``foreign_write`` (it changes a key the author does not own,
 :func:`owner_allows`), ``over_bound``. Only then is it applied to the document itself.
 
@@ -157,8 +160,9 @@ def canonical(obj: Mapping[str, Any]) -> str:
 _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "registry": {"macs": (list,), "role": (str,), "version": (str,), "at": (int, float)},
     "heads": {"seq": (int,), "at": (int, float)},
-    "quarantine": {"target": (str,), "reason": (str,), "at": (int, float)},
-    "incidents": {"kind": (str,), "summary": (str,), "at": (int, float)},
+    "quarantine": {"target": (str,), "macs": (list,), "reason": (str,), "until": (int, float), "at": (int, float)},
+    "incidents": {"kind": (str,), "target": (str,), "severity": (str,), "opened": (int, float),
+                  "closed": (int, float, type(None)), "summary": (str,), "at": (int, float)},
     "revocations": {"by": (str,), "reason": (str,), "at": (int, float)},
 }
 
@@ -189,8 +193,10 @@ def decode_value(section: str, text: Any) -> dict[str, Any]:
             raise StateError(f"{section}.{name} has the wrong type ({type(v).__name__})")
         if isinstance(v, str) and len(v) > MAX_TEXT:
             raise StateError(f"{section}.{name} is longer than {MAX_TEXT} characters")
-    if not math.isfinite(obj["at"]) or not 0 <= obj["at"] < 1e11:
-        raise StateError(f"{section}.at is unix seconds")
+    for name in ("at", "until", "opened", "closed"):
+        t = obj.get(name)
+        if name in spec and t is not None and (not math.isfinite(t) or not 0 <= t < 1e11):
+            raise StateError(f"{section}.{name} is unix seconds")
     if section == "registry":
         macs = obj["macs"]
         if len(macs) > MAX_MACS or not all(isinstance(m, str) and MAC_PATTERN.fullmatch(m) for m in macs):
@@ -200,9 +206,14 @@ def decode_value(section: str, text: Any) -> dict[str, Any]:
     elif section == "heads" and not 0 <= obj["seq"] < MAX_CLOCK:
         raise StateError("heads.seq is a count")
     elif section == "quarantine":
-        _spiffe(obj["target"], "quarantine.target")
-    elif section == "incidents" and not NAME_PATTERN.fullmatch(obj["kind"]):
-        raise StateError("incidents.kind is a name (a-z, 0-9, _ . -)")
+        if not MAC_PATTERN.fullmatch(obj["target"]):
+            _spiffe(obj["target"], "quarantine.target")
+        macs = obj["macs"]
+        if len(macs) > MAX_MACS or not all(isinstance(m, str) and MAC_PATTERN.fullmatch(m) for m in macs):
+            raise StateError(f"quarantine.macs is a list of at most {MAX_MACS} lower-case MAC addresses")
+    elif section == "incidents" and not (NAME_PATTERN.fullmatch(obj["kind"]) and NAME_PATTERN.fullmatch(
+            obj["severity"])):
+        raise StateError("incidents.kind and incidents.severity are names (a-z, 0-9, _ . -)")
     elif section == "revocations":
         _spiffe(obj["by"], "revocations.by")
     return obj
@@ -305,6 +316,60 @@ def own_entries(view: Snapshot, author: str, policy: Policy) -> dict[str, dict[s
                 out.setdefault(section, {})[key] = canonical(value)
             elif section != "revocations" and owner_of(section, key) == author:
                 out.setdefault(section, {})[key] = text
+    return out
+
+
+def incidents_to_drop(mine: Mapping[str, Mapping[str, Any]], adding: Iterable[str]) -> list[str]:
+    """The keys of an author's incidents (``mine``: key -> value) to delete so that, with the keys
+    ``adding`` written, it holds at most :data:`MAX_INCIDENTS`: closed ones first, oldest first."""
+    new = set(adding)
+    kept = [k for k in mine if k not in new]
+    over = len(kept) + len(new) - MAX_INCIDENTS
+    if over <= 0:
+        return []
+    kept.sort(key=lambda k: (mine[k].get("closed") is None, mine[k].get("at", 0)))
+    return kept[:over]
+
+
+def incident_value(name: str, data: Mapping[str, Any], now: float) -> dict[str, Any] | None:
+    """The ``incidents`` value a heal loop event stands for: ``incident_opened`` (``kind``,
+    ``target``, ``severity``, ``opened``) or ``incident_closed`` (``incident``: the closed
+    incident's record); None for any other event or one that lacks these fields."""
+    try:
+        if name == "incident_opened":
+            return {"kind": str(data["kind"]), "target": str(data["target"])[:MAX_TEXT],
+                    "severity": str(data.get("severity", "warning")), "opened": float(data.get("opened", now)),
+                    "closed": None, "summary": "open", "at": now}
+        if name == "incident_closed":
+            inc = data["incident"]
+            return {"kind": str(inc["symptom"]["kind"]), "target": str(inc["symptom"]["target"])[:MAX_TEXT],
+                    "severity": str(inc["severity"]), "opened": float(inc["opened"]),
+                    "closed": float(inc["closed"] if inc.get("closed") is not None else now),
+                    "summary": str(inc.get("resolution") or "closed")[:MAX_TEXT], "at": now}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def quarantine_changes(author: str, mine: Mapping[str, Mapping[str, Any]], held: Iterable[Mapping[str, Any]],
+                       now: float) -> dict[str, dict[str, Any] | None]:
+    """The ``quarantine`` changes that make an author's entries (``mine``: key -> value) what its
+    guard holds now (``held``: ``target``, ``macs``, ``reason``, ``until``): an entry set where it
+    is new or changed (an expiry that moved by less than a second is the same: the guard counts on
+    the monotonic clock), deleted where the guard no longer holds it or its time is up."""
+    want: dict[str, dict[str, Any]] = {}
+    for q in sorted(held, key=lambda q: -float(q["until"]))[:MAX_QUARANTINE]:
+        if float(q["until"]) <= now:
+            continue
+        want[f"{author} {q['target']}"] = {"target": q["target"], "macs": sorted(q["macs"])[:MAX_MACS],
+                                           "reason": str(q["reason"])[:MAX_TEXT], "until": float(q["until"]),
+                                           "at": now}
+    out: dict[str, dict[str, Any] | None] = {k: None for k in mine if k not in want}
+    for key, value in want.items():
+        old = mine.get(key)
+        if old is None or any(old.get(f) != value[f] for f in ("target", "macs", "reason")) or abs(
+                float(old.get("until", 0)) - value["until"]) >= 1.0:
+            out[key] = value
     return out
 
 

@@ -131,8 +131,8 @@ def _open(st: Scratch, sym: Symptom) -> None:
     )
     st.incidents[inc_id] = inc
     st.by_key[sym.key] = inc_id
-    st.event("incident_opened", inc_id, kind=sym.kind.value, target=sym.target,
-             time_to_detect=max(0.0, sym.raised - sym.onset))
+    st.event("incident_opened", inc_id, kind=sym.kind.value, target=sym.target, severity=inc.severity,
+             opened=inc.opened, time_to_detect=max(0.0, sym.raised - sym.onset))
     st.event("symptom_raised", inc_id, symptom=sym.to_json(), reopened=False)
 
 
