@@ -4,7 +4,8 @@ It waits for the node's SVID (the identity subsystem's source), builds the
 :class:`~x0tta.fleet.replica.Replica` with the SVID's key, rebuilds it from its log on disk
 (``<state_dir>/meshstate/state.db``), hands the sync's two methods to the peer subsystem (given by
 the composition root as ``carrier``) and writes the node's registry entry; then it pulls from every
-peer session every ``[meshstate] interval``. A rotated SVID, bundle or revocation list is taken at
+peer session every ``[meshstate] interval``, and from a session as soon as it comes up (the
+carrier's ``subscribe``, when it has one). A rotated SVID, bundle or revocation list is taken at
 the next round. docs/fleet.md, "Replicated mesh state", says how the state converges.
 
 What else it writes comes from the other subsystems through the composition root, never blocking
@@ -186,6 +187,8 @@ class MeshStateService(Subsystem):
         dropped_seen: Tally[str] = Tally()
         ctx.admin.register("meshstate.show", self._show)
         writer: asyncio.Task[None] | None = None
+        unsubscribe: Callable[[], Any] | None = None
+        pull_now = asyncio.Event()
         try:
             restored = await sync.restore()
             sync.attach(self.carrier)
@@ -195,7 +198,13 @@ class MeshStateService(Subsystem):
             ctx.log.info("meshstate_started", author=replica.author, restored=restored, epoch=replica.epoch)
             ctx.health.ok()
             writer = asyncio.create_task(self._writer(ctx, sync), name="meshstate-writer")
+            # a session that comes up (a healed link, a new neighbour) is pulled from at once, not a
+            # round later: what heals a partition then waits only for the peer link's redial
+            subscribe = getattr(self.carrier, "subscribe", None)
+            unsubscribe = subscribe(lambda change: pull_now.set() if getattr(change, "up", False) else None) \
+                if subscribe is not None else None
             while True:
+                pull_now.clear()
                 if writer.done():
                     writer.result()  # the writer ends only by raising (the disk): the supervisor restarts
                 self.quarantine_changed()  # a quarantine that ran out leaves within a round
@@ -208,8 +217,11 @@ class MeshStateService(Subsystem):
                 epoch.set(number)
                 log_bytes.set(size)
                 nodes.set(entries)
-                await self.clock.sleep(s.interval)
+                with contextlib.suppress(TimeoutError):
+                    await self.clock.wait_for(pull_now.wait(), s.interval)
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             if writer is not None:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -148,3 +148,34 @@ async def test_the_meshstate_subsystem_registers_every_node(tmp_path):
             await until(lambda: sample(ctx_b, "x0tta_meshstate_nodes") == 2, 30)
             assert sample(ctx_b, "x0tta_meshstate_updates_total", result="applied") >= 1
     assert (tmp_path / "b" / "meshstate" / "state.db").exists()
+
+
+async def test_a_session_that_comes_up_is_pulled_from_at_once(tmp_path):
+    """A healed link: two nodes that wrote and pulled while they had no session, with a pull
+    interval longer than the test, hold each other's entries soon after their session comes up."""
+    from x0tta.fleet.stateservice import MeshStateService
+    from x0tta.peer.testing import sample
+
+    ca = TestCA(TD)
+    ids = {n: StaticIdentity(ca.credentials(ca.issue(path=f"/node/{n}"))) for n in ("a", "b")}
+
+    def ctx(name: str) -> FakeContext:
+        s = build(AgentSettings, {"identity": {"trust_domain": TD},
+                                  "meshstate": {"enabled": True, "interval": 600.0},
+                                  "peer": {"listen_address": "127.0.0.1", "port": 0, "neighbour_refresh": 0.1,
+                                           "reconnect_min_delay": 0.05}})
+        return FakeContext(s, name="meshstate", node_id=name, state_dir=tmp_path / name)
+
+    link: list[str] = []  # the neighbour a dials: none until the link "heals"
+    peer_b, peer_a = PeerService(ids["b"]), PeerService(ids["a"], neighbours=lambda: list(link))
+    svc_b, svc_a = MeshStateService(ids["b"], peer_b), MeshStateService(ids["a"], peer_a)
+    ctx_a, ctx_b = ctx("a"), ctx("b")
+    async with running(peer_b, ctx("b")), running(svc_b, ctx_b), running(peer_a, ctx("a")), running(svc_a, ctx_a):
+        # each wrote its entry and finished its first round alone
+        await until(lambda: sample(ctx_a, "x0tta_meshstate_nodes") == 1 and sample(ctx_b, "x0tta_meshstate_nodes") == 1,
+                    30)
+        healed = time.monotonic()
+        link.append(f"127.0.0.1:{peer_b.port}")
+        await until(lambda: same((svc_a.sync, svc_b.sync), 2), 30)
+        print(f"both entries on both nodes {time.monotonic() - healed:.2f} s after the session could come up "
+              f"(pull interval 600 s)")
