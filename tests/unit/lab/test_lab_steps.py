@@ -132,7 +132,7 @@ def test_a_topology_collects_the_problems_of_all_its_steps():
 
 
 def _lab_scenarios() -> dict[str, list[dict]]:
-    from tests.lab import test_forgery_lab, test_heal_lab, test_lab_run
+    from tests.lab import test_forgery_lab, test_heal_lab, test_lab_run, test_meshstate_lab
     from x0tta.lab.core.chaos import schedule, steps
     from x0tta.lab.runner import load_topology
 
@@ -142,6 +142,7 @@ def _lab_scenarios() -> dict[str, list[dict]]:
         "heal": test_heal_lab.SCENARIO,
         "forgery": test_forgery_lab.scenario(True),
         "forgery-no-identities": test_forgery_lab.scenario(False),
+        "meshstate": test_meshstate_lab.scenario(),
         "lab-baseline": test_lab_run.BASELINE,
         "lab-agents": test_lab_run.WITH_AGENTS,
         "chaos": steps(plan, agents=True, hold_s=5, settle_s=6, load={"cpu_pct": 30, "spawn_per_s": 5},
@@ -160,6 +161,20 @@ def test_the_lab_tests_scenarios_parse_and_round_trip():
         assert len(topo.steps) == len(scenario), name
         assert all(type(s) is STEP_TYPES[s.do] for s in topo.steps), name
         assert topo.with_changes(steps=topo.steps).steps == topo.steps, name
+
+
+def test_the_meshstate_lab_s_agents_run_the_replicated_state(tmp_path):
+    """Its overrides make agent configs the agent takes: the state on, pulled every second."""
+    from tests.lab import test_meshstate_lab as lab
+    from x0tta.config.loader import parse_settings
+    from x0tta.lab.runner import agent_configs, load_topology
+
+    topo = load_topology(lab.RING).with_changes(steps=lab.scenario(), overrides=lab.OVERRIDES)
+    texts, _ = agent_configs(topo, tmp_path / "identity")
+    for node in lab.NODES:
+        s = parse_settings(texts[node])
+        assert s.meshstate.enabled and s.identity.enabled and s.peer.enabled and s.meshstate.interval == 1.0
+        assert (s.peer.reconnect_max_delay, s.peer.neighbour_refresh) == (2.0, 2.0)
 
 
 def test_the_guest_runs_every_step_type():
