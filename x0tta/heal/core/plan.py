@@ -148,12 +148,30 @@ def steer_off(
         return action, (f"no other running hard interface with neighbours (not steered off or silent): "
                         f"steering off "
                         f"{hardif} would isolate the node")
+    if method == "detach":
+        served = sorted({o.orig for o in obs.originators if o.hardif == hardif})
+        if served and not set(served) & reachable_elsewhere(obs, alt):
+            # a link that is the only way to everything behind it (a line, a ring after another
+            # cut): detaching it helps no one while it fails, and when it comes back batman-adv alone
+            # routes over it again at once, while a detached link waits for its restore - the chaos
+            # benchmark measured that as twice the outage (10.4 s against 5.1 s alone on a line)
+            return action, (f"no originator routed through {hardif} ({', '.join(served[:3])}) has another "
+                            f"router on another interface: detaching would only delay its own recovery")
     if method == "detach" and carries:
         stranded = without_other_route(hardif, obs, alt)
         if stranded:
             return action, (f"{len(stranded)} originators routed through {hardif} have no other router on "
                             f"another interface ({', '.join(stranded[:3])}): steering off would cut them off")
     return action, ""
+
+
+def reachable_elsewhere(obs: Observation, alt: set[str]) -> set[str]:
+    """Originators the full originator table has an entry for through another usable interface
+    (``alt``) with a link quality above zero."""
+    return {
+        o.orig for o in (*obs.originators, *obs.other_routes)
+        if o.hardif in alt and ((o.tq or 0) > 0 or (o.throughput or 0) > 0)
+    }
 
 
 def without_other_route(hardif: str, obs: Observation, alt: set[str]) -> list[str]:
@@ -169,11 +187,7 @@ def without_other_route(hardif: str, obs: Observation, alt: set[str]) -> list[st
     through = {o.orig for o in obs.originators if o.hardif == hardif and o.orig != o.router}
     if not through:
         return []
-    elsewhere = {
-        o.orig for o in (*obs.originators, *obs.other_routes)
-        if o.hardif in alt and ((o.tq or 0) > 0 or (o.throughput or 0) > 0)
-    }
-    return sorted(through - elsewhere)
+    return sorted(through - reachable_elsewhere(obs, alt))
 
 
 def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
