@@ -41,15 +41,14 @@ def test_steps_are_a_valid_scenario_with_and_without_agents(ring):
         kinds = {s.do for s in topo.steps}
         assert ("kill_agent" in kinds) == (agents and any(f.kind == "agent_kill" for f in plan))
         assert "load" in kinds and "load_stop" in kinds
-        # every link fault (and agent kill) first waits for its ping's route over the link
+        # every link fault (and agent kill) first waits for its ping's route over the link, a node
+        # kill for its ping's route through the node
         for f in plan:
             ready = [s for s in scenario if s["label"] == f"{f.name}-ready"]
-            if f.kind == "node_kill":
-                assert ready == []
-            else:
-                assert [(r["from"], r["to"], r["via"]) for r in ready] == [(f.ping[0], f.ping[1], f.ping[1])]
-                labels = [s["label"] for s in scenario]
-                assert labels.index(f"{f.name}-ready") < labels.index(f"{f.name}-ping")
+            via = f.node if f.kind == "node_kill" else f.ping[1]
+            assert [(r["from"], r["to"], r["via"]) for r in ready] == [(f.ping[0], f.ping[1], via)]
+            labels = [s["label"] for s in scenario]
+            assert labels.index(f"{f.name}-ready") < labels.index(f"{f.name}-ping")
 
 
 def _timeline(t_fault: float, outages: list[tuple[float, float]], t0_wall: float = 1000.0) -> dict:

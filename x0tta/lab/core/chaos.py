@@ -23,7 +23,9 @@ restore), ``node_kill`` (the agent killed and every link of the node down; back 
 
 Each fault starts from the same state in both runs: for a fault on a link (and an agent killed
 beside one), first wait up to ``READY_TIMEOUT_S`` until the ping's source routes to its
-destination over that link again - after a loss, batman-adv alone can keep routing around a link
+destination over that link again (for a node killed: through that node - between two of its
+neighbours a grid has paths of equal length, and a kill that hits one run's route and not the
+other's is not the agents' doing) - after a loss, batman-adv alone can keep routing around a link
 for a while after its restore, and a fault that then hits one run on the direct path and the other
 beside it compares two different things. Whether that state was reached is in the report
 (``ready``). Then: start its pings, ``PING_LEAD_S`` later the fault, ``hold_s`` in force, the
@@ -139,6 +141,9 @@ def steps(faults: Sequence[Fault], *, agents: bool, hold_s: float, settle_s: flo
         if f.kind in LINK_KINDS or f.kind == "agent_kill":
             out.append({"do": "wait_route", "label": f"{p}-ready", "from": f.ping[0], "to": f.ping[1],
                         "via": f.ping[1], "timeout_s": READY_TIMEOUT_S})
+        elif f.kind == "node_kill":  # the ping between two of its neighbours crosses the node itself
+            out.append({"do": "wait_route", "label": f"{p}-ready", "from": f.ping[0], "to": f.ping[1],
+                        "via": f.node, "timeout_s": READY_TIMEOUT_S})
         out.append({"do": "ping", "label": f"{p}-ping", "from": f.ping[0], "to": f.ping[1], "name": p})
         if f.witness is not None:
             out.append({"do": "ping", "label": f"{p}-witness", "from": f.witness[0], "to": f.witness[1],
