@@ -33,6 +33,7 @@ def node_ip(index: int) -> str:
 
 def etcd_up(lab, files):
     d = Path(files)
+    lab.run(None, "ip", "link", "set", "lo", "up")  # the guest's own loopback (etcd's peer URL) starts down
     for i, node in enumerate((n.name for n in lab.topology.nodes), start=1):
         lab.run(None, "ip", "link", "add", f"m-{node}", "type", "veth", "peer", "name", "mgmt0", "netns", node)
         lab.run(None, "ip", "addr", "add", f"{ETCD_IP}/32", "dev", f"m-{node}")
