@@ -148,16 +148,17 @@ def steer_off(
         return action, (f"no other running hard interface with neighbours (not steered off or silent): "
                         f"steering off "
                         f"{hardif} would isolate the node")
-    if method == "detach":
-        served = sorted({o.orig for o in obs.originators if o.hardif == hardif})
-        if served and not set(served) & reachable_elsewhere(obs, alt):
-            # a link that is the only way to everything behind it (a line, a ring after another
-            # cut): detaching it helps no one while it fails, and when it comes back batman-adv alone
-            # routes over it again at once, while a detached link waits for its restore - the chaos
-            # benchmark measured that as twice the outage (10.4 s against 5.1 s alone on a line)
-            return action, (f"no originator routed through {hardif} ({', '.join(served[:3])}) has another "
-                            f"router on another interface: detaching would only delay its own recovery")
-    if method == "detach" and carries:
+    served = sorted({o.orig for o in obs.originators if o.hardif == hardif})
+    if served and not set(served) & reachable_elsewhere(obs, alt):
+        # a link that is the only way to everything behind it (a line, a ring after another cut):
+        # steering it off helps no one while it fails, and when it comes back batman-adv alone routes
+        # over it again at once, while a steered-off link waits for its restore - the chaos
+        # benchmark measured that as twice the outage (10.4 s against 5.1 s alone on a line). The
+        # hop penalty is no way out: at steer_hop_penalty 255 it takes the link's routes to 0 as a
+        # detach does (the same line, run again with detaches refused, steered by penalty instead)
+        return action, (f"no originator routed through {hardif} ({', '.join(served[:3])}) has another "
+                        f"router on another interface: steering off would only delay its own recovery")
+    if carries:
         stranded = without_other_route(hardif, obs, alt)
         if stranded:
             return action, (f"{len(stranded)} originators routed through {hardif} have no other router on "
@@ -268,8 +269,9 @@ def candidates(
         if s.steer_method == "detach" and partial and not healthy:
             # partial loss (the ratio, not a run of lost probes): the link still carries most
             # traffic, so a raised hop penalty - batman-adv prefers other paths, keeps this one - is
-            # a real alternative; the knowledge base's record of both decides between them
-            raw.append(steer_off(hardif, obs, s, "penalty", steered))
+            # a real alternative; the knowledge base's record of both decides between them (not
+            # when it would strand someone: at 255 the penalty takes the link's routes to 0)
+            raw.append(steer_off(hardif, obs, s, "penalty", steered, carries=True))
         if all(reason for _a, reason in raw):  # no steer-off: the faster OGMs alone still shorten
             raw.append(tune_orig_interval(obs, s))  # the others' reconvergence
     elif kind == SymptomKind.LINK_DOWN:
