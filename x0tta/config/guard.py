@@ -113,10 +113,12 @@ class DetectSettings:
         max=1 << 20,
     )
     seqno_rate: float = setting(
-        4.0,
+        25.0,
         doc="Sequence numbers an originator may advance per second and stay the same stream: one "
-        "per OGM, and the originator interval is 1 s by default (heal may shorten it to 250 ms "
-        "while a link is suspect). A stream that jumps further and runs on beside the old one is a "
+        "per OGM, and the originator interval is 1 s by default, but heal shortens it to "
+        "heal.unstable_orig_interval (50 ms: 20 a second) while a link is suspect, down or steered "
+        "off - at 4 a second an honest neighbour's faster OGMs after a cut read as a takeover in the "
+        "chaos lab. A stream that jumps further and runs on beside the old one is a "
         "takeover; an originator that restarts (batman-adv draws a random seqno) leaves the old "
         "one behind and is not flagged. The eBPF program that records the OGMs splits an "
         "originator's streams with this and seqno_margin too (docs/guard.md, OGM sequence numbers).",

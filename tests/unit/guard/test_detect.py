@@ -230,13 +230,30 @@ def test_rebroadcasts_reordering_and_an_outage_are_one_stream() -> None:
 
 
 def test_a_jump_just_inside_the_window_is_one_stream_and_just_beyond_it_a_second() -> None:
-    # 10 s after the last OGM a stream may be up to margin + rate x 10 s ahead (64 + 40 = 104)
+    # 10 s after the last OGM a stream may be up to margin + rate x 10 s ahead (64 + 40 = 104 at a
+    # rate of 4 a second)
+    slow = replace(S, seqno_rate=4.0)
     honest = stream(C, 1000, 0.0, 21, A)  # 1000..1020 at 0..20 s
     inside = stream(C, 1020 + 104, 30.0, 3, R, step=0.1) + stream(C, 1021, 30.5, 3, A)
-    assert seqno_takeover([Observation(40.0, ogms=honest + inside)], S, 40.0) == []
+    assert seqno_takeover([Observation(40.0, ogms=honest + inside)], slow, 40.0) == []
     beyond = stream(C, 1020 + 105, 30.0, 3, R, step=0.1) + stream(C, 1021, 30.5, 3, A)
-    [f] = seqno_takeover([Observation(40.0, ogms=honest + beyond)], S, 40.0)
+    [f] = seqno_takeover([Observation(40.0, ogms=honest + beyond)], slow, 40.0)
     assert f.macs == (R,) and f.evidence["new_seqno"] == 1020 + 105 + 2  # its third OGM
+
+
+def test_an_honest_originator_on_faster_ogms_after_a_cut_is_one_stream() -> None:
+    """Seen in the chaos lab: a neighbour unheard for 6 s (a cut) comes back on heal's 50 ms OGMs,
+    then slows to 1 s again - one stream, never a takeover; at 4 a second the window split it, and
+    the old stream's growing window later took its OGMs back, which read as two streams at once."""
+    before = stream(C, 1000, 0.0, 10, A)  # 1000..1009 at 0..9 s
+    fast = stream(C, 1009 + 120, 15.0, 60, A, step=0.05)  # 6 s unheard at 20 a second, then 3 s heard
+    after = stream(C, 1009 + 180, 18.0, 30, A)  # back to one a second
+    ogms = before + fast + after
+    assert seqno_takeover([Observation(48.0, ogms=ogms)], S, 48.0) == []
+    # the attacker of the same moment, beside the honest stream, is still one
+    rogue = stream(C, 1009 + 100_000, 15.0, 10, R, step=0.1)
+    [f] = seqno_takeover([Observation(48.0, ogms=ogms + rogue)], S, 48.0)
+    assert f.macs == (R,)
 
 
 def test_an_attacker_stream_that_wraps_past_zero_is_still_a_takeover() -> None:

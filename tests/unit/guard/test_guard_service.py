@@ -119,7 +119,7 @@ async def test_the_kernels_ogm_window_follows_the_detector_settings(running):
     svc, ctx = running
     maps = KernelMaps(DictMap(), DictMap())
     svc.kernel_maps(maps)
-    assert CONFIG.unpack(maps.config.data[MODE_KEY]) == (1, 64, 250_000_000)  # the defaults: 64, 4 per second
+    assert CONFIG.unpack(maps.config.data[MODE_KEY]) == (1, 64, 40_000_000)  # the defaults: 64, 25 per second
     settings = AgentSettings(guard=replace(svc.settings, detect=DetectSettings(seqno_margin=200, seqno_rate=8.0)))
     assert await svc.reload(ctx, settings)
     assert CONFIG.unpack(maps.config.data[MODE_KEY]) == (1, 200, 125_000_000)

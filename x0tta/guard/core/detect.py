@@ -444,14 +444,18 @@ def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: 
         streams: list[_Stream] = []
         for m in sorted(seen.values(), key=lambda m: (m.at, m.seqno)):
             seq = m.seqno % U32
-            for st in streams:
-                d = _serial_diff(seq, st.seqno)
-                if -s.seqno_margin <= d <= s.seqno_margin + s.seqno_rate * max(m.at - st.last, 0.0):
-                    if d > 0:
-                        st.seqno = seq
-                    st.last, st.count, st.interface = m.at, st.count + 1, m.interface or st.interface
-                    st.macs.add(_norm(m.mac))
-                    break
+            # the stream it fits best: an old stream's window grows with its silence, so after a
+            # while an honest originator's OGMs fit it as well as the stream they really continue
+            # (the first match would join them and read as two streams running at once)
+            fits = [st for st in streams
+                    if -s.seqno_margin <= _serial_diff(seq, st.seqno)
+                    <= s.seqno_margin + s.seqno_rate * max(m.at - st.last, 0.0)]
+            if fits:
+                st = min(fits, key=lambda x: abs(_serial_diff(seq, x.seqno)))
+                if _serial_diff(seq, st.seqno) > 0:
+                    st.seqno = seq
+                st.last, st.count, st.interface = m.at, st.count + 1, m.interface or st.interface
+                st.macs.add(_norm(m.mac))
             else:
                 streams.append(_Stream(m.at, m.at, seq, 1, {_norm(m.mac)}, seq, m.interface))
         live = [st for st in streams if st.count >= 2]
