@@ -92,6 +92,21 @@ def test_lost_turn_goes_back_to_the_queue() -> None:
     s = r.soaking(s, "n1", 2)
     s = r.turn_lost(s, "n1", 3)
     assert "n1" not in s.nodes and s.order == () and r.may_take_turn(s, ro, "n1")
+    assert s.lost_turns == {"n1": 1} and r.RolloutState.from_json(s.to_json()) == s
+
+
+def test_a_node_that_loses_its_turn_again_and_again_aborts_the_rollout() -> None:
+    """A change that cuts its node off from etcd: applied, the lease lost, undone, taken again -
+    without end, were it not for MAX_LOST_TURNS. The node changed nothing when it is aborted (it
+    undid its change with the lost turn), so the rollout ends rolled back at once."""
+    ro = doc()
+    s = r.start(ro, NODES, 0)
+    for i in range(r.MAX_LOST_TURNS):
+        assert s.phase == Phase.APPLYING
+        s = r.applying(s, ro, "n1", 10 * i + 1)
+        s = r.turn_lost(s, "n1", 10 * i + 5)
+    assert s.phase == Phase.ROLLED_BACK and "n1 lost its turn 2 times" in s.reason
+    assert not s.changed()
 
 
 def test_pause_and_resume_and_abort_rules() -> None:

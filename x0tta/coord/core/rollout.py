@@ -15,7 +15,9 @@ revision). Rollout phases::
 
 and each target's step: (none) -> applying -> soaking -> done | worse, then rolled_back on an
 abort; a node whose turn was lost (lease expired before it reported) goes back to none and
-takes a turn again later. Rollback goes in reverse order of applying: a node rolls back only once
+takes a turn again later - at most ``MAX_LOST_TURNS`` times: a change that cuts its node off from
+etcd (its mesh links, over which it reaches the members) loses every turn, is undone every time
+and would be tried again without end, so losing that many aborts the rollout. Rollback goes in reverse order of applying: a node rolls back only once
 every node that applied after it has.
 
 Every function takes the state and ``now`` and returns a new state, or raises
@@ -34,6 +36,7 @@ from typing import Any
 from x0tta.common.errors import DecodeError, PermanentError
 
 SIGNING_CONTEXT = b"x0tta-rollout/1\n"
+MAX_LOST_TURNS = 2  # turns one node may lose in a rollout before it is aborted (one: a nemesis, a leader election)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SETTING = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 
@@ -200,12 +203,14 @@ class RolloutState:
     started_at: float = 0.0
     finished_at: float = 0.0
     segments: Mapping[str, str] = field(default_factory=dict)  # target -> its mesh segment, at start
+    lost_turns: Mapping[str, int] = field(default_factory=dict)  # node -> turns it lost so far
 
     def to_json(self) -> dict[str, Any]:
         return {
             "phase": self.phase.value, "targets": list(self.targets), "order": list(self.order),
             "resume_to": self.resume_to.value, "reason": self.reason, "started_at": self.started_at,
             "finished_at": self.finished_at, "segments": dict(self.segments),
+            "lost_turns": dict(self.lost_turns),
             "nodes": {n: {"step": r.step.value, "applied_at": r.applied_at, "reported_at": r.reported_at,
                           "worse": r.worse, "heal_harm": r.heal_harm, "lost_originators": r.lost_originators,
                           "detail": r.detail} for n, r in self.nodes.items()},
@@ -221,7 +226,8 @@ class RolloutState:
             return cls(Phase(d["phase"]), tuple(d.get("targets", ())), nodes, tuple(d.get("order", ())),
                        Phase(d.get("resume_to", "applying")), str(d.get("reason", "")),
                        float(d.get("started_at", 0)), float(d.get("finished_at", 0)),
-                       {str(k): str(v) for k, v in d.get("segments", {}).items()})
+                       {str(k): str(v) for k, v in d.get("segments", {}).items()},
+                       {str(k): int(v) for k, v in d.get("lost_turns", {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DecodeError(f"rollout state: {exc!r}") from exc
 
@@ -301,12 +307,19 @@ def soaking(state: RolloutState, node: str, now: float) -> RolloutState:
 
 def turn_lost(state: RolloutState, node: str, now: float) -> RolloutState:
     """``node``'s turn ended before it reported (its lease expired): it has undone its change
-    and will take a turn again."""
+    and will take a turn again - unless that was its ``MAX_LOST_TURNS``-th: then the rollout is
+    aborted (a change that cuts a node off from etcd would be applied and undone without end)."""
     rec = state.nodes.get(node)
     if rec is None or rec.step not in (Step.APPLYING, Step.SOAKING):
         return state
     order = tuple(n for n in state.order if n != node)
-    return _settle(replace(_with(state, node, None), order=order), now)
+    lost = {**state.lost_turns, node: state.lost_turns.get(node, 0) + 1}
+    state = replace(_with(state, node, None), order=order, lost_turns=lost)
+    if lost[node] >= MAX_LOST_TURNS and state.phase in (Phase.APPLYING, Phase.SOAKING, Phase.PAUSED):
+        state = replace(state, phase=Phase.ABORTING,
+                        reason=f"{node} lost its turn {lost[node]} times with the change applied: it may cut the "
+                        f"node off from etcd")
+    return _settle(state, now)
 
 
 def reported(state: RolloutState, rollout: Rollout, node: str, report: Report, now: float) -> RolloutState:
