@@ -17,8 +17,8 @@ and each target's step: (none) -> applying -> soaking -> done | worse, then roll
 abort; a node whose turn was lost (lease expired before it reported) goes back to none and
 takes a turn again later - at most ``MAX_LOST_TURNS`` times: a change that cuts its node off from
 etcd (its mesh links, over which it reaches the members) loses every turn, is undone every time
-and would be tried again without end, so losing that many aborts the rollout. Rollback goes in reverse order of applying: a node rolls back only once
-every node that applied after it has.
+and would be tried again without end, so losing that many aborts the rollout. Rollback goes in
+reverse order of applying: a node rolls back only once every node that applied after it has.
 
 Every function takes the state and ``now`` and returns a new state, or raises
 :class:`TransitionError` for a move not in the table. No I/O (import-linter: pure cores).
