@@ -38,7 +38,7 @@ def main() -> None:
     loads = {"no": (False,), "yes": (True,), "both": (False, True)}[args.load]
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
           f"{args.faults} faults per run, seed {args.seed}")
-    totals = {"faults": 0, "agent_only_outages": 0, "actions_on_healthy_links": 0}
+    totals = {"faults": 0, "agent_only_outages": 0, "actions_on_healthy_links": 0, "quarantines": 0}
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-chaos-") as tmp:
         base = Path(args.out or tmp)
         for name in args.topologies.split(","):
@@ -49,7 +49,7 @@ def main() -> None:
                                 seed=args.seed, load=load)
                 s = doc["summary"]
                 for k in totals:
-                    totals[k] += s[k]
+                    totals[k] += s.get(k, 0)
                 print(f"\n### {name}, {'with' if load else 'without'} load ({time.monotonic() - started:.0f} s)\n")
                 print(table(s))
                 harm = [(r["fault"]["index"], r["fault"]["kind"], r["agent_only_outages"],
@@ -60,7 +60,8 @@ def main() -> None:
                 if any(doc["errors"].values()):
                     print("errors:", json.dumps(doc["errors"]))
     print(f"\nall runs: {totals['faults']} faults, {totals['agent_only_outages']} outages only with agents, "
-          f"{totals['actions_on_healthy_links']} actions on links without a fault")
+          f"{totals['actions_on_healthy_links']} actions on links without a fault, "
+          f"{totals['quarantines']} honest nodes quarantined")
 
 
 if __name__ == "__main__":

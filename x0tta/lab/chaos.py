@@ -23,13 +23,18 @@ DEFAULT_LOAD = {"cpu_pct": 30.0, "spawn_per_s": 5.0}  # a router's monitoring sc
 
 def actions(lab: Any, node: str) -> list[list[Any]]:
     """Check run in the guest at the end of the agents' run: every steer-off the node's agent
-    applied, as ``[hardif, applied wall time]``, from its knowledge store (restarts included)."""
+    applied, as ``[hardif, applied wall time]``, and every quarantine, as ``["quarantine", MAC,
+    applied wall time]``, from its knowledge store (restarts included)."""
     out = []
     for row in lab.agent_call(node, "heal.incidents", {"limit": 5000}, timeout=30.0):
         inc = lab.agent_call(node, "heal.incident", {"id": row["id"]}, timeout=30.0)
         for a in inc.get("actions", ()):
-            if a["action"]["kind"] == "steer_off" and a.get("applied"):
+            if not a.get("applied"):
+                continue
+            if a["action"]["kind"] == "steer_off":
                 out.append([a["action"]["params"]["hardif"], a["applied"]])
+            elif a["action"]["kind"] == "quarantine":
+                out.append(["quarantine", a["action"]["params"].get("mac", ""), a["applied"]])
     return out
 
 
@@ -43,6 +48,7 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
     extra = {"load": DEFAULT_LOAD if load else None, "hold_s": hold_s, "settle_s": settle_s}
     timelines = {}
     steer_offs: tuple[tuple[str, str, float], ...] = ()
+    quarantines: list[list[Any]] = []
     for name, with_agents in (("agents", True), ("alone", False)):
         scenario = steps(plan, agents=with_agents, hold_s=hold_s, settle_s=settle_s, load=extra["load"],
                          collect=f"{__name__}:actions" if with_agents else None)
@@ -51,12 +57,15 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
         timelines[name] = result.timeline
         if with_agents:
             check = result.timeline.get("measurements", {}).get("checks", {}).get("actions", {})
-            steer_offs = tuple(
-                (node, str(h), float(at))
-                for node, r in check.get("per_node", {}).items() if r.get("ok")
-                for h, at in r["result"]
-            )
+            found = [(node, item) for node, r in check.get("per_node", {}).items() if r.get("ok")
+                     for item in r["result"]]
+            steer_offs = tuple((node, str(i[0]), float(i[1])) for node, i in found if len(i) == 2)
+            quarantines = [[node, str(i[1]), float(i[2])] for node, i in found if len(i) == 3]
     doc = report(topology, plan, Run(timelines["agents"], steer_offs), Run(timelines["alone"]))
+    # every node of a chaos run is honest: a quarantine is harm too (reported; the CI test asserts
+    # the two zeros of the summary, and this third count is read from the report)
+    doc["quarantines"] = quarantines
+    doc["summary"]["quarantines"] = len(quarantines)
     doc = {"topology": topology.name, "seed": seed, "load": load, "identities": identities, **extra, "errors": {
         name: tl.get("errors", []) for name, tl in timelines.items()}, **doc}
     (out_dir / "chaos.json").write_text(json.dumps(doc, indent=1))

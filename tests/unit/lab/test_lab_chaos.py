@@ -106,3 +106,37 @@ def test_random_outages_of_a_partial_loss_are_not_counted_one_by_one(ring):
     alone = _timeline(70.0, [(1.0, 1.2), (3.0, 3.3)])
     row = report(ring, [f], Run(agents), Run(alone))["faults"][0]
     assert row["agent_only_outages"] == [] and row["outage_agents_s"] < row["outage_alone_s"]
+
+
+def test_the_steer_offs_and_quarantines_a_node_reports_are_told_apart(monkeypatch, tmp_path, ring):
+    """The guest's check reports steer-offs as [hardif, t] and quarantines as ["quarantine", MAC, t]:
+    the first are judged against the faults, the second (every node of a chaos run is honest) are
+    counted and printed as harm of their own."""
+    from types import SimpleNamespace
+
+    import x0tta.lab.chaos as chaos
+    import x0tta.lab.runner as runner
+
+    def lab(topology, out, *, scenario, agents, **_):
+        found = [["to-n2", 1000.0], ["quarantine", "02:ba:00:02:00:01", 1001.0]]
+        checks = {"actions": {"per_node": {"n1": {"ok": True, "result": found}}}}
+        return SimpleNamespace(timeline={"measurements": {"checks": checks if agents else {}}, "events": []})
+
+    monkeypatch.setattr(runner, "run_lab", lab)
+    doc = chaos.run_chaos(ring, tmp_path, faults=0, seed=1)
+    assert doc["quarantines"] == [["n1", "02:ba:00:02:00:01", 1001.0]]
+    assert doc["summary"]["quarantines"] == 1
+    assert "honest nodes quarantined: 1" in table(doc["summary"])
+    calls = []
+
+    class Lab:
+        def agent_call(self, node, command, args=None, timeout=10.0):
+            calls.append(command)
+            if command == "heal.incidents":
+                return [{"id": "i1"}]
+            return {"actions": [
+                {"action": {"kind": "steer_off", "params": {"hardif": "to-n2"}}, "applied": 5.0},
+                {"action": {"kind": "quarantine", "params": {"mac": "02:ba:00:02:00:01"}}, "applied": 6.0},
+                {"action": {"kind": "quarantine", "params": {"mac": "02:ba:00:03:00:01"}}, "applied": None}]}
+
+    assert chaos.actions(Lab(), "n1") == [["to-n2", 5.0], ["quarantine", "02:ba:00:02:00:01", 6.0]]

@@ -324,4 +324,6 @@ def table(summary_: Mapping[str, Any]) -> str:
     lines.append(f"outages only with agents: {summary_['agent_only_outages']}; actions on links without a fault: "
                  f"{summary_['actions_on_healthy_links']}; faults not completed: {summary_['incomplete']}; "
                  f"faults started off their link's route: {summary_.get('not_from_direct_route', 0)}")
+    if "quarantines" in summary_:
+        lines.append(f"honest nodes quarantined: {summary_['quarantines']}")
     return "\n".join(lines)
