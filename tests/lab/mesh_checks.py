@@ -226,17 +226,17 @@ async def reconcile(out: Path) -> int:
             before = sample(ctx.registry, "x0tta_mesh_drift_total", setting=drift_key)
             start = time.monotonic()
             batctl(*cmd, hand)
-            took = None
+            reverted = None
             while time.monotonic() - start < 2 * DESIRED["reconcile_interval"] + 2:
                 if batctl(*cmd).strip() == want:
-                    took = time.monotonic() - start
+                    reverted = time.monotonic() - start
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.2)
             counted = sample(ctx.registry, "x0tta_mesh_drift_total", setting=drift_key) - before
             report["reverts"][" ".join(cmd)] = {
-                "reverted_after_s": took,
-                "within_period": took is not None and took <= DESIRED["reconcile_interval"],
+                "reverted_after_s": reverted,
+                "within_period": reverted is not None and reverted <= DESIRED["reconcile_interval"],
                 "drift_counted": counted,
             }
         sizes = await svc.observe()
