@@ -149,14 +149,14 @@ def steer_off(
                         f"steering off "
                         f"{hardif} would isolate the node")
     served = sorted({o.orig for o in obs.originators if o.hardif == hardif})
-    if served and not set(served) & reachable_elsewhere(obs, alt):
+    if served and not heard_through(hardif, obs) & reachable_elsewhere(obs, alt):
         # a link that is the only way to everything behind it (a line, a ring after another cut):
         # steering it off helps no one while it fails, and when it comes back batman-adv alone routes
         # over it again at once, while a steered-off link waits for its restore - the chaos
         # benchmark measured that as twice the outage (10.4 s against 5.1 s alone on a line). The
         # hop penalty is no way out: at steer_hop_penalty 255 it takes the link's routes to 0 as a
         # detach does (the same line, run again with detaches refused, steered by penalty instead)
-        return action, (f"no originator routed through {hardif} ({', '.join(served[:3])}) has another "
+        return action, (f"no originator heard through {hardif} ({', '.join(served[:3])}) has another "
                         f"router on another interface: steering off would only delay its own recovery")
     if carries:
         stranded = without_other_route(hardif, obs, alt)
@@ -173,6 +173,20 @@ def reachable_elsewhere(obs: Observation, alt: set[str]) -> set[str]:
         o.orig for o in (*obs.originators, *obs.other_routes)
         if o.hardif in alt and ((o.tq or 0) > 0 or (o.throughput or 0) > 0)
     }
+
+
+def heard_through(hardif: str, obs: Observation) -> set[str]:
+    """Originators with any entry of the full originator table through ``hardif``, best or not.
+
+    The question "is this link the only way?" cannot be asked of the best routes alone: BATMAN_IV
+    drops the echo of an OGM a node forwarded itself, so the neighbour across the link has no other
+    entry while the link is best, and once the link goes silent (faster OGMs make it quick) the
+    originators that do have another way move to it first, leaving the neighbour as the only one
+    routed through the link - in a ring, exactly as in a line. Their old entries through the link
+    stay in the table until batman-adv purges them, so what the link was carrying still shows
+    whether anything behind it is reachable another way (the heal lab's kill -9 step found the race:
+    both ends of a silent link in the 5-node ring refused to steer off)."""
+    return {o.orig for o in (*obs.originators, *obs.other_routes) if o.hardif == hardif}
 
 
 def without_other_route(hardif: str, obs: Observation, alt: set[str]) -> list[str]:
