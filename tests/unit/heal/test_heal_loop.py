@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from x0tta.heal.core import loop
 from x0tta.heal.core.loop import State, Undo, resume
-from x0tta.heal.core.model import ActionKind, Op
+from x0tta.heal.core.model import ActionKind, Op, Originator
 
 
 def names(events):
@@ -345,6 +347,30 @@ def test_no_steer_off_of_a_link_that_is_the_only_way_to_what_is_behind_it(settin
     assert d[0].action.remedy == "steer_off"
 
 
+def test_a_silent_ring_link_is_steered_off_after_the_others_already_moved_away_from_it(settings, ring):
+    """The race the heal lab's kill -9 step found in the 5-node ring: the faster OGMs of the
+    suspect stage let batman-adv move the node behind A to the long way round (eth1) before silent
+    loss is confirmed, so only A itself - which BATMAN_IV lists through eth0 alone, dropping the echo
+    of its own forwarded OGMs - is still routed through eth0. The stale entry of the node behind A
+    through eth0 shows the link is not the only way: it is steered off, as on the lab's ring."""
+    k = loop.initial(settings, "t")
+    obs = ring.obs(0.3, lost_run=3, loss=0.2, interval=1000)
+    moved = tuple(
+        replace(o, router=ring.B, hardif="eth1", tq=90) if o.orig == ring.BEHIND_A else o for o in obs.originators
+    )
+    stale = (Originator(ring.BEHIND_A, ring.A, "eth0", tq=0),)
+    race = replace(obs, originators=moved, other_routes=stale)
+    assert [o.orig for o in race.originators if o.hardif == "eth0"] == [ring.A]
+    k, d, _ = ring.run(k, race, 0.3)
+    assert d[0].action.kind == ActionKind.STEER_OFF, d  # faster OGMs as its companion
+    # the same table without the stale entry (nothing behind A ever came through eth0): a line's
+    # end, where the link is the only way to A and steering off would only delay its recovery
+    k = loop.initial(settings, "t")
+    k, d, _ = ring.run(k, replace(race, other_routes=()), 0.3)
+    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL], d
+    assert any("only delay its own recovery" in r for r in d[0].reasons), d[0].reasons
+
+
 def test_a_link_that_goes_silent_right_after_a_steer_off_is_harm_and_rolls_it_back(settings, ring):
     from dataclasses import replace as dc_replace
 
@@ -368,6 +394,44 @@ def test_a_link_that_goes_silent_right_after_a_steer_off_is_harm_and_rolls_it_ba
     for i in range(1, 6):
         k, d, _ = ring.run(k, dc_replace(obs, at=t + i * 0.5), t + i * 0.5)
         assert ActionKind.STEER_OFF not in [x.action.kind for x in d]
+
+
+def test_the_partition_a_steer_off_raises_itself_is_judged_by_its_verification_not_rolled_back(settings, ring):
+    """Right after a detach, originators routed through the link vanish until their OGMs come the
+    other way: a partition for a moment. The steer-off's own verification judges that (all back:
+    it helped); the partition symptom outlives it by its clear hysteresis, and must not roll the
+    steer-off back then (the heal lab saw n4 detach, verify, roll back three times in a row). A
+    partition that starts after the verification is still one the steer-off is blamed for."""
+    k = loop.initial(settings, "t")
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    assert d[0].action.kind == ActionKind.STEER_OFF
+    steer = d[0].id
+    t, events = 0.3, []
+    while t < 0.9:  # detached: A, the node behind it and the others gone for a moment
+        t += 0.1
+        k, d, ev = ring.run(k, ring.obs(t, lost_run=4, loss=0.25, eth0_attached=False, others=0), t)
+        events += ev
+    assert any(e.name == "incident_opened" and e.data["kind"] == "partition" for e in events), names(events)
+    while k.records[steer].state != State.EFFECTIVE:  # all back through eth1
+        t += 0.1
+        k, d, ev = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False), t)
+        assert t < 10
+    cleared = False
+    while not cleared:  # the partition clears after its hysteresis (5 s): the steer-off stays
+        t += 0.1
+        k, d, ev = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False), t)
+        assert not [x for x in d if x.op == Op.ROLLBACK], (t, d)
+        cleared = any(e.name == "incident_closed" and e.data["incident"]["symptom"]["kind"] == "partition"
+                      for e in ev)
+        assert t < 20
+    assert k.records[steer].state == State.EFFECTIVE and k.records[steer].undo_state is None
+    # a partition after the verification: the steer-off is blamed and rolled back
+    rolled = []
+    for _ in range(20):
+        t += 0.1
+        k, d, ev = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False, others=0), t)
+        rolled += [x for x in d if x.op == Op.ROLLBACK and x.id.startswith(steer)]
+    assert [x.action.kind for x in rolled] == [ActionKind.RESTORE_HARDIF], rolled
 
 
 def test_a_link_silent_before_the_steer_off_is_not_harm(settings, ring):

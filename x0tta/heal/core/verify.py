@@ -91,14 +91,14 @@ def effect(a: Action, baseline: tuple[tuple[str, Any], ...], obs: Observation, s
 
 
 def verify(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
-    partition = (SymptomKind.PARTITION.value, "mesh") in active
+    partition = active.get((SymptomKind.PARTITION.value, "mesh"))
     for rid, rec in list(st.records.items()):
         with st.atomic(rec.incident):
             _verify_one(st, rid, rec, obs, active, partition)
 
 
 def _verify_one(st: Scratch, rid: str, rec: Record, obs: Observation, active: dict[Key, Symptom],
-                partition: bool) -> None:
+                partition: Symptom | None) -> None:
     s = st.k.settings
     if _undone_by_others(rec, obs, active) and rec.reapplied < MAX_REAPPLY:
         rec = transition(rec, RecordEvent.REAPPLY, outcome="re-applied: undone by someone else",
@@ -140,12 +140,16 @@ def _verify_one(st: Scratch, rid: str, rec: Record, obs: Observation, active: di
             rec = _undo_decision(st, rec, Op.ROLLBACK, f"did not help: {why}")
         st.records[rid] = rec
     elif (
-        partition  # a steer-off judged good earlier; right after one, originators reachable
-        and rec.action.kind == ActionKind.STEER_OFF  # only through that link vanish for an OGM
-        and rec.state == State.EFFECTIVE  # interval or two: its own verification judges that
-        and rec.undo_state is None
-        and rec.symptom[0] != SymptomKind.PARTITION
+        partition is not None  # a steer-off judged good earlier; right after one, originators
+        and rec.action.kind == ActionKind.STEER_OFF  # reachable only through that link vanish for
+        and rec.state == State.EFFECTIVE  # an OGM interval or two: its own verification judges
+        and rec.undo_state is None  # that, and the partition it raised outlives the verification
+        and rec.symptom[0] != SymptomKind.PARTITION  # by its clear hysteresis - not harm: only a
+        and (rec.verify_at is None or partition.onset > rec.verify_at)  # partition seen after it
     ):
+        # (the heal lab's 5-node ring: n4 steered its silent link to n3 off, saw two of four
+        # originators vanish for a moment, verified all four back 1.1 s later, and then rolled the
+        # steer-off back on that same partition, three times until the rate limit stopped it)
         st.learn(rec, False)
         rec = transition(rec, RecordEvent.PARTITION, outcome="partition while steered off")
         st.event("verified", rec.incident, id=rid, ok=False, op="apply", kind=rec.action.kind.value,
