@@ -274,7 +274,7 @@ class HealService(Subsystem):
         if self.overrides is not None:
             self.overrides["mesh"] = {}
         try:
-            await asyncio.wait_for(mesh.set_mesh(ctx.settings.mesh.interface, values), 2.0)
+            await self.clock.wait_for(mesh.set_mesh(ctx.settings.mesh.interface, values), 2.0)
             ctx.log.info("heal_stop_restored", settings=values)
         except Exception as exc:  # stopping anyway: say what is left behind
             ctx.log.warning("heal_stop_restore_failed", settings=values, error=str(exc))

@@ -428,7 +428,7 @@ class PeerService(Subsystem):
         policy = tls_policy(self.settings, self.source_kind)
         # A TLS handshake counts as ok only once the peer's Hello arrived (_start_session)
         endpoint = TlsEndpoint(policy, self._credentials(source), observer=self._observe,
-                               clock=self.clock.time, defer_ok=True)
+                               clock=self.clock, defer_ok=True)
         self.endpoint = endpoint
         unsubscribe = source.subscribe(self._on_identity)
         try:
@@ -539,7 +539,7 @@ class PeerService(Subsystem):
     async def _start_session(self, stream: TlsStream, direction: str) -> PeerSession:
         assert self._ctx is not None
         hello = Hello(self._ctx.node_id, capabilities=self.capabilities)
-        session = PeerSession(stream, hello, limits(self.settings), self._handle, log=self.log)
+        session = PeerSession(stream, hello, limits(self.settings), self._handle, log=self.log, clock=self.clock)
         session.start()
         try:
             await session.wait_established(self.settings.handshake_timeout)
@@ -704,7 +704,7 @@ class PeerService(Subsystem):
         the handshake took, with its outcome; an error status when it was refused."""
         if self._ctx is None:
             return
-        end = time.time_ns()
+        end = time.time_ns()  # the host's time, as every other span's: a record of real work, not a decision
         span = self._ctx.tracer.start_span(
             "peer.handshake", start_time=end - int(r.seconds * 1e9), context=TraceContext(),
             kind=trace.SpanKind.CLIENT if r.role == "client" else trace.SpanKind.SERVER,

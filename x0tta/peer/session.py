@@ -4,8 +4,10 @@ A :class:`PeerSession` owns one :class:`~x0tta.peer.tls.TlsStream` and one
 :class:`~x0tta.peer.core.PeerConnection`. Its reader task feeds received bytes to the core and acts
 on the events (requests go to the handler, each in its own task; responses resolve the waiting
 :meth:`PeerSession.request`); its timer task calls ``tick`` at the core's deadline. Every write
-goes through one lock, so frames from concurrent tasks never interleave. Time is
-``time.monotonic`` here and nowhere in the core.
+goes through one lock, so frames from concurrent tasks never interleave. Time is the service's
+:class:`~x0tta.clock.Clock` here (the core's ``now``, the timer's and the hello's waits) and nowhere
+in the core: on a test's manual clock a heartbeat, an idle or read timeout happens when the test
+moves the time, not when real seconds pass.
 
 Backpressure reaches the caller: :meth:`PeerSession.request` waits while the peer's in-flight
 window or our outgoing buffer is full, instead of failing.
@@ -15,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from x0tta.clock import SYSTEM, Clock
 from x0tta.common.errors import TemporaryError
 from x0tta.peer.core import (
     NEED_DATA,
@@ -69,12 +71,13 @@ async def wait_first(*events: asyncio.Event, timeout: float | None) -> None:
 
 class PeerSession:
     def __init__(self, stream: TlsStream, hello: Hello, limits: Limits, handler: Handler, *,
-                 log: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 log: Any = None, clock: Clock = SYSTEM) -> None:
         self.stream = stream
         self.peer = stream.peer
-        self.core = PeerConnection(hello, clock(), limits)
-        self._handler = handler
         self._clock = clock
+        self._now = clock.monotonic  # the core's now
+        self.core = PeerConnection(hello, self._now(), limits)
+        self._handler = handler
         self._log = log
         self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()  # the window, buffer or state may have changed
@@ -88,7 +91,7 @@ class PeerSession:
         self.sent_away = ""  # why this end sent the peer away (PeerService.send_away), if it did
         self._finishing = False
         self.requests_served = 0
-        self.opened_at = time.time()
+        self.opened_at = clock.time()
         self.link_key = b""  # set by the service once established (PeerChange.link_key)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -99,7 +102,8 @@ class PeerSession:
 
     async def wait_established(self, timeout: float) -> None:
         """Wait for the peer's hello; :class:`SessionClosed` if the session dies first."""
-        await wait_first(self.established, self.closed, timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            await self._clock.wait_for(wait_first(self.established, self.closed, timeout=None), timeout)
         if not self.established.is_set():
             await self.close(self.close_reason or "hello_timeout")
             raise SessionClosed(f"no hello from the peer: {self.close_reason or 'timeout'}")
@@ -119,7 +123,7 @@ class PeerSession:
     async def goaway(self, reason: str) -> None:
         """No new requests from either side; in-flight ones complete, then the session closes."""
         if self.core.state in (State.OPEN, State.AWAIT_HELLO):
-            self.core.send_goaway(reason, self._clock())
+            self.core.send_goaway(reason, self._now())
             await self._flush()
         self._changed.set()
         self._maybe_finish()
@@ -176,7 +180,7 @@ class PeerSession:
                 data = await self.stream.recv()
                 if not data:
                     break
-                now = self._clock()
+                now = self._now()
                 self.core.receive_data(data, now)
                 while (ev := self.core.next_event(now)) is not NEED_DATA:
                     self._on_event(ev)
@@ -197,7 +201,7 @@ class PeerSession:
     def _on_event(self, ev: object) -> None:
         if isinstance(ev, Established):
             self.established.set()
-            self.core.send_ping(self._clock())  # an RTT right away, not after a heartbeat interval
+            self.core.send_ping(self._now())  # an RTT right away, not after a heartbeat interval
         elif isinstance(ev, Request):
             self._spawn(self._serve(ev))
         elif isinstance(ev, Response):
@@ -215,10 +219,10 @@ class PeerSession:
                 if deadline is None:
                     return
                 self._wake_timer.clear()
-                delay = max(0.0, deadline - self._clock())
+                delay = max(0.0, deadline - self._now())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_timer.wait(), delay)
-                for ev in self.core.tick(self._clock()):
+                    await self._clock.wait_for(self._wake_timer.wait(), delay)
+                for ev in self.core.tick(self._now()):
                     if isinstance(ev, RequestTimedOut):
                         fut = self._waiters.pop(ev.id, None)
                         if fut is not None and not fut.done():
@@ -250,7 +254,7 @@ class PeerSession:
         if self.closed.is_set():
             return
         try:
-            self.core.send_response(req.id, body, self._clock(), status=status, traceparent=req.traceparent)
+            self.core.send_response(req.id, body, self._now(), status=status, traceparent=req.traceparent)
         except ProtocolError:
             return
         self.requests_served += 1
@@ -271,13 +275,13 @@ class PeerSession:
             if self.closed.is_set() or self.core.state is not State.OPEN:
                 raise SessionClosed(f"session is {self.core.state.value}", sent=False)
             try:
-                rid = self.core.send_request(method, body, self._clock(), traceparent=traceparent,
+                rid = self.core.send_request(method, body, self._now(), traceparent=traceparent,
                                              timeout=timeout)
                 break
             except Backpressure:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                    await self._clock.wait_for(self._changed.wait(), 1.0)
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiters[rid] = fut
         self._wake_timer.set()  # the timer must see the new deadline

@@ -22,6 +22,9 @@ Theory of operation
   OpenSSL), the loop only moves bytes between the socket and the memory BIOs. After the handshake,
   record encryption (AES-GCM, microseconds) runs on the loop.
 * A handshake that does not finish within ``handshake_timeout`` is abandoned (``handshake_timeout``);
+  that time, and the time certificates and cached sessions are checked at, is the endpoint's
+  :class:`~x0tta.clock.Clock` (the peer service's); how long a handshake took is measured on the
+  host's monotonic clock (a figure of real work for metrics and traces, not a decision);
   at most ``max_concurrent_handshakes`` run at once: above that a server refuses new connections at
   once (``busy``) rather than queueing work for an attacker, and a client waits.
 * The negotiated group is recorded on every session (``SSL_get0_group_name``) and counted. A
@@ -47,6 +50,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from OpenSSL import SSL
 
+from x0tta.clock import SYSTEM, Clock
 from x0tta.common.spiffe_id import SpiffeId
 from x0tta.identity.core.types import Reason, key_algorithm
 from x0tta.peer import osslshim
@@ -243,6 +247,7 @@ class TlsStream:
             self._writer.write(_drain_bio(self._conn))
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            # real time, whatever the clock: a bound on the kernel's close, not a decision of the service
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
 
 
@@ -256,7 +261,7 @@ class TlsEndpoint:
     """
 
     def __init__(self, policy: TlsPolicy, credentials: Credentials, *, observer: Observer | None = None,
-                 clock: Callable[[], float] = time.time, executor: ThreadPoolExecutor | None = None,
+                 clock: Clock = SYSTEM, executor: ThreadPoolExecutor | None = None,
                  defer_ok: bool = False) -> None:
         self.policy = policy
         self._clock = clock
@@ -268,7 +273,7 @@ class TlsEndpoint:
             thread_name_prefix="x0tta-tls",
             initializer=_background_thread,
         )
-        self._contexts = Contexts(policy, credentials, clock)
+        self._contexts = Contexts(policy, credentials, clock.time)
         self._active = 0
         self._client_slots = asyncio.Semaphore(policy.max_concurrent_handshakes)
         self._sessions: dict[str, tuple[SSL.Session, float]] = {}
@@ -287,7 +292,7 @@ class TlsEndpoint:
     def update(self, credentials: Credentials) -> None:
         """Use new credentials for every handshake from now on (rotation). Established streams stay."""
         old = self._contexts.credentials
-        self._contexts = Contexts(self.policy, credentials, self._clock)
+        self._contexts = Contexts(self.policy, credentials, self._clock.time)
         self.generation += 1
         if old.svid.leaf != credentials.svid.leaf:
             self._sessions.clear()  # a resumed session would present the old SVID
@@ -309,23 +314,18 @@ class TlsEndpoint:
         async with self._client_slots:
             start = time.monotonic()
             try:
-                async with asyncio.timeout(self.policy.handshake_timeout):
-                    scoped = _scoped_sockaddr(host, port)
-                    if scoped is None:
-                        reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
-                    else:
-                        sock = await _connect_scoped(scoped, local_addr)
-                        reader, writer = await asyncio.open_connection(sock=sock)
+                reader, writer = await self._clock.wait_for(_open(host, port, local_addr),
+                                                            self.policy.handshake_timeout)
             except (TimeoutError, OSError) as exc:
                 # Not a handshake: nobody answered. Not reported to the observer.
                 raise HandshakeFailed(Refusal.UNREACHABLE.value, f"connect: {exc or 'timeout'}") from None
             session = None
             if resume:
                 cached = self._sessions.get(key)
-                if cached and cached[1] > self._clock():
+                if cached and cached[1] > self._clock.time():
                     session = cached[0]
             stream = await self._handshake("client", reader, writer, key, expect, session, start)
-            until = min(stream.peer.not_after, self._clock() + self.policy.session_lifetime)
+            until = min(stream.peer.not_after, self._clock.time() + self.policy.session_lifetime)
             generation = self.generation
 
             def keep(sess: SSL.Session) -> None:
@@ -363,31 +363,34 @@ class TlsEndpoint:
                 conn.set_session(session)
         sent = received = 0
         loop = asyncio.get_running_loop()
+
+        async def exchange() -> None:
+            nonlocal sent, received
+            while True:
+                done, out, err = await loop.run_in_executor(self._executor, _handshake_step, conn)
+                if out:
+                    sent += len(out)
+                    writer.write(out)
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await writer.drain()
+                if err is not None:  # the certificate rules' reason first, else OpenSSL's
+                    reason, detail = ((st.verdict_reason, st.detail) if st.verdict_reason is not None
+                                      else classify(err))
+                    raise HandshakeFailed(reason, detail, st.spiffe_id)
+                if done:
+                    return
+                try:
+                    data = await reader.read(_READ_CHUNK)
+                except (ConnectionError, OSError) as exc:
+                    raise HandshakeFailed(Refusal.CLOSED.value, str(exc)) from None
+                if not data:
+                    raise HandshakeFailed(Refusal.CLOSED.value, "peer closed during the handshake", st.spiffe_id)
+                received += len(data)
+                conn.bio_write(data)
+
         self._active += 1
         try:
-            async with asyncio.timeout(self.policy.handshake_timeout):
-                while True:
-                    done, out, err = await loop.run_in_executor(self._executor, _handshake_step, conn)
-                    if out:
-                        sent += len(out)
-                        writer.write(out)
-                        with contextlib.suppress(ConnectionError, OSError):
-                            await writer.drain()
-                    if err is not None:  # the certificate rules' reason first, else OpenSSL's
-                        reason, detail = ((st.verdict_reason, st.detail) if st.verdict_reason is not None
-                                          else classify(err))
-                        raise HandshakeFailed(reason, detail, st.spiffe_id)
-                    if done:
-                        break
-                    try:
-                        data = await reader.read(_READ_CHUNK)
-                    except (ConnectionError, OSError) as exc:
-                        raise HandshakeFailed(Refusal.CLOSED.value, str(exc)) from None
-                    if not data:
-                        raise HandshakeFailed(Refusal.CLOSED.value, "peer closed during the handshake",
-                                              st.spiffe_id)
-                    received += len(data)
-                    conn.bio_write(data)
+            await self._clock.wait_for(exchange(), self.policy.handshake_timeout)
             peer = self._peer_info(conn, st, start, sent, received)
         except TimeoutError:
             exc = HandshakeFailed(Refusal.HANDSHAKE_TIMEOUT.value,
@@ -427,7 +430,7 @@ class TlsEndpoint:
             chain = [leaf] + [c.to_cryptography() for c in (conn.get_peer_cert_chain() or [])[1:]]
         if resumed or sid is None:
             # No verify callback ran: the session's certificate must still pass today's rules.
-            reason, detail, sid = check_peer(self.policy, st.credentials, chain, self._clock(), st.expect)
+            reason, detail, sid = check_peer(self.policy, st.credentials, chain, self._clock.time(), st.expect)
             if reason is not None:
                 raise HandshakeFailed(reason, detail, sid)
         assert sid is not None
@@ -492,7 +495,7 @@ class TlsEndpoint:
         await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                await asyncio.wait_for(server.wait_closed(), 1.0)  # real time, as a stream's close
         self._servers.clear()
         self.close()
 
@@ -506,6 +509,16 @@ def _scoped_sockaddr(host: str, port: int) -> tuple[str, int, int, int] | None:
         return None
     index = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
     return addr, port, 0, index
+
+
+async def _open(host: str, port: int,
+                local_addr: tuple[str, int] | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """TCP to ``host:port``; a link-local ``fe80::...%if`` address through a socket scoped to its link."""
+    scoped = _scoped_sockaddr(host, port)
+    if scoped is None:
+        return await asyncio.open_connection(host, port, local_addr=local_addr)
+    sock = await _connect_scoped(scoped, local_addr)
+    return await asyncio.open_connection(sock=sock)
 
 
 async def _connect_scoped(sockaddr: tuple[str, int, int, int], local_addr: tuple[str, int] | None) -> socket.socket:
