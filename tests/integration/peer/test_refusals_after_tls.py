@@ -12,10 +12,12 @@ under its own reason, and logged.
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 from structlog.testing import capture_logs
 
+from tests.kit.clock import ManualClock
 from tests.kit.pki import TestCA
 from tests.kit.wait import until
 from x0tta.config.fields import build
@@ -70,13 +72,21 @@ async def test_a_protocol_error_before_the_hello_is_refused_with_its_own_reason(
 
 
 async def test_a_frame_that_stalls_half_way_is_closed_with_a_log_line(ca):
-    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
+    """On the manual clock: the stalled frame's ``read_timeout`` passes when the test moves it."""
+    clock = ManualClock(wall=time.time())  # the certificates were issued on the host's clock
+    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))), clock=clock)
     ctx = FakeContext(settings(read_timeout=0.3))
     client = TlsEndpoint(TlsPolicy(), ca.credentials(ca.issue(path="/node/x")))
     with capture_logs() as logs:
         async with running(b, ctx):
             stream = await client.connect("127.0.0.1", b.port)
             await stream.send(encode(Hello("x")) + struct.pack(">IB", 256, 4) + b"\x00\x00")  # 3 of 256 bytes
+            # the session is up and its first deadline is the read timeout: the 3 bytes arrived
+            (session,) = await until(lambda: list(b.inbound))
+            await until(lambda: session.core.next_deadline() == clock.monotonic() + 0.3, what="a read deadline")
+            await clock.pass_time(0.25)
+            assert sample(ctx, "x0tta_peer_sessions_closed_total", reason="read timeout") == 0  # not yet
+            await clock.pass_time(0.06)  # now past it
             await until(lambda: sample(ctx, "x0tta_peer_sessions_closed_total", reason="read timeout") == 1, 10)
             await stream.close()
     client.close()

@@ -12,8 +12,10 @@ import time
 import pytest
 from OpenSSL import SSL
 
+from tests.kit.clock import ManualClock
 from tests.kit.pki import TestCA
 from tests.kit.wait import until
+from x0tta.clock import SYSTEM
 from x0tta.config.peer import PeerSettings
 from x0tta.peer.service import tls_policy
 from x0tta.peer.tls import HandshakeFailed, TlsClosed, TlsEndpoint, TlsPolicy
@@ -38,7 +40,7 @@ class Server:
         return (await until(refused, timeout, interval=0.01))[-1]
 
 
-async def start_server(ca, policy=None, **cred_kw):
+async def start_server(ca, policy=None, clock=SYSTEM, **cred_kw):
     results = []
 
     async def echo(stream):
@@ -50,7 +52,7 @@ async def start_server(ca, policy=None, **cred_kw):
         await stream.close()
 
     ep = TlsEndpoint(policy or TlsPolicy(), ca.credentials(ca.issue(path="/node/server"), **cred_kw),
-                     observer=results.append)
+                     observer=results.append, clock=clock)
     server = await ep.serve("127.0.0.1", 0, echo)
     return Server(ep, server, results)
 
@@ -262,11 +264,18 @@ async def test_garbage_instead_of_client_hello(server):
 
 
 async def test_handshake_that_never_completes(ca):
-    s = await start_server(ca, TlsPolicy(handshake_timeout=0.5))
+    """On the manual clock: the handshake is abandoned when ``handshake_timeout`` has passed on the
+    endpoint's clock, not before."""
+    clock = ManualClock(wall=time.time())  # the certificates were issued on the host's clock
+    s = await start_server(ca, TlsPolicy(handshake_timeout=0.5), clock=clock)
     try:
         _reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
         writer.write(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then silence
         await writer.drain()
+        await until(lambda: s.endpoint.active_handshakes == 1, what="the handshake under way")
+        await clock.pass_time(0.4)
+        assert s.endpoint.active_handshakes == 1 and not s.results  # still waiting for the rest
+        await clock.pass_time(0.11)
         refusal = await s.refusal()
         assert refusal.reason == "handshake_timeout"
         await shut(writer)
