@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from x0tta.lab.core.chaos import KINDS, Run, report, schedule, steps
+from x0tta.lab.core.chaos import KINDS, Run, report, schedule, steps, threat_counts
 from x0tta.lab.core.topology import Topology
 
 DEFAULT_LOAD = {"cpu_pct": 30.0, "spawn_per_s": 5.0}  # a router's monitoring scripts
@@ -38,6 +38,16 @@ def actions(lab: Any, node: str) -> list[list[Any]]:
     return out
 
 
+def agents_threats(out_dir: Path | None) -> dict[str, int]:
+    """:func:`~x0tta.lab.core.chaos.threat_counts` over the agents' logs of a run's results."""
+    counts: dict[str, int] = {}
+    for log in sorted((out_dir / "agents").glob("*.log")) if out_dir is not None else ():
+        with log.open(errors="replace") as f:
+            for detector, n in threat_counts(f).items():
+                counts[detector] = counts.get(detector, 0) + n
+    return counts
+
+
 def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load: bool = False,
               hold_s: float = 5.0, settle_s: float = 6.0, kinds: Sequence[str] = KINDS,
               stream: TextIO | None = None, install: bool = True, identities: bool = False) -> dict[str, Any]:
@@ -49,6 +59,7 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
     timelines = {}
     steer_offs: tuple[tuple[str, str, float], ...] = ()
     quarantines: list[list[Any]] = []
+    threats: dict[str, int] = {}
     for name, with_agents in (("agents", True), ("alone", False)):
         scenario = steps(plan, agents=with_agents, hold_s=hold_s, settle_s=settle_s, load=extra["load"],
                          collect=f"{__name__}:actions" if with_agents else None)
@@ -61,11 +72,13 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
                      for item in r["result"]]
             steer_offs = tuple((node, str(i[0]), float(i[1])) for node, i in found if len(i) == 2)
             quarantines = [[node, str(i[1]), float(i[2])] for node, i in found if len(i) == 3]
+            threats = agents_threats(getattr(result, "out_dir", None))
     doc = report(topology, plan, Run(timelines["agents"], steer_offs), Run(timelines["alone"]))
     # every node of a chaos run is honest: a quarantine is harm too (reported; the CI test asserts
     # the two zeros of the summary, and this third count is read from the report)
     doc["quarantines"] = quarantines
     doc["summary"]["quarantines"] = len(quarantines)
+    doc["summary"]["threats"] = threats  # so is a threat record above informational
     doc = {"topology": topology.name, "seed": seed, "load": load, "identities": identities, **extra, "errors": {
         name: tl.get("errors", []) for name, tl in timelines.items()}, **doc}
     (out_dir / "chaos.json").write_text(json.dumps(doc, indent=1))

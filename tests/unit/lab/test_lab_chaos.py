@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -140,3 +141,28 @@ def test_the_steer_offs_and_quarantines_a_node_reports_are_told_apart(monkeypatc
                 {"action": {"kind": "quarantine", "params": {"mac": "02:ba:00:03:00:01"}}, "applied": None}]}
 
     assert chaos.actions(Lab(), "n1") == [["to-n2", 5.0], ["quarantine", "02:ba:00:02:00:01", 6.0]]
+
+
+def test_threat_records_above_informational_are_counted_per_detector_from_the_agents_logs(tmp_path):
+    """Every node of a chaos run is honest: a threat record above informational is a false positive,
+    counted per detector from the agents' logs; informational records, other events and lines that
+    are not JSON are not."""
+    from x0tta.lab.chaos import agents_threats
+    from x0tta.lab.core.chaos import threat_counts
+
+    def rec(detector, severity):
+        return json.dumps({"event": "guard_threat", "threat": {"alert": {"severity": severity},
+                                                                 "batman": {"detector": detector}}})
+
+    lines = [rec("unadmitted_frames", 2), rec("seqno_takeover", 1), rec("unadmitted_frames", 2),
+             rec("flow_scan", 4), '{"event": "heal_decision"}', 'not json "guard_threat"',
+             '{"event": "guard_threat", "threat": {}}']
+    assert threat_counts(lines) == {"seqno_takeover": 1, "unadmitted_frames": 2}
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "n1.log").write_text("\n".join(lines[:2]) + "\n")
+    (tmp_path / "agents" / "n2.log").write_text("\n".join(lines[2:]) + "\n")
+    assert agents_threats(tmp_path) == {"seqno_takeover": 1, "unadmitted_frames": 2}
+    assert agents_threats(None) == {}
+    summary_ = {"per_kind": {}, "agent_only_outages": 0, "actions_on_healthy_links": 0, "incomplete": 0,
+                "threats": {"seqno_takeover": 1, "unadmitted_frames": 2}}
+    assert "threat records above informational: 3 (seqno_takeover 1, unadmitted_frames 2)" in table(summary_)

@@ -35,6 +35,7 @@ boots the two labs.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -313,6 +314,28 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "actions_on_healthy_links": harm_actions, "not_from_direct_route": unready, "per_kind": per_kind}
 
 
+INFO_SEVERITY = 4  # a threat record's alert.severity: 1 high, 2 medium, 3 low, 4 informational
+
+
+def threat_counts(lines: Iterable[str]) -> dict[str, int]:
+    """The guard's threat records of above informational severity in agents' JSON log ``lines``,
+    counted per detector (``{"unadmitted_frames": 28}``). Every node of a chaos run is honest, so
+    each of them is a false positive; a line that is not such a record (or not JSON) is skipped."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if '"guard_threat"' not in line:
+            continue
+        try:
+            threat = json.loads(line)["threat"]
+            severity = int(threat["alert"]["severity"])
+            detector = str(threat["batman"]["detector"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if severity < INFO_SEVERITY:
+            counts[detector] = counts.get(detector, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def table(summary_: Mapping[str, Any]) -> str:
     """The summary as a markdown table."""
     lines = ["| fault kind | faults | median with agents | p95 with agents | median alone | p95 alone |",
@@ -326,4 +349,8 @@ def table(summary_: Mapping[str, Any]) -> str:
                  f"faults started off their link's route: {summary_.get('not_from_direct_route', 0)}")
     if "quarantines" in summary_:
         lines.append(f"honest nodes quarantined: {summary_['quarantines']}")
+    if "threats" in summary_:
+        named = ", ".join(f"{k} {v}" for k, v in summary_["threats"].items())
+        lines.append(f"threat records above informational: {sum(summary_['threats'].values())}"
+                     + (f" ({named})" if named else ""))
     return "\n".join(lines)
