@@ -60,7 +60,7 @@ VALUES = {
                    "until": 9.0, "at": 2.0},
     "incidents": {"kind": "link_down", "target": "hardif:eth1", "severity": "critical", "opened": 1.0, "closed": None,
                   "summary": "open", "at": 3.0},
-    "revocations": {"by": "spiffe://mesh.test/node/ca", "reason": "stolen", "at": 4.0},
+    "revocations": {"by": "spiffe://mesh.test/node/ca", "reason": "stolen", "at": 4.0, "serials": ["1f"]},
 }
 
 

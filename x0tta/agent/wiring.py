@@ -20,7 +20,11 @@ agent's health, the heal loop's harm events (:func:`harm_counter`) and the mesh'
 The replicated mesh state (``meshstate``) signs with the identity's SVID and registers its sync
 methods with the peer subsystem, which carries them; neither knows the other. It hears the heal
 loop's incidents opened and closed (a heal listener) and the guard's quarantines and releases
-(:func:`quarantine_claims`), and writes them as this node's entries without blocking either.
+(:func:`quarantine_claims`), and writes them as this node's entries without blocking either. On
+the CA node it writes the built-in CA's revocations too (:func:`ca_revocations`); on every node
+the revocations in force (written by one of the mesh's revokers) become the peer subsystem's
+deny-list (:func:`revocation_denier`): the revoked node's sessions are sent away and refused, and
+the guard, which hears them end as ``revoked``, ends its admission at once.
 
 The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
 mesh subsystem's last table dump, as the guard's own observation types.
@@ -188,6 +192,13 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
     def meshstate(s: AgentSettings) -> Subsystem:
         def build() -> Subsystem:
             service = _meshstate(identity(s), peer(s), s.mesh.hard_interfaces)
+            from x0tta.fleet.stateservice import holds_ca
+
+            if holds_ca(s):
+                # the CA node: what `x0tta ca revoke` revoked enters the state (docs/fleet.md)
+                service.ca_revocations = ca_revocations(s.identity.ca_dir)  # type: ignore[attr-defined]
+            # every node: the revocations in force close and refuse the revoked node's sessions
+            service.on_revocations.append(revocation_denier(peer(s)))  # type: ignore[attr-defined]
             if s.guard.enabled:
                 # this node's quarantines, as its claims in the state: written when the guard
                 # quarantines or releases, and looked at every round (a TTL runs out)
@@ -234,6 +245,28 @@ def quarantine_claims(guard: Subsystem) -> Callable[[], list[dict[str, Any]]]:
         return list(out.values())
 
     return claims
+
+
+def ca_revocations(ca_dir: str) -> Callable[[], list[dict[str, Any]]]:
+    """The built-in CA's revoked certificates, read from its directory (blocking: the meshstate
+    subsystem calls it in a thread)."""
+    from x0tta.identity.ca import revocation_records
+
+    return lambda: revocation_records(ca_dir)
+
+
+def revocation_denier(peer: Subsystem) -> Callable[[Mapping[str, Mapping[str, Any]]], None]:
+    """A listener for ``MeshStateService.on_revocations``: the revocations in force (revoked SPIFFE
+    ID -> ``by``, ``reason``, ``serials``) as the peer subsystem's deny-list, by ID and by serial."""
+    from x0tta.peer.core.deny import DenyList
+
+    def deny(revoked: Mapping[str, Mapping[str, Any]]) -> None:
+        ids = {sid: f"{v['reason']} (by {v['by']})" for sid, v in revoked.items()}
+        serials = {int(x, 16): f"{v['reason']} ({sid}, by {v['by']})" for sid, v in revoked.items()
+                   for x in v.get("serials", ())}
+        peer.deny(DenyList(ids, serials))  # type: ignore[attr-defined]
+
+    return deny
 
 
 def _meshstate(identity: Subsystem, peer: Subsystem, hard_interfaces: tuple[str, ...]) -> Subsystem:

@@ -59,8 +59,8 @@ def render(shown: dict[str, Any], now: float | None = None) -> str:
     revocations = state.get("revocations", {})
     if revocations:
         out += ["", f"revocations ({len(revocations)})", table(
-            [(k, v["by"], v["reason"], _when(v["at"])) for k, v in revocations.items()],
-            ("spiffe id", "by", "reason", "at"))]
+            [(k, v["by"], v["reason"], _when(v["at"]), " ".join(v.get("serials", []))) for k, v in revocations.items()],
+            ("spiffe id", "by", "reason", "at", "serials"))]
     refused = {**shown.get("refused", {}), **({"malformed messages": shown["malformed"]} if shown.get("malformed")
                                              else {})}
     out += ["", "refused: " + (", ".join(f"{k} {n}" for k, n in sorted(refused.items())) or "none")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from x0tta.common.spiffe_id import SpiffeId, SpiffeIdError
 from x0tta.config.fields import setting
 
 
@@ -40,11 +41,20 @@ class MeshStateSettings:
     )
     revokers: tuple[str, ...] = setting(
         (),
-        doc="SPIFFE IDs of the nodes whose revocations the mesh takes (the CA nodes). Empty: "
-        "nobody may write the revocations map.",
+        doc="SPIFFE IDs of the nodes whose revocations the mesh takes and acts on (the CA nodes: "
+        "their revoked nodes' peer sessions are closed and refused). Empty: the CA nodes of "
+        "[identity] ca_ids. A node holding the built-in CA ([identity] ca_dir) is one for itself; "
+        "give every node the same list. A revocation by anyone else is refused (not_revoker).",
     )
     role: str = setting(
         "node",
         doc="This node's role in its registry entry, as the operator names it (node, gateway, ca).",
         pattern=r"[a-z][a-z0-9_.-]{0,63}",
     )
+
+    def __post_init__(self) -> None:
+        for revoker in self.revokers:
+            try:
+                SpiffeId.parse(revoker)
+            except SpiffeIdError as exc:
+                raise ValueError(f"meshstate.revokers: {exc}") from exc

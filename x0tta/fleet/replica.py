@@ -118,6 +118,10 @@ class Replica:
                           if section == "revocations" or st.owner_of(section, k) not in gone}
                 for section, entries in view.items() if section != "heads"}
 
+    def revocations(self) -> dict[str, dict[str, Any]]:
+        """The revocations in force: written by one of the mesh's revokers (revoked ID -> value)."""
+        return st.in_force(self.view(), self.policy.revokers)
+
     def log_bytes(self) -> int:
         return sum(e.log_bytes for e in self.epochs.values())
 

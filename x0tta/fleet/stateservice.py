@@ -12,17 +12,28 @@ What else it writes comes from the other subsystems through the composition root
 them: :meth:`MeshStateService.heal_event` (a heal loop listener) takes the opening and closing of
 each incident, :meth:`MeshStateService.quarantine_changed` (the guard's quarantines and releases)
 asks for this node's quarantine entries to be made what :attr:`MeshStateService.quarantines`
-returns. Each only notes the write for the writer task (incident summaries by id, at most
-:data:`MAX_PENDING`; the quarantines as one "look again"), which makes one signed update of what
-is pending on the sync's worker thread; the quarantines are looked at again every round too, so a
-quarantine that ran out leaves the state within an ``interval``. A write noted while the subsystem
+returns, and :meth:`MeshStateService.revocations_changed` (on the CA node: the built-in CA's
+revocations, read by :attr:`MeshStateService.ca_revocations`) asks for this node's revocation
+entries to be made what its CA holds revoked. Each only notes the write for the writer task
+(incident summaries by id, at most :data:`MAX_PENDING`; the quarantines and the revocations each
+as one "look again"), which makes one signed update of what is pending on the sync's worker
+thread; the quarantines and the CA's revocations are looked at again every round too, so a
+quarantine that ran out leaves the state within an ``interval``, and a revocation made with
+``x0tta ca revoke`` enters it within one. A write noted while the subsystem
 is not running is dropped and counted.
+
+What it acts on: the revocations in force (written by one of the mesh's revokers,
+:func:`revokers`) go to every listener of :attr:`MeshStateService.on_revocations` (the composition
+root feeds the peer subsystem's deny-list) whenever they change: at start (from the log on disk),
+after received updates applied, and every round. A revocation written by any other node is refused
+by the rules (``not_revoker``) and counted.
 
 Metrics (``x0tta_meshstate_``): ``updates_total{result}`` (``applied``, ``duplicate`` or the
 refusal's reason), ``epoch``, ``log_bytes``, ``nodes`` (registry entries),
-``writes_total{kind}`` (signed writes of this node: ``registry``, ``incident``, ``quarantine``) and
-``writes_dropped_total{kind}`` (writes noted while not running, past :data:`MAX_PENDING`, or
-refused by the rules). Admin command ``meshstate.show``: the state as this node reads it, its epoch
+``writes_total{kind}`` (signed writes of this node: ``registry``, ``incident``, ``quarantine``,
+``revocation``), ``writes_dropped_total{kind}`` (writes noted while not running, past
+:data:`MAX_PENDING`, or refused by the rules) and ``revocations`` (the revocations in force this
+node acts on). Admin command ``meshstate.show``: the state as this node reads it, its epoch
 and counts.
 """
 
@@ -31,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -39,13 +50,32 @@ from prometheus_client import Counter, Gauge
 
 from x0tta import __version__
 from x0tta.clock import SYSTEM, Clock
+from x0tta.common.spiffe_id import SpiffeId
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.fleet.core import state as st
 from x0tta.fleet.replica import Replica
 from x0tta.fleet.statesync import Carrier, StateSync
 
 MAX_PENDING = 4 * st.MAX_INCIDENTS  # incident summaries waiting for the writer; the oldest goes past it
-KINDS = ("registry", "incident", "quarantine")
+KINDS = ("registry", "incident", "quarantine", "revocation")
+Revocations = Mapping[str, Mapping[str, Any]]  # revoked SPIFFE ID -> by, reason, at, serials
+
+
+def revokers(settings: Any, author: str) -> frozenset[str]:
+    """Whose revocations this node takes (docs/fleet.md, "Revocations"): ``[meshstate] revokers``;
+    when empty, the CA nodes ``[identity] ca_ids`` names (those it renews through); and this node
+    itself when it holds the built-in CA (``[identity] ca_dir``), which it serves anyway. A peer's
+    Hello capability never makes it a revoker: anyone can claim one."""
+    named = settings.meshstate.revokers or settings.identity.ca_ids
+    out = {str(SpiffeId.parse(x)) for x in named}
+    if holds_ca(settings):
+        out.add(author)
+    return frozenset(out)
+
+
+def holds_ca(settings: Any) -> bool:
+    """This node holds the built-in CA: it writes the CA's revocations into the state."""
+    return bool(settings.identity.ca_dir) and settings.identity.source == "builtin"
 
 
 class MeshStateService(Subsystem):
@@ -62,10 +92,17 @@ class MeshStateService(Subsystem):
         # Set by the composition root: the quarantines this node's guard holds now, each a dict of
         # ``target`` (SPIFFE ID, else the MAC), ``macs``, ``reason``, ``until`` (unix seconds).
         self.quarantines: Callable[[], list[dict[str, Any]]] | None = None
+        # Set by the composition root on the CA node: the built-in CA's revoked certificates, each a
+        # dict of ``serial``, ``spiffe_id``, ``reason``, ``at``, ``not_after`` (blocking: a file).
+        self.ca_revocations: Callable[[], list[dict[str, Any]]] | None = None
+        # Called (on the loop, must not block) with the revocations in force whenever they change.
+        self.on_revocations: list[Callable[[Revocations], None]] = []
+        self.revocations: dict[str, dict[str, Any]] = {}  # the revocations last acted on
         self.written: Tally[str] = Tally()  # signed writes by kind, since start
         self.dropped: Tally[str] = Tally()  # writes dropped by kind, since start
         self._pending: dict[str, dict[str, Any]] = {}  # incident id -> its summary, oldest first
-        self._look_at_quarantines = False
+        # what the writer is to look at: "incidents", "quarantines", "revocations" (the CA's), "in_force"
+        self._due: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
 
@@ -92,7 +129,21 @@ class MeshStateService(Subsystem):
 
     def quarantine_changed(self, *_args: Any) -> None:
         """The guard quarantined or released a neighbour: make this node's entries what it holds."""
-        self._note("quarantine", self._quarantines_due)
+        self._note("quarantine", lambda: self._mark("quarantines"))
+
+    def revocations_changed(self) -> None:
+        """The CA's revocations may have changed: make this node's revocation entries what it holds."""
+        if self.ca_revocations is not None:
+            self._note("revocation", lambda: self._mark("revocations"))
+
+    def _applied(self) -> None:
+        """Received updates were applied: look at the revocations in force again."""
+        self._mark("in_force")
+
+    def _mark(self, what: str) -> None:
+        self._due.add(what)
+        if self._wake is not None:
+            self._wake.set()
 
     def _note(self, kind: str, fn: Callable[[], None]) -> None:
         loop = self._loop
@@ -107,13 +158,7 @@ class MeshStateService(Subsystem):
         while len(self._pending) > MAX_PENDING:
             del self._pending[next(iter(self._pending))]
             self.dropped["incident"] += 1
-        if self._wake is not None:
-            self._wake.set()
-
-    def _quarantines_due(self) -> None:
-        self._look_at_quarantines = True
-        if self._wake is not None:
-            self._wake.set()
+        self._mark("incidents")
 
     async def _writer(self, ctx: Context, sync: StateSync) -> None:
         """Write what is noted, one signed update at a time, on the sync's worker thread."""
@@ -122,15 +167,25 @@ class MeshStateService(Subsystem):
             await self._wake.wait()
             self._wake.clear()
             await self.flush(ctx, sync)
+            if "in_force" in self._due:
+                await self.act(ctx, sync)
 
     async def flush(self, ctx: Context, sync: StateSync) -> None:
         """Write the pending incident summaries and, when asked, the quarantines, in one update."""
         incidents, self._pending = self._pending, {}
+        self._due.discard("incidents")
         held = None
-        if self._look_at_quarantines and self.quarantines is not None:
+        if "quarantines" in self._due and self.quarantines is not None:
             held = self.quarantines()
-        self._look_at_quarantines = False
-        if not incidents and held is None:
+        self._due.discard("quarantines")
+        revoked = None
+        if "revocations" in self._due and self.ca_revocations is not None:
+            self._due.discard("revocations")
+            try:
+                revoked = await asyncio.to_thread(self.ca_revocations)
+            except Exception as exc:  # the CA directory unreadable: the next round tries again
+                ctx.log.warning("meshstate_ca_unreadable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        if not incidents and held is None and revoked is None:
             return
         now = self.clock.time()
 
@@ -138,6 +193,9 @@ class MeshStateService(Subsystem):
             changes: dict[str, dict[str, Any]] = replica.incident_changes(incidents) if incidents else {}
             if held is not None:
                 changes["quarantine"] = st.quarantine_changes(replica.author, replica.own("quarantine"), held, now)
+            if revoked is not None:
+                mine = {k: v for k, v in replica.revocations().items() if v["by"] == replica.author}
+                changes["revocations"] = st.revocation_changes(replica.author, mine, revoked, now)
             return {k: v for k, v in changes.items() if v}
 
         changes = await sync.call(plan, sync.replica)
@@ -148,12 +206,32 @@ class MeshStateService(Subsystem):
         except st.StateError as exc:  # a value the rules refuse (the heal loop's names are checked here)
             self.dropped["incident"] += len(incidents)
             self.dropped["quarantine"] += "quarantine" in changes
+            self.dropped["revocation"] += "revocations" in changes
             ctx.log.warning("meshstate_write_refused", error=str(exc)[:200])
             return
         if "incidents" in changes:
             self.written["incident"] += 1
         if "quarantine" in changes:
             self.written["quarantine"] += 1
+        if "revocations" in changes:
+            self.written["revocation"] += 1
+            ctx.log.info("meshstate_revocations_written", changed=sorted(changes["revocations"])[:20])
+            await self.act(ctx, sync)
+
+    async def act(self, ctx: Context, sync: StateSync) -> None:
+        """Hand the revocations in force to :attr:`on_revocations` when they changed."""
+        self._due.discard("in_force")
+        now = await sync.call(sync.replica.revocations)
+        if now == self.revocations:
+            return
+        added = sorted(set(now) - set(self.revocations))
+        self.revocations = now
+        ctx.log.warning("meshstate_revocations_in_force", revoked=len(now), new=added[:20])
+        for listener in list(self.on_revocations):
+            try:
+                listener(now)
+            except Exception:  # one broken consumer must not stop the others
+                ctx.log.exception("meshstate_revocation_listener_failed", listener=repr(listener))
 
     async def run(self, ctx: Context) -> None:
         s = ctx.settings.meshstate
@@ -164,18 +242,22 @@ class MeshStateService(Subsystem):
             await self.clock.sleep(1.0)
         svid = source.svid()
         key = await asyncio.to_thread(serialization.load_pem_private_key, svid.private_key_pem, None)
-        policy = st.Policy(svid.spiffe_id.trust_domain, frozenset(s.revokers), s.compact_at_bytes)
+        policy = st.Policy(svid.spiffe_id.trust_domain, revokers(ctx.settings, str(svid.spiffe_id)),
+                           s.compact_at_bytes)
         replica = Replica(str(svid.spiffe_id), key, st.chain_der(svid.cert_chain), policy, source.bundles(),
                           crls=source.revocations())
         page = max(16 * 1024, ctx.settings.peer.frame_max_size - 4096)  # a response frame's head and room
         sync = StateSync(replica, ctx.state_dir / "meshstate" / "state.db", clock=self.clock, interval=s.interval,
                          page_bytes=page, logger=ctx.log)
         self.sync = sync
+        sync.on_applied = self._applied
         updates = Counter("x0tta_meshstate_updates_total", "Signed updates received, by what became of them",
                           ["result"], registry=ctx.registry)
         epoch = Gauge("x0tta_meshstate_epoch", "The newest epoch this node holds", registry=ctx.registry)
         log_bytes = Gauge("x0tta_meshstate_log_bytes", "Bytes of signed updates held", registry=ctx.registry)
         nodes = Gauge("x0tta_meshstate_nodes", "Registry entries this node reads", registry=ctx.registry)
+        in_force = Gauge("x0tta_meshstate_revocations", "Revocations in force this node acts on",
+                         registry=ctx.registry)
         writes = Counter("x0tta_meshstate_writes_total", "Signed writes of this node, by what they wrote",
                          ["kind"], registry=ctx.registry)
         dropped = Counter("x0tta_meshstate_writes_dropped_total", "Writes handed over but not made, by kind",
@@ -208,8 +290,11 @@ class MeshStateService(Subsystem):
                 if writer.done():
                     writer.result()  # the writer ends only by raising (the disk): the supervisor restarts
                 self.quarantine_changed()  # a quarantine that ran out leaves within a round
+                self.revocations_changed()  # the CA node: x0tta ca revoke enters the state within a round
                 await self._refresh(source, sync)
                 await sync.sync_all()
+                await self.act(ctx, sync)
+                in_force.set(len(self.revocations))
                 counts, number, size, entries = await sync.call(self._read, replica)
                 self._counted = _grow(counts, self._counted, updates, "result")
                 written_seen = _grow(self.written, written_seen, writes, "kind")
@@ -227,6 +312,7 @@ class MeshStateService(Subsystem):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await writer
             self._loop = self._wake = None
+            sync.on_applied = None
             self.dropped["incident"] += len(self._pending)
             self._pending = {}
             await sync.close()
@@ -262,7 +348,8 @@ class MeshStateService(Subsystem):
         def show(r: Replica) -> dict[str, Any]:
             return {"ready": True, "author": r.author, "epoch": r.epoch, "epochs": sorted(r.epochs),
                     "log_bytes": r.log_bytes(), "applied": r.applied, "duplicates": r.duplicates,
-                    "refused": {str(k): v for k, v in r.refused.items()}, "malformed": self.sync.malformed
+                    "refused": {str(k): v for k, v in r.refused.items()}, "revokers": sorted(r.policy.revokers),
+                    "acted_on": sorted(self.revocations), "malformed": self.sync.malformed
                     if self.sync is not None else 0, "written": dict(self.written), "dropped": dict(self.dropped),
                     "state": r.state()}
 

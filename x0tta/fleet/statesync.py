@@ -132,6 +132,7 @@ class StateSync:
         self.log = logger
         self.carrier: Carrier | None = None
         self.malformed = 0
+        self.on_applied: Callable[[], None] | None = None  # called on the loop when received updates applied
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-state")  # one at a time, in order
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -223,6 +224,8 @@ class StateSync:
                             detail=o.refusal.detail[:200])
         for reply in replies:  # this node joined a newer epoch: its entries there go to everyone
             self._push_all(reply)
+        if self.on_applied is not None and any(o.applied for o in outcomes):
+            self.on_applied()
         return outcomes  # type: ignore[no-any-return]
 
     def _apply(self, body: bytes, now: float) -> tuple[list[bytes], list[Outcome]]:

@@ -401,6 +401,19 @@ class CertificateAuthority:
             write_atomic(d / BUNDLE_FILE, self.root.public_bytes(serialization.Encoding.PEM))
             os.unlink(d / "old.pem")
 
+def revocation_records(directory: str | Path) -> list[dict]:  # type: ignore[type-arg]
+    """The CA's revoked certificates from its ``state.json`` (no key needed; blocking): each
+    ``serial`` (int), ``spiffe_id`` (None for a serial this CA has no record of), ``reason`` (a
+    CRL reason such as ``keyCompromise``, or None), ``at`` (when revoked), ``not_after``."""
+    path = Path(directory) / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        return [{"serial": int(r["serial"], 16), "spiffe_id": r.get("spiffe_id"), "reason": r.get("reason"),
+                 "at": float(r["revoked_at"]), "not_after": r.get("not_after")} for r in state["revoked"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CaError(f"cannot read the revocations in {path}: {exc}") from exc
+
+
 def _write_new_key(path: Path, key: certs.SigningKey, passphrase: bytes | None = None) -> None:
     """Write a private key 0600 with O_EXCL: never replace an existing key, even one that appeared
     since the caller looked."""

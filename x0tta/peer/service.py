@@ -23,6 +23,9 @@ What it does
   authenticated session before anyone hears of it; :meth:`PeerService.send_away_where` sends away
   the sessions of a peer quarantined while they run. A session this end sends away is reported
   down with that reason (``revoked``, ``quarantined``), not with how it drained.
+* A deny-list the composition root hands over (:meth:`PeerService.deny`: the CA's revocations that
+  the replicated mesh state carried, before any CRL does) refuses a session whose SPIFFE ID or leaf
+  serial it names and sends away those up now, with the reason ``revoked``.
 
 Health conditions: ``identity_unavailable`` (degraded, no SVID source yet), ``listen_failed``
 (failing), ``peers_unreachable`` (degraded: some configured peers have no session),
@@ -59,6 +62,7 @@ from x0tta.config.peer import PQ_SIGNATURES, PeerSettings
 from x0tta.identity.core.types import SourceUpdate
 from x0tta.peer.conditions import CLASSICAL_AUTHENTICATION, IDENTITY_UNAVAILABLE, LISTEN_FAILED, PEERS_UNREACHABLE
 from x0tta.peer.core import Hello, Limits, Request
+from x0tta.peer.core.deny import DenyList
 from x0tta.peer.core.frames import STATUS_OK, STATUS_UNKNOWN_METHOD
 from x0tta.peer.session import PeerSession, RequestFailed, SessionClosed, wait_first
 from x0tta.peer.tls import (
@@ -310,6 +314,7 @@ class PeerService(Subsystem):
         # Set by the composition root: (host, SPIFFE ID) -> why an authenticated session must be
         # refused after all (a quarantined neighbour), or "".
         self.gate: Callable[[str, str], str] | None = None
+        self.denied = DenyList()  # revoked IDs and serials the composition root hands over (deny)
 
     # -- API for other subsystems -----------------------------------------------------------------
 
@@ -332,6 +337,19 @@ class PeerService(Subsystem):
         hit = [s for _d, s in self.sessions() if match(s.stream.peer_host, str(s.peer.spiffe_id))]
         for session in hit:
             self.spawn(self.send_away(session, reason))
+        return len(hit)
+
+    def deny(self, denied: DenyList) -> int:
+        """Refuse from now on every session whose SPIFFE ID or leaf serial ``denied`` names, and send
+        away those up now (reason ``revoked``: the guard ends their admission at once); returns how
+        many were sent away."""
+        self.denied = denied
+        hit = [s for _d, s in self.sessions() if denied.refusal(str(s.peer.spiffe_id), s.peer.serial)]
+        for session in hit:
+            if self.log is not None:
+                self.log.warning("peer_session_revoked", peer=str(session.peer.spiffe_id),
+                                 reason=denied.refusal(str(session.peer.spiffe_id), session.peer.serial))
+            self.spawn(self.send_away(session, "revoked"))
         return len(hit)
 
     def _notify(self, change: PeerChange) -> None:
@@ -552,13 +570,15 @@ class PeerService(Subsystem):
                                                  detail=str(exc)))
             raise
         self._observe(self._handshake_result(stream, ok=True))
-        refused = self.gate(stream.peer_host, str(stream.peer.spiffe_id)) if self.gate is not None else ""
+        refused, why = self.denied.refusal(str(stream.peer.spiffe_id), stream.peer.serial), "revoked"
+        if not refused and self.gate is not None:
+            refused, why = self.gate(stream.peer_host, str(stream.peer.spiffe_id)), "quarantined"
         if refused:
             self.log.warning("peer_session_refused", direction=direction, address=stream.address,
                              peer=str(stream.peer.spiffe_id), reason=refused)
             if self._metrics:
-                self._metrics.closed.labels("quarantined").inc()
-            await session.close("quarantined")
+                self._metrics.closed.labels(why).inc()
+            await session.close(why)
             raise SessionClosed(f"refused: {refused}")
         signature = stream.peer.key_algorithm
         if self._metrics:
@@ -603,7 +623,7 @@ class PeerService(Subsystem):
                 self._metrics.authenticated.labels(signature, authentication(signature)).dec()
                 reason = session.close_reason.split(":")[0] if session.close_reason else "shutdown"
                 known = ("drained", "eof", "stopped", "shutdown", "peer_svid_expired", "idle timeout",
-                         "hello_timeout", "read timeout", "reauthenticated", "quarantined")
+                         "hello_timeout", "read timeout", "reauthenticated", "quarantined", "revoked")
                 self._metrics.closed.labels(reason if reason in known else "error").inc()
 
     async def _on_inbound(self, stream: TlsStream) -> None:

@@ -179,3 +179,67 @@ async def test_a_session_that_comes_up_is_pulled_from_at_once(tmp_path):
         await until(lambda: same((svc_a.sync, svc_b.sync), 2), 30)
         print(f"both entries on both nodes {time.monotonic() - healed:.2f} s after the session could come up "
               f"(pull interval 600 s)")
+
+
+async def test_a_revocation_by_the_ca_node_reaches_another_node_which_refuses_the_revoked_peer(tmp_path):
+    """The CA's revocations in the state, acted on: three nodes with the agent's wiring of the
+    meshstate subsystem (the built-in CA's revocations on the CA node, the deny-list of the peer
+    subsystem on every node). `x0tta ca revoke` of b on the CA node reaches a through the state, and
+    a sends b's session away and refuses the ones b dials again; the CRL a holds says nothing of it."""
+    from x0tta.agent.wiring import ca_revocations, revocation_denier
+    from x0tta.common.spiffe_id import AuthorizationPolicy
+    from x0tta.fleet.stateservice import MeshStateService
+    from x0tta.identity.ca import CertificateAuthority
+    from x0tta.peer.testing import sample
+    from x0tta.peer.tls import Credentials
+
+    ca = await asyncio.to_thread(CertificateAuthority.init, tmp_path / "ca", TD)
+    ids = {n: f"spiffe://{TD}/node/{n}" for n in ("ca", "a", "b")}
+
+    def identity(name: str) -> StaticIdentity:
+        svid = ca.issue(ids[name], 3600)
+        return StaticIdentity(Credentials(svid, {TD: ca.bundle()}, AuthorizationPolicy.build(TD), ()))
+
+    def ctx(name: str, sub: str, peers=()) -> FakeContext:
+        ident = {"trust_domain": TD, **({"ca_dir": str(tmp_path / "ca")} if name == "ca" else {})}
+        s = build(AgentSettings, {"identity": ident,
+                                  "meshstate": {"enabled": True, "interval": 0.2, "revokers": [ids["ca"]]},
+                                  "peer": {"listen_address": "127.0.0.1", "port": 0, "peers": list(peers),
+                                           "reconnect_min_delay": 0.05, "reconnect_max_delay": 0.5}})
+        return FakeContext(s, name=sub, node_id=name, state_dir=tmp_path / name)
+
+    peers: dict[str, PeerService] = {}
+    svcs: dict[str, MeshStateService] = {}
+    ctxs: dict[str, FakeContext] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for name, dials in (("ca", ()), ("a", ("ca",)), ("b", ("ca", "a"))):
+            ident = identity(name)
+            peers[name] = PeerService(ident)
+            svcs[name] = MeshStateService(ident, peers[name])
+            if name == "ca":  # what wiring.py does on the node holding the built-in CA
+                svcs[name].ca_revocations = ca_revocations(str(tmp_path / "ca"))
+            svcs[name].on_revocations.append(revocation_denier(peers[name]))  # ... and on every node
+            ctxs[name] = ctx(name, "peer", [f"127.0.0.1:{peers[d].port}" for d in dials])
+            await stack.enter_async_context(running(peers[name], ctxs[name]))
+            await stack.enter_async_context(running(svcs[name], ctx(name, "meshstate")))
+        await until(lambda: all(s.sync is not None for s in svcs.values()), 30)
+        await until(lambda: same([s.sync for s in svcs.values()], 3), 30)
+
+        def sessions_with_b() -> list:
+            return [s for _d, s in peers["a"].sessions() if str(s.peer.spiffe_id) == ids["b"]]
+
+        await until(sessions_with_b, 30, what="a session between a and b")
+        revoked = await asyncio.to_thread(ca.revoke, None, ids["b"])
+        started = time.monotonic()
+        await until(lambda: ids["b"] in svcs["a"].revocations, 30, what="the revocation at a")
+        entry = svcs["a"].revocations[ids["b"]]
+        assert entry["by"] == ids["ca"] and entry["serials"] == [f"{s:x}" for s in revoked]
+        # sent away, and b's next sessions refused: a second "revoked" close is a refused redial
+        await until(lambda: sample(ctxs["a"], "x0tta_peer_sessions_closed_total", reason="revoked") >= 2, 30,
+                    what="b's session sent away and its redial refused")
+        print(f"b refused by a {time.monotonic() - started:.2f} s after the CA revoked it")
+        assert not sessions_with_b()
+        assert peers["a"].denied.refusal(ids["b"])
+        assert sample(ctxs["a"], "x0tta_peer_sessions_closed_total", reason="revoked") >= 2
+        assert not [s for _d, s in peers["ca"].sessions() if str(s.peer.spiffe_id) == ids["b"]]
+        assert [s for _d, s in peers["a"].sessions() if str(s.peer.spiffe_id) == ids["ca"]]  # the others stay

@@ -84,7 +84,8 @@ def test_partitioned_sides_write_then_converge_when_healed(nodes, now):
     b.add_incident(now + 2, "i1", "link_down", "n2-n3 down for 4 s")
     register(b, now + 3, macs=("02:00:00:00:00:02", "02:00:00:00:00:03"))
     c.add_incident(now + 1, "i9", "loss", "30 % loss on mesh0")
-    rev.write(now + 2, {"revocations": {nid("old"): {"by": rev.author, "reason": "decommissioned", "at": now}}})
+    rev.write(now + 2, {"revocations": {nid("old"): {"by": rev.author, "reason": "decommissioned", "at": now,
+                                                     "serials": ["7"]}}})
     sync(a, b, now + 5)
     sync(c, rev, now + 5)
     assert a.state() == b.state() != c.state() == rev.state()
@@ -156,7 +157,8 @@ def test_forged_updates_are_refused_with_their_reason_and_counted(ca, leaves, no
         (forge(la, a.author, cid_a, lambda d: d.get("registry", type=pycrdt.Map).__setitem__(a.author, "{}"), now),
          Reason.BAD_VALUE),
         (forge(la, a.author, cid_a, lambda d: d.get("revocations", type=pycrdt.Map).__setitem__(
-            b.author, st.canonical({"by": a.author, "reason": "x", "at": now})), now), Reason.FOREIGN_WRITE),
+            b.author, st.canonical({"by": a.author, "reason": "x", "at": now, "serials": []})), now),
+         Reason.NOT_REVOKER),
         (forge(la, a.author, cid_a, registry_of(a.author, now + 600), now + 600), Reason.FUTURE),
     ]
     over = {f"{a.author} i{n}": st.canonical(incident(now))
@@ -171,7 +173,7 @@ def test_forged_updates_are_refused_with_their_reason_and_counted(ca, leaves, no
         assert outcome.refusal is not None and outcome.refusal.reason is reason, (reason, outcome)
     assert b.state()["registry"] == {} and b.state()["revocations"] == {}
     assert sum(b.refused.values()) == len(cases)
-    assert b.refused[Reason.FOREIGN_WRITE] == 2
+    assert b.refused[Reason.FOREIGN_WRITE] == 1 and b.refused[Reason.NOT_REVOKER] == 1
     with pytest.raises(st.StateError, match="may not write"):
         a.write(now, {"registry": {b.author: {"macs": [], "role": "x", "version": "1", "at": now}}})
 
@@ -182,8 +184,9 @@ def test_a_revoked_member_is_refused_and_its_entries_hidden(nodes, now):
     assert b.author in a.state()["registry"]
     # only a revoker may revoke: a's attempt is refused locally, the revoker's goes through
     with pytest.raises(st.StateError):
-        a.write(now, {"revocations": {b.author: {"by": a.author, "reason": "x", "at": now}}})
-    rev.write(now, {"revocations": {b.author: {"by": rev.author, "reason": "key stolen", "at": now}}})
+        a.write(now, {"revocations": {b.author: {"by": a.author, "reason": "x", "at": now, "serials": []}}})
+    stolen = {"by": rev.author, "reason": "key stolen", "at": now, "serials": ["1f"]}
+    rev.write(now, {"revocations": {b.author: stolen}})
     sync(a, rev, now)
     assert b.author not in a.state()["registry"]
     later = register(b, now + 1)
@@ -284,6 +287,9 @@ def test_decode_refuses_what_is_not_a_message(data, why):
     ("incidents", {**incident(1.0), "summary": "x" * 201}, "longer"),
     ("incidents", {**incident(1.0), "closed": "soon"}, "wrong type"),
     ("incidents", {**incident(1.0), "severity": "Bad!"}, "names"),
+    ("revocations", {"by": REVOKER, "reason": "", "at": 1.0, "serials": ["0x1f"]}, "hex serials"),
+    ("revocations", {"by": REVOKER, "reason": "", "at": 1.0, "serials": ["1"] * 17}, "hex serials"),
+    ("revocations", {"by": REVOKER, "reason": "", "at": 1.0}, "exactly"),
 ])
 def test_values_are_checked_by_schema(section, value, why):
     with pytest.raises(st.StateError, match=why):

@@ -12,7 +12,8 @@ map               key                         value                             
                                               ``"until", "at"}``
 ``incidents``     ``"<author> <id>"``         ``{"kind", "target", "severity", "opened",``         the author
                                               ``"closed": null or a time, "summary", "at"}``
-``revocations``   the revoked SPIFFE ID       ``{"by": <author>, "reason": .., "at": ..}``         a revoker
+``revocations``   the revoked SPIFFE ID       ``{"by": <author>, "reason": .., "at": ..,``         a revoker
+                                              ``"serials": [hex, ...]}``
 ================  ==========================  ==================================================  ================
 
 A node writes with a Yjs client id derived from its SPIFFE ID (:func:`client_id`), so its items
@@ -35,8 +36,9 @@ another author); ``revoked`` (the author is in the revocations map or a CRL); ``
 ``future`` (made more than :data:`MAX_SKEW` ahead of the receiver's clock); then, once the update is
 applied to a copy of the document: ``gap`` (it does not follow the author's last update: asked for
 again at the next sync), ``foreign_client`` (it carries items of another client id),
-``unknown_section``, ``bad_value``, ``foreign_write`` (it changes a key the author does not own,
-:func:`owner_allows`), ``over_bound``. Only then is it applied to the document itself.
+``unknown_section``, ``bad_value``, ``not_revoker`` (it sets or deletes a revocation and its
+author is not one of :attr:`Policy.revokers`), ``foreign_write`` (it changes a key the author does
+not own, :func:`owner_allows`), ``over_bound``. Only then is it applied to the document itself.
 
 The sync is the Yjs protocol's two steps with signed updates in place of Yjs' computed diff: a
 node sends :class:`SyncStep1`, the state vector of each epoch it holds; the other answers with
@@ -99,6 +101,8 @@ MAX_MACS = 16
 MAX_TEXT = 200
 MAX_INCIDENTS = 16  # per author: a node drops its oldest summary to add one
 MAX_QUARANTINE = 64  # per author
+MAX_SERIALS = 16  # revoked certificate serials in one revocation entry (its most recent)
+SERIAL_PATTERN = re.compile(r"[0-9a-f]{1,40}")  # an X.509 serial, lower-case hex without leading zeros
 MAX_SKEW = 300.0  # s: an update made further ahead of the receiver's clock is refused
 MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -126,6 +130,7 @@ class Reason(enum.StrEnum):
     FOREIGN_CLIENT = "foreign_client"
     UNKNOWN_SECTION = "unknown_section"
     BAD_VALUE = "bad_value"
+    NOT_REVOKER = "not_revoker"
     FOREIGN_WRITE = "foreign_write"
     OVER_BOUND = "over_bound"
 
@@ -163,7 +168,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "quarantine": {"target": (str,), "macs": (list,), "reason": (str,), "until": (int, float), "at": (int, float)},
     "incidents": {"kind": (str,), "target": (str,), "severity": (str,), "opened": (int, float),
                   "closed": (int, float, type(None)), "summary": (str,), "at": (int, float)},
-    "revocations": {"by": (str,), "reason": (str,), "at": (int, float)},
+    "revocations": {"by": (str,), "reason": (str,), "at": (int, float), "serials": (list,)},
 }
 
 
@@ -216,6 +221,10 @@ def decode_value(section: str, text: Any) -> dict[str, Any]:
         raise StateError("incidents.kind and incidents.severity are names (a-z, 0-9, _ . -)")
     elif section == "revocations":
         _spiffe(obj["by"], "revocations.by")
+        serials = obj["serials"]
+        if len(serials) > MAX_SERIALS or not all(isinstance(x, str) and SERIAL_PATTERN.fullmatch(x)
+                                                 for x in serials):
+            raise StateError(f"revocations.serials is a list of at most {MAX_SERIALS} lower-case hex serials")
     return obj
 
 
@@ -270,6 +279,8 @@ def check_changes(author: str, before: Snapshot, after: Snapshot, policy: Policy
             if old.get(key) == new.get(key):
                 continue
             if not owner_allows(section, key, author, policy):
+                if section == "revocations":
+                    return Refusal(Reason.NOT_REVOKER, f"{author} is not one of the mesh's revokers")
                 return Refusal(Reason.FOREIGN_WRITE, f"{author} may not write {section}[{key[:80]!r}]")
             if key in new:
                 try:
@@ -396,17 +407,59 @@ def merge_epochs(current: Snapshot, previous: Snapshot | None) -> dict[str, dict
     return view
 
 
-def revoked(view: Snapshot, revokers: Iterable[str]) -> frozenset[str]:
-    """The SPIFFE IDs revoked by one of the mesh's revokers."""
+def in_force(view: Snapshot, revokers: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The revocations written by one of the mesh's revokers, decoded: revoked SPIFFE ID ->
+    ``by``, ``reason``, ``at``, ``serials``. What every node acts on."""
     allowed = set(revokers)
-    out = set()
+    out = {}
     for key, text in view.get("revocations", {}).items():
         try:
-            if decode_value("revocations", text)["by"] in allowed:
-                out.add(key)
+            value = decode_value("revocations", text)
         except StateError:
             continue
-    return frozenset(out)
+        if value["by"] in allowed:
+            out[key] = value
+    return out
+
+
+def revoked(view: Snapshot, revokers: Iterable[str]) -> frozenset[str]:
+    """The SPIFFE IDs revoked by one of the mesh's revokers."""
+    return frozenset(in_force(view, revokers))
+
+
+def revocation_changes(author: str, mine: Mapping[str, Mapping[str, Any]], records: Iterable[Mapping[str, Any]],
+                       now: float) -> dict[str, dict[str, Any] | None]:
+    """The ``revocations`` changes that make a CA node's entries (``mine``: revoked ID -> value)
+    what its CA holds revoked (``records``: ``serial`` (int or hex), ``spiffe_id`` (None when the
+    CA did not issue that serial: not written, the CRL carries it), ``reason`` (None: unspecified),
+    ``at`` (when revoked), ``not_after`` (None or when the certificate expires)): one entry per
+    SPIFFE ID with its unexpired revoked serials (the :data:`MAX_SERIALS` most recent), the latest
+    revocation's reason and time; an entry deleted once none of its certificates is valid any
+    more (the CA drops them from its CRL too, and a re-enrolled node is let in again)."""
+    by_id: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        sid, not_after = r.get("spiffe_id"), r.get("not_after")
+        if not sid or (not_after is not None and float(not_after) <= now):
+            continue
+        try:
+            sid = str(SpiffeId.parse(sid))
+        except SpiffeIdError:
+            continue
+        if sid != author:  # a CA node does not shut itself out of the mesh it serves
+            by_id.setdefault(sid, []).append(r)
+    want: dict[str, dict[str, Any]] = {}
+    for sid, recs in by_id.items():
+        recs.sort(key=lambda r: float(r["at"]), reverse=True)
+        serials = sorted({_serial_hex(r["serial"]) for r in recs[:MAX_SERIALS]})
+        want[sid] = {"by": author, "reason": str(recs[0].get("reason") or "unspecified")[:MAX_TEXT],
+                     "at": float(recs[0]["at"]), "serials": serials}
+    out: dict[str, dict[str, Any] | None] = {k: None for k in mine if k not in want}
+    out.update({k: v for k, v in want.items() if dict(mine.get(k) or {}) != v})
+    return out
+
+
+def _serial_hex(serial: int | str) -> str:
+    return f"{serial:x}" if isinstance(serial, int) else f"{int(str(serial), 16):x}"
 
 
 def should_compact(log_bytes: int, policy: Policy) -> bool:
