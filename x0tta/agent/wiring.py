@@ -195,7 +195,8 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
             from x0tta.fleet.stateservice import holds_ca
 
             if holds_ca(s):
-                # the CA node: what `x0tta ca revoke` revoked enters the state (docs/fleet.md)
+                # the CA node: what `x0tta ca revoke` revoked enters the state, once it is one of
+                # the mesh's revokers (docs/fleet.md, "Revocations")
                 service.ca_revocations = ca_revocations(s.identity.ca_dir)  # type: ignore[attr-defined]
             # every node: the revocations in force close and refuse the revoked node's sessions
             service.on_revocations.append(revocation_denier(peer(s)))  # type: ignore[attr-defined]

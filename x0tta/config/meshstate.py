@@ -43,8 +43,8 @@ class MeshStateSettings:
         (),
         doc="SPIFFE IDs of the nodes whose revocations the mesh takes and acts on (the CA nodes: "
         "their revoked nodes' peer sessions are closed and refused). Empty: the CA nodes of "
-        "[identity] ca_ids. A node holding the built-in CA ([identity] ca_dir) is one for itself; "
-        "give every node the same list. A revocation by anyone else is refused (not_revoker).",
+        "[identity] ca_ids. Give every node the same list, the CA node included: a CA node not on "
+        "its own list writes no revocation. A revocation by anyone else is refused (not_revoker).",
     )
     role: str = setting(
         "node",

@@ -61,16 +61,14 @@ KINDS = ("registry", "incident", "quarantine", "revocation")
 Revocations = Mapping[str, Mapping[str, Any]]  # revoked SPIFFE ID -> by, reason, at, serials
 
 
-def revokers(settings: Any, author: str) -> frozenset[str]:
+def revokers(settings: Any) -> frozenset[str]:
     """Whose revocations this node takes (docs/fleet.md, "Revocations"): ``[meshstate] revokers``;
-    when empty, the CA nodes ``[identity] ca_ids`` names (those it renews through); and this node
-    itself when it holds the built-in CA (``[identity] ca_dir``), which it serves anyway. A peer's
+    when empty, the CA nodes ``[identity] ca_ids`` names (those it renews through). Configured, so
+    the same on every node: a CA node writes only when it is on its own list, since a node whose
+    list lacks it would refuse its revocation and then every later update of it (a gap). A peer's
     Hello capability never makes it a revoker: anyone can claim one."""
     named = settings.meshstate.revokers or settings.identity.ca_ids
-    out = {str(SpiffeId.parse(x)) for x in named}
-    if holds_ca(settings):
-        out.add(author)
-    return frozenset(out)
+    return frozenset(str(SpiffeId.parse(x)) for x in named)
 
 
 def holds_ca(settings: Any) -> bool:
@@ -98,6 +96,7 @@ class MeshStateService(Subsystem):
         # Called (on the loop, must not block) with the revocations in force whenever they change.
         self.on_revocations: list[Callable[[Revocations], None]] = []
         self.revocations: dict[str, dict[str, Any]] = {}  # the revocations last acted on
+        self._ca_writes = False  # ca_revocations set and this node one of the mesh's revokers
         self.written: Tally[str] = Tally()  # signed writes by kind, since start
         self.dropped: Tally[str] = Tally()  # writes dropped by kind, since start
         self._pending: dict[str, dict[str, Any]] = {}  # incident id -> its summary, oldest first
@@ -133,7 +132,7 @@ class MeshStateService(Subsystem):
 
     def revocations_changed(self) -> None:
         """The CA's revocations may have changed: make this node's revocation entries what it holds."""
-        if self.ca_revocations is not None:
+        if self._ca_writes:
             self._note("revocation", lambda: self._mark("revocations"))
 
     def _applied(self) -> None:
@@ -242,8 +241,12 @@ class MeshStateService(Subsystem):
             await self.clock.sleep(1.0)
         svid = source.svid()
         key = await asyncio.to_thread(serialization.load_pem_private_key, svid.private_key_pem, None)
-        policy = st.Policy(svid.spiffe_id.trust_domain, revokers(ctx.settings, str(svid.spiffe_id)),
-                           s.compact_at_bytes)
+        policy = st.Policy(svid.spiffe_id.trust_domain, revokers(ctx.settings), s.compact_at_bytes)
+        self._ca_writes = self.ca_revocations is not None and str(svid.spiffe_id) in policy.revokers
+        if self.ca_revocations is not None and not self._ca_writes:  # refused everywhere: not written
+            ctx.log.warning("meshstate_ca_not_revoker", author=str(svid.spiffe_id),
+                            revokers=sorted(policy.revokers),
+                            fix="list this CA node in [meshstate] revokers on every node, itself included")
         replica = Replica(str(svid.spiffe_id), key, st.chain_der(svid.cert_chain), policy, source.bundles(),
                           crls=source.revocations())
         page = max(16 * 1024, ctx.settings.peer.frame_max_size - 4096)  # a response frame's head and room
@@ -312,6 +315,7 @@ class MeshStateService(Subsystem):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await writer
             self._loop = self._wake = None
+            self._ca_writes = False
             sync.on_applied = None
             self.dropped["incident"] += len(self._pending)
             self._pending = {}

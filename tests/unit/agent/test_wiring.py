@@ -415,6 +415,28 @@ def test_meshstate_signs_with_the_identity_and_syncs_over_the_peer_sessions():
     assert service.identity is table["identity"](settings) and service.carrier is table["peer"](settings)
 
 
+def test_meshstate_writes_the_ca_s_revocations_on_the_ca_node_and_feeds_the_peer_deny_list(tmp_path):
+    """On the node holding the built-in CA the state reads the CA's revocations; on every node the
+    revocations in force become the peer subsystem's deny-list."""
+    from x0tta.identity.ca import CertificateAuthority
+
+    ca = CertificateAuthority.init(tmp_path / "ca", "mesh.x0tta")
+    ca.issue("spiffe://mesh.x0tta/node/b", 3600)
+    [serial] = ca.revoke(spiffe_id="spiffe://mesh.x0tta/node/b")
+    settings = parse_settings(f"[meshstate]\nenabled = true\n[identity]\nca_dir = \"{tmp_path / 'ca'}\"\n")
+    table = factories(settings)
+    state, peer = table["meshstate"](settings), table["peer"](settings)
+    [record] = state.ca_revocations()
+    assert (record["serial"], record["spiffe_id"], record["reason"]) == (serial, "spiffe://mesh.x0tta/node/b",
+                                                                       "keyCompromise")
+    [deny] = state.on_revocations
+    deny({"spiffe://mesh.x0tta/node/b": {"by": "spiffe://mesh.x0tta/node/ca", "reason": "keyCompromise",
+                                         "at": 1.0, "serials": [f"{serial:x}"]}})
+    assert peer.denied.refusal("spiffe://mesh.x0tta/node/b") and peer.denied.refusal("x", serial)
+    plain = parse_settings("[meshstate]\nenabled = true\n")
+    assert factories(plain)["meshstate"](plain).ca_revocations is None  # not a CA node
+
+
 def test_meshstate_lists_the_macs_of_the_hard_interfaces_that_exist(tmp_path):
     from x0tta.agent.wiring import interface_macs
 

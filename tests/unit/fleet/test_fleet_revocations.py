@@ -11,6 +11,7 @@ import time
 
 import pycrdt
 import pytest
+from structlog.testing import capture_logs
 
 from tests.kit.pki import TestCA
 from tests.kit.wait import until
@@ -112,12 +113,12 @@ def settings(**over) -> AgentSettings:
 
 
 def test_whose_revocations_a_node_takes():
-    me = nid("a")
-    assert revokers(settings(), me) == frozenset()  # nobody: the revocations map stays empty
-    assert revokers(settings(identity={"ca_ids": [nid("ca")]}), me) == {nid("ca")}  # the CA nodes it renews through
+    assert revokers(settings()) == frozenset()  # nobody: the revocations map stays empty
+    assert revokers(settings(identity={"ca_ids": [nid("ca")]})) == {nid("ca")}  # the CA nodes it renews through
     named = settings(identity={"ca_ids": [nid("ca")]}, meshstate={"revokers": [nid("ca2")]})
-    assert revokers(named, me) == {nid("ca2")}  # the configured list wins
-    assert revokers(settings(identity={"ca_dir": "/var/lib/x0tta/ca"}), me) == {me}  # the CA node itself
+    assert revokers(named) == {nid("ca2")}  # the configured list wins
+    # holding the CA makes no revoker: every node's list must name it, or they refuse its writes
+    assert revokers(settings(identity={"ca_dir": "/var/lib/x0tta/ca"})) == frozenset()
     with pytest.raises(ConfigError, match=r"meshstate\.revokers: scheme"):
         settings(meshstate={"revokers": ["not-an-id"]})
 
@@ -129,8 +130,8 @@ async def test_the_ca_node_writes_what_its_ca_revoked_and_acts_on_it(tmp_path):
     svc.ca_revocations = lambda: list(held)
     told: list[dict] = []
     svc.on_revocations.append(told.append)
-    ctx = FakeContext(settings(identity={"ca_dir": str(tmp_path / "ca")}), name="meshstate", node_id="ca",
-                      state_dir=tmp_path)
+    ctx = FakeContext(settings(identity={"ca_dir": str(tmp_path / "ca")}, meshstate={"revokers": [REVOKER]}),
+                      name="meshstate", node_id="ca", state_dir=tmp_path)
     async with running(svc, ctx):
         await until(lambda: svc.written["registry"] == 1, 30)
         now = time.time()
@@ -140,8 +141,25 @@ async def test_the_ca_node_writes_what_its_ca_revoked_and_acts_on_it(tmp_path):
         assert told[-1][nid("b")]["serials"] == ["1f"] and told[-1][nid("b")]["by"] == REVOKER
         state = (await shown(ctx))["state"]
         assert state["revocations"][nid("b")]["reason"] == "keyCompromise"
-        await until(lambda: sample(ctx, "x0tta_meshstate_revocations") == 1, 30)
-        assert sample(ctx, "x0tta_meshstate_writes_total", kind="revocation") == 1
+        await until(lambda: sample(ctx, "x0tta_meshstate_revocations") == 1
+                    and sample(ctx, "x0tta_meshstate_writes_total", kind="revocation") == 1, 30)
         held.clear()  # every revoked certificate of b expired: the entry goes, b is let in again
         await until(lambda: told[-1] == {}, 30)  # within a round, without being told
         assert (await shown(ctx))["state"]["revocations"] == {}
+
+
+async def test_a_ca_node_that_is_no_revoker_writes_no_revocation(tmp_path):
+    """Its revocation would be refused by every node (not_revoker), and every later update of it
+    with it (a gap): it says so and writes none."""
+    ca = TestCA(TD)
+    svc = MeshStateService(StaticIdentity(ca.credentials(ca.issue(path="/node/ca"))), NoPeers())
+    svc.ca_revocations = lambda: [record(0x1F, "b", at=time.time(), not_after=time.time() + 3600)]
+    ctx = FakeContext(settings(identity={"ca_dir": str(tmp_path / "ca")}), name="meshstate", node_id="ca",
+                      state_dir=tmp_path)
+    with capture_logs() as logs:
+        async with running(svc, ctx):
+            await until(lambda: sample(ctx, "x0tta_meshstate_nodes") == 1, 30)  # a round went by
+            svc.revocations_changed()
+            await until(lambda: svc.written["registry"] == 1, 30)
+            assert (await shown(ctx))["state"]["revocations"] == {} and not svc.written["revocation"]
+    assert "meshstate_ca_not_revoker" in [e["event"] for e in logs]
