@@ -24,7 +24,8 @@ loop's incidents opened and closed (a heal listener) and the guard's quarantines
 the CA node it writes the built-in CA's revocations too (:func:`ca_revocations`); on every node
 the revocations in force (written by one of the mesh's revokers) become the peer subsystem's
 deny-list (:func:`revocation_denier`): the revoked node's sessions are sent away and refused, and
-the guard, which hears them end as ``revoked``, ends its admission at once.
+the guard, which hears them end as ``revoked``, ends its admission at once; it also ends the
+bindings of the revoked identity whose sessions had gone already (:func:`revocation_unbinder`).
 
 The guard's detectors see the mesh through :func:`guard_observer`: the probes' last poll and the
 mesh subsystem's last table dump, as the guard's own observation types.
@@ -198,8 +199,11 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
                 # the CA node: what `x0tta ca revoke` revoked enters the state, once it is one of
                 # the mesh's revokers (docs/fleet.md, "Revocations")
                 service.ca_revocations = ca_revocations(s.identity.ca_dir)  # type: ignore[attr-defined]
-            # every node: the revocations in force close and refuse the revoked node's sessions
+            # every node: the revocations in force close and refuse the revoked node's sessions,
+            # and end the guard's binding of it even where no session is up
             service.on_revocations.append(revocation_denier(peer(s)))  # type: ignore[attr-defined]
+            if s.guard.enabled:
+                service.on_revocations.append(revocation_unbinder(guard(s)))  # type: ignore[attr-defined]
             if s.guard.enabled:
                 # this node's quarantines, as its claims in the state: written when the guard
                 # quarantines or releases, and looked at every round (a TTL runs out)
@@ -268,6 +272,18 @@ def revocation_denier(peer: Subsystem) -> Callable[[Mapping[str, Mapping[str, An
         peer.deny(DenyList(ids, serials))  # type: ignore[attr-defined]
 
     return deny
+
+
+def revocation_unbinder(guard: Subsystem) -> Callable[[Mapping[str, Any]], None]:
+    """A listener for ``MeshStateService.on_revocations``: the guard ends the bindings and
+    admissions of every revoked SPIFFE ID at once (a binding whose sessions closed otherwise would
+    outlive them by ``session_grace``)."""
+
+    def unbind(revoked: Mapping[str, Any]) -> None:
+        for spiffe_id in revoked:
+            guard.revoked(spiffe_id)  # type: ignore[attr-defined]
+
+    return unbind
 
 
 def _meshstate(identity: Subsystem, peer: Subsystem, hard_interfaces: tuple[str, ...]) -> Subsystem:

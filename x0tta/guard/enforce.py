@@ -187,6 +187,13 @@ class Guard:
             self._unadmit(raw)
         return why
 
+    def unbind_identity(self, spiffe_id: str) -> list[bytes]:
+        """End the bindings, and the admissions, of every MAC bound to ``spiffe_id`` (revoked)."""
+        self.bindings, macs = self.bindings.revoke(spiffe_id)
+        for mac in macs:
+            self._unadmit(mac)
+        return macs
+
     def release(self, who: str) -> list[bytes]:
         """End the quarantine of a MAC or of every MAC quarantined with a SPIFFE ID."""
         self.bindings, released = self.bindings.release(who)

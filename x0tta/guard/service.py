@@ -181,6 +181,14 @@ class GuardService(Subsystem):
         """A MAC, or every MAC bound to a SPIFFE ID (what an operator's quarantine names)."""
         return self.guard.bindings.bound_macs(who)
 
+    def revoked(self, spiffe_id: str) -> list[str]:
+        """``spiffe_id`` is revoked: end its bindings and admissions at once, also those whose
+        sessions are gone and would otherwise pass frames for the rest of ``session_grace``."""
+        unbound = [format_mac(m) for m in self.guard.unbind_identity(spiffe_id)]
+        if unbound and self._ctx is not None:
+            self._ctx.log.warning("guard_unbound_revoked", spiffe_id=spiffe_id, macs=unbound)
+        return unbound
+
     def quarantines_held(self) -> list[dict[str, Any]]:
         """The quarantines in force: ``mac``, ``spiffe_id`` (None when none was bound), ``reason``,
         ``until`` (when it ends, in unix seconds)."""

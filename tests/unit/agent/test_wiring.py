@@ -429,12 +429,27 @@ def test_meshstate_writes_the_ca_s_revocations_on_the_ca_node_and_feeds_the_peer
     [record] = state.ca_revocations()
     assert (record["serial"], record["spiffe_id"], record["reason"]) == (serial, "spiffe://mesh.x0tta/node/b",
                                                                        "keyCompromise")
-    [deny] = state.on_revocations
+    deny = state.on_revocations[0]  # the guard's unbinder comes after it
     deny({"spiffe://mesh.x0tta/node/b": {"by": "spiffe://mesh.x0tta/node/ca", "reason": "keyCompromise",
                                          "at": 1.0, "serials": [f"{serial:x}"]}})
     assert peer.denied.refusal("spiffe://mesh.x0tta/node/b") and peer.denied.refusal("x", serial)
     plain = parse_settings("[meshstate]\nenabled = true\n")
     assert factories(plain)["meshstate"](plain).ca_revocations is None  # not a CA node
+
+
+def test_a_revocation_in_the_state_ends_the_guard_s_binding_of_the_identity():
+    """Also where its session had gone already (it would pass frames for the rest of the grace)."""
+    settings = parse_settings("[meshstate]\nenabled = true\n")
+    table = factories(settings)
+    state, guard = table["meshstate"](settings), table["guard"](settings)
+    b, mac = "spiffe://mesh.x0tta/node/b", bytes.fromhex("02ba00020001")
+    assert guard.guard.session_up(mac, b, "eth1", 1.0) == "" and guard.guard.is_admitted(mac)
+    guard.guard.session_down(mac, 2.0, "eof")
+    assert guard.bound_macs(b) == [mac] and guard.guard.is_admitted(mac)
+    for listener in state.on_revocations:
+        listener({b: {"by": "spiffe://mesh.x0tta/node/ca", "reason": "keyCompromise", "at": 1.0, "serials": []}})
+    assert guard.bound_macs(b) == [] and not guard.guard.is_admitted(mac)
+    assert table["peer"](settings).denied.refusal(b)
 
 
 def test_meshstate_lists_the_macs_of_the_hard_interfaces_that_exist(tmp_path):

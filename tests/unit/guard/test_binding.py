@@ -43,6 +43,16 @@ def test_a_binding_outlives_its_last_session_by_the_grace_not_a_revocation():
     assert s5.bound[B].spiffe_id == "spiffe://mesh/node/other" and s5.bound[B].since == 22.0
 
 
+def test_a_revoked_identity_loses_its_bindings_at_once_sessions_up_or_gone():
+    s, _ = Bindings().up(B, ID_B, "eth0", 1.0)
+    s, _ = s.up(C, ID_B, "eth1", 1.0)
+    s, _ = s.up(A, "spiffe://mesh/node/a", "eth0", 1.0)
+    s, _ = s.down(C, 2.0)  # its session gone: the grace would keep it another 30 s
+    s2, ended = s.revoke(ID_B)
+    assert ended == [B, C] and list(s2.bound) == [A]
+    assert s2.revoke(ID_B) == (s2, [])
+
+
 def test_quarantine_refuses_the_mac_and_its_identity_until_the_ttl_or_a_release():
     s, _ = Bindings().up(B, ID_B, "eth0", 0.0)
     s, why = s.quarantine(B, 10.0, 600.0, "originator_flood", [A, B, C], share=0.5)

@@ -6,6 +6,8 @@ link-local address named, the SPIFFE ID, the sessions up) so that an operator se
 admission belongs to. A binding ends:
 
 * when its last session closed for a revocation (the CRL lists its SVID): at once;
+* when its SPIFFE ID is revoked while no session of it is up (the CA node's revocation through the
+  replicated mesh state, :meth:`Bindings.revoke`): at once, not after the grace;
 * when its last session closed otherwise and no new one came within ``grace`` seconds: a
   re-authentication or a restart of the neighbour's agent reconnects within seconds, and its
   frames keep passing meanwhile (:meth:`Bindings.expire`);
@@ -127,6 +129,14 @@ class Bindings:
         spiffe_id = b.spiffe_id if b is not None else (old.spiffe_id if old else None)
         q = Quarantined(spiffe_id, old.since if old else now, max(now + ttl, old.until if old else 0.0), reason)
         return replace(self._without(mac), quarantined={**self.quarantined, mac: q}), ""
+
+    def revoke(self, spiffe_id: str) -> tuple[Bindings, list[bytes]]:
+        """End every binding of ``spiffe_id`` at once, its sessions up or lost (its certificate is
+        revoked): the new state and the MACs whose binding ended."""
+        macs = sorted(m for m, b in self.bound.items() if b.spiffe_id == spiffe_id)
+        if not macs:
+            return self, []
+        return replace(self, bound={m: b for m, b in self.bound.items() if m not in macs}), macs
 
     def bound_macs(self, who: str) -> list[bytes]:
         """The MACs ``who`` names: a MAC itself, or a SPIFFE ID's every bound MAC (none: [])."""
