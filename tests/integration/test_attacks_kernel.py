@@ -12,22 +12,29 @@ the routes batman-adv would have learnt from those OGMs.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import random
+import socket
 import time
 from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.integration import test_probes_kernel as kernel
 from tests.integration.test_probes_kernel import PEER_MAC, Ctx, received, settings, start
+from tests.kit.netns import sh
 from tests.kit.wait import until, until_sync
 from x0tta.agent.wiring import guard_maps, guard_observer
 from x0tta.config.guard import DetectSettings, GuardSettings
+from x0tta.config.probes import ProbeSettings
 from x0tta.guard.core import ogm
 from x0tta.guard.core.detect import Observation, Route, originator_flood
 from x0tta.guard.service import GuardService
 from x0tta.lab.attacks import Injector
 from x0tta.lab.core import attacks as atk
+from x0tta.lab.core.topology import topology_from_data, veth_mac
 from x0tta.probes import core
 
 pytestmark = pytest.mark.integration
@@ -144,6 +151,84 @@ def test_an_injected_originator_flood_fills_the_ogm_map_and_the_detector_flags_i
         [finding] = originator_flood([before, Observation(now, routes=routes)], d, now)
         assert finding.subject == PEER_MAC and finding.evidence["new_originators"] == job.sent
         assert finding.evidence["known_before"] == 1 and finding.interface == net.host
+    finally:
+        gsvc.kernel_maps(None)
+        probes.close()
+
+
+def _lab_check_module():
+    """tests/lab/attack_checks.py, loaded by path as the lab's check steps load it."""
+    spec = importlib.util.spec_from_file_location("attack_checks", ROOT / "tests" / "lab" / "attack_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def lab_link():
+    """A two-node lab topology on the host: the attacker's end of the link in a namespace named
+    after its node (as in the guest), the victim's end here, both with the lab's MACs."""
+    tag = os.getpid() % 10000
+    att, vic = f"xa{tag}a", f"xa{tag}v"
+    topo = topology_from_data({"name": "attack", "nodes": [att, vic], "links": [{"a": att, "b": vic}]})
+    link = topo.link(f"{att}-{vic}")
+    here, there = link.ifname(vic), link.ifname(att)
+    sh(f"ip link del {here}", check=False)
+    sh(f"ip netns del {att}", check=False)
+    sh(f"ip netns add {att}")
+    sh(f"ip link add {here} address {veth_mac(topo.node(vic), link)} type veth peer name {there} "
+       f"address {veth_mac(topo.node(att), link)} netns {att}")
+    sh(f"ip link set {here} up && ip -n {att} link set {there} up")
+    until_sync(lambda: "NO-CARRIER" not in sh(f"ip link show {here}").stdout, 5)
+    yield SimpleNamespace(topology=topo, att=att, vic=vic, here=here, me=veth_mac(topo.node(att), link),
+                          victim_mac=veth_mac(topo.node(vic), link))
+    sh(f"ip link del {here}", check=False)
+    sh(f"ip netns del {att}", check=False)
+
+
+def test_the_lab_attack_check_hears_the_target_aims_and_sends_from_the_attackers_namespace(lab_link, pin):
+    """The guest-side check the bench runs (tests/lab/attack_checks.py ``attack``), here on the
+    host: it hears the target's honest OGMs on the attacker's link, jumps their seqno, and sends
+    from the attacker's namespace what the kernel on the victim's side records; a gateway hijack and
+    a flood go out the same way. Returns what the bench scores by."""
+    checks = _lab_check_module()
+    lab = lab_link
+    s = ProbeSettings(interfaces=(lab.here,), pin_path=str(pin))
+    gsvc = GuardService(settings=GuardSettings(mode="observe"))
+    probes = start(s)
+    guard_maps(gsvc.kernel_maps)(probes.obj.maps)
+    orig = checks.originator_of(lab, lab.vic)
+    index = socket.if_nametoindex(lab.here)
+
+    def from_attacker() -> int:
+        seen = probes.snapshot().neighbors.get(core.NeighborKey(index, lab.me))
+        return seen.rx_packets if seen else 0
+
+    try:
+        with Injector(lab.here) as inj:  # the target's honest OGMs, as the victim forwards them
+            frames = tuple(atk.ethernet(lab.victim_mac, atk.ogm_iv(orig, 4000 + i)) for i in range(100))
+            honest_job = inj.start(atk.Attack("honest", frames, 20.0, ""))
+            took = checks.attack(lab, lab.att, "seqno_takeover", lab.vic, seed=3, target=lab.vic, pace=10)
+            inj.stop(honest_job)
+        assert took["sent"] == 10 and took["failed"] == 0 and took["first_wall"] <= time.time()
+        assert took["about"] == [orig, lab.me] and 4000 <= took["details"]["honest_seqno"] < 4100
+        jump = took["details"]["first_seqno"] - took["details"]["honest_seqno"]
+        assert 1000 <= jump < 60_000
+        until_sync(lambda: from_attacker() == 10, 10)
+        entries, _ = ogm.decode_ogm_entries(gsvc.guard.ogm_entries())
+        [entry] = [e for e in entries if e.orig == orig]
+        [stream] = entry.streams  # the victim's own OGMs leave here: only the attacker's arrive
+        assert (stream.neigh, stream.first_seqno, stream.frames) == (lab.me, took["details"]["first_seqno"], 10)
+
+        gw = checks.attack(lab, lab.att, "gateway_hijack", lab.vic, seed=3, pace=10)
+        flood = checks.attack(lab, lab.att, "originator_flood", lab.vic, seed=3, pace=5)
+        assert (gw["sent"], flood["sent"] + flood["failed"]) == (20, 400)
+        until_sync(lambda: from_attacker() == 30 + flood["sent"], 10)
+        entries, _ = ogm.decode_ogm_entries(gsvc.guard.ogm_entries())
+        origs = {e.orig for e in entries}
+        assert gw["details"]["gateway"] in origs and len(origs) >= 2 + 190
+        again = checks.attack(lab, lab.att, "gateway_hijack", lab.vic, seed=3, pace=10)
+        assert again["details"] == gw["details"]  # the seed decides the attack
     finally:
         gsvc.kernel_maps(None)
         probes.close()

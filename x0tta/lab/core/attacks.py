@@ -72,8 +72,9 @@ TVLV_HDR = struct.Struct("!BBH")
 GW_DATA = struct.Struct("!II")
 U32 = 1 << 32
 
-KINDS = ("rogue_node", "originator_flood", "seqno_takeover", "inflated_tq", "gateway_hijack", "handshake_burst")
-"""The attack kinds of the suite, in the order it runs them."""
+KINDS = ("rogue_node", "originator_flood", "inflated_tq", "seqno_takeover", "gateway_hijack", "handshake_burst")
+"""The attack kinds of the suite, in the order it runs them (the inflated TQ before the takeover:
+both aim at one originator, and the takeover leaves its jumped stream behind)."""
 
 DETECTORS: dict[str, tuple[str, ...]] = {
     "rogue_node": ("unadmitted_frames",),
@@ -284,11 +285,16 @@ def originator_flood(rng: random.Random, sender: str, *, originators: int = 200,
 
 
 def seqno_takeover(rng: random.Random, sender: str, orig: str, honest_seqno: int, *, count: int = 10,
-                   interval: float = 0.5, jump_min: int = 100_000) -> Attack:
+                   interval: float = 0.5, jump_min: int = 1000, jump_max: int = 60_000) -> Attack:
     """OGMs claiming the honest originator ``orig`` with its sequence number jumped ``jump_min`` to
-    2**30 ahead of ``honest_seqno`` (so batman-adv takes them as newer and the honest ones as old),
-    going on one a ``interval``; sent by ``sender``, carrying the best TQ so they win the route."""
-    start = honest_seqno + rng.randrange(jump_min, 1 << 30)
+    ``jump_max`` ahead of ``honest_seqno``, going on one a ``interval``; sent by ``sender``, carrying
+    the best TQ so they win the route. The jump stays below batman-adv's
+    ``BATADV_EXPECTED_SEQNO_RANGE`` (65536), so batman-adv takes the OGMs as newer at once rather
+    than as a restarted originator's, and the honest ones as old; it is far beyond the guard's
+    window (``seqno_margin`` + ``seqno_rate`` per second)."""
+    if not 0 < jump_min < jump_max <= 1 << 31:
+        raise ValueError(f"jump {jump_min}..{jump_max}: not ahead in u32 serial arithmetic")
+    start = honest_seqno + rng.randrange(jump_min, jump_max)
     frames = tuple(ethernet(sender, ogm_iv(orig, start + i, tq=TQ_MAX, prev_sender=orig)) for i in range(count))
     return Attack("seqno_takeover", frames, 1.0 / interval, sender, (orig, sender),
                   {"honest_seqno": honest_seqno % U32, "first_seqno": start % U32})
@@ -331,6 +337,8 @@ class Outcome:
     seconds: float | None = None
     severity: int | None = None
     node: str | None = None
+    quarantine_s: float | None = None  # from the first frame to the first quarantine of what it is about
+    error: str | None = None  # the attack could not be run (then it is not counted)
 
 
 def matches(record: Mapping[str, Any], kind: str, about: Iterable[str]) -> bool:
@@ -366,14 +374,68 @@ def score(kind: str, seed: int, start: float, records: Sequence[tuple[str, float
     return Outcome(kind, seed, True, round(t - start, 3), sev if isinstance(sev, int) else None, node)
 
 
+def quarantined_after(start: float, end: float | None, quarantines: Iterable[tuple[str, float, str]],
+                      about: Iterable[str]) -> float | None:
+    """Seconds from ``start`` to the first quarantine (``(node, t, MAC)``, from the agents'
+    ``guard_quarantined`` events) of a MAC in ``about`` before ``end``; None when there was none."""
+    wanted = {str(a).lower() for a in about}
+    ts = [t for _, t, m in quarantines if start <= t and (end is None or t < end) and str(m).lower() in wanted]
+    return round(min(ts) - start, 3) if ts else None
+
+
+def run_outcomes(seed: int, attacks: Sequence[Mapping[str, Any]], t0_wall: float,
+                 records: Sequence[tuple[str, float, Mapping[str, Any]]],
+                 quarantines: Sequence[tuple[str, float, str]] = (), horizon: float = 90.0) -> list[Outcome]:
+    """The outcomes of one lab run: ``attacks`` are the attack checks' results in the order they ran
+    (``kind``, ``first_wall``, ``about``, or ``error``), ``t0_wall`` the run's timeline origin,
+    ``records``/``quarantines`` on that timeline. An attack's detection counts until the next
+    attack started, and at most ``horizon`` seconds."""
+    starts = [a["first_wall"] - t0_wall if isinstance(a.get("first_wall"), (int, float)) else None for a in attacks]
+    out = []
+    for i, a in enumerate(attacks):
+        kind, start = str(a.get("kind")), starts[i]
+        if a.get("error") or start is None:
+            out.append(Outcome(kind, seed, False, error=str(a.get("error") or "no frame went out")))
+            continue
+        later = [t for t in starts[i + 1:] if t is not None]
+        end = min([start + horizon, *later])
+        o = score(kind, seed, start, records, a.get("about") or (), horizon=end - start)
+        q = quarantined_after(start, end, quarantines, a.get("about") or ())
+        out.append(Outcome(o.kind, seed, o.detected, o.seconds, o.severity, o.node, q))
+    return out
+
+
+def collateral(records: Sequence[tuple[str, float, Mapping[str, Any]]], attacks: Sequence[Mapping[str, Any]],
+               t0_wall: float, severity: int = 2) -> list[dict[str, Any]]:
+    """Threat records of ``severity`` or more urgent (medium and high by default) from the first
+    attack on that match no attack kind about any of the attacks' subjects: what the suite made
+    the detectors say about honest nodes (``node``, ``t``, ``detector``, ``subject``)."""
+    started = [a["first_wall"] - t0_wall for a in attacks if isinstance(a.get("first_wall"), (int, float))]
+    if not started:
+        return []
+    about = {str(x).lower() for a in attacks for x in a.get("about") or ()}
+    out = []
+    for node, t, r in records:
+        alert = r.get("alert") if isinstance(r.get("alert"), Mapping) else {}
+        level = alert.get("severity")
+        if t < min(started) or not isinstance(level, int) or level > severity:
+            continue
+        if not any(matches(r, kind, about) for kind in KINDS):
+            b = r.get("batman") if isinstance(r.get("batman"), Mapping) else {}
+            out.append({"node": node, "t": t, "detector": b.get("detector"), "subject": b.get("subject")})
+    return out
+
+
 @dataclass(frozen=True)
 class KindSummary:
     kind: str
-    runs: int
+    runs: int  # the runs whose attack went out
     detected: int
     within: int  # detected within the goal's seconds
     median_s: float | None
     max_s: float | None
+    quarantined: int = 0
+    errors: int = 0  # runs whose attack could not be run
 
     @property
     def rate(self) -> float:
@@ -384,8 +446,13 @@ def summarize(outcomes: Iterable[Outcome], goal_s: float = 5.0) -> list[KindSumm
     """Per kind (in :data:`KINDS` order, then any other): runs, detected, detected within
     ``goal_s``, the median and the longest time to detection."""
     by: dict[str, list[Outcome]] = {}
+    failed: dict[str, int] = {}
     for o in outcomes:
-        by.setdefault(o.kind, []).append(o)
+        by.setdefault(o.kind, [])
+        if o.error:
+            failed[o.kind] = failed.get(o.kind, 0) + 1
+        else:
+            by[o.kind].append(o)
     order = [k for k in KINDS if k in by] + sorted(k for k in by if k not in KINDS)
     out = []
     for kind in order:
@@ -396,15 +463,18 @@ def summarize(outcomes: Iterable[Outcome], goal_s: float = 5.0) -> list[KindSumm
             mid = len(times) // 2
             median = times[mid] if len(times) % 2 else round((times[mid - 1] + times[mid]) / 2, 3)
         out.append(KindSummary(kind, len(runs), sum(o.detected for o in runs),
-                               sum(1 for s in times if s <= goal_s), median, times[-1] if times else None))
+                               sum(1 for s in times if s <= goal_s), median, times[-1] if times else None,
+                               sum(1 for o in runs if o.quarantine_s is not None), failed.get(kind, 0)))
     return out
 
 
 def table(summaries: Sequence[KindSummary], goal_s: float = 5.0) -> str:
     """The summaries as a Markdown table (the form docs/benchmarks.md takes)."""
-    lines = [f"| attack | runs | detected | within {goal_s:g} s | median s | max s |", "|---|---|---|---|---|---|"]
+    lines = [f"| attack | runs | detected | within {goal_s:g} s | median s | max s | quarantined | not run |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         med = "-" if s.median_s is None else f"{s.median_s:.1f}"
         mx = "-" if s.max_s is None else f"{s.max_s:.1f}"
-        lines.append(f"| {s.kind} | {s.runs} | {s.detected} ({s.rate:.0%}) | {s.within} | {med} | {mx} |")
+        lines.append(f"| {s.kind} | {s.runs} | {s.detected} ({s.rate:.0%}) | {s.within} | {med} | {mx} | "
+                     f"{s.quarantined} | {s.errors} |")
     return "\n".join(lines)
