@@ -12,6 +12,7 @@ the routes batman-adv would have learnt from those OGMs.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import random
@@ -180,8 +181,8 @@ def lab_link():
        f"address {veth_mac(topo.node(att), link)} netns {att}")
     sh(f"ip link set {here} up && ip -n {att} link set {there} up")
     until_sync(lambda: "NO-CARRIER" not in sh(f"ip link show {here}").stdout, 5)
-    yield SimpleNamespace(topology=topo, att=att, vic=vic, here=here, me=veth_mac(topo.node(att), link),
-                          victim_mac=veth_mac(topo.node(vic), link))
+    yield SimpleNamespace(topology=topo, att=att, vic=vic, here=here, there=there,
+                          me=veth_mac(topo.node(att), link), victim_mac=veth_mac(topo.node(vic), link))
     sh(f"ip link del {here}", check=False)
     sh(f"ip netns del {att}", check=False)
 
@@ -232,3 +233,35 @@ def test_the_lab_attack_check_hears_the_target_aims_and_sends_from_the_attackers
     finally:
         gsvc.kernel_maps(None)
         probes.close()
+
+
+async def test_the_handshake_burst_reaches_a_link_local_listener_from_the_attackers_namespace(lab_link):
+    """``handshake_burst`` from inside a namespace at a neighbour's scoped link-local address (the
+    lab's case: the zone names an interface that exists only in the attacker's namespace): every
+    attempt reaches the listener and is closed by it."""
+    from x0tta.guard.core import link_local_from_mac
+    from x0tta.lab.attacks import handshake_burst
+
+    lab = lab_link
+    here_ll = link_local_from_mac(lab.victim_mac, lab.here)
+    here_addrs = f"ip -6 addr show dev {lab.here}"
+    there_addrs = f"ip -n {lab.att} -6 addr show dev {lab.there}"
+    await until(lambda: here_ll.split("%")[0] in sh(here_addrs).stdout and "tentative" not in sh(here_addrs).stdout
+                and "fe80::" in sh(there_addrs).stdout and "tentative" not in sh(there_addrs).stdout, 10)  # DAD done
+    accepted = []
+
+    async def refuse(reader, writer):  # as the peer service does with what is not TLS: read, close
+        accepted.append(writer.get_extra_info("peername")[0])
+        await reader.read(1024)
+        writer.close()
+
+    server = await asyncio.start_server(refuse, host=here_ll, port=0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        target = link_local_from_mac(lab.victim_mac, lab.there)  # the zone as the attacker names it
+        counts = await asyncio.to_thread(handshake_burst, target, port, 5, "garbage", lab.att)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert counts == {"refused": 5, "not_refused": 0, "error": 0}
+    assert len(accepted) == 5 and all(a.startswith("fe80::") for a in accepted)

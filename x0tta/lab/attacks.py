@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from x0tta.common.errors import TemporaryError
 from x0tta.lab.core.attacks import ETH_P_BATMAN, Attack, AttackDecodeError, OgmHeader, decode_frame
@@ -161,24 +162,28 @@ class Injector:
 
 
 def handshake_burst(host: str, port: int, attempts: int = 30, case: str = "no_client_certificate",
-                    netns: str | None = None) -> dict[str, int]:
+                    netns: str | None = None) -> dict[str, Any]:
     """``attempts`` handshakes the peer transport must refuse (``case`` of :mod:`x0tta.peer.attack`
     that needs no CA: ``no_client_certificate``, ``tls12_client`` or ``garbage``) against ``host``
     (a neighbour's address, ``fe80::...%iface`` on a link) and ``port``, one after the other;
-    returns how many were refused and how many errored. From namespace ``netns`` when given (the
+    returns how many were refused and how many errored (with the last error). From namespace ``netns`` when given (the
     connections are made in a thread that enters it)."""
     from x0tta.peer.attack import run_case
 
     if case not in ("no_client_certificate", "tls12_client", "garbage"):
         raise ValueError(f"case {case!r} needs a CA: use no_client_certificate, tls12_client or garbage")
     counts = {"refused": 0, "not_refused": 0, "error": 0}
+    last_error = [""]
 
     async def burst() -> None:
         for _ in range(attempts):
             try:
                 seen = await asyncio.wait_for(run_case(case, host, port, None, wait=5.0), 10.0)  # type: ignore[arg-type]
-            except Exception:  # a refusal may come as a reset: counted, the burst goes on
+            except ConnectionResetError:  # the server closed on what it had not read: refused
+                seen = "refused: reset"
+            except Exception as exc:  # unreachable, or a timeout: counted, the burst goes on
                 counts["error"] += 1
+                last_error[0] = f"{type(exc).__name__}: {exc}"
                 continue
             counts["refused" if "refused" in seen or "closed" in seen else "not_refused"] += 1
 
@@ -188,10 +193,16 @@ def handshake_burst(host: str, port: int, attempts: int = 30, case: str = "no_cl
             return
         from x0tta.lab.netns import netns as enter
 
+        nonlocal host
         with enter(netns):
+            # asyncio resolves a scoped address (fe80::1%to-n3) with getaddrinfo in a worker
+            # thread, outside the namespace this thread entered: name the zone by its index here
+            addr, sep, zone = host.partition("%")
+            if sep and not zone.isdigit():
+                host = f"{addr}%{socket.if_nametoindex(zone)}"
             asyncio.run(burst())
 
     worker = threading.Thread(target=run, name="attack-handshake-burst")
     worker.start()
     worker.join()
-    return counts
+    return {**counts, "last_error": last_error[0]} if counts["error"] else counts
