@@ -329,6 +329,17 @@ class HealSettings:
     steer_hop_penalty: int = setting(
         255, doc="Hop penalty set on a steered-off hard interface with steer_method = penalty.", min=0, max=255
     )
+    reattach_guard: float = setting(
+        32.0,
+        doc="No detach of a hard interface attached again less than this long ago (the hop penalty, "
+        "which keeps it attached, may still be used). batman-adv gives an interface a random OGM "
+        "sequence number each time it joins the mesh interface, and a neighbour that took one such "
+        "jump ignores the next for 30 s (its seqno reset protection): a second detach and restore "
+        "within that time leaves the link unusable for the rest of it, where batman-adv alone would "
+        "have used it (the chaos benchmark measured a 7.4 s outage from it). 0 turns the guard off.",
+        min=0.0,
+        max=3600.0,
+    )
     unstable_orig_interval: int = setting(
         50,
         doc="Originator interval of this node while one of its links is suspect, down or steered off, "

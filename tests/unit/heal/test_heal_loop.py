@@ -434,6 +434,40 @@ def test_the_partition_a_steer_off_raises_itself_is_judged_by_its_verification_n
     assert [x.action.kind for x in rolled] == [ActionKind.RESTORE_HARDIF], rolled
 
 
+def test_a_link_attached_again_lately_is_not_detached_again_but_penalised(settings, ring):
+    """batman-adv gives an interface a new random OGM sequence number each time it joins the mesh
+    interface, and a neighbour that took one such jump ignores the next for 30 s: a second detach
+    and restore within that time leaves the link out after its restore (the chaos benchmark: the
+    link's far end lost this node as a neighbour for 16 s, a 7.4 s outage once another path
+    failed). So within reattach_guard of a re-attach the hop penalty, which keeps the interface in,
+    is taken instead; after it, a detach again."""
+    k = loop.initial(settings, "t")
+    k, _, _ = ring.run(k, ring.obs(0.0), 0.0)
+    # someone (a restore, an operator) detached eth0 and attached it again at t=1
+    k, _, _ = ring.run(k, ring.obs(0.5, eth0_attached=False), 0.5)
+    k, _, _ = ring.run(k, ring.obs(1.0), 1.0)
+    assert k.memory.reattached == {"eth0": 1.0}
+    k, d, _ = ring.run(k, ring.obs(5.0, lost_run=3, loss=0.2), 5.0)
+    steer = [x for x in d if x.action.kind == ActionKind.STEER_OFF]
+    assert [x.action.param("method") for x in steer] == ["penalty"], d
+    assert any("joined the mesh interface again 4.0 s ago" in r for r in steer[0].reasons), steer[0].reasons
+    # past the guard, a fresh incident detaches as before
+    k = loop.initial(settings, "t")
+    k, _, _ = ring.run(k, ring.obs(0.5, eth0_attached=False), 0.5)
+    k, _, _ = ring.run(k, ring.obs(1.0), 1.0)
+    t = 1.0 + settings.reattach_guard
+    k, _, _ = ring.run(k, ring.obs(t), t)
+    assert k.memory.reattached == {}
+    k, d, _ = ring.run(k, ring.obs(t + 0.3, lost_run=3, loss=0.2), t + 0.3)
+    assert [x.action.param("method") for x in d if x.action.kind == ActionKind.STEER_OFF] == ["detach"], d
+    # turned off: no guard
+    k = loop.initial(ring.with_(settings, reattach_guard=0.0), "t")
+    k, _, _ = ring.run(k, ring.obs(0.5, eth0_attached=False), 0.5)
+    k, _, _ = ring.run(k, ring.obs(1.0), 1.0)
+    k, d, _ = ring.run(k, ring.obs(1.3, lost_run=3, loss=0.2), 1.3)
+    assert [x.action.param("method") for x in d if x.action.kind == ActionKind.STEER_OFF] == ["detach"], d
+
+
 def test_a_link_silent_before_the_steer_off_is_not_harm(settings, ring):
     from x0tta.heal.core.model import ProbeStats
 

@@ -87,6 +87,8 @@ class Memory:
 
     hyst: dict[Key, Hyst] = field(default_factory=dict)
     carrier: dict[str, bool] = field(default_factory=dict)  # hardif -> oper_up last seen
+    attached: dict[str, bool] = field(default_factory=dict)  # hardif -> in the mesh interface, last seen
+    reattached: dict[str, float] = field(default_factory=dict)  # hardif -> seen attached again after a detach
     carrier_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # within flap_window
     neigh_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # last time present
     quality: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)  # slow, fast, n
@@ -109,6 +111,7 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
     off = set(s.disabled_detectors)
     out: Conditions = {}
     carrier, losses = _links(mem, obs, s, now, out)
+    attached, reattached = _attachments(mem, obs, s, now)
     neigh_seen, quality = _neighbours(mem, obs, s, now, out)
     _probes(obs, s, out)
     routers, changes, route_quality, heard = _routes(mem, obs, s, now, out)
@@ -137,6 +140,8 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
         mem,
         carrier=carrier,
         carrier_losses=losses,
+        attached=attached,
+        reattached=reattached,
         neigh_seen=neigh_seen,
         quality=quality,
         routers=routers,
@@ -181,6 +186,17 @@ def _links(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Cond
                 evidence(hardif=h.name, carrier="down", flaps=len(times)),
             )
     return carrier, losses
+
+
+def _attachments(mem: Memory, obs: Observation, s: HealSettings, now: float):
+    """Each hard interface's membership of the mesh interface, and when one was last seen joining it
+    again (by this agent's restore or anyone's), kept for ``reattach_guard``."""
+    attached = {h.name: h.attached for h in obs.hardifs}
+    reattached = {name: t for name, t in mem.reattached.items() if now - t < s.reattach_guard and name in attached}
+    for name, on in attached.items():
+        if on and mem.attached.get(name) is False:
+            reattached[name] = now
+    return attached, reattached
 
 
 def _neighbours(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Conditions):

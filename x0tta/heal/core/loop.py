@@ -98,7 +98,7 @@ def step(k: Knowledge, obs: Observation, now: float) -> tuple[Knowledge, tuple[D
             st.incidents[inc_id] = replace(st.incidents[inc_id], evidence=sym.evidence, severity=sym.severity.label)
     verify(st, obs, active)
     undo(st, obs, active)
-    _plan(st, obs, active)
+    _plan(st, obs, active, memory.reattached)
     _close(st, active, obs)
     return st.finish(memory=memory, active=active), tuple(st.decisions)
 
@@ -136,8 +136,9 @@ def _open(st: Scratch, sym: Symptom) -> None:
     st.event("symptom_raised", inc_id, symptom=sym.to_json(), reopened=False)
 
 
-def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
+def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom], reattached: Mapping[str, float]) -> None:
     s = st.k.settings
+    attached_ago = {hardif: max(0.0, st.now - t) for hardif, t in reattached.items()}
     lossy = frozenset(k[1] for k in active if k[0] == SymptomKind.SILENT_LOSS)
     holding = [r for r in st.records.values() if r.holds]
     load_spent = {kind: spent(st.k.load, kind, st.now, s) for kind in LOAD_RAISING}
@@ -151,7 +152,7 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
         if any(r.incident == inc_id and r.holds and r.action.kind != ActionKind.TUNE_ORIG_INTERVAL for r in holding):
             continue
         steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
-        cands = candidates(sym, obs, s, lossy, st.stats, steered, load_spent)
+        cands = candidates(sym, obs, s, lossy, st.stats, steered, load_spent, attached_ago)
         for c in cands:
             if by_budget(c.rejected):
                 st.event("load_budget", inc_id, op="refused", kind=c.action.kind.value, reason=c.rejected)

@@ -111,10 +111,11 @@ def _hardif_of(target: str) -> str:
 
 def steer_off(
     hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset(),
-    carries: bool = False,
+    carries: bool = False, attached_ago: float | None = None,
 ) -> tuple[Action, str]:
     """``carries``: the link still carries traffic (partial loss), so detaching it must not strand
-    an originator routed through it (see :func:`without_other_route`)."""
+    an originator routed through it (see :func:`without_other_route`). ``attached_ago``: seconds
+    since ``hardif`` was seen joining the mesh interface again after a detach (None: not lately)."""
     h = obs.hardif(hardif)
     neighbours = sum(1 for n in obs.neighbours if n.hardif == hardif)
     params = evidence(
@@ -140,6 +141,10 @@ def steer_off(
         return action, f"{hardif} is not a hard interface of the mesh"
     if method == "detach" and not h.attached:
         return action, f"{hardif} is already detached"
+    if method == "detach" and attached_ago is not None and attached_ago < s.reattach_guard:
+        return action, (f"{hardif} joined the mesh interface again {attached_ago:.1f} s ago: its neighbours "
+                        f"ignore another new OGM sequence number for 30 s after taking one, so a detach "
+                        f"now would keep the link out after its restore (reattach_guard {s.reattach_guard:g} s)")
     alt = {
         x.name for x in obs.hardifs
         if x.name != hardif and x.name not in steered and x.oper_up and x.attached and x.active
@@ -262,11 +267,14 @@ def candidates(
     stats: Stats,
     steered: frozenset[str] = frozenset(),
     load_spent: Mapping[ActionKind, float] | None = None,
+    attached_ago: Mapping[str, float] | None = None,
 ) -> list[Candidate]:
     """Every action that could help ``sym``, scored; rejected ones carry their reason.
 
     ``load_spent``: seconds of each load-raising kind's budget spent in its window; a remedy of a
-    kind with too little left is refused (:func:`~x0tta.heal.core.budget.refusal`)."""
+    kind with too little left is refused (:func:`~x0tta.heal.core.budget.refusal`).
+    ``attached_ago``: hard interface -> seconds since it was last seen joining the mesh interface
+    again after a detach (only those of the last ``reattach_guard``)."""
     raw: list[tuple[Action, str]] = []
     kind = sym.kind
     # a link confirmed silent is no way round for another steer-off either
@@ -274,17 +282,20 @@ def candidates(
     if kind == SymptomKind.SILENT_LOSS:
         hardif = _hardif_of(sym.target)
         partial = int(dict(sym.evidence).get("lost_run", 0)) < s.silent_loss_run
-        action, why = steer_off(hardif, obs, s, s.steer_method, steered, carries=partial)
+        ago = (attached_ago or {}).get(hardif)
+        action, why = steer_off(hardif, obs, s, s.steer_method, steered, carries=partial, attached_ago=ago)
+        guarded = ago is not None and ago < s.reattach_guard
         probed = {f"link:{p.hardif}/{p.peer}" for p in obs.probes if p.hardif == hardif}
         healthy = sorted(probed - lossy_links)
         if not why and healthy:
             why = f"other probed neighbours on {hardif} are fine ({', '.join(healthy)})"
         raw.append((action, why))
-        if s.steer_method == "detach" and partial and not healthy:
+        if s.steer_method == "detach" and (partial or guarded) and not healthy:
             # partial loss (the ratio, not a run of lost probes): the link still carries most
             # traffic, so a raised hop penalty - batman-adv prefers other paths, keeps this one - is
             # a real alternative; the knowledge base's record of both decides between them (not
-            # when it would strand someone: at 255 the penalty takes the link's routes to 0)
+            # when it would strand someone: at 255 the penalty takes the link's routes to 0). So
+            # is it for a link just attached again, which a detach would keep out (reattach_guard)
             raw.append(steer_off(hardif, obs, s, "penalty", steered, carries=True))
         if all(reason for _a, reason in raw):  # no steer-off: the faster OGMs alone still shorten
             raw.append(tune_orig_interval(obs, s))  # the others' reconvergence
