@@ -351,49 +351,32 @@ def test_a_silent_ring_link_is_steered_off_after_the_others_already_moved_away_f
     """The race the heal lab's kill -9 step found in the 5-node ring: the faster OGMs of the
     suspect stage let batman-adv move the node behind A to the long way round (eth1) before silent
     loss is confirmed, so only A itself - which BATMAN_IV lists through eth0 alone, dropping the echo
-    of its own forwarded OGMs - is still routed through eth0. The stale entry of the node behind A
-    through eth0 shows the link is not the only way: it is steered off, as on the lab's ring."""
+    of its own forwarded OGMs - is still routed through eth0. The move since the fault began shows
+    the link carried someone with another way: it is steered off, as on the lab's ring. A move
+    from before the fault (a ring cut elsewhere earlier, now a line whose old entries through eth0
+    linger for up to 200 s) does not: there the link is the only way to A, and it is not."""
+
+    def moved(obs):
+        origs = tuple(replace(o, router=ring.B, hardif="eth1", tq=90) if o.orig == ring.BEHIND_A else o
+                      for o in obs.originators)
+        stale = (Originator(ring.BEHIND_A, ring.A, "eth0", tq=0),)  # the old entry, left behind
+        return replace(obs, originators=origs, other_routes=stale)
+
     k = loop.initial(settings, "t")
-    obs = ring.obs(0.3, lost_run=3, loss=0.2, interval=1000)
-    moved = tuple(
-        replace(o, router=ring.B, hardif="eth1", tq=90) if o.orig == ring.BEHIND_A else o for o in obs.originators
-    )
-    stale = (Originator(ring.BEHIND_A, ring.A, "eth0", tq=0),)
-    race = replace(obs, originators=moved, other_routes=stale)
+    k, _, _ = ring.run(k, ring.obs(0.0, interval=1000), 0.0)
+    k, d, _ = ring.run(k, moved(ring.obs(0.2, interval=1000)), 0.2)  # moved after the last probe heard
+    assert not d and k.memory.moved_off == {ring.BEHIND_A: ("eth0", 0.2)}
+    race = moved(ring.obs(0.3, lost_run=3, loss=0.2, interval=1000))  # onset: the probe heard at 0.0
     assert [o.orig for o in race.originators if o.hardif == "eth0"] == [ring.A]
     k, d, _ = ring.run(k, race, 0.3)
     assert d[0].action.kind == ActionKind.STEER_OFF, d  # faster OGMs as its companion
-    # the same table without the stale entry (nothing behind A ever came through eth0): a line's
-    # end, where the link is the only way to A and steering off would only delay its recovery
+    # the same table, the move seen long before the fault: a cut ring, now a line
     k = loop.initial(settings, "t")
-    k, d, _ = ring.run(k, replace(race, other_routes=()), 0.3)
+    k, _, _ = ring.run(k, ring.obs(-10.0, interval=1000), -10.0)
+    k, _, _ = ring.run(k, moved(ring.obs(-9.0, interval=1000)), -9.0)
+    k, d, _ = ring.run(k, race, 0.3)
     assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL], d
     assert any("only delay its own recovery" in r for r in d[0].reasons), d[0].reasons
-
-
-def test_a_link_that_goes_silent_right_after_a_steer_off_is_harm_and_rolls_it_back(settings, ring):
-    from dataclasses import replace as dc_replace
-
-    from x0tta.heal.core.model import ProbeStats
-
-    k = loop.initial(settings, "t")
-    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
-    assert d[0].action.kind == ActionKind.STEER_OFF
-    steer = d[0].id
-    # two seconds later the remaining link, eth1, goes silent too: the steer-off left the node
-    # with only a dead link, which batman-adv alone would not have done
-    t = 2.3
-    obs = ring.obs(t, lost_run=20, loss=1.0, eth0_attached=False)
-    obs = dc_replace(obs, probes=(obs.probes[0], ProbeStats("eth1", ring.B, 20, 15, 0.25, 5, last_rx=t - 0.5)))
-    k, d, ev = ring.run(k, obs, t)
-    harm = [e for e in ev if e.name == "harm"]
-    assert harm and harm[0].data["id"] == steer and "eth1" in harm[0].data["reason"], names(ev)
-    assert [(x.op, x.action.kind) for x in d] == [(Op.ROLLBACK, ActionKind.RESTORE_HARDIF)]
-    assert k.stats[("silent_loss", "steer_off")] == (0, 2)  # harm counts twice
-    # and eth0 is not steered off again while eth1 is silent: no way round
-    for i in range(1, 6):
-        k, d, _ = ring.run(k, dc_replace(obs, at=t + i * 0.5), t + i * 0.5)
-        assert ActionKind.STEER_OFF not in [x.action.kind for x in d]
 
 
 def test_the_partition_a_steer_off_raises_itself_is_judged_by_its_verification_not_rolled_back(settings, ring):
@@ -430,6 +413,29 @@ def test_the_partition_a_steer_off_raises_itself_is_judged_by_its_verification_n
     for _ in range(20):
         t += 0.1
         k, d, ev = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False, others=0), t)
+        rolled += [x for x in d if x.op == Op.ROLLBACK and x.id.startswith(steer)]
+    assert [x.action.kind for x in rolled] == [ActionKind.RESTORE_HARDIF], rolled
+
+
+def test_a_partition_back_before_the_first_one_cleared_still_rolls_the_steer_off_back(settings, ring):
+    """The partition a detach raised and its verification cleared keeps its onset through its 5 s
+    clear hysteresis; originators lost again within it (against the steer-off's baseline) are harm
+    all the same."""
+    k = loop.initial(settings, "t")
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    steer = d[0].id
+    t = 0.3
+    for _ in range(3):  # the detach's own moment of partition
+        t += 0.1
+        k, d, _ = ring.run(k, ring.obs(t, lost_run=4, loss=0.25, eth0_attached=False, others=0), t)
+    while k.records[steer].state != State.EFFECTIVE:
+        t += 0.1
+        k, d, _ = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False), t)
+        assert not [x for x in d if x.op == Op.ROLLBACK], (t, d)
+    rolled = []
+    for _ in range(5):  # within the first partition's hysteresis: three of six gone again
+        t += 0.1
+        k, d, _ = ring.run(k, ring.obs(t, lost_run=15, loss=0.75, eth0_attached=False, others=0), t)
         rolled += [x for x in d if x.op == Op.ROLLBACK and x.id.startswith(steer)]
     assert [x.action.kind for x in rolled] == [ActionKind.RESTORE_HARDIF], rolled
 

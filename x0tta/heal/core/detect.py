@@ -89,6 +89,7 @@ class Memory:
     carrier: dict[str, bool] = field(default_factory=dict)  # hardif -> oper_up last seen
     attached: dict[str, bool] = field(default_factory=dict)  # hardif -> in the mesh interface, last seen
     reattached: dict[str, float] = field(default_factory=dict)  # hardif -> seen attached again after a detach
+    moved_off: dict[str, tuple[str, float]] = field(default_factory=dict)  # orig -> (hardif its route left, when)
     carrier_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # within flap_window
     neigh_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # last time present
     quality: dict[tuple[str, str], tuple[float, float, int]] = field(default_factory=dict)  # slow, fast, n
@@ -112,6 +113,7 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
     out: Conditions = {}
     carrier, losses = _links(mem, obs, s, now, out)
     attached, reattached = _attachments(mem, obs, s, now)
+    moved_off = _moved_off(mem, obs, s, now)
     neigh_seen, quality = _neighbours(mem, obs, s, now, out)
     _probes(obs, s, out)
     routers, changes, route_quality, heard = _routes(mem, obs, s, now, out)
@@ -142,6 +144,7 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
         carrier_losses=losses,
         attached=attached,
         reattached=reattached,
+        moved_off=moved_off,
         neigh_seen=neigh_seen,
         quality=quality,
         routers=routers,
@@ -188,11 +191,26 @@ def _links(mem: Memory, obs: Observation, s: HealSettings, now: float, out: Cond
     return carrier, losses
 
 
+def _moved_off(mem: Memory, obs: Observation, s: HealSettings, now: float) -> dict[str, tuple[str, float]]:
+    """Originators whose best route left a hard interface for another one, and when (seen at this
+    observation), kept for ``flap_window``: what a failing link carried until batman-adv moved it.
+    Its old entries through the link stay in the table until batman-adv purges them (200 s) - a
+    ring cut elsewhere leaves such entries too, so the plan asks only for moves since a fault's
+    onset (:func:`x0tta.heal.core.plan.candidates`)."""
+    out = {o: (h, t) for o, (h, t) in mem.moved_off.items() if 0.0 <= now - t <= s.flap_window}
+    for o in obs.originators:
+        prev = mem.routers.get(o.orig)
+        if prev is not None and prev.hardif != o.hardif:
+            out[o.orig] = (prev.hardif, now)
+    return out
+
+
 def _attachments(mem: Memory, obs: Observation, s: HealSettings, now: float):
     """Each hard interface's membership of the mesh interface, and when one was last seen joining it
     again (by this agent's restore or anyone's), kept for ``reattach_guard``."""
     attached = {h.name: h.attached for h in obs.hardifs}
-    reattached = {name: t for name, t in mem.reattached.items() if now - t < s.reattach_guard and name in attached}
+    reattached = {name: t for name, t in mem.reattached.items()
+                  if 0.0 <= now - t < s.reattach_guard and name in attached}
     for name, on in attached.items():
         if on and mem.attached.get(name) is False:
             reattached[name] = now

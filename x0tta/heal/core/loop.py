@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from x0tta.heal.core.budget import LOAD_RAISING, by_budget, rebuilt, refusal, spent
-from x0tta.heal.core.detect import Key, analyze, carrier_down, hysteresis
+from x0tta.heal.core.detect import Key, Memory, analyze, carrier_down, hysteresis
 from x0tta.heal.core.model import (
     Action,
     ActionKind,
@@ -96,9 +96,9 @@ def step(k: Knowledge, obs: Observation, now: float) -> tuple[Knowledge, tuple[D
         inc_id = st.by_key.get(key)
         if inc_id is not None and inc_id in st.incidents:
             st.incidents[inc_id] = replace(st.incidents[inc_id], evidence=sym.evidence, severity=sym.severity.label)
-    verify(st, obs, active)
+    verify(st, obs, active, memory.reattached)
     undo(st, obs, active)
-    _plan(st, obs, active, memory.reattached)
+    _plan(st, obs, active, memory)
     _close(st, active, obs)
     return st.finish(memory=memory, active=active), tuple(st.decisions)
 
@@ -136,9 +136,9 @@ def _open(st: Scratch, sym: Symptom) -> None:
     st.event("symptom_raised", inc_id, symptom=sym.to_json(), reopened=False)
 
 
-def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom], reattached: Mapping[str, float]) -> None:
+def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom], memory: Memory) -> None:
     s = st.k.settings
-    attached_ago = {hardif: max(0.0, st.now - t) for hardif, t in reattached.items()}
+    attached_ago = {hardif: max(0.0, st.now - t) for hardif, t in memory.reattached.items()}
     lossy = frozenset(k[1] for k in active if k[0] == SymptomKind.SILENT_LOSS)
     holding = [r for r in st.records.values() if r.holds]
     load_spent = {kind: spent(st.k.load, kind, st.now, s) for kind in LOAD_RAISING}
@@ -152,7 +152,7 @@ def _plan(st: Scratch, obs: Observation, active: dict[Key, Symptom], reattached:
         if any(r.incident == inc_id and r.holds and r.action.kind != ActionKind.TUNE_ORIG_INTERVAL for r in holding):
             continue
         steered = frozenset(r.action.param("hardif") for r in holding if r.action.kind == ActionKind.STEER_OFF)
-        cands = candidates(sym, obs, s, lossy, st.stats, steered, load_spent, attached_ago)
+        cands = candidates(sym, obs, s, lossy, st.stats, steered, load_spent, attached_ago, memory.moved_off)
         for c in cands:
             if by_budget(c.rejected):
                 st.event("load_budget", inc_id, op="refused", kind=c.action.kind.value, reason=c.rejected)

@@ -111,11 +111,13 @@ def _hardif_of(target: str) -> str:
 
 def steer_off(
     hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset(),
-    carries: bool = False, attached_ago: float | None = None,
+    carries: bool = False, attached_ago: float | None = None, moved_off: frozenset[str] = frozenset(),
 ) -> tuple[Action, str]:
     """``carries``: the link still carries traffic (partial loss), so detaching it must not strand
     an originator routed through it (see :func:`without_other_route`). ``attached_ago``: seconds
-    since ``hardif`` was seen joining the mesh interface again after a detach (None: not lately)."""
+    since ``hardif`` was seen joining the mesh interface again after a detach (None: not lately).
+    ``moved_off``: originators whose route left ``hardif`` since the fault began (see
+    :func:`carried`)."""
     h = obs.hardif(hardif)
     neighbours = sum(1 for n in obs.neighbours if n.hardif == hardif)
     params = evidence(
@@ -154,14 +156,14 @@ def steer_off(
                         f"steering off "
                         f"{hardif} would isolate the node")
     served = sorted({o.orig for o in obs.originators if o.hardif == hardif})
-    if served and not heard_through(hardif, obs) & reachable_elsewhere(obs, alt):
+    if served and not (set(served) | moved_off) & reachable_elsewhere(obs, alt):
         # a link that is the only way to everything behind it (a line, a ring after another cut):
         # steering it off helps no one while it fails, and when it comes back batman-adv alone routes
         # over it again at once, while a steered-off link waits for its restore - the chaos
         # benchmark measured that as twice the outage (10.4 s against 5.1 s alone on a line). The
         # hop penalty is no way out: at steer_hop_penalty 255 it takes the link's routes to 0 as a
         # detach does (the same line, run again with detaches refused, steered by penalty instead)
-        return action, (f"no originator heard through {hardif} ({', '.join(served[:3])}) has another "
+        return action, (f"no originator the link carried ({', '.join(sorted({*served, *moved_off})[:3])}) has another "
                         f"router on another interface: steering off would only delay its own recovery")
     if carries:
         stranded = without_other_route(hardif, obs, alt)
@@ -180,18 +182,19 @@ def reachable_elsewhere(obs: Observation, alt: set[str]) -> set[str]:
     }
 
 
-def heard_through(hardif: str, obs: Observation) -> set[str]:
-    """Originators with any entry of the full originator table through ``hardif``, best or not.
+def carried(hardif: str, moved_off: Mapping[str, tuple[str, float]], since: float) -> frozenset[str]:
+    """Originators whose best route left ``hardif`` at or after ``since`` (a fault's onset).
 
     The question "is this link the only way?" cannot be asked of the best routes alone: BATMAN_IV
     drops the echo of an OGM a node forwarded itself, so the neighbour across the link has no other
     entry while the link is best, and once the link goes silent (faster OGMs make it quick) the
     originators that do have another way move to it first, leaving the neighbour as the only one
-    routed through the link - in a ring, exactly as in a line. Their old entries through the link
-    stay in the table until batman-adv purges them, so what the link was carrying still shows
-    whether anything behind it is reachable another way (the heal lab's kill -9 step found the race:
-    both ends of a silent link in the 5-node ring refused to steer off)."""
-    return {o.orig for o in (*obs.originators, *obs.other_routes) if o.hardif == hardif}
+    routed through the link - in a ring, exactly as in a line (the heal lab's kill -9 step found
+    the race: both ends of a silent link in the 5-node ring refused to steer off). What moved since
+    the fault began was carried by the link, and shows whether anything behind it has another
+    way. Old entries through the link cannot tell it: a ring cut elsewhere earlier leaves them too,
+    for up to 200 s, on what is now a line."""
+    return frozenset(o for o, (h, t) in moved_off.items() if h == hardif and t >= since)
 
 
 def without_other_route(hardif: str, obs: Observation, alt: set[str]) -> list[str]:
@@ -268,13 +271,15 @@ def candidates(
     steered: frozenset[str] = frozenset(),
     load_spent: Mapping[ActionKind, float] | None = None,
     attached_ago: Mapping[str, float] | None = None,
+    moved_off: Mapping[str, tuple[str, float]] | None = None,
 ) -> list[Candidate]:
     """Every action that could help ``sym``, scored; rejected ones carry their reason.
 
     ``load_spent``: seconds of each load-raising kind's budget spent in its window; a remedy of a
     kind with too little left is refused (:func:`~x0tta.heal.core.budget.refusal`).
     ``attached_ago``: hard interface -> seconds since it was last seen joining the mesh interface
-    again after a detach (only those of the last ``reattach_guard``)."""
+    again after a detach (only those of the last ``reattach_guard``). ``moved_off``: originator ->
+    the hard interface its best route left, and when (:func:`carried`)."""
     raw: list[tuple[Action, str]] = []
     kind = sym.kind
     # a link confirmed silent is no way round for another steer-off either
@@ -283,7 +288,9 @@ def candidates(
         hardif = _hardif_of(sym.target)
         partial = int(dict(sym.evidence).get("lost_run", 0)) < s.silent_loss_run
         ago = (attached_ago or {}).get(hardif)
-        action, why = steer_off(hardif, obs, s, s.steer_method, steered, carries=partial, attached_ago=ago)
+        moved = carried(hardif, moved_off or {}, sym.onset)
+        action, why = steer_off(hardif, obs, s, s.steer_method, steered, carries=partial, attached_ago=ago,
+                                moved_off=moved)
         guarded = ago is not None and ago < s.reattach_guard
         probed = {f"link:{p.hardif}/{p.peer}" for p in obs.probes if p.hardif == hardif}
         healthy = sorted(probed - lossy_links)
@@ -296,12 +303,12 @@ def candidates(
             # a real alternative; the knowledge base's record of both decides between them (not
             # when it would strand someone: at 255 the penalty takes the link's routes to 0). So
             # is it for a link just attached again, which a detach would keep out (reattach_guard)
-            raw.append(steer_off(hardif, obs, s, "penalty", steered, carries=True))
+            raw.append(steer_off(hardif, obs, s, "penalty", steered, carries=partial, moved_off=moved))
         if all(reason for _a, reason in raw):  # no steer-off: the faster OGMs alone still shorten
             raw.append(tune_orig_interval(obs, s))  # the others' reconvergence
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
-        action, why = steer_off(hardif, obs, s, s.steer_method, steered)
+        action, why = steer_off(hardif, obs, s, s.steer_method, steered, attached_ago=(attached_ago or {}).get(hardif))
         flaps = int(dict(sym.evidence).get("flaps", 0))
         flapping = flaps >= s.flap_count
         if not why and not flapping:

@@ -18,7 +18,7 @@ Every change of a record's phase goes through :func:`~x0tta.heal.core.records.tr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -90,17 +90,22 @@ def effect(a: Action, baseline: tuple[tuple[str, Any], ...], obs: Observation, s
     return True, "no check"
 
 
-def verify(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
+def verify(st: Scratch, obs: Observation, active: dict[Key, Symptom],
+           reattached: Mapping[str, float] | None = None) -> None:
+    """``reattached``: hard interface -> when it was last seen joining the mesh interface again."""
     partition = active.get((SymptomKind.PARTITION.value, "mesh"))
     for rid, rec in list(st.records.items()):
         with st.atomic(rec.incident):
-            _verify_one(st, rid, rec, obs, active, partition)
+            _verify_one(st, rid, rec, obs, active, partition, reattached or {})
 
 
 def _verify_one(st: Scratch, rid: str, rec: Record, obs: Observation, active: dict[Key, Symptom],
-                partition: Symptom | None) -> None:
+                partition: Symptom | None, reattached: Mapping[str, float]) -> None:
     s = st.k.settings
-    if _undone_by_others(rec, obs, active) and rec.reapplied < MAX_REAPPLY:
+    # a detach attached again by someone else is not detached again within reattach_guard: its
+    # neighbours would ignore the interface's next new OGM seqno after the restore (plan.py)
+    guarded = rec.action.param("hardif") in reattached
+    if _undone_by_others(rec, obs, active) and rec.reapplied < MAX_REAPPLY and not guarded:
         rec = transition(rec, RecordEvent.REAPPLY, outcome="re-applied: undone by someone else",
                          reapplied=rec.reapplied + 1)
         st.records[rid] = rec
@@ -144,8 +149,8 @@ def _verify_one(st: Scratch, rid: str, rec: Record, obs: Observation, active: di
         and rec.action.kind == ActionKind.STEER_OFF  # reachable only through that link vanish for
         and rec.state == State.EFFECTIVE  # an OGM interval or two: its own verification judges
         and rec.undo_state is None  # that, and the partition it raised outlives the verification
-        and rec.symptom[0] != SymptomKind.PARTITION  # by its clear hysteresis - not harm: only a
-        and (rec.verify_at is None or partition.onset > rec.verify_at)  # partition seen after it
+        and rec.symptom[0] != SymptomKind.PARTITION  # by its clear hysteresis: harm only while
+        and _lost_since(rec, obs, s)  # originators are missing against the steer-off's baseline
     ):
         # (the heal lab's 5-node ring: n4 steered its silent link to n3 off, saw two of four
         # originators vanish for a moment, verified all four back 1.1 s later, and then rolled the
@@ -159,6 +164,13 @@ def _verify_one(st: Scratch, rid: str, rec: Record, obs: Observation, active: di
         st.records[rid] = transition(rec, RecordEvent.UNDO_HELD)
         st.event("verified", rec.incident, id=f"{rid}/undo", ok=True, op=rec.undo_op.value if rec.undo_op else "",
                  kind=UNDO[rec.action.kind].value, target=rec.action.target, reason="undo held")
+
+
+def _lost_since(rec: Record, obs: Observation, s: HealSettings) -> bool:
+    """As many originators missing now, against ``rec``'s baseline, as make a partition."""
+    before = int(dict(rec.baseline).get("originators", 0))
+    lost = before - len(obs.originators)
+    return lost >= s.partition_min_lost and lost >= before * s.partition_fraction
 
 
 MAX_REAPPLY = 5
