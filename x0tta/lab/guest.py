@@ -71,7 +71,7 @@ class GuestLab:
         return ev
 
     # -- commands in nodes --------------------------------------------------------------------
-    def run(self, node: str | None, *argv: str, check: bool = True, timeout: float = 30.0,
+    def run(self, node: str | None, *argv: str, check: bool = True, timeout: float | None = 30.0,
             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in ``node``'s namespace (the root namespace for None), text in and out."""
         return netns.run(node, *argv, check=check, timeout=timeout, stdin=stdin)

@@ -29,15 +29,23 @@ VETH_MTU = 1560  # 1500 + batman-adv's unicast header and some, so bat0 need not
 BATCTL_TABLES = {"originators": "oj", "neighbors": "nj", "gateways": "gwj", "hardifs": "hj", "mesh": "mj"}
 
 
-def run(node: str | None, *argv: str, check: bool = True, timeout: float = 30.0,
+def run(node: str | None, *argv: str, check: bool = True, timeout: float | None = 30.0,
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` in ``node``'s namespace (the root namespace for None), text in and out."""
+    """Run ``argv`` in ``node``'s namespace (None: the namespace this thread is in), text in and out;
+    a failure with ``check`` raises :class:`StepFailed` with its exit code and stderr (timeout None:
+    no limit). The one command runner of code in the guest: the engine's and the checks' alike."""
     cmd = (["ip", "netns", "exec", node] if node else []) + list(argv)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin, check=False)
     if check and proc.returncode != 0:
         why = proc.stderr.strip() or proc.stdout.strip()
         raise StepFailed(f"{' '.join(cmd)} failed ({proc.returncode}): {why}")
     return proc
+
+
+def shell(node: str | None, script: str, check: bool = True, timeout: float | None = 30.0,
+          stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """:func:`run` of a command line (``/bin/sh -c script``), for a check's pipes, ``&&`` and ``;``."""
+    return run(node, "/bin/sh", "-c", script, check=check, timeout=timeout, stdin=stdin)
 
 
 @contextlib.contextmanager
