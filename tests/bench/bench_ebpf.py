@@ -42,17 +42,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.kit.netns import in_netns  # noqa: E402
+from tests.kit.netns import in_netns, sh  # noqa: E402
 from x0tta.config.probes import ProbeSettings  # noqa: E402
 from x0tta.probes import core  # noqa: E402
 from x0tta.probes.libbpf import ProbeObject  # noqa: E402
 from x0tta.probes.service import Probes, load  # noqa: E402
 
 NS_C, NS_S = "xbench-c", "xbench-s"
-
-
-def sh(cmd: str, check: bool = True) -> str:
-    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout  # noqa: S602 - the test's own command lines; a shell for their pipes and redirections
 
 
 def up() -> None:
@@ -74,7 +70,7 @@ def iperf(args: str, seconds: float) -> float:
                               stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         time.sleep(0.3)
-        out = sh(f"ip netns exec {NS_C} iperf3 -c 10.214.0.2 -t {seconds} -J {args}")
+        out = sh(f"ip netns exec {NS_C} iperf3 -c 10.214.0.2 -t {seconds} -J {args}").stdout
         end = json.loads(out)["end"]
         return (end.get("sum_received") or end["sum"])["bits_per_second"]
     finally:
@@ -135,7 +131,7 @@ def ogm_cost(args: argparse.Namespace) -> int:
         pin.mkdir()
         sh(f"mount -t bpf bpf {pin}")
         up()
-        before = sh("sysctl -n kernel.bpf_stats_enabled").strip()
+        before = sh("sysctl -n kernel.bpf_stats_enabled").stdout.strip()
         try:
             sh("sysctl -q kernel.bpf_stats_enabled=1")
             for i in range(args.rounds):
@@ -151,7 +147,7 @@ def ogm_cost(args: argparse.Namespace) -> int:
                         try:
                             subprocess.run(["ip", "netns", "exec", NS_C, sys.executable, "-c", SENDER, "xb-c", kind,
                                             str(args.frames)], check=True)
-                            info = json.loads(sh(f"bpftool prog show id {prog_id} -j"))
+                            info = json.loads(sh(f"bpftool prog show id {prog_id} -j").stdout)
                             if kind == "ogm" and core.MAP_OGMS in obj.maps:  # the OGMs were read, all 60
                                 assert len(obj.maps[core.MAP_OGMS].items()) == 60
                         finally:
@@ -209,13 +205,14 @@ def main() -> int:
             # The programs' own cost, from the kernel's accounting (kernel.bpf_stats_enabled).
             for name, extra in workloads.items():
                 probes = attach(pin, args.ends)
-                before = sh("sysctl -n kernel.bpf_stats_enabled").strip()
+                before = sh("sysctl -n kernel.bpf_stats_enabled").stdout.strip()
                 sh("sysctl -q kernel.bpf_stats_enabled=1")
                 try:
                     t0 = time.monotonic()
                     iperf(extra, args.seconds)
                     wall = time.monotonic() - t0
-                    progs = [p for p in json.loads(sh("bpftool prog show -j")) if p.get("name", "").startswith("x0tta")]
+                    progs = [p for p in json.loads(sh("bpftool prog show -j").stdout)
+                             if p.get("name", "").startswith("x0tta")]
                 finally:
                     sh(f"sysctl -q kernel.bpf_stats_enabled={before}")
                 detach(probes)

@@ -5,8 +5,9 @@ a script there with this interpreter, and reads the script's last output line as
 figures it measured. A script that fails fails the test with the end of its stderr. Scripts can
 import the test kit (``tests.kit``): the repository is on their ``PYTHONPATH``.
 
-``in_netns(name)`` runs a block of this process in a namespace (setns, this thread only); it is
-the lab engine's own (:func:`x0tta.lab.netns.netns`), which the shipped lab needs as well.
+``sh(cmd)`` runs a command line on the host. ``in_netns(name)`` runs a block of this process in a
+namespace (setns, this thread only); it is the lab engine's own (:func:`x0tta.lab.netns.netns`),
+which the shipped lab needs as well.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command line (a shell: pipes, ``&&``) run to its end on the host, text out; a failure with
+    ``check`` raises ``CalledProcessError``. The host's one command runner: integration tests and
+    host benchmarks (code in the lab's guest uses :func:`x0tta.lab.netns.run` and ``shell``)."""
     return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)  # noqa: S602 - the test's own command lines; a shell for their pipes and redirections
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from x0tta.agent.wiring import guard_maps
 from x0tta.config.probes import ProbeSettings
 from x0tta.guard.enforce import Guard
-from x0tta.lab.netns import netns
+from x0tta.lab.netns import netns, run
 from x0tta.probes import core
 from x0tta.probes.service import Probes, load
 
@@ -44,25 +44,17 @@ def ifname(node: str, peer: str) -> str:
     return f"{node}-{peer}"
 
 
-def sh(*argv: str, ns: str | None = None, check: bool = True) -> str:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{cmd}: {proc.stderr}")
-    return proc.stdout
-
-
 def build_links() -> None:
     """The triangle's veth pairs, in the nodes' namespaces (the lab's, or new ones after a teardown);
     the lab's own bat0, which has no hard interface here, makes way for the one enable_batman builds."""
     for n in NODES:
         if Path("/run/netns", n).exists():
-            sh("ip", "link", "del", "bat0", ns=n, check=False)
+            run(n, "ip", "link", "del", "bat0", check=False)
         else:
-            sh("ip", "netns", "add", n)
+            run(None, "ip", "netns", "add", n)
     for x, y in LINKS:
-        sh("ip", "link", "add", ifname(x, y), "address", mac(x, y), "netns", x, "mtu", "1560", "type", "veth",
-           "peer", "name", ifname(y, x), "address", mac(y, x), "netns", y, "mtu", "1560")  # fmt: skip
+        run(None, "ip", "link", "add", ifname(x, y), "address", mac(x, y), "netns", x, "mtu", "1560", "type", "veth",
+            "peer", "name", ifname(y, x), "address", mac(y, x), "netns", y, "mtu", "1560")  # fmt: skip
 
 
 def enable_batman() -> None:
@@ -71,23 +63,23 @@ def enable_batman() -> None:
         cmds = ["link set lo up", f"link add bat0 address 02:00:00:00:{NODES.index(n) + 1:02x}:00 type batadv"]
         cmds += [f"link set {i} master bat0" for i in ifs] + [f"link set {i} up" for i in ifs] + ["link set bat0 up"]
         subprocess.run(["ip", "-n", n, "-batch", "-"], input="\n".join(cmds) + "\n", text=True, check=True)
-        sh("batctl", "meshif", "bat0", "orig_interval", str(OGM_MS), ns=n)
-        sh("ip", "addr", "add", f"10.99.0.{NODES.index(n) + 1}/24", "dev", "bat0", ns=n)
+        run(n, "batctl", "meshif", "bat0", "orig_interval", str(OGM_MS))
+        run(n, "ip", "addr", "add", f"10.99.0.{NODES.index(n) + 1}/24", "dev", "bat0")
         # Static ARP entries: in this 6.1 UML guest bat0 drops the broadcast ARP requests (its TX
         # dropped counter rises, 2026-11), while unicast flows; the probes count unicast IP here.
         for p in NODES:
             if p != n:
                 i = NODES.index(p) + 1
-                sh("ip", "neigh", "add", f"10.99.0.{i}", "lladdr", f"02:00:00:00:{i:02x}:00", "dev", "bat0", ns=n)
+                run(n, "ip", "neigh", "add", f"10.99.0.{i}", "lladdr", f"02:00:00:00:{i:02x}:00", "dev", "bat0")
 
 
 def teardown() -> None:
     for n in NODES:
-        sh("ip", "netns", "del", n, check=False)
+        run(None, "ip", "netns", "del", n, check=False)
 
 
 def originators(node: str) -> set[str]:
-    out = sh("batctl", "meshif", "bat0", "oj", ns=node, check=False)
+    out = run(node, "batctl", "meshif", "bat0", "oj", check=False).stdout
     try:
         return {row["orig_address"] for row in json.loads(out or "[]")}
     except ValueError:
@@ -95,7 +87,7 @@ def originators(node: str) -> set[str]:
 
 
 def neighbors(node: str) -> set[str]:
-    out = sh("batctl", "meshif", "bat0", "nj", ns=node, check=False)
+    out = run(node, "batctl", "meshif", "bat0", "nj", check=False).stdout
     try:
         return {row["neigh_address"] for row in json.loads(out or "[]")}
     except ValueError:

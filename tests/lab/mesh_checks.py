@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from tests.kit.wait import took
 from x0tta.config.fields import build
 from x0tta.config.schema import AgentSettings
+from x0tta.lab.netns import run, shell
 from x0tta.mesh.client import LinkControl, LinkEvent, MeshClient
 from x0tta.mesh.core import batadv, views
 from x0tta.mesh.core.batadv import Cmd, Reply
@@ -55,11 +56,6 @@ def close(a: Any, b: Any) -> bool:
 
 def batctl(*args: str) -> str:
     return subprocess.run(["batctl", *args], capture_output=True, text=True, check=True).stdout
-
-
-def sh(cmd: str | list[str], check: bool = False) -> subprocess.CompletedProcess[str]:
-    """A command run to completion (the checks block on purpose: they are the only task)."""
-    return subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, check=check)
 
 
 def differences(ours: Any, theirs: Any) -> list[str]:
@@ -255,7 +251,7 @@ async def reconcile(out: Path) -> int:
         }
         # a hard interface taken out of the mesh by hand comes back (RTNLGRP_LINK wakes the reconcile)
         start = time.monotonic()
-        sh("ip link set v40a nomaster", check=True)
+        shell(None, "ip link set v40a nomaster")
         after = await took(
             lambda: '"v40a"' in batctl("meshif", "bat0", "hardifs_json"), 2 * DESIRED["reconcile_interval"], **FIGURE
         )
@@ -293,7 +289,7 @@ def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 async def links(out: Path) -> int:
     """rtnetlink through LinkControl, batadv config events, and the service building a mesh."""
     r: dict[str, Any] = {}
-    sh("ip link add x7a type veth peer name x7b", check=True)
+    shell(None, "ip link add x7a type veth peer name x7b")
     link_events: list[LinkEvent] = []
     config_events: list[Any] = []
     async with LinkControl() as lc, MeshClient() as mc:
@@ -373,8 +369,8 @@ async def links(out: Path) -> int:
     r["bat8_orig_interval"] = batctl("meshif", "bat8", "orig_interval").strip()
     r["bat8_hardifs"] = [h["hard_ifname"] for h in json.loads(batctl("meshif", "bat8", "hardifs_json"))]
     r["x7b_hop_penalty"] = batctl("hardif", "x7b", "hop_penalty").strip()
-    r["bat8_up"] = "UP" in sh("ip link show bat8").stdout
-    sh("ip link del bat8; ip link del x7a")
+    r["bat8_up"] = "UP" in shell(None, "ip link show bat8", check=False).stdout
+    shell(None, "ip link del bat8; ip link del x7a", check=False)
     (out / "links.json").write_text(json.dumps(r, indent=1) + "\n")
     ok = (
         r["created_algo"] == "BATMAN_V" and r["attached"] == ["x7a"] and r["mtu"] == 1560 and r["master_is_bat7"]
@@ -390,8 +386,10 @@ async def cli(out: Path) -> int:
     """``x0tta mesh ... --direct --json`` on a node without an agent equals the client's view."""
     r: dict[str, Any] = {}
     for view in views.VIEWS:
-        res = sh([sys.executable, "-m", "x0tta.cli.main", "--socket", "/run/none.sock", "mesh", view, "--json"])
-        text = sh([sys.executable, "-m", "x0tta.cli.main", "--socket", "/run/none.sock", "mesh", view])
+        res = run(None, sys.executable, "-m", "x0tta.cli.main", "--socket", "/run/none.sock", "mesh", view, "--json",
+                  check=False)
+        text = run(None, sys.executable, "-m", "x0tta.cli.main", "--socket", "/run/none.sock", "mesh", view,
+                   check=False)
         data = json.loads(res.stdout) if res.returncode == 0 else None
         r[view] = {"rc": res.returncode, "text_rc": text.returncode, "entries": len(data) if data else 0,
                    "stderr": res.stderr[-500:] + text.stderr[-500:], "text": text.stdout[:2000]}
@@ -442,7 +440,7 @@ async def agent(out: Path) -> int:
         x0tta = [str(bindir / "x0tta"), "--socket", str(sock)]
         status: Any = {}
         for _ in range(100):
-            status = json.loads(sh([*x0tta, "status", "--json"], check=True).stdout)
+            status = json.loads(run(None, *x0tta, "status", "--json").stdout)
             mesh = [x for x in status["subsystems"] if x["subsystem"] == "mesh"]
             if mesh and mesh[0]["state"] == "ok":
                 break
@@ -450,7 +448,7 @@ async def agent(out: Path) -> int:
         r["status"] = [x for x in status.get("subsystems", []) if x["subsystem"] == "mesh"]
         for view, cmd, what in VIEWS:
             for attempts in range(1, 5):  # noqa: B007 - TQ moves between the two reads
-                ours_json = json.loads(sh([*x0tta, "mesh", view, "--json"], check=True).stdout)
+                ours_json = json.loads(run(None, *x0tta, "mesh", view, "--json").stdout)
                 ours: Any = (
                     batadv.MeshInfo.from_attrs(ours_json) if cmd == Cmd.GET_MESH
                     else [batadv.RECORD_OF[cmd].from_attrs(e) for e in ours_json]
@@ -498,9 +496,9 @@ async def bench(out: Path) -> int:
         for _ in range(rounds):
             await client.originators("bat0")
         async_s = (time.perf_counter() - t0) / rounds
-    batctl_s = per_call(lambda: sh(["batctl", "meshif", "bat0", "o"], check=True), brounds)
-    batctl_json_s = per_call(lambda: sh(["batctl", "meshif", "bat0", "oj"], check=True), brounds)
-    spawn_s = per_call(lambda: sh(["/bin/true"], check=True), brounds)
+    batctl_s = per_call(lambda: run(None, "batctl", "meshif", "bat0", "o"), brounds)
+    batctl_json_s = per_call(lambda: run(None, "batctl", "meshif", "bat0", "oj"), brounds)
+    spawn_s = per_call(lambda: run(None, "/bin/true"), brounds)
     result = {
         "originator_entries": n,
         "datagrams": len(raw),

@@ -35,18 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.kit.netns import in_netns
+from x0tta.lab.netns import shell
 from x0tta.mesh.core.batadv import Cmd
 from x0tta.mesh.genl import BatadvSocket
 
 REPO = Path(__file__).resolve().parents[2]
 NODES: tuple[str, ...] = ()  # the lab's nodes, set by each check from the running lab
-
-
-def sh(cmd: str, check: bool = True) -> str:
-    res = subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False)  # noqa: S602 - the test's own command lines; a shell for their pipes and redirections
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{cmd}: {res.returncode} {res.stderr}")
-    return res.stdout
 
 
 _inside = contextlib.ExitStack()
@@ -66,30 +60,30 @@ def build(lab: Any) -> None:
     load."""
     global NODES
     NODES = tuple(n.name for n in lab.topology.nodes)
-    sh("modprobe -d /run/modroot 8021q", check=False)
+    shell(None, "modprobe -d /run/modroot 8021q", check=False)
     for n in NODES:
         if not Path("/run/netns", n).exists():
-            sh(f"ip netns add {n}")
-        sh(f"ip -n {n} link del bat0", check=False)
-        sh(f"ip -n {n} link set lo up")
+            shell(None, f"ip netns add {n}")
+        shell(None, f"ip -n {n} link del bat0", check=False)
+        shell(None, f"ip -n {n} link set lo up")
     for i, (a, b) in enumerate(itertools.pairwise(NODES)):
         for algo, mesh, prefix in (("BATMAN_IV", "bat0", "v4"), ("BATMAN_V", "bat1", "v5")):
             la, lb = f"{prefix}{i}a", f"{prefix}{i}b"
-            sh(f"ip link add {la} netns {a} type veth peer name {lb} netns {b}")
+            shell(None, f"ip link add {la} netns {a} type veth peer name {lb} netns {b}")
             for ns, link in ((a, la), (b, lb)):
-                if sh(f"ip -n {ns} link show {mesh}", check=False) == "":
-                    sh(f"ip -n {ns} link add {mesh} type batadv ra {algo}")
-                sh(f"ip -n {ns} link set {link} mtu 1560 up")
-                sh(f"ip -n {ns} link set {link} master {mesh}")
+                if shell(None, f"ip -n {ns} link show {mesh}", check=False).stdout == "":
+                    shell(None, f"ip -n {ns} link add {mesh} type batadv ra {algo}")
+                shell(None, f"ip -n {ns} link set {link} mtu 1560 up")
+                shell(None, f"ip -n {ns} link set {link} master {mesh}")
     for idx, n in enumerate(NODES, 1):
         for mesh in ("bat0", "bat1"):
-            sh(f"ip -n {n} link set {mesh} up")
-        sh(f"ip -n {n} addr add 10.77.0.{idx}/24 dev bat0")
+            shell(None, f"ip -n {n} link set {mesh} up")
+        shell(None, f"ip -n {n} addr add 10.77.0.{idx}/24 dev bat0")
     for mesh in ("bat0", "bat1"):
-        sh(f"ip netns exec {NODES[-1]} batctl meshif {mesh} gw_mode server 50mbit/10mbit")
-        sh(f"ip netns exec x0m1 batctl meshif {mesh} gw_mode client")
-    sh("ip -n x0m1 link add link bat0 name bat0.5 type vlan id 5")
-    sh("ip -n x0m1 link set bat0.5 up")
+        shell(None, f"ip netns exec {NODES[-1]} batctl meshif {mesh} gw_mode server 50mbit/10mbit")
+        shell(None, f"ip netns exec x0m1 batctl meshif {mesh} gw_mode client")
+    shell(None, "ip -n x0m1 link add link bat0 name bat0.5 type vlan id 5")
+    shell(None, "ip -n x0m1 link set bat0.5 up")
 
 
 def converge(timeout: float = 60.0) -> float:
@@ -111,8 +105,8 @@ def converge(timeout: float = 60.0) -> float:
         enter(None)
         if ok:
             # ARP across the mesh fills the DAT caches and the global translation tables.
-            sh(f"ip netns exec x0m1 ping -c 2 -i 0.2 -W 1 10.77.0.{len(NODES)}", check=False)
-            sh(f"ip netns exec {NODES[-1]} ping -c 1 -W 1 10.77.0.2", check=False)
+            shell(None, f"ip netns exec x0m1 ping -c 2 -i 0.2 -W 1 10.77.0.{len(NODES)}", check=False)
+            shell(None, f"ip netns exec {NODES[-1]} ping -c 1 -W 1 10.77.0.2", check=False)
             return time.monotonic() - start
         time.sleep(0.5)
     raise RuntimeError("mesh did not converge")
@@ -134,7 +128,7 @@ TABLES = [
 
 
 def batctl_json(mesh: str, what: str) -> object:
-    out = sh(f"batctl meshif {mesh} {what}")
+    out = shell(None, f"batctl meshif {mesh} {what}").stdout
     return json.loads(out) if out.strip() else None
 
 
@@ -195,9 +189,9 @@ def capture_events(lab: Any) -> None:
             data = groups[name].recv(65536)
             (out / f"x0m1_iv_{stem}.hex").write_text(data.hex() + "\n")
 
-        event("config", "event_set_mesh", lambda: sh("batctl meshif bat0 orig_interval 1500"))
-        event("config", "event_set_hardif", lambda: sh("batctl hardif v40a hop_penalty 42"))
-        event("config", "event_set_vlan", lambda: sh("batctl meshif bat0 vid 5 ap_isolation 1"))
+        event("config", "event_set_mesh", lambda: shell(None, "batctl meshif bat0 orig_interval 1500"))
+        event("config", "event_set_hardif", lambda: shell(None, "batctl hardif v40a hop_penalty 42"))
+        event("config", "event_set_vlan", lambda: shell(None, "batctl meshif bat0 vid 5 ap_isolation 1"))
         dst = s.dump(Cmd.GET_NEIGHBORS, "bat0")[0].neigh_address
         got: list[bytes] = []
         s.capture = lambda _cmd, data: got.append(data)
@@ -222,27 +216,27 @@ def capture_lan(lab: Any) -> None:
     converge()
     out.mkdir(parents=True, exist_ok=True)
     for ns in ("x0lan", "x0cli"):
-        sh(f"ip netns add {ns}")
-        sh(f"ip -n {ns} link set lo up")
-    sh("ip -n x0lan link add lanbr type bridge")
-    sh("ip -n x0lan link set lanbr up")
+        shell(None, f"ip netns add {ns}")
+        shell(None, f"ip -n {ns} link set lo up")
+    shell(None, "ip -n x0lan link add lanbr type bridge")
+    shell(None, "ip -n x0lan link set lanbr up")
     for node, idx in (("x0m1", 1), ("x0m2", 2)):
-        sh(f"ip link add l{idx}a netns {node} type veth peer name l{idx}b netns x0lan")
-        sh(f"ip -n x0lan link set l{idx}b master lanbr up")
-        sh(f"ip -n {node} link add br0 type bridge")
-        sh(f"ip -n {node} addr flush dev bat0")
-        sh(f"ip -n {node} link set bat0 master br0")
-        sh(f"ip -n {node} link set l{idx}a master br0 up")
-        sh(f"ip -n {node} addr add 10.77.0.{idx}/24 dev br0")
-        sh(f"ip -n {node} link set br0 up")
-    sh("ip link add c0a netns x0cli type veth peer name c0b netns x0lan")
-    sh("ip -n x0lan link set c0b master lanbr up")
-    sh("ip -n x0cli addr add 10.77.0.100/24 dev c0a")
-    sh("ip -n x0cli link set c0a up")
+        shell(None, f"ip link add l{idx}a netns {node} type veth peer name l{idx}b netns x0lan")
+        shell(None, f"ip -n x0lan link set l{idx}b master lanbr up")
+        shell(None, f"ip -n {node} link add br0 type bridge")
+        shell(None, f"ip -n {node} addr flush dev bat0")
+        shell(None, f"ip -n {node} link set bat0 master br0")
+        shell(None, f"ip -n {node} link set l{idx}a master br0 up")
+        shell(None, f"ip -n {node} addr add 10.77.0.{idx}/24 dev br0")
+        shell(None, f"ip -n {node} link set br0 up")
+    shell(None, "ip link add c0a netns x0cli type veth peer name c0b netns x0lan")
+    shell(None, "ip -n x0lan link set c0b master lanbr up")
+    shell(None, "ip -n x0cli addr add 10.77.0.100/24 dev c0a")
+    shell(None, "ip -n x0cli link set c0a up")
     deadline = time.monotonic() + 40
     claims: list[object] = []
     while time.monotonic() < deadline:
-        sh(f"ip netns exec x0cli ping -c 2 -i 0.2 -W 1 10.77.0.{len(NODES)}", check=False)
+        shell(None, f"ip netns exec x0cli ping -c 2 -i 0.2 -W 1 10.77.0.{len(NODES)}", check=False)
         enter("x0m1")
         with BatadvSocket() as s:
             claims = s.dump(Cmd.GET_BLA_CLAIM, "bat0")
@@ -336,7 +330,7 @@ def bench(lab: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
     build(lab)
     converge()
-    sh(f"ip netns exec x0m1 {sys.executable} -m tests.lab.mesh_checks bench {out}")
+    shell(None, f"ip netns exec x0m1 {sys.executable} -m tests.lab.mesh_checks bench {out}", timeout=None)
 
 
 # -- on the host --------------------------------------------------------------------------------

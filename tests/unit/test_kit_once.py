@@ -1,7 +1,12 @@
 """Every shared test helper is written once: in the test kit (``tests/kit/``), or in the package
 module the benchmarks and the lab share it from. A wait loop, a clock, a certificate factory, a
-namespace helper, a standalone context, a server's stop or a free port written again in a test
-module fails here; use the kit's (docs/testing.md, "The test kit") or grow it.
+namespace helper, a command runner, a standalone context, a server's stop or a free port written
+again in a test module fails here; use the kit's (docs/testing.md, "The test kit") or grow it.
+
+Commands have two runners: ``tests.kit.netns.sh`` on the host (integration tests, host benchmarks)
+and ``x0tta.lab.netns.run`` (argv) / ``shell`` (a command line) inside the lab's guest (the engine
+and the check modules in tests/lab/). ``run`` itself is not listed: scenario runners, CLI commands
+and a lab's ``run`` share the name; its copies go by the names below.
 
 Functions and classes are found by name anywhere in a module - nested in a test too - but not as
 methods: a ``wait_for`` method of a clock, or a collector's ``wait_for(keys)``, is that object's
@@ -49,6 +54,17 @@ HOMES: dict[str, str | None] = {
     "in_netns": None,
     "setns": None,
     "enter_netns": None,
+    # running a command
+    "sh": "tests/kit/netns.py",
+    "shell": "x0tta/lab/netns.py",
+    "_sh": None,
+    "_shell": None,
+    "run_cmd": None,
+    "_run_cmd": None,
+    "run_command": None,
+    "_run_command": None,
+    "netns_exec": None,
+    "run_in_netns": None,
     # a subsystem outside the agent
     "StandaloneContext": "x0tta/telemetry/testing.py",
     "FakeContext": "x0tta/peer/testing.py",  # the peer subsystem's, on top of it
@@ -110,9 +126,13 @@ class FakeClock:
 
 def free_port():
     return 0
+
+def sh(cmd, check=True):
+    pass
 '''
     assert misplaced({"tests/unit/x/test_copy.py": copy, "tests/kit/wait.py": "async def until(p): pass\n"}) == [
         "tests/unit/x/test_copy.py:3 until (use tests/kit/wait.py)",
         "tests/unit/x/test_copy.py:10 FakeClock (a copy of a kit helper)",
         "tests/unit/x/test_copy.py:13 free_port (use tests/kit/ports.py)",
+        "tests/unit/x/test_copy.py:16 sh (use tests/kit/netns.py)",
     ]
