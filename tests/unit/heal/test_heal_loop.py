@@ -379,6 +379,25 @@ def test_a_silent_ring_link_is_steered_off_after_the_others_already_moved_away_f
     assert any("only delay its own recovery" in r for r in d[0].reasons), d[0].reasons
 
 
+def test_a_ring_link_whose_far_nodes_route_through_this_node_is_not_taken_for_the_only_way(settings, ring):
+    """The heal lab's kill -9 step again, nothing moved yet: the node behind A is routed through eth0
+    and has no other entry (its other neighbour routes it through this node: BATMAN_IV drops the
+    echo), but another originator is heard live both through eth0 and through eth1 - the mesh has a
+    cycle through the link, which is not the only way."""
+    k = loop.initial(settings, "t")
+    obs = ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False)
+    far = obs.originators[-1]  # one of the others, best through eth1
+    assert far.hardif == "eth1"
+    live = replace(obs, other_routes=(Originator(far.orig, ring.A, "eth0", tq=120),))
+    k, d, _ = ring.run(k, live, 0.3)
+    assert d[0].action.kind == ActionKind.STEER_OFF, d
+    # the same entry read zero (what a ring cut elsewhere leaves behind): the only way, refused
+    k = loop.initial(settings, "t")
+    dead = replace(obs, other_routes=(Originator(far.orig, ring.A, "eth0", tq=0),))
+    k, d, _ = ring.run(k, dead, 0.3)
+    assert ActionKind.STEER_OFF not in [x.action.kind for x in d], d
+
+
 def test_the_partition_a_steer_off_raises_itself_is_judged_by_its_verification_not_rolled_back(settings, ring):
     """Right after a detach, originators routed through the link vanish until their OGMs come the
     other way: a partition for a moment. The steer-off's own verification judges that (all back:

@@ -156,7 +156,7 @@ def steer_off(
                         f"steering off "
                         f"{hardif} would isolate the node")
     served = sorted({o.orig for o in obs.originators if o.hardif == hardif})
-    if served and not (set(served) | moved_off) & reachable_elsewhere(obs, alt):
+    if served and not (set(served) | moved_off | heard_live(hardif, obs)) & reachable_elsewhere(obs, alt):
         # a link that is the only way to everything behind it (a line, a ring after another cut):
         # steering it off helps no one while it fails, and when it comes back batman-adv alone routes
         # over it again at once, while a steered-off link waits for its restore - the chaos
@@ -180,6 +180,16 @@ def reachable_elsewhere(obs: Observation, alt: set[str]) -> set[str]:
         o.orig for o in (*obs.originators, *obs.other_routes)
         if o.hardif in alt and ((o.tq or 0) > 0 or (o.throughput or 0) > 0)
     }
+
+
+def heard_live(hardif: str, obs: Observation) -> set[str]:
+    """Originators with an entry through ``hardif`` that still has a link quality above zero, best
+    or not. One heard live through the link and through another interface too is on a cycle: the
+    link is not the only way (BATMAN_IV hides the far end's other way - it drops the echo of an OGM
+    a node forwarded itself - but not a node the neighbours reach both ways round). An entry left
+    by a ring cut elsewhere reads zero a few of its originator's OGMs after the cut."""
+    return {o.orig for o in (*obs.originators, *obs.other_routes)
+            if o.hardif == hardif and ((o.tq or 0) > 0 or (o.throughput or 0) > 0)}
 
 
 def carried(hardif: str, moved_off: Mapping[str, tuple[str, float]], since: float) -> frozenset[str]:
