@@ -10,7 +10,8 @@ every 2 s (with the defaults, 30 s and 10 s, a healed link may wait that long fo
 2. the links n1-n2 and n3-n4 go down: the ring splits into {n2, n3} and {n4, n5, n1}. The cut
    itself opens link incidents on n1, n2, n3 and n4, whose summaries each node writes into its
    state; each side syncs within itself only (peer sessions run over the links);
-3. after 20 s every node's view: the sides differ, each lacking the other's incidents;
+3. after 20 s every node's view: the sides differ, each holding incidents the other lacks (an
+   incident written between the two cuts may cross the second link before it goes down);
 4. both links come back; once n1 routes to n2 directly again, the check polls every node's
    ``meshstate.show`` until all hold one state, and the test asserts that came within 10 s of
    the routing (the figure is printed);
@@ -113,8 +114,14 @@ def test_the_split_sides_hold_different_states_each_with_its_own_incidents(lab: 
     new_a = {k for k in split["n2"]["incidents"] if author(k) in SIDE_A} - set(before["n2"]["incidents"])
     new_b = {k for k in split["n1"]["incidents"] if author(k) in SIDE_B} - set(before["n1"]["incidents"])
     assert new_a and new_b, (new_a, new_b)
-    assert all(not new_a & set(split[n]["incidents"]) for n in SIDE_B), new_a
-    assert all(not new_b & set(split[n]["incidents"]) for n in SIDE_A), new_b
+    # The two cuts are two steps: an incident written between them (n3 reacting to the first cut)
+    # may still cross the second link before it goes down. What the partition must show is that
+    # each side wrote something the other side has not seen at all.
+    seen_b = set().union(*(split[n]["incidents"] for n in SIDE_B))
+    seen_a = set().union(*(split[n]["incidents"] for n in SIDE_A))
+    print("written on one side before the second cut, seen on both:", sorted((new_a & seen_b) | (new_b & seen_a)))
+    assert new_a - seen_b, (new_a, seen_b)
+    assert new_b - seen_a, (new_b, seen_a)
 
 
 def test_every_node_holds_one_state_within_10_s_of_the_mesh_routing_across(lab: LabResult) -> None:
