@@ -154,3 +154,35 @@ def _only_the_neighbour_via_eth0(obs, neighbour):
 def _no_route_via_eth0(obs):
     return replace(obs, originators=tuple(replace(o, hardif="eth1") for o in obs.originators))
 
+
+
+def test_no_faster_ogms_for_a_suspect_link_that_is_the_only_way_to_what_it_carries(s, ring):
+    """On a line (the node behind A has no other way) nobody can route around a failing link, and
+    faster OGMs only empty its TQ window sooner: the suspect stage takes no action there and says
+    why. The ring's link (behind A heard the other way round too) is sped up as before."""
+    k = loop.initial(s, "t")
+    k, _, _ = run(k, ring.obs(0.0, interval=1000, alt_route=False), 0.0)
+    k, d, _ = run(k, ring.obs(0.15, lost_run=1, loss=0.05, interval=1000, alt_route=False), 0.15)
+    assert not d, d
+    (inc,) = k.incidents.values()
+    assert inc.key[0] == "link_suspect"
+    assert any("faster OGMs would help no one route around the link" in n and ring.BEHIND_A in n
+               for n in inc.notes), inc.notes
+
+
+def test_a_radio_neighbour_with_others_on_the_same_interface_is_not_the_only_way(s, ring):
+    """The judgement is per neighbour, not per interface: on a radio, one interface holds every
+    neighbour, and the node behind A heard through another neighbour on that same interface is a
+    way round - faster OGMs help the mesh find it."""
+    from x0tta.heal.core.model import Neighbour, Originator
+
+    other = "02:00:00:00:0c:01"
+
+    def radio(obs):
+        return replace(obs, neighbours=(*obs.neighbours, Neighbour(other, "eth0", tq=240)),
+                       other_routes=(Originator(ring.BEHIND_A, other, "eth0", tq=120),))
+
+    k = loop.initial(s, "t")
+    k, _, _ = run(k, radio(ring.obs(0.0, interval=1000, alt_route=False)), 0.0)
+    k, d, _ = run(k, radio(ring.obs(0.15, lost_run=1, loss=0.05, interval=1000, alt_route=False)), 0.15)
+    assert kinds(d) == [ActionKind.TUNE_ORIG_INTERVAL], d
