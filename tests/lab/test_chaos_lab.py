@@ -2,9 +2,10 @@
 
 The same schedule of 30 random faults (link down, silent loss both ways and one way, partial
 loss, delay, agent kill, node kill) runs with an agent on every node and with batman-adv alone;
-see :mod:`x0tta.lab.core.chaos` for what is compared. The two zeros are the assertions: no outage
-that only the agents' run has, and no steer-off of a link that had no fault. Every other figure
-(outages per fault kind with agents and alone) is recorded in ``chaos.json`` and printed.
+see :mod:`x0tta.lab.core.chaos` for what is compared. Three zeros are the assertions: no outage
+that only the agents' run has, no steer-off of a link that had no fault, and no node quarantined
+(every node of the run is honest). Every other figure (outages per fault kind with agents and
+alone, threat records per detector) is recorded in ``chaos.json`` and printed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FAULTS = int(os.environ.get("X0TTA_CHAOS_FAULTS", "30"))
 SEED = int(os.environ.get("X0TTA_CHAOS_SEED", "1"))
 
 
-def test_random_faults_with_agents_cause_no_outage_and_touch_no_healthy_link(tmp_path_factory):
+def test_random_faults_with_agents_cause_no_outage_touch_no_healthy_link_and_quarantine_no_one(tmp_path_factory):
     from x0tta.lab.chaos import run_chaos
 
     out = tmp_path_factory.mktemp("chaos")
@@ -43,3 +44,4 @@ def test_random_faults_with_agents_cause_no_outage_and_touch_no_healthy_link(tmp
             if r.get("agent_only_outages") or r.get("actions_on_healthy_links")]
     assert s["agent_only_outages"] == 0, harm
     assert s["actions_on_healthy_links"] == 0, harm
+    assert s["quarantines"] == 0, doc["quarantines"]
