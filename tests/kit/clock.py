@@ -40,6 +40,10 @@ class ManualClock:
         """How many sleeps and timeouts are waiting for time to pass."""
         return sum(1 for *_, fut in self._sleepers if not fut.done())
 
+    def pending(self) -> list[float]:
+        """Seconds until each waiting sleep or timeout is due, soonest first."""
+        return sorted(at - self._mono for at, _, fut in self._sleepers if not fut.done())
+
     def advance(self, seconds: float) -> None:
         """Move both clocks ``seconds`` forward and wake whatever is due by then."""
         if seconds < 0:

@@ -230,20 +230,36 @@ class Link:
         clock = svc.clock
         delay = svc.settings.reconnect_min_delay
         session: PeerSession | None = None
+        up_since = 0.0
         not_before = 0.0  # no re-authentication before (after one that gained nothing)
+
+        async def back_off() -> None:
+            nonlocal delay
+            await clock.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - redial jitter, not a secret
+            delay = min(delay * 2, svc.settings.reconnect_max_delay)
+
         while True:
             if session is None or session.closed.is_set():
                 self.current = None
+                if session is not None:
+                    if clock.monotonic() - up_since < svc.settings.reconnect_max_delay:
+                        # closed soon after it came up: the peer refused it after the handshake (it
+                        # quarantined or revoked us) or keeps dropping it. Redialling at once would
+                        # run PQ handshakes in a loop on both nodes (the attack lab saw 20 a second
+                        # between two nodes that had quarantined each other): count it as a failure
+                        await back_off()
+                    else:  # a session that held: its loss is news, redial at once
+                        delay = svc.settings.reconnect_min_delay
                 try:
                     session = await svc.open_session(self.host, self.port, resume=True)
                 except (HandshakeFailed, SessionClosed, TlsClosed) as exc:
                     if str(exc) != self.last_error:
                         svc.log.info("peer_connect_failed", address=self.address, error=str(exc), retry_in=delay)
                     self.last_error = str(exc)
-                    await clock.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - redial jitter, not a secret
-                    delay = min(delay * 2, svc.settings.reconnect_max_delay)
+                    session = None
+                    await back_off()
                     continue
-                delay = svc.settings.reconnect_min_delay
+                up_since = clock.monotonic()
                 self.last_error = ""
                 self.current = session
                 self._ready.set()

@@ -188,6 +188,51 @@ async def test_a_quarantined_peer_is_sent_away_and_refused():
             await until(lambda: [c.up for c in changes] == [True, False, True])
 
 
+async def test_a_link_refused_after_every_handshake_backs_off_instead_of_redialling_in_a_loop():
+    """A peer that completes the handshake and then refuses the session (it quarantined or revoked
+    us) closes each one at once. The link counts that as a failed attempt and waits its backoff
+    before the next dial: redialling at once ran PQ handshakes in a loop, 20 a second between two
+    lab nodes that had quarantined each other. On the manual clock: no second dial until the test
+    moves time past the first delay, the delays double, and a session that held resets them."""
+    ca = TestCA("mesh.test")
+    b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
+    refusing = {"on": True}
+    b.gate = lambda host, who: "quarantined" if refusing["on"] else ""
+    ctx_b = FakeContext(settings(0), node_id="b")
+    clock = ManualClock(wall=time.time())  # the certificates were issued on the host's clock
+    async with running(b, ctx_b):
+        def refusals() -> float:
+            return sample(ctx_b, "x0tta_peer_sessions_closed_total", reason="quarantined")
+
+        def backing_off(at_least: float) -> bool:  # the link's redial sleep is waiting
+            return any(left >= at_least for left in clock.pending())
+
+        a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))), clock=clock)
+        ctx_a = FakeContext(settings(0, [f"127.0.0.1:{b.port}"], reconnect_min_delay=1.0, reconnect_max_delay=8.0),
+                            node_id="a")
+        async with running(a, ctx_a):
+            await until(lambda: refusals() == 1)
+            link = next(iter(a.links.values()))
+            await until(lambda: backing_off(0.8))
+            await asyncio.sleep(0.3)  # real time: a link redialling at once would dial again meanwhile
+            assert refusals() == 1
+            await clock.pass_time(0.7)
+            assert refusals() == 1  # not before the first delay (1 s, jitter 0.8-1.2)
+            await clock.pass_time(0.6)
+            await until(lambda: refusals() == 2)
+            await until(lambda: backing_off(1.6))
+            await clock.pass_time(1.5)
+            await asyncio.sleep(0.3)
+            assert refusals() == 2  # the second delay is twice the first
+            await clock.pass_time(1.0)
+            await until(lambda: refusals() == 3)
+            refusing["on"] = False  # released: the next dial holds
+            await until(lambda: backing_off(3.2))
+            await clock.pass_time(5.0)
+            await until(lambda: link.current is not None)
+            assert refusals() == 3
+
+
 async def test_a_peer_revoked_mid_session_goes_down_as_revoked():
     """A new revocation list sends the revoked peer's session away; its down change says
     ``revoked`` (not how the session drained), which ends its guard admission at once."""
