@@ -542,3 +542,40 @@ def test_partial_loss_tries_the_hop_penalty_first_and_the_knowledge_turns_to_the
         t += settings.retry_after + 0.1
     assert chosen[0] == "steer_off:penalty" and chosen[-1] == "steer_off", chosen
     assert k.stats[("silent_loss", "steer_off:penalty")][1] >= 1
+
+
+def test_an_interface_that_vanishes_and_comes_back_joined_the_mesh_interface_again(settings, ring):
+    """Deleted and created again (a driver reset), an interface joins the mesh interface anew with a
+    new random OGM sequence number: it is guarded as one attached again after a detach, even if it
+    was the only one; its guard is kept while it is gone, for reattach_guard at most. The first
+    observation after a start marks nothing (the store's records apply there)."""
+    from dataclasses import replace as dc_replace
+
+    def without(obs, *names):
+        return dc_replace(obs, hardifs=tuple(h for h in obs.hardifs if h.name not in names))
+
+    k = loop.initial(settings, "t")
+    k, _, _ = ring.run(k, ring.obs(0.0), 0.0)
+    assert k.memory.reattached == {}
+    k, _, _ = ring.run(k, without(ring.obs(0.5), "eth0"), 0.5)
+    k, _, _ = ring.run(k, ring.obs(1.0), 1.0)
+    assert k.memory.reattached == {"eth0": 1.0}
+    k, d, _ = ring.run(k, ring.obs(5.0, lost_run=3, loss=0.2), 5.0)
+    assert [x.action.param("method") for x in d if x.action.kind == ActionKind.STEER_OFF] == ["penalty"], d
+    # every interface gone for a while, then back: both joined again
+    k = loop.initial(settings, "t")
+    k, _, _ = ring.run(k, ring.obs(0.0), 0.0)
+    k, _, _ = ring.run(k, without(ring.obs(0.5), "eth0", "eth1"), 0.5)
+    k, _, _ = ring.run(k, ring.obs(1.0), 1.0)
+    assert k.memory.reattached == {"eth0": 1.0, "eth1": 1.0}
+    # an interface first seen after the first observation joins then too
+    k = loop.initial(settings, "t")
+    k, _, _ = ring.run(k, without(ring.obs(0.0), "eth0"), 0.0)
+    k, _, _ = ring.run(k, ring.obs(0.5), 0.5)
+    assert k.memory.reattached == {"eth0": 0.5}
+    # the guard of an interface that vanished is kept while it is gone, and dropped once it expires
+    k, _, _ = ring.run(k, without(ring.obs(1.0), "eth0"), 1.0)
+    assert k.memory.reattached == {"eth0": 0.5}
+    t = 0.5 + settings.reattach_guard
+    k, _, _ = ring.run(k, without(ring.obs(t), "eth0"), t)
+    assert k.memory.reattached == {}

@@ -87,7 +87,7 @@ class Memory:
 
     hyst: dict[Key, Hyst] = field(default_factory=dict)
     carrier: dict[str, bool] = field(default_factory=dict)  # hardif -> oper_up last seen
-    attached: dict[str, bool] = field(default_factory=dict)  # hardif -> in the mesh interface, last seen
+    attached: dict[str, bool] = field(default_factory=dict)  # hardif -> in the mesh interface, last seen (gone: False)
     reattached: dict[str, float] = field(default_factory=dict)  # hardif -> seen attached again after a detach
     moved_off: dict[str, tuple[str, float]] = field(default_factory=dict)  # orig -> (hardif its route left, when)
     carrier_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # within flap_window
@@ -207,13 +207,22 @@ def _moved_off(mem: Memory, obs: Observation, s: HealSettings, now: float) -> di
 
 def _attachments(mem: Memory, obs: Observation, s: HealSettings, now: float):
     """Each hard interface's membership of the mesh interface, and when one was last seen joining it
-    again (by this agent's restore or anyone's), kept for ``reattach_guard``."""
-    attached = {h.name: h.attached for h in obs.hardifs}
-    reattached = {name: t for name, t in mem.reattached.items()
-                  if 0.0 <= now - t < s.reattach_guard and name in attached}
-    for name, on in attached.items():
-        if on and mem.attached.get(name) is False:
-            reattached[name] = now
+    again (by this agent's restore or anyone's), kept for ``reattach_guard`` - also while the
+    interface is gone, so a guard outlives a short vanishing.
+
+    Joining again is being seen attached after being seen detached, or after being absent from an
+    earlier observation: an interface deleted and created again (a driver reset) joins anew, with
+    a new random OGM sequence number. An interface that vanished stays in ``attached`` as not
+    attached (which it is not), so it is known to come back even if it was the only one; the
+    names are those the service observes, which it keeps as long. Nothing is marked at the first
+    observation after a start (``attached`` is empty then): what the store remembers of this
+    agent's own restores applies there (:func:`x0tta.heal.core.loop.remember_reattached`)."""
+    attached = {name: False for name in mem.attached}
+    attached.update((h.name, h.attached) for h in obs.hardifs)
+    reattached = {name: t for name, t in mem.reattached.items() if 0.0 <= now - t < s.reattach_guard}
+    for h in obs.hardifs:
+        if h.attached and mem.attached and not mem.attached.get(h.name, False):
+            reattached[h.name] = now
     return attached, reattached
 
 
