@@ -296,6 +296,11 @@ class HealService(Subsystem):
             k = loop.resume(k, open_incidents, now)
             ctx.log.info("heal_resumed", incidents=[i["id"] for i in open_incidents])
             await self._record(ctx, k, [])
+        # this agent's restores just before the restart: the first observation cannot tell them
+        # (both times in the loop's clock, time(): the records' times are the loop's ``now``)
+        k = loop.remember_reattached(k, await store.load_undone_steer_offs(now - s.reattach_guard), now)
+        if k.memory.reattached:
+            ctx.log.info("heal_reattach_guard_resumed", hardifs=sorted(k.memory.reattached))
         self.knowledge = k
         pruned = await store.prune(now, s.retention_days, s.retention_max_incidents)
         if pruned:

@@ -199,6 +199,14 @@ class Store:
             out.append(inc)
         return out
 
+    def load_undone_steer_offs(self, since: float) -> list[dict[str, Any]]:
+        """Steer-off records (as :meth:`Record.to_json` wrote them) whose undo was applied at or
+        after ``since``, of open and closed incidents alike (a restore usually closes its incident):
+        what :func:`x0tta.heal.core.loop.remember_reattached` rebuilds the reattach guard from."""
+        return [json.loads(r["data"]) for r in self.db.execute(
+            "SELECT data FROM actions WHERE kind='steer_off' AND json_extract(data, '$.undo_applied') >= ? "
+            "ORDER BY decided, id", (since,))]
+
     def load_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
         return {(r["symptom"], r["action"]): (r["ok"], r["failed"]) for r in self.db.execute("SELECT * FROM stats")}
 
@@ -266,6 +274,9 @@ class AsyncStore:
 
     async def load_open(self) -> list[dict[str, Any]]:
         return await self._run(Store.load_open)
+
+    async def load_undone_steer_offs(self, since: float) -> list[dict[str, Any]]:
+        return await self._run(lambda s: s.load_undone_steer_offs(since))
 
     async def load_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
         return await self._run(Store.load_stats)

@@ -544,6 +544,47 @@ def test_partial_loss_tries_the_hop_penalty_first_and_the_knowledge_turns_to_the
     assert k.stats[("silent_loss", "steer_off:penalty")][1] >= 1
 
 
+def _restored_detach(settings, ring):
+    """A steer-off of eth0 by detach, its restore once the loss is over and the closed incident:
+    the knowledge, the restore's time and the records as the store keeps them."""
+    k = loop.initial(settings, "t")
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2), 0.3)
+    assert [x.action.param("method") for x in d if x.action.kind == ActionKind.STEER_OFF] == ["detach"], d
+    t, restored, records = 0.3, None, []
+    while not records:
+        t += 0.5
+        assert t < 120.0, "never restored and closed"
+        k, d, ev = ring.run(k, ring.obs(t, eth0_attached=restored is not None), t)
+        if any(x.op == Op.RESTORE for x in d):
+            restored = t
+        records += [a for e in ev if e.name == "incident_closed" for a in e.data["actions"]]
+    return k, restored, records
+
+
+def test_the_reattach_guard_outlives_a_restart(settings, ring):
+    """An agent killed just after it restored a detached link starts with an empty memory, and its
+    first observation sees the link attached as if it always was: the guard is rebuilt from the
+    stored records (of the closed incident too), so the link is not detached again at once."""
+    _, restored, records = _restored_detach(settings, ring)
+    steer = next(a for a in records if a["action"]["kind"] == "steer_off")
+    assert steer["undo_applied"] == restored
+    now = restored + 5.0
+    k = loop.remember_reattached(loop.initial(settings, "new"), records, now)
+    assert k.memory.reattached == {"eth0": restored}
+    k, d, _ = ring.run(k, ring.obs(now + 0.3, lost_run=3, loss=0.2), now + 0.3)
+    steer_offs = [x for x in d if x.action.kind == ActionKind.STEER_OFF]
+    assert [x.action.param("method") for x in steer_offs] == ["penalty"], d
+    assert any("joined the mesh interface again 5.3 s ago" in r for r in steer_offs[0].reasons)
+    # a restart past the guard, a restore not yet applied, a hop penalty's undo, a record that
+    # cannot be read: nothing to remember
+    late = restored + settings.reattach_guard + 0.1
+    assert loop.remember_reattached(loop.initial(settings, "new"), records, late).memory.reattached == {}
+    unread = [{**steer, "undo_applied": None},
+              {**steer, "action": {**steer["action"], "params": {**steer["action"]["params"], "method": "penalty"}}},
+              {"id": "x"}]
+    assert loop.remember_reattached(loop.initial(settings, "new"), unread, now).memory.reattached == {}
+
+
 def test_an_interface_that_vanishes_and_comes_back_joined_the_mesh_interface_again(settings, ring):
     """Deleted and created again (a driver reset), an interface joins the mesh interface anew with a
     new random OGM sequence number: it is guarded as one attached again after a detach, even if it

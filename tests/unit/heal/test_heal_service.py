@@ -381,3 +381,40 @@ async def test_the_service_heals_a_silent_link_its_own_probes_find_on_the_fake_n
     assert any(f"silent_loss on link:eth0/{A}" in r for r in decision["data"]["reasons"]), decision
     assert ctx.registry.get_sample_value("x0tta_heal_symptoms_total", {"kind": "silent_loss"}) == 1
     await store.close()
+
+
+async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(tmp_path):
+    """Killed a few seconds after it restored a detached link, the next agent rebuilds the guard
+    from the store, in the loop's own clock: the link is not detached again within reattach_guard."""
+    from x0tta.heal.store import AsyncStore
+
+    heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
+                        silent_loss_clear_after=0.1, restore_verify_after=0.1, suspect_run=0)
+    settings = AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal)
+    ctx = StandaloneContext(settings, name="heal", state_dir=tmp_path, log=Log())
+    kernel, clock = Kernel(), ManualClock()
+    svc = HealService(heal, overrides=kernel.overrides, clock=clock)
+    svc.settings = heal
+    store = AsyncStore(tmp_path / "heal.sqlite3")
+    await svc._start(ctx, store, kernel, kernel)
+    svc.prober = Prober(kernel, clock)
+    restored = None
+    for step in range(12):
+        kernel.lossy = step in (1, 2)
+        await svc.cycle(ctx, kernel, kernel)
+        if restored is None and kernel.overrides_seen[-1:] == [("attach", set())]:
+            restored = clock.time()
+        clock.advance(0.06)
+    assert restored is not None and not svc.knowledge.incidents, "steered off, restored and closed"
+    await store.close()  # the agent stops (a kill -9 leaves the same store: every write is a commit)
+
+    clock.advance(5.0)
+    svc = HealService(heal, overrides=kernel.overrides, clock=clock)
+    svc.settings = heal
+    store = AsyncStore(tmp_path / "heal.sqlite3")
+    await svc._start(ctx, store, kernel, kernel)
+    assert svc.knowledge.memory.reattached == {"eth0": restored}
+    assert ("heal_reattach_guard_resumed", {"hardifs": ["eth0"]}) in ctx.log.lines
+    await svc.cycle(ctx, kernel, kernel)  # the first observation keeps it
+    assert svc.knowledge.memory.reattached == {"eth0": restored}
+    await store.close()

@@ -203,3 +203,25 @@ def test_an_action_handed_over_to_another_incident_is_listed_under_it_only(tmp_p
         assert s.incident("x-i1")["actions"] == []
     finally:
         s.close()
+
+
+def test_steer_offs_undone_since_a_time_of_open_and_closed_incidents(tmp_path):
+    """What a restarted agent rebuilds its reattach guard from: steer-off records whose undo was
+    applied at or after a time, whatever their incident's status."""
+    s = Store(tmp_path / "k.sqlite3")
+
+    def undone(i: int, at: float | None, kind: str = "steer_off") -> dict:
+        a = _action(i, "effective")
+        a["action"] = {**a["action"], "kind": kind}
+        return {**a, "undo_op": "restore", "undo_state": "effective" if at else None, "undo_applied": at}
+
+    s.write([
+        ("incident", {**_incident(1, "closed", 150.0), "actions": [undone(1, 140.0)]}),
+        ("incident", {**_incident(2), "actions": [undone(2, 120.0)]}),
+        ("incident", {**_incident(3), "actions": [undone(3, None)]}),
+        ("incident", {**_incident(4, "closed", 150.0), "actions": [undone(4, 145.0, "tune_orig_interval")]}),
+        ("incident", {**_incident(5), "actions": [undone(5, 130.0)]}),
+    ])
+    assert [a["id"] for a in s.load_undone_steer_offs(130.0)] == ["x-a1", "x-a5"]
+    assert [a["id"] for a in s.load_undone_steer_offs(141.0)] == []
+    s.close()

@@ -76,6 +76,7 @@ __all__ = [
     "State",
     "Undo",
     "initial",
+    "remember_reattached",
     "resume",
     "settle",
     "step",
@@ -388,6 +389,31 @@ def resume(k: Knowledge, incidents: Iterable[Mapping[str, Any]], now: float) -> 
     st.seq = max([st.seq, *(_seq_of(i, k.prefix) for i in (*st.incidents, *st.records))])
     st.load = {**rebuilt(uses, now, k.settings), **st.load}
     return st.finish()
+
+
+def remember_reattached(k: Knowledge, records: Iterable[Mapping[str, Any]], now: float) -> Knowledge:
+    """Seed the memory of interfaces that joined the mesh interface again (``reattach_guard``)
+    after a restart, from stored steer-off records (as :meth:`Record.to_json` wrote them, of open
+    and closed incidents): a detach whose undo was applied less than ``reattach_guard`` before
+    ``now`` attached its interface again then. The memory starts empty and the first observation
+    marks nothing, so without this an interface restored just before a ``kill -9`` could be
+    detached again at once. A record that cannot be read is skipped (a newer or hand-edited store)."""
+    guard = k.settings.reattach_guard
+    seen = dict(k.memory.reattached)
+    for data in records:
+        try:
+            rec = record_from_json(data)
+        except (KeyError, TypeError, ValueError):
+            continue
+        a, t = rec.action, rec.undo_applied
+        hardif = a.param("hardif")
+        if a.kind != ActionKind.STEER_OFF or a.param("method") != "detach" or not hardif or t is None:
+            continue
+        if 0.0 <= now - t < guard and t > seen.get(hardif, float("-inf")):
+            seen[hardif] = t
+    if seen == k.memory.reattached:
+        return k
+    return replace(k, memory=replace(k.memory, reattached=seen))
 
 
 def _seq_of(ident: str, prefix: str) -> int:
