@@ -75,7 +75,7 @@ from x0tta.guard.core import MODES, ORIGIN_NAMES, BadMac, format_mac, parse_mac
 from x0tta.guard.core.binding import effective_mode
 from x0tta.guard.core.detect import SEVERITY_NAMES, SIGNATURES, Finding, Observation, Ogm, detect, fresh
 from x0tta.guard.core.ogm import decode_ogm_entries, ogm_records
-from x0tta.guard.core.threats import threat_record
+from x0tta.guard.core.threats import pardoned, threat_record
 from x0tta.guard.enforce import Guard, KernelMaps
 
 NOT_ENFORCED = (
@@ -125,6 +125,7 @@ class GuardService(Subsystem):
         self.history: list[Observation] = []
         self.familiar: dict[str, float] = {}  # originator -> last look it was in the tables
         self._reported: dict[tuple[int, str], float] = {}
+        self._pardoned: dict[str, float] = {}  # MAC an operator released -> until (monotonic)
         # the kernel's ogms map at the last look: originators, OGMs that jumped out of their
         # stream (cumulative per entry), entries that did not decode (since start)
         self.ogm_originators = self.ogm_jumps = self.ogm_undecodable = 0
@@ -148,8 +149,11 @@ class GuardService(Subsystem):
 
     def active_threats(self) -> list[dict[str, Any]]:
         """The threat records of what the detectors found at their last look (reported or not):
-        what the heal loop answers with a quarantine while it lasts."""
-        return list(self.current)
+        what the heal loop answers with a quarantine while it lasts. A MAC an operator released is
+        left out of them for one detection window (:func:`pardoned`)."""
+        now = self._clock()
+        self._pardoned = {m: until for m, until in self._pardoned.items() if until > now}
+        return pardoned(self.current, set(self._pardoned))
 
     def quarantine(self, mac: str | bytes, ttl: float, reason: str) -> str:
         """Quarantine ``mac`` for ``ttl`` s: its binding and admission end, its sessions are closed
@@ -204,6 +208,11 @@ class GuardService(Subsystem):
         """End the quarantine of a MAC, or of every MAC quarantined with a SPIFFE ID."""
         raw = self.guard.release(who)
         released = [format_mac(m) for m in raw]
+        # the evidence from before the release stays in the detectors' window for up to a window:
+        # it must not put the neighbour straight back (the attack lab saw every release undone at
+        # the next look); an attack that goes on past the window does
+        until = self._clock() + self.settings.detect.window + self.settings.detect.interval
+        self._pardoned.update(dict.fromkeys(released, until))
         if released and self._ctx is not None:
             self._ctx.log.info("guard_released", macs=released, by=by)
         self._released(raw)
@@ -507,3 +516,4 @@ class _Collector:
                                 "streams, summed over the OGM map at the last look", value=float(svc.ogm_jumps))
         yield CounterMetricFamily("x0tta_guard_ogm_undecodable", "OGM map entries that did not decode",
                                   value=float(svc.ogm_undecodable))
+

@@ -292,3 +292,25 @@ async def test_a_look_reads_the_kernels_ogm_map_and_reports_a_takeover(looking):
     assert ctx.registry.get_sample_value("x0tta_guard_ogm_undecodable_total") == 1
     svc.kernel_maps(None)  # the probes let the maps go: nothing to read, no error
     assert svc.look(ctx, 50.0) == [] and svc.ogm_originators == 0
+
+
+async def test_a_neighbour_an_operator_released_is_not_put_back_by_the_evidence_from_before(looking):
+    """The detectors keep a finding for their whole window: right after a release the heal loop
+    would read the same old evidence and quarantine the neighbour again (the attack lab saw every
+    release undone at the next look). For one window after an operator's release the MAC is left
+    out of the active threats; past it, a threat that is still found counts again."""
+    svc, ctx = looking
+    svc.observe = Mesh()
+    svc.guard.admit(B)
+    svc.look(ctx, 100.0)
+    svc.look(ctx, 170.0)
+    assert [r["batman"]["macs"] for r in svc.active_threats()] == [[R]]
+    clock = {"now": 170.0}
+    svc._clock = lambda: clock["now"]
+    assert svc.quarantine(R, 600.0, "unadmitted_frames") == ""
+    assert svc.release(R) == [R]
+    assert svc.active_threats() == []
+    clock["now"] += svc.settings.detect.window + svc.settings.detect.interval - 1.0
+    assert svc.active_threats() == []
+    clock["now"] += 1.0
+    assert [r["batman"]["macs"] for r in svc.active_threats()] == [[R]]

@@ -156,3 +156,16 @@ def test_x0tta_threats_passes_its_filters_and_prints_json(monkeypatch, capsys) -
     assert records[2]["timestamp"] in out and records[1]["timestamp"] not in out
     assert cli.main(["guard", "threats", "--severity", "high"]) == 0  # the same under x0tta guard
     assert asked[-1] == ("guard.threats", {"limit": 50, "severity": 1})
+
+
+def test_pardoned_macs_are_taken_out_of_the_records_that_name_them():
+    from x0tta.guard.core.threats import pardoned
+
+    a, b = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+    one = {"alert": {"severity": 1}, "batman": {"detector": "originator_flood", "macs": [a]}}
+    two = {"alert": {"severity": 1}, "batman": {"detector": "seqno_takeover", "macs": [a.upper(), b]}}
+    odd = {"alert": {}}  # not in the threat shape: passed on as it is
+    assert pardoned([one, two, odd], set()) == [one, two, odd]
+    out = pardoned([one, two, odd], {a})
+    assert [r["batman"]["macs"] for r in out[:1]] == [[b]] and out[1] is odd and len(out) == 2
+    assert two["batman"]["macs"] == [a.upper(), b]  # the records given are not changed

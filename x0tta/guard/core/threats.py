@@ -98,3 +98,22 @@ def threat_record(finding: Finding, *, timestamp: float, host: str = "", action:
             "evidence": jsonable(finding.evidence),
         },
     }
+
+
+def pardoned(records: list[dict[str, Any]], macs: set[str]) -> list[dict[str, Any]]:
+    """``records`` without the MACs in ``macs`` (lower-case aa:bb:..): a record that names other
+    MACs too keeps them, one that names only those is left out. Records not in the threat shape
+    pass as they are."""
+    if not macs:
+        return list(records)
+    out = []
+    for r in records:
+        batman = r.get("batman") if isinstance(r, dict) else None
+        names = batman.get("macs") if isinstance(batman, dict) else None
+        if not isinstance(names, list):
+            out.append(r)
+            continue
+        kept = [m for m in names if not (isinstance(m, str) and m.lower() in macs)]
+        if kept:
+            out.append(r if len(kept) == len(names) else {**r, "batman": {**batman, "macs": kept}})
+    return out
