@@ -313,10 +313,15 @@ class TlsEndpoint:
         key = f"{host}:{port}"
         async with self._client_slots:
             start = time.monotonic()
+            opening = asyncio.ensure_future(_open(host, port, local_addr))
             try:
-                reader, writer = await self._clock.wait_for(_open(host, port, local_addr),
-                                                            self.policy.handshake_timeout)
-            except (TimeoutError, OSError) as exc:
+                reader, writer = await self._clock.wait_for(opening, self.policy.handshake_timeout)
+            except BaseException as exc:
+                # The wait may drop a connection that came up in the very loop turn this dial was
+                # cancelled (a link stopped): nobody else holds it, so it is closed here.
+                opening.add_done_callback(_close_opened)
+                if not isinstance(exc, (TimeoutError, OSError)):
+                    raise
                 # Not a handshake: nobody answered. Not reported to the observer.
                 raise HandshakeFailed(Refusal.UNREACHABLE.value, f"connect: {exc or 'timeout'}") from None
             session = None
@@ -400,8 +405,8 @@ class TlsEndpoint:
         except HandshakeFailed as exc:
             self._fail(role, address, exc, start, writer)
             raise
-        except asyncio.CancelledError:
-            writer.close()  # abandoned (shutdown): no report, but no leaked socket either
+        except BaseException:
+            writer.close()  # abandoned (shutdown) or an unexpected error: no report, but no leaked socket
             raise
         finally:
             self._active -= 1
@@ -479,6 +484,8 @@ class TlsEndpoint:
                 self._tasks.discard(task)
                 if stream is None:
                     writer.close()
+                else:  # a no-op if the handler closed it; else it ended by an error or aclose's cancellation
+                    await stream.close()
 
         # host "" or None: every address, IPv4 and IPv6 (asyncio makes one V6ONLY socket per family).
         server = await asyncio.start_server(handle, host or None, port, reuse_port=reuse_port)
@@ -519,6 +526,12 @@ async def _open(host: str, port: int,
         return await asyncio.open_connection(host, port, local_addr=local_addr)
     sock = await _connect_scoped(scoped, local_addr)
     return await asyncio.open_connection(sock=sock)
+
+
+def _close_opened(opening: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    """Done callback of a dial whose caller gave up on it: close the connection if it came up."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[1].close()
 
 
 async def _connect_scoped(sockaddr: tuple[str, int, int, int], local_addr: tuple[str, int] | None) -> socket.socket:
