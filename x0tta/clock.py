@@ -34,7 +34,12 @@ class Clock(Protocol):
         ...
 
     async def wait_for(self, aw: Awaitable[T], timeout: float | None) -> T:
-        """``aw``'s result, or TimeoutError (``aw`` cancelled) once ``timeout`` passed on this clock."""
+        """``aw``'s result, or TimeoutError (``aw`` cancelled) once ``timeout`` passed on this clock.
+
+        When the caller is cancelled, ``aw`` is cancelled too; if it finished in that same loop turn,
+        its result is dropped. An ``aw`` that opens something (a connection) is passed as a task the
+        caller keeps, so that whatever it opened can still be closed (``x0tta.peer.tls``'s dial).
+        """
         ...
 
 

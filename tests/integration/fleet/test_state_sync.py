@@ -181,9 +181,6 @@ async def test_a_session_that_comes_up_is_pulled_from_at_once(tmp_path):
               f"(pull interval 600 s)")
 
 
-# a refused redial of b can leave its client StreamWriter to the garbage collector (CI of 4dae393,
-# under coverage): a leak of the refusal path still to find; the behaviour under test is unaffected
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_revocation_by_the_ca_node_reaches_another_node_which_refuses_the_revoked_peer(tmp_path):
     """The CA's revocations in the state, acted on: three nodes with the agent's wiring of the
     meshstate subsystem (the built-in CA's revocations on the CA node, the deny-list of the peer
