@@ -74,7 +74,7 @@ from x0tta.heal.core.model import (
     ThreatSeen,
     evidence,
 )
-from x0tta.heal.core.plan import UNDO, mesh_values
+from x0tta.heal.core.plan import UNDO, mesh_values, only_way_via
 from x0tta.heal.core.strain import Strain
 from x0tta.heal.core.verify import effect
 from x0tta.heal.datagrams import HOST, Datagrams
@@ -538,7 +538,7 @@ class HealService(Subsystem):
         assert k is not None and self.executor is not None
         k, decisions = loop.step(k, obs, self.clock.time())
         self.knowledge = k
-        self._alert(ctx, k)
+        self._alert(ctx, k, obs)
         # before acting: the mesh reconcile reacts to batman-adv's config event of our own change
         # at once, and must already know it is intended (and that an undone one no longer is)
         self._update_overrides()
@@ -585,8 +585,10 @@ class HealService(Subsystem):
                 counter.labels(label).inc(total - seen.get(label, 0))
             seen[label] = total
 
-    def _alert(self, ctx: Context, k: loop.Knowledge) -> None:
-        """A link of this node was just confirmed silent or went down: tell the mesh."""
+    def _alert(self, ctx: Context, k: loop.Knowledge, obs: Observation) -> None:
+        """A link of this node was just confirmed silent or went down: tell the mesh - unless the
+        link is the only way to everything it carries (a line): then no node can route around it,
+        and the alert would only make every node forward its OGMs unaggregated for nothing."""
         if self.alerter is None:
             return
         for ev in k.events:
@@ -596,6 +598,11 @@ class HealService(Subsystem):
                 continue
             kind = ev.data["symptom"]["kind"]
             if kind not in ALERT_ON:
+                continue
+            way = only_way_via(ev.data["symptom"]["target"], obs)
+            if way:
+                ctx.log.info("heal_alert_not_sent", incident=ev.incident, kind=kind,
+                             target=ev.data["symptom"]["target"], reason=way)
                 continue
             with self._phase(ev.incident, "alert", kind=kind) as span:  # the receivers' spans join it
                 tp = traceparent_of(span) if span is not None else None

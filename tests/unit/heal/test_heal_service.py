@@ -418,3 +418,57 @@ async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(
     await svc.cycle(ctx, kernel, kernel)  # the first observation keeps it
     assert svc.knowledge.memory.reattached == {"eth0": restored}
     await store.close()
+
+
+class LineKernel(Kernel):
+    """The same node on a line: the node behind A is heard through eth0 only."""
+
+    async def originators(self, meshif):
+        return [o for o in await super().originators(meshif) if o.flag_best]
+
+
+class Alerter:
+    """What the service asks of its alert sender (x0tta/heal/alerts.py), recording the alerts."""
+
+    def __init__(self) -> None:
+        from x0tta.heal.core.alert import Board
+
+        self.raised: list[str] = []
+        self.board = Board(hold_max=10.0)
+        self.rejects: dict = {}
+        self.relayed = 0
+
+    async def ensure(self, now):
+        pass
+
+    def raise_alert(self, kind, now, traceparent=None):
+        self.raised.append(kind)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(("kernel", "alerted"), [(Kernel, ["silent_loss"]), (LineKernel, [])], ids=["ring", "line"])
+async def test_a_silent_link_alerts_the_mesh_unless_it_is_the_only_way(tmp_path, kernel, alerted):
+    """The alert makes every node forward its OGMs unaggregated so the far end's reach the mesh
+    around the dead link; on a line there is no around, so it is not sent (and said why)."""
+    from x0tta.heal.store import AsyncStore
+
+    heal = HealSettings(probe_enabled=False, silent_loss_raise_after=0.0, suspect_run=0)
+    ctx = StandaloneContext(AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal), name="heal",
+                            state_dir=tmp_path, log=Log())
+    k, clock = kernel(), ManualClock()
+    svc = HealService(heal, overrides=k.overrides, clock=clock)
+    svc.settings = heal
+    store = AsyncStore(tmp_path / "heal.sqlite3")
+    await svc._start(ctx, store, k, k)
+    svc.prober, svc.alerter = Prober(k, clock), Alerter()
+    await svc.cycle(ctx, k, k)
+    k.lossy = True
+    await svc.cycle(ctx, k, k)
+    assert svc.alerter.raised == alerted
+    skipped = [kw for ev, kw in ctx.log.lines if ev == "heal_alert_not_sent"]
+    assert bool(skipped) == (not alerted), skipped
+    if skipped:
+        assert "another router" in skipped[0]["reason"] and skipped[0]["kind"] == "silent_loss"
+    await store.close()

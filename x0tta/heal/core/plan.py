@@ -264,26 +264,36 @@ def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
 def no_way_round(tune: tuple[Action, str], target: str, obs: Observation, steered: frozenset[str],
                  moved_off: frozenset[str] = frozenset()) -> tuple[Action, str]:
     """Refuse faster OGMs for a failing link (``link:IF/PEER``) that is the only way to what it
-    carries: nobody can route around it, and the faster OGMs only empty its TQ window sooner -
-    batman-adv's window is 64 OGMs, which 50 ms OGMs pass in 3 s where 1 s OGMs lose five, so the
-    link's quality starts from zero when the loss ends (the chaos benchmark's line: silent loss
-    5.20 s p95 against 5.16 s alone). Judged per neighbour, not per interface: on a radio, the
-    other neighbours on the same interface are ways round. A link down is not refused here: there
-    the faster OGMs carry the news of the carrier coming back."""
+    carries (:func:`only_way_via`): nobody can route around it, and the faster OGMs only empty its
+    TQ window sooner - batman-adv's window is 64 OGMs, which 50 ms OGMs pass in 3 s where 1 s OGMs
+    lose five, so the link's quality starts from zero when the loss ends (the chaos benchmark's
+    line: silent loss 5.20 s p95 against 5.16 s alone). A link down is not refused here: there the
+    faster OGMs carry the news of the carrier coming back."""
     action, why = tune
     if why:
         return tune
-    peer = target.split("/", 1)[1] if "/" in target else ""
+    way = only_way_via(target, obs, steered, moved_off)
+    return action, (f"{way}: faster OGMs would help no one route around the link" if way else "")
+
+
+def only_way_via(target: str, obs: Observation, steered: frozenset[str] = frozenset(),
+                 moved_off: frozenset[str] = frozenset()) -> str:
+    """Why the link ``link:IF/PEER`` is the only way to everything it carries ("" when it is not,
+    when it carries nothing, or for a target without a neighbour). Judged per neighbour, not per
+    interface: on a radio, the other neighbours on the same interface are ways round. Carried:
+    routed through PEER now, moved off it since the fault began (``moved_off``), or heard through
+    it with a quality above zero; another way: an entry through another neighbour, on an interface
+    that is not steered off or silent (``steered``), with a quality above zero."""
+    peer = target.split("/", 1)[1] if target.startswith("link:") and "/" in target else ""
     routes = (*obs.originators, *obs.other_routes)
     served = {o.orig for o in obs.originators if o.router == peer}
     if not peer or not served:
-        return tune
+        return ""
     through = served | moved_off | {o.orig for o in routes if o.router == peer and _live(o)}
     around = {o.orig for o in routes if o.router != peer and o.hardif not in steered and _live(o)}
     if through & around:
-        return tune
-    return action, (f"no originator {peer} carried ({', '.join(sorted(served | moved_off)[:3])}) has another "
-                    f"router: faster OGMs would help no one route around the link")
+        return ""
+    return f"no originator {peer} carried ({', '.join(sorted(served | moved_off)[:3])}) has another router"
 
 
 def _live(o: Originator) -> bool:
