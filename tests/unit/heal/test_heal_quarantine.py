@@ -38,11 +38,29 @@ def test_a_high_threat_about_a_neighbour_quarantines_it_once_and_the_incident_cl
         assert not d
     [rec] = k.records.values()
     assert rec.state == State.EFFECTIVE
-    # the threat is over (its frames are dropped): the incident closes, the quarantine stays the guard's
+    # the threat is over (its frames are dropped): the incident closes at once - the guard's look
+    # and detection window are the threat's hysteresis - and the quarantine stays the guard's
     k, d, ev = ring.run(k, replace(ring.obs(4.0), quarantined=quarantined), 4.0)
-    t = 4.0 + settings.clear_after
-    k, d, ev = ring.run(k, replace(ring.obs(t), quarantined=quarantined), t)
     assert not d and "incident_closed" in [e.name for e in ev] and not k.incidents
+
+
+def test_a_neighbour_an_operator_released_is_not_quarantined_again_by_the_incident(settings, ring):
+    """The operator's release takes the MAC out of the guard's quarantine and out of its active
+    threats (for one detection window): the open incident must not take the missing quarantine
+    for a failed one and quarantine again (the attack lab saw it 1.5 s after a release)."""
+    k = loop.initial(settings, "t")
+    k, d, _ = ring.run(k, replace(ring.obs(0.0), threats=(flood(ring.A),)), 0.0)
+    assert [x.action.kind for x in d] == [ActionKind.QUARANTINE]
+    quarantined = frozenset({ring.A})
+    t = settings.verify_after + 0.1
+    k, d, _ = ring.run(k, replace(ring.obs(t), threats=(flood(ring.A),), quarantined=quarantined), t)
+    assert not d
+    end = t + settings.retry_after + settings.clear_after + 2.0
+    while t < end:  # released: neither quarantined nor a threat now, every cycle past a retry
+        t += 0.5
+        k, d, ev = ring.run(k, ring.obs(t), t)
+        assert not d, d
+    assert not k.incidents
 
 
 def test_a_quarantine_the_guard_did_not_take_is_not_effective(settings, ring):

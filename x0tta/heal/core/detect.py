@@ -452,6 +452,11 @@ def timings(kind: str, s: HealSettings, ev: Evidence) -> tuple[float, float]:
         return 0.0, s.flap_window
     if kind == SymptomKind.MESH_ALERT:
         return 0.0, 0.0  # the alert's own hold is the hysteresis
+    if kind == SymptomKind.THREAT:
+        # the guard's hysteresis is its own: a finding lasts its detection window and the active
+        # threats are those of its last look. A threat gone from them is over - or an operator
+        # released the neighbour, which a held-over symptom would quarantine again at once
+        return 0.0, 0.0
     return 0.0, s.clear_after
 
 
