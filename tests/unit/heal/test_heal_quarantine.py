@@ -58,7 +58,7 @@ def test_a_neighbour_an_operator_released_is_not_quarantined_again_by_the_incide
     end = t + settings.retry_after + settings.clear_after + 2.0
     while t < end:  # released: neither quarantined nor a threat now, every cycle past a retry
         t += 0.5
-        k, d, ev = ring.run(k, ring.obs(t), t)
+        k, d, _ = ring.run(k, ring.obs(t), t)
         assert not d, d
     assert not k.incidents
 
