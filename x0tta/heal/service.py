@@ -74,7 +74,7 @@ from x0tta.heal.core.model import (
     ThreatSeen,
     evidence,
 )
-from x0tta.heal.core.plan import UNDO, mesh_values, only_way_via
+from x0tta.heal.core.plan import UNDO, carried, mesh_values, only_way_via
 from x0tta.heal.core.strain import Strain
 from x0tta.heal.core.verify import effect
 from x0tta.heal.datagrams import HOST, Datagrams
@@ -599,7 +599,12 @@ class HealService(Subsystem):
             kind = ev.data["symptom"]["kind"]
             if kind not in ALERT_ON:
                 continue
-            way = only_way_via(ev.data["symptom"]["target"], obs)
+            sym = ev.data["symptom"]
+            hardif = str(sym["target"]).split(":", 1)[-1].split("/", 1)[0]
+            # what moved off the link since the fault began was carried by it (the others often
+            # move before the loss is confirmed): the same judgement as the plan's
+            moved = carried(hardif, k.memory.moved_off, float(sym.get("onset") or 0.0))
+            way = only_way_via(sym["target"], obs, moved_off=moved)
             if way:
                 ctx.log.info("heal_alert_not_sent", incident=ev.incident, kind=kind,
                              target=ev.data["symptom"]["target"], reason=way)

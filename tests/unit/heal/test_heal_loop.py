@@ -581,7 +581,7 @@ def test_the_reattach_guard_outlives_a_restart(settings, ring):
     assert loop.remember_reattached(loop.initial(settings, "new"), records, late).memory.reattached == {}
     unread = [{**steer, "undo_applied": None},
               {**steer, "action": {**steer["action"], "params": {**steer["action"]["params"], "method": "penalty"}}},
-              {"id": "x"}]
+              {"id": "x"}, {**steer, "undo_applied": "yesterday"}, {**steer, "action": "steer_off"}]
     assert loop.remember_reattached(loop.initial(settings, "new"), unread, now).memory.reattached == {}
 
 

@@ -186,3 +186,24 @@ def test_a_radio_neighbour_with_others_on_the_same_interface_is_not_the_only_way
     k, _, _ = run(k, radio(ring.obs(0.0, interval=1000, alt_route=False)), 0.0)
     k, d, _ = run(k, radio(ring.obs(0.15, lost_run=1, loss=0.05, interval=1000, alt_route=False)), 0.15)
     assert kinds(d) == [ActionKind.TUNE_ORIG_INTERVAL], d
+
+
+def test_a_confirmed_silent_loss_on_a_radio_still_gets_faster_ogms_through_the_other_neighbours(s, ring):
+    """The silent link's own interface holds the other neighbours too: the steer-off is refused
+    (it would take them all), but they are ways round, so the faster OGMs are taken. Only the
+    silent neighbour itself is left out of the ways round, not its whole interface."""
+    from x0tta.heal.core.model import Neighbour, Originator
+
+    other = "02:00:00:00:0c:01"
+
+    def radio(obs):
+        hardifs = tuple(h for h in obs.hardifs if h.name == "eth0")
+        neighbours = (*(n for n in obs.neighbours if n.hardif == "eth0"), Neighbour(other, "eth0", tq=240))
+        return replace(obs, hardifs=hardifs, neighbours=neighbours,
+                       originators=tuple(o for o in obs.originators if o.hardif == "eth0"),
+                       other_routes=(Originator(ring.BEHIND_A, other, "eth0", tq=120),))
+
+    k = loop.initial(replace(s, suspect_run=0, silent_loss_raise_after=0.0), "t")
+    k, _, _ = run(k, radio(ring.obs(0.0, interval=1000, alt_route=False)), 0.0)
+    k, d, _ = run(k, radio(ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False)), 0.3)
+    assert kinds(d) == [ActionKind.TUNE_ORIG_INTERVAL], [i.notes for i in k.incidents.values()]

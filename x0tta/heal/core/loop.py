@@ -403,11 +403,13 @@ def remember_reattached(k: Knowledge, records: Iterable[Mapping[str, Any]], now:
     for data in records:
         try:
             rec = record_from_json(data)
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # noqa: S112 - any record the store cannot give back whole is skipped (a pure core: no log)
             continue
         a, t = rec.action, rec.undo_applied
         hardif = a.param("hardif")
-        if a.kind != ActionKind.STEER_OFF or a.param("method") != "detach" or not hardif or t is None:
+        if a.kind != ActionKind.STEER_OFF or a.param("method") != "detach" or not hardif:
+            continue
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
             continue
         if 0.0 <= now - t < guard and t > seen.get(hardif, float("-inf")):
             seen[hardif] = t

@@ -107,6 +107,12 @@ def score(action: Action, symptom: str, stats: Stats, s: HealSettings) -> float:
     return rate / (action.cost * (1.0 + 0.1 * action.blast_radius))
 
 
+def _link_of(target: str) -> tuple[str, str]:
+    """``link:eth1/aa:..`` -> ``("eth1", "aa:..")``."""
+    hardif, _, peer = target.split(":", 1)[1].partition("/")
+    return hardif, peer
+
+
 def _hardif_of(target: str) -> str:
     """``link:eth1/aa:..`` or ``hardif:eth1`` -> ``eth1``."""
     return target.split(":", 1)[1].split("/", 1)[0]
@@ -262,7 +268,8 @@ def tune_orig_interval(obs: Observation, s: HealSettings) -> tuple[Action, str]:
 
 
 def no_way_round(tune: tuple[Action, str], target: str, obs: Observation, steered: frozenset[str],
-                 moved_off: frozenset[str] = frozenset()) -> tuple[Action, str]:
+                 moved_off: frozenset[str] = frozenset(),
+                 silent: frozenset[tuple[str, str]] = frozenset()) -> tuple[Action, str]:
     """Refuse faster OGMs for a failing link (``link:IF/PEER``) that is the only way to what it
     carries (:func:`only_way_via`): nobody can route around it, and the faster OGMs only empty its
     TQ window sooner - batman-adv's window is 64 OGMs, which 50 ms OGMs pass in 3 s where 1 s OGMs
@@ -272,25 +279,28 @@ def no_way_round(tune: tuple[Action, str], target: str, obs: Observation, steere
     action, why = tune
     if why:
         return tune
-    way = only_way_via(target, obs, steered, moved_off)
+    way = only_way_via(target, obs, steered, moved_off, silent)
     return action, (f"{way}: faster OGMs would help no one route around the link" if way else "")
 
 
 def only_way_via(target: str, obs: Observation, steered: frozenset[str] = frozenset(),
-                 moved_off: frozenset[str] = frozenset()) -> str:
+                 moved_off: frozenset[str] = frozenset(), silent: frozenset[tuple[str, str]] = frozenset()) -> str:
     """Why the link ``link:IF/PEER`` is the only way to everything it carries ("" when it is not,
     when it carries nothing, or for a target without a neighbour). Judged per neighbour, not per
     interface: on a radio, the other neighbours on the same interface are ways round. Carried:
     routed through PEER now, moved off it since the fault began (``moved_off``), or heard through
-    it with a quality above zero; another way: an entry through another neighbour, on an interface
-    that is not steered off or silent (``steered``), with a quality above zero."""
-    peer = target.split("/", 1)[1] if target.startswith("link:") and "/" in target else ""
+    it with a quality above zero; another way: an entry through another neighbour, with a quality
+    above zero, on an interface not steered off (``steered``) and not through a neighbour whose
+    link is silent too (``silent``: (interface, neighbour) pairs)."""
+    peer = _link_of(target)[1].lower() if target.startswith("link:") and "/" in target else ""
     routes = (*obs.originators, *obs.other_routes)
-    served = {o.orig for o in obs.originators if o.router == peer}
+    served = {o.orig for o in obs.originators if o.router.lower() == peer}
     if not peer or not served:
         return ""
-    through = served | moved_off | {o.orig for o in routes if o.router == peer and _live(o)}
-    around = {o.orig for o in routes if o.router != peer and o.hardif not in steered and _live(o)}
+    through = served | moved_off | {o.orig for o in routes if o.router.lower() == peer and _live(o)}
+    quiet = {(h, m.lower()) for h, m in silent}
+    around = {o.orig for o in routes if o.router.lower() != peer and o.hardif not in steered
+              and (o.hardif, o.router.lower()) not in quiet and _live(o)}
     if through & around:
         return ""
     return f"no originator {peer} carried ({', '.join(sorted(served | moved_off)[:3])}) has another router"
@@ -353,8 +363,10 @@ def candidates(
     the hard interface its best route left, and when (:func:`carried`)."""
     raw: list[tuple[Action, str]] = []
     kind = sym.kind
-    # a link confirmed silent is no way round for another steer-off either
-    steered = steered | {_hardif_of(t) for t in lossy_links}
+    # a link confirmed silent is no way round either: for a steer-off, its whole interface; for
+    # the faster OGMs (judged per neighbour), that neighbour on it
+    silent = frozenset(_link_of(t) for t in lossy_links if t.startswith("link:"))
+    in_effect, steered = steered, steered | {_hardif_of(t) for t in lossy_links}
     if kind == SymptomKind.SILENT_LOSS:
         hardif = _hardif_of(sym.target)
         partial = int(dict(sym.evidence).get("lost_run", 0)) < s.silent_loss_run
@@ -376,8 +388,8 @@ def candidates(
             # is it for a link just attached again, which a detach would keep out (reattach_guard)
             raw.append(steer_off(hardif, obs, s, "penalty", steered, carries=partial, moved_off=moved))
         if all(reason for _a, reason in raw):  # no steer-off: the faster OGMs alone still shorten
-            raw.append(no_way_round(tune_orig_interval(obs, s), sym.target, obs, steered, moved))  # the others'
-            # reconvergence, where they have another way
+            raw.append(no_way_round(tune_orig_interval(obs, s), sym.target, obs, in_effect, moved,
+                                    silent))  # the others' reconvergence, where they have another way
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered, attached_ago=(attached_ago or {}).get(hardif))
@@ -394,7 +406,7 @@ def candidates(
             why = "flapping: steer_off takes the link out, with faster OGMs as its companion"
         raw.append((tune, why))
     elif kind == SymptomKind.LINK_SUSPECT:
-        raw.append(no_way_round(tune_orig_interval(obs, s), sym.target, obs, steered))
+        raw.append(no_way_round(tune_orig_interval(obs, s), sym.target, obs, in_effect, silent=silent))
     elif kind == SymptomKind.MESH_ALERT:
         raw.append(pause_aggregation(obs, s))
     elif kind == SymptomKind.LINK_DEGRADED:
