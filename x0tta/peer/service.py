@@ -231,7 +231,13 @@ class Link:
         delay = svc.settings.reconnect_min_delay
         session: PeerSession | None = None
         up_since = 0.0
+        quick = 0  # sessions in a row that closed soon after they came up
         not_before = 0.0  # no re-authentication before (after one that gained nothing)
+
+        def failed(error: str) -> None:
+            if error != self.last_error:
+                svc.log.info("peer_connect_failed", address=self.address, error=error, retry_in=delay)
+            self.last_error = error
 
         async def back_off() -> None:
             nonlocal delay
@@ -242,23 +248,26 @@ class Link:
             if session is None or session.closed.is_set():
                 self.current = None
                 if session is not None:
-                    if clock.monotonic() - up_since < svc.settings.reconnect_max_delay:
+                    lived = clock.monotonic() - up_since
+                    if lived < svc.settings.reconnect_max_delay:
                         # closed soon after it came up: the peer refused it after the handshake (it
                         # quarantined or revoked us) or keeps dropping it. Redialling at once would
                         # run PQ handshakes in a loop on both nodes (the attack lab saw 20 a second
-                        # between two nodes that had quarantined each other): count it as a failure
+                        # between two nodes that had quarantined each other): a failed dial
+                        quick += 1
+                        failed(f"session closed {lived:.1f} s after it came up ({session.close_reason or 'closed'})")
                         await back_off()
                     else:  # a session that held: its loss is news, redial at once
-                        delay = svc.settings.reconnect_min_delay
+                        quick, delay = 0, svc.settings.reconnect_min_delay
                 try:
                     session = await svc.open_session(self.host, self.port, resume=True)
                 except (HandshakeFailed, SessionClosed, TlsClosed) as exc:
-                    if str(exc) != self.last_error:
-                        svc.log.info("peer_connect_failed", address=self.address, error=str(exc), retry_in=delay)
-                    self.last_error = str(exc)
+                    failed(str(exc))
                     session = None
                     await back_off()
                     continue
+                if not quick:  # a dial that worked after failed ones; not after a run of refusals
+                    delay = svc.settings.reconnect_min_delay
                 up_since = clock.monotonic()
                 self.last_error = ""
                 self.current = session
@@ -286,6 +295,7 @@ class Link:
                     await session.close("peer_svid_expired")
                 continue
             old, session = session, new
+            up_since = clock.monotonic()
             same_peer = new.peer.serial == old.peer.serial
             if same_peer and new.stream.credentials.svid.leaf == old.stream.credentials.svid.leaf:
                 # Nothing newer on either side yet (the peer has not rotated): look again shortly,

@@ -188,12 +188,16 @@ async def test_a_quarantined_peer_is_sent_away_and_refused():
             await until(lambda: [c.up for c in changes] == [True, False, True])
 
 
-async def test_a_link_refused_after_every_handshake_backs_off_instead_of_redialling_in_a_loop():
+async def test_a_link_refused_after_every_handshake_backs_off_instead_of_redialling_in_a_loop(monkeypatch):
     """A peer that completes the handshake and then refuses the session (it quarantined or revoked
     us) closes each one at once. The link counts that as a failed attempt and waits its backoff
     before the next dial: redialling at once ran PQ handshakes in a loop, 20 a second between two
-    lab nodes that had quarantined each other. On the manual clock: no second dial until the test
-    moves time past the first delay, the delays double, and a session that held resets them."""
+    lab nodes that had quarantined each other. On the manual clock, without jitter: the link
+    sleeps 1 s, then 2 s, then 4 s between refused sessions, dials nothing before the test moves
+    time, and redials at once when a session that held for longer than the backoff's cap drops."""
+    import x0tta.peer.service as peer_service
+
+    monkeypatch.setattr(peer_service.random, "uniform", lambda a, b: 1.0)
     ca = TestCA("mesh.test")
     b = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/b"))))
     refusing = {"on": True}
@@ -204,31 +208,37 @@ async def test_a_link_refused_after_every_handshake_backs_off_instead_of_rediall
         def refusals() -> float:
             return sample(ctx_b, "x0tta_peer_sessions_closed_total", reason="quarantined")
 
-        def backing_off(at_least: float) -> bool:  # the link's redial sleep is waiting
-            return any(left >= at_least for left in clock.pending())
-
         a = PeerService(StaticIdentity(ca.credentials(ca.issue(path="/node/a"))), clock=clock)
         ctx_a = FakeContext(settings(0, [f"127.0.0.1:{b.port}"], reconnect_min_delay=1.0, reconnect_max_delay=8.0),
                             node_id="a")
         async with running(a, ctx_a):
+            link = None
+
+            def sleeping(seconds: float) -> bool:  # the link is down and its redial sleep waits
+                return (link is not None and link.current is None
+                        and any(abs(left - seconds) < 1e-6 for left in clock.pending()))
+
             await until(lambda: refusals() == 1)
             link = next(iter(a.links.values()))
-            await until(lambda: backing_off(0.8))  # a link redialling at once never sleeps that long
-            assert refusals() == 1
-            await clock.pass_time(0.7)
-            assert refusals() == 1  # not before the first delay (1 s, jitter 0.8-1.2)
-            await clock.pass_time(0.6)
-            await until(lambda: refusals() == 2)
-            await until(lambda: backing_off(1.6))
-            await clock.pass_time(1.5)
-            assert refusals() == 2  # the second delay (1.6-2.4 s) is twice the first
-            await clock.pass_time(1.0)
-            await until(lambda: refusals() == 3)
-            refusing["on"] = False  # released: the next dial holds
-            await until(lambda: backing_off(3.2))
-            await clock.pass_time(5.0)
+            for n, delay in ((1, 1.0), (2, 2.0), (3, 4.0)):
+                await until(lambda delay=delay: sleeping(delay))
+                assert refusals() == n  # nothing dialled while the clock stands
+                await clock.pass_time(delay - 0.1)
+                assert refusals() == n and link.current is None  # not before the delay
+                if n == 3:
+                    refusing["on"] = False  # released: the next dial holds
+                await clock.pass_time(0.1)
+                await until(lambda n=n: refusals() == n + 1 or link.current is not None)
             await until(lambda: link.current is not None)
-            assert refusals() == 3
+            assert refusals() == 3 and "after it came up" not in link.last_error
+            # a session that held longer than the cap drops: redialled at once, no sleep first
+            await clock.pass_time(9.0, step=1.0)
+            held = link.current
+            assert held is not None and not held.closed.is_set()
+            first = next(iter(b.inbound))
+            await b.send_away(first, "drained")  # the clock stands: a link that slept first never dials
+            await until(lambda: any(s is not first for s in b.inbound))
+            await until(lambda: link.current is not None and link.current is not held)
 
 
 async def test_a_peer_revoked_mid_session_goes_down_as_revoked():
