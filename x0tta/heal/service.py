@@ -74,7 +74,7 @@ from x0tta.heal.core.model import (
     ThreatSeen,
     evidence,
 )
-from x0tta.heal.core.plan import UNDO, carried, mesh_values, only_way_via
+from x0tta.heal.core.plan import UNDO, mesh_values, only_way_since
 from x0tta.heal.core.strain import Strain
 from x0tta.heal.core.verify import effect
 from x0tta.heal.datagrams import HOST, Datagrams
@@ -599,22 +599,17 @@ class HealService(Subsystem):
             kind = ev.data["symptom"]["kind"]
             if kind not in ALERT_ON:
                 continue
-            sym = ev.data["symptom"]
-            hardif = str(sym["target"]).split(":", 1)[-1].split("/", 1)[0]
-            # what moved off the link since the fault began was carried by it (the others often
-            # move before the loss is confirmed): the same judgement as the plan's
-            moved = carried(hardif, k.memory.moved_off, float(sym.get("onset") or 0.0))
-            way = only_way_via(sym["target"], obs, moved_off=moved)
+            target = ev.data["symptom"]["target"]
+            way = only_way_since(target, obs, k.memory.moved_off, float(ev.data["symptom"].get("onset") or 0.0))
             if way:
-                ctx.log.info("heal_alert_not_sent", incident=ev.incident, kind=kind,
-                             target=ev.data["symptom"]["target"], reason=way)
+                ctx.log.info("heal_alert_not_sent", incident=ev.incident, kind=kind, target=target, reason=way)
                 continue
             with self._phase(ev.incident, "alert", kind=kind) as span:  # the receivers' spans join it
                 tp = traceparent_of(span) if span is not None else None
                 alert = self.alerter.raise_alert(kind, self.clock.monotonic(), traceparent=tp)
                 if span is not None:
                     span.set_attribute("heal.alert.sent", alert is not None)
-                ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=ev.data["symptom"]["target"],
+                ctx.log.info("heal_alert_sent", incident=ev.incident, kind=kind, target=target,
                              seq=alert.seq if alert else None, sent=alert is not None)
             if alert is not None:
                 self._wake.set()  # this node hears its own alert too

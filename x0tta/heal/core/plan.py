@@ -306,6 +306,14 @@ def only_way_via(target: str, obs: Observation, steered: frozenset[str] = frozen
     return f"no originator {peer} carried ({', '.join(sorted(served | moved_off)[:3])}) has another router"
 
 
+def only_way_since(target: str, obs: Observation, moved_off: Mapping[str, tuple[str, float]], onset: float) -> str:
+    """:func:`only_way_via` for a failing link whose fault began at ``onset``: what moved off its
+    interface since then (:func:`carried`) counts as carried by it, as the plan counts it."""
+    if not target.startswith("link:"):
+        return ""
+    return only_way_via(target, obs, moved_off=carried(_hardif_of(target), moved_off, onset))
+
+
 def _live(o: Originator) -> bool:
     return (o.tq or 0) > 0 or (o.throughput or 0) > 0
 
