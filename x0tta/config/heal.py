@@ -163,6 +163,13 @@ class HealSettings:
         10.0, doc="The longest hold this node grants an alert it hears, whatever the alert asks.",
         min=0.1, max=600.0, unit="s",
     )
+    alert_fast_ogms: bool = setting(
+        True,
+        doc="While an alert heard holds, this node also sends its own OGMs every "
+        "unstable_orig_interval (within its load budget, not while strained): the nodes whose routes "
+        "to it ran through the failed link move them off only as fast as its OGMs reach them the "
+        "other way - and a detach of a link that still works one way cuts that way at once.",
+    )
     # --- Analyze: thresholds and hysteresis ------------------------------------------------------
     silent_loss_run: int = setting(
         3,

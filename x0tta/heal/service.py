@@ -407,7 +407,7 @@ class HealService(Subsystem):
                     "liveness probes and mesh alerts carry no tag (no node identity and peer sessions to key "
                     "them, and [heal] probe_key_file is empty): anyone on a mesh link can fake or hide loss on "
                     "that link (the loop steers traffic, never admits anyone) or make the nodes forward OGMs "
-                    "unaggregated for alert_hold_max",
+                    "unaggregated and send their own faster for alert_hold_max",
                 ))
         if self.strain.strained:
             out.append(HEAL_STRAINED(

@@ -9,6 +9,7 @@ import pytest
 from x0tta.config.heal import HealSettings
 from x0tta.heal.core import alert as al
 from x0tta.heal.core import loop
+from x0tta.heal.core.budget import LoadUse
 from x0tta.heal.core.loop import Result, settle, step
 from x0tta.heal.core.model import ActionKind, AlertHeard
 
@@ -142,23 +143,42 @@ def run(k, obs, now):
     return k, decisions
 
 
-def test_an_alert_pauses_aggregation_until_it_expires_and_a_new_alert_is_not_a_failed_restore(ring):
+def test_an_alert_pauses_aggregation_and_speeds_this_nodes_ogms_until_it_expires(ring):
+    """The pause forwards the others' OGMs at once; the companion sends this node's own every
+    unstable_orig_interval, so routes towards it through the failed link move off in a few of
+    them. Both end with the alert's hold, and a new alert is not a failed restore."""
     s = HealSettings()
     k = loop.initial(s, "t")
     heard = (AlertHeard(ORIGIN, "silent_loss"),)
     calm = replace(ring.obs(0.0, interval=1000), aggregation=True)
     k, d = run(k, replace(calm, at=0.0, alerts=heard), 0.0)
-    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION]
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION, ActionKind.TUNE_ORIG_INTERVAL]
     assert d[0].action.param("previous") is True and not d[0].action.disruptive
-    paused = replace(calm, aggregation=False, alerts=heard)
+    assert d[1].action.param("interval_ms") == s.unstable_orig_interval and d[1].action.param("previous_ms") == 1000
+    assert k.records[d[1].id].companion and d[1].incident == d[0].incident
+    paused = replace(calm, aggregation=False, orig_interval_ms=s.unstable_orig_interval, alerts=heard)
     k, d = run(k, paused, 1.1)  # verified
-    assert not d and any(r.state.value == "effective" for r in k.records.values())
+    assert not d and sum(r.state.value == "effective" for r in k.records.values()) == 2
     k, d = run(k, replace(paused, alerts=()), 3.0)  # the alert's hold ended
-    assert [x.action.kind for x in d] == [ActionKind.RESUME_AGGREGATION]
+    assert sorted(x.action.kind.value for x in d) == ["restore_orig_interval", "resume_aggregation"]
+    assert [x.action.param("previous_ms") for x in d if x.action.kind == ActionKind.RESTORE_ORIG_INTERVAL] == [1000]
     # another alert within restore_verify_after: news from elsewhere, the restore did not fail
     k, d = run(k, replace(calm, alerts=heard), 4.0)
-    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION]
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION, ActionKind.TUNE_ORIG_INTERVAL]
     assert all(r.undo_state is None or r.undo_state.value != "failed" for r in k.records.values())
+
+
+@pytest.mark.parametrize("why", ["turned_off", "strained", "budget_spent", "already_fast"])
+def test_an_alert_pauses_aggregation_without_the_faster_ogms_when_they_are_not_to_be_had(ring, why):
+    s = HealSettings(alert_fast_ogms=why != "turned_off")
+    k = loop.initial(s, "t")
+    heard = (AlertHeard(ORIGIN, "link_down"),)
+    obs = replace(ring.obs(0.0, interval=50 if why == "already_fast" else 1000), aggregation=True, alerts=heard,
+                  strained=why == "strained")
+    if why == "budget_spent":
+        k = replace(k, load={ActionKind.TUNE_ORIG_INTERVAL: LoadUse(((-s.load_budget, 0.0),))})
+    k, d = run(k, obs, 0.0)
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION], why
 
 
 def test_no_pause_when_aggregation_is_already_off_or_unknown(ring):
@@ -175,13 +195,15 @@ def test_route_flapping_keeps_the_faster_ogms_but_not_the_paused_aggregation(rin
     heard = (AlertHeard(ORIGIN, "silent_loss"),)
     calm = replace(ring.obs(0.0, interval=1000), aggregation=True)
     k, d = run(k, replace(calm, alerts=heard), 0.0)
-    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION]
+    assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION, ActionKind.TUNE_ORIG_INTERVAL]
     t, kinds = 0.0, set()
     for i in range(1, 2 * s.flap_count + 2):  # routes flap while the alert holds
         t = 0.2 * i
-        k, d = run(k, ring.flapping(replace(calm, at=t, aggregation=False, alerts=heard), i), t)
+        k, d = run(k, ring.flapping(replace(calm, at=t, aggregation=False, alerts=heard,
+                                               orig_interval_ms=s.unstable_orig_interval), i), t)
         kinds |= {x.action.kind for x in d}
-    assert ActionKind.TUNE_ORIG_INTERVAL in kinds, kinds
+    # the alert's faster OGMs serve the flapping too
+    assert not kinds & {ActionKind.TUNE_ORIG_INTERVAL, ActionKind.RESTORE_ORIG_INTERVAL}, kinds
     # the alert's hold ends while the routes still flap: aggregation resumes, the faster OGMs stay
     done = []
     for j in range(5):

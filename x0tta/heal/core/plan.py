@@ -36,7 +36,9 @@ Policies (symptom -> candidates):
 * ``subsystem_unhealthy`` -> ``restart_subsystem`` (never the heal subsystem itself).
 * ``mesh_alert`` -> ``pause_aggregation``: forward OGMs at once instead of holding each up to
   100 ms for aggregation, while another node's far end needs its OGMs to reach the mesh around a
-  dead link (undone when the alert's hold ends).
+  dead link (undone when the alert's hold ends); with faster OGMs of this node as its companion
+  (``alert_fast_ogms``, see :func:`~x0tta.heal.core.loop._companion`), so the routes towards it
+  that ran through the dead link move off it too.
 * ``threat`` -> ``quarantine`` the neighbour for ``quarantine_ttl`` through the guard (out of its
   admitted MACs, its peer sessions refused), unless it is quarantined already. The guard refuses a
   quarantine beyond its ``quarantine_share`` of the neighbours, or of a MAC the config admits (the
