@@ -600,7 +600,8 @@ def guard_observer(shared: Mapping[str, Subsystem], handshakes: deque[Any] | Non
       program denied, first and last heard (CLOCK_MONOTONIC, as ``now``); the flows;
     * the mesh subsystem's last dump: GET_ORIGINATORS as routes, GET_GATEWAYS (bandwidth in
       batman-adv's 100 kbit/s units, made kbit/s), and GET_NEIGHBORS' throughput (BATMAN_V: this
-      node's own estimate of each link) as the measured side of each link;
+      node's own estimate of each link) as the measured side of each link; its configured hop
+      penalty;
     * the handshakes recorded since the last call (:func:`handshake_recorder`), taken out of
       ``handshakes``.
 
@@ -634,8 +635,12 @@ def guard_observer(shared: Mapping[str, Subsystem], handshakes: deque[Any] | Non
         taken: list[Any] = []
         while handshakes:
             taken.append(handshakes.popleft())
+        # the hop penalty this node keeps batman-adv at ([mesh] hop_penalty, reconciled), taken as
+        # the fleet's: a forwarded OGM shows it (the inflated-TQ check)
+        penalty = getattr(getattr(shared.get("mesh"), "settings", None), "hop_penalty", None)
         return Observation(now, heard=tuple(heard), routes=tuple(routes), links=tuple(links),
-                           gateways=tuple(gateways), flows=tuple(flows), handshakes=tuple(taken))
+                           gateways=tuple(gateways), flows=tuple(flows), handshakes=tuple(taken),
+                           hop_penalty=penalty if isinstance(penalty, int) else None)
 
     return observe
 

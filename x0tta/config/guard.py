@@ -133,6 +133,25 @@ class DetectSettings:
         min=0.0,
         max=1.0,
     )
+    forward_penalty_min: int = setting(
+        8,
+        doc="BATMAN_IV: the smallest mesh hop_penalty (of 255) at which a route through a neighbour "
+        "at the link's own TQ is told from a forwarded one: every node that forwards an OGM takes "
+        "hop_penalty off its TQ, so an originator the neighbour only forwards for shows at least "
+        "that much less than the neighbour itself; a claim above the midpoint, for more than the "
+        "neighbour's own primary originator, is an inflated TQ. With a smaller penalty (batman-adv's "
+        "default is 30) the check is off.",
+        min=1,
+        max=255,
+    )
+    forward_link_tq_min: int = setting(
+        64,
+        doc="BATMAN_IV: the link TQ (the neighbour's own interface entry) below which the "
+        "unforwarded-route check is not made: on a link that poor a hop penalty is lost in the "
+        "rounding of batman-adv's TQ arithmetic.",
+        min=0,
+        max=255,
+    )
     link_throughput_factor: float = setting(
         2.0,
         doc="How many times a route's BATMAN_V throughput may exceed this node's own estimate of "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -304,6 +305,42 @@ def test_noisy_honest_links_and_unmeasured_ones_are_not_flagged() -> None:
                                Route(mac(7), A, "wlan0", throughput=60_000)),
                        links=(LinkMeasure("wlan0", A, delivery=0.7, throughput=40_000),))]
     assert inflated_link_metric(obs, S, 10.0) == []
+
+
+P2, P4, P5, N1 = mac(0x200), mac(0x400), mac(0x500), mac(0x100)
+
+
+def ring_routes(*extra: Route) -> tuple[Route, ...]:
+    """n3's originator table in a BATMAN_IV ring at hop penalty 30: through n2 (interface MAC R,
+    primary P2) and n4 (A, primary P4), each neighbour's own entries at the link's TQ and what it
+    forwards at most (255 - 30) / 255 of it."""
+    return (Route(R, R, "to-n2", tq=250), Route(P2, R, "to-n2", tq=249), Route(N1, R, "to-n2", tq=220),
+            Route(P5, R, "to-n2", tq=194), Route(A, A, "to-n4", tq=252), Route(P4, A, "to-n4", tq=251),
+            Route(P5, A, "to-n4", tq=222), *extra)
+
+
+def test_an_originator_through_a_neighbour_at_the_links_own_tq_is_an_inflated_claim() -> None:
+    honest = [Observation(10.0, routes=ring_routes(), hop_penalty=30)]
+    assert inflated_link_metric(honest, S, 10.0) == []
+    # n2 sends n5's OGMs with TQ 255, as if it were one hop from n5: n3 takes them at n2's link TQ
+    lied = [Observation(10.0, routes=(*ring_routes()[:3], Route(P5, R, "to-n2", tq=250), *ring_routes()[4:]),
+                        hop_penalty=30)]
+    [f] = inflated_link_metric(lied, S, 10.0)
+    assert f.macs == (R,) and f.interface == "to-n2" and f.originator == P5
+    assert {c["orig"] for c in f.evidence["worst"]} == {P5, P2}  # the neighbour's own primary beside it
+    assert f.evidence["worst"][0] == {"orig": P5, "tq": 250, "link_tq": 250, "hop_penalty": 30}
+
+
+@pytest.mark.parametrize("case", ["penalty_unknown", "penalty_too_small", "poor_link", "forward_at_the_bound"])
+def test_the_unforwarded_check_keeps_quiet_where_it_cannot_tell(case: str) -> None:
+    routes = ring_routes(Route(mac(0x600), R, "to-n2", tq=249))  # a second claim at the link's TQ
+    penalty: int | None = {"penalty_unknown": None, "penalty_too_small": S.forward_penalty_min - 1}.get(case, 30)
+    if case == "poor_link":
+        routes = tuple(Route(r.orig, r.neigh, r.interface, tq=r.tq // 5) for r in routes)
+    if case == "forward_at_the_bound":  # every honest forward, rounded up, stays below the midpoint
+        routes = tuple(r for r in ring_routes() if r.neigh == R) + tuple(
+            Route(mac(0x700 + t), R, "to-n2", tq=-(-t * 225 // 255)) for t in range(64, 256))
+    assert inflated_link_metric([Observation(10.0, routes=routes, hop_penalty=penalty)], S, 10.0) == [], case
 
 
 # -- gateway bandwidth ----------------------------------------------------------------------------

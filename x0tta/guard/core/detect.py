@@ -33,8 +33,10 @@ signature                     observation                                       
 .. [#] batman-adv's netlink tables carry no sequence numbers: the eBPF program reads them from the
    OGMs it receives into the guard's ``ogms`` map, two streams per originator
    (:mod:`x0tta.guard.core.ogm`), which the guard reads at each look.
-.. [#] BATMAN_V: batman-adv's own throughput estimate of the link (GET_NEIGHBORS). BATMAN_IV's
-   TQ needs the heal probes' delivery ratio (``LinkMeasure.delivery``), not handed over yet.
+.. [#] BATMAN_V: batman-adv's own throughput estimate of the link (GET_NEIGHBORS). BATMAN_IV: the
+   TQ of the neighbour's own interface entry, against which a forwarded originator must show the
+   mesh's hop penalty (``Observation.hop_penalty``); the heal probes' delivery ratio
+   (``LinkMeasure.delivery``) is not handed over yet.
 """
 
 from __future__ import annotations
@@ -202,6 +204,9 @@ class Observation:
     handshakes: tuple[Handshake, ...] = ()
     ogms: tuple[Ogm, ...] = ()
     enforcing: bool = False
+    # the TQ penalty per hop the mesh's nodes apply when they forward an OGM (batman-adv's
+    # hop_penalty, the same on every node of a fleet; None or 0: not known, or none)
+    hop_penalty: int | None = None
     # originators this node knew before this observation, within originator_memory (kept by the
     # caller, which sees more than the window)
     familiar: frozenset[str] = frozenset()
@@ -474,20 +479,58 @@ def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: 
     return out
 
 
+def _unforwarded(cur: Observation, s: DetectSettings) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """BATMAN_IV routes through a neighbour that no forward has penalized: per (interface,
+    neighbour), the originators other than the neighbour's own interface entry whose TQ is above
+    the midpoint between the link's TQ (that entry) and what one forward can carry.
+
+    batman-adv computes every route through a neighbour the same way - the TQ in the OGM times
+    this node's view of the link - and every node that forwards an OGM first takes its hop
+    penalty off that TQ. So a route to an originator the neighbour forwarded for is at most
+    ``(255 - hop_penalty) / 255`` of the link's TQ; only the neighbour's own OGMs (its interface
+    entry, and its primary interface's originator when that is another MAC) come at the link's
+    full TQ. More than one such originator is a claim of a path without a hop: the first one of
+    them is allowed for the neighbour's primary."""
+    p = cur.hop_penalty or 0
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if p < s.forward_penalty_min:
+        return out  # a penalty too small to tell a forward from an origin by
+    link = {(r.interface, _norm(r.neigh)): r.tq for r in cur.routes
+            if r.tq is not None and _norm(r.orig) == _norm(r.neigh)}
+    claims: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in cur.routes:
+        key = (r.interface, _norm(r.neigh))
+        tq = link.get(key)
+        if r.tq is None or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
+            continue
+        if r.tq * 255 * 2 > tq * (2 * 255 - p):  # above link * (255 - p/2) / 255
+            claims[key].append({"orig": _norm(r.orig), "tq": r.tq, "link_tq": tq, "hop_penalty": p})
+    for key, found in claims.items():
+        if len(found) > 1:
+            out[key] = sorted(found, key=lambda c: (-c["tq"], c["orig"]))
+    return out
+
+
 def inflated_link_metric(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
     """Routes through a neighbour that claim more than this node measures on the link to it: a path
     is never better than its first hop. BATMAN_IV: TQ/255 above the measured delivery ratio plus
-    ``link_tq_margin``; BATMAN_V: throughput above ``link_throughput_factor`` times this node's
-    estimate. One finding per neighbour, with its worst routes."""
+    ``link_tq_margin``, or more than one originator through it at the link's own TQ, as if no node
+    had forwarded their OGMs (:func:`_unforwarded`); BATMAN_V: throughput above
+    ``link_throughput_factor`` times this node's estimate. One finding per neighbour, with its
+    worst routes."""
     cur = _current(observations, now)
     if cur is None:
         return []
     measured = {(m.interface, _norm(m.mac)): m for m in cur.links}
     bad: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for key, found in _unforwarded(cur, s).items():
+        bad[key].extend(found)
     for r in cur.routes:
         m = measured.get((r.interface, _norm(r.neigh)))
         if m is None:
             continue
+        if any(c["orig"] == _norm(r.orig) for c in bad.get((r.interface, _norm(r.neigh)), ())):
+            continue  # already claimed unforwarded
         if r.tq is not None and m.delivery is not None and r.tq / 255 > min(m.delivery, 1.0) + s.link_tq_margin:
             bad[(r.interface, _norm(r.neigh))].append(
                 {"orig": _norm(r.orig), "tq": r.tq, "measured_delivery": round(m.delivery, 4)})

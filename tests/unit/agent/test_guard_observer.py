@@ -1,0 +1,34 @@
+"""The guard's view of the mesh, as the composition root assembles it from the other subsystems."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from x0tta.agent.wiring import guard_observer
+from x0tta.config.guard import DetectSettings
+from x0tta.config.mesh import MeshSettings
+from x0tta.guard.core.detect import inflated_link_metric
+from x0tta.mesh.core.batadv import Originator
+from x0tta.mesh.service import Observation as MeshObservation
+
+R, P2, P5 = "02:ba:00:02:00:02", "02:ba:02:02:00:00", "02:ba:02:05:00:00"
+
+
+def mesh(penalty: int, n5_tq: int) -> SimpleNamespace:
+    origs = [Originator(R, R, 3, 10, "to-n2", tq=250), Originator(P2, R, 3, 10, "to-n2", True, tq=249),
+             Originator(P5, R, 3, 10, "to-n2", tq=n5_tq)]
+    return SimpleNamespace(settings=MeshSettings(hop_penalty=penalty),
+                           last_observation=MeshObservation(at=1.0, originators=origs, neighbors=[], gateways=[]))
+
+
+def test_the_routes_come_with_the_meshs_hop_penalty_and_an_unforwarded_claim_is_found() -> None:
+    seen = guard_observer({"mesh": mesh(30, 250)})(5.0)
+    assert seen.hop_penalty == 30 and len(seen.routes) == 3
+    [f] = inflated_link_metric([seen], DetectSettings(), 5.0)
+    assert f.originator == P5 and f.macs == (R,)
+    # n2 forwarding n5's OGMs as an honest node does: the penalty is there
+    assert inflated_link_metric([guard_observer({"mesh": mesh(30, 220)})(5.0)], DetectSettings(), 5.0) == []
+
+
+def test_without_a_mesh_subsystem_the_penalty_is_unknown() -> None:
+    assert guard_observer({})(5.0).hop_penalty is None
