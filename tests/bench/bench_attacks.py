@@ -51,7 +51,7 @@ CHECKS = ROOT / "tests" / "lab" / "attack_checks.py"
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 ATTACKER, VICTIM, TARGET = "n2", "n3", "n5"
 SETTLE_S = {"rogue_node": 15.0}  # after the attack's check returned (the rogue's 45 s run is in the check)
-DEFAULT_SETTLE_S = 25.0  # a guard look every 5 s, the heal loop's answer after it
+DEFAULT_SETTLE_S = 25.0  # a guard look every 2 s, the heal loop's answer after it
 GOAL_S = 5.0
 
 
