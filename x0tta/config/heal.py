@@ -165,10 +165,10 @@ class HealSettings:
     )
     alert_fast_ogms: bool = setting(
         True,
-        doc="While an alert heard holds, this node also sends its own OGMs every "
-        "unstable_orig_interval (within its load budget, not while strained): the nodes whose routes "
-        "to it ran through the failed link move them off only as fast as its OGMs reach them the "
-        "other way - and a detach of a link that still works one way cuts that way at once.",
+        doc="While a keyed alert heard holds, this node also sends its own OGMs every "
+        "unstable_orig_interval (within the first half of its load budget, not while strained): the "
+        "nodes whose routes to it ran through the failed link move them off only as fast as its OGMs "
+        "reach them the other way - and a detach of a link that still works one way cuts that way at once.",
     )
     # --- Analyze: thresholds and hysteresis ------------------------------------------------------
     silent_loss_run: int = setting(

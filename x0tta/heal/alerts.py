@@ -90,6 +90,12 @@ class Alerter:
         self._next_open = 0.0
         self._logged: dict[str, float] = {}
 
+    @property
+    def keyed(self) -> bool:
+        """Whether the alerts this node takes are authenticated: hop by hop under its sessions'
+        keys, or flooded under the shared key (unkeyed ones are refused either way)."""
+        return self.hop_by_hop or self.key is not None
+
     async def ensure(self, now: float) -> bool:
         """Open the socket if it is not open yet (and not tried within RETRY_OPEN)."""
         if self.sock is not None:

@@ -407,7 +407,7 @@ class HealService(Subsystem):
                     "liveness probes and mesh alerts carry no tag (no node identity and peer sessions to key "
                     "them, and [heal] probe_key_file is empty): anyone on a mesh link can fake or hide loss on "
                     "that link (the loop steers traffic, never admits anyone) or make the nodes forward OGMs "
-                    "unaggregated and send their own faster for alert_hold_max",
+                    "unaggregated for alert_hold_max",
                 ))
         if self.strain.strained:
             out.append(HEAL_STRAINED(
@@ -487,7 +487,8 @@ class HealService(Subsystem):
             orig_interval_ms=info.orig_interval,
             gw_mode=GW_MODES.get(info.gw_mode) if info.gw_mode is not None else None,
             aggregation=info.aggregated_ogms_enabled,
-            alerts=tuple(AlertHeard(h.origin, h.kind) for h in self.alerter.board.active(mono))
+            alerts=tuple(AlertHeard(h.origin, h.kind, self.alerter.keyed or h.origin == self.alerter.origin)
+                         for h in self.alerter.board.active(mono))
             if self.alerter is not None else (),
             strained=self.strain.strained,
             node_busy=self.strain.node_busy,

@@ -168,17 +168,65 @@ def test_an_alert_pauses_aggregation_and_speeds_this_nodes_ogms_until_it_expires
     assert all(r.undo_state is None or r.undo_state.value != "failed" for r in k.records.values())
 
 
-@pytest.mark.parametrize("why", ["turned_off", "strained", "budget_spent", "already_fast"])
+@pytest.mark.parametrize("why", ["turned_off", "strained", "budget_spent", "half_budget", "unkeyed", "already_fast"])
 def test_an_alert_pauses_aggregation_without_the_faster_ogms_when_they_are_not_to_be_had(ring, why):
+    """Not for an alert whose tag nobody checked (a forger could spend the budget this node's own
+    steer-offs need), nor past half the budget (kept for this node's own faults)."""
     s = HealSettings(alert_fast_ogms=why != "turned_off")
     k = loop.initial(s, "t")
-    heard = (AlertHeard(ORIGIN, "link_down"),)
+    heard = (AlertHeard(ORIGIN, "link_down", keyed=why != "unkeyed"),)
     obs = replace(ring.obs(0.0, interval=50 if why == "already_fast" else 1000), aggregation=True, alerts=heard,
                   strained=why == "strained")
-    if why == "budget_spent":
-        k = replace(k, load={ActionKind.TUNE_ORIG_INTERVAL: LoadUse(((-s.load_budget, 0.0),))})
-    k, d = run(k, obs, 0.0)
+    used = {"budget_spent": s.load_budget, "half_budget": 0.6 * s.load_budget}.get(why)
+    if used is not None:
+        k = replace(k, load={ActionKind.TUNE_ORIG_INTERVAL: LoadUse(((-used, 0.0),))})
+    k, d = step(k, obs, 0.0)
     assert [x.action.kind for x in d] == [ActionKind.PAUSE_AGGREGATION], why
+    refused = [e.data["reason"] for e in k.events if e.name == "load_budget" and e.data["op"] == "refused"]
+    assert bool(refused) == (used is not None), (why, refused)
+
+
+def _holding(k, kind):
+    return any(r.action.kind == kind and r.holds and r.undo_state is None for r in k.records.values())
+
+
+def test_the_faster_ogms_of_a_cleared_suspect_stay_while_an_alert_holds(ring):
+    """The alert found them in force (its pause took no companion): the suspect clearing must not
+    give them back before the alert's hold is over."""
+    s = HealSettings()
+    k = loop.initial(s, "t")
+    k, d, _ = ring.run(k, replace(ring.obs(0.15, lost_run=1, loss=0.05, interval=1000), aggregation=True), 0.15)
+    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL]
+    heard, log = (AlertHeard(ORIGIN, "silent_loss"),), []
+    for i in range(1, 100):
+        t = round(0.15 + 0.2 * i, 3)
+        alerts = heard if 1.0 <= t <= 12.0 else ()
+        fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
+        o = replace(ring.obs(t, interval=s.unstable_orig_interval if fast else 1000),
+                    aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION), alerts=alerts)
+        k, d, _ = ring.run(k, o, t)
+        log += [(t, x.action.kind, bool(alerts)) for x in d]
+    restores = [(t, during) for t, kind, during in log if kind == ActionKind.RESTORE_ORIG_INTERVAL]
+    assert restores and not any(during for _, during in restores), log
+
+
+def test_a_steer_off_goes_when_the_alerts_faster_ogms_it_relied_on_run_out_of_budget(ring):
+    """The alert's companion was in force when this node's own link failed, so the steer-off took
+    none of its own; when the budget takes the alert's back, the steer-off goes with them."""
+    s = HealSettings(load_budget=8.0, load_budget_window=60.0)
+    k = loop.initial(s, "t")
+    heard, t, both = (AlertHeard(ORIGIN, "silent_loss"),), 0.0, False
+    for i in range(80):
+        t = round(0.2 * i, 3)
+        lost = 3 if t >= 1.0 else 0
+        fast, steered = _holding(k, ActionKind.TUNE_ORIG_INTERVAL), _holding(k, ActionKind.STEER_OFF)
+        both |= fast and steered
+        o = replace(ring.obs(t, lost_run=lost, loss=0.5 if lost else 0.0, interval=50 if fast else 1000,
+                             eth0_attached=not steered),
+                    aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION), alerts=heard)
+        k, _d, _ = ring.run(k, o, t)
+        assert not (_holding(k, ActionKind.STEER_OFF) and not _holding(k, ActionKind.TUNE_ORIG_INTERVAL)), t
+    assert both  # the steer-off did happen, on the alert's faster OGMs
 
 
 def test_no_pause_when_aggregation_is_already_off_or_unknown(ring):

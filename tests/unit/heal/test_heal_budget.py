@@ -224,7 +224,9 @@ def test_paused_aggregation_has_its_own_budget_and_a_dry_run_only_records_the_un
             k = loop.settle(k, [loop.Result(x.id, "dry_run") for x in d], t)
         t = round(t + 0.1, 3)
     assert [x.action.kind for x in decided] == [PAUSE]  # a dry run's undo is only recorded
-    (at, undone), *refused = seen
+    # the alert's faster OGMs are refused with the reason: their budget is spent
+    assert next(e.data["kind"] for _, e in seen if e.data["op"] == "refused") == "tune_orig_interval"
+    (at, undone), *refused = [(t, e) for t, e in seen if e.data["kind"] == "pause_aggregation"]
     assert undone.data["op"] == "undone" and undone.data["kind"] == "pause_aggregation" and 15.0 <= at < 15.15
     assert refused and {e.data["op"] for _, e in refused} == {"refused"}
     rec = k.records[undone.data["id"]]

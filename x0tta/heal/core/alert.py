@@ -35,10 +35,10 @@ Authentication, two ways, as for the liveness probes:
 * **A shared key** (version 1, flag bit 0; ``[heal] probe_key_file``): flooded over ``bat0`` with a
   16-byte HMAC-SHA256 tag. A receiver with a key drops untagged or badly tagged alerts.
 
-Without either, a forged alert can only make nodes forward OGMs without aggregating them, and send
-their own faster, for ``alert_hold_max`` (within their load budget). A replayed alert changes
-nothing: the board remembers the newest ``seq`` of every origin it tracks, also after the alert's
-hold ran out.
+Without either, a forged alert can only make nodes forward OGMs without aggregating them for
+``alert_hold_max`` (an unkeyed alert never moves a node's own OGM interval). A replayed alert
+changes nothing: the board remembers the newest ``seq`` of every origin it tracks, also after the
+alert's hold ran out.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from x0tta.heal.core.budget import LOAD_RAISING, by_budget, rebuilt, refusal, spent
+from x0tta.heal.core.budget import LOAD_RAISING, by_budget, rebuilt, refusal, reserved, spent
 from x0tta.heal.core.detect import Key, Memory, analyze, carrier_down, hysteresis
 from x0tta.heal.core.model import (
     Action,
@@ -48,7 +48,7 @@ from x0tta.heal.core.model import (
     SymptomKind,
     evidence,
 )
-from x0tta.heal.core.plan import UNDO, candidates, tune_orig_interval
+from x0tta.heal.core.plan import UNDO, alert_wants_fast_ogms, candidates, tune_orig_interval
 from x0tta.heal.core.records import (
     HealStateError,
     Incident,
@@ -218,7 +218,7 @@ def _companion_of(st: Scratch, sym: Symptom, chosen: Action, obs: Observation, h
     s = st.k.settings
     steer = chosen.kind == ActionKind.STEER_OFF and sym.kind in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN)
     alert = (chosen.kind == ActionKind.PAUSE_AGGREGATION and sym.kind == SymptomKind.MESH_ALERT
-             and s.alert_fast_ogms and not obs.strained)
+             and alert_wants_fast_ogms(obs, s))
     if not (steer or alert):
         return None, ""
     if "tune_orig_interval" in s.disabled_actions:
@@ -228,7 +228,10 @@ def _companion_of(st: Scratch, sym: Symptom, chosen: Action, obs: Observation, h
     action, why = tune_orig_interval(obs, s)
     if why:
         return None, ""
-    return action, refusal(action.kind, action.verify_after, load_spent.get(action.kind, 0.0), s)
+    used = load_spent.get(action.kind, 0.0)
+    why = refusal(action.kind, action.verify_after, used, s)
+    return action, why or (reserved(action.kind, used, s) if alert else "")
+
 
 
 def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen_id: str, chosen: Action, obs: Observation,
@@ -250,6 +253,8 @@ def _companion(st: Scratch, inc: Incident, sym: Symptom, chosen_id: str, chosen:
     s = st.k.settings
     action, why = _companion_of(st, sym, chosen, obs, holding, load_spent)
     if action is None or why:
+        if why:  # the alert's pause goes without its faster OGMs: say why the interval stays
+            st.event("load_budget", inc.id, op="refused", kind=ActionKind.TUNE_ORIG_INTERVAL.value, reason=why)
         return None
     rid = st.next_id("a")
     reasons = (

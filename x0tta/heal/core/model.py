@@ -107,6 +107,9 @@ class AlertHeard:
 
     origin: str
     kind: str
+    # its tag verified (a session's or the shared key), or this node's own: only such an alert
+    # moves this node's OGM interval (an unkeyed one could spend the budget its own faults need)
+    keyed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

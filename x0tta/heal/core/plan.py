@@ -320,6 +320,13 @@ def _live(o: Originator) -> bool:
     return (o.tq or 0) > 0 or (o.throughput or 0) > 0
 
 
+def alert_wants_fast_ogms(obs: Observation, s: HealSettings) -> bool:
+    """Whether the mesh alerts in force ask this node for faster OGMs (the pause's companion):
+    ``alert_fast_ogms`` on, one of them keyed (a forged alert must not spend the budget this
+    node's own faults need), and this agent not short of CPU."""
+    return s.alert_fast_ogms and not obs.strained and any(a.keyed for a in obs.alerts)
+
+
 def pause_aggregation(obs: Observation, s: HealSettings) -> tuple[Action, str]:
     action = Action(
         kind=ActionKind.PAUSE_AGGREGATION,

@@ -170,7 +170,7 @@ class Record:
     undo_reason: str = ""
     baseline: tuple[tuple[str, Any], ...] = ()
     reapplied: int = 0  # times applied again because someone else undid it
-    companion: bool = False  # faster OGMs taken together with a steer-off (shown in the record)
+    companion: bool = False  # faster OGMs taken together with a steer-off or an alert's pause (shown in the record)
 
     @property
     def phase(self) -> Phase:

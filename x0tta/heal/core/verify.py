@@ -26,7 +26,7 @@ from x0tta.config.heal import HealSettings
 from x0tta.heal.core.budget import overrun, spent
 from x0tta.heal.core.detect import Key
 from x0tta.heal.core.model import Action, ActionKind, Decision, Observation, Op, Symptom, SymptomKind
-from x0tta.heal.core.plan import UNDO, _hardif_of
+from x0tta.heal.core.plan import UNDO, _hardif_of, alert_wants_fast_ogms
 from x0tta.heal.core.records import Incident, IncidentEvent, Record, RecordEvent, Scratch, State, Undo, transition
 
 
@@ -252,15 +252,19 @@ _FAST_OGMS = (SymptomKind.PARTITION, SymptomKind.ROUTE_FLAPPING, SymptomKind.LIN
 _NO_AGGREGATION = (SymptomKind.MESH_ALERT, SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN)
 
 
-def _needed_by(action: Action, active: Iterable[Key]) -> list[Key]:
-    """Active symptoms whose remedy would use ``action``'s target (so it is not restored under them)."""
+def _needed_by(action: Action, active: Iterable[Key], alert_fast: bool = False) -> list[Key]:
+    """Active symptoms whose remedy would use ``action``'s target (so it is not restored under them).
+    ``alert_fast``: the mesh alerts in force ask for faster OGMs (:func:`~.plan.alert_wants_fast_ogms`)."""
     target = action.target
     if target.startswith("hardif:"):
         hardif = _hardif_of(target)
         return [k for k in active if k[0] in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN,
                                               SymptomKind.LINK_DEGRADED) and _hardif_of(k[1]) == hardif]
     if target == "mesh":
-        kinds = _NO_AGGREGATION if action.kind == ActionKind.PAUSE_AGGREGATION else _FAST_OGMS
+        if action.kind == ActionKind.PAUSE_AGGREGATION:
+            kinds: tuple[SymptomKind, ...] = _NO_AGGREGATION
+        else:
+            kinds = (*_FAST_OGMS, SymptomKind.MESH_ALERT) if alert_fast else _FAST_OGMS
         return [k for k in active if k[0] in kinds]
     return []
 
@@ -287,9 +291,11 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             with st.atomic(rec.incident):
                 st.records[rid] = _undo_decision(st, rec, Op.RESTORE, why, RecordEvent.OVER_BUDGET)
                 st.event("load_budget", rec.incident, op="undone", id=rid, kind=rec.action.kind.value, reason=why)
-                if rec.companion:  # a steer-off never stays without its faster OGMs (see loop._plan)
+                if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL:
+                    # a steer-off never stays without its faster OGMs (see loop._plan), whichever
+                    # incident's record holds them: the node has one interval
                     for sid, other in list(st.records.items()):
-                        if (other.incident == rec.incident and other.action.kind == ActionKind.STEER_OFF
+                        if (other.action.kind == ActionKind.STEER_OFF
                                 and other.undo_state is None and other.state in (State.EFFECTIVE, State.DRY_RUN)):
                             taken = f"{why} (for its companion, faster OGMs)"
                             st.records[sid] = _undo_decision(st, other, Op.RESTORE, taken, RecordEvent.OVER_BUDGET)
@@ -301,7 +307,7 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             continue  # give a resumed incident's symptom the time to show again
         if rec.symptom in active:
             continue
-        others = _needed_by(rec.action, active)
+        others = _needed_by(rec.action, active, alert_wants_fast_ogms(obs, s))
         if others:
             _hand_over(st, rid, rec, others)
             continue
