@@ -635,14 +635,23 @@ def guard_observer(shared: Mapping[str, Subsystem], handshakes: deque[Any] | Non
         taken: list[Any] = []
         while handshakes:
             taken.append(handshakes.popleft())
-        # the hop penalty this node keeps batman-adv at ([mesh] hop_penalty, reconciled), taken as
-        # the fleet's: a forwarded OGM shows it (the inflated-TQ check)
-        penalty = getattr(getattr(shared.get("mesh"), "settings", None), "hop_penalty", None)
         return Observation(now, heard=tuple(heard), routes=tuple(routes), links=tuple(links),
                            gateways=tuple(gateways), flows=tuple(flows), handshakes=tuple(taken),
-                           hop_penalty=penalty if isinstance(penalty, int) else None)
+                           hop_penalty=_hop_penalty(shared.get("mesh")))
 
     return observe
+
+
+def _hop_penalty(mesh: Any) -> int | None:
+    """The hop penalty this node keeps batman-adv at - an operator's held value, else ``[mesh]
+    hop_penalty`` - taken as the fleet's: a forwarded OGM shows it (the inflated-TQ check). None
+    where the mesh subsystem does not manage batman-adv's settings (nobody knows the value)."""
+    settings = getattr(mesh, "settings", None)
+    if settings is None or not getattr(settings, "manage", False):
+        return None
+    held = (getattr(mesh, "operator", None) or {}).get("mesh") or {}
+    value = held.get("hop_penalty", settings.hop_penalty)
+    return value if isinstance(value, int) else None
 
 
 def _kbit(units: int | None) -> int | None:

@@ -146,6 +146,16 @@ class DetectSettings:
         min=1,
         max=255,
     )
+    forward_hold: float = setting(
+        10.0,
+        doc="BATMAN_IV: the unforwarded-route check compares with the link's highest TQ of this "
+        "many seconds (batman-adv averages each entry over its last five OGMs: on a link losing "
+        "quality the neighbour's own entry falls before the forwarded ones), and asks for the "
+        "claim in two looks in a row.",
+        min=0.0,
+        max=600.0,
+        unit="s",
+    )
     forward_link_tq_min: int = setting(
         64,
         doc="BATMAN_IV: the link TQ (the neighbour's own interface entry) below which the "

@@ -319,13 +319,17 @@ def ring_routes(*extra: Route) -> tuple[Route, ...]:
             Route(P5, A, "to-n4", tq=222), *extra)
 
 
+def looks(routes: tuple[Route, ...], penalty: int | None = 30,
+          at: tuple[float, ...] = (8.0, 10.0)) -> list[Observation]:
+    return [Observation(t, routes=routes, hop_penalty=penalty) for t in at]
+
+
 def test_an_originator_through_a_neighbour_at_the_links_own_tq_is_an_inflated_claim() -> None:
-    honest = [Observation(10.0, routes=ring_routes(), hop_penalty=30)]
-    assert inflated_link_metric(honest, S, 10.0) == []
+    assert inflated_link_metric(looks(ring_routes()), S, 10.0) == []
     # n2 sends n5's OGMs with TQ 255, as if it were one hop from n5: n3 takes them at n2's link TQ
-    lied = [Observation(10.0, routes=(*ring_routes()[:3], Route(P5, R, "to-n2", tq=250), *ring_routes()[4:]),
-                        hop_penalty=30)]
-    [f] = inflated_link_metric(lied, S, 10.0)
+    lied = (*ring_routes()[:3], Route(P5, R, "to-n2", tq=250), *ring_routes()[4:])
+    assert inflated_link_metric(looks(lied, at=(10.0,)), S, 10.0) == []  # one look is not yet a claim
+    [f] = inflated_link_metric(looks(lied), S, 10.0)
     assert f.macs == (R,) and f.interface == "to-n2" and f.originator == P5
     assert {c["orig"] for c in f.evidence["worst"]} == {P5, P2}  # the neighbour's own primary beside it
     assert f.evidence["worst"][0] == {"orig": P5, "tq": 250, "link_tq": 250, "hop_penalty": 30}
@@ -340,7 +344,17 @@ def test_the_unforwarded_check_keeps_quiet_where_it_cannot_tell(case: str) -> No
     if case == "forward_at_the_bound":  # every honest forward, rounded up, stays below the midpoint
         routes = tuple(r for r in ring_routes() if r.neigh == R) + tuple(
             Route(mac(0x700 + t), R, "to-n2", tq=-(-t * 225 // 255)) for t in range(64, 256))
-    assert inflated_link_metric([Observation(10.0, routes=routes, hop_penalty=penalty)], S, 10.0) == [], case
+    assert inflated_link_metric(looks(routes, penalty), S, 10.0) == [], case
+
+
+def test_a_link_losing_quality_is_not_read_as_inflated_claims() -> None:
+    """The neighbour's own entry refreshes at its OGM interval (heal may have made it 50 ms) and
+    falls before the forwarded entries, which still average older, better OGMs."""
+    def at(link: int) -> tuple[Route, ...]:
+        return (Route(R, R, "to-n2", tq=link), Route(P2, R, "to-n2", tq=link), Route(N1, R, "to-n2", tq=220),
+                Route(P5, R, "to-n2", tq=215))
+    obs = [Observation(t, routes=at(link), hop_penalty=30) for t, link in ((6.0, 250), (8.0, 235), (10.0, 215))]
+    assert inflated_link_metric(obs, S, 10.0) == []
 
 
 # -- gateway bandwidth ----------------------------------------------------------------------------

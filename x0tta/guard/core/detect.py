@@ -479,36 +479,51 @@ def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: 
     return out
 
 
-def _unforwarded(cur: Observation, s: DetectSettings) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """BATMAN_IV routes through a neighbour that no forward has penalized: per (interface,
-    neighbour), the originators other than the neighbour's own interface entry whose TQ is above
-    the midpoint between the link's TQ (that entry) and what one forward can carry.
+def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: float
+                 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """BATMAN_IV routes through a neighbour that no forward has penalized, in the current look and
+    the one before it: per (interface, neighbour), the originators other than the neighbour's own
+    interface entry whose TQ is above the midpoint between the link's TQ (that entry's highest
+    within ``forward_hold``) and what one forward can carry.
 
     batman-adv computes every route through a neighbour the same way - the TQ in the OGM times
     this node's view of the link - and every node that forwards an OGM first takes its hop
     penalty off that TQ. So a route to an originator the neighbour forwarded for is at most
     ``(255 - hop_penalty) / 255`` of the link's TQ; only the neighbour's own OGMs (its interface
     entry, and its primary interface's originator when that is another MAC) come at the link's
-    full TQ. More than one such originator is a claim of a path without a hop: the first one of
-    them is allowed for the neighbour's primary."""
-    p = cur.hop_penalty or 0
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    if p < s.forward_penalty_min:
-        return out  # a penalty too small to tell a forward from an origin by
-    link = {(r.interface, _norm(r.neigh)): r.tq for r in cur.routes
-            if r.tq is not None and _norm(r.orig) == _norm(r.neigh)}
-    claims: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in cur.routes:
-        key = (r.interface, _norm(r.neigh))
-        tq = link.get(key)
-        if r.tq is None or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
-            continue
-        if r.tq * 255 * 2 > tq * (2 * 255 - p):  # above link * (255 - p/2) / 255
-            claims[key].append({"orig": _norm(r.orig), "tq": r.tq, "link_tq": tq, "hop_penalty": p})
-    for key, found in claims.items():
-        if len(found) > 1:
-            out[key] = sorted(found, key=lambda c: (-c["tq"], c["orig"]))
-    return out
+    full TQ. More than one such originator is a claim of a path without a hop: one of them is
+    allowed for the neighbour's primary.
+
+    Each entry is a mean of its last OGMs, and the link's entry refreshes at the neighbour's own
+    OGM interval while a forwarded one refreshes at its originator's: on a link losing quality
+    the link's entry falls first. Hence the link's highest TQ of the last ``forward_hold``, and
+    two looks in a row."""
+    recent = [o for o in observations if now - s.forward_hold <= o.at <= now]
+    if len(recent) < 2:
+        return {}
+    link: dict[tuple[str, str], int] = {}
+    for o in recent:
+        for r in o.routes:
+            if r.tq is not None and _norm(r.orig) == _norm(r.neigh):
+                key = (r.interface, _norm(r.neigh))
+                link[key] = max(link.get(key, 0), r.tq)
+
+    def claims(o: Observation) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        p = o.hop_penalty or 0
+        found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        if p < s.forward_penalty_min:
+            return found  # a penalty too small to tell a forward from an origin by
+        for r in o.routes:
+            key = (r.interface, _norm(r.neigh))
+            tq = link.get(key)
+            if r.tq is None or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
+                continue
+            if r.tq * 255 * 2 > tq * (2 * 255 - p):  # above link * (255 - p/2) / 255
+                found[key].append({"orig": _norm(r.orig), "tq": r.tq, "link_tq": tq, "hop_penalty": p})
+        return {k: v for k, v in found.items() if len(v) > 1}
+
+    now_claims, before = claims(recent[-1]), claims(recent[-2])
+    return {k: sorted(v, key=lambda c: (-c["tq"], c["orig"])) for k, v in now_claims.items() if k in before}
 
 
 def inflated_link_metric(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
@@ -523,7 +538,7 @@ def inflated_link_metric(observations: Sequence[Observation], s: DetectSettings,
         return []
     measured = {(m.interface, _norm(m.mac)): m for m in cur.links}
     bad: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for key, found in _unforwarded(cur, s).items():
+    for key, found in _unforwarded(observations, s, now).items():
         bad[key].extend(found)
     for r in cur.routes:
         m = measured.get((r.interface, _norm(r.neigh)))
