@@ -256,6 +256,8 @@ class Alerter:
                 self._refuse(exc.reason, str(addr[0]), str(exc), now)
                 continue
             self.received += 1
+            if alert.origin == self.origin:
+                continue  # ours (looped back), or someone else's in our name: this node's own are taken when raised
             self._take(alert, now)
 
     def _log_rejected(self, sender: str, why: str, now: float) -> None:

@@ -286,3 +286,64 @@ def test_the_faster_ogms_of_a_cleared_suspect_go_to_route_flapping_and_the_suspe
         k, d, _ = ring.run(k, ring.obs(t, interval=fast if not undone else 1000), t)
         undone += [x.action.kind for x in d]
     assert ActionKind.RESTORE_ORIG_INTERVAL in undone and not k.incidents
+
+
+def _alerted(ring, k, t, alerts, **obs):
+    fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
+    o = replace(ring.obs(t, interval=50 if fast else 1000, **obs),
+                aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION), alerts=alerts)
+    k, d, _ = ring.run(k, o, t)
+    return k, d
+
+
+def test_an_alerts_faster_ogms_end_at_half_the_budget_however_long_the_alerts_last(ring):
+    s = HealSettings(load_budget=20.0, load_budget_window=100.0)
+    k, restored = loop.initial(s, "t"), None
+    for i in range(100):
+        t = 0.5 * i
+        k, d = _alerted(ring, k, t, (AlertHeard(ORIGIN, "silent_loss"),))
+        if restored is None and any(x.action.kind == ActionKind.RESTORE_ORIG_INTERVAL for x in d):
+            restored = t
+    assert restored is not None and restored <= s.load_budget / 2 + 0.5, restored
+
+
+def test_an_unkeyed_alert_does_not_keep_the_faster_ogms_a_keyed_one_took(ring):
+    k = loop.initial(HealSettings(), "t")
+    own, forged = AlertHeard("02:00:00:00:00:01", "silent_loss"), AlertHeard(ORIGIN, "silent_loss", keyed=False)
+    for i in range(30):
+        t = 0.5 * i
+        k, _ = _alerted(ring, k, t, ((own,) if t < 3 else ()) + (forged,))
+    assert not _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
+    assert _holding(k, ActionKind.PAUSE_AGGREGATION)  # the pause is all an unkeyed alert gets
+
+
+def test_a_steer_off_never_outlives_the_faster_ogms_and_a_penalty_for_a_worse_link_does_not_rely_on_them(ring):
+    from x0tta.heal.core.model import Neighbour
+
+    s = HealSettings(load_budget=8.0, load_budget_window=60.0)
+    # a silent link steered off on an almost spent budget: it goes when the faster OGMs go
+    k, steered = loop.initial(s, "t"), False
+    for i in range(80):
+        t = round(0.2 * i, 3)
+        lost = 3 if t >= 7.2 else 0
+        k, _ = _alerted(ring, k, t, (AlertHeard(ORIGIN, "silent_loss"),), lost_run=lost,
+                        loss=0.5 if lost else 0.0, eth0_attached=not _holding(k, ActionKind.STEER_OFF))
+        steered |= _holding(k, ActionKind.STEER_OFF)
+        assert not (_holding(k, ActionKind.STEER_OFF) and not _holding(k, ActionKind.TUNE_ORIG_INTERVAL)), t
+    assert steered
+    # a degraded link's hop penalty took no faster OGMs: their budget running out leaves it be
+    k, log = loop.initial(s, "t"), []
+    for i in range(80):
+        t = round(0.2 * i, 3)
+        fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
+        o = ring.obs(t, interval=50 if fast else 1000)
+        if _holding(k, ActionKind.STEER_OFF):
+            away = ring.obs(t, eth0_attached=False)
+            o = replace(o, originators=away.originators, other_routes=away.other_routes)
+        weak = tuple(Neighbour(n.addr, n.hardif, tq=20) if n.hardif == "eth0" else n for n in o.neighbours)
+        o = replace(o, neighbours=weak, aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION),
+                    alerts=(AlertHeard(ORIGIN, "silent_loss"),) if t >= 6 else ())
+        k, d, _ = ring.run(k, o, t)
+        log += [x.action.kind for x in d]
+    assert ActionKind.STEER_OFF in log and ActionKind.RESTORE_HARDIF not in log, log
+

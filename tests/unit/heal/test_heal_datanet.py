@@ -220,6 +220,28 @@ async def test_a_flooded_alert_reaches_the_mesh_and_its_second_copy_covers_a_los
         a.close()
 
 
+async def test_an_unkeyed_alert_in_this_nodes_own_name_is_not_taken():
+    """Without keys anyone on the flood can send an alert; one that claims this node's own origin
+    (its MAC is in every alert it sends) would count as this node's own, and its sequence number
+    would shadow this node's next real alert. The node takes its own alerts when it raises them."""
+    clock = ManualClock()
+    net = FakeNet(clock)
+    net.connect("a/bat0", "x/bat0")
+    wakes = [0]
+    a = Alerter(Board(5.0), "bat0", APORT, 3.0, wake=lambda: wakes.__setitem__(0, wakes[0] + 1),
+                datagrams=net.node("a"), clock=clock)
+    assert await a.ensure(clock.monotonic()) and not a.keyed
+    flood = net.node("x").link("bat0", APORT)
+    flood.sendto(encode(Alert(a.origin, (a.seq + (1 << 30)) & 0xFFFFFFFF, "link_down", 3000)),
+                 (ALL_NODES, APORT, 0, flood.index))
+    await clock.pass_time(0.1, STEP)
+    assert not a.board.active(clock.monotonic()) and wakes == [0]
+    mine = a.raise_alert("silent_loss", clock.monotonic())  # its own next alert still goes out and holds
+    assert mine is not None and [h.origin for h in a.board.active(clock.monotonic())] == [a.origin]
+    flood.close()
+    a.close()
+
+
 async def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
     """A line A - B - C keyed by sessions: A's alert reaches C through B, re-tagged on each link;
     forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody."""

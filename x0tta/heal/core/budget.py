@@ -81,10 +81,11 @@ def refusal(kind: ActionKind, verify_after: float, used: float, s: HealSettings)
             f"(load_budget {s.load_budget:g} s, {verify_after:g} s needed to verify it)")
 
 
-def reserved(kind: ActionKind, used: float, s: HealSettings) -> str:
+def reserved(kind: ActionKind, used: float, s: HealSettings, verify_after: float = 0.0) -> str:
     """Why a remedy of ``kind`` asked for by another node (a mesh alert's faster OGMs) may not be
-    taken: half of the budget is kept for this node's own faults (``""``: it may)."""
-    if kind not in LOAD_RAISING or used <= s.load_budget / 2:
+    taken (with ``verify_after`` to run), or kept: half of the budget is kept for this node's own
+    faults (``""``: it may)."""
+    if kind not in LOAD_RAISING or used + verify_after <= s.load_budget / 2:
         return ""
     return (f"{_SPENT} for others: {kind.value} in force {used:.1f} s of the last {s.load_budget_window:g} s, "
             f"half of load_budget ({s.load_budget:g} s) is kept for this node's own faults")

@@ -224,13 +224,16 @@ def _companion_of(st: Scratch, sym: Symptom, chosen: Action, obs: Observation, h
     if "tune_orig_interval" in s.disabled_actions:
         return None, ""
     if any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL for r in holding):
-        return None, ""
+        # another record's faster OGMs serve: a steer-off still needs their budget to outlast its
+        # verification (they go over budget, it goes with them)
+        used = load_spent.get(ActionKind.TUNE_ORIG_INTERVAL, 0.0)
+        return None, refusal(ActionKind.TUNE_ORIG_INTERVAL, s.verify_after, used, s) if steer else ""
     action, why = tune_orig_interval(obs, s)
     if why:
         return None, ""
     used = load_spent.get(action.kind, 0.0)
     why = refusal(action.kind, action.verify_after, used, s)
-    return action, why or (reserved(action.kind, used, s) if alert else "")
+    return action, why or (reserved(action.kind, used, s, action.verify_after) if alert else "")
 
 
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from x0tta.config.heal import HealSettings
-from x0tta.heal.core.budget import overrun, spent
+from x0tta.heal.core.budget import overrun, reserved, spent
 from x0tta.heal.core.detect import Key
 from x0tta.heal.core.model import Action, ActionKind, Decision, Observation, Op, Symptom, SymptomKind
 from x0tta.heal.core.plan import UNDO, _hardif_of, alert_wants_fast_ogms
@@ -271,6 +271,11 @@ def _needed_by(action: Action, active: Iterable[Key], alert_fast: bool = False) 
 
 def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
     s = st.k.settings
+    tune_used = spent(st.k.load, ActionKind.TUNE_ORIG_INTERVAL, st.now, s)
+    # the mesh alerts in force ask for faster OGMs only within the half of the budget that is not
+    # kept for this node's own faults (budget.reserved)
+    for_others = reserved(ActionKind.TUNE_ORIG_INTERVAL, tune_used, s)
+    alert_fast = alert_wants_fast_ogms(obs, s) and not for_others
     for rid, rec in list(st.records.items()):
         if rec.action.kind not in UNDO:
             continue
@@ -292,22 +297,16 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
                 st.records[rid] = _undo_decision(st, rec, Op.RESTORE, why, RecordEvent.OVER_BUDGET)
                 st.event("load_budget", rec.incident, op="undone", id=rid, kind=rec.action.kind.value, reason=why)
                 if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL:
-                    # a steer-off never stays without its faster OGMs (see loop._plan), whichever
-                    # incident's record holds them: the node has one interval
-                    for sid, other in list(st.records.items()):
-                        if (other.action.kind == ActionKind.STEER_OFF
-                                and other.undo_state is None and other.state in (State.EFFECTIVE, State.DRY_RUN)):
-                            taken = f"{why} (for its companion, faster OGMs)"
-                            st.records[sid] = _undo_decision(st, other, Op.RESTORE, taken, RecordEvent.OVER_BUDGET)
-                            st.event("load_budget", rec.incident, op="undone", id=sid,
-                                     kind=other.action.kind.value, reason=taken)
+                    _take_back_steer_offs(st, rec.incident, why)
             continue
         inc = st.incidents.get(rec.incident)
         if inc is not None and inc.resumed is not None and st.now - inc.resumed < s.resume_grace:
             continue  # give a resumed incident's symptom the time to show again
-        if rec.symptom in active:
+        # an alert's faster OGMs are its own symptom's only while the alerts ask for them
+        alert_kept = rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and rec.symptom[0] == SymptomKind.MESH_ALERT
+        if rec.symptom in active and (alert_fast or not alert_kept):
             continue
-        others = _needed_by(rec.action, active, alert_wants_fast_ogms(obs, s))
+        others = _needed_by(rec.action, active, alert_fast)
         if others:
             _hand_over(st, rid, rec, others)
             continue
@@ -317,8 +316,38 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             steered_or_returning(r, obs, st.now, s) for r in st.records.values()
         ):
             continue
+        reason, event = "the symptom cleared", None
+        if rec.symptom in active:  # an alert's, no longer asking
+            reason = for_others or "the mesh alerts in force do not ask for faster OGMs (unkeyed, or strained)"
+            event = RecordEvent.OVER_BUDGET if for_others else None
         with st.atomic(rec.incident):
-            st.records[rid] = _undo_decision(st, rec, Op.RESTORE, "the symptom cleared")
+            st.records[rid] = _undo_decision(st, rec, Op.RESTORE, reason, event)
+            if event is not None:
+                st.event("load_budget", rec.incident, op="undone", id=rid, kind=rec.action.kind.value, reason=reason)
+    gone = overrun(ActionKind.TUNE_ORIG_INTERVAL, tune_used, s)
+    if gone and not any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.holds and r.undo_state is None
+                        for r in st.records.values()):
+        # a steer-off still being verified when its faster OGMs went over budget
+        first = next((r for r in st.records.values() if _relies_on_fast_ogms(r)), None)
+        if first is not None:
+            with st.atomic(first.incident):
+                _take_back_steer_offs(st, first.incident, gone)
+
+
+def _relies_on_fast_ogms(r: Record) -> bool:
+    """A steer-off of a failing link in force: it goes with this node's faster OGMs or not at all."""
+    return (r.action.kind == ActionKind.STEER_OFF and r.symptom[0] in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN)
+            and r.undo_state is None and r.state in (State.EFFECTIVE, State.DRY_RUN))
+
+
+def _take_back_steer_offs(st: Scratch, incident: str, why: str) -> None:
+    """The faster OGMs went over budget: every steer-off that relied on them goes too, whichever
+    incident holds them (the node has one interval; see loop._plan)."""
+    taken = f"{why} (for its companion, faster OGMs)"
+    for sid, other in list(st.records.items()):
+        if _relies_on_fast_ogms(other):
+            st.records[sid] = _undo_decision(st, other, Op.RESTORE, taken, RecordEvent.OVER_BUDGET)
+            st.event("load_budget", incident, op="undone", id=sid, kind=other.action.kind.value, reason=taken)
 
 
 # Mesh-wide symptoms that can last a whole flap window: they take over the remedies they need.
