@@ -4,19 +4,17 @@
     sudo .venv/bin/python tests/bench/bench_attacks.py [--seeds 10] [--first-seed 1]
         [--kinds rogue_node,originator_flood,...] [--mode enforce|observe] [--out DIR] [--json FILE]
 
-NOT RUN YET: written on 2026-12-06 while the lab was busy, with its pure parts unit-tested
-(tests/unit/lab/test_lab_attacks.py) and its frames proven on the host kernel against the guard's
-eBPF program and detectors (tests/integration/test_attacks_kernel.py,
-tests/integration/peer/test_attack_burst.py); it has never booted the lab, so it publishes no
-figure yet. docs/benchmarks.md lists what to check on its first run.
+Its pure parts are unit-tested (tests/unit/lab/test_lab_attacks.py) and its frames proven on the
+host kernel against the guard's eBPF program and detectors (tests/integration/test_attacks_kernel.py,
+tests/integration/peer/test_attack_burst.py); its lab figures are in docs/benchmarks.md.
 
 One boot of the 5-node BATMAN_IV ring (configs/lab/ring.toml) per seed, every node with an
 identity (the lab's own CA), so the agents hold PQ mTLS sessions with their neighbours and admit
 them. With ``--mode enforce`` (the default) the agents run the guard's default ``auto`` mode and
 the suite waits until every node enforces. The attacker is n2, a compromised node: from its end of
 the link n2-n3 it sends, one kind after the other, the seeded frames of x0tta/lab/core/attacks.py
-(tests/lab/attack_checks.py): a rogue MAC announcing itself, a flood of 200 made-up originators,
-OGMs of n5 with TQ 255, OGMs of n5 with its seqno jumped ahead, a made-up gateway of 40 Gbit/s, and
+(tests/lab/attack_checks.py): a rogue MAC announcing itself, OGMs of n5 with TQ 255, a flood of
+200 made-up originators, OGMs of n5 with its seqno jumped ahead, a made-up gateway of 40 Gbit/s, and
 30 refused handshakes against n3's peer port. Before each kind every quarantine is released and
 the sessions are let come back, so each kind is measured on its own.
 

@@ -624,34 +624,37 @@ def guard_observer(shared: Mapping[str, Subsystem], handshakes: deque[Any] | Non
         routes: list[Any] = []
         links: list[Any] = []
         gateways: list[Any] = []
+        routes_at = None
         seen = getattr(shared.get("mesh"), "last_observation", None)
         if seen is not None:
             routes = [Route(o.orig_address, o.neigh_address, o.hard_ifname or str(o.hard_ifindex), o.tq,
-                            o.throughput, o.flag_best) for o in seen.originators]
+                            o.throughput, o.flag_best, o.last_seen_msecs) for o in seen.originators]
             links = [LinkMeasure(n.hard_ifname or str(n.hard_ifindex), n.neigh_address, throughput=n.throughput)
                      for n in seen.neighbors if n.throughput is not None]
             gateways = [GatewayAd(g.orig_address, g.router, _kbit(g.bandwidth_down), _kbit(g.bandwidth_up))
                         for g in seen.gateways]
+            routes_at = getattr(seen, "at", None)
         taken: list[Any] = []
         while handshakes:
             taken.append(handshakes.popleft())
         return Observation(now, heard=tuple(heard), routes=tuple(routes), links=tuple(links),
                            gateways=tuple(gateways), flows=tuple(flows), handshakes=tuple(taken),
-                           hop_penalty=_hop_penalty(shared.get("mesh")))
+                           hop_penalty=_hop_penalty(shared.get("mesh")), routes_at=routes_at)
 
     return observe
 
 
 def _hop_penalty(mesh: Any) -> int | None:
-    """The hop penalty this node keeps batman-adv at - an operator's held value, else ``[mesh]
-    hop_penalty`` - taken as the fleet's: a forwarded OGM shows it (the inflated-TQ check). None
-    where the mesh subsystem does not manage batman-adv's settings (nobody knows the value)."""
+    """The hop penalty this node keeps batman-adv at, taken as the fleet's: a forwarded OGM shows
+    it (the inflated-TQ check). An operator's held value and ``[mesh] hop_penalty``, the smaller of
+    the two: while a fleet change rolls out, neighbours may still be at either. None where the mesh
+    subsystem does not manage batman-adv's settings (nobody knows the value)."""
     settings = getattr(mesh, "settings", None)
     if settings is None or not getattr(settings, "manage", False):
         return None
     held = (getattr(mesh, "operator", None) or {}).get("mesh") or {}
-    value = held.get("hop_penalty", settings.hop_penalty)
-    return value if isinstance(value, int) else None
+    values = [v for v in (held.get("hop_penalty"), settings.hop_penalty) if isinstance(v, int)]
+    return min(values) if values else None
 
 
 def _kbit(units: int | None) -> int | None:

@@ -148,11 +148,21 @@ class DetectSettings:
     )
     forward_hold: float = setting(
         10.0,
-        doc="BATMAN_IV: the unforwarded-route check compares with the link's highest TQ of this "
-        "many seconds (batman-adv averages each entry over its last five OGMs: on a link losing "
-        "quality the neighbour's own entry falls before the forwarded ones), and asks for the "
-        "claim in two looks in a row.",
+        doc="BATMAN_IV: the unforwarded-route check compares with the link's highest TQ of its two "
+        "table dumps, and of at least this many seconds (batman-adv averages each entry over its "
+        "last five OGMs: on a link losing quality the neighbour's own entry falls before the "
+        "forwarded ones), and asks for the claim in two table dumps in a row.",
         min=0.0,
+        max=600.0,
+        unit="s",
+    )
+    forward_fresh: float = setting(
+        3.0,
+        doc="BATMAN_IV: the unforwarded-route check reads only entries batman-adv heard an OGM of "
+        "within this many seconds (its last-seen): an entry nothing refreshes keeps its TQ until it "
+        "is purged (200 s), while the link's own entry goes on changing - the attack suite saw a "
+        "flood's stale entries read as a claim about the honest neighbour that had forwarded them.",
+        min=0.1,
         max=600.0,
         unit="s",
     )

@@ -347,6 +347,30 @@ def test_the_unforwarded_check_keeps_quiet_where_it_cannot_tell(case: str) -> No
     assert inflated_link_metric(looks(routes, penalty), S, 10.0) == [], case
 
 
+def test_two_dumps_in_a_row_are_needed_however_far_apart_the_looks_are() -> None:
+    lied = (*ring_routes()[:3], Route(P5, R, "to-n2", tq=250), *ring_routes()[4:])
+    # looks further apart than forward_hold (a guard interval above it) still compare two dumps
+    assert inflated_link_metric(looks(lied, at=(0.0, 12.0)), S, 12.0)
+    # two looks that read one batman-adv dump are one dump
+    same = [Observation(t, routes=lied, hop_penalty=30, routes_at=7.5) for t in (8.0, 10.0)]
+    assert inflated_link_metric(same, S, 10.0) == []
+    assert inflated_link_metric(looks(lied, at=(10.0, 10.0)), S, 10.0) == []
+    both = [Observation(6.0, routes=lied, hop_penalty=30, routes_at=5.5), *same]
+    assert inflated_link_metric(both, S, 10.0)
+
+
+def test_entries_no_ogm_refreshes_are_not_read_as_claims() -> None:
+    """A flood's made-up originators, forwarded by an honest neighbour at 225, stay in the table
+    with that TQ after their source was shut out upstream, while the link to that neighbour may
+    have become worse: stale entries are no claim."""
+    stale = tuple(Route(mac(0x900 + i), R, "to-n2", tq=225, last_seen_ms=40_000) for i in range(5))
+    routes = (Route(R, R, "to-n2", tq=206, last_seen_ms=300), Route(P2, R, "to-n2", tq=206, last_seen_ms=300),
+              *stale)
+    assert inflated_link_metric(looks(routes), S, 10.0) == []
+    fresh = tuple(replace(r, last_seen_ms=500) for r in stale)
+    assert inflated_link_metric(looks(routes[:2] + fresh), S, 10.0)
+
+
 def test_a_link_losing_quality_is_not_read_as_inflated_claims() -> None:
     """The neighbour's own entry refreshes at its OGM interval (heal may have made it 50 ms) and
     falls before the forwarded entries, which still average older, better OGMs."""

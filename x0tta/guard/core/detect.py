@@ -126,6 +126,7 @@ class Route:
     tq: int | None = None  # BATMAN_IV, 0..255
     throughput: int | None = None  # BATMAN_V, kbit/s
     best: bool = False
+    last_seen_ms: int | None = None  # since batman-adv last heard an OGM of it through neigh
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,9 @@ class Observation:
     # the TQ penalty per hop the mesh's nodes apply when they forward an OGM (batman-adv's
     # hop_penalty, the same on every node of a fleet; None or 0: not known, or none)
     hop_penalty: int | None = None
+    # when the tables in ``routes``/``gateways`` were read (on ``at``'s clock; None: at ``at``): two
+    # looks may read one dump
+    routes_at: float | None = None
     # originators this node knew before this observation, within originator_memory (kept by the
     # caller, which sees more than the window)
     familiar: frozenset[str] = frozenset()
@@ -481,10 +485,11 @@ def seqno_takeover(observations: Sequence[Observation], s: DetectSettings, now: 
 
 def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: float
                  ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """BATMAN_IV routes through a neighbour that no forward has penalized, in the current look and
-    the one before it: per (interface, neighbour), the originators other than the neighbour's own
-    interface entry whose TQ is above the midpoint between the link's TQ (that entry's highest
-    within ``forward_hold``) and what one forward can carry.
+    """BATMAN_IV routes through a neighbour that no forward has penalized, in the current table dump
+    and the one before it: per (interface, neighbour), the originators other than the neighbour's
+    own interface entry whose TQ is above the midpoint between the link's TQ (that entry's highest
+    since the earlier dump, or within ``forward_hold`` if that is longer) and what one forward can
+    carry.
 
     batman-adv computes every route through a neighbour the same way - the TQ in the OGM times
     this node's view of the link - and every node that forwards an OGM first takes its hop
@@ -496,15 +501,31 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
 
     Each entry is a mean of its last OGMs, and the link's entry refreshes at the neighbour's own
     OGM interval while a forwarded one refreshes at its originator's: on a link losing quality
-    the link's entry falls first. Hence the link's highest TQ of the last ``forward_hold``, and
-    two looks in a row."""
-    recent = [o for o in observations if now - s.forward_hold <= o.at <= now]
-    if len(recent) < 2:
+    the link's entry falls first. Hence the link's highest TQ over both dumps (and at least the
+    last ``forward_hold``), and the claim in two dumps in a row. Only entries an OGM refreshed
+    within ``forward_fresh`` count: one that nothing refreshes (an originator gone, or its source
+    quarantined upstream) keeps the TQ it had while the link's may have changed."""
+    looks = sorted((o for o in observations if o.at <= now), key=lambda o: o.at)
+    if not looks:
         return {}
+    dumped = [o.routes_at if o.routes_at is not None else o.at for o in looks]
+    cur = looks[-1]
+    earlier = [o for o, d in zip(looks, dumped, strict=True) if d < dumped[-1]]
+    if not earlier:
+        return {}
+    prev = earlier[-1]
+    since = min(prev.at, now - s.forward_hold)
+    fresh = s.forward_fresh * 1000
+
+    def live(r: Route) -> bool:  # an entry no OGM refreshes keeps its old TQ until it is purged
+        return r.tq is not None and (r.last_seen_ms is None or r.last_seen_ms <= fresh)
+
     link: dict[tuple[str, str], int] = {}
-    for o in recent:
+    for o in looks:
+        if o.at < since:
+            continue
         for r in o.routes:
-            if r.tq is not None and _norm(r.orig) == _norm(r.neigh):
+            if live(r) and _norm(r.orig) == _norm(r.neigh):
                 key = (r.interface, _norm(r.neigh))
                 link[key] = max(link.get(key, 0), r.tq)
 
@@ -516,13 +537,13 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
         for r in o.routes:
             key = (r.interface, _norm(r.neigh))
             tq = link.get(key)
-            if r.tq is None or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
+            if not live(r) or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
                 continue
-            if r.tq * 255 * 2 > tq * (2 * 255 - p):  # above link * (255 - p/2) / 255
+            if r.tq is not None and r.tq * 255 * 2 > tq * (2 * 255 - p):  # above link * (255 - p/2) / 255
                 found[key].append({"orig": _norm(r.orig), "tq": r.tq, "link_tq": tq, "hop_penalty": p})
         return {k: v for k, v in found.items() if len(v) > 1}
 
-    now_claims, before = claims(recent[-1]), claims(recent[-2])
+    now_claims, before = claims(cur), claims(prev)
     return {k: sorted(v, key=lambda c: (-c["tq"], c["orig"])) for k, v in now_claims.items() if k in before}
 
 

@@ -72,9 +72,12 @@ TVLV_HDR = struct.Struct("!BBH")
 GW_DATA = struct.Struct("!II")
 U32 = 1 << 32
 
-KINDS = ("rogue_node", "originator_flood", "inflated_tq", "seqno_takeover", "gateway_hijack", "handshake_burst")
+KINDS = ("rogue_node", "inflated_tq", "originator_flood", "seqno_takeover", "gateway_hijack", "handshake_burst")
 """The attack kinds of the suite, in the order it runs them (the inflated TQ before the takeover:
-both aim at one originator, and the takeover leaves its jumped stream behind)."""
+both aim at one originator, and the takeover leaves its jumped stream behind; and before the
+flood: the flood's made-up originators come at TQ 255 too, and the ``inflated_link_metric``
+record they bring about the attacker holds the next one with the same subject back for the
+guard's ``report_hold``)."""
 
 DETECTORS: dict[str, tuple[str, ...]] = {
     "rogue_node": ("unadmitted_frames",),
