@@ -409,6 +409,16 @@ class HealSettings:
         min=1,
         max=4,
     )
+    quarantine_forwarded: bool = setting(
+        False,
+        doc="Quarantine a neighbour for what it forwards, too: the detectors that read batman-adv's "
+        "tables and the OGMs a neighbour relays (originator_flood, seqno_takeover, "
+        "gateway_bandwidth, inflated_link_metric) cannot tell the attacker from an honest node "
+        "one hop further - in the lab's attack suite every node of the ring quarantined the "
+        "neighbour it heard a flood, a takeover or a made-up gateway through. Off: those threats "
+        "are recorded and alerted on, and an operator quarantines (the fleet's quarantine command); on "
+        "where every attacker would be a direct neighbour of every node (a single-hop mesh).",
+    )
     quarantine_ttl: float = setting(
         600.0,
         doc="How long a quarantined neighbour stays shut out (out of the guard's admitted MACs, "

@@ -17,7 +17,9 @@ ID = "spiffe://mesh/node/a"
 
 
 def flood(mac: str, severity: int = 1) -> ThreatSeen:
-    return ThreatSeen(mac, "originator_flood", severity, ID)
+    """A threat about what the neighbour itself does (a MAC with two identities), which the loop
+    answers by default; see the last tests for what a neighbour only forwards."""
+    return ThreatSeen(mac, "mac_two_identities", severity, ID)
 
 
 def test_a_high_threat_about_a_neighbour_quarantines_it_once_and_the_incident_closes(settings, ring):
@@ -29,7 +31,7 @@ def test_a_high_threat_about_a_neighbour_quarantines_it_once_and_the_incident_cl
     [q] = d
     assert q.action.kind == ActionKind.QUARANTINE and q.action.target == f"peer:{ring.A}"
     assert (q.action.param("mac"), q.action.param("ttl"), q.action.param("reason")) == (
-        ring.A, settings.quarantine_ttl, "originator_flood")
+        ring.A, settings.quarantine_ttl, "mac_two_identities")
     assert any("threat on peer:" in r for r in q.reasons)
     # the guard holds it now: verified, and never planned again while the threat lasts
     quarantined = frozenset({ring.A})
@@ -123,3 +125,18 @@ async def test_the_executor_quarantines_through_the_hook_behind_breakers():
     assert asked[0] == ("02:00:00:00:00:0a", 600.0, "originator_flood")
     r = await executor(None, clock).execute(quarantine_of(3, "02:00:00:00:00:0c"))
     assert r.outcome == "error" and "no guard" in r.detail
+
+
+def test_what_a_neighbour_only_forwards_is_not_answered_by_quarantine_unless_asked_for(settings, ring):
+    """A flood, a takeover, a gateway or an inflated TQ seen through a neighbour reads the same from
+    the attacker's neighbour and from the next node, whose neighbour only forwarded it."""
+    from x0tta.heal.core.detect import FORWARDED
+
+    for detector in FORWARDED:
+        k = loop.initial(settings, "t")
+        k, d, _ = ring.run(k, replace(ring.obs(1.0), threats=(ThreatSeen(ring.A, detector, 1, ID),)), 1.0)
+        assert not d and not k.incidents, detector
+        k = loop.initial(replace(settings, quarantine_forwarded=True), "t")
+        k, d, _ = ring.run(k, replace(ring.obs(1.0), threats=(ThreatSeen(ring.A, detector, 1, ID),)), 1.0)
+        assert [x.action.kind for x in d] == [ActionKind.QUARANTINE], detector
+

@@ -159,9 +159,18 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
     return mem, {(str(k[0]), k[1]): v for k, v in out.items()}
 
 
+# The guard's detectors that read what a neighbour forwards - batman-adv's tables, the OGMs it
+# relays - rather than what the neighbour itself is or does: an honest neighbour one hop from the
+# attacker shows the same evidence as the attacker (the attack suite in the lab: every node of the
+# ring quarantined the neighbour it heard a flood, a takeover or a made-up gateway through).
+FORWARDED = ("originator_flood", "seqno_takeover", "gateway_bandwidth", "inflated_link_metric")
+
+
 def _threats(obs: Observation, s: HealSettings, out: Conditions) -> None:
     by_mac: dict[str, list[Any]] = {}
     for t in obs.threats:
+        if t.signature in FORWARDED and not s.quarantine_forwarded:
+            continue  # recorded and alerted on by the guard; a human decides
         if t.severity <= s.quarantine_severity:
             by_mac.setdefault(t.mac.lower(), []).append(t)
     for mac, found in sorted(by_mac.items()):
