@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from x0tta.lab.core import attacks as atk  # noqa: E402
-from x0tta.lab.runner import LabResult, run_lab  # noqa: E402
+from x0tta.lab.runner import LabResult, load_topology, run_lab  # noqa: E402
 
 RING = ROOT / "configs" / "lab" / "ring.toml"
 CHECKS = ROOT / "tests" / "lab" / "attack_checks.py"
@@ -117,6 +117,9 @@ def main() -> None:
     p.add_argument("--mode", choices=("enforce", "observe"), default="enforce")
     p.add_argument("--out", help="keep each run's lab results under this directory")
     p.add_argument("--json", help="write every outcome and the collateral records to this file")
+    p.add_argument("--rescore", action="store_true",
+                   help="boot nothing: score the runs already under --out (seed-N directories; a suite "
+                        "stopped midway keeps every finished seed there)")
     args = p.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(atk.KINDS))
@@ -125,13 +128,21 @@ def main() -> None:
     enforce = args.mode == "enforce"
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
           f"mode {args.mode}, kinds {kinds}")
+    if args.rescore and not args.out:
+        p.error("--rescore reads the runs under --out")
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="x0tta-attacks-"))
     outcomes: list[atk.Outcome] = []
     report: dict[str, Any] = {"runs": []}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         t0 = time.monotonic()
-        result = run_lab(RING, root / f"seed-{seed}", scenario=scenario(seed, kinds, enforce),
-                         overrides=overrides(enforce), identities=True, timeout_s=timeout_s(kinds, enforce))
+        if args.rescore:
+            where = root / f"seed-{seed}"
+            if not (where / "timeline.json").exists():
+                continue
+            result = LabResult(where, json.loads((where / "timeline.json").read_text()), load_topology(RING), None)
+        else:
+            result = run_lab(RING, root / f"seed-{seed}", scenario=scenario(seed, kinds, enforce),
+                             overrides=overrides(enforce), identities=True, timeout_s=timeout_s(kinds, enforce))
         attacks = attacks_of(result, kinds)
         records = threat_records(result)
         got = atk.run_outcomes(seed, attacks, result.timeline["t0_wall"], records, quarantines(result))

@@ -140,7 +140,7 @@ class DetectSettings:
         doc="BATMAN_IV: the smallest mesh hop_penalty (of 255) at which a route through a neighbour "
         "at the link's own TQ is told from a forwarded one: every node that forwards an OGM takes "
         "hop_penalty off its TQ, so an originator the neighbour only forwards for shows at least "
-        "that much less than the neighbour itself; a claim above the midpoint, for more than the "
+        "that much less than the neighbour itself; a claim above three quarters of that below it, for more than the "
         "neighbour's own primary originator, is an inflated TQ. With a smaller penalty (batman-adv's "
         "default is 30) the check is off.",
         min=1,

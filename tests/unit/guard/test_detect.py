@@ -341,7 +341,7 @@ def test_the_unforwarded_check_keeps_quiet_where_it_cannot_tell(case: str) -> No
     penalty: int | None = {"penalty_unknown": None, "penalty_too_small": S.forward_penalty_min - 1}.get(case, 30)
     if case == "poor_link":
         routes = tuple(Route(r.orig, r.neigh, r.interface, tq=r.tq // 5) for r in routes)
-    if case == "forward_at_the_bound":  # every honest forward, rounded up, stays below the midpoint
+    if case == "forward_at_the_bound":  # every honest forward, rounded up, stays below the threshold
         routes = tuple(r for r in ring_routes() if r.neigh == R) + tuple(
             Route(mac(0x700 + t), R, "to-n2", tq=-(-t * 225 // 255)) for t in range(64, 256))
     assert inflated_link_metric(looks(routes, penalty), S, 10.0) == [], case
@@ -369,6 +369,20 @@ def test_entries_no_ogm_refreshes_are_not_read_as_claims() -> None:
     assert inflated_link_metric(looks(routes), S, 10.0) == []
     fresh = tuple(replace(r, last_seen_ms=500) for r in stale)
     assert inflated_link_metric(looks(routes[:2] + fresh), S, 10.0)
+
+
+def test_the_lab_tables_of_an_inflated_tq_attack_are_a_claim_and_the_honest_ones_are_not() -> None:
+    """n3's originator table in the lab's ring (tests/bench/bench_attacks.py, 2026-12-06): before
+    the attack and right after n2 sent n5's OGMs with TQ 255 - which showed at 240, not 255."""
+    def n3(n5_via_n2: int) -> tuple[Route, ...]:
+        n2, n4 = "02:ba:00:02:00:02", "02:ba:00:04:00:03"
+        return (Route(n2, n2, "to-n2", tq=255, last_seen_ms=180), Route(mac(0x202), n2, "to-n2", tq=255),
+                Route(mac(0x201), n2, "to-n2", tq=225), Route(mac(0x205), n2, "to-n2", tq=n5_via_n2),
+                Route(n4, n4, "to-n4", tq=255), Route(mac(0x204), n4, "to-n4", tq=255),
+                Route(mac(0x201), n4, "to-n4", tq=198), Route(mac(0x205), n4, "to-n4", tq=225))
+    assert inflated_link_metric(looks(n3(197)), S, 10.0) == []
+    [f] = inflated_link_metric(looks(n3(240)), S, 10.0)
+    assert f.macs == ("02:ba:00:02:00:02",) and mac(0x205) in {c["orig"] for c in f.evidence["worst"]}
 
 
 def test_a_link_losing_quality_is_not_read_as_inflated_claims() -> None:

@@ -487,9 +487,11 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
                  ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """BATMAN_IV routes through a neighbour that no forward has penalized, in the current table dump
     and the one before it: per (interface, neighbour), the originators other than the neighbour's
-    own interface entry whose TQ is above the midpoint between the link's TQ (that entry's highest
-    since the earlier dump, or within ``forward_hold`` if that is longer) and what one forward can
-    carry.
+    own interface entry whose TQ is above the link's TQ (that entry's highest since the earlier
+    dump, or within ``forward_hold`` if that is longer) less three quarters of a hop penalty: what
+    one forward carries at most is the link's less a whole one. (In the lab a claim of TQ 255 one
+    hop behind a neighbour on a perfect link showed at 240 - the link's less half a penalty, not
+    255 - so the threshold keeps a quarter of a penalty on either side.)
 
     batman-adv computes every route through a neighbour the same way - the TQ in the OGM times
     this node's view of the link - and every node that forwards an OGM first takes its hop
@@ -539,7 +541,7 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
             tq = link.get(key)
             if not live(r) or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
                 continue
-            if r.tq is not None and r.tq * 255 * 2 > tq * (2 * 255 - p):  # above link * (255 - p/2) / 255
+            if r.tq is not None and r.tq * 255 * 4 > tq * (4 * 255 - 3 * p):  # above link * (255 - 3p/4) / 255
                 found[key].append({"orig": _norm(r.orig), "tq": r.tq, "link_tq": tq, "hop_penalty": p})
         return {k: v for k, v in found.items() if len(v) > 1}
 
