@@ -347,3 +347,41 @@ def test_a_steer_off_never_outlives_the_faster_ogms_and_a_penalty_for_a_worse_li
         log += [x.action.kind for x in d]
     assert ActionKind.STEER_OFF in log and ActionKind.RESTORE_HARDIF not in log, log
 
+
+@pytest.mark.parametrize("interval", [50, None])
+def test_a_steer_off_is_not_taken_on_a_spent_budget_when_the_interval_needs_no_faster_ogms(ring, interval):
+    """Already short (or unknown), the interval asks for no faster OGMs; the budget is spent all the
+    same, and the steer-off it would take back must not be taken: else detach and restore every
+    cycle."""
+    s = HealSettings(load_budget=8.0, load_budget_window=60.0)
+    k = replace(loop.initial(s, "t"), load={ActionKind.TUNE_ORIG_INTERVAL: LoadUse(((0.0, 9.0),))})
+    log = []
+    for i in range(100):
+        t = round(10 + 0.2 * i, 3)
+        o = ring.obs(t, lost_run=3, loss=0.5, eth0_attached=not _holding(k, ActionKind.STEER_OFF), interval=interval)
+        k, d, _ = ring.run(k, o, t)
+        log += [x.action.kind for x in d]
+    assert log.count(ActionKind.RESTORE_HARDIF) <= 1, log
+
+
+def test_an_alerts_faster_ogms_end_at_half_the_budget_beside_a_steer_off_that_does_not_need_them(ring):
+    from x0tta.heal.core.budget import spent
+    from x0tta.heal.core.model import Neighbour
+
+    s = HealSettings(load_budget=8.0, load_budget_window=60.0)
+    k, restored = loop.initial(s, "t"), None
+    for i in range(80):
+        t = round(0.2 * i, 3)
+        fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
+        o = ring.obs(t, interval=50 if fast else 1000)
+        if _holding(k, ActionKind.STEER_OFF):
+            away = ring.obs(t, eth0_attached=False)
+            o = replace(o, originators=away.originators, other_routes=away.other_routes)
+        weak = tuple(Neighbour(n.addr, n.hardif, tq=20) if n.hardif == "eth0" else n for n in o.neighbours)
+        o = replace(o, neighbours=weak, aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION),
+                    alerts=(AlertHeard(ORIGIN, "silent_loss"),) if t >= 6 else ())
+        k, d, _ = ring.run(k, o, t)
+        if restored is None and any(x.action.kind == ActionKind.RESTORE_ORIG_INTERVAL for x in d):
+            restored = spent(k.load, ActionKind.TUNE_ORIG_INTERVAL, t, s)
+    assert restored is not None and restored <= s.load_budget / 2 + 0.5, restored
+

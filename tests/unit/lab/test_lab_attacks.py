@@ -229,3 +229,14 @@ def test_the_bench_scenario_is_a_valid_lab_scenario_calling_checks_that_exist():
             fn = getattr(checks, step.call.rpartition(":")[2])
             inspect.signature(fn).bind(object(), "n2", **step.args)  # (lab, node, **args)
     assert bench.timeout_s(list(a.KINDS), True) > 6 * 60
+
+
+def test_outcomes_follow_the_order_the_attacks_ran_in_not_the_order_they_are_listed_in():
+    """--rescore lists a saved run's attacks in today's order of the kinds, which may not be the
+    order they ran in."""
+    flood = {"kind": "originator_flood", "first_wall": 1100.0, "about": ["02:00:00:00:00:02"]}
+    inflated = {"kind": "inflated_tq", "first_wall": 1200.0, "about": ["02:00:00:00:00:02"]}
+    rec = {"alert": {"severity": 1}, "batman": {"detector": "inflated_link_metric", "subject": "02:00:00:00:00:02"}}
+    got = a.run_outcomes(1, [inflated, flood], 1000.0, [("n3", 205.0, rec)])
+    assert got[0].kind == "inflated_tq" and got[0].detected, got
+

@@ -223,15 +223,16 @@ def _companion_of(st: Scratch, sym: Symptom, chosen: Action, obs: Observation, h
         return None, ""
     if "tune_orig_interval" in s.disabled_actions:
         return None, ""
+    # whatever holds the faster OGMs (another record, the interval already short, or unknown), a
+    # steer-off needs their budget to outlast its verification: over budget they go, and it goes
+    # with them (verify.undo), so taking it would detach and restore the link every cycle
+    used = load_spent.get(ActionKind.TUNE_ORIG_INTERVAL, 0.0)
+    budget = refusal(ActionKind.TUNE_ORIG_INTERVAL, s.verify_after, used, s) if steer else ""
     if any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL for r in holding):
-        # another record's faster OGMs serve: a steer-off still needs their budget to outlast its
-        # verification (they go over budget, it goes with them)
-        used = load_spent.get(ActionKind.TUNE_ORIG_INTERVAL, 0.0)
-        return None, refusal(ActionKind.TUNE_ORIG_INTERVAL, s.verify_after, used, s) if steer else ""
+        return None, budget
     action, why = tune_orig_interval(obs, s)
     if why:
-        return None, ""
-    used = load_spent.get(action.kind, 0.0)
+        return None, budget
     why = refusal(action.kind, action.verify_after, used, s)
     return action, why or (reserved(action.kind, used, s, action.verify_after) if alert else "")
 

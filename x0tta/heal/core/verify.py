@@ -311,9 +311,13 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             _hand_over(st, rid, rec, others)
             continue
         # faster OGMs stay while any steer-off (of any incident: the link's suspect incident may
-        # own them) is in effect or its restored link carries no route yet
+        # own them) is in effect or its restored link carries no route yet; an alert's past half
+        # the budget only for a steer-off of a failing link, which goes with them
+        past_half = alert_kept and rec.symptom in active and bool(for_others)
         if rec.action.kind == ActionKind.TUNE_ORIG_INTERVAL and any(
-            steered_or_returning(r, obs, st.now, s) for r in st.records.values()
+            steered_or_returning(r, obs, st.now, s)
+            and (not past_half or r.symptom[0] in (SymptomKind.SILENT_LOSS, SymptomKind.LINK_DOWN))
+            for r in st.records.values()
         ):
             continue
         reason, event = "the symptom cleared", None
@@ -325,8 +329,9 @@ def undo(st: Scratch, obs: Observation, active: dict[Key, Symptom]) -> None:
             if event is not None:
                 st.event("load_budget", rec.incident, op="undone", id=rid, kind=rec.action.kind.value, reason=reason)
     gone = overrun(ActionKind.TUNE_ORIG_INTERVAL, tune_used, s)
-    if gone and not any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.holds and r.undo_state is None
-                        for r in st.records.values()):
+    fast = any(r.action.kind == ActionKind.TUNE_ORIG_INTERVAL and r.holds and r.undo_state is None
+               for r in st.records.values())
+    if gone and "tune_orig_interval" not in s.disabled_actions and not fast:
         # a steer-off still being verified when its faster OGMs went over budget
         first = next((r for r in st.records.values() if _relies_on_fast_ogms(r)), None)
         if first is not None:

@@ -400,7 +400,7 @@ def run_outcomes(seed: int, attacks: Sequence[Mapping[str, Any]], t0_wall: float
         if a.get("error") or start is None:
             out.append(Outcome(kind, seed, False, error=str(a.get("error") or "no frame went out")))
             continue
-        later = [t for t in starts[i + 1:] if t is not None]
+        later = [t for t in starts if t is not None and t > start]  # by when they ran, not the list's order
         end = min([start + horizon, *later])
         o = score(kind, seed, start, records, a.get("about") or (), horizon=end - start)
         q = quarantined_after(start, end, quarantines, a.get("about") or ())
