@@ -317,9 +317,27 @@ def test_an_unkeyed_alert_does_not_keep_the_faster_ogms_a_keyed_one_took(ring):
     assert _holding(k, ActionKind.PAUSE_AGGREGATION)  # the pause is all an unkeyed alert gets
 
 
-def test_a_steer_off_never_outlives_the_faster_ogms_and_a_penalty_for_a_worse_link_does_not_rely_on_them(ring):
+def _degraded_under_alert(ring, s):
+    """eth0 degraded (a hop-penalty steer-off, which needs no faster OGMs) and, from 6 s on, a
+    keyed alert: yields (t, knowledge, decisions) every 0.2 s for 16 s."""
     from x0tta.heal.core.model import Neighbour
 
+    k = loop.initial(s, "t")
+    for i in range(80):
+        t = round(0.2 * i, 3)
+        fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
+        o = ring.obs(t, interval=50 if fast else 1000)
+        if _holding(k, ActionKind.STEER_OFF):
+            away = ring.obs(t, eth0_attached=False)
+            o = replace(o, originators=away.originators, other_routes=away.other_routes)
+        weak = tuple(Neighbour(n.addr, n.hardif, tq=20) if n.hardif == "eth0" else n for n in o.neighbours)
+        o = replace(o, neighbours=weak, aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION),
+                    alerts=(AlertHeard(ORIGIN, "silent_loss"),) if t >= 6 else ())
+        k, d, _ = ring.run(k, o, t)
+        yield t, k, d
+
+
+def test_a_steer_off_never_outlives_the_faster_ogms_and_a_penalty_for_a_worse_link_does_not_rely_on_them(ring):
     s = HealSettings(load_budget=8.0, load_budget_window=60.0)
     # a silent link steered off on an almost spent budget: it goes when the faster OGMs go
     k, steered = loop.initial(s, "t"), False
@@ -332,19 +350,7 @@ def test_a_steer_off_never_outlives_the_faster_ogms_and_a_penalty_for_a_worse_li
         assert not (_holding(k, ActionKind.STEER_OFF) and not _holding(k, ActionKind.TUNE_ORIG_INTERVAL)), t
     assert steered
     # a degraded link's hop penalty took no faster OGMs: their budget running out leaves it be
-    k, log = loop.initial(s, "t"), []
-    for i in range(80):
-        t = round(0.2 * i, 3)
-        fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
-        o = ring.obs(t, interval=50 if fast else 1000)
-        if _holding(k, ActionKind.STEER_OFF):
-            away = ring.obs(t, eth0_attached=False)
-            o = replace(o, originators=away.originators, other_routes=away.other_routes)
-        weak = tuple(Neighbour(n.addr, n.hardif, tq=20) if n.hardif == "eth0" else n for n in o.neighbours)
-        o = replace(o, neighbours=weak, aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION),
-                    alerts=(AlertHeard(ORIGIN, "silent_loss"),) if t >= 6 else ())
-        k, d, _ = ring.run(k, o, t)
-        log += [x.action.kind for x in d]
+    log = [x.action.kind for _t, _k, d in _degraded_under_alert(ring, s) for x in d]
     assert ActionKind.STEER_OFF in log and ActionKind.RESTORE_HARDIF not in log, log
 
 
@@ -366,21 +372,10 @@ def test_a_steer_off_is_not_taken_on_a_spent_budget_when_the_interval_needs_no_f
 
 def test_an_alerts_faster_ogms_end_at_half_the_budget_beside_a_steer_off_that_does_not_need_them(ring):
     from x0tta.heal.core.budget import spent
-    from x0tta.heal.core.model import Neighbour
 
     s = HealSettings(load_budget=8.0, load_budget_window=60.0)
-    k, restored = loop.initial(s, "t"), None
-    for i in range(80):
-        t = round(0.2 * i, 3)
-        fast = _holding(k, ActionKind.TUNE_ORIG_INTERVAL)
-        o = ring.obs(t, interval=50 if fast else 1000)
-        if _holding(k, ActionKind.STEER_OFF):
-            away = ring.obs(t, eth0_attached=False)
-            o = replace(o, originators=away.originators, other_routes=away.other_routes)
-        weak = tuple(Neighbour(n.addr, n.hardif, tq=20) if n.hardif == "eth0" else n for n in o.neighbours)
-        o = replace(o, neighbours=weak, aggregation=not _holding(k, ActionKind.PAUSE_AGGREGATION),
-                    alerts=(AlertHeard(ORIGIN, "silent_loss"),) if t >= 6 else ())
-        k, d, _ = ring.run(k, o, t)
+    restored = None
+    for t, k, d in _degraded_under_alert(ring, s):
         if restored is None and any(x.action.kind == ActionKind.RESTORE_ORIG_INTERVAL for x in d):
             restored = spent(k.load, ActionKind.TUNE_ORIG_INTERVAL, t, s)
     assert restored is not None and restored <= s.load_budget / 2 + 0.5, restored
