@@ -37,10 +37,7 @@ def main() -> None:
     plan = chaos.schedule(topo, a.faults, random.Random(a.seed), chaos.KINDS)  # seeded: replays the run
     agents = json.loads((Path(a.agents) / "timeline.json").read_text())
     alone = json.loads((Path(a.alone) / "timeline.json").read_text())
-    check = agents.get("measurements", {}).get("checks", {}).get("actions", {})
-    found = [(node, item) for node, r in check.get("per_node", {}).items() if r.get("ok") for item in r["result"]]
-    steer_offs = tuple((node, str(i[0]), float(i[1])) for node, i in found if len(i) == 2)
-    quarantines = [[node, str(i[1]), float(i[2])] for node, i in found if len(i) == 3]
+    steer_offs, quarantines = chaos.agents_actions(agents)
     doc = chaos.report(topo, plan, chaos.Run(agents, steer_offs), chaos.Run(alone))
     doc["summary"]["quarantines"] = len(quarantines)
     doc["summary"]["threats"] = chaos.agents_threats(Path(a.agents))

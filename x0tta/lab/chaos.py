@@ -48,6 +48,17 @@ def agents_threats(out_dir: Path | None) -> dict[str, int]:
     return counts
 
 
+def agents_actions(timeline: dict[str, Any]) -> tuple[tuple[tuple[str, str, float], ...], list[list[Any]]]:
+    """The steer-offs ``(node, hardif, t)`` and quarantines ``[node, mac, t]`` the agents' run
+    collected (its ``actions`` check, :func:`actions`)."""
+    check = timeline.get("measurements", {}).get("checks", {}).get("actions", {})
+    found = [(node, item) for node, r in check.get("per_node", {}).items() if r.get("ok")
+             for item in r["result"]]
+    steer_offs = tuple((node, str(i[0]), float(i[1])) for node, i in found if len(i) == 2)
+    quarantines = [[node, str(i[1]), float(i[2])] for node, i in found if len(i) == 3]
+    return steer_offs, quarantines
+
+
 def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load: bool = False,
               hold_s: float = 5.0, settle_s: float = 6.0, kinds: Sequence[str] = KINDS,
               stream: TextIO | None = None, install: bool = True, identities: bool = False) -> dict[str, Any]:
@@ -67,11 +78,7 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
                          install=install, identities=identities)
         timelines[name] = result.timeline
         if with_agents:
-            check = result.timeline.get("measurements", {}).get("checks", {}).get("actions", {})
-            found = [(node, item) for node, r in check.get("per_node", {}).items() if r.get("ok")
-                     for item in r["result"]]
-            steer_offs = tuple((node, str(i[0]), float(i[1])) for node, i in found if len(i) == 2)
-            quarantines = [[node, str(i[1]), float(i[2])] for node, i in found if len(i) == 3]
+            steer_offs, quarantines = agents_actions(result.timeline)
             threats = agents_threats(getattr(result, "out_dir", None))
     doc = report(topology, plan, Run(timelines["agents"], steer_offs), Run(timelines["alone"]))
     # every node of a chaos run is honest: a quarantine is harm too (reported; the CI test asserts
