@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,6 +37,26 @@ def actions(lab: Any, node: str) -> list[list[Any]]:
             elif a["action"]["kind"] == "quarantine":
                 out.append(["quarantine", a["action"]["params"].get("mac", ""), a["applied"]])
     return out
+
+
+def keyed(lab: Any, node: str, timeout: float = 90.0) -> float:
+    """Check run in the guest before the first fault of an agents' run with identities: seconds
+    until ``node``'s heal loop has a probe key from a neighbour's PQ mTLS session on every link.
+    Until then its probes are not taken, so a fault would be met by batman-adv's tables alone -
+    a figure of the lab's start, not of the agents."""
+    want = {link.ifname(node) for link in lab.topology.links_of(node)}
+    start = time.monotonic()
+    while True:
+        try:
+            auth = lab.agent_call(node, "heal.state").get("authentication", {})
+        except Exception:  # the agent is still starting
+            auth = {}
+        have = {h for h, n in auth.get("link_keys", {}).items() if n}
+        if auth.get("mode") == "sessions" and want <= have:
+            return round(time.monotonic() - start, 2)
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{node}: probes not keyed on {sorted(want - have)} after {timeout:g} s: {auth}")
+        time.sleep(0.5)
 
 
 def agents_threats(out_dir: Path | None) -> dict[str, int]:
@@ -73,7 +94,8 @@ def run_chaos(topology: Topology, out_dir: Path, *, faults: int, seed: int, load
     threats: dict[str, int] = {}
     for name, with_agents in (("agents", True), ("alone", False)):
         scenario = steps(plan, agents=with_agents, hold_s=hold_s, settle_s=settle_s, load=extra["load"],
-                         collect=f"{__name__}:actions" if with_agents else None)
+                         collect=f"{__name__}:actions" if with_agents else None,
+                         ready=f"{__name__}:keyed" if with_agents and identities else None)
         result = run_lab(topology, out_dir / name, scenario=scenario, agents=with_agents, stream=stream,
                          install=install, identities=identities)
         timelines[name] = result.timeline

@@ -166,3 +166,55 @@ def test_threat_records_above_informational_are_counted_per_detector_from_the_ag
     summary_ = {"per_kind": {}, "agent_only_outages": 0, "actions_on_healthy_links": 0, "incomplete": 0,
                 "threats": {"seqno_takeover": 1, "unadmitted_frames": 2}}
     assert "threat records above informational: 3 (seqno_takeover 1, unadmitted_frames 2)" in table(summary_)
+
+
+def test_an_agents_run_with_identities_waits_for_keyed_probes_before_its_first_fault(monkeypatch, tmp_path, ring):
+    """With identities the agents' probes count only once a neighbour's session keys them: the
+    agents' run waits for that on every link (a mesh in service has had its sessions long), the
+    run alone and a run without identities do not."""
+    from types import SimpleNamespace
+
+    import x0tta.lab.chaos as chaos
+    import x0tta.lab.runner as runner
+
+    seen = {}
+
+    def lab(topology, out, *, scenario, agents, identities=False, **_):
+        seen[(agents, identities)] = [s for s in scenario if s["label"] == "ready"]
+        labels = [s["label"] for s in scenario]
+        if seen[(agents, identities)]:
+            assert labels.index("ready") == labels.index("converged") + 1
+        return SimpleNamespace(timeline={"measurements": {}, "events": []})
+
+    monkeypatch.setattr(runner, "run_lab", lab)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    chaos.run_chaos(ring, tmp_path / "a", faults=2, seed=1, identities=True)
+    chaos.run_chaos(ring, tmp_path / "b", faults=2, seed=1)
+    assert seen[(True, True)] == [{"do": "check", "label": "ready", "call": "x0tta.lab.chaos:keyed", "each_node": True}]
+    assert seen[(False, True)] == seen[(True, False)] == seen[(False, False)] == []
+    ring.with_changes(steps=steps(schedule(ring, 2, random.Random(1)), agents=True, hold_s=5, settle_s=6,
+                                  ready="x0tta.lab.chaos:keyed"), agents=True)  # a valid scenario
+
+    # the check: every link of the node keyed, whatever else the agent has
+    answers = iter([RuntimeError("starting"), {"authentication": {"mode": "none", "link_keys": {}}},
+                    {"authentication": {"mode": "sessions", "link_keys": {"to-n2": 1, "to-n5": 0}}},
+                    {"authentication": {"mode": "sessions", "link_keys": {"to-n2": 1, "to-n5": 2}}}])
+
+    class Lab:
+        topology = ring
+
+        def agent_call(self, node, command, args=None, timeout=10.0):
+            assert (node, command) == ("n1", "heal.state")
+            a = next(answers)
+            if isinstance(a, Exception):
+                raise a
+            return a
+
+    monkeypatch.setattr(chaos.time, "sleep", lambda s: None)
+    assert chaos.keyed(Lab(), "n1") >= 0
+    with pytest.raises(StopIteration):
+        next(answers)
+    answers = iter([{"authentication": {"mode": "sessions", "link_keys": {"to-n2": 1}}}] * 3)
+    with pytest.raises(AssertionError, match=r"not keyed on \['to-n5'\]"):
+        chaos.keyed(Lab(), "n1", timeout=0.0)

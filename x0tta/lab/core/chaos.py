@@ -129,11 +129,16 @@ def schedule(topo: Topology, faults: int, rng: Rng, kinds: Sequence[str] = KINDS
 
 
 def steps(faults: Sequence[Fault], *, agents: bool, hold_s: float, settle_s: float,
-          load: Mapping[str, Any] | None = None, collect: str | None = None) -> list[dict[str, Any]]:
+          load: Mapping[str, Any] | None = None, collect: str | None = None,
+          ready: str | None = None) -> list[dict[str, Any]]:
     """The lab scenario of a schedule. Without ``agents`` an agent fault is a pause of the same
     length (the run alone has no agent to kill). ``load``: the keys of a ``load`` step, on for the
-    whole run. ``collect``: a check (``module:function``) run on every node at the end."""
+    whole run. ``collect``: a check (``module:function``) run on every node at the end. ``ready``:
+    a check run on every node after convergence, before the first fault (the agents' sessions
+    keying their probes, where the nodes have identities: a mesh in service has had them long)."""
     out: list[dict[str, Any]] = [{"do": "converge", "label": "converged", "timeout_s": 120}]
+    if ready is not None:
+        out.append({"do": "check", "label": "ready", "call": ready, "each_node": True})
     if load is not None:
         out.append({"do": "load", "label": "load", **load})
         out.append({"do": "sleep", "label": "load-on", "seconds": 3})
