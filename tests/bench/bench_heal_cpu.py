@@ -2,7 +2,7 @@
 (docs/benchmarks.md, section "heal: steady-state CPU").
 
     .venv/bin/python tests/bench/bench_heal_cpu.py [--topology ring|grid] [--seconds 30] [--settle 20]
-        [--identities] [--fleet]
+        [--identities] [--fleet] [--set SECTION.KEY=VALUE ...]
 
 One User-Mode Linux boot of the 5-node ring (or the 4 x 5 grid, 20 nodes): the mesh converges
 without agents and the guest's busy share is measured over ``--seconds`` (the baseline); then an
@@ -18,6 +18,8 @@ inside the guest, before the baseline is measured (so the baseline holds their i
 agent reports to the broker over the mesh, takes signed operator commands from it, and polls etcd
 for rollouts, and keeps the replicated mesh state with its neighbours (``[meshstate]``, which needs
 ``--identities`` to sign); a check afterwards shows every agent connected to both.
+``--set heal.probe_interval=0.2`` (repeatable): a setting of every agent's config, the value read
+as JSON (a number, true/false) or else as a string - what a default would cost or save.
 Prints a markdown table and the JSON figures.
 """
 
@@ -87,6 +89,22 @@ def fleet_plane(topo: Topology, where: Path) -> tuple[Topology, dict]:
     return topology_from_data(data, f"{topo.name} (fleet)"), servers
 
 
+def with_settings(topo: Topology, pairs: list[str]) -> Topology:
+    """``topo`` with ``SECTION.KEY=VALUE`` settings in the agent config of every node."""
+    agent = {k: dict(v) for k, v in topo.data.get("agent", {}).items()}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        section, dot, key = name.partition(".")
+        if not (sep and dot and section and key):
+            raise SystemExit(f"--set {pair!r}: expected SECTION.KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        agent.setdefault(section, {})[key] = value
+    return topology_from_data({**topo.data, "agent": agent}, topo.name)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--topology", choices=("ring", "grid"), default="ring")
@@ -97,11 +115,15 @@ def main() -> None:
                    help="every node enrolled: PQ mTLS sessions with the neighbours, probes keyed by them")
     p.add_argument("--fleet", action="store_true",
                    help="the fleet plane (mosquitto) and coordination (etcd) on node 1, every agent using both")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a setting of every agent (repeatable), e.g. heal.probe_interval=0.2")
     args = p.parse_args()
     if args.topology == "ring":
         topo = load_topology(ROOT / "configs" / "lab" / "ring.toml")
     else:
         topo = topology_from_data(grid(4, 5), "grid4x5")
+    if args.set:
+        topo = with_settings(topo, args.set)
     nodes = [n.name for n in topo.nodes]
     timeout = 90.0 if len(nodes) <= 5 else 240.0
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-cpu-") as tmp:
