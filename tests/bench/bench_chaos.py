@@ -45,7 +45,8 @@ def main() -> None:
     loads = {"no": (False,), "yes": (True,), "both": (False, True)}[args.load]
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
           f"{args.faults} faults per run, seed {args.seed}{', identities' if args.identities else ''}")
-    totals = {"faults": 0, "agent_only_outages": 0, "actions_on_healthy_links": 0, "quarantines": 0, "threats": 0}
+    totals = {"faults": 0, "agent_only_outages": 0, "longer_with_agents": 0, "actions_on_healthy_links": 0,
+              "quarantines": 0, "threats": 0}
     with tempfile.TemporaryDirectory(prefix="x0tta-bench-chaos-") as tmp:
         base = Path(args.out or tmp)
         for name in args.topologies.split(","):
@@ -60,13 +61,15 @@ def main() -> None:
                 print(f"\n### {name}, {'with' if load else 'without'} load ({time.monotonic() - started:.0f} s)\n")
                 print(table(s))
                 harm = [(r["fault"]["index"], r["fault"]["kind"], r["agent_only_outages"],
-                         r["actions_on_healthy_links"]) for r in doc["faults"]
-                        if r.get("agent_only_outages") or r.get("actions_on_healthy_links")]
+                         r.get("longer_with_agents_s"), r["actions_on_healthy_links"]) for r in doc["faults"]
+                        if r.get("agent_only_outages") or r.get("longer_with_agents_s")
+                        or r.get("actions_on_healthy_links")]
                 if harm:
                     print("harm:", json.dumps(harm))
                 if any(doc["errors"].values()):
                     print("errors:", json.dumps(doc["errors"]))
     print(f"\nall runs: {totals['faults']} faults, {totals['agent_only_outages']} outages only with agents, "
+          f"{totals['longer_with_agents']} outages over 1 s longer with agents, "
           f"{totals['actions_on_healthy_links']} actions on links without a fault, "
           f"{totals['quarantines']} honest nodes quarantined, "
           f"{totals['threats']} threat records above informational")

@@ -83,6 +83,20 @@ def test_the_report_finds_an_outage_only_the_agents_have_and_a_steer_off_on_a_he
     assert s["per_kind"]["silent_both"]["p95_alone_s"] == pytest.approx(5.0, abs=0.05)
 
 
+def test_an_outage_that_overlaps_alones_but_lasts_longer_is_counted_as_harm(ring):
+    (f,) = [x for x in schedule(ring, 40, random.Random(1)) if x.kind == "silent_both"][:1]
+    f = f.__class__(**{**f.__dict__, "index": 0, "witness": None})
+    slower = report(ring, [f], Run(_timeline(50.0, [(0.0, 7.2)])), Run(_timeline(70.0, [(0.0, 5.0)])))
+    row = slower["faults"][0]
+    assert row["agent_only_outages"] == []  # it overlaps alone's outage: the one-by-one count misses it
+    assert row["longer_with_agents_s"] == pytest.approx(2.2, abs=0.05)
+    assert slower["summary"]["longer_with_agents"] == 1
+    assert "longer with agents: 1" in table(slower["summary"])
+    # within an OGM interval of alone's: which run rerouted first, not harm
+    close = report(ring, [f], Run(_timeline(50.0, [(0.0, 5.6)])), Run(_timeline(70.0, [(0.0, 5.0)])))
+    assert close["faults"][0]["longer_with_agents_s"] is None and close["summary"]["longer_with_agents"] == 0
+
+
 def test_a_fault_that_started_off_its_links_route_is_reported(ring):
     (f,) = [x for x in schedule(ring, 40, random.Random(1)) if x.kind == "link_down"][:1]
     f = f.__class__(**{**f.__dict__, "index": 0, "witness": None})

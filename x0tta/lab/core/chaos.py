@@ -12,6 +12,10 @@ fault:
   ping in the run alone, both placed relative to the fault's start (``OVERLAP_SLACK_S`` of slack).
   Under partial loss the fault's own ping has short outages at random in both runs: there only the
   totals are compared (and the witness one by one);
+* **outages longer with agents**: a fault whose outage with agents (the fault's ping, in total)
+  is more than ``LONGER_SLACK_S`` longer than alone's - the overlapping outage the count above
+  cannot see, when an agent's action held traffic on a dead path, or took a live one away, beyond
+  what batman-adv alone lost (not for partial loss, whose totals are random in both runs);
 * **actions on links that had no fault**: every steer-off an agent applied while the fault was in
   force or settling, on a link other than the faulted ones (for a killed agent, none is faulted:
   its links work, only its probes stop).
@@ -51,6 +55,9 @@ PING_LEAD_S = 2.0
 READY_TIMEOUT_S = 45.0  # the route back over a restored link; batman-adv alone can take ~30 s after loss
 MIN_OUTAGE_S = 0.1  # shorter gaps (one or two lost echoes at 20 ms) happen in any run
 OVERLAP_SLACK_S = 0.5
+# an outage longer with agents by more than this is harm: below it, one OGM interval's timing
+# (1 s) decides which run reroutes first, as it does between two runs of batman-adv alone
+LONGER_SLACK_S = 1.0
 RANDOM_LOSS = ("partial_loss",)  # its ping's own outages are not compared one by one
 
 
@@ -265,6 +272,9 @@ def report(topo: Topology, faults: Sequence[Fault], agents: Run, alone: Run) -> 
                 continue  # random loss makes short outages at random in both runs: compare the totals
             only += [{"ping": ping, **o} for o in _only_mine(mine, ta, theirs, tb)]
         row["agent_only_outages"] = only
+        if f.kind not in RANDOM_LOSS and "outage_agents_s" in row:
+            extra = row["outage_agents_s"] - row["outage_alone_s"]
+            row["longer_with_agents_s"] = round(extra, 3) if extra > LONGER_SLACK_S else None
         # this fault's window: from its fault step to the next fault's (or the end)
         nxt = agents.event_t(f"{faults[i + 1].name}-fault") if i + 1 < len(faults) else None
         end = nxt if nxt is not None else float("inf")
@@ -293,7 +303,7 @@ def _p95(values: list[float]) -> float:
 
 def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     kinds: dict[str, dict[str, list[float]]] = {}
-    harm_outages = harm_actions = incomplete = unready = 0
+    harm_outages = harm_actions = incomplete = unready = longer = 0
     for r in rows:
         if False in (r.get("ready") or {}).values():
             unready += 1
@@ -305,6 +315,7 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         k["alone"].append(float(r.get("outage_alone_s", 0.0)))
         harm_outages += len(r.get("agent_only_outages", ()))
         harm_actions += len(r.get("actions_on_healthy_links", ()))
+        longer += r.get("longer_with_agents_s") is not None
     per_kind = {
         kind: {
             "faults": len(v["agents"]),
@@ -316,7 +327,8 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for kind, v in sorted(kinds.items())
     }
     return {"faults": len(rows), "incomplete": incomplete, "agent_only_outages": harm_outages,
-            "actions_on_healthy_links": harm_actions, "not_from_direct_route": unready, "per_kind": per_kind}
+            "actions_on_healthy_links": harm_actions, "longer_with_agents": longer,
+            "not_from_direct_route": unready, "per_kind": per_kind}
 
 
 INFO_SEVERITY = 4  # a threat record's alert.severity: 1 high, 2 medium, 3 low, 4 informational
@@ -349,7 +361,9 @@ def table(summary_: Mapping[str, Any]) -> str:
         lines.append(f"| {kind} | {v['faults']} | {v['median_agents_s']:.2f} s | {v['p95_agents_s']:.2f} s "
                      f"| {v['median_alone_s']:.2f} s | {v['p95_alone_s']:.2f} s |")
     lines.append("")
-    lines.append(f"outages only with agents: {summary_['agent_only_outages']}; actions on links without a fault: "
+    lines.append(f"outages only with agents: {summary_['agent_only_outages']}; outages over "
+                 f"{LONGER_SLACK_S:g} s longer with agents: {summary_.get('longer_with_agents', 0)}; "
+                 f"actions on links without a fault: "
                  f"{summary_['actions_on_healthy_links']}; faults not completed: {summary_['incomplete']}; "
                  f"faults started off their link's route: {summary_.get('not_from_direct_route', 0)}")
     if "quarantines" in summary_:
