@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shutil
 import subprocess
@@ -101,6 +102,11 @@ def with_settings(topo: Topology, pairs: list[str]) -> Topology:
             value = json.loads(raw)
         except ValueError:
             value = raw
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) or isinstance(value, (list, dict)):
+            raise SystemExit(f"--set {pair!r}: a number, true/false or a string")
+        if section in ("fleet", "coord", "meshstate") and "--fleet" in sys.argv:
+            print(f"--set {pair}: --fleet sets its own {section} keys per node, which win over this one",
+                  file=sys.stderr)
         agent.setdefault(section, {})[key] = value
     return topology_from_data({**topo.data, "agent": agent}, topo.name)
 

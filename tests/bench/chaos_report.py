@@ -44,9 +44,13 @@ def main() -> None:
     print(json.dumps(doc["summary"], indent=1))
     for x in doc["faults"]:
         f = x["fault"]
-        if x["outage_agents_s"] > 1.3 or x.get("agent_only_outages") or x.get("actions_on_healthy_links"):
-            print(f["index"], f["kind"], f.get("link") or f.get("node"), "with agents", x["outage_agents_s"],
-                  "alone", x["outage_alone_s"], x.get("agent_only_outages"), x.get("actions_on_healthy_links"))
+        if not x.get("complete"):
+            print(f["index"], f["kind"], f.get("link") or f.get("node"), "not completed")
+        elif (x.get("outage_agents_s", 0.0) > 1.3 or x.get("agent_only_outages") or x.get("longer_with_agents_s")
+              or x.get("actions_on_healthy_links")):
+            print(f["index"], f["kind"], f.get("link") or f.get("node"), "with agents", x.get("outage_agents_s"),
+                  "alone", x.get("outage_alone_s"), x.get("agent_only_outages"),
+                  "longer by", x.get("longer_with_agents_s"), x.get("actions_on_healthy_links"))
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=1))
 

@@ -273,7 +273,7 @@ def report(topo: Topology, faults: Sequence[Fault], agents: Run, alone: Run) -> 
             only += [{"ping": ping, **o} for o in _only_mine(mine, ta, theirs, tb)]
         row["agent_only_outages"] = only
         if f.kind not in RANDOM_LOSS and "outage_agents_s" in row:
-            extra = row["outage_agents_s"] - row["outage_alone_s"]
+            extra = round(row["outage_agents_s"] - row["outage_alone_s"], 3)
             row["longer_with_agents_s"] = round(extra, 3) if extra > LONGER_SLACK_S else None
         # this fault's window: from its fault step to the next fault's (or the end)
         nxt = agents.event_t(f"{faults[i + 1].name}-fault") if i + 1 < len(faults) else None
