@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from x0tta.lab.chaos import run_chaos
-from x0tta.lab.core.chaos import table
+from x0tta.lab.core.chaos import LONGER_SLACK_S, is_harm, table
 from x0tta.lab.runner import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,14 +62,13 @@ def main() -> None:
                 print(table(s))
                 harm = [(r["fault"]["index"], r["fault"]["kind"], r["agent_only_outages"],
                          r.get("longer_with_agents_s"), r["actions_on_healthy_links"]) for r in doc["faults"]
-                        if r.get("agent_only_outages") or r.get("longer_with_agents_s")
-                        or r.get("actions_on_healthy_links")]
+                        if is_harm(r)]
                 if harm:
                     print("harm:", json.dumps(harm))
                 if any(doc["errors"].values()):
                     print("errors:", json.dumps(doc["errors"]))
     print(f"\nall runs: {totals['faults']} faults, {totals['agent_only_outages']} outages only with agents, "
-          f"{totals['longer_with_agents']} outages over 1 s longer with agents, "
+          f"{totals['longer_with_agents']} outages over {LONGER_SLACK_S:g} s longer with agents, "
           f"{totals['actions_on_healthy_links']} actions on links without a fault, "
           f"{totals['quarantines']} honest nodes quarantined, "
           f"{totals['threats']} threat records above informational")

@@ -104,9 +104,6 @@ def with_settings(topo: Topology, pairs: list[str]) -> Topology:
             value = raw
         if value is None or (isinstance(value, float) and not math.isfinite(value)) or isinstance(value, (list, dict)):
             raise SystemExit(f"--set {pair!r}: a number, true/false or a string")
-        if section in ("fleet", "coord", "meshstate") and "--fleet" in sys.argv:
-            print(f"--set {pair}: --fleet sets its own {section} keys per node, which win over this one",
-                  file=sys.stderr)
         agent.setdefault(section, {})[key] = value
     return topology_from_data({**topo.data, "agent": agent}, topo.name)
 
@@ -137,6 +134,10 @@ def main() -> None:
         servers = None
         if args.fleet:
             topo, servers = fleet_plane(topo, out / "fleet")
+            for pair in args.set:  # a node's own table wins over the [agent] table --set writes to
+                section, _, key = pair.partition("=")[0].partition(".")
+                if key in topo.nodes[0].agent.get(section, {}):
+                    print(f"--set {pair}: --fleet sets {section}.{key} per node, which wins", file=sys.stderr)
         # booted without agents (the baseline first), it starts one per node later: size the guest for them
         result = run_lab(topo, out, scenario=scenario(nodes, args.seconds, args.settle, timeout, servers), agents=False,
                          identities=args.identities, mem_mb=default_mem_mb(topo, True))

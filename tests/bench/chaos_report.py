@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from x0tta.lab import chaos  # noqa: E402
+from x0tta.lab.core.chaos import is_harm  # noqa: E402
 from x0tta.lab.runner import load_topology  # noqa: E402
 
 
@@ -46,8 +47,7 @@ def main() -> None:
         f = x["fault"]
         if not x.get("complete"):
             print(f["index"], f["kind"], f.get("link") or f.get("node"), "not completed")
-        elif (x.get("outage_agents_s", 0.0) > 1.3 or x.get("agent_only_outages") or x.get("longer_with_agents_s")
-              or x.get("actions_on_healthy_links")):
+        elif x.get("outage_agents_s", 0.0) > 1.3 or is_harm(x):
             print(f["index"], f["kind"], f.get("link") or f.get("node"), "with agents", x.get("outage_agents_s"),
                   "alone", x.get("outage_alone_s"), x.get("agent_only_outages"),
                   "longer by", x.get("longer_with_agents_s"), x.get("actions_on_healthy_links"))

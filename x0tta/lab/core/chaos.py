@@ -274,7 +274,7 @@ def report(topo: Topology, faults: Sequence[Fault], agents: Run, alone: Run) -> 
         row["agent_only_outages"] = only
         if f.kind not in RANDOM_LOSS and "outage_agents_s" in row:
             extra = round(row["outage_agents_s"] - row["outage_alone_s"], 3)
-            row["longer_with_agents_s"] = round(extra, 3) if extra > LONGER_SLACK_S else None
+            row["longer_with_agents_s"] = extra if extra > LONGER_SLACK_S else None
         # this fault's window: from its fault step to the next fault's (or the end)
         nxt = agents.event_t(f"{faults[i + 1].name}-fault") if i + 1 < len(faults) else None
         end = nxt if nxt is not None else float("inf")
@@ -291,6 +291,13 @@ def report(topo: Topology, faults: Sequence[Fault], agents: Run, alone: Run) -> 
         row["actions_on_healthy_links"] = wrong
         rows.append(row)
     return {"faults": rows, "summary": summary(rows)}
+
+
+def is_harm(row: Mapping[str, Any]) -> bool:
+    """Whether a fault's row (:func:`report`) shows harm: an outage only with agents, one over
+    ``LONGER_SLACK_S`` longer than alone's, or an action on a link without a fault."""
+    return bool(row.get("agent_only_outages") or row.get("longer_with_agents_s")
+                or row.get("actions_on_healthy_links"))
 
 
 def _p95(values: list[float]) -> float:
