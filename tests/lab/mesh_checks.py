@@ -14,8 +14,10 @@ times how long the service takes to put them back (and whether it counted the dr
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,8 +56,16 @@ def close(a: Any, b: Any) -> bool:
     return abs(a - b) <= max(8, 0.1 * max(abs(a), abs(b)))
 
 
+T0 = time.monotonic()
+
+
+def stage(what: str) -> None:
+    """Say what the check is doing, at once: a check killed for its time limit shows where it stood."""
+    print(f"{time.monotonic() - T0:7.2f} {what}", flush=True)
+
+
 def batctl(*args: str) -> str:
-    return subprocess.run(["batctl", *args], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(["batctl", *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
 def differences(ours: Any, theirs: Any) -> list[str]:
@@ -304,9 +314,11 @@ async def links(out: Path) -> int:
 
         watchers = [asyncio.create_task(watch_links()), asyncio.create_task(watch_config())]
         await asyncio.sleep(0.3)
+        stage("create bat7")
         await lc.create_mesh("bat7", "BATMAN_V")
         r["created_algo"] = (await mc.mesh_info("bat7")).algo_name
         r["created_event"] = await took(lambda: any(e.ifname == "bat7" for e in link_events), 5.0, **FIGURE)
+        stage("attach x7a")
         await lc.set_mtu("x7a", 1560)
         await lc.attach("bat7", "x7a")
         await lc.set_up("x7a", True)
@@ -315,11 +327,13 @@ async def links(out: Path) -> int:
         r["mtu"] = (await lc.link("x7a")).mtu
         r["master_is_bat7"] = (await lc.link("x7a")).master == (await lc.link("bat7")).ifindex
         link_events.clear()
+        stage("link events")
         await lc.set_up("x7a", False)
         r["down_event_s"] = await took(lambda: any(e.ifname == "x7a" and not e.up for e in link_events), 5.0, **FIGURE)
         await lc.set_up("x7a", True)
         r["up_event_s"] = await took(lambda: any(e.ifname == "x7a" and e.up for e in link_events), 5.0, **FIGURE)
         config_events.clear()
+        stage("config events")
         batctl("meshif", "bat7", "orig_interval", "1234")
         r["config_event_s"] = await took(
             lambda: any(getattr(e, "orig_interval", None) == 1234 for e in config_events), 5.0, **FIGURE
@@ -330,11 +344,13 @@ async def links(out: Path) -> int:
             lambda: any(getattr(e, "hop_penalty", None) == 77 and getattr(e, "hard_ifname", "") == "x7a"
                         for e in config_events), 5.0, **FIGURE
         )
+        stage("detach and delete")
         await lc.detach("x7a")
         r["after_detach"] = [h.hard_ifname for h in await mc.hardifs("bat7")]
         await lc.delete("bat7")
         r["deleted"] = not await lc.exists("bat7")
         r["routing_algos"] = await mc.routing_algos()
+        stage("neighbours on bat0")
         # The reconcile check just detached and re-attached this node's hard interface by hand: on a
         # busy guest its neighbours can take a few OGM intervals to come back.
         neighbours: list[Any] = []
@@ -345,12 +361,14 @@ async def links(out: Path) -> int:
 
         r["neighbour_wait_s"] = await took(has_neighbours, 30.0, interval=0.2)
         dst = neighbours[0].neigh_address
+        stage(f"tp_meter to {dst}")
         tp = await mc.tp_meter("bat0", dst, 1000)
         r["tp_meter"] = {"result": tp.tpmeter_result, "bytes": tp.tpmeter_bytes, "ms": tp.tpmeter_test_time,
                          "kbit": tp.throughput_kbit, "to": dst}
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
+        stage("closing")
 
     # The subsystem builds a mesh from nothing: create with the algorithm, attach, set, per-hardif.
     settings = build(
@@ -358,6 +376,7 @@ async def links(out: Path) -> int:
         {"mesh": {"interface": "bat8", "routing_algo": "BATMAN_V", "hard_interfaces": ["x7b"],
                   "orig_interval": 800, "hardif": {"x7b": {"hop_penalty": 20}}}},
     )
+    stage("service builds bat8")
     ctx = _Ctx(settings)
     svc = MeshService()
     task = asyncio.create_task(svc.run(ctx))  # type: ignore[arg-type]
@@ -365,6 +384,7 @@ async def links(out: Path) -> int:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     r["service_actions"] = [f"{a.kind} {a.target}" for a in svc.last_actions]
+    stage("read back bat8")
     r["bat8_algo"] = json.loads(batctl("meshif", "bat8", "mesh_json"))["algo_name"]
     r["bat8_orig_interval"] = batctl("meshif", "bat8", "orig_interval").strip()
     r["bat8_hardifs"] = [h["hard_ifname"] for h in json.loads(batctl("meshif", "bat8", "hardifs_json"))]
@@ -516,6 +536,7 @@ async def bench(out: Path) -> int:
 
 
 def main() -> int:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the guest's step asks before a kill
     mode, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     modes = {"node": node, "reconcile": reconcile, "bench": bench, "links": links, "cli": cli, "agent": agent}

@@ -281,9 +281,18 @@ def step(cmd: str, timeout: float) -> tuple[int, str]:
         text, _ = proc.communicate(timeout=timeout)
         return proc.returncode, text
     except subprocess.TimeoutExpired:
+        # Before the kill, what it was waiting for: each process's kernel wait channel, the
+        # Python stacks of every thread (the checks register faulthandler on SIGUSR1) and the
+        # kernel's last words (a hung task, a device that will not unregister).
+        waits = subprocess.run(["ps", "-o", "pid,stat,wchan:32,args", "-g", str(proc.pid)],
+                               capture_output=True, text=True, check=False).stdout
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        kernel = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout[-3000:]
         os.killpg(proc.pid, signal.SIGKILL)
         text, _ = proc.communicate()
-        return 124, f"timed out after {timeout} s\n{text}"
+        return 124, f"timed out after {timeout} s\n{text}\n--- processes\n{waits}\n--- dmesg\n{kernel}"
 
 
 def lab(lab: Any) -> dict[str, object]:
