@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from x0tta.cli.common import add_json_flag, emit, parse_duration, table
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import DecodeError, PermanentError
 from x0tta.config.fleet import FleetPaths, FleetSettings
 from x0tta.fleet.core import command as cmdcore
@@ -185,7 +186,7 @@ async def collect(host: str, port: int, files: dict[str, str], topics: list[str]
                     return
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(read(), seconds)
+            await SYSTEM.wait_for(read(), seconds)
     return got
 
 

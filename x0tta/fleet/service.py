@@ -44,6 +44,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from x0tta import __version__
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import X0ttaError
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.fleet import FleetPaths, FleetSettings
@@ -304,7 +305,7 @@ class FleetService(Subsystem):
                     except asyncio.CancelledError:
                         death = payloads.death(uuid.uuid4().hex, topics.node, time.time(), session, "shutdown")
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(self._last_word(conn, topics.status, death, signer), DEATH_TIMEOUT)
+                            await SYSTEM.wait_for(self._last_word(conn, topics.status, death, signer), DEATH_TIMEOUT)
                         raise
                     finally:
                         if reader is not None:
@@ -387,7 +388,7 @@ class FleetService(Subsystem):
                      args=dict(cmd.args), counter=cmd.counter)
         reason = None
         try:
-            detail = await asyncio.wait_for(handler(cmd), self.settings.command_timeout)
+            detail = await SYSTEM.wait_for(handler(cmd), self.settings.command_timeout)
         except Unsupported as exc:
             outcome, reason, message, detail = "refused", Reason.UNSUPPORTED.value, str(exc), {}
         except TimeoutError:

@@ -66,6 +66,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import X0ttaError
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.guard import GuardSettings
@@ -289,7 +290,7 @@ class GuardService(Subsystem):
             else:
                 next_look = now
             try:
-                await asyncio.wait_for(self._changed.wait(), None if due is None else max(0.0, due - now))
+                await SYSTEM.wait_for(self._changed.wait(), None if due is None else max(0.0, due - now))
             except TimeoutError:
                 pass
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import CapabilityMissing
 from x0tta.common.health import Condition
 from x0tta.common.spiffe_id import AuthorizationPolicy, SpiffeId
@@ -200,7 +201,7 @@ class IdentityService(Subsystem):
         It is the same object for the life of the agent: subscriptions made on it survive restarts
         of this subsystem and changes of source on reload.
         """
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await SYSTEM.wait_for(self._ready.wait(), timeout)
         return self.source
 
     def serves_renewals(self, settings: IdentitySettings) -> bool:

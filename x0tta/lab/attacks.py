@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import TemporaryError
 from x0tta.lab.core.attacks import ETH_P_BATMAN, Attack, AttackDecodeError, OgmHeader, decode_frame
 
@@ -178,7 +179,7 @@ def handshake_burst(host: str, port: int, attempts: int = 30, case: str = "no_cl
     async def burst() -> None:
         for _ in range(attempts):
             try:
-                seen = await asyncio.wait_for(run_case(case, host, port, None, wait=5.0), 10.0)  # type: ignore[arg-type]
+                seen = await SYSTEM.wait_for(run_case(case, host, port, None, wait=5.0), 10.0)  # type: ignore[arg-type]
             except ConnectionResetError:  # the server closed on what it had not read: refused
                 seen = "refused: reset"
             except Exception as exc:  # unreachable, or a timeout: counted, the burst goes on

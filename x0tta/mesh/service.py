@@ -44,6 +44,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import CapabilityMissing, DecodeError, TemporaryError
 from x0tta.common.subsystem import Context, Subsystem
 from x0tta.config.mesh import MeshSettings
@@ -232,7 +233,7 @@ class MeshService(Subsystem):
                 next_observe = loop.time() + self.settings.observe_interval
             timeout = max(0.0, min(next_reconcile, next_observe) - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await SYSTEM.wait_for(self._wake.wait(), timeout)
 
     async def _watch_events(self, client: MeshClient) -> None:
         """batman-adv's config events wake the reconcile (ours too: they then plan nothing)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+from x0tta.clock import SYSTEM
 from x0tta.common.errors import PermanentError
 from x0tta.common.spiffe_id import AuthorizationPolicy
 from x0tta.identity.ca import CertificateAuthority
@@ -94,10 +95,10 @@ async def _tls_client(case: str, host: str, port: int, ca: CertificateAuthority,
         stream = await ep.connect(host, port, resume=False)
         # a Ping before the Hello: a frame the session's state machine does not allow yet
         await stream.send(encode(Ping(1) if case == "frame_before_hello" else Hello("attacker")))
-        data = await asyncio.wait_for(stream.recv(), 10)
+        data = await SYSTEM.wait_for(stream.recv(), 10)
         if case == "frame_before_hello":  # the server's Hello may come first: read on to the close
             while data:
-                data = await asyncio.wait_for(stream.recv(), 10)
+                data = await SYSTEM.wait_for(stream.recv(), 10)
             return "refused: closed by the server"
         await stream.close()
         return f"not refused: got {len(data)} bytes"
@@ -124,7 +125,7 @@ async def _no_certificate(host: str, port: int, tls12: bool = False) -> str:
                 conn.send(encode(Hello("attacker")))
             with contextlib.suppress(SSL.WantReadError):
                 writer.write(conn.bio_read(1 << 20))
-            data = await asyncio.wait_for(reader.read(1 << 20), 10)
+            data = await SYSTEM.wait_for(reader.read(1 << 20), 10)
             if not data:
                 return "refused: closed"
             conn.bio_write(data)
@@ -145,7 +146,7 @@ async def _raw(case: str, host: str, port: int, wait: float) -> str:
         else:
             writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello that stops
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), wait)
+        data = await SYSTEM.wait_for(reader.read(), wait)
         return f"closed by the server after {len(data)} bytes"
     finally:
         writer.close()

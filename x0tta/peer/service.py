@@ -390,7 +390,7 @@ class PeerService(Subsystem):
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         # real time, whatever the clock: the caller waits for a socket to listen, not for time to pass
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await SYSTEM.wait_for(self._ready.wait(), timeout)
 
     def sessions(self) -> list[tuple[str, PeerSession]]:
         out = [("out", link.current) for link in self.links.values() if link.current is not None]

@@ -248,7 +248,7 @@ class TlsStream:
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
             # real time, whatever the clock: a bound on the kernel's close, not a decision of the service
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            await SYSTEM.wait_for(self._writer.wait_closed(), 1.0)
 
 
 class TlsEndpoint:
@@ -502,7 +502,7 @@ class TlsEndpoint:
         await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)  # real time, as a stream's close
+                await SYSTEM.wait_for(server.wait_closed(), 1.0)  # real time, as a stream's close
         self._servers.clear()
         self.close()
 

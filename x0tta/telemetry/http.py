@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from x0tta.clock import SYSTEM
+
 MAX_REQUEST = 8192
 READ_TIMEOUT = 5.0
 
@@ -41,7 +43,7 @@ class HttpEndpoint:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, ctype, body = await asyncio.wait_for(self._respond(reader), READ_TIMEOUT)
+            status, ctype, body = await SYSTEM.wait_for(self._respond(reader), READ_TIMEOUT)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
             status, ctype, body = 400, "text/plain", b"bad request\n"
         head = (
