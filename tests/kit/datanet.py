@@ -6,8 +6,9 @@ The prober and the alerter open their endpoints through an :class:`x0tta.heal.da
 ``"node/ifname"``; :meth:`FakeNet.connect` puts interfaces on one segment (a cable between two hard
 interfaces, or every node's ``bat0`` for batman-adv's flood). A datagram sent to ``ff02::1`` reaches
 every other interface of the segment, one sent to an interface's ``fe80::`` address that one only;
-there it goes to every endpoint bound to the destination port (a second endpoint on an interface is
-a tap: it hears what the node hears), and bumps the interface's receive counter. Raw ICMPv6
+there it goes to every endpoint bound to the destination port whose prefix filter takes it (a
+second endpoint on an interface is a tap: it hears what the node hears), stamped with its arrival
+on the clock's wall time (``recv_stamped``), and bumps the interface's receive counter. Raw ICMPv6
 endpoints get echo replies only: the destination's kernel answers an echo request, also while its
 agent is held (:meth:`FakeNet.hold`), as a real kernel answers for a stopped process.
 
@@ -15,7 +16,8 @@ Faults are per direction (:meth:`FakeNet.fault`): ``drop`` (a share, drawn from 
 generator: runs replay exactly), ``delay`` (seconds on the clock), ``duplicate`` (extra copies) and
 ``corrupt`` (the last byte flipped, where the probes' and alerts' tags end). Nothing here waits for
 real time: delayed datagrams arrive when the test advances the :class:`~tests.kit.clock.ManualClock`,
-and arriving datagrams are read from the loop's next turn, as a socket's reader would be.
+and arriving datagrams are read from the loop's next turn, as a socket's reader would be, by an
+endpoint that is watched; the prober's probe endpoints are read at its rounds.
 """
 
 from __future__ import annotations
@@ -64,10 +66,13 @@ class FakeEndpoint:
     def __init__(self, net: FakeNet, iface: Interface, port: int, kind: str) -> None:
         self.net, self.iface, self.port, self.kind = net, iface, port, kind
         self.index = iface.index
-        self.queue: deque[tuple[bytes, tuple[str, int, int, int]]] = deque()
+        # datagram, source address, when it arrived on the net's wall clock (the receive timestamp)
+        self.queue: deque[tuple[bytes, tuple[str, int, int, int], float]] = deque()
         self.closed = False
         self._callback: Callable[[], object] | None = None
         self._scheduled = False
+        self.prefix: bytes | None = None  # the socket filter: only datagrams beginning with it (match)
+        self.match = True                 # or only those that do not
 
     def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int:
         if self.closed:
@@ -76,12 +81,16 @@ class FakeEndpoint:
         return len(data)
 
     def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        data, src, _at = self.recv_stamped(size)
+        return data, src
+
+    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None]:
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
         if not self.queue or self.iface.node in self.net.held:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-        data, src = self.queue.popleft()
-        return data[:size], src
+        data, src, at = self.queue.popleft()
+        return data[:size], src, at
 
     def watch(self, callback: Callable[[], object]) -> None:
         self._callback = callback
@@ -94,7 +103,9 @@ class FakeEndpoint:
             self.iface.endpoints.remove(self)
 
     def _arrive(self, data: bytes, src: tuple[str, int, int, int]) -> None:
-        self.queue.append((data, src))
+        if self.prefix is not None and data.startswith(self.prefix) != self.match:
+            return  # the kernel's filter drops it
+        self.queue.append((data, src, self.net.clock.time()))
         self._kick()
 
     def _kick(self) -> None:
@@ -144,8 +155,10 @@ class NodeDatagrams:
         iface = self.net.ifaces.get(f"{self.node}/{ifname}")
         return iface.mac if iface is not None else None
 
-    def link(self, ifname: str, port: int) -> FakeEndpoint:
-        return self.net._bind(self._iface(ifname), port, "udp")
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> FakeEndpoint:
+        ep = self.net._bind(self._iface(ifname), port, "udp")
+        ep.prefix, ep.match = prefix, match
+        return ep
 
     def echo(self, ifname: str) -> FakeEndpoint:
         if not self.can_echo:

@@ -11,7 +11,10 @@ corrupts datagrams between named nodes on a manual clock.
 An :class:`Endpoint` behaves like a non-blocking datagram socket: ``sendto`` raises ``OSError``
 when the datagram cannot leave, ``recvfrom`` raises ``BlockingIOError`` when nothing waits, and
 ``watch(callback)`` calls ``callback`` (no arguments) from the event loop while datagrams wait - as
-a level-triggered reader does. Addresses are the socket module's AF_INET6 tuples
+a level-triggered reader does. ``recv_stamped`` is ``recvfrom`` with the time the datagram arrived
+on the wall clock (the kernel's receive timestamp, ``SO_TIMESTAMPNS``), or None when the endpoint
+cannot tell: the prober reads its sockets once per round, and a probe that waited in the socket
+still counts from when it came. Addresses are the socket module's AF_INET6 tuples
 ``(host, port, flowinfo, scope_id)``.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import socket
 import struct
@@ -30,6 +34,11 @@ ALL_NODES = "ff02::1"
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ICMP6_FILTER = 1
 ECHO_REQUEST, ECHO_REPLY = 128, 129
+# SO_TIMESTAMPNS (SO_TIMESTAMPNS_OLD: a struct timespec of native longs), the same number on x86,
+# ARM and MIPS; the socket module does not name it. Its control message has the same type.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@ll")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class Endpoint(Protocol):
@@ -40,6 +49,10 @@ class Endpoint(Protocol):
     def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int: ...
 
     def recvfrom(self, size: int) -> tuple[bytes, Any]: ...
+
+    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None]:
+        """``recvfrom``, and when the datagram arrived (wall-clock seconds; None: not known)."""
+        ...
 
     def watch(self, callback: Callable[[], object]) -> None: ...
 
@@ -61,9 +74,11 @@ class Datagrams(Protocol):
         """The interface's MAC; None when there is no such interface (yet)."""
         ...
 
-    def link(self, ifname: str, port: int) -> Endpoint:
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> Endpoint:
         """UDP on ``[::]:port`` bound to ``ifname``, sending to ``ff02::1`` there one hop and not
-        looped back; OSError when it cannot be opened."""
+        looped back; OSError when it cannot be opened. With ``prefix`` (four bytes), it receives
+        only the datagrams that begin with it (``match``) or only those that do not: two
+        endpoints on one port then share its datagrams out by kind."""
         ...
 
     def echo(self, ifname: str) -> Endpoint:
@@ -90,17 +105,48 @@ def read_rx_packets(ifname: str) -> int | None:
         return None
 
 
-def open_link_socket(name: str, port: int) -> tuple[socket.socket, int]:
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+_BPF_INSN = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_UDP_PAYLOAD = 8  # a UDP socket's filter sees the datagram from its UDP header
+
+
+def prefix_filter(sock: socket.socket, prefix: bytes, match: bool = True) -> None:
+    """Attach a classic BPF socket filter: ``sock`` receives only the UDP datagrams whose payload
+    begins with the four bytes ``prefix`` (``match``), or only those that do not; a datagram
+    shorter than four bytes (no probe or alert is) reaches neither. The kernel drops what the
+    filter refuses before it wakes anyone. OSError when the kernel refuses the filter."""
+    if len(prefix) != 4:
+        raise ValueError("the prefix filter compares one 32-bit word")
+    take, drop = 0xFFFF, 0  # bytes of the datagram to keep: all, or none (dropped)
+    insns = [
+        (_BPF_LD_W_ABS, 0, 0, _UDP_PAYLOAD),  # past a short datagram's end the program returns 0
+        (_BPF_JEQ_K, 0, 1, int.from_bytes(prefix, "big")),
+        (_BPF_RET_K, 0, 0, take if match else drop),
+        (_BPF_RET_K, 0, 0, drop if match else take),
+    ]
+    code = ctypes.create_string_buffer(b"".join(_BPF_INSN.pack(*i) for i in insns))
+    fprog = struct.pack("HP", len(insns), ctypes.addressof(code))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies the program
+
+
+def open_link_socket(name: str, port: int, prefix: bytes | None = None,
+                     match: bool = True) -> tuple[socket.socket, int]:
     """A non-blocking UDP socket bound to interface ``name`` on ``[::]:port``, sending to
-    ``ff02::1`` there (one hop, not looped back); returns it and the interface index."""
+    ``ff02::1`` there (one hop, not looped back); returns it and the interface index. With
+    ``prefix``: a :func:`prefix_filter` on it."""
     index = socket.if_nametoindex(name)
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
+        if prefix is not None:  # before the bind: nothing unfiltered is ever queued
+            prefix_filter(s, prefix, match)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        with contextlib.suppress(OSError):  # without it, a datagram counts from when it is read
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         s.bind(("::", port))
         group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
         with contextlib.suppress(OSError):  # every interface is in ff02::1 already
@@ -127,6 +173,15 @@ def open_echo_socket(name: str) -> socket.socket:
     return s
 
 
+def receive_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive timestamp among a ``recvmsg``'s control messages, in wall-clock seconds."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            return sec + nsec / 1e9
+    return None
+
+
 class SocketEndpoint:
     """A host socket as an :class:`Endpoint`: readiness through the running loop's ``add_reader``."""
 
@@ -140,6 +195,10 @@ class SocketEndpoint:
 
     def recvfrom(self, size: int) -> tuple[bytes, Any]:
         return self.sock.recvfrom(size)
+
+    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None]:
+        data, ancillary, _flags, addr = self.sock.recvmsg(size, _CMSG_SPACE)
+        return data, addr, receive_time(ancillary)
 
     def watch(self, callback: Callable[[], object]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -184,8 +243,8 @@ class HostDatagrams:
     async def mac(self, ifname: str) -> str | None:
         return await asyncio.to_thread(read_mac, ifname)
 
-    def link(self, ifname: str, port: int) -> SocketEndpoint:
-        sock, index = open_link_socket(ifname, port)
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> SocketEndpoint:
+        sock, index = open_link_socket(ifname, port, prefix, match)
         return SocketEndpoint(sock, index)
 
     def echo(self, ifname: str) -> SocketEndpoint:

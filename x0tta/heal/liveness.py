@@ -3,11 +3,18 @@
 The wire format and the loss accounting are in :mod:`x0tta.heal.core.liveness`; this adapter only
 moves bytes. For each hard interface it opens a datagram socket bound to that device
 (``SO_BINDTODEVICE``) on ``[::]:probe_port``, sends a probe to ``ff02::1`` (all nodes on the link,
-from the interface's fe80:: address) every ``probe_interval`` and reads what arrives without
-blocking (``loop.add_reader``). The sockets, the MACs and the receive counters come through the
-:class:`~x0tta.heal.datagrams.Datagrams` it is given (the host's by default; a test's fake net in
-the unit tests), and its time through its :class:`~x0tta.clock.Clock`. Probes keep flowing on an
-interface the loop has detached from the mesh - that is how it sees the link heal and restores it.
+from the interface's fe80:: address) every ``probe_interval``, and at the start of each round reads
+what arrived since the last one, each datagram with the kernel's receive timestamp. One read per
+round instead of a loop wake-up per datagram (the neighbours' probes come ten times a second on
+every link): loss, acknowledgements and round-trip times are counted from when a probe arrived,
+not from when it was read. Hop-by-hop alerts come to the same port; a socket filter (classic BPF
+on the datagram's first word) gives them a second socket, which the loop watches, so an alert is
+passed on at once. Where the kernel refuses the filter, alerts come with the probes and wait for
+the round: up to one probe interval per hop. The sockets, the MACs and the receive counters come
+through the :class:`~x0tta.heal.datagrams.Datagrams` it is given (the host's by default; a test's
+fake net in the unit tests), and its time through its :class:`~x0tta.clock.Clock`. Probes keep
+flowing on an interface the loop has detached from the mesh - that is how it sees the link heal
+and restores it.
 
 After each send it looks at the stats; when a link starts losing probes it calls ``wake`` so the
 loop runs a cycle at once instead of at its next idle poll.
@@ -73,6 +80,7 @@ class _Iface:
         self.mac = mac
         self.sock = sock
         self.echo: Endpoint | None = None
+        self.alerts: Endpoint | None = None  # hop-by-hop alerts only (a socket filter), watched
         self.addr_of: dict[str, str] = {}  # peer MAC -> the link-local address its probes come from
         self.mac_of: dict[str, str] = {}
         self.rx: RxCounter | None = None
@@ -122,11 +130,27 @@ class Prober:
         self.neighbour_rx = neighbour_rx
         self._peer_rx: dict[tuple[str, str], float] = {}  # overdue peers' own figures, this round
         self._fell_back = False  # the latest lookup round had a peer without its own figure
+        self._drained_at = float("-inf")  # monotonic time of the latest drain
 
     def _open(self, name: str, mac: str) -> _Iface:
-        s = self.datagrams.link(name, self.port)
+        # Hop-by-hop alerts come to the probe port too. A socket filter gives them an endpoint of
+        # their own, watched by the loop: they are rare, and passed on at once, while the probes
+        # wait for the round. Without the filter both come on one endpoint, read at the round.
+        alerts: Endpoint | None = None
+        try:
+            alerts = self.datagrams.link(name, self.port, ALERT_MAGIC, match=True)
+            s = self.datagrams.link(name, self.port, ALERT_MAGIC, match=False)
+        except OSError as exc:
+            if alerts is not None:
+                alerts.close()
+                alerts = None
+            s = self.datagrams.link(name, self.port)
+            if self.log is not None:
+                self.log.warning("probe_alert_filter_unavailable", hardif=name, error=str(exc))
         iface = _Iface(name, s.index, mac, s)
-        s.watch(lambda: self._readable(iface))
+        if alerts is not None:
+            iface.alerts = alerts
+            alerts.watch(lambda: self._alert_readable(iface))
         try:
             echo = iface.echo = self.datagrams.echo(name)
             echo.watch(lambda: self._echo_readable(iface))
@@ -138,43 +162,52 @@ class Prober:
         return iface
 
     def _close(self, iface: _Iface) -> None:
-        for sock in (iface.sock, iface.echo):
+        for sock in (iface.sock, iface.alerts, iface.echo):
             if sock is not None:
                 sock.close()
         if iface.rx is not None:
             iface.rx.close()
             iface.rx = None
 
-    def _readable(self, iface: _Iface) -> bool:
-        """One datagram per call: the loop calls again while more are waiting (a drain would end
-        every wake-up with a recv that fails with EAGAIN, a system call for nothing). False when
-        nothing was there."""
-        try:
-            data, addr = iface.sock.recvfrom(4096)
-        except OSError:  # BlockingIOError: a spurious wake-up; anything else: try again next time
-            return False
-        self._take(iface, data, addr)
-        return True
+    def drain(self, now: float | None = None) -> int:
+        """Read everything waiting on the probe sockets; how many datagrams. Each round does, before
+        its probes go out: their acknowledgements count the peers' probes that arrived since.
 
-    def drain(self) -> int:
-        """Read everything waiting on the probe sockets now; how many datagrams. After a late
-        round, before our probes go out: their acknowledgements must count the peers' probes that
-        arrived while this process did not run, or the peers take their own probes for lost."""
+        A datagram counts from its kernel receive timestamp, moved from the wall clock to the
+        monotonic one and kept between the previous drain and ``now`` (a wall clock stepped in
+        between cannot date a probe before the round that could not have read it, or after now);
+        without a timestamp, from ``now``."""
+        now = self.clock.monotonic() if now is None else now
+        to_monotonic = now - self.clock.time()
+        floor = min(self._drained_at, now)
+        self._drained_at = now
         n = 0
         for iface in list(self.ifaces.values()):
             for _ in range(DRAIN_MAX):
-                if not self._readable(iface):
+                try:
+                    data, addr, wall = iface.sock.recv_stamped(4096)
+                except OSError:  # BlockingIOError: all read; anything else: try again next round
                     break
+                at = now if wall is None else min(now, max(floor, wall + to_monotonic))
+                self._take(iface, data, addr, at)
                 n += 1
         return n
 
-    def _take(self, iface: _Iface, data: bytes, addr: Any) -> None:
+    def _alert_readable(self, iface: _Iface) -> None:
+        """One datagram per call (the loop calls again while more wait)."""
+        assert iface.alerts is not None
+        try:
+            data, addr = iface.alerts.recvfrom(4096)
+        except OSError:
+            return
+        self._take(iface, data, addr, self.clock.monotonic())
+
+    def _take(self, iface: _Iface, data: bytes, addr: Any, now: float) -> None:
         iface.probes_rx += 1
         if data[:4] == ALERT_MAGIC:
             if self.on_alert is not None:
                 self.on_alert(iface.name, data, str(addr[0]))
             return
-        now = self.clock.monotonic()
         self.received += 1
         probe = self.tracker.receive(iface.name, iface.mac, data, now, int(now * 1e9))
         if probe is not None and not probe.bye:
@@ -322,8 +355,11 @@ class Prober:
 
     def stats(self, carrier: Mapping[str, bool] | None = None) -> tuple[ProbeStats, ...]:
         """``carrier``: hard interface -> carrier up, as the caller just read it (a link that came
-        back up restarts its loss accounting, see :meth:`Tracker.link`)."""
-        return self.tracker.stats(self.clock.monotonic(), self.rx_times(), carrier)
+        back up restarts its loss accounting, see :meth:`Tracker.link`). What arrived since the last
+        round is read first: between rounds, a probe waiting unread would count as lost."""
+        now = self.clock.monotonic()
+        self.drain(now)
+        return self.tracker.stats(now, self.rx_times(), carrier)
 
     async def run(self, names: Callable[[], Iterable[str]]) -> None:
         """Send every interval until cancelled; re-reads the interface list each second."""
@@ -337,8 +373,7 @@ class Prober:
                 if now >= next_sync:
                     await self.sync(names())
                     next_sync = now + 1.0
-                if planned is not None and now - planned > self.interval / 2:
-                    self.drain()  # a late round: what arrived meanwhile is acknowledged first
+                self.drain(now)  # what arrived since the last round, before our acknowledgements
                 self.tracker.tick(now)
                 late = self.tracker.overdue(now)
                 self._sample_rx(now, late)

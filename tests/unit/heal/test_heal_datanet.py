@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 
+import pytest
+
 from tests.kit.clock import ManualClock
-from tests.kit.datanet import FakeNet
+from tests.kit.datanet import FakeEndpoint, FakeNet, NodeDatagrams
 from x0tta.heal.alerts import Alerter
 from x0tta.heal.core.alert import Alert, Board, encode
 from x0tta.heal.core.linkkeys import LinkKeys, key_id
@@ -242,9 +245,21 @@ async def test_an_unkeyed_alert_in_this_nodes_own_name_is_not_taken():
     a.close()
 
 
-async def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
+class _NoFilter(NodeDatagrams):
+    """A kernel that refuses socket filters: alerts come with the probes, read at the round."""
+
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> FakeEndpoint:
+        if prefix is not None:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        return super().link(ifname, port)
+
+
+@pytest.mark.parametrize("filtered", [True, False], ids=["alert-socket", "no-socket-filter"])
+async def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not(filtered: bool):
     """A line A - B - C keyed by sessions: A's alert reaches C through B, re-tagged on each link;
-    forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody."""
+    forged, unkeyed, wrongly keyed, flooded and replayed alerts wake nobody. Alerts have a socket
+    of their own and cross at once; without the socket filter they wait for each hop's next
+    probe round."""
     clock = ManualClock()
     net = FakeNet(clock)
     net.connect("a/eth0", "b/eth0")
@@ -258,7 +273,8 @@ async def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
         ring = LinkKeys(required=True)
         for dev, k in keys:
             ring.up(dev, "fe80::1%" + dev, k, now)
-        p = Prober(Tracker(0.1, 20, 60.0, link_keys=ring), PORT, 0.1, datagrams=net.node(name), clock=clock)
+        datagrams = net.node(name) if filtered else _NoFilter(net, name)
+        p = Prober(Tracker(0.1, 20, 60.0, link_keys=ring), PORT, 0.1, datagrams=datagrams, clock=clock)
 
         def wake(name=name):
             wakes[name] += 1
@@ -279,6 +295,8 @@ async def test_alerts_cross_the_mesh_hop_by_hop_and_forged_ones_do_not():
                 if n not in reached and agents[n][1].board.active(clock.monotonic()):
                     reached[n] = clock.monotonic() - t0
         assert set(reached) == {"b", "c"}, reached  # B heard it from A, C from B
+        # at once (the steps of this test), or within a probe round per hop
+        assert reached["c"] <= (2 * STEP if filtered else 2 * 0.1 + 2 * STEP), reached
         assert agents["b"][1].relayed == 1
         # forgeries arrive at C over its link: unkeyed, wrongly keyed, forged, over bat0's flood, replayed
         await clock.pass_time(0.5, STEP)
@@ -334,3 +352,33 @@ async def test_the_hosts_endpoint_reads_through_the_loop_and_closes_its_reader()
     ep.close()
     assert rx.fileno() == -1
     ep.close()  # twice: nothing left to do
+
+
+def test_the_socket_filter_takes_alerts_only_or_everything_else():
+    """On the host's kernel (loopback): a socket taking only the datagrams that begin with the alert
+    magic, and one taking everything else but datagrams shorter than the magic, which neither
+    takes (no probe or alert is that short). (Two such
+    sockets share the probe port's multicast on veths: tests/integration/test_heal_liveness_net.py.)"""
+    import socket
+
+    from x0tta.heal.datagrams import prefix_filter
+    from x0tta.heal.liveness import ALERT_MAGIC
+
+    sent = [b"X0PRa probe", ALERT_MAGIC + b"an alert", b"X0"]
+    got = {}
+    for match in (True, False):
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as rx, \
+                socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
+            prefix_filter(rx, ALERT_MAGIC, match)
+            rx.bind(("::1", 0))
+            for data in sent:
+                tx.sendto(data, rx.getsockname())
+            tx.sendto(ALERT_MAGIC + b"end" if match else b"the end", rx.getsockname())
+            rx.settimeout(5.0)
+            got[match] = []
+            while not got[match] or not got[match][-1].endswith(b"end"):
+                got[match].append(rx.recv(64))
+    assert got[True] == [ALERT_MAGIC + b"an alert", ALERT_MAGIC + b"end"]
+    assert got[False] == [b"X0PRa probe", b"the end"]
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s, pytest.raises(ValueError):
+        prefix_filter(s, b"X0", True)

@@ -372,3 +372,86 @@ def test_the_prober_drains_its_socket_after_a_late_round():
     finally:
         rx.close()
         tx.close()
+
+
+def test_a_probe_read_at_the_round_counts_from_when_the_kernel_received_it():
+    """The prober reads once per round: a probe that waited in the socket is dated by the kernel's
+    receive timestamp (SO_TIMESTAMPNS), not by the read."""
+    import socket
+    import time
+
+    from x0tta.heal.datagrams import SO_TIMESTAMPNS, SocketEndpoint
+    from x0tta.heal.liveness import Prober, _Iface
+
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    prober = Prober(me, 0, 0.1)
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        rx.bind(("::1", 0))
+        rx.setblocking(False)
+        prober.ifaces["eth0"] = _Iface("eth0", 1, MA, SocketEndpoint(rx, 1))
+        sent = time.monotonic()
+        tx.sendto(peer.next_probe("eth0", MB, 0.0, 0), rx.getsockname())
+        time.sleep(0.05)  # the probe waits for the next round
+        read = time.monotonic()
+        assert prober.drain(read) == 1
+        heard = me.peers[("eth0", MB)].last_rx
+        assert sent - 0.01 <= heard < read - 0.04, (sent, heard, read)
+    finally:
+        rx.close()
+        tx.close()
+
+
+class _Stamped:
+    """An endpoint handing out datagrams with the receive times a test chose."""
+
+    index = 1
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def recv_stamped(self, size):
+        if not self.items:
+            raise BlockingIOError
+        data, wall = self.items.pop(0)
+        return data, ("fe80::2", 0, 0, 1), wall
+
+    def sendto(self, data, addr):
+        return len(data)
+
+    def close(self):
+        pass
+
+
+def test_a_receive_time_is_kept_between_the_last_round_and_now():
+    """A wall clock stepped between the kernel's stamp and the read cannot date a probe before the
+    round that did not see it, or after the read; a datagram without a stamp counts from the read."""
+    from tests.kit.clock import ManualClock
+    from x0tta.heal.liveness import Prober, _Iface
+
+    clock = ManualClock()
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    prober = Prober(me, 0, 0.1, clock=clock)
+    wall_offset = clock.time() - clock.monotonic()
+    ep = _Stamped([])
+    prober.ifaces["eth0"] = _Iface("eth0", 1, MA, ep)  # type: ignore[arg-type]
+    prober.drain()  # the first round
+    first = clock.monotonic()
+    clock.advance(0.1)
+    ep.items = [(peer.next_probe("eth0", MB, 0.0, 0), first + wall_offset - 3600.0)]  # a clock stepped back
+    prober.drain()
+    assert me.peers[("eth0", MB)].last_rx == first
+    clock.advance(0.1)
+    ep.items = [(peer.next_probe("eth0", MB, 0.1, 10**8), clock.time() + 3600.0)]  # stepped forward
+    prober.drain()
+    assert me.peers[("eth0", MB)].last_rx == clock.monotonic()
+    clock.advance(0.1)
+    ep.items = [(peer.next_probe("eth0", MB, 0.2, 2 * 10**8), clock.time() - 0.05)]  # a true stamp
+    prober.drain()
+    assert me.peers[("eth0", MB)].last_rx == pytest.approx(clock.monotonic() - 0.05)
+    clock.advance(0.1)
+    ep.items = [(peer.next_probe("eth0", MB, 0.3, 3 * 10**8), None)]  # none
+    prober.drain()
+    assert me.peers[("eth0", MB)].last_rx == clock.monotonic()
