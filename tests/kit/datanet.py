@@ -73,6 +73,9 @@ class FakeEndpoint:
         self._scheduled = False
         self.prefix: bytes | None = None  # the socket filter: only datagrams beginning with it (match)
         self.match = True                 # or only those that do not
+        self.stamped = True  # receive timestamps on (the net's clock)
+        self.capacity: int | None = None  # datagrams the endpoint holds unread (None: no limit)
+        self.drops = 0  # datagrams dropped because it held ``capacity`` already (SO_RXQ_OVFL)
 
     def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int:
         if self.closed:
@@ -81,16 +84,16 @@ class FakeEndpoint:
         return len(data)
 
     def recvfrom(self, size: int) -> tuple[bytes, Any]:
-        data, src, _at = self.recv_stamped(size)
+        data, src, _at, _drops = self.recv_stamped(size)
         return data, src
 
-    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None]:
+    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None, int | None]:
         if self.closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
         if not self.queue or self.iface.node in self.net.held:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         data, src, at = self.queue.popleft()
-        return data[:size], src, at
+        return data[:size], src, at if self.stamped else None, self.drops
 
     def watch(self, callback: Callable[[], object]) -> None:
         self._callback = callback
@@ -105,6 +108,9 @@ class FakeEndpoint:
     def _arrive(self, data: bytes, src: tuple[str, int, int, int]) -> None:
         if self.prefix is not None and data.startswith(self.prefix) != self.match:
             return  # the kernel's filter drops it
+        if self.capacity is not None and len(self.queue) >= self.capacity:
+            self.drops += 1  # the receive buffer is full
+            return
         self.queue.append((data, src, self.net.clock.time()))
         self._kick()
 
@@ -155,7 +161,8 @@ class NodeDatagrams:
         iface = self.net.ifaces.get(f"{self.node}/{ifname}")
         return iface.mac if iface is not None else None
 
-    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> FakeEndpoint:
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True,
+             stamps: bool = False) -> FakeEndpoint:
         ep = self.net._bind(self._iface(ifname), port, "udp")
         ep.prefix, ep.match = prefix, match
         return ep

@@ -12,10 +12,11 @@ An :class:`Endpoint` behaves like a non-blocking datagram socket: ``sendto`` rai
 when the datagram cannot leave, ``recvfrom`` raises ``BlockingIOError`` when nothing waits, and
 ``watch(callback)`` calls ``callback`` (no arguments) from the event loop while datagrams wait - as
 a level-triggered reader does. ``recv_stamped`` is ``recvfrom`` with the time the datagram arrived
-on the wall clock (the kernel's receive timestamp, ``SO_TIMESTAMPNS``), or None when the endpoint
-cannot tell: the prober reads its sockets once per round, and a probe that waited in the socket
-still counts from when it came. Addresses are the socket module's AF_INET6 tuples
-``(host, port, flowinfo, scope_id)``.
+on the wall clock (the kernel's receive timestamp, ``SO_TIMESTAMPNS``) and the endpoint's drop
+count (``SO_RXQ_OVFL``), each None when the endpoint cannot tell: the prober reads its probe
+sockets once per round, a probe that waited in the socket still counts from when it came, and a
+round in which the kernel dropped probes for lack of room is not taken for loss on the link.
+Addresses are the socket module's AF_INET6 tuples ``(host, port, flowinfo, scope_id)``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import ctypes
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,8 +39,14 @@ ECHO_REQUEST, ECHO_REPLY = 128, 129
 # SO_TIMESTAMPNS (SO_TIMESTAMPNS_OLD: a struct timespec of native longs), the same number on x86,
 # ARM and MIPS; the socket module does not name it. Its control message has the same type.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMESPEC = struct.Struct("@ll")
-_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+# SO_RXQ_OVFL: each datagram comes with the count of datagrams the socket dropped for lack of room
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # past rmem_max, with CAP_NET_ADMIN
+# A probe socket is read once per round: room for a flood of 100 ms (about 1 KiB of kernel memory
+# a small datagram) before the kernel drops anything, and a drop is seen (SO_RXQ_OVFL).
+PROBE_RCVBUF = 4 << 20
+_TIMESPECS = {16: struct.Struct("=qq"), 8: struct.Struct("=ii")}  # 64-bit time_t, or 32-bit
+_CMSG_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 
 
 class Endpoint(Protocol):
@@ -50,8 +58,12 @@ class Endpoint(Protocol):
 
     def recvfrom(self, size: int) -> tuple[bytes, Any]: ...
 
-    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None]:
-        """``recvfrom``, and when the datagram arrived (wall-clock seconds; None: not known)."""
+    # whether recv_stamped can tell when a datagram arrived (the kernel's timestamps are on)
+    stamped: bool
+
+    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None, int | None]:
+        """``recvfrom``, when the datagram arrived (wall-clock seconds; None: not known) and how
+        many datagrams the endpoint has dropped for lack of room so far (None: not known)."""
         ...
 
     def watch(self, callback: Callable[[], object]) -> None: ...
@@ -74,11 +86,13 @@ class Datagrams(Protocol):
         """The interface's MAC; None when there is no such interface (yet)."""
         ...
 
-    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> Endpoint:
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True,
+             stamps: bool = False) -> Endpoint:
         """UDP on ``[::]:port`` bound to ``ifname``, sending to ``ff02::1`` there one hop and not
         looped back; OSError when it cannot be opened. With ``prefix`` (four bytes), it receives
         only the datagrams that begin with it (``match``) or only those that do not: two
-        endpoints on one port then share its datagrams out by kind."""
+        endpoints on one port then share its datagrams out by kind. ``stamps``: an endpoint read
+        in batches - receive timestamps, a drop count and a large receive buffer."""
         ...
 
     def echo(self, ifname: str) -> Endpoint:
@@ -118,7 +132,7 @@ def prefix_filter(sock: socket.socket, prefix: bytes, match: bool = True) -> Non
     filter refuses before it wakes anyone. OSError when the kernel refuses the filter."""
     if len(prefix) != 4:
         raise ValueError("the prefix filter compares one 32-bit word")
-    take, drop = 0xFFFF, 0  # bytes of the datagram to keep: all, or none (dropped)
+    take, drop = 0xFFFFFFFF, 0  # bytes of the datagram to keep: all, or none (dropped)
     insns = [
         (_BPF_LD_W_ABS, 0, 0, _UDP_PAYLOAD),  # past a short datagram's end the program returns 0
         (_BPF_JEQ_K, 0, 1, int.from_bytes(prefix, "big")),
@@ -130,11 +144,13 @@ def prefix_filter(sock: socket.socket, prefix: bytes, match: bool = True) -> Non
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies the program
 
 
-def open_link_socket(name: str, port: int, prefix: bytes | None = None,
-                     match: bool = True) -> tuple[socket.socket, int]:
+def open_link_socket(name: str, port: int, prefix: bytes | None = None, match: bool = True,
+                     stamps: bool = False) -> tuple[socket.socket, int]:
     """A non-blocking UDP socket bound to interface ``name`` on ``[::]:port``, sending to
     ``ff02::1`` there (one hop, not looped back); returns it and the interface index. With
-    ``prefix``: a :func:`prefix_filter` on it."""
+    ``prefix``: a :func:`prefix_filter` on it. ``stamps``: the kernel's receive timestamps and
+    drop count on every datagram, and a receive buffer of :data:`PROBE_RCVBUF` (each best
+    effort: :func:`is_stamped` says whether the timestamps are on)."""
     index = socket.if_nametoindex(name)
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
@@ -145,8 +161,16 @@ def open_link_socket(name: str, port: int, prefix: bytes | None = None,
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-        with contextlib.suppress(OSError):  # without it, a datagram counts from when it is read
-            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if stamps:
+            with contextlib.suppress(OSError):  # without them, a datagram counts from its read
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, PROBE_RCVBUF)
+            except OSError:  # no CAP_NET_ADMIN: as much as net.core.rmem_max allows
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PROBE_RCVBUF)
         s.bind(("::", port))
         group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
         with contextlib.suppress(OSError):  # every interface is in ff02::1 already
@@ -173,13 +197,28 @@ def open_echo_socket(name: str) -> socket.socket:
     return s
 
 
-def receive_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
-    """The kernel's receive timestamp among a ``recvmsg``'s control messages, in wall-clock seconds."""
+def is_stamped(sock: socket.socket) -> bool:
+    """Whether the kernel's receive timestamps are on for ``sock``."""
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS))
+    except OSError:
+        return False
+
+
+def receive_info(ancillary: list[tuple[int, int, bytes]]) -> tuple[float | None, int | None]:
+    """From a ``recvmsg``'s control messages: the kernel's receive timestamp (wall-clock seconds)
+    and the socket's drop count, each None when absent. A timespec is read by its length: 16
+    bytes on a 64-bit time_t, 8 on an old 32-bit one."""
+    wall = drops = None
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(data)
-            return sec + nsec / 1e9
-    return None
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == SO_TIMESTAMPNS and len(data) in _TIMESPECS:
+            sec, nsec = _TIMESPECS[len(data)].unpack(data)
+            wall = sec + nsec / 1e9
+        elif kind == SO_RXQ_OVFL and len(data) == 4:
+            drops = int.from_bytes(data, sys.byteorder)
+    return wall, drops
 
 
 class SocketEndpoint:
@@ -188,6 +227,7 @@ class SocketEndpoint:
     def __init__(self, sock: socket.socket, index: int) -> None:
         self.sock = sock
         self.index = index
+        self.stamped = is_stamped(sock)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int:
@@ -196,9 +236,9 @@ class SocketEndpoint:
     def recvfrom(self, size: int) -> tuple[bytes, Any]:
         return self.sock.recvfrom(size)
 
-    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None]:
+    def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None, int | None]:
         data, ancillary, _flags, addr = self.sock.recvmsg(size, _CMSG_SPACE)
-        return data, addr, receive_time(ancillary)
+        return (data, addr, *receive_info(ancillary))
 
     def watch(self, callback: Callable[[], object]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -243,8 +283,9 @@ class HostDatagrams:
     async def mac(self, ifname: str) -> str | None:
         return await asyncio.to_thread(read_mac, ifname)
 
-    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> SocketEndpoint:
-        sock, index = open_link_socket(ifname, port, prefix, match)
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True,
+             stamps: bool = False) -> SocketEndpoint:
+        sock, index = open_link_socket(ifname, port, prefix, match, stamps)
         return SocketEndpoint(sock, index)
 
     def echo(self, ifname: str) -> SocketEndpoint:

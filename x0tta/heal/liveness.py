@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from x0tta.clock import SYSTEM, Clock
+from x0tta.heal.core.liveness import MAGIC as PROBE_MAGIC
 from x0tta.heal.core.liveness import RxTimes, Tracker
 from x0tta.heal.core.model import ProbeStats
 
@@ -81,6 +82,8 @@ class _Iface:
         self.sock = sock
         self.echo: Endpoint | None = None
         self.alerts: Endpoint | None = None  # hop-by-hop alerts only (a socket filter), watched
+        # the probe endpoint's drop count as last seen (the kernel sends none until the first drop)
+        self.drops = 0
         self.addr_of: dict[str, str] = {}  # peer MAC -> the link-local address its probes come from
         self.mac_of: dict[str, str] = {}
         self.rx: RxCounter | None = None
@@ -131,26 +134,36 @@ class Prober:
         self._peer_rx: dict[tuple[str, str], float] = {}  # overdue peers' own figures, this round
         self._fell_back = False  # the latest lookup round had a peer without its own figure
         self._drained_at = float("-inf")  # monotonic time of the latest drain
+        self.overruns = 0  # probes the kernel dropped on full probe sockets (SO_RXQ_OVFL)
+        self._overrun_logged = float("-inf")
+        self.take_errors = 0  # datagrams whose handling raised (logged, dropped)
 
     def _open(self, name: str, mac: str) -> _Iface:
-        # Hop-by-hop alerts come to the probe port too. A socket filter gives them an endpoint of
-        # their own, watched by the loop: they are rare, and passed on at once, while the probes
-        # wait for the round. Without the filter both come on one endpoint, read at the round.
+        # Hop-by-hop alerts come to the probe port too. Socket filters give probes and alerts an
+        # endpoint each and keep anything else out: alerts are rare and watched by the loop, passed
+        # on at once, while the probes wait for the round. Without the filters both come on one
+        # endpoint, read at the round.
         alerts: Endpoint | None = None
         try:
             alerts = self.datagrams.link(name, self.port, ALERT_MAGIC, match=True)
-            s = self.datagrams.link(name, self.port, ALERT_MAGIC, match=False)
+            s = self.datagrams.link(name, self.port, PROBE_MAGIC, match=True, stamps=True)
         except OSError as exc:
             if alerts is not None:
                 alerts.close()
                 alerts = None
-            s = self.datagrams.link(name, self.port)
+            s = self.datagrams.link(name, self.port, stamps=True)
             if self.log is not None:
                 self.log.warning("probe_alert_filter_unavailable", hardif=name, error=str(exc))
         iface = _Iface(name, s.index, mac, s)
         if alerts is not None:
             iface.alerts = alerts
             alerts.watch(lambda: self._alert_readable(iface))
+        if not s.stamped:
+            # no receive timestamps: read each probe as it comes, dated by its read (each a loop
+            # wake-up, as before the timestamps); the rounds read whatever is left
+            if self.log is not None:
+                self.log.warning("probe_timestamps_unavailable", hardif=name)
+            s.watch(lambda: self._drain_one(iface))
         try:
             echo = iface.echo = self.datagrams.echo(name)
             echo.watch(lambda: self._echo_readable(iface))
@@ -174,24 +187,44 @@ class Prober:
         its probes go out: their acknowledgements count the peers' probes that arrived since.
 
         A datagram counts from its kernel receive timestamp, moved from the wall clock to the
-        monotonic one and kept between the previous drain and ``now`` (a wall clock stepped in
-        between cannot date a probe before the round that could not have read it, or after now);
-        without a timestamp, from ``now``."""
-        now = self.clock.monotonic() if now is None else now
-        to_monotonic = now - self.clock.time()
+        monotonic one (the two read together) and kept between the previous drain and ``now`` (a
+        wall clock stepped in between cannot date a probe before the round that could not have
+        read it, or after now); without a timestamp, from ``now``. When the kernel dropped
+        datagrams on a probe socket for lack of room (a flood), the probes it dropped are not loss
+        on the link: the tracker holds its loss counting as after a stall of this agent."""
+        mono = self.clock.monotonic()
+        to_monotonic = mono - self.clock.time()
+        now = mono if now is None else min(now, mono)
         floor = min(self._drained_at, now)
-        self._drained_at = now
+        self._drained_at = max(self._drained_at, now)
         n = 0
         for iface in list(self.ifaces.values()):
             for _ in range(DRAIN_MAX):
                 try:
-                    data, addr, wall = iface.sock.recv_stamped(4096)
+                    data, addr, wall, drops = iface.sock.recv_stamped(4096)
                 except OSError:  # BlockingIOError: all read; anything else: try again next round
                     break
-                at = now if wall is None else min(now, max(floor, wall + to_monotonic))
-                self._take(iface, data, addr, at)
                 n += 1
+                if drops is not None and drops != iface.drops:  # the kernel's count moved
+                    self._overrun(iface, now, (drops - iface.drops) & 0xFFFFFFFF)
+                    iface.drops = drops
+                self._take(iface, data, addr, now if wall is None else min(now, max(floor, wall + to_monotonic)))
         return n
+
+    def _drain_one(self, iface: _Iface) -> None:
+        """A probe endpoint without receive timestamps: one datagram, dated now."""
+        try:
+            data, addr, _wall, _drops = iface.sock.recv_stamped(4096)
+        except OSError:
+            return
+        self._take(iface, data, addr, self.clock.monotonic())
+
+    def _overrun(self, iface: _Iface, now: float, dropped: int) -> None:
+        self.overruns += dropped
+        self.tracker.hold(now)
+        if self.log is not None and now - self._overrun_logged >= 60.0:  # a flood: once a minute
+            self._overrun_logged = now
+            self.log.warning("probe_socket_overrun", hardif=iface.name, dropped=dropped, total=self.overruns)
 
     def _alert_readable(self, iface: _Iface) -> None:
         """One datagram per call (the loop calls again while more wait)."""
@@ -203,6 +236,17 @@ class Prober:
         self._take(iface, data, addr, self.clock.monotonic())
 
     def _take(self, iface: _Iface, data: bytes, addr: Any, now: float) -> None:
+        """One datagram: a probe to the tracker, an alert to ``on_alert``. A failure is logged and
+        the datagram dropped; the next one and the round go on."""
+        try:
+            self._handle(iface, data, addr, now)
+        except Exception as exc:
+            self.take_errors += 1
+            if self.log is not None:
+                self.log.error("probe_datagram_failed", hardif=iface.name, source=str(addr[0]),
+                               error=f"{type(exc).__name__}: {exc}")
+
+    def _handle(self, iface: _Iface, data: bytes, addr: Any, now: float) -> None:
         iface.probes_rx += 1
         if data[:4] == ALERT_MAGIC:
             if self.on_alert is not None:
@@ -373,6 +417,7 @@ class Prober:
                 if now >= next_sync:
                     await self.sync(names())
                     next_sync = now + 1.0
+                    now = self.clock.monotonic()  # the sync may have waited for a thread
                 self.drain(now)  # what arrived since the last round, before our acknowledgements
                 self.tracker.tick(now)
                 late = self.tracker.overdue(now)

@@ -130,7 +130,8 @@ class _Metrics:
             ["direction"], registry=r,
         )
         self.probes = Counter(
-            "x0tta_heal_probes_total", "Liveness probes, by direction (sent, received, rejected)",
+            "x0tta_heal_probes_total",
+            "Liveness probes, by direction (sent, received, rejected, dropped: by the kernel on a full probe socket)",
             ["direction"], registry=r,
         )
         self.refused = Counter(
@@ -569,7 +570,8 @@ class HealService(Subsystem):
             m = self._metrics
             if self.prober is not None:
                 p = self.prober
-                self._add(m.probes, "probes", {"sent": p.sent, "received": p.received, "rejected": p.tracker.rejected})
+                self._add(m.probes, "probes", {"sent": p.sent, "received": p.received, "rejected": p.tracker.rejected,
+                                                "dropped": p.overruns})
                 self._add(m.refused, "probes_refused", p.tracker.rejects)
                 m.link_keys.set(self.link_keys.count(self.clock.monotonic()))
             if self.alerter is not None:
@@ -847,6 +849,9 @@ class HealService(Subsystem):
                 "breakers": self.executor.breakers.states() if self.executor else {},
                 "probes": [_probe_json(p) for p in (self.prober.stats() if self.prober else ())],
                 "probe_stalls": self.prober.tracker.stalls if self.prober else 0,
+                # probes the kernel dropped on full probe sockets (a flood), and the holds they caused
+                "probe_overruns": self.prober.overruns if self.prober else 0,
+                "probe_holds": self.prober.tracker.holds if self.prober else 0,
                 "probe_corroboration": self.prober.corroboration if self.prober else None,
                 "authentication": self._auth_json(),
                 "link_rx_age": ({k: round(self.clock.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}

@@ -246,8 +246,9 @@ class TlsStream:
         with contextlib.suppress(ConnectionError, OSError, RuntimeError):
             self._writer.write(_drain_bio(self._conn))
         self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
-            # real time, whatever the clock: a bound on the kernel's close, not a decision of the service
+        # real time, whatever the clock: a bound on the kernel's close, not a decision of the
+        # service. A cancellation (the service stopping) is not swallowed: the stop goes on.
+        with contextlib.suppress(ConnectionError, OSError):  # TimeoutError is an OSError
             await SYSTEM.wait_for(self._writer.wait_closed(), 1.0)
 
 

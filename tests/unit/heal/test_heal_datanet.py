@@ -248,7 +248,8 @@ async def test_an_unkeyed_alert_in_this_nodes_own_name_is_not_taken():
 class _NoFilter(NodeDatagrams):
     """A kernel that refuses socket filters: alerts come with the probes, read at the round."""
 
-    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True) -> FakeEndpoint:
+    def link(self, ifname: str, port: int, prefix: bytes | None = None, match: bool = True,
+             stamps: bool = False) -> FakeEndpoint:
         if prefix is not None:
             raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         return super().link(ifname, port)
@@ -382,3 +383,37 @@ def test_the_socket_filter_takes_alerts_only_or_everything_else():
     assert got[False] == [b"X0PRa probe", b"the end"]
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s, pytest.raises(ValueError):
         prefix_filter(s, b"X0", True)
+
+
+async def test_probes_a_flood_pushes_out_of_a_full_socket_are_not_loss_on_the_link():
+    """An outsider on the link floods the probe port. Datagrams without the probe magic never reach
+    the probe socket (its filter); forged probes fill it, and the kernel drops what does not fit,
+    real probes included. Those drops are seen (the socket's drop count) and held, not counted as
+    loss on a healthy link."""
+    clock = ManualClock()
+    net = FakeNet(clock)
+    net.connect("a/eth0", "b/eth0", "x/eth0")
+    pa, pb = prober(net, clock, "a"), prober(net, clock, "b")
+    async with probing({"a": (pa, ["eth0"])}):
+        await clock.pass_time(0.05, STEP)  # b's rounds half an interval after a's
+        async with probing({"b": (pb, ["eth0"])}):
+            await clock.pass_time(1.0, STEP)
+            sock = pa.ifaces["eth0"].sock
+            sock.capacity = 8  # a small receive buffer: the flood overruns it between two rounds
+            # b sends no batman-adv frames here (the eBPF figure): the flood's frames on the
+            # interface must not be what keeps b's silence from counting
+            pa.neighbour_rx = lambda _index, _mac: 0.0
+            flood = net.node("x").link("eth0", PORT)
+            junk, forged = b"junk" * 10, b"X0LP" + os.urandom(40)
+            worst = 0
+            for step in range(400):  # 2 s
+                flood.sendto(junk, (ALL_NODES, PORT, 0, flood.index))
+                flood.sendto(forged, (ALL_NODES, PORT, 0, flood.index))
+                await clock.pass_time(STEP)
+                if step % 20 == 19:  # the loop's look, once a round, between rounds
+                    worst = max([worst] + [s.lost_run for s in pa.stats()])
+            received = sum(s.received for s in pa.stats())
+            assert 0 < pa.overruns <= sock.drops and pa.tracker.holds > 0  # the last drops: after the last read
+            assert received < 20 and worst == 0, (received, worst)  # b's probes were dropped too: held
+            assert pa.tracker.rejects["malformed"] > 0 and not any(d == junk for d, *_ in sock.queue)
+            flood.close()

@@ -408,6 +408,7 @@ class _Stamped:
     """An endpoint handing out datagrams with the receive times a test chose."""
 
     index = 1
+    stamped = True
 
     def __init__(self, items):
         self.items = list(items)
@@ -416,7 +417,7 @@ class _Stamped:
         if not self.items:
             raise BlockingIOError
         data, wall = self.items.pop(0)
-        return data, ("fe80::2", 0, 0, 1), wall
+        return data, ("fe80::2", 0, 0, 1), wall, None
 
     def sendto(self, data, addr):
         return len(data)
@@ -455,3 +456,46 @@ def test_a_receive_time_is_kept_between_the_last_round_and_now():
     ep.items = [(peer.next_probe("eth0", MB, 0.3, 3 * 10**8), None)]  # none
     prober.drain()
     assert me.peers[("eth0", MB)].last_rx == clock.monotonic()
+
+
+def test_receive_info_reads_a_timestamp_by_its_length_and_the_drop_count():
+    import socket
+    import struct
+    import sys
+
+    from x0tta.heal.datagrams import SO_RXQ_OVFL, SO_TIMESTAMPNS, receive_info
+
+    sol = socket.SOL_SOCKET
+    assert receive_info([]) == (None, None)
+    assert receive_info([(sol, SO_TIMESTAMPNS, struct.pack("=qq", 1_800_000_000, 500_000_000))]) == (
+        1_800_000_000.5, None)
+    assert receive_info([(sol, SO_TIMESTAMPNS, struct.pack("=ii", 1_700_000_000, 250_000_000)),
+                         (sol, SO_RXQ_OVFL, (7).to_bytes(4, sys.byteorder))]) == (1_700_000_000.25, 7)
+    # another level, a length that is no timespec: not ours to read
+    assert receive_info([(socket.IPPROTO_IPV6, SO_TIMESTAMPNS, b"\0" * 16),
+                         (sol, SO_TIMESTAMPNS, b"\0" * 12)]) == (None, None)
+
+
+def test_a_datagram_whose_handling_fails_is_logged_and_the_next_one_read():
+    from tests.kit.clock import ManualClock
+    from x0tta.heal.liveness import Prober, _Iface
+
+    class Log:
+        def __init__(self):
+            self.errors = []
+
+        def error(self, event, **kw):
+            self.errors.append((event, kw))
+
+        def warning(self, event, **kw):
+            pass
+
+    clock, log = ManualClock(), Log()
+    me, peer = Tracker(0.1, 20, 60.0), Tracker(0.1, 20, 60.0)
+    prober = Prober(me, 0, 0.1, clock=clock, log=log)
+    prober.on_alert = lambda *_a: 1 / 0
+    prober.ifaces["eth0"] = _Iface("eth0", 1, MA, _Stamped([(b"X0MA an alert", None),  # type: ignore[arg-type]
+                                                             (peer.next_probe("eth0", MB, 0.0, 0), None)]))
+    assert prober.drain() == 2
+    assert prober.take_errors == 1 and log.errors[0][0] == "probe_datagram_failed"
+    assert "ZeroDivisionError" in log.errors[0][1]["error"] and ("eth0", MB) in me.peers

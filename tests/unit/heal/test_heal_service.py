@@ -95,8 +95,8 @@ class Prober:
     def __init__(self, kernel: Kernel, clock: ManualClock) -> None:
         self.kernel = kernel
         self.clock = clock
-        self.sent = self.received = 0
-        self.tracker = type("T", (), {"rejected": 0, "rejects": {}, "stalls": 0})()
+        self.sent = self.received = self.overruns = 0
+        self.tracker = type("T", (), {"rejected": 0, "rejects": {}, "stalls": 0, "holds": 0})()
         self.lag = 0.0
         self.corroboration = "ebpf_neighbour"
         self.echo = True

@@ -238,6 +238,7 @@ class Tracker:
         self.last_tick: float | None = None
         self.grace_until = 0.0
         self.stalls = 0
+        self.holds = 0  # rounds held because probes were dropped unread (see hold)
         self.carrier: dict[str, bool] = {}  # hardif -> carrier as last told
         self.restart_seq: dict[str, int] = {}  # hardif -> my last seq there before its carrier came back
         self.echo_rx: dict[tuple[str, str], float] = {}  # (hardif, peer) -> last echo reply
@@ -329,6 +330,12 @@ class Tracker:
             self.grace_until = now + 2 * self.interval
             self.stalls += 1
         self.last_tick = now
+
+    def hold(self, now: float) -> None:
+        """Probes were dropped before this agent could read them (its socket overran in a flood):
+        what looks lost is not the link's doing, so loss is held as after a stall (:meth:`tick`)."""
+        self.grace_until = max(self.grace_until, now + 2 * self.interval)
+        self.holds += 1
 
     def next_probe(self, hardif: str, mac: str, now: float, now_ns: int) -> bytes:
         seq = self.seq.get(hardif, 0) + 1
