@@ -157,13 +157,13 @@ class Prober:
         iface = _Iface(name, s.index, mac, s)
         if alerts is not None:
             iface.alerts = alerts
-            alerts.watch(lambda: self._alert_readable(iface))
+            alerts.watch(lambda: self._read_one(iface, alerts))
         if not s.stamped:
             # no receive timestamps: read each probe as it comes, dated by its read (each a loop
             # wake-up, as before the timestamps); the rounds read whatever is left
             if self.log is not None:
                 self.log.warning("probe_timestamps_unavailable", hardif=name)
-            s.watch(lambda: self._drain_one(iface))
+            s.watch(lambda: self._read_one(iface, s))
         try:
             echo = iface.echo = self.datagrams.echo(name)
             echo.watch(lambda: self._echo_readable(iface))
@@ -211,14 +211,6 @@ class Prober:
                 self._take(iface, data, addr, now if wall is None else min(now, max(floor, wall + to_monotonic)))
         return n
 
-    def _drain_one(self, iface: _Iface) -> None:
-        """A probe endpoint without receive timestamps: one datagram, dated now."""
-        try:
-            data, addr, _wall, _drops = iface.sock.recv_stamped(4096)
-        except OSError:
-            return
-        self._take(iface, data, addr, self.clock.monotonic())
-
     def _overrun(self, iface: _Iface, now: float, dropped: int) -> None:
         self.overruns += dropped
         self.tracker.hold(now)
@@ -226,11 +218,11 @@ class Prober:
             self._overrun_logged = now
             self.log.warning("probe_socket_overrun", hardif=iface.name, dropped=dropped, total=self.overruns)
 
-    def _alert_readable(self, iface: _Iface) -> None:
-        """One datagram per call (the loop calls again while more wait)."""
-        assert iface.alerts is not None
+    def _read_one(self, iface: _Iface, endpoint: Endpoint) -> None:
+        """A watched endpoint (the alerts', or probes without timestamps): one datagram per call,
+        dated now (the loop calls again while more wait)."""
         try:
-            data, addr = iface.alerts.recvfrom(4096)
+            data, addr = endpoint.recvfrom(4096)
         except OSError:
             return
         self._take(iface, data, addr, self.clock.monotonic())
