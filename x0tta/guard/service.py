@@ -322,6 +322,8 @@ class GuardService(Subsystem):
         familiar = {o: t for o, t in self.familiar.items() if now - t <= s.originator_memory}
         seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
                        enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar),
+                       admitting=bool(self.settings.admitted_macs) or (
+                           self.identity_ready is not None and self.identity_ready()),
                        ogms=seen.ogms + tuple(self._new_ogms(now - s.window)))
         # the detectors' counters start from the last look before their window: keep two windows
         history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]

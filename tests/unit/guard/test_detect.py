@@ -72,6 +72,12 @@ def test_unadmitted_frames_are_low_severity_while_enforcing_they_are_dropped() -
     assert f.level == 3 and f.evidence["enforcing"] is True
 
 
+def test_unadmitted_frames_are_informational_where_this_node_can_admit_nobody() -> None:
+    obs = [Observation(0.0, heard=(heard(R, 0),)), Observation(60.0, heard=(heard(R, 400),), admitting=False)]
+    [f] = unadmitted_frames(obs, S, 60.0)
+    assert f.level == 4 and f.evidence["admitting"] is False
+
+
 def test_honest_joiner_within_its_grace_and_admitted_neighbours_are_not_flagged() -> None:
     obs = [
         Observation(0.0, heard=(heard(A, 0),)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 import pytest
 
@@ -182,6 +183,7 @@ class Mesh:
 async def looking():
     """A running guard whose own loop does not look (detection off): the tests call ``look``."""
     async with guard_running(GuardSettings(mode="enforce", detect=DetectSettings(enabled=False))) as both:
+        both[0].identity_ready = lambda: True  # this node has its identity: it admits by handshake
         yield both
 
 
@@ -206,6 +208,22 @@ async def test_a_look_records_each_new_threat_once_per_hold(looking):
     assert await ctx.admin.handlers["guard.threats"]({"limit": 0}) == []
     with pytest.raises(GuardCommandError):
         await ctx.admin.handlers["guard.threats"]({"limit": "all"})
+
+
+async def test_a_node_that_can_admit_nobody_records_unadmitted_frames_as_informational(looking):
+    """No identity and no allow-list: every neighbour is unadmitted, which tells nobody anything."""
+    svc, ctx = looking
+    svc.observe = Mesh()
+    svc.guard.admit(B)
+    svc.identity_ready = lambda: False
+    svc.look(ctx, 100.0)
+    [record] = svc.look(ctx, 170.0)
+    assert record["alert"]["severity"] == 4 and record["batman"]["evidence"]["admitting"] is False
+    svc.identity_ready = None  # no identity subsystem, but an allow-list: admission is possible
+    svc._apply(replace(svc.settings, admitted_macs=(A,)))
+    svc._reported.clear()
+    [record] = svc.look(ctx, 240.0)
+    assert record["alert"]["severity"] == 2 and record["batman"]["evidence"]["admitting"] is True
 
 
 async def test_while_enforcing_in_the_kernel_unadmitted_frames_are_blocked_and_low(looking):

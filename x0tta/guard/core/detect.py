@@ -205,6 +205,10 @@ class Observation:
     handshakes: tuple[Handshake, ...] = ()
     ogms: tuple[Ogm, ...] = ()
     enforcing: bool = False
+    # whether this node can admit a neighbour at all: it has an identity to handshake with, or a
+    # configured allow-list. Without either, every neighbour is unadmitted and saying so tells nobody
+    # anything (unadmitted frames are then informational)
+    admitting: bool = True
     # the TQ penalty per hop the mesh's nodes apply when they forward an OGM (batman-adv's
     # hop_penalty, the same on every node of a fleet; None or 0: not known, or none)
     hop_penalty: int | None = None
@@ -314,9 +318,9 @@ def unadmitted_frames(observations: Sequence[Observation], s: DetectSettings, no
             continue
         out.append(_finding(
             "unadmitted_frames", now, mac, macs=(mac,), interface=h.interface,
-            severity=SEVERITY_LOW if cur.enforcing else SEVERITY_MEDIUM,
+            severity=SEVERITY_LOW if cur.enforcing else SEVERITY_MEDIUM if cur.admitting else SEVERITY_INFO,
             evidence={"frames": frames, "window": s.window, "first_seen_ago": round(now - h.first_seen, 3),
-                      "enforcing": cur.enforcing, "min_frames": s.unadmitted_min_frames,
+                      "enforcing": cur.enforcing, "admitting": cur.admitting, "min_frames": s.unadmitted_min_frames,
                       "grace": s.unadmitted_grace},
         ))
     return out
