@@ -10,8 +10,8 @@ the lab's default load: a 30 % busy loop and 5 process spawns a second in the gu
 batman-adv alone, in two boots. Prints, per run, the outage per fault kind (median and p95 with
 agents and alone) and the harm: outages only the agents' run has, steer-offs of links without a
 fault; and what every node being honest makes a false positive: quarantines and the guard's threat
-records above informational (without ``--identities`` no neighbour is admitted by a handshake, so
-the guard, observing, reports every neighbour's frames as unadmitted). The figures of batman-adv
+records above informational (without ``--identities`` no neighbour can be admitted by a handshake:
+the guard then records every neighbour's frames as unadmitted, as informational). The figures of batman-adv
 alone are the baseline of the same run.
 """
 
