@@ -508,7 +508,11 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
     Each entry is a mean of its last OGMs, and the link's entry refreshes at the neighbour's own
     OGM interval while a forwarded one refreshes at its originator's: on a link losing quality
     the link's entry falls first. Hence the link's highest TQ over both dumps (and at least the
-    last ``forward_hold``), and the claim in two dumps in a row. Only entries an OGM refreshed
+    last ``forward_hold``), and the claim in two dumps in a row. A link whose own entry moved by
+    more than half a hop penalty within that time (coming back after a fault: its TQ window fills
+    again, while faster OGMs on some nodes refresh some entries twenty times as often as others)
+    is not judged until it holds steady: the chaos lab saw two routes a few TQ above the bound on
+    links seven and ten seconds after their restore. Only entries an OGM refreshed
     within ``forward_fresh`` count: one that nothing refreshes (an originator gone, or its source
     quarantined upstream) keeps the TQ it had while the link's may have changed."""
     looks = sorted((o for o in observations if o.at <= now), key=lambda o: o.at)
@@ -527,6 +531,7 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
         return r.tq is not None and (r.last_seen_ms is None or r.last_seen_ms <= fresh)
 
     link: dict[tuple[str, str], int] = {}
+    low: dict[tuple[str, str], int] = {}
     for o in looks:
         if o.at < since:
             continue
@@ -534,6 +539,7 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
             if live(r) and _norm(r.orig) == _norm(r.neigh):
                 key = (r.interface, _norm(r.neigh))
                 link[key] = max(link.get(key, 0), r.tq)
+                low[key] = min(low.get(key, 255), r.tq)
 
     def claims(o: Observation) -> dict[tuple[str, str], list[dict[str, Any]]]:
         p = o.hop_penalty or 0
@@ -545,6 +551,8 @@ def _unforwarded(observations: Sequence[Observation], s: DetectSettings, now: fl
             tq = link.get(key)
             if not live(r) or tq is None or tq < s.forward_link_tq_min or _norm(r.orig) == key[1]:
                 continue
+            if tq - low[key] > p / 2:
+                continue  # the link's quality moving: its entries lag it by different amounts
             if r.tq is not None and r.tq * 255 * 4 > tq * (4 * 255 - 3 * p):  # above link * (255 - 3p/4) / 255
                 found[key].append({"orig": _norm(r.orig), "tq": r.tq, "link_tq": tq, "hop_penalty": p})
         return {k: v for k, v in found.items() if len(v) > 1}
