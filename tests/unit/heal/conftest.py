@@ -23,6 +23,7 @@ def ring_obs(
     others: int = 3,
     interval: int = 100,
     alt_route: bool = True,
+    scattered: int = 0,
 ) -> Observation:
     """This node has eth0 (neighbour A) and eth1 (neighbour B); originators reachable via both
     (``alt_route=False``: the node behind A has no other way, as on a line)."""
@@ -41,7 +42,8 @@ def ring_obs(
     other_routes = (Originator(BEHIND_A, B, "eth1", tq=90),) if via_a and alt_route else ()
     probes = (
         ProbeStats(
-            "eth0", A, window=20, received=20 - lost_run, loss=loss, lost_run=lost_run, last_rx=at - 0.1 * lost_run
+            "eth0", A, window=20, received=20 - lost_run, loss=loss, lost_run=lost_run, last_rx=at - 0.1 * lost_run,
+            scattered=scattered,
         ),
         ProbeStats("eth1", B, window=20, received=20, loss=0.0, lost_run=0, last_rx=at),
     )

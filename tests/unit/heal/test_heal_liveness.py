@@ -499,3 +499,29 @@ def test_a_datagram_whose_handling_fails_is_logged_and_the_next_one_read():
     assert prober.drain() == 2
     assert prober.take_errors == 1 and log.errors[0][0] == "probe_datagram_failed"
     assert "ZeroDivisionError" in log.errors[0][1]["error"] and ("eth0", MB) in me.peers
+
+
+def _probe_with_holes(t0, t1, lost, interval=0.1):
+    """A tracker hearing a peer's probes from ``t0`` to ``t1``, less those whose index is in ``lost``."""
+    me, peer = Tracker(interval, 20, 60.0), Tracker(interval, 20, 60.0)
+    t, i = t0, 0
+    while t < t1:
+        data = peer.next_probe("eth0", MB, t, int(t * 1e9))
+        if i not in lost:
+            me.receive("eth0", MA, data, t, int(t * 1e9))
+        t, i = round(t + interval, 6), i + 1
+    return me
+
+
+def test_losses_scattered_before_a_run_are_counted_apart_from_it():
+    """A link that lost probes at random before it went quiet still carries traffic (the plan
+    treats it as partial loss); one that was clean, or that was learned only lately, does not."""
+    # 30 probes with every third of the last 15 lost, then silence: 4 holes before the run
+    (s,) = _probe_with_holes(0.0, 3.0, {16, 19, 22, 25}).stats(3.35)
+    assert s.lost_run >= 3 and s.scattered == 4
+    # clean, then silence: the run alone
+    (s,) = _probe_with_holes(0.0, 3.0, set()).stats(3.35)
+    assert s.lost_run >= 3 and s.scattered == 0
+    # learned half a second ago, clean, then silence: a short history, not a lossy one
+    (s,) = _probe_with_holes(2.5, 3.0, set()).stats(3.35)
+    assert s.lost_run >= 3 and s.scattered == 0 and s.loss > 0.3

@@ -519,21 +519,21 @@ def test_a_run_of_lost_probes_on_a_link_that_loses_at_random_is_partial_loss(set
     detach would need another way for everything routed through the link."""
     from x0tta.heal.core.plan import still_carries
 
-    assert still_carries({"lost_run": 4, "loss": 0.45, "window": 20}, settings)  # 5 lost before the run
-    assert not still_carries({"lost_run": 4, "loss": 0.25, "window": 20}, settings)  # one stray drop before
-    assert not still_carries({"lost_run": 20, "loss": 1.0, "window": 20}, settings)
-    assert still_carries({"lost_run": 1, "loss": 0.6, "window": 20}, settings)  # the ratio, no run
+    assert still_carries({"lost_run": 4, "scattered": 5}, settings)  # 5 lost before the run
+    assert not still_carries({"lost_run": 4, "scattered": 1}, settings)  # one stray drop before
+    assert not still_carries({"lost_run": 20, "loss": 1.0}, settings)
+    assert still_carries({"lost_run": 1, "loss": 0.6}, settings)  # the ratio, no run
     k = loop.initial(settings, "t")
-    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=4, loss=0.45), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=4, loss=0.45, scattered=5), 0.3)
     steer = [x for x in d if x.action.kind == ActionKind.STEER_OFF]
     assert [x.action.param("method") for x in steer] == ["penalty"], d
-    # the same run on a link that was clean before it: silence, detached
+    # the same run on a link that lost one probe before it: silence, detached
     k = loop.initial(settings, "t")
-    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=4, loss=0.2), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=4, loss=0.25, scattered=1), 0.3)
     assert [x.action.param("method") for x in d if x.action.kind == ActionKind.STEER_OFF] == ["detach"], d
     # partial, and the node behind the link has no other way: no detach, whatever the record says
     k = loop.initial(settings, "t")
-    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=4, loss=0.45, alt_route=False), 0.3)
+    k, d, _ = ring.run(k, ring.obs(0.3, lost_run=4, loss=0.45, scattered=5, alt_route=False), 0.3)
     assert "detach" not in [x.action.param("method") for x in d if x.action.kind == ActionKind.STEER_OFF], d
 
 

@@ -297,7 +297,7 @@ def _probes(obs: Observation, s: HealSettings, out: Conditions) -> None:
             out[(SymptomKind.SILENT_LOSS, target)] = (
                 Severity.CRITICAL if p.loss >= 0.99 or p.lost_run >= 2 * s.silent_loss_run else Severity.WARNING,
                 evidence(hardif=p.hardif, peer=p.peer, loss=round(p.loss, 3), lost_run=p.lost_run, window=p.window,
-                         onset=p.last_rx),
+                         scattered=p.scattered, onset=p.last_rx),
             )
     # one late moment of this node reads as a late probe on every link at once (a 20-node lab guest
     # had agents suspect all their links in one cycle); one failing link is one link

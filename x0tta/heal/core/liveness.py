@@ -459,6 +459,17 @@ class Tracker:
         got = (p.got & ((1 << max(0, p.high_seq - lo + 1)) - 1)).bit_count()
         return max(0.0, 1.0 - got / expected)
 
+    def _rx_holes(self, p: _Peer, now: float, alive_at: float | None = None) -> int:
+        """Probes missing within the window before the last one heard: losses scattered before the
+        current run of lost ones (which comes after it), counted only over the probes expected
+        since the peer was learned (a peer learned lately has a short history, not a lossy one)."""
+        expected_hi = p.high_seq + self._rx_run(p, now, alive_at)
+        lo = max(p.first_seq, expected_hi - self.window + 1)
+        span = p.high_seq - lo + 1
+        if span <= 0:
+            return 0
+        return span - (p.got & ((1 << span) - 1)).bit_count()
+
     def _silent_run(self, key: tuple[str, str], p: _Peer, alive_at: float, now: float,
                     link_rx: RxTimes | None) -> int:
         """Receive-side run of lost probes. Frames other than probes that arrived well after the
@@ -524,6 +535,7 @@ class Tracker:
                     lost_run=max(rx_run, tx_run),
                     rtt_ms=p.rtt_ms,
                     last_rx=alive_at,
+                    scattered=self._rx_holes(p, now, alive_at),
                 )
             )
         return tuple(out)

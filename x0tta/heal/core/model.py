@@ -83,6 +83,9 @@ class ProbeStats:
     lost_run: int
     rtt_ms: float | None = None
     last_rx: float | None = None  # time of the last probe heard from the peer
+    # probes missing within the window before the last one heard (receive side): losses scattered
+    # before the current run, the sign of a link that loses at random rather than one gone silent
+    scattered: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,18 +189,16 @@ SCATTERED_LOST = 2
 def still_carries(evidence: Any, s: HealSettings) -> bool:
     """Whether a link with ``silent_loss`` still carries traffic - partial loss - from its symptom's
     evidence: its run of lost probes is shorter than ``silent_loss_run`` (the ratio raised it), or
-    it lost :data:`SCATTERED_LOST` or more probes within the window before that run. A link that
-    loses half its probes at random has runs of three or four now and then: judged by the run
-    alone it read as silent and was detached without the other-route check a link that carries
-    traffic gets (the chaos lab: a 54 % loss, detached with its detour through a link attached
-    again 10 s before and not yet routable, cut two paths for 6.2 s where batman-adv alone lost
-    none of them)."""
+    :data:`SCATTERED_LOST` or more probes were missing before that run within the window
+    (``scattered``, counted on the receive side by the prober). A link that loses half its probes
+    at random has runs of three or four now and then: judged by the run alone it read as silent
+    and was detached without the other-route check a link that carries traffic gets (the chaos
+    lab: a 54 % loss, detached with its detour through a link attached again 10 s before and not
+    yet routable, cut two paths for 6.2 s where batman-adv alone lost none of them)."""
     ev = dict(evidence)
-    run = int(ev.get("lost_run", 0))
-    if run < s.silent_loss_run:
+    if int(ev.get("lost_run", 0)) < s.silent_loss_run:
         return True
-    before = round(float(ev.get("loss", 0.0)) * int(ev.get("window", 0))) - run
-    return before >= SCATTERED_LOST
+    return int(ev.get("scattered", 0)) >= SCATTERED_LOST
 
 
 def other_ways(hardif: str, obs: Observation, steered: frozenset[str] = frozenset()) -> set[str]:
@@ -421,7 +419,7 @@ def candidates(
             why = f"other probed neighbours on {hardif} are fine ({', '.join(healthy)})"
         raw.append((action, why))
         if s.steer_method == "detach" and (partial or guarded) and not healthy:
-            # partial loss (the ratio, not a run of lost probes): the link still carries most
+            # partial loss (the ratio, or a run after losses scattered before it): the link still carries most
             # traffic, so a raised hop penalty - batman-adv prefers other paths, keeps this one - is
             # a real alternative; the knowledge base's record of both decides between them (not
             # when it would strand someone: at 255 the penalty takes the link's routes to 0). So
