@@ -160,6 +160,8 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
                 # mode auto enforces only once this node has an identity (docs/guard.md)
                 ident = identity(s)
                 service.identity_ready = lambda: bool(getattr(ident, "ready", False))  # type: ignore[attr-defined]
+            # the peer subsystem admits by handshake: without it an identity admits nobody
+            service.handshakes_admit = s.peer.enabled  # type: ignore[attr-defined]
             return service
 
         return once("guard", build)

@@ -25,7 +25,7 @@ class DetectSettings:
         True,
         doc="Look for attacks: every interval, the guard runs the detectors over what the probes "
         "and the mesh tables show, logs a threat record (guard_threat) per finding and counts it "
-        "in x0tta_guard_threats_total; the heal loop quarantines a neighbour a threat of "
+        "(above informational) in x0tta_guard_threats_total; the heal loop quarantines a neighbour a threat of "
         "heal.quarantine_severity is about. Off: no threat records, no quarantines.",
     )
     interval: float = setting(

@@ -30,7 +30,8 @@ Admin commands: ``guard.list`` (mode, admissions, MAC-to-SPIFFE-ID bindings, qua
 threats``). Metrics: ``x0tta_guard_enforcing``, ``x0tta_guard_in_kernel``,
 ``x0tta_guard_admitted{origin}``, ``x0tta_guard_bindings``, ``x0tta_guard_quarantined``,
 ``x0tta_guard_quarantines_total``, ``x0tta_guard_threats_total{signature}`` and
-``x0tta_guard_threats_by_severity_total{severity}`` (threat records by detector and by severity,
+``x0tta_guard_threats_by_severity_total{severity}`` (threat records above informational by detector,
+and all of them by severity,
 every label exported from zero so that the alert rules' ``increase`` sees the first one). The
 frames the kernel dropped are counted by the probes' program and exported with the probes' metrics
 (``x0tta_probes_guard_dropped_total``, ``x0tta_probes_guard_would_drop_total``).
@@ -74,7 +75,7 @@ from x0tta.config.schema import AgentSettings
 from x0tta.guard.conditions import GUARD_NOT_ENFORCED
 from x0tta.guard.core import MODES, ORIGIN_NAMES, BadMac, format_mac, parse_mac
 from x0tta.guard.core.binding import effective_mode
-from x0tta.guard.core.detect import SEVERITY_NAMES, SIGNATURES, Finding, Observation, Ogm, detect, fresh
+from x0tta.guard.core.detect import SEVERITY_INFO, SEVERITY_NAMES, SIGNATURES, Finding, Observation, Ogm, detect, fresh
 from x0tta.guard.core.ogm import decode_ogm_entries, ogm_records
 from x0tta.guard.core.threats import pardoned, threat_record
 from x0tta.guard.enforce import Guard, KernelMaps
@@ -110,6 +111,9 @@ class GuardService(Subsystem):
         # Set by the composition root: whether this node has its identity now (mode auto enforces
         # only then). None: no identity subsystem, never enforce by itself.
         self.identity_ready: Callable[[], bool] | None = None
+        # Set by the composition root: whether a handshake can admit a neighbour here (the peer
+        # subsystem admits; without it an identity admits nobody).
+        self.handshakes_admit = True
         # Called with (MAC, SPIFFE ID or None) when a neighbour is quarantined (the wiring closes
         # its peer sessions).
         self.on_quarantine: list[Callable[[bytes, str | None], None]] = []
@@ -143,9 +147,10 @@ class GuardService(Subsystem):
         self._changed.set()
 
     def count_threats(self, findings: Iterable[Finding]) -> None:
-        """Count threat records (``x0tta_guard_threats_total{signature}``, ``..._by_severity_total``)."""
+        """Count threat records (``x0tta_guard_threats_total{signature}``: those above informational,
+        what the alert rules page on; ``..._by_severity_total``: all of them)."""
         findings = list(findings)
-        self.threats.update(f.signature.name for f in findings)
+        self.threats.update(f.signature.name for f in findings if f.level < SEVERITY_INFO)
         self.by_severity.update(f.level for f in findings)
 
     def active_threats(self) -> list[dict[str, Any]]:
@@ -323,7 +328,7 @@ class GuardService(Subsystem):
         seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
                        enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar),
                        admitting=bool(self.settings.admitted_macs) or (
-                           self.identity_ready is not None and self.identity_ready()),
+                           self.handshakes_admit and self.identity_ready is not None and self.identity_ready()),
                        ogms=seen.ogms + tuple(self._new_ogms(now - s.window)))
         # the detectors' counters start from the last look before their window: keep two windows
         history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
@@ -504,7 +509,8 @@ class _Collector:
         yield GaugeMetricFamily("x0tta_guard_quarantined", "Neighbours quarantined now",
                                 value=float(len(g.bindings.quarantined)))
         yield CounterMetricFamily("x0tta_guard_quarantines", "Quarantines started", value=float(svc.quarantines))
-        threats = CounterMetricFamily("x0tta_guard_threats", "Threat records by signature", labels=["signature"])
+        threats = CounterMetricFamily("x0tta_guard_threats", "Threat records above informational, by signature",
+                                      labels=["signature"])
         for name in sorted(SIGNATURES):
             threats.add_metric([name], float(svc.threats[name]))
         yield threats

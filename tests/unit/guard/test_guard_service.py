@@ -219,6 +219,15 @@ async def test_a_node_that_can_admit_nobody_records_unadmitted_frames_as_informa
     svc.look(ctx, 100.0)
     [record] = svc.look(ctx, 170.0)
     assert record["alert"]["severity"] == 4 and record["batman"]["evidence"]["admitting"] is False
+    # recorded and counted by severity, but not among the threats the alert rules page on
+    assert ctx.registry.get_sample_value("x0tta_guard_threats_total", {"signature": "unadmitted_frames"}) == 0
+    assert ctx.registry.get_sample_value("x0tta_guard_threats_by_severity_total", {"severity": "info"}) == 1
+    # an identity, but no peer subsystem to admit by handshake: nobody can be admitted either
+    svc.identity_ready, svc.handshakes_admit = (lambda: True), False
+    svc._reported.clear()
+    [record] = svc.look(ctx, 175.0)
+    assert record["alert"]["severity"] == 4
+    svc.handshakes_admit = True
     svc.identity_ready = None  # no identity subsystem, but an allow-list: admission is possible
     svc._apply(replace(svc.settings, admitted_macs=(A,)))
     svc._reported.clear()
