@@ -460,8 +460,7 @@ class HealService(Subsystem):
         probes: tuple[ProbeStats, ...] = ()
         if self.prober is not None:
             probes = tuple(
-                ProbeStats(p.hardif, p.peer, p.window, p.received, p.loss, p.lost_run, p.rtt_ms,
-                           None if p.last_rx is None else wall - (mono - p.last_rx))
+                dataclasses.replace(p, last_rx=None if p.last_rx is None else wall - (mono - p.last_rx))
                 for p in self.prober.stats({h.name: h.oper_up for h in hardifs})
             )
         return Observation(
@@ -962,7 +961,8 @@ async def operator_action(service: HealService, name: str, target: str | None, r
 
 
 def _probe_json(p: ProbeStats) -> dict[str, Any]:
-    return {"hardif": p.hardif, "peer": p.peer, "loss": p.loss, "lost_run": p.lost_run, "rtt_ms": p.rtt_ms}
+    return {"hardif": p.hardif, "peer": p.peer, "loss": p.loss, "lost_run": p.lost_run, "scattered": p.scattered,
+            "rtt_ms": p.rtt_ms}
 
 
 def _strain(s: HealSettings) -> Strain:

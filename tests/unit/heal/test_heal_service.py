@@ -111,7 +111,7 @@ class Prober:
     def stats(self, carrier=None):
         run = 5 if self.kernel.lossy else 0
         now = self.clock.monotonic()
-        return (ProbeStats("eth0", A, 20, 20 - run, run / 20, run, 0.3, now - 0.1 * run),
+        return (ProbeStats("eth0", A, 20, 20 - run, run / 20, run, 0.3, now - 0.1 * run, scattered=1 if run else 0),
                 ProbeStats("eth1", B, 20, 20, 0.0, 0, 0.3, now))
 
 
@@ -182,6 +182,8 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
         assert want in names, want
     decision = next(e for e in full["events"] if e["name"] == "decision")
     assert any("silent_loss on link:eth0/" in r for r in decision["data"]["reasons"])
+    # the prober's whole figure reaches the symptom (the losses before the run tell partial loss)
+    assert any("scattered=1" in r for r in decision["data"]["reasons"]), decision["data"]["reasons"]
     state = await ctx.admin.handlers["heal.state"]({})
     assert state["stats"] == [{"symptom": "silent_loss", "action": "steer_off", "ok": 1, "failed": 0}]
     # which corroboration of a late neighbour's silence is in use, in the state and in status
