@@ -449,26 +449,25 @@ class Tracker:
     def _rx_run(self, p: _Peer, now: float, alive_at: float | None = None) -> int:
         return max(0, int((now - (p.last_rx if alive_at is None else alive_at)) / self.interval - 0.5))
 
-    def _rx_loss(self, p: _Peer, now: float, alive_at: float | None = None) -> float:
+    def _rx_window(self, p: _Peer, now: float, alive_at: float | None = None) -> tuple[int, int, int]:
+        """(probes expected within the window, those of them up to the last one heard, those heard),
+        counted only since the peer was learned (a peer learned lately has a short history, not a
+        lossy one)."""
         expected_hi = p.high_seq + self._rx_run(p, now, alive_at)
         lo = max(p.first_seq, expected_hi - self.window + 1)
-        expected = expected_hi - lo + 1
-        if expected <= 0:
-            return 0.0
+        span = max(0, p.high_seq - lo + 1)
         # every probe heard is <= high_seq <= expected_hi; those >= lo are the low bits of ``got``
-        got = (p.got & ((1 << max(0, p.high_seq - lo + 1)) - 1)).bit_count()
-        return max(0.0, 1.0 - got / expected)
+        return expected_hi - lo + 1, span, (p.got & ((1 << span) - 1)).bit_count()
+
+    def _rx_loss(self, p: _Peer, now: float, alive_at: float | None = None) -> float:
+        expected, _span, got = self._rx_window(p, now, alive_at)
+        return max(0.0, 1.0 - got / expected) if expected > 0 else 0.0
 
     def _rx_holes(self, p: _Peer, now: float, alive_at: float | None = None) -> int:
         """Probes missing within the window before the last one heard: losses scattered before the
-        current run of lost ones (which comes after it), counted only over the probes expected
-        since the peer was learned (a peer learned lately has a short history, not a lossy one)."""
-        expected_hi = p.high_seq + self._rx_run(p, now, alive_at)
-        lo = max(p.first_seq, expected_hi - self.window + 1)
-        span = p.high_seq - lo + 1
-        if span <= 0:
-            return 0
-        return span - (p.got & ((1 << span) - 1)).bit_count()
+        current run of lost ones (which comes after it)."""
+        _expected, span, got = self._rx_window(p, now, alive_at)
+        return span - got
 
     def _silent_run(self, key: tuple[str, str], p: _Peer, alive_at: float, now: float,
                     link_rx: RxTimes | None) -> int:
