@@ -182,7 +182,7 @@ class Prober:
             iface.rx.close()
             iface.rx = None
 
-    def drain(self, now: float | None = None) -> int:
+    def drain(self, now: float | None = None, to_monotonic: float | None = None) -> int:
         """Read everything waiting on the probe sockets; how many datagrams. Each round does, before
         its probes go out: their acknowledgements count the peers' probes that arrived since.
 
@@ -191,10 +191,15 @@ class Prober:
         wall clock stepped in between cannot date a probe before the round that could not have
         read it, or after now); without a timestamp, from ``now``. When the kernel dropped
         datagrams on a probe socket for lack of room (a flood), the probes it dropped are not loss
-        on the link: the tracker holds its loss counting as after a stall of this agent."""
-        mono = self.clock.monotonic()
-        to_monotonic = mono - self.clock.time()
-        now = mono if now is None else min(now, mono)
+        on the link: the tracker holds its loss counting as after a stall of this agent.
+
+        ``now`` and ``to_monotonic`` (monotonic minus wall time), when both are given, are the
+        round's: the clocks are not read again (each read is a system call on some kernels, and a
+        round comes ten times a second)."""
+        if now is None or to_monotonic is None:
+            mono = self.clock.monotonic()
+            to_monotonic = mono - self.clock.time()
+            now = mono if now is None else min(now, mono)
         floor = min(self._drained_at, now)
         self._drained_at = max(self._drained_at, now)
         n = 0
@@ -401,23 +406,29 @@ class Prober:
         """Send every interval until cancelled; re-reads the interface list each second."""
         next_sync = 0.0
         planned: float | None = None
+        to_monotonic = 0.0
         try:
             while True:
-                now = self.clock.monotonic()
+                now = self.clock.monotonic()  # the round's one clock read
                 if planned is not None and now - planned > self._lag:
                     self._lag = now - planned
                 if now >= next_sync:
                     await self.sync(names())
-                    next_sync = now + 1.0
                     now = self.clock.monotonic()  # the sync may have waited for a thread
-                self.drain(now)  # what arrived since the last round, before our acknowledgements
+                    # once a second: the wall clock moves against the monotonic one only by a slew
+                    # (well under a millisecond a second) or a step, and a probe's time is kept
+                    # between the previous round and this one whatever it reads
+                    to_monotonic = now - self.clock.time()
+                    next_sync = now + 1.0
+                # what arrived since the last round, before our acknowledgements
+                self.drain(now, to_monotonic)
                 self.tracker.tick(now)
                 late = self.tracker.overdue(now)
                 self._sample_rx(now, late)
                 self.send_all(now)
                 self.send_echoes(now, late)
                 if self.wake is not None:
-                    if self.tracker.worst_run(self.clock.monotonic(), self.rx_times()) >= self.suspect_run:
+                    if self.tracker.worst_run(now, self.rx_times()) >= self.suspect_run:
                         self.wake()
                 planned = now + self.interval  # the round's own work counts as lag: a few ms
                 await self.clock.sleep(self.interval)
