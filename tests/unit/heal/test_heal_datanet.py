@@ -417,3 +417,44 @@ async def test_probes_a_flood_pushes_out_of_a_full_socket_are_not_loss_on_the_li
             assert received < 20 and worst == 0, (received, worst)  # b's probes were dropped too: held
             assert pa.tracker.rejects["malformed"] > 0 and not any(d == junk for d, *_ in sock.queue)
             flood.close()
+
+
+def test_the_hosts_batch_read_gives_what_one_read_per_datagram_gives():
+    """On loopback: ``recv_waiting`` (recvmmsg, 16 datagrams a call) hands out the same datagrams,
+    sources, receive timestamps and drop counts as ``recv_stamped`` one by one, across more than one
+    call, then ``[]``."""
+    import socket
+
+    from x0tta.heal.datagrams import SO_RXQ_OVFL, SO_TIMESTAMPNS, SocketEndpoint
+
+    def pair() -> tuple[socket.socket, socket.socket]:
+        rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        rx.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        rx.bind(("::1", 0))
+        rx.setblocking(False)
+        return rx, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+    batch_rx, batch_tx = pair()
+    one_rx, one_tx = pair()
+    try:
+        for i in range(40):
+            batch_tx.sendto(b"p%d" % i, batch_rx.getsockname())
+            one_tx.sendto(b"p%d" % i, one_rx.getsockname())
+        batched, single = SocketEndpoint(batch_rx, 1), SocketEndpoint(one_rx, 1)
+        got = batched.recv_waiting(4096, 256)
+        each = [single.recv_stamped(4096) for _ in range(40)]
+        assert [g[0] for g in got] == [e[0] for e in each] == [b"p%d" % i for i in range(40)]
+        assert {g[1] for g in got} == {("::1", batch_tx.getsockname()[1], 0, 0)}
+        pairs = list(zip(got, each, strict=True))
+        assert all(g[2] is not None and e[2] is not None and abs(g[2] - e[2]) < 5.0 for g, e in pairs)
+        assert all(g[3] == e[3] for g, e in pairs)  # the drop counts (0, or None on both)
+        assert batched.recv_waiting(4096, 256) == []
+        batch_tx.sendto(b"x" * 100, batch_rx.getsockname())
+        assert [g[0] for g in batched.recv_waiting(10, 256)] == [b"x" * 10]  # cut to the size, as recvmsg
+        for _ in range(5):
+            batch_tx.sendto(b"q", batch_rx.getsockname())
+        assert len(batched.recv_waiting(4096, 3)) == 3 and len(batched.recv_waiting(4096, 256)) == 2  # the limit
+    finally:
+        for s in (batch_rx, batch_tx, one_rx, one_tx):
+            s.close()
