@@ -296,18 +296,23 @@ class BatchReader:
             hdr = self.msgs[i].hdr
             hdr.name, hdr.iov, hdr.iovlen = names + i * self.NAME, ctypes.pointer(self.iov[i]), 1
             hdr.control = controls + i * self.control
+            hdr.namelen, hdr.controllen = self.NAME, self.control
+        self._vector = ctypes.addressof(self.msgs)
+        self._filled = 0  # entries the last call filled: only those need their lengths reset
 
     def read(self, fd: int, limit: int) -> list[tuple[bytes, Any, float | None, int | None]]:
         n = min(limit, self.count)
-        for i in range(n):  # the kernel writes the lengths back: reset what it may have shortened
+        for i in range(self._filled):  # the kernel wrote their lengths back: reset them
             hdr = self.msgs[i].hdr
             hdr.namelen, hdr.controllen, hdr.flags = self.NAME, self.control, 0
-        got = _RECVMMSG(fd, ctypes.addressof(self.msgs), n, MSG_DONTWAIT, None)
+        self._filled = 0
+        got = _RECVMMSG(fd, self._vector, n, MSG_DONTWAIT, None)
         if got < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):
                 return []
             raise OSError(err, os.strerror(err))
+        self._filled = got
         out = []
         for i in range(got):
             m = self.msgs[i]
