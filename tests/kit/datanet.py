@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.kit.clock import ManualClock
-from x0tta.heal.datagrams import ALL_NODES, ECHO_REPLY, ECHO_REQUEST, recv_each
+from x0tta.heal.datagrams import ALL_NODES, ECHO_REPLY, ECHO_REQUEST
 
 
 @dataclass
@@ -94,9 +94,6 @@ class FakeEndpoint:
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         data, src, at = self.queue.popleft()
         return data[:size], src, at if self.stamped else None, self.drops
-
-    def recv_waiting(self, size: int, limit: int) -> list[tuple[bytes, Any, float | None, int | None]]:
-        return recv_each(self, size, limit)
 
     def watch(self, callback: Callable[[], object]) -> None:
         self._callback = callback

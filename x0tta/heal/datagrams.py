@@ -16,9 +16,6 @@ on the wall clock (the kernel's receive timestamp, ``SO_TIMESTAMPNS``) and the e
 count (``SO_RXQ_OVFL``), each None when the endpoint cannot tell: the prober reads its probe
 sockets once per round, a probe that waited in the socket still counts from when it came, and a
 round in which the kernel dropped probes for lack of room is not taken for loss on the link.
-``recv_waiting`` hands out every datagram waiting at once: on the host, one ``recvmmsg`` per 16
-(through the C library, by ctypes), so a round reads each probe socket in one system call instead
-of one per datagram and one more that finds the socket empty.
 Addresses are the socket module's AF_INET6 tuples ``(host, port, flowinfo, scope_id)``.
 """
 
@@ -27,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import os
 import socket
 import struct
@@ -68,11 +64,6 @@ class Endpoint(Protocol):
     def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None, int | None]:
         """``recvfrom``, when the datagram arrived (wall-clock seconds; None: not known) and how
         many datagrams the endpoint has dropped for lack of room so far (None: not known)."""
-        ...
-
-    def recv_waiting(self, size: int, limit: int) -> list[tuple[bytes, Any, float | None, int | None]]:
-        """Every datagram waiting, up to ``limit``, as ``recv_stamped`` gives each; ``[]`` when none
-        waits (never ``BlockingIOError``). Other failures raise ``OSError``."""
         ...
 
     def watch(self, callback: Callable[[], object]) -> None: ...
@@ -230,124 +221,14 @@ def receive_info(ancillary: list[tuple[int, int, bytes]]) -> tuple[float | None,
     return wall, drops
 
 
-def recv_each(endpoint: Endpoint, size: int, limit: int) -> list[tuple[bytes, Any, float | None, int | None]]:
-    """``recv_waiting`` by one ``recv_stamped`` per datagram, and a last one that finds none."""
-    got: list[tuple[bytes, Any, float | None, int | None]] = []
-    for _ in range(limit):
-        try:
-            got.append(endpoint.recv_stamped(size))
-        except BlockingIOError:
-            break
-    return got
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(_Iovec)),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
-
-
-_SOCKADDR_IN6 = struct.Struct("=H2s4s16sI")  # family, port and flowinfo (network order), address, scope
-_CMSGHDR = struct.Struct("@NiI")  # cmsg_len (size_t), cmsg_level, cmsg_type: struct cmsghdr
-_ALIGN = ctypes.sizeof(ctypes.c_size_t)
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-
-
-def _libc_recvmmsg() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).recvmmsg
-    except (AttributeError, OSError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_RECVMMSG = _libc_recvmmsg() if sys.platform.startswith("linux") else None
-
-
-class BatchReader:
-    """Up to ``count`` datagrams of an AF_INET6 socket in one ``recvmmsg`` system call, with their
-    control messages (the receive timestamp and drop count of :func:`receive_info`). The buffers
-    are allocated once and reused. Each datagram comes as ``recv_stamped`` gives it, its source in
-    the socket module's form: ``(host, port, flowinfo, scope_id)``, the host as ``inet_ntop`` writes it."""
-
-    NAME = 28  # sizeof(struct sockaddr_in6)
-
-    def __init__(self, count: int, size: int) -> None:
-        self.count, self.size = count, size
-        self.control = _CMSG_SPACE
-        self.data = ctypes.create_string_buffer(count * size)
-        self.names = ctypes.create_string_buffer(count * self.NAME)
-        self.controls = ctypes.create_string_buffer(count * self.control)
-        self.iov = (_Iovec * count)()
-        self.msgs = (_Mmsghdr * count)()
-        base, names, controls = (ctypes.addressof(b) for b in (self.data, self.names, self.controls))
-        for i in range(count):
-            self.iov[i].base, self.iov[i].len = base + i * size, size
-            hdr = self.msgs[i].hdr
-            hdr.name, hdr.iov, hdr.iovlen = names + i * self.NAME, ctypes.pointer(self.iov[i]), 1
-            hdr.control = controls + i * self.control
-            hdr.namelen, hdr.controllen = self.NAME, self.control
-        self._vector = ctypes.addressof(self.msgs)
-        self._filled = 0  # entries the last call filled: only those need their lengths reset
-
-    def read(self, fd: int, limit: int) -> list[tuple[bytes, Any, float | None, int | None]]:
-        n = min(limit, self.count)
-        for i in range(self._filled):  # the kernel wrote their lengths back: reset them
-            hdr = self.msgs[i].hdr
-            hdr.namelen, hdr.controllen, hdr.flags = self.NAME, self.control, 0
-        self._filled = 0
-        got = _RECVMMSG(fd, self._vector, n, MSG_DONTWAIT, None)
-        if got < 0:
-            err = ctypes.get_errno()
-            if err in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return []
-            raise OSError(err, os.strerror(err))
-        self._filled = got
-        out = []
-        for i in range(got):
-            m = self.msgs[i]
-            data = ctypes.string_at(self.iov[i].base, min(m.len, self.size))
-            name = ctypes.string_at(m.hdr.name, _SOCKADDR_IN6.size)
-            _family, port, flow, addr, scope = _SOCKADDR_IN6.unpack(name)
-            source = (socket.inet_ntop(socket.AF_INET6, addr), int.from_bytes(port, "big"), int.from_bytes(flow, "big"),
-                      scope)
-            out.append((data, source, *receive_info(self._ancillary(m.hdr.control, m.hdr.controllen))))
-        return out
-
-    @staticmethod
-    def _ancillary(address: int, length: int) -> list[tuple[int, int, bytes]]:
-        raw = ctypes.string_at(address, length) if length else b""
-        out, at = [], 0
-        while at + _CMSGHDR.size <= len(raw):
-            clen, level, kind = _CMSGHDR.unpack_from(raw, at)
-            if clen < _CMSGHDR.size or at + clen > len(raw):
-                break
-            out.append((level, kind, raw[at + _CMSGHDR.size:at + clen]))
-            at += (clen + _ALIGN - 1) & ~(_ALIGN - 1)
-        return out
-
-
 class SocketEndpoint:
     """A host socket as an :class:`Endpoint`: readiness through the running loop's ``add_reader``."""
-
-    BATCH = 16  # datagrams per recvmmsg call
 
     def __init__(self, sock: socket.socket, index: int) -> None:
         self.sock = sock
         self.index = index
         self.stamped = is_stamped(sock)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._batch: BatchReader | None = None
 
     def sendto(self, data: bytes, addr: tuple[Any, ...]) -> int:
         return self.sock.sendto(data, addr)
@@ -358,21 +239,6 @@ class SocketEndpoint:
     def recv_stamped(self, size: int) -> tuple[bytes, Any, float | None, int | None]:
         data, ancillary, _flags, addr = self.sock.recvmsg(size, _CMSG_SPACE)
         return (data, addr, *receive_info(ancillary))
-
-    def recv_waiting(self, size: int, limit: int) -> list[tuple[bytes, Any, float | None, int | None]]:
-        """In one system call per :attr:`BATCH` datagrams where the C library has ``recvmmsg``
-        (a quiet round: one call that finds nothing, not a read per datagram and one more)."""
-        if _RECVMMSG is None or self.sock.family != socket.AF_INET6:
-            return recv_each(self, size, limit)
-        if self._batch is None or self._batch.size != size:
-            self._batch = BatchReader(self.BATCH, size)
-        got: list[tuple[bytes, Any, float | None, int | None]] = []
-        while len(got) < limit:
-            more = self._batch.read(self.sock.fileno(), limit - len(got))
-            got.extend(more)
-            if len(more) < self.BATCH:
-                break
-        return got
 
     def watch(self, callback: Callable[[], object]) -> None:
         self._loop = asyncio.get_running_loop()

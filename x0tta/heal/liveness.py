@@ -204,11 +204,11 @@ class Prober:
         self._drained_at = max(self._drained_at, now)
         n = 0
         for iface in list(self.ifaces.values()):
-            try:
-                waiting = iface.sock.recv_waiting(4096, DRAIN_MAX)
-            except OSError:  # try again next round
-                continue
-            for data, addr, wall, drops in waiting:
+            for _ in range(DRAIN_MAX):
+                try:
+                    data, addr, wall, drops = iface.sock.recv_stamped(4096)
+                except OSError:  # BlockingIOError: all read; anything else: try again next round
+                    break
                 n += 1
                 if drops is not None and drops != iface.drops:  # the kernel's count moved
                     self._overrun(iface, now, (drops - iface.drops) & 0xFFFFFFFF)

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from x0tta.heal.core.liveness import TRAFFIC_HOLD, Ack, Probe, ProbeDecodeError, Tracker, decode, encode
-from x0tta.heal.datagrams import recv_each
 
 MA, MB = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
@@ -419,9 +418,6 @@ class _Stamped:
             raise BlockingIOError
         data, wall = self.items.pop(0)
         return data, ("fe80::2", 0, 0, 1), wall, None
-
-    def recv_waiting(self, size, limit):
-        return recv_each(self, size, limit)
 
     def sendto(self, data, addr):
         return len(data)
