@@ -88,3 +88,85 @@ def planes(lab, node):
     registry = (state.get("state") or {}).get("registry") or {}
     return {"fleet_connected": fleet.get("connected"), "coord_rollouts": len(rollouts),
             "meshstate_nodes": len(registry), "meshstate_refused": state.get("refused")}
+
+
+def costs(lab, node="n1", n=3000):
+    """CPU per call, in microseconds, of what an agent's steady state is made of, in ``node``'s
+    namespace (see :func:`measure_costs`)."""
+    with lab.netns(node):
+        return measure_costs(n)
+
+
+def measure_costs(n=3000):
+    """CPU per call (``time.process_time``), in microseconds, of the pieces of an agent's steady
+    state: a clock read, ``getpid``, a datagram sent, a probe socket read as a round does it (one
+    datagram and the read that finds the socket empty; an empty socket), an event-loop turn
+    (``await sleep(0)``) and a worker-thread hop (``asyncio.to_thread``) on the agent's loop. Runs
+    on loopback."""
+    import asyncio
+    import socket
+
+    from x0tta.heal.datagrams import SO_RXQ_OVFL, SO_TIMESTAMPNS, SocketEndpoint
+
+    def per_call(fn, k=n):
+        t0 = time.process_time()
+        for _ in range(k):
+            fn()
+        return (time.process_time() - t0) / k * 1e6
+
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        rx.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        rx.bind(("::1", 0))
+        rx.setblocking(False)
+        addr, ep, probe = rx.getsockname(), SocketEndpoint(rx, 1), b"x" * 86
+
+        def sent_then(read):
+            def step():
+                tx.sendto(probe, addr)
+                read()
+            return step
+
+        out = {
+            "a Python call (baseline)": per_call(lambda: None),
+            "clock read (time.monotonic)": per_call(time.monotonic),
+            "getpid": per_call(os.getpid),
+            "datagram sent (sendto)": per_call(lambda: tx.sendto(probe, addr)),
+        }
+        def drain():
+            while True:
+                try:
+                    ep.recv_stamped(4096)
+                except BlockingIOError:
+                    return
+
+        drain()
+        out["probe socket read, one datagram (recvmsg, then the read that finds it empty)"] = (
+            per_call(sent_then(drain)) - out["datagram sent (sendto)"])
+        out["probe socket read, empty (recvmsg)"] = per_call(drain)
+    finally:
+        rx.close()
+        tx.close()
+    try:
+        import uvloop
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+
+    async def turns(k):
+        t0 = time.process_time()
+        for _ in range(k):
+            await asyncio.sleep(0)
+        return (time.process_time() - t0) / k * 1e6
+
+    async def hops(k):
+        t0 = time.process_time()
+        for _ in range(k):
+            await asyncio.to_thread(lambda: None)
+        return (time.process_time() - t0) / k * 1e6
+
+    out["event-loop turn (await asyncio.sleep(0))"] = run(turns(n))
+    out["worker-thread hop (await asyncio.to_thread)"] = run(hops(max(100, n // 6)))
+    return {k: round(v, 2) for k, v in out.items()}
