@@ -23,10 +23,21 @@ def test_socket_says_batman_adv_is_missing() -> None:
     assert "modprobe batman-adv" in str(info.value)
 
 
+def test_a_non_blocking_socket_gets_the_kernels_answer_in_the_call_that_asks() -> None:
+    """The real kernel queues nlctrl's answer (here: no such family) before send() returns, which is
+    what lets the agent read batman-adv's tables on its event loop without ever waiting."""
+    with pytest.raises(CapabilityMissing) as info:
+        BatadvSocket(nonblocking=True).open()
+    assert info.value.code == "batman_adv_missing"
+
+
 async def test_async_client_raises_the_same_without_blocking() -> None:
     client = MeshClient()
     with pytest.raises(CapabilityMissing):
         await client.open()
+    with pytest.raises(CapabilityMissing):  # the periodic reads, on the loop
+        await client.snapshot("lo")
+    assert (client.quick_reads, client.slow_reads) == (0, 0)  # refused, not "not queued yet"
     await client.close()
 
 

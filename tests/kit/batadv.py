@@ -122,6 +122,7 @@ class GoldenKernel:
         self.mute: set[Cmd] = set()
         self.mangle: Callable[[Cmd, bytes], bytes] | None = None
         self.closed = False
+        self.nonblocking = False  # as a non-blocking socket: nothing queued is BlockingIOError, not a timeout
 
     # the socket methods BatadvSocket uses
     def send(self, data: bytes) -> int:
@@ -140,6 +141,8 @@ class GoldenKernel:
 
     def recv(self, _size: int) -> bytes:
         if not self.queue:
+            if self.nonblocking:
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
             raise TimeoutError("timed out")
         return self.queue.popleft()
 

@@ -4,6 +4,10 @@ Why: the pure codec (:mod:`x0tta.mesh.core.batadv`) knows the bytes; this is the
 moves them, like batctl's libnl socket: resolve the family through nlctrl, send a request, read
 datagrams into a :class:`~x0tta.mesh.core.batadv.Reply` until it is complete. It blocks, so the
 agent calls it through ``asyncio.to_thread`` (:mod:`x0tta.mesh.client`); the CLI calls it directly.
+A ``nonblocking`` one never waits: the kernel answers a request within the call that sends it
+(a GET's reply, a dump's first datagram, each further one in the read before), so the agent reads
+its tables with it on the event loop, and a reply not there yet (:class:`NotReady`) goes to the
+thread after all.
 
 One :class:`BatadvSocket` serves one request at a time (the caller serialises). A kernel without
 batman-adv has no family ``batadv``: :meth:`BatadvSocket.open` raises ``CapabilityMissing``.
@@ -48,6 +52,12 @@ MISSING_REASON = (
 )
 
 
+class NotReady(TemporaryError):
+    """A non-blocking socket's reply was not queued yet. The kernel answers a request in the call
+    that sends it (a GET's reply, a dump's first datagram; each further datagram of a dump in the
+    read before it), so this is not expected; the caller takes the request to a thread instead."""
+
+
 class MeshError(PermanentError):
     """The kernel refused a batadv request (``errno`` set) or the mesh interface does not exist."""
 
@@ -77,8 +87,11 @@ def ifname(index: int) -> str | None:
 class BatadvSocket:
     """A NETLINK_GENERIC socket bound to the ``batadv`` family."""
 
-    def __init__(self, timeout: float = 5.0, connect: Callable[[], Any] | None = None) -> None:
+    def __init__(self, timeout: float = 5.0, connect: Callable[[], Any] | None = None, *,
+                 nonblocking: bool = False) -> None:
         self.timeout = timeout
+        # never waits: a reply not queued yet is NotReady (the event loop's socket, see MeshClient)
+        self.nonblocking = nonblocking
         self.connect = connect  # tests: a fake kernel's socket instead of a NETLINK_GENERIC one
         self.sock: socket.socket | None = None
         self.family: Family | None = None
@@ -102,7 +115,10 @@ class BatadvSocket:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
                 sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
                 sock.bind((0, 0))
-                sock.settimeout(self.timeout)
+                if self.nonblocking:
+                    sock.setblocking(False)
+                else:
+                    sock.settimeout(self.timeout)
             except OSError:
                 sock.close()
                 raise
@@ -130,13 +146,16 @@ class BatadvSocket:
             return self.sock.recv(DATAGRAM)
         except TimeoutError:
             raise TemporaryError("batman-adv did not answer within the timeout", delay=1.0) from None
+        except BlockingIOError:
+            raise NotReady("batman-adv's reply was not queued yet") from None
 
     def _resolve(self, name: str) -> Family:
         assert self.sock is not None
         seq = self.next_seq()
         self.sock.send(encode_get_family(name, seq))
         while True:
-            for msg in split_messages(self._recv()):
+            data = self._recv()  # NotReady: open() closes the socket
+            for msg in split_messages(data):
                 if msg.seq != seq:
                     continue
                 if msg.type == GENL_ID_CTRL:
@@ -155,7 +174,11 @@ class BatadvSocket:
         self.sock.send(request)
         done = False
         while not done:
-            data = self._recv()
+            try:
+                data = self._recv()
+            except NotReady:
+                self.close()  # a reply may still come: a fresh socket for the next request
+                raise
             if self.capture is not None:
                 self.capture(cmd, data)
             try:

@@ -66,3 +66,26 @@ async def test_a_refusal_a_silence_and_garbage_each_raise_the_projects_typed_err
         k.mangle = None
         assert [o.orig_address for o in await mesh.originators(BAT0)] == [
             o.orig_address for o in replay("x0m1_iv_originators") if isinstance(o, batadv.Originator)]
+
+
+async def test_periodic_reads_go_on_the_loop_and_an_answer_not_queued_yet_goes_to_the_thread():
+    """snapshot() and tables() read through the non-blocking socket on the loop; when its kernel has
+    not queued an answer (never seen: batman-adv answers in the call that asks), that socket is
+    closed with whatever might still come, and the thread's socket reads the whole snapshot again."""
+    quick, slow = golden_socket(), golden_socket()
+    mesh = MeshClient(sock=slow, quick=quick)
+    snap = await mesh.snapshot(BAT0)
+    assert snap.originators == replay("x0m1_iv_originators") and (mesh.quick_reads, mesh.slow_reads) == (1, 0)
+    assert slow.sock is None  # the thread's socket was never even opened
+    held = quick.sock
+    held.nonblocking = True
+    held.mute.add(Cmd.GET_ORIGINATORS)
+    snap = await mesh.snapshot(BAT0)
+    assert snap.originators == replay("x0m1_iv_originators") and (mesh.quick_reads, mesh.slow_reads) == (1, 1)
+    assert held.closed
+    assert [cmd for cmd, _ in slow.sock.requests] == [
+        Cmd.GET_MESH, Cmd.GET_HARDIF, Cmd.GET_ORIGINATORS, Cmd.GET_NEIGHBORS, Cmd.GET_GATEWAYS]
+    held.mute.clear()
+    got = await mesh.tables(BAT0, (Cmd.GET_NEIGHBORS, Cmd.GET_GATEWAYS))
+    assert got[Cmd.GET_NEIGHBORS] == replay("x0m1_iv_neighbors") and (mesh.quick_reads, mesh.slow_reads) == (2, 1)
+    await mesh.close()
