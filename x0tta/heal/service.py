@@ -180,6 +180,7 @@ class HealService(Subsystem):
         self.knowledge: loop.Knowledge | None = None
         self.store: AsyncStore | None = None
         self.executor: Executor | None = None
+        self._mesh: Any = None  # the MeshClient while running (its read counters for heal.state)
         self.prober: Prober | None = None
         self.alerter: Alerter | None = None
         # Probe keys from the neighbours' PQ mTLS sessions; the wiring feeds it (peer_changed) and
@@ -224,7 +225,7 @@ class HealService(Subsystem):
             self._metrics = _Metrics(ctx.registry)
             self._registry_id = id(ctx.registry)
             self._register_admin(ctx)
-        mesh = MeshClient()
+        mesh = self._mesh = MeshClient()
         try:
             await mesh.open()
         except CapabilityMissing:
@@ -853,6 +854,9 @@ class HealService(Subsystem):
                 "probe_holds": self.prober.tracker.holds if self.prober else 0,
                 "probe_corroboration": self.prober.corroboration if self.prober else None,
                 "authentication": self._auth_json(),
+                # the periodic table reads: on the loop, or in the thread (an answer not queued yet)
+                "mesh_reads": ({"loop": self._mesh.quick_reads, "thread": self._mesh.slow_reads}
+                               if self._mesh is not None else None),
                 "link_rx_age": ({k: round(self.clock.monotonic() - v, 3) for k, v in self.prober.link_rx().items()}
                                 if self.prober else {}),
                 "stats": [{"symptom": s, "action": a, "ok": ok, "failed": bad}
