@@ -39,6 +39,7 @@ from x0tta.fleet.replica import Outcome, Replica
 SYNC = "fleet.state.sync"
 PUSH = "fleet.state.push"
 MAX_ROUNDS = 64  # pages pulled in one sync with one peer; the next sync goes on
+EMPTY = st.encode(st.Updates())  # the answer of a peer that has nothing this node lacks
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
     epoch INTEGER NOT NULL, author TEXT NOT NULL, start INTEGER NOT NULL, message BLOB NOT NULL,
@@ -213,6 +214,8 @@ class StateSync:
         return st.encode(st.Updates())
 
     async def _receive(self, body: bytes) -> list[Outcome]:
+        if body == EMPTY:  # a peer that has nothing this node lacks (most answers): no thread hop
+            return []
         try:
             replies, outcomes = await self.call(self._apply, body, self.clock.time())
         except st.StateError as exc:
@@ -262,25 +265,35 @@ class StateSync:
         except Exception as exc:  # a session going away: the next periodic sync carries it
             self._event("state_push_failed", error=f"{type(exc).__name__}: {str(exc)[:120]}")
 
-    async def sync_with(self, session: Session) -> int:
-        """Pull from one peer until it has nothing this node lacks; returns the updates applied."""
+    async def sync_with(self, session: Session, step1: bytes | None = None) -> tuple[int, bytes | None]:
+        """Pull from one peer until it has nothing this node lacks: the updates applied, and this
+        node's step 1 if it still holds (nothing applied). ``step1``: one that still holds, so the
+        worker thread is not asked for it again."""
         applied = 0
         for _ in range(MAX_ROUNDS):
-            step1 = await self.call(self.replica.step1)
+            if step1 is None:
+                step1 = await self.call(self.replica.step1)
             page = await session.request(SYNC, step1, timeout=self.request_timeout)
             outcomes = await self._receive(page)
+            if outcomes:  # refused or applied, the state may have moved: ask for a new step 1
+                step1 = None
             got = sum(1 for o in outcomes if o.applied)
             applied += got
             if not got:
                 break
-        return applied
+        return applied, step1
 
     async def sync_all(self) -> int:
-        total = 0
+        """Pull from every peer; one step 1 serves every peer while nothing arrives (the replica
+        changes only on the worker thread, by what this loop applies or a write meanwhile - the
+        write pushes itself to every peer)."""
+        total, step1 = 0, None
         for session in self._sessions():
             try:
-                total += await self.sync_with(session)
+                got, step1 = await self.sync_with(session, step1)
+                total += got
             except Exception as exc:  # one peer failing must not stop the others
+                step1 = None
                 self._event("state_sync_failed", error=f"{type(exc).__name__}: {str(exc)[:120]}")
         return total
 
