@@ -91,9 +91,10 @@ class MeshSettings:
     observe_interval: float = setting(
         2.0,
         doc="How often originators, neighbours, gateways and table sizes are read (on the event "
-        "loop, through a non-blocking netlink socket) for metrics and for the guard's detectors, which see a flood or a gateway hijack "
-        "no sooner than this: batman-adv's tables change once per 1 s OGM interval, and 2 s keeps "
-        "time to detection within 5 s at a cost the steady-state CPU benchmark measures.",
+        "loop, through a non-blocking netlink socket) for metrics and for the guard's detectors, "
+        "which see a flood or a gateway hijack no sooner than this: batman-adv's tables change "
+        "once per 1 s OGM interval, and 2 s keeps time to detection within 5 s at a cost the "
+        "steady-state CPU benchmark measures.",
         min=0.5,
         max=3600.0,
         unit="s",
