@@ -255,6 +255,10 @@ class EtcdClient:
         if not self._opened:
             for e in self.endpoints:
                 u = urlsplit(e)
+                try:
+                    u.port  # noqa: B018 - parsed here: a bad port is this error, not a ValueError later
+                except ValueError as exc:
+                    raise EtcdError(f"etcd endpoint {e!r}: {exc}") from None
                 if u.scheme not in ("http", "https") or not u.hostname:
                     raise EtcdError(f"etcd endpoint {e!r}: expected http(s)://host:port")
             if any(e.startswith("https://") for e in self.endpoints):
@@ -306,12 +310,15 @@ class EtcdClient:
             except BaseException as exc:
                 conn.close()
                 conn = None
-                if kept and attempt == 0 and idempotent and isinstance(exc, (OSError, h11.ProtocolError)):
+                # a kept connection the member closed unseen: a read is asked once more on a new
+                # one (a member that does not answer in time is not asked twice: TimeoutError)
+                if (kept and attempt == 0 and idempotent and not isinstance(exc, TimeoutError)
+                        and isinstance(exc, (OSError, h11.ProtocolError))):
                     continue
                 raise
-            if conn.reusable:
+            if conn.reusable and endpoint not in self._idle:
                 self._idle[endpoint] = conn
-            else:
+            else:  # not reusable, or requests overlapped: one connection is kept per member
                 conn.close()
             return status, data
         raise AssertionError("unreachable")  # pragma: no cover

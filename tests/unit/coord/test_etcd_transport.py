@@ -153,3 +153,50 @@ async def test_a_malformed_answer_is_an_etcd_error_and_the_client_goes_on(raw: b
         with pytest.raises((EtcdError, EtcdUnavailable)):
             await client.range("a")
         assert (await client.range("a"))[1] == 7  # the next request is served
+
+
+@pytest.mark.asyncio
+async def test_overlapping_requests_keep_one_connection_per_member_and_close_the_other() -> None:
+    member = Member(lambda n, _: _answer(RANGE))
+    async with member as url:
+        client = EtcdClient([url], timeout=2.0)
+        await client.open()
+        for _ in range(3):  # a lease keepalive beside a round's read, as coordination does
+            await asyncio.gather(client.range("a"), client.range("b"))
+        assert len(client._idle) == 1
+        opened = member.connections
+        await client.close()
+    assert opened <= 4  # two for the first overlap, at most one new one per later overlap
+
+
+@pytest.mark.asyncio
+async def test_a_member_that_times_out_on_a_kept_connection_is_not_asked_twice() -> None:
+    """The first request is answered, the second never: one timeout, no second connection (a
+    member that hangs is not a kept connection gone stale)."""
+    stall = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read(1 << 16)
+        writer.write(_answer(RANGE))
+        await writer.drain()
+        await stall.wait()  # the next request on this connection is read by nobody
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with EtcdClient([url], timeout=0.3) as client:
+            await client.range("a")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(EtcdUnavailable):
+                await client.range("a")
+            assert loop.time() - started < 0.55  # one timeout, not one per connection
+        assert len(held) == 1
+    finally:
+        stall.set()
+        server.close()
+        for w in held:
+            w.close()
