@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from x0tta.common.errors import CapabilityMissing, DecodeError, PermanentError, TemporaryError
+from x0tta.common.errors import CapabilityMissing, PermanentError, TemporaryError
 from x0tta.mesh.conditions import BATMAN_ADV_MISSING, BATMAN_ADV_NO_CONFIG_GROUP
 from x0tta.mesh.core import batadv
 from x0tta.mesh.core.batadv import Cmd, Record, Reply
@@ -173,21 +173,18 @@ class BatadvSocket:
         reply = Reply(fam.id, seq, dump=dump, ack=ack)
         self.sock.send(request)
         done = False
-        while not done:
-            try:
+        try:
+            while not done:
                 data = self._recv()
-            except NotReady:
-                self.close()  # a reply may still come: a fresh socket for the next request
-                raise
-            if self.capture is not None:
-                self.capture(cmd, data)
-            try:
+                if self.capture is not None:
+                    self.capture(cmd, data)
                 done = reply.feed(data)
-            except DecodeError:
-                # the rest of this reply is still queued on the socket: a fresh socket for the
-                # next request, so what is left of a garbled reply cannot reach it
-                self.close()
-                raise
+        except BaseException:
+            # A reply cut short (garbled, not queued yet, a timeout, an error mid-dump) may still
+            # have datagrams on their way, or a dump still running in the kernel: a fresh socket
+            # for the next request, so nothing of this one can reach it.
+            self.close()
+            raise
         if reply.errno:
             raise MeshError(f"batadv {cmd.name}: {os.strerror(reply.errno)}", reply.errno)
         return reply
