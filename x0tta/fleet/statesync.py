@@ -271,6 +271,7 @@ class StateSync:
         worker thread is not asked for it again."""
         applied = 0
         for _ in range(MAX_ROUNDS):
+            reused = step1 is not None
             if step1 is None:
                 step1 = await self.call(self.replica.step1)
             page = await session.request(SYNC, step1, timeout=self.request_timeout)
@@ -279,7 +280,9 @@ class StateSync:
                 step1 = None
             got = sum(1 for o in outcomes if o.applied)
             applied += got
-            if not got:
+            # a page of what this node had already (an older step 1 was used) may hide what comes
+            # after it: ask again with this node's step 1 as it is now
+            if not got and not (reused and outcomes):
                 break
         return applied, step1
 

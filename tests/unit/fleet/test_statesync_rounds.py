@@ -80,3 +80,19 @@ async def test_what_a_peer_sends_is_applied_and_the_next_peer_gets_a_new_step_1(
     assert later.asked[0] != first.asked[0]  # asked with the state as it is after the first peer's update
     await a.close()
     await b.close()
+
+
+async def test_a_page_of_known_updates_for_a_reused_step_1_is_asked_again_with_a_new_one() -> None:
+    """The step 1 carried over from the peer before may be older than the replica: a page that held
+    only what this node had is not "nothing more", the peer is asked once more."""
+    ca = TestCA(TD, kind="p256")
+    a = StateSync(replica(ca, "a"))
+    entry = {"macs": ["02:00:00:00:00:0a"], "role": "node", "version": "1", "at": a.clock.time()}
+    own = await a.write({"registry": {a.replica.author: entry}})
+    known = st.encode(st.Updates((own,)))
+    quiet = Session(EMPTY)
+    stale = Session(lambda body: known if not stale.asked[:-1] else EMPTY)
+    a.attach(Carrier([quiet, stale]))
+    assert await a.sync_all() == 0
+    assert len(quiet.asked) == 1 and len(stale.asked) == 2
+    await a.close()
