@@ -32,7 +32,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -84,6 +84,9 @@ from x0tta.heal.liveness import BY_INTERFACE, Prober
 from x0tta.heal.store import FILENAME, AsyncStore
 from x0tta.telemetry.logging import get_logger
 from x0tta.telemetry.tracing import traceparent_of
+
+if TYPE_CHECKING:  # imported where it runs (run()): the mesh client is not needed before
+    from x0tta.mesh.client import MeshClient
 
 GW_MODES = {0: "off", 1: "client", 2: "server"}
 # Symptoms of this node's links that alert the mesh: confirmed failures only. A suspect link gets
@@ -180,7 +183,7 @@ class HealService(Subsystem):
         self.knowledge: loop.Knowledge | None = None
         self.store: AsyncStore | None = None
         self.executor: Executor | None = None
-        self._mesh: Any = None  # the MeshClient while running (its read counters for heal.state)
+        self._mesh: MeshClient | None = None  # while running: its read counters for heal.state
         self.prober: Prober | None = None
         self.alerter: Alerter | None = None
         # Probe keys from the neighbours' PQ mTLS sessions; the wiring feeds it (peer_changed) and
