@@ -10,6 +10,12 @@ agent is started on every node with its defaults, the agents converge, ``--settl
 and the guest's busy share and each agent's share of the guest CPU (``/proc/PID/stat``) are
 measured over the same window; then the open incidents of every agent are counted (a quiet
 mesh has none). The guest has one CPU: "% of the guest CPU" is the share of a lab node's CPU.
+The guest's kernel charges a process's CPU by its 100 Hz tick (the process running at a tick gets
+the whole tick), but measures its idle time exactly (a tickless kernel): "exact" is the guest's
+busy share from its idle time over the window's wall time, and "per agent, exact" the exact busy
+share with the agents less the one without, over the number of agents - what the agents cost the
+node, the kernel's work for their packets included. The per-process figures are tick samples, fair
+only on average: they show the spread between agents (tests/bench/cpu_checks.py).
 ``--identities``: every node enrolled by the lab's CA, so the peer subsystem holds PQ mTLS
 sessions with the neighbours and the probes are keyed by them (every subsystem doing its work).
 ``--fleet``: the fleet plane and coordination on as well - a mosquitto (TLS, client certificates, the
@@ -154,12 +160,16 @@ def main() -> None:
     incidents = {n: r.get("result") for n, r in open_.get("per_node", {}).items()}
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}; "
           f"{topo.name}, {len(nodes)} nodes, window {args.seconds:.0f} s, settle {args.settle:.0f} s")
-    print("| guest | guest CPU busy | per agent, % of the guest CPU (min / median / max) | open incidents |")
-    print("|---|---|---|---|")
-    print(f"| no agents | {a['guest_busy_pct']:.1f} % | | |")
+    print("| guest | guest CPU busy, exact (ticks) | per agent, exact | per agent, ticks charged: mean (min / median / "
+          "max) | open incidents |")
+    print("|---|---|---|---|---|")
+    print(f"| no agents | {a['guest_busy_exact_pct']:.1f} % ({a['guest_busy_pct']:.1f} %) | | | |")
     vals = sorted(per.values())
     med = vals[len(vals) // 2] if vals else 0.0
-    print(f"| an agent on every node | {b['guest_busy_pct']:.1f} % | {vals[0]:.2f} / {med:.2f} / {vals[-1]:.2f} % "
+    mean = sum(vals) / len(vals) if vals else 0.0
+    exact = (b["guest_busy_exact_pct"] - a["guest_busy_exact_pct"]) / max(1, len(vals))
+    print(f"| an agent on every node | {b['guest_busy_exact_pct']:.1f} % ({b['guest_busy_pct']:.1f} %) | "
+          f"**{exact:.2f} %** | {mean:.2f} % ({vals[0]:.2f} / {med:.2f} / {vals[-1]:.2f}) "
           f"| {sum(len(v or []) for v in incidents.values())} |")
     if planes is not None:
         connected = sum(1 for v in planes.values() if v and v.get("fleet_connected"))

@@ -3,6 +3,14 @@
 The guest has one CPU. ``/proc/stat``'s first line gives the guest's busy and idle time in clock
 ticks, ``/proc/PID/stat`` fields 14 and 15 (utime, stime) each agent's own, so one window of N
 seconds gives the guest's busy share and every agent's share of the guest's CPU.
+
+The kernel charges user and system time by its tick (100 Hz in the guest): the task running at a
+tick is charged the whole tick. Its idle time, on a tickless kernel such as the lab's, is measured
+exactly (the time spent in the idle loop). So ``guest_busy_exact_pct``, one less the idle time over
+the window's wall time, is exact, while the tick-charged figures are samples: fair on average for
+processes that wake at random against the tick, and far off for one that would keep a fixed phase
+of it (charged nearly every wake's tick, or nearly none). The agents' exact cost is the exact busy
+share with agents less the one without, over the number of agents.
 """
 
 from __future__ import annotations
@@ -13,11 +21,12 @@ import time
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _guest() -> tuple[int, int]:
+def _guest() -> tuple[int, int, int]:
+    """Busy ticks, all ticks, idle ticks (idle + iowait)."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    return sum(fields[:8]) - idle, sum(fields[:8]), idle
 
 
 def _proc(pid: int) -> int | None:
@@ -32,11 +41,12 @@ def _proc(pid: int) -> int | None:
 def cpu(lab, seconds=20.0):
     """Guest busy share and each running agent's share of the guest CPU over ``seconds``."""
     pids = {n: p.pid for n, p in lab.agents.procs.items() if p.poll() is None}
-    busy0, total0 = _guest()
+    busy0, total0, idle0 = _guest()
     own0 = {n: _proc(pid) for n, pid in pids.items()}
     t0 = time.monotonic()
     time.sleep(float(seconds))
-    busy1, total1 = _guest()
+    busy1, total1, idle1 = _guest()
+    wall = time.monotonic() - t0
     own1 = {n: _proc(pid) for n, pid in pids.items()}
     span = max(1, total1 - total0)
     agents = {n: round(100.0 * (own1[n] - own0[n]) / span, 2) for n in pids
@@ -44,6 +54,7 @@ def cpu(lab, seconds=20.0):
     return {
         "seconds": round(time.monotonic() - t0, 2),
         "guest_busy_pct": round(100.0 * (busy1 - busy0) / span, 2),
+        "guest_busy_exact_pct": round(100.0 * (1.0 - (idle1 - idle0) / (wall * TICK)), 2),
         "agents_pct": agents,
         "agents_total_pct": round(sum(agents.values()), 2),
     }
