@@ -171,6 +171,10 @@ def main() -> None:
     print(f"| an agent on every node | {b['guest_busy_exact_pct']:.1f} % ({b['guest_busy_pct']:.1f} %) | "
           f"**{exact:.2f} %** | {mean:.2f} % ({vals[0]:.2f} / {med:.2f} / {vals[-1]:.2f}) "
           f"| {sum(len(v or []) for v in incidents.values())} |")
+    woke = sorted(b.get("agents_wakeups_per_s", {}).values())
+    if woke:
+        print(f"wake-ups per agent (voluntary context switches, all threads): {woke[0]:.1f} / "
+              f"{woke[len(woke) // 2]:.1f} / {woke[-1]:.1f} a second (min / median / max)")
     if planes is not None:
         connected = sum(1 for v in planes.values() if v and v.get("fleet_connected"))
         polled = sum(1 for v in planes.values() if v and v.get("coord_rollouts") is not None)

@@ -38,16 +38,33 @@ def _proc(pid: int) -> int | None:
     return int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15 of the whole line)
 
 
+def _switches(pid: int) -> int | None:
+    """Voluntary context switches of every thread of ``pid``: how often it went to sleep, so how
+    often something woke it."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return total
+
+
 def cpu(lab, seconds=20.0):
     """Guest busy share and each running agent's share of the guest CPU over ``seconds``."""
     pids = {n: p.pid for n, p in lab.agents.procs.items() if p.poll() is None}
     busy0, total0, idle0 = _guest()
     own0 = {n: _proc(pid) for n, pid in pids.items()}
+    woke0 = {n: _switches(pid) for n, pid in pids.items()}
     t0 = time.monotonic()
     time.sleep(float(seconds))
     busy1, total1, idle1 = _guest()
     wall = time.monotonic() - t0
     own1 = {n: _proc(pid) for n, pid in pids.items()}
+    woke1 = {n: _switches(pid) for n, pid in pids.items()}
     span = max(1, total1 - total0)
     agents = {n: round(100.0 * (own1[n] - own0[n]) / span, 2) for n in pids
               if own0[n] is not None and own1[n] is not None}
@@ -57,6 +74,8 @@ def cpu(lab, seconds=20.0):
         "guest_busy_exact_pct": round(100.0 * (1.0 - (idle1 - idle0) / (wall * TICK)), 2),
         "agents_pct": agents,
         "agents_total_pct": round(sum(agents.values()), 2),
+        "agents_wakeups_per_s": {n: round((woke1[n] - woke0[n]) / wall, 1) for n in pids
+                                 if woke0[n] is not None and woke1[n] is not None},
     }
 
 
