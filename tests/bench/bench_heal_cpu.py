@@ -36,6 +36,7 @@ import json
 import math
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,11 @@ def fleet_plane(topo: Topology, where: Path) -> tuple[Topology, dict]:
                          etcd._argv(member, "new")],
                "ports": [broker.port, member.client_port]}
     return topology_from_data(data, f"{topo.name} (fleet)"), servers
+
+
+def spread(vals: list[float]) -> str:
+    """``min / median / max`` of ``vals``, two decimals."""
+    return f"{min(vals):.2f} / {statistics.median(vals):.2f} / {max(vals):.2f}"
 
 
 def with_settings(topo: Topology, pairs: list[str]) -> Topology:
@@ -164,17 +170,15 @@ def main() -> None:
           "max) | open incidents |")
     print("|---|---|---|---|---|")
     print(f"| no agents | {a['guest_busy_exact_pct']:.1f} % ({a['guest_busy_pct']:.1f} %) | | | |")
-    vals = sorted(per.values())
-    med = vals[len(vals) // 2] if vals else 0.0
-    mean = sum(vals) / len(vals) if vals else 0.0
-    exact = (b["guest_busy_exact_pct"] - a["guest_busy_exact_pct"]) / max(1, len(vals))
+    vals = list(per.values()) or [0.0]
+    exact = (b["guest_busy_exact_pct"] - a["guest_busy_exact_pct"]) / len(vals)
     print(f"| an agent on every node | {b['guest_busy_exact_pct']:.1f} % ({b['guest_busy_pct']:.1f} %) | "
-          f"**{exact:.2f} %** | {mean:.2f} % ({vals[0]:.2f} / {med:.2f} / {vals[-1]:.2f}) "
+          f"**{exact:.2f} %** | {statistics.mean(vals):.2f} % ({spread(vals)}) "
           f"| {sum(len(v or []) for v in incidents.values())} |")
-    woke = sorted(b.get("agents_wakeups_per_s", {}).values())
+    woke = list(b.get("agents_wakeups_per_s", {}).values())
     if woke:
-        print(f"wake-ups per agent (voluntary context switches, all threads): {woke[0]:.1f} / "
-              f"{woke[len(woke) // 2]:.1f} / {woke[-1]:.1f} a second (min / median / max)")
+        print(f"wake-ups per agent (voluntary context switches, all threads): {spread(woke)} a second "
+              "(min / median / max)")
     if planes is not None:
         connected = sum(1 for v in planes.values() if v and v.get("fleet_connected"))
         polled = sum(1 for v in planes.values() if v and v.get("coord_rollouts") is not None)

@@ -69,7 +69,7 @@ def cpu(lab, seconds=20.0):
     agents = {n: round(100.0 * (own1[n] - own0[n]) / span, 2) for n in pids
               if own0[n] is not None and own1[n] is not None}
     return {
-        "seconds": round(time.monotonic() - t0, 2),
+        "seconds": round(wall, 2),
         "guest_busy_pct": round(100.0 * (busy1 - busy0) / span, 2),
         "guest_busy_exact_pct": round(100.0 * (1.0 - (idle1 - idle0) / (wall * TICK)), 2),
         "agents_pct": agents,
