@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from x0tta.heal.core import loop
+import pytest
+
+from x0tta.heal.core import loop, plan
 from x0tta.heal.core.loop import State, Undo, resume
 from x0tta.heal.core.model import ActionKind, Op, Originator
 
@@ -142,12 +144,13 @@ def test_flapping_restore_fails_and_reuses_the_incident(settings, ring):
     bad = [e for e in ev if e.name == "verified" and e.data["id"] == f"{first}/undo"]
     assert bad and bad[0].data["ok"] is False and bad[0].data["kind"] == "restore_hardif"
     assert [x.action.kind for x in d] == [ActionKind.STEER_OFF]
+    second = d[0].action
     # the link settles: the second steer-off is restored for good, and once the link carries a
     # route again the incident closes and the faster OGMs go - the failed restore of the first
     # steer-off holds nothing (it kept both forever in the heal lab's slow-flap phase)
     t += 0.1
     k, _, _ = ring.run(k, ring.obs(t, lost_run=5, loss=0.3, eth0_attached=False), t)
-    t += settings.verify_after + 0.1
+    t += second.verify_after + 0.1  # a hop penalty (the reattach guard) is judged later than a detach
     k, _, _ = ring.run(k, ring.obs(t, eth0_attached=False), t)
     t += settings.silent_loss_clear_after + 0.1
     k, d, _ = ring.run(k, ring.obs(t, eth0_attached=False), t)
@@ -568,6 +571,16 @@ def test_partial_loss_tries_the_hop_penalty_first_and_the_knowledge_turns_to_the
         t += settings.retry_after + 0.1
     assert chosen[0] == "steer_off:penalty" and chosen[-1] == "steer_off", chosen
     assert k.stats[("silent_loss", "steer_off:penalty")][1] >= 1
+
+
+def test_a_hop_penalty_is_judged_after_forty_ogm_intervals_a_detach_after_four(settings, ring):
+    """A route leaves a link with a raised hop penalty only once it lost five OGMs there whose
+    copies came another way first (plan.PENALTY_OGMS): judged after a detach's time, a penalty that
+    was working failed, was rolled back and the link detached instead. At most PENALTY_VERIFY_MAX."""
+    for interval, detach, penalty in ((50, settings.verify_after, 2.0), (1000, 4.0, plan.PENALTY_VERIFY_MAX)):
+        obs = ring.obs(0.3, lost_run=1, loss=0.6, interval=interval)
+        assert plan.steer_off("eth0", obs, settings, "detach")[0].verify_after == pytest.approx(detach)
+        assert plan.steer_off("eth0", obs, settings, "penalty")[0].verify_after == pytest.approx(penalty)
 
 
 def _restored_detach(settings, ring):

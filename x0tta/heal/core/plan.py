@@ -121,6 +121,22 @@ def _hardif_of(target: str) -> str:
     return target.split(":", 1)[1].split("/", 1)[0]
 
 
+# A steer-off by hop penalty is judged after this many originator intervals (at most
+# PENALTY_VERIFY_MAX seconds). BATMAN_IV moves a route only when an OGM through another neighbour
+# beats the average of the last five TQs the route received (BATADV_TQ_GLOBAL_WINDOW_SIZE). At a hop
+# penalty of 255 an OGM that still arrives through the link scores 0, is dropped as not
+# bidirectional and leaves that average as it was; the average falls only when the link loses an
+# OGM whose copy then arrives another way first (a zero is written for the route through the
+# link), five times. The other way's copy exists only once the node forwarding it routes off the
+# link itself: one more such round. In the 5-node lab ring at 50 ms OGMs and 41 % loss both ways,
+# the routes left the link 0.6-1.1 s after the penalty, the neighbour's own last: a 1 s verification
+# failed such penalties, rolled them back and detached the link instead, whose restore then rebuilds
+# its TQ windows from nothing (a CI chaos run: routes swinging after the re-attach, and an outage
+# batman-adv alone did not have). 40 intervals is 2 s at 50 ms.
+PENALTY_OGMS = 40
+PENALTY_VERIFY_MAX = 10.0
+
+
 def steer_off(
     hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset(),
     carries: bool = False, attached_ago: float | None = None, moved_off: frozenset[str] = frozenset(),
@@ -139,8 +155,10 @@ def steer_off(
         previous_hop_penalty=h.hop_penalty if h else None,
     )
     # originators heard only through this link come back through others with their next OGMs:
-    # judge the effect after a few originator intervals (4: measured in a 5-node ring), not before
+    # judge a detach after a few originator intervals (4: measured in a 5-node ring), not before.
+    # A hop penalty is slower (see PENALTY_OGMS)
     ogm = (obs.orig_interval_ms or 1000) / 1000.0
+    wait = (4.0 if method == "detach" else PENALTY_OGMS) * ogm
     action = Action(
         kind=ActionKind.STEER_OFF,
         target=f"hardif:{hardif}",
@@ -149,7 +167,7 @@ def steer_off(
         blast_radius=neighbours,
         cost=2.0 if method == "detach" else 1.5,
         expected=f"no originator routed through {hardif}, and no originators lost",
-        verify_after=max(s.verify_after, 4.0 * ogm),
+        verify_after=max(s.verify_after, wait if method == "detach" else min(wait, PENALTY_VERIFY_MAX)),
     )
     if h is None:
         return action, f"{hardif} is not a hard interface of the mesh"
