@@ -158,7 +158,7 @@ def steer_off(
     # judge a detach after a few originator intervals (4: measured in a 5-node ring), not before.
     # A hop penalty is slower (see PENALTY_OGMS)
     ogm = (obs.orig_interval_ms or 1000) / 1000.0
-    wait = (4.0 if method == "detach" else PENALTY_OGMS) * ogm
+    wait = 4.0 * ogm if method == "detach" else min(PENALTY_OGMS * ogm, PENALTY_VERIFY_MAX)
     action = Action(
         kind=ActionKind.STEER_OFF,
         target=f"hardif:{hardif}",
@@ -167,7 +167,7 @@ def steer_off(
         blast_radius=neighbours,
         cost=2.0 if method == "detach" else 1.5,
         expected=f"no originator routed through {hardif}, and no originators lost",
-        verify_after=max(s.verify_after, wait if method == "detach" else min(wait, PENALTY_VERIFY_MAX)),
+        verify_after=max(s.verify_after, wait),
     )
     if h is None:
         return action, f"{hardif} is not a hard interface of the mesh"
