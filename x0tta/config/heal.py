@@ -348,6 +348,19 @@ class HealSettings:
         min=0.0,
         max=3600.0,
     )
+    reattach_hop_penalty: int = setting(
+        240,
+        doc="Hop penalty a hard interface is attached again with, after a detach whose symptom "
+        "cleared, for the first 80 of this node's originator intervals (at most 10 s), and then "
+        "lowered to its value before the detach. A re-attached link rates its neighbours by the "
+        "node's last 64 own OGMs they echoed, from nothing: routes over it swing between it and the "
+        "detour while that window fills (the chaos lab: a route flapping for seconds after a "
+        "re-attach, and an outage when a later fault cut the detour the route was on). At 240 the "
+        "link still carries routes that have no other way, and the others stay on their detour "
+        "until it is rated. 0 turns it off.",
+        min=0,
+        max=254,
+    )
     unstable_orig_interval: int = setting(
         50,
         doc="Originator interval of this node while one of its links is suspect, down or steered off, "

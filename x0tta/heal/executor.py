@@ -18,7 +18,10 @@ Actions and what they do (all idempotent: doing one twice leaves the node as doi
 =====================  =========================================================================
 steer_off             detach the hard interface from the mesh interface (``ip link set IF
                       nomaster``), or set its hop penalty (SET_HARDIF ``hop_penalty``)
-restore_hardif        attach it again / set its previous hop penalty
+restore_hardif        attach it again / set its previous hop penalty. A restore (not a rollback)
+                      of a detach attaches it with ``[heal] reattach_hop_penalty`` and lowers
+                      that to the previous hop penalty once the link is rated (a *hold*:
+                      :meth:`Executor.release_holds`)
 reselect_gateway      SET_MESH ``gw_sel_class`` to its current value: batman-adv re-selects
 tune_orig_interval    SET_MESH ``orig_interval`` to the unstable-mesh interval
 restore_orig_interval SET_MESH ``orig_interval`` back to its previous value
@@ -34,13 +37,14 @@ quarantine            the guard's quarantine (handed over by the wiring): the ne
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from x0tta.common.errors import PermanentError
 from x0tta.heal.breakers import BreakerOpen, Breakers, Clock, Trial
 from x0tta.heal.core.loop import Result
 from x0tta.heal.core.model import ActionKind, Decision, Op
-from x0tta.heal.core.plan import mesh_values
+from x0tta.heal.core.plan import mesh_values, reattach_hold
 from x0tta.heal.core.ratelimit import TokenBucket
 
 
@@ -57,6 +61,19 @@ class Actuator(Protocol):
     async def quarantine(self, mac: str, ttl: float, reason: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A re-attached hard interface's raised hop penalty, due to be lowered."""
+
+    hardif: str
+    due: float  # the executor's clock
+    value: int  # the hop penalty it holds
+    lower_to: int  # its hop penalty before the detach
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hardif": self.hardif, "value": self.value, "lower_to": self.lower_to}
+
+
 class Executor:
     def __init__(
         self,
@@ -68,6 +85,8 @@ class Executor:
         rate_per_minute: float,
         clock: Clock,
         on_breaker: Callable[[str, str], None] | None = None,
+        reattach_hop_penalty: int = 0,
+        on_holds: Callable[[], None] | None = None,
     ) -> None:
         self.actuator = actuator
         self.dry_run = dry_run
@@ -75,8 +94,51 @@ class Executor:
         self.rate_burst = rate_burst
         self.rate = rate_per_minute / 60.0
         self.clock = clock
+        self.reattach_hop_penalty = reattach_hop_penalty
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.trials: dict[str, Trial] = {}  # decision id -> breaker trial awaiting verification
+        self.holds: dict[str, Hold] = {}  # hard interface -> its hold after a re-attach
+        # told when ``holds`` changed, before the kernel is: the mesh reconcile must know a held
+        # penalty is intended before batman-adv's config event of it (and not after it is lowered)
+        self._on_holds = on_holds or (lambda: None)
+        # hard interface -> its hop penalty before a hold that a new steer-off cut short (the
+        # steer-off saw the held value as its "previous" one; its restore puts back this instead)
+        self._before_hold: dict[str, int] = {}
+
+    def resume_holds(self, restored: Mapping[str, int], penalties: Mapping[str, int | None]) -> list[Hold]:
+        """After a restart: holds a killed agent left behind. ``restored``: hard interface -> its
+        hop penalty before a detach whose restore this agent applied lately (the store's steer-off
+        records); ``penalties``: their hop penalty now. One still at ``reattach_hop_penalty`` is
+        held again, due at once: the next release lowers it."""
+        value = self.reattach_hop_penalty
+        resumed = [Hold(hardif, self.clock(), value, lower_to) for hardif, lower_to in sorted(restored.items())
+                   if value > lower_to and penalties.get(hardif) == value and hardif not in self.holds]
+        for hold in resumed:
+            self.holds[hold.hardif] = hold
+        if resumed:
+            self._on_holds()
+        return resumed
+
+    async def release_holds(self, everything: bool = False) -> list[tuple[Hold, str]]:
+        """Lower the hop penalty of the re-attached hard interfaces whose hold is due (all of them
+        with ``everything``: the agent stops). Returns each with "" or why the kernel refused it;
+        a refused one stays held and is tried again on the next call."""
+        now = self.clock()
+        done: list[tuple[Hold, str]] = []
+        for hold in list(self.holds.values()):
+            if not everything and now < hold.due:
+                continue
+            del self.holds[hold.hardif]
+            self._on_holds()
+            try:
+                await self.actuator.set_hardif(hold.hardif, {"hop_penalty": hold.lower_to})
+            except Exception as exc:
+                self.holds.setdefault(hold.hardif, hold)
+                self._on_holds()
+                done.append((hold, f"{type(exc).__name__}: {exc}"))
+            else:
+                done.append((hold, ""))
+        return done
 
     async def execute(self, d: Decision) -> Result:
         a = d.action
@@ -129,16 +191,21 @@ class Executor:
         kind = a.kind
         hardif = a.param("hardif")
         if kind == ActionKind.STEER_OFF:
+            hold = self.holds.pop(hardif, None)
+            if hold is not None:
+                self._before_hold[hardif] = hold.lower_to
+                self._on_holds()
             if a.param("method") == "detach":
                 await self.actuator.detach(hardif)
             else:
                 await self.actuator.set_hardif(hardif, {"hop_penalty": a.param("hop_penalty")})
         elif kind == ActionKind.RESTORE_HARDIF:
+            previous = self._before_hold.pop(hardif, a.param("previous_hop_penalty"))
+            previous = 0 if previous is None else previous
             if a.param("method") == "detach":
-                await self.actuator.attach(hardif)
+                await self._attach(hardif, previous, hold=d.op == Op.RESTORE)
             else:
-                previous = a.param("previous_hop_penalty")
-                await self.actuator.set_hardif(hardif, {"hop_penalty": 0 if previous is None else previous})
+                await self.actuator.set_hardif(hardif, {"hop_penalty": previous})
         elif kind in (ActionKind.TUNE_ORIG_INTERVAL, ActionKind.RESTORE_ORIG_INTERVAL,
                       ActionKind.PAUSE_AGGREGATION, ActionKind.RESUME_AGGREGATION):
             values = mesh_values(a)
@@ -157,6 +224,27 @@ class Executor:
             await self.actuator.quarantine(a.param("mac"), a.param("ttl"), a.param("reason"))
         else:  # pragma: no cover - every kind is handled above
             raise ValueError(f"unknown action {kind}")
+
+    async def _attach(self, hardif: str, previous: int, hold: bool) -> None:
+        """Attach ``hardif`` again; with ``hold`` (a restore, not the rollback of a harmful detach,
+        which must give the link back at once) at ``reattach_hop_penalty`` until it is rated."""
+        value = self.reattach_hop_penalty
+        if not hold or value <= previous:
+            await self.actuator.attach(hardif)
+            return
+        # batman-adv takes a hard interface's settings only while it is attached: at once after
+        # (its neighbours need a few OGMs to rate it at all). A refused penalty fails the restore,
+        # which the loop tries again: the attach is then already done
+        interval = (await self.actuator.mesh_settings()).get("orig_interval")
+        await self.actuator.attach(hardif)
+        self.holds[hardif] = Hold(hardif, self.clock() + reattach_hold(interval), value, previous)
+        self._on_holds()
+        try:
+            await self.actuator.set_hardif(hardif, {"hop_penalty": value})
+        except Exception:
+            del self.holds[hardif]
+            self._on_holds()
+            raise
 
 
 class MeshActuator:

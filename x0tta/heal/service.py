@@ -270,6 +270,13 @@ class HealService(Subsystem):
         A restarted agent resumes its incidents, and while one still needs a setting the mesh
         reconcile applies it again from the overrides. Steer-offs stay: attaching a link known
         to be dead would be worse, and the restarted agent restores it when its probes are clean."""
+        if self.executor is not None and self.executor.holds:  # no re-attached link held for ever
+            try:
+                released = await self.clock.wait_for(self.executor.release_holds(everything=True), 2.0)
+                ctx.log.info("heal_stop_holds_released", holds=[{**h.to_json(), "error": e} for h, e in released])
+            except Exception as exc:
+                ctx.log.warning("heal_stop_holds_release_failed", hardifs=sorted(self.executor.holds),
+                                error=str(exc))
         values: dict[str, Any] = {}
         for r in self._in_effect():
             if r.action.kind in UNDO:  # a steer-off's undo sets no mesh setting: it stays
@@ -303,7 +310,8 @@ class HealService(Subsystem):
             await self._record(ctx, k, [])
         # this agent's restores just before the restart: the first observation cannot tell them
         # (both times in the loop's clock, time(): the records' times are the loop's ``now``)
-        k = loop.remember_reattached(k, await store.load_undone_steer_offs(now - s.reattach_guard), now)
+        undone = await store.load_undone_steer_offs(now - s.reattach_guard)
+        k = loop.remember_reattached(k, undone, now)
         if k.memory.reattached:
             ctx.log.info("heal_reattach_guard_resumed", hardifs=sorted(k.memory.reattached))
         self.knowledge = k
@@ -329,7 +337,9 @@ class HealService(Subsystem):
         self.executor = Executor(
             actuator, dry_run=s.dry_run, breakers=breakers, rate_burst=s.rate_burst,
             rate_per_minute=s.rate_per_minute, clock=self.clock.monotonic,
+            reattach_hop_penalty=s.reattach_hop_penalty, on_holds=self._update_overrides,
         )
+        await self._resume_holds(ctx, mesh, undone)
         key = None
         if s.probe_key_file and (s.probe_enabled or s.alert_enabled):
             key = (await asyncio.to_thread(Path(s.probe_key_file).read_bytes)).strip() or None
@@ -346,6 +356,28 @@ class HealService(Subsystem):
                 self.alerter.hops = self.prober
                 self.prober.on_alert = self.alerter.hop_receive
 
+    async def _resume_holds(self, ctx: Context, mesh: Any, undone: list[dict[str, Any]]) -> None:
+        """A re-attached link's hold that an agent killed during it left behind (its restore in the
+        store, ``undone``, and the interface still at the held penalty) ends at the first cycle."""
+        from x0tta.heal.core.records import record_from_json
+
+        restored: dict[str, int] = {}
+        for data in undone:
+            with contextlib.suppress(Exception):  # a record the store cannot give back whole
+                rec = record_from_json(data)
+                if rec.action.param("method") == "detach" and rec.undo_op == Op.RESTORE:
+                    restored[rec.action.param("hardif")] = rec.action.param("previous_hop_penalty") or 0
+        if not restored or self.executor is None or not self.settings.reattach_hop_penalty:
+            return
+        try:
+            hardifs = await mesh.hardifs(ctx.settings.mesh.interface)
+        except Exception as exc:
+            ctx.log.warning("heal_holds_resume_failed", hardifs=sorted(restored), error=str(exc))
+            return
+        resumed = self.executor.resume_holds(restored, {h.hard_ifname: h.hop_penalty for h in hardifs})
+        if resumed:
+            ctx.log.info("heal_holds_resumed", holds=[h.to_json() for h in resumed])
+
     def _probe_ifaces(self) -> set[str]:
         return set(self._known_hardifs)
 
@@ -357,8 +389,12 @@ class HealService(Subsystem):
             busy = k is not None and (k.busy or bool(self.executor and self.executor.trials)
                                       or bool(self.operator_checks))
             fast = s.strained_poll_interval if self.strain.strained else s.fast_poll_interval
+            timeout = fast if busy else s.poll_interval
+            if self.executor is not None and self.executor.holds:  # a re-attached link's hold ends
+                due = min(h.due for h in self.executor.holds.values()) - self.clock.monotonic()
+                timeout = max(0.0, min(timeout, due))
             with contextlib.suppress(TimeoutError):
-                await self.clock.wait_for(self._wake.wait(), fast if busy else s.poll_interval)
+                await self.clock.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             try:
                 await self.cycle(ctx, mesh, links)
@@ -537,6 +573,12 @@ class HealService(Subsystem):
     async def cycle(self, ctx: Context, mesh: Any, links: Any) -> None:
         started = self.clock.monotonic()
         self.session_keys_due(ctx.log)
+        assert self.executor is not None
+        for hold, error in await self.executor.release_holds():
+            if error:
+                ctx.log.warning("heal_hold_release_failed", **hold.to_json(), error=error)
+            else:
+                ctx.log.info("heal_hold_released", **hold.to_json())
         obs = await self.observe(ctx, mesh, links)
         self.judge_operator_actions(ctx, obs)
         k = self.knowledge
@@ -628,6 +670,16 @@ class HealService(Subsystem):
             if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach"
         }
         self.overrides["mesh"] = self._held_mesh()
+        # hop penalties heal holds: a steer-off by penalty, a re-attached link's hold (the mesh
+        # reconcile would otherwise put back a configured [mesh.hardif.X] hop_penalty)
+        hardif: dict[str, dict[str, Any]] = {
+            r.action.param("hardif"): {"hop_penalty": r.action.param("hop_penalty")} for r in self._in_effect()
+            if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "penalty"
+        }
+        if self.executor is not None:
+            for h in self.executor.holds.values():
+                hardif.setdefault(h.hardif, {"hop_penalty": h.value})
+        self.overrides["hardif"] = hardif
 
     def _in_effect(self, include_undoing: bool = False) -> list[loop.Record]:
         """Records whose remedy heal holds in the kernel now. Without ``include_undoing``, not

@@ -119,3 +119,98 @@ async def test_rate_limit_and_dry_run():
     dry = make(FakeKernel(), c, dry_run=True)
     r = await dry.execute(steer(1))
     assert r.outcome == "dry_run" and dry.actuator.calls == []
+
+
+def held(kernel, clock, penalty=240, changes=None):
+    """An executor that re-attaches with ``penalty`` held; ``changes`` collects its holds each time
+    it tells of a change."""
+    def told():
+        if changes is not None:
+            changes.append(dict(ex.holds))
+
+    ex = Executor(kernel, dry_run=False, breakers=Breakers(3, 60.0, clock.monotonic), rate_burst=3,
+                  rate_per_minute=6.0, clock=clock.monotonic, reattach_hop_penalty=penalty, on_holds=told)
+    return ex
+
+
+async def test_a_restored_detach_holds_a_raised_hop_penalty_until_the_link_is_rated():
+    k, c = FakeKernel(), ManualClock()
+    k.mesh["orig_interval"] = 50
+    k.hop_penalty["eth0"] = 15  # what the operator set: the hold lowers to it, not to 0
+    changes: list[dict] = []
+    ex = held(k, c, changes=changes)
+    a = steer(0)
+    a = Decision(a.id, a.incident, a.op, Action(a.action.kind, a.action.target, evidence(
+        hardif="eth0", method="detach", previous_hop_penalty=15), disruptive=True), a.symptom)
+    assert (await ex.execute(a)).ok and k.attached["eth0"] is False
+    undo = Decision("a0/undo", "i1", Op.RESTORE, Action(ActionKind.RESTORE_HARDIF, "hardif:eth0", a.action.params),
+                    a.symptom)
+    assert (await ex.execute(undo)).ok
+    # attached, then at once the hold's penalty (batman-adv takes settings only while attached)
+    assert k.calls[-2:] == [("attach", "eth0"), ("set_hardif", "eth0", {"hop_penalty": 240})]
+    assert changes and "eth0" in changes[-1]  # the reconcile knew before the kernel did
+    assert ex.holds["eth0"].due == c.monotonic() + 4.0  # 80 OGMs of 50 ms
+    c.advance(3.9)
+    assert await ex.release_holds() == [] and k.hop_penalty["eth0"] == 240
+    c.advance(0.1)
+    [(hold, error)] = await ex.release_holds()
+    assert error == "" and hold.to_json() == {"hardif": "eth0", "value": 240, "lower_to": 15}
+    assert k.hop_penalty["eth0"] == 15 and ex.holds == {} and changes[-1] == {}
+
+
+async def test_a_rollback_attaches_at_once_without_a_hold():
+    k, c = FakeKernel(), ManualClock()
+    ex = held(k, c)
+    assert (await ex.execute(steer(0))).ok
+    assert (await ex.execute(steer(0, Op.ROLLBACK, ActionKind.RESTORE_HARDIF))).ok
+    assert k.attached["eth0"] is True and k.hop_penalty["eth0"] == 0 and ex.holds == {}
+
+
+async def test_a_steer_off_during_a_hold_is_restored_to_the_value_before_it():
+    k, c = FakeKernel(), ManualClock()
+    ex = held(k, c)
+    assert (await ex.execute(steer(0))).ok
+    assert (await ex.execute(steer(0, Op.RESTORE, ActionKind.RESTORE_HARDIF))).ok
+    assert k.hop_penalty["eth0"] == 240 and "eth0" in ex.holds
+    # the plan saw 240 as the link's penalty before this steer-off
+    a = Action(ActionKind.STEER_OFF, "hardif:eth0", evidence(hardif="eth0", method="penalty", hop_penalty=255,
+                                                              previous_hop_penalty=240), disruptive=True)
+    assert (await ex.execute(Decision("a1", "i2", Op.APPLY, a, ("silent_loss", "link:eth0/x")))).ok
+    assert k.hop_penalty["eth0"] == 255 and ex.holds == {}  # no hold left to lower it under the steer-off
+    c.advance(60.0)
+    assert await ex.release_holds() == [] and k.hop_penalty["eth0"] == 255
+    undo = Decision("a1/undo", "i2", Op.RESTORE, Action(ActionKind.RESTORE_HARDIF, "hardif:eth0", a.params),
+                    ("silent_loss", "link:eth0/x"))
+    assert (await ex.execute(undo)).ok and k.hop_penalty["eth0"] == 0
+
+
+async def test_a_refused_lowering_stays_held_and_is_tried_again():
+    k, c = FakeKernel(), ManualClock()
+    ex = held(k, c)
+    assert (await ex.execute(steer(0))).ok
+    assert (await ex.execute(steer(0, Op.RESTORE, ActionKind.RESTORE_HARDIF))).ok
+    assert ex.holds["eth0"].due == c.monotonic() + 10.0  # 1 s OGMs: 80 s, at most 10
+    real = k.set_hardif
+
+    async def refuse(hardif, values):
+        raise OSError("EBUSY")
+
+    k.set_hardif = refuse
+    c.advance(10.0)
+    [(_hold, error)] = await ex.release_holds()
+    assert "EBUSY" in error and "eth0" in ex.holds and k.hop_penalty["eth0"] == 240
+    k.set_hardif = real
+    assert [e for _h, e in await ex.release_holds(everything=True)] == [""] and k.hop_penalty["eth0"] == 0
+
+
+async def test_no_hold_when_turned_off_or_already_penalised_as_much():
+    for penalty, before in ((0, 0), (240, 250)):
+        k, c = FakeKernel(), ManualClock()
+        k.hop_penalty["eth0"] = before
+        ex = held(k, c, penalty=penalty)
+        a = Action(ActionKind.STEER_OFF, "hardif:eth0", evidence(hardif="eth0", method="detach",
+                                                                  previous_hop_penalty=before), disruptive=True)
+        assert (await ex.execute(Decision("a0", "i1", Op.APPLY, a, ("silent_loss", "link:eth0/x")))).ok
+        undo = Action(ActionKind.RESTORE_HARDIF, "hardif:eth0", a.params)
+        assert (await ex.execute(Decision("a0/undo", "i1", Op.RESTORE, undo, ("silent_loss", "link:eth0/x")))).ok
+        assert k.attached["eth0"] and k.hop_penalty["eth0"] == before and ex.holds == {}

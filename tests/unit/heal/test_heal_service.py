@@ -31,6 +31,7 @@ A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 class Kernel:
     def __init__(self) -> None:
         self.master = {"eth0": 10, "eth1": 10}
+        self.penalty = {"eth0": 0, "eth1": 0}
         self.lossy = False
         self.overrides: dict = {}
         self.overrides_seen: list = []
@@ -41,8 +42,9 @@ class Kernel:
                                orig_interval=20, gw_mode=0, hop_penalty=30)
 
     async def hardifs(self, meshif):
-        return [batadv.HardIf(hard_ifindex=i, hard_ifname=n, hard_address=f"02:00:00:00:01:0{i}", active=True,
-                              hop_penalty=0) for i, n in ((2, "eth0"), (3, "eth1")) if self.master[n] == 10]
+        return [batadv.HardIf(hard_ifindex=i, hard_ifname=n, hard_address=f"02:00:00:00:01:0{i}",
+                              active=True, hop_penalty=self.penalty[n])
+                for i, n in ((2, "eth0"), (3, "eth1")) if self.master[n] == 10]
 
     async def originators(self, meshif):
         via_a = self.master["eth0"] == 10
@@ -75,6 +77,11 @@ class Kernel:
 
     async def set_mesh(self, meshif, values):
         pass
+
+    async def set_hardif(self, meshif, hardif, values):
+        assert self.master[hardif] == 10, "batman-adv takes an interface's settings only while attached"
+        self.overrides_seen.append(("set_hardif", dict(self.overrides.get("hardif", {}))))
+        self.penalty[hardif] = values["hop_penalty"]
 
     # Links (rtnetlink)
     async def state(self, fresh=False):
@@ -159,20 +166,27 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     kernel.lossy = True
     await cycle()
     assert kernel.master["eth0"] is None, "steered off"
-    assert svc.overrides == {"detached": {"eth0"}, "mesh": {}}
+    assert svc.overrides == {"detached": {"eth0"}, "mesh": {}, "hardif": {}}
     clock.advance(0.06)
     await cycle()  # verified
     kernel.lossy = False
     await cycle()
     clock.advance(0.11)
-    await cycle()  # symptom cleared -> restore
-    assert kernel.master["eth0"] == 10
+    await cycle()  # symptom cleared -> restore, with the hop penalty held while the link is rated
+    assert kernel.master["eth0"] == 10 and kernel.penalty["eth0"] == 240
     clock.advance(0.11)
     await cycle()  # restore held -> closed
     assert not svc.knowledge.incidents
-    # the shared overrides name the detached interface before it is detached, and drop it before
-    # it is attached again: the mesh reconcile never takes either change for drift
-    assert kernel.overrides_seen == [("detach", {"eth0"}), ("attach", set())]
+    assert kernel.penalty["eth0"] == 240 and svc.overrides["hardif"] == {"eth0": {"hop_penalty": 240}}
+    clock.advance(80 * 0.020)  # 80 OGMs at the mesh's 20 ms
+    await cycle()
+    assert kernel.penalty["eth0"] == 0 and svc.overrides["hardif"] == {}
+    assert ("heal_hold_released", {"hardif": "eth0", "value": 240, "lower_to": 0}) in ctx.log.lines
+    # the shared overrides name the detached interface before it is detached, drop it before it is
+    # attached again, and name the held penalty while it lasts: the mesh reconcile never takes
+    # any of these changes for drift
+    assert kernel.overrides_seen == [("detach", {"eth0"}), ("attach", set()),
+                                     ("set_hardif", {"eth0": {"hop_penalty": 240}}), ("set_hardif", {})]
 
     rows = await svc.store.incidents()
     assert len(rows) == 1 and rows[0]["status"] == "closed" and rows[0]["resolution"] == "healed: steer_off"
@@ -205,7 +219,7 @@ async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
                                 {"kind": "restore_hardif", "op": "restore", "outcome": "applied"}) == 1
     assert reg.get_sample_value("x0tta_heal_time_to_heal_seconds_count", {"kind": "silent_loss"}) == 1
     assert reg.get_sample_value("x0tta_heal_time_to_detect_seconds_count", {"kind": "silent_loss"}) == 1
-    assert reg.get_sample_value("x0tta_heal_cycle_duration_seconds_count") == 6
+    assert reg.get_sample_value("x0tta_heal_cycle_duration_seconds_count") == 7
     # one trace per incident, a span per phase
     spans = exporter.get_finished_spans()
     roots = [s for s in spans if s.name == "heal.incident"]
@@ -385,13 +399,10 @@ async def test_the_service_heals_a_silent_link_its_own_probes_find_on_the_fake_n
     await store.close()
 
 
-async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(tmp_path):
-    """Killed a few seconds after it restored a detached link, the next agent rebuilds the guard
-    from the store, in the loop's own clock: the link is not detached again within reattach_guard."""
+async def started(tmp_path: Path, heal: HealSettings) -> tuple[HealService, Any, Kernel, ManualClock, Any]:
+    """A heal service started on the fake kernel, with a manual clock and a store in ``tmp_path``."""
     from x0tta.heal.store import AsyncStore
 
-    heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
-                        silent_loss_clear_after=0.1, restore_verify_after=0.1, suspect_run=0)
     settings = AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal)
     ctx = StandaloneContext(settings, name="heal", state_dir=tmp_path, log=Log())
     kernel, clock = Kernel(), ManualClock()
@@ -399,15 +410,27 @@ async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(
     svc.settings = heal
     store = AsyncStore(tmp_path / "heal.sqlite3")
     await svc._start(ctx, store, kernel, kernel)
+    return svc, ctx, kernel, clock, store
+
+
+async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(tmp_path):
+    """Killed a few seconds after it restored a detached link, the next agent rebuilds the guard
+    from the store, in the loop's own clock: the link is not detached again within reattach_guard."""
+    from x0tta.heal.store import AsyncStore
+
+    heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
+                        silent_loss_clear_after=0.1, restore_verify_after=0.1, suspect_run=0)
+    svc, ctx, kernel, clock, store = await started(tmp_path, heal)
     svc.prober = Prober(kernel, clock)
     restored = None
     for step in range(12):
         kernel.lossy = step in (1, 2)
         await svc.cycle(ctx, kernel, kernel)
-        if restored is None and kernel.overrides_seen[-1:] == [("attach", set())]:
+        if restored is None and ("attach", set()) in kernel.overrides_seen:
             restored = clock.time()
         clock.advance(0.06)
     assert restored is not None and not svc.knowledge.incidents, "steered off, restored and closed"
+    assert kernel.penalty["eth0"] == 240, "still held (1.6 s at 20 ms OGMs)"
     await store.close()  # the agent stops (a kill -9 leaves the same store: every write is a commit)
 
     clock.advance(5.0)
@@ -417,8 +440,12 @@ async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(
     await svc._start(ctx, store, kernel, kernel)
     assert svc.knowledge.memory.reattached == {"eth0": restored}
     assert ("heal_reattach_guard_resumed", {"hardifs": ["eth0"]}) in ctx.log.lines
+    # the hold of that restore was cut short by the kill: the new agent ends it at once
+    assert ("heal_holds_resumed", {"holds": [{"hardif": "eth0", "value": 240, "lower_to": 0}]}) in ctx.log.lines
+    assert kernel.penalty["eth0"] == 240
     await svc.cycle(ctx, kernel, kernel)  # the first observation keeps it
     assert svc.knowledge.memory.reattached == {"eth0": restored}
+    assert kernel.penalty["eth0"] == 0 and not svc.executor.holds
     await store.close()
 
 
@@ -473,4 +500,22 @@ async def test_a_silent_link_alerts_the_mesh_unless_it_is_the_only_way(tmp_path,
     assert bool(skipped) == (not alerted), skipped
     if skipped:
         assert "another router" in skipped[0]["reason"] and skipped[0]["kind"] == "silent_loss"
+    await store.close()
+
+
+async def test_a_stopping_agent_lowers_the_penalty_it_holds_on_a_reattached_link(tmp_path):
+    """The hold after a re-attach ends with the agent: a node stopped for good must not keep its
+    link penalised."""
+    from x0tta.heal.core.model import Action, ActionKind, Decision, Op, evidence
+
+    svc, ctx, kernel, _clock, store = await started(tmp_path, HealSettings(probe_enabled=False))
+    kernel.master["eth0"] = None
+    undo = Action(ActionKind.RESTORE_HARDIF, "hardif:eth0", evidence(hardif="eth0", method="detach",
+                                                                     previous_hop_penalty=0))
+    assert (await svc.executor.execute(Decision("a1/undo", "i1", Op.RESTORE, undo, ("silent_loss", "x")))).ok
+    assert kernel.penalty["eth0"] == 240 and svc.executor.holds
+    await svc._give_back(ctx, kernel)
+    assert kernel.penalty["eth0"] == 0 and not svc.executor.holds
+    assert ("heal_stop_holds_released", {"holds": [{"hardif": "eth0", "value": 240, "lower_to": 0, "error": ""}]}
+            ) in ctx.log.lines
     await store.close()

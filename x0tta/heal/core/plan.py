@@ -137,6 +137,21 @@ PENALTY_OGMS = 40
 PENALTY_VERIFY_MAX = 10.0
 
 
+# A hard interface attached again after a detach holds ``reattach_hop_penalty`` for this many of
+# the node's originator intervals (at most REATTACH_HOLD_MAX seconds): BATMAN_IV rates a neighbour
+# by the node's last 64 own OGMs it echoed (BATADV_TQ_LOCAL_WINDOW_SIZE), empty after a re-attach,
+# and 80 fills it with some to spare. In the 5-node lab ring at 50 ms OGMs (4 s), the routes stayed
+# off the re-attached link while it held and came back within a second of its lowering.
+REATTACH_HOLD_OGMS = 80
+REATTACH_HOLD_MAX = 10.0
+
+
+def reattach_hold(orig_interval_ms: int | None) -> float:
+    """Seconds a re-attached hard interface keeps its raised hop penalty, at this node's
+    originator interval (None: not known, batman-adv's default of 1 s)."""
+    return min(REATTACH_HOLD_OGMS * (orig_interval_ms or 1000) / 1000.0, REATTACH_HOLD_MAX)
+
+
 def steer_off(
     hardif: str, obs: Observation, s: HealSettings, method: str, steered: frozenset[str] = frozenset(),
     carries: bool = False, attached_ago: float | None = None, moved_off: frozenset[str] = frozenset(),
