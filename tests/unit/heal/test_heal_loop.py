@@ -335,33 +335,23 @@ def test_no_steer_off_of_a_link_that_is_the_only_way_to_what_is_behind_it(settin
     cut): steering off would cut it off while the link carries traffic, and even a dead link (a run
     of lost probes) gains nothing from it - no one behind it has another way - while its recovery
     then waits for the restore (the chaos benchmark on a line: 10.4 s against 5.1 s alone). The hop
-    penalty at 255 cuts the routes as a detach does, so neither is taken. The faster OGMs are: this
-    node has another way out (eth1), and the table may hide the far end's way round (BATMAN_IV), in
-    which case the far end detaches and the routes towards this node move with its OGMs. With
-    another way to the node behind A, the dead link is detached."""
+    penalty at 255 cuts the routes as a detach does, so neither is taken; nor are faster OGMs, which
+    would only empty the link's TQ window sooner (the chaos benchmark's line: above alone's p95 with
+    them). With another way to the node behind A, the dead link is detached."""
     k = loop.initial(settings, "t")
     k, d, _ = ring.run(k, ring.obs(0.3, lost_run=1, loss=0.6, interval=1000, alt_route=False), 0.3)
-    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL], d
-    notes = " ".join(c.rejected for c in d[0].alternatives)
-    assert notes.count("another router") == 2 and ring.BEHIND_A in notes, notes  # detach, penalty
+    assert not d, d
+    notes = " ".join(n for i in k.incidents.values() for n in i.notes)
+    assert notes.count("another router") == 3 and ring.BEHIND_A in notes, notes  # detach, penalty, OGMs
+    assert "faster OGMs would help no one route around the link" in notes, notes
     k = loop.initial(settings, "t")
     k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False), 0.3)
-    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL], d
-    notes = " ".join(c.rejected for c in d[0].alternatives)
-    assert "only delay its own recovery" in notes, notes
+    assert not d, d
+    notes = " ".join(n for i in k.incidents.values() for n in i.notes)
+    assert "only delay its own recovery" in notes and "faster OGMs would help no one" in notes, notes
     k = loop.initial(settings, "t")
     k, d, _ = ring.run(k, ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=True), 0.3)
     assert d[0].action.remedy == "steer_off"
-    # a line's end: eth0 is this node's one way out, so not even the faster OGMs
-    line = ring.obs(0.3, lost_run=3, loss=0.2, interval=1000, alt_route=False)
-    line = replace(line, neighbours=tuple(n for n in line.neighbours if n.hardif == "eth0"),
-                   originators=tuple(o for o in line.originators if o.hardif == "eth0"),
-                   probes=tuple(p for p in line.probes if p.hardif == "eth0"))
-    k = loop.initial(settings, "t")
-    k, d, _ = ring.run(k, line, 0.3)
-    assert not d, d
-    notes = " ".join(n for i in k.incidents.values() for n in i.notes)
-    assert "would isolate the node" in notes and "faster OGMs would help no one" in notes, notes
 
 
 def test_a_silent_ring_link_is_steered_off_after_the_others_already_moved_away_from_it(settings, ring):
@@ -371,8 +361,7 @@ def test_a_silent_ring_link_is_steered_off_after_the_others_already_moved_away_f
     of its own forwarded OGMs - is still routed through eth0. The move since the fault began shows
     the link carried someone with another way: it is steered off, as on the lab's ring. A move
     from before the fault (a ring cut elsewhere earlier, now a line whose old entries through eth0
-    linger for up to 200 s) does not: there the link is the only way to A, and it is not steered
-    off (this node still takes the faster OGMs: it has another way out)."""
+    linger for up to 200 s) does not: there the link is the only way to A, and it is not."""
 
     def moved(obs):
         origs = tuple(replace(o, router=ring.B, hardif="eth1", tq=90) if o.orig == ring.BEHIND_A else o
@@ -393,8 +382,9 @@ def test_a_silent_ring_link_is_steered_off_after_the_others_already_moved_away_f
     k, _, _ = ring.run(k, ring.obs(-10.0, interval=1000), -10.0)
     k, _, _ = ring.run(k, moved(ring.obs(-9.0, interval=1000)), -9.0)
     k, d, _ = ring.run(k, race, 0.3)
-    assert [x.action.kind for x in d] == [ActionKind.TUNE_ORIG_INTERVAL], d  # no steer-off: A has no other way
-    assert "only delay its own recovery" in " ".join(c.rejected for c in d[0].alternatives)
+    assert not d, d  # neither a steer-off nor faster OGMs: A has no other way
+    notes = " ".join(n for i in k.incidents.values() for n in i.notes)
+    assert "only delay its own recovery" in notes and "faster OGMs would help no one" in notes, notes
 
 
 def test_a_ring_link_whose_far_nodes_route_through_this_node_is_not_taken_for_the_only_way(settings, ring):

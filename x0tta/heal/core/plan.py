@@ -19,15 +19,12 @@ Policies (symptom -> candidates):
   off); for partial loss a detach also needs every originator routed through it to have another
   router on such an interface in the full originator table (a link that still carries traffic is
   never taken from a node that has no other way: the hop penalty, which keeps it, is then the
-  steer-off; with no steer-off at all, the faster OGMs alone, unless the node has no other way
-  out: the link may look like the only way without being it, and the far end's detach then
-  leaves the routes towards this node to this node's OGMs).
+  steer-off; with no steer-off at all, the faster OGMs alone, unless the link is the only way).
 * ``link_suspect`` -> ``tune_orig_interval`` at once: batman-adv applies a new originator interval
   only after sending the OGM it already scheduled at the old one (up to a whole interval later), so
   starting before the loss is confirmed saves up to that much. Cheap and undone when probes return.
-  Not for a link that is the only way to what it carries (:func:`no_way_round`; nor the
-  silent-loss fallback above, on a node with no other way out): nobody can route around it, and
-  faster OGMs empty its TQ window.
+  Not for a link that is the only way to what it carries (:func:`no_way_round`; neither is the
+  silent-loss fallback below): nobody can route around it, and faster OGMs empty its TQ window.
 * ``link_down`` -> ``tune_orig_interval`` while it is down: batman-adv stops using a link that is
   down on this node by itself, but the other nodes keep routing towards this node through it until
   newer OGMs of this node reach them another way (a 5-node ring: ~6 s at 1 s OGMs); ``steer_off``
@@ -462,18 +459,8 @@ def candidates(
             # is it for a link just attached again, which a detach would keep out (reattach_guard)
             raw.append(steer_off(hardif, obs, s, "penalty", steered, carries=partial, moved_off=moved))
         if all(reason for _a, reason in raw):  # no steer-off: the faster OGMs alone still shorten
-            tune = tune_orig_interval(obs, s)  # the others' reconvergence, where they have another way
-            if not other_ways(hardif, obs, in_effect):
-                # this node has no other way out (a line's end): nobody routes around the link
-                tune = no_way_round(tune, sym.target, obs, in_effect, moved, silent)
-            # With one, the link may look like the only way and not be: BATMAN_IV lists no second
-            # router for the far end while the direct link was best. The far end, which sees the
-            # way round, detaches its side, and from then on the routes towards this node move
-            # round only as this node's OGMs come the other way: the chaos benchmark with load saw
-            # 1.4 s and 1.5 s over batman-adv alone, each ending half a second after this node
-            # took the faster OGMs when its probes cleared. On a line they only empty the link's
-            # echo window sooner (0.04 s at p95 when this was measured)
-            raw.append(tune)
+            raw.append(no_way_round(tune_orig_interval(obs, s), sym.target, obs, in_effect, moved,
+                                    silent))  # the others' reconvergence, where they have another way
     elif kind == SymptomKind.LINK_DOWN:
         hardif = _hardif_of(sym.target)
         action, why = steer_off(hardif, obs, s, s.steer_method, steered, attached_ago=(attached_ago or {}).get(hardif))
