@@ -191,21 +191,25 @@ class Executor:
         kind = a.kind
         hardif = a.param("hardif")
         if kind == ActionKind.STEER_OFF:
-            hold = self.holds.pop(hardif, None)
-            if hold is not None:
-                self._before_hold[hardif] = hold.lower_to
-                self._on_holds()
             if a.param("method") == "detach":
                 await self.actuator.detach(hardif)
             else:
                 await self.actuator.set_hardif(hardif, {"hop_penalty": a.param("hop_penalty")})
+            # a hold this steer-off cut short: nothing lowers it now, the steer-off's undo does
+            # (a steer-off the kernel refused leaves the hold to end as planned)
+            hold = self.holds.pop(hardif, None)
+            if hold is not None:
+                self._before_hold[hardif] = hold.lower_to
+                self._on_holds()
         elif kind == ActionKind.RESTORE_HARDIF:
-            previous = self._before_hold.pop(hardif, a.param("previous_hop_penalty"))
+            before = self._before_hold.get(hardif)
+            previous = before if before is not None else a.param("previous_hop_penalty")
             previous = 0 if previous is None else previous
             if a.param("method") == "detach":
-                await self._attach(hardif, previous, hold=d.op == Op.RESTORE)
+                await self._attach(hardif, previous, hold=d.op == Op.RESTORE, reset=before is not None)
             else:
                 await self.actuator.set_hardif(hardif, {"hop_penalty": previous})
+            self._before_hold.pop(hardif, None)  # kept until done: a failed undo is tried again
         elif kind in (ActionKind.TUNE_ORIG_INTERVAL, ActionKind.RESTORE_ORIG_INTERVAL,
                       ActionKind.PAUSE_AGGREGATION, ActionKind.RESUME_AGGREGATION):
             values = mesh_values(a)
@@ -225,12 +229,15 @@ class Executor:
         else:  # pragma: no cover - every kind is handled above
             raise ValueError(f"unknown action {kind}")
 
-    async def _attach(self, hardif: str, previous: int, hold: bool) -> None:
+    async def _attach(self, hardif: str, previous: int, hold: bool, reset: bool = False) -> None:
         """Attach ``hardif`` again; with ``hold`` (a restore, not the rollback of a harmful detach,
-        which must give the link back at once) at ``reattach_hop_penalty`` until it is rated."""
+        which must give the link back at once) at ``reattach_hop_penalty`` until it is rated.
+        ``reset``: the detach cut a hold short, so the kernel still has the held penalty."""
         value = self.reattach_hop_penalty
         if not hold or value <= previous:
             await self.actuator.attach(hardif)
+            if reset:
+                await self.actuator.set_hardif(hardif, {"hop_penalty": previous})
             return
         # batman-adv takes a hard interface's settings only while it is attached: at once after
         # (its neighbours need a few OGMs to rate it at all). A refused penalty fails the restore,

@@ -214,3 +214,22 @@ async def test_no_hold_when_turned_off_or_already_penalised_as_much():
         undo = Action(ActionKind.RESTORE_HARDIF, "hardif:eth0", a.params)
         assert (await ex.execute(Decision("a0/undo", "i1", Op.RESTORE, undo, ("silent_loss", "link:eth0/x")))).ok
         assert k.attached["eth0"] and k.hop_penalty["eth0"] == before and ex.holds == {}
+
+
+async def test_a_detach_during_a_hold_leaves_no_held_penalty_behind_and_a_refused_one_keeps_the_hold():
+    k, c = FakeKernel(), ManualClock()
+    ex = held(k, c)
+    assert (await ex.execute(steer(0))).ok
+    ex.verified("a0", True, "")  # each breaker trial closed, as the loop does
+    assert (await ex.execute(steer(0, Op.RESTORE, ActionKind.RESTORE_HARDIF))).ok
+    assert k.hop_penalty["eth0"] == 240 and "eth0" in ex.holds
+    k.fail = True  # the kernel refuses the next detach: the hold stays, to end as planned
+    assert (await ex.execute(steer(1))).outcome == "error"
+    assert "eth0" in ex.holds and k.attached["eth0"]
+    k.fail = False
+    assert (await ex.execute(steer(2))).ok and ex.holds == {} and not k.attached["eth0"]
+    ex.verified("a2", False, "harm")
+    # the detach did harm: rolled back, attached at once with no hold, and the penalty from
+    # before the first detach put back (the kernel kept the held one through the detach)
+    assert (await ex.execute(steer(2, Op.ROLLBACK, ActionKind.RESTORE_HARDIF))).ok
+    assert k.attached["eth0"] and k.hop_penalty["eth0"] == 0 and ex.holds == {}
