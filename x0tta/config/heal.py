@@ -349,7 +349,7 @@ class HealSettings:
         max=3600.0,
     )
     reattach_hop_penalty: int = setting(
-        240,
+        0,
         doc="Hop penalty a hard interface is attached again with, after a detach whose symptom "
         "cleared, for the first 80 of this node's originator intervals (at most 10 s), and then "
         "lowered to its value before the detach. A re-attached link rates its neighbours by the "
@@ -357,7 +357,9 @@ class HealSettings:
         "detour while that window fills (the chaos lab: a route flapping for seconds after a "
         "re-attach, and an outage when a later fault cut the detour the route was on). At 240 the "
         "link still carries routes that have no other way, and the others stay on their detour "
-        "until it is rated. 0 turns it off.",
+        "until it is rated. 0 (the default) turns it off: while a link is held, the way round it "
+        "is missing from the other nodes' tables, and a CI heal lab saw a node refuse a needed "
+        "steer-off as the only way 2 s after two holds ended; 240 is the value measured.",
         min=0,
         max=254,
     )

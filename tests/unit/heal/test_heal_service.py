@@ -134,7 +134,7 @@ class Log:
 
 async def test_cycle_detects_acts_verifies_restores_and_records(tmp_path):
     heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
-                        silent_loss_clear_after=0.1, restore_verify_after=0.1,
+                        silent_loss_clear_after=0.1, restore_verify_after=0.1, reattach_hop_penalty=240,
                          suspect_run=0)
     settings = AgentSettings(node=NodeSettings(state_dir=str(tmp_path)), heal=heal)
     exporter = InMemorySpanExporter()
@@ -419,7 +419,8 @@ async def test_a_restarted_service_keeps_the_reattach_guard_of_its_last_restore(
     from x0tta.heal.store import AsyncStore
 
     heal = HealSettings(probe_enabled=False, verify_after=0.05, silent_loss_raise_after=0.0,
-                        silent_loss_clear_after=0.1, restore_verify_after=0.1, suspect_run=0)
+                        silent_loss_clear_after=0.1, restore_verify_after=0.1, reattach_hop_penalty=240,
+                        suspect_run=0)
     svc, ctx, kernel, clock, store = await started(tmp_path, heal)
     svc.prober = Prober(kernel, clock)
     restored = None
@@ -508,7 +509,8 @@ async def test_a_stopping_agent_lowers_the_penalty_it_holds_on_a_reattached_link
     link penalised."""
     from x0tta.heal.core.model import Action, ActionKind, Decision, Op, evidence
 
-    svc, ctx, kernel, _clock, store = await started(tmp_path, HealSettings(probe_enabled=False))
+    heal = HealSettings(probe_enabled=False, reattach_hop_penalty=240)
+    svc, ctx, kernel, _clock, store = await started(tmp_path, heal)
     kernel.master["eth0"] = None
     undo = Action(ActionKind.RESTORE_HARDIF, "hardif:eth0", evidence(hardif="eth0", method="detach",
                                                                      previous_hop_penalty=0))
