@@ -359,6 +359,8 @@ class HealService(Subsystem):
     async def _resume_holds(self, ctx: Context, mesh: Any, undone: list[dict[str, Any]]) -> None:
         """A re-attached link's hold that an agent killed during it left behind (its restore in the
         store, ``undone``, and the interface still at the held penalty) ends at the first cycle."""
+        if self.executor is None or not self.settings.reattach_hop_penalty:
+            return  # holds off: nothing to read at start
         from x0tta.heal.core.records import record_from_json
 
         restored: dict[str, int] = {}
@@ -367,7 +369,7 @@ class HealService(Subsystem):
                 rec = record_from_json(data)
                 if rec.action.param("method") == "detach" and rec.undo_op == Op.RESTORE:
                     restored[rec.action.param("hardif")] = rec.action.param("previous_hop_penalty") or 0
-        if not restored or self.executor is None or not self.settings.reattach_hop_penalty:
+        if not restored:
             return
         try:
             hardifs = await mesh.hardifs(ctx.settings.mesh.interface)
@@ -665,16 +667,14 @@ class HealService(Subsystem):
     def _update_overrides(self) -> None:
         if self.overrides is None or self.knowledge is None:
             return
-        self.overrides["detached"] = {
-            r.action.param("hardif") for r in self._in_effect()
-            if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "detach"
-        }
+        steers = [r for r in self._in_effect() if r.action.kind == ActionKind.STEER_OFF]
+        self.overrides["detached"] = {r.action.param("hardif") for r in steers if r.action.param("method") == "detach"}
         self.overrides["mesh"] = self._held_mesh()
         # hop penalties heal holds: a steer-off by penalty, a re-attached link's hold (the mesh
         # reconcile would otherwise put back a configured [mesh.hardif.X] hop_penalty)
         hardif: dict[str, dict[str, Any]] = {
-            r.action.param("hardif"): {"hop_penalty": r.action.param("hop_penalty")} for r in self._in_effect()
-            if r.action.kind == ActionKind.STEER_OFF and r.action.param("method") == "penalty"
+            r.action.param("hardif"): {"hop_penalty": r.action.param("hop_penalty")}
+            for r in steers if r.action.param("method") == "penalty"
         }
         if self.executor is not None:
             for h in self.executor.holds.values():
