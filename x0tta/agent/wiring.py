@@ -92,7 +92,8 @@ def factories(settings: AgentSettings, hooks: AgentHooks | None = None) -> dict[
                 service.subscribe(admission)  # type: ignore[attr-defined]
                 service.gate = admission.refusal  # type: ignore[attr-defined]
                 gsvc.on_quarantine.append(quarantine_closer(service, admission))  # type: ignore[attr-defined]
-                service.on_handshake(handshake_recorder(handshakes))  # type: ignore[attr-defined]
+                service.on_handshake(handshake_recorder(  # type: ignore[attr-defined]
+                    handshakes, on_refused=gsvc.look_soon))  # type: ignore[attr-defined]
             return service
 
         return once("peer", build)
@@ -580,16 +581,20 @@ def quarantine_closer(peer: Subsystem, admission: Any) -> Callable[[bytes, str |
 HANDSHAKES_KEPT = 10_000
 
 
-def handshake_recorder(into: deque[Any], clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
+def handshake_recorder(into: deque[Any], clock: Callable[[], float] = time.monotonic,
+                       on_refused: Callable[[], None] | None = None) -> Callable[[Any], None]:
     """A listener for ``PeerService.on_handshake`` that keeps each outcome as the guard's
     ``Handshake``, stamped on the monotonic clock, with the address reduced to its host (the peer
     subsystem writes ``[host]:port`` when it dials and ``host:port`` when it accepts; a link-local
-    host keeps its ``%zone``)."""
+    host keeps its ``%zone``), and calls ``on_refused`` after a handshake the other side failed
+    (the guard's early look)."""
     from x0tta.guard.core.detect import Handshake
 
     def record(r: Any) -> None:
         host = r.address.rsplit(":", 1)[0].strip("[]") if ":" in r.address else r.address
         into.append(Handshake(clock(), host, r.ok, r.reason, r.role, r.spiffe_id))
+        if on_refused is not None and not r.ok and r.reason != "unreachable":
+            on_refused()
 
     return record
 

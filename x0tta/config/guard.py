@@ -224,6 +224,22 @@ class DetectSettings:
         min=1,
         max=1_000_000,
     )
+    handshake_burst_failures: int = setting(
+        8,
+        doc="Failed handshakes that one address made on this node (this node answering) within "
+        "handshake_burst_span that make a burst at once, before handshake_failures is reached: an "
+        "honest neighbour's redials back off from 0.5 s, doubling, so it makes at most four in 5 s; "
+        "an attacker makes one every few tenths of a second. 0 turns this off.",
+        min=0,
+        max=1_000_000,
+    )
+    handshake_burst_span: float = setting(
+        5.0,
+        doc="The span handshake_burst_failures counts over.",
+        unit="s",
+        min=0.1,
+        max=3600.0,
+    )
 
 
 @dataclass(frozen=True)

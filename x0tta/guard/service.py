@@ -43,7 +43,9 @@ admissions and mode to a new observation and runs the pure detectors (``x0tta.gu
 over the observations of the last two windows and the originators it knew within
 ``originator_memory``; for each new finding (once per ``report_hold``) it logs ``guard_threat``
 with the threat record (``x0tta.guard.core.threats``), counts it and keeps it for
-``guard.threats``. An observer that raises is logged and tried again at the next interval:
+``guard.threats``. A refused handshake asks for a look sooner (:meth:`GuardService.look_soon`, at
+most one every :data:`EARLY_LOOK_GAP`): a burst of them is judged as it builds, not up to an
+interval later. An observer that raises is logged and tried again at the next interval:
 detection never stops the guard. The OGM sequence numbers ``seqno_takeover`` needs come from the
 guard's own kernel map (``ogms``, :mod:`x0tta.guard.core.ogm`), read in the same worker thread at
 each look: the events since the window began that no earlier observation holds.
@@ -90,6 +92,9 @@ KEEP_RECORDS = 256  # threat records kept for guard.threats (the log has them al
 IDENTITY_POLL = 1.0  # seconds between two looks at whether this node has its identity yet (mode auto)
 FAMILIAR_MAX = 65_536  # originators remembered, the most recently seen (far above any x0tta mesh)
 IFNAMES_MAX = 1024  # interface names kept for the OGM records' ifindexes
+# The soonest a refused handshake brings the next look after the last one: a look costs tens of
+# milliseconds in a worker thread, so a flood of refusals makes at most two a second.
+EARLY_LOOK_GAP = 0.5
 
 
 class GuardCommandError(X0ttaError):
@@ -136,6 +141,7 @@ class GuardService(Subsystem):
         self.ogm_originators = self.ogm_jumps = self.ogm_undecodable = 0
         self._ifnames: dict[int, str] = {}
         self._changed = asyncio.Event()
+        self._soon = False  # a look was asked for before the interval is over
         self._registered = False
         self._clock = time.monotonic
         self._wall = time.time
@@ -145,6 +151,13 @@ class GuardService(Subsystem):
         """The probes loaded the guard's maps (enforce through them now) or let them go (None)."""
         self.guard.attach(maps)
         self._changed.set()
+
+    def look_soon(self) -> None:
+        """Look again :data:`EARLY_LOOK_GAP` after the last look rather than a whole interval after
+        it (the wiring calls this for every refused handshake); on the loop thread."""
+        if not self._soon:
+            self._soon = True
+            self._changed.set()
 
     def count_threats(self, findings: Iterable[Finding]) -> None:
         """Count threat records (``x0tta_guard_threats_total{signature}``: those above informational,
@@ -280,15 +293,19 @@ class GuardService(Subsystem):
         g = self.guard
         ctx.log.info("guard_started", mode=g.mode, configured=self.settings.mode, admitted=len(g.state.entries),
                      in_kernel=g.bound, detecting=self._detecting())
-        next_look = self._clock()
+        next_look = last_look = self._clock()
         while True:
             self._changed.clear()
             now = self._clock()
             due = self.tick(ctx, now)
             self._report(ctx)
             if self._detecting():
+                if self._soon:
+                    next_look = min(next_look, last_look + EARLY_LOOK_GAP)
                 if now >= next_look:
+                    self._soon = False
                     await self.look_async(ctx, now)
+                    last_look = now
                     next_look = self._clock() + self.settings.detect.interval
                     continue
                 due = next_look if due is None else min(due, next_look)

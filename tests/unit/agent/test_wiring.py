@@ -216,10 +216,14 @@ def test_the_guard_s_detectors_see_the_handshakes_of_the_peer_subsystem():
     ll = link_local_from_mac(rogue, "wlan0")  # fe80::...%wlan0
     for i in range(25):  # accepted connections are host:port, dialled ones [host]:port
         peer._observe(HandshakeResult("server", False, "tls_error", f"{ll}:{40000 + i}"))
+    assert guard._soon  # a refused handshake asked the guard to look soon
+    guard._soon = False
     peer._observe(HandshakeResult("client", True, "ok", f"[{ll}]:7443", spiffe_id="spiffe://m/a"))
     peer._observe(HandshakeResult("server", True, "ok", f"{ll}:40100", spiffe_id="spiffe://m/b"))
+    peer._observe(HandshakeResult("client", False, "unreachable", f"[{ll}]:7443"))
+    assert not guard._soon  # nor does a dial that found no one
     obs = guard.observe(10.0)
-    assert len(obs.handshakes) == 27 and {h.address for h in obs.handshakes} == {ll}
+    assert len(obs.handshakes) == 28 and {h.address for h in obs.handshakes} == {ll}
     assert guard.observe(11.0).handshakes == ()  # taken once
     found = {f.signature.name: f for f in detect([obs], settings.guard.detect, obs.handshakes[-1].at + 1)}
     assert set(found) == {"handshake_burst", "mac_two_identities"}

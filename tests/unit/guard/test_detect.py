@@ -494,6 +494,31 @@ def test_an_expired_neighbour_retrying_and_unreachable_dials_are_not_a_burst() -
     assert handshake_burst([Observation(60.0, handshakes=retry + dials)], S, 60.0) == []
 
 
+def test_a_fast_burst_on_this_node_is_flagged_before_the_windows_count() -> None:
+    """Eight refused handshakes made on this node within 5 s (a dial every 0.3 s) are a burst long
+    before twenty; the evidence says which limit it passed."""
+    addr = link_local_from_mac(R, "wlan0")
+    hs = tuple(Handshake(10.0 + 0.3 * i, f"[{addr}]:{40000 + i}", False, "no_client_certificate") for i in range(8))
+    [f] = handshake_burst([Observation(13.0, handshakes=hs)], S, 13.0)
+    assert f.macs == (R,) and f.evidence["failures"] == 8 and f.evidence["densest"] == 8
+    assert handshake_burst([Observation(13.0, handshakes=hs[:7])], S, 13.0) == []
+    assert handshake_burst([Observation(13.0, handshakes=hs)], replace(S, handshake_burst_failures=0), 13.0) == []
+
+
+def test_an_honest_redial_and_this_nodes_own_dials_are_no_fast_burst() -> None:
+    """A neighbour with a bad SVID redialling with the peer subsystem's backoff (0.5 s doubling,
+    jitter down to 0.8 of it) makes at most four in 5 s; this node's own dials failing at it
+    (client) are not attempts on this node, however fast."""
+    at, delay, redials = 0.0, 0.5, []
+    while at < 60.0:
+        redials.append(Handshake(at, "fd00::2", False, "certificate_expired"))
+        at, delay = at + 0.8 * delay, min(2 * delay, 30.0)
+    assert len(redials) < S.handshake_failures
+    mine = tuple(Handshake(float(i) * 0.2, "fd00::2", False, "bad_certificate", role="client") for i in range(10))
+    assert handshake_burst([Observation(60.0, handshakes=tuple(redials))], S, 60.0) == []
+    assert handshake_burst([Observation(60.0, handshakes=mine)], S, 60.0) == []
+
+
 def test_old_failures_leave_the_window() -> None:
     hs = tuple(Handshake(float(i), "fd00::9", False, "tls_error") for i in range(30))
     assert handshake_burst([Observation(30.0, handshakes=hs)], S, 200.0) == []

@@ -277,6 +277,28 @@ async def test_the_guard_looks_every_interval_while_an_observer_is_wired():
         assert mesh.looks == looks
 
 
+async def test_a_refused_handshake_brings_the_next_look_forward():
+    """An interval of a minute, and a look asked for: it comes about EARLY_LOOK_GAP after the last
+    one, not a minute later; asking again before it comes asks once."""
+    async with guard_running(GuardSettings(detect=DetectSettings(interval=60.0))) as (svc, _ctx):
+        svc.observe = mesh = Mesh()
+        svc.kernel_maps(None)  # wakes the loop, which now has an observer: the first look
+        for _ in range(100):
+            if mesh.looks:
+                break
+            await asyncio.sleep(0.05)
+        assert mesh.looks == 1
+        svc.look_soon()
+        svc.look_soon()
+        for _ in range(200):
+            if mesh.looks > 1:
+                break
+            await asyncio.sleep(0.05)
+        assert mesh.looks == 2
+        await asyncio.sleep(0.2)
+        assert mesh.looks == 2 and not svc._soon
+
+
 async def test_originators_known_within_the_memory_are_familiar(looking):
     from x0tta.guard.core.detect import Route
 

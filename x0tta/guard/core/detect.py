@@ -694,17 +694,31 @@ def flow_flood(observations: Sequence[Observation], s: DetectSettings, now: floa
     return out
 
 
+def _densest(times: Sequence[float], span: float) -> int:
+    """The most of the sorted ``times`` that fall within any ``span`` of each other."""
+    best, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] > span:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
 def handshake_burst(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
-    """``handshake_failures`` or more failed handshakes from one host within the window. Only
-    failures the other side caused count: ``unreachable`` (this node dialled and found no one) is
-    not an attempt on it."""
+    """``handshake_failures`` or more failed handshakes from one host within the window, or
+    ``handshake_burst_failures`` that it made on this node (this node the TLS server) within
+    ``handshake_burst_span``: a pace no honest redial keeps, seen before the window's count fills.
+    Only failures the other side caused count: ``unreachable`` (this node dialled and found no one)
+    is not an attempt on it."""
     fails: dict[str, list[Handshake]] = defaultdict(list)
     for h in _handshakes(observations, s, now):
         if not h.ok and h.reason != "unreachable":
             fails[_host(h.address)].append(h)
     out = []
     for host, hs in sorted(fails.items()):
-        if len(hs) < s.handshake_failures:
+        on_me = _densest([h.at for h in hs if h.role == "server"], s.handshake_burst_span)
+        fast = 0 < s.handshake_burst_failures <= on_me
+        if len(hs) < s.handshake_failures and not fast:
             continue
         raw = mac_from_link_local(host)
         claimed = sorted({h.spiffe_id for h in hs if h.spiffe_id})
@@ -712,6 +726,7 @@ def handshake_burst(observations: Sequence[Observation], s: DetectSettings, now:
             "handshake_burst", now, host, macs=(raw.hex(":"),) if raw else (),
             spiffe_id=claimed[0] if len(claimed) == 1 else None,
             evidence={"address": host, "failures": len(hs), "limit": s.handshake_failures, "window": s.window,
+                      "densest": on_me, "burst_limit": s.handshake_burst_failures, "burst_span": s.handshake_burst_span,
                       "reasons": dict(Counter(h.reason for h in hs).most_common()), "claimed_ids": claimed[:5]},
         ))
     return out
