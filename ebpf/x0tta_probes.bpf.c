@@ -25,7 +25,11 @@
  *    and the count of OGMs that fit neither: a seqno that jumped out of a stream's window
  *    (margin behind, margin + rate per second since its last OGM ahead: the guard's seqno_margin
  *    and seqno_rate, from `config`) starts a new stream in place of the staler one. The guard's
- *    detector (seqno_takeover) judges them.
+ *    detector (seqno_takeover) judges them. A BATMAN_IV OGM at a TQ of at least OGM_CLAIM_TQ
+ *    also leaves its neighbour, TTL, TQ and time in its originator's entry (the last such claim):
+ *    every node that forwards an OGM takes its hop penalty off the TQ, so only an originator's own
+ *    OGMs reach a neighbour at that quality, and a neighbour that sends them for an originator
+ *    that is not its own claims a path without a hop (the guard's ogm_full_claim).
  *
  * No CO-RE: only struct __sk_buff fields (rewritten by the kernel's verifier, not by libbpf) and
  * direct packet access, so the object loads on kernels without BTF (the UML lab kernel, 6.1).
@@ -56,6 +60,9 @@
 #define OGM_RATE 4
 #define OGM_AGGREGATE_MAX 8 /* OGMs read per frame: batman-adv aggregates several in one */
 #define NSEC_PER_SEC 1000000000ULL
+/* The lowest TQ recorded as a claim: an OGM forwarded by a node with a hop penalty of 8 or more
+ * (batman-adv's default is 30) carries at most 247; an originator's own OGMs carry 255. */
+#define OGM_CLAIM_TQ 248
 
 #define GUARD_OBSERVE 0
 #define GUARD_ENFORCE 1
@@ -134,6 +141,13 @@ struct ogm_value {
 	__u64 jumps;      /* OGMs out of both streams' windows: each started a new stream */
 	__u8 packet_type; /* of the last OGM: BATADV_IV_OGM or BATADV_OGM2 */
 	__u8 pad[7];
+	/* the last BATMAN_IV OGM at a TQ of OGM_CLAIM_TQ or more; claim_ns 0: none */
+	__u64 claim_ns;
+	__u32 claim_ifindex;
+	__u8 claim_neigh[6];
+	__u8 claim_tq;
+	__u8 claim_ttl;
+	__u8 pad2[4];
 };
 
 struct x0tta_config {
@@ -272,8 +286,19 @@ static __always_inline int ogm_fits(const struct ogm_stream *s, __u32 seqno, __u
 	return s->last_ns && d >= -w->margin && d <= w->margin + (__s64)(since / w->ns_per_seqno);
 }
 
+static __always_inline void ogm_claim(struct ogm_value *v, __u32 ifindex, const __u8 *neigh, __u8 tq, __u8 ttl,
+				      __u64 now)
+{
+	v->claim_ns = now;
+	v->claim_ifindex = ifindex;
+	__builtin_memcpy(v->claim_neigh, neigh, 6);
+	v->claim_tq = tq;
+	v->claim_ttl = ttl;
+}
+
+/* `tq` is the OGM's TQ for BATMAN_IV, 0 for an OGM2 (which carries a throughput instead) */
 static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type, __u32 seqno, const __u8 *orig,
-				     __u64 now, const struct ogm_window *w)
+				     __u8 tq, __u8 ttl, __u64 now, const struct ogm_window *w)
 {
 	struct ogm_key key = {};
 	struct ogm_value *v;
@@ -292,6 +317,8 @@ static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type
 		init.stream[0].ifindex = ifindex;
 		__builtin_memcpy(init.stream[0].neigh, neigh, 6);
 		init.packet_type = type;
+		if (tq >= OGM_CLAIM_TQ)
+			ogm_claim(&init, ifindex, neigh, tq, ttl, now);
 		if (bpf_map_update_elem(&ogms, &key, &init, BPF_NOEXIST) == 0)
 			return;
 		v = bpf_map_lookup_elem(&ogms, &key); /* another CPU inserted it first */
@@ -322,6 +349,8 @@ static __always_inline void ogm_seen(__u32 ifindex, const __u8 *neigh, __u8 type
 	 * reader (two or more OGMs make a stream) never misses; it saves ~12 ns per frame of 3 OGMs */
 	s->frames += 1;
 	v->packet_type = type;
+	if (tq >= OGM_CLAIM_TQ)
+		ogm_claim(v, ifindex, neigh, tq, ttl, now);
 }
 
 /*
@@ -344,13 +373,15 @@ static __always_inline void read_ogms(struct __sk_buff *skb, struct ethhdr *eth,
 		struct batadv_ogm2_packet h; /* type, version, ttl, flags, seqno, orig: as in an IV OGM */
 		__be16 tvlv;
 		__u32 hlen;
+		__u8 tail[4] = {}; /* an IV OGM's reserved, tq, tvlv_len */
 
 		if (bpf_skb_load_bytes(skb, off, &h, sizeof(h)) < 0 || h.version != BATADV_COMPAT_VERSION)
 			return;
 		if (h.packet_type == BATADV_IV_OGM) {
-			if (bpf_skb_load_bytes(skb, off + __builtin_offsetof(struct batadv_ogm_packet, tvlv_len), &tvlv,
-					       sizeof(tvlv)) < 0)
+			if (bpf_skb_load_bytes(skb, off + __builtin_offsetof(struct batadv_ogm_packet, reserved), tail,
+					       sizeof(tail)) < 0)
 				return;
+			__builtin_memcpy(&tvlv, &tail[2], sizeof(tvlv));
 			hlen = BATADV_OGM_HLEN;
 		} else if (h.packet_type == BATADV_OGM2) {
 			tvlv = h.tvlv_len;
@@ -365,7 +396,7 @@ static __always_inline void read_ogms(struct __sk_buff *skb, struct ethhdr *eth,
 			if (cfg && cfg->ogm_ns_per_seqno)
 				w.ns_per_seqno = cfg->ogm_ns_per_seqno;
 		}
-		ogm_seen(skb->ifindex, neigh, h.packet_type, bpf_ntohl(h.seqno), h.orig, now, &w);
+		ogm_seen(skb->ifindex, neigh, h.packet_type, bpf_ntohl(h.seqno), h.orig, tail[1], h.ttl, now, &w);
 		off += hlen + bpf_ntohs(tvlv);
 	}
 }

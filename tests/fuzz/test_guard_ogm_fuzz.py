@@ -37,7 +37,9 @@ def valid(rng: random.Random) -> tuple[bytes, bytes]:
                                rng.randrange(1 << 32), rng.randrange(1 << 32), rng.randrange(64), rng.randbytes(6))
 
     key = rng.randbytes(6) + b"\0\0"
-    return key, slot() + slot() + OGM_VALUE_TAIL.pack(rng.randrange(1 << 16), rng.choice([0, 4]))
+    claim = (rng.randrange(1, 1 << 40), rng.randrange(64), rng.randbytes(6), rng.randrange(248, 256),
+             rng.randrange(256)) if rng.random() < 0.5 else (0, 0, bytes(6), 0, 0)
+    return key, slot() + slot() + OGM_VALUE_TAIL.pack(rng.randrange(1 << 16), rng.choice([0, 4]), *claim)
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -50,8 +52,8 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
             del buf[rng.randrange(len(buf)) :]
         elif op == 2:
             buf[rng.randrange(len(buf) + 1) : 0] = rng.randbytes(rng.randint(1, 8))
-        elif op == 3 and len(buf) == OGM_VALUE_SIZE:
-            buf[2 * OGM_STREAM.size + 8] = rng.randrange(256)  # the packet type
+        elif op == 3 and len(buf) == OGM_VALUE_SIZE:  # the packet type, or the claim's TQ
+            buf[2 * OGM_STREAM.size + rng.choice([8, 34])] = rng.randrange(256)
         elif op == 4 and len(buf) >= OGM_STREAM.size:
             at = rng.choice([0, OGM_STREAM.size]) if len(buf) >= 2 * OGM_STREAM.size else 0
             buf[at : at + OGM_STREAM.size] = rng.choice([bytes(OGM_STREAM.size), rng.randbytes(OGM_STREAM.size)])

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,10 +96,10 @@ class Net:
 BATADV_COMPAT_VERSION = 15
 
 
-def ogm_iv(orig: str, seqno: int, tvlv: bytes = b"") -> bytes:
+def ogm_iv(orig: str, seqno: int, tvlv: bytes = b"", tq: int = 255, ttl: int = 50) -> bytes:
     """A BATMAN_IV OGM (struct batadv_ogm_packet, 24 bytes, big-endian fields) and its TVLVs."""
     mac = bytes.fromhex(orig.replace(":", ""))
-    return struct.pack("!BBBBI6s6sBBH", 0x00, BATADV_COMPAT_VERSION, 50, 0, seqno, mac, mac, 0, 255,
+    return struct.pack("!BBBBI6s6sBBH", 0x00, BATADV_COMPAT_VERSION, ttl, 0, seqno, mac, mac, 0, tq,
                        len(tvlv)) + tvlv
 
 
@@ -294,6 +295,41 @@ def test_ogm_sequence_numbers_are_recorded_per_originator_in_two_streams(net, pi
         until_sync(lambda: received(probes, net, PEER_MAC) == 12, 10)
         wide = ogm_entries(guard)[ORIG_WIDE]
         assert wide.jumps == 1 and [(s.first_seqno, s.seqno) for s in wide.streams] == [(10, 510), (1010, 1010)]
+    finally:
+        probes.close()
+
+
+async def test_a_neighbour_sending_another_originators_ogms_at_full_quality_is_reported(net, pin):
+    """The program keeps each originator's last OGM at TQ 248 or more (neighbour, TTL, TQ), not a
+    forwarded one's, nor an OGM2's. The neighbour's own OGMs (its primary: TTL 50) at TQ 255 are
+    no threat; a far originator's at 255 from it is ogm_full_claim about the neighbour, in one
+    look."""
+    s = settings(net, pin)
+    gsvc = GuardService(settings=GuardSettings(mode="observe"))
+    gctx = Ctx(s, gsvc.settings)
+    probes = start(s)
+    guard_maps(gsvc.kernel_maps)(probes.obj.maps)
+    tables = guard_observer({})
+    gsvc.observe = lambda now: replace(tables(now), hop_penalty=15)  # as the mesh subsystem hands it over
+    gsvc._register(gctx)
+    try:
+        net.send_frames([(PEER_MAC, ogm_iv(PEER_MAC, 10 + i) + ogm_iv(ORIG_FAR, 300 + i, tq=240, ttl=49))
+                         for i in range(3)] + [(PEER_MAC, ogm2(ORIG_V, 7))], gap=0.05)
+        await until(lambda: received(probes, net, PEER_MAC) == 4)
+        assert gsvc.look(gctx, time.monotonic()) == []
+        [own] = gsvc.ogm_claims
+        assert (own.orig, own.mac, own.interface, own.tq, own.ttl) == (PEER_MAC, PEER_MAC, net.host, 255, 50)
+        before = time.monotonic()
+        net.send_frames([(PEER_MAC, ogm_iv(ORIG_FAR, 303, tq=255, ttl=49))])
+        await until(lambda: received(probes, net, PEER_MAC) == 5)
+        [threat] = gsvc.look(gctx, time.monotonic())
+        b = threat["batman"]
+        assert (b["detector"], b["subject"], b["originator"], threat["in_iface"]) == (
+            "ogm_full_claim", PEER_MAC, ORIG_FAR, net.host)
+        assert threat["alert"]["signature_id"] == 1430511 and threat["alert"]["severity"] == 1
+        [far] = b["evidence"]["claims"]
+        assert (far["orig"], far["tq"], far["ttl"], b["evidence"]["own_ttl"]) == (ORIG_FAR, 255, 49, 50)
+        assert before <= {c.orig: c for c in gsvc.ogm_claims}[ORIG_FAR].at <= time.monotonic()
     finally:
         probes.close()
 

@@ -225,7 +225,7 @@ class DetectSettings:
         max=1_000_000,
     )
     handshake_burst_failures: int = setting(
-        8,
+        6,
         doc="Failed handshakes that one address made on this node (this node answering) within "
         "handshake_burst_span that make a burst at once, before handshake_failures is reached: an "
         "honest neighbour's redials back off from 0.5 s, doubling, so it makes at most four in 5 s; "

@@ -77,8 +77,18 @@ from x0tta.config.schema import AgentSettings
 from x0tta.guard.conditions import GUARD_NOT_ENFORCED
 from x0tta.guard.core import MODES, ORIGIN_NAMES, BadMac, format_mac, parse_mac
 from x0tta.guard.core.binding import effective_mode
-from x0tta.guard.core.detect import SEVERITY_INFO, SEVERITY_NAMES, SIGNATURES, Finding, Observation, Ogm, detect, fresh
-from x0tta.guard.core.ogm import decode_ogm_entries, ogm_records
+from x0tta.guard.core.detect import (
+    SEVERITY_INFO,
+    SEVERITY_NAMES,
+    SIGNATURES,
+    Claim,
+    Finding,
+    Observation,
+    Ogm,
+    detect,
+    fresh,
+)
+from x0tta.guard.core.ogm import decode_ogm_entries, ogm_claims, ogm_records
 from x0tta.guard.core.threats import pardoned, threat_record
 from x0tta.guard.enforce import Guard, KernelMaps
 
@@ -139,6 +149,7 @@ class GuardService(Subsystem):
         # the kernel's ogms map at the last look: originators, OGMs that jumped out of their
         # stream (cumulative per entry), entries that did not decode (since start)
         self.ogm_originators = self.ogm_jumps = self.ogm_undecodable = 0
+        self.ogm_claims: list[Claim] = []  # the full-quality claims the map held at the last look
         self._ifnames: dict[int, str] = {}
         self._changed = asyncio.Event()
         self._soon = False  # a look was asked for before the interval is over
@@ -342,11 +353,12 @@ class GuardService(Subsystem):
         s, g = self.settings.detect, self.guard
         seen = self.observe(now) if self.observe is not None else Observation(now)
         familiar = {o: t for o, t in self.familiar.items() if now - t <= s.originator_memory}
+        new_ogms = tuple(self._new_ogms(now - s.window))  # the map's read also takes its claims
         seen = replace(seen, at=now, admitted=frozenset(format_mac(m) for m in g.state.entries),
                        enforcing=g.mode == "enforce" and g.bound, familiar=frozenset(familiar),
                        admitting=bool(self.settings.admitted_macs) or (
                            self.handshakes_admit and self.identity_ready is not None and self.identity_ready()),
-                       ogms=seen.ogms + tuple(self._new_ogms(now - s.window)))
+                       ogms=seen.ogms + new_ogms, claims=tuple(self.ogm_claims))
         # the detectors' counters start from the last look before their window: keep two windows
         history = [o for o in self.history if o.at >= now - 2 * s.window] + [seen]
         return history, familiar, seen, detect(history, s, now)
@@ -361,10 +373,10 @@ class GuardService(Subsystem):
         for e in entries:
             for st in e.streams:
                 if st.ifindex not in self._ifnames:
-                    try:
-                        self._ifnames[st.ifindex] = socket.if_indextoname(st.ifindex)
-                    except OSError:  # gone since: its index stays the name
-                        self._ifnames[st.ifindex] = str(st.ifindex)
+                    self._ifnames[st.ifindex] = _ifname(st.ifindex)
+            if e.claim is not None and e.claim.ifindex not in self._ifnames:
+                self._ifnames[e.claim.ifindex] = _ifname(e.claim.ifindex)
+        self.ogm_claims = ogm_claims(entries, self._ifnames)
         if len(self._ifnames) > IFNAMES_MAX:
             self._ifnames.clear()  # a recreated interface gets a new index: names are looked up again
         return ogm_records(entries, self._ifnames, since)
@@ -469,6 +481,14 @@ class GuardService(Subsystem):
             "guard.release": release,
         }.items():
             ctx.admin.register(command, handler)
+
+
+def _ifname(index: int) -> str:
+    """The name of interface ``index``; the index itself for one gone since."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return str(index)
 
 
 def _arg(args: dict[str, Any], key: str) -> str:

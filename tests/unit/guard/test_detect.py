@@ -14,6 +14,7 @@ from x0tta.guard.core import link_local_from_mac
 from x0tta.guard.core.detect import (
     DETECTORS,
     SIGNATURES,
+    Claim,
     Flow,
     GatewayAd,
     Handshake,
@@ -31,6 +32,7 @@ from x0tta.guard.core.detect import (
     inflated_link_metric,
     mac_on_two_links,
     mac_two_identities,
+    ogm_full_claim,
     originator_flood,
     seqno_takeover,
     unadmitted_frames,
@@ -478,6 +480,48 @@ def test_a_flood_is_flagged_and_a_big_download_is_not() -> None:
     assert f.subject == "fd00::66" and f.evidence["pps"] == 200_000.0
 
 
+# -- OGMs at full quality -------------------------------------------------------------------------
+
+P2, S2 = "02:00:00:00:02:01", "02:00:00:00:02:02"  # a neighbour's primary and secondary interfaces
+
+
+def claims(now: float, *cs: tuple[str, str, int, int], hp: int | None = 15, ago: float = 0.5) -> Observation:
+    """An observation at ``now`` of (orig, neighbour, tq, ttl) claims made ``ago`` seconds before."""
+    return Observation(now, claims=tuple(Claim(now - ago, o, m, "wlan0", tq, ttl) for o, m, tq, ttl in cs),
+                       hop_penalty=hp)
+
+
+def test_a_neighbours_own_ogms_at_full_quality_are_no_claim() -> None:
+    """A primary interface's frames carry its own OGMs (TTL 50); a secondary's its own (TTL 2) and
+    its primary's; forwarded ones come below 255 less the penalty."""
+    honest = claims(10.0, (P2, P2, 255, 50), (S2, S2, 255, 2), (P2, S2, 255, 50), (C, P2, 240, 49))
+    assert ogm_full_claim([honest], S, 10.0) == []
+
+
+@pytest.mark.parametrize(("cs", "allowed"), [
+    (((P2, P2, 255, 50), (C, P2, 255, 49)), 0),  # from its primary interface: one other is too many
+    (((S2, S2, 255, 2), (P2, S2, 255, 50), (C, S2, 255, 49)), 1),  # from a secondary: two others
+    (((P2, S2, 255, 50), (C, S2, 250, 49)), 1),  # its own OGMs not seen: still at most one other
+])
+def test_a_far_originator_at_full_quality_from_a_neighbour_is_a_claim_about_it(cs, allowed) -> None:
+    sender = cs[0][1]
+    [f] = ogm_full_claim([claims(10.0, *cs)], S, 10.0)
+    assert (f.subject, f.macs, f.interface, f.signature.severity) == (sender, (sender,), "wlan0", 1)
+    assert f.evidence["allowed"] == allowed and C in [c["orig"] for c in f.evidence["claims"]]
+    assert f.originator == (C if allowed == 0 else None)
+
+
+def test_full_quality_claims_are_judged_only_fresh_above_the_penalty_and_with_one_known() -> None:
+    attack = ((P2, P2, 255, 50), (C, P2, 255, 49))
+    assert ogm_full_claim([claims(10.0, *attack, ago=S.forward_fresh + 0.5)], S, 10.0) == []  # old
+    assert ogm_full_claim([claims(10.0, *attack, hp=None)], S, 10.0) == []  # penalty unknown: off
+    assert ogm_full_claim([claims(10.0, *attack, hp=S.forward_penalty_min - 1)], S, 10.0) == []
+    # at 248 the claim is above 255 less a penalty of 15, not above 255 less 7
+    low = ((P2, P2, 255, 50), (C, P2, 248, 49))
+    assert len(ogm_full_claim([claims(10.0, *low)], S, 10.0)) == 1
+    assert ogm_full_claim([claims(10.0, *low, hp=7)], replace(S, forward_penalty_min=4), 10.0) == []
+
+
 # -- failed handshakes ----------------------------------------------------------------------------
 
 
@@ -495,13 +539,13 @@ def test_an_expired_neighbour_retrying_and_unreachable_dials_are_not_a_burst() -
 
 
 def test_a_fast_burst_on_this_node_is_flagged_before_the_windows_count() -> None:
-    """Eight refused handshakes made on this node within 5 s (a dial every 0.3 s) are a burst long
+    """Six refused handshakes made on this node within 5 s (a dial every 0.3 s) are a burst long
     before twenty; the evidence says which limit it passed."""
     addr = link_local_from_mac(R, "wlan0")
-    hs = tuple(Handshake(10.0 + 0.3 * i, f"[{addr}]:{40000 + i}", False, "no_client_certificate") for i in range(8))
+    hs = tuple(Handshake(10.0 + 0.3 * i, f"[{addr}]:{40000 + i}", False, "no_client_certificate") for i in range(6))
     [f] = handshake_burst([Observation(13.0, handshakes=hs)], S, 13.0)
-    assert f.macs == (R,) and f.evidence["failures"] == 8 and f.evidence["densest"] == 8
-    assert handshake_burst([Observation(13.0, handshakes=hs[:7])], S, 13.0) == []
+    assert f.macs == (R,) and f.evidence["failures"] == 6 and f.evidence["densest"] == 6
+    assert handshake_burst([Observation(13.0, handshakes=hs[:5])], S, 13.0) == []
     assert handshake_burst([Observation(13.0, handshakes=hs)], replace(S, handshake_burst_failures=0), 13.0) == []
 
 

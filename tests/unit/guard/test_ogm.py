@@ -8,11 +8,12 @@ from dataclasses import replace
 import pytest
 
 from x0tta.config.guard import DetectSettings
-from x0tta.guard.core.detect import Observation, seqno_takeover
+from x0tta.guard.core.detect import Observation, ogm_full_claim, seqno_takeover
 from x0tta.guard.core.ogm import (
     OGM_STREAM,
     OGM_VALUE_SIZE,
     OGM_VALUE_TAIL,
+    OgmClaim,
     OgmDecodeError,
     OgmEntry,
     OgmStream,
@@ -20,6 +21,7 @@ from x0tta.guard.core.ogm import (
     decode_ogm_key,
     decode_ogm_value,
     encode_ogm_entry,
+    ogm_claims,
     ogm_records,
 )
 
@@ -40,12 +42,16 @@ def stream(first: float, last: float, frames: int, first_seqno: int, seqno: int,
 EMPTY = bytes(OGM_STREAM.size)
 
 
-def value(a: bytes, b: bytes = EMPTY, jumps: int = 0, ptype: int = 0) -> bytes:
-    return a + b + OGM_VALUE_TAIL.pack(jumps, ptype)
+NO_CLAIM = (0, 0, bytes(6), 0, 0)
+
+
+def value(a: bytes, b: bytes = EMPTY, jumps: int = 0, ptype: int = 0,
+          claim: tuple[int, int, bytes, int, int] = NO_CLAIM) -> bytes:
+    return a + b + OGM_VALUE_TAIL.pack(jumps, ptype, *claim)
 
 
 def test_layout_matches_the_c_structs() -> None:
-    assert (OGM_STREAM.size, OGM_VALUE_SIZE) == (48, 112)
+    assert (OGM_STREAM.size, OGM_VALUE_SIZE) == (48, 136)
 
 
 def test_an_entry_decodes_to_its_streams_and_leaves_empty_slots_out() -> None:
@@ -65,6 +71,7 @@ def test_an_entry_decodes_to_its_streams_and_leaves_empty_slots_out() -> None:
         (None, b"\0" * 111, "111 bytes"),
         (None, value(stream(1.0, 2.0, 2, 1, 2, HONEST), ptype=1), "packet type 0x01"),
         (None, value(EMPTY), "no stream"),
+        (None, value(stream(1.0, 2.0, 2, 1, 2, HONEST), claim=(S, 7, bytes(6), 247, 50)), "TQ 247"),
     ],
 )
 def test_malformed_entries_raise_the_decode_error(k, v, why) -> None:
@@ -79,6 +86,8 @@ def test_encoding_is_the_inverse_of_decoding() -> None:
     e = OgmEntry(ORIG, (OgmStream(S, 9 * S, 9, 100, 108, 7, HONEST), OgmStream(2, 3, 2, 5, 6, 1, ROGUE)), 3, "BATMAN_V")
     k, v = encode_ogm_entry(e)
     assert decode_ogm_value(decode_ogm_key(k), v) == e
+    claimed = replace(e, claim=OgmClaim(9 * S, 7, ROGUE, 255, 49))
+    assert decode_ogm_value(ORIG, encode_ogm_entry(claimed)[1]) == claimed
     assert decode_ogm_entries([encode_ogm_entry(replace(e, streams=e.streams[:1]))])[0][0].streams == e.streams[:1]
 
 
@@ -115,3 +124,20 @@ def test_a_restart_read_from_the_map_is_not_a_takeover() -> None:
                                      jumps=1))
     obs = Observation(10.0, ogms=tuple(ogm_records([e], {}, 0.0)))
     assert seqno_takeover([obs], DetectSettings(), 10.0) == []
+
+
+def test_claims_are_each_entrys_last_full_quality_ogm_by_interface_name() -> None:
+    """The claim part of an entry: its last OGM at TQ 248 or more, from which neighbour, with which
+    TTL; ogm_full_claim reads them (a far originator's at 255 from a neighbour whose own OGMs come
+    with its primary's TTL)."""
+    neigh = bytes.fromhex(HONEST.replace(":", ""))
+    honest = decode_ogm_value(HONEST, value(stream(1.0, 9.0, 9, 100, 108, HONEST), claim=(9 * S, 7, neigh, 255, 50)))
+    far = decode_ogm_value(ORIG, value(stream(1.0, 9.5, 9, 100, 108, HONEST),
+                                       claim=(9 * S + S // 2, 7, neigh, 255, 49)))
+    quiet = decode_ogm_value(ROGUE, value(stream(1.0, 2.0, 2, 1, 2, HONEST)))
+    claims = ogm_claims([far, quiet, honest], {7: "wlan0"})
+    assert [(c.at, c.orig, c.mac, c.interface, c.tq, c.ttl) for c in claims] == [
+        (9.0, HONEST, HONEST, "wlan0", 255, 50), (9.5, ORIG, HONEST, "wlan0", 255, 49)]
+    obs = Observation(10.0, claims=tuple(claims), hop_penalty=15)
+    [f] = ogm_full_claim([obs], DetectSettings(), 10.0)
+    assert (f.subject, f.originator, f.interface) == (HONEST, ORIG, "wlan0")

@@ -25,6 +25,7 @@ signature                     observation                                       
 ``originator_flood``          :class:`Route` (GET_ORIGINATORS): new originators            mesh
 ``seqno_takeover``            :class:`Ogm`: two sequence-number streams of one originator  guard [#]_
 ``inflated_link_metric``      :class:`Route` vs :class:`LinkMeasure` of its next hop       mesh [#]_
+``ogm_full_claim``            :class:`Claim`: OGMs at a TQ no forward keeps                guard [#]_
 ``gateway_bandwidth``         :class:`GatewayAd` (GET_GATEWAYS)                            mesh
 ``flow_scan``, ``flow_flood`` :class:`Flow` (probes' flow map), ingress                    probes
 ``handshake_burst``           :class:`Handshake` (failed)                                  peer
@@ -37,6 +38,8 @@ signature                     observation                                       
    TQ of the neighbour's own interface entry, against which a forwarded originator must show the
    mesh's hop penalty (``Observation.hop_penalty``); the heal probes' delivery ratio
    (``LinkMeasure.delivery``) is not handed over yet.
+.. [#] The same map keeps each originator's last BATMAN_IV OGM at TQ 248 or more: the neighbour
+   it came from, its TTL.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ SIGNATURES: dict[str, Signature] = {
         Signature(1430509, "flow_flood", "packet flood from one source", SEVERITY_MEDIUM, "denial-of-service"),
         Signature(1430510, "handshake_burst", "burst of failed PQ mTLS handshakes", SEVERITY_MEDIUM,
                   "authentication"),
+        Signature(1430511, "ogm_full_claim", "a neighbour sending OGMs at a quality only their originator gives",
+                  SEVERITY_HIGH, "routing-attack"),
     )
 }
 
@@ -191,6 +196,19 @@ class Ogm:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """The last BATMAN_IV OGM of ``orig`` that came at a TQ only an originator's own OGMs carry,
+    from neighbour ``mac`` on ``interface``, with its TTL (the guard's ``ogms`` map)."""
+
+    at: float
+    orig: str
+    mac: str
+    interface: str
+    tq: int
+    ttl: int
+
+
+@dataclass(frozen=True)
 class Observation:
     """One look at the mesh at ``at``: tables are the state then; ``handshakes`` and ``ogms`` are
     the events since the previous observation."""
@@ -204,6 +222,8 @@ class Observation:
     flows: tuple[Flow, ...] = ()
     handshakes: tuple[Handshake, ...] = ()
     ogms: tuple[Ogm, ...] = ()
+    # the full-quality OGM claims the guard's map holds at ``at`` (a state, like the tables)
+    claims: tuple[Claim, ...] = ()
     enforcing: bool = False
     # whether this node can admit a neighbour at all: it has an identity to handshake with, or a
     # configured allow-list. Without either, every neighbour is unadmitted and saying so tells nobody
@@ -604,6 +624,46 @@ def inflated_link_metric(observations: Sequence[Observation], s: DetectSettings,
     return out
 
 
+SECONDARY_TTL = 2  # batman-adv's own OGMs of a secondary hard interface: that interface only, TTL 2
+
+
+def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
+    """BATMAN_IV: a neighbour that sent OGMs, within ``forward_fresh``, at a TQ above 255 less the
+    hop penalty, for more originators than can be its own. Every node that forwards an OGM takes
+    its ``hop_penalty`` off the TQ, so only an originator's own OGMs come at that quality, and a
+    node sends its own on each hard interface: its primary's (TTL 50, on every interface) and, from
+    a secondary interface, that interface's (TTL 2, its MAC the frame's source). So a neighbour's
+    frames may carry, at full quality, the source MAC's own OGMs and, when those have the
+    secondary's TTL, one other originator's - its primary. More is a path without a hop: the
+    attacker's own frames, first-hop evidence (unlike ``inflated_link_metric``'s tables). Off below
+    ``forward_penalty_min``, as that check; this node's penalty is taken as every node's."""
+    cur = _current(observations, now)
+    hp = cur.hop_penalty if cur is not None else None
+    if cur is None or hp is None or hp < s.forward_penalty_min:
+        return []
+    by_neigh: dict[tuple[str, str], dict[str, Claim]] = defaultdict(dict)
+    for c in cur.claims:
+        if now - s.forward_fresh <= c.at <= now + 1.0 and c.tq > 255 - hp:
+            by_neigh[(c.interface, _norm(c.mac))][_norm(c.orig)] = c
+    out = []
+    for (iface, mac), claims in sorted(by_neigh.items()):
+        own = claims.get(mac)
+        others = sorted(o for o in claims if o != mac)
+        allowed = 0 if own is not None and own.ttl > SECONDARY_TTL else 1
+        if len(others) <= allowed:
+            continue
+        out.append(_finding(
+            "ogm_full_claim", now, mac, macs=(mac,), interface=iface,
+            originator=others[0] if allowed == 0 and len(others) == 1 else None,
+            evidence={"claims": [{"orig": o, "tq": claims[o].tq, "ttl": claims[o].ttl,
+                                  "ago": round(now - claims[o].at, 3)} for o in others[:8]],
+                      "originators": len(others), "allowed": allowed,
+                      "own_ttl": own.ttl if own is not None else None, "hop_penalty": hp,
+                      "fresh": s.forward_fresh},
+        ))
+    return out
+
+
 def gateway_bandwidth(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
     """Gateways announcing more than ``gateway_max_bandwidth``, or more than ``gateway_ratio``
     times the median of the other gateways (when there are at least two others)."""
@@ -739,6 +799,7 @@ DETECTORS: dict[str, Callable[[Sequence[Observation], DetectSettings, float], li
     "originator_flood": originator_flood,
     "seqno_takeover": seqno_takeover,
     "inflated_link_metric": inflated_link_metric,
+    "ogm_full_claim": ogm_full_claim,
     "gateway_bandwidth": gateway_bandwidth,
     "flow_scan": flow_scan,
     "flow_flood": flow_flood,

@@ -29,10 +29,12 @@ kind              frames                                                        
 rogue_node        a MAC no handshake admitted sends its own OGMs                    ``unadmitted_frames``
 originator_flood  OGMs of many made-up originators through one neighbour             ``originator_flood``
 seqno_takeover    OGMs of an honest originator with its seqno jumped far ahead       ``seqno_takeover``
-inflated_tq       OGMs of a far originator carrying the best TQ (255)                ``inflated_link_metric``
+inflated_tq       OGMs of a far originator carrying the best TQ (255)                ``ogm_full_claim`` [#]_
 gateway_hijack    OGMs of an originator with a gateway TVLV of implausible bandwidth ``gateway_bandwidth``
 handshake_burst   failed PQ mTLS handshakes (``x0tta.peer.attack``, not frames)      ``handshake_burst``
 ================  ================================================================  =====================
+
+.. [#] or ``inflated_link_metric``, the same claim seen later in batman-adv's tables.
 
 A BATMAN_IV node takes an OGM of another originator only through a neighbour it holds a
 bidirectional link with (it must have heard its own OGMs echoed back by that neighbour): the lab's
@@ -83,7 +85,7 @@ DETECTORS: dict[str, tuple[str, ...]] = {
     "rogue_node": ("unadmitted_frames",),
     "originator_flood": ("originator_flood",),
     "seqno_takeover": ("seqno_takeover",),
-    "inflated_tq": ("inflated_link_metric",),
+    "inflated_tq": ("ogm_full_claim", "inflated_link_metric"),
     "gateway_hijack": ("gateway_bandwidth",),
     "handshake_burst": ("handshake_burst",),
 }
