@@ -522,6 +522,39 @@ def test_full_quality_claims_are_judged_only_fresh_above_the_penalty_and_with_on
     assert ogm_full_claim([claims(10.0, *low, hp=7)], replace(S, forward_penalty_min=4), 10.0) == []
 
 
+def look(at: float, *cs: tuple[str, str, float, int]) -> Observation:
+    """A look at ``at`` holding (orig, neighbour, last claim time, ttl) claims at TQ 255."""
+    return Observation(at, claims=tuple(Claim(t, o, m, "wlan0", 255, ttl) for o, m, t, ttl in cs), hop_penalty=15)
+
+
+def test_a_neighbour_whose_primary_changed_is_not_claiming_its_old_primary() -> None:
+    """The heal loop detached a neighbour's primary interface: its secondary became the primary
+    (its own OGMs now with TTL 50) while the old primary's last claim is still fresh; or a
+    secondary's primary moved to a third interface. Replaced, not joined: no finding."""
+    before = [look(10.0, (S2, S2, 9.8, 2), (P2, S2, 9.9, 50)), look(12.0, (S2, S2, 11.8, 2), (P2, S2, 11.9, 50))]
+    became = look(14.0, (S2, S2, 13.9, 50), (P2, S2, 13.5, 50))
+    assert ogm_full_claim([*before, became], S, 14.0) == []
+    assert ogm_full_claim([*before, became, look(16.0, (S2, S2, 15.9, 50), (P2, S2, 13.5, 50))], S, 16.0) == []
+    moved = look(14.0, (S2, S2, 13.8, 2), (P2, S2, 13.0, 50), (C, S2, 13.9, 50))
+    assert ogm_full_claim([*before, moved], S, 14.0) == []
+    # an OGM of the old primary still on its way as the new one began: replaced too
+    assert ogm_full_claim([*before, look(14.0, (S2, S2, 13.8, 2), (P2, S2, 13.6, 50), (C, S2, 13.9, 50))],
+                          S, 14.0) == []
+    # but an originator claimed beside the primary, which goes on past it, is a claim: as soon as
+    # the primary's OGMs came half a second after it began
+    attack = look(14.0, (S2, S2, 13.8, 2), (P2, S2, 13.9, 50), (C, S2, 13.2, 49))
+    [f] = ogm_full_claim([*before, attack], S, 14.0)
+    assert f.subject == S2 and f.evidence["originators"] == 2
+    young = replace(attack, claims=(*attack.claims[:2], replace(attack.claims[2], at=13.7)))
+    assert ogm_full_claim([*before, young], S, 14.0) == []  # not yet: at the next look
+
+
+def test_a_claim_beside_a_primary_neighbours_own_ogms_is_seen_at_the_look_it_began() -> None:
+    quiet = [look(10.0, (P2, P2, 9.9, 50)), look(12.0, (P2, P2, 11.9, 50))]
+    [f] = ogm_full_claim([*quiet, look(14.0, (P2, P2, 13.9, 50), (C, P2, 13.5, 49))], S, 14.0)
+    assert (f.subject, f.originator) == (P2, C)
+
+
 # -- failed handshakes ----------------------------------------------------------------------------
 
 

@@ -625,6 +625,28 @@ def inflated_link_metric(observations: Sequence[Observation], s: DetectSettings,
 
 
 SECONDARY_TTL = 2  # batman-adv's own OGMs of a secondary hard interface: that interface only, TTL 2
+# A claim whose last OGM came less than this after another claim of the same neighbour began was
+# replaced by it (an OGM of the old primary still on its way when the new one's began), not joined
+REPLACED_WITHIN = 0.5
+
+
+def _claim_history(observations: Sequence[Observation], now: float) -> tuple[dict[tuple[str, str], float],
+                                                                             dict[str, float]]:
+    """From the looks up to ``now``: when each (neighbour, originator) claim began (its claim time
+    at the first look that held it; -inf for those the earliest look already held, which may be
+    old), and since when each neighbour's own OGMs have come with a primary's TTL (the first look
+    of the latest run of looks that saw them so; -inf from the earliest)."""
+    began: dict[tuple[str, str], float] = {}
+    primary: dict[str, float | None] = {}
+    for i, o in enumerate(sorted((o for o in observations if o.at <= now), key=lambda o: o.at)):
+        for c in o.claims:
+            key = (_norm(c.mac), _norm(c.orig))
+            start = -math.inf if i == 0 else c.at
+            began.setdefault(key, start)
+            if key[0] == key[1]:
+                was = primary.get(key[0])
+                primary[key[0]] = (start if was is None else was) if c.ttl > SECONDARY_TTL else None
+    return began, {m: t for m, t in primary.items() if t is not None}
 
 
 def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
@@ -636,7 +658,12 @@ def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: 
     frames may carry, at full quality, the source MAC's own OGMs and, when those have the
     secondary's TTL, one other originator's - its primary. More is a path without a hop: the
     attacker's own frames, first-hop evidence (unlike ``inflated_link_metric``'s tables). Off below
-    ``forward_penalty_min``, as that check; this node's penalty is taken as every node's."""
+    ``forward_penalty_min``, as that check; this node's penalty is taken as every node's.
+
+    A neighbour whose primary changes (the heal loop detached its primary interface, say) sends
+    the new primary's OGMs while the old one's last claim is still fresh: a claim whose last OGM
+    came before another claim of that neighbour began (or within ``REPLACED_WITHIN`` after), or
+    before its own OGMs took a primary's TTL, was replaced, not joined, and does not count."""
     cur = _current(observations, now)
     hp = cur.hop_penalty if cur is not None else None
     if cur is None or hp is None or hp < s.forward_penalty_min:
@@ -645,11 +672,15 @@ def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: 
     for c in cur.claims:
         if now - s.forward_fresh <= c.at <= now + 1.0 and c.tq > 255 - hp:
             by_neigh[(c.interface, _norm(c.mac))][_norm(c.orig)] = c
+    began, primary_since = _claim_history(observations, now)
     out = []
     for (iface, mac), claims in sorted(by_neigh.items()):
         own = claims.get(mac)
-        others = sorted(o for o in claims if o != mac)
-        allowed = 0 if own is not None and own.ttl > SECONDARY_TTL else 1
+        is_primary = own is not None and own.ttl > SECONDARY_TTL
+        since = primary_since.get(mac) if is_primary else None
+        others = sorted(o for o, c in claims.items() if o != mac and (since is None or c.at >= since) and not any(
+            began.get((mac, p), d.at) > c.at - REPLACED_WITHIN for p, d in claims.items() if p != o))
+        allowed = 0 if is_primary else 1
         if len(others) <= allowed:
             continue
         out.append(_finding(
