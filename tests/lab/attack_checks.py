@@ -96,8 +96,8 @@ def attack(lab: Any, node: str, kind: str, victim: str, seed: int, target: str |
     me = veth_mac(topo.node(node), link)
     if kind == "handshake_burst":
         host = link_local_from_mac(veth_mac(topo.node(victim), link), ifname)
-        first_wall = time.time()
         counts = handshake_burst(host, PEER_PORT, attempts=30, netns=node)
+        first_wall = counts.pop("first_wall", None)
         me_ll = link_local_from_mac(me, ifname).split("%")[0]
         return {"kind": kind, "seed": seed, "sender": me, "about": [me_ll, me], "first_wall": first_wall,
                 "sent": counts["refused"] + counts["not_refused"], "failed": counts["error"], "details": counts}

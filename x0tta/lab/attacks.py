@@ -167,7 +167,9 @@ def handshake_burst(host: str, port: int, attempts: int = 30, case: str = "no_cl
     """``attempts`` handshakes the peer transport must refuse (``case`` of :mod:`x0tta.peer.attack`
     that needs no CA: ``no_client_certificate``, ``tls12_client`` or ``garbage``) against ``host``
     (a neighbour's address, ``fe80::...%iface`` on a link) and ``port``, one after the other;
-    returns how many were refused and how many errored (with the last error). From namespace ``netns`` when given (the
+    returns how many were refused and how many errored (with the last error), and ``first_wall``, the
+    time.time() at which the first connection was opened (after the imports and the thread's start,
+    which take a second or two in the lab's guest). From namespace ``netns`` when given (the
     connections are made in a thread that enters it)."""
     from x0tta.peer.attack import run_case
 
@@ -175,8 +177,10 @@ def handshake_burst(host: str, port: int, attempts: int = 30, case: str = "no_cl
         raise ValueError(f"case {case!r} needs a CA: use no_client_certificate, tls12_client or garbage")
     counts = {"refused": 0, "not_refused": 0, "error": 0}
     last_error = [""]
+    first_wall: list[float] = []
 
     async def burst() -> None:
+        first_wall.append(time.time())
         for _ in range(attempts):
             try:
                 seen = await SYSTEM.wait_for(run_case(case, host, port, None, wait=5.0), 10.0)  # type: ignore[arg-type]
@@ -206,4 +210,5 @@ def handshake_burst(host: str, port: int, attempts: int = 30, case: str = "no_cl
     worker = threading.Thread(target=run, name="attack-handshake-burst")
     worker.start()
     worker.join()
-    return {**counts, "last_error": last_error[0]} if counts["error"] else counts
+    out: dict[str, Any] = {**counts, "last_error": last_error[0]} if counts["error"] else dict(counts)
+    return {**out, "first_wall": first_wall[0]} if first_wall else out
