@@ -541,7 +541,7 @@ def test_a_neighbour_whose_primary_changed_is_not_claiming_its_old_primary() -> 
     assert ogm_full_claim([*before, look(14.0, (S2, S2, 13.8, 2), (P2, S2, 13.6, 50), (C, S2, 13.9, 50))],
                           S, 14.0) == []
     # but an originator claimed beside the primary, which goes on past it, is a claim: as soon as
-    # the primary's OGMs came half a second after it began
+    # the primary's OGMs came a quarter of a second after it began
     attack = look(14.0, (S2, S2, 13.8, 2), (P2, S2, 13.9, 50), (C, S2, 13.2, 49))
     [f] = ogm_full_claim([*before, attack], S, 14.0)
     assert f.subject == S2 and f.evidence["originators"] == 2
