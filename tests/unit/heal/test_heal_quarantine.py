@@ -140,3 +140,14 @@ def test_what_a_neighbour_only_forwards_is_not_answered_by_quarantine_unless_ask
         k, d, _ = ring.run(k, replace(ring.obs(1.0), threats=(ThreatSeen(ring.A, detector, 1, ID),)), 1.0)
         assert [x.action.kind for x in d] == [ActionKind.QUARANTINE], detector
 
+
+def test_a_neighbours_own_frames_claiming_a_far_originator_are_answered_by_quarantine(settings, ring):
+    """ogm_full_claim reads the OGMs in the frames the neighbour itself sent, at a quality no
+    forward keeps: first-hop evidence, quarantined without quarantine_forwarded."""
+    from x0tta.heal.core.detect import FORWARDED
+
+    assert "ogm_full_claim" not in FORWARDED and not settings.quarantine_forwarded
+    k = loop.initial(settings, "t")
+    k, d, _ = ring.run(k, replace(ring.obs(1.0), threats=(ThreatSeen(ring.A, "ogm_full_claim", 1, ID),)), 1.0)
+    assert [x.action.kind for x in d] == [ActionKind.QUARANTINE]
+

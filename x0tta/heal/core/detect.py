@@ -163,6 +163,8 @@ def analyze(mem: Memory, obs: Observation, s: HealSettings, now: float) -> tuple
 # relays - rather than what the neighbour itself is or does: an honest neighbour one hop from the
 # attacker shows the same evidence as the attacker (the attack suite in the lab: every node of the
 # ring quarantined the neighbour it heard a flood, a takeover or a made-up gateway through).
+# ogm_full_claim is not one of them: it reads the OGMs in the neighbour's own frames, at a quality
+# no forward keeps.
 FORWARDED = ("originator_flood", "seqno_takeover", "gateway_bandwidth", "inflated_link_metric")
 
 
