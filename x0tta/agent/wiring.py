@@ -592,8 +592,9 @@ def handshake_recorder(into: deque[Any], clock: Callable[[], float] = time.monot
 
     def record(r: Any) -> None:
         host = r.address.rsplit(":", 1)[0].strip("[]") if ":" in r.address else r.address
-        into.append(Handshake(clock(), host, r.ok, r.reason, r.role, r.spiffe_id))
-        if on_refused is not None and not r.ok and r.reason != "unreachable":
+        h = Handshake(clock(), host, r.ok, r.reason, r.role, r.spiffe_id)
+        into.append(h)
+        if on_refused is not None and h.refused:
             on_refused()
 
     return record

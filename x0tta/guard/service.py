@@ -366,16 +366,17 @@ class GuardService(Subsystem):
     def read_ogms(self, since: float) -> list[Ogm]:
         """The OGM events since ``since`` that the kernel's ``ogms`` map shows (blocking: a map
         read; the look runs it in its worker thread). Entries that do not decode are counted in
-        ``x0tta_guard_ogm_undecodable_total`` and left out."""
+        ``x0tta_guard_ogm_undecodable_total`` and left out. The same read leaves the map's
+        full-quality claims in :attr:`ogm_claims`."""
         entries, bad = decode_ogm_entries(self.guard.ogm_entries())
         self.ogm_originators, self.ogm_jumps = len(entries), sum(e.jumps for e in entries)
         self.ogm_undecodable += bad
-        for e in entries:
-            for st in e.streams:
-                if st.ifindex not in self._ifnames:
-                    self._ifnames[st.ifindex] = _ifname(st.ifindex)
-            if e.claim is not None and e.claim.ifindex not in self._ifnames:
-                self._ifnames[e.claim.ifindex] = _ifname(e.claim.ifindex)
+        indexes = {st.ifindex for e in entries for st in e.streams} | {e.claim.ifindex for e in entries if e.claim}
+        for index in indexes - self._ifnames.keys():
+            try:
+                self._ifnames[index] = socket.if_indextoname(index)
+            except OSError:  # gone since: its index stays the name
+                self._ifnames[index] = str(index)
         self.ogm_claims = ogm_claims(entries, self._ifnames)
         if len(self._ifnames) > IFNAMES_MAX:
             self._ifnames.clear()  # a recreated interface gets a new index: names are looked up again
@@ -481,14 +482,6 @@ class GuardService(Subsystem):
             "guard.release": release,
         }.items():
             ctx.admin.register(command, handler)
-
-
-def _ifname(index: int) -> str:
-    """The name of interface ``index``; the index itself for one gone since."""
-    try:
-        return socket.if_indextoname(index)
-    except OSError:
-        return str(index)
 
 
 def _arg(args: dict[str, Any], key: str) -> str:

@@ -183,6 +183,12 @@ class Handshake:
     role: str = "server"
     spiffe_id: str = ""
 
+    @property
+    def refused(self) -> bool:
+        """Failed by the other side: ``unreachable`` (this node dialled and found no one) is not an
+        attempt on this node."""
+        return not self.ok and self.reason != "unreachable"
+
 
 @dataclass(frozen=True)
 class Ogm:
@@ -651,6 +657,13 @@ def _claim_history(observations: Sequence[Observation], now: float) -> tuple[dic
     return began, {m: t for m, t in primary.items() if t is not None}
 
 
+def _replaced(mac: str, orig: str, claims: Mapping[str, Claim], began: Mapping[tuple[str, str], float]) -> bool:
+    """Whether neighbour ``mac``'s claim of ``orig`` last came before another of its claims began,
+    or within :data:`REPLACED_WITHIN` after."""
+    last = claims[orig].at
+    return any(began.get((mac, o), c.at) > last - REPLACED_WITHIN for o, c in claims.items() if o != orig)
+
+
 def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: float) -> list[Finding]:
     """BATMAN_IV: a neighbour that sent OGMs, within ``forward_fresh``, at a TQ above 255 less the
     hop penalty, for more originators than can be its own. Every node that forwards an OGM takes
@@ -672,6 +685,7 @@ def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: 
         return []
     by_neigh: dict[tuple[str, str], dict[str, Claim]] = defaultdict(dict)
     for c in cur.claims:
+        # the map is read after the look's ``now`` was taken: a claim may be a little newer
         if now - s.forward_fresh <= c.at <= now + 1.0 and c.tq > 255 - hp:
             by_neigh[(c.interface, _norm(c.mac))][_norm(c.orig)] = c
     began, primary_since = _claim_history(observations, now)
@@ -680,8 +694,8 @@ def ogm_full_claim(observations: Sequence[Observation], s: DetectSettings, now: 
         own = claims.get(mac)
         is_primary = own is not None and own.ttl > SECONDARY_TTL
         since = primary_since.get(mac) if is_primary else None
-        others = sorted(o for o, c in claims.items() if o != mac and (since is None or c.at >= since) and not any(
-            began.get((mac, p), d.at) > c.at - REPLACED_WITHIN for p, d in claims.items() if p != o))
+        others = sorted(o for o, c in claims.items()
+                        if o != mac and (since is None or c.at >= since) and not _replaced(mac, o, claims, began))
         allowed = 0 if is_primary else 1
         if len(others) <= allowed:
             continue
@@ -801,11 +815,10 @@ def handshake_burst(observations: Sequence[Observation], s: DetectSettings, now:
     """``handshake_failures`` or more failed handshakes from one host within the window, or
     ``handshake_burst_failures`` that it made on this node (this node the TLS server) within
     ``handshake_burst_span``: a pace no honest redial keeps, seen before the window's count fills.
-    Only failures the other side caused count: ``unreachable`` (this node dialled and found no one)
-    is not an attempt on it."""
+    Only failures the other side caused count (:attr:`Handshake.refused`)."""
     fails: dict[str, list[Handshake]] = defaultdict(list)
     for h in _handshakes(observations, s, now):
-        if not h.ok and h.reason != "unreachable":
+        if h.refused:
             fails[_host(h.address)].append(h)
     out = []
     for host, hs in sorted(fails.items()):
